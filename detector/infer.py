@@ -284,7 +284,10 @@ class Detector:
                 f"the detector did not answer within {timeout_s:g} s ({len(rows)} crops)"
             ) from None
         except Exception as e:  # a torch failure on the worker thread
-            raise DetectorError(f"detector inference failed: {e}") from e
+            raise DetectorError(
+                f"detector inference failed: {e}",  # torch's words: the operator's
+                public="detector inference failed; the server logged why",
+            ) from e
         reports = []
         taken = 0
         for plan, offset in zip(plans, offsets, strict=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import mimetypes
 import re
 import signal
@@ -239,8 +240,33 @@ def test_size_limit_refuses_before_parsing(pool: ReaderPool) -> None:
 
 
 def test_missing_file_raises_media_error(pool: ReaderPool, tmp_path: Path) -> None:
-    with pytest.raises(MediaError):
+    """Its message names the file (a command's user's own); what a server's caller is
+    told (``public``: the server's upload file gone) does not."""
+    with pytest.raises(MediaError) as missing:
         read_c2pa(tmp_path / "absent.jpg", "image/jpeg", pool=pool)
+    assert str(tmp_path / "absent.jpg") in str(missing.value)
+    assert missing.value.public == "cannot read the asset: No such file or directory"
+
+
+def test_a_file_the_worker_cannot_open_is_reported_without_its_path(
+    pool: ReaderPool, tmp_path: Path
+) -> None:
+    """An upload's temporary file gone (or unreadable) by the time the worker opens it:
+    the result, which reaches the caller's report, gives the system's reason, not the
+    server's path. Before: "cannot read the asset: [Errno 2] No such file or directory:
+    '/tmp/.../prov-upload-...'"."""
+    gone = tmp_path / "prov-upload-gone.jpg"
+    result = pool.read(
+        path=str(gone),
+        data=None,
+        media_type="image/jpeg",
+        settings_json=json.dumps(reader_settings(None)),
+        manifest=None,
+        timeout_s=30.0,
+        memory_bytes=1 << 30,
+    )
+    assert (result.present, result.error_kind) == (False, "Io"), result
+    assert result.error == "cannot read the asset: No such file or directory"
 
 
 def test_closed_pool_refuses() -> None:

@@ -378,3 +378,24 @@ def test_a_call_past_its_deadline_is_dropped_not_run(det: Detector) -> None:
     assert det.score_image(rgb, b"after", timeout_s=60).crops  # on time again
     # the worker ran the big call's crops and the last call's, never the late one's
     assert batch_stat("sum") - rows_before == 24 * crops + crops
+
+
+def test_a_failed_inference_tells_callers_no_internals() -> None:
+    """torch failing on the worker thread (out of memory, a device error: its words name
+    the device, its memory, sometimes files): the DetectorError's message keeps torch's
+    words for the server's log; what a caller's report says (``public``) does not.
+    Before, the report's note was "not scored: detector inference failed: <torch's
+    words>"."""
+    from provenance.core.errors import DetectorError
+
+    words = "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; /opt/prov/weights.bin)"
+
+    def fail(*_: object) -> None:
+        raise RuntimeError(words)
+
+    with Detector.load("default", device="cpu", secret=SECRET) as d:
+        d.model.net.register_forward_hook(fail)
+        with pytest.raises(DetectorError) as failed:
+            d.score_image(_rgb(GOLDEN[0][0]), b"k")
+    assert words in str(failed.value)
+    assert failed.value.public == "detector inference failed; the server logged why"

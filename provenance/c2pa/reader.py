@@ -155,7 +155,11 @@ def read_c2pa(
         try:
             size = os.stat(path).st_size
         except OSError as e:
-            raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
+            why = e.strerror or type(e).__name__
+            # the path is the user's own to a command, a server's upload file to a caller
+            raise MediaError(
+                f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}"
+            ) from e
     for what, length in (("asset", size), ("sidecar manifest", len(manifest_data or b""))):
         if length > limits.max_bytes:
             return failed(
@@ -190,7 +194,11 @@ def read_c2pa(
             with open(path or "", "rb") as f:
                 data = f.read(SIGNING_TIME_MAX_BYTES + 1)
         except OSError as e:
-            raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
+            why = e.strerror or type(e).__name__
+            # the path is the user's own to a command, a server's upload file to a caller
+            raise MediaError(
+                f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}"
+            ) from e
     return with_signing_time(result, data, media_type, signing_time)
 
 

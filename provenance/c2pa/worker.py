@@ -120,8 +120,10 @@ def main() -> None:
                 "kind": "MemoryLimit",
                 "message": f"the reader needed more than {header['memory_bytes']} bytes",
             }
-        except OSError as e:
-            reply = {"ok": False, "kind": "Io", "message": f"cannot read the asset: {e}"}
+        except OSError as e:  # the reply reaches the caller's report: no server path in it
+            print(f"C2PA reader: cannot read the asset: {e}", file=sys.stderr, flush=True)
+            why = e.strerror or type(e).__name__
+            reply = {"ok": False, "kind": "Io", "message": f"cannot read the asset: {why}"}
         finally:
             resource.setrlimit(resource.RLIMIT_AS, (hard, hard))
         del data, manifest

@@ -16,7 +16,30 @@ if TYPE_CHECKING:
 
 
 class ProvenanceError(Exception):
-    """Root of every error the project raises on purpose."""
+    """Root of every error the project raises on purpose.
+
+    ``str(e)`` is the whole message, for whoever runs the program: a command's user, the
+    server's own log. ``public`` is what a caller of the server is told (gRPC status
+    details, the web page's JSON errors): the same message, unless the error was raised
+    with ``public=`` because its message names the server's internals (a database URL
+    with its user, host, port and name, a file's path, a driver's own words); then a
+    sentence that says what happened and what to do without them, and the server logs
+    the whole message where it maps the error to a status
+    (`provenance.server.rpc`)."""
+
+    def __init__(self, *args: object, public: str | None = None) -> None:
+        super().__init__(*args)
+        self._public = public
+
+    @property
+    def public(self) -> str:
+        """The message for a caller outside the server (see the class docstring)."""
+        return str(self) if self._public is None else self._public
+
+    @property
+    def hides_detail(self) -> bool:
+        """Whether ``public`` leaves out what ``str(self)`` says (the operator's detail)."""
+        return self._public is not None and self._public != str(self)
 
 
 class KeyMaterialError(ProvenanceError):
@@ -91,8 +114,15 @@ class StoreNotAnsweringError(StoreUnavailableError):
     ``waited_s``: seconds it waited.
     The log writer answers its batch with it at once instead of holding it."""
 
-    def __init__(self, message: str, waited_s: float, committing: bool = False) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        waited_s: float,
+        committing: bool = False,
+        *,
+        public: str | None = None,
+    ) -> None:
+        super().__init__(message, public=public)
         self.waited_s = waited_s
         self.committing = committing
 

@@ -341,7 +341,10 @@ def _c2pa(
             signing_time=cfg.c2pa_signing_time,
         )
     except ProvenanceError as e:  # optional evidence: the verdict goes on without it
-        return failed("Unavailable", f"the Content Credentials were not read: {e}").to_dict(), base
+        why = e.public  # the report is the caller's: no server path in it
+        return failed(
+            "Unavailable", f"the Content Credentials were not read: {why}"
+        ).to_dict(), base
     block = result.to_dict()
     if not (
         result.present

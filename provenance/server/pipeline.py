@@ -352,8 +352,10 @@ class VerificationPipeline:
                 "available": False,
                 "note": f"not scored: {e}, the limit set by {by}; the verdict did not wait",
             }
-        except ProvenanceError as e:
-            return {"available": False, "note": f"not scored: {e}"}
+        except ProvenanceError as e:  # the report is the caller's: its public words
+            if e.hides_detail:
+                log.warning("the detector did not score an input: %s", e)
+            return {"available": False, "note": f"not scored: {e.public}"}
         except Exception:  # advisory only: a detector fault never costs the verdict
             log.exception("the detector failed")
             return {"available": False, "note": "not scored: the detector failed (logged)"}

@@ -30,6 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from provenance import metrics
 from provenance.core import merkle
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
+from provenance.core.buckets import Every
 from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
 from provenance.core.dihedral import DIHEDRAL_HASHES, DIHEDRAL_TURNS
@@ -168,11 +169,34 @@ def _error_metadata(e: ProvenanceError) -> tuple[tuple[str, str], ...]:
 MAX_DETAILS_CHARS = 1000
 
 
-def _details(e: ProvenanceError) -> str:
-    """The status details of our error ``e``: its message, cut to MAX_DETAILS_CHARS in
-    the middle, so that its end, which says what is wrong after the echoed field ("query
-    '/archive/...': sha256 must be 32 bytes"), is kept."""
-    text = str(e)
+#: Seconds between two lines of one kind (an error's class and what its caller was told)
+#: that `_said` logs: a flood of calls during a database outage would repeat each.
+HIDDEN_LOG_EVERY_S = 60.0
+_hidden_gate = Every(HIDDEN_LOG_EVERY_S)
+
+
+def _said(e: ProvenanceError, call: str) -> str:
+    """What a caller of ``call`` is told of our error ``e``: its ``public`` message, which
+    names none of the server's internals (a database's URL or file, a driver's words).
+    When that leaves out part of the message, the whole message is logged here, once per
+    kind every `HIDDEN_LOG_EVERY_S`, for the operator: the one place errors meet callers."""
+    if e.hides_detail and _hidden_gate.due((type(e), e.public)):
+        log.warning(
+            "%s: %s (the caller was told %r; lines of this kind are logged at most every %g s)",
+            call,
+            e,
+            e.public,
+            HIDDEN_LOG_EVERY_S,
+        )
+    return e.public
+
+
+def _details(e: ProvenanceError, call: str) -> str:
+    """The status details of our error ``e`` in ``call``: what its caller is told
+    (`_said`), cut to MAX_DETAILS_CHARS in the middle, so that its end, which says what is
+    wrong after the echoed field ("query '/archive/...': sha256 must be 32 bytes"), is
+    kept."""
+    text = _said(e, call)
     if len(text) <= MAX_DETAILS_CHARS:
         return text
     keep = MAX_DETAILS_CHARS - 60  # room for the note of what was cut
@@ -193,7 +217,7 @@ def _rpc(fn: F) -> F:
                 return await fn(self, request, context)
             except ProvenanceError as e:
                 context.set_trailing_metadata(_error_metadata(e))
-                await context.abort(status_for(e), _details(e))
+                await context.abort(status_for(e), _details(e, fn.__name__))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception:
@@ -210,7 +234,7 @@ def _rpc(fn: F) -> F:
             return fn(self, request, context)
         except ProvenanceError as e:
             context.set_trailing_metadata(_error_metadata(e))
-            context.abort(status_for(e), _details(e))
+            context.abort(status_for(e), _details(e, fn.__name__))
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
@@ -726,9 +750,10 @@ class CapturesServicer(rpc.CapturesServicer):
                 return
             except StoreUnavailableError as e:
                 if until is None or loop.time() + KEY_READ_RETRY_S >= until or self.s.is_stopping:
+                    then = "submit the capture again once the database answers (nothing was logged)"
                     raise StoreUnavailableError(
-                        f"this device's key could not be read: {e}; submit the capture"
-                        " again once the database answers (nothing was logged)"
+                        f"this device's key could not be read: {e}; {then}",
+                        public=f"this device's key could not be read: {e.public}; {then}",
                     ) from e
             await asyncio.sleep(KEY_READ_RETRY_S)
 
@@ -1213,7 +1238,9 @@ class VerificationServicer(rpc.VerificationServicer):
             if isinstance(r, ProvenanceError):
                 if not per_query_errors:
                     raise r
-                yield results.add(ref=q.ref, error=str(r), error_code=status_for(r).name)
+                yield results.add(
+                    ref=q.ref, error=_said(r, "Lookup"), error_code=status_for(r).name
+                )
             else:
                 yield results.add(ref=q.ref, report=wire.report_fields(r))
 

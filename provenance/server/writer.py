@@ -779,9 +779,11 @@ class GroupCommitWriter:
                 return
             except StoreUnavailableError as e:  # the writer is closing: no more tries
                 self._gone = e
+                then = (
+                    "the log stopped waiting for it: the submission was not logged, send it again"
+                )
                 self._gone_answer = StoreUnavailableError(
-                    f"{e}; the log stopped waiting for it: the submission was not logged,"
-                    " send it again"
+                    f"{e}; {then}", public=f"{e.public}; {then}"
                 )
             except Exception as e:  # a broken database must not kill the writer thread
                 self._failed(batch, e)
@@ -844,7 +846,10 @@ class GroupCommitWriter:
             self._resolve([(batch[0], e)])
             return
         log.exception("log append failed")
-        err = LogError(f"the log could not record the submission: {e}")
+        err = LogError(
+            f"the log could not record the submission: {e}",
+            public="the log could not record the submission; the server logged why",
+        )
         self._resolve([(item, err) for item in batch])
 
     def _append_when_reached(self, batch: list[_Item]) -> _Done:

@@ -46,10 +46,16 @@ from provenance.core.errors import (
 from provenance.store.sql import (
     _LEAF_COLS,
     HASH_KEY,
+    PUBLIC_DAMAGED,
+    PUBLIC_FAILED,
+    PUBLIC_FULL,
+    PUBLIC_REFUSED,
+    PUBLIC_UNUSABLE,
     Conn,
     Cursor,
     SqlStore,
     _limit,
+    public_not_answered,
     read_only_schema,
 )
 
@@ -638,12 +644,16 @@ class PostgresStore(SqlStore):
             raise
 
     def _classify(self, e: Exception) -> ProvenanceError | None:
+        """Our error for ``e``: its message names the database (`redact`ed URL) and
+        gives PostgreSQL's words, for the operator; its ``public`` message, for the
+        server's callers, neither (`ProvenanceError`)."""
         why = self._pool.refused if isinstance(e, psycopg_pool.PoolTimeout) else _refusal(e)
         if why is not None:
             return StoreRefusedError(
                 f"the database {self.location} refuses this server's login ({why}): check"
                 " the user and password in the database URL, and that the role exists and"
-                " may log in; nothing can be read or written until then"
+                " may log in; nothing can be read or written until then",
+                public=PUBLIC_REFUSED,
             )
         if isinstance(e, psycopg.errors.LockNotAvailable):
             return StoreNotAnsweringError(
@@ -652,17 +662,24 @@ class PostgresStore(SqlStore):
                 " TABLE, VACUUM FULL or ALTER TABLE on a table of the log, or the log's"
                 " append lock); try again",
                 self.answer_wait_s,
+                public=public_not_answered(self.answer_wait_s),
             )
         if isinstance(e, psycopg.errors.DiskFull):
-            return StorageError(f"the database {self.location} cannot grow: {e}")
+            return StorageError(
+                f"the database {self.location} cannot grow: {e}", public=PUBLIC_FULL
+            )
         if _unreachable(e):
-            return StoreUnavailableError(f"the database {self.location} cannot be used now: {e}")
+            return StoreUnavailableError(
+                f"the database {self.location} cannot be used now: {e}", public=PUBLIC_UNUSABLE
+            )
         if isinstance(e, psycopg.OperationalError):
-            return StorageError(f"the database {self.location} cannot be used now: {e}")
+            return StorageError(
+                f"the database {self.location} cannot be used now: {e}", public=PUBLIC_UNUSABLE
+            )
         if isinstance(e, psycopg.DataError | psycopg.IntegrityError):
-            return LogIntegrityError(f"the log database is damaged: {e}")
+            return LogIntegrityError(f"the log database is damaged: {e}", public=PUBLIC_DAMAGED)
         if isinstance(e, psycopg.Error):
-            return StorageError(f"the database {self.location} failed: {e}")
+            return StorageError(f"the database {self.location} failed: {e}", public=PUBLIC_FAILED)
         return None
 
     @contextmanager
@@ -721,6 +738,7 @@ class PostgresStore(SqlStore):
                         " answers no new connection either: its server stopped or stalled);"
                         " try again",
                         self.answer_wait_s,
+                        public=public_not_answered(self.answer_wait_s),
                     ) from None
                 if time.monotonic() >= until:
                     raise psycopg_pool.PoolTimeout(
@@ -778,6 +796,7 @@ class PostgresStore(SqlStore):
                     f" ({self.location} holds the connection open but answers nothing: its"
                     " server stopped or stalled); nothing was read: try again",
                     watch.waited,
+                    public=public_not_answered(watch.waited, "nothing was read: try again"),
                 ) from e
 
     def _quick_read(self) -> AbstractContextManager[Conn]:
@@ -826,12 +845,15 @@ class PostgresStore(SqlStore):
                         " made",
                         watch.waited,
                         committing=True,
+                        public=f"the log database did not confirm a write in"
+                        f" {watch.waited:.3g} s; it may have been made: send it again",
                     ) from e
                 raise StoreNotAnsweringError(
                     f"the database {self.location} did not answer in {watch.waited:.0f} s: it"
                     " holds the connection open but answers nothing (its server stopped or"
                     " stalled)",
                     watch.waited,
+                    public=public_not_answered(watch.waited),
                 ) from e
             finally:
                 self._done(watch)

@@ -476,6 +476,28 @@ def read_only_schema(version: int, newest: int, location: str, migrate: str) -> 
     )
 
 
+#: What a caller of the server is told when the log database fails
+#: (`ProvenanceError.public`): what happened and what to do, never the database's URL or
+#: file, nor the driver's words, which the error's own message gives the operator.
+PUBLIC_UNUSABLE = "the log database cannot be used now; try again later"
+PUBLIC_FULL = (
+    "the log database cannot grow (its storage is full or failing); nothing was recorded:"
+    " try again later"
+)
+PUBLIC_DAMAGED = "the log database is damaged; the server's operator can read why in its log"
+PUBLIC_FAILED = "the log database failed; try again later"
+PUBLIC_REFUSED = (
+    "the log database refuses this server's login; nothing can be read or written until"
+    " the server's operator fixes its database settings: try again later"
+)
+
+
+def public_not_answered(seconds: float, then: str = "try again") -> str:
+    """What a caller is told when the log database did not answer within ``seconds``;
+    ``then``: what it should do."""
+    return f"the log database did not answer in {seconds:.3g} s; {then}"
+
+
 class SqlStore(ABC):
     """The `Store` methods, written once over `Conn` (see module docstring)."""
 

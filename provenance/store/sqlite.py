@@ -34,7 +34,15 @@ from provenance.core.errors import (
     StorageError,
     StoreNotAnsweringError,
 )
-from provenance.store.sql import _LEAF_COLS, SqlStore, read_only_schema
+from provenance.store.sql import (
+    _LEAF_COLS,
+    PUBLIC_DAMAGED,
+    PUBLIC_FULL,
+    PUBLIC_UNUSABLE,
+    SqlStore,
+    public_not_answered,
+    read_only_schema,
+)
 
 #: Seconds a statement waits for the database's write lock while another process holds it
 #: (SQLite's busy timeout): a backup tool's ``BEGIN IMMEDIATE``, an operator's ``BEGIN
@@ -292,7 +300,9 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as e:
-            raise LogError(f"cannot open database {self.path}: {e}") from e
+            # a reading thread's first connection is made during a call: its caller is
+            # told without the file's path
+            raise LogError(f"cannot open database {self.path}: {e}", public=PUBLIC_UNUSABLE) from e
         return conn
 
     def _connect_read_only(self, flags: str = "mode=ro") -> sqlite3.Connection:
@@ -350,24 +360,31 @@ class SqliteStore(SqlStore):
         )
 
     def _classify(self, e: Exception) -> ProvenanceError | None:
+        """Our error for ``e``: its message names the file and gives SQLite's words, for
+        the operator; its ``public`` message, for the server's callers, neither
+        (`ProvenanceError`)."""
         if not isinstance(e, sqlite3.DatabaseError):
             return None
         if getattr(e, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
             return StorageError(
                 f"the server's storage refused the write ({e}): the disk is full or failing;"
-                " nothing was recorded, retry later"
+                " nothing was recorded, retry later",
+                public=PUBLIC_FULL,
             )
         if getattr(e, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
             return StoreNotAnsweringError(
                 f"the database {self.path} did not answer in {BUSY_TIMEOUT_S:g} s: another"
                 f" process holds its write lock ({e})",
                 BUSY_TIMEOUT_S,
+                public=public_not_answered(BUSY_TIMEOUT_S),
             )
         if isinstance(e, sqlite3.OperationalError):
             if self.read_only and self.outdated:
-                return StorageError(f"{e}: {self.outdated}")
-            return StorageError(f"the database {self.path} cannot be used now: {e}")
-        return LogIntegrityError(f"the log database is damaged: {e}")
+                return StorageError(f"{e}: {self.outdated}", public=PUBLIC_UNUSABLE)
+            return StorageError(
+                f"the database {self.path} cannot be used now: {e}", public=PUBLIC_UNUSABLE
+            )
+        return LogIntegrityError(f"the log database is damaged: {e}", public=PUBLIC_DAMAGED)
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

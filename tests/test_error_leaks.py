@@ -1,0 +1,137 @@
+"""What a public caller is told when the log database fails, and what the server's own
+log says. A store's error names its database for the operator (a PostgreSQL URL: user,
+host, port, database name; a SQLite file's path) and carries the driver's own words;
+before, gRPC callers got all of it as the status details ("the database
+postgresql://postgres@127.0.0.1:5432/prov_test_3 cannot be used now: ..."), and the web
+page's JSON errors with them. Now a caller is told what happened and what to do ("the
+log database did not answer in 2 s; ... try again"), and the server's log (stderr) keeps
+the database's name and the driver's words."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import psycopg
+import pytest
+
+from clients.api import ProvenanceClient
+from provenance.core.errors import TransportError
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, start_server, start_web
+from tests.pgserver import PgServer
+
+
+def _told_without(
+    srv: ServerProc, web: ServerProc, device: Any, said: str, secrets: list[str]
+) -> None:
+    """A checkpoint and a device read of the server, and the web page's checkpoint, each
+    refused UNAVAILABLE (503), saying ``said`` and "try again", naming none of
+    ``secrets``."""
+    for call in ("GetCheckpoint", "GetDevice"):
+        with (
+            ProvenanceClient(srv.address, timeout=40) as c,
+            pytest.raises(TransportError) as got,
+        ):
+            c.checkpoint() if call == "GetCheckpoint" else c.get_device(device.key_id)
+        err = got.value
+        assert err.code == "UNAVAILABLE", (call, err)
+        assert said in str(err) and "try again" in str(err), (call, err)
+        for secret in secrets:
+            assert secret not in str(err), (call, secret, err)
+    page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+    assert page.status_code == 503, page.text
+    assert said in page.json()["error"]["message"], page.text
+    for secret in secrets:
+        assert secret not in page.text, (secret, page.text)
+
+
+def test_a_postgresql_store_error_names_no_database_to_callers(pg_url: str) -> None:
+    """A ``LOCK TABLE`` of the log's tables (as ``VACUUM FULL`` takes): reads are answered
+    UNAVAILABLE, the gRPC details and the web page's 503 JSON say the log database did not
+    answer, without the database's user, host, port or name; the server's log names it
+    and the cause (the lock)."""
+    url = urlsplit(pg_url)
+    assert url.hostname and url.port and url.username
+    secrets = [
+        "postgresql://",
+        f"{url.username}@",
+        url.hostname,
+        str(url.port),
+        url.path.strip("/"),
+        "lock_timeout",
+        "canceling statement",  # PostgreSQL's own words
+    ]
+    srv = start_server(pg_url, "--db-answer-wait", "2")
+    web = start_web(srv.address, "--service-timeout", "40")
+    holder = psycopg.connect(pg_url)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+        holder.execute("LOCK TABLE leaves, checkpoints, nodes, devices IN ACCESS EXCLUSIVE MODE")
+        _told_without(srv, web, device, "the log database did not answer in 2 s", secrets)
+        holder.rollback()
+    finally:
+        holder.close()
+        web.stop()
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert f"{url.hostname}:{url.port}{url.path}" in log, log[-3000:]
+    assert "a lock it needs is held by another session" in log, log[-3000:]
+
+
+def test_a_sqlite_store_error_names_no_file_to_callers(tmp_path: Path) -> None:
+    """The database file's tables renamed under the running server (an operator's tool):
+    reads are answered UNAVAILABLE "the log database cannot be used now", without the
+    file's path or SQLite's words ("no such table"), to gRPC callers and in the web
+    page's 503 JSON; the server's log has both."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    web = start_web(srv.address, "--service-timeout", "40")
+    secrets = [str(tmp_path), "prov.db", "no such table"]
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+        with sqlite3.connect(db) as other:
+            other.execute("ALTER TABLE devices RENAME TO devices_away")
+            other.execute("ALTER TABLE checkpoints RENAME TO checkpoints_away")
+        _told_without(srv, web, device, "the log database cannot be used now", secrets)
+    finally:
+        web.stop()
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert str(db) in log and "no such table" in log, log[-3000:]
+
+
+def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> None:
+    """PostgreSQL shut down under the running server: a read is answered UNAVAILABLE "the
+    log database cannot be used now" without the database's address or psycopg's words
+    ("connection ... failed", "couldn't get a connection"); the server's log has them."""
+    pg = PgServer.start()
+    try:
+        url = pg.new_database()
+        srv = start_server(url, "--log-key", str(tmp_path / "log.key"), "--db-connect-wait", "1")
+        web = start_web(srv.address, "--service-timeout", "40")
+        try:
+            with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+                device = enroll_key(c)
+            pg.halt()
+            secrets = [
+                "postgresql://",
+                "postgres@",
+                "127.0.0.1",
+                str(pg.port),
+                url.rsplit("/", 1)[-1],
+                "connection",
+            ]
+            _told_without(srv, web, device, "the log database cannot be used now", secrets)
+            pg.resume()  # `stop` stops a running cluster
+        finally:
+            web.stop()
+            assert srv.stop() == 0
+    finally:
+        pg.stop()
+    log = srv.stderr()
+    assert f"127.0.0.1:{pg.port}/{url.rsplit('/', 1)[-1]} cannot be used now" in log, log[-3000:]
