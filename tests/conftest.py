@@ -380,11 +380,21 @@ def inproc(tmp_path: Path) -> Iterator[InProc]:
 # ---------------------------------------------------------------- web (issue 13)
 
 
+#: The sockets holding `closed_port`'s ports, bound and never listening, for as long as
+#: the test process runs.
+_CLOSED_PORTS: list[socket.socket] = []
+
+
 def closed_port() -> str:
-    """A loopback address nothing listens on (bound, then closed): HOST:PORT."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{s.getsockname()[1]}"
+    """A loopback address nothing listens on: HOST:PORT. Its port stays bound by this
+    process without listening (a connection to it is refused, as to a closed one), so no
+    server another test starts meanwhile can be given it by the kernel; bound and closed
+    at once, as before, it was free for the next bind to port 0, such as a server of the
+    other pytest-xdist worker, which a test meaning to reach nothing then reached."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _CLOSED_PORTS.append(s)
+    return f"127.0.0.1:{s.getsockname()[1]}"
 
 
 def cli_process(

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,15 +53,28 @@ def _stop(proc: subprocess.Popen[str], sig: int | None) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def _in_flight(address: str, path: str) -> socket.socket:
-    """A connection to ``address`` (HOST:PORT) with a POST to ``path`` begun: its head
-    and half its 10-byte body sent."""
+def _in_flight(address: str, path: str, headers: str = "") -> socket.socket:
+    """A connection to ``address`` (HOST:PORT) with a POST to ``path`` begun (``headers``:
+    more header lines, each ending in CRLF): its head read by the server, whose handler
+    reads the body, and half its 10-byte body sent.
+
+    The head asks ``Expect: 100-continue``: the server's "100 Continue", sent once its
+    handler asks for the body, is the sign that the connection was accepted and its
+    request is in flight. Before, 0.5 s of sleep stood for it: a connection still in the
+    backlog when the signal came was reset (with no sleep, 7 of 12 runs under load)."""
     host, port = address.rsplit(":", 1)
     conn = socket.create_connection((host, int(port)), timeout=30)
     conn.sendall(
-        f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 10\r\n\r\n".encode() + b"01234"
+        f"POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 10\r\n{headers}"
+        "Expect: 100-continue\r\n\r\n".encode()
     )
-    time.sleep(0.5)  # accepted and read by the server (one in the backlog is reset)
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed before its 100 Continue: {got!r}"
+        got += chunk
+    assert got == b"HTTP/1.1 100 Continue\r\n\r\n", got
+    conn.sendall(b"01234")
     return conn
 
 
@@ -91,12 +103,16 @@ def test_witness_serve_stops_cleanly(tmp_path: Path, sig: int) -> None:
 def test_prov_web_stops_cleanly(sig: int) -> None:
     proc = _web()
     address = read_line(proc, "web on ").removeprefix("http://")
-    conn = _in_flight(address, "/api/v1/verify")
+    # a form's head, so that the page reads the body (a head that is no form's is
+    # answered 400 before it, nothing in flight)
+    conn = _in_flight(
+        address, "/api/v1/verify", "Content-Type: multipart/form-data; boundary=B\r\n"
+    )
     proc.send_signal(sig)
     conn.sendall(b"56789")
     with conn:
         head = conn.recv(4096).decode("latin-1")
-    assert head.startswith("HTTP/1.1 400"), head  # not a multipart form
+    assert head.startswith("HTTP/1.1 400"), head  # its body is no form: refused as such
     rc, out, err = _stop(proc, None)
     assert rc == 0, (rc, out, err)
     assert out.splitlines()[-2:] == ["shutting down", "web stopped"], out

@@ -62,10 +62,12 @@ def test_metrics_families_count_a_run(enrolled: Cli, server: ServerProc, tmp_pat
         c.get_device(b"\x07" * 32)  # NOT_FOUND
     assert e.value.code == "NOT_FOUND", e.value
     # grpc.aio sends an abort's status from the event loop before the handler's pool thread
-    # counts the call, so the client can scrape first (seen under load): wait for it
+    # counts the call, so the client can scrape first (seen under load): wait for it, for
+    # at most 30 s (a loaded machine can keep that thread from running for seconds)
     m = _scrape(url)
-    for _ in range(100):
-        if _total(m, "prov_rpc_requests_total", rpc="GetDevice") >= 1:
+    give_up = time.monotonic() + 30
+    while _total(m, "prov_rpc_requests_total", rpc="GetDevice") < 1:
+        if time.monotonic() > give_up:
             break
         time.sleep(0.05)
         m = _scrape(url)

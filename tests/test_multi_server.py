@@ -29,6 +29,7 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.server.limits import QUOTA_SYNC_S
+from provenance.store.postgres import PostgresStore
 from tests.conftest import (
     ADMIN_TOKEN,
     ROOT,
@@ -174,6 +175,18 @@ def test_three_servers_one_log(
             s.stop()
 
 
+def _stored_claims(url: str, key: DeviceKey, want: int) -> bool:
+    """Whether the store at ``url`` counts ``want`` claims of ``key`` in the last minutes
+    (the servers' quota counts once flushed)."""
+    store = PostgresStore(url, max_connections=1)
+    try:
+        minute = int(time.time() // 60)
+        used = store.quota_usage(key.key_id, range(minute - 3, minute + 1))
+    finally:
+        store.close()
+    return sum(claims for claims, _ in used) == want
+
+
 def test_device_quota_is_shared_by_the_servers_of_a_log(pg_url: str) -> None:
     """Two servers over one PostgreSQL, each with --quota-claims-per-minute 3: a device
     that sent 2 claims through A and 1 through B is refused by both (once the counts are
@@ -189,7 +202,13 @@ def test_device_quota_is_shared_by_the_servers_of_a_log(pg_url: str) -> None:
             for seq in (1, 2):
                 ca.submit(signed_claim(key, seq))
             cb.submit(signed_claim(key, 3))
-            time.sleep(2.5 * QUOTA_SYNC_S)
+            # each server's flusher puts its counts in the store within QUOTA_SYNC_S, on a
+            # loaded machine later: waited for (the 2.5 QUOTA_SYNC_S slept before could
+            # pass first, and A then admitted a 4th claim on its own count of 2)
+            _until(partial(_stored_claims, pg_url, key, 3), "3 claims counted in the store")
+            # and each server's read of the stored count is older than QUOTA_SYNC_S, so
+            # its next admission reads it again (a rule of time: a sleep is its measure)
+            time.sleep(1.5 * QUOTA_SYNC_S)
             for c in (ca, cb):
                 with pytest.raises(TransportError) as e:
                     c.submit(signed_claim(key, 4))

@@ -454,7 +454,14 @@ def test_past_its_bound_the_writer_refuses_new_claims_at_once_during_an_outage(
         own_pg.halt("fast")
         down = True
         accepted = [writer.enqueue(p) for p in pending[1:4]]
-        time.sleep(2)  # the writer's first try fails (a 0.5 s wait for a connection)
+        # the writer's first try fails (a 0.5 s wait for a connection): only then does it
+        # know the database is away. Waited for, not slept (2 s of sleep could pass on a
+        # loaded machine before its thread ran the try: the refusal was then the plain
+        # "already holds" StorageError, not the outage's)
+        give_up = time.monotonic() + 30
+        while not writer.stalled:
+            assert time.monotonic() < give_up, "the writer never found the database away"
+            time.sleep(0.05)
         asked = time.monotonic()
         with pytest.raises(StoreUnavailableError) as refused:
             writer.enqueue(pending[4])

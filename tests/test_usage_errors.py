@@ -578,7 +578,7 @@ def test_serve_given_a_folder_as_its_database_is_a_usage_error(
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data").mkdir()
     for db in (".", "data", str(tmp_path / "data") + "/"):
-        rc, err = _run(capsys, "serve", "--db", db, "--listen", closed_port())
+        rc, err = _run(capsys, "serve", "--db", db, "--listen", "127.0.0.1:0")
         assert rc == 2 and "--db" in err, (db, err)
         assert f"{db} is a folder; name the SQLite database file" in err, (db, err)
         assert "Traceback" not in err, err
