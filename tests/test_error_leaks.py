@@ -9,6 +9,7 @@ the database's name and the driver's words."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,16 @@ import httpx
 import psycopg
 import pytest
 
-from clients.api import ProvenanceClient
+from clients.api import ProvenanceClient, Query
 from provenance.core.errors import TransportError
-from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, start_server, start_web
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    signed_claim,
+    start_server,
+    start_web,
+)
 from tests.pgserver import PgServer
 
 
@@ -135,3 +143,37 @@ def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> Non
         pg.stop()
     log = srv.stderr()
     assert f"127.0.0.1:{pg.port}/{url.rsplit('/', 1)[-1]} cannot be used now" in log, log[-3000:]
+
+
+def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path: Path) -> None:
+    """The Merkle nodes' table renamed under the running server after a capture was
+    logged: a Lookup that finds the capture cannot build its inclusion proof. Before, the
+    store's error (the file's path, SQLite's "no such table") was wrapped into "the log
+    database is damaged (...)" and sent whole, as DATA_LOSS; now the caller is told the
+    store's public words, UNAVAILABLE (an outage fails the whole call, per-query errors
+    or not); the log has both."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    secrets = [str(tmp_path), "prov.db", "no such table"]
+    sha = os.urandom(32)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+            c.submit(signed_claim(device, 1, sha))
+        with sqlite3.connect(db) as other:
+            other.execute("ALTER TABLE nodes RENAME TO nodes_away")
+        errors = []
+        with ProvenanceClient(srv.address, timeout=40) as c:
+            for ask in (c.lookup, c.lookup_each):
+                with pytest.raises(TransportError) as got:
+                    ask([Query(ref="mine", sha256=sha)])
+                errors.append(got.value)
+        for err in errors:
+            assert err.code == "UNAVAILABLE", err
+            assert "the log database cannot be used now" in str(err), err
+            for secret in secrets:
+                assert secret not in str(err), (secret, err)
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert str(db) in log and "no such table" in log, log[-3000:]
