@@ -177,3 +177,30 @@ def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path
         assert srv.stop() == 0
     log = srv.stderr()
     assert str(db) in log and "no such table" in log, log[-3000:]
+
+
+def test_distinct_store_failures_are_each_logged_though_told_alike(tmp_path: Path) -> None:
+    """Two different store failures that callers are told in the same words ("the log
+    database cannot be used now"): the devices' table gone, then the checkpoints' table.
+    The once-a-minute gate on the server's log lines was keyed by what the caller was
+    told, so the second cause, within the minute, was never logged and the operator saw
+    only the first; now each distinct cause gets its line (numbers aside)."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+        with sqlite3.connect(db) as other:
+            other.execute("ALTER TABLE devices RENAME TO devices_away")
+        with ProvenanceClient(srv.address, timeout=40) as c:
+            with pytest.raises(TransportError, match="cannot be used now"):
+                c.get_device(device.key_id)
+            with sqlite3.connect(db) as other:
+                other.execute("ALTER TABLE checkpoints RENAME TO checkpoints_away")
+            with pytest.raises(TransportError, match="cannot be used now"):
+                c.checkpoint()
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert "GetDevice: " in log and "no such table: devices" in log, log[-3000:]
+    assert "GetCheckpoint: " in log and "no such table: checkpoints" in log, log[-3000:]
