@@ -9,6 +9,7 @@ the database's name and the driver's words."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,16 @@ import httpx
 import psycopg
 import pytest
 
-from clients.api import ProvenanceClient
+from clients.api import ProvenanceClient, Query
 from provenance.core.errors import TransportError
-from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, start_server, start_web
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    signed_claim,
+    start_server,
+    start_web,
+)
 from tests.pgserver import PgServer
 
 
@@ -135,3 +143,64 @@ def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> Non
         pg.stop()
     log = srv.stderr()
     assert f"127.0.0.1:{pg.port}/{url.rsplit('/', 1)[-1]} cannot be used now" in log, log[-3000:]
+
+
+def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path: Path) -> None:
+    """The Merkle nodes' table renamed under the running server after a capture was
+    logged: a Lookup that finds the capture cannot build its inclusion proof. Before, the
+    store's error (the file's path, SQLite's "no such table") was wrapped into "the log
+    database is damaged (...)" and sent whole, as DATA_LOSS; now the caller is told the
+    store's public words, UNAVAILABLE (an outage fails the whole call, per-query errors
+    or not); the log has both."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    secrets = [str(tmp_path), "prov.db", "no such table"]
+    sha = os.urandom(32)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+            c.submit(signed_claim(device, 1, sha))
+        with sqlite3.connect(db) as other:
+            other.execute("ALTER TABLE nodes RENAME TO nodes_away")
+        errors = []
+        with ProvenanceClient(srv.address, timeout=40) as c:
+            for ask in (c.lookup, c.lookup_each):
+                with pytest.raises(TransportError) as got:
+                    ask([Query(ref="mine", sha256=sha)])
+                errors.append(got.value)
+        for err in errors:
+            assert err.code == "UNAVAILABLE", err
+            assert "the log database cannot be used now" in str(err), err
+            for secret in secrets:
+                assert secret not in str(err), (secret, err)
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert str(db) in log and "no such table" in log, log[-3000:]
+
+
+def test_distinct_store_failures_are_each_logged_though_told_alike(tmp_path: Path) -> None:
+    """Two different store failures that callers are told in the same words ("the log
+    database cannot be used now"): the devices' table gone, then the checkpoints' table.
+    The once-a-minute gate on the server's log lines was keyed by what the caller was
+    told, so the second cause, within the minute, was never logged and the operator saw
+    only the first; now each distinct cause gets its line (numbers aside)."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+        with sqlite3.connect(db) as other:
+            other.execute("ALTER TABLE devices RENAME TO devices_away")
+        with ProvenanceClient(srv.address, timeout=40) as c:
+            with pytest.raises(TransportError, match="cannot be used now"):
+                c.get_device(device.key_id)
+            with sqlite3.connect(db) as other:
+                other.execute("ALTER TABLE checkpoints RENAME TO checkpoints_away")
+            with pytest.raises(TransportError, match="cannot be used now"):
+                c.checkpoint()
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert "GetDevice: " in log and "no such table: devices" in log, log[-3000:]
+    assert "GetCheckpoint: " in log and "no such table: checkpoints" in log, log[-3000:]

@@ -17,7 +17,7 @@ from datetime import datetime
 
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
-from provenance.core.errors import LogIntegrityError, ProofError, ProvenanceError
+from provenance.core.errors import LogIntegrityError, ProofError, ProvenanceError, StorageError
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.wire.convert import decode_log_entry
 
@@ -35,7 +35,8 @@ def build_receipt(
     proof (RFC 9162 2.1.3) is read through ``get_nodes``.
 
     Raises LogIntegrityError when no checkpoint covers the leaf or a node is missing
-    (the store was edited). The note is not verified here (`verify_receipt` does).
+    (the store was edited), and passes on the StorageError of a store that cannot be
+    read now. The note is not verified here (`verify_receipt` does).
     """
     if covering is None or covering[0] <= index:
         raise LogIntegrityError(
@@ -44,6 +45,8 @@ def build_receipt(
     size, note = covering
     try:
         proof = merkle.inclusion_proof(index, size, get_nodes)
+    except StorageError:  # the store failing is not its damage; its error says so itself
+        raise
     except ProvenanceError as e:
         raise LogIntegrityError(
             f"the inclusion proof of log entry {index} cannot be read: {e}"

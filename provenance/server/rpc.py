@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import inspect
 import logging
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
@@ -169,18 +170,32 @@ def _error_metadata(e: ProvenanceError) -> tuple[tuple[str, str], ...]:
 MAX_DETAILS_CHARS = 1000
 
 
-#: Seconds between two lines of one kind (an error's class and what its caller was told)
-#: that `_said` logs: a flood of calls during a database outage would repeat each.
+#: Seconds between two lines of one kind that `_said` logs: a flood of calls during a
+#: database outage would repeat each. A kind is an error's class and its whole message,
+#: every word holding a digit left out (`_kind`): before, it was what the caller was
+#: told, and a second cause told alike ("no such table: checkpoints" after "no such
+#: table: devices", both "the log database cannot be used now") was never logged while
+#: the first went on.
 HIDDEN_LOG_EVERY_S = 60.0
 _hidden_gate = Every(HIDDEN_LOG_EVERY_S)
+_NUMBERED_WORD = re.compile(r"\S*\d\S*")
+
+
+def _kind(e: ProvenanceError) -> tuple[type, str]:
+    """The kind of ``e`` for `_hidden_gate`: its class and its message with each word
+    that holds a digit (seconds waited, a port, a row's key)
+    made ``#``, so one cause is one kind however its numbers vary, and the gate's keys
+    stay few."""
+    return type(e), _NUMBERED_WORD.sub("#", str(e))
 
 
 def _said(e: ProvenanceError, call: str) -> str:
     """What a caller of ``call`` is told of our error ``e``: its ``public`` message, which
     names none of the server's internals (a database's URL or file, a driver's words).
     When that leaves out part of the message, the whole message is logged here, once per
-    kind every `HIDDEN_LOG_EVERY_S`, for the operator: the one place errors meet callers."""
-    if e.hides_detail and _hidden_gate.due((type(e), e.public)):
+    kind (`_kind`) every `HIDDEN_LOG_EVERY_S`, for the operator: the one place errors meet
+    callers."""
+    if e.hides_detail and _hidden_gate.due(_kind(e)):
         log.warning(
             "%s: %s (the caller was told %r; lines of this kind are logged at most every %g s)",
             call,

@@ -1022,6 +1022,8 @@ class ProvenanceService:
             receipt = self._receipt(rec)
             verify_receipt(receipt, signed, self.verifier)
             claim = wire.decode_claim(signed.claim_bytes)
+        except StorageError:  # an outage, not damage: its own status and public words
+            raise
         except ProvenanceError as e:
             raise LogIntegrityError(
                 f"log entry {rec.index} or its receipt does not verify with the log key: the"
