@@ -104,7 +104,9 @@ def _readme_block_lines() -> list[str]:
         if line.startswith("#") or not (m := re.search(r"(?:^|\s)(prov\s.*)", line)):
             continue
         cmd = m.group(1).split(" > ")[0]
-        cmd = re.sub(r"\[(--[^\]]*)\]", r"\1", cmd).replace(" ...", "")
+        while (opened := re.sub(r"\[(--[^\[\]]*)\]", r"\1", cmd)) != cmd:
+            cmd = opened  # innermost first: `[--resume [--retry-errors]]`
+        cmd = cmd.replace(" ...", "")
         lines.append(cmd.replace("<DEVICE_ID>", "ab" * 32).replace("<TOKEN>", "tok"))
     return lines
 
