@@ -167,7 +167,7 @@ def _log_origin(key_file: Path, db: str | None) -> str:
     if signed is not None:
         return signed
     beside = key_file.name.removesuffix(DEFAULT_KEY_SUFFIX)
-    if beside != key_file.name and key_file.with_name(beside).is_file():
+    if beside and beside != key_file.name and key_file.with_name(beside).is_file():
         return _stored_origin(str(key_file.with_name(beside)))
     raise UsageError(
         f"cannot tell the name of the log {key_file} signs: there is no checkpoint signed"

@@ -112,3 +112,26 @@ def test_origin_and_db_without_a_key_file_are_a_usage_error(
     for extra in (["--origin", ORIGIN], ["--db", str(db)]):
         assert prov_main(["log", "key", "--server", "127.0.0.1:1", *extra]) == 2
         assert "go with --key-file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_key_file_named_only_the_default_suffix_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key file named ``.logkey.pem`` (what `prov serve --db ''` would name it) has no
+    database name before the suffix: `prov log key --key-file` raised ValueError ("Invalid
+    name ''", a traceback, exit 1) looking for the database beside it (a review). It is
+    told to pass --origin or --db, as any key with nothing beside it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = tmp_path / ".logkey.pem"
+    key.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key.chmod(0o600)
+    assert prov_main(["log", "key", "--key-file", str(key)]) == 2
+    assert "Pass --origin NAME" in " ".join(capsys.readouterr().err.split())

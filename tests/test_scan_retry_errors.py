@@ -104,3 +104,29 @@ def test_a_copy_left_by_a_killed_retry_is_removed(tmp_path: Path) -> None:
         assert journal.retried == 1 and "a.jpg" not in journal.done
     assert report.read_text() == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, report.name]
+
+
+def test_retry_errors_keeps_the_error_rows_of_paths_not_given(
+    server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--retry-errors took every error row out of the report, also those of files under
+    PATHs this run was not given (a scan of two folders resumed with one): no walk
+    scanned them again, so their rows were lost for good (a review). Only the error rows
+    that could be of a file under the PATHs given are taken out now."""
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        shutil.copy(SAMPLES / "rocket.jpg", folder / "rocket.jpg")
+    report = tmp_path / "night.jsonl"
+    args = ["scan", "--report", str(report), "--workers", "0", "--server", server.address]
+    assert prov_main([*args, str(first), str(second)]) == 0
+    rows = _rows(report)
+    failed = {p: {**r, "status": None, "error": "cannot read: I/O error"} for p, r in rows.items()}
+    report.write_text("".join(json.dumps(r) + "\n" for r in failed.values()))
+    assert prov_main([*args, str(first), "--resume", "--retry-errors"]) == 0
+    after = _rows(report)
+    theirs = str(second / "rocket.jpg")
+    assert after[theirs] == failed[theirs]  # kept, not scanned
+    mine = str(first / "rocket.jpg")
+    assert after[mine].get("error") is None and after[mine]["status"] == rows[mine]["status"]

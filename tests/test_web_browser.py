@@ -461,6 +461,23 @@ def test_an_emoji_in_a_file_name_is_shown_as_it_is(
     assert chosen.startswith(file.name + " ("), chosen
 
 
+_SCOTLAND = "\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
+
+
+def test_tags_soft_hyphens_and_stray_selectors_in_a_file_name_are_escaped(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """The page's script escapes the characters past U+FFFF the rule names (Tag
+    characters, a hidden ASCII text) as the server does (``\\U000e0068``), and the soft
+    hyphen and a variation selector after ASCII; an emoji's own selector and a flag of
+    Scotland are kept (a
+    review: the rule missed them, and the script read only a pair's first half)."""
+    _, chosen = _choose(
+        browser, site, tmp_path / f"pay\u00adpal\ufe0f\U000e0068 \u2764\ufe0f{_SCOTLAND}.jpg"
+    )
+    assert chosen.startswith(f"pay\\xadpal\\ufe0f\\U000e0068 \u2764\ufe0f{_SCOTLAND}.jpg ("), chosen
+
+
 def _drop(driver: webdriver.Chrome, *files: Path) -> None:
     """Drop ``files`` on the page's drop zone together, as a file manager drops a
     selection: a drop event whose DataTransfer holds them, in this order (their File

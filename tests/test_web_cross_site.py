@@ -86,3 +86,27 @@ def test_curl_and_the_site_s_own_posts_are_answered(web: tuple[ServerProc, str])
             )
             assert r.status_code == 200, (headers, r.text)
             assert len(r.json()["results"]) == 1
+
+
+def test_the_page_behind_a_plain_http_proxy_that_sets_x_forwarded_host_is_answered(
+    web: tuple[ServerProc, str],
+) -> None:
+    """Chromium sends no Sec-Fetch-Site to an http:// site that is not loopback (measured
+    with Chromium 156 headless: a page at http://192.0.2.2:PORT POSTed with Origin and
+    no Fetch Metadata; at http://127.0.0.1 it sent ``same-origin``). Behind a plain-HTTP
+    proxy that rewrites Host to its upstream (nginx's default) but says the site's name in
+    X-Forwarded-Host (Caddy, Traefik; nginx ``proxy_set_header X-Forwarded-Host $host``),
+    the page's own POST carries an Origin of that name: it was refused 403. A hostile
+    page cannot add X-Forwarded-Host itself (a header outside the CORS safelist makes
+    the browser ask first, and a form sends none), so its POSTs stay refused."""
+    _, url = web
+    with httpx.Client(base_url=url, timeout=60) as http:
+        page = {"Origin": "http://newsroom.example:8080", "Content-Type": "application/json"}
+        for forwarded in ("newsroom.example:8080", "NEWSROOM.example:8080, 10.0.0.5:8000"):
+            r = http.post(
+                "/api/v1/lookup", content=LOOKUP, headers={**page, "X-Forwarded-Host": forwarded}
+            )
+            assert r.status_code == 200, (forwarded, r.text)
+        hostile = {"Origin": EVIL, "X-Forwarded-Host": "newsroom.example:8080"}
+        r = http.post("/api/v1/lookup", content=LOOKUP, headers=hostile)
+        assert r.status_code == 403, r.text

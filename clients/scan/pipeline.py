@@ -117,7 +117,8 @@ def run_scan(
 
     resume: continue the scan recorded in an existing report (else an existing report is
     refused with ConfigError). retry_errors: with ``resume``, scan again the files whose
-    rows in the report are errors (their rows are taken out first). on_rows: called with each batch's rows once recorded.
+    rows in the report are errors and could be of files under ``paths`` (their rows are
+    taken out first; the others are kept). on_rows: called with each batch's rows once recorded.
     on_warning: called, before any file is scanned, with a warning when the report holds
     rows but none of them could be of a file under ``paths`` as spelled (`GivenPaths`).
     Raises ConfigError for an unusable report, TransportError if the server fails; rows
@@ -146,7 +147,9 @@ def run_scan(
         given.add(row["path"])
 
     try:
-        with Journal(report, resume, on_row=add_row, retry_errors=retry_errors) as journal:
+        with Journal(
+            report, resume, on_row=add_row, retry_errors=retry_errors, retry_if=given.could_match
+        ) as journal:
             if writer is None:
                 writer = ReportWriter(report, detect=config.detect)
             seen = journal.done

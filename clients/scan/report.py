@@ -126,8 +126,7 @@ def csv_cell(value: Any) -> Any:
     value)."""
     if not isinstance(value, str):
         return value
-    if not value.isprintable():  # each character `shown_line` escapes is unprintable
-        value = shown_line(value)
+    value = shown_line(value)  # (a variation selector it escapes is printable)
     return "'" + value if value.startswith(FORMULA_START) else value
 
 

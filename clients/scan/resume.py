@@ -122,6 +122,11 @@ class GivenPaths:
         self.matched = False
         self.example = ""
 
+    def could_match(self, row_path: str) -> bool:
+        """Whether a row of path ``row_path`` (as the report holds it) could be of a file
+        under these paths (always, with a list file among them)."""
+        return self._lists or row_path in self._exact or row_path.startswith(self._prefixes)
+
     def add(self, row_path: str) -> None:
         """Count one row of the report, its path as it holds it."""
         self.rows += 1
@@ -215,7 +220,9 @@ class Journal:
     finished scan is not overwritten by accident; an empty one is taken over, `holds_rows`); ``resume=True`` reads the refs of its rows into ``done``
     after cutting a partial last line, handing each row to ``on_row`` (if given) as it
     is read; with ``retry_errors`` too, the rows holding an ``error`` are taken out of
-    the report (counted in ``retried``), so their files are scanned again. Raises
+    the report (counted in ``retried``), so their files are scanned again: those whose
+    path ``retry_if`` (if given) accepts, the others kept (a file under no PATH of this
+    run would not be scanned again: its row would be lost). Raises
     ConfigError if the file cannot be used.
     """
 
@@ -225,6 +232,7 @@ class Journal:
         resume: bool,
         on_row: Callable[[dict[str, Any]], None] | None = None,
         retry_errors: bool = False,
+        retry_if: Callable[[str], bool] | None = None,
     ) -> None:
         self.path = path
         self.done = RefSet()
@@ -255,7 +263,9 @@ class Journal:
                             if problem is not None:
                                 raise ValueError(problem)
                             if kept is not None:
-                                if row.get("error") is not None:
+                                if row.get("error") is not None and (
+                                    retry_if is None or retry_if(row["path"])
+                                ):
                                     self.retried += 1
                                     continue
                                 kept.write(line)

@@ -90,8 +90,9 @@ def is_cross_site(method: str, headers: dict[str, str]) -> bool:
     """Whether a request is one another site's page made a browser send, and costs or
     changes something (any method but `SAFE_METHODS`): a browser's ``Sec-Fetch-Site``
     other than `OWN_FETCH_SITES` (Fetch Metadata, sent by every current browser), or,
-    from a browser that sends no such header, an ``Origin`` that is not the request's
-    Host (``null`` included). A request with neither header (curl, scripts, other
+    from a browser that sends no such header (Chromium sends none to an http:// site that
+    is not loopback), an ``Origin`` that is neither the request's Host nor the first
+    ``X-Forwarded-Host`` (a reverse proxy's; ``null`` included). A request with neither header (curl, scripts, other
     servers) is not: the defence is against a visitor's browser being used, not against
     clients that can reach the site themselves. ``headers``: lower-case names."""
     if method in SAFE_METHODS:
@@ -102,7 +103,12 @@ def is_cross_site(method: str, headers: dict[str, str]) -> bool:
     origin = headers.get("origin")
     if origin is None:
         return False
-    return not _same_host(origin.strip(), headers.get("host", ""))
+    # A proxy that rewrites Host says the site's name in X-Forwarded-Host (the first
+    # one's, left-most); a hostile page cannot add that header (outside the CORS
+    # safelist, the browser would ask first; a form sends none).
+    forwarded = headers.get("x-forwarded-host", "").split(",")[0].strip()
+    hosts = (headers.get("host", ""), *([forwarded] if forwarded else []))
+    return not any(_same_host(origin.strip(), host) for host in hosts)
 
 
 class CrossSiteGuard:

@@ -36,8 +36,10 @@
   var unsafe = new RegExp(chosen.getAttribute("data-unsafe") || "[]", "gu");
   function shownName(name) {
     return name.replace(unsafe, function (c) {
-      var n = c.charCodeAt(0);
+      if (c.length > 2) { return c; }  // a subdivision flag (the rule's first part), kept
+      var n = c.codePointAt(0);
       if (n >= 0xdc80 && n <= 0xdcff) { n -= 0xdc00; }  // a byte that did not decode
+      if (n > 0xffff) { return "\\U" + ("0000000" + n.toString(16)).slice(-8); }  // a Tag
       return n < 0x100 ? "\\x" + ("0" + n.toString(16)).slice(-2)
         : "\\u" + ("000" + n.toString(16)).slice(-4);
     });
