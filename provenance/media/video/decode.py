@@ -40,6 +40,7 @@ from provenance.core.errors import (
     DeadlineError,
     DecodeBudgetError,
     DecoderMemoryError,
+    DecoderUnavailableError,
     MediaError,
     MediaTooLargeError,
 )
@@ -290,7 +291,8 @@ def sample_frames(
     MediaTooLargeError) if it runs out of memory; MediaTooLargeError if a frame is over
     the pixel limit or more than max_frames samples would be taken; DecodeBudgetError (a
     MediaTooLargeError) over the decoding budget, or for a further decode on ``clock``
-    that its time left does not cover or that runs out of it.
+    that its time left does not cover or that runs out of it; DecoderUnavailableError
+    (not a MediaError: the server's fault) if the decoder process cannot be started.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -378,7 +380,7 @@ class _Zygote:
             )
         except OSError as e:
             ours.close()
-            raise MediaError(f"cannot start the decoder process: {e}") from e
+            raise DecoderUnavailableError(f"cannot start the decoder process: {e}") from e
         finally:
             theirs.close()
         self.sock = ours
@@ -429,8 +431,8 @@ _zygote_lock = threading.Lock()
 
 def start_decoder() -> None:
     """Start the decoder process now, in the background (a server calls this at
-    start-up), so its imports are done before the first video. Raises MediaError if the
-    process cannot be started."""
+    start-up), so its imports are done before the first video. Raises
+    DecoderUnavailableError if the process cannot be started."""
     with _zygote_lock:
         _running_zygote()
 
@@ -449,7 +451,8 @@ def _running_zygote() -> _Zygote:
 
 def _fork_decoder(request: dict[str, Any], reply_fd: int, status_fd: int) -> int:
     """A fresh decoding child for ``request`` writing to the pipes; its pid. A decoder
-    process that has died is started again once. Raises MediaError."""
+    process that has died is started again once. Raises DecoderUnavailableError when
+    the process cannot be started or will not fork (the server's fault), MediaError."""
     body = json.dumps(request).encode()
     with _zygote_lock:
         for attempt in (1, 2):
@@ -459,7 +462,9 @@ def _fork_decoder(request: dict[str, Any], reply_fd: int, status_fd: int) -> int
             except OSError as e:
                 zygote.close()
                 if attempt == 2:
-                    raise MediaError(f"the decoder process failed to start a decode: {e}") from e
+                    raise DecoderUnavailableError(
+                        f"the decoder process failed to start a decode: {e}"
+                    ) from e
     raise AssertionError("unreachable")
 
 
