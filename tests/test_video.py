@@ -26,8 +26,14 @@ import pytest
 from PIL import Image
 
 from provenance.core.binding import hamming, pdq_hash
-from provenance.core.errors import MediaError, MediaTooLargeError, ProvenanceError
+from provenance.core.errors import (
+    DecoderUnavailableError,
+    MediaError,
+    MediaTooLargeError,
+    ProvenanceError,
+)
 from provenance.core.video_match import QUERY_RATE_HZ, match_video
+from provenance.media.inspect import InspectConfig, Upload, inspect_upload
 from provenance.media.video import decode as decode_module
 from provenance.media.video.decode import VideoInfo, sample_frames, start_decoder
 from provenance.media.video.transcode import transcode
@@ -451,5 +457,12 @@ def test_a_decoder_that_cannot_be_started_is_the_servers_fault(
     assert status_for(error) == grpc.StatusCode.UNAVAILABLE, (type(error), str(error))
     assert error.public == "the server cannot decode video now; try again later"
     assert str(gone) in str(error)  # the operator's detail, for the server's log
+    # the server's own path: not taken for an undecodable file, judged with a note
+    # naming the server's Python ("could not decode the video: cannot start ...")
+    cfg = InspectConfig()
+    with Upload(cfg.limits.max_bytes) as upload:
+        upload.write(SAMPLE.read_bytes())
+        with pytest.raises(DecoderUnavailableError):
+            inspect_upload(upload, cfg, True, judge_undecodable=True)
     monkeypatch.undo()
     assert sample_frames(SAMPLE, rate_hz=0.5).frames  # started again once it can be
