@@ -466,3 +466,26 @@ def test_a_decoder_that_cannot_be_started_is_the_servers_fault(
             inspect_upload(upload, cfg, True, judge_undecodable=True)
     monkeypatch.undo()
     assert sample_frames(SAMPLE, rate_hz=0.5).frames  # started again once it can be
+
+
+def test_a_decoder_that_cannot_load_its_libraries_is_the_servers_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder process starts but its imports fail (an `av` on its path that raises,
+    as a broken PyAV install would): the server's fault too, UNAVAILABLE, not a caller's
+    file that "is not a decodable video"."""
+    start_decoder()
+    zygote = decode_module._zygote
+    assert zygote is not None
+    zygote.process.kill()
+    zygote.process.wait()
+    (tmp_path / "av.py").write_text("raise ImportError('PyAV is broken here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(ProvenanceError) as caught:
+        sample_frames(SAMPLE, rate_hz=0.5)
+    error = caught.value
+    assert status_for(error) == grpc.StatusCode.UNAVAILABLE, (type(error), str(error))
+    assert error.public == "the server cannot decode video now; try again later"
+    assert "could not load PyAV and NumPy" in str(error)
+    monkeypatch.undo()
+    assert sample_frames(SAMPLE, rate_hz=0.5).frames

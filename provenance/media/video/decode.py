@@ -292,7 +292,8 @@ def sample_frames(
     the pixel limit or more than max_frames samples would be taken; DecodeBudgetError (a
     MediaTooLargeError) over the decoding budget, or for a further decode on ``clock``
     that its time left does not cover or that runs out of it; DecoderUnavailableError
-    (not a MediaError: the server's fault) if the decoder process cannot be started.
+    (not a MediaError: the server's fault) if the decoder process cannot be started
+    or cannot load its libraries.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -388,22 +389,23 @@ class _Zygote:
         self._ready = False
 
     def _wait_ready(self) -> None:
-        """Wait for the greeting the process sends once its imports are done."""
+        """Wait for the greeting the process sends once its imports are done. Raises
+        DecoderUnavailableError when none comes in time or the imports failed."""
         try:
             self.sock.settimeout(START_TIMEOUT_S)
             greeting = self.sock.recv(64)
         except OSError as e:
-            raise MediaError(
+            raise DecoderUnavailableError(
                 f"the decoder process did not start within {START_TIMEOUT_S:g} s"
             ) from e
         if greeting != READY:
-            raise MediaError("the decoder process could not load PyAV and NumPy")
+            raise DecoderUnavailableError("the decoder process could not load PyAV and NumPy")
         self.sock.settimeout(_ANSWER_TIMEOUT_S)
         self._ready = True
 
     def fork(self, request: bytes, reply_fd: int, status_fd: int) -> int:
         """Have the process fork a child for ``request``; its pid. Raises OSError, and
-        MediaError if the process never became ready."""
+        DecoderUnavailableError if the process never became ready."""
         if not self._ready:
             self._wait_ready()
         socket.send_fds(self.sock, [request], [reply_fd, status_fd])
@@ -459,6 +461,9 @@ def _fork_decoder(request: dict[str, Any], reply_fd: int, status_fd: int) -> int
             zygote = _running_zygote()
             try:
                 return zygote.fork(body, reply_fd, status_fd)
+            except DecoderUnavailableError:
+                zygote.close()  # never ready: the next call starts another
+                raise
             except OSError as e:
                 zygote.close()
                 if attempt == 2:
