@@ -50,6 +50,8 @@ _ALWAYS = (
     # LINE and PARAGRAPH SEPARATOR, the interlinear annotation marks and the Tag
     # characters (they spell a hidden ASCII text) but in a subdivision flag, `_FLAG`
     "\xad\u034f\u180e\u2028\u2029\ufff9-\ufffb\U000e0000-\U000e007f"
+    # and (a review): HANGUL FILLER and HALFWIDTH HANGUL FILLER, which draw nothing
+    "\u3164\uffa0"
 )
 #: ZERO WIDTH NON-JOINER and JOINER (U+200C, U+200D) are kept between two characters that
 #: are neither ASCII nor `_ALWAYS` (Persian and Indic words, emoji sequences: there they
@@ -73,6 +75,14 @@ _LONE_SELECTOR = (
     _SELECTOR + "(?<!" + _SELECTED + _SELECTOR + ")(?<![0-9#*]" + _SELECTOR + ")"
     "|" + _SELECTOR + "(?<=[0-9#*]" + _SELECTOR + ")(?!\u20e3)"
 )
+#: The Hangul CHOSEONG FILLER U+115F is kept before a vowel jamo and the JUNGSEONG FILLER
+#: U+1160 after an initial jamo (a conjoining syllable without an initial or a vowel: it
+#: draws the jamo beside it, Unicode 15 section 3.12); elsewhere, the two together
+#: included, they draw nothing and are escaped.
+_LONE_FILLER = (
+    "\u115f(?![\u1161-\u11a7\ud7b0-\ud7c6])"  # no vowel after it
+    "|\u1160(?<![\u1100-\u115e\ua960-\ua97c]\u1160)"  # no initial before it
+)
 #: A flag of a subdivision (England, Scotland, Wales: WAVING BLACK FLAG, a CLDR
 #: subdivision code in Tag characters, CANCEL TAG; `provenance.core.registry` keeps it in
 #: a device's label): matched whole, first, and written as it is (`_escape`).
@@ -80,12 +90,16 @@ _FLAG = (
     "\U0001f3f4(?:[\U000e0061-\U000e007a]{2}|[\U000e0030-\U000e0039]{3})"
     "[\U000e0030-\U000e0039\U000e0061-\U000e007a]{1,4}\U000e007f"
 )
-UNSAFE = re.compile(_FLAG + "|[" + _ALWAYS + "]|" + _LONE_JOINER + "|" + _LONE_SELECTOR)
+UNSAFE = re.compile(
+    _FLAG + "|[" + _ALWAYS + "]|" + _LONE_JOINER + "|" + _LONE_SELECTOR + "|" + _LONE_FILLER
+)
 
 
 #: `UNSAFE`, and tab and newline too: for text shown on one line (a file name on the web
 #: page, in the tab's title, where a newline would read as a space).
-UNSAFE_IN_LINE = re.compile(_FLAG + "|[" + _ALWAYS + "\t\n]|" + _LONE_JOINER + "|" + _LONE_SELECTOR)
+UNSAFE_IN_LINE = re.compile(
+    _FLAG + "|[" + _ALWAYS + "\t\n]|" + _LONE_JOINER + "|" + _LONE_SELECTOR + "|" + _LONE_FILLER
+)
 
 
 def _escape(m: re.Match[str]) -> str:

@@ -124,3 +124,50 @@ def test_the_page_script_s_rule_covers_the_other_characters() -> None:
         assert [m.start() for m in again.finditer(raw)] == [
             m.start() for m in UNSAFE_IN_LINE.finditer(raw)
         ], raw
+
+
+#: Hangul fillers (a review): HANGUL FILLER U+3164 and HALFWIDTH HANGUL FILLER U+FFA0
+#: draw nothing anywhere; the CHOSEONG and JUNGSEONG FILLERS U+115F and U+1160 draw
+#: nothing but inside a conjoining jamo syllable (a filler initial before a vowel, a
+#: filler vowel after an initial), so "pay<it>pal.jpg" read "paypal.jpg".
+HANGUL_FILLERS = {
+    "pay\u3164pal.jpg": "pay\\u3164pal.jpg",  # HANGUL FILLER
+    "pay\uffa0pal.jpg": "pay\\uffa0pal.jpg",  # HALFWIDTH HANGUL FILLER
+    "pay\u115fpal.jpg": "pay\\u115fpal.jpg",  # CHOSEONG FILLER after ASCII
+    "pay\u1160pal.jpg": "pay\\u1160pal.jpg",  # JUNGSEONG FILLER after ASCII
+    "\ud55c\u3164.jpg": "\ud55c\\u3164.jpg",  # after a syllable: still a filler
+    "\u115f\u1160.jpg": "\\u115f\\u1160.jpg",  # the two fillers: nothing drawn
+    "\uac00\u1160.jpg": "\uac00\\u1160.jpg",  # after a whole syllable, not an initial
+}
+#: Korean text the fillers are part of: kept as it is.
+KOREAN = (
+    "\ud55c\uad6d\uc5b4.jpg",  # hangugeo, precomposed syllables
+    "\u1112\u1161\u11ab.jpg",  # han as conjoining jamo
+    "\u115f\u1161.jpg",  # a syllable with a filler initial: draws its vowel
+    "\u1100\u1160.jpg",  # a syllable with a filler vowel: draws its initial
+    "\u1100\u1160\u11a8.jpg",  # and a final
+    "\ua960\u1160.jpg",  # an extended-A initial and a filler vowel
+    "\u115f\ud7b0.jpg",  # a filler initial and an extended-B vowel
+)
+
+
+@pytest.mark.parametrize(("raw", "escaped"), HANGUL_FILLERS.items())
+def test_hangul_fillers_are_escaped(raw: str, escaped: str) -> None:
+    assert shown(raw) == escaped
+    assert shown_line(raw) == escaped
+    assert csv_cell(raw) == escaped
+    assert _e(raw) == escaped
+    assert shown_text(raw) == escaped
+
+
+@pytest.mark.parametrize("name", KOREAN)
+def test_korean_text_keeps_its_fillers(name: str) -> None:
+    assert shown(name) == name and shown_line(name) == name and csv_cell(name) == name
+
+
+def test_the_page_script_s_rule_covers_the_hangul_fillers() -> None:
+    again = re.compile(_python_source(js_class(UNSAFE_IN_LINE)))
+    for raw in (*HANGUL_FILLERS, *KOREAN):
+        assert [m.start() for m in again.finditer(raw)] == [
+            m.start() for m in UNSAFE_IN_LINE.finditer(raw)
+        ], raw

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,17 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import av
+import grpc
 import numpy as np
 import psutil
 import pytest
 from PIL import Image
 
 from provenance.core.binding import hamming, pdq_hash
-from provenance.core.errors import MediaError, MediaTooLargeError
+from provenance.core.errors import (
+    DecoderUnavailableError,
+    MediaError,
+    MediaTooLargeError,
+    ProvenanceError,
+)
 from provenance.core.video_match import QUERY_RATE_HZ, match_video
+from provenance.media.inspect import InspectConfig, Upload, inspect_upload
 from provenance.media.video import decode as decode_module
 from provenance.media.video.decode import VideoInfo, sample_frames, start_decoder
 from provenance.media.video.transcode import transcode
+from provenance.server.rpc import status_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "clients" / "samples" / "fabric_pattern.mp4"
@@ -427,3 +436,56 @@ def test_the_decoder_process_is_reused_and_restarted_when_it_dies() -> None:
     again = sample_frames(SAMPLE, rate_hz=0.5)
     assert again.frames == first.frames
     assert decode_module._zygote is not None and decode_module._zygote is not zygote
+
+
+def test_a_decoder_that_cannot_be_started_is_the_servers_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spawning the decoder process fails for real (the interpreter it runs is gone): that
+    is the server's fault, so UNAVAILABLE with a sentence that names no server path, not
+    INVALID_ARGUMENT blaming the caller's file; the OSError stays for the server's log."""
+    start_decoder()
+    zygote = decode_module._zygote
+    assert zygote is not None
+    zygote.process.kill()
+    zygote.process.wait()
+    gone = tmp_path / "python-that-was-removed"
+    monkeypatch.setattr(sys, "executable", str(gone))
+    with pytest.raises(ProvenanceError) as caught:
+        sample_frames(SAMPLE, rate_hz=0.5)
+    error = caught.value
+    assert status_for(error) == grpc.StatusCode.UNAVAILABLE, (type(error), str(error))
+    assert error.public == "the server cannot decode video now; try again later"
+    assert str(gone) in str(error)  # the operator's detail, for the server's log
+    # the server's own path: not taken for an undecodable file, judged with a note
+    # naming the server's Python ("could not decode the video: cannot start ...")
+    cfg = InspectConfig()
+    with Upload(cfg.limits.max_bytes) as upload:
+        upload.write(SAMPLE.read_bytes())
+        with pytest.raises(DecoderUnavailableError):
+            inspect_upload(upload, cfg, True, judge_undecodable=True)
+    monkeypatch.undo()
+    assert sample_frames(SAMPLE, rate_hz=0.5).frames  # started again once it can be
+
+
+def test_a_decoder_that_cannot_load_its_libraries_is_the_servers_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder process starts but its imports fail (an `av` on its path that raises,
+    as a broken PyAV install would): the server's fault too, UNAVAILABLE, not a caller's
+    file that "is not a decodable video"."""
+    start_decoder()
+    zygote = decode_module._zygote
+    assert zygote is not None
+    zygote.process.kill()
+    zygote.process.wait()
+    (tmp_path / "av.py").write_text("raise ImportError('PyAV is broken here')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(ProvenanceError) as caught:
+        sample_frames(SAMPLE, rate_hz=0.5)
+    error = caught.value
+    assert status_for(error) == grpc.StatusCode.UNAVAILABLE, (type(error), str(error))
+    assert error.public == "the server cannot decode video now; try again later"
+    assert "could not load PyAV and NumPy" in str(error)
+    monkeypatch.undo()
+    assert sample_frames(SAMPLE, rate_hz=0.5).frames

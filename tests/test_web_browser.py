@@ -478,6 +478,16 @@ def test_tags_soft_hyphens_and_stray_selectors_in_a_file_name_are_escaped(
     assert chosen.startswith(f"pay\\xadpal\\ufe0f\\U000e0068 \u2764\ufe0f{_SCOTLAND}.jpg ("), chosen
 
 
+def test_hangul_fillers_in_a_file_name_are_escaped_and_korean_kept(
+    browser: webdriver.Chrome, site: DemoSite, tmp_path: Path
+) -> None:
+    """The page's script escapes the Hangul fillers that draw nothing as the server does
+    (``\\u3164``, ``\\uffa0``, a lone ``\\u115f``) and keeps a conjoining syllable
+    with its filler vowel (a review: the rule showed the fillers raw)."""
+    _, chosen = _choose(browser, site, tmp_path / "pay\u3164pal\uffa0\u115f \ud55c\u1100\u1160.jpg")
+    assert chosen.startswith("pay\\u3164pal\\uffa0\\u115f \ud55c\u1100\u1160.jpg ("), chosen
+
+
 def _drop(driver: webdriver.Chrome, *files: Path) -> None:
     """Drop ``files`` on the page's drop zone together, as a file manager drops a
     selection: a drop event whose DataTransfer holds them, in this order (their File

@@ -17,6 +17,7 @@ from provenance.core.errors import (
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
+    StorageError,
     TransportError,
 )
 from provenance.web.errors import WebError, error_body, error_headers, http_status
@@ -274,6 +275,20 @@ def test_error_messages_drop_the_clients_status_suffix() -> None:
         "status": "INVALID_ARGUMENT",
         "message": "unsupported format",
     }
+
+
+def test_error_messages_are_the_public_text_and_log_the_detail(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An error raised with ``public=`` (its message names the server's internals) is
+    told to a visitor by its public text; the whole message goes to the log."""
+    detail = "cannot open postgresql://prov@db.internal:5432/prov: connection refused"
+    error = StorageError(detail, public="the log database cannot be used now")
+    with caplog.at_level("WARNING", logger="provenance.web.errors"):
+        body = error_body(error)
+    assert body["error"]["message"] == "the log database cannot be used now"
+    assert "db.internal" not in repr(body)
+    assert detail in caplog.text
 
 
 def test_the_web_app_does_not_load_the_server_stack() -> None:

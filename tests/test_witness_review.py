@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from provenance.core import merkle
 from provenance.core.errors import ConfigError
 from provenance.log.checkpoint import Checkpoint, generate_log_key
-from provenance.witness import LOCK_FILE, Witness
+from provenance.witness import LOCK_FILE, OWNER_FILE, Witness
 from tests.conftest import ROOT, post_checkpoint, read_line, witness_serve
 from tests.drain import drain, finish
 
@@ -200,3 +201,56 @@ def test_a_second_witness_of_another_key_is_refused_the_state_folder(tmp_path: P
         assert "its own --state" in said, err
     with witness_serve(tmp_path, log) as (url, key):  # the folder's own witness, again
         assert url.startswith("http://127.0.0.1:") and key == first_key
+
+
+def test_the_owner_file_is_written_then_its_folder_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`OWNER_FILE` names the witness a state folder belongs to: its rename is durable
+    only once the folder is fsynced (after a power cut a folder without it is claimed by
+    whichever witness starts first). The real `os.fsync` runs; only recorded."""
+    signer = generate_log_key(tmp_path / "w.pem", "witness.test/w1")
+    log = generate_log_key(tmp_path / "log.pem", "log.test/lib").verifier_key()
+    state = tmp_path / "wstate"
+    synced: list[bool] = []  # each fsync of the state folder: was the owner file in it?
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode) and os.path.samestat(st, os.stat(state)):
+            synced.append((state / OWNER_FILE).exists())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    witness = Witness(signer, [log], state)
+    witness.close()
+    assert (state / OWNER_FILE).read_text() == witness.vkey() + "\n"
+    assert True in synced, synced
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty"),
+        (b"\n  \n", "is empty"),
+        (b"\xff\xfe\x00garbage", "is not a witness's verifier key"),
+        (b"garbage\n", "is not a witness's verifier key"),
+    ],
+)
+def test_an_empty_or_garbled_owner_file_is_said_so(
+    tmp_path: Path, content: bytes, said: str
+) -> None:
+    """A `OWNER_FILE` emptied or garbled by hand was read as the name of another
+    witness: "the state of the witness  (named in ...)". It is said for what it is, with
+    what to do."""
+    signer = generate_log_key(tmp_path / "w.pem", "witness.test/w1")
+    log = generate_log_key(tmp_path / "log.pem", "log.test/lib").verifier_key()
+    state = tmp_path / "wstate"
+    state.mkdir()
+    (state / OWNER_FILE).write_bytes(content)
+    with pytest.raises(ConfigError) as caught:
+        Witness(signer, [log], state)
+    text = str(caught.value)
+    assert f"{state / OWNER_FILE} {said}" in text, text
+    assert "remove the file" in text and "--state" in text, text
+    assert (state / OWNER_FILE).read_bytes() == content  # left for the operator to judge

@@ -199,6 +199,18 @@ class WorkerError(ProvenanceError):
     """A worker process died while working (killed, out of memory): what it did is lost."""
 
 
+class DecoderUnavailableError(WorkerError):
+    """The server's video decoder process could not be started, or would not start a
+    decode (an OSError spawning or talking to it): the server's fault, not the file's, so
+    UNAVAILABLE; ``public`` names no server path, ``str(e)`` keeps the OSError for the
+    server's log."""
+
+    PUBLIC = "the server cannot decode video now; try again later"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, public=self.PUBLIC)
+
+
 class ConfigError(ProvenanceError):
     """Local configuration or state (paths, passphrases, settings) is missing or invalid."""
 

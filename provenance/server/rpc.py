@@ -41,6 +41,7 @@ from provenance.core.errors import (
     BusyError,
     ClaimError,
     DeadlineError,
+    DecoderUnavailableError,
     DetectorError,
     EnrollmentError,
     ForgeryPenaltyError,
@@ -133,6 +134,7 @@ _STATUS: tuple[tuple[type[ProvenanceError], grpc.StatusCode], ...] = (
     (ProofError, grpc.StatusCode.FAILED_PRECONDITION),
     (LogError, grpc.StatusCode.OUT_OF_RANGE),
     (DetectorError, grpc.StatusCode.UNAVAILABLE),
+    (DecoderUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (StorageError, grpc.StatusCode.UNAVAILABLE),
     (IndexLoadingError, grpc.StatusCode.UNAVAILABLE),
 )

@@ -124,7 +124,9 @@ def message(error: ProvenanceError) -> str:
     logged here at most every `UNREACHABLE_LOG_EVERY_S`, never a visitor's); a call that
     failed with gRPC's own text (``from_grpc``) is said as `GRPC_FAILURE_TEXT`, the text
     logged the same way; one whose wait for the service ran out (``waited_s``) as
-    `NO_ANSWER_TEXT`, logged the same way."""
+    `NO_ANSWER_TEXT`, logged the same way. Any other error is said by its ``public``
+    text: one raised with ``public=`` (a store's or detector's, its message naming the
+    server's internals) never shows that message, logged the same way instead."""
     text = str(error)
     if isinstance(error, TransportError) and error.waited_s is not None:
         said = NO_ANSWER_TEXT.format(error.waited_s)
@@ -136,6 +138,9 @@ def message(error: ProvenanceError) -> str:
     if isinstance(error, TransportError) and error.from_grpc:
         _log_unreachable(text, GRPC_FAILURE_TEXT)
         return GRPC_FAILURE_TEXT
+    if error.hides_detail:  # its message names the server's internals: the log's
+        _log_unreachable(text, error.public)
+        return error.public
     suffix = f" [{getattr(error, 'code', '')}]"
     return text[: -len(suffix)] if text.endswith(suffix) else text
 

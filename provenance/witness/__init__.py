@@ -348,15 +348,13 @@ LOCK_FILE = ".lock"
 OWNER_FILE = "witness.vkey"
 
 
-def _write_new(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` durably: a temporary file beside it, fsynced, then
-    renamed into place. Raises OSError."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+#: What to do about an `OWNER_FILE` that is empty or names no witness (`Witness`).
+_OWNER_FIX = (
+    ": it names the witness whose state the folder holds (that witness's verifier key,"
+    " one line, written when a witness first uses the folder). If the folder is this"
+    " witness's, remove the file and start this witness again (it is written anew); else give"
+    " this witness its own --state"
+)
 
 
 #: Longest wait, in seconds, for the state folder's lock before a request is answered 503.
@@ -519,25 +517,38 @@ class Witness:
         when the folder has none, else check that it is this witness's key. Processes of
         one witness share a folder (one view); a witness of another key or name would take
         that witness's state for its own (answer 409 with sizes it never checked, cosign
-        on from there). Raises ConfigError naming the folder's witness then, or when the
-        folder's lock stays held for ``lock_wait_s`` or the file cannot be read or
-        written."""
+        on from there). The file is written durably (`write_atomically`: the folder is
+        fsynced after the rename). Raises ConfigError naming the folder's witness then, or
+        when the folder's lock stays held for ``lock_wait_s``, the file cannot be read or
+        written, or it is empty or holds no verifier key (saying so, and what to do)."""
         owner = self.state_dir / OWNER_FILE
         mine = self.vkey()
         try:
             with _locked(self._lock, self._folder_lock, self.lock_wait_s):
                 try:
-                    theirs = owner.read_text(encoding="utf-8").strip()
-                except FileNotFoundError:
-                    _write_new(owner, mine + "\n")
+                    raw = owner.read_bytes()
+                except FileNotFoundError:  # durably: the folder fsynced after the rename
+                    write_atomically(owner, (mine + "\n").encode())
                     return
         except _Busy:
             raise ConfigError(
                 f"the witness state folder {self.state_dir} stayed locked by another process"
                 f" for {self.lock_wait_s:g} s"
             ) from None
-        except (OSError, UnicodeDecodeError) as e:
+        except OSError as e:
             raise ConfigError(f"cannot read or write {owner}: {e}") from e
+        try:
+            theirs = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{owner} is not a witness's verifier key (not UTF-8 text: {e}){_OWNER_FIX}"
+            ) from e
+        if not theirs:
+            raise ConfigError(f"{owner} is empty{_OWNER_FIX}")
+        try:
+            parse_cosigner_vkey(theirs)
+        except LogError as e:
+            raise ConfigError(f"{owner} is not a witness's verifier key ({e}){_OWNER_FIX}") from e
         if theirs != mine:
             raise ConfigError(
                 f"the state folder {self.state_dir} holds the state of the witness {theirs}"

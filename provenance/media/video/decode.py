@@ -40,6 +40,7 @@ from provenance.core.errors import (
     DeadlineError,
     DecodeBudgetError,
     DecoderMemoryError,
+    DecoderUnavailableError,
     MediaError,
     MediaTooLargeError,
 )
@@ -290,7 +291,9 @@ def sample_frames(
     MediaTooLargeError) if it runs out of memory; MediaTooLargeError if a frame is over
     the pixel limit or more than max_frames samples would be taken; DecodeBudgetError (a
     MediaTooLargeError) over the decoding budget, or for a further decode on ``clock``
-    that its time left does not cover or that runs out of it.
+    that its time left does not cover or that runs out of it; DecoderUnavailableError
+    (not a MediaError: the server's fault) if the decoder process cannot be started
+    or cannot load its libraries.
     """
     if not (math.isfinite(rate_hz) and rate_hz > 0):
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
@@ -378,7 +381,7 @@ class _Zygote:
             )
         except OSError as e:
             ours.close()
-            raise MediaError(f"cannot start the decoder process: {e}") from e
+            raise DecoderUnavailableError(f"cannot start the decoder process: {e}") from e
         finally:
             theirs.close()
         self.sock = ours
@@ -386,22 +389,23 @@ class _Zygote:
         self._ready = False
 
     def _wait_ready(self) -> None:
-        """Wait for the greeting the process sends once its imports are done."""
+        """Wait for the greeting the process sends once its imports are done. Raises
+        DecoderUnavailableError when none comes in time or the imports failed."""
         try:
             self.sock.settimeout(START_TIMEOUT_S)
             greeting = self.sock.recv(64)
         except OSError as e:
-            raise MediaError(
+            raise DecoderUnavailableError(
                 f"the decoder process did not start within {START_TIMEOUT_S:g} s"
             ) from e
         if greeting != READY:
-            raise MediaError("the decoder process could not load PyAV and NumPy")
+            raise DecoderUnavailableError("the decoder process could not load PyAV and NumPy")
         self.sock.settimeout(_ANSWER_TIMEOUT_S)
         self._ready = True
 
     def fork(self, request: bytes, reply_fd: int, status_fd: int) -> int:
         """Have the process fork a child for ``request``; its pid. Raises OSError, and
-        MediaError if the process never became ready."""
+        DecoderUnavailableError if the process never became ready."""
         if not self._ready:
             self._wait_ready()
         socket.send_fds(self.sock, [request], [reply_fd, status_fd])
@@ -429,8 +433,8 @@ _zygote_lock = threading.Lock()
 
 def start_decoder() -> None:
     """Start the decoder process now, in the background (a server calls this at
-    start-up), so its imports are done before the first video. Raises MediaError if the
-    process cannot be started."""
+    start-up), so its imports are done before the first video. Raises
+    DecoderUnavailableError if the process cannot be started."""
     with _zygote_lock:
         _running_zygote()
 
@@ -449,17 +453,23 @@ def _running_zygote() -> _Zygote:
 
 def _fork_decoder(request: dict[str, Any], reply_fd: int, status_fd: int) -> int:
     """A fresh decoding child for ``request`` writing to the pipes; its pid. A decoder
-    process that has died is started again once. Raises MediaError."""
+    process that has died is started again once. Raises DecoderUnavailableError when
+    the process cannot be started or will not fork (the server's fault), MediaError."""
     body = json.dumps(request).encode()
     with _zygote_lock:
         for attempt in (1, 2):
             zygote = _running_zygote()
             try:
                 return zygote.fork(body, reply_fd, status_fd)
+            except DecoderUnavailableError:
+                zygote.close()  # never ready: the next call starts another
+                raise
             except OSError as e:
                 zygote.close()
                 if attempt == 2:
-                    raise MediaError(f"the decoder process failed to start a decode: {e}") from e
+                    raise DecoderUnavailableError(
+                        f"the decoder process failed to start a decode: {e}"
+                    ) from e
     raise AssertionError("unreachable")
 
 
