@@ -886,7 +886,7 @@ def _claim(key: DeviceKey, seq: int, note: str) -> Claim:
 
 def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerProc) -> None:
     """With the server's files capped (RLIMIT_FSIZE, as a full disk), a submission gets
-    UNAVAILABLE naming the disk (not "cannot rollback"); every acknowledged capture stays, and once space is
+    UNAVAILABLE naming the full storage (not "cannot rollback"); every acknowledged capture stays, and once space is
     back the refused one is logged."""
     pid = server.proc.pid
     db = server.db
@@ -913,7 +913,9 @@ def test_full_disk_answers_storage_unavailable_and_loses_nothing(server: ServerP
                 pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
             )
         assert err.code == "UNAVAILABLE", err
-        assert "disk" in str(err) and "rollback" not in str(err)
+        # callers are told the storage, not the server's file or SQLite's words (h-leak48)
+        assert "cannot grow (its storage is full" in str(err) and "rollback" not in str(err)
+        assert str(db) not in str(err)
         assert acked > 0
         for i in range(acked + 1):  # leaf 0: the enrollment
             assert c.inclusion_proof(0, leaf_index=i)[0] == i
