@@ -27,6 +27,7 @@ from PIL import Image
 
 from provenance.core.binding import hamming, pdq_hash
 from provenance.core.errors import (
+    DecoderCrashError,
     DecoderUnavailableError,
     MediaError,
     MediaTooLargeError,
@@ -411,6 +412,8 @@ def _signal_the_decoder_mid_read(fifo: Path, sig: signal.Signals) -> BaseExcepti
 def test_a_crashing_decoder_is_reported(stalled_fifo: Path) -> None:
     error = _signal_the_decoder_mid_read(stalled_fifo, signal.SIGSEGV)
     assert "decoder process died (killed by SIGSEGV)" in str(error)
+    # a crash is told apart (inspect_upload decodes again without pixels after one)
+    assert isinstance(error, DecoderCrashError), repr(error)
 
 
 def test_a_decoder_ended_by_its_own_deadline_timer_reports_the_deadline(

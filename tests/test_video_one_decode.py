@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from provenance.core.claims import MAX_SOFT_BINDINGS
-from provenance.core.errors import DecoderMemoryError
+from provenance.core.errors import DecoderCrashError, DecoderMemoryError
 from provenance.media.inspect import InspectConfig, Upload, inspect_upload
 from provenance.media.video.decode import VideoInfo, sample_frames
 from provenance.media.video.transcode import transcode
@@ -139,7 +139,9 @@ def test_pixels_that_do_not_fit_never_cost_the_verdict(
     tile = np.repeat(np.repeat(rng.integers(0, 256, (270, 480, 3), np.uint8), 8, 0), 8, 1)
     write_video(path, (np.roll(tile, 64 * i, axis=1) for i in range(32)), crf=40)
     cfg = InspectConfig(video_max_memory_bytes=1100 << 20)
-    with pytest.raises(DecoderMemoryError):  # what this test is about: the pixels do not fit
+    # what this test is about: the pixels do not fit. FFmpeg says so (ENOMEM), or, short
+    # of memory, crashes on an allocation it did not check (seen once in CI: SIGSEGV)
+    with pytest.raises((DecoderMemoryError, DecoderCrashError)):
         sample_frames(path, max_memory_bytes=cfg.video_max_memory_bytes, keep_rgb_spread=16)
     pipe = VerificationPipeline(inproc.service, cfg, detector=real_detector)
     with Upload(cfg.limits.max_bytes) as upload:
@@ -151,7 +153,9 @@ def test_pixels_that_do_not_fit_never_cost_the_verdict(
         plain = inspect_upload(upload, cfg, False)
     assert found.facts == plain.facts and len(found.facts.soft_bindings) == 32
     assert found.video is not None and all(f.rgb is None for f in found.video.frames)
-    assert block["available"] is False and "out of memory" in block["note"], block
+    assert block["available"] is False, block
+    note = block["note"]
+    assert "out of memory" in note or "decoder process died (killed by" in note, block
 
 
 def _decodes() -> float:

@@ -253,6 +253,13 @@ class DecoderMemoryError(MediaTooLargeError):
     (`provenance.media.video.decode.DEFAULT_MAX_MEMORY_BYTES`)."""
 
 
+class DecoderCrashError(MediaError):
+    """A video decoding child ended by a signal it did not arm itself (SIGSEGV, SIGBUS,
+    SIGABRT, ...): a decoder bug the file reached, or an allocation FFmpeg did not check
+    failing under the child's address-space limit (``RLIMIT_AS``; seen in CI: SIGSEGV
+    while keeping 16 frames' pixels of a 4K video under a 1.1 GB limit)."""
+
+
 class LimitError(ProvenanceError):
     """A request exceeds a server limit on size, count, rate or concurrency (a busy
     server, a per-device quota, a reply too large): try again later or send less."""

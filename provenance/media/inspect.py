@@ -31,6 +31,7 @@ from provenance.core.callstop import CallStop
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.core.errors import (
     DecodeBudgetError,
+    DecoderCrashError,
     DecoderMemoryError,
     MediaError,
     MediaTooLargeError,
@@ -488,8 +489,8 @@ def _sample_soft(
 ) -> tuple[VideoInfo, str]:
     """The 1 Hz samples of a video that are its soft bindings, with the pixels of up to
     ``video_pixels`` of them kept (`inspect_upload`), and why none were kept when they
-    did not fit ("" otherwise). A decode that keeps pixels and runs out of memory, or
-    stops early (as a damaged stream does, or one short of memory), is done again without
+    did not fit ("" otherwise). A decode that keeps pixels and runs out of memory (or
+    crashes, DecoderCrashError: how FFmpeg can end short of memory), or stops early (as a damaged stream does, or one short of memory), is done again without
     them; its result is used unless the two differ (pixels aside), so the soft bindings
     are always those of a decode that kept none. Every decode draws on ``clock``. Raises
     MediaError as `sample_frames`, DecodeBudgetError when the clock has no time left for
@@ -507,7 +508,10 @@ def _sample_soft(
         return sample(), ""
     try:
         kept = sample(keep_rgb_spread=video_pixels)
-    except DecoderMemoryError as e:  # the kept pixels may be what did not fit
+    except (DecoderMemoryError, DecoderCrashError) as e:
+        # the kept pixels may be what did not fit: FFmpeg can also crash on an allocation
+        # it did not check under the child's memory limit; a file that crashes the
+        # decoder without pixels too is refused by that decode
         return sample(again=AFTER_NO_MEMORY), str(e)
     if not kept.decode_error:
         return kept, ""

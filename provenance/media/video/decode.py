@@ -39,6 +39,7 @@ from provenance.core.errors import (
     BindingError,
     DeadlineError,
     DecodeBudgetError,
+    DecoderCrashError,
     DecoderMemoryError,
     DecoderUnavailableError,
     MediaError,
@@ -522,6 +523,8 @@ class _Reader:
                 how = self._exit(1.0)
                 if how == "killed by SIGALRM":  # the child's own timer: the same deadline
                     raise self._overdue()
+                if how.startswith("killed by"):
+                    raise DecoderCrashError(f"the decoder process died ({how})")
                 raise MediaError(f"the decoder process died ({how})")
             buf += chunk
         return bytes(buf)
