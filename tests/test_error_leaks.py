@@ -56,6 +56,15 @@ def _told_without(
         assert secret not in page.text, (secret, page.text)
 
 
+def _unusable_without(err: TransportError, secrets: list[str]) -> None:
+    """``err`` is UNAVAILABLE "the log database cannot be used now", naming none of
+    ``secrets``."""
+    assert err.code == "UNAVAILABLE", err
+    assert "the log database cannot be used now" in str(err), err
+    for secret in secrets:
+        assert secret not in str(err), (secret, err)
+
+
 def test_a_postgresql_store_error_names_no_database_to_callers(pg_url: str) -> None:
     """A ``LOCK TABLE`` of the log's tables (as ``VACUUM FULL`` takes): reads are answered
     UNAVAILABLE, the gRPC details and the web page's 503 JSON say the log database did not
@@ -169,10 +178,7 @@ def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path
                     ask([Query(ref="mine", sha256=sha)])
                 errors.append(got.value)
         for err in errors:
-            assert err.code == "UNAVAILABLE", err
-            assert "the log database cannot be used now" in str(err), err
-            for secret in secrets:
-                assert secret not in str(err), (secret, err)
+            _unusable_without(err, secrets)
     finally:
         assert srv.stop() == 0
     log = srv.stderr()
@@ -204,3 +210,30 @@ def test_distinct_store_failures_are_each_logged_though_told_alike(tmp_path: Pat
     log = srv.stderr()
     assert "GetDevice: " in log and "no such table: devices" in log, log[-3000:]
     assert "GetCheckpoint: " in log and "no such table: checkpoints" in log, log[-3000:]
+
+
+def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path: Path) -> None:
+    """The database's folder moved away under the running server (a volume unmounted, an
+    operator's mistake): a thread that has not read yet (a Lookup's, the first) cannot
+    open its reading connection. Before, that was LogError, OUT_OF_RANGE (what a caller
+    reads as "you asked past the log's end"); now UNAVAILABLE "the log database cannot be
+    used now", naming no path, and the server's log names the file and SQLite's words."""
+    folder = tmp_path / "log"
+    folder.mkdir()
+    db = folder / "prov.db"
+    srv = start_server(db)
+    secrets = [str(tmp_path), "prov.db", "unable to open"]
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            enroll_key(c)
+        folder.rename(tmp_path / "moved")
+        with (
+            ProvenanceClient(srv.address, timeout=40) as c,
+            pytest.raises(TransportError) as got,
+        ):
+            c.lookup([Query(ref="a", sha256=os.urandom(32))])
+        _unusable_without(got.value, secrets)
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert str(db) in log and "unable to open database file" in log, log[-3000:]

@@ -445,3 +445,44 @@ def test_a_long_read_of_a_database_that_answers_is_not_cut(pg_url: str) -> None:
         assert not pack.video
     finally:
         store.close()
+
+
+def test_the_latest_checkpoint_is_served_and_health_says_so_while_the_database_is_stopped(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    """The database server's processes stopped (SIGSTOP) while no capture is tried: the
+    writer is idle, the reads alone fail. The server's health check says NOT_SERVING
+    (its checks answered meanwhile, the state probed off the call), GetCheckpoint and the
+    web page's checkpoint still give the latest checkpoint the server signed (from
+    memory: signed, so as good as the database's copy), a device read is UNAVAILABLE,
+    and once the processes go on the health check says SERVING again by itself. Before,
+    the health check said SERVING throughout, and GetCheckpoint was UNAVAILABLE ("the log
+    database did not answer in 4 s") like any read."""
+    srv, device = _serve(pg_url)
+    web = start_web(srv.address, "--service-timeout", "40")
+    try:
+        with ProvenanceClient(srv.address) as c:
+            assert c.submit(signed_claim(device, 1))[0].leaf_index == 1
+            signed = c.checkpoint()
+        assert _health(srv) == "SERVING"
+        with _frozen(pg_server):
+            assert _health(srv, "NOT_SERVING") == "NOT_SERVING"
+            with ProvenanceClient(srv.address, timeout=40) as c:
+                assert c.checkpoint() == signed
+            page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+            assert page.status_code == 200, page.text
+            assert page.json()["checkpoint"] == signed, page.text
+            with (
+                ProvenanceClient(srv.address, timeout=40) as c,
+                pytest.raises(TransportError) as got,
+            ):
+                c.get_device(device.key_id)
+            assert got.value.code == "UNAVAILABLE", got.value
+            assert _health(srv) == "NOT_SERVING"
+        assert _health(srv, "SERVING") == "SERVING"
+        with ProvenanceClient(srv.address) as c:
+            assert c.submit(signed_claim(device, 2))[0].leaf_index == 2
+            assert c.checkpoint() != signed  # read from the database again
+    finally:
+        web.stop()
+        assert srv.stop() == 0
