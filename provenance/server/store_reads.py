@@ -62,6 +62,7 @@ class StoreReads:
         self._down_since: float | None = None
         self._probe: Future[None] | None = None
         self._probe_sent = 0.0
+        self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-probe")
         self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="checkpoint-read")
 
@@ -93,7 +94,10 @@ class StoreReads:
             return self._read()
         if not self.answering():
             return held
-        read = self._readers.submit(self._read)
+        try:
+            read = self._readers.submit(self._read)
+        except RuntimeError:  # closed (the server stopped): read here
+            return self._read()
         while True:
             try:
                 return read.result(timeout=LOOK_EVERY_S)
@@ -140,7 +144,10 @@ class StoreReads:
             return self._state(time.monotonic())
 
     def close(self) -> None:
-        """Send no more probes (one out ends alone: its thread is a daemon's)."""
+        """Send no more probes (one out ends alone: its thread is a daemon's), and learn
+        nothing more (a probe failing on the closed store says nothing of the database)."""
+        with self._lock:
+            self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._readers.shutdown(wait=False, cancel_futures=True)
 
@@ -181,6 +188,8 @@ class StoreReads:
         """The database answered a read (``answers``), or failed it with ``error``: the
         state from now, and one log line at each change."""
         with self._lock:
+            if self._closed:
+                return
             now = time.monotonic()
             self._answers = answers
             self._learned = now
