@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from provenance.core.errors import StorageError
+from provenance.core.errors import ProvenanceError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -167,21 +167,27 @@ class StoreReads:
         return self._probe
 
     def _run(self) -> None:
+        """One probe: the newest checkpoint read (and held), or the StorageError that
+        says the database does not answer. Another of our errors (a damaged row) still
+        means it answered: what it holds is for `prov log audit` and the reads that
+        meet it to report. Anything else is a bug of ours, logged, and counted as not
+        answering."""
+        latest: Latest = None
+        error: StorageError | None = None
+        answered = False
         try:
             latest = self._read_latest()
+            answered = True
         except StorageError as e:
+            error = e
+        except ProvenanceError:
+            answered = True
+        except Exception:
+            log.exception("the probe of the log database failed")
+        finally:
             with self._lock:
                 self._probe = None
-            self._learn(False, e)
-            return
-        except BaseException:
-            with self._lock:
-                self._probe = None
-            self._learn(False)
-            raise
-        with self._lock:
-            self._probe = None
-        self._learn(True)
+        self._learn(answered, error)
         self.saw(latest)
 
     def _learn(self, answers: bool, error: StorageError | None = None) -> None:
