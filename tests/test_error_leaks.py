@@ -35,25 +35,34 @@ from tests.pgserver import PgServer
 def _told_without(
     srv: ServerProc, web: ServerProc, device: Any, said: str, secrets: list[str]
 ) -> None:
-    """A checkpoint and a device read of the server, and the web page's checkpoint, each
+    """A read of the log's entries and of a device, and the web page's device, each
     refused UNAVAILABLE (503), saying ``said`` and "try again", naming none of
-    ``secrets``."""
-    for call in ("GetCheckpoint", "GetDevice"):
+    ``secrets``. (The log's checkpoint is answered from the server's memory meanwhile.)"""
+    for call in ("GetEntries", "GetDevice"):
         with (
             ProvenanceClient(srv.address, timeout=40) as c,
             pytest.raises(TransportError) as got,
         ):
-            c.checkpoint() if call == "GetCheckpoint" else c.get_device(device.key_id)
+            c.entries(0, 1) if call == "GetEntries" else c.get_device(device.key_id)
         err = got.value
         assert err.code == "UNAVAILABLE", (call, err)
         assert said in str(err) and "try again" in str(err), (call, err)
         for secret in secrets:
             assert secret not in str(err), (call, secret, err)
-    page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+    page = httpx.get(f"{web.address}/api/v1/devices/{device.key_id.hex()}", timeout=60)
     assert page.status_code == 503, page.text
     assert said in page.json()["error"]["message"], page.text
     for secret in secrets:
         assert secret not in page.text, (secret, page.text)
+
+
+def _unusable_without(err: TransportError, secrets: list[str]) -> None:
+    """``err`` is UNAVAILABLE "the log database cannot be used now", naming none of
+    ``secrets``."""
+    assert err.code == "UNAVAILABLE", err
+    assert "the log database cannot be used now" in str(err), err
+    for secret in secrets:
+        assert secret not in str(err), (secret, err)
 
 
 def test_a_postgresql_store_error_names_no_database_to_callers(pg_url: str) -> None:
@@ -116,7 +125,8 @@ def test_a_sqlite_store_error_names_no_file_to_callers(tmp_path: Path) -> None:
 def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> None:
     """PostgreSQL shut down under the running server: a read is answered UNAVAILABLE "the
     log database cannot be used now" without the database's address or psycopg's words
-    ("connection ... failed", "couldn't get a connection"); the server's log has them."""
+    ("connection ... failed", "couldn't get a connection"); the server's log has them.
+    GetCheckpoint gives the checkpoint the server signed (before: UNAVAILABLE too)."""
     pg = PgServer.start()
     try:
         url = pg.new_database()
@@ -125,6 +135,7 @@ def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> Non
         try:
             with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
                 device = enroll_key(c)
+                signed = c.checkpoint()
             pg.halt()
             secrets = [
                 "postgresql://",
@@ -135,6 +146,8 @@ def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> Non
                 "connection",
             ]
             _told_without(srv, web, device, "the log database cannot be used now", secrets)
+            with ProvenanceClient(srv.address, timeout=40) as c:
+                assert c.checkpoint() == signed  # the newest it signed, from memory
             pg.resume()  # `stop` stops a running cluster
         finally:
             web.stop()
@@ -169,10 +182,7 @@ def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path
                     ask([Query(ref="mine", sha256=sha)])
                 errors.append(got.value)
         for err in errors:
-            assert err.code == "UNAVAILABLE", err
-            assert "the log database cannot be used now" in str(err), err
-            for secret in secrets:
-                assert secret not in str(err), (secret, err)
+            _unusable_without(err, secrets)
     finally:
         assert srv.stop() == 0
     log = srv.stderr()
@@ -198,9 +208,36 @@ def test_distinct_store_failures_are_each_logged_though_told_alike(tmp_path: Pat
             with sqlite3.connect(db) as other:
                 other.execute("ALTER TABLE checkpoints RENAME TO checkpoints_away")
             with pytest.raises(TransportError, match="cannot be used now"):
-                c.checkpoint()
+                c.entries(0, 1)
     finally:
         assert srv.stop() == 0
     log = srv.stderr()
     assert "GetDevice: " in log and "no such table: devices" in log, log[-3000:]
-    assert "GetCheckpoint: " in log and "no such table: checkpoints" in log, log[-3000:]
+    assert "GetEntries: " in log and "no such table: checkpoints" in log, log[-3000:]
+
+
+def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path: Path) -> None:
+    """The database's folder moved away under the running server (a volume unmounted, an
+    operator's mistake): a thread that has not read yet (a Lookup's, the first) cannot
+    open its reading connection. Before, that was LogError, OUT_OF_RANGE (what a caller
+    reads as "you asked past the log's end"); now UNAVAILABLE "the log database cannot be
+    used now", naming no path, and the server's log names the file and SQLite's words."""
+    folder = tmp_path / "log"
+    folder.mkdir()
+    db = folder / "prov.db"
+    srv = start_server(db)
+    secrets = [str(tmp_path), "prov.db", "unable to open"]
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            enroll_key(c)
+        folder.rename(tmp_path / "moved")
+        with (
+            ProvenanceClient(srv.address, timeout=40) as c,
+            pytest.raises(TransportError) as got,
+        ):
+            c.lookup([Query(ref="a", sha256=os.urandom(32))])
+        _unusable_without(got.value, secrets)
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert str(db) in log and "unable to open database file" in log, log[-3000:]

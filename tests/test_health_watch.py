@@ -5,6 +5,7 @@ core dropped."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.api import ProvenanceClient
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from tests.conftest import read_line, start_server
+from tests.conftest import ADMIN_TOKEN, enroll_key, read_line, start_server
 from tests.test_burst_limits import _unanswered
 
 #: RPC threads of the server under test, and Watch streams opened: more than them
@@ -64,3 +66,34 @@ def test_open_health_watches_hold_no_rpc_thread(tmp_path: Path) -> None:
             assert _get_unknown_device(channel) == grpc.StatusCode.NOT_FOUND
     finally:
         server.stop()
+
+
+def test_health_follows_whether_the_database_answers_reads(tmp_path: Path) -> None:
+    """The SQLite file's checkpoints table renamed away under the running server (an
+    operator's tool; every read of it fails, "no such table") while no capture is tried:
+    the health Watch says NOT_SERVING though the log's writer is idle, GetCheckpoint
+    still gives the newest checkpoint the server signed (from memory), and once the
+    table is back the Watch says SERVING again by itself. Before, the health check said
+    SERVING throughout, and GetCheckpoint was UNAVAILABLE."""
+    db = tmp_path / "h.db"
+    server = start_server(db)
+    try:
+        with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+            enroll_key(c)
+            signed = c.checkpoint()
+        with grpc.insecure_channel(server.address) as channel:
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            stream = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=120)
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            with sqlite3.connect(db) as other:
+                other.execute("ALTER TABLE checkpoints RENAME TO checkpoints_away")
+            assert next(stream).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with ProvenanceClient(server.address, timeout=30) as c:
+                assert c.checkpoint() == signed
+            with sqlite3.connect(db) as other:
+                other.execute("ALTER TABLE checkpoints_away RENAME TO checkpoints")
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+            stream.cancel()
+    finally:
+        assert server.stop() == 0
+    assert "the log database does not answer reads" in server.stderr()

@@ -180,9 +180,12 @@ def test_a_held_append_lock_is_answered_and_the_server_goes_on(pg_url: str) -> N
 
 def test_a_table_lock_fails_reads_and_writes_in_time(pg_url: str) -> None:
     """A ``LOCK TABLE`` (as ``VACUUM FULL`` or ``ALTER TABLE`` take) of the log's tables:
-    the capture and the reads of what the lock holds are answered in time."""
+    the capture and the reads of what the lock holds are answered in time; GetCheckpoint
+    with the checkpoint the server signed last."""
     srv, device = _serve(pg_url)
     try:
+        with ProvenanceClient(srv.address) as c:
+            signed = c.checkpoint()
         holder = psycopg.connect(pg_url)
         holder.execute("LOCK TABLE leaves, checkpoints, nodes, devices IN ACCESS EXCLUSIVE MODE")
         err, took = _refused(srv, signed_claim(device, 1))
@@ -196,6 +199,8 @@ def test_a_table_lock_fails_reads_and_writes_in_time(pg_url: str) -> None:
             assert "try again" in str(got), (name, got)
             assert pg_url.rsplit("/", 1)[-1] not in str(got), (name, got)  # the log's, below
         assert time.monotonic() - t0 < ANSWERED_WITHIN_S
+        with ProvenanceClient(srv.address, timeout=40) as c:
+            assert c.checkpoint() == signed
         holder.rollback()
         holder.close()
         assert _logged(pg_url) == (1, 1)
@@ -283,10 +288,10 @@ def test_the_server_stops_while_the_database_does_not_answer(pg_url: str) -> Non
 
 def _reads(device: Any, sha: bytes) -> dict[str, Callable[[ProvenanceClient], object]]:
     """Calls that read the log database: a Lookup (VerifyFile's log lookups are the same
-    reads), the log's checkpoint, entries and proofs, a device."""
+    reads), the log's entries and proofs, a device. (GetCheckpoint is answered from the
+    server's memory while the database does not answer.)"""
     return {
         "Lookup": lambda c: c.lookup([Query("a", sha)]),
-        "GetCheckpoint": lambda c: c.checkpoint(),
         "GetEntries": lambda c: c.entries(0, 2),
         "GetInclusionProof": lambda c: c.inclusion_proof(2, leaf_index=1),
         "GetConsistencyProof": lambda c: c.consistency_proof(1, 2),
@@ -324,7 +329,8 @@ def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
     reads are answered. Before, each read waited until its caller's deadline:
     DEADLINE_EXCEEDED, "cannot reach the server", 40 s into its 40 s deadline (the web
     page's checkpoint: 503 after 30.4 s, "couldn't get a connection after 30.00 sec",
-    the pool's connection held by a read waiting on the stopped server; now 4.4 s)."""
+    the pool's connection held by a read waiting on the stopped server; then 4.4 s; now
+    its checkpoint is answered from the server's memory, a device 503)."""
     srv, device = _serve(pg_url)
     web = start_web(srv.address, "--service-timeout", "40")
     database = pg_url.rsplit("/", 1)[-1]
@@ -344,7 +350,7 @@ def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
                 assert database not in str(err), (name, err)  # the log's (test_error_leaks)
             with ProvenanceClient(srv.address, timeout=10) as c:
                 assert c.log_key()[1]  # needs no database: answered meanwhile
-            page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+            page = httpx.get(f"{web.address}/api/v1/devices/{device.key_id.hex()}", timeout=60)
             assert page.status_code == 503, page.text
             assert "the log database did not answer in" in page.text, page.text
             assert database not in page.text, page.text
@@ -357,7 +363,8 @@ def test_reads_of_a_stopped_database_server_are_answered_and_the_server_goes_on(
             for name, err in answered.items():
                 assert err is None or err.code == "UNAVAILABLE", (name, err)
         assert answered == dict.fromkeys(reads), answered
-        assert httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60).status_code == 200
+        page = httpx.get(f"{web.address}/api/v1/devices/{device.key_id.hex()}", timeout=60)
+        assert page.status_code == 200, page.text
     finally:
         web.stop()
         assert srv.stop() == 0
@@ -445,3 +452,44 @@ def test_a_long_read_of_a_database_that_answers_is_not_cut(pg_url: str) -> None:
         assert not pack.video
     finally:
         store.close()
+
+
+def test_the_latest_checkpoint_is_served_and_health_says_so_while_the_database_is_stopped(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    """The database server's processes stopped (SIGSTOP) while no capture is tried: the
+    writer is idle, the reads alone fail. The server's health check says NOT_SERVING
+    (its checks answered meanwhile, the state probed off the call), GetCheckpoint and the
+    web page's checkpoint still give the latest checkpoint the server signed (from
+    memory: signed, so as good as the database's copy), a device read is UNAVAILABLE,
+    and once the processes go on the health check says SERVING again by itself. Before,
+    the health check said SERVING throughout, and GetCheckpoint was UNAVAILABLE ("the log
+    database did not answer in 4 s") like any read."""
+    srv, device = _serve(pg_url)
+    web = start_web(srv.address, "--service-timeout", "40")
+    try:
+        with ProvenanceClient(srv.address) as c:
+            assert c.submit(signed_claim(device, 1))[0].leaf_index == 1
+            signed = c.checkpoint()
+        assert _health(srv) == "SERVING"
+        with _frozen(pg_server):
+            assert _health(srv, "NOT_SERVING") == "NOT_SERVING"
+            with ProvenanceClient(srv.address, timeout=40) as c:
+                assert c.checkpoint() == signed
+            page = httpx.get(f"{web.address}/api/v1/checkpoint", timeout=60)
+            assert page.status_code == 200, page.text
+            assert page.json()["checkpoint"] == signed, page.text
+            with (
+                ProvenanceClient(srv.address, timeout=40) as c,
+                pytest.raises(TransportError) as got,
+            ):
+                c.get_device(device.key_id)
+            assert got.value.code == "UNAVAILABLE", got.value
+            assert _health(srv) == "NOT_SERVING"
+        assert _health(srv, "SERVING") == "SERVING"
+        with ProvenanceClient(srv.address) as c:
+            assert c.submit(signed_claim(device, 2))[0].leaf_index == 2
+            assert c.checkpoint() != signed  # read from the database again
+    finally:
+        web.stop()
+        assert srv.stop() == 0

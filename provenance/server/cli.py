@@ -456,8 +456,9 @@ def serve(
             " stopped but still connected). Past it the captures waiting are answered"
             ' UNAVAILABLE, "the log database did not answer in N s; nothing was logged: send'
             ' it again", the server reports itself not serving on its health checks, and'
-            " the next capture tries again; a read (Lookup, VerifyFile, the log's checkpoint,"
-            ' entries and proofs) is answered UNAVAILABLE, "...; try again".',
+            " the next capture tries again; a read (Lookup, VerifyFile, the log's entries"
+            ' and proofs) is answered UNAVAILABLE, "...; try again", and the log\'s'
+            " checkpoint from the server's memory (the newest it holds).",
             min=0.5,  # provenance.store.postgres.ANSWER_WAIT_MIN_S
             max=600.0,  # provenance.store.postgres.ANSWER_WAIT_MAX_S
             callback=finite,

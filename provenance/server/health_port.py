@@ -56,8 +56,9 @@ class HealthChecks(health.aio.HealthServicer):
         """From now on (on the running loop, until its tasks are cancelled at the server's
         stop), every `READINESS_POLL_S` seconds: ``names`` NOT_SERVING while ``ready()``
         is false, SERVING again once it is true (``Watch`` streams are told each change).
-        ``ready`` runs in the loop's default executor (it may wait for the database:
-        `GroupCommitWriter.ready`). Before, the server said SERVING while every capture
+        ``ready`` runs in the loop's default executor (it may wait for the database a
+        short while: `ProvenanceService.ready`); a check answers the state last set,
+        never waiting. Before, the server said SERVING while every capture
         waited on a database that did not answer."""
         self._follower = asyncio.get_running_loop().create_task(self._follow(ready, names))
 

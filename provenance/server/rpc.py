@@ -1610,7 +1610,7 @@ def create_server(
         ]
         for name in ["", *names]:
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        health_servicer.follow(service.writer.ready, ["", *names])
+        health_servicer.follow(service.ready, ["", *names])
         reflection.enable_server_reflection(
             [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], registry
         )

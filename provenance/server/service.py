@@ -99,6 +99,7 @@ from provenance.server.rollback import (
     with_lost_receipt,
 )
 from provenance.server.startup import advance_mark, check_log_at_start
+from provenance.server.store_reads import StoreReads
 from provenance.server.writer import (
     MAX_HELD,
     Appended,
@@ -325,6 +326,9 @@ class ProvenanceService:
                 if str(config.db) == ":memory:" or config.log_key is None
                 else CheckpointMemo(memo_path(config.log_key))
             )
+            #: whether the database answers reads, and the newest checkpoint held
+            #: (`GetCheckpoint` while it does not, the health check)
+            self.reads = StoreReads(self.store.latest_checkpoint)
             self._remember_start()
             self.pdq = MihIndex()
             #: whether any video claim is logged (else a dense frame pass cannot match)
@@ -366,6 +370,9 @@ class ProvenanceService:
             memo: CheckpointMemo | None = getattr(self, "_memo", None)
             if memo is not None:
                 memo.close()
+            reads: StoreReads | None = getattr(self, "reads", None)
+            if reads is not None:
+                reads.close()
             self._discard_files()
             raise
 
@@ -417,13 +424,16 @@ class ProvenanceService:
 
     def _remember_start(self) -> None:
         """Refuse a database behind the newest checkpoint this server signed (kept beside
-        the log key, `provenance.server.rollback`); then remember the database's latest."""
+        the log key, `provenance.server.rollback`); then remember the database's latest
+        (and hold it, `StoreReads.saw`)."""
         if self._memo is None:
+            self.reads.saw(self.store.latest_checkpoint())
             return
         remembered = check_not_rolled_back(
             self._memo.path, self.verifier, self.store.tree_size(), self.store.get_nodes
         )
         latest = self.store.latest_checkpoint()
+        self.reads.saw(latest)
         if latest is not None and (latest[0] > remembered or not self._memo.path.exists()):
             remember_checkpoint(self._memo.path, latest[1])
 
@@ -500,6 +510,13 @@ class ProvenanceService:
             )
         return self.cosigner.cosigned() or "", self.cosigner.quorum, self.cosigner.statuses()
 
+    def ready(self) -> bool:
+        """Whether the server can serve now, for its health check: the database answers
+        reads (`StoreReads.answers`, waiting `PROBE_WAIT_S` at most, probing at most once
+        every `PROBE_EVERY_S`) and the log's writer can take captures
+        (`GroupCommitWriter.ready`). Call it off the event loop."""
+        return self.reads.answers() and self.writer.ready()
+
     def stopping(self) -> None:
         """A server stopping (`prov serve`'s "shutting down", before its calls' grace):
         the log upkeep starts no new round and the writer waits no more for a store that
@@ -535,6 +552,7 @@ class ProvenanceService:
 
     def _close_threads(self) -> None:
         self._replay_reads.close()
+        self.reads.close()
         self._stop.set()
         self._upkeep.join()
         self.writer.close()
@@ -564,6 +582,7 @@ class ProvenanceService:
             self.cosigner.submit(size, note)
         if self._memo is not None:
             self._memo.update(size, note)
+        self.reads.saw((size, note))
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
                 for idx, p in appended:
@@ -1219,7 +1238,11 @@ class ProvenanceService:
     # ---------------------------------------------------------------- log
 
     def latest_checkpoint(self) -> str:
-        latest = self.store.latest_checkpoint()
+        """The newest signed checkpoint (C2SP note text): the database's; while it cannot
+        answer, the newest this server signed or read (`StoreReads.latest`: signed, maybe
+        not the newest when other servers share the database). Raises LogError for an
+        empty log, StorageError when the database cannot answer and none is held."""
+        latest = self.reads.latest()
         if latest is None:
             raise LogError("the log is empty: no checkpoint yet")
         return latest[1]

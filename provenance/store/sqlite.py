@@ -33,6 +33,7 @@ from provenance.core.errors import (
     ProvenanceError,
     StorageError,
     StoreNotAnsweringError,
+    StoreUnavailableError,
 )
 from provenance.store.sql import (
     _LEAF_COLS,
@@ -289,7 +290,13 @@ class SqliteStore(SqlStore):
 
     # ---------------------------------------------------------------- plumbing
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, reading: bool = False) -> sqlite3.Connection:
+        """A connection to the file (read-only for a ``read_only`` store). Raises LogError
+        when it cannot be opened; ``reading`` (a reading thread's first connection, made
+        during a call), StoreUnavailableError instead: the file was there when the store
+        opened, so it is gone for now (its folder moved away, a volume unmounted, no file
+        descriptor left), not a wrong request; before, LogError reached callers as
+        OUT_OF_RANGE. Either way the caller is told `PUBLIC_UNUSABLE`, no path."""
         if self.read_only:
             return self._connect_read_only()
         try:
@@ -300,9 +307,10 @@ class SqliteStore(SqlStore):
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as e:
-            # a reading thread's first connection is made during a call: its caller is
-            # told without the file's path
-            raise LogError(f"cannot open database {self.path}: {e}", public=PUBLIC_UNUSABLE) from e
+            why = f"cannot open database {self.path}: {e}"
+            if reading:
+                raise StoreUnavailableError(why, public=PUBLIC_UNUSABLE) from e
+            raise LogError(why, public=PUBLIC_UNUSABLE) from e
         return conn
 
     def _connect_read_only(self, flags: str = "mode=ro") -> sqlite3.Connection:
@@ -390,7 +398,7 @@ class SqliteStore(SqlStore):
     def _read(self) -> Iterator[sqlite3.Connection]:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._connect()
+            conn = self._connect(reading=True)
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)
