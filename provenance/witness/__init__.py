@@ -7,7 +7,8 @@ signed checkpoint. The witness answers:
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
 - 400 for a malformed body (its checkpoint no signed note too, whatever its origin), or
-  an old size above the checkpoint's size; 413 for a body over `MAX_BODY_BYTES`;
+  an old size above the checkpoint's size; 413 for a body over `MAX_BODY_BYTES` (the HTTP
+  layer answers it from the head when the Content-Length declares more);
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
   when the old size is not the size it last cosigned (a rolled-back or stale client);
 - 422 Unprocessable Entity when the checkpoint cannot be consistent with what it
