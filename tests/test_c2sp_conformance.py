@@ -24,7 +24,7 @@ from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core.errors import LogError, SignatureError
 from provenance.log.checkpoint import NoteVerifier, generate_log_key
-from provenance.witness import parse_cosigner_vkey
+from provenance.witness import parse_cosigner_vkey, verify_cosignature
 from tests.conftest import (
     ADMIN_TOKEN,
     ServerProc,
@@ -409,3 +409,38 @@ def test_exported_log_is_byte_for_byte_tlog_tiles(tmp_path: Path, server: Server
         Ed25519PublicKey.from_public_bytes(public[1:]).verify(raw[4:], (text + "\n").encode())
     finally:
         web.stop()
+
+
+@pytest.mark.parametrize("length", [1, 8 + 63, 8 + 65, 8 + 2420])
+def test_a_known_cosigners_line_of_the_wrong_length_rejects_the_note(length: int) -> None:
+    """signed-note "Signatures": "If the key name and ID match a known key, verifiers MUST
+    verify the signature. If a signature from a known key fails to verify, clients SHOULD
+    reject the whole note." tlog-cosignature "Format": the key id of an Ed25519
+    cosignature (type byte 0x04) fixes its signature as a ``timestamped_signature``, 8 +
+    64 bytes. A line with the witness's name and key id and any other length is one that
+    cannot verify. Before, `verify_cosignature` skipped such a line as if it were another
+    key's and took a valid line after it; the log's own key (`NoteVerifier.open`) already
+    rejected the note. Values computed here from the spec text."""
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw()
+    name = "witness.example/w1"
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    vkey = f"{name}+{key_id.hex()}+{_b64(bytes([4]) + public)}"
+    log = Ed25519PrivateKey.generate()
+    log_public = log.public_key().public_bytes_raw()
+    origin = "example.com/log"
+    body = _body(origin, 1, _leaf(b"a"))
+    log_id = hashlib.sha256(origin.encode() + b"\n\x01" + log_public).digest()[:4]
+    note = f"{body}\n\u2014 {origin} {_b64(log_id + log.sign(body.encode()))}\n"
+    timestamp = 1_700_000_000
+    signed = private.sign(f"cosignature/v1\ntime {timestamp}\n{body}".encode())
+    good = f"\u2014 {name} {_b64(key_id + timestamp.to_bytes(8, 'big') + signed)}\n"
+    assert verify_cosignature(note + good, vkey).name == name
+    odd = f"\u2014 {name} {_b64(key_id + os.urandom(length))}\n"
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_cosignature(note + odd + good, vkey)
+    # a line of another key id (an ML-DSA-44 key of the same name: type byte 0x06) is
+    # another key's, ignored
+    other_id = hashlib.sha256(name.encode() + b"\n\x06" + os.urandom(1312)).digest()[:4]
+    other = f"\u2014 {name} {_b64(other_id + os.urandom(8 + 2420))}\n"
+    assert verify_cosignature(note + other + good, vkey).name == name

@@ -195,8 +195,9 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     signature: a line that counts here is one that also parses there. Lines by other
     names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
     malformed key or note and SignatureError when this witness has no valid cosignature
-    on it (its first line fails, or carries a time after year 9999, which a datetime
-    cannot hold).
+    on it (its first line fails, is not 72 bytes (signed-note "Signatures": a line of a
+    known key's name and id is verified, and one that fails rejects the note), or
+    carries a time after year 9999, which a datetime cannot hold).
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
@@ -204,8 +205,13 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     body = text.encode()
     public = Ed25519PublicKey.from_public_bytes(raw)
     for line in lines:
-        if line.name != name or line.key_id != kid or len(line.signature) != 8 + 64:
+        if line.name != name or line.key_id != kid:
             continue
+        if len(line.signature) != 8 + 64:  # the 0x04 key id fixes a timestamped Ed25519
+            raise SignatureError(  # signature: any other length is one that cannot verify
+                f"the cosignature by {name} does not verify: it is {len(line.signature)}"
+                " bytes, not a timestamp and an Ed25519 signature (72)"
+            )
         timestamp = int.from_bytes(line.signature[:8], "big")
         try:
             public.verify(line.signature[8:], cosigned_message(body, timestamp))
