@@ -57,6 +57,7 @@ class Served:
     other_vkey: str = ""
     drip_s: float = 0.0
     conflict: str | None = None  # when set, every answer is 409 with this body
+    conflict_type: str | None = None  # when set, the Content-Type of every 409 answer
 
     @property
     def spec(self) -> WitnessSpec:
@@ -78,6 +79,8 @@ def serve(witness: Witness) -> Served:
             answer = witness.add_checkpoint(self.rfile.read(int(self.headers["Content-Length"])))
             if served.conflict is not None:
                 answer = Answer(409, served.conflict, SIZE_CONTENT_TYPE)
+            if answer.status == 409 and served.conflict_type is not None:
+                answer = Answer(409, answer.body, served.conflict_type)
             text = answer.body
             if answer.status == 200 and served.mangle is not None:
                 text = served.mangle(text, served.other_vkey)
@@ -120,6 +123,12 @@ class Setup:
         size = self.tree.size
         self.notes[size] = self.signer.sign(Checkpoint(ORIGIN, size, self.tree.root(), None))
         return size, self.notes[size]
+
+    def grow_by(self, leaves: int) -> tuple[int, str]:
+        """Append ``leaves`` leaves, one checkpoint each; the last (size, signed note)."""
+        for _ in range(leaves - 1):
+            self.grow()
+        return self.grow()
 
     def cosigner(self, quorum: int, timeout_s: float = 5.0) -> Cosigner:
         return Cosigner(
@@ -239,3 +248,30 @@ def test_a_409_size_that_is_not_ascii_digits_is_reported_as_such(setup: Setup, b
         ), problem
     finally:
         cosigner.close()
+
+
+@pytest.mark.parametrize("ctype", ["Text/X.Tlog.Size", "TEXT/X.TLOG.SIZE; charset=utf-8"])
+def test_a_409_size_is_followed_whatever_the_case_of_its_media_type(
+    setup: Setup, ctype: str
+) -> None:
+    """tlog-witness "add-checkpoint": the 409 answer "MUST have a Content-Type of
+    text/x.tlog.size"; RFC 9110 section 8.3.1: "The type and subtype tokens are
+    case-insensitive." A witness that already cosigned size 3 for this log is asked by a
+    new server (which starts from ``old 0``) to cosign size 5; it answers 409 with its
+    size under the media type spelled in capitals, and the size is followed (a request
+    from 3 with the proof). Before, only the lowercase spelling was read as a size hint,
+    and the witness was reported as refusing ("409: 3") and never cosigned."""
+    first = setup.cosigner(2)
+    try:
+        first.submit(*setup.grow_by(3))
+        assert first.wait_cosigned(3, 30), "size 3 was not cosigned"
+    finally:
+        first.close()
+    setup.served[0].conflict_type = ctype
+    second = setup.cosigner(2)
+    try:
+        second.submit(*setup.grow_by(2))
+        assert second.wait_cosigned(5, 30), second.statuses()
+        assert [s.size for s in second.statuses()] == [5, 5]
+    finally:
+        second.close()

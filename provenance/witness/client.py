@@ -366,7 +366,8 @@ class Cosigner:
                     line = _own_line(note, text, peer.spec.vkey)
                     peer.known_size = size
                     return line
-                if status == 409 and ctype.split(";")[0].strip() == SIZE_CONTENT_TYPE:
+                # a media type's type and subtype are case-insensitive (RFC 9110 8.3.1)
+                if status == 409 and ctype.split(";")[0].strip().lower() == SIZE_CONTENT_TYPE:
                     hint = _size_hint(text)
                     # it holds this size already, with another root: older versions of
                     # `prov witness serve` said so with 409; tlog-witness says 422 (below)
