@@ -9,6 +9,7 @@ answer (extra lines, a line without the signature-line dash, a blank line) or dr
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from provenance.core import merkle
+from provenance.core.errors import ConfigError
 from provenance.core.merkle import MemoryTree
 from provenance.log.checkpoint import (
     Checkpoint,
@@ -27,6 +29,7 @@ from provenance.log.checkpoint import (
     NoteVerifier,
     generate_log_key,
     open_checkpoint,
+    split_note,
 )
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
@@ -140,19 +143,28 @@ class Setup:
         )
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
+@contextlib.contextmanager
+def witnesses(tmp_path: Path, count: int) -> Iterator[Setup]:
+    """`Setup` of ``count`` served witnesses (witness.test/w1...), stopped after."""
     signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
     served = []
-    for i in (1, 2):
+    for i in range(1, count + 1):
         wsigner = generate_log_key(tmp_path / f"w{i}.pem", f"witness.test/w{i}")
         served.append(serve(Witness(wsigner, [signer.verifier_key()], tmp_path / f"w{i}")))
     served[0].other_vkey = served[1].witness.vkey()
-    yield Setup(served, MemoryTree(), {}, signer)
-    for s in served:
-        s.stop.set()
-        s.server.shutdown()
-        s.server.server_close()
+    try:
+        yield Setup(served, MemoryTree(), {}, signer)
+    finally:
+        for s in served:
+            s.stop.set()
+            s.server.shutdown()
+            s.server.server_close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    with witnesses(tmp_path, 2) as two:
+        yield two
 
 
 MANGLES: dict[str, Mangle] = {
@@ -275,3 +287,32 @@ def test_a_409_size_is_followed_whatever_the_case_of_its_media_type(
         assert [s.size for s in second.statuses()] == [5, 5]
     finally:
         second.close()
+
+
+def test_a_cosigned_checkpoint_carries_at_most_16_signatures(tmp_path: Path) -> None:
+    """c2sp.org/signed-note "Format": "Verifiers SHOULD apply a maximum limit to the
+    number of signatures in a note [...] but MUST accept at least up to 16 signatures."
+    A policy of 17 witnesses: the published checkpoint carries the log's signature and
+    15 cosignature lines, a note every conformant verifier accepts, and still meets a
+    quorum of 15; a quorum of 16 could never be shown in such a note and is refused when
+    the server starts. Before, every witness's line was appended: 18 signatures here
+    (and past 99 witnesses, more than the 100 that Go's note package and ours take)."""
+    with witnesses(tmp_path, 17) as many:
+        keys = [s.witness.vkey() for s in many.served]
+        with pytest.raises(ConfigError, match="16 signatures"):
+            many.cosigner(16)
+        cosigner = many.cosigner(15)
+        try:
+            size, note = many.grow()
+            cosigner.submit(size, note)
+            assert cosigner.wait_cosigned(size, 60), cosigner.statuses()
+            deadline = time.monotonic() + 60  # a hang guard: every witness answers
+            while time.monotonic() < deadline and any(s.size != size for s in cosigner.statuses()):
+                time.sleep(0.02)
+            assert all(s.size == size for s in cosigner.statuses()), cosigner.statuses()
+            published = cosigner.cosigned()
+            assert published is not None
+            assert len(split_note(published)[1]) == 16
+            assert len(check_quorum(published, keys, 15)) == 15
+        finally:
+            cosigner.close()
