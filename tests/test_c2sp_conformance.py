@@ -14,6 +14,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core.errors import LogError, SignatureError
 from provenance.log.checkpoint import NoteVerifier, generate_log_key
-from provenance.witness import parse_cosigner_vkey
+from provenance.witness import Witness, parse_cosigner_vkey, verify_cosignature
 from tests.conftest import (
     ADMIN_TOKEN,
     ServerProc,
@@ -409,3 +410,96 @@ def test_exported_log_is_byte_for_byte_tlog_tiles(tmp_path: Path, server: Server
         Ed25519PublicKey.from_public_bytes(public[1:]).verify(raw[4:], (text + "\n").encode())
     finally:
         web.stop()
+
+
+@pytest.mark.parametrize("length", [1, 8 + 63, 8 + 65, 8 + 2420])
+def test_a_known_cosigners_line_of_the_wrong_length_rejects_the_note(length: int) -> None:
+    """signed-note "Signatures": "If the key name and ID match a known key, verifiers MUST
+    verify the signature. If a signature from a known key fails to verify, clients SHOULD
+    reject the whole note." tlog-cosignature "Format": the key id of an Ed25519
+    cosignature (type byte 0x04) fixes its signature as a ``timestamped_signature``, 8 +
+    64 bytes. A line with the witness's name and key id and any other length is one that
+    cannot verify. Before, `verify_cosignature` skipped such a line as if it were another
+    key's and took a valid line after it; the log's own key (`NoteVerifier.open`) already
+    rejected the note. Values computed here from the spec text."""
+    private = Ed25519PrivateKey.generate()
+    public = private.public_key().public_bytes_raw()
+    name = "witness.example/w1"
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + public).digest()[:4]
+    vkey = f"{name}+{key_id.hex()}+{_b64(bytes([4]) + public)}"
+    log = Ed25519PrivateKey.generate()
+    log_public = log.public_key().public_bytes_raw()
+    origin = "example.com/log"
+    body = _body(origin, 1, _leaf(b"a"))
+    log_id = hashlib.sha256(origin.encode() + b"\n\x01" + log_public).digest()[:4]
+    note = f"{body}\n\u2014 {origin} {_b64(log_id + log.sign(body.encode()))}\n"
+    timestamp = 1_700_000_000
+    signed = private.sign(f"cosignature/v1\ntime {timestamp}\n{body}".encode())
+    good = f"\u2014 {name} {_b64(key_id + timestamp.to_bytes(8, 'big') + signed)}\n"
+    assert verify_cosignature(note + good, vkey).name == name
+    odd = f"\u2014 {name} {_b64(key_id + os.urandom(length))}\n"
+    with pytest.raises(SignatureError, match="does not verify"):
+        verify_cosignature(note + odd + good, vkey)
+    # a line of another key id (an ML-DSA-44 key of the same name: type byte 0x06) is
+    # another key's, ignored
+    other_id = hashlib.sha256(name.encode() + b"\n\x06" + os.urandom(1312)).digest()[:4]
+    other = f"\u2014 {name} {_b64(other_id + os.urandom(8 + 2420))}\n"
+    assert verify_cosignature(note + other + good, vkey).name == name
+
+
+def test_a_witness_whose_clock_went_back_never_dates_a_larger_tree_earlier(
+    tmp_path: Path,
+) -> None:
+    """tlog-cosignature "Ed25519 signed message": "a v1 cosignature is a statement that,
+    as of the specified time, the consistent tree head with the largest size the cosigner
+    has observed for the log [...] has the specified root hash." A witness whose clock
+    was set back (an NTP step, a restored VM) cosigned size 2 at t=1,000 after size 1 at
+    t=5,000: two statements that cannot both hold (as of 5,000 the largest it had seen
+    would be 1, yet it had seen 2 by 1,000). Now a cosignature of a larger tree is dated
+    at least a second after the last one it returned for the log (a replay of the same
+    tree included), one of the same tree no earlier than it, and never 0 (tlog-witness: "the timestamp MUST NOT be zero").
+    A real `Witness` on a state folder; its clock is the one it is given."""
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    signer = generate_log_key(tmp_path / "witness.pem", "witness.test/w1")
+    now = [5_000.0]
+    witness = Witness(
+        signer,
+        [log.verifier_key()],
+        tmp_path / "wstate",
+        clock=lambda: datetime.fromtimestamp(now[0], UTC),
+    )
+    leaves = [_leaf(b"a"), _leaf(b"b"), _leaf(b"c")]
+
+    def add(old: int, size: int, proof: list[bytes]) -> int:
+        body = _body(origin, size, _mth(leaves[:size]))
+        head = "".join(f"{line}\n" for line in (f"old {old}", *map(_b64, proof)))
+        answer = witness.add_checkpoint(f"{head}\n{log.sign_text(body)}".encode())
+        assert answer.status == 200, answer
+        raw = base64.b64decode(answer.body.rstrip("\n").split(" ")[2])
+        timestamp = int.from_bytes(raw[4:12], "big")
+        message = f"cosignature/v1\ntime {timestamp}\n{body}".encode()
+        Ed25519PublicKey.from_public_bytes(signer.public_key).verify(raw[12:], message)
+        return timestamp
+
+    try:
+        assert add(0, 1, []) == 5_000
+        now[0] = 1_000.0  # set back
+        assert add(1, 2, [leaves[1]]) == 5_001  # RFC 9162 2.1.4.1: from 1 to 2, MTH(D[1:2])
+        assert add(2, 2, []) == 5_001  # the same tree again: not before it
+        now[0] = 7_000.0
+        assert add(2, 2, []) == 7_000  # a replay, dated now (and not saved)
+        now[0] = 1_000.0
+        assert add(2, 3, [leaves[2]]) == 7_001  # from 2 to 3: MTH(D[2:3])
+        # a witness restarted on its folder keeps the floor
+        witness.close()
+        now[0] = 0.0
+        witness = Witness(
+            signer,
+            [log.verifier_key()],
+            tmp_path / "wstate",
+            clock=lambda: datetime.fromtimestamp(now[0], UTC),
+        )
+        assert add(3, 3, []) == 7_001
+    finally:
+        witness.close()

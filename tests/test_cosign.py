@@ -379,3 +379,25 @@ def test_witness_options_are_checked_with_clear_errors(tmp_path: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=why):
             Cosigner(specs, quorum, no_proofs, lambda: None)
+
+
+def test_a_quorum_a_cosigned_checkpoint_cannot_show_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve` with 16 --witness and no --witness-quorum (all of them) or a quorum of
+    16: a cosigned checkpoint carries at most 15 cosignature lines beside the log's
+    signature (c2sp.org/signed-note: verifiers need accept only 16 signatures), so such
+    a quorum could never be shown: exit 2 before anything starts, saying what to give.
+    A quorum of 15 goes past this check (to the next usage error: the database path is
+    a folder here)."""
+    args = ["serve", "--db", str(tmp_path), "--listen", "127.0.0.1:0"]
+    for i in range(16):
+        key = Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+        args += ["--witness", f"http://127.0.0.1:{8090 + i}={cosigner_vkey(f'w.test/{i}', key)}"]
+    for quorum in ([], ["--witness-quorum", "16"]):
+        assert prov_main([*args, *quorum]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "16 cosignatures" in err and "--witness-quorum 15 or less" in err, err
+    assert prov_main([*args, "--witness-quorum", "15"]) == 2
+    err = capsys.readouterr().err
+    assert "--db" in err and "--witness-quorum" not in err, err

@@ -9,6 +9,7 @@ answer (extra lines, a line without the signature-line dash, a blank line) or dr
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from provenance.core import merkle
+from provenance.core.errors import ConfigError
 from provenance.core.merkle import MemoryTree
 from provenance.log.checkpoint import (
     Checkpoint,
@@ -27,6 +29,7 @@ from provenance.log.checkpoint import (
     NoteVerifier,
     generate_log_key,
     open_checkpoint,
+    split_note,
 )
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
@@ -57,6 +60,7 @@ class Served:
     other_vkey: str = ""
     drip_s: float = 0.0
     conflict: str | None = None  # when set, every answer is 409 with this body
+    conflict_type: str | None = None  # when set, the Content-Type of every 409 answer
 
     @property
     def spec(self) -> WitnessSpec:
@@ -78,6 +82,8 @@ def serve(witness: Witness) -> Served:
             answer = witness.add_checkpoint(self.rfile.read(int(self.headers["Content-Length"])))
             if served.conflict is not None:
                 answer = Answer(409, served.conflict, SIZE_CONTENT_TYPE)
+            if answer.status == 409 and served.conflict_type is not None:
+                answer = Answer(409, answer.body, served.conflict_type)
             text = answer.body
             if answer.status == 200 and served.mangle is not None:
                 text = served.mangle(text, served.other_vkey)
@@ -121,6 +127,12 @@ class Setup:
         self.notes[size] = self.signer.sign(Checkpoint(ORIGIN, size, self.tree.root(), None))
         return size, self.notes[size]
 
+    def grow_by(self, leaves: int) -> tuple[int, str]:
+        """Append ``leaves`` leaves, one checkpoint each; the last (size, signed note)."""
+        for _ in range(leaves - 1):
+            self.grow()
+        return self.grow()
+
     def cosigner(self, quorum: int, timeout_s: float = 5.0) -> Cosigner:
         return Cosigner(
             [s.spec for s in self.served],
@@ -131,19 +143,28 @@ class Setup:
         )
 
 
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
+@contextlib.contextmanager
+def witnesses(tmp_path: Path, count: int) -> Iterator[Setup]:
+    """`Setup` of ``count`` served witnesses (witness.test/w1...), stopped after."""
     signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
     served = []
-    for i in (1, 2):
+    for i in range(1, count + 1):
         wsigner = generate_log_key(tmp_path / f"w{i}.pem", f"witness.test/w{i}")
         served.append(serve(Witness(wsigner, [signer.verifier_key()], tmp_path / f"w{i}")))
     served[0].other_vkey = served[1].witness.vkey()
-    yield Setup(served, MemoryTree(), {}, signer)
-    for s in served:
-        s.stop.set()
-        s.server.shutdown()
-        s.server.server_close()
+    try:
+        yield Setup(served, MemoryTree(), {}, signer)
+    finally:
+        for s in served:
+            s.stop.set()
+            s.server.shutdown()
+            s.server.server_close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    with witnesses(tmp_path, 2) as two:
+        yield two
 
 
 MANGLES: dict[str, Mangle] = {
@@ -239,3 +260,59 @@ def test_a_409_size_that_is_not_ascii_digits_is_reported_as_such(setup: Setup, b
         ), problem
     finally:
         cosigner.close()
+
+
+@pytest.mark.parametrize("ctype", ["Text/X.Tlog.Size", "TEXT/X.TLOG.SIZE; charset=utf-8"])
+def test_a_409_size_is_followed_whatever_the_case_of_its_media_type(
+    setup: Setup, ctype: str
+) -> None:
+    """tlog-witness "add-checkpoint": the 409 answer "MUST have a Content-Type of
+    text/x.tlog.size"; RFC 9110 section 8.3.1: "The type and subtype tokens are
+    case-insensitive." A witness that already cosigned size 3 for this log is asked by a
+    new server (which starts from ``old 0``) to cosign size 5; it answers 409 with its
+    size under the media type spelled in capitals, and the size is followed (a request
+    from 3 with the proof). Before, only the lowercase spelling was read as a size hint,
+    and the witness was reported as refusing ("409: 3") and never cosigned."""
+    first = setup.cosigner(2)
+    try:
+        first.submit(*setup.grow_by(3))
+        assert first.wait_cosigned(3, 30), "size 3 was not cosigned"
+    finally:
+        first.close()
+    setup.served[0].conflict_type = ctype
+    second = setup.cosigner(2)
+    try:
+        second.submit(*setup.grow_by(2))
+        assert second.wait_cosigned(5, 30), second.statuses()
+        assert [s.size for s in second.statuses()] == [5, 5]
+    finally:
+        second.close()
+
+
+def test_a_cosigned_checkpoint_carries_at_most_16_signatures(tmp_path: Path) -> None:
+    """c2sp.org/signed-note "Format": "Verifiers SHOULD apply a maximum limit to the
+    number of signatures in a note [...] but MUST accept at least up to 16 signatures."
+    A policy of 17 witnesses: the published checkpoint carries the log's signature and
+    15 cosignature lines, a note every conformant verifier accepts, and still meets a
+    quorum of 15; a quorum of 16 could never be shown in such a note and is refused when
+    the server starts. Before, every witness's line was appended: 18 signatures here
+    (and past 99 witnesses, more than the 100 that Go's note package and ours take)."""
+    with witnesses(tmp_path, 17) as many:
+        keys = [s.witness.vkey() for s in many.served]
+        with pytest.raises(ConfigError, match="16 signatures"):
+            many.cosigner(16)
+        cosigner = many.cosigner(15)
+        try:
+            size, note = many.grow()
+            cosigner.submit(size, note)
+            assert cosigner.wait_cosigned(size, 60), cosigner.statuses()
+            deadline = time.monotonic() + 60  # a hang guard: every witness answers
+            while time.monotonic() < deadline and any(s.size != size for s in cosigner.statuses()):
+                time.sleep(0.02)
+            assert all(s.size == size for s in cosigner.statuses()), cosigner.statuses()
+            published = cosigner.cosigned()
+            assert published is not None
+            assert len(split_note(published)[1]) == 16
+            assert len(check_quorum(published, keys, 15)) == 15
+        finally:
+            cosigner.close()

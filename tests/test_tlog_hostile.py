@@ -12,6 +12,7 @@ import base64
 import fcntl
 import hashlib
 import os
+import socket
 import stat
 import threading
 import time
@@ -37,6 +38,7 @@ from provenance.media.video.decode import sample_frames
 from provenance.media.video.transcode import transcode
 from provenance.wire import convert as wire
 from provenance.witness import (
+    MAX_BODY_BYTES,
     Witness,
     check_quorum,
     cosign,
@@ -433,3 +435,36 @@ def test_receipt_commands_show_a_file_name_on_one_line(
     out = capsys.readouterr().out
     assert out.count("\n") == 1 and "\u202e" not in out, out
     assert "x\\x0areceipt OK: leaf 9 of 9 \\u202egpj.tlog-proof" in out, out
+
+
+def test_a_witness_answers_a_declared_gigantic_body_413_without_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    """`prov witness serve`: an add-checkpoint whose Content-Length declares more than its
+    128 KiB (here a terabyte) is refused 413 from its head, with ``Connection: close``.
+    Before, the witness read what came and waited for the rest: a client that declared a
+    terabyte and sent the start of a body held the connection for the body's idle timeout
+    and was then told 408 "too slow", a refusal that named the wrong fault. Raw socket:
+    only the first line of the body is ever sent, so only an answer from the head can
+    come before the socket's own timeout."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/w")
+    generate_log_key(tmp_path / "witness.pem", "witness.test/w1")
+    with witness_serve(tmp_path, log.verifier_key()) as (url, _):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        for declared in (10**12, MAX_BODY_BYTES + 1):
+            with socket.create_connection((host, int(port)), timeout=60) as s:
+                s.sendall(
+                    b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n"
+                    b"Content-Length: %d\r\n\r\nold 0\n" % declared
+                )
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+            head, _, text = answer.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").lower().split("\r\n")
+            assert lines[0].startswith("http/1.1 413"), (declared, answer[:300])
+            assert "connection: close" in lines, lines
+            assert f"{declared:,} bytes".encode() in text, text
+        # a body of exactly the limit is read (and here refused as malformed, 400)
+        status, _ = post_checkpoint(url, "old 0\n" + "x" * (MAX_BODY_BYTES - 6))
+        assert status == 400

@@ -541,7 +541,10 @@ def serve(
     witness_quorum: Annotated[
         int,
         typer.Option(
-            help="Cosignatures a checkpoint needs to be published as cosigned (0: all --witness).",
+            help=(
+                "Cosignatures a checkpoint needs to be published as cosigned (0: all"
+                " --witness; at most 15, the lines a published checkpoint carries)."
+            ),
             min=0,
         ),
     ] = 0,
@@ -608,7 +611,7 @@ def serve(
     from provenance.server.rpc import ServerConfig, create_server
     from provenance.server.service import DEFAULT_KEY_SUFFIX, ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
-    from provenance.witness.client import parse_witness_option
+    from provenance.witness.client import MAX_PUBLISHED_LINES, parse_witness_option
 
     try:  # usage errors (exit 2), as the same options of the clients'
         witnesses = tuple(parse_witness_option(w) for w in witness or [])
@@ -617,6 +620,15 @@ def serve(
     if witness_quorum > len(witnesses):
         raise typer.BadParameter(
             f"{witness_quorum} is more than the {len(witnesses)} --witness given",
+            param_hint="--witness-quorum",
+        )
+    if (witness_quorum or len(witnesses)) > MAX_PUBLISHED_LINES:
+        raise typer.BadParameter(
+            f"{witness_quorum or len(witnesses)} cosignatures"
+            f"{'' if witness_quorum else ' (all --witness given)'} is more than a cosigned"
+            f" checkpoint can show: at most {MAX_PUBLISHED_LINES} (a C2SP signed-note"
+            " verifier need accept only 16 signatures, and one is the log's); give"
+            f" --witness-quorum {MAX_PUBLISHED_LINES} or less",
             param_hint="--witness-quorum",
         )
     authority = _load_ca(ca, ca_passphrase_file) if ca is not None else None

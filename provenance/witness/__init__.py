@@ -7,7 +7,8 @@ signed checkpoint. The witness answers:
 - 404 when the checkpoint's origin is not a log it witnesses;
 - 403 when no signature by that log's key verifies;
 - 400 for a malformed body (its checkpoint no signed note too, whatever its origin), or
-  an old size above the checkpoint's size; 413 for a body over `MAX_BODY_BYTES`;
+  an old size above the checkpoint's size; 413 for a body over `MAX_BODY_BYTES` (the HTTP
+  layer answers it from the head when the Content-Length declares more);
 - 409 Conflict, with its own size as ``<size>\\n`` (``Content-Type: text/x.tlog.size``),
   when the old size is not the size it last cosigned (a rolled-back or stale client);
 - 422 Unprocessable Entity when the checkpoint cannot be consistent with what it
@@ -29,7 +30,9 @@ signed checkpoint. The witness answers:
 A cosignature (c2sp.org/tlog-cosignature "Format", "Ed25519 signed message") is a note
 signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 signature)``
 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; the key id
-is SHA-256(name || 0x0A || 0x04 || public key)[:4].
+is SHA-256(name || 0x0A || 0x04 || public key)[:4]. Its timestamp is the clock's, but
+never before a cosignature already returned for the log, and a second after it for a
+larger tree (`Witness._timestamp`: a clock set back must not date a larger tree earlier).
 
 `Witness.monitor_checkpoint` implements the "Monitor Retrieval Mechanism": ``GET
 <prefix>/<hex SHA-256 of the origin>/checkpoint`` answers the last checkpoint cosigned for
@@ -194,8 +197,9 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     signature: a line that counts here is one that also parses there. Lines by other
     names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
     malformed key or note and SignatureError when this witness has no valid cosignature
-    on it (its first line fails, or carries a time after year 9999, which a datetime
-    cannot hold).
+    on it (its first line fails, is not 72 bytes (signed-note "Signatures": a line of a
+    known key's name and id is verified, and one that fails rejects the note), or
+    carries a time after year 9999, which a datetime cannot hold).
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
@@ -203,8 +207,13 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     body = text.encode()
     public = Ed25519PublicKey.from_public_bytes(raw)
     for line in lines:
-        if line.name != name or line.key_id != kid or len(line.signature) != 8 + 64:
+        if line.name != name or line.key_id != kid:
             continue
+        if len(line.signature) != 8 + 64:  # the 0x04 key id fixes a timestamped Ed25519
+            raise SignatureError(  # signature: any other length is one that cannot verify
+                f"the cosignature by {name} does not verify: it is {len(line.signature)}"
+                " bytes, not a timestamp and an Ed25519 signature (72)"
+            )
         timestamp = int.from_bytes(line.signature[:8], "big")
         try:
             public.verify(line.signature[8:], cosigned_message(body, timestamp))
@@ -457,6 +466,20 @@ def _log_lines(note: str, verifier: NoteVerifier) -> str:
     )
 
 
+#: Largest cosignature timestamp (tlog-cosignature "Format": "It MUST NOT exceed 2^63 - 1").
+MAX_TIMESTAMP = 2**63 - 1
+
+
+def _line_timestamp(line: str) -> int:
+    """The timestamp of the cosignature ``line`` (``— <name> base64(key id || u64
+    timestamp || signature)``); 0 when it is not such a line."""
+    try:
+        raw = base64.b64decode(line.rstrip("\n").rsplit(" ", 1)[-1], validate=True)
+    except ValueError:
+        return 0
+    return int.from_bytes(raw[4:12], "big") if len(raw) == 4 + 8 + 64 else 0
+
+
 def _origin_hash(origin: str) -> str:
     """SHA-256 of a log's origin, lowercase hex: the monitors' name for the log, whose
     first 32 digits name its state file."""
@@ -501,6 +524,8 @@ class Witness:
         self._clock = clock
         self.lock_wait_s = lock_wait_s
         self._lock = threading.Lock()
+        # per log origin, the latest cosignature time returned (`_timestamp`)
+        self._issued: dict[str, int] = {}
         # the check and the save are atomic across processes too (two witnesses of one
         # folder): an flock on this file, taken after the thread lock; held for the
         # witness's life
@@ -731,7 +756,7 @@ class Witness:
                     f"the checkpoint is not consistent with the tree of size {old.size} this"
                     f" witness cosigned: {e}\n",
                 )
-        timestamp = int(self._clock().timestamp())
+        timestamp = self._timestamp(origin, saved, new.size)
         body_text = request.note[: request.note.rfind("\n\n") + 1].encode()
         line = cosign(self.signer, body_text, timestamp)
         # the same tree again: nothing to save, unless the saved note has no line by the
@@ -743,6 +768,27 @@ class Witness:
         ):
             self._save(new, request.note, line)
         return Answer(200, line)
+
+    def _timestamp(self, origin: str, saved: _State | None, size: int) -> int:
+        """The time (POSIX seconds) of a cosignature of ``origin``'s tree of ``size``
+        leaves: the clock's, but never before a cosignature already returned for the log
+        (the one ``saved`` holds, and those this process returned since), at least a
+        second after it for a larger tree, and never 0. tlog-cosignature: a cosignature
+        says that "as of the specified time" the tree is the largest the witness has
+        observed; a clock set back (an NTP step, a restored VM) made a larger tree dated
+        before a smaller one, two statements that cannot both hold. A clock once ahead
+        and set right dates cosignatures from the time it gave until it catches up, as
+        the log's checkpoints are. Call under the state lock."""
+        now = max(1, int(self._clock().timestamp()))
+        last = self._issued.get(origin, 0)
+        if saved is not None and saved.line:
+            kept = _line_timestamp(saved.line)
+            if kept < MAX_TIMESTAMP:  # else not one this witness wrote
+                last = max(last, kept)
+        grew = saved is None or size > saved.checkpoint.size
+        timestamp = max(now, last + 1 if grew and last else last)
+        self._issued[origin] = timestamp
+        return timestamp
 
     def monitor_checkpoint(self, origin_hash: str) -> Answer:
         """The tlog-witness "Monitor Retrieval Mechanism": ``GET <prefix>/<origin

@@ -49,6 +49,11 @@ from provenance.witness import (
 
 log = logging.getLogger(__name__)
 
+#: Most cosignature lines a published checkpoint carries: c2sp.org/signed-note
+#: "Format": verifiers "MUST accept at least up to 16 signatures", and the log's own
+#: signature is one of them. So the quorum is at most this too.
+MAX_PUBLISHED_LINES = 15
+
 #: Seconds a witness may take to answer one request.
 DEFAULT_TIMEOUT_S = 5.0
 #: Longest wait before a failing witness is tried again, seconds.
@@ -131,9 +136,11 @@ class Cosigner:
     two sizes of this log (32-byte hashes); ``latest()``: the newest (size, signed note)
     in the store, which may be newer than what this process committed when several
     servers share the database; ``timeout_s``: per request; ``interval_s``:
-    least time between two rounds (batches in between coalesce). Raises ConfigError for
-    an empty policy, two witnesses of one name or one public key, or a quorum out of
-    range.
+    least time between two rounds (batches in between coalesce). A published checkpoint
+    carries at most `MAX_PUBLISHED_LINES` cosignature lines (the first witnesses of the
+    policy that cosigned it). Raises ConfigError for an empty policy, two witnesses of
+    one name or one public key, or a quorum out of range (above the witnesses, or above
+    `MAX_PUBLISHED_LINES`).
     """
 
     def __init__(
@@ -161,6 +168,12 @@ class Cosigner:
         if not 1 <= quorum <= len(witnesses):
             raise ConfigError(
                 f"--witness-quorum {quorum} is not between 1 and the {len(witnesses)} witnesses"
+            )
+        if quorum > MAX_PUBLISHED_LINES:
+            raise ConfigError(
+                f"--witness-quorum {quorum} is more than {MAX_PUBLISHED_LINES}: a cosigned"
+                " checkpoint carries the log's signature and one line per witness, and"
+                " C2SP signed-note verifiers need accept only 16 signatures"
             )
         self.quorum = quorum
         self._peers = [_Peer(w) for w in witnesses]
@@ -286,6 +299,9 @@ class Cosigner:
             lines = [p.line for p in self._peers if p.signed_size == size]
             if len(lines) < self.quorum:
                 return
+            # the first in policy order: with the log's, at most the 16 signatures every
+            # signed-note verifier must accept (before, all: a policy of 17 published 18)
+            lines = lines[:MAX_PUBLISHED_LINES]
             if self._cosigned is not None and self._cosigned[0] > size:
                 return
             new = self._cosigned is None or self._cosigned[0] < size
@@ -366,7 +382,8 @@ class Cosigner:
                     line = _own_line(note, text, peer.spec.vkey)
                     peer.known_size = size
                     return line
-                if status == 409 and ctype.split(";")[0].strip() == SIZE_CONTENT_TYPE:
+                # a media type's type and subtype are case-insensitive (RFC 9110 8.3.1)
+                if status == 409 and ctype.split(";")[0].strip().lower() == SIZE_CONTENT_TYPE:
                     hint = _size_hint(text)
                     # it holds this size already, with another root: older versions of
                     # `prov witness serve` said so with 409; tlog-witness says 422 (below)

@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from provenance.web.errors import WebError, http_status
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits
+from provenance.web.logviews import is_number
 from provenance.web.security import SecurityHeaders
 from provenance.web.serve import bind, serve_until_signalled, uvicorn_server
 from provenance.web.upload import UploadLimits, timed_body
@@ -54,6 +55,17 @@ def create_app(witness: Witness, limits: HttpLimits = DEFAULT_LIMITS) -> Starlet
     body_limits = _body_limits(limits)
 
     async def add_checkpoint(request: Request) -> Response:
+        declared = request.headers.get("content-length", "").strip()
+        if is_number(declared) and int(declared) > MAX_BODY_BYTES:
+            # refused from the head: before, the witness read what came and waited for
+            # the rest, so a client declaring a terabyte held the connection for the
+            # body's idle timeout and was then told 408 "too slow"
+            return Response(
+                f"the body is larger than {MAX_BODY_BYTES} bytes: its Content-Length is"
+                f" {int(declared):,} bytes (an add-checkpoint body is a few KiB)\n",
+                413,
+                media_type="text/plain",
+            )
         body = bytearray()
         try:
             async for chunk in timed_body(request, body_limits, "request's body"):
