@@ -31,7 +31,7 @@ def _dribble(url: str, conns: int, size: int, gap_s: float) -> None:
     """Send ``size`` bytes of an unfinished head to ``url`` on each of ``conns``
     connections, one byte per connection per turn."""
     host, port = url.removeprefix("http://").rsplit(":", 1)
-    head = b"GET / HTTP/1.1\r\nhost: t\r\nx-pad: " + b"a" * size
+    head = b"GET / HTTP/1.1\r\nhost: localhost\r\nx-pad: " + b"a" * size
     socks = []
     for _ in range(conns):
         s = socket.create_connection((host, int(port)))

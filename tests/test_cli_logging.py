@@ -40,7 +40,7 @@ def test_the_http_servers_own_warnings_are_written_as_every_line(tmp_path: Path)
     received.", review att37)."""
     srv = start_server(tmp_path / "prov.db", "--http", "127.0.0.1:0")
     try:
-        head = b"GET /log HTTP/1.1\r\nhost: t\r\nthis line is no header\r\n\r\n"
+        head = b"GET /log HTTP/1.1\r\nhost: localhost\r\nthis line is no header\r\n\r\n"
         answer = _answer(read_line(srv.proc, "web on "), head)
         assert answer.startswith(b"HTTP/1.1 400"), "no answer to the malformed head"
     finally:
@@ -70,12 +70,12 @@ def test_a_client_that_leaves_mid_request_leaves_no_traceback(tmp_path: Path) ->
         for _ in range(3):
             with socket.create_connection((host, int(port.rstrip("/")))) as s:
                 s.sendall(
-                    b"POST /api/v1/lookup HTTP/1.1\r\nhost: t\r\n"
+                    b"POST /api/v1/lookup HTTP/1.1\r\nhost: localhost\r\n"
                     b"content-type: application/json\r\ncontent-length: 100000\r\n\r\n"
                     b'{"queries": ['
                 )
         with socket.create_connection((host, int(port.rstrip("/")))) as s:
-            s.sendall(b"GET /log HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            s.sendall(b"GET /log HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
             s.settimeout(10)
             assert s.recv(4096).startswith(b"HTTP/1.1 200"), "the server stopped answering"
     finally:
@@ -97,9 +97,9 @@ def test_warnings_any_client_can_cause_at_will_are_logged_once_a_minute(tmp_path
     form = b"--B\r\nX\r\n\r\ndata\r\n--B--\r\n"  # a part header line with no colon
     requests = {
         "Invalid HTTP request received": b"GET / HTTP/1.1\r\nthis line is no header\r\n\r\n",
-        "Unsupported upgrade request": b"GET /api HTTP/1.1\r\nhost: t\r\nupgrade: foo\r\n"
+        "Unsupported upgrade request": b"GET /api HTTP/1.1\r\nhost: localhost\r\nupgrade: foo\r\n"
         b"connection: upgrade\r\n\r\n",
-        "Found invalid character": b"POST /api/v1/verify HTTP/1.1\r\nhost: t\r\n"
+        "Found invalid character": b"POST /api/v1/verify HTTP/1.1\r\nhost: localhost\r\n"
         b"content-type: multipart/form-data; boundary=B\r\n"
         b"content-length: %d\r\n\r\n" % len(form) + form,
     }

@@ -158,6 +158,18 @@ def test_a_postgresql_outage_names_no_database_to_callers(tmp_path: Path) -> Non
     assert f"127.0.0.1:{pg.port}/{url.rsplit('/', 1)[-1]} cannot be used now" in log, log[-3000:]
 
 
+def _logged_then_damaged(srv: ServerProc, damage: str) -> bytes:
+    """Log a capture of a new device through ``srv`` (a SQLite server), then run the SQL
+    ``damage`` on its database behind its back (``{sha}``: that SHA-256 in hex); the
+    capture's file SHA-256."""
+    sha = os.urandom(32)
+    with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+        c.submit(signed_claim(enroll_key(c), 1, sha))
+    with sqlite3.connect(srv.db) as other:
+        other.execute(damage.format(sha=sha.hex()))
+    return sha
+
+
 def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path: Path) -> None:
     """The Merkle nodes' table renamed under the running server after a capture was
     logged: a Lookup that finds the capture cannot build its inclusion proof. Before, the
@@ -168,13 +180,8 @@ def test_a_store_failure_while_proving_a_match_names_no_file_to_callers(tmp_path
     db = tmp_path / "prov.db"
     srv = start_server(db)
     secrets = [str(tmp_path), "prov.db", "no such table"]
-    sha = os.urandom(32)
     try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            device = enroll_key(c)
-            c.submit(signed_claim(device, 1, sha))
-        with sqlite3.connect(db) as other:
-            other.execute("ALTER TABLE nodes RENAME TO nodes_away")
+        sha = _logged_then_damaged(srv, "ALTER TABLE nodes RENAME TO nodes_away")
         errors = []
         with ProvenanceClient(srv.address, timeout=40) as c:
             for ask in (c.lookup, c.lookup_each):
@@ -241,3 +248,36 @@ def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path
         assert srv.stop() == 0
     log = srv.stderr()
     assert str(db) in log and "unable to open database file" in log, log[-3000:]
+
+
+def test_a_damaged_log_entry_s_decode_words_reach_no_caller(tmp_path: Path) -> None:
+    """A log entry's bytes overwritten behind the log's back: a Lookup that finds it is
+    told, per query (gRPC) and in the web page's JSON, that the log database is damaged
+    and that the operator's log says why; the decoder's own words (before: sent whole,
+    "log entry 1 or its receipt does not verify with the log key: the log database is
+    damaged (<protobuf's or the decoder's words>)") go to the server's log only."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    web = start_web(srv.address, "--service-timeout", "40")
+    try:
+        sha = _logged_then_damaged(
+            srv, "UPDATE leaves SET entry = x'006a756e6b' WHERE file_sha256 = x'{sha}'"
+        )
+        with ProvenanceClient(srv.address, timeout=40) as c:
+            ((_, err),) = c.lookup_each([Query(ref="mine", sha256=sha)])
+        assert isinstance(err, TransportError) and err.code == "DATA_LOSS", err
+        page = httpx.post(
+            f"{web.address}/api/v1/lookup",
+            json={"queries": [{"sha256": sha.hex()}]},
+            timeout=60,
+        )
+        told = [str(err), page.text]
+    finally:
+        web.stop()
+        assert srv.stop() == 0
+    log = srv.stderr()
+    for text in told:
+        assert "log entry 1" in text and "the log database is damaged" in text, text
+        assert "operator can read why in its log" in text, text
+        assert "(" not in text.split("log entry 1", 1)[1], text  # no decoder's words
+    assert "log entry 1 or its receipt does not verify" in log, log[-3000:]

@@ -53,7 +53,7 @@ def _exchange(url: str, data: bytes) -> bytes:
 def _head(target: str, header_bytes: int, end: bool = True) -> bytes:
     """A GET of ``target`` with one X-Pad header of ``header_bytes`` bytes; without its
     blank line unless ``end``."""
-    head = f"GET {target} HTTP/1.1\r\nhost: t\r\nconnection: close\r\nx-pad: "
+    head = f"GET {target} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\nx-pad: "
     return (head + "a" * header_bytes + "\r\n" + ("\r\n" if end else "")).encode()
 
 
@@ -93,7 +93,7 @@ def test_a_request_line_over_the_limit_gets_414(http_url: str) -> None:
 def test_a_pipelined_head_over_the_limit_gets_431_after_the_first_answer(
     http_url: str,
 ) -> None:
-    first = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n"
+    first = b"GET / HTTP/1.1\r\nhost: localhost\r\n\r\n"
     answer = _exchange(http_url, first + _head("/", 2 * LIMIT))
     statuses = [int(code) for code in re.findall(rb"HTTP/1\.1 (\d{3}) ", answer)]
     assert len(statuses) == 2 and statuses[0] not in (400, 431), answer[:600]
@@ -109,7 +109,7 @@ def test_a_request_line_that_leaves_no_room_for_the_blank_line_gets_414(http_url
     # a line and its LF that fill the limit leave no room for the blank line that ends a
     # head (a bare LF at least): no head with it fits, so fewer headers cannot help
     # (431's advice); 431 before, as for any other head over the limit
-    headers = b"host: t\r\nconnection: close\r\n\r\n"
+    headers = b"host: localhost\r\nconnection: close\r\n\r\n"
     assert len(_line(LIMIT)) == LIMIT
     assert _status(_exchange(http_url, _line(LIMIT) + headers)) == 414
     # a byte shorter, the line and a bare LF fit (HTTP/1.0 needs no header): 431

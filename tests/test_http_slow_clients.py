@@ -317,7 +317,7 @@ def _serve_in_thread(
 
 def test_a_dripping_body_is_cut_off(body_server: str) -> None:
     s = _connect(body_server, "127.0.0.1")
-    trickle = Trickle([s], b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+    trickle = Trickle([s], b"POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n")
     try:
         answer = _read_until_closed(s, 15)
     finally:
@@ -351,7 +351,7 @@ def _ask_for_big(body_server: str) -> socket.socket:
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     s.connect((host, int(port)))
-    s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /big HTTP/1.1\r\nHost: localhost\r\n\r\n")
     return s
 
 
@@ -442,7 +442,7 @@ def test_an_answer_taken_a_little_at_a_time_is_cut_off(
     s.connect((host, int(port)))
     got, reads, cut = 0, 0, False
     try:
-        s.sendall(b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.sendall(b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
         s.settimeout(5)
         while not cut and reads < 64:
             try:
@@ -471,7 +471,9 @@ def test_a_tile_taken_at_the_pace_is_not_cut_off(tile_server: tuple[str, TileSha
     url, _ = tile_server
     host, port = url.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(
+            b"GET /tlog/tile/entries/000 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := s.recv(64 * 1024):
             data += chunk
@@ -530,7 +532,7 @@ def _assert_too_many(answer: bytes | None, client: str, cap: int) -> None:
 
 def _get_favicon(s: socket.socket) -> bytes | None:
     """Send one GET of the favicon on ``s`` (closing after the answer); what came back."""
-    s.sendall(b"GET /static/favicon.svg HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+    s.sendall(b"GET /static/favicon.svg HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
     return _read_until_closed(s, 10.0)
 
 
@@ -570,7 +572,7 @@ def test_websocket_upgrades_never_use_up_a_clients_connection_share() -> None:
     answered as any other, with the page's headers."""
     proc = start_web("127.0.0.1:1", "--connections-per-client", "2")
     upgrade = (
-        b"GET /static/favicon.svg HTTP/1.1\r\nhost: t\r\nupgrade: websocket\r\n"
+        b"GET /static/favicon.svg HTTP/1.1\r\nhost: localhost\r\nupgrade: websocket\r\n"
         b"connection: Upgrade, close\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
         b"sec-websocket-version: 13\r\n\r\n"
     )
@@ -701,7 +703,7 @@ def _upload_from(
     this machine) sending ``body``, a multipart form (boundary B); unless ``whole``,
     announcing ``more`` bytes more (it stalls, or the caller sends them)."""
     head = (
-        b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
         b"Content-Type: multipart/form-data; boundary=B\r\nContent-Length: %d\r\n\r\n"
     )
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -1039,7 +1041,7 @@ def test_serve_http_page_takes_the_web_limit_flags(tmp_path: Path) -> None:
             "HTTP/1.1 429 Too Many Requests",
         ], rate
         head = _connect(web, "127.0.0.4")
-        head.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # the rest of the head never comes
+        head.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # the rest of the head never comes
         cut = _read_until_closed(head, 20)
         assert cut is not None and cut.startswith(b"HTTP/1.1 408 "), cut
         assert b"did not all arrive within 2 s" in cut, cut  # --header-seconds, not 10 s
@@ -1063,7 +1065,7 @@ def _answered_early(kind: str) -> tuple[bytes, tuple[bytes, ...]]:
         )
         body = parts + b'--B\r\ncontent-disposition: form-data; name="pad"\r\n\r\n'
         body += b"y" * 1_000_000 + b"\r\n--B--\r\n"
-        head = b"POST /api/v1/verify HTTP/1.1\r\nhost: t\r\n"
+        head = b"POST /api/v1/verify HTTP/1.1\r\nhost: localhost\r\n"
         head += b"content-type: multipart/form-data; boundary=B\r\n"
         answers: tuple[bytes, ...] = (
             b"HTTP/1.1 400 Bad Request\r\n",
@@ -1071,7 +1073,7 @@ def _answered_early(kind: str) -> tuple[bytes, tuple[bytes, ...]]:
         )
     else:
         body = b"old 0\n" + b"x" * 1_000_000
-        head = b"POST /add-checkpoint HTTP/1.1\r\nhost: t\r\n"
+        head = b"POST /add-checkpoint HTTP/1.1\r\nhost: localhost\r\n"
         answers = (b"HTTP/1.1 413 Request Entity Too Large\r\n",)
     return head + b"content-length: %d\r\n\r\n" % len(body) + body, answers
 
@@ -1113,10 +1115,12 @@ def _oversized(kind: str, length: int, close: bool) -> tuple[bytes, bytes]:
     past 128 KiB); with ``close``, the head asks for ``Connection: close`` (as urllib's
     does)."""
     if kind == "web":
-        head = b"POST /api/v1/lookup HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        head = (
+            b"POST /api/v1/lookup HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        )
         answer = b"HTTP/1.1 413 "
     else:
-        head = b"POST /add-checkpoint HTTP/1.1\r\nhost: t\r\n"
+        head = b"POST /add-checkpoint HTTP/1.1\r\nhost: localhost\r\n"
         answer = b"HTTP/1.1 413 "
     if close:
         head += b"connection: close\r\n"
@@ -1178,7 +1182,9 @@ def test_a_request_framed_by_both_lengths_is_answered_then_closed(tmp_path: Path
         url = read_line(srv.proc, "web on ").rstrip("/")
         body = b'{"queries": []}'  # answered 400 at once: no query
         chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
-        head = b"POST /api/v1/lookup HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        head = (
+            b"POST /api/v1/lookup HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
+        )
         with _connect(url, "127.0.0.4") as s:
             s.sendall(head + b"content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n" + chunked)
             got = _read_until_closed(s, 3)  # well inside the 10 s keep-alive
@@ -1241,7 +1247,7 @@ def test_a_stalled_json_body_gets_the_uploads_408() -> None:
         for path in ("/api/v1/lookup", "/matches/byBinding"):
             s = _connect(web.address, "127.0.0.1")
             s.sendall(
-                f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                 "Content-Length: 100\r\n\r\n{".encode()
             )
             got = _read_until_closed(s, 30)

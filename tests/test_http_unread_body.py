@@ -18,7 +18,7 @@ DECLARED = 1 << 20
 
 def _post(declared: int, sent: int) -> bytes:
     return (
-        f"POST /no-such-page HTTP/1.1\r\nhost: t\r\ncontent-type: application/octet-stream"
+        f"POST /no-such-page HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/octet-stream"
         f"\r\ncontent-length: {declared}\r\n\r\n"
     ).encode() + b"x" * sent
 

@@ -18,6 +18,9 @@ import pytest
 
 from clients.api import ProvenanceClient, Query
 from clients.device.measuring import measure
+from clients.scan.hashing import Measured
+from clients.scan.worker import query
+from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.claims import Verdict
 from provenance.core.errors import TransportError
 from provenance.media.video.decode import sample_frames, video_turns
@@ -85,3 +88,43 @@ def test_a_call_whose_frames_alone_pass_the_bound_is_refused_naming_it(
         f" hashes of video frames, video_turned, which are left out when they do not fit);"
         f" the limit is {BOUND} (--max-lookup-hashes): send fewer per call"
     ) in str(e.value), e.value
+
+
+#: frames of a long video whose 7 turns each pass the default --max-lookup-hashes (16,384)
+LONG_FRAMES = 2100
+
+
+def _long_video() -> Measured:
+    """A scan's measurement of a video of `LONG_FRAMES` sampled frames (random hashes):
+    with its turns, 8 x 2,100 = 16,800 hashes, over the default bound, under 16,800."""
+    frames = tuple(
+        PerceptualHash(PDQ_ALGORITHM, os.urandom(32), 100, float(t)) for t in range(LONG_FRAMES)
+    )
+    turned = os.urandom(7 * 32 * LONG_FRAMES)
+    return Measured(
+        "long.mp4", 1, os.urandom(32), "video/mp4", frames, "media", video_turned=turned
+    )
+
+
+def test_a_scan_sends_the_turns_its_server_can_search(tmp_path: Path) -> None:
+    """`prov scan` decided whether to send a video's turned hashes by the default bound
+    (8 x frames <= 16,384), not by its server's: under a server run with a higher
+    --max-lookup-hashes a long video's turned copy could not be found by its hashes.
+    Now the turns are always sent: a server whose bound they pass searches the frames
+    alone and says so in the report, naming the bound (`_turns_left_out`), and one whose
+    bound they fit searches them."""
+    q = query(_long_video())
+    assert len(q.video_turned) == 7 * 32 * LONG_FRAMES
+    high = start_server(tmp_path / "high.db", "--max-lookup-hashes", str(8 * LONG_FRAMES))
+    default = start_server(tmp_path / "default.db")
+    try:
+        for srv, left_out in ((high, False), (default, True)):
+            with ProvenanceClient(srv.address, timeout=120) as client:
+                ((_, report),) = client.lookup([q])
+            notes = [r for r in report.reasons if "(video_turned) were not searched" in r]
+            assert bool(notes) is left_out, (srv.address, report.reasons)
+            if left_out:
+                assert "--max-lookup-hashes 16,800 or more" in notes[0], notes
+    finally:
+        high.stop()
+        default.stop()

@@ -91,19 +91,22 @@ def test_a_copy_left_by_a_killed_retry_is_removed(tmp_path: Path) -> None:
     from clients.scan.resume import Journal
 
     report = tmp_path / "night.jsonl"
-    row = {"path": "a.jpg", "status": None, "error": "cannot read: I/O error", "size": 3}
+    photo = tmp_path / "photos" / "a.jpg"  # there: its error row is retried, not kept
+    photo.parent.mkdir()
+    photo.write_bytes(b"abc")
+    row = {"path": str(photo), "status": None, "error": "cannot read: I/O error", "size": 3}
     report.write_text(json.dumps(row) + "\n")
     left = tmp_path / ".night.jsonl.12345.retry.tmp"
     left.write_text("")
     other = tmp_path / ".other.jsonl.12345.retry.tmp"  # another report's: kept
     other.write_text("")
     with Journal(report, resume=True) as journal:
-        assert "a.jpg" in journal.done
+        assert str(photo) in journal.done
     assert not left.exists() and other.exists()
     with Journal(report, resume=True, retry_errors=True) as journal:
-        assert journal.retried == 1 and "a.jpg" not in journal.done
+        assert journal.retried == 1 and str(photo) not in journal.done
     assert report.read_text() == ""
-    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, report.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name, report.name, "photos"]
 
 
 def test_retry_errors_keeps_the_error_rows_of_paths_not_given(
@@ -130,3 +133,38 @@ def test_retry_errors_keeps_the_error_rows_of_paths_not_given(
     assert after[theirs] == failed[theirs]  # kept, not scanned
     mine = str(first / "rocket.jpg")
     assert after[mine].get("error") is None and after[mine]["status"] == rows[mine]["status"]
+
+
+def test_retry_errors_keeps_the_error_row_of_a_file_gone_since(
+    server: ServerProc,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A file whose row is an error, deleted (or moved) before --resume --retry-errors:
+    its row was taken out of the report and, the walk no longer finding the file, never
+    written again, so the report no longer said the file had been there and failed (a
+    review). Its row is kept now, and the scan says how many were kept so."""
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", photos / "rocket.jpg")
+    shutil.copy(SAMPLES / "chelsea.png", photos / "chel!sea.png")  # a name its ref escapes
+    report = tmp_path / "night.jsonl"
+    args = ["scan", str(photos), "--report", str(report), "--workers", "0", "--resume"]
+    assert prov_main([*args, "--server", server.address]) == 0
+    rows = _rows(report)
+    failed = {p: {**r, "status": None, "error": "cannot read: I/O error"} for p, r in rows.items()}
+    report.write_text("".join(json.dumps(r) + "\n" for r in failed.values()))
+    (photos / "chel!sea.png").unlink()
+    capsys.readouterr()
+    assert prov_main([*args, "--retry-errors", "--server", server.address]) == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert "--retry-errors: 1 error row taken out of the report" in said, said
+    assert "1 error row kept: its file is gone" in said, said
+    after = _rows(report)
+    assert set(after) == set(rows)
+    gone = str(photos / "chel\\!sea.png")
+    assert after[gone] == failed[gone]
+    rocket = str(photos / "rocket.jpg")
+    assert after[rocket].get("error") is None and after[rocket]["status"] == rows[rocket]["status"]

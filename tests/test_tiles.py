@@ -798,7 +798,7 @@ def ask(source, path, rcvbuf=0):
     s.bind((source, 0))
     s.settimeout(30)
     s.connect((NETNS_SERVER, port))
-    s.sendall(f"GET /tlog/{path} HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n".encode())
+    s.sendall(f"GET /tlog/{path} HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n".encode())
     return s
 def answer(s):
     data = b""

@@ -279,7 +279,7 @@ def test_bad_uploads_get_clear_errors_and_the_server_stays_up(
     parts = urlsplit(site.web)
     with socket.create_connection((parts.hostname, parts.port), timeout=30) as s:
         s.sendall(
-            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 9000000\r\n"
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 9000000\r\n"
             b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
             b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + jpeg
         )
@@ -352,7 +352,7 @@ def _raw_post(url: str, head: bytes, body: Iterator[bytes]) -> str:
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=60) as s:
         try:
-            s.sendall(b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\n" + head + b"\r\n")
+            s.sendall(b"POST /api/v1/verify HTTP/1.1\r\nHost: localhost\r\n" + head + b"\r\n")
             for block in body:
                 s.sendall(block)
         except (BrokenPipeError, ConnectionResetError):
@@ -1071,7 +1071,7 @@ def test_one_client_has_a_bounded_share_of_json_bodies_in_memory() -> None:
         for _ in range(2):
             s = socket.create_connection((host, port))
             s.sendall(
-                b"POST /api/v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"POST /api/v1/lookup HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json"
                 b"\r\nContent-Length: %d\r\n\r\n" % MAX_JSON_BYTES
             )
             s.sendall(b" " * (MAX_JSON_BYTES - 10))  # all but the end: still arriving
@@ -1107,7 +1107,7 @@ def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     web = start_web(site.grpc.address, "--upload-idle-seconds", "12")
     parts = urlsplit(web.address)
     head = (
-        b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n"
+        b"POST /api/v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n"
         b"Content-Type: multipart/form-data; boundary=b\r\n\r\n"
         b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.jpg"\r\n\r\n\xff\xd8'
     )
@@ -1218,7 +1218,7 @@ def test_an_upload_cut_mid_way_logs_no_error(
         Image.fromarray(noise).save(buf, "PNG")
         data = buf.getvalue()  # about 4.3 MB
         head = (
-            b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data;"
+            b"POST /api/v1/verify HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data;"
             b" boundary=b\r\nContent-Length: %d\r\n\r\n" % (len(data) + 200)
         )
         part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="n.png"\r\n\r\n'

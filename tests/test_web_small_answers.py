@@ -71,7 +71,7 @@ def test_a_bad_content_length_is_answered_in_the_json_error_shape(
     web: str, lengths: tuple[bytes, ...], words: str
 ) -> None:
     """Before: uvicorn's plain text "Invalid HTTP request received."."""
-    head = b"POST /api/v1/verify HTTP/1.1\r\nHost: x\r\n"
+    head = b"POST /api/v1/verify HTTP/1.1\r\nHost: localhost\r\n"
     head += b"".join(b"Content-Length: " + n + b"\r\n" for n in lengths)
     answer = _raw(web, head + b"\r\nhello")
     status, _, rest = answer.partition(b"\r\n")

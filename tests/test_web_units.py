@@ -323,7 +323,9 @@ def app_client() -> Iterator[TestClient]:
     from provenance.web.app import WebConfig, create_app
 
     with TestClient(
-        create_app(WebConfig(server="127.0.0.1:9")), raise_server_exceptions=False
+        create_app(WebConfig(server="127.0.0.1:9")),
+        base_url="http://localhost",  # an allowed Host (the default, testserver, is not)
+        raise_server_exceptions=False,
     ) as c:
         yield c
 

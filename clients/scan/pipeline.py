@@ -162,6 +162,14 @@ def run_scan(
                     f"--retry-errors: {journal.retried:,} error {rows_word} taken out of the"
                     " report; their files are scanned again"
                 )
+            if on_warning is not None and journal.gone:
+                rows_word = (
+                    "row kept: its file is" if journal.gone == 1 else "rows kept: their files are"
+                )
+                on_warning(
+                    f"--retry-errors: {journal.gone:,} error {rows_word} gone (not found"
+                    " on disk), so not scanned again"
+                )
             # the report's own files, when a folder scanned holds them: no rows of their own
             own = file_ids(report_files(report))
             walked = iter_items(paths, config.limits, skip=seen.__contains__, leave_out=own)

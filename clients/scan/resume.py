@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from clients.scan.rowcheck import row_problem
-from clients.scan.sources import LIST_SUFFIXES, escape_name
+from clients.scan.sources import LIST_SUFFIXES, escape_name, unescape_name
 from provenance.core.errors import ConfigError
 from provenance.core.files import naming
 from provenance.terminal import shown_line
@@ -179,6 +179,13 @@ def _cut_partial_line(path: Path) -> None:
             os.fsync(f.fileno())
 
 
+def on_disk(row: dict[str, Any]) -> bool:
+    """Whether the file of a report ``row`` is still there: its ``archive`` (an entry's
+    outermost archive) or else its ``path``, the escapes of its ref undone
+    (`unescape_name`); a link counts, broken or not (the walk names it in a row)."""
+    return os.path.lexists(unescape_name(row.get("archive") or row["path"]))
+
+
 class _Rewrite:
     """The report without its error rows (`Journal` with ``retry_errors``): the rows kept
     are copied to a temporary file beside it, which `finish` fsyncs and renames over the
@@ -222,7 +229,8 @@ class Journal:
     is read; with ``retry_errors`` too, the rows holding an ``error`` are taken out of
     the report (counted in ``retried``), so their files are scanned again: those whose
     path ``retry_if`` (if given) accepts, the others kept (a file under no PATH of this
-    run would not be scanned again: its row would be lost). Raises
+    run would not be scanned again: its row would be lost), and of those the rows of files
+    no longer on disk kept too (counted in ``gone``: no walk finds them). Raises
     ConfigError if the file cannot be used.
     """
 
@@ -238,6 +246,8 @@ class Journal:
         self.done = RefSet()
         #: error rows taken out of the report for their files to be scanned again
         self.retried = 0
+        #: error rows kept, though ``retry_errors``, as their files are gone (`on_disk`)
+        self.gone = 0
         exists = holds_rows(path)
         if exists and not resume:
             raise ConfigError(f"{path} exists: add --resume to continue that scan, or remove it")
@@ -266,8 +276,10 @@ class Journal:
                                 if row.get("error") is not None and (
                                     retry_if is None or retry_if(row["path"])
                                 ):
-                                    self.retried += 1
-                                    continue
+                                    if on_disk(row):
+                                        self.retried += 1
+                                        continue
+                                    self.gone += 1
                                 kept.write(line)
                             self.done.add(row["path"])
                             if on_row is not None:

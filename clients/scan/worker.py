@@ -36,7 +36,6 @@ from clients.scan.runs import runs
 from clients.scan.sources import EntryItem, FileItem, Item, RefusedItem, ScanLimits
 from provenance.core.binding import PDQ_HASH_SIZE
 from provenance.core.claims import Verdict
-from provenance.core.dihedral import DIHEDRAL_TURNS
 from provenance.core.errors import (
     ClaimError,
     DetectorError,
@@ -124,13 +123,18 @@ Answer = pb.VerificationReport | TransportError
 def query(m: Measured) -> Query:
     """The Lookup query of a measured item: a photo's 8 PDQ hashes packed in one field
     (``pdq_dihedral``), a video's frame hashes as soft bindings with their 7 turns packed
-    (``video_turned``) when all 8 fit in the server's default hashes per Lookup."""
+    (``video_turned``), always: a server whose --max-lookup-hashes its frames fit but not
+    with their turns searches the frames alone and says so in the file's reasons, naming
+    the bound they need (`provenance.server.rpc._turns_left_out`). Before, they were left
+    out by the default bound (8 x frames over 16,384), so a server run with a higher one
+    was never sent them."""
     if m.dihedral:
         return Query(
             m.ref, m.sha256, (), m.media_type or "", m.content_sha256, m.dihedral, m.soft[0].quality
         )
-    turned = m.video_turned if (DIHEDRAL_TURNS + 1) * len(m.soft) <= MAX_LOOKUP_HASHES else b""
-    return Query(m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, video_turned=turned)
+    return Query(
+        m.ref, m.sha256, m.soft, m.media_type or "", m.content_sha256, video_turned=m.video_turned
+    )
 
 
 def _lookup(client: ProvenanceClient, measured: Sequence[Measured]) -> dict[str, Answer]:

@@ -13,7 +13,13 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from provenance.core.ports import bare_host, needs_brackets, parse_trusted_proxy, port_number
+from provenance.core.ports import (
+    bare_host,
+    needs_brackets,
+    parse_allowed_hosts,
+    parse_trusted_proxy,
+    port_number,
+)
 
 
 class UsageError(typer.BadParameter):
@@ -203,6 +209,35 @@ def trusted_proxies(values: list[str] | None) -> list[str]:
         except ConfigError as e:
             raise typer.BadParameter(str(e)) from e
     return list(values or [])
+
+
+def allowed_hosts(value: str | None) -> str | None:
+    """Check ``--allowed-hosts`` (`provenance.core.ports.parse_allowed_hosts`); returns
+    it. Raises typer.BadParameter (exit 2) naming the element that is no host name."""
+    if value is None:
+        return None
+    from provenance.core.errors import ConfigError
+
+    try:
+        parse_allowed_hosts(value)
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from e
+    return value
+
+
+AllowedHostsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Host names the page answers besides IP addresses, localhost and the name it"
+        " is bound to or this machine's name, comma-separated: newsroom.example,"
+        "*.newsroom.example ('*': every name). A request for another name (the Host a"
+        " browser sends: a DNS-rebinding page at its attacker's name, resolved to this"
+        " server) gets 421. Behind a reverse proxy that passes the site's Host on (nginx"
+        " proxy_set_header Host $host), give the site's name here.",
+        callback=allowed_hosts,
+        metavar="NAMES",
+    ),
+]
 
 
 MetricsListenOpt = Annotated[

@@ -1,9 +1,10 @@
-"""The port and host of a HOST:PORT address, read as a resolver reads them, and the
-networks of ``--trusted-proxy``."""
+"""The port and host of a HOST:PORT address, read as a resolver reads them, the
+networks of ``--trusted-proxy`` and the names of ``--allowed-hosts``."""
 
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from provenance.core.errors import ConfigError
 
@@ -55,3 +56,59 @@ def parse_trusted_proxy(text: str) -> Network:
         raise ConfigError(
             f"{text!r} is not an IP address or a CIDR network (such as 10.0.0.0/8): {e}"
         ) from e
+
+
+#: A host name of `host_name` (``*`` allowed, for `parse_allowed_hosts`' patterns).
+_NAME = re.compile(r"[a-z0-9_*]([a-z0-9_.*-]*[a-z0-9_*])?")
+
+
+def host_name(authority: str) -> str | None:
+    """The name of a Host header or ``--allowed-hosts`` element ``authority``
+    (``name[:port]``, ``[v6]:port``): lower case, without its port and a trailing dot
+    (``LocalHost.:8080`` is ``localhost``), an IPv6 address in brackets (``[::1]``); None
+    when it is none (empty, a character no host name has, a port that is not a number)."""
+    text = authority.strip().lower()
+    if text.startswith("["):
+        inner, sep, port = text[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            return None
+        if not sep or (port and not (port.startswith(":") and port_number(port[1:]) is not None)):
+            return None
+        return f"[{inner}]"
+    name, sep, port = text.partition(":")
+    if sep and port_number(port) is None:
+        return None
+    name = name.removesuffix(".")
+    if not name or not _NAME.fullmatch(name):
+        return None
+    return name
+
+
+def is_address(name: str) -> bool:
+    """Whether ``name`` (a `host_name`) is an IP address (an IPv6 one in brackets or not)."""
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def parse_allowed_hosts(text: str) -> tuple[str, ...]:
+    """``--allowed-hosts``: comma-separated names (``newsroom.example``), ``*.SUFFIX``
+    (every name under it, not SUFFIX itself) or ``*`` (every name), a port after one
+    ignored; their `host_name` forms. Raises ConfigError, its message naming the element
+    that is none of these."""
+    names: list[str] = []
+    for element in text.split(","):
+        name = host_name(element)
+        wildcard = name is not None and (name == "*" or name.startswith("*."))
+        if name is None or ("*" in name and not (wildcard and "*" not in name[1:])):
+            raise ConfigError(
+                f"{element.strip()!r} is not a host name: give names such as"
+                " newsroom.example or *.newsroom.example, separated by commas, or * for every"
+                " name"
+            )
+        names.append(name)
+    return tuple(names)

@@ -48,8 +48,11 @@ def build_receipt(
     except StorageError:  # the store failing is not its damage; its error says so itself
         raise
     except ProvenanceError as e:
+        said = f"the inclusion proof of log entry {index} cannot be read"
         raise LogIntegrityError(
-            f"the inclusion proof of log entry {index} cannot be read: {e}"
+            f"{said}: {e}",
+            public=f"{said}: the log database is damaged; the server's operator can read why"
+            " in its log",
         ) from e
     return Receipt(
         leaf_index=index,

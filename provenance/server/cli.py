@@ -25,6 +25,7 @@ from provenance.cli.options import (
     nonempty_path,
     trusted_proxies,
 )
+from provenance.cli.options import allowed_hosts as allowed_hosts_option
 from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
@@ -530,6 +531,16 @@ def serve(
             metavar="ADDRESS",
         ),
     ] = None,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(
+            help="With --http: Host names the page answers besides IP addresses, localhost"
+            " and the name it is bound to or this machine's name (comma-separated; '*': every"
+            " name); others get 421, as `prov web`'s.",
+            callback=allowed_hosts_option,
+            metavar="NAMES",
+        ),
+    ] = None,
     witness: Annotated[
         list[str] | None,
         typer.Option(
@@ -810,6 +821,7 @@ def serve(
                     connections_per_client=connections_per_client,
                     max_connections=max_connections,
                     trusted_proxy=trusted_proxy or [],
+                    allowed_hosts=allowed_hosts,
                 )
                 if http
                 else None
@@ -841,6 +853,7 @@ def serve(
         print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
     if web is not None:
         print(f"web on http://{web.address}", flush=True)
+        print(web.hosts_line, flush=True)
     if health_listen is not None:
         print(f"health on {health_listen.rsplit(':', 1)[0]}:{server.health_port}", flush=True)
     while not signals:
@@ -868,6 +881,7 @@ def _start_web(
     connections_per_client: int,
     max_connections: int,
     trusted_proxy: list[str],
+    allowed_hosts: str | None = None,
 ) -> WebServer:
     """`prov serve --http`: the web app in a thread, a client of this process's gRPC port,
     under the limits `prov web` takes as flags of the same names: this server's
@@ -875,9 +889,10 @@ def _start_web(
     streams': before, the page kept `prov web`'s 60 s whatever the flag said) and
     --upload-min-rate-kb (its relay slots' pace, `provenance.web.upload.Relayer`), and the
     page's own --uploads-per-minute, --header-seconds, --connections-per-client,
-    --max-connections and --trusted-proxy (`provenance.web.guard.HttpLimits`). Raises ConfigError when
+    --max-connections and --trusted-proxy (`provenance.web.guard.HttpLimits`) and
+    --allowed-hosts (`provenance.web.security.AllowedHosts`). Raises ConfigError when
     ``listen`` cannot be bound."""
-    from provenance.core.ports import parse_trusted_proxy
+    from provenance.core.ports import parse_allowed_hosts, parse_trusted_proxy
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
     from provenance.web.serve import start_web
@@ -891,6 +906,7 @@ def _start_web(
             uploads_per_minute=uploads_per_minute,
             upload_idle_seconds=upload_idle_seconds,
             upload_cut_rate=upload_min_rate_kb * 1024,
+            allowed_hosts=parse_allowed_hosts(allowed_hosts) if allowed_hosts else (),
         ),
         HttpLimits(
             header_seconds=header_seconds,

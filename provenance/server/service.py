@@ -111,6 +111,7 @@ from provenance.server.writer import (
     check_entry_size,
 )
 from provenance.store import AppendTxn, LeafRecord, Store, open_store
+from provenance.store.sql import PUBLIC_DAMAGED as DAMAGED
 from provenance.store.sqlite import SqliteStore
 from provenance.wire import convert as wire
 from provenance.wire.contract import DEFAULT_ENTRIES_PAGE, MAX_ENTRIES_PAGE
@@ -150,7 +151,8 @@ def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent
         signed, at, ev = _checked_key_event(data)
     except ProvenanceError as e:
         raise LogIntegrityError(
-            f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}"
+            f"key-history entry {idx} of device {device_id.hex()} is damaged: {e}",
+            public=f"key-history entry {idx} of device {device_id.hex()} does not decode or verify: {DAMAGED}",
         ) from e
     if ev.device_id != device_id:
         raise LogIntegrityError(
@@ -1044,9 +1046,9 @@ class ProvenanceService:
         except StorageError:  # an outage, not damage: its own status and public words
             raise
         except ProvenanceError as e:
+            said = f"log entry {rec.index} or its receipt does not verify with the log key"
             raise LogIntegrityError(
-                f"log entry {rec.index} or its receipt does not verify with the log key: the"
-                f" log database is damaged ({e})"
+                f"{said}: the log database is damaged ({e})", public=f"{said}: {DAMAGED}"
             ) from e
         device = self.store.find_device(claim.device_id)
         if device is None:

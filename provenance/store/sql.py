@@ -102,7 +102,9 @@ def _reads_log(fn: F) -> F:
         except ProvenanceError:
             raise
         except (TypeError, ValueError) as e:
-            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+            raise LogIntegrityError(
+                f"the log database is damaged: {e}", public=PUBLIC_DAMAGED
+            ) from e
 
     return cast(F, wrapper)  # wraps() keeps fn's signature
 
@@ -138,7 +140,8 @@ def _device(row: Sequence[Any]) -> Device:
         shown = device_id.hex() if isinstance(device_id, bytes) else repr(device_id)[:80]
         raise LogIntegrityError(
             f"the log database is damaged: the devices row of {shown} holds a value of the"
-            f" wrong type ({e})"
+            f" wrong type ({e})",
+            public=PUBLIC_DAMAGED,
         ) from e
 
 
@@ -345,7 +348,9 @@ class SqlAppend:
             try:
                 out.update((r.claim_hash, r) for r in map(_leaf, rows))
             except (TypeError, ValueError) as e:
-                raise LogIntegrityError(f"the log database is damaged: {e}") from e
+                raise LogIntegrityError(
+                    f"the log database is damaged: {e}", public=PUBLIC_DAMAGED
+                ) from e
         return out
 
     def find_devices(self, device_ids: Sequence[bytes]) -> dict[bytes, Device]:
@@ -369,7 +374,9 @@ class SqlAppend:
             try:
                 out.extend((int(i), bytes(d), bytes(e)) for i, d, e in rows)
             except (TypeError, ValueError) as e:
-                raise LogIntegrityError(f"the log database is damaged: {e}") from e
+                raise LogIntegrityError(
+                    f"the log database is damaged: {e}", public=PUBLIC_DAMAGED
+                ) from e
         return sorted(out)
 
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:

@@ -27,7 +27,7 @@ from provenance.media.assets import DEFAULT_MAX_BYTES
 from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
-from provenance.web.security import CrossSiteGuard, SecurityHeaders
+from provenance.web.security import AllowedHosts, CrossSiteGuard, HostCheck, SecurityHeaders
 from provenance.web.upload import SERVICE_TIMEOUT_S, Relayer, UploadLimits
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,10 @@ class WebConfig:
     bursts of as many (`READS_PER_MINUTE`; 0: no limit);
     ``service_timeout_s``: the longest a call to the service may wait for it, in seconds:
     a small call's answer, an upload's next piece taken or its receipt (a slow upload is
-    not counted; `UploadLimits.answer_s`); past it, 504."""
+    not counted; `UploadLimits.answer_s`); past it, 504;
+    ``allowed_hosts``: the Host names answered besides IP addresses and localhost
+    (`provenance.web.security.AllowedHosts`; ``*``: every name), others get 421;
+    `provenance.web.serve` adds the name it is bound to and the machine's name."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -91,6 +94,7 @@ class WebConfig:
     upload_hold_bytes: int = 8 * 1024 * 1024
     service_timeout_s: float = SERVICE_TIMEOUT_S
     reads_per_minute: int = READS_PER_MINUTE
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass
@@ -171,8 +175,12 @@ def create_app(config: WebConfig) -> Starlette:
             *(tlogtiles.routes(config.tiles_dir) if config.tiles_dir else []),
             Mount("/static", StaticFiles(directory=PACKAGE / "static"), name="static"),
         ],
-        # outermost first: the guard's 403 carries the security headers too
-        middleware=[Middleware(SecurityHeaders), Middleware(CrossSiteGuard)],
+        # outermost first: the 421 and the guard's 403 carry the security headers too
+        middleware=[
+            Middleware(SecurityHeaders),
+            Middleware(HostCheck, allowed=AllowedHosts(config.allowed_hosts)),
+            Middleware(CrossSiteGuard),
+        ],
         exception_handlers=pages.exception_handlers(),
         lifespan=lifespan,
     )

@@ -12,6 +12,7 @@ from clients.api import default_server
 from provenance.cli.openfiles import raise_open_files_limit
 from provenance.cli.options import (
     MAX_WAIT_S,
+    AllowedHostsOpt,
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
@@ -107,12 +108,18 @@ def web(
     connections_per_client: ConnectionsPerClientOpt = 32,
     max_connections: MaxConnectionsOpt = 256,
     trusted_proxy: TrustedProxyOpt = None,
+    allowed_hosts: AllowedHostsOpt = None,
     metrics_listen: MetricsListenOpt = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
-    the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM."""
-    from provenance.core.ports import parse_trusted_proxy
+    the gRPC service at --server. Stores no uploaded file. Stops on SIGINT/SIGTERM.
+
+    It answers requests for IP addresses, localhost, the name it listens on and this
+    machine's name; another Host name gets 421 (a DNS-rebinding page) unless
+    --allowed-hosts names it: `prov web --listen 0.0.0.0:8080 --allowed-hosts
+    prov.newsroom.example`."""
+    from provenance.core.ports import parse_allowed_hosts, parse_trusted_proxy
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
     from provenance.web.serve import run_web
@@ -134,6 +141,7 @@ def web(
             upload_cut_rate=upload_min_rate_kb * 1024,
             tiles_dir=tiles_dir,
             service_timeout_s=service_timeout,
+            allowed_hosts=parse_allowed_hosts(allowed_hosts) if allowed_hosts else (),
         ),
         limits=HttpLimits(
             header_seconds=header_seconds,

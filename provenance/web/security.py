@@ -1,7 +1,9 @@
 """Response headers every answer carries: a Content-Security-Policy that allows no
 inline or third-party script (and no inline style), ``X-Content-Type-Options: nosniff``,
-no framing, no referrer leaks; and `CrossSiteGuard`, which refuses a POST another site's
-page made a browser send.
+no framing, no referrer leaks; `CrossSiteGuard`, which refuses a POST another site's
+page made a browser send; and `HostCheck`, which refuses a request for a Host name the
+page was not told (``--allowed-hosts``): a DNS-rebinding page is same-origin to the
+browser, so only its Host tells it apart.
 
 Plain ASGI middlewares, so they also cover static files, streamed bodies and the
 error pages Starlette writes itself.
@@ -10,9 +12,13 @@ error pages Starlette writes itself.
 from __future__ import annotations
 
 import json
+import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from provenance.core.ports import host_name, is_address
 
 #: Scripts and styles only from this origin, none inline; images also as blob: (the
 #: page's local thumbnail of the chosen file, never uploaded twice); forms and requests
@@ -111,6 +117,17 @@ def is_cross_site(method: str, headers: dict[str, str]) -> bool:
     return not any(_same_host(origin.strip(), host) for host in hosts)
 
 
+async def send_error(
+    send: Send, code: int, status: str, message: str, *headers: tuple[bytes, bytes]
+) -> None:
+    """Answer with the API's JSON error (`provenance.web.errors.error_body`'s shape),
+    HTTP status ``code``, ``headers`` added, from an ASGI middleware."""
+    body = json.dumps({"error": {"code": code, "status": status, "message": message}}).encode()
+    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": code, "headers": [*start, *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class CrossSiteGuard:
     """ASGI middleware answering 403 (the API's JSON error, PERMISSION_DENIED) to a
     request `is_cross_site` calls so, before its body is read: a hostile page could
@@ -126,18 +143,100 @@ class CrossSiteGuard:
         if scope["type"] != "http" or not is_cross_site(scope["method"], _headers(scope)):
             await self.app(scope, receive, send)
             return
-        body = json.dumps(
-            {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": CROSS_SITE_MESSAGE}}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 403,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"vary", b"Origin, Sec-Fetch-Site"),
-                ],
-            }
+        await send_error(
+            send, 403, "PERMISSION_DENIED", CROSS_SITE_MESSAGE, (b"vary", b"Origin, Sec-Fetch-Site")
         )
-        await send({"type": "http.response.body", "body": body})
+
+
+# --- the Host allow-list: DNS rebinding ---
+
+#: The longest Host name quoted back in a 421 message.
+_SHOWN_NAME = 200
+
+
+def default_host_names(bound_host: str) -> tuple[str, ...]:
+    """The names a `prov web` bound to ``bound_host`` (its ``--listen`` host) answers
+    besides `AllowedHosts`' own: that host when it is a name (``--listen
+    newsroom-box:8080``), and this machine's name (`socket.gethostname`), by which a
+    page bound to every address (0.0.0.0, ::) is reached on a local network."""
+    names = [host_name(socket.gethostname())]
+    if not is_address(bound_host.strip("[]")):
+        names.append(host_name(bound_host))
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+@dataclass(frozen=True)
+class AllowedHosts:
+    """The Host names a page answers: ``names`` (`parse_allowed_hosts` forms and
+    `default_host_names`), and always IP addresses, ``localhost`` and names under
+    ``.localhost``. A DNS-rebinding page is at a name its attacker owns, resolved to this
+    server's address: a browser sends that name as Host, never an address (a page at an
+    address is that address's own) nor localhost (browsers resolve it and its subdomains to
+    loopback themselves, RFC 6761 section 6.3), so those can always be answered."""
+
+    names: tuple[str, ...] = ()
+
+    @property
+    def every(self) -> bool:
+        """Whether every name is answered (``--allowed-hosts '*'``)."""
+        return "*" in self.names
+
+    def allows(self, authority: str | None) -> bool:
+        """Whether a request whose Host header is ``authority`` (None: it sent none, as
+        only an HTTP/1.0 client does, never a browser) is answered."""
+        if authority is None or self.every:
+            return True
+        name = host_name(authority)
+        if name is None or "*" in name:
+            return False
+        if name == "localhost" or name.endswith(".localhost") or is_address(name):
+            return True
+        return any(name == n or (n.startswith("*.") and name.endswith(n[1:])) for n in self.names)
+
+    def describe(self) -> str:
+        """What the start-up line says is answered (`ALLOWED_HOSTS_LINE`)."""
+        if self.every:
+            return (
+                "web answers every Host name (--allowed-hosts '*'): a DNS-rebinding page"
+                " can read this page's API from a visitor's browser"
+            )
+        names = ", ".join(["any IP address", "localhost", *self.names])
+        return f"web answers Host: {names}; other names get 421 until added with --allowed-hosts"
+
+
+def misdirected_message(authority: str) -> str:
+    """The message of the 421 answer to a request whose Host is ``authority``."""
+    name = host_name(authority) or authority[:_SHOWN_NAME]
+    return (
+        f"refused: this server does not answer for the name {name[:_SHOWN_NAME]!r} (the"
+        " request's Host): a page at a name its operator did not allow may be a DNS"
+        " rebinding attack. Reach it by its address or an allowed name, or, if this name"
+        f" is its own, ask its operator to start it with --allowed-hosts {name[:_SHOWN_NAME]}"
+        " (a comma-separated list; prov web and prov serve --http)"
+    )
+
+
+class HostCheck:
+    """ASGI middleware answering 421 Misdirected Request (the API's JSON error) to a
+    request whose Host `AllowedHosts.allows` refuses, before anything else reads it.
+    Starlette's TrustedHostMiddleware answers a bare "Invalid host header" (400) and
+    knows no rule for addresses, so it is not used. X-Forwarded-Host is not read: a
+    page cannot add it (the browser would ask first, with the page's Host, refused
+    here), and a proxy that rewrites Host to this server's address (nginx's default)
+    is answered by that address; one that passes Host on needs the site's name
+    allowed."""
+
+    def __init__(self, app: ASGIApp, allowed: AllowedHosts) -> None:
+        self.app = app
+        self.allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.allowed.every:
+            await self.app(scope, receive, send)
+            return
+        host = _headers(scope).get("host")
+        if self.allowed.allows(host):
+            await self.app(scope, receive, send)
+            return
+        assert host is not None  # allows(None) is True
+        await send_error(send, 421, "MISDIRECTED_REQUEST", misdirected_message(host))

@@ -22,6 +22,7 @@ from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
 from provenance.web.proxies import TrustedProxies
+from provenance.web.security import AllowedHosts, default_host_names
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
@@ -59,6 +60,8 @@ class WebServer:
     address: str
     server: uvicorn.Server
     thread: threading.Thread | None = None
+    #: the start-up line saying which Host names it answers (`allowed_hosts_line`)
+    hosts_line: str = ""
 
     def stop(self) -> None:
         """Ask the server to finish its requests and stop; wait for the thread."""
@@ -181,17 +184,30 @@ def _server(config: WebConfig, limits: HttpLimits = DEFAULT_LIMITS) -> uvicorn.S
     return uvicorn_server(create_app(config), web_limits(config, limits))
 
 
+def bound_config(config: WebConfig, address: str) -> WebConfig:
+    """``config`` for a page bound to ``address`` (HOST:PORT, as `bind` returns it): its
+    ``allowed_hosts`` with the `default_host_names` of HOST added."""
+    names = default_host_names(address.rpartition(":")[0])
+    return replace(config, allowed_hosts=tuple(dict.fromkeys((*config.allowed_hosts, *names))))
+
+
+def allowed_hosts_line(config: WebConfig) -> str:
+    """The start-up line saying which Host names the page answers (`AllowedHosts.describe`)."""
+    return AllowedHosts(config.allowed_hosts).describe()
+
+
 def start_web(listen: str, config: WebConfig, limits: HttpLimits = DEFAULT_LIMITS) -> WebServer:
     """Serve the web app on ``listen`` from a background thread (``prov serve
     --http``), each connection under ``limits``. Raises ConfigError when the address
     cannot be bound."""
     sock, address = bind(listen)
+    config = bound_config(config, address)
     server = _server(config, limits)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="web", daemon=True
     )
     thread.start()
-    return WebServer(address, server, thread)
+    return WebServer(address, server, thread, allowed_hosts_line(config))
 
 
 def run_web(
@@ -200,9 +216,11 @@ def run_web(
     """Serve the web app on ``listen`` until SIGINT/SIGTERM (``prov web``), each
     connection under ``limits``; prints ``web on http://HOST:PORT`` once bound, and
     "shutting down", "web stopped" when signalled (`serve_until_signalled`). Raises
-    ConfigError when the address cannot be bound."""
+    ConfigError when the address cannot be bound. The line after says which Host names
+    it answers (`allowed_hosts_line`)."""
     sock, address = bind(listen)
-    ready = f"web on http://{address}" if announce else None
+    config = bound_config(config, address)
+    ready = f"web on http://{address}\n{allowed_hosts_line(config)}" if announce else None
     serve_until_signalled(_server(config, limits), sock, "web", ready)
 
 
