@@ -78,12 +78,16 @@ def still_holds(fd: int, before: os.stat_result, data: bytes) -> bool:
     that the file never held. The identity (`provenance.core.files.file_identity`) shows
     a write that moved the size or the modification time; the second read (``pread``,
     the file offset left alone) a same-size write within one tick of the timestamps.
-    Raises OSError as reading raises it."""
+    Raises OSError as reading raises it.
+
+    Each piece is compared with a slice of ``data`` as bytes (a copy of at most
+    HASH_PIECE, none when one piece is the whole file): a memoryview compared with bytes
+    goes byte by byte, about 9 us of a 5 kB photo's 22 us of reading (6 December)."""
     if file_identity(os.fstat(fd)) != file_identity(before):
         return False
-    view, at = memoryview(data), 0
+    at = 0
     while block := os.pread(fd, min(HASH_PIECE, len(data) + 1 - at), at):
-        if view[at : at + len(block)] != block:  # also a file longer than ``data``
+        if block != data[at : at + len(block)]:  # also a file longer than ``data``
             return False
         at += len(block)
     return at == len(data)
