@@ -170,8 +170,10 @@ def revoke(
     Revoking an already revoked key keeps the earlier time and its reason: a --since
     before it moves the revocation earlier (exit 0); otherwise nothing changes, and
     the command says "already revoked at T (reason R); nothing changed" and exits 3.
+    The same --since and reason as a revocation already logged is a retry (after a lost
+    answer, say): it is answered as that entry, "revoked ... at T", exit 0.
 
-    Exit codes: 0 revoked (or moved earlier); 3 already revoked, nothing changed;
+    Exit codes: 0 revoked (or moved earlier, or a retry); 3 already revoked, nothing changed;
     1 the server could not be reached or refused; 2 usage errors.
     """
     try:

@@ -56,6 +56,26 @@ def test_revoking_twice_says_nothing_changed(enrolled: Cli, tmp_path: Path) -> N
     assert rc == 0 and "1 enrollment and 2 revocations in the log" in audit, (audit, err)
 
 
+def test_the_same_revocation_sent_again_is_a_retry_answered_as_logged(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """The README's usage block: the same --since and reason as a revocation the log holds
+    is a retry (an answer lost on the way, say), answered as that entry, exit 0, with no
+    second log entry; only another reason or a later --since reads "already revoked",
+    exit 3."""
+    _, device_id = sign_sample(enrolled, tmp_path)
+    args = ("admin", "revoke", device_id, "--reason", "R1", "--since", "2026-01-01T00:00:00Z")
+    rc, first, err = enrolled(*args)
+    assert rc == 0, err
+    rc, again, err = enrolled(*args)
+    assert rc == 0, (again, err)
+    assert again == first == f"revoked {device_id} at 2026-01-01 00:00:00 UTC: R1\n", again
+    rc, audit, err = enrolled("log", "audit", "--state", str(tmp_path / "audit.json"))
+    assert rc == 0 and "1 enrollment and 1 revocation in the log" in audit, (audit, err)
+    rc, other, err = enrolled(*args[:4], "R2", *args[5:])
+    assert rc == 3 and "already revoked" in other, (other, err)
+
+
 def test_a_wrong_admin_token_is_refused_even_for_a_revoked_key(
     enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -311,3 +311,24 @@ def test_a_failed_start_removes_only_its_own_files_and_never_a_held_lock(
         if waiter is not None:
             waiter.kill()
             waiter.communicate()
+
+
+def test_trust_anchors_that_are_not_pem_are_told_in_plain_words_naming_the_file(
+    tmp_path: Path,
+) -> None:
+    """`prov serve --tsa-trust-anchors` / `--c2pa-trust-anchors` naming a file that holds
+    no PEM certificate: exit 1 with one `error:` line naming the file and what a PEM
+    certificate looks like (before: "Unable to load PEM file. See
+    https://cryptography.io/en/latest/faq/... MalformedFraming", the library's words, and
+    no file name)."""
+    bad = _not_pem(tmp_path)
+    for flag, what in (("--tsa-trust-anchors", "TSA"), ("--c2pa-trust-anchors", "C2PA")):
+        run = _serve(tmp_path, "--listen", "127.0.0.1:0", flag, bad)
+        assert run.returncode == 1, run.stderr
+        said = " ".join(run.stderr.split())
+        assert (
+            f"error: {what} trust anchors are not PEM certificates: no readable"
+            f" '-----BEGIN CERTIFICATE-----' block in {bad}"
+        ) in said, said
+        assert "cryptography.io" not in said and "MalformedFraming" not in said, said
+        (tmp_path / "prov.db.lock").unlink(missing_ok=True)

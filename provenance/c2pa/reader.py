@@ -28,7 +28,7 @@ from provenance.c2pa.signing_time import (
     SigningTimePolicy,
     with_signing_time,
 )
-from provenance.c2pa.timestamp import MAX_ANCHORS_BYTES, TsaTrust
+from provenance.c2pa.timestamp import MAX_ANCHORS_BYTES, NOT_PEM, TsaTrust
 from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, MediaError
 
@@ -50,17 +50,22 @@ class C2paTrust:
     def __post_init__(self) -> None:
         try:
             certificates = x509.load_pem_x509_certificates(self.anchors_pem)
-        except ValueError as e:
-            raise ConfigError(f"C2PA trust anchors are not PEM certificates: {e}") from e
+        except ValueError as e:  # not the parser's words: "MalformedFraming", a FAQ URL
+            raise ConfigError(f"C2PA trust anchors are not PEM certificates: {NOT_PEM}") from e
         if not certificates:
             raise ConfigError("C2PA trust anchors hold no certificate")
 
     @classmethod
     def from_files(cls, anchors: Path, trust_config: Path | None = None) -> C2paTrust:
         """Load anchors (PEM bundle) and an optional EKU list (`read_trust_config`);
-        ConfigError if either cannot be read."""
+        ConfigError, naming the file, if either cannot be read or the anchors hold no PEM
+        certificate."""
         anchors_pem = read_capped(anchors, MAX_ANCHORS_BYTES, "C2PA trust anchors")
-        return cls(anchors_pem=anchors_pem, trust_config=read_trust_config(trust_config))
+        config = read_trust_config(trust_config)
+        try:
+            return cls(anchors_pem=anchors_pem, trust_config=config)
+        except ConfigError as e:
+            raise ConfigError(f"{e} in {anchors}") from e
 
 
 def read_trust_config(path: Path | None) -> str | None:

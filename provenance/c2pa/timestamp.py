@@ -71,6 +71,9 @@ MAX_TOKEN_CERTIFICATES = 16
 #: Largest bundle of trust anchors read (`TsaTrust`, `provenance.c2pa.reader.C2paTrust`):
 #: a PEM bundle of every public root is about 250 KB.
 MAX_ANCHORS_BYTES = 16 << 20
+#: What a trust anchors file that does not parse lacks, said in place of the PEM parser's
+#: words (`TsaTrust`, `provenance.c2pa.reader.C2paTrust`).
+NOT_PEM = "no readable '-----BEGIN CERTIFICATE-----' block"
 _SIGNATURE_LABEL = "c2pa.signature"
 _HASHES = {
     "2.16.840.1.101.3.4.2.1": hashlib.sha256,
@@ -107,17 +110,21 @@ class TsaTrust:
     def __post_init__(self) -> None:
         try:
             roots = tuple(x509.load_pem_x509_certificates(self.roots_pem))
-        except ValueError as e:
-            raise ConfigError(f"TSA trust anchors are not PEM certificates: {e}") from e
+        except ValueError as e:  # not the parser's words: "MalformedFraming", a FAQ URL
+            raise ConfigError(f"TSA trust anchors are not PEM certificates: {NOT_PEM}") from e
         if not roots:
             raise ConfigError("TSA trust anchors hold no certificate")
         object.__setattr__(self, "roots", roots)
 
     @classmethod
     def from_file(cls, path: Path) -> TsaTrust:
-        """Load a PEM bundle (at most `MAX_ANCHORS_BYTES`); ConfigError if unreadable,
-        larger or empty."""
-        return cls(read_capped(path, MAX_ANCHORS_BYTES, "TSA trust anchors"))
+        """Load a PEM bundle (at most `MAX_ANCHORS_BYTES`); ConfigError, naming the file,
+        if unreadable, larger, empty or holding no PEM certificate."""
+        pem = read_capped(path, MAX_ANCHORS_BYTES, "TSA trust anchors")
+        try:
+            return cls(pem)
+        except ConfigError as e:
+            raise ConfigError(f"{e} in {path}") from e
 
 
 @dataclass(frozen=True)
