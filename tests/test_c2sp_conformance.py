@@ -503,3 +503,50 @@ def test_a_witness_whose_clock_went_back_never_dates_a_larger_tree_earlier(
         assert add(3, 3, []) == 7_001
     finally:
         witness.close()
+
+
+def test_a_witness_whose_clock_was_far_ahead_dates_by_its_clock_again(tmp_path: Path) -> None:
+    """tlog-cosignature "Format": the timestamp "is the time at which the cosignature was
+    generated", and "verifiers MAY reject cosignatures with timestamps in the future".
+    A witness whose clock once said year 2200 (then set right) saved a cosignature of
+    that time; carried forward, every later cosignature of the log was dated 2200 and a
+    second, by a process restarted on the folder too, for as long as the state lived: a
+    witness such verifiers refuse for 174 years, and nothing in its log said why. Now
+    a time more than `MAX_CARRY_S` ahead of the clock is not carried (the clock's is
+    used) and the witness logs that it was ahead. A real `prov witness serve` on a state
+    folder a `Witness` with that clock wrote."""
+    from provenance.witness import MAX_CARRY_S
+
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    signer = generate_log_key(tmp_path / "witness.pem", "witness.test/w1")
+    leaves = [_leaf(b"a"), _leaf(b"b")]
+    ahead = 7_258_118_400  # 2200-01-01
+    witness = Witness(
+        signer,
+        [log.verifier_key()],
+        tmp_path / "wstate",
+        clock=lambda: datetime.fromtimestamp(ahead, UTC),
+    )
+    try:
+        note = log.sign_text(_body(origin, 1, _mth(leaves[:1])))
+        assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
+    finally:
+        witness.close()
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log.verifier_key(), stderr) as (url, _):
+        note = log.sign_text(_body(origin, 2, _mth(leaves)))
+        request = urllib.request.Request(
+            f"{url}/add-checkpoint",
+            data=f"old 1\n{_b64(leaves[1])}\n\n{note}".encode(),
+            method="POST",
+        )
+        before = int(time.time())
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            line = answer.read().decode()
+        after = time.time()
+    raw = base64.b64decode(line.rstrip("\n").split(" ")[2])
+    timestamp = int.from_bytes(raw[4:12], "big")
+    assert before <= timestamp <= after, (timestamp, ahead)  # 7258118401 before
+    assert MAX_CARRY_S < ahead - after
+    assert "ahead of this witness's clock" in stderr[0], stderr[0][-2000:]

@@ -32,7 +32,8 @@ signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 si
 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; the key id
 is SHA-256(name || 0x0A || 0x04 || public key)[:4]. Its timestamp is the clock's, but
 never before a cosignature already returned for the log, and a second after it for a
-larger tree (`Witness._timestamp`: a clock set back must not date a larger tree earlier).
+larger tree (`Witness._timestamp`: a clock set back must not date a larger tree earlier;
+a time more than `MAX_CARRY_S` ahead of the clock is not carried).
 
 `Witness.monitor_checkpoint` implements the "Monitor Retrieval Mechanism": ``GET
 <prefix>/<hex SHA-256 of the origin>/checkpoint`` answers the last checkpoint cosigned for
@@ -468,6 +469,12 @@ def _log_lines(note: str, verifier: NoteVerifier) -> str:
 
 #: Largest cosignature timestamp (tlog-cosignature "Format": "It MUST NOT exceed 2^63 - 1").
 MAX_TIMESTAMP = 2**63 - 1
+#: Furthest, in seconds, a cosignature time is carried ahead of the witness's clock
+#: (`Witness._timestamp`): a clock set back by up to a day keeps the log's cosignature
+#: times in order; a time further ahead is taken as a clock that was wrong (or a damaged
+#: state), and the clock's is used, so one wrong reading does not date every later
+#: cosignature in the future, which tlog-cosignature lets verifiers refuse.
+MAX_CARRY_S = 86_400
 
 
 def _line_timestamp(line: str) -> int:
@@ -776,15 +783,27 @@ class Witness:
         second after it for a larger tree, and never 0. tlog-cosignature: a cosignature
         says that "as of the specified time" the tree is the largest the witness has
         observed; a clock set back (an NTP step, a restored VM) made a larger tree dated
-        before a smaller one, two statements that cannot both hold. A clock once ahead
-        and set right dates cosignatures from the time it gave until it catches up, as
-        the log's checkpoints are. Call under the state lock."""
+        before a smaller one, two statements that cannot both hold. A time more than
+        `MAX_CARRY_S` ahead of the clock is not carried: the clock was wrong then (a
+        clock once years ahead dated every later cosignature years ahead, which
+        verifiers may refuse, "the time at which the cosignature was generated" being
+        the spec's words), and the witness logs it (at most every
+        `DAMAGED_LOG_EVERY_S` per log). Call under the state lock."""
         now = max(1, int(self._clock().timestamp()))
         last = self._issued.get(origin, 0)
         if saved is not None and saved.line:
             kept = _line_timestamp(saved.line)
             if kept < MAX_TIMESTAMP:  # else not one this witness wrote
                 last = max(last, kept)
+        if last > now + MAX_CARRY_S:
+            if self._damaged_log.due(("ahead", origin)):
+                log.warning(
+                    "the last cosignature of %r is dated %d, %d s ahead of this witness's"
+                    " clock (%d): more than the %d s carried, so the clock's time is used"
+                    " (was the clock wrong then, or is it now?)",
+                    origin[:100], last, last - now, now, MAX_CARRY_S,
+                )  # fmt: skip
+            last = 0
         grew = saved is None or size > saved.checkpoint.size
         timestamp = max(now, last + 1 if grew and last else last)
         self._issued[origin] = timestamp
