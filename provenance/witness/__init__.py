@@ -197,17 +197,21 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     line, no control characters), the reading `open_checkpoint` gives the log's
     signature: a line that counts here is one that also parses there. Lines by other
     names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
-    malformed key or note and SignatureError when this witness has no valid cosignature
-    on it (its first line fails, is not 72 bytes (signed-note "Signatures": a line of a
-    known key's name and id is verified, and one that fails rejects the note), or
-    carries a time after year 9999, which a datetime cannot hold).
+    malformed key or note and SignatureError when this witness has no line on it, or
+    when any line of its name and key id fails to verify, is not 72 bytes, or carries a
+    time after year 9999, which a datetime cannot hold (signed-note "Signatures": a line
+    of a known key's name and id is verified, and one that fails rejects the note,
+    whether or not another of its lines verifies). With several valid lines, the first
+    one's time is given. Each line of its name and id costs a signature check (at most
+    the note's 100 lines).
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
     text, lines = split_note(note)
     body = text.encode()
     public = Ed25519PublicKey.from_public_bytes(raw)
-    for line in lines:
+    found: Cosignature | None = None
+    for line in lines:  # each of its lines, not only the first (signed-note "Signatures")
         if line.name != name or line.key_id != kid:
             continue
         if len(line.signature) != 8 + 64:  # the 0x04 key id fixes a timestamped Ed25519
@@ -221,7 +225,7 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
         except InvalidSignature as e:
             raise SignatureError(f"the cosignature by {name} does not verify") from e
         try:
-            return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+            found = found or Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
         except (ValueError, OverflowError, OSError):
             # past year 9999: tlog-cosignature allows up to 2^63 - 1 but lets verifiers
             # refuse times in the future
@@ -229,7 +233,9 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
                 f"the cosignature by {name} has timestamp {timestamp}, past any date (the"
                 " end of year 9999 is the latest taken)"
             ) from None
-    raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
+    if found is None:
+        raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
+    return found
 
 
 def check_policy(witness_keys: list[str]) -> None:
