@@ -159,12 +159,26 @@ WitnessQuorumOpt = Annotated[
 
 def witness_quorum_of(witnesses: int, quorum: int | None) -> int:
     """The cosignatures a policy of ``witnesses`` keys requires: ``quorum``, or all of them
-    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys."""
-    if quorum is None:
-        return witnesses
-    if quorum > witnesses:
+    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys.
+    Above `MAX_PUBLISHED_LINES` (15), warns on stderr that no `prov serve` checkpoint can
+    meet it (it carries at most 15 cosignatures; c2sp.org/signed-note verifiers need
+    accept only 16 signatures): not an error, as another log's checkpoints may carry
+    more."""
+    from provenance.witness.client import MAX_PUBLISHED_LINES
+
+    if quorum is not None and quorum > witnesses:
         raise typer.BadParameter(
             f"{quorum} is more than the {witnesses} --witness given",
             param_hint="--witness-quorum",
         )
-    return quorum
+    required = witnesses if quorum is None else quorum
+    if required > MAX_PUBLISHED_LINES:
+        typer.echo(
+            f"warning: a quorum of {required} cosignatures"
+            f"{' (all --witness given)' if quorum is None else ''}: a checkpoint from `prov"
+            f" serve` carries at most {MAX_PUBLISHED_LINES}, so it can never meet it (give"
+            f" --witness-quorum {MAX_PUBLISHED_LINES} or less); C2SP signed-note verifiers"
+            " need accept only 16 signatures in all",
+            err=True,
+        )
+    return required

@@ -412,16 +412,10 @@ def test_exported_log_is_byte_for_byte_tlog_tiles(tmp_path: Path, server: Server
         web.stop()
 
 
-@pytest.mark.parametrize("length", [1, 8 + 63, 8 + 65, 8 + 2420])
-def test_a_known_cosigners_line_of_the_wrong_length_rejects_the_note(length: int) -> None:
-    """signed-note "Signatures": "If the key name and ID match a known key, verifiers MUST
-    verify the signature. If a signature from a known key fails to verify, clients SHOULD
-    reject the whole note." tlog-cosignature "Format": the key id of an Ed25519
-    cosignature (type byte 0x04) fixes its signature as a ``timestamped_signature``, 8 +
-    64 bytes. A line with the witness's name and key id and any other length is one that
-    cannot verify. Before, `verify_cosignature` skipped such a line as if it were another
-    key's and took a valid line after it; the log's own key (`NoteVerifier.open`) already
-    rejected the note. Values computed here from the spec text."""
+def _cosigned_by_hand() -> tuple[str, bytes, str, str, str]:
+    """A witness's (name, key id, vkey), a log's signed note of size 1 and the witness's
+    valid cosignature line on it, all computed here from the tlog-cosignature and
+    signed-note text (key id: SHA-256(name || 0x0A || type || key)[:4])."""
     private = Ed25519PrivateKey.generate()
     public = private.public_key().public_bytes_raw()
     name = "witness.example/w1"
@@ -436,6 +430,20 @@ def test_a_known_cosigners_line_of_the_wrong_length_rejects_the_note(length: int
     timestamp = 1_700_000_000
     signed = private.sign(f"cosignature/v1\ntime {timestamp}\n{body}".encode())
     good = f"\u2014 {name} {_b64(key_id + timestamp.to_bytes(8, 'big') + signed)}\n"
+    return name, key_id, vkey, note, good
+
+
+@pytest.mark.parametrize("length", [1, 8 + 63, 8 + 65, 8 + 2420])
+def test_a_known_cosigners_line_of_the_wrong_length_rejects_the_note(length: int) -> None:
+    """signed-note "Signatures": "If the key name and ID match a known key, verifiers MUST
+    verify the signature. If a signature from a known key fails to verify, clients SHOULD
+    reject the whole note." tlog-cosignature "Format": the key id of an Ed25519
+    cosignature (type byte 0x04) fixes its signature as a ``timestamped_signature``, 8 +
+    64 bytes. A line with the witness's name and key id and any other length is one that
+    cannot verify. Before, `verify_cosignature` skipped such a line as if it were another
+    key's and took a valid line after it; the log's own key (`NoteVerifier.open`) already
+    rejected the note. Values computed here from the spec text."""
+    name, key_id, vkey, note, good = _cosigned_by_hand()
     assert verify_cosignature(note + good, vkey).name == name
     odd = f"\u2014 {name} {_b64(key_id + os.urandom(length))}\n"
     with pytest.raises(SignatureError, match="does not verify"):
@@ -445,6 +453,20 @@ def test_a_known_cosigners_line_of_the_wrong_length_rejects_the_note(length: int
     other_id = hashlib.sha256(name.encode() + b"\n\x06" + os.urandom(1312)).digest()[:4]
     other = f"\u2014 {name} {_b64(other_id + os.urandom(8 + 2420))}\n"
     assert verify_cosignature(note + other + good, vkey).name == name
+
+
+def test_a_known_cosigners_failing_line_after_a_valid_one_rejects_the_note() -> None:
+    """signed-note "Signatures": "If a signature from a known key fails to verify, clients
+    SHOULD reject the whole note", whichever line comes first. Before,
+    `verify_cosignature` returned at the witness's first valid line, so a valid line
+    followed by a second line of its name and key id that fails (a wrong signature, or
+    not 72 bytes) was taken; the same lines in the other order were refused. Go's note
+    package refuses a second signature of a known key too. Values from the spec text."""
+    name, key_id, vkey, note, good = _cosigned_by_hand()
+    assert verify_cosignature(note + good, vkey).name == name
+    for bad in (key_id + os.urandom(8 + 64), key_id + os.urandom(8 + 63)):
+        with pytest.raises(SignatureError, match="does not verify"):
+            verify_cosignature(note + good + f"\u2014 {name} {_b64(bad)}\n", vkey)
 
 
 def test_a_witness_whose_clock_went_back_never_dates_a_larger_tree_earlier(
@@ -503,3 +525,50 @@ def test_a_witness_whose_clock_went_back_never_dates_a_larger_tree_earlier(
         assert add(3, 3, []) == 7_001
     finally:
         witness.close()
+
+
+def test_a_witness_whose_clock_was_far_ahead_dates_by_its_clock_again(tmp_path: Path) -> None:
+    """tlog-cosignature "Format": the timestamp "is the time at which the cosignature was
+    generated", and "verifiers MAY reject cosignatures with timestamps in the future".
+    A witness whose clock once said year 2200 (then set right) saved a cosignature of
+    that time; carried forward, every later cosignature of the log was dated 2200 and a
+    second, by a process restarted on the folder too, for as long as the state lived: a
+    witness such verifiers refuse for 174 years, and nothing in its log said why. Now
+    a time more than `MAX_CARRY_S` ahead of the clock is not carried (the clock's is
+    used) and the witness logs that it was ahead. A real `prov witness serve` on a state
+    folder a `Witness` with that clock wrote."""
+    from provenance.witness import MAX_CARRY_S
+
+    origin = "conformance.test/log"
+    log = generate_log_key(tmp_path / "log.pem", origin)
+    signer = generate_log_key(tmp_path / "witness.pem", "witness.test/w1")
+    leaves = [_leaf(b"a"), _leaf(b"b")]
+    ahead = 7_258_118_400  # 2200-01-01
+    witness = Witness(
+        signer,
+        [log.verifier_key()],
+        tmp_path / "wstate",
+        clock=lambda: datetime.fromtimestamp(ahead, UTC),
+    )
+    try:
+        note = log.sign_text(_body(origin, 1, _mth(leaves[:1])))
+        assert witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
+    finally:
+        witness.close()
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log.verifier_key(), stderr) as (url, _):
+        note = log.sign_text(_body(origin, 2, _mth(leaves)))
+        request = urllib.request.Request(
+            f"{url}/add-checkpoint",
+            data=f"old 1\n{_b64(leaves[1])}\n\n{note}".encode(),
+            method="POST",
+        )
+        before = int(time.time())
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            line = answer.read().decode()
+        after = time.time()
+    raw = base64.b64decode(line.rstrip("\n").split(" ")[2])
+    timestamp = int.from_bytes(raw[4:12], "big")
+    assert before <= timestamp <= after, (timestamp, ahead)  # 7258118401 before
+    assert MAX_CARRY_S < ahead - after
+    assert "ahead of this witness's clock" in stderr[0], stderr[0][-2000:]

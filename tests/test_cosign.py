@@ -401,3 +401,30 @@ def test_a_quorum_a_cosigned_checkpoint_cannot_show_is_a_usage_error(
     assert prov_main([*args, "--witness-quorum", "15"]) == 2
     err = capsys.readouterr().err
     assert "--db" in err and "--witness-quorum" not in err, err
+
+
+def test_a_client_quorum_no_prov_serve_checkpoint_can_show_is_warned_about(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov receipt verify` (as `prov verify` and `prov receipt refresh`) with 16
+    --witness and no --witness-quorum (all of them): a `prov serve` checkpoint carries at
+    most 15 cosignature lines, so such a quorum always fails (exit 14) and only named
+    the 16th witness as missing. Now stderr says why first; a client may check another
+    log's checkpoints, so it is a warning, not a usage error. 15 are not warned about.
+    The sidecar here is an empty file (exit 2 after the warning)."""
+    log = generate_log_key(tmp_path / "log.pem", "log.test/q")
+    side = tmp_path / "empty.c2pa.json"
+    side.write_bytes(b"")
+    keys = [
+        cosigner_vkey(f"w.test/{i}", Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+        for i in range(16)
+    ]
+    args = ["receipt", "verify", str(side), "--log-key", log.verifier_key()]
+    for count, warned in ((16, True), (15, False)):
+        witnesses = [a for k in keys[:count] for a in ("--witness", k)]
+        assert prov_main([*args, *witnesses]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert ("a checkpoint from `prov serve` carries at most 15" in err) is warned, err
+    witnesses = [a for k in keys for a in ("--witness", k)]
+    assert prov_main([*args, *witnesses, "--witness-quorum", "15"]) == 2
+    assert "at most 15" not in capsys.readouterr().err

@@ -32,7 +32,8 @@ signature line ``— <witness name> base64(key id || u64 timestamp || Ed25519 si
 over ``cosignature/v1\\ntime <timestamp>\\n`` followed by the checkpoint body; the key id
 is SHA-256(name || 0x0A || 0x04 || public key)[:4]. Its timestamp is the clock's, but
 never before a cosignature already returned for the log, and a second after it for a
-larger tree (`Witness._timestamp`: a clock set back must not date a larger tree earlier).
+larger tree (`Witness._timestamp`: a clock set back must not date a larger tree earlier;
+a time more than `MAX_CARRY_S` ahead of the clock is not carried).
 
 `Witness.monitor_checkpoint` implements the "Monitor Retrieval Mechanism": ``GET
 <prefix>/<hex SHA-256 of the origin>/checkpoint`` answers the last checkpoint cosigned for
@@ -196,17 +197,21 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
     line, no control characters), the reading `open_checkpoint` gives the log's
     signature: a line that counts here is one that also parses there. Lines by other
     names or key ids are ignored (tlog-cosignature "Format"). Raises LogError for a
-    malformed key or note and SignatureError when this witness has no valid cosignature
-    on it (its first line fails, is not 72 bytes (signed-note "Signatures": a line of a
-    known key's name and id is verified, and one that fails rejects the note), or
-    carries a time after year 9999, which a datetime cannot hold).
+    malformed key or note and SignatureError when this witness has no line on it, or
+    when any line of its name and key id fails to verify, is not 72 bytes, or carries a
+    time after year 9999, which a datetime cannot hold (signed-note "Signatures": a line
+    of a known key's name and id is verified, and one that fails rejects the note,
+    whether or not another of its lines verifies). With several valid lines, the first
+    one's time is given. Each line of its name and id costs a signature check (at most
+    the note's 100 lines).
     """
     name, raw = parse_cosigner_vkey(vkey)
     kid = cosignature_key_id(name, raw)
     text, lines = split_note(note)
     body = text.encode()
     public = Ed25519PublicKey.from_public_bytes(raw)
-    for line in lines:
+    found: Cosignature | None = None
+    for line in lines:  # each of its lines, not only the first (signed-note "Signatures")
         if line.name != name or line.key_id != kid:
             continue
         if len(line.signature) != 8 + 64:  # the 0x04 key id fixes a timestamped Ed25519
@@ -220,7 +225,7 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
         except InvalidSignature as e:
             raise SignatureError(f"the cosignature by {name} does not verify") from e
         try:
-            return Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
+            found = found or Cosignature(name, datetime.fromtimestamp(timestamp, UTC))
         except (ValueError, OverflowError, OSError):
             # past year 9999: tlog-cosignature allows up to 2^63 - 1 but lets verifiers
             # refuse times in the future
@@ -228,7 +233,9 @@ def verify_cosignature(note: str, vkey: str) -> Cosignature:
                 f"the cosignature by {name} has timestamp {timestamp}, past any date (the"
                 " end of year 9999 is the latest taken)"
             ) from None
-    raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
+    if found is None:
+        raise SignatureError(f"the checkpoint has no cosignature by witness {name}")
+    return found
 
 
 def check_policy(witness_keys: list[str]) -> None:
@@ -468,6 +475,12 @@ def _log_lines(note: str, verifier: NoteVerifier) -> str:
 
 #: Largest cosignature timestamp (tlog-cosignature "Format": "It MUST NOT exceed 2^63 - 1").
 MAX_TIMESTAMP = 2**63 - 1
+#: Furthest, in seconds, a cosignature time is carried ahead of the witness's clock
+#: (`Witness._timestamp`): a clock set back by up to a day keeps the log's cosignature
+#: times in order; a time further ahead is taken as a clock that was wrong (or a damaged
+#: state), and the clock's is used, so one wrong reading does not date every later
+#: cosignature in the future, which tlog-cosignature lets verifiers refuse.
+MAX_CARRY_S = 86_400
 
 
 def _line_timestamp(line: str) -> int:
@@ -776,15 +789,27 @@ class Witness:
         second after it for a larger tree, and never 0. tlog-cosignature: a cosignature
         says that "as of the specified time" the tree is the largest the witness has
         observed; a clock set back (an NTP step, a restored VM) made a larger tree dated
-        before a smaller one, two statements that cannot both hold. A clock once ahead
-        and set right dates cosignatures from the time it gave until it catches up, as
-        the log's checkpoints are. Call under the state lock."""
+        before a smaller one, two statements that cannot both hold. A time more than
+        `MAX_CARRY_S` ahead of the clock is not carried: the clock was wrong then (a
+        clock once years ahead dated every later cosignature years ahead, which
+        verifiers may refuse, "the time at which the cosignature was generated" being
+        the spec's words), and the witness logs it (at most every
+        `DAMAGED_LOG_EVERY_S` per log). Call under the state lock."""
         now = max(1, int(self._clock().timestamp()))
         last = self._issued.get(origin, 0)
         if saved is not None and saved.line:
             kept = _line_timestamp(saved.line)
             if kept < MAX_TIMESTAMP:  # else not one this witness wrote
                 last = max(last, kept)
+        if last > now + MAX_CARRY_S:
+            if self._damaged_log.due(("ahead", origin)):
+                log.warning(
+                    "the last cosignature of %r is dated %d, %d s ahead of this witness's"
+                    " clock (%d): more than the %d s carried, so the clock's time is used"
+                    " (was the clock wrong then, or is it now?)",
+                    origin[:100], last, last - now, now, MAX_CARRY_S,
+                )  # fmt: skip
+            last = 0
         grew = saved is None or size > saved.checkpoint.size
         timestamp = max(now, last + 1 if grew and last else last)
         self._issued[origin] = timestamp
