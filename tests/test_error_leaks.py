@@ -216,12 +216,17 @@ def test_distinct_store_failures_are_each_logged_though_told_alike(tmp_path: Pat
     assert "GetEntries: " in log and "no such table: checkpoints" in log, log[-3000:]
 
 
-def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gone", ["folder moved", "file deleted"])
+def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(
+    tmp_path: Path, gone: str
+) -> None:
     """The database's folder moved away under the running server (a volume unmounted, an
-    operator's mistake): a thread that has not read yet (a Lookup's, the first) cannot
-    open its reading connection. Before, that was LogError, OUT_OF_RANGE (what a caller
-    reads as "you asked past the log's end"); now UNAVAILABLE "the log database cannot be
-    used now", naming no path, and the server's log names the file and SQLite's words."""
+    operator's mistake), or its file deleted (the folder still there): a thread that has
+    not read yet (a Lookup's, the first) cannot open its reading connection. Before, that
+    was LogError, OUT_OF_RANGE (what a caller reads as "you asked past the log's end"),
+    and a deleted file was made again, a new empty log (the connection was opened
+    read-write-create); now UNAVAILABLE "the log database cannot be used now", naming no
+    path, no file made, and the server's log names the file and SQLite's words."""
     folder = tmp_path / "log"
     folder.mkdir()
     db = folder / "prov.db"
@@ -230,13 +235,18 @@ def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
             enroll_key(c)
-        folder.rename(tmp_path / "moved")
+        if gone == "folder moved":
+            folder.rename(tmp_path / "moved")
+        else:
+            for f in (db, folder / "prov.db-wal", folder / "prov.db-shm"):
+                f.unlink(missing_ok=True)
         with (
             ProvenanceClient(srv.address, timeout=40) as c,
             pytest.raises(TransportError) as got,
         ):
             c.lookup([Query(ref="a", sha256=os.urandom(32))])
         _unusable_without(got.value, secrets)
+        assert not db.exists(), "a reading connection made a new database at the path"
     finally:
         assert srv.stop() == 0
     log = srv.stderr()

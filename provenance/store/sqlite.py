@@ -296,12 +296,18 @@ class SqliteStore(SqlStore):
         during a call), StoreUnavailableError instead: the file was there when the store
         opened, so it is gone for now (its folder moved away, a volume unmounted, no file
         descriptor left), not a wrong request; before, LogError reached callers as
-        OUT_OF_RANGE. Either way the caller is told `PUBLIC_UNUSABLE`, no path."""
+        OUT_OF_RANGE. Either way the caller is told `PUBLIC_UNUSABLE`, no path. A reading
+        connection is opened ``mode=rw``: a file deleted under the server is an error
+        (before, it was opened read-write-create, and made a new, empty log at the path)."""
         if self.read_only:
             return self._connect_read_only()
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+                f"{self.path.absolute().as_uri()}?mode=rw" if reading else self.path,
+                uri=reading,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_S,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
