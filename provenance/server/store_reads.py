@@ -47,6 +47,19 @@ LOOK_EVERY_S = 0.1
 Latest = tuple[int, str] | None
 
 
+def _head(note: str) -> str:
+    """A checkpoint note's first three lines: origin, tree size, root hash (base64); not
+    its time line nor its signatures, which a re-signing changes."""
+    return "\n".join(note.split("\n", 3)[:3])
+
+
+def _differs(held: tuple[int, str], latest: tuple[int, str]) -> bool:
+    """Whether ``latest`` is of another history than ``held``: another origin, or the
+    same tree size with another root."""
+    mine, theirs = _head(held[1]).split("\n"), _head(latest[1]).split("\n")
+    return mine[0] != theirs[0] or (held[0] == latest[0] and mine != theirs)
+
+
 class StoreReads:
     """See module docstring. ``read_latest``: the store's `latest_checkpoint` (raises
     StorageError while the database cannot answer)."""
@@ -55,6 +68,8 @@ class StoreReads:
         self._read_latest = read_latest
         self._lock = threading.Lock()
         self._newest: Latest = None
+        # heads (`_head`) of checkpoints of another history, already logged
+        self._told: set[str] = set()
         # the last probe's or read's word, and when it came (monotonic; -inf: none yet)
         self._answers = True
         self._learned = -float("inf")
@@ -73,12 +88,33 @@ class StoreReads:
 
     def saw(self, latest: Latest) -> None:
         """``latest`` was signed or read: held if it is of a larger tree than the one
-        held."""
+        held and of the same log (origin). One of the tree size held with another root
+        hash, or of another origin, is of another history than the one held (the
+        database restored from another backup, failed over to a replica that had not the
+        last commits, another log's file): never held, and logged as an error, once for
+        each such checkpoint. A re-signed one (same size and root) is no news."""
         if latest is None:
             return
         with self._lock:
-            if self._newest is None or latest[0] > self._newest[0]:
+            held = self._newest
+            if held is not None and _differs(held, latest):
+                told = _head(latest[1]) in self._told
+                self._told.add(_head(latest[1]))
+            elif held is None or latest[0] > held[0]:
                 self._newest = latest
+                return
+            else:
+                return
+        if not told:
+            log.error(
+                "the log database holds a checkpoint of another history than the one this"
+                " server holds: %r, against %r held (the database restored from another"
+                " backup, failed over to a replica that had not the last commits, or"
+                " another log's); the one held is kept for GetCheckpoint while the database"
+                " does not answer; audit the database (`prov log audit`) before trusting it",
+                _head(latest[1]),
+                _head(held[1]),
+            )
 
     def latest(self) -> Latest:
         """The newest checkpoint: read from the database while it answers (and held);
