@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from provenance.core.errors import ProvenanceError, StorageError
+from provenance.core.errors import ProvenanceError, StorageError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,9 @@ READERS = 4
 #: Seconds between two looks, while such a read waits, at whether the database is known
 #: not to answer.
 LOOK_EVERY_S = 0.1
+
+#: What a caller of a read refused by `StoreReads.refuse_unanswered` is told.
+PUBLIC_NOT_ANSWERING = "the log database is not answering now; try again"
 
 #: (tree size, signed note) of a checkpoint, as `Store.latest_checkpoint` gives it.
 Latest = tuple[int, str] | None
@@ -75,6 +78,8 @@ class StoreReads:
         self._learned = -float("inf")
         # monotonic time since which the database does not answer (for the log's lines)
         self._down_since: float | None = None
+        # the last read's error while the database does not answer (None: a probe's bug)
+        self._error: StorageError | None = None
         self._probe: Future[None] | None = None
         self._probe_sent = 0.0
         self._closed = False
@@ -164,6 +169,38 @@ class StoreReads:
             self._send(now)
             return self._state(now)
 
+    def refuse_unanswered(self) -> None:
+        """Raise StoreUnavailableError at once (public `PUBLIC_NOT_ANSWERING`) while the
+        database is known not to answer for all reads (`answering`): a probe out longer
+        than `PROBE_WAIT_S` (a stopped or stalled server), or the last read failed with
+        StoreUnavailableError (refused or lost connections, no pooled connection). Not
+        for another StorageError (a table renamed: a read of another table may work, and
+        its own error says what it met). For the reads of the callers (GetDevice,
+        GetEntries, proofs, Lookup), never the writer's: before, each waited the store's
+        bound (``--db-answer-wait`` + 2 s on a stopped PostgreSQL, 30 s when it refuses
+        connections) and failed. Sends a probe when one is due, so reads go through
+        again within about `PROBE_EVERY_S` of the database answering."""
+        with self._lock:
+            now = time.monotonic()
+            self._send(now)
+            if self._closed or self._state(now):
+                return
+            hung = self._probe is not None and now - self._probe_sent >= PROBE_WAIT_S
+            error = self._error
+            since = self._down_since
+        if hung:
+            why = f"its probe is unanswered after {now - self._probe_sent:.1f} s"
+        elif isinstance(error, StoreUnavailableError):
+            why = str(error)
+        else:
+            return
+        raise StoreUnavailableError(
+            f"the log database does not answer reads"
+            f"{'' if since is None else f' for {now - since:.1f} s'} ({why}): the read was"
+            " not tried",
+            public=PUBLIC_NOT_ANSWERING,
+        )
+
     def answers(self, wait_s: float = PROBE_WAIT_S) -> bool:
         """`answering`, waiting up to ``wait_s`` (and no longer than the probe's
         `PROBE_WAIT_S`) for a probe sent or out: never longer on the database."""
@@ -235,6 +272,7 @@ class StoreReads:
             now = time.monotonic()
             self._answers = answers
             self._learned = now
+            self._error = error
             since = self._down_since
             self._down_since = None if answers else since or now
             held = self._newest
