@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from clients.api import ProvenanceClient
-from provenance.core.errors import StoreUnavailableError, TransportError
-from provenance.server.store_reads import StoreReads
+from provenance.core.errors import StorageError, StoreUnavailableError, TransportError
+from provenance.server.store_reads import PUBLIC_NOT_ANSWERING, StoreReads
 from tests.conftest import ADMIN_TOKEN, enroll_key, signed_claim, start_server
 
 HELD = (2, "log.example\n2\nroot of 2\n\n— log.example sig\n")
@@ -114,3 +114,58 @@ def test_a_checkpoint_of_another_history_is_reported_and_not_held(tmp_path: Path
     told = [line for line in log.splitlines() if "another history" in line]
     assert len(told) == 1, log[-3000:]
     assert root in told[0] and other in told[0] and "ERROR" in told[0], told
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (StoreUnavailableError("connection refused"), True),  # the whole database
+        (StorageError("no such table: checkpoints"), False),  # one table: reads are tried
+    ],
+)
+def test_reads_are_refused_at_once_only_for_a_database_that_does_not_answer(
+    error: StorageError, refused: bool
+) -> None:
+    """`refuse_unanswered`: a probe failing for want of a connection refuses the callers'
+    reads untried (`PUBLIC_NOT_ANSWERING`), another StorageError refuses nothing; once a
+    probe is answered, nothing is refused."""
+    failing = threading.Event()
+    failing.set()
+
+    def read() -> tuple[int, str]:
+        if failing.is_set():
+            raise error
+        return HELD
+
+    reads = StoreReads(read)
+    try:
+        assert reads.answers() is False
+        if refused:
+            with pytest.raises(StoreUnavailableError) as got:
+                reads.refuse_unanswered()
+            assert got.value.public == PUBLIC_NOT_ANSWERING, got.value
+            assert "connection refused" in str(got.value), got.value
+        else:
+            reads.refuse_unanswered()
+        failing.clear()
+        _until(reads, True)
+        reads.refuse_unanswered()
+    finally:
+        reads.close()
+
+
+def test_reads_are_refused_at_once_while_a_probe_is_unanswered() -> None:
+    """A probe out past its bound (a stopped server): reads refused untried, before the
+    probe's own error comes."""
+    gate = threading.Event()
+    reads = StoreReads(lambda: (gate.wait(60), HELD)[1])
+    try:
+        assert reads.answers() is False
+        with pytest.raises(StoreUnavailableError, match="its probe is unanswered after"):
+            reads.refuse_unanswered()
+        gate.set()
+        _until(reads, True)
+        reads.refuse_unanswered()
+    finally:
+        gate.set()
+        reads.close()

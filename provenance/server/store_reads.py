@@ -185,11 +185,11 @@ class StoreReads:
             self._send(now)
             if self._closed or self._state(now):
                 return
-            hung = self._probe is not None and now - self._probe_sent >= PROBE_WAIT_S
+            out = now - self._probe_sent if self._probe is not None else 0.0
             error = self._error
             since = self._down_since
-        if hung:
-            why = f"its probe is unanswered after {now - self._probe_sent:.1f} s"
+        if out >= PROBE_WAIT_S:
+            why = f"its probe is unanswered after {out:.1f} s"
         elif isinstance(error, StoreUnavailableError):
             why = str(error)
         else:
