@@ -256,3 +256,29 @@ def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(
         assert srv.stop() == 0
     log = srv.stderr()
     assert str(db) in log and "unable to open database file" in log, log[-3000:]
+
+
+def test_a_capture_is_never_logged_into_a_deleted_sqlite_file(tmp_path: Path) -> None:
+    """The database file deleted under the running server: a capture is refused
+    UNAVAILABLE, naming no path, and the server's log says the file is gone. Before, the
+    writer's open connection logged it into the deleted file and answered a receipt for
+    a capture that was gone with the file (a restart finds no log there)."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+        for f in (db, tmp_path / "prov.db-wal", tmp_path / "prov.db-shm"):
+            f.unlink(missing_ok=True)
+        with (  # the writer holds it as in an outage: until the caller's deadline
+            ProvenanceClient(srv.address, timeout=5) as c,
+            pytest.raises(TransportError) as got,
+        ):
+            c.submit(signed_claim(device, 1))
+        assert got.value.code == "UNAVAILABLE", got.value
+        for secret in (str(tmp_path), "prov.db"):
+            assert secret not in str(got.value), got.value
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert f"the database file {db} is gone" in log, log[-3000:]
