@@ -217,7 +217,8 @@ class StoreReads:
             return self._state(time.monotonic())
 
     def close(self) -> None:
-        """Send no more probes (one out ends alone: its thread is a daemon's), and learn
+        """Send no more probes (one out ends alone when the store answers or is closed;
+        its thread is not a daemon's: the interpreter joins it at exit), and learn
         nothing more (a probe failing on the closed store says nothing of the database)."""
         with self._lock:
             self._closed = True
