@@ -21,6 +21,7 @@ import pytest
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.errors import TransportError
+from provenance.server.store_reads import PUBLIC_NOT_ANSWERING
 from tests.conftest import (
     ADMIN_TOKEN,
     ServerProc,
@@ -37,7 +38,9 @@ def _told_without(
 ) -> None:
     """A read of the log's entries and of a device, and the web page's device, each
     refused UNAVAILABLE (503), saying ``said`` and "try again", naming none of
-    ``secrets``. (The log's checkpoint is answered from the server's memory meanwhile.)"""
+    ``secrets``; or, once the server's probe knows the database does not answer, refused
+    untried (`PUBLIC_NOT_ANSWERING`). (The log's checkpoint is answered from the server's
+    memory meanwhile.)"""
     for call in ("GetEntries", "GetDevice"):
         with (
             ProvenanceClient(srv.address, timeout=40) as c,
@@ -46,12 +49,14 @@ def _told_without(
             c.entries(0, 1) if call == "GetEntries" else c.get_device(device.key_id)
         err = got.value
         assert err.code == "UNAVAILABLE", (call, err)
-        assert said in str(err) and "try again" in str(err), (call, err)
+        assert said in str(err) or PUBLIC_NOT_ANSWERING in str(err), (call, err)
+        assert "try again" in str(err), (call, err)
         for secret in secrets:
             assert secret not in str(err), (call, secret, err)
     page = httpx.get(f"{web.address}/api/v1/devices/{device.key_id.hex()}", timeout=60)
     assert page.status_code == 503, page.text
-    assert said in page.json()["error"]["message"], page.text
+    told = page.json()["error"]["message"]
+    assert said in told or PUBLIC_NOT_ANSWERING in told, page.text
     for secret in secrets:
         assert secret not in page.text, (secret, page.text)
 
@@ -223,12 +228,17 @@ def test_distinct_store_failures_are_each_logged_though_told_alike(tmp_path: Pat
     assert "GetEntries: " in log and "no such table: checkpoints" in log, log[-3000:]
 
 
-def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("gone", ["folder moved", "file deleted"])
+def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(
+    tmp_path: Path, gone: str
+) -> None:
     """The database's folder moved away under the running server (a volume unmounted, an
-    operator's mistake): a thread that has not read yet (a Lookup's, the first) cannot
-    open its reading connection. Before, that was LogError, OUT_OF_RANGE (what a caller
-    reads as "you asked past the log's end"); now UNAVAILABLE "the log database cannot be
-    used now", naming no path, and the server's log names the file and SQLite's words."""
+    operator's mistake), or its file deleted (the folder still there): a thread that has
+    not read yet (a Lookup's, the first) cannot open its reading connection. Before, that
+    was LogError, OUT_OF_RANGE (what a caller reads as "you asked past the log's end"),
+    and a deleted file was made again, a new empty log (the connection was opened
+    read-write-create); now UNAVAILABLE "the log database cannot be used now", naming no
+    path, no file made, and the server's log names the file and SQLite's words."""
     folder = tmp_path / "log"
     folder.mkdir()
     db = folder / "prov.db"
@@ -237,13 +247,18 @@ def test_a_sqlite_file_that_a_reading_thread_cannot_open_is_unavailable(tmp_path
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
             enroll_key(c)
-        folder.rename(tmp_path / "moved")
+        if gone == "folder moved":
+            folder.rename(tmp_path / "moved")
+        else:
+            for f in (db, folder / "prov.db-wal", folder / "prov.db-shm"):
+                f.unlink(missing_ok=True)
         with (
             ProvenanceClient(srv.address, timeout=40) as c,
             pytest.raises(TransportError) as got,
         ):
             c.lookup([Query(ref="a", sha256=os.urandom(32))])
         _unusable_without(got.value, secrets)
+        assert not db.exists(), "a reading connection made a new database at the path"
     finally:
         assert srv.stop() == 0
     log = srv.stderr()
@@ -281,3 +296,29 @@ def test_a_damaged_log_entry_s_decode_words_reach_no_caller(tmp_path: Path) -> N
         assert "operator can read why in its log" in text, text
         assert "(" not in text.split("log entry 1", 1)[1], text  # no decoder's words
     assert "log entry 1 or its receipt does not verify" in log, log[-3000:]
+
+
+def test_a_capture_is_never_logged_into_a_deleted_sqlite_file(tmp_path: Path) -> None:
+    """The database file deleted under the running server: a capture is refused
+    UNAVAILABLE, naming no path, and the server's log says the file is gone. Before, the
+    writer's open connection logged it into the deleted file and answered a receipt for
+    a capture that was gone with the file (a restart finds no log there)."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            device = enroll_key(c)
+        for f in (db, tmp_path / "prov.db-wal", tmp_path / "prov.db-shm"):
+            f.unlink(missing_ok=True)
+        with (  # the writer holds it as in an outage: until the caller's deadline
+            ProvenanceClient(srv.address, timeout=5) as c,
+            pytest.raises(TransportError) as got,
+        ):
+            c.submit(signed_claim(device, 1))
+        assert got.value.code == "UNAVAILABLE", got.value
+        for secret in (str(tmp_path), "prov.db"):
+            assert secret not in str(got.value), got.value
+    finally:
+        assert srv.stop() == 0
+    log = srv.stderr()
+    assert f"the database file {db} is gone" in log, log[-3000:]

@@ -459,7 +459,9 @@ def serve(
             ' it again", the server reports itself not serving on its health checks, and'
             " the next capture tries again; a read (Lookup, VerifyFile, the log's entries"
             ' and proofs) is answered UNAVAILABLE, "...; try again", and the log\'s'
-            " checkpoint from the server's memory (the newest it holds).",
+            " checkpoint from the server's memory (the newest it holds); once the server's"
+            " probe knows the database does not answer, such reads are answered at once,"
+            ' "the log database is not answering now; try again".',
             min=0.5,  # provenance.store.postgres.ANSWER_WAIT_MIN_S
             max=600.0,  # provenance.store.postgres.ANSWER_WAIT_MAX_S
             callback=finite,

@@ -437,6 +437,7 @@ class RegistryServicer(rpc.DeviceRegistryServicer):
         )
 
     def _get_device(self, request: Any) -> Any:
+        self.s.reads.refuse_unanswered()
         return wire.device_to_pb(self.s.get_device(_device_id(request.device_id)))
 
 
@@ -1203,6 +1204,7 @@ class VerificationServicer(rpc.VerificationServicer):
                 f" {lim.max_lookup_hashes} (--max-lookup-hashes): send fewer per call"
             )
         self._check_index_load(hashes, budget)
+        self.s.reads.refuse_unanswered()  # a known outage fails the call at once
         out = pb.LookupResponse()
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
         for start in range(0, len(queries), LOOKUP_PART_FILES):
@@ -1337,6 +1339,7 @@ class LogServicer(rpc.LogServicer):
         return await self._paced(context, "GetInclusionProof", self._inclusion_proof, request)
 
     def _inclusion_proof(self, request: Any) -> Any:
+        self.s.reads.refuse_unanswered()
         which = request.WhichOneof("leaf")
         if which is None:
             raise ClaimError("give a leaf index or a leaf hash")
@@ -1361,6 +1364,7 @@ class LogServicer(rpc.LogServicer):
         return await self._paced(context, "GetConsistencyProof", self._consistency_proof, request)
 
     def _consistency_proof(self, request: Any) -> Any:
+        self.s.reads.refuse_unanswered()
         first, second, proof = self.s.consistency_proof(request.first_size, request.second_size)
         return pb.GetConsistencyProofResponse(first_size=first, second_size=second, proof=proof)
 
@@ -1371,6 +1375,7 @@ class LogServicer(rpc.LogServicer):
         return await self._paced(context, "GetEntries", self._entries, request, cost)
 
     def _entries(self, request: Any) -> Any:
+        self.s.reads.refuse_unanswered()
         entries, _ = self.s.entries(request.start, request.limit)
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
         kept = 0  # a page fits one reply (a video claim is large); `next` says where to go on

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 
-from provenance.core.errors import ProvenanceError, StorageError
+from provenance.core.errors import ProvenanceError, StorageError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,24 @@ READERS = 4
 #: not to answer.
 LOOK_EVERY_S = 0.1
 
+#: What a caller of a read refused by `StoreReads.refuse_unanswered` is told.
+PUBLIC_NOT_ANSWERING = "the log database is not answering now; try again"
+
 #: (tree size, signed note) of a checkpoint, as `Store.latest_checkpoint` gives it.
 Latest = tuple[int, str] | None
+
+
+def _head(note: str) -> str:
+    """A checkpoint note's first three lines: origin, tree size, root hash (base64); not
+    its time line nor its signatures, which a re-signing changes."""
+    return "\n".join(note.split("\n", 3)[:3])
+
+
+def _differs(held: tuple[int, str], latest: tuple[int, str]) -> bool:
+    """Whether ``latest`` is of another history than ``held``: another origin, or the
+    same tree size with another root."""
+    mine, theirs = _head(held[1]).split("\n"), _head(latest[1]).split("\n")
+    return mine[0] != theirs[0] or (held[0] == latest[0] and mine != theirs)
 
 
 class StoreReads:
@@ -55,11 +71,15 @@ class StoreReads:
         self._read_latest = read_latest
         self._lock = threading.Lock()
         self._newest: Latest = None
+        # heads (`_head`) of checkpoints of another history, already logged
+        self._told: set[str] = set()
         # the last probe's or read's word, and when it came (monotonic; -inf: none yet)
         self._answers = True
         self._learned = -float("inf")
         # monotonic time since which the database does not answer (for the log's lines)
         self._down_since: float | None = None
+        # the last read's error while the database does not answer (None: a probe's bug)
+        self._error: StorageError | None = None
         self._probe: Future[None] | None = None
         self._probe_sent = 0.0
         self._closed = False
@@ -73,12 +93,33 @@ class StoreReads:
 
     def saw(self, latest: Latest) -> None:
         """``latest`` was signed or read: held if it is of a larger tree than the one
-        held."""
+        held and of the same log (origin). One of the tree size held with another root
+        hash, or of another origin, is of another history than the one held (the
+        database restored from another backup, failed over to a replica that had not the
+        last commits, another log's file): never held, and logged as an error, once for
+        each such checkpoint. A re-signed one (same size and root) is no news."""
         if latest is None:
             return
         with self._lock:
-            if self._newest is None or latest[0] > self._newest[0]:
+            held = self._newest
+            if held is not None and _differs(held, latest):
+                told = _head(latest[1]) in self._told
+                self._told.add(_head(latest[1]))
+            elif held is None or latest[0] > held[0]:
                 self._newest = latest
+                return
+            else:
+                return
+        if not told:
+            log.error(
+                "the log database holds a checkpoint of another history than the one this"
+                " server holds: %r, against %r held (the database restored from another"
+                " backup, failed over to a replica that had not the last commits, or"
+                " another log's); the one held is kept for GetCheckpoint while the database"
+                " does not answer; audit the database (`prov log audit`) before trusting it",
+                _head(latest[1]),
+                _head(held[1]),
+            )
 
     def latest(self) -> Latest:
         """The newest checkpoint: read from the database while it answers (and held);
@@ -128,6 +169,38 @@ class StoreReads:
             self._send(now)
             return self._state(now)
 
+    def refuse_unanswered(self) -> None:
+        """Raise StoreUnavailableError at once (public `PUBLIC_NOT_ANSWERING`) while the
+        database is known not to answer for all reads (`answering`): a probe out longer
+        than `PROBE_WAIT_S` (a stopped or stalled server), or the last read failed with
+        StoreUnavailableError (refused or lost connections, no pooled connection). Not
+        for another StorageError (a table renamed: a read of another table may work, and
+        its own error says what it met). For the reads of the callers (GetDevice,
+        GetEntries, proofs, Lookup), never the writer's: before, each waited the store's
+        bound (``--db-answer-wait`` + 2 s on a stopped PostgreSQL, 30 s when it refuses
+        connections) and failed. Sends a probe when one is due, so reads go through
+        again within about `PROBE_EVERY_S` of the database answering."""
+        with self._lock:
+            now = time.monotonic()
+            self._send(now)
+            if self._closed or self._state(now):
+                return
+            out = now - self._probe_sent if self._probe is not None else 0.0
+            error = self._error
+            since = self._down_since
+        if out >= PROBE_WAIT_S:
+            why = f"its probe is unanswered after {out:.1f} s"
+        elif isinstance(error, StoreUnavailableError):
+            why = str(error)
+        else:
+            return
+        raise StoreUnavailableError(
+            f"the log database does not answer reads"
+            f"{'' if since is None else f' for {now - since:.1f} s'} ({why}): the read was"
+            " not tried",
+            public=PUBLIC_NOT_ANSWERING,
+        )
+
     def answers(self, wait_s: float = PROBE_WAIT_S) -> bool:
         """`answering`, waiting up to ``wait_s`` (and no longer than the probe's
         `PROBE_WAIT_S`) for a probe sent or out: never longer on the database."""
@@ -144,7 +217,8 @@ class StoreReads:
             return self._state(time.monotonic())
 
     def close(self) -> None:
-        """Send no more probes (one out ends alone: its thread is a daemon's), and learn
+        """Send no more probes (one out ends alone when the store answers or is closed;
+        its thread is not a daemon's: the interpreter joins it at exit), and learn
         nothing more (a probe failing on the closed store says nothing of the database)."""
         with self._lock:
             self._closed = True
@@ -199,6 +273,7 @@ class StoreReads:
             now = time.monotonic()
             self._answers = answers
             self._learned = now
+            self._error = error
             since = self._down_since
             self._down_since = None if answers else since or now
             held = self._newest

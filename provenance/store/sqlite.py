@@ -225,6 +225,15 @@ def held_by_a_server(db: Path) -> bool:
         return False
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class SqliteStore(SqlStore):
     """The database file (see module docstring). Raises `LogError` when the file is not
     ours or its schema is newer than this code, ConfigError when ``exclusive`` and
@@ -261,6 +270,9 @@ class SqliteStore(SqlStore):
         self._readers: list[sqlite3.Connection] = []
         try:
             self._writer = self._connect()
+            #: the file the writer opened (st_dev, st_ino): each write checks the path
+            #: still names it (`_check_file`)
+            self._file = _file_id(self.path)
             self._stop = threading.Event()
             self._checkpointer: threading.Thread | None = None
             if read_only:
@@ -296,12 +308,18 @@ class SqliteStore(SqlStore):
         during a call), StoreUnavailableError instead: the file was there when the store
         opened, so it is gone for now (its folder moved away, a volume unmounted, no file
         descriptor left), not a wrong request; before, LogError reached callers as
-        OUT_OF_RANGE. Either way the caller is told `PUBLIC_UNUSABLE`, no path."""
+        OUT_OF_RANGE. Either way the caller is told `PUBLIC_UNUSABLE`, no path. A reading
+        connection is opened ``mode=rw``: a file deleted under the server is an error
+        (before, it was opened read-write-create, and made a new, empty log at the path)."""
         if self.read_only:
             return self._connect_read_only()
         try:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+                f"{self.path.absolute().as_uri()}?mode=rw" if reading else self.path,
+                uri=reading,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_S,
             )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -414,11 +432,27 @@ class SqliteStore(SqlStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                self._check_file()
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # SQLite rolls back by itself on a full disk
                     conn.execute("ROLLBACK")
                 raise
+
+    def _check_file(self) -> None:
+        """Raise StoreUnavailableError (the transaction is rolled back) when the path no
+        longer names the file the writer opened: deleted, its folder moved, or replaced
+        (a restore copied over it). Before, the writer's open connection went on writing
+        into the file that was gone, and callers got receipts for captures that no
+        restart would find. One stat (a few us) a transaction; the writer tries again
+        (an outage) until the file is back."""
+        if self._file is not None and _file_id(self.path) != self._file:
+            raise StoreUnavailableError(
+                f"the database file {self.path} is gone (deleted, its folder moved, or"
+                " replaced) under the running server: nothing was written; put it back, or"
+                " restart the server on the right file",
+                public=PUBLIC_UNUSABLE,
+            )
 
     def _lock_appends(self, c: object) -> None:
         """BEGIN IMMEDIATE already holds SQLite's one write lock."""
