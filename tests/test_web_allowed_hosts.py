@@ -113,7 +113,10 @@ def test_allowed_hosts_adds_names_and_a_star_allows_every_one(service: ServerPro
 @pytest.mark.parametrize(
     # "*." was read as "*" (every name: the check off), "a..b" as a name
     "value",
-    ["", "news room.example", "a,,b", "https://x.example/", "*.", "*.:8080", "a..b.example"],
+    [
+        *("", "news room.example", "a,,b", "https://x.example/", "*.", "*.:8080", "a..b.example"),
+        "b\u00fccher.example",  # browsers send its punycode, which the message asks for
+    ],
 )
 def test_a_malformed_allowed_hosts_is_a_usage_error(value: str) -> None:
     done = subprocess.run(
@@ -125,6 +128,8 @@ def test_a_malformed_allowed_hosts_is_a_usage_error(value: str) -> None:
     )
     assert done.returncode == 2, done
     assert "--allowed-hosts" in done.stderr, done.stderr
+    if not value.isascii():
+        assert "punycode" in done.stderr, done.stderr
 
 
 def _raw(address: str, host: bytes) -> tuple[int, str]:

@@ -111,16 +111,19 @@ def parse_allowed_hosts(text: str) -> tuple[str, ...]:
     """``--allowed-hosts``: comma-separated names (``newsroom.example``), ``*.SUFFIX``
     (every name under it, not SUFFIX itself) or ``*`` (every name), a port after one
     ignored; their `host_name` forms. Raises ConfigError, its message naming the element
-    that is none of these."""
+    that is none of these (asking for the punycode of a name not in ASCII, as browsers send
+    it: Python's IDNA 2003 codec would map some names otherwise than they do)."""
     names: list[str] = []
     for element in text.split(","):
         name = host_name(element)
         wildcard = name is not None and (name == "*" or name.startswith("*."))
         if name is None or ("*" in name and not (wildcard and "*" not in name[1:])):
+            # browsers send an international name as its punycode (xn--bcher-kva.example)
+            idn = "" if element.isascii() else " (an international name in its punycode, xn--...)"
             raise ConfigError(
                 f"{element.strip()!r} is not a host name: give names such as"
-                " newsroom.example or *.newsroom.example, separated by commas, or * for every"
-                " name"
+                f" newsroom.example{idn} or *.newsroom.example, separated by commas, or * for"
+                " every name"
             )
         names.append(name)
     return tuple(names)
