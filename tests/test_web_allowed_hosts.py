@@ -110,7 +110,14 @@ def test_allowed_hosts_adds_names_and_a_star_allows_every_one(service: ServerPro
         web.stop()
 
 
-@pytest.mark.parametrize("value", ["", "news room.example", "a,,b", "https://x.example/"])
+@pytest.mark.parametrize(
+    # "*." was read as "*" (every name: the check off), "a..b" as a name
+    "value",
+    [
+        *("", "news room.example", "a,,b", "https://x.example/", "*.", "*.:8080", "a..b.example"),
+        "b\u00fccher.example",  # browsers send its punycode, which the message asks for
+    ],
+)
 def test_a_malformed_allowed_hosts_is_a_usage_error(value: str) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "clients.cli", "web", "--allowed-hosts", value],
@@ -121,6 +128,52 @@ def test_a_malformed_allowed_hosts_is_a_usage_error(value: str) -> None:
     )
     assert done.returncode == 2, done
     assert "--allowed-hosts" in done.stderr, done.stderr
+    if not value.isascii():
+        assert "punycode" in done.stderr, done.stderr
+
+
+def _raw(address: str, host: bytes) -> tuple[int, str]:
+    """GET /api/v1/checkpoint with the Host header's bytes ``host`` over a raw socket (an
+    HTTP client would refuse to send most of them); the status and the body."""
+    hostname, port = address.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((hostname, int(port)), timeout=60) as s:
+        s.sendall(
+            b"GET /api/v1/checkpoint HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body.decode()
+
+
+def test_a_host_that_is_no_name_is_a_bad_request(service: ServerProc) -> None:
+    """A Host header that is no host name, address and port (RFC 9110 7.2: userinfo, a
+    space, UTF-8 not in punycode, an empty label, a port past 65535, nothing) is 400 (RFC
+    9112 3.2), saying so; before, it was 421 advising ``--allowed-hosts`` with the header
+    as given (a value the flag refuses), or, with a port past 65535, answered."""
+    web = start_web(service.address)
+    try:
+        port = web.address.rsplit(":", 1)[1].encode()
+        for host in (
+            b"a@localhost:" + port,
+            b"local host:" + port,
+            "b\u00fccher.example".encode() + b":" + port,
+            b"a..b.example",
+            b"localhost:99999",
+            b"[::1]:65536",
+            b"",
+        ):
+            status, body = _raw(web.address, host)
+            assert status == 400, (host, status, body)
+            message = json.loads(body)["error"]["message"]
+            assert "is not a host name" in message and "--allowed-hosts" not in message, message
+        # a name, an address and localhost with any port are still told apart as before
+        assert _raw(web.address, b"localhost:65535")[0] == 404  # the log is empty
+        assert _raw(web.address, b"[::1]")[0] == 404
+        assert _raw(web.address, b"evil.example:" + port)[0] == 421
+    finally:
+        web.stop()
 
 
 def test_bound_to_every_address_it_answers_the_machine_s_name(service: ServerProc) -> None:
@@ -158,6 +211,6 @@ def test_prov_serve_http_takes_allowed_hosts(tmp_path: Path) -> None:
             assert _host(http, "newsroom.example").status_code == 200
             assert _host(http, "localhost").status_code == 200
             message = _refused(_host(http, "evil.example"), "evil.example")
-            assert "prov serve" not in message or "--allowed-hosts" in message
+            assert "prov serve --http" in message, message  # the flag of this command too
     finally:
         srv.stop()

@@ -67,6 +67,18 @@ def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> I
     )
 
 
+def batched_rows(rows: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    """Lists of at most ``size`` (at least 1) of ``rows``."""
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= max(size, 1):
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:
     for item in items:
         if seen.add_new(item.ref):
@@ -180,6 +192,21 @@ def run_scan(
                 scanned += len(rows)
                 if on_rows is not None:
                     on_rows(rows)
+            # entries the walk did not find again: their rows were taken out (--retry-errors)
+            for held in batched_rows(journal.held_back(), batch_size):
+                journal.write(held)
+                for row in held:
+                    add_row(row)
+            if on_warning is not None and journal.gone_entries:
+                rows_word = (
+                    "row kept: its archive entry is"
+                    if journal.gone_entries == 1
+                    else "rows kept: their archive entries are"
+                )
+                on_warning(
+                    f"--retry-errors: {journal.gone_entries:,} error {rows_word} gone (no longer"
+                    " in the archive), so not scanned again"
+                )
         summary = writer.finish(
             lambda rows: fetch_bytes(rows, config.limits), config.limits.assets.max_pixels
         )

@@ -19,7 +19,8 @@ import glob
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
@@ -179,6 +180,11 @@ def _cut_partial_line(path: Path) -> None:
             os.fsync(f.fileno())
 
 
+#: Bytes of held-back entry rows (`Journal.held_back`) kept in memory before a temporary
+#: file takes them.
+HELD_IN_MEMORY = 8 * 1024 * 1024
+
+
 def on_disk(row: dict[str, Any]) -> bool:
     """Whether the file of a report ``row`` is still there: its ``archive`` (an entry's
     outermost archive) or else its ``path``, the escapes of its ref undone
@@ -230,7 +236,9 @@ class Journal:
     the report (counted in ``retried``), so their files are scanned again: those whose
     path ``retry_if`` (if given) accepts, the others kept (a file under no PATH of this
     run would not be scanned again: its row would be lost), and of those the rows of files
-    no longer on disk kept too (counted in ``gone``: no walk finds them). Raises
+    no longer on disk kept too (counted in ``gone``: no walk finds them). The rows of
+    archive entries taken out so are held back: those the walk did not find again (the
+    archive is there, the entry is not) are `held_back` once it is done. Raises
     ConfigError if the file cannot be used.
     """
 
@@ -248,6 +256,10 @@ class Journal:
         self.retried = 0
         #: error rows kept, though ``retry_errors``, as their files are gone (`on_disk`)
         self.gone = 0
+        #: held-back entry rows `held_back` wrote again, their entries gone from the archive
+        self.gone_entries = 0
+        #: the lines of the archive entries' rows taken out (`held_back`)
+        self._held = tempfile.SpooledTemporaryFile(max_size=HELD_IN_MEMORY)
         exists = holds_rows(path)
         if exists and not resume:
             raise ConfigError(f"{path} exists: add --resume to continue that scan, or remove it")
@@ -278,6 +290,8 @@ class Journal:
                                 ):
                                     if on_disk(row):
                                         self.retried += 1
+                                        if row.get("archive"):
+                                            self._held.write(line.rstrip(b"\n") + b"\n")
                                         continue
                                     self.gone += 1
                                 kept.write(line)
@@ -318,6 +332,20 @@ class Journal:
                     self._sync.result()
                 self._sync = self._syncer.submit(os.fsync, self._file.fileno())
 
+    def held_back(self) -> Iterator[dict[str, Any]]:
+        """After the walk: the rows of archive entries that ``retry_errors`` took out and
+        the walk did not find again (its ref not in ``done``: the archive is still on disk
+        but holds the entry no longer), each counted in ``gone_entries`` and added to
+        ``done``; the caller writes them back. Before, such a row was lost. Not called
+        when the scan stops early (its entries are scanned by the next --resume)."""
+        self._held.seek(0)
+        for line in self._held:
+            row = loads_text(line)
+            if row["path"] not in self.done:
+                self.done.add(row["path"])
+                self.gone_entries += 1
+                yield row
+
     def close(self) -> None:
         """Wait for the running fsync, fsync once more and close. Raises OSError as
         `write`, naming the report (closing flushes what a failed write left buffered, and
@@ -329,6 +357,7 @@ class Journal:
                 self._file.flush()
                 os.fsync(self._file.fileno())
         finally:
+            self._held.close()
             self._syncer.shutdown()
             with naming(self.path):
                 self._file.close()

@@ -14,6 +14,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 #: Most digits of a port (65535 has 5).
 PORT_DIGITS = 5
 
+#: The highest port number.
+MAX_PORT = 65535
+
 
 def port_number(text: str) -> int | None:
     """``text`` as a port number (0..99999; callers check their own range), or None
@@ -66,7 +69,8 @@ def host_name(authority: str) -> str | None:
     """The name of a Host header or ``--allowed-hosts`` element ``authority``
     (``name[:port]``, ``[v6]:port``): lower case, without its port and a trailing dot
     (``LocalHost.:8080`` is ``localhost``), an IPv6 address in brackets (``[::1]``); None
-    when it is none (empty, a character no host name has, a port that is not a number)."""
+    when it is none (empty, a character no host name has, an empty label as in ``a..b``,
+    ``*.`` (which would read as ``*``), a port that is not a number up to 65535)."""
     text = authority.strip().lower()
     if text.startswith("["):
         inner, sep, port = text[1:].partition("]")
@@ -74,16 +78,24 @@ def host_name(authority: str) -> str | None:
             ipaddress.IPv6Address(inner)
         except ValueError:
             return None
-        if not sep or (port and not (port.startswith(":") and port_number(port[1:]) is not None)):
+        if not sep or (port and not (port.startswith(":") and _port_ok(port[1:]))):
             return None
         return f"[{inner}]"
-    name, sep, port = text.partition(":")
-    if sep and port_number(port) is None:
+    given, sep, port = text.partition(":")
+    if sep and not _port_ok(port):
         return None
-    name = name.removesuffix(".")
-    if not name or not _NAME.fullmatch(name):
+    name = given.removesuffix(".")
+    if not name or not _NAME.fullmatch(name) or "" in name.split("."):
+        return None
+    if name == "*" and given != name:
         return None
     return name
+
+
+def _port_ok(text: str) -> bool:
+    """Whether ``text`` is a port number a URL can have (0 to 65535)."""
+    port = port_number(text)
+    return port is not None and port <= MAX_PORT
 
 
 def is_address(name: str) -> bool:
@@ -99,16 +111,19 @@ def parse_allowed_hosts(text: str) -> tuple[str, ...]:
     """``--allowed-hosts``: comma-separated names (``newsroom.example``), ``*.SUFFIX``
     (every name under it, not SUFFIX itself) or ``*`` (every name), a port after one
     ignored; their `host_name` forms. Raises ConfigError, its message naming the element
-    that is none of these."""
+    that is none of these (asking for the punycode of a name not in ASCII, as browsers send
+    it: Python's IDNA 2003 codec would map some names otherwise than they do)."""
     names: list[str] = []
     for element in text.split(","):
         name = host_name(element)
         wildcard = name is not None and (name == "*" or name.startswith("*."))
         if name is None or ("*" in name and not (wildcard and "*" not in name[1:])):
+            # browsers send an international name as its punycode (xn--bcher-kva.example)
+            idn = "" if element.isascii() else " (an international name in its punycode, xn--...)"
             raise ConfigError(
                 f"{element.strip()!r} is not a host name: give names such as"
-                " newsroom.example or *.newsroom.example, separated by commas, or * for every"
-                " name"
+                f" newsroom.example{idn} or *.newsroom.example, separated by commas, or * for"
+                " every name"
             )
         names.append(name)
     return tuple(names)

@@ -204,8 +204,19 @@ class AllowedHosts:
         return f"web answers Host: {names}; other names get 421 until added with --allowed-hosts"
 
 
+def malformed_host_message(authority: str) -> str:
+    """The message of the 400 answer to a request whose Host ``authority`` is no
+    `host_name` (a space, userinfo, UTF-8 rather than punycode, a port past 65535)."""
+    return (
+        f"the request's Host header {authority[:_SHOWN_NAME]!r} is not a host name: give a"
+        " name (punycode for an international one), an IP address ([v6] in brackets) or"
+        " localhost, with an optional port up to 65535 (RFC 9110 section 7.2)"
+    )
+
+
 def misdirected_message(authority: str) -> str:
-    """The message of the 421 answer to a request whose Host is ``authority``."""
+    """The message of the 421 answer to a request whose Host ``authority`` is a
+    `host_name` not allowed."""
     name = host_name(authority) or authority[:_SHOWN_NAME]
     return (
         f"refused: this server does not answer for the name {name[:_SHOWN_NAME]!r} (the"
@@ -218,7 +229,8 @@ def misdirected_message(authority: str) -> str:
 
 class HostCheck:
     """ASGI middleware answering 421 Misdirected Request (the API's JSON error) to a
-    request whose Host `AllowedHosts.allows` refuses, before anything else reads it.
+    request whose Host `AllowedHosts.allows` refuses, before anything else reads it (400
+    INVALID_ARGUMENT when that Host is no `host_name` at all: no name to allow).
     Starlette's TrustedHostMiddleware answers a bare "Invalid host header" (400) and
     knows no rule for addresses, so it is not used. X-Forwarded-Host is not read: a
     page cannot add it (the browser would ask first, with the page's Host, refused
@@ -239,4 +251,8 @@ class HostCheck:
             await self.app(scope, receive, send)
             return
         assert host is not None  # allows(None) is True
+        if host_name(host) is None:
+            # no name to allow: a malformed Host is the client's error (RFC 9112 3.2)
+            await send_error(send, 400, "INVALID_ARGUMENT", malformed_host_message(host))
+            return
         await send_error(send, 421, "MISDIRECTED_REQUEST", misdirected_message(host))
