@@ -10,6 +10,7 @@ import json
 import os
 import sqlite3
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -25,7 +26,7 @@ from clients.scan.worker import ScanConfig
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Verdict
 from provenance.core.errors import LogIntegrityError
-from provenance.core.verify import FileFacts
+from provenance.core.verify import FileFacts, VerificationReport
 from provenance.index.mih import MihIndex
 from provenance.media.assets import AssetLimits
 from provenance.server.pipeline import VerificationPipeline
@@ -96,6 +97,40 @@ def test_a_batch_gets_the_reports_of_the_one_file_path(
     assert status["rocket-small.jpg"] is Verdict.DERIVED
     assert status["dog.jpg"] is Verdict.UNSIGNED
     assert inproc.service.verify_many([]) == []
+
+
+def test_turns_left_packed_get_the_answers_of_turns_built(
+    inproc: InProc, desk: list[Measured]
+) -> None:
+    """The Lookup hands a photo's 7 turned hashes to `verify_many` packed, as they came
+    (``packed_turns``), not built into its facts: the same answers on the wire, the
+    rotated copy still found by one of them, with its turn."""
+    facts = [_facts(m) for m in desk]
+    lean = [
+        replace(f, dihedral_soft_bindings=()) if m.dihedral else f
+        for m, f in zip(desk, facts, strict=True)
+    ]
+    packed = [m.dihedral[32:] for m in desk]
+    assert any(packed) and not all(packed)  # photos, and files with no pixels
+
+    def wire_reports(reports: list[object]) -> list[pb.VerificationReport]:
+        out = []
+        for r in reports:
+            assert isinstance(r, VerificationReport)
+            msg = wire.report_to_pb(r)
+            msg.ClearField("verified_at")
+            out.append(msg)
+        return out
+
+    built = wire_reports(list(inproc.service.verify_many(facts)))
+    found = inproc.service.verify_many(lean, packed)
+    assert wire_reports(list(found)) == built
+    turned = found[[m.ref for m in desk].index("rocket-turned.jpg")]
+    assert isinstance(turned, VerificationReport)
+    assert turned.status is Verdict.DERIVED and turned.evidence.pdq_transform
+    alone = inproc.service.verify_many(lean)[[m.ref for m in desk].index("rocket-turned.jpg")]
+    assert isinstance(alone, VerificationReport)
+    assert alone.status is Verdict.UNSIGNED  # without them the turned copy is not found
 
 
 def test_a_damaged_log_record_fails_only_its_own_file(inproc: InProc, desk: list[Measured]) -> None:

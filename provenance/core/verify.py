@@ -378,6 +378,8 @@ def decide(
     unlogged or for another capture cannot make a logged original read otherwise (the
     report notes it).
     """
+    if sidecar is None and not exact and not near and not exact_more:
+        return _unsigned(facts, now)  # nothing to rank or compare: most files a scan asks
     report = _decide(
         facts,
         now,

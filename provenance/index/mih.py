@@ -78,7 +78,8 @@ log = logging.getLogger(__name__)
 _POPCOUNT16 = np.bitwise_count(np.arange(_BUCKETS, dtype=np.uint16))
 
 
-def _usable(h: PerceptualHash) -> bool:
+def searchable(h: PerceptualHash) -> bool:
+    """Whether the index can match ``h``: a PDQ hash of PDQ_MIN_QUALITY or more."""
     return h.algorithm == "pdq" and h.quality >= PDQ_MIN_QUALITY and len(h.hash) == PDQ_HASH_SIZE
 
 
@@ -183,7 +184,7 @@ class MihIndex:
         """Register many (id, hash) pairs; hashes below PDQ_MIN_QUALITY are skipped."""
         codes, ids = [], []
         for ident, h in items:
-            if _usable(h):
+            if searchable(h):
                 codes.append(h.hash)
                 ids.append(ident)
         if not ids:
@@ -301,19 +302,33 @@ class MihIndex:
         queries searched together (`_search_block`: one gather and one distance pass for
         the candidates of many queries instead of a dozen NumPy calls per query). Each
         query is timed in INDEX_LOOKUP_SECONDS as the block's time over its queries."""
+        return self.search_codes(
+            [q.hash if searchable(q) else None for q in queries], max_distance, limit
+        )
+
+    def search_codes(
+        self,
+        codes: Sequence[bytes | None],
+        max_distance: int = PDQ_MATCH_THRESHOLD,
+        limit: int = 16,
+    ) -> list[list[tuple[int, int]]]:
+        """`search_many` of raw 32-byte PDQ codes, each already known usable (a PDQ hash of
+        quality PDQ_MIN_QUALITY or more), None for a hash that is not (it matches nothing):
+        the server's Lookup searches a photo's 7 turned hashes from its packed field without
+        building a PerceptualHash of each."""
         with self._lock:
             t = self._snapshot()
         if t.size == 0:  # nothing to find (an empty log): no query checked
-            return [[] for _ in queries]
-        usable = [_usable(q) and max_distance >= 0 for q in queries]
+            return [[] for _ in codes]
+        usable = [c is not None and max_distance >= 0 for c in codes]
         if not any(usable):
-            return [[] for _ in queries]
+            return [[] for _ in codes]
         start = time.perf_counter()
-        codes = [q.hash for q, ok in zip(queries, usable, strict=True) if ok]
-        found = iter(_search_block(t, codes, max_distance, limit))
+        wanted = [c for c, ok in zip(codes, usable, strict=True) if ok and c is not None]
+        found = iter(_search_block(t, wanted, max_distance, limit))
         out = [next(found) if ok else [] for ok in usable]
-        each = (time.perf_counter() - start) / len(codes)
-        for _ in codes:
+        each = (time.perf_counter() - start) / len(wanted)
+        for _ in wanted:
             metrics.INDEX_LOOKUP_SECONDS.observe(each)
         return out
 

@@ -29,7 +29,7 @@ from provenance.c2pa.authority import (
     issue_device_certificate,
 )
 from provenance.core import merkle
-from provenance.core.binding import PerceptualHash
+from provenance.core.binding import PDQ_HASH_SIZE, PerceptualHash, pdq_hashes
 from provenance.core.claims import Claim, Device, Receipt, SignedClaim
 from provenance.core.errors import (
     AlreadyEnrolledError,
@@ -80,7 +80,7 @@ from provenance.core.verify import (
     VerificationReport,
     decide,
 )
-from provenance.index.mih import MihIndex
+from provenance.index.mih import MihIndex, searchable
 from provenance.index.packs import load_index, write_packs
 from provenance.log.checkpoint import (
     LogSigner,
@@ -1093,14 +1093,20 @@ class ProvenanceService:
         return _with_notes(report, notes)
 
     def verify_many(
-        self, many: Sequence[FileFacts]
+        self, many: Sequence[FileFacts], packed_turns: Sequence[bytes] = ()
     ) -> list[VerificationReport | LogIntegrityError]:
         """`verify` of each file (no sidecars), in order, with the store read once for all
         of them by SHA-256 (`Store.leaves_by_file_sha256_many`, at most `MAX_EXACT_CLAIMS`
         per hash) and the near-duplicate index searched once for those without an exact
-        match (`MihIndex.search_many`): the Lookup RPC's batch. A file whose logged record
-        is damaged gets its LogIntegrityError in its place, the others their reports.
-        Raises StorageError when the store cannot be read."""
+        match (`MihIndex.search_codes`): the Lookup RPC's batch. ``packed_turns``, when
+        given, holds for each file (in order) a photo's turned PDQ hashes packed 32 bytes
+        each, of its one soft binding's quality (a Lookup's ``pdq_dihedral`` after the
+        first hash; b"" for none): they are searched as raw codes and become its
+        ``dihedral_soft_bindings`` only for a file with an exact or near candidate (what
+        the verdict reads them for), the same answers as with them in the facts, without
+        8 objects per photo for the many files with neither. A file whose logged record is
+        damaged gets its LogIntegrityError in its place, the others their reports. Raises
+        StorageError when the store cannot be read."""
         now = self.clock()
         hashes = [_file_hashes(f) for f in many]
         records = self.store.leaves_by_file_sha256_many(
@@ -1109,14 +1115,26 @@ class ProvenanceService:
         found = [[_bounded(records.get(h, ())) for h in hs] for hs in hashes]
         exact_recs = [[r for recs, _ in per_file for r in recs] for per_file in found]
         exact_more = [any(more for _, more in per_file) for per_file in found]
+        turns = packed_turns or [b""] * len(many)
         near_ids = self._near_candidates_many(
             [
                 () if recs else f.soft_bindings + f.dihedral_soft_bindings
                 for f, recs in zip(many, exact_recs, strict=True)
-            ]
+            ],
+            turns=[b"" if recs else t for t, recs in zip(turns, exact_recs, strict=True)],
         )
         out: list[VerificationReport | LogIntegrityError] = []
-        for f, recs, ids, more in zip(many, exact_recs, near_ids, exact_more, strict=True):
+        for f, recs, ids, more, packed in zip(
+            many, exact_recs, near_ids, exact_more, turns, strict=True
+        ):
+            if packed and (recs or ids):  # a candidate: the verdict reads the turns
+                f = replace(
+                    f,
+                    dihedral_soft_bindings=(
+                        *f.dihedral_soft_bindings,
+                        *pdq_hashes(packed, f.soft_bindings[0].quality),
+                    ),
+                )
             notes: list[str] = []
             try:
                 exact = [self._logged(r, notes) for r in recs]
@@ -1211,20 +1229,34 @@ class ProvenanceService:
         return self._near_candidates_many([soft], limit)[0]
 
     def _near_candidates_many(
-        self, softs: Sequence[tuple[PerceptualHash, ...]], limit: int = 8
+        self,
+        softs: Sequence[tuple[PerceptualHash, ...]],
+        limit: int = 8,
+        turns: Sequence[bytes] = (),
     ) -> list[list[int]]:
-        """`_near_candidates` of each file's ``softs``, the index searched once for all."""
-        spread = []
-        for soft in softs:
+        """`_near_candidates` of each file's ``softs``, the index searched once for all;
+        ``turns`` (by file, when given): more hashes of each, packed 32 bytes each, of its
+        first soft binding's quality (`verify_many`), searched after its ``softs``."""
+        if not len(self.pdq):  # an empty log: nothing near anything
+            return [[] for _ in softs]
+        spread: list[list[bytes | None]] = []
+        for k, soft in enumerate(softs):
             if len(soft) > MAX_QUERY_FRAMES:
                 step = len(soft) / MAX_QUERY_FRAMES
                 soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
-            spread.append(soft)
-        found = self.pdq.search_many([h for soft in spread for h in soft])
+            codes: list[bytes | None] = [h.hash if searchable(h) else None for h in soft]
+            if turns and (packed := turns[k]):
+                ok = bool(soft) and searchable(soft[0])
+                codes += [
+                    packed[i : i + PDQ_HASH_SIZE] if ok else None
+                    for i in range(0, len(packed), PDQ_HASH_SIZE)
+                ]
+            spread.append(codes)
+        found = self.pdq.search_codes([c for codes in spread for c in codes])
         out: list[list[int]] = []
         end = 0
-        for soft in spread:
-            start, end = end, end + len(soft)
+        for codes in spread:
+            start, end = end, end + len(codes)
             if not any(found[start:end]):  # no hash of this file near any: most files
                 out.append([])
                 continue
