@@ -501,3 +501,23 @@ def test_the_latest_checkpoint_is_served_and_health_says_so_while_the_database_i
     finally:
         web.stop()
         assert srv.stop() == 0
+
+
+def test_a_stopped_database_server_does_not_hold_the_server_s_exit(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    """SIGTERM while the database server's processes are stopped (SIGSTOP) and the
+    server's statements wait on them (its probe of the database; a long
+    ``--db-answer-wait``, 30 s): the server exits within the hang guard. Before, its exit
+    waited for each statement's bound (``--db-answer-wait`` + 2 s: the probe's thread is
+    joined at exit, the log upkeep's too), then 5 s for the pool's threads; now a stopping
+    server cuts a statement unanswered 2 s after (`STOPPING_ANSWER_S`)."""
+    srv, _ = _serve(pg_url, wait_s=30)
+    try:
+        with _frozen(pg_server):
+            assert _health(srv, becomes="NOT_SERVING") == "NOT_SERVING"
+            srv.proc.send_signal(signal.SIGTERM)
+            srv.proc.wait(timeout=ANSWERED_WITHIN_S)  # the hang guard: raises past it
+        assert srv.proc.returncode == 0, srv.stderr()[-3000:]
+    finally:
+        srv.stop(signal.SIGKILL)

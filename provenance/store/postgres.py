@@ -121,6 +121,9 @@ ANSWER_WAIT_MAX_S = 600.0
 #: answers nothing at all (its processes stopped, SIGSTOP; a hung storage), which no
 #: setting of its own can end.
 ANSWER_BACKSTOP_S = 2.0
+#: Seconds a stopping server (`PostgresStore.stop_waiting`) waits at most for a
+#: statement's answer, and for the pool's threads when it closes.
+STOPPING_ANSWER_S = 2.0
 
 _MIGRATIONS: dict[int, str] = {
     1: """
@@ -496,17 +499,29 @@ class _Watchdog:
         self._cond = threading.Condition()
         self._out: set[_Watch] = set()
         self._thread: threading.Thread | None = None
+        # monotonic time by which every statement is cut (`hurry`; inf: none)
+        self._latest = float("inf")
 
     def start(self, watch: _Watch, seconds: float) -> None:
         """A statement of ``watch``'s connection is sent: cut it in ``seconds`` unless
         `stop` comes first."""
         with self._cond:
             watch.since = time.monotonic()
-            watch.deadline = watch.since + seconds
+            watch.deadline = min(watch.since + seconds, self._latest)
             self._out.add(watch)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pg-watchdog", daemon=True)
                 self._thread.start()
+            self._cond.notify()
+
+    def hurry(self, seconds: float) -> None:
+        """The server stops: every statement out now, and every one sent from now on, is
+        cut ``seconds`` from now at the latest (`STOPPING_ANSWER_S`)."""
+        with self._cond:
+            self._latest = time.monotonic() + seconds
+            for watch in self._out:
+                if watch.deadline is not None:
+                    watch.deadline = min(watch.deadline, self._latest)
             self._cond.notify()
 
     def stop(self, watch: _Watch) -> None:
@@ -927,8 +942,16 @@ class PostgresStore(SqlStore):
     def stop_waiting(self) -> None:
         """`Store.stop_waiting`: from now on a wait for a pooled connection gives up
         within `REFUSED_POLL_S` while the pool's tries to connect fail (a database
-        outage); while they succeed, a busy pool is waited for as before."""
+        outage); while they succeed, a busy pool is waited for as before. A statement
+        the database has not answered `STOPPING_ANSWER_S` from now is cut (its caller
+        told, as when ``--db-answer-wait`` passes: a capture whose COMMIT went unanswered
+        is "not confirmed", never a receipt), and `close` waits `STOPPING_ANSWER_S` at
+        most for the pool's threads (one connecting to a stopped server waits for
+        libpq's connect_timeout; they are daemon threads). Before, a stopped database held
+        the server's exit for the bound of a statement out (the log upkeep's, 12 s at
+        the default ``--db-answer-wait``) then 5 s for the pool: 14.1 s measured."""
         self._stopping.set()
+        self._watchdog.hurry(STOPPING_ANSWER_S)
 
     def close(self) -> None:
-        self._pool.close()
+        self._pool.close(timeout=STOPPING_ANSWER_S if self._stopping.is_set() else 5.0)

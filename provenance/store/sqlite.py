@@ -439,6 +439,18 @@ class SqliteStore(SqlStore):
                     conn.execute("ROLLBACK")
                 raise
 
+    def latest_checkpoint(self) -> tuple[int, str] | None:
+        """`SqlStore.latest_checkpoint`, after the writer's check that the path still
+        names the file opened (`_check_file`; raises StoreUnavailableError otherwise).
+        It is the read the server's probe of the database makes (`StoreReads`): before,
+        the probe's open connection went on reading a file deleted or moved away, and the
+        health check said SERVING, reads answered from the file that was gone, until a
+        capture was tried. Now the health check says NOT_SERVING, the callers' reads are
+        refused UNAVAILABLE, and GetCheckpoint serves the checkpoint held, until the file
+        is back."""
+        self._check_file()
+        return super().latest_checkpoint()
+
     def _check_file(self) -> None:
         """Raise StoreUnavailableError (the transaction is rolled back) when the path no
         longer names the file the writer opened: deleted, its folder moved, or replaced
