@@ -208,12 +208,17 @@ def test_timeout_kills_the_worker_and_the_next_read_gets_a_new_one(pool: ReaderP
     assert read_c2pa(big, "image/jpeg", pool=pool).validation_state == "Valid"
 
 
-def test_memory_limit_gives_an_error_not_a_dead_caller(pool: ReaderPool) -> None:
+def test_memory_limit_gives_an_error_not_a_dead_caller() -> None:
+    """A worker of its own, that has read nothing: the limit is on the growth of the
+    worker's address space, and a worker of the module's shared pool that has read large
+    files before can hold enough freed heap to read this one under 1 MiB without growing
+    (seen in CI: ``present`` was True, depending on which tests that worker ran first)."""
     path = FIXTURES / "third_party/c2pa-rs/verify.jpeg"
-    result = read_c2pa(path, "image/jpeg", limits=C2paLimits(memory_bytes=1 << 20), pool=pool)
-    assert result.present is False
-    assert result.error_kind in ("MemoryLimit", "Crashed")
-    assert read_c2pa(path, "image/jpeg", pool=pool).validation_state == "Valid"
+    with ReaderPool(workers=1) as own:
+        result = read_c2pa(path, "image/jpeg", limits=C2paLimits(memory_bytes=1 << 20), pool=own)
+        assert result.present is False
+        assert result.error_kind in ("MemoryLimit", "Crashed")
+        assert read_c2pa(path, "image/jpeg", pool=own).validation_state == "Valid"
 
 
 def test_memory_limit_in_a_worker_that_has_read_before_is_the_memory_limit() -> None:

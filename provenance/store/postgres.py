@@ -459,12 +459,16 @@ def _watched(pool: _Pool) -> type[psycopg.Connection[Any]]:
 class _Watch:
     """One lease of a pooled connection that `_Watchdog` watches: while a statement of it
     is out (``deadline`` set, monotonic), the seconds since it was sent (``since``); once
-    cut, ``cut`` and ``waited`` (seconds the statement went unanswered)."""
+    cut, ``cut`` and ``waited`` (seconds the statement went unanswered). ``hurried``:
+    whether a stopping server cuts it sooner (`_Watchdog.hurry`): reads are, the log
+    writer's transactions are not (a capture being committed when the server stops is
+    logged, or told "not confirmed" at the writer's own bound)."""
 
-    __slots__ = ("conn", "deadline", "since", "cut", "waited")
+    __slots__ = ("conn", "hurried", "deadline", "since", "cut", "waited")
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], hurried: bool = True) -> None:
         self.conn = conn
+        self.hurried = hurried
         self.deadline: float | None = None
         self.since = 0.0
         self.cut = False
@@ -507,7 +511,9 @@ class _Watchdog:
         `stop` comes first."""
         with self._cond:
             watch.since = time.monotonic()
-            watch.deadline = min(watch.since + seconds, self._latest)
+            watch.deadline = watch.since + seconds
+            if watch.hurried:
+                watch.deadline = min(watch.deadline, self._latest)
             self._out.add(watch)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pg-watchdog", daemon=True)
@@ -515,12 +521,13 @@ class _Watchdog:
             self._cond.notify()
 
     def hurry(self, seconds: float) -> None:
-        """The server stops: every statement out now, and every one sent from now on, is
-        cut ``seconds`` from now at the latest (`STOPPING_ANSWER_S`)."""
+        """The server stops: every statement of a ``hurried`` lease out now, and every one
+        sent from now on, is cut ``seconds`` from now at the latest (`STOPPING_ANSWER_S`);
+        the log writer's keep their own bound."""
         with self._cond:
             self._latest = time.monotonic() + seconds
             for watch in self._out:
-                if watch.deadline is not None:
+                if watch.hurried and watch.deadline is not None:
                     watch.deadline = min(watch.deadline, self._latest)
             self._cond.notify()
 
@@ -785,10 +792,10 @@ class PostgresStore(SqlStore):
         finally:
             self._done(watch)
 
-    def _watch(self, conn: psycopg.Connection[Any]) -> _Watch | None:
-        """A watch over a lease of ``conn``; None for a read-only store (an audit), which
-        waits for its answers as long as they take."""
-        return None if self.read_only else _Watch(conn)
+    def _watch(self, conn: psycopg.Connection[Any], hurried: bool = True) -> _Watch | None:
+        """A watch over a lease of ``conn`` (``hurried``: see `_Watch`); None for a
+        read-only store (an audit), which waits for its answers as long as they take."""
+        return None if self.read_only else _Watch(conn, hurried)
 
     @contextmanager
     def _read(self, wait_s: float | None = None) -> Iterator[Conn]:
@@ -836,7 +843,7 @@ class PostgresStore(SqlStore):
         minutes)."""
         with self._connection(wait_s) as conn:
             conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
-            watch = self._watch(conn) if watched else None
+            watch = self._watch(conn, hurried=False) if watched else None
             committing = False
             try:
                 self._sent(watch)  # BEGIN
@@ -942,10 +949,11 @@ class PostgresStore(SqlStore):
     def stop_waiting(self) -> None:
         """`Store.stop_waiting`: from now on a wait for a pooled connection gives up
         within `REFUSED_POLL_S` while the pool's tries to connect fail (a database
-        outage); while they succeed, a busy pool is waited for as before. A statement
-        the database has not answered `STOPPING_ANSWER_S` from now is cut (its caller
-        told, as when ``--db-answer-wait`` passes: a capture whose COMMIT went unanswered
-        is "not confirmed", never a receipt), and `close` waits `STOPPING_ANSWER_S` at
+        outage); while they succeed, a busy pool is waited for as before. A read the
+        database has not answered `STOPPING_ANSWER_S` from now is cut (its caller told
+        as when ``--db-answer-wait`` passes); a write transaction keeps its own bound (a
+        capture being committed is logged and counted, or told "not confirmed" at
+        ``--db-answer-wait``, never a receipt: tests/test_postgres_outage.py), and `close` waits `STOPPING_ANSWER_S` at
         most for the pool's threads (one connecting to a stopped server waits for
         libpq's connect_timeout; they are daemon threads). Before, a stopped database held
         the server's exit for the bound of a statement out (the log upkeep's, 12 s at
