@@ -485,7 +485,7 @@ def _cut(conn: psycopg.Connection[Any]) -> None:
         with socket.socket(fileno=os.dup(fd)) as s:
             s.shutdown(socket.SHUT_RDWR)
     except (OSError, psycopg.Error):
-        pass  # closed meanwhile: nothing waits on it
+        return  # the socket closed meanwhile: no statement waits on it, nothing to cut
 
 
 class _Watchdog:
