@@ -259,6 +259,14 @@ METRICS_MAX_PER_ADDRESS = 4
 #: Seconds a /metrics connection has to send its request and read the answer (the
 #: request's reads and the reply's writes each get what is left of it).
 METRICS_REQUEST_TIMEOUT_S = 10.0
+#: Bytes a /metrics connection may send (its request's line and headers: a scrape's are a
+#: few hundred); past it the request is answered 431 and the connection closed. Python's
+#: http.server alone took 100 header lines of 64 KiB each, 6.4 MB a connection.
+METRICS_MAX_HEAD_BYTES = 16 * 1024
+
+
+class _HeadTooLong(ConnectionError):
+    """A /metrics connection sent more than METRICS_MAX_HEAD_BYTES."""
 
 
 class _DeadlineSocket(io.RawIOBase):
@@ -269,6 +277,7 @@ class _DeadlineSocket(io.RawIOBase):
         super().__init__()
         self._sock = sock
         self._deadline = deadline
+        self._left = METRICS_MAX_HEAD_BYTES + 1  # one more: a head of exactly the cap ends
 
     def readable(self) -> bool:
         return True
@@ -277,8 +286,13 @@ class _DeadlineSocket(io.RawIOBase):
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the /metrics request took too long")
+        if self._left <= 0:
+            raise _HeadTooLong
         self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
+        with memoryview(buffer) as view:
+            got = self._sock.recv_into(view[: self._left])
+        self._left -= got
+        return got
 
 
 class _MetricsHandler(WSGIRequestHandler):
@@ -292,6 +306,20 @@ class _MetricsHandler(WSGIRequestHandler):
         deadline = time.monotonic() + METRICS_REQUEST_TIMEOUT_S
         self.rfile.close()
         self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, deadline))
+
+    def handle(self) -> None:
+        """Read and answer the request; one whose head runs past METRICS_MAX_HEAD_BYTES is
+        answered 431 (RFC 6585 section 5) and closed."""
+        try:
+            super().handle()
+        except _HeadTooLong:
+            if not hasattr(self, "request_version"):  # cut within the request line
+                self.request_version = "HTTP/1.0"
+            self._refuse(
+                431,
+                f"the request's line and headers are over {METRICS_MAX_HEAD_BYTES:,} bytes:"
+                " a scrape needs a few hundred",
+            )
 
     def parse_request(self) -> bool:
         """Parse the request's line and headers; from here on the connection is being
@@ -334,7 +362,7 @@ class _MetricsHandler(WSGIRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Connection", "close")
         self.end_headers()
-        if self.command != "HEAD":
+        if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base's name
