@@ -40,8 +40,21 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+#: The Cache-Control of an answer made for its request (`SecurityHeaders`).
+NO_STORE = (b"cache-control", b"no-store")
+#: Paths whose answers keep the caching they have (static files: their ETag and
+#: Last-Modified; Starlette's StaticFiles answers them).
+CACHEABLE_PREFIXES = ("/static/",)
+
+
 class SecurityHeaders:
-    """ASGI middleware adding `SECURITY_HEADERS` to every HTTP response."""
+    """ASGI middleware adding `SECURITY_HEADERS` to every HTTP response, and `NO_STORE`
+    to every one that sets no Cache-Control of its own, outside `CACHEABLE_PREFIXES`: a
+    verdict on an uploaded file, a lookup by a file's hashes, the report page, the API's
+    reads and errors are made for their request (before, none said so: Chromium keeps a
+    POST's answer in its disk cache for history navigation, and a GET such as
+    ``/matches/byBinding?value=HASH`` could be stored by any cache on the way). The
+    /tlog/ tiles set their own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -51,10 +64,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        cacheable = str(scope.get("path", "")).startswith(CACHEABLE_PREFIXES)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                if not cacheable and NO_STORE[0] not in names:
+                    extra.append(NO_STORE)
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
