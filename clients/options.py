@@ -15,6 +15,7 @@ from provenance.cli.options import SIGNAL_POLL_S as SIGNAL_POLL_S
 from provenance.cli.options import ConnectionsPerClientOpt as ConnectionsPerClientOpt
 from provenance.cli.options import HeaderSecondsOpt as HeaderSecondsOpt
 from provenance.cli.options import MaxConnectionsOpt as MaxConnectionsOpt
+from provenance.cli.options import MetricsAllowedHostsOpt as MetricsAllowedHostsOpt
 from provenance.cli.options import MetricsListenOpt as MetricsListenOpt
 from provenance.cli.options import ServerOpt as ServerOpt
 from provenance.cli.options import TrustedProxyOpt as TrustedProxyOpt

@@ -11,6 +11,7 @@ from clients.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    MetricsAllowedHostsOpt,
     MetricsListenOpt,
     TrustedProxyOpt,
     check_can_listen,
@@ -78,6 +79,7 @@ def serve(
     max_connections: MaxConnectionsOpt = 256,
     trusted_proxy: TrustedProxyOpt = None,
     metrics_listen: MetricsListenOpt = None,
+    metrics_allowed_hosts: MetricsAllowedHostsOpt = None,
 ) -> None:
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
@@ -117,7 +119,7 @@ def serve(
     except LogError as e:  # two different keys of one log
         raise typer.BadParameter(str(e), param_hint="--log-key") from e
     print(f"witness key {witness.vkey()}", flush=True)
-    start_metrics(metrics_listen)
+    start_metrics(metrics_listen, metrics_allowed_hosts)
     limits = HttpLimits(
         header_seconds=header_seconds,
         per_client=connections_per_client,

@@ -83,9 +83,15 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
+from provenance.core.allowed_hosts import (
+    AllowedHosts,
+    default_host_names,
+    malformed_host_message,
+    misdirected_message,
+)
 from provenance.core.errors import ConfigError
 from provenance.core.fair_share import client_key, share_victim
-from provenance.core.ports import bare_host, port_number
+from provenance.core.ports import bare_host, host_name, port_number
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -253,6 +259,14 @@ METRICS_MAX_PER_ADDRESS = 4
 #: Seconds a /metrics connection has to send its request and read the answer (the
 #: request's reads and the reply's writes each get what is left of it).
 METRICS_REQUEST_TIMEOUT_S = 10.0
+#: Bytes a /metrics connection may send (its request's line and headers: a scrape's are a
+#: few hundred); past it the request is answered 431 and the connection closed. Python's
+#: http.server alone took 100 header lines of 64 KiB each, 6.4 MB a connection.
+METRICS_MAX_HEAD_BYTES = 16 * 1024
+
+
+class _HeadTooLong(ConnectionError):
+    """A /metrics connection sent more than METRICS_MAX_HEAD_BYTES."""
 
 
 class _DeadlineSocket(io.RawIOBase):
@@ -263,6 +277,7 @@ class _DeadlineSocket(io.RawIOBase):
         super().__init__()
         self._sock = sock
         self._deadline = deadline
+        self._left = METRICS_MAX_HEAD_BYTES + 1  # one more: a head of exactly the cap ends
 
     def readable(self) -> bool:
         return True
@@ -271,8 +286,13 @@ class _DeadlineSocket(io.RawIOBase):
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("the /metrics request took too long")
+        if self._left <= 0:
+            raise _HeadTooLong
         self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
+        with memoryview(buffer) as view:
+            got = self._sock.recv_into(view[: self._left])
+        self._left -= got
+        return got
 
 
 class _MetricsHandler(WSGIRequestHandler):
@@ -287,13 +307,63 @@ class _MetricsHandler(WSGIRequestHandler):
         self.rfile.close()
         self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, deadline))
 
+    def handle(self) -> None:
+        """Read and answer the request; one whose head runs past METRICS_MAX_HEAD_BYTES is
+        answered 431 (RFC 6585 section 5) and closed."""
+        try:
+            super().handle()
+        except _HeadTooLong:
+            if not hasattr(self, "request_version"):  # cut within the request line
+                self.request_version = "HTTP/1.0"
+            self._refuse(
+                431,
+                f"the request's line and headers are over {METRICS_MAX_HEAD_BYTES:,} bytes:"
+                " a scrape needs a few hundred",
+            )
+
     def parse_request(self) -> bool:
         """Parse the request's line and headers; from here on the connection is being
-        answered, so no newcomer takes its slot (`_MetricsServer`)."""
+        answered, so no newcomer takes its slot (`_MetricsServer`). A request whose Host
+        the server's `AllowedHosts` refuses is answered 421 here (400 when that Host, or
+        a second one, is no host name), and the metrics are not read: a DNS-rebinding page
+        at its attacker's name is same-origin with this port to a visitor's browser."""
         parsed = super().parse_request()
         server: _MetricsServer = self.server  # type: ignore[assignment]  # always ours
         server.answering(self.connection)
-        return parsed
+        if not parsed:
+            return False
+        hosts = self.headers.get_all("Host") or []
+        if len(hosts) > 1:
+            self._refuse(400, "the request has more than one Host header (RFC 9112 section 3.2)")
+            return False
+        if server.allowed.allows(hosts[0] if hosts else None):
+            return True
+        if host_name(hosts[0]) is None:  # no name to allow: the client's error
+            self._refuse(400, malformed_host_message(hosts[0]))
+        else:
+            self._refuse(
+                421,
+                misdirected_message(
+                    hosts[0],
+                    "--metrics-allowed-hosts",
+                    "prov serve, prov web and prov witness serve, for their --metrics-listen port",
+                ),
+            )
+        return False
+
+    def _refuse(self, code: int, message: str) -> None:
+        """Answer ``code`` with ``message`` as plain text (no body to a HEAD), the
+        connection then closed."""
+        body = (message + "\n").encode()
+        self.close_connection = True
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002  # the base's name
         """Log nothing."""
@@ -321,6 +391,9 @@ class _MetricsServer(ThreadingWSGIServer):
     request (`share_victim`), which is shut down; else it is closed at once. Before, four
     addresses with four idle connections each (renewed every 10 s) kept every scrape
     closed on arrival."""
+
+    #: The Host names answered (`serve_metrics` sets them; others get 421).
+    allowed = AllowedHosts()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._held = 0
@@ -417,15 +490,26 @@ def process_registry() -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(listen: str, registry: CollectorRegistry = REGISTRY) -> int:
+def metrics_hosts(listen: str, allowed: tuple[str, ...] = ()) -> AllowedHosts:
+    """The Host names the /metrics port on ``listen`` (HOST:PORT) answers: ``allowed``
+    and `default_host_names` of HOST (besides addresses and localhost, always)."""
+    bound = listen.rpartition(":")[0]
+    return AllowedHosts(tuple(dict.fromkeys((*allowed, *default_host_names(bound)))))
+
+
+def serve_metrics(
+    listen: str, registry: CollectorRegistry = REGISTRY, allowed: tuple[str, ...] = ()
+) -> int:
     """Serve ``/metrics`` of ``registry`` (by default every family of this module and the
     process's runtime; `process_registry`: the runtime alone) on ``listen`` (HOST:PORT,
     port 0 picks one) from a daemon
     thread; returns the bound port. At most METRICS_MAX_CONNECTIONS connections are
     served at once (METRICS_MAX_PER_ADDRESS from one client: an IPv4 address, an IPv6
     /64), each within
-    METRICS_REQUEST_TIMEOUT_S. Raises ConfigError when it
-    cannot listen."""
+    METRICS_REQUEST_TIMEOUT_S. Requests for a Host name other than an IP address,
+    localhost, ``listen``'s host name, this machine's name or ``allowed``
+    (``--metrics-allowed-hosts``, `parse_allowed_hosts` forms) get 421
+    (`metrics_hosts`). Raises ConfigError when it cannot listen."""
     host, sep, port = listen.rpartition(":")
     bare = bare_host(host)
     number = port_number(port)
@@ -447,6 +531,7 @@ def serve_metrics(listen: str, registry: CollectorRegistry = REGISTRY) -> int:
         )
     except OSError as e:
         raise ConfigError(f"cannot serve metrics on {listen}: {e.strerror or e}") from e
+    httpd.allowed = metrics_hosts(listen, allowed)
     threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
     return int(httpd.server_port)
 

@@ -118,16 +118,19 @@ def test_allowed_hosts_adds_names_and_a_star_allows_every_one(service: ServerPro
         "b\u00fccher.example",  # browsers send its punycode, which the message asks for
     ],
 )
-def test_a_malformed_allowed_hosts_is_a_usage_error(value: str) -> None:
+@pytest.mark.parametrize("flag", ["--allowed-hosts", "--metrics-allowed-hosts"])
+def test_a_malformed_allowed_hosts_is_a_usage_error(value: str, flag: str) -> None:
+    """The names of the page's --allowed-hosts, and of the /metrics port's
+    --metrics-allowed-hosts (tests/test_metrics_hosts.py), are checked at start."""
     done = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "web", "--allowed-hosts", value],
+        [sys.executable, "-m", "clients.cli", "web", flag, value],
         capture_output=True,  # pipes: run() reads both to the end
         text=True,
         cwd=ROOT,
         timeout=120,
     )
     assert done.returncode == 2, done
-    assert "--allowed-hosts" in done.stderr, done.stderr
+    assert flag in done.stderr and "is not a host name" in done.stderr, done.stderr
     if not value.isascii():
         assert "punycode" in done.stderr, done.stderr
 

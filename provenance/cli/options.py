@@ -249,19 +249,45 @@ MetricsListenOpt = Annotated[
 ]
 
 
-def start_metrics(listen: str | None) -> None:
+MetricsAllowedHostsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Host names the --metrics-listen port answers besides IP addresses, localhost"
+        " and the name it is bound to or this machine's name, comma-separated, as"
+        " --allowed-hosts takes them: the name Prometheus scrapes it by (targets:"
+        " ['prov:9464'] sends Host prov). Another name gets 421 (a DNS-rebinding page).",
+        callback=allowed_hosts,
+        metavar="NAMES",
+    ),
+]
+
+
+def metrics_started(listen: str, port: int, allowed: str | None) -> str:
+    """The start-up lines of a /metrics port on ``listen`` (HOST:PORT as given) bound to
+    ``port``: "metrics on http://HOST:PORT/metrics" and which Host names it answers
+    (``allowed``: --metrics-allowed-hosts as given, checked)."""
+    from provenance.metrics import metrics_hosts
+
+    names = parse_allowed_hosts(allowed) if allowed else ()
+    hosts = metrics_hosts(listen, names).describe("metrics", "--metrics-allowed-hosts")
+    return f"metrics on http://{listen.rsplit(':', 1)[0]}:{port}/metrics\n{hosts}"
+
+
+def start_metrics(listen: str | None, allowed: str | None = None) -> None:
     """Serve this process's runtime metrics (`provenance.metrics.process_registry`: CPU,
     memory, open files, Python; none of the ``prov_*`` families, which only `prov serve`
-    keeps) on ``listen`` (HOST:PORT; None: not at all) from a daemon thread and print
-    "metrics on http://HOST:PORT/metrics" (DESIGN.md, "Scale": metrics on every process;
-    `prov serve --metrics-listen` serves its own). Raises ConfigError when it cannot
-    listen."""
+    keeps) on ``listen`` (HOST:PORT; None: not at all) from a daemon thread, answering
+    the Host names `provenance.metrics.metrics_hosts` gives with ``allowed``
+    (--metrics-allowed-hosts as given, checked), and print `metrics_started`'s lines
+    (DESIGN.md, "Scale": metrics on every process; `prov serve --metrics-listen` serves
+    its own). Raises ConfigError when it cannot listen."""
     if listen is None:
         return
     from provenance.metrics import process_registry, serve_metrics
 
-    port = serve_metrics(listen, process_registry())  # no `prov serve` family, at zero
-    print(f"metrics on http://{listen.rsplit(':', 1)[0]}:{port}/metrics", flush=True)
+    names = parse_allowed_hosts(allowed) if allowed else ()
+    port = serve_metrics(listen, process_registry(), names)  # no `prov serve` family
+    print(metrics_started(listen, port, allowed), flush=True)
 
 
 TrustedProxyOpt = Annotated[

@@ -17,11 +17,13 @@ from provenance.cli.openfiles import raise_open_files_limit
 from provenance.cli.options import (
     MAX_WAIT_S,
     SIGNAL_POLL_S,
+    MetricsAllowedHostsOpt,
     check_can_listen,
     check_distinct_listens,
     existing,
     finite,
     in_existing_folder,
+    metrics_started,
     nonempty_path,
     trusted_proxies,
 )
@@ -223,6 +225,7 @@ def serve(
             help="Serve Prometheus metrics at http://HOST:PORT/metrics (port 0 picks one)."
         ),
     ] = None,
+    metrics_allowed_hosts: MetricsAllowedHostsOpt = None,
     health_listen: Annotated[
         str | None,
         typer.Option(
@@ -615,6 +618,7 @@ def serve(
     from provenance.c2pa.reader import C2paTrust, read_trust_config, with_tsa_roots
     from provenance.c2pa.signing_time import SigningTimePolicy
     from provenance.c2pa.timestamp import TsaTrust
+    from provenance.core.ports import parse_allowed_hosts
     from provenance.media.assets import AssetLimits
     from provenance.media.inspect import InspectConfig
     from provenance.media.video.decode import start_decoder
@@ -806,7 +810,14 @@ def serve(
             detector=det,
             limits=limits,
         )
-        metrics_port = serve_metrics(metrics_listen) if metrics_listen is not None else None
+        metrics_port = (
+            serve_metrics(
+                metrics_listen,
+                allowed=parse_allowed_hosts(metrics_allowed_hosts) if metrics_allowed_hosts else (),
+            )
+            if metrics_listen is not None
+            else None
+        )
         server, port = create_server(listen, service, config, health_listen)
         host = listen.rsplit(":", 1)[0]
         try:  # the web app last: a failure here (its port taken since the check) ends it all
@@ -850,9 +861,8 @@ def serve(
     print(f"log key: {service.signer.verifier_key()}", flush=True)
     for w in witnesses:
         print(f"witness {w.name} at {w.url}", flush=True)
-    if metrics_port is not None:
-        mhost = metrics_listen.rsplit(":", 1)[0] if metrics_listen else host
-        print(f"metrics on http://{mhost}:{metrics_port}/metrics", flush=True)
+    if metrics_port is not None and metrics_listen is not None:
+        print(metrics_started(metrics_listen, metrics_port, metrics_allowed_hosts), flush=True)
     if web is not None:
         print(f"web on http://{web.address}", flush=True)
         print(web.hosts_line, flush=True)

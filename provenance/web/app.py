@@ -22,12 +22,13 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from clients.api import ProvenanceClient
+from provenance.core.allowed_hosts import AllowedHosts
 from provenance.core.fair_turns import FairTurns
 from provenance.media.assets import DEFAULT_MAX_BYTES
 from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
-from provenance.web.security import AllowedHosts, CrossSiteGuard, HostCheck, SecurityHeaders
+from provenance.web.security import CrossSiteGuard, HostCheck, SecurityHeaders
 from provenance.web.upload import SERVICE_TIMEOUT_S, Relayer, UploadLimits
 
 log = logging.getLogger(__name__)

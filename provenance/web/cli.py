@@ -16,6 +16,7 @@ from provenance.cli.options import (
     ConnectionsPerClientOpt,
     HeaderSecondsOpt,
     MaxConnectionsOpt,
+    MetricsAllowedHostsOpt,
     MetricsListenOpt,
     ServerOpt,
     TrustedProxyOpt,
@@ -110,6 +111,7 @@ def web(
     trusted_proxy: TrustedProxyOpt = None,
     allowed_hosts: AllowedHostsOpt = None,
     metrics_listen: MetricsListenOpt = None,
+    metrics_allowed_hosts: MetricsAllowedHostsOpt = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -128,7 +130,7 @@ def web(
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
     _warn_if_unreachable(server, service_timeout)
-    start_metrics(metrics_listen)
+    start_metrics(metrics_listen, metrics_allowed_hosts)
     raise_open_files_limit()  # a descriptor per connection, up to --max-connections
     run_web(
         listen,

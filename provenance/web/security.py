@@ -12,13 +12,16 @@ error pages Starlette writes itself.
 from __future__ import annotations
 
 import json
-import socket
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from provenance.core.ports import host_name, is_address
+from provenance.core.allowed_hosts import (
+    AllowedHosts,
+    malformed_host_message,
+    misdirected_message,
+)
+from provenance.core.ports import host_name
 
 #: Scripts and styles only from this origin, none inline; images also as blob: (the
 #: page's local thumbnail of the chosen file, never uploaded twice); forms and requests
@@ -37,8 +40,21 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 )
 
 
+#: The Cache-Control of an answer made for its request (`SecurityHeaders`).
+NO_STORE = (b"cache-control", b"no-store")
+#: Paths whose answers keep the caching they have (static files: their ETag and
+#: Last-Modified; Starlette's StaticFiles answers them).
+CACHEABLE_PREFIXES = ("/static/",)
+
+
 class SecurityHeaders:
-    """ASGI middleware adding `SECURITY_HEADERS` to every HTTP response."""
+    """ASGI middleware adding `SECURITY_HEADERS` to every HTTP response, and `NO_STORE`
+    to every one that sets no Cache-Control of its own, outside `CACHEABLE_PREFIXES`: a
+    verdict on an uploaded file, a lookup by a file's hashes, the report page, the API's
+    reads and errors are made for their request (before, none said so: Chromium keeps a
+    POST's answer in its disk cache for history navigation, and a GET such as
+    ``/matches/byBinding?value=HASH`` could be stored by any cache on the way). The
+    /tlog/ tiles set their own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -48,10 +64,14 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        cacheable = str(scope.get("path", "")).startswith(CACHEABLE_PREFIXES)
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 names = {k.lower() for k, _ in message.get("headers", [])}
                 extra = [(k, v) for k, v in SECURITY_HEADERS if k not in names]
+                if not cacheable and NO_STORE[0] not in names:
+                    extra.append(NO_STORE)
                 message = {**message, "headers": [*message.get("headers", []), *extra]}
             await send(message)
 
@@ -148,83 +168,7 @@ class CrossSiteGuard:
         )
 
 
-# --- the Host allow-list: DNS rebinding ---
-
-#: The longest Host name quoted back in a 421 message.
-_SHOWN_NAME = 200
-
-
-def default_host_names(bound_host: str) -> tuple[str, ...]:
-    """The names a `prov web` bound to ``bound_host`` (its ``--listen`` host) answers
-    besides `AllowedHosts`' own: that host when it is a name (``--listen
-    newsroom-box:8080``), and this machine's name (`socket.gethostname`), by which a
-    page bound to every address (0.0.0.0, ::) is reached on a local network."""
-    names = [host_name(socket.gethostname())]
-    if not is_address(bound_host.strip("[]")):
-        names.append(host_name(bound_host))
-    return tuple(dict.fromkeys(n for n in names if n))
-
-
-@dataclass(frozen=True)
-class AllowedHosts:
-    """The Host names a page answers: ``names`` (`parse_allowed_hosts` forms and
-    `default_host_names`), and always IP addresses, ``localhost`` and names under
-    ``.localhost``. A DNS-rebinding page is at a name its attacker owns, resolved to this
-    server's address: a browser sends that name as Host, never an address (a page at an
-    address is that address's own) nor localhost (browsers resolve it and its subdomains to
-    loopback themselves, RFC 6761 section 6.3), so those can always be answered."""
-
-    names: tuple[str, ...] = ()
-
-    @property
-    def every(self) -> bool:
-        """Whether every name is answered (``--allowed-hosts '*'``)."""
-        return "*" in self.names
-
-    def allows(self, authority: str | None) -> bool:
-        """Whether a request whose Host header is ``authority`` (None: it sent none, as
-        only an HTTP/1.0 client does, never a browser) is answered."""
-        if authority is None or self.every:
-            return True
-        name = host_name(authority)
-        if name is None or "*" in name:
-            return False
-        if name == "localhost" or name.endswith(".localhost") or is_address(name):
-            return True
-        return any(name == n or (n.startswith("*.") and name.endswith(n[1:])) for n in self.names)
-
-    def describe(self) -> str:
-        """What the start-up line says is answered (`ALLOWED_HOSTS_LINE`)."""
-        if self.every:
-            return (
-                "web answers every Host name (--allowed-hosts '*'): a DNS-rebinding page"
-                " can read this page's API from a visitor's browser"
-            )
-        names = ", ".join(["any IP address", "localhost", *self.names])
-        return f"web answers Host: {names}; other names get 421 until added with --allowed-hosts"
-
-
-def malformed_host_message(authority: str) -> str:
-    """The message of the 400 answer to a request whose Host ``authority`` is no
-    `host_name` (a space, userinfo, UTF-8 rather than punycode, a port past 65535)."""
-    return (
-        f"the request's Host header {authority[:_SHOWN_NAME]!r} is not a host name: give a"
-        " name (punycode for an international one), an IP address ([v6] in brackets) or"
-        " localhost, with an optional port up to 65535 (RFC 9110 section 7.2)"
-    )
-
-
-def misdirected_message(authority: str) -> str:
-    """The message of the 421 answer to a request whose Host ``authority`` is a
-    `host_name` not allowed."""
-    name = host_name(authority) or authority[:_SHOWN_NAME]
-    return (
-        f"refused: this server does not answer for the name {name[:_SHOWN_NAME]!r} (the"
-        " request's Host): a page at a name its operator did not allow may be a DNS"
-        " rebinding attack. Reach it by its address or an allowed name, or, if this name"
-        f" is its own, ask its operator to start it with --allowed-hosts {name[:_SHOWN_NAME]}"
-        " (a comma-separated list; prov web and prov serve --http)"
-    )
+# --- the Host allow-list: DNS rebinding (`provenance.core.allowed_hosts`) ---
 
 
 class HostCheck:

@@ -16,13 +16,13 @@ import uvicorn
 from starlette.types import ASGIApp
 
 from provenance.cli.options import SIGNAL_POLL_S
+from provenance.core.allowed_hosts import AllowedHosts, default_host_names
 from provenance.core.buckets import FewLines
 from provenance.core.errors import ConfigError
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
 from provenance.web.proxies import TrustedProxies
-from provenance.web.security import AllowedHosts, default_host_names
 
 
 def bind(address: str) -> tuple[socket.socket, str]:
