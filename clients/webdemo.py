@@ -30,6 +30,20 @@ ROOT = Path(__file__).resolve().parent.parent
 MARKER = ".prov-web-demo"
 
 
+def _refuse_if_running(work: Path) -> None:
+    """Refuse (SystemExit, exit 1) a folder whose database a running server (an earlier
+    `make web`) still holds: checked before the addresses, so a second `make web` in the
+    same folder is told that, not only that the gRPC port is taken (by that one)."""
+    if held_by_a_server(work / "provenance.db"):
+        raise SystemExit(
+            f"make web: another `make web` (or `prov serve`) is running on {work}"
+            f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"
+            " (Ctrl-C), or run this one elsewhere:"
+            f" {_python()} -m clients.webdemo --dir DIR --listen HOST:PORT"
+            " --grpc-listen HOST:PORT"
+        )
+
+
 def _fresh(work: Path) -> None:
     """Empty ``work`` if an earlier run made it; refuse to touch any other folder, or
     one whose database a running server (an earlier `make web`) still holds."""
@@ -38,14 +52,7 @@ def _fresh(work: Path) -> None:
             raise SystemExit(
                 f"make web: {work} exists and was not made by `make web`; move it away"
             )
-        if held_by_a_server(work / "provenance.db"):
-            raise SystemExit(
-                f"make web: another `make web` (or `prov serve`) is running on {work}"
-                f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"
-                " (Ctrl-C), or run this one elsewhere:"
-                f" {_python()} -m clients.webdemo --dir DIR --listen HOST:PORT"
-                " --grpc-listen HOST:PORT"
-            )
+        _refuse_if_running(work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `make web`; replaced on the next run\n")
@@ -160,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpc-listen-set-by", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     work = args.dir.resolve()
+    _refuse_if_running(work)
     _check_listen(parser, args.listen, args.listen_set_by)
     _check_listen(parser, args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen")
     _fresh(work)

@@ -140,6 +140,33 @@ def test_second_make_web_leaves_a_running_one_alone(tmp_path: Path) -> None:
     assert sorted(p.name for p in work.iterdir()) == [MARKER]
 
 
+def test_a_second_make_web_on_the_same_folder_names_the_running_one(tmp_path: Path) -> None:
+    """With the gRPC port the same on every run, a second `make web` in the same folder
+    found the port taken and said only "cannot listen on 127.0.0.1:50051"; it says first
+    what holds it: the `make web` running there (its database lock held)."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    srv = start_server(work / "provenance.db")  # holds the lock and its port, as make web's
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
+            + ["--listen", "127.0.0.1:0", "--grpc-listen", srv.address],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert second.returncode == 1, (second.stdout, second.stderr)
+        assert "another `make web` (or `prov serve`) is running on" in second.stderr
+        assert "cannot listen" not in second.stderr, second.stderr
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
+
+
 def test_the_files_to_drop_line_up_with_their_verdicts(tmp_path: Path) -> None:
     """`make web` lists the files to try with their verdicts in one column (before: padded
     by hand for names in one folder, so captures/hopper.jpg's verdict stood 8 columns
