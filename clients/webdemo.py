@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from clients.demo import DemoFiles, prepare, relay_server_lines, start_server
-from clients.options import check_can_listen
+from clients.options import check_can_listen, listen_address
 from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
 
@@ -141,6 +141,30 @@ def _check_listen(
         raise SystemExit(f"make web: {e}{hint}") from e
 
 
+def _check_apart(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse one address for the page and the service (`make web GRPC=127.0.0.1:8080`),
+    exit 2, before the last run's folder is emptied: before, the server refused the pair
+    only after that, and make web said "demo: the server did not start". Port 0 (each
+    server a free port of its own) is no clash."""
+    web = listen_address(args.listen, "--listen")
+    grpc = listen_address(args.grpc_listen, "--grpc-listen")
+    if web != grpc or web[1] == 0:
+        return
+    shown = [
+        f"{set_by}={value}" if set_by else f"{option} {value}"
+        for value, set_by, option in (
+            (args.listen, args.listen_set_by, "--listen"),
+            (args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen"),
+        )
+    ]
+    print(
+        f"make web: error: {shown[0]} and {shown[1]} name one address; the page and the"
+        " gRPC service each need a port of their own",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     # A job started in the background by a non-interactive shell (`(make web &)`) begins
     # with SIGINT ignored, and Python then installs no handler of its own: Ctrl-C or a
@@ -170,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     _refuse_if_running(work)
     _check_listen(parser, args.listen, args.listen_set_by)
     _check_listen(parser, args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen")
+    _check_apart(parser, args)
     _fresh(work)
     token_file = _keep_admin_token(work)
     os.environ["PROV_HOME"] = str(work / "device")

@@ -32,6 +32,30 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _last_run(tmp_path: Path) -> Path:
+    """A `make web` folder as the last run left it: its marker and a database whose bytes
+    a refused run must leave as they are."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    (work / "provenance.db").write_bytes(b"the previous run's log")
+    return work
+
+
+def _web_demo(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m clients.webdemo --dir WORK --no-detector ARGS...` run to its end (a run
+    these tests expect to be refused before it starts a server)."""
+    return subprocess.run(
+        [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
 def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     work = tmp_path / "web-demo"
     # started as `(make web &)` starts it: SIGINT ignored (inherited through exec), in a
@@ -203,20 +227,8 @@ def test_make_web_refuses_a_bad_address_before_touching_its_folder(
 ) -> None:
     """`make web WEB=::1:8096` (an address the server refuses) leaves the previous run's
     folder as it was: before, `_fresh` deleted it and only then did the server refuse."""
-    from clients.webdemo import MARKER
-
-    work = tmp_path / "web-demo"
-    work.mkdir()
-    (work / MARKER).write_text("made by `make web`\n")
-    (work / "provenance.db").write_bytes(b"the previous run's log")
-    res = subprocess.run(
-        [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
-        + ["--listen", listen, "--grpc-listen", "127.0.0.1:0"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    work = _last_run(tmp_path)
+    res = _web_demo(work, "--listen", listen, "--grpc-listen", "127.0.0.1:0")
     assert res.returncode == code, (res.stdout, res.stderr)
     assert said in res.stderr, res.stderr
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
@@ -297,8 +309,6 @@ def test_make_web_serves_grpc_on_a_stable_port_and_says_when_it_is_taken(
     already taken is refused before the last run's folder is touched, naming GRPC=."""
     import socket
 
-    from clients.webdemo import MARKER
-
     shown = subprocess.run(
         [sys.executable, "-m", "clients.webdemo", "--help"],
         capture_output=True,
@@ -307,24 +317,32 @@ def test_make_web_serves_grpc_on_a_stable_port_and_says_when_it_is_taken(
         timeout=60,
     )
     assert "default: 127.0.0.1:50051" in " ".join(shown.stdout.split()), shown.stdout
-    work = tmp_path / "web-demo"
-    work.mkdir()
-    (work / MARKER).write_text("made by `make web`\n")
-    (work / "provenance.db").write_bytes(b"the previous run's log")
+    work = _last_run(tmp_path)
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = f"127.0.0.1:{held.getsockname()[1]}"
-        res = subprocess.run(
-            [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
-            + ["--listen", "127.0.0.1:0", "--grpc-listen", taken, "--grpc-listen-set-by", "GRPC"],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=60,
+        res = _web_demo(
+            work, "--listen", "127.0.0.1:0", "--grpc-listen", taken, "--grpc-listen-set-by", "GRPC"
         )
     assert res.returncode == 1, (res.stdout, res.stderr)
     said = " ".join(res.stderr.split())
     assert f"make web: cannot listen on {taken}: address already in use" in said, said
     assert "set another address with GRPC=HOST:PORT" in said, said
+    assert (work / "provenance.db").read_bytes() == b"the previous run's log"
+
+
+def test_make_web_refuses_one_address_for_both_servers(tmp_path: Path) -> None:
+    """`make web GRPC=127.0.0.1:8080` (WEB's address too) emptied the last run's folder,
+    then the server refused the pair and make web said only "demo: the server did not
+    start"; it is refused first, naming both settings, the folder left as it was."""
+    work = _last_run(tmp_path)
+    res = _web_demo(
+        work,
+        *("--listen", "127.0.0.1:18123", "--listen-set-by", "WEB"),
+        *("--grpc-listen", "127.0.0.1:18123", "--grpc-listen-set-by", "GRPC"),
+    )
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    said = " ".join(res.stderr.split())
+    assert "make web: error: WEB=127.0.0.1:18123 and GRPC=127.0.0.1:18123 name" in said, said
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
