@@ -30,10 +30,13 @@ FORCE:
 demo: $(STAMP)
 	$(BIN)/python -m clients.demo
 
-# the verification page over the demo's signed captures (Ctrl-C stops; WEB=HOST:PORT to move it)
+# the verification page over the demo's signed captures (Ctrl-C stops; WEB=HOST:PORT to move
+# it); its gRPC service on GRPC, prov's default server address, the same on every run
 WEB ?= 127.0.0.1:8080
+GRPC ?= 127.0.0.1:50051
 web: $(STAMP)
-	$(BIN)/python -m clients.webdemo --listen '$(WEB)' --listen-set-by WEB
+	$(BIN)/python -m clients.webdemo --listen '$(WEB)' --listen-set-by WEB \
+	  --grpc-listen '$(GRPC)' --grpc-listen-set-by GRPC
 
 # the tests in TEST_WORKERS processes (pytest-xdist; TEST_WORKERS=0 runs them in this one)
 TEST_WORKERS ?= 2

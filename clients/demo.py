@@ -60,16 +60,19 @@ def capture(*args: str) -> str:
     return res.stdout.strip()
 
 
-def start_server(db: Path, *extra: str) -> tuple[subprocess.Popen[str], str]:
-    """Start `prov serve --db DB --listen 127.0.0.1:0 EXTRA...`; returns it and its address.
+def start_server(
+    db: Path, *extra: str, listen: str = "127.0.0.1:0"
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `prov serve --db DB --listen LISTEN EXTRA...` (the demo: a port drawn afresh,
+    `make web`: a stable one); returns it and the address it listens on.
     Its stdout and stderr (its log records) come in one pipe, each line shown as
     "  [server] LINE"; once its start-up lines are read, `relay_server_lines` shows the
     rest (before, its stderr went to the terminal as it was: the "near-duplicate index"
     record stood bare among the prefixed lines)."""
-    print(f"$ prov serve --db {db} --listen 127.0.0.1:0 {shlex.join(extra)} &", flush=True)
+    print(f"$ prov serve --db {db} --listen {listen} {shlex.join(extra)} &", flush=True)
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "serve", "--db", str(db)]
-        + ["--listen", "127.0.0.1:0", *extra],
+        + ["--listen", listen, *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -21,13 +21,27 @@ from pathlib import Path
 import typer
 
 from clients.demo import DemoFiles, prepare, relay_server_lines, start_server
-from clients.options import check_can_listen
+from clients.options import check_can_listen, listen_address
 from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Marker file that makes a folder ours to replace on the next run.
 MARKER = ".prov-web-demo"
+
+
+def _refuse_if_running(work: Path) -> None:
+    """Refuse (SystemExit, exit 1) a folder whose database a running server (an earlier
+    `make web`) still holds: checked before the addresses, so a second `make web` in the
+    same folder is told that, not only that the gRPC port is taken (by that one)."""
+    if held_by_a_server(work / "provenance.db"):
+        raise SystemExit(
+            f"make web: another `make web` (or `prov serve`) is running on {work}"
+            f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"
+            " (Ctrl-C), or run this one elsewhere:"
+            f" {_python()} -m clients.webdemo --dir DIR --listen HOST:PORT"
+            " --grpc-listen HOST:PORT"
+        )
 
 
 def _fresh(work: Path) -> None:
@@ -38,13 +52,7 @@ def _fresh(work: Path) -> None:
             raise SystemExit(
                 f"make web: {work} exists and was not made by `make web`; move it away"
             )
-        if held_by_a_server(work / "provenance.db"):
-            raise SystemExit(
-                f"make web: another `make web` (or `prov serve`) is running on {work}"
-                f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"
-                " (Ctrl-C), or run this"
-                f" one elsewhere: {_python()} -m clients.webdemo --dir DIR --listen HOST:PORT"
-            )
+        _refuse_if_running(work)
         shutil.rmtree(work)
     work.mkdir(parents=True)
     (work / MARKER).write_text("made by `make web`; replaced on the next run\n")
@@ -57,10 +65,16 @@ def _python() -> str:
     return str(exe.relative_to(ROOT)) if exe.is_relative_to(ROOT) else str(exe)
 
 
+#: The service's gRPC address: `prov`'s own default server (no PROV_SERVER needed), the
+#: same on every run (before, a port drawn afresh each run made every `export
+#: PROV_SERVER=...` typed in another shell stale on the next `make web`).
+GRPC_DEFAULT = "127.0.0.1:50051"
+
+
 def shell_hint(address: str, token_file: Path) -> str:
-    """How to use the demo's server from another shell: its gRPC port is drawn afresh each
-    run, so `prov` needs it named (`PROV_SERVER`), and so is its admin token, kept in
-    ``token_file`` for the admin commands (`PROV_ADMIN_TOKEN`)."""
+    """How to use the demo's server from another shell: `prov` needs its gRPC address
+    named (`PROV_SERVER`) unless it is `prov`'s default, and the admin commands need its
+    admin token, drawn afresh each run and kept in ``token_file`` (`PROV_ADMIN_TOKEN`)."""
     return (
         "  from another shell in this folder: source .venv/bin/activate;"
         f" export PROV_SERVER={address}; then\n"
@@ -99,18 +113,21 @@ def drop_list(files: DemoFiles) -> str:
     return "".join(f"    {str(path).ljust(width)}  ({what})\n" for path, what in rows)
 
 
-def _check_listen(parser: argparse.ArgumentParser, listen: str, set_by: str) -> None:
+def _check_listen(
+    parser: argparse.ArgumentParser, listen: str, set_by: str, option: str = "--listen"
+) -> None:
     """Refuse an address the server would refuse, before the previous run's folder is
     emptied (exit 2 for one that is not HOST:PORT, 1 for one this machine cannot listen
-    on), as `prov serve --http` refuses it. ``set_by``: the make variable that gave it
-    (``WEB``), which the message then names, without argparse's usage line (before:
-    "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen" for
-    `make web WEB=::1:8096`); empty when --listen was given."""
+    on, such as a port already taken), as `prov serve` refuses it. ``option``: the flag
+    that gave it (--listen, --grpc-listen); ``set_by``: the make variable that gave it
+    (``WEB``, ``GRPC``), which the message then names, without argparse's usage line
+    (before: "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen" for
+    `make web WEB=::1:8096`); empty when the option was given."""
     try:
-        check_can_listen(listen, "--listen")
+        check_can_listen(listen, option)
     except typer.BadParameter as e:
         if not set_by:
-            parser.error(f"argument --listen: {e.message}")
+            parser.error(f"argument {option}: {e.message}")
         setting = f"{set_by}={listen}"
         message = (
             e.message.replace(repr(listen), setting, 1)
@@ -120,8 +137,32 @@ def _check_listen(parser: argparse.ArgumentParser, listen: str, set_by: str) -> 
         print(f"make web: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
     except ConfigError as e:
-        hint = f"; set another address with {set_by}=HOST:PORT" if set_by else ""
+        hint = f"; set another address with {f'{set_by}=' if set_by else f'{option} '}HOST:PORT"
         raise SystemExit(f"make web: {e}{hint}") from e
+
+
+def _check_apart(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse one address for the page and the service (`make web GRPC=127.0.0.1:8080`),
+    exit 2, before the last run's folder is emptied: before, the server refused the pair
+    only after that, and make web said "demo: the server did not start". Port 0 (each
+    server a free port of its own) is no clash."""
+    web = listen_address(args.listen, "--listen")
+    grpc = listen_address(args.grpc_listen, "--grpc-listen")
+    if web != grpc or web[1] == 0:
+        return
+    shown = [
+        f"{set_by}={value}" if set_by else f"{option} {value}"
+        for value, set_by, option in (
+            (args.listen, args.listen_set_by, "--listen"),
+            (args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen"),
+        )
+    ]
+    print(
+        f"make web: error: {shown[0]} and {shown[1]} name one address; the page and the"
+        " gRPC service each need a port of their own",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,15 +172,29 @@ def main(argv: list[str] | None = None) -> None:
     # raises KeyboardInterrupt here; the server started below inherits the default action.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="make web", description=__doc__)
-    parser.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address HOST:PORT")
+    parser.add_argument(
+        "--listen",
+        default="127.0.0.1:8080",
+        help="the web page's HTTP address HOST:PORT (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--grpc-listen",
+        default=GRPC_DEFAULT,
+        help="the gRPC service's address HOST:PORT, the same on every run (default: %(default)s,"
+        " where `prov` looks when PROV_SERVER is not set); a port already taken is refused",
+    )
     parser.add_argument("--dir", type=Path, default=ROOT / ".web-demo", help="working folder")
     parser.add_argument("--no-detector", action="store_true", help="skip loading the detector")
     # the make variable that set --listen (the Makefile passes WEB): errors name it, not
     # an option the person never typed
     parser.add_argument("--listen-set-by", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--grpc-listen-set-by", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     work = args.dir.resolve()
+    _refuse_if_running(work)
     _check_listen(parser, args.listen, args.listen_set_by)
+    _check_listen(parser, args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen")
+    _check_apart(parser, args)
     _fresh(work)
     token_file = _keep_admin_token(work)
     os.environ["PROV_HOME"] = str(work / "device")
@@ -148,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"# working in {work}\n# 1. the server and its web page, with an embedded SQLite database"
     )
-    server, address = start_server(work / "provenance.db", *extra)
+    server, address = start_server(work / "provenance.db", *extra, listen=args.grpc_listen)
     relay: threading.Thread | None = None
     os.environ["PROV_SERVER"] = address
     try:

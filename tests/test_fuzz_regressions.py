@@ -40,3 +40,24 @@ def test_an_audit_state_nested_too_deeply_is_a_log_error() -> None:
 
     with pytest.raises(LogError, match="audit state file is damaged"):
         AuditState.from_json("[" * 200_000)
+
+
+def test_the_fuzz_runner_names_itself_as_it_is_run(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m tests.fuzz.run --help` (the README's way to run one target) said
+    "usage: run.py", a name that cannot be run from the repository root, and its errors
+    "run.py: error: ..."; it names the module, and its help gives examples and where the
+    crashes and logs go."""
+    from tests.fuzz.run import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: python -m tests.fuzz.run "), text
+    assert "run.py" not in text, text
+    assert "python -m tests.fuzz.run --seconds 600 sidecar" in text, text
+    assert ".fuzz/crashes/" in text, text
+    with pytest.raises(SystemExit) as refused:
+        main(["no-such-target"])
+    assert refused.value.code == 2
+    assert "python -m tests.fuzz.run: error: unknown targets" in capsys.readouterr().err

@@ -421,6 +421,40 @@ def test_progress_to_a_file_is_one_whole_final_line() -> None:
         assert all(f"{s} 1" in text for s in statuses[:n]), repr(text)
 
 
+def test_a_run_that_scanned_nothing_says_so_without_rates(tmp_path: Path) -> None:
+    """A resumed scan with nothing left, or a folder holding no files, printed "0 files
+    0.0 files/s 0.0 MB/s" and a table with "files/s 0.0": a rate of no work, read as a
+    stalled scan. It now says what happened, and gives no rate."""
+    from clients.scan.pipeline import ScanResult
+    from clients.scan.progress import summary_note, summary_table
+    from clients.scan.report import Summary
+
+    out = io.StringIO()
+    with ScanProgress(Console(file=out, width=80)):
+        pass
+    assert out.getvalue() == "no files scanned in this run\n", repr(out.getvalue())
+
+    def table(result: ScanResult) -> str:
+        text = io.StringIO()
+        Console(file=text, width=100).print(summary_table(result, tmp_path / "s.jsonl"))
+        return text.getvalue()
+
+    done = Summary(counts={"UNSIGNED": 2, "ERROR": 1}, rows=3, bytes=9, unsigned=[], refused=[])
+    resumed = ScanResult(scanned=0, scanned_bytes=0, skipped=3, elapsed_s=0.2, summary=done)
+    assert "files/s" not in table(resumed) and "MB/s" not in table(resumed), table(resumed)
+    assert summary_note(resumed) == (
+        "nothing left to scan: all 3 files were already in the report"
+        " (--retry-errors scans its 1 error row again)"
+    )
+    nothing = Summary(counts={}, rows=0, bytes=0, unsigned=[], refused=[])
+    empty = ScanResult(scanned=0, scanned_bytes=0, skipped=0, elapsed_s=0.1, summary=nothing)
+    assert "files/s" not in table(empty)
+    assert summary_note(empty) == "no files found in the paths given"
+    # a run that scanned files gives its rates, and no note
+    ran = ScanResult(scanned=3, scanned_bytes=9, skipped=0, elapsed_s=1.0, summary=done)
+    assert "files/s" in table(ran) and summary_note(ran) is None
+
+
 def test_live_progress_on_80_columns_shows_every_count() -> None:
     """On an 80-column terminal the live line was cut at its end ("SIGNED_ORIGINAL 15
     DERIVED 12  UNSIGNED 4…"): while 5,000 files were scanned an archivist could not see
@@ -664,6 +698,10 @@ def test_the_cli_command_scans_refuses_to_overwrite_and_resumes(desk: Desk, tmp_
     resumed = runner.invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0 and "already in the report (resumed)" in resumed.stdout
     assert len(out.read_text().splitlines()) == 5
+    # nothing was left: it says so, not "files/s 0.0" (a rate of no work read as a stall)
+    said = " ".join(resumed.output.split())
+    assert "nothing left to scan: all 5 files were already in the report" in said, said
+    assert "files/s" not in said and "MB/s" not in said, said
     bad = runner.invoke(app, [str(desk.tarball), "--report", str(tmp_path / "x.csv")])
     assert bad.exit_code == 2 and ".jsonl" in bad.output
 

@@ -293,3 +293,39 @@ def test_journal_lines_are_json_dumps_of_each_row() -> None:
     expected = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
     assert encode_lines(rows) == expected
     assert encode_lines([]) == ""
+
+
+def test_resume_names_the_paths_of_which_the_report_holds_no_row(tmp_path: Path) -> None:
+    """`prov scan many many.zip news --report r.jsonl`, then resumed as `/tmp/x/many
+    /tmp/x/many.zip news`: the rows of `news` matched, so no warning came, and the 600
+    files of the other two were scanned again and given a second row each. A resume now
+    names each PATH of which the report holds no row (new to this scan, or spelled
+    otherwise), before any file is scanned."""
+    from clients.scan.resume import GivenPaths
+
+    report = tmp_path / "r.jsonl"
+    rows = ["many/0.jpg", "many/1.jpg", "many.zip!0.jpg", "news/cat.png", "news/b.jpg"]
+    first = GivenPaths(["many", "many.zip", "news"])
+    for r in rows:
+        first.add(r)
+    assert first.mismatch(report) == ""  # every PATH as the first scan spelled it
+    moved = GivenPaths(["/x/many", "/x/many.zip", "news"])
+    for r in rows:
+        moved.add(r)
+    said = moved.mismatch(report)
+    assert said.startswith("warning: no row in "), said
+    assert "/x/many, /x/many.zip (2 of the 3 paths given)" in said, said
+    assert "spelled otherwise" in said and "Ctrl-C" in said, said
+    # a PATH whose only rows are errors that --retry-errors takes out (`could_match`,
+    # never `add`) has rows: no warning for it
+    retried = GivenPaths(["many", "news"])
+    assert retried.could_match("many/0.jpg")
+    retried.add("news/cat.png")
+    assert retried.mismatch(report) == ""
+    # none matching at all: the warning that says so, as before
+    gone = GivenPaths(["/x/many"])
+    for r in rows:
+        gone.add(r)
+    assert gone.mismatch(report).startswith("warning: none of the 5 rows in "), gone.mismatch(
+        report
+    )

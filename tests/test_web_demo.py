@@ -32,6 +32,30 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
+def _last_run(tmp_path: Path) -> Path:
+    """A `make web` folder as the last run left it: its marker and a database whose bytes
+    a refused run must leave as they are."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    (work / "provenance.db").write_bytes(b"the previous run's log")
+    return work
+
+
+def _web_demo(work: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m clients.webdemo --dir WORK --no-detector ARGS...` run to its end (a run
+    these tests expect to be refused before it starts a server)."""
+    return subprocess.run(
+        [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
 def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     work = tmp_path / "web-demo"
     # started as `(make web &)` starts it: SIGINT ignored (inherited through exec), in a
@@ -40,7 +64,7 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "clients.webdemo", "--listen", "127.0.0.1:0"]
-            + ["--no-detector", "--dir", str(work)],
+            + ["--grpc-listen", "127.0.0.1:0", "--no-detector", "--dir", str(work)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -93,7 +117,8 @@ def test_make_web_serves_the_demo_captures(tmp_path: Path) -> None:
     other.mkdir()
     res = subprocess.run(
         # port 0: the default 8080 may be held by a `make web` someone runs on this machine
-        [sys.executable, "-m", "clients.webdemo", "--dir", str(other), "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "clients.webdemo", "--dir", str(other), "--listen", "127.0.0.1:0"]
+        + ["--grpc-listen", "127.0.0.1:0"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -114,7 +139,7 @@ def test_second_make_web_leaves_a_running_one_alone(tmp_path: Path) -> None:
     try:
         second = subprocess.Popen(
             [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
-            + ["--listen", "127.0.0.1:0"],
+            + ["--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -137,6 +162,33 @@ def test_second_make_web_leaves_a_running_one_alone(tmp_path: Path) -> None:
 
     _fresh(work)
     assert sorted(p.name for p in work.iterdir()) == [MARKER]
+
+
+def test_a_second_make_web_on_the_same_folder_names_the_running_one(tmp_path: Path) -> None:
+    """With the gRPC port the same on every run, a second `make web` in the same folder
+    found the port taken and said only "cannot listen on 127.0.0.1:50051"; it says first
+    what holds it: the `make web` running there (its database lock held)."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    srv = start_server(work / "provenance.db")  # holds the lock and its port, as make web's
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
+            + ["--listen", "127.0.0.1:0", "--grpc-listen", srv.address],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+        assert second.returncode == 1, (second.stdout, second.stderr)
+        assert "another `make web` (or `prov serve`) is running on" in second.stderr
+        assert "cannot listen" not in second.stderr, second.stderr
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
 
 
 def test_the_files_to_drop_line_up_with_their_verdicts(tmp_path: Path) -> None:
@@ -175,20 +227,8 @@ def test_make_web_refuses_a_bad_address_before_touching_its_folder(
 ) -> None:
     """`make web WEB=::1:8096` (an address the server refuses) leaves the previous run's
     folder as it was: before, `_fresh` deleted it and only then did the server refuse."""
-    from clients.webdemo import MARKER
-
-    work = tmp_path / "web-demo"
-    work.mkdir()
-    (work / MARKER).write_text("made by `make web`\n")
-    (work / "provenance.db").write_bytes(b"the previous run's log")
-    res = subprocess.run(
-        [sys.executable, "-m", "clients.webdemo", "--dir", str(work), "--no-detector"]
-        + ["--listen", listen],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-    )
+    work = _last_run(tmp_path)
+    res = _web_demo(work, "--listen", listen, "--grpc-listen", "127.0.0.1:0")
     assert res.returncode == code, (res.stdout, res.stderr)
     assert said in res.stderr, res.stderr
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
@@ -198,7 +238,7 @@ def test_make_web_refuses_a_bad_address_before_touching_its_folder(
 def test_make_web_says_how_to_use_its_server_from_a_shell() -> None:
     """`make web` printed the gRPC address among the web page's links, but not what to do
     with it: a newcomer trying `prov verify` on the files it lists got "cannot reach the
-    server at 127.0.0.1:50051" (make web's port is drawn afresh each run)."""
+    server at 127.0.0.1:50051" (make web's port was then drawn afresh each run)."""
     from clients.webdemo import shell_hint
 
     text = shell_hint("127.0.0.1:33467", Path("/r/.web-demo/admin-token"))
@@ -235,15 +275,19 @@ def test_a_second_make_web_names_a_python_that_runs_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make here")
-def test_make_web_names_web_as_what_was_set_for_a_bad_address() -> None:
+@pytest.mark.parametrize(
+    ("setting", "other"),
+    [("WEB=::1:8096", "GRPC=127.0.0.1:0"), ("GRPC=::1:8097", "WEB=127.0.0.1:0")],
+)
+def test_make_web_names_what_was_set_for_a_bad_address(setting: str, other: str) -> None:
     """`make web WEB=::1:8096` names WEB=, what the person typed: before, argparse's
     "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen: ..." named an
-    option they never saw. The real Makefile's recipe, run by real `make` (the venv rule
-    left out with -o, this interpreter as its python); a bad address is refused before
-    the demo's folder is touched."""
+    option they never saw; GRPC= (the service's address) likewise. The real Makefile's
+    recipe, run by real `make` (the venv rule left out with -o, this interpreter as its
+    python); a bad address is refused before the demo's folder is touched."""
     bin_dir = Path(sys.executable).parent
     done = subprocess.run(
-        ["make", "-s", "-o", ".venv/.installed", "web", "WEB=::1:8096", f"BIN={bin_dir}"],
+        ["make", "-s", "-o", ".venv/.installed", "web", setting, other, f"BIN={bin_dir}"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -251,6 +295,54 @@ def test_make_web_names_web_as_what_was_set_for_a_bad_address() -> None:
     )
     assert done.returncode != 0, done.stdout + done.stderr
     said = done.stderr
-    assert "make web: error: WEB=::1:8096: put an IPv6 address in brackets" in said, said
-    assert "usage:" not in said and "--listen" not in said, said
+    assert f"make web: error: {setting}: put an IPv6 address in brackets" in said, said
+    assert "usage:" not in said and "-listen" not in said, said
     assert "working in" not in done.stdout
+
+
+def test_make_web_serves_grpc_on_a_stable_port_and_says_when_it_is_taken(
+    tmp_path: Path,
+) -> None:
+    """`make web` drew its gRPC port afresh each run, so the `export PROV_SERVER=...` a
+    person typed in another shell went stale on every restart. It listens on 127.0.0.1:50051
+    (what `prov` uses when PROV_SERVER is not set), GRPC=HOST:PORT moves it, and a port
+    already taken is refused before the last run's folder is touched, naming GRPC=."""
+    import socket
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "clients.webdemo", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert "default: 127.0.0.1:50051" in " ".join(shown.stdout.split()), shown.stdout
+    work = _last_run(tmp_path)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = f"127.0.0.1:{held.getsockname()[1]}"
+        res = _web_demo(
+            work, "--listen", "127.0.0.1:0", "--grpc-listen", taken, "--grpc-listen-set-by", "GRPC"
+        )
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    said = " ".join(res.stderr.split())
+    assert f"make web: cannot listen on {taken}: address already in use" in said, said
+    assert "set another address with GRPC=HOST:PORT" in said, said
+    assert (work / "provenance.db").read_bytes() == b"the previous run's log"
+
+
+def test_make_web_refuses_one_address_for_both_servers(tmp_path: Path) -> None:
+    """`make web GRPC=127.0.0.1:8080` (WEB's address too) emptied the last run's folder,
+    then the server refused the pair and make web said only "demo: the server did not
+    start"; it is refused first, naming both settings, the folder left as it was."""
+    work = _last_run(tmp_path)
+    res = _web_demo(
+        work,
+        *("--listen", "127.0.0.1:18123", "--listen-set-by", "WEB"),
+        *("--grpc-listen", "127.0.0.1:18123", "--grpc-listen-set-by", "GRPC"),
+    )
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    said = " ".join(res.stderr.split())
+    assert "make web: error: WEB=127.0.0.1:18123 and GRPC=127.0.0.1:18123 name" in said, said
+    assert (work / "provenance.db").read_bytes() == b"the previous run's log"

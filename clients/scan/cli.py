@@ -21,7 +21,7 @@ from clients.options import (
 )
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
-from clients.scan.progress import ScanProgress, summary_table, summary_title
+from clients.scan.progress import ScanProgress, summary_note, summary_table, summary_title
 from clients.scan.report import csv_path, html_path, legend
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
@@ -162,6 +162,9 @@ def scan(
     out = SafeConsole()
     out.print(summary_title(result, report), soft_wrap=True)  # whole, however long its path
     out.print(summary_table(result, report))
+    note = summary_note(result)
+    if note:
+        out.print(note, highlight=False, soft_wrap=True)
     for line in legend(result.summary.counts, where=f"in {html_path(report)}"):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(

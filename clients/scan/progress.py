@@ -69,12 +69,18 @@ class ScanProgress:
 
     def __exit__(self, *exc: object) -> None:
         if self._live:
+            if not self.files:  # the last frame says so, not "starting"
+                self._progress.update(self._task, description=self.describe())
             self._progress.stop()
         else:
             self._console.print(self.describe(), soft_wrap=True, highlight=False)
 
     def describe(self) -> str:
-        """The progress text: 'N files  F files/s  M MB/s  STATUS n ...'."""
+        """The progress text: 'N files  F files/s  M MB/s  STATUS n ...'; 'no files
+        scanned in this run' while there are none (before, "0 files  0.0 files/s": a rate
+        of no work, which read as a stalled scan)."""
+        if not self.files:
+            return "no files scanned in this run"
         dt = max(self._clock() - self._start, 1e-9)
         counts = "  ".join(f"{k} {self.counts[k]}" for k in _ORDER if self.counts[k])
         return (
@@ -112,6 +118,28 @@ def summary_table(result: ScanResult, report: Path) -> Table:
     t.add_row("scanned in this run", str(result.scanned))
     if result.skipped:
         t.add_row("already in the report (resumed)", str(result.skipped))
-    t.add_row("files/s", f"{result.scanned / dt:.1f}")
-    t.add_row("MB/s", f"{_mb(result.scanned_bytes) / dt:.1f}")
+    if result.scanned:  # a rate of no work (0.0 files/s) read as a stall: `summary_note`
+        t.add_row("files/s", f"{result.scanned / dt:.1f}")
+        t.add_row("MB/s", f"{_mb(result.scanned_bytes) / dt:.1f}")
     return t
+
+
+def summary_note(result: ScanResult) -> str | None:
+    """The line under `summary_table` when this run scanned no file: a resumed scan with
+    nothing left ("nothing left to scan: all N files were already in the report", and how
+    to scan its error rows again), or paths that hold no file; None when it scanned some."""
+    if result.scanned:
+        return None
+    if not result.skipped:
+        return "no files found in the paths given"
+    n = result.skipped
+    note = (
+        "nothing left to scan: "
+        + ("the 1 file was" if n == 1 else f"all {n} files were")
+        + " already in the report"
+    )
+    errors = result.summary.counts.get(ERROR, 0)
+    if errors:
+        rows = "row" if errors == 1 else "rows"
+        note += f" (--retry-errors scans its {errors} error {rows} again)"
+    return note

@@ -107,6 +107,10 @@ class RefSet:
         return True
 
 
+#: PATH arguments up to which a resume checks each one for rows of its own (`GivenPaths`).
+PER_PATH_CHECK = 64
+
+
 class GivenPaths:
     """Whether report rows could come from the PATH arguments of this run, as given: a row
     of ``PATH`` itself, of a file in folder ``PATH`` (``PATH/...``) or of an archive
@@ -122,10 +126,17 @@ class GivenPaths:
         self.rows = 0
         self.matched = False
         self.example = ""
+        # each PATH's own match, while few are given (a shell glob may give thousands: then
+        # only the whole set's): the PATHs no row has matched yet, by their ref
+        self._unseen: dict[str, str] | None = (
+            dict(zip(refs, paths, strict=True)) if len(refs) <= PER_PATH_CHECK else None
+        )
+        self._unseen_prefixes = self._prefixes
 
     def could_match(self, row_path: str) -> bool:
         """Whether a row of path ``row_path`` (as the report holds it) could be of a file
         under these paths (always, with a list file among them)."""
+        self._see(row_path)  # a row --retry-errors takes out is of its PATH too
         return self._lists or row_path in self._exact or row_path.startswith(self._prefixes)
 
     def add(self, row_path: str) -> None:
@@ -135,12 +146,39 @@ class GivenPaths:
             self.example = row_path
         if not self.matched:
             self.matched = row_path in self._exact or row_path.startswith(self._prefixes)
+        self._see(row_path)
+
+    def _see(self, row_path: str) -> None:
+        """Mark the PATHs that a row of path ``row_path`` is under as matched."""
+        unseen = self._unseen
+        if unseen and (row_path in unseen or row_path.startswith(self._unseen_prefixes)):
+            for ref in list(unseen):
+                if row_path == ref or row_path.startswith((os.path.join(ref, ""), ref + "!")):
+                    del unseen[ref]
+            self._unseen_prefixes = tuple(
+                prefix for r in unseen for prefix in (os.path.join(r, ""), r + "!")
+            )
 
     def mismatch(self, report: Path) -> str:
         """A warning when the report holds rows and none of them could come from these
-        paths (so every file will be scanned again), else ""."""
-        if not self.rows or self.matched or self._lists:
+        paths (so every file will be scanned again); or, up to PER_PATH_CHECK paths, when
+        some of them have no row there (new to this scan, or spelled otherwise: their files
+        are scanned again; before, no word while one PATH matched); else ""."""
+        if not self.rows or self._lists:
             return ""
+        if self.matched:
+            unseen = list(self._unseen.values()) if self._unseen else []
+            if not unseen:
+                return ""
+            shown = ", ".join(map(shown_line, unseen[:3])) + (", ..." if unseen[3:] else "")
+            return (
+                f"warning: no row in {shown_line(str(report))} is of a file under {shown}"
+                f" ({len(unseen)} of the {len(self.paths)} paths given): new to this scan, or"
+                " spelled otherwise than the scan that wrote the report spelled them (rows"
+                f" are matched by their path as given; it holds e.g. {shown_line(self.example)}),"
+                " their files are scanned now; if they were scanned before, stop (Ctrl-C) and"
+                " give them as then"
+            )
         shown = ", ".join(map(shown_line, self.paths[:3])) + (", ..." if self.paths[3:] else "")
         return (
             f"warning: none of the {self.rows:,} rows in {shown_line(str(report))} is of a file under the"

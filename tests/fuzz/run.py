@@ -84,8 +84,26 @@ def run_one(name: str, seconds: int, work: Path) -> TargetResult:
     }
 
 
+_EPILOG = """\
+examples:
+  python -m tests.fuzz.run                          # every target, $FUZZ_SECONDS each (make fuzz)
+  python -m tests.fuzz.run --seconds 600 sidecar    # one target for 10 minutes
+
+A crashing input is written to WORKDIR/crashes/TARGET/ (.fuzz/crashes/TARGET/ by default) and
+each target's log to WORKDIR/logs/TARGET.log; once the crash is fixed, copy its input to
+tests/data/fuzz/TARGET/, where tests/test_fuzz_regressions.py replays it.
+Exit 0 when no target crashed, 1 when one did, 2 on a usage error."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    # prog: as the README runs it (argparse's default is the script's file name, run.py,
+    # which cannot be run from the repository root)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.fuzz.run",
+        description=__doc__.split("\n\n")[0],
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("names", nargs="*", help=f"targets (default: all of {', '.join(SEEDS)})")
     parser.add_argument(
         "--seconds",
@@ -93,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         default=int(os.environ.get("FUZZ_SECONDS", "60")),
         help="seconds per target (default: $FUZZ_SECONDS, else 60)",
     )
-    parser.add_argument("--workdir", type=Path, default=ROOT / ".fuzz", help="corpus and logs")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=ROOT / ".fuzz",
+        help="corpus, crashes, logs and report.json (default: .fuzz in the repository root)",
+    )
     args = parser.parse_args(argv)
     names = args.names or list(SEEDS)
     unknown = set(names) - set(SEEDS)
