@@ -21,8 +21,10 @@ import pytest
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim
+from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
-from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, sign_claim
+from provenance.server.rpc import lookup_parts
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, sign_claim, start_server
 from tests.test_claim_bounds import video_claim
 
 #: Claims of a static scene logged, each of `MAX_CLAIM_SOFT_BINDINGS` (1,000) frames.
@@ -71,3 +73,39 @@ def test_a_lookup_near_a_code_logged_thousands_of_times_stays_small(server: Serv
     assert all(r.status.name == "DERIVED" for _, r in answers), [r.status for _, r in answers]
     assert growth < MAX_GROWTH_MIB, f"the server's peak memory grew {growth:.0f} MiB"
     assert server.proc.poll() is None
+
+
+def test_a_lookup_of_long_videos_stops_at_its_budget_between_files(tmp_path: Path) -> None:
+    """A Lookup's time budget (--lookup-seconds) is checked between parts of at most
+    `LOOKUP_PART_HASHES` hashes, not only of `LOOKUP_PART_FILES` files: 27 clips of 600
+    frames near 40,000 copies of one code are one part of 32 files, about 30 s of work on
+    this machine class, and before the budget of 2 s was first looked at after all of it
+    (the caller's own 30 s deadline came first: "cannot reach the server"). Now the call
+    is answered DEADLINE_EXCEEDED in the server's words after a file or two."""
+    srv = start_server(tmp_path / "prov.db", "--lookup-seconds", "2")
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN, timeout=120) as c:
+            key = enroll_key(c)
+            for seq in range(1, 41):
+                c.submit(sign_claim(key, _static_video_claim(key, seq, MAX_CLAIM_SOFT_BINDINGS)))
+            frames = tuple(PerceptualHash("pdq", HOT, 100, float(i)) for i in range(FRAMES))
+            one = Query("first", os.urandom(32), frames[:10], media_type="video/mp4")
+            c.lookup([one])  # the index's tables are built for the 40,000 codes
+            queries = [
+                Query(f"clip{i}", os.urandom(32), frames, media_type="video/mp4") for i in range(27)
+            ]
+            with pytest.raises(TransportError) as got:
+                c.lookup(queries)
+    finally:
+        srv.stop()
+    assert got.value.code == "DEADLINE_EXCEEDED", got.value
+    assert "the Lookup ran out of time after answering" in str(got.value), got.value
+    assert "of 27 files" in str(got.value), got.value
+
+
+def test_lookup_parts_hold_few_files_or_few_hashes() -> None:
+    assert lookup_parts([]) == []
+    assert lookup_parts([8] * 70) == [(0, 32), (32, 64), (64, 70)]
+    assert lookup_parts([600] * 3) == [(0, 1), (1, 2), (2, 3)]
+    assert lookup_parts([5000, 1]) == [(0, 1), (1, 2)]
+    assert lookup_parts([1000, 24, 1]) == [(0, 2), (2, 3)]
