@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,34 @@ def test_many_queries_at_once_answer_as_one_at_a_time(monkeypatch: pytest.Monkey
         assert got == [p.search(q, radius, limit) for q in queries], (radius, limit)
         assert got == [m.search(q, radius, limit) for q in queries]
     assert sum(map(len, m.search_many(queries))) > 100  # real neighbours were found
+
+
+@pytest.mark.parametrize("where", ["tables", "pending"])
+def test_a_crowded_code_holds_a_few_hits_per_query_not_all(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """4,000 copies of one code (four video claims of a static scene) and 2,000 queries
+    of it: a search keeps each query's nearest `limit` as it goes, in tables and in the
+    pending list alike. Before, all 8 million hits were kept to the end: 790 MiB traced
+    at the peak, now 17 MiB."""
+    if where == "pending":
+        monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 10**6)
+    rng = np.random.default_rng(5)
+    same = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    items = [
+        (i, PerceptualHash("pdq", rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), 90))
+        for i in range(4000)
+    ]
+    items += [(4000 + i // 1000, PerceptualHash("pdq", same, 90)) for i in range(4000)]
+    m, p = _both(items)
+    m.wait_warm()
+    assert len(m._snapshot().pending_ids) == (8000 if where == "pending" else 0)
+    tracemalloc.start()
+    try:
+        got = m.search_codes([same] * 2000)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert got == [p.search(PerceptualHash("pdq", same, 90))] * 2000
+    assert got[0] == [(0, 4000)] * 16
+    assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB traced at the peak"

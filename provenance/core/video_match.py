@@ -152,6 +152,17 @@ def _align(q: _Side, o: _Side, offset: float, tolerance: float, threshold: int) 
     return _Alignment(offset, window, pairs)
 
 
+def _runs(ordered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of the sorted array ``ordered`` and how often each occurs:
+    ``np.unique(ordered, return_counts=True)`` by its sort order. NumPy 2.4's
+    ``np.unique`` hashes: 0.4-0.9 s for 600,000 keys (one 600-frame query against an
+    original of 1,000 frames of one static scene) where a sort and this take 0.07 s."""
+    if not len(ordered):
+        return ordered, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    return ordered[starts], np.diff(np.append(starts, len(ordered)))
+
+
 def match_video(
     query: Sequence[PerceptualHash],
     original: Sequence[PerceptualHash],
@@ -182,8 +193,8 @@ def match_video(
         qi, oi = np.nonzero(close)
         bins = np.floor((o.times[oi] - q.times[start + qi]) / width).astype(np.int64)
         # One vote per (bin, original frame): key = bin * n_o + original index.
-        keys = np.unique(bins * n_o + oi)
-        bin_ids, counts = np.unique(keys // n_o, return_counts=True)
+        keys = _runs(np.sort(bins * n_o + oi))[0]
+        bin_ids, counts = _runs(keys // n_o)  # sorted already
         for b, c in zip(bin_ids.tolist(), counts.tolist(), strict=True):
             votes[b] += c
 

@@ -366,6 +366,51 @@ def _probe_runs(
     return flat, lengths, lengths.sum(axis=1)
 
 
+#: Distances two 256-bit codes can be apart: 0..256.
+_DISTANCES = 257
+
+
+def _nearest(
+    q: np.ndarray, pos: np.ndarray, d: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hits (query, position, distance), sorted by query, distance and position, a row
+    found twice for one query (through two tables) kept once, and each query's first
+    ``limit`` kept. Applied to each batch of hits as it is found, so that a search holds
+    at most ``limit`` hits per query and batch, however many codes lie near it: before,
+    every hit was kept until the end, and 4,096 copies of one code (one video claim's
+    frames of a static scene) times a Lookup's 4,096 hashes near it held 16.8 million
+    hits, about 1.7 GB at its peak (40,960 copies: 16.6 GB, 208 s)."""
+    if not len(q):
+        return q, pos, d
+    rows, qs = int(pos.max()) + 1, int(q.max()) + 1
+    if qs * _DISTANCES * rows < 1 << 62:  # one int64 key each, sorted (several times faster)
+        key = np.sort((q.astype(np.int64) * _DISTANCES + d) * rows + pos)
+        if len(key) > 1:  # a row found through two tables is a repeat (np.unique hashes)
+            key = key[np.concatenate(([True], key[1:] != key[:-1]))]
+        q, rest = np.divmod(key, _DISTANCES * rows)
+        d, pos = np.divmod(rest, rows)
+    else:
+        order = np.lexsort((pos, d, q))
+        q, pos, d = q[order], pos[order], d[order]
+        first = np.ones(len(q), dtype=bool)  # a row found through two tables is a repeat
+        first[1:] = (q[1:] != q[:-1]) | (pos[1:] != pos[:-1])
+        q, pos, d = q[first], pos[first], d[first]
+    if len(q) > limit:  # each query's rank among its own hits: the first ``limit`` stay
+        starts = np.searchsorted(q, q, side="left")
+        kept = np.arange(len(q)) - starts < limit
+        q, pos, d = q[kept], pos[kept], d[kept]
+    return q, pos, d
+
+
+def _keep(
+    into: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]],
+    hits: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> None:
+    """Append one batch of `_nearest` hits to the three lists of ``into``."""
+    for kept, part in zip(into, hits, strict=True):
+        kept.append(part)
+
+
 def _search_block(
     t: _Tables, codes: list[bytes], max_distance: int, limit: int
 ) -> list[list[tuple[int, int]]]:
@@ -407,13 +452,21 @@ def _search_block(
             x ^= np.repeat(qw[block], counts, axis=0)
             d = _distances(x)
             near = np.nonzero(d <= max_distance)[0]
-            hit_q.append(block[np.searchsorted(np.cumsum(counts), near, side="right")])
-            hit_pos.append(rows[near].astype(np.int64))
-            hit_d.append(d[near])
+            _keep(
+                (hit_q, hit_pos, hit_d),
+                _nearest(
+                    block[np.searchsorted(np.cumsum(counts), near, side="right")],
+                    rows[near].astype(np.int64),
+                    d[near],
+                    limit,
+                ),
+            )
     for k in np.nonzero(full)[0]:  # probing would not beat a full scan: every table row
         for lo in range(0, n, SCAN_SLICE):
             d = _distances(t.words[lo : lo + SCAN_SLICE] ^ qw[k])
             rows = np.nonzero(d <= max_distance)[0]
+            if len(rows) > limit:  # the nearest first, in row order (a radix sort)
+                rows = np.sort(rows[np.argsort(d[rows], kind="stable")[:limit]])
             hit_q.append(np.full(len(rows), k))
             hit_pos.append(rows + lo)
             hit_d.append(d[rows])
@@ -423,18 +476,21 @@ def _search_block(
         words = t.pending_words[lo : lo + SCAN_SLICE]
         for a in range(0, nq, step):
             d = _distances(words[None, :, :] ^ qw[a : a + step, None, :])
-            q, rows = np.nonzero(d <= max_distance)
-            hit_q.append(q + a)
-            hit_pos.append(rows + n + lo)
-            hit_d.append(d[q, rows])
-    q = np.concatenate(hit_q) if hit_q else np.zeros(0, np.int64)
-    pos = np.concatenate(hit_pos) if hit_pos else np.zeros(0, np.int64)
-    d = np.concatenate(hit_d) if hit_d else np.zeros(0, np.int64)
-    order = np.lexsort((pos, d, q))
-    q, pos, d = q[order], pos[order], d[order]
-    first = np.ones(len(q), dtype=bool)  # a row found through two tables is a repeat
-    first[1:] = (q[1:] != q[:-1]) | (pos[1:] != pos[:-1])
-    q, pos, d = q[first], pos[first], d[first]
+            cols = None
+            if 0 < limit < d.shape[1]:  # each query's nearest ``limit``, ties by row
+                key = d.astype(np.int64) * d.shape[1] + np.arange(d.shape[1])
+                cols = np.argpartition(key, limit - 1, axis=1)[:, :limit]
+                d = np.take_along_axis(d, cols, axis=1)
+            near_q, near_k = np.nonzero(d <= max_distance)
+            hit_q.append(near_q + a)
+            hit_pos.append((near_k if cols is None else cols[near_q, near_k]) + n + lo)
+            hit_d.append(d[near_q, near_k])
+    q, pos, d = _nearest(
+        np.concatenate(hit_q) if hit_q else np.zeros(0, np.int64),
+        np.concatenate(hit_pos) if hit_pos else np.zeros(0, np.int64),
+        np.concatenate(hit_d) if hit_d else np.zeros(0, np.int64),
+        limit,
+    )
     ids = np.empty(len(pos), dtype=np.int64)
     indexed = pos < n
     ids[indexed] = t.ids[pos[indexed]]
@@ -442,6 +498,6 @@ def _search_block(
     bounds = np.searchsorted(q, np.arange(nq + 1)).tolist()
     dl, il = d.tolist(), ids.tolist()
     return [
-        list(zip(dl[a:b], il[a:b], strict=True))[:limit]
+        list(zip(dl[a:b], il[a:b], strict=True))
         for a, b in zip(bounds[:-1], bounds[1:], strict=True)
     ]

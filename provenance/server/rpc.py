@@ -785,6 +785,37 @@ class CapturesServicer(rpc.CapturesServicer):
 #: Files of a Lookup found together (one store read, one index search); its time budget
 #: is checked between such parts.
 LOOKUP_PART_FILES = 32
+#: ... and perceptual hashes of a part at most, unless its one file has more: 32 videos of
+#: 600 frames near thousands of copies of one code (claims of a static scene) took about
+#: 30 s as one part, and a budget of 2 s was first looked at after all of it.
+LOOKUP_PART_HASHES = 1024
+
+
+def _query_hashes(q: Any) -> int:
+    """The perceptual hashes a LookupQuery has searched (as `VerificationServicer._lookup`
+    counts them against --max-lookup-hashes)."""
+    return (
+        len(q.soft_bindings)
+        + min(len(q.pdq_dihedral) // PDQ_HASH_SIZE, DIHEDRAL_HASHES)
+        + min(len(q.video_turned) // PDQ_HASH_SIZE, DIHEDRAL_TURNS * len(q.soft_bindings))
+    )
+
+
+def lookup_parts(sizes: Sequence[int]) -> list[tuple[int, int]]:
+    """The parts of a Lookup whose files have ``sizes`` perceptual hashes each, as (start,
+    end) indexes into them: in order, each of at most `LOOKUP_PART_FILES` files and
+    `LOOKUP_PART_HASHES` hashes, or of one file that has more."""
+    parts: list[tuple[int, int]] = []
+    start, held = 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= LOOKUP_PART_FILES or held + size > LOOKUP_PART_HASHES):
+            parts.append((start, i))
+            start, held = i, 0
+        held += size
+    if start < len(sizes):
+        parts.append((start, len(sizes)))
+    return parts
+
 
 #: The ``retry-after`` (seconds) of a Lookup refused because every place is taken.
 LOOKUP_RETRY_AFTER_S = 1.0
@@ -1174,7 +1205,8 @@ class VerificationServicer(rpc.VerificationServicer):
 
     def _lookup(self, request: Any, deadline: float, budget: float) -> Any:
         """The Lookup reply (in a lookup thread), given up at ``deadline`` (time.monotonic)
-        between parts of LOOKUP_PART_FILES files, each part found together (one store read,
+        between parts (`lookup_parts`: LOOKUP_PART_FILES files, LOOKUP_PART_HASHES hashes),
+        each part found together (one store read,
         one index search: `VerificationPipeline.lookup_many`). A query that cannot be
         answered fails the call, or with ``per_query_errors`` gets its own result with the
         error. Raises LimitError, DeadlineError, IndexLoadingError, ClaimError,
@@ -1190,12 +1222,8 @@ class VerificationServicer(rpc.VerificationServicer):
         # packed field of more than 8 is refused with its query); a video's turned hashes
         # that no call could ever fit are left out, with a note (`_turns_left_out`)
         notes, dropped = _turns_left_out(queries, lim.max_lookup_hashes)
-        hashes = sum(
-            len(q.soft_bindings)
-            + min(len(q.pdq_dihedral) // PDQ_HASH_SIZE, DIHEDRAL_HASHES)
-            + min(len(q.video_turned) // PDQ_HASH_SIZE, DIHEDRAL_TURNS * len(q.soft_bindings))
-            for q in queries
-        )
+        sizes = [_query_hashes(q) for q in queries]
+        hashes = sum(sizes)
         if hashes > lim.max_lookup_hashes:
             left_out = (
                 f" (not counting the {dropped} rotated and mirrored hashes of video frames,"
@@ -1211,7 +1239,7 @@ class VerificationServicer(rpc.VerificationServicer):
         self.s.reads.refuse_unanswered()  # a known outage fails the call at once
         out = pb.LookupResponse()
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
-        for start in range(0, len(queries), LOOKUP_PART_FILES):
+        for start, end in lookup_parts(sizes):
             if time.monotonic() >= deadline:
                 raise DeadlineError(
                     f"the Lookup ran out of time after answering {start} of {len(queries)}"
@@ -1219,7 +1247,7 @@ class VerificationServicer(rpc.VerificationServicer):
                     " --lookup-seconds, whichever is sooner): send fewer per call or allow"
                     " more time"
                 )
-            part = queries[start : start + LOOKUP_PART_FILES]
+            part = queries[start:end]
             part_notes = {i - start: n for i, n in notes.items() if start <= i < start + len(part)}
             for result in self._lookup_part(
                 part, request.per_query_errors, out.results, part_notes

@@ -1,0 +1,111 @@
+"""Many copies of one PDQ code in the log cost a Lookup near it neither memory nor a crash.
+
+A video claim may carry `MAX_CLAIM_SOFT_BINDINGS` (1,000) frame hashes, and a static
+scene (a camera facing a wall, or a device that means harm) gives them all one code: four
+such claims, a few seconds of one device's quota, put 4,000 copies of it in the log's
+near-duplicate index. Before, a search kept every hit of every query until its end and cut
+each query's list to its 16 nearest only then: a Lookup of 4,200 frame hashes near that
+code held 4,000 x 4,200 hits, and a real `prov serve` peaked at about 1.7 GB more (ten
+times the claims: 16.6 GB, past the machine's memory).
+Now each batch of hits is cut as it is found (`provenance.index.mih._nearest`).
+A real server, real submissions, its peak memory read from /proc.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from clients.api import ProvenanceClient, Query
+from provenance.core.binding import PerceptualHash
+from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim
+from provenance.core.errors import TransportError
+from provenance.core.keys import DeviceKey
+from provenance.server.rpc import lookup_parts
+from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, sign_claim, start_server
+from tests.test_claim_bounds import video_claim
+
+#: Claims of a static scene logged, each of `MAX_CLAIM_SOFT_BINDINGS` (1,000) frames.
+CLAIMS = 4
+#: The one code every frame of the planted claim has, and every looked-up frame.
+HOT = bytes([0xA5] * 32)
+#: Frames a Lookup query of a video searches at most (`service.MAX_QUERY_FRAMES`).
+FRAMES = 600
+#: MiB a server's peak resident memory may grow by across the Lookup (before: about 1,700).
+MAX_GROWTH_MIB = 400
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """The process's peak resident set size (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def _static_video_claim(key: DeviceKey, seq: int, frames: int) -> Claim:
+    """A video claim whose ``frames`` sampled frames (1 a second) all hash to `HOT`."""
+    return video_claim(
+        key,
+        seq,
+        soft_bindings=tuple(PerceptualHash("pdq", HOT, 100, float(i)) for i in range(frames)),
+        duration_seconds=float(frames),
+    )
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_lookup_near_a_code_logged_thousands_of_times_stays_small(server: ServerProc) -> None:
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        for seq in range(1, CLAIMS + 1):
+            c.submit(sign_claim(key, _static_video_claim(key, seq, MAX_CLAIM_SOFT_BINDINGS)))
+        frames = tuple(PerceptualHash("pdq", HOT, 100, float(i)) for i in range(FRAMES))
+        queries = [
+            Query(f"clip{i}", os.urandom(32), frames, media_type="video/mp4") for i in range(7)
+        ]
+        before = _peak_rss_mib(server.proc.pid)
+        answers = c.lookup(queries)
+        growth = _peak_rss_mib(server.proc.pid) - before
+    assert [ref for ref, _ in answers] == [q.ref for q in queries]
+    # every clip is found near the static videos (7 x 600 frame hashes, 4,000 codes each)
+    assert all(r.status.name == "DERIVED" for _, r in answers), [r.status for _, r in answers]
+    assert growth < MAX_GROWTH_MIB, f"the server's peak memory grew {growth:.0f} MiB"
+    assert server.proc.poll() is None
+
+
+def test_a_lookup_of_long_videos_stops_at_its_budget_between_files(tmp_path: Path) -> None:
+    """A Lookup's time budget (--lookup-seconds) is checked between parts of at most
+    `LOOKUP_PART_HASHES` hashes, not only of `LOOKUP_PART_FILES` files: 27 clips of 600
+    frames near 40,000 copies of one code are one part of 32 files, about 30 s of work on
+    this machine class, and before the budget of 2 s was first looked at after all of it
+    (the caller's own 30 s deadline came first: "cannot reach the server"). Now the call
+    is answered DEADLINE_EXCEEDED in the server's words after a file or two."""
+    srv = start_server(tmp_path / "prov.db", "--lookup-seconds", "2")
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN, timeout=120) as c:
+            key = enroll_key(c)
+            for seq in range(1, 41):
+                c.submit(sign_claim(key, _static_video_claim(key, seq, MAX_CLAIM_SOFT_BINDINGS)))
+            frames = tuple(PerceptualHash("pdq", HOT, 100, float(i)) for i in range(FRAMES))
+            one = Query("first", os.urandom(32), frames[:10], media_type="video/mp4")
+            c.lookup([one])  # the index's tables are built for the 40,000 codes
+            queries = [
+                Query(f"clip{i}", os.urandom(32), frames, media_type="video/mp4") for i in range(27)
+            ]
+            with pytest.raises(TransportError) as got:
+                c.lookup(queries)
+    finally:
+        srv.stop()
+    assert got.value.code == "DEADLINE_EXCEEDED", got.value
+    assert "the Lookup ran out of time after answering" in str(got.value), got.value
+    assert "of 27 files" in str(got.value), got.value
+
+
+def test_lookup_parts_hold_few_files_or_few_hashes() -> None:
+    assert lookup_parts([]) == []
+    assert lookup_parts([8] * 70) == [(0, 32), (32, 64), (64, 70)]
+    assert lookup_parts([600] * 3) == [(0, 1), (1, 2), (2, 3)]
+    assert lookup_parts([5000, 1]) == [(0, 1), (1, 2)]
+    assert lookup_parts([1000, 24, 1]) == [(0, 2), (2, 3)]
