@@ -52,6 +52,7 @@ from typing import IO, Any, Protocol, Self, cast
 from clients.files import NotRegularFileError, open_regular
 from provenance.core.binding import Sha256Stream
 from provenance.media.assets import AssetLimits
+from provenance.media.budget import DEFAULT_DECODE_BUDGET_BYTES
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES
 
@@ -80,7 +81,9 @@ _HEAD_BYTES = 512
 class ScanLimits:
     """Limits on untrusted archives; sizes in bytes.
 
-    assets: limits on decoding media (`provenance.media.assets.AssetLimits`); max_entries:
+    assets: limits on decoding media (`provenance.media.assets.AssetLimits`; the server's
+    default decode budget, so a small file that declares a large picture is looked up
+    by SHA-256 only instead of decoded whatever memory it takes); max_entries:
     members of one archive; max_total_bytes: uncompressed bytes of one archive;
     max_ratio: uncompressed / compressed bytes, checked once ratio_min_bytes were
     decompressed (small archives of text compress well and are harmless); max_depth:
@@ -88,7 +91,9 @@ class ScanLimits:
     those); max_nested_bytes: largest nested archive, held in memory to be opened.
     """
 
-    assets: AssetLimits = field(default_factory=AssetLimits)
+    assets: AssetLimits = field(
+        default_factory=lambda: AssetLimits(max_decode_bytes=DEFAULT_DECODE_BUDGET_BYTES)
+    )
     max_entries: int = 1_000_000
     max_total_bytes: int = 1 << 40
     max_ratio: float = 100.0
