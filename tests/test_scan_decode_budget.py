@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import cast
 
+import pytest
 from PIL import Image
 
+from clients.api import ProvenanceClient
 from clients.scan.hashing import measure
 from clients.scan.sources import EntryItem, ScanLimits
+from clients.scan.worker import ScanConfig, _detect
 from provenance.media.budget import DEFAULT_DECODE_BUDGET_BYTES
 
 
@@ -44,3 +48,23 @@ def test_an_image_over_the_budget_is_looked_up_by_sha256_only_with_the_reason() 
     small = _webp_with_canvas(2000, 1500)  # within it: hashed as before
     m = measure(EntryItem("x.zip!small.webp", small, "x.zip"), ScanLimits().assets)
     assert m.kind == "media" and len(m.soft) == 1, m
+
+
+def test_the_local_detector_is_not_given_a_jpeg_over_the_budget_at_full_size() -> None:
+    """A JPEG over the budget is hashed at a smaller DCT scale, but the detector reads
+    native pixels: as on the server (`ImageAsset.rgb`), it is not scored when its
+    full-size decode is over the budget (16 bytes a pixel: 24 MP fits, 30.7 MP does
+    not). Before, `prov scan --detect` decoded it at full size whatever its size."""
+    pytest.importorskip("torch")
+    buf = io.BytesIO()
+    Image.new("RGB", (6400, 4800), (90, 120, 150)).save(buf, "JPEG", quality=50)
+    item = EntryItem("x.zip!big.jpg", buf.getvalue(), "x.zip")
+    config = ScanConfig(server="127.0.0.1:1", detect=True)
+    m = measure(item, config.limits.assets)
+    assert m.kind == "media", m  # hashed at 1/8 scale
+    block = _detect(cast("ProvenanceClient", None), item, m, config)  # no call is made
+    assert block["available"] is False, block
+    note = block["note"]
+    assert "not scored: the detector reads native pixels" in note, note
+    assert "6400x4800 image at full size needs about 468 MiB" in note, note
+    assert "decode budget of 384 MiB" in note, note
