@@ -8,11 +8,13 @@ import hashlib
 import io
 import os
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
 import uuid
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -184,7 +186,9 @@ def test_entry_count_total_size_and_nesting_limits(tmp_path: Path) -> None:
         for k in range(10):
             z.writestr(f"f{k}.txt", b"x" * 1000)
     items = list(iter_items([str(many)], ScanLimits(max_entries=4)))
-    assert [i.ref for i in items] == [f"{many}!f{k}.txt" for k in range(4)] + [str(many)]
+    # a zip is refused whole, from its central directory (h-media50; before, its first 4
+    # entries were scanned: zipfile had built every entry's ZipInfo by then)
+    assert [i.ref for i in items] == [str(many)]
     assert "more than 4 entries" in _error(items[-1])
     items = list(iter_items([str(many)], ScanLimits(max_total_bytes=2500)))
     # what the entries declare, said as declared, the number with separators (h-rev41b:
@@ -629,3 +633,41 @@ def test_an_all_zero_tar_is_an_empty_archive(tmp_path: Path) -> None:
     ), got
     assert _data(got[f"{outer}!in-wiped.tar"]) == bytes(512) + b"y"
     assert list(iter_items([str(folder / "empty.tar")], ScanLimits())) == []
+
+
+def _zip_of_many_headers(path: Path, count: int) -> None:
+    """A zip of one stored entry whose central directory lists it ``count`` times under
+    other names: 57 bytes of directory an entry, the cheapest way to make Python's zipfile
+    build ``count`` ZipInfo objects (about 750 bytes each) when the archive is opened."""
+    data = b"x"
+    crc = zlib.crc32(data)
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, 0, 0, 0, crc, 1, 1, 5, 0)
+    local += b"a.jpg" + data
+    directory = bytearray()
+    for k in range(count):
+        name = b"%07d.jpg" % k
+        directory += struct.pack(
+            "<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, crc, 1, 1, len(name), 0, 0, 0, 0, 0, 0
+        )
+        directory += name
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, count, count, len(directory), len(local), 0)
+    path.write_bytes(local + bytes(directory) + end)
+
+
+def test_a_zip_listing_more_entries_than_the_limit_is_refused_before_it_is_opened(
+    tmp_path: Path,
+) -> None:
+    # h-media50: zipfile reads the whole central directory when the archive is opened, so
+    # max_entries applied only after every entry's ZipInfo was built: a 114 MB zip listing
+    # 2 million entries (all naming one local header) took 1.5 GB and 44 s to walk, and
+    # its first million entries were each a row before the limit stopped it
+    many = tmp_path / "many.zip"
+    _zip_of_many_headers(many, 2_000)
+    items = list(iter_items([str(many)], ScanLimits(max_entries=1_000)))
+    assert [i.ref for i in items] == [str(many)]
+    said = _error(items[0])
+    assert "more than 1,000 entries" in said and "not scanned" in said, said
+    # at the limit, every entry is walked (each sharing one local header: refused, a row each)
+    _zip_of_many_headers(many, 1_000)
+    items = list(iter_items([str(many)], ScanLimits(max_entries=1_000)))
+    assert len(items) == 1_000 and all(i.ref != str(many) for i in items)

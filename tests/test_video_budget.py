@@ -19,6 +19,7 @@ import pytest
 from clients.api import ProvenanceClient
 from provenance.core.errors import DecodeBudgetError, TransportError
 from provenance.media.video.decode import sample_frames
+from provenance.media.video.frames import MIN_FRAME_COST_PIXELS
 from tests.conftest import (
     ADMIN_TOKEN,
     Cli,
@@ -198,3 +199,29 @@ def test_a_refusal_says_what_the_budget_covers_at_its_frame_size_and_what_to_do(
     said = str(e.value)
     assert "at 320x240 the budget covers 19 decoded frames" in said, said
     assert "a shorter clip, or a copy at a smaller frame size or frame rate, fits" in said
+
+
+def test_frames_smaller_than_the_floor_are_counted_at_the_floor(tmp_path: Path) -> None:
+    """Decoding a frame costs time whatever its size (FFmpeg's and the decode loop's own
+    work per frame), so each frame counts at least `MIN_FRAME_COST_PIXELS` against the
+    decoded budget, from the header and while decoding. Before (h-media50), a 20 MB MP4 of
+    1.5 million 16x16 frames at 1,000 fps was 384 million pixels, 1% of the budget, and
+    held a decode slot for 86 s here; 3 million would have reached the 120 s time limit."""
+    assert MIN_FRAME_COST_PIXELS == 256 * 256
+    flat = np.zeros((16, 16, 3), np.uint8)
+    path = tmp_path / "tiny.mp4"
+    _encode(path, (flat for _ in range(200)), 30, "30")
+    budget = 100 * MIN_FRAME_COST_PIXELS  # 25,600 frames of 16x16 by their own pixels
+    with pytest.raises(DecodeBudgetError) as e:
+        sample_frames(path, max_decoded_pixels=budget)
+    said = str(e.value)
+    assert "its header declares 200 frames of 16x16, each counted as 65,536" in said, said
+    assert "at 16x16 the budget covers 100 decoded frames" in said, said
+    assert len(sample_frames(path, max_decoded_pixels=200 * MIN_FRAME_COST_PIXELS).frames) == 7
+    live = tmp_path / "tiny.mkv"  # no length in its header: counted while decoding
+    _encode(live, (flat for _ in range(200)), 30, "30", live=True)
+    with pytest.raises(DecodeBudgetError) as e:
+        sample_frames(live, max_decoded_pixels=budget)
+    said = str(e.value)
+    assert "its first 101 frames, each counted as 65,536 pixels, the least a frame" in said
+    assert "counts: 6,619,136 pixels" in said, said

@@ -47,11 +47,12 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol, Self, cast
+from typing import IO, Any, Protocol, Self, cast
 
 from clients.files import NotRegularFileError, open_regular
 from provenance.core.binding import Sha256Stream
 from provenance.media.assets import AssetLimits
+from provenance.media.budget import DEFAULT_DECODE_BUDGET_BYTES
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES
 
@@ -80,7 +81,9 @@ _HEAD_BYTES = 512
 class ScanLimits:
     """Limits on untrusted archives; sizes in bytes.
 
-    assets: limits on decoding media (`provenance.media.assets.AssetLimits`); max_entries:
+    assets: limits on decoding media (`provenance.media.assets.AssetLimits`; the server's
+    default decode budget, so a small file that declares a large picture is looked up
+    by SHA-256 only instead of decoded whatever memory it takes); max_entries:
     members of one archive; max_total_bytes: uncompressed bytes of one archive;
     max_ratio: uncompressed / compressed bytes, checked once ratio_min_bytes were
     decompressed (small archives of text compress well and are harmless); max_depth:
@@ -88,7 +91,9 @@ class ScanLimits:
     those); max_nested_bytes: largest nested archive, held in memory to be opened.
     """
 
-    assets: AssetLimits = field(default_factory=AssetLimits)
+    assets: AssetLimits = field(
+        default_factory=lambda: AssetLimits(max_decode_bytes=DEFAULT_DECODE_BUDGET_BYTES)
+    )
     max_entries: int = 1_000_000
     max_total_bytes: int = 1 << 40
     max_ratio: float = 100.0
@@ -463,6 +468,13 @@ class Walker:
 
     def _zip(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
         lim = self.limits
+        listed = _zip_directory_headers(f, lim.max_entries)
+        if listed > lim.max_entries:
+            raise _ArchiveStop(
+                f"its central directory lists more than {lim.max_entries:,} entries, the"
+                " limit here: not scanned (a zip's directory is read whole when it is"
+                " opened, about 750 bytes of memory an entry)"
+            )
         try:
             zf = zipfile.ZipFile(f)
         except UnicodeDecodeError as e:  # zipfile decodes a flagged name strictly
@@ -888,6 +900,50 @@ def _not_utf8_name(e: UnicodeDecodeError, what: str = "not a readable zip archiv
         f'{what}: the entry name "{name}" is not UTF-8, though the zip says (its UTF-8 flag)'
         " that its names are; the tool that made the zip wrote its names wrongly"
     )
+
+
+#: zipfile's reader of a zip's end record (not in its stubs): the record's fields as a list,
+#: or None when there is none; `zipfile.ZipFile` finds its central directory with it.
+_zip_end_record = cast(
+    "Callable[[IO[bytes]], list[Any] | None] | None", getattr(zipfile, "_EndRecData", None)
+)
+_ZIP_DIRECTORY_HEADER = b"PK\x01\x02"
+
+
+def _zip_directory_headers(f: IO[bytes], limit: int) -> int:
+    """The central directory headers of a zip (``f``, seekable; its position is kept), as
+    `zipfile.ZipFile` finds the directory, counted until more than ``limit``: an upper
+    bound on the entries zipfile builds a ZipInfo for when it opens the archive (each
+    starts with this signature), read in 1 MiB blocks. 0 when there is no end record
+    (zipfile then refuses the file itself) or zipfile has no such reader."""
+    here = f.tell()
+    try:
+        end = _zip_end_record(f) if _zip_end_record is not None else None
+        if not end:
+            return 0
+        size, offset, location = end[5], end[6], end[9]  # zipfile's _ECD_SIZE, ...
+        start = location - size  # where zipfile reads it ("concat" offsets included)
+        if end[0] == b"PK\x06\x06":  # a zip64 end record and its locator stand between
+            start -= 56 + 20
+        if start < 0 or offset < 0:
+            return 0
+        f.seek(start)
+        count = 0
+        carry = b""
+        left = size
+        while left > 0 and count <= limit:
+            block = f.read(min(_READ_BYTES, left))
+            if not block:
+                break
+            left -= len(block)
+            data = carry + block
+            count += data.count(_ZIP_DIRECTORY_HEADER)
+            carry = data[-3:] if not data.endswith(_ZIP_DIRECTORY_HEADER) else b""
+        return count
+    except (OSError, ValueError, zipfile.BadZipFile):  # ZipFile(f) then says what is wrong
+        return 0
+    finally:
+        f.seek(here)
 
 
 def _stream_size(f: IO[bytes]) -> int:

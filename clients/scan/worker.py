@@ -45,7 +45,7 @@ from provenance.core.errors import (
     TransportError,
 )
 from provenance.core.verify import VerificationReport
-from provenance.media.image import decode_image
+from provenance.media.assets import inspect_image
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES, MAX_LOOKUP_HASHES, MAX_LOOKUP_QUERIES
@@ -229,7 +229,9 @@ def _detect(
     if not isinstance(det, str):
         try:
             data = _item_bytes(item, config.limits.assets.max_image_bytes)
-            rgb = decode_image(data, config.limits.assets.max_pixels).rgb
+            # the server's rule (`ImageAsset.rgb`): native pixels only when their full-size
+            # decode fits the decode budget (a JPEG hashed at a smaller scale may not)
+            rgb = inspect_image(m.sha256, data, config.limits.assets).rgb
             return dict(det.score_image(rgb, m.sha256).to_dict())
         except (MediaError, DetectorError) as e:
             return {"available": False, "note": f"not scored: {e}"}

@@ -78,7 +78,8 @@ class ImageAsset:
             raise DecodeBudgetError(
                 f"the detector reads native pixels, and decoding this {self.width}x"
                 f"{self.height} image at full size needs about {need >> 20} MiB, over the"
-                f" server's decode budget of {budget >> 20} MiB (--decode-budget-mb)"
+                f" decode budget of {budget >> 20} MiB (`prov serve --decode-budget-mb`;"
+                " `prov scan` keeps its default)"
             )
         # checked above with the detector's own estimate (no PDQ): decode_image's budget
         # counts the PDQ hash too and would hand back reduced pixels

@@ -26,6 +26,9 @@ DEFAULT_BYTES_PER_PIXEL = 30
 #: JPEG DCT scale denominators libjpeg decodes at, smallest reduction first.
 _JPEG_SCALES = (2, 4, 8)
 _MIB = 1024 * 1024
+#: The decode budget, bytes per image, of `prov scan` and the default of `prov serve
+#: --decode-budget-mb` (provenance.server.cli, which keeps the figure so as not to import Pillow).
+DEFAULT_DECODE_BUDGET_BYTES = 384 * _MIB
 
 
 def decode_bytes(width: int, height: int, media_type: str) -> int:
@@ -56,5 +59,6 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
     assert budget is not None  # without a budget the first scale fits
     raise DecodeBudgetError(
         f"image is {width}x{height}: decoding it needs about {need // _MIB} MiB, over the"
-        f" server's decode budget of {budget // _MIB} MiB per image (--decode-budget-mb)"
+        f" decode budget of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`;"
+        " `prov scan` keeps its default)"
     )

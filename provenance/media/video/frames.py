@@ -60,6 +60,13 @@ MAX_SAMPLED_PIXELS = 1_200_000_000
 #: about the most of either that decodes within the 120 s time limit here in a quiet
 #: minute (more times out when the machine is loaded).
 MAX_DECODED_PIXELS = 36_000_000_000
+#: Least a decoded frame counts against MAX_DECODED_PIXELS, in pixels (a 256x256 frame):
+#: decoding costs time per frame whatever its size, FFmpeg's and the decode loop's own
+#: work, about 57 us a 16x16 frame here (a 20 MB MP4 of 1.5 million 16x16 frames at
+#: 1,000 fps decoded in 86 s, 1% of the budget by its pixels). Counted so, the budget
+#: covers 549,316 tiny frames, about 31 s of such work here; frames of 320x240 and up
+#: count their own pixels, as before.
+MIN_FRAME_COST_PIXELS = 256 * 256
 #: Decoder threads; fixed so that the child's address space is predictable.
 DECODER_THREADS = 2
 
@@ -256,8 +263,8 @@ def iter_sampled_frames(
     whenever the header is right (and can tell from which samples carry pixels).
 
     The decoding budget, in pixels: sampled frames x width x height at most
-    max_sampled_pixels, all decoded frames x width x height at most max_decoded_pixels.
-    It is checked before any frame is decoded against what the stream header declares
+    max_sampled_pixels, all decoded frames x width x height at most max_decoded_pixels
+    (each frame counted as at least MIN_FRAME_COST_PIXELS). It is checked before any frame is decoded against what the stream header declares
     (`declared_cost`: frame size, frame count, duration, ``rate_hz`` and ``max_frames``),
     and again while decoding, frame by frame, for a header that understates them.
 
@@ -421,7 +428,8 @@ class _Budget:
         if cost.samples * pixels > self.max_sampled:
             what = f"its header declares {cost.samples:,} frames of {_size(size)} to sample"
             raise self._over(what, cost.samples * pixels, True, size)
-        if cost.frames * pixels > self.max_decoded:
+        counted = max(pixels, MIN_FRAME_COST_PIXELS)
+        if cost.frames * counted > self.max_decoded:
             what = f"its header declares {cost.frames:,} frames of {_size(size)}"
             if cost.estimated_from is not None:
                 # no frame count in the header: the count is duration x rate, say both
@@ -430,11 +438,11 @@ class _Budget:
                     f"its header declares a duration of {_long_duration(seconds)} at"
                     f" {rate:.3g} frames a second: {cost.frames:,} frames of {_size(size)}"
                 )
-            raise self._over(what, cost.frames * pixels, False, size)
+            raise self._over(what, cost.frames * counted, False, size)
 
     def decoded_frame(self, width: int, height: int) -> None:
         self.frames += 1
-        self.decoded += width * height
+        self.decoded += max(width * height, MIN_FRAME_COST_PIXELS)
         if self.decoded > self.max_decoded:
             what = f"its first {self.frames:,} frames"
             raise self._over(what, self.decoded, False, (width, height))
@@ -462,7 +470,11 @@ class _Budget:
             advice = "a clip of at most that length, or a copy at a smaller frame size, fits"
         else:
             limit = f"{self.max_decoded:,} pixels of decoded frames"
-            n = self.max_decoded // frame
+            if frame < MIN_FRAME_COST_PIXELS:
+                what += (
+                    f", each counted as {MIN_FRAME_COST_PIXELS:,} pixels, the least a frame counts"
+                )
+            n = self.max_decoded // max(frame, MIN_FRAME_COST_PIXELS)
             covers = f"{n:,} decoded frames ({_duration(n / 30)} at 30 frames a second)"
             advice = "a shorter clip, or a copy at a smaller frame size or frame rate, fits"
         return DecodeBudgetError(
