@@ -233,6 +233,19 @@ def server(server_db: Path | str) -> Iterator[ServerProc]:
     srv.stop()
 
 
+@pytest.fixture
+def detecting(
+    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServerProc]:
+    """A `prov serve --detector` on the CPU in place of ``server``, with PROV_SERVER
+    (which ``cli`` reads) pointing at it."""
+    server.stop()
+    srv = start_server(tmp_path / "det.db", "--detector", "--detector-device", "cpu")
+    monkeypatch.setenv("PROV_SERVER", srv.address)
+    yield srv
+    srv.stop()
+
+
 @dataclass
 class Cli:
     """Runs `prov` in-process with a device home and the test credentials."""

@@ -6,24 +6,12 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import SAMPLES, Cli, ServerProc, start_server
-
-
-@pytest.fixture
-def detecting(
-    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServerProc]:
-    server.stop()
-    srv = start_server(tmp_path / "det.db", "--detector", "--detector-device", "cpu")
-    monkeypatch.setenv("PROV_SERVER", srv.address)
-    yield srv
-    srv.stop()
 
 
 def test_verify_reports_the_advisory_block(detecting: ServerProc, cli: Cli, tmp_path: Path) -> None:
