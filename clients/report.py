@@ -48,7 +48,11 @@ def counted(n: int, noun: str, plural: str = "") -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
-_ADVISORY = "advisory only: a learned estimate, never proof; it does not change the status above"
+#: The advisory words of a detector block that carries none of its own (DESIGN.md: every
+#: detector output says it is advisory).
+DETECTOR_ADVISORY = (
+    "advisory only: a learned estimate, never proof; it does not change the status above"
+)
 #: What decides the status, said in every report (text, JSON, the web page), beside the
 #: detector's advisory block (DESIGN.md: the two halves are never mixed up).
 STATUS_BASIS = (
@@ -176,7 +180,10 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
     if r.c2pa is not None:
         out["c2pa"] = r.c2pa
     if r.detector is not None:
-        out["detector"] = {**r.detector, "advisory": r.detector.get("advisory") or _ADVISORY}
+        out["detector"] = {
+            **r.detector,
+            "advisory": r.detector.get("advisory") or DETECTOR_ADVISORY,
+        }
     out["verified_at"] = iso_utc(r.verified_at)
     return out
 
@@ -311,5 +318,5 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             lines.append(f"             {threshold_words(d)}")
         else:
             lines.append(f"  detector   not scored: {unscored_reason(d)}")
-        lines.append(f"             {_ADVISORY}")
+        lines.append(f"             {DETECTOR_ADVISORY}")
     return "\n".join(shown_line(line) for line in lines)

@@ -2,17 +2,18 @@
 detector's output is "a calibrated score with an uncertainty band, the model's
 identity, and the word *advisory*"), asked of a real `prov serve --detector`: the text
 and JSON of `prov detect` (image and video) and the text of `prov verify`, and the
-JSON Lines and HTML reports of `prov scan --detect`. Before, only the JSON of `prov
+JSON Lines, CSV and HTML reports of `prov scan --detect`. Before, only the JSON of `prov
 verify` and the web page were checked against a real server; the text reports were
 checked only as functions, and the footer of `prov detect` only for being absent."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
 
-from clients.scan.report import html_path
+from clients.scan.report import csv_path, html_path
 from tests.conftest import SAMPLES, Cli, ServerProc
 
 
@@ -56,3 +57,9 @@ def test_every_detector_output_says_advisory(
     page = html_path(report).read_text()
     ranked = page.index("by detector score")
     assert "score is advisory" in page[ranked:], page
+    with csv_path(report).open(newline="", encoding="utf-8") as f:
+        (cells,) = list(csv.DictReader(f))  # before: a score and a band, no model, no word
+    assert cells["detector_score"] and cells["detector_band"], cells
+    d = row["detector"]
+    assert cells["detector_model"] == f"{d['model_id']} {d['model_version']}", cells
+    assert "advisory" in cells["detector_advisory"].lower(), cells

@@ -30,7 +30,7 @@ from typing import Any
 
 from PIL import Image
 
-from clients.report import STATUS_BASIS, UNSIGNED_MEANS_NOTHING
+from clients.report import DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_MEANS_NOTHING
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.core.files import naming
@@ -74,7 +74,11 @@ CSV_FIELDS = (
     "detector_band",
     "note",
     "error",
-    "reason",  # last: scripts reading the columns before it by position still find them
+    "reason",  # added after the others, so scripts reading by position still find them
+    # The detector's model and advisory text (DESIGN.md: every detector output carries
+    # both), added last for the same reason; empty where no detector scored the row.
+    "detector_model",
+    "detector_advisory",
 )
 
 
@@ -167,6 +171,8 @@ def _csv_values(row: dict[str, Any]) -> list[Any]:
         row.get("note") or "",
         row.get("error") or "",
         row_reason(row),
+        f"{det['model_id']} {det.get('model_version', '')}".rstrip() if det.get("model_id") else "",
+        (det.get("advisory") or DETECTOR_ADVISORY) if det.get("model_id") else "",
     ]
 
 
