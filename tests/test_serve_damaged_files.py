@@ -8,6 +8,8 @@ that hangs. Real `prov serve` children, real files."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -15,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, ROOT, start_server
+from clients.api import ProvenanceClient
+from tests.conftest import ADMIN_TOKEN, ROOT, enroll_key, signed_claim, start_server
 
 
 def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -97,3 +100,42 @@ def test_a_damaged_crop_secret_ends_the_start_naming_it(
         "prov.db.detector-secret",
         "prov.db.lock",
     ]
+
+
+def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_path: Path) -> None:
+    """A -wal of an earlier run (a killed server's, copied back with a restored folder)
+    beside the newer database file: SQLite reads it as the file's own, the log looks
+    rolled back, and the start is refused (exit 3). Before, the refused start itself
+    copied the stale WAL into the file as it closed: the newer log was gone for good
+    (and the file failed SQLite's integrity check). Now the file and the -wal are left as
+    found, and removing the stray -wal brings the newer log back."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db, "--fast-start")
+    with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        for seq in range(1, 6):
+            c.submit(signed_claim(key, seq))
+        srv.stop(signal.SIGKILL)  # the -wal holds every page written since it opened
+    stale = tmp_path / "stale-wal"
+    shutil.copyfile(f"{db}-wal", stale)
+    srv = start_server(db, "--fast-start")  # the WAL copied in; the next writes as ever
+    with ProvenanceClient(srv.address) as c:
+        for seq in range(6, 11):
+            c.submit(signed_claim(key, seq))
+        newest = c.checkpoint()
+    srv.stop()
+    assert not Path(f"{db}-wal").exists()
+    kept = db.read_bytes()
+    shutil.copyfile(stale, f"{db}-wal")  # the hostile part
+    run = _serve(tmp_path, "--no-detector", "--fast-start")
+    assert run.returncode == 3, run.stderr
+    assert "LOG INTEGRITY FAILURE" in run.stderr and "rolled back" in run.stderr, run.stderr
+    assert db.read_bytes() == kept
+    Path(f"{db}-wal").unlink()
+    Path(f"{db}-shm").unlink(missing_ok=True)
+    srv = start_server(db, "--full-check")
+    try:
+        with ProvenanceClient(srv.address) as c:
+            assert c.checkpoint().split("\n")[:3] == newest.split("\n")[:3]
+    finally:
+        srv.stop()

@@ -362,6 +362,7 @@ class ProvenanceService:
                 target=self._upkeep_loop, name="log-upkeep", daemon=True
             )
             self._upkeep.start()
+            self.store.started()  # the checks passed: the store may write its file
         except BaseException:
             writer: GroupCommitWriter | None = getattr(self, "writer", None)
             if writer is not None:
