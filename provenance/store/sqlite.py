@@ -185,6 +185,8 @@ WRITER_CACHE_KIB = 128 * 1024
 WAL_CHECKPOINT_PAGES = 16_384
 #: Seconds between the checkpoint thread's passes.
 CHECKPOINT_INTERVAL_S = 0.5
+#: Seconds between two log lines of one lasting checkpoint failure.
+CHECKPOINT_WARN_EVERY_S = 60
 
 
 def _lock_path(db: Path) -> Path:
@@ -278,6 +280,7 @@ class SqliteStore(SqlStore):
             self._stop = threading.Event()
             self._checkpointer: threading.Thread | None = None
             self._holding = False  # see below
+            self._checkpoint_passes = 0  # `_checkpoint_loop`
             if read_only:
                 self._check_schema()
                 return
@@ -509,14 +512,31 @@ class SqliteStore(SqlStore):
                 log.info("%s: migrated in %.1f s", self.path, time.monotonic() - started)
 
     def _checkpoint_loop(self) -> None:
-        """Copy committed WAL frames into the database file, never blocking the writer."""
+        """Copy committed WAL frames into the database file, never blocking the writer.
+        A failure is logged when it starts, when its words change and every
+        `CHECKPOINT_WARN_EVERY_S` while it lasts, and its end once (before: a line every
+        pass, two a second for as long as a disk stayed full, into logs that may share
+        that disk). `_checkpoint_passes` counts the passes made."""
         conn = self._connect()
+        failing: str | None = None  # the failure last logged, while it lasts
+        warned = 0.0
         try:
             while not self._stop.wait(CHECKPOINT_INTERVAL_S):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as e:  # the writer checkpoints by itself meanwhile
-                    log.warning("WAL checkpoint of %s failed: %s", self.path, e)
+                    now = time.monotonic()
+                    if str(e) != failing or now - warned >= CHECKPOINT_WARN_EVERY_S:
+                        log.warning(
+                            "WAL checkpoint of %s failed: %s (said again if it lasts %d s)",
+                            self.path, e, CHECKPOINT_WARN_EVERY_S,
+                        )  # fmt: skip
+                        failing, warned = str(e), now
+                else:
+                    if failing is not None:
+                        log.info("WAL checkpoint of %s works again", self.path)
+                        failing = None
+                self._checkpoint_passes += 1
         finally:
             conn.close()
 
