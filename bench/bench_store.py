@@ -344,6 +344,7 @@ def _writer_run(
     asyncio server's SubmitCapture does (``mode`` "asyncio"), or threads blocking in
     `submit`."""
     store = SqliteStore(db, exclusive=True)  # as a server opens it
+    store.started()  # and once its start-up checks passed: the WAL is checkpointed
     signer = signer_of(key)
     with store._read() as c:
         devs = c.execute("SELECT device_id, last_sequence FROM devices").fetchall()

@@ -99,25 +99,42 @@ def load_or_create_secret(path: Path) -> bytes:
     (several on one PostgreSQL database) or a start killed mid-write never leave or read
     a short one; of two created at once, the first linked is kept and read by both.
 
-    Raises DetectorError if the file cannot be created or read, does not hold exactly
-    32 bytes, or can be read or written by group or others (a leaked secret lets an
-    attacker predict the crops).
+    Raises DetectorError if the file cannot be created or read, is not a regular file (a
+    folder, a FIFO: opened without waiting for a writer, never read), does not hold
+    exactly 32 bytes, or can be read or written by group or others (a leaked secret lets
+    an attacker predict the crops).
     """
     if not os.path.lexists(path):
         _create_secret(path)
     try:
-        mode = path.stat().st_mode
-        secret = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except IsADirectoryError:
+        fd = -1
     except OSError as e:
         raise DetectorError(f"cannot read the detector secret {path}: {e.strerror}") from e
+    try:
+        st = os.fstat(fd) if fd >= 0 else None
+        mode = st.st_mode if st is not None else stat.S_IFDIR
+        if not stat.S_ISREG(mode):
+            raise DetectorError(
+                f"the detector secret {path} is not a regular file; move it away to draw"
+                " a new secret (scores of earlier calls will then differ)"
+            )
+        secret = os.read(fd, SECRET_BYTES + 1)
+        size = st.st_size if st is not None else 0
+    except OSError as e:
+        raise DetectorError(f"cannot read the detector secret {path}: {e.strerror}") from e
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise DetectorError(
             f"the detector secret {path} is readable or writable by others "
             f"(mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`"
         )
-    if len(secret) != SECRET_BYTES:
+    if len(secret) != SECRET_BYTES or size != SECRET_BYTES:
         raise DetectorError(
-            f"the detector secret {path} holds {len(secret)} bytes, not {SECRET_BYTES}; "
+            f"the detector secret {path} holds {size} bytes, not {SECRET_BYTES}; "
             "delete it to draw a new one (scores of earlier calls will then differ)"
         )
     return secret

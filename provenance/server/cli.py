@@ -939,15 +939,31 @@ def _load_detector(
     Its crop secret lives in secret_file (created on first start, mode 0600); None: a
     random secret for this process. shared_meta: a shared database's store, whose meta table
     keeps the secret of all its servers (`detector.serving.shared_secret`; secret_file,
-    where it exists, seeds it)."""
-    try:
-        from detector.serving import server_detector, shared_secret
+    where it exists, seeds it).
 
-        if shared_meta is not None:
-            return server_detector(model, device, secret=shared_secret(shared_meta, secret_file))
-        return server_detector(model, device, secret_file)
-    except (ImportError, ProvenanceError) as e:
-        err.print(
-            Text.assemble(("note:", "yellow"), f" detector not loaded ({e}); reports will say so")
-        )
+    Raises DetectorError when the secret cannot be read or created or is damaged (short,
+    open to others, not a regular file): the operator's file to mend, so the start ends
+    naming it (before: the server ran with its detector off behind a note, and a FIFO
+    there held the start for good)."""
+    try:
+        from detector.serving import load_or_create_secret, server_detector, shared_secret
+    except ImportError as e:
+        _no_detector(e)
         return None
+    secret: bytes | None = None
+    if shared_meta is not None:
+        secret = shared_secret(shared_meta, secret_file)
+    elif secret_file is not None:
+        secret = load_or_create_secret(secret_file)
+    try:
+        return server_detector(model, device, secret=secret)
+    except (ImportError, ProvenanceError) as e:
+        _no_detector(e)
+        return None
+
+
+def _no_detector(e: Exception) -> None:
+    """Say that the detector is not loaded, and why (`_load_detector`)."""
+    err.print(
+        Text.assemble(("note:", "yellow"), f" detector not loaded ({e}); reports will say so")
+    )

@@ -362,6 +362,7 @@ class ProvenanceService:
                 target=self._upkeep_loop, name="log-upkeep", daemon=True
             )
             self._upkeep.start()
+            self.store.started()  # the checks passed: the store may write its file
         except BaseException:
             writer: GroupCommitWriter | None = getattr(self, "writer", None)
             if writer is not None:
@@ -404,6 +405,17 @@ class ProvenanceService:
                 raise LogError(
                     f"log key {key_file} is missing but the log has entries:"
                     " refusing to start with a new key"
+                )
+            registered = self.store.get_meta("log_verifier_key")
+            # a log with no leaves yet whose key is registered (before: a new key file
+            # was made here, then refused below as not this database's key, and left in
+            # place of the one to restore). Looked at again: a server starting beside
+            # this one on a new shared log writes its key file before registering it.
+            if registered is not None and not key_file.exists():
+                raise LogError(
+                    f"log key {key_file} is missing; this database's log was created with"
+                    f" the key {registered}: restore that key file (refusing to start"
+                    " with a new key)"
                 )
             try:
                 generate_log_key(key_file, origin)  # O_EXCL: made by this very start

@@ -230,6 +230,14 @@ class Store(Protocol):
 
     def close(self) -> None: ...
 
+    def started(self) -> None:
+        """The server's start-up checks passed: from now on the store may write what it
+        holds back meanwhile (SQLite: its WAL copied into the database file, so that a
+        start refused on a stale -wal beside the file, a rollback or another log's key,
+        leaves the file and the -wal as it found them). Backends that hold nothing back
+        ignore it."""
+        ...
+
     def stop_waiting(self) -> None:
         """A server stopping: a call waiting for a store it cannot reach (PostgreSQL: a
         pooled connection while the database is down) gives up at once

@@ -249,6 +249,9 @@ class MemoryStore:
         self._state = _State()
         self._lock = threading.RLock()
 
+    def started(self) -> None:
+        """`Store.started`: a memory store holds nothing back."""
+
     def stop_waiting(self) -> None:
         """`Store.stop_waiting`: a memory store waits for nothing."""
 

@@ -946,6 +946,9 @@ class PostgresStore(SqlStore):
             "`prov serve --db URL` migrates it when it starts",
         )
 
+    def started(self) -> None:
+        """`Store.started`: PostgreSQL writes its own files; nothing is held back."""
+
     def stop_waiting(self) -> None:
         """`Store.stop_waiting`: from now on a wait for a pooled connection gives up
         within `REFUSED_POLL_S` while the pool's tries to connect fail (a database

@@ -10,7 +10,9 @@ One writer connection under a lock; one reader connection per thread. A server's
 (``exclusive``) copies the WAL back into the file on a checkpoint thread of its own
 (``PRAGMA wal_checkpoint(PASSIVE)`` every ``CHECKPOINT_INTERVAL_S``), so a group commit
 only appends to the WAL and fsyncs it; the writer checkpoints by itself only when the WAL
-outgrows ``WAL_CHECKPOINT_PAGES`` pages.
+outgrows ``WAL_CHECKPOINT_PAGES`` pages. Both begin once the server's start is accepted
+(`SqliteStore.started`); until then nothing of the WAL is copied into the file, not even
+as the store closes, so a refused start leaves the file and its -wal as it found them.
 """
 
 from __future__ import annotations
@@ -183,6 +185,8 @@ WRITER_CACHE_KIB = 128 * 1024
 WAL_CHECKPOINT_PAGES = 16_384
 #: Seconds between the checkpoint thread's passes.
 CHECKPOINT_INTERVAL_S = 0.5
+#: Seconds between two log lines of one lasting checkpoint failure.
+CHECKPOINT_WARN_EVERY_S = 60
 
 
 def _lock_path(db: Path) -> Path:
@@ -275,6 +279,8 @@ class SqliteStore(SqlStore):
             self._file = _file_id(self.path)
             self._stop = threading.Event()
             self._checkpointer: threading.Thread | None = None
+            self._holding = False  # see below
+            self._checkpoint_passes = 0  # `_checkpoint_loop`
             if read_only:
                 self._check_schema()
                 return
@@ -282,14 +288,17 @@ class SqliteStore(SqlStore):
             # file) then read from memory at 10^6 entries instead of from the file
             self._writer.execute(f"PRAGMA cache_size=-{WRITER_CACHE_KIB}")
             # a batch dirties a page per leaf in each hash index: copying them back into the
-            # file after every commit would double the commit's work (see module docstring)
-            self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            # file after every commit would double the commit's work (see module docstring).
+            # A server's store copies nothing back until its start is accepted (`started`):
+            # a -wal found beside the file may not be this file's (a stale one beside a
+            # restored copy, another log's), and a start refused on what it holds must
+            # leave both as found (before: the refusal itself copied it in, and the file
+            # that had the newer log was lost).
+            self._holding = exclusive
+            self._writer.execute(
+                f"PRAGMA wal_autocheckpoint={0 if exclusive else WAL_CHECKPOINT_PAGES}"
+            )
             self._migrate()
-            if exclusive:
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
-                )
-                self._checkpointer.start()
         except BaseException:
             writer: sqlite3.Connection | None = getattr(self, "_writer", None)
             if writer is not None:
@@ -503,16 +512,47 @@ class SqliteStore(SqlStore):
                 log.info("%s: migrated in %.1f s", self.path, time.monotonic() - started)
 
     def _checkpoint_loop(self) -> None:
-        """Copy committed WAL frames into the database file, never blocking the writer."""
+        """Copy committed WAL frames into the database file, never blocking the writer.
+        A failure is logged when it starts, when its words change and every
+        `CHECKPOINT_WARN_EVERY_S` while it lasts, and its end once (before: a line every
+        pass, two a second for as long as a disk stayed full, into logs that may share
+        that disk). `_checkpoint_passes` counts the passes made."""
         conn = self._connect()
+        failing: str | None = None  # the failure last logged, while it lasts
+        warned = 0.0
         try:
             while not self._stop.wait(CHECKPOINT_INTERVAL_S):
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as e:  # the writer checkpoints by itself meanwhile
-                    log.warning("WAL checkpoint of %s failed: %s", self.path, e)
+                    now = time.monotonic()
+                    if str(e) != failing or now - warned >= CHECKPOINT_WARN_EVERY_S:
+                        log.warning(
+                            "WAL checkpoint of %s failed: %s (said again if it lasts %d s)",
+                            self.path, e, CHECKPOINT_WARN_EVERY_S,
+                        )  # fmt: skip
+                        failing, warned = str(e), now
+                else:
+                    if failing is not None:
+                        log.info("WAL checkpoint of %s works again", self.path)
+                        failing = None
+                self._checkpoint_passes += 1
         finally:
             conn.close()
+
+    def started(self) -> None:
+        """`Store.started`: the server's start-up checks passed; the WAL is copied into the
+        database file from now on (at `WAL_CHECKPOINT_PAGES` by the writer, every
+        `CHECKPOINT_INTERVAL_S` by a thread of its own)."""
+        with self._write_lock:
+            if not self._holding:
+                return
+            self._holding = False
+            self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._checkpointer = threading.Thread(
+                target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     def stop_waiting(self) -> None:
         """`Store.stop_waiting`: a SQLite file is always there, nothing waits for it."""
@@ -539,16 +579,37 @@ class SqliteStore(SqlStore):
             self._lock = None
 
     def _close_connections(self) -> None:
-        """Stop the checkpoint thread and close every connection (not the lock)."""
+        """Stop the checkpoint thread and close every connection (not the lock). Before
+        `started`, a read-only connection closes last, so the WAL is not copied into the
+        file on close (SQLite's last connection checkpoints, unless it may not write)."""
         self._stop.set()
         if self._checkpointer is not None:
             self._checkpointer.join()
         with self._write_lock, self._readers_lock:
-            self._writer.close()
-            for conn in self._readers:
-                conn.close()
-            self._readers.clear()
+            last = self._last_reader() if self._holding else None
+            try:
+                self._writer.close()
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+            finally:
+                if last is not None:
+                    last.close()
         self._local = threading.local()
+
+    def _last_reader(self) -> sqlite3.Connection | None:
+        """A ``mode=ro`` connection holding the database open while the others close
+        (`_close_connections`), or None when none can be opened (nothing to keep then:
+        the file is gone or unreadable)."""
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+            conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as e:
+            log.debug("%s: no read-only connection to close last (%s)", self.path, e)
+            return None
+        return conn
 
     def _wal_files(self) -> list[Path]:
         """The WAL's -wal and -shm files that exist beside the database."""

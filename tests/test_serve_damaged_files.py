@@ -1,0 +1,141 @@
+"""`prov serve` on damaged files beside its database, as a hostile operator environment
+leaves them: a log key gone from beside a log that registered one, and a crop secret
+(`DB.detector-secret`) that is short, open to others, a folder or a FIFO. Each is one
+clear sentence naming the file and exit 1, with nothing new left beside the database; never
+a server that runs on a new key, nor one that silently drops its detector, nor a start
+that hangs. Real `prov serve` children, real files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clients.api import ProvenanceClient
+from tests.conftest import ADMIN_TOKEN, ROOT, enroll_key, signed_claim, start_server
+
+
+def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`prov serve --db prov.db --listen 127.0.0.1:0 ARGS` in ``folder`` until it exits
+    (each case here must fail; the timeout is a hang guard)."""
+    return subprocess.run(
+        [sys.executable, "-m", "clients.cli", "serve", "--db", "prov.db"]
+        + ["--listen", "127.0.0.1:0", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=folder,
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def test_a_missing_log_key_of_an_existing_empty_log_is_refused_and_none_is_made(
+    tmp_path: Path,
+) -> None:
+    """Before: a log with no leaves yet but a registered key got a new key file at start,
+    then was refused as 'not the key this database was created with', the new key left
+    behind (in place of the one the operator should restore)."""
+    srv = start_server(tmp_path / "prov.db", "--fast-start")
+    srv.stop()
+    key = tmp_path / "prov.db.logkey.pem"
+    key.unlink()
+    run = _serve(tmp_path, "--no-detector")
+    assert run.returncode == 1, run.stderr
+    assert f"log key {key.name} is missing" in run.stderr, run.stderr
+    assert "restore" in run.stderr, run.stderr
+    assert not key.exists()
+
+
+def _short(path: Path) -> None:
+    path.write_bytes(b"0123456789")
+    path.chmod(0o600)
+
+
+def _open_to_others(path: Path) -> None:
+    path.write_bytes(bytes(32))
+    path.chmod(0o644)
+
+
+def _folder(path: Path) -> None:
+    path.mkdir()
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path, 0o600)
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (_short, "holds 10 bytes, not 32"),
+        (_open_to_others, "readable or writable by others"),
+        (_folder, "is not a regular file"),
+        (_fifo, "is not a regular file"),
+    ],
+    ids=["short", "open-to-others", "folder", "fifo"],
+)
+def test_a_damaged_crop_secret_ends_the_start_naming_it(
+    tmp_path: Path, damage: Callable[[Path], None], said: str
+) -> None:
+    """Before: the server started (exit 0 once stopped) with its detector off and only a
+    yellow note, so a script saw a healthy server whose reports all said 'detector not
+    loaded'; a FIFO at the path held the start for good (the read waited for a writer)."""
+    pytest.importorskip("torch")
+    secret = tmp_path / "prov.db.detector-secret"
+    damage(secret)
+    run = _serve(tmp_path, "--fast-start")
+    assert run.returncode == 1, run.stderr
+    assert "detector secret" in run.stderr and said in run.stderr, run.stderr
+    assert "prov.db.detector-secret" in run.stderr, run.stderr
+    assert "listening on" not in run.stdout
+    # the database and log key this start made are removed, the secret is left as found
+    # (the lock file stays, as after any failed start: tests/test_serve_start.py)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "prov.db.detector-secret",
+        "prov.db.lock",
+    ]
+
+
+def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_path: Path) -> None:
+    """A -wal of an earlier run (a killed server's, copied back with a restored folder)
+    beside the newer database file: SQLite reads it as the file's own, the log looks
+    rolled back, and the start is refused (exit 3). Before, the refused start itself
+    copied the stale WAL into the file as it closed: the newer log was gone for good
+    (and the file failed SQLite's integrity check). Now the file and the -wal are left as
+    found, and removing the stray -wal brings the newer log back."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db, "--fast-start")
+    with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+        key = enroll_key(c)
+        for seq in range(1, 6):
+            c.submit(signed_claim(key, seq))
+        srv.stop(signal.SIGKILL)  # the -wal holds every page written since it opened
+    stale = tmp_path / "stale-wal"
+    shutil.copyfile(f"{db}-wal", stale)
+    srv = start_server(db, "--fast-start")  # the WAL copied in; the next writes as ever
+    with ProvenanceClient(srv.address) as c:
+        for seq in range(6, 11):
+            c.submit(signed_claim(key, seq))
+        newest = c.checkpoint()
+    srv.stop()
+    assert not Path(f"{db}-wal").exists()
+    kept = db.read_bytes()
+    shutil.copyfile(stale, f"{db}-wal")  # the hostile part
+    run = _serve(tmp_path, "--no-detector", "--fast-start")
+    assert run.returncode == 3, run.stderr
+    assert "LOG INTEGRITY FAILURE" in run.stderr and "rolled back" in run.stderr, run.stderr
+    assert db.read_bytes() == kept
+    Path(f"{db}-wal").unlink()
+    Path(f"{db}-shm").unlink(missing_ok=True)
+    srv = start_server(db, "--full-check")
+    try:
+        with ProvenanceClient(srv.address) as c:
+            assert c.checkpoint().split("\n")[:3] == newest.split("\n")[:3]
+    finally:
+        srv.stop()
