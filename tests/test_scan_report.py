@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clients.report import DETECTOR_ADVISORY
 from clients.scan.report import (
     CSV_FIELDS,
     ERROR,
@@ -217,7 +218,7 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
         "status": "UNSIGNED",
         "reasons": [name],
         "evidence": {"pdq_distance": 0, "claim": {"device_id": name, "log": {"leaf_index": 3}}},
-        "detector": {"score": 0.25, "band": name},
+        "detector": {"score": 0.25, "band": name, "model_id": name, "model_version": 7},
         "note": name,
         "error": None,
     }
@@ -244,6 +245,8 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
             name,
             "",
             name,
+            f"{name} 7" if name else "7",
+            DETECTOR_ADVISORY,
         ]
     ]
     assert got == want

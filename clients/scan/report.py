@@ -171,9 +171,15 @@ def _csv_values(row: dict[str, Any]) -> list[Any]:
         row.get("note") or "",
         row.get("error") or "",
         row_reason(row),
-        f"{det['model_id']} {det.get('model_version', '')}".rstrip() if det.get("model_id") else "",
-        (det.get("advisory") or DETECTOR_ADVISORY) if det.get("model_id") else "",
+        _model(det) if "score" in det else "",
+        (det.get("advisory") or DETECTOR_ADVISORY) if "score" in det else "",
     ]
+
+
+def _model(detector: dict[str, Any]) -> str:
+    """The model id and version of a detector block, as `prov verify` prints them."""
+    parts = (detector.get("model_id"), detector.get("model_version"))
+    return " ".join(str(p) for p in parts if p not in (None, ""))
 
 
 @dataclass(frozen=True)
