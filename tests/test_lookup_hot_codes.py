@@ -116,6 +116,12 @@ def test_lookup_parts_hold_few_files_or_few_hashes() -> None:
     assert lookup_parts([600] * 3) == [(0, 1), (1, 2), (2, 3)]
     assert lookup_parts([5000, 1]) == [(0, 1), (1, 2)]
     assert lookup_parts([1000, 24, 1]) == [(0, 2), (2, 3)]
+    # photos and videos mixed: a video joins photos while the part holds 1,024 hashes at
+    # most; a video of 4,096 frames is a part alone; a part ends exactly at 1,024 hashes
+    mixed = [8] * 40 + [600] + [8] * 10 + [4096] + [8]
+    assert lookup_parts(mixed) == [(0, 32), (32, 51), (51, 52), (52, 53)]
+    assert lookup_parts([1024, 1024, 0, 0]) == [(0, 1), (1, 4)]
+    assert lookup_parts([512, 512, 1]) == [(0, 2), (2, 3)]
 
 
 def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
