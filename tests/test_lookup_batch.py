@@ -252,7 +252,8 @@ def test_per_query_errors_answer_the_rest_of_the_batch(
         ),
         "too-many": (
             "INVALID_ARGUMENT",
-            "query 'too-many' has 4097 perceptual hashes; a claim holds at most 4096",
+            "query 'too-many' has 4097 perceptual hashes; a query holds at most 4096"
+            " (one file's sampled video frames; a claim at most 1000)",
         ),
     }
     want = {m.ref: inproc.service.verify(_facts(m)).status for m in desk}

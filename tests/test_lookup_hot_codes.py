@@ -14,17 +14,24 @@ A real server, real submissions, its peak memory read from /proc.
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
-from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim
+from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim, HardBinding
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.server.rpc import lookup_parts
-from tests.conftest import ADMIN_TOKEN, ServerProc, enroll_key, sign_claim, start_server
+from tests.conftest import (
+    ADMIN_TOKEN,
+    ServerProc,
+    enroll_key,
+    sign_claim,
+    start_server,
+)
 from tests.test_claim_bounds import video_claim
 
 #: Claims of a static scene logged, each of `MAX_CLAIM_SOFT_BINDINGS` (1,000) frames.
@@ -109,3 +116,48 @@ def test_lookup_parts_hold_few_files_or_few_hashes() -> None:
     assert lookup_parts([600] * 3) == [(0, 1), (1, 2), (2, 3)]
     assert lookup_parts([5000, 1]) == [(0, 1), (1, 2)]
     assert lookup_parts([1000, 24, 1]) == [(0, 2), (2, 3)]
+    # photos and videos mixed: a video joins photos while the part holds 1,024 hashes at
+    # most; a video of 4,096 frames is a part alone; a part ends exactly at 1,024 hashes
+    mixed = [8] * 40 + [600] + [8] * 10 + [4096] + [8]
+    assert lookup_parts(mixed) == [(0, 32), (32, 51), (51, 52), (52, 53)]
+    assert lookup_parts([1024, 1024, 0, 0]) == [(0, 1), (1, 4)]
+    assert lookup_parts([512, 512, 1]) == [(0, 2), (2, 3)]
+
+
+def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
+    server: ServerProc,
+) -> None:
+    """A hostile device logs three static-scene video claims whose 1,000 frames all have a
+    public photo's PDQ code, then its key is revoked from before them; an honest device
+    logged a near copy of the photo (6 bits away). A Lookup of the photo finds the honest
+    entry: DERIVED from it. Before, the index's 16 answers were 16 copies of the hostile
+    first claim (one log entry), the honest entry never reached the verdict, and the
+    photo read REVOKED_KEY ('a copy of it proves nothing')."""
+    near = bytes([HOT[0] ^ 0x3F]) + HOT[1:]  # 6 bits away
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        hostile, honest = enroll_key(c, "hostile"), enroll_key(c, "honest")
+        photo = Claim(
+            device_id=honest.key_id,
+            sequence=1,
+            captured_at=datetime.now(UTC),
+            media_type="image/jpeg",
+            size_bytes=10,
+            hard_binding=HardBinding(sha256=os.urandom(32)),
+            soft_bindings=(PerceptualHash("pdq", near, 100),),
+            width=4,
+            height=3,
+        )
+        honest_leaf = c.submit(sign_claim(honest, photo))[0].leaf_index
+        for seq in range(1, 4):
+            c.submit(
+                sign_claim(hostile, _static_video_claim(hostile, seq, MAX_CLAIM_SOFT_BINDINGS))
+            )
+        c.revoke(hostile.key_id, "planted copies", datetime.now(UTC) - timedelta(hours=1))
+        [(_, report)] = c.lookup(
+            [Query("photo", os.urandom(32), (PerceptualHash("pdq", HOT, 100),), "image/jpeg")]
+        )
+    assert report.status.name == "DERIVED", report.reasons
+    assert report.evidence.claim is not None
+    assert report.evidence.claim.receipt is not None
+    assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
+    assert report.evidence.pdq_distance == 6

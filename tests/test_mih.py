@@ -37,6 +37,19 @@ def _flip(code: bytes, bits: np.ndarray) -> bytes:
     return np.packbits(b).tobytes()
 
 
+def _crowded(seed: int, noise: int, copies: int) -> tuple[bytes, list[tuple[int, PerceptualHash]]]:
+    """A random code, and ``noise`` random codes (ids 0..) then ``copies`` copies of it,
+    1,000 to an id (a static scene's video claims: ids ``noise``, ``noise`` + 1, ...)."""
+    rng = np.random.default_rng(seed)
+    same = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
+    items = [
+        (i, PerceptualHash("pdq", rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), 90))
+        for i in range(noise)
+    ]
+    items += [(noise + i // 1000, PerceptualHash("pdq", same, 90)) for i in range(copies)]
+    return same, items
+
+
 def _both(items: list[tuple[int, PerceptualHash]]) -> tuple[MihIndex, PdqIndex]:
     m, p = MihIndex(), PdqIndex()
     m.add_many(items)
@@ -201,13 +214,7 @@ def test_a_crowded_code_holds_a_few_hits_per_query_not_all(
     at the peak, now 17 MiB."""
     if where == "pending":
         monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 10**6)
-    rng = np.random.default_rng(5)
-    same = rng.integers(0, 256, 32, dtype=np.uint8).tobytes()
-    items = [
-        (i, PerceptualHash("pdq", rng.integers(0, 256, 32, dtype=np.uint8).tobytes(), 90))
-        for i in range(4000)
-    ]
-    items += [(4000 + i // 1000, PerceptualHash("pdq", same, 90)) for i in range(4000)]
+    same, items = _crowded(5, 4000, 4000)
     m, p = _both(items)
     m.wait_warm()
     assert len(m._snapshot().pending_ids) == (8000 if where == "pending" else 0)
@@ -218,5 +225,29 @@ def test_a_crowded_code_holds_a_few_hits_per_query_not_all(
     finally:
         tracemalloc.stop()
     assert got == [p.search(PerceptualHash("pdq", same, 90))] * 2000
-    assert got[0] == [(0, 4000)] * 16
+    assert got[0] == [(0, 4000), (0, 4001), (0, 4002), (0, 4003)]  # one hit per id
     assert peak < 100 * 2**20, f"{peak / 2**20:.0f} MiB traced at the peak"
+
+
+@pytest.mark.parametrize("where", ["tables", "pending", "full scan"])
+def test_copies_of_a_code_in_one_entry_do_not_crowd_out_other_entries(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A search answers log entries (ids), each once at its nearest copy: 1,000 exact
+    copies of a photo's code in one entry (a video claim of a static scene, by a hostile
+    device) and 20 more such entries do not push out an honest entry 6 bits away. Before,
+    the 16 answers were 16 copies of the first entry and the honest one was missing."""
+    if where == "pending":
+        monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 10**6)
+    if where == "full scan":
+        monkeypatch.setattr(mih, "_DENSE_FRACTION", 0.0)
+    photo, items = _crowded(7, 2000, 3000)
+    items.append((3000, PerceptualHash("pdq", _flip(photo, np.arange(6)), 90)))
+    m, p = _both(items)
+    m.wait_warm()
+    q = PerceptualHash("pdq", photo, 90)
+    want = [(0, 2000), (0, 2001), (0, 2002), (6, 3000)]
+    assert p.search(q) == want
+    assert m.search(q) == want
+    assert m.search_codes([photo] * 3) == [want] * 3
+    assert m.search(q, limit=2) == want[:2]

@@ -283,7 +283,8 @@ class MihIndex:
         self, query: PerceptualHash, max_distance: int = PDQ_MATCH_THRESHOLD, limit: int = 16
     ) -> list[tuple[int, int]]:
         """Ids within ``max_distance`` bits of ``query``, as (distance, id), nearest first
-        (ties in the order the codes were added), at most ``limit`` of them.
+        (ties in the order the codes were added), each id once at its nearest code (one log
+        entry's many copies of a code do not crowd out others), at most ``limit`` of them.
 
         A query of quality below PDQ_MIN_QUALITY matches nothing. Searches of a non-empty
         index are timed in INDEX_LOOKUP_SECONDS (a scan sends 8 hashes per photo: timing
@@ -371,35 +372,66 @@ _DISTANCES = 257
 
 
 def _nearest(
-    q: np.ndarray, pos: np.ndarray, d: np.ndarray, limit: int
+    q: np.ndarray, pos: np.ndarray, d: np.ndarray, limit: int, t: _Tables
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hits (query, position, distance), sorted by query, distance and position, a row
-    found twice for one query (through two tables) kept once, and each query's first
+    """Hits (query, position, distance), sorted by query, distance and position, each
+    query's hits of one id (log entry) cut to its first (nearest, then first added: a
+    row found twice through two tables is one of these), and each query's first
     ``limit`` kept. Applied to each batch of hits as it is found, so that a search holds
     at most ``limit`` hits per query and batch, however many codes lie near it: before,
     every hit was kept until the end, and 4,096 copies of one code (one video claim's
     frames of a static scene) times a Lookup's 4,096 hashes near it held 16.8 million
-    hits, about 1.7 GB at its peak (40,960 copies: 16.6 GB, 208 s)."""
+    hits, about 1.7 GB at its peak (40,960 copies: 16.6 GB, 208 s). One hit per id: a
+    claim's 1,000 copies of a photo's code filled all 16 places and pushed other entries
+    near the photo out of the answer."""
     if not len(q):
         return q, pos, d
     rows, qs = int(pos.max()) + 1, int(q.max()) + 1
+    if len(q) > limit:  # a run of one query's hits of one id: its nearest (linear, no sort)
+        ids = _ids_at(t, pos)
+        change = (q[1:] != q[:-1]) | (ids[1:] != ids[:-1])
+        starts = np.concatenate(([0], np.nonzero(change)[0] + 1))
+        if len(starts) < len(q):  # a claim's codes are added, so found, one after another
+            best = np.minimum.reduceat(d.astype(np.int64) * rows + pos, starts)
+            q = q[starts]
+            d, pos = np.divmod(best, rows)
     if qs * _DISTANCES * rows < 1 << 62:  # one int64 key each, sorted (several times faster)
         key = np.sort((q.astype(np.int64) * _DISTANCES + d) * rows + pos)
-        if len(key) > 1:  # a row found through two tables is a repeat (np.unique hashes)
-            key = key[np.concatenate(([True], key[1:] != key[:-1]))]
         q, rest = np.divmod(key, _DISTANCES * rows)
         d, pos = np.divmod(rest, rows)
     else:
         order = np.lexsort((pos, d, q))
         q, pos, d = q[order], pos[order], d[order]
-        first = np.ones(len(q), dtype=bool)  # a row found through two tables is a repeat
-        first[1:] = (q[1:] != q[:-1]) | (pos[1:] != pos[:-1])
-        q, pos, d = q[first], pos[first], d[first]
+    if len(q) > 1:  # the first hit of each (query, id) in that order stays
+        ids = _ids_at(t, pos)
+        group = np.lexsort((ids, q))  # stable: each (query, id)'s hits in sorted order
+        gq, gi = q[group], ids[group]
+        first = np.ones(len(q), dtype=bool)
+        first[1:] = (gq[1:] != gq[:-1]) | (gi[1:] != gi[:-1])
+        kept = np.zeros(len(q), dtype=bool)
+        kept[group[first]] = True
+        q, pos, d = q[kept], pos[kept], d[kept]
     if len(q) > limit:  # each query's rank among its own hits: the first ``limit`` stay
         starts = np.searchsorted(q, q, side="left")
         kept = np.arange(len(q)) - starts < limit
         q, pos, d = q[kept], pos[kept], d[kept]
     return q, pos, d
+
+
+def _ids_at(t: _Tables, pos: np.ndarray) -> np.ndarray:
+    """The ids of positions ``pos`` of snapshot ``t`` (table rows, then n + pending rows)."""
+    n = len(t.ids)
+    if not len(pos) or pos.max() < n:  # table rows only (a full scan's, most searches')
+        table: np.ndarray = t.ids[pos].astype(np.int64, copy=False)
+        return table
+    if pos.min() >= n:  # pending rows only
+        pending: np.ndarray = t.pending_ids[pos - n].astype(np.int64, copy=False)
+        return pending
+    ids = np.empty(len(pos), dtype=np.int64)
+    indexed = pos < n
+    ids[indexed] = t.ids[pos[indexed]]
+    ids[~indexed] = t.pending_ids[pos[~indexed] - n]
+    return ids
 
 
 def _keep(
@@ -418,7 +450,7 @@ def _search_block(
     snapshot ``t``: the answers of one query at a time, found together. Hits are
     collected as (query, position, distance), positions being table rows (the order codes
     were added) then n + pending rows; sorted by query, distance and position, with the
-    repeats a code found through several tables dropped, and cut at ``limit``."""
+    hits of one id after its first dropped, and cut at ``limit``."""
     nq, n = len(codes), len(t.ids)
     raw = b"".join(codes)
     qw = np.frombuffer(raw, dtype=">u8").astype(np.uint64).reshape(nq, 4)
@@ -459,42 +491,40 @@ def _search_block(
                     rows[near].astype(np.int64),
                     d[near],
                     limit,
+                    t,
                 ),
             )
     for k in np.nonzero(full)[0]:  # probing would not beat a full scan: every table row
         for lo in range(0, n, SCAN_SLICE):
             d = _distances(t.words[lo : lo + SCAN_SLICE] ^ qw[k])
             rows = np.nonzero(d <= max_distance)[0]
-            if len(rows) > limit:  # the nearest first, in row order (a radix sort)
-                rows = np.sort(rows[np.argsort(d[rows], kind="stable")[:limit]])
-            hit_q.append(np.full(len(rows), k))
-            hit_pos.append(rows + lo)
-            hit_d.append(d[rows])
+            # the nearest of each id, then each query's nearest ``limit`` (at most a
+            # slice's hits held: SCAN_SLICE)
+            _keep(
+                (hit_q, hit_pos, hit_d),
+                _nearest(np.full(len(rows), k), rows + lo, d[rows], limit, t),
+            )
     pending = len(t.pending_ids)
     step = max(1, GATHER_ROWS // max(pending, 1))  # queries per pass over a slice
     for lo in range(0, pending, SCAN_SLICE):  # codes added after the tables: scanned
         words = t.pending_words[lo : lo + SCAN_SLICE]
         for a in range(0, nq, step):
             d = _distances(words[None, :, :] ^ qw[a : a + step, None, :])
-            cols = None
-            if 0 < limit < d.shape[1]:  # each query's nearest ``limit``, ties by row
-                key = d.astype(np.int64) * d.shape[1] + np.arange(d.shape[1])
-                cols = np.argpartition(key, limit - 1, axis=1)[:, :limit]
-                d = np.take_along_axis(d, cols, axis=1)
+            # every hit of the pass (at most its step x slice distances, about GATHER_ROWS),
+            # cut to the nearest of each id, then each query's nearest ``limit``
             near_q, near_k = np.nonzero(d <= max_distance)
-            hit_q.append(near_q + a)
-            hit_pos.append((near_k if cols is None else cols[near_q, near_k]) + n + lo)
-            hit_d.append(d[near_q, near_k])
+            _keep(
+                (hit_q, hit_pos, hit_d),
+                _nearest(near_q + a, near_k + n + lo, d[near_q, near_k], limit, t),
+            )
     q, pos, d = _nearest(
         np.concatenate(hit_q) if hit_q else np.zeros(0, np.int64),
         np.concatenate(hit_pos) if hit_pos else np.zeros(0, np.int64),
         np.concatenate(hit_d) if hit_d else np.zeros(0, np.int64),
         limit,
+        t,
     )
-    ids = np.empty(len(pos), dtype=np.int64)
-    indexed = pos < n
-    ids[indexed] = t.ids[pos[indexed]]
-    ids[~indexed] = t.pending_ids[pos[~indexed] - n]
+    ids = _ids_at(t, pos)
     bounds = np.searchsorted(q, np.arange(nq + 1)).tolist()
     dl, il = d.tolist(), ids.tolist()
     return [

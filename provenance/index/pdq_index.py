@@ -56,7 +56,9 @@ class PdqIndex:
     def search(
         self, query: PerceptualHash, max_distance: int = PDQ_MATCH_THRESHOLD, limit: int = 16
     ) -> list[tuple[int, int]]:
-        """Ids within ``max_distance`` bits of ``query``, as (distance, id), nearest first.
+        """Ids within ``max_distance`` bits of ``query``, as (distance, id), nearest first,
+        each id once (at its nearest code; ties in the order the codes were added), at most
+        ``limit`` of them.
 
         A query of quality below PDQ_MIN_QUALITY matches nothing.
         """
@@ -69,5 +71,9 @@ class PdqIndex:
             return []
         dist = np.bitwise_count(words ^ _as_words(query.hash)).sum(axis=1)
         hit = np.nonzero(dist <= max_distance)[0]
-        order = hit[np.argsort(dist[hit], kind="stable")][:limit]
+        order = hit[np.argsort(dist[hit], kind="stable")]
+        # one answer per id (log entry), its nearest copy: a claim's many copies of one
+        # code would otherwise fill every place and push other entries out
+        _, first = np.unique(ids[order], return_index=True)
+        order = order[np.sort(first)][:limit]
         return [(int(dist[i]), int(ids[i])) for i in order]

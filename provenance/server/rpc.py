@@ -33,7 +33,7 @@ from provenance.core import merkle
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.buckets import Every
 from provenance.core.callstop import CallStop
-from provenance.core.claims import MAX_SOFT_BINDINGS, SignedClaim
+from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, MAX_SOFT_BINDINGS, SignedClaim
 from provenance.core.dihedral import DIHEDRAL_HASHES, DIHEDRAL_TURNS
 from provenance.core.errors import (
     AuthError,
@@ -895,8 +895,9 @@ def _lookup_facts(q: Any) -> tuple[FileFacts, bytes]:
         )
     if len(softs) > MAX_SOFT_BINDINGS:
         raise ClaimError(
-            f"query {q.ref!r} has {len(softs)} perceptual hashes; a claim"
-            f" holds at most {MAX_SOFT_BINDINGS}"
+            f"query {q.ref!r} has {len(softs)} perceptual hashes; a query"
+            f" holds at most {MAX_SOFT_BINDINGS} (one file's sampled video frames; a claim"
+            f" at most {MAX_CLAIM_SOFT_BINDINGS})"
         )
     try:
         if q.dihedral_soft_bindings:
