@@ -10,7 +10,12 @@ The factors were measured on this project's decode path (Pillow 13, pdqhash 0.2.
 peak RSS growth per pixel of 12-megapixel images: the decode itself peaks at 11-14
 bytes per pixel (23-24 for WebP, whose decoder keeps its own RGBA buffer), and the PDQ
 hash peaks at about 24 bytes per pixel over the 3 of the RGB array it hashes, so every
-format ends near 27 (31 for WebP with alpha). The estimate adds about 10%.
+format ends near 27. The estimate adds about 10%. WebP was counted at 34 until 6 December
+(h-revmedia50), so a 4032x3024 phone photo saved as WebP (395 MiB by that count) was not
+hashed under the default budget; measured again on `inspect_image` and `prov scan`'s
+`measure` (Pillow 13), its decode and hash peak at 21.8-22.9 bytes a pixel (12 and 24
+MP, lossy and lossless, with and without alpha, and an animated one's canvas), a PNG's
+at 14.0, so WebP is counted as the others are.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from PIL import Image
 
 from provenance.core.errors import DecodeBudgetError
 
-#: Peak bytes per pixel of decode + PDQ, by media type (others: DEFAULT_BYTES_PER_PIXEL).
-_BYTES_PER_PIXEL = {"image/webp": 34}
+#: Peak bytes per pixel of decode + PDQ, by media type (others: DEFAULT_BYTES_PER_PIXEL;
+#: none differs now, see above).
+_BYTES_PER_PIXEL: dict[str, int] = {}
 #: Peak bytes per pixel of decode + PDQ for the other formats.
 DEFAULT_BYTES_PER_PIXEL = 30
 #: JPEG DCT scale denominators libjpeg decodes at, smallest reduction first.
