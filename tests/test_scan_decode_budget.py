@@ -79,3 +79,20 @@ def test_a_phone_sized_webp_is_hashed_under_the_default_budget() -> None:
     data = _webp_with_canvas(4032, 3024)
     m = measure(EntryItem("x.zip!phone.webp", data, "x.zip"), ScanLimits().assets)
     assert m.kind == "media" and len(m.soft) == 1, m
+
+
+def test_a_progressive_jpeg_counts_its_full_size_coefficients_at_a_reduced_scale() -> None:
+    """h-revmedia50: libjpeg keeps every DCT coefficient of a progressive JPEG (2 bytes
+    each, 64 a block of each component) until its last scan, whatever scale it outputs,
+    so a 1.8 MB progressive 4:4:4 JPEG of 10000x10000, estimated at 1/8 scale (about 45
+    MiB), peaked 578 MB over the 384 MiB budget; a baseline one at 21 MB. Its
+    coefficients are counted now: 9000x9000 needs about 463 MiB of them and is refused,
+    the baseline file of the same picture is still hashed at a smaller scale."""
+    picture = Image.new("RGB", (9000, 9000), (90, 120, 150))
+    for progressive, hashed in ((False, True), (True, False)):
+        buf = io.BytesIO()
+        picture.save(buf, "JPEG", quality=90, progressive=progressive, subsampling=0)
+        m = measure(EntryItem("x.zip!big.jpg", buf.getvalue(), "x.zip"), ScanLimits().assets)
+        assert (m.kind == "media") is hashed, (progressive, m)
+        if not hashed:
+            assert m.note is not None and "progressive" in m.note, m.note
