@@ -38,11 +38,11 @@ def test_the_scanner_has_the_server_s_default_decode_budget() -> None:
 
 
 def test_an_image_over_the_budget_is_looked_up_by_sha256_only_with_the_reason() -> None:
-    data = _webp_with_canvas(4000, 3000)  # 12 MP: about 389 MiB to decode and hash
+    data = _webp_with_canvas(4800, 3600)  # 17 MP: about 494 MiB to decode and hash
     m = measure(EntryItem("x.zip!big.webp", data, "x.zip"), ScanLimits().assets)
     assert m.kind == "file" and not m.soft, m
     assert m.note is not None
-    assert "image is 4000x3000: decoding it needs about 389 MiB" in m.note, m.note
+    assert "image is 4800x3600: decoding it needs about 494 MiB" in m.note, m.note
     assert "decode budget of 384 MiB per image" in m.note, m.note
     assert m.note.endswith("looked up by SHA-256 only"), m.note
     small = _webp_with_canvas(2000, 1500)  # within it: hashed as before
@@ -68,3 +68,31 @@ def test_the_local_detector_is_not_given_a_jpeg_over_the_budget_at_full_size() -
     assert "not scored: the detector reads native pixels" in note, note
     assert "6400x4800 image at full size needs about 468 MiB" in note, note
     assert "decode budget of 384 MiB" in note, note
+
+
+def test_a_phone_sized_webp_is_hashed_under_the_default_budget() -> None:
+    """h-revmedia50: WebP was estimated at 34 bytes a pixel, so a 4032x3024 photo (a
+    12 MP phone camera's size) saved as WebP was "about 395 MiB" and looked up by SHA-256
+    only, by `prov scan` and the server; its decode and PDQ hash peak at 21.8-22.9 bytes a
+    pixel here (12 and 24 MP, lossy and lossless, with and without alpha), and it is now
+    counted as other formats are, 30 (349 MiB)."""
+    data = _webp_with_canvas(4032, 3024)
+    m = measure(EntryItem("x.zip!phone.webp", data, "x.zip"), ScanLimits().assets)
+    assert m.kind == "media" and len(m.soft) == 1, m
+
+
+def test_a_progressive_jpeg_counts_its_full_size_coefficients_at_a_reduced_scale() -> None:
+    """h-revmedia50: libjpeg keeps every DCT coefficient of a progressive JPEG (2 bytes
+    each, 64 a block of each component) until its last scan, whatever scale it outputs,
+    so a 1.8 MB progressive 4:4:4 JPEG of 10000x10000, estimated at 1/8 scale (about 45
+    MiB), peaked 578 MB over the 384 MiB budget; a baseline one at 21 MB. Its
+    coefficients are counted now: 9000x9000 needs about 463 MiB of them and is refused,
+    the baseline file of the same picture is still hashed at a smaller scale."""
+    picture = Image.new("RGB", (9000, 9000), (90, 120, 150))
+    for progressive, hashed in ((False, True), (True, False)):
+        buf = io.BytesIO()
+        picture.save(buf, "JPEG", quality=90, progressive=progressive, subsampling=0)
+        m = measure(EntryItem("x.zip!big.jpg", buf.getvalue(), "x.zip"), ScanLimits().assets)
+        assert (m.kind == "media") is hashed, (progressive, m)
+        if not hashed:
+            assert m.note is not None and "progressive" in m.note, m.note

@@ -671,3 +671,24 @@ def test_a_zip_listing_more_entries_than_the_limit_is_refused_before_it_is_opene
     _zip_of_many_headers(many, 1_000)
     items = list(iter_items([str(many)], ScanLimits(max_entries=1_000)))
     assert len(items) == 1_000 and all(i.ref != str(many) for i in items)
+
+
+def test_a_zip_whose_entry_comments_hold_the_directory_signature_is_not_refused(
+    tmp_path: Path,
+) -> None:
+    # h-revmedia50: the count before opening counted the 4 signature bytes wherever they
+    # stood in the directory, so 5 entries whose comments hold them 50 times each were
+    # "more than 10 entries" and the whole zip was refused; the headers are walked by
+    # their lengths, as zipfile walks them, when the quick count is over the limit
+    made = io.BytesIO()
+    with zipfile.ZipFile(made, "w") as z:
+        for k in range(5):
+            info = zipfile.ZipInfo(f"c{k}.txt")
+            info.comment = b"PK\x01\x02" * 50
+            z.writestr(info, b"x")
+    path = tmp_path / "commented.zip"
+    path.write_bytes(made.getvalue())
+    items = list(iter_items([str(path)], ScanLimits(max_entries=10)))
+    assert [i.ref for i in items] == [f"{path}!c{k}.txt" for k in range(5)]
+    items = list(iter_items([str(path)], ScanLimits(max_entries=4)))
+    assert [i.ref for i in items] == [str(path)] and "more than 4 entries" in _error(items[0])

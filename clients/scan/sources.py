@@ -41,6 +41,7 @@ import lzma
 import os
 import re
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -914,7 +915,9 @@ def _zip_directory_headers(f: IO[bytes], limit: int) -> int:
     """The central directory headers of a zip (``f``, seekable; its position is kept), as
     `zipfile.ZipFile` finds the directory, counted until more than ``limit``: an upper
     bound on the entries zipfile builds a ZipInfo for when it opens the archive (each
-    starts with this signature), read in 1 MiB blocks. 0 when there is no end record
+    starts with this signature), read in 1 MiB blocks; when that is over ``limit``, the
+    headers are walked by their lengths for the exact count (the signature's bytes may
+    stand in a name, extra field or comment too). 0 when there is no end record
     (zipfile then refuses the file itself) or zipfile has no such reader."""
     here = f.tell()
     try:
@@ -939,11 +942,43 @@ def _zip_directory_headers(f: IO[bytes], limit: int) -> int:
             data = carry + block
             count += data.count(_ZIP_DIRECTORY_HEADER)
             carry = data[-3:] if not data.endswith(_ZIP_DIRECTORY_HEADER) else b""
-        return count
+        if count <= limit:
+            return count
+        # the signature's bytes may stand in names, extra fields and comments too: walk
+        # the headers by their lengths, as zipfile does, for the exact count
+        return _zip_directory_walk(f, start, size, limit)
     except (OSError, ValueError, zipfile.BadZipFile):  # ZipFile(f) then says what is wrong
         return 0
     finally:
         f.seek(here)
+
+
+_ZIP_HEADER_BYTES = 46  # a central directory header without its name, extra and comment
+
+
+def _zip_directory_walk(f: IO[bytes], start: int, size: int, limit: int) -> int:
+    """The central directory headers of ``size`` bytes at ``start`` in ``f``, walked by
+    their name, extra and comment lengths as `zipfile.ZipFile` walks them, counted until
+    more than ``limit`` or the first that is not a header (zipfile then refuses the file);
+    read in 1 MiB blocks. Moves ``f``'s position."""
+    count = 0
+    pos = 0  # in the directory
+    buf = b""
+    buf_at = 0  # where buf starts in the directory
+    while pos < size and count <= limit:
+        if pos + _ZIP_HEADER_BYTES > buf_at + len(buf):
+            f.seek(start + pos)
+            buf = f.read(min(max(_READ_BYTES, _ZIP_HEADER_BYTES), size - pos))
+            buf_at = pos
+            if len(buf) < _ZIP_HEADER_BYTES:
+                break
+        at = pos - buf_at
+        if buf[at : at + 4] != _ZIP_DIRECTORY_HEADER:
+            break
+        name, extra, comment = struct.unpack_from("<3H", buf, at + 28)
+        count += 1
+        pos += _ZIP_HEADER_BYTES + name + extra + comment
+    return count
 
 
 def _stream_size(f: IO[bytes]) -> int:

@@ -10,7 +10,12 @@ The factors were measured on this project's decode path (Pillow 13, pdqhash 0.2.
 peak RSS growth per pixel of 12-megapixel images: the decode itself peaks at 11-14
 bytes per pixel (23-24 for WebP, whose decoder keeps its own RGBA buffer), and the PDQ
 hash peaks at about 24 bytes per pixel over the 3 of the RGB array it hashes, so every
-format ends near 27 (31 for WebP with alpha). The estimate adds about 10%.
+format ends near 27. The estimate adds about 10%. WebP was counted at 34 until 6 December
+(h-revmedia50), so a 4032x3024 phone photo saved as WebP (395 MiB by that count) was not
+hashed under the default budget; measured again on `inspect_image` and `prov scan`'s
+`measure` (Pillow 13), its decode and hash peak at 21.8-22.9 bytes a pixel (12 and 24
+MP, lossy and lossless, with and without alpha, and an animated one's canvas), a PNG's
+at 14.0, so WebP is counted as the others are.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from PIL import Image
 
 from provenance.core.errors import DecodeBudgetError
 
-#: Peak bytes per pixel of decode + PDQ, by media type (others: DEFAULT_BYTES_PER_PIXEL).
-_BYTES_PER_PIXEL = {"image/webp": 34}
+#: Peak bytes per pixel of decode + PDQ, by media type (others: DEFAULT_BYTES_PER_PIXEL;
+#: none differs now, see above).
+_BYTES_PER_PIXEL: dict[str, int] = {}
 #: Peak bytes per pixel of decode + PDQ for the other formats.
 DEFAULT_BYTES_PER_PIXEL = 30
 #: JPEG DCT scale denominators libjpeg decodes at, smallest reduction first.
@@ -50,15 +56,42 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
     width, height = im.size
     need = decode_bytes(width, height, media_type)
     scales = [s for s in (1, *_JPEG_SCALES) if s >= scale] if media_type == "image/jpeg" else [1]
+    held = progressive_coefficient_bytes(im) if media_type == "image/jpeg" else 0
     for s in scales:
         small = (max(1, width // s), max(1, height // s))
-        if budget is None or decode_bytes(*small, media_type) <= budget:
+        # a full-size decode's own figure covers its coefficients (measured with them)
+        if budget is None or decode_bytes(*small, media_type) + (held if s > 1 else 0) <= budget:
             if s > 1:
                 im.draft(None, small)
             return s
     assert budget is not None  # without a budget the first scale fits
+    if held and held + decode_bytes(width // 8, height // 8, media_type) > budget:
+        raise DecodeBudgetError(
+            f"image is {width}x{height}, a progressive JPEG: decoding it at any scale keeps"
+            f" about {held // _MIB} MiB of its full-size coefficients, over the decode budget"
+            f" of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`; `prov"
+            " scan` keeps its default; a baseline copy decodes at a smaller scale)"
+        )
     raise DecodeBudgetError(
         f"image is {width}x{height}: decoding it needs about {need // _MIB} MiB, over the"
         f" decode budget of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`;"
         " `prov scan` keeps its default)"
     )
+
+
+def progressive_coefficient_bytes(im: Image.Image) -> int:
+    """Bytes libjpeg holds for the DCT coefficients of the opened (header-only) JPEG
+    ``im`` whatever scale it decodes at: 0 for a baseline JPEG (decoded a row of blocks at
+    a time); for a progressive one, 2 bytes for each of the 64 coefficients of every
+    block of every component, whole MCUs (each component's sampling factors from the
+    frame header, Pillow's ``im.layer``), kept until its last scan (h-revmedia50: a 1.8
+    MB progressive 4:4:4 JPEG of 10000x10000 decoded at 1/8 scale peaked at 578 MB)."""
+    if not im.info.get("progressive"):
+        return 0
+    layers = getattr(im, "layer", None) or []
+    hmax = max((int(h) for _, h, _, _ in layers), default=1)
+    vmax = max((int(v) for _, _, v, _ in layers), default=1)
+    width, height = im.size
+    mcus = -(-width // (8 * hmax)) * -(-height // (8 * vmax))
+    blocks = mcus * sum(int(h) * int(v) for _, h, v, _ in layers) if layers else mcus * 3
+    return blocks * 64 * 2
