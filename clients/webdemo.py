@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from clients.demo import DemoFiles, prepare, relay_server_lines, start_server
-from clients.options import check_can_listen, listen_address
+from clients.options import check_can_listen, listen_address, listens_clash
 from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
 
@@ -145,10 +145,12 @@ def _check_apart(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     """Refuse one address for the page and the service (`make web GRPC=127.0.0.1:8080`),
     exit 2, before the last run's folder is emptied: before, the server refused the pair
     only after that, and make web said "demo: the server did not start". Port 0 (each
-    server a free port of its own) is no clash."""
+    server a free port of its own) is no clash; a name and an address it resolves to
+    (WEB=localhost:8080 GRPC=127.0.0.1:8080), or every interface (0.0.0.0) and one
+    address, are one (`listens_clash`)."""
     web = listen_address(args.listen, "--listen")
     grpc = listen_address(args.grpc_listen, "--grpc-listen")
-    if web != grpc or web[1] == 0:
+    if not listens_clash(web, grpc):
         return
     shown = [
         f"{set_by}={value}" if set_by else f"{option} {value}"

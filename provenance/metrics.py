@@ -336,6 +336,10 @@ class _MetricsHandler(WSGIRequestHandler):
         if len(hosts) > 1:
             self._refuse(400, "the request has more than one Host header (RFC 9112 section 3.2)")
             return False
+        unchecked = self._unchecked_host(hosts)
+        if unchecked:
+            self._refuse(400, unchecked)
+            return False
         if server.allowed.allows(hosts[0] if hosts else None):
             return True
         if host_name(hosts[0]) is None:  # no name to allow: the client's error
@@ -350,6 +354,22 @@ class _MetricsHandler(WSGIRequestHandler):
                 ),
             )
         return False
+
+    def _unchecked_host(self, hosts: list[str]) -> str:
+        """Why a request's Host cannot be checked (its 400 message), or "": HTTP/0.9 (no
+        headers), HTTP/1.1 or later with no Host (RFC 9112 section 3.2), a field name
+        with white space before its colon ("Host : x", which proxies may read as Host;
+        section 5.1) or a line the header parser could not read ("Host\t: x", skipped
+        with the lines after it). Before, each was answered as a request with no Host, 200."""
+        if self.request_version == "HTTP/0.9":
+            return "HTTP/0.9 requests are not answered: send HTTP/1.1 with a Host header"
+        if self.headers.defects or any(name != name.strip() for name in self.headers.keys()):
+            return (
+                "a header name has white space before its colon (RFC 9112 section 5.1): is it Host?"
+            )
+        if not hosts and self.request_version != "HTTP/1.0":
+            return f"an {self.request_version} request needs a Host header (RFC 9112 section 3.2)"
+        return ""
 
     def _refuse(self, code: int, message: str) -> None:
         """Answer ``code`` with ``message`` as plain text (no body to a HEAD), the

@@ -133,3 +133,34 @@ def test_metrics_allowed_hosts_names_a_scrape_target(command: str, tmp_path: Pat
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _raw(port: int, request: bytes) -> bytes:
+    """``request``'s bytes sent as they are to 127.0.0.1:``port``; all that comes back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    return data
+
+
+def test_a_request_whose_host_the_check_cannot_see_is_a_bad_request() -> None:
+    """Requests with no Host to check were answered 200 with every metric: HTTP/1.1 with
+    none (RFC 9112 section 3.2: a server MUST answer 400), a Host with a space before its
+    colon (read as another field, "Host "; section 5.1: MUST be rejected, 400, as proxies
+    may read it as Host), and HTTP/0.9 (no headers at all). No scraper sends these; an
+    HTTP/1.0 request without Host is still answered."""
+    port = metrics.serve_metrics("127.0.0.1:0")
+    for request in (
+        b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.1\r\nHost : evil.example\r\nConnection: close\r\n\r\n",
+        b"GET /metrics HTTP/1.0\r\nHost\t: evil.example\r\n\r\n",
+        b"GET /metrics\r\n\r\n",  # http.server reads headers after it too
+    ):
+        answer = _raw(port, request)
+        assert b"prov_" not in answer and b"process_" not in answer, (request, answer[:200])
+        assert b"Host" in answer, (request, answer[:300])
+        if not request.startswith(b"GET /metrics\r\n"):  # HTTP/0.9 has no status line
+            assert answer.startswith(b"HTTP/1.0 400 "), (request, answer[:300])
+    assert _get(port, None)[0] == 200  # HTTP/1.0 with no Host: answered, as before

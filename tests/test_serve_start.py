@@ -184,8 +184,10 @@ def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # one port under two names (the same name is refused as a usage error at once)
-    run = _serve(tmp_path, "--listen", f"localhost:{port}", "--http", f"127.0.0.1:{port}")
+    # one port under two spellings the early check does not read as one: an IPv4-mapped
+    # IPv6 address (the same host, a name resolving to it, are refused as a usage error
+    # at once: test_two_spellings_of_one_address_are_refused_as_one_port)
+    run = _serve(tmp_path, "--listen", f"[::ffff:127.0.0.1]:{port}", "--http", f"127.0.0.1:{port}")
     assert run.returncode == 1, run.stderr
     assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
     assert "listening on" not in run.stdout, run.stdout
@@ -332,3 +334,16 @@ def test_trust_anchors_that_are_not_pem_are_told_in_plain_words_naming_the_file(
         ) in said, said
         assert "cryptography.io" not in said and "MalformedFraming" not in said, said
         (tmp_path / "prov.db.lock").unlink(missing_ok=True)
+
+
+def test_two_spellings_of_one_address_are_refused_as_one_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--listen localhost:P --http 127.0.0.1:P name one address (localhost resolves to
+    it): refused as two servers on one port, exit 2, nothing created. Before, only the
+    same spelling was: the gRPC service took the port, then the page's bind failed ("cannot
+    listen on localhost:P: Address already in use", exit 1) after the database was made."""
+    run = _usage_error(tmp_path, capsys, "--listen", "localhost:18125", "--http", "127.0.0.1:18125")
+    assert run.returncode == 2, run.stderr
+    assert "18125, where --listen already listens" in " ".join(run.stderr.split()), run.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -332,17 +332,24 @@ def test_make_web_serves_grpc_on_a_stable_port_and_says_when_it_is_taken(
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
 
 
-def test_make_web_refuses_one_address_for_both_servers(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "web_host",
+    # one spelling; a name resolving to it (was: the folder emptied, then "demo: the
+    # server did not start"); every interface, which holds the port on 127.0.0.1 too
+    ["127.0.0.1", "localhost", "0.0.0.0"],
+)
+def test_make_web_refuses_one_address_for_both_servers(tmp_path: Path, web_host: str) -> None:
     """`make web GRPC=127.0.0.1:8080` (WEB's address too) emptied the last run's folder,
     then the server refused the pair and make web said only "demo: the server did not
-    start"; it is refused first, naming both settings, the folder left as it was."""
+    start"; it is refused first, naming both settings, the folder left as it was, however
+    WEB spells an address of GRPC's."""
     work = _last_run(tmp_path)
     res = _web_demo(
         work,
-        *("--listen", "127.0.0.1:18123", "--listen-set-by", "WEB"),
+        *("--listen", f"{web_host}:18123", "--listen-set-by", "WEB"),
         *("--grpc-listen", "127.0.0.1:18123", "--grpc-listen-set-by", "GRPC"),
     )
     assert res.returncode == 2, (res.stdout, res.stderr)
     said = " ".join(res.stderr.split())
-    assert "make web: error: WEB=127.0.0.1:18123 and GRPC=127.0.0.1:18123 name" in said, said
+    assert f"make web: error: WEB={web_host}:18123 and GRPC=127.0.0.1:18123 name" in said, said
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"

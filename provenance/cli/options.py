@@ -330,6 +330,35 @@ def listen_address(value: str, option: str) -> tuple[str, int]:
 _EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
 
 
+def _bound_addresses(host: str) -> frozenset[str]:
+    """The addresses a server listening on ``host`` (a `listen_address` host) binds: those
+    it resolves to, in `ipaddress` form without a zone (``localhost``: 127.0.0.1 and ::1);
+    ``host`` itself, lower case, for one that resolves to none (`check_can_listen` then
+    refuses it)."""
+    import ipaddress
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError):
+        return frozenset({host.lower()})
+    return frozenset(str(ipaddress.ip_address(str(info[4][0]).partition("%")[0])) for info in infos)
+
+
+def listens_clash(one: tuple[str, int], other: tuple[str, int]) -> bool:
+    """Whether servers listening on ``one`` and ``other`` (`listen_address` pairs) would
+    want one port: the same port (not 0, which picks a free one) on one host however it
+    is spelled (``localhost`` and ``127.0.0.1``: the addresses each resolves to meet), or
+    on any host where one listens on every interface (``0.0.0.0``, ``[::]``, an empty
+    host)."""
+    (host, port), (other_host, other_port) = one, other
+    if not port or port != other_port:
+        return False
+    if host == other_host or {host, other_host} & _EVERY_INTERFACE:
+        return True
+    return bool(_bound_addresses(host) & _bound_addresses(other_host))
+
+
 def check_distinct_listens(listens: dict[str, str | None]) -> None:
     """Refuse two servers of one process on one port: ``listens`` maps each option
     (``--listen``, ``--http``...) to its HOST:PORT, or None where not given. Two clash
@@ -343,8 +372,7 @@ def check_distinct_listens(listens: dict[str, str | None]) -> None:
             continue
         host, port = listen_address(value, option)
         for other, other_host, other_port in seen:
-            same_host = host == other_host or {host, other_host} & _EVERY_INTERFACE
-            if port and port == other_port and same_host:
+            if listens_clash((host, port), (other_host, other_port)):
                 raise typer.BadParameter(
                     f"{value} is on port {port}, where {other} already listens: each"
                     " server needs a port of its own (port 0 picks a free one)",
