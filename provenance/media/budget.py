@@ -70,12 +70,13 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
             f"image is {width}x{height}, a progressive JPEG: decoding it at any scale keeps"
             f" about {held // _MIB} MiB of its full-size coefficients, over the decode budget"
             f" of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`; `prov"
-            " scan` keeps its default; a baseline copy decodes at a smaller scale)"
+            " scan` and `prov detect --local` keep its default; a baseline copy decodes at a smaller"
+            " scale)"
         )
     raise DecodeBudgetError(
         f"image is {width}x{height}: decoding it needs about {need // _MIB} MiB, over the"
         f" decode budget of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`;"
-        " `prov scan` keeps its default)"
+        " `prov scan` and `prov detect --local` keep its default)"
     )
 
 
