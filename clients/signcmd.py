@@ -25,6 +25,7 @@ from provenance.core.claims import Claim
 from provenance.core.errors import MediaTooLargeError, ProvenanceError, TimestampError
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import too_flat, usable_for_near_copies
+from provenance.media.budget import decode_budget_problem
 from provenance.terminal import SafeConsole, shown_line
 
 if TYPE_CHECKING:  # imported when used: only `prov sign --tsa-url` needs it
@@ -144,6 +145,8 @@ def sign(
                     )
                 if not signed.already and (flat := _flat_note(signed.sidecar.claim)):
                     err.print(Text.assemble(("note:", "yellow"), f" {name}: {flat}"))
+                if not signed.already and (over := _over_budget_note(f, signed.sidecar.claim)):
+                    err.print(Text.assemble(("note:", "yellow"), f" {name}: {over}"))
                 if signed.backup:
                     err.print(
                         f"{name}: the old sidecar is kept as {shown_line(str(signed.backup))}",
@@ -253,6 +256,24 @@ def _flat_note(claim: Claim) -> str:
     return (
         f"{too_flat(claim.media_type)}: only exact copies of this file will verify as"
         " signed; re-encoded copies cannot be recognised"
+    )
+
+
+def _over_budget_note(path: Path, claim: Claim) -> str:
+    """What the server will do with an image signed here whose decode is over its default
+    decode budget (`provenance.media.budget.decode_budget_problem`): the device hashes it
+    whatever its size (its PDQ hash still matches a copy the server can decode), but the
+    server matches the exact file by its SHA-256 only and cannot compare a copy as large;
+    "" for an image within the budget, or a video."""
+    if not claim.media_type.startswith("image/"):
+        return ""
+    problem = decode_budget_problem(path, claim.media_type)
+    if not problem:
+        return ""
+    return (
+        f"over the server's default decode budget ({problem}): this exact file is matched"
+        " by its SHA-256, but a copy is matched as derived only where the server can decode"
+        " it (a smaller copy, or a baseline JPEG)"
     )
 
 

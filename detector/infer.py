@@ -37,7 +37,9 @@ from detector.features import harmonise, patch_logits, prepare_network, sized
 from detector.noise import log_noise
 from detector.registry import LoadedModel, load_model
 from provenance.core.errors import DetectorError, DetectorTimeoutError, MediaError
-from provenance.media.image import DEFAULT_MAX_PIXELS, decode_image
+from provenance.media.assets import AssetLimits, detector_rgb
+from provenance.media.budget import DEFAULT_DECODE_BUDGET_BYTES
+from provenance.media.image import DEFAULT_MAX_PIXELS
 
 ADVISORY = (
     "Advisory only: this score estimates whether the pixels carry traces of a generative "
@@ -328,14 +330,27 @@ class Detector:
             )
 
     def score_bytes(
-        self, data: bytes, request_key: bytes | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+        self,
+        data: bytes,
+        request_key: bytes | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        max_decode_bytes: int | None = DEFAULT_DECODE_BUDGET_BYTES,
     ) -> DetectorReport:
-        """Decode an encoded image (see `provenance.media.image.decode_image`) and score it.
+        """Decode an encoded image at full size and score it.
 
-        request_key defaults to the SHA-256 of data. Raises MediaError /
-        MediaTooLargeError for undecodable, oversized or too small images.
+        The decode keeps the server's rule (`provenance.media.assets.detector_rgb`):
+        ``max_decode_bytes`` (bytes; None: no budget) bounds its memory, estimated from
+        the header. request_key defaults to the SHA-256 of data. Raises MediaError /
+        MediaTooLargeError for undecodable, oversized or too small images,
+        DecodeBudgetError (a MediaTooLargeError) over the budget.
         """
-        rgb = decode_image(data, max_pixels).rgb
+        limits = AssetLimits(
+            max_bytes=max(len(data), 1),
+            max_image_bytes=max(len(data), 1),
+            max_pixels=max_pixels,
+            max_decode_bytes=max_decode_bytes,
+        )
+        rgb = detector_rgb(data, limits)
         return self.score_image(
             rgb, request_key if request_key is not None else hashlib.sha256(data).digest()
         )

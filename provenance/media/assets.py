@@ -70,20 +70,38 @@ class ImageAsset:
         file within the same limits. Raises DecodeBudgetError when the full-size decode is
         over the decode budget (never smaller pixels: resizing destroys what the detector
         looks for), MediaError as `provenance.media.image.decode_image`."""
-        if self.hashed.scale == 1:
-            return self.hashed.rgb
-        budget = self.limits.max_decode_bytes
-        need = detector_decode_bytes(self.width, self.height, self.hashed.media_type)
-        if budget is not None and need > budget:
-            raise DecodeBudgetError(
-                f"the detector reads native pixels, and decoding this {self.width}x"
-                f"{self.height} image at full size needs about {need >> 20} MiB, over the"
-                f" decode budget of {budget >> 20} MiB (`prov serve --decode-budget-mb`;"
-                " `prov scan` keeps its default)"
-            )
-        # checked above with the detector's own estimate (no PDQ): decode_image's budget
-        # counts the PDQ hash too and would hand back reduced pixels
-        return decode_image(self.data, self.limits.max_pixels, None).rgb
+        return _native_rgb(self.hashed, self.data, self.limits)
+
+
+def _native_rgb(hashed: DecodedImage, data: bytes, limits: AssetLimits) -> np.ndarray:
+    """The full-size pixels of the image ``data``, decoded for PDQ as ``hashed``: those
+    pixels when full size, else a second decode within ``limits`` (`ImageAsset.rgb`)."""
+    if hashed.scale == 1:
+        return hashed.rgb
+    width, height = hashed.display_size
+    budget = limits.max_decode_bytes
+    need = detector_decode_bytes(width, height, hashed.media_type)
+    if budget is not None and need > budget:
+        raise DecodeBudgetError(
+            f"the detector reads native pixels, and decoding this {width}x"
+            f"{height} image at full size needs about {need >> 20} MiB, over the"
+            f" decode budget of {budget >> 20} MiB (`prov serve --decode-budget-mb`;"
+            " `prov scan` and `prov detect --local` keep its default)"
+        )
+    # checked above with the detector's own estimate (no PDQ): decode_image's budget
+    # counts the PDQ hash too and would hand back reduced pixels
+    return decode_image(data, limits.max_pixels, None).rgb
+
+
+def detector_rgb(data: bytes, limits: AssetLimits) -> np.ndarray:
+    """(height, width, 3) uint8 full-size pixels of the image ``data`` for the detector,
+    under the server's rule (`ImageAsset.rgb`, without the PDQ hashes): a non-JPEG whose
+    decode is over ``limits.max_decode_bytes`` (`provenance.media.budget`) is refused from
+    its header, a JPEG whose full-size decode is (`detector_decode_bytes`) after a decode
+    at its PDQ scale. What `prov detect --local` scores. Raises DecodeBudgetError over the
+    budget, MediaTooLargeError over the byte or pixel limits, MediaError as
+    `provenance.media.image.decode_image`."""
+    return _native_rgb(_decode_for_pdq(data, limits), data, limits)
 
 
 #: Peak bytes per pixel of a JPEG's full-size decode for the detector and its scoring

@@ -20,6 +20,9 @@ at 14.0, so WebP is counted as the others are.
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 from PIL import Image
 
 from provenance.core.errors import DecodeBudgetError
@@ -70,12 +73,13 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
             f"image is {width}x{height}, a progressive JPEG: decoding it at any scale keeps"
             f" about {held // _MIB} MiB of its full-size coefficients, over the decode budget"
             f" of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`; `prov"
-            " scan` keeps its default; a baseline copy decodes at a smaller scale)"
+            " scan` and `prov detect --local` keep its default; a baseline copy decodes at a smaller"
+            " scale)"
         )
     raise DecodeBudgetError(
         f"image is {width}x{height}: decoding it needs about {need // _MIB} MiB, over the"
         f" decode budget of {budget // _MIB} MiB per image (`prov serve --decode-budget-mb`;"
-        " `prov scan` keeps its default)"
+        " `prov scan` and `prov detect --local` keep its default)"
     )
 
 
@@ -95,3 +99,25 @@ def progressive_coefficient_bytes(im: Image.Image) -> int:
     mcus = -(-width // (8 * hmax)) * -(-height // (8 * vmax))
     blocks = mcus * sum(int(h) * int(v) for _, h, v, _ in layers) if layers else mcus * 3
     return blocks * 64 * 2
+
+
+def decode_budget_problem(
+    path: str | Path, media_type: str, budget: int = DEFAULT_DECODE_BUDGET_BYTES
+) -> str:
+    """Why the image file at ``path``, of ``media_type``, would not be decoded under a
+    decode budget of ``budget`` bytes (the server's default unless given): the
+    DecodeBudgetError text that `fit_decode_budget` raises, read from the header only (no
+    pixel is decoded); "" when it fits, or when Pillow cannot read the header (`prov
+    sign`, which asks, has decoded the file already: its note only says what the server
+    will do with it)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its decompression-bomb warning: pixels are ours
+            with Image.open(path) as im:
+                fit_decode_budget(im, media_type, budget)
+    except DecodeBudgetError as e:
+        return str(e)
+    # what Pillow raises on a header it cannot read
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return ""
+    return ""

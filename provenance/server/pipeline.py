@@ -37,6 +37,7 @@ from provenance import metrics
 from provenance.core.callstop import CallStop
 from provenance.core.claims import Receipt, SignedClaim, Verdict
 from provenance.core.errors import (
+    DecodeBudgetError,
     DecoderMemoryError,
     DetectorTimeoutError,
     LogIntegrityError,
@@ -200,14 +201,23 @@ class VerificationPipeline:
         lenient = sidecar is not None or bool(
             self.service.store.leaves_by_file_sha256(upload.sha256, limit=1)
         )
-        found = inspect_upload(
-            upload,
-            self.inspect,
-            lenient,
-            self._video_pixels(detect),
-            call,
-            judge_undecodable=True,
-        )
+        try:
+            found = inspect_upload(
+                upload,
+                self.inspect,
+                lenient,
+                self._video_pixels(detect),
+                call,
+                judge_undecodable=True,
+            )
+        except DecodeBudgetError as e:
+            if lenient:  # an exact match or a sidecar: not a pixel decode's refusal
+                raise
+            raise DecodeBudgetError(
+                "no signed capture holds these exact bytes (looked up by SHA-256), and its"
+                " pixels were not decoded, so it was not compared with signed captures as a"
+                f" re-encoded copy: {e}"
+            ) from e
         sidecar_came = sidecar is not None
         embedded = None if sidecar_came else _embedded_claim(found.c2pa)
         if embedded is not None:  # the claim `prov sign --c2pa` put in the file
