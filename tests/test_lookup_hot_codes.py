@@ -17,7 +17,6 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from clients.api import ProvenanceClient, Query
@@ -60,21 +59,6 @@ def _static_video_claim(key: DeviceKey, seq: int, frames: int) -> Claim:
         seq,
         soft_bindings=tuple(PerceptualHash("pdq", HOT, 100, float(i)) for i in range(frames)),
         duration_seconds=float(frames),
-    )
-
-
-def _photo_claim(key: DeviceKey, code: bytes) -> Claim:
-    """A photo claim (sequence 1) of ``key`` whose one PDQ hash is ``code``."""
-    return Claim(
-        device_id=key.key_id,
-        sequence=1,
-        captured_at=datetime.now(UTC),
-        media_type="image/jpeg",
-        size_bytes=10,
-        hard_binding=HardBinding(sha256=os.urandom(32)),
-        soft_bindings=(PerceptualHash("pdq", code, 100),),
-        width=4,
-        height=3,
     )
 
 
@@ -140,79 +124,37 @@ def test_lookup_parts_hold_few_files_or_few_hashes() -> None:
     assert lookup_parts([512, 512, 1]) == [(0, 2), (2, 3)]
 
 
-@pytest.mark.parametrize("claims", [3, 9, 17])
 def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
-    server: ServerProc, claims: int
+    server: ServerProc,
 ) -> None:
     """A hostile device logs three static-scene video claims whose 1,000 frames all have a
     public photo's PDQ code, then its key is revoked from before them; an honest device
     logged a near copy of the photo (6 bits away). A Lookup of the photo finds the honest
     entry: DERIVED from it. Before, the index's 16 answers were 16 copies of the hostile
     first claim (one log entry), the honest entry never reached the verdict, and the
-    photo read REVOKED_KEY ('a copy of it proves nothing'). One device's many claims
-    do not hide it either: with 9 hostile claims the 8 near candidates were 8 of them,
-    with 17 the index's 16 answers were too (REVOKED_KEY); now a device holds at most
-    `service.NEAR_PER_DEVICE` places of each."""
+    photo read REVOKED_KEY ('a copy of it proves nothing')."""
     near = bytes([HOT[0] ^ 0x3F]) + HOT[1:]  # 6 bits away
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
         hostile, honest = enroll_key(c, "hostile"), enroll_key(c, "honest")
-        honest_leaf = c.submit(sign_claim(honest, _photo_claim(honest, near)))[0].leaf_index
-        for seq in range(1, claims + 1):
+        photo = Claim(
+            device_id=honest.key_id,
+            sequence=1,
+            captured_at=datetime.now(UTC),
+            media_type="image/jpeg",
+            size_bytes=10,
+            hard_binding=HardBinding(sha256=os.urandom(32)),
+            soft_bindings=(PerceptualHash("pdq", near, 100),),
+            width=4,
+            height=3,
+        )
+        honest_leaf = c.submit(sign_claim(honest, photo))[0].leaf_index
+        for seq in range(1, 4):
             c.submit(
                 sign_claim(hostile, _static_video_claim(hostile, seq, MAX_CLAIM_SOFT_BINDINGS))
             )
         c.revoke(hostile.key_id, "planted copies", datetime.now(UTC) - timedelta(hours=1))
         [(_, report)] = c.lookup(
             [Query("photo", os.urandom(32), (PerceptualHash("pdq", HOT, 100),), "image/jpeg")]
-        )
-    assert report.status.name == "DERIVED", report.reasons
-    assert report.evidence.claim is not None
-    assert report.evidence.claim.receipt is not None
-    assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
-    assert report.evidence.pdq_distance == 6
-
-
-def test_planted_turns_of_a_photos_code_win_no_votes_over_a_nearer_copy(
-    server: ServerProc,
-) -> None:
-    """Two devices log 4 claims each that carry a code 10 bits from a photo's PDQ hash and
-    one 10 bits from each of its 7 turned hashes; an honest device logged a copy 6 bits
-    away. A Lookup of the photo with its 8 hashes (``pdq_dihedral``) finds the honest
-    copy: DERIVED at distance 6. Before, each of the 8 hashes was a vote, the 8 planted
-    claims (8 votes each) took the 8 near candidates ahead of the honest one (1 vote), and
-    the photo read DERIVED from a planted claim at distance 10. Now a photo's hashes are
-    one vote (a video's frame and its turns likewise), and the nearest leads."""
-    rng = np.random.default_rng(5)
-    hashes = [HOT] + [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(7)]
-
-    def off(code: bytes, bits: int) -> bytes:  # ``code`` with its lowest ``bits`` bits flipped
-        return (int.from_bytes(code) ^ ((1 << bits) - 1)).to_bytes(32)
-
-    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
-        honest = enroll_key(c, "honest")
-        photo = _photo_claim(honest, off(HOT, 6))
-        honest_leaf = c.submit(sign_claim(honest, photo))[0].leaf_index
-        for name in ("planter1", "planter2"):
-            key = enroll_key(c, name)
-            frames = tuple(
-                PerceptualHash("pdq", off(h, 10), 100, float(i)) for i, h in enumerate(hashes)
-            )
-            for seq in range(1, 5):
-                c.submit(
-                    sign_claim(
-                        key, video_claim(key, seq, soft_bindings=frames, duration_seconds=8.0)
-                    )
-                )
-        [(_, report)] = c.lookup(
-            [
-                Query(
-                    "photo",
-                    os.urandom(32),
-                    media_type="image/jpeg",
-                    pdq_dihedral=b"".join(hashes),
-                    pdq_quality=100,
-                )
-            ]
         )
     assert report.status.name == "DERIVED", report.reasons
     assert report.evidence.claim is not None

@@ -19,7 +19,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -165,11 +164,6 @@ def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent
 
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
-#: Most entries of one device among a query hash's 16 index answers, and among a file's 8
-#: near candidates (the nearest of that device's): one device, however many claims it
-#: logs (a static-scene video claim carries 1,000 copies of a photo's code), cannot fill
-#: the places and hide another device's near copy from the verdict.
-NEAR_PER_DEVICE = 4
 #: Device keys a server keeps for signature checks (about 200 bytes each).
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
 #: Threads reading the receipts of replays (`FairReads`). One: a second measured no gain
@@ -339,10 +333,6 @@ class ProvenanceService:
             self.reads = StoreReads(self.store.latest_checkpoint)
             self._remember_start()
             self.pdq = MihIndex()
-            #: each device id of the log as a small number, and each leaf's (-1: not
-            #: known, a key leaf), for NEAR_PER_DEVICE; 4 bytes a leaf, grown with the log
-            self._device_numbers: dict[bytes, int] = {}
-            self._leaf_devices = np.zeros(0, dtype=np.int32)
             #: whether any video claim is logged (else a dense frame pass cannot match)
             self.has_video = False
             #: leaves [0, _indexed) are in the near-duplicate index
@@ -609,7 +599,6 @@ class ProvenanceService:
         self.reads.saw((size, note))
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
-                self._note_devices([(idx, p.claim.device_id) for idx, p in appended])
                 for idx, p in appended:
                     for h in p.claim.soft_bindings:
                         self.pdq.add(idx, h)
@@ -630,7 +619,6 @@ class ProvenanceService:
         t0 = time.perf_counter()
         size = self.store.tree_size()
         loaded = load_index(self.store, size)
-        self._note_devices(self.store.leaf_devices(0, size))
         for part in loaded.parts:
             self.pdq.add_arrays(part.ids, part.words)
         self.pdq.prepare()
@@ -660,39 +648,10 @@ class ProvenanceService:
             if size <= self._indexed:
                 return
             pack = self.store.hash_pack(self._indexed, size)  # a failed read adds none
-            self._note_devices(self.store.leaf_devices(self._indexed, size))
             self.pdq.add_arrays(pack.ids, pack.words)
             self.has_video |= pack.video
             self._indexed = size
             self._indexed_metrics()
-
-    def _note_devices(self, rows: Sequence[tuple[int, bytes]]) -> None:
-        """Record whose (device id) each leaf of ``rows`` (leaf index, device id) is, for
-        the near-duplicate search's NEAR_PER_DEVICE; under the index lock (or at start).
-        The array grows by doubling; a search reading the old one meanwhile sees the
-        leaves it knew, and a leaf not known is a group of its own."""
-        if not rows:
-            return
-        arr = self._leaf_devices
-        top = max(idx for idx, _ in rows) + 1
-        if top > len(arr):
-            grown = np.full(max(top, 2 * len(arr)), -1, dtype=np.int32)
-            grown[: len(arr)] = arr
-            arr = grown
-        numbers = self._device_numbers
-        for idx, dev in rows:
-            arr[idx] = numbers.setdefault(dev, len(numbers))
-        self._leaf_devices = arr
-
-    def _devices_of(self, ids: np.ndarray) -> np.ndarray:
-        """The device number of each leaf of ``ids`` (int64), -2 - id for a leaf whose
-        device is not known (each its own)."""
-        arr = self._leaf_devices
-        ids = np.asarray(ids, dtype=np.int64)
-        g = np.full(len(ids), -1, dtype=np.int64)
-        known = (ids >= 0) & (ids < len(arr))
-        g[known] = arr[ids[known]]
-        return np.where(g >= 0, g, -2 - ids)
 
     def _indexed_metrics(self) -> None:
         metrics.TREE_SIZE.set(self._indexed)
@@ -1175,7 +1134,6 @@ class ProvenanceService:
                 for f, recs in zip(many, exact_recs, strict=True)
             ],
             turns=[b"" if recs else t for t, recs in zip(turns, exact_recs, strict=True)],
-            frames=[len(f.soft_bindings) for f in many],
         )
         out: list[VerificationReport | LogIntegrityError] = []
         for f, recs, ids, more, packed in zip(
@@ -1236,9 +1194,7 @@ class ProvenanceService:
             if exact
             else [
                 self._logged(rec, notes)
-                for idx in self._near_candidates(
-                    facts.soft_bindings + facts.dihedral_soft_bindings, len(facts.soft_bindings)
-                )
+                for idx in self._near_candidates(facts.soft_bindings + facts.dihedral_soft_bindings)
                 if (rec := self.store.leaf_by_index(idx)) is not None
             ]
         )
@@ -1278,85 +1234,51 @@ class ProvenanceService:
         size = self.store.tree_size()
         return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
 
-    def _near_candidates(
-        self, soft: tuple[PerceptualHash, ...], frames: int | None = None, limit: int = 8
-    ) -> list[int]:
+    def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
         nearest first; for video frames the leaves hit by the most frames first (at most
-        MAX_QUERY_FRAMES frames, evenly spread, are searched). The first ``frames`` hashes
-        (all when None) each vote; those after them (a photo's turned hashes) vote with
-        the first. At most NEAR_PER_DEVICE leaves of one device, its best."""
-        return self._near_candidates_many(
-            [soft], limit, frames=[len(soft) if frames is None else frames]
-        )[0]
+        MAX_QUERY_FRAMES frames, evenly spread, are searched)."""
+        return self._near_candidates_many([soft], limit)[0]
 
     def _near_candidates_many(
         self,
         softs: Sequence[tuple[PerceptualHash, ...]],
         limit: int = 8,
         turns: Sequence[bytes] = (),
-        frames: Sequence[int] = (),
     ) -> list[list[int]]:
         """`_near_candidates` of each file's ``softs``, the index searched once for all;
         ``turns`` (by file, when given): more hashes of each, packed 32 bytes each, of its
-        first soft binding's quality (`verify_many`), searched after its ``softs``.
-        ``frames`` (by file, when given): how many of its first hashes vote each (the
-        rest, a photo's turned hashes, vote as its first): a claim planting the 7 turns
-        of a photo's code gains no votes over an honest near copy. Each query hash's index
-        answer and each file's candidates hold at most NEAR_PER_DEVICE leaves of one
-        device (`MihIndex.search_codes`' share)."""
+        first soft binding's quality (`verify_many`), searched after its ``softs``."""
         if not len(self.pdq):  # an empty log: nothing near anything
             return [[] for _ in softs]
         spread: list[list[bytes | None]] = []
-        voters: list[list[int]] = []  # each code's vote: its frame (a turn votes as its own)
         for k, soft in enumerate(softs):
-            n = len(soft)
-            picks: Sequence[int] = range(n)
-            if n > MAX_QUERY_FRAMES:
-                step = n / MAX_QUERY_FRAMES
-                picks = [int(i * step) for i in range(MAX_QUERY_FRAMES)]
-                soft = tuple(soft[i] for i in picks)
+            if len(soft) > MAX_QUERY_FRAMES:
+                step = len(soft) / MAX_QUERY_FRAMES
+                soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
             codes: list[bytes | None] = [h.hash if searchable(h) else None for h in soft]
-            origins = list(picks)
             if turns and (packed := turns[k]):
                 ok = bool(soft) and searchable(soft[0])
                 codes += [
                     packed[i : i + PDQ_HASH_SIZE] if ok else None
                     for i in range(0, len(packed), PDQ_HASH_SIZE)
                 ]
-                origins += range(n, n + len(packed) // PDQ_HASH_SIZE)
-            own = max(1, frames[k]) if frames else max(1, n)
-            # frames first, then each turn of the frames in order (a photo: 1 frame)
-            voters.append([o if o < own else (o - own) % own for o in origins])
             spread.append(codes)
-        found = self.pdq.search_codes(
-            [c for codes in spread for c in codes],
-            share=(self._devices_of, NEAR_PER_DEVICE),
-        )
+        found = self.pdq.search_codes([c for codes in spread for c in codes])
         out: list[list[int]] = []
         end = 0
-        for k, codes in enumerate(spread):
+        for codes in spread:
             start, end = end, end + len(codes)
             if not any(found[start:end]):  # no hash of this file near any: most files
                 out.append([])
                 continue
             best: dict[int, int] = {}
-            votes: dict[int, set[int]] = {}
-            for voter, listed in zip(voters[k], found[start:end], strict=True):
+            hits: dict[int, int] = {}
+            for listed in found[start:end]:
                 for dist, idx in listed:
                     best[idx] = min(dist, best.get(idx, dist))
-                    votes.setdefault(idx, set()).add(voter)
-            ranked = sorted(best, key=lambda i: (-len(votes[i]), best[i]))
-            devices = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
-            taken: dict[int, int] = {}
-            chosen: list[int] = []
-            for idx, dev in zip(ranked, devices, strict=True):
-                if taken.get(dev, 0) < NEAR_PER_DEVICE:
-                    taken[dev] = taken.get(dev, 0) + 1
-                    chosen.append(idx)
-                    if len(chosen) == limit:
-                        break
-            out.append(chosen)
+                    hits[idx] = hits.get(idx, 0) + 1
+            out.append(sorted(best, key=lambda i: (-hits[i], best[i]))[:limit])
         return out
 
     # ---------------------------------------------------------------- log

@@ -378,12 +378,6 @@ class Store(Protocol):
         """The `HashPack` of leaves [start, stop), read from the soft-hash rows."""
         ...
 
-    def leaf_devices(self, start: int, stop: int) -> list[tuple[int, bytes]]:
-        """(leaf index, device id) of each leaf in [start, stop), in index order: whose
-        entry each is, for the near-duplicate search's per-device share
-        (`provenance.server.service`)."""
-        ...
-
     def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
         """Every soft-hash row of leaves [start, stop), sorted (what `provenance.index.audit`
         compares with the logged entries)."""

@@ -402,9 +402,6 @@ class MemoryStore:
             for r in self._state.leaves[start:]
         ]  # fmt: skip
 
-    def leaf_devices(self, start: int, stop: int) -> list[tuple[int, bytes]]:
-        return [(r.index, r.device_id) for r in self._state.leaves[max(start, 0) : stop]]
-
     def hash_pack(self, start: int, stop: int) -> HashPack:
         soft = [(i, h) for i, h in self._state.soft if start <= i < stop]
         usable = [

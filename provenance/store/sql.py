@@ -839,20 +839,6 @@ class SqlStore(ABC):
         return [tuple(r) for r in rows]  # types checked by the caller
 
     @_reads_log
-    def leaf_devices(self, start: int, stop: int) -> list[tuple[int, bytes]]:
-        """`Store.leaf_devices`, read `HASH_PACK_PAGE_LEAVES` leaves a statement."""
-        out: list[tuple[int, bytes]] = []
-        with self._reading() as c:
-            for first in range(start, stop, HASH_PACK_PAGE_LEAVES):
-                end = min(first + HASH_PACK_PAGE_LEAVES, stop)
-                rows = c.execute(
-                    "SELECT idx, device_id FROM leaves WHERE idx>=? AND idx<? ORDER BY idx",
-                    (first, end),
-                ).fetchall()
-                out += [(int(i), bytes(d)) for i, d in rows]
-        return out
-
-    @_reads_log
     def hash_pack(self, start: int, stop: int) -> HashPack:
         """`Store.hash_pack`, read `HASH_PACK_PAGE_LEAVES` leaves a statement: before, one
         statement over [start, stop), which a server's first start on a large log (or
