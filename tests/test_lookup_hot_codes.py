@@ -136,18 +136,7 @@ def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
     near = bytes([HOT[0] ^ 0x3F]) + HOT[1:]  # 6 bits away
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
         hostile, honest = enroll_key(c, "hostile"), enroll_key(c, "honest")
-        photo = Claim(
-            device_id=honest.key_id,
-            sequence=1,
-            captured_at=datetime.now(UTC),
-            media_type="image/jpeg",
-            size_bytes=10,
-            hard_binding=HardBinding(sha256=os.urandom(32)),
-            soft_bindings=(PerceptualHash("pdq", near, 100),),
-            width=4,
-            height=3,
-        )
-        honest_leaf = c.submit(sign_claim(honest, photo))[0].leaf_index
+        honest_leaf = c.submit(sign_claim(honest, _photo(honest, 1, near)))[0].leaf_index
         for seq in range(1, 4):
             c.submit(
                 sign_claim(hostile, _static_video_claim(hostile, seq, MAX_CLAIM_SOFT_BINDINGS))
@@ -160,4 +149,46 @@ def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
     assert report.evidence.claim is not None
     assert report.evidence.claim.receipt is not None
     assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
+    assert report.evidence.pdq_distance == 6
+
+
+def _photo(key: DeviceKey, sequence: int, code: bytes) -> Claim:
+    """A photo claim of ``key`` whose one PDQ hash is ``code``."""
+    return Claim(
+        device_id=key.key_id,
+        sequence=sequence,
+        captured_at=datetime.now(UTC),
+        media_type="image/jpeg",
+        size_bytes=10,
+        hard_binding=HardBinding(sha256=os.urandom(32)),
+        soft_bindings=(PerceptualHash("pdq", code, 100),),
+        width=4,
+        height=3,
+    )
+
+
+def test_a_stolen_keys_later_claims_do_not_hide_its_devices_earlier_capture(
+    server: ServerProc,
+) -> None:
+    """A device logs a photo; its key is stolen, the thief logs 4 claims carrying the code
+    of a circulating copy of that photo (6 bits from it), and the key is revoked from
+    between the two. A Lookup of the copy finds the device's own earlier capture: DERIVED
+    from it (`provenance.core.verify._decide_near` prefers a capture its key's revocation
+    does not cover). A per-device cap of 4 near places, tried this session (h-device50,
+    reverted), failed this: the thief's 4 nearer claims took the device's places and the
+    copy read REVOKED_KEY (h-revdev50)."""
+    copy = bytes([HOT[0] ^ 0x3F]) + HOT[1:]  # 6 bits from the photo
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        key = enroll_key(c, "stolen")
+        genuine = c.submit(sign_claim(key, _photo(key, 1, HOT)))[0].leaf_index
+        stolen_from = datetime.now(UTC)  # after the capture was logged, before the thief's
+        for seq in range(2, 6):
+            c.submit(sign_claim(key, _photo(key, seq, copy)))
+        c.revoke(key.key_id, "stolen", stolen_from)
+        [(_, report)] = c.lookup(
+            [Query("copy", os.urandom(32), (PerceptualHash("pdq", copy, 100),), "image/jpeg")]
+        )
+    assert report.status.name == "DERIVED", report.reasons
+    assert report.evidence.claim is not None and report.evidence.claim.receipt is not None
+    assert report.evidence.claim.receipt.leaf_index == genuine, report.reasons
     assert report.evidence.pdq_distance == 6
