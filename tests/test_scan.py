@@ -964,3 +964,26 @@ def test_two_scans_score_a_file_alike_with_the_secret_kept_in_prov_home(
     assert len(scores[0]) == 3 and scores[0] == scores[1], scores
     secret = home / "scan-detector-secret"
     assert len(secret.read_bytes()) == 32 and secret.stat().st_mode & 0o077 == 0
+
+
+def test_a_pool_scan_cuts_its_last_batches_so_its_workers_end_together(
+    desk: Desk, tmp_path: Path
+) -> None:
+    """240 photos at 2 workers, batches of 16 doubling to 64: the last two batches' 128
+    files arrive as 4 batches of 32 (twice the workers), not as a whole batch of 64 for
+    one worker while the other has nothing left; every file scanned once, the rows the
+    same as one process's."""
+    folder = tmp_path / "many"
+    _photos(folder, 240)
+    sizes: list[int] = []
+    rows = _scan(
+        [folder],
+        tmp_path / "pool.jsonl",
+        LocalEngine(2),
+        server=desk.server.address,
+        batch_size=64,
+        on_rows=lambda got: sizes.append(len(got)),
+    )
+    assert sorted(sizes) == [16, 32, 32, 32, 32, 32, 64]
+    alone = _scan([folder], tmp_path / "alone.jsonl", LocalEngine(0), server=desk.server.address)
+    assert _normal(rows) == _normal(alone)

@@ -28,3 +28,22 @@ def test_runs_may_start_small_and_double() -> None:
         [5],
         [1, 1, 1, 1],
     ]
+
+
+def test_the_last_runs_are_cut_into_tail_parts() -> None:
+    # 10^4 files at 256 a batch: the last two runs (256 + 32 files) become 4 of 72, so
+    # no worker of 2 is left holding a whole batch while the other has nothing to do
+    got = [len(r) for r in runs(range(10_000), 256, lambda _: 0, 0, 16, tail_parts=4)]
+    assert got[:5] == [16, 32, 64, 128, 256]
+    assert got[-5:] == [256, 72, 72, 72, 72]
+    assert sum(got) == 10_000
+    assert [x for r in runs(range(300), 256, lambda _: 0, 0, 16, tail_parts=4) for x in r] == list(
+        range(300)
+    )
+    # never under min_tail items a part (a Lookup call costs the same whatever its size)
+    assert [len(r) for r in runs(range(40), 256, lambda _: 0, 0, tail_parts=4)] == [16, 16, 8]
+    # nor over max_count (a --batch-size under min_tail)
+    assert [len(r) for r in runs(range(5), 2, lambda _: 0, 0, tail_parts=4)] == [2, 2, 1]
+    # the weight bound still holds in the tail
+    tail = list(runs([5, 5, 5, 5, 5, 5], 4, lambda x: x, 10, tail_parts=2, min_tail=1))
+    assert all(sum(r) <= 10 for r in tail) and sum(map(len, tail)) == 6

@@ -3,7 +3,8 @@
 Every engine maps the same function over batches of items and yields each batch's rows as
 soon as it is done (completion order), keeping a bounded number of batches in flight so
 that reading an archive never runs far ahead of hashing (memory stays at about
-``2 x workers`` batches).
+``2 x workers`` batches, plus the 2 that the last batches' cut reads ahead:
+`clients.scan.runs.runs`' ``tail_parts``, which each engine gives as `Engine.tail_parts`).
 
 - `LocalEngine(workers)`: a `concurrent.futures.ProcessPoolExecutor` with ``workers``
   processes forked from a fork server (a fresh interpreter, not this process: the parent
@@ -46,7 +47,12 @@ Rows = list[dict[str, Any]]
 
 
 class Engine(Protocol):
-    """Runs process_batch over batches; yields each batch's rows when done."""
+    """Runs process_batch over batches; yields each batch's rows when done. ``tail_parts``:
+    how many batches the scan's last items are cut into (`clients.scan.runs.runs`), twice
+    the batches that run at once, so that they end together (0: not cut)."""
+
+    @property
+    def tail_parts(self) -> int: ...
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]: ...
 
@@ -244,6 +250,11 @@ class LocalEngine:
             raise ConfigError(f"workers must be 0 or more, got {workers}")
         self.workers = workers
 
+    @property
+    def tail_parts(self) -> int:
+        """Twice the workers (`Engine`): one process (``workers=0``) needs no cut."""
+        return 2 * self.workers if self.workers > 1 else 0
+
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
         if self.workers == 0:
             for batch in batches:
@@ -275,6 +286,12 @@ class RayEngine:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers
+
+    @property
+    def tail_parts(self) -> int:
+        """Twice ``workers`` when given (`Engine`); else 0, as the cluster's size is known
+        only once it is joined."""
+        return 2 * self.workers if self.workers else 0
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
         try:

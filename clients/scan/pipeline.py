@@ -59,11 +59,20 @@ class ScanResult:
 FIRST_BATCH = 16
 
 
-def batched(items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list[Item]]:
+def batched(
+    items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES, tail_parts: int = 0
+) -> Iterator[list[Item]]:
     """Lists of at most ``size`` items (the first FIRST_BATCH, each later one at most twice
-    the one before) carrying at most ``max_bytes`` of entry bytes."""
+    the one before) carrying at most ``max_bytes`` of entry bytes; the last items cut into
+    about ``tail_parts`` smaller lists (`runs`)."""
     return runs(
-        items, size, lambda i: i.size if isinstance(i, EntryItem) else 0, max_bytes, FIRST_BATCH
+        items,
+        size,
+        lambda i: i.size if isinstance(i, EntryItem) else 0,
+        max_bytes,
+        FIRST_BATCH,
+        tail_parts=tail_parts,
+        min_tail=FIRST_BATCH,
     )
 
 
@@ -186,7 +195,9 @@ def run_scan(
             own = file_ids(report_files(report))
             walked = iter_items(paths, config.limits, skip=seen.__contains__, leave_out=own)
             items = _fresh(walked, seen)
-            for rows in engine.map(batched(items, batch_size), config):
+            for rows in engine.map(
+                batched(items, batch_size, tail_parts=engine.tail_parts), config
+            ):
                 journal.write(rows)
                 scanned_bytes += writer.add_rows(rows)
                 scanned += len(rows)

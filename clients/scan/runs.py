@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
+
+#: Runs held back to be re-cut into the tail's parts (`runs`' ``tail_parts``).
+TAIL_RUNS = 2
 
 
 def runs(
@@ -14,11 +18,41 @@ def runs(
     weight: Callable[[T], int],
     max_weight: int,
     first_count: int | None = None,
+    tail_parts: int = 0,
+    min_tail: int = 16,
 ) -> Iterator[list[T]]:
     """Consecutive lists of ``items``, each of at most ``max_count`` items whose weights add
     up to at most ``max_weight`` (an item heavier than ``max_weight`` forms a run alone).
     With ``first_count``, the first run holds at most that many items and each later one
-    at most twice as many as the one before, up to ``max_count``."""
+    at most twice as many as the one before, up to ``max_count``.
+
+    With ``tail_parts`` (more than 1), the items of the last TAIL_RUNS runs are cut again
+    into about that many runs of equal count (at least ``min_tail`` items each, both bounds
+    kept), so that the workers sharing the runs end together instead of one
+    finishing a whole run while the others have nothing left (`prov scan` passes twice
+    its workers). The stream is then read TAIL_RUNS runs ahead of what was yielded."""
+    cut = _runs(items, max_count, weight, max_weight, first_count)
+    if tail_parts <= 1:
+        yield from cut
+        return
+    held: list[list[T]] = []
+    for run in cut:
+        held.append(run)
+        if len(held) > TAIL_RUNS:
+            yield held.pop(0)
+    rest = [item for run in held for item in run]
+    if rest:
+        count = min(max_count, max(min_tail, math.ceil(len(rest) / tail_parts)))
+        yield from _runs(rest, count, weight, max_weight, None)
+
+
+def _runs(
+    items: Iterable[T],
+    max_count: int,
+    weight: Callable[[T], int],
+    max_weight: int,
+    first_count: int | None,
+) -> Iterator[list[T]]:
     run: list[T] = []
     held = 0
     count = max_count if first_count is None else max(1, min(first_count, max_count))
