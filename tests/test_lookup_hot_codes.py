@@ -13,10 +13,12 @@ A real server, real submissions, its peak memory read from /proc.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from clients.api import ProvenanceClient, Query
@@ -24,9 +26,11 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim, HardBinding
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
+from provenance.media.assets import AssetLimits, inspect_image
 from provenance.server.rpc import lookup_parts
 from tests.conftest import (
     ADMIN_TOKEN,
+    SAMPLES,
     ServerProc,
     enroll_key,
     sign_claim,
@@ -124,20 +128,25 @@ def test_lookup_parts_hold_few_files_or_few_hashes() -> None:
     assert lookup_parts([512, 512, 1]) == [(0, 2), (2, 3)]
 
 
+@pytest.mark.parametrize("claims", [3, 9, 20])
 def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
-    server: ServerProc,
+    server: ServerProc, claims: int
 ) -> None:
     """A hostile device logs three static-scene video claims whose 1,000 frames all have a
     public photo's PDQ code, then its key is revoked from before them; an honest device
     logged a near copy of the photo (6 bits away). A Lookup of the photo finds the honest
     entry: DERIVED from it. Before, the index's 16 answers were 16 copies of the hostile
     first claim (one log entry), the honest entry never reached the verdict, and the
-    photo read REVOKED_KEY ('a copy of it proves nothing')."""
+    photo read REVOKED_KEY ('a copy of it proves nothing'). One device's many claims
+    do not hide it either: with 9 hostile claims the 8 near candidates were 8 of them,
+    with 17 (20 here) the index's 16 answers were too (REVOKED_KEY); now a device's
+    claims (those its key's revocation covers, apart) hold at most
+    `service.NEAR_PER_DEVICE` places of each."""
     near = bytes([HOT[0] ^ 0x3F]) + HOT[1:]  # 6 bits away
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
         hostile, honest = enroll_key(c, "hostile"), enroll_key(c, "honest")
         honest_leaf = c.submit(sign_claim(honest, _photo(honest, 1, near)))[0].leaf_index
-        for seq in range(1, 4):
+        for seq in range(1, claims + 1):
             c.submit(
                 sign_claim(hostile, _static_video_claim(hostile, seq, MAX_CLAIM_SOFT_BINDINGS))
             )
@@ -192,3 +201,101 @@ def test_a_stolen_keys_later_claims_do_not_hide_its_devices_earlier_capture(
     assert report.evidence.claim is not None and report.evidence.claim.receipt is not None
     assert report.evidence.claim.receipt.leaf_index == genuine, report.reasons
     assert report.evidence.pdq_distance == 6
+
+
+def test_planted_turns_of_a_photos_code_win_no_votes_over_a_nearer_copy(
+    server: ServerProc,
+) -> None:
+    """Two devices log 4 claims each that carry a code 10 bits from a photo's PDQ hash and
+    one 10 bits from each of its 7 turned hashes; an honest device logged a copy 6 bits
+    away. A Lookup of the photo with its 8 hashes (``pdq_dihedral``) finds the honest
+    copy: DERIVED at distance 6. Before, each of the 8 hashes was a vote, the 8 planted
+    claims (8 votes each) took the 8 near candidates ahead of the honest one (1 vote), and
+    the photo read DERIVED from a planted claim at distance 10. Now a photo's hashes are
+    one vote (a video's frame and its turns likewise), and the nearest leads."""
+    rng = np.random.default_rng(5)
+    hashes = [HOT] + [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(7)]
+
+    def off(code: bytes, bits: int) -> bytes:  # ``code`` with its lowest ``bits`` bits flipped
+        return (int.from_bytes(code) ^ ((1 << bits) - 1)).to_bytes(32)
+
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        honest = enroll_key(c, "honest")
+        photo = _photo(honest, 1, off(HOT, 6))
+        honest_leaf = c.submit(sign_claim(honest, photo))[0].leaf_index
+        for name in ("planter1", "planter2"):
+            key = enroll_key(c, name)
+            frames = tuple(
+                PerceptualHash("pdq", off(h, 10), 100, float(i)) for i, h in enumerate(hashes)
+            )
+            for seq in range(1, 5):
+                c.submit(
+                    sign_claim(
+                        key, video_claim(key, seq, soft_bindings=frames, duration_seconds=8.0)
+                    )
+                )
+        [(_, report)] = c.lookup(
+            [
+                Query(
+                    "photo",
+                    os.urandom(32),
+                    media_type="image/jpeg",
+                    pdq_dihedral=b"".join(hashes),
+                    pdq_quality=100,
+                )
+            ]
+        )
+    assert report.status.name == "DERIVED", report.reasons
+    assert report.evidence.claim is not None
+    assert report.evidence.claim.receipt is not None
+    assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
+    assert report.evidence.pdq_distance == 6
+
+
+def test_one_devices_claims_logged_before_a_restart_do_not_hide_an_honest_copy(
+    any_db: Path | str,
+) -> None:
+    """VerifyFile and Lookup of a real photo: an honest device logged a copy of it (6 bits
+    from its PDQ hash), a hostile device 20 claims carrying its exact code, and the hostile
+    key is revoked from before them. Both find the honest entry, DERIVED from it, on the
+    append path and after a restart (the server reads whose each leaf is only for the
+    leaves a search hits, not for the whole log at start). Before, the 20 hostile
+    entries took the index's 16 places and the file read REVOKED_KEY."""
+    photo = SAMPLES / "rocket.jpg"
+    data = photo.read_bytes()
+    code = inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).soft.hash
+    near = bytes([code[0] ^ 0x3F]) + code[1:]  # 6 bits away
+    srv = start_server(any_db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            hostile, honest = enroll_key(c, "hostile"), enroll_key(c, "honest")
+            honest_leaf = c.submit(sign_claim(honest, _photo(honest, 1, near)))[0].leaf_index
+            for seq in range(1, 21):
+                c.submit(sign_claim(hostile, _photo(hostile, seq, code)))
+            c.revoke(hostile.key_id, "planted copies", datetime.now(UTC) - timedelta(hours=1))
+            reports = [c.verify_file(photo)]
+        srv.stop()
+        srv = start_server(any_db)
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            reports.append(c.verify_file(photo))
+            reports += [
+                r
+                for _, r in c.lookup(
+                    [
+                        Query(
+                            "photo",
+                            os.urandom(32),
+                            (PerceptualHash("pdq", code, 100),),
+                            "image/jpeg",
+                        )
+                    ]
+                )
+            ]
+    finally:
+        srv.stop()
+    for report in reports:
+        assert report.status.name == "DERIVED", report.reasons
+        assert report.evidence.claim is not None
+        assert report.evidence.claim.receipt is not None
+        assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
+        assert report.evidence.pdq_distance == 6

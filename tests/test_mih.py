@@ -251,3 +251,31 @@ def test_copies_of_a_code_in_one_entry_do_not_crowd_out_other_entries(
     assert m.search(q) == want
     assert m.search_codes([photo] * 3) == [want] * 3
     assert m.search(q, limit=2) == want[:2]
+
+
+@pytest.mark.parametrize("where", ["tables", "pending", "full scan"])
+def test_one_groups_many_entries_take_at_most_its_share_of_the_places(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a share (group_of, most), each query's answer holds at most ``most`` ids of one
+    group, the group's nearest: 20 entries of 1,000 exact copies of a photo's code, all of
+    one group (a hostile device), leave the other places to an honest entry 6 bits away
+    and to a second group's. Without a share the 16 places are 16 hostile entries."""
+    if where == "pending":
+        monkeypatch.setattr(mih, "REBUILD_MIN_PENDING", 10**6)
+    if where == "full scan":
+        monkeypatch.setattr(mih, "_DENSE_FRACTION", 0.0)
+    photo, items = _crowded(11, 2000, 20_000)  # ids 2000..2019: the hostile group
+    items.append((3000, PerceptualHash("pdq", _flip(photo, np.arange(6)), 90)))
+    items.append((3001, PerceptualHash("pdq", _flip(photo, np.arange(9)), 90)))
+    m = MihIndex()
+    m.add_many(items)
+    m.wait_warm()
+
+    def group_of(ids: np.ndarray) -> np.ndarray:
+        return np.where((ids >= 2000) & (ids < 2020), -1, ids)
+
+    assert m.search_codes([photo])[0] == [(0, i) for i in range(2000, 2016)]
+    want = [(0, 2000), (0, 2001), (0, 2002), (6, 3000), (9, 3001)]
+    assert m.search_codes([photo] * 2, share=(group_of, 3)) == [want] * 2
+    assert m.search_codes([photo], limit=4, share=(group_of, 3)) == [want[:4]]

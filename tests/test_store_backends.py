@@ -556,3 +556,22 @@ def test_every_edited_index_column_is_refused_at_start(
             _service(db, tmp_path, full_check=True)
         run(f"UPDATE leaves SET {column}=? WHERE idx=1", (old,))
     _service(db, tmp_path, full_check=True).close()
+
+
+def test_leaf_owners_names_each_claim_leafs_device_and_time(db: Path | str, tmp_path: Path) -> None:
+    """`Store.leaf_owners`: (index, device, integrated at) of the claim leaves asked for,
+    in index order, each once; an index past the log left out (the near-duplicate search
+    reads it for just the leaves it hits)."""
+    s = _service(db, tmp_path)
+    try:
+        first, second = _enroll(s), _enroll(s)
+        a = s.submit(_claim(first, 1)).receipt.leaf_index
+        b = s.submit(_claim(second, 1)).receipt.leaf_index
+        got = s.store.leaf_owners([b, a, b, 10_000])
+        assert [(i, d) for i, d, _ in got] == [(a, first.key_id), (b, second.key_id)]
+        for idx, _, at in got:
+            rec = s.store.leaf_by_index(idx)
+            assert rec is not None and at == rec.integrated_at
+        assert s.store.leaf_owners([]) == []
+    finally:
+        s.close()

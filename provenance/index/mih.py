@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -312,11 +312,15 @@ class MihIndex:
         codes: Sequence[bytes | None],
         max_distance: int = PDQ_MATCH_THRESHOLD,
         limit: int = 16,
+        share: Share | None = None,
     ) -> list[list[tuple[int, int]]]:
         """`search_many` of raw 32-byte PDQ codes, each already known usable (a PDQ hash of
         quality PDQ_MIN_QUALITY or more), None for a hash that is not (it matches nothing):
         the server's Lookup searches a photo's 7 turned hashes from its packed field without
-        building a PerceptualHash of each."""
+        building a PerceptualHash of each. ``share``, when given: (group_of, most): each
+        query's answer holds at most ``most`` ids of one group (``group_of`` maps an int64
+        array of ids to their int64 groups), the nearest of each group's ids; others take
+        the places they would have filled."""
         with self._lock:
             t = self._snapshot()
         if t.size == 0:  # nothing to find (an empty log): no query checked
@@ -326,12 +330,18 @@ class MihIndex:
             return [[] for _ in codes]
         start = time.perf_counter()
         wanted = [c for c, ok in zip(codes, usable, strict=True) if ok and c is not None]
-        found = iter(_search_block(t, wanted, max_distance, limit))
+        found = iter(_search_block(t, wanted, max_distance, limit, share))
         out = [next(found) if ok else [] for ok in usable]
         each = (time.perf_counter() - start) / len(wanted)
         for _ in wanted:
             metrics.INDEX_LOOKUP_SECONDS.observe(each)
         return out
+
+
+#: A search's per-group share: (the group of each id, for ids (n,) int64 -> (n,) int64;
+#: at most this many ids of one group in each query's answer). The server's groups are
+#: devices: one device's many entries near a code do not crowd out another's.
+Share = tuple[Callable[[np.ndarray], np.ndarray], int]
 
 
 #: Candidate rows (or query x pending-code pairs) checked in one NumPy pass, at most
@@ -372,7 +382,12 @@ _DISTANCES = 257
 
 
 def _nearest(
-    q: np.ndarray, pos: np.ndarray, d: np.ndarray, limit: int, t: _Tables
+    q: np.ndarray,
+    pos: np.ndarray,
+    d: np.ndarray,
+    limit: int,
+    t: _Tables,
+    share: Share | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Hits (query, position, distance), sorted by query, distance and position, each
     query's hits of one id (log entry) cut to its first (nearest, then first added: a
@@ -383,7 +398,11 @@ def _nearest(
     frames of a static scene) times a Lookup's 4,096 hashes near it held 16.8 million
     hits, about 1.7 GB at its peak (40,960 copies: 16.6 GB, 208 s). One hit per id: a
     claim's 1,000 copies of a photo's code filled all 16 places and pushed other entries
-    near the photo out of the answer."""
+    near the photo out of the answer. With ``share`` (group_of, most), each query's ids
+    of one group are cut to their first ``most`` too, before the ``limit``: one device's
+    many entries near a code filled the places likewise. Cutting each batch so keeps the
+    answer exact: a hit a batch drops has ``most`` distinct ids of its group (or ``limit``
+    ids) ahead of it in the batch, each as near or nearer in the whole search."""
     if not len(q):
         return q, pos, d
     rows, qs = int(pos.max()) + 1, int(q.max()) + 1
@@ -411,6 +430,17 @@ def _nearest(
         kept = np.zeros(len(q), dtype=bool)
         kept[group[first]] = True
         q, pos, d = q[kept], pos[kept], d[kept]
+        if share is not None and len(q) > share[1]:  # each query's first ``most`` of a group
+            g = np.asarray(share[0](ids[kept]), dtype=np.int64)
+            group = np.lexsort((g, q))  # stable: each (query, group)'s hits in sorted order
+            gq, gg = q[group], g[group]
+            first = np.ones(len(q), dtype=bool)
+            first[1:] = (gq[1:] != gq[:-1]) | (gg[1:] != gg[:-1])
+            at = np.arange(len(q))
+            rank = at - np.maximum.accumulate(np.where(first, at, 0))
+            kept = np.zeros(len(q), dtype=bool)
+            kept[group[rank < share[1]]] = True
+            q, pos, d = q[kept], pos[kept], d[kept]
     if len(q) > limit:  # each query's rank among its own hits: the first ``limit`` stay
         starts = np.searchsorted(q, q, side="left")
         kept = np.arange(len(q)) - starts < limit
@@ -444,7 +474,7 @@ def _keep(
 
 
 def _search_block(
-    t: _Tables, codes: list[bytes], max_distance: int, limit: int
+    t: _Tables, codes: list[bytes], max_distance: int, limit: int, share: Share | None = None
 ) -> list[list[tuple[int, int]]]:
     """`MihIndex.search` of each of ``codes`` (usable 32-byte codes) in the non-empty
     snapshot ``t``: the answers of one query at a time, found together. Hits are
@@ -492,6 +522,7 @@ def _search_block(
                     d[near],
                     limit,
                     t,
+                    share,
                 ),
             )
     for k in np.nonzero(full)[0]:  # probing would not beat a full scan: every table row
@@ -502,7 +533,7 @@ def _search_block(
             # slice's hits held: SCAN_SLICE)
             _keep(
                 (hit_q, hit_pos, hit_d),
-                _nearest(np.full(len(rows), k), rows + lo, d[rows], limit, t),
+                _nearest(np.full(len(rows), k), rows + lo, d[rows], limit, t, share),
             )
     pending = len(t.pending_ids)
     step = max(1, GATHER_ROWS // max(pending, 1))  # queries per pass over a slice
@@ -515,7 +546,7 @@ def _search_block(
             near_q, near_k = np.nonzero(d <= max_distance)
             _keep(
                 (hit_q, hit_pos, hit_d),
-                _nearest(near_q + a, near_k + n + lo, d[near_q, near_k], limit, t),
+                _nearest(near_q + a, near_k + n + lo, d[near_q, near_k], limit, t, share),
             )
     q, pos, d = _nearest(
         np.concatenate(hit_q) if hit_q else np.zeros(0, np.int64),
@@ -523,6 +554,7 @@ def _search_block(
         np.concatenate(hit_d) if hit_d else np.zeros(0, np.int64),
         limit,
         t,
+        share,
     )
     ids = _ids_at(t, pos)
     bounds = np.searchsorted(q, np.arange(nq + 1)).tolist()

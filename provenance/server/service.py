@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
@@ -164,6 +165,16 @@ def _logged_key_event(idx: int, device_id: bytes, data: bytes) -> LoggedKeyEvent
 
 #: Most video frame hashes of one query searched in the near-duplicate index.
 MAX_QUERY_FRAMES = 600
+#: Most entries of one device among a query hash's 16 index answers, and among a file's 8
+#: near candidates (the nearest of that device's): one device, however many claims it
+#: logs (a static-scene video claim carries 1,000 copies of a photo's code), cannot fill
+#: the places and hide another device's near copy from the verdict. A device's claims
+#: that its key's revocation covers (logged at or after it) are a second group with
+#: places of its own: a thief's claims do not take those of the device's earlier captures.
+NEAR_PER_DEVICE = 4
+#: Answers a code's search again holds while it learns whose the leaves it hits are
+#: (`ProvenanceService._search_grouped`: leaves logged before this start, once).
+GROUP_ROUND_LIMIT = 64
 #: Device keys a server keeps for signature checks (about 200 bytes each).
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
 #: Threads reading the receipts of replays (`FairReads`). One: a second measured no gain
@@ -333,6 +344,15 @@ class ProvenanceService:
             self.reads = StoreReads(self.store.latest_checkpoint)
             self._remember_start()
             self.pdq = MihIndex()
+            #: each device id seen as a small number; each leaf's group for NEAR_PER_DEVICE
+            #: (2 x its device's number, + 1 when its key's revocation covers it; -1 not
+            #: known yet: the leaves logged before this start until a search hits them,
+            #: -2 no claim's), 4 bytes a leaf, grown with the log; the revocation time
+            #: (None: none) each device's groups were set with. Under _groups_lock.
+            self._groups_lock = threading.Lock()
+            self._device_numbers: dict[bytes, int] = {}
+            self._leaf_groups = np.zeros(0, dtype=np.int32)
+            self._grouped_revocation: dict[int, datetime | None] = {}
             #: whether any video claim is logged (else a dense frame pass cannot match)
             self.has_video = False
             #: leaves [0, _indexed) are in the near-duplicate index
@@ -599,6 +619,7 @@ class ProvenanceService:
         self.reads.saw((size, note))
         with self._index_lock:
             if appended and appended[0][0] == self._indexed:
+                self._note_devices([(idx, p.claim.device_id) for idx, p in appended])
                 for idx, p in appended:
                     for h in p.claim.soft_bindings:
                         self.pdq.add(idx, h)
@@ -648,10 +669,100 @@ class ProvenanceService:
             if size <= self._indexed:
                 return
             pack = self.store.hash_pack(self._indexed, size)  # a failed read adds none
+            self._note_devices(
+                [(i, d) for i, d, _ in self.store.leaf_owners(range(self._indexed, size))]
+            )
             self.pdq.add_arrays(pack.ids, pack.words)
             self.has_video |= pack.video
             self._indexed = size
             self._indexed_metrics()
+
+    def _note_devices(self, rows: Sequence[tuple[int, bytes]]) -> None:
+        """Record whose (device id) each new leaf of ``rows`` (leaf index, device id) is,
+        for the near-duplicate search's NEAR_PER_DEVICE: a claim is logged only while its
+        key is not revoked, so its group is its device's first (a device whose groups were
+        set with a revocation: not known, read again when a search hits it)."""
+        if not rows:
+            return
+        with self._groups_lock:
+            for idx, dev in rows:
+                number = self._number(dev)
+                revoked = self._grouped_revocation.setdefault(number, None)
+                self._set_group(idx, 2 * number if revoked is None else -1)
+
+    def _number(self, device_id: bytes) -> int:
+        """The small number of ``device_id`` (given on first sight); under _groups_lock."""
+        return self._device_numbers.setdefault(device_id, len(self._device_numbers))
+
+    def _set_group(self, idx: int, group: int) -> None:
+        """Set leaf ``idx``'s group, growing the array by doubling (a search reading the
+        old one meanwhile sees what it held); under _groups_lock."""
+        arr = self._leaf_groups
+        if idx >= len(arr):
+            grown = np.full(max(idx + 1, 2 * len(arr)), -1, dtype=np.int32)
+            grown[: len(arr)] = arr
+            self._leaf_groups = arr = grown
+        arr[idx] = group
+
+    def _learn_groups(self, ids: Sequence[int]) -> None:
+        """Read the device and log time of leaves ``ids`` whose group is not known (one
+        store read for all, `Store.leaf_owners`) and set their groups: their device's, split
+        by its key's revocation in force (`device_in_force`, read once per device until
+        `_forget_groups`). A leaf the store does not hold is a group of its own (-2)."""
+        arr = self._leaf_groups
+        unknown = [i for i in ids if i >= len(arr) or arr[i] == -1]
+        if not unknown:
+            return
+        owners = self.store.leaf_owners(unknown)
+        revocations: dict[bytes, datetime | None] = {}
+        for dev in {d for _, d, _ in owners}:
+            with self._groups_lock:
+                number = self._number(dev)
+                if number in self._grouped_revocation:
+                    revocations[dev] = self._grouped_revocation[number]
+                    continue
+            row = self.store.find_device(dev)
+            revocations[dev] = None if row is None else self.device_in_force(row).revoked_at
+        with self._groups_lock:
+            for dev, revoked in revocations.items():
+                self._grouped_revocation.setdefault(self._number(dev), revoked)
+            found = set()
+            for idx, dev, at in owners:
+                number = self._number(dev)
+                revoked = self._grouped_revocation[number]
+                self._set_group(idx, 2 * number + int(revoked is not None and at >= revoked))
+                found.add(idx)
+            for idx in unknown:
+                if idx not in found:
+                    self._set_group(idx, -2)
+
+    def _forget_groups(self, near: Sequence[LoggedClaim]) -> bool:
+        """Whether the groups of a device among ``near`` (candidates read for a verdict)
+        were set with another revocation than the one now in force (a key revoked since,
+        here or by another server): then that device's leaves are not known again, read
+        anew when a search hits them, and the caller searches again."""
+        stale = False
+        with self._groups_lock:
+            for lc in near:
+                number = self._device_numbers.get(lc.device.device_id)
+                if number is None or number not in self._grouped_revocation:
+                    continue
+                if self._grouped_revocation[number] != lc.device.revoked_at:
+                    arr = self._leaf_groups
+                    arr[(arr == 2 * number) | (arr == 2 * number + 1)] = -1
+                    del self._grouped_revocation[number]
+                    stale = True
+        return stale
+
+    def _devices_of(self, ids: np.ndarray) -> np.ndarray:
+        """The group of each leaf of ``ids`` (int64), -2 - id for a leaf whose group is
+        not known (each its own)."""
+        arr = self._leaf_groups
+        ids = np.asarray(ids, dtype=np.int64)
+        g = np.full(len(ids), -1, dtype=np.int64)
+        known = (ids >= 0) & (ids < len(arr))
+        g[known] = arr[ids[known]]
+        return np.where(g >= 0, g, -2 - ids)
 
     def _indexed_metrics(self) -> None:
         metrics.TREE_SIZE.set(self._indexed)
@@ -1134,6 +1245,7 @@ class ProvenanceService:
                 for f, recs in zip(many, exact_recs, strict=True)
             ],
             turns=[b"" if recs else t for t, recs in zip(turns, exact_recs, strict=True)],
+            frames=[len(f.soft_bindings) for f in many],
         )
         out: list[VerificationReport | LogIntegrityError] = []
         for f, recs, ids, more, packed in zip(
@@ -1150,11 +1262,9 @@ class ProvenanceService:
             notes: list[str] = []
             try:
                 exact = [self._logged(r, notes) for r in recs]
-                near = [
-                    self._logged(rec, notes)
-                    for idx in ids
-                    if (rec := self.store.leaf_by_index(idx)) is not None
-                ]
+                near = self._near_logged(
+                    ids, f.soft_bindings + f.dihedral_soft_bindings, len(f.soft_bindings), notes
+                )
             except LogIntegrityError as e:
                 out.append(e)
                 continue
@@ -1189,14 +1299,12 @@ class ProvenanceService:
                     " it was not used"
                 )
                 sidecar = None
+        soft = facts.soft_bindings + facts.dihedral_soft_bindings
+        frames = len(facts.soft_bindings)
         near = (
             []
             if exact
-            else [
-                self._logged(rec, notes)
-                for idx in self._near_candidates(facts.soft_bindings + facts.dihedral_soft_bindings)
-                if (rec := self.store.leaf_by_index(idx)) is not None
-            ]
+            else self._near_logged(self._near_candidates(soft, frames), soft, frames, notes)
         )
         if sidecar is None or claim is None:
             report = with_time_flags(
@@ -1234,51 +1342,133 @@ class ProvenanceService:
         size = self.store.tree_size()
         return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
 
-    def _near_candidates(self, soft: tuple[PerceptualHash, ...], limit: int = 8) -> list[int]:
+    def _near_logged(
+        self, ids: list[int], soft: tuple[PerceptualHash, ...], frames: int, notes: list[str]
+    ) -> list[LoggedClaim]:
+        """The logged claims of near candidates ``ids`` (of ``soft``, whose first ``frames``
+        hashes vote: `_near_candidates`), read for the verdict. When a candidate's device
+        was grouped with another revocation than the one now in force (`_forget_groups`:
+        revoked since), the candidates are found again with its groups read anew, so a
+        thief's claims a new revocation covers do not hold the places of the device's
+        earlier captures. Raises LogIntegrityError for a damaged entry."""
+        for _ in range(3):  # a revocation between two reads: once more; then as it stands
+            said: list[str] = []
+            near = [
+                self._logged(rec, said)
+                for idx in ids
+                if (rec := self.store.leaf_by_index(idx)) is not None
+            ]
+            if not self._forget_groups(near):
+                break
+            ids = self._near_candidates(soft, frames)
+        notes.extend(said)
+        return near
+
+    def _search_grouped(self, codes: list[bytes | None]) -> list[list[tuple[int, int]]]:
+        """`MihIndex.search_codes` of ``codes`` (16 answers each) with NEAR_PER_DEVICE
+        places per group. A leaf whose group is not known yet (logged before this start:
+        no scan of the log at start) is a group of its own until a search hits it; then
+        its group is read (`_learn_groups`) and the codes whose answers held such leaves
+        are searched again, `GROUP_ROUND_LIMIT` answers each to learn more at once, until
+        every answer's 16 are of known groups. A round learns every leaf it hits, so one
+        device's N leaves near a code cost about N / 60 rounds once, then none."""
+        share = (self._devices_of, NEAR_PER_DEVICE)
+        found = self.pdq.search_codes(codes, share=share)
+        while True:
+            arr = self._leaf_groups
+            todo = [
+                k
+                for k, listed in enumerate(found)
+                if any(idx >= len(arr) or arr[idx] == -1 for _, idx in listed[:16])
+            ]
+            if not todo:
+                return [listed[:16] for listed in found]
+            unknown = {
+                idx for k in todo for _, idx in found[k] if idx >= len(arr) or arr[idx] == -1
+            }
+            self._learn_groups(sorted(unknown))
+            again = self.pdq.search_codes(
+                [codes[k] for k in todo], limit=GROUP_ROUND_LIMIT, share=share
+            )
+            for k, listed in zip(todo, again, strict=True):
+                found[k] = listed
+
+    def _near_candidates(
+        self, soft: tuple[PerceptualHash, ...], frames: int | None = None, limit: int = 8
+    ) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
         nearest first; for video frames the leaves hit by the most frames first (at most
-        MAX_QUERY_FRAMES frames, evenly spread, are searched)."""
-        return self._near_candidates_many([soft], limit)[0]
+        MAX_QUERY_FRAMES frames, evenly spread, are searched). The first ``frames`` hashes
+        (all when None) each vote; those after them (a photo's turned hashes) vote with
+        the first. At most NEAR_PER_DEVICE leaves of one device, its best."""
+        return self._near_candidates_many(
+            [soft], limit, frames=[len(soft) if frames is None else frames]
+        )[0]
 
     def _near_candidates_many(
         self,
         softs: Sequence[tuple[PerceptualHash, ...]],
         limit: int = 8,
         turns: Sequence[bytes] = (),
+        frames: Sequence[int] = (),
     ) -> list[list[int]]:
         """`_near_candidates` of each file's ``softs``, the index searched once for all;
         ``turns`` (by file, when given): more hashes of each, packed 32 bytes each, of its
-        first soft binding's quality (`verify_many`), searched after its ``softs``."""
+        first soft binding's quality (`verify_many`), searched after its ``softs``.
+        ``frames`` (by file, when given): how many of its first hashes vote each (the
+        rest, a photo's turned hashes, vote as its first): a claim planting the 7 turns
+        of a photo's code gains no votes over an honest near copy. Each query hash's index
+        answer and each file's candidates hold at most NEAR_PER_DEVICE leaves of one
+        device (`MihIndex.search_codes`' share)."""
         if not len(self.pdq):  # an empty log: nothing near anything
             return [[] for _ in softs]
         spread: list[list[bytes | None]] = []
+        voters: list[list[int]] = []  # each code's vote: its frame (a turn votes as its own)
         for k, soft in enumerate(softs):
-            if len(soft) > MAX_QUERY_FRAMES:
-                step = len(soft) / MAX_QUERY_FRAMES
-                soft = tuple(soft[int(i * step)] for i in range(MAX_QUERY_FRAMES))
+            n = len(soft)
+            picks: Sequence[int] = range(n)
+            if n > MAX_QUERY_FRAMES:
+                step = n / MAX_QUERY_FRAMES
+                picks = [int(i * step) for i in range(MAX_QUERY_FRAMES)]
+                soft = tuple(soft[i] for i in picks)
             codes: list[bytes | None] = [h.hash if searchable(h) else None for h in soft]
+            origins = list(picks)
             if turns and (packed := turns[k]):
                 ok = bool(soft) and searchable(soft[0])
                 codes += [
                     packed[i : i + PDQ_HASH_SIZE] if ok else None
                     for i in range(0, len(packed), PDQ_HASH_SIZE)
                 ]
+                origins += range(n, n + len(packed) // PDQ_HASH_SIZE)
+            own = max(1, frames[k]) if frames else max(1, n)
+            # frames first, then each turn of the frames in order (a photo: 1 frame)
+            voters.append([o if o < own else (o - own) % own for o in origins])
             spread.append(codes)
-        found = self.pdq.search_codes([c for codes in spread for c in codes])
+        found = self._search_grouped([c for codes in spread for c in codes])
         out: list[list[int]] = []
         end = 0
-        for codes in spread:
+        for k, codes in enumerate(spread):
             start, end = end, end + len(codes)
             if not any(found[start:end]):  # no hash of this file near any: most files
                 out.append([])
                 continue
             best: dict[int, int] = {}
-            hits: dict[int, int] = {}
-            for listed in found[start:end]:
+            votes: dict[int, set[int]] = {}
+            for voter, listed in zip(voters[k], found[start:end], strict=True):
                 for dist, idx in listed:
                     best[idx] = min(dist, best.get(idx, dist))
-                    hits[idx] = hits.get(idx, 0) + 1
-            out.append(sorted(best, key=lambda i: (-hits[i], best[i]))[:limit])
+                    votes.setdefault(idx, set()).add(voter)
+            ranked = sorted(best, key=lambda i: (-len(votes[i]), best[i]))
+            devices = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
+            taken: dict[int, int] = {}
+            chosen: list[int] = []
+            for idx, dev in zip(ranked, devices, strict=True):
+                if taken.get(dev, 0) < NEAR_PER_DEVICE:
+                    taken[dev] = taken.get(dev, 0) + 1
+                    chosen.append(idx)
+                    if len(chosen) == limit:
+                        break
+            out.append(chosen)
         return out
 
     # ---------------------------------------------------------------- log

@@ -378,6 +378,14 @@ class Store(Protocol):
         """The `HashPack` of leaves [start, stop), read from the soft-hash rows."""
         ...
 
+    def leaf_owners(self, indexes: Sequence[int]) -> list[tuple[int, bytes, datetime]]:
+        """(leaf index, device id, integrated at) of each leaf of ``indexes`` the log holds,
+        in index order, each once (an index past the log: left out; a key-history leaf
+        names the device it is about):
+        whose entry each is and when it was logged, read for just the leaves a
+        near-duplicate search hits (`provenance.server.service`'s per-device share)."""
+        ...
+
     def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:
         """Every soft-hash row of leaves [start, stop), sorted (what `provenance.index.audit`
         compares with the logged entries)."""

@@ -402,6 +402,14 @@ class MemoryStore:
             for r in self._state.leaves[start:]
         ]  # fmt: skip
 
+    def leaf_owners(self, indexes: Sequence[int]) -> list[tuple[int, bytes, datetime]]:
+        leaves = self._state.leaves
+        return [
+            (i, leaves[i].device_id, leaves[i].integrated_at)
+            for i in sorted(set(indexes))
+            if 0 <= i < len(leaves)
+        ]
+
     def hash_pack(self, start: int, stop: int) -> HashPack:
         soft = [(i, h) for i, h in self._state.soft if start <= i < stop]
         usable = [

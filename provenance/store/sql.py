@@ -839,6 +839,21 @@ class SqlStore(ABC):
         return [tuple(r) for r in rows]  # types checked by the caller
 
     @_reads_log
+    def leaf_owners(self, indexes: Sequence[int]) -> list[tuple[int, bytes, datetime]]:
+        """`Store.leaf_owners`, a chunk of indexes a statement (by the primary key)."""
+        out: list[tuple[int, bytes, datetime]] = []
+        with self._reading() as c:
+            wanted = sorted(set(indexes))
+            for part in (wanted[i : i + 500] for i in range(0, len(wanted), 500)):
+                rows = c.execute(
+                    f"SELECT idx, device_id, integrated_at FROM leaves WHERE idx IN ({_marks(part)})",
+                    part,
+                ).fetchall()
+                out += [(int(i), bytes(d), from_us(int(t))) for i, d, t in rows]
+        out.sort()
+        return out
+
+    @_reads_log
     def hash_pack(self, start: int, stop: int) -> HashPack:
         """`Store.hash_pack`, read `HASH_PACK_PAGE_LEAVES` leaves a statement: before, one
         statement over [start, stop), which a server's first start on a large log (or
