@@ -49,6 +49,11 @@ from provenance.core.timetext import utc_iso, utc_text
 
 #: Enrollment tokens carry 256 bits of randomness.
 TOKEN_BYTES = 32
+#: Longest enrollment token an Enroll call may carry (`check_enrollment`): `new_token`
+#: makes them 43 characters; a longer one is refused before its proof is checked.
+MAX_TOKEN_CHARS = 256
+#: The length of a token `new_token` makes: TOKEN_BYTES in unpadded base64url.
+_TOKEN_CHARS = -(-TOKEN_BYTES * 4 // 3)
 
 
 def new_token() -> str:
@@ -138,9 +143,17 @@ def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) 
     """Validate an enrollment request; return the device id (key id).
 
     Raises KeyMaterialError for a malformed, non-canonical or small-order key, and
-    EnrollmentError when the proof of possession (a signature over
+    EnrollmentError when the token is longer than `MAX_TOKEN_CHARS` (before its proof
+    is checked: any key signs any string, and an 8 MB token cost 120 ms of server CPU
+    where a real one costs 2) or the proof of possession (a signature over
     PAE(PAYLOAD_TYPE_ENROLL, token)) does not verify.
     """
+    if len(token) > MAX_TOKEN_CHARS:
+        raise EnrollmentError(
+            f"this enrollment token is {len(token):,} characters; a token is at most"
+            f" {MAX_TOKEN_CHARS} (`prov admin enroll-token` prints one of {_TOKEN_CHARS}):"
+            " give the token as it was printed"
+        )
     check_public_key(public_key)
     try:
         verify_payload(public_key, PAYLOAD_TYPE_ENROLL, token.encode("utf-8"), proof_of_possession)
