@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
-import pytest
 
 from clients.api import ProvenanceClient
 from clients.device import DeviceHome
@@ -23,9 +22,8 @@ from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import MAX_TOKEN_CHARS, certificate_enrollment_proof
 from provenance.v1 import provenance_pb2 as pb
-from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from tests.conftest import PASSPHRASE, certified_device, start_server
+from tests.conftest import PASSPHRASE, certified_device, refusal, start_server
 
 
 def _devices(db: Path) -> int:
@@ -38,12 +36,12 @@ def _devices(db: Path) -> int:
 
 def _refused(address: str, request: pb.EnrollRequest) -> str:
     """The words of the PERMISSION_DENIED the server at ``address`` answers ``request``."""
-    with grpc.insecure_channel(address) as channel:
-        with pytest.raises(grpc.RpcError) as refused:
-            rpc.DeviceRegistryStub(channel).Enroll(request, timeout=30)
-    said = refused.value.details() or ""
-    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED, said
-    return said
+    return refusal(
+        address,
+        "/provenance.v1.DeviceRegistry/Enroll",
+        request.SerializeToString(),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
 
 
 def test_a_chain_of_megabytes_is_refused_from_its_size_before_it_is_parsed(

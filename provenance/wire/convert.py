@@ -184,7 +184,20 @@ def encode_claim(claim: Claim) -> bytes:
 
 def decode_claim(data: bytes) -> Claim:
     """Parse claim bytes; raises ClaimError when they are not a claim."""
-    m = _parse(pb.Claim, data, "claim")
+    return claim_from_message(claim_message(data))
+
+
+def claim_message(data: bytes) -> pb.Claim:
+    """Claim bytes parsed into their protobuf message, no field converted yet (what a
+    submission's counts are read from before: `registry.check_claim_counts`); raises
+    ClaimError when they are not a claim message."""
+    message: pb.Claim = _parse(pb.Claim, data, "claim")
+    return message
+
+
+def claim_from_message(m: pb.Claim) -> Claim:
+    """`claim_message`'s message as a Claim; raises ClaimError when a required field is
+    missing or a field is out of range."""
     for name, words in (
         ("captured_at", "the device's UTC time of the capture"),
         ("hard_binding", "the SHA-256 of the file's bytes"),
