@@ -24,6 +24,7 @@ from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
     MAX_LOG_ENTRY_BYTES,
     MAX_METADATA_BYTES,
+    MAX_PARSED_CLAIM_BYTES,
     MAX_STORED_INT,
     Claim,
     Device,
@@ -346,15 +347,6 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
     # last: a claim out of every bound above is refused for that first
     check_required_fields(claim)
     check_no_video_fields(claim)
-
-
-#: Most bytes of a submitted claim parsed at all: a larger one is refused from its length,
-#: since it could never be one log entry (`MAX_LOG_ENTRY_BYTES`), before protobuf reads
-#: it (a map of metadata entries parses in time that grows faster than its size here:
-#: 230 KB in 14 ms, 950 KB in 155 ms, 7.7 MB in 3-11 s). Above `MAX_LOG_ENTRY_BYTES`, so
-#: that a long video's claim from an older `prov sign` (4,096 frames, 213 KB) is still
-#: told its frames are too many, and how to sign it again.
-MAX_PARSED_CLAIM_BYTES = 256 * 1024
 
 
 def check_claim_length(signed: SignedClaim) -> None:

@@ -1189,7 +1189,7 @@ class ProvenanceService:
         claim = None
         if sidecar is not None:
             try:
-                claim = wire.decode_claim(sidecar.claim_bytes)
+                claim = wire.decode_offered_claim(sidecar.claim_bytes)
             except ProvenanceError as e:
                 unusable = (
                     f"a sidecar came with the file but its claim cannot be read ({e});"
