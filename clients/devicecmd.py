@@ -73,17 +73,15 @@ def device_init(
     print(state.device_id)
 
 
-#: Largest `prov device enroll --certificate` file read (a chain of a few certificates
-#: is a few KiB).
-MAX_CERTIFICATE_CHAIN_BYTES = 256 * 1024
-
-
 def _certificate_chain(path: Path) -> str:
     """The PEM text of a `--certificate` FILE. Raises BadParameter (exit 2) when it is a
-    FIFO or device, over `MAX_CERTIFICATE_CHAIN_BYTES`, unreadable, or not PEM text
-    holding a certificate; the server checks the chain itself."""
+    FIFO or device, over `provenance.c2pa.authority.MAX_CHAIN_PEM_BYTES` (the most the
+    server reads of one), unreadable, or not PEM text holding a certificate; the server
+    checks the chain itself."""
+    from provenance.c2pa.authority import MAX_CHAIN_PEM_BYTES  # the CLI starts without it
+
     try:
-        data = read_bounded(path, MAX_CERTIFICATE_CHAIN_BYTES, "certificate chain")
+        data = read_bounded(path, MAX_CHAIN_PEM_BYTES, "certificate chain")
     except OSError as e:
         raise typer.BadParameter(
             f"cannot read {path}: {e.strerror or e}", param_hint="--certificate"

@@ -724,6 +724,18 @@ def pbkdf2_iterations(pem: bytes) -> int:
     return int.from_bytes(der[at + 2 : at + 2 + der[at + 1]], "big")
 
 
+def refusal(address: str, method: str, request: bytes, code: grpc.StatusCode) -> str:
+    """The words of the error the server at ``address`` answers ``request`` (a message's
+    bytes) to ``method`` (``/provenance.v1.Service/Method``) with, asserted to be ``code``."""
+    with grpc.insecure_channel(address) as channel:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(method)
+        with pytest.raises(grpc.RpcError) as refused:
+            call(request, timeout=30)
+    said = refused.value.details() or ""
+    assert refused.value.code() is code, said
+    return said
+
+
 #: What the hostile server answers to each method it is asked (the rest: UNIMPLEMENTED).
 Answers = dict[str, Callable[[], bytes]]
 

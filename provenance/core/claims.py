@@ -38,6 +38,13 @@ MAX_LOG_ENTRY_BYTES = 0xFFFF
 #: Bytes a log entry adds to its signed claim's fields (payload type, claim, key id,
 #: signature): protobuf tags and lengths, and the integration time (an upper bound).
 LOG_ENTRY_FRAMING_BYTES = 40
+#: Most bytes of a claim a caller offers (a submission, a sidecar sent with a file) that
+#: are parsed at all: a larger one is refused from its length before protobuf reads it (a
+#: map of metadata entries parses in time that grows faster than its size here: 230 KB
+#: in 14 ms, 950 KB in 155 ms, 7.7 MB in 3-11 s, then each entry became a Python
+#: object). Above `MAX_LOG_ENTRY_BYTES`, so that a long video's claim from an older
+#: `prov sign` (4,096 frames, 213 KB, logged before that bound) still reads.
+MAX_PARSED_CLAIM_BYTES = 256 * 1024
 #: Largest value of an integer claim field that the log stores (sequence, sizes, counts):
 #: a signed 64-bit integer, what SQLite INTEGER and PostgreSQL BIGINT hold.
 MAX_STORED_INT = 2**63 - 1

@@ -24,6 +24,7 @@ from provenance.core.claims import (
     MAX_CLAIM_SOFT_BINDINGS,
     MAX_LOG_ENTRY_BYTES,
     MAX_METADATA_BYTES,
+    MAX_PARSED_CLAIM_BYTES,
     MAX_STORED_INT,
     Claim,
     Device,
@@ -49,6 +50,11 @@ from provenance.core.timetext import utc_iso, utc_text
 
 #: Enrollment tokens carry 256 bits of randomness.
 TOKEN_BYTES = 32
+#: Longest enrollment token an Enroll call may carry (`check_enrollment`): `new_token`
+#: makes them 43 characters; a longer one is refused before its proof is checked.
+MAX_TOKEN_CHARS = 256
+#: The length of a token `new_token` makes: TOKEN_BYTES in unpadded base64url.
+_TOKEN_CHARS = -(-TOKEN_BYTES * 4 // 3)
 
 
 def new_token() -> str:
@@ -138,9 +144,17 @@ def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) 
     """Validate an enrollment request; return the device id (key id).
 
     Raises KeyMaterialError for a malformed, non-canonical or small-order key, and
-    EnrollmentError when the proof of possession (a signature over
+    EnrollmentError when the token is longer than `MAX_TOKEN_CHARS` (before its proof
+    is checked: any key signs any string, and an 8 MB token cost 120 ms of server CPU
+    where a real one costs 2) or the proof of possession (a signature over
     PAE(PAYLOAD_TYPE_ENROLL, token)) does not verify.
     """
+    if len(token) > MAX_TOKEN_CHARS:
+        raise EnrollmentError(
+            f"this enrollment token is {len(token):,} characters; a token is at most"
+            f" {MAX_TOKEN_CHARS} (`prov admin enroll-token` prints one of {_TOKEN_CHARS}):"
+            " give the token as it was printed"
+        )
     check_public_key(public_key)
     try:
         verify_payload(public_key, PAYLOAD_TYPE_ENROLL, token.encode("utf-8"), proof_of_possession)
@@ -319,13 +333,7 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
                 f"the claim's {name} is {value}; the log stores at most {MAX_STORED_INT} (2^63 - 1)"
             )
     # the count first: the frames' own checks go through each of them
-    if len(claim.soft_bindings) > MAX_CLAIM_SOFT_BINDINGS:
-        raise ClaimError(
-            f"claim has {len(claim.soft_bindings)} soft bindings; the limit is"
-            f" {MAX_CLAIM_SOFT_BINDINGS} (a video of more than {MAX_CLAIM_SOFT_BINDINGS:,} s"
-            " signed by an older prov sign: sign it again, the frames are now sampled more"
-            " sparsely)"
-        )
+    _check_soft_binding_count(len(claim.soft_bindings))
     check_hard_binding(claim)
     check_pixels(claim)
     check_video_numbers(claim)
@@ -335,6 +343,50 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
             f"the claim's metadata is {meta} bytes; the limit is {MAX_METADATA_BYTES}"
             " (keys and values in UTF-8)"
         )
+    _check_entry_size(signed, len(claim.soft_bindings))
+    # last: a claim out of every bound above is refused for that first
+    check_required_fields(claim)
+    check_no_video_fields(claim)
+
+
+def check_claim_length(signed: SignedClaim) -> None:
+    """Raises ClaimError, from the envelope's lengths alone, when the submitted claim is
+    over `MAX_PARSED_CLAIM_BYTES`: it could never be one log entry, and is not parsed."""
+    if len(signed.claim_bytes) > MAX_PARSED_CLAIM_BYTES:
+        _check_entry_size(signed, None)
+
+
+def check_claim_counts(signed: SignedClaim, soft_bindings: int, metadata_entries: int) -> None:
+    """Raises ClaimError when a submitted claim has more soft bindings than
+    `MAX_CLAIM_SOFT_BINDINGS`, more metadata entries than its bytes could hold (over
+    `MAX_METADATA_BYTES` + 1: every key but one holds a byte at least), or bytes that
+    could not make one log entry (`MAX_LOG_ENTRY_BYTES`). Read from the parsed message's
+    counts and the envelope's lengths, before any field is converted: the shape of a
+    submission is checked on the server's event loop, before its signature, and before
+    6 December each of 600,000 metadata entries (7.7 MB) or 190,000 soft bindings was
+    converted first, holding the loop 1.3-3.1 s a call (`check_claim_shape` checks the
+    same counts again, in its own order)."""
+    _check_soft_binding_count(soft_bindings)
+    if metadata_entries > MAX_METADATA_BYTES + 1:
+        raise ClaimError(
+            f"the claim's metadata has {metadata_entries:,} entries; its keys and values"
+            f" are at most {MAX_METADATA_BYTES} bytes in all (UTF-8), which no more than"
+            f" {MAX_METADATA_BYTES + 1:,} distinct keys fit"
+        )
+    _check_entry_size(signed, soft_bindings)
+
+
+def _check_soft_binding_count(count: int) -> None:
+    if count > MAX_CLAIM_SOFT_BINDINGS:
+        raise ClaimError(
+            f"claim has {count} soft bindings; the limit is"
+            f" {MAX_CLAIM_SOFT_BINDINGS} (a video of more than {MAX_CLAIM_SOFT_BINDINGS:,} s"
+            " signed by an older prov sign: sign it again, the frames are now sampled more"
+            " sparsely)"
+        )
+
+
+def _check_entry_size(signed: SignedClaim, soft_bindings: int | None) -> None:
     entry = (
         len(signed.payload_type.encode())
         + len(signed.claim_bytes)
@@ -346,11 +398,10 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         raise ClaimError(
             f"the claim would make a log entry of about {entry:,} bytes; the log holds entries"
             f" of at most {MAX_LOG_ENTRY_BYTES:,} (C2SP tlog-tiles entry bundles): fewer soft"
-            f" bindings ({len(claim.soft_bindings)} here) or less metadata"
+            " bindings"
+            + (f" ({soft_bindings} here)" if soft_bindings is not None else "")
+            + " or less metadata"
         )
-    # last: a claim out of every bound above is refused for that first
-    check_required_fields(claim)
-    check_no_video_fields(claim)
 
 
 def check_signature(signed: SignedClaim, device: Device) -> None:

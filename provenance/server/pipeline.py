@@ -108,7 +108,7 @@ def claimed_chunk_size(sidecar: SignedClaim | None) -> int:
     if sidecar is None:
         return 0
     try:
-        return wire.decode_claim(sidecar.claim_bytes).hard_binding.chunk_size
+        return wire.decode_offered_claim(sidecar.claim_bytes).hard_binding.chunk_size
     except ProvenanceError:
         return 0
 

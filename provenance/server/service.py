@@ -63,6 +63,8 @@ from provenance.core.keys import CHECKED_KEYS_CACHED
 from provenance.core.registry import (
     answer_enrollment_again,
     check_certificate_enrollment,
+    check_claim_counts,
+    check_claim_length,
     check_claim_shape,
     check_enrollment,
     check_label,
@@ -1110,7 +1112,12 @@ class ProvenanceService:
     def _claim(signed: SignedClaim) -> Claim:
         """The decoded claim of a submission, within the structural limits; raises
         ClaimError."""
-        claim = wire.decode_claim(signed.claim_bytes)
+        # measured before it is parsed, counted before anything is converted: this runs
+        # on the event loop, before the signature is checked
+        check_claim_length(signed)
+        message = wire.claim_message(signed.claim_bytes)
+        check_claim_counts(signed, len(message.soft_bindings), len(message.metadata))
+        claim = wire.claim_from_message(message)
         check_claim_shape(signed, claim)
         return claim
 
@@ -1292,7 +1299,7 @@ class ProvenanceService:
         claim = None
         if sidecar is not None:
             try:
-                claim = wire.decode_claim(sidecar.claim_bytes)
+                claim = wire.decode_offered_claim(sidecar.claim_bytes)
             except ProvenanceError as e:
                 unusable = (
                     f"a sidecar came with the file but its claim cannot be read ({e});"
