@@ -274,6 +274,7 @@ def device_env(patch: pytest.MonkeyPatch, home: Path, server: str) -> None:
 @pytest.fixture
 def cli(
     tmp_path: Path,
+    server_db: Path | str,
     request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -281,7 +282,11 @@ def cli(
     """`prov` in-process with a device home in tmp_path/device, talking to ``server``; in
     a test of ``ca_server``, to that server once it has started (until then to a closed
     port: ``ca_server``'s `admin ca init` reaches no server), so no plain server is
-    started only to be stopped (27 tests, about 2 s each)."""
+    started only to be stopped (27 tests, about 2 s each). ``server`` is asked for when
+    the test runs, so ``server_db`` is named here: a module whose ``server_db`` is
+    ``any_db`` runs each test of ``cli`` on both backends, as when ``cli`` named
+    ``server``."""
+    del server_db  # ``server`` uses it; named for the parametrisation alone
     home = tmp_path / "device"
     if "ca_server" in request.fixturenames:
         address = closed_port()
