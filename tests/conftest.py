@@ -234,14 +234,12 @@ def server(server_db: Path | str) -> Iterator[ServerProc]:
 
 
 @pytest.fixture
-def detecting(
-    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServerProc]:
+def detecting(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
     """A `prov serve --detector` on the CPU in place of ``server``, with PROV_SERVER
     (which ``cli`` reads) pointing at it."""
-    server.stop()
     srv = start_server(tmp_path / "det.db", "--detector", "--detector-device", "cpu")
     monkeypatch.setenv("PROV_SERVER", srv.address)
+    cli.server = srv.address
     yield srv
     srv.stop()
 
@@ -280,15 +278,15 @@ def cli(
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
     """`prov` in-process with a device home in tmp_path/device, talking to ``server``; in
-    a test of ``ca_server``, to that server once it has started (until then to a closed
-    port: ``ca_server``'s `admin ca init` reaches no server), so no plain server is
-    started only to be stopped (27 tests, about 2 s each). ``server`` is asked for when
-    the test runs, so ``server_db`` is named here: a module whose ``server_db`` is
-    ``any_db`` runs each test of ``cli`` on both backends, as when ``cli`` named
+    a test of ``ca_server`` or ``detecting``, to that server once it has started (until
+    then to a closed port: ``ca_server``'s `admin ca init` reaches no server), so no plain
+    server is started only to be stopped (29 tests, about 2 s each). ``server`` is asked
+    for when the test runs, so ``server_db`` is named here: a module whose ``server_db``
+    is ``any_db`` runs each test of ``cli`` on both backends, as when ``cli`` named
     ``server``."""
     del server_db  # ``server`` uses it; named for the parametrisation alone
     home = tmp_path / "device"
-    if "ca_server" in request.fixturenames:
+    if {"ca_server", "detecting"} & set(request.fixturenames):
         address = closed_port()
     else:
         address = request.getfixturevalue("server").address
