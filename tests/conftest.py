@@ -234,14 +234,12 @@ def server(server_db: Path | str) -> Iterator[ServerProc]:
 
 
 @pytest.fixture
-def detecting(
-    tmp_path: Path, cli: Cli, server: ServerProc, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ServerProc]:
+def detecting(tmp_path: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Iterator[ServerProc]:
     """A `prov serve --detector` on the CPU in place of ``server``, with PROV_SERVER
     (which ``cli`` reads) pointing at it."""
-    server.stop()
     srv = start_server(tmp_path / "det.db", "--detector", "--detector-device", "cpu")
     monkeypatch.setenv("PROV_SERVER", srv.address)
+    cli.server = srv.address
     yield srv
     srv.stop()
 
@@ -274,13 +272,26 @@ def device_env(patch: pytest.MonkeyPatch, home: Path, server: str) -> None:
 @pytest.fixture
 def cli(
     tmp_path: Path,
-    server: ServerProc,
+    server_db: Path | str,
+    request: pytest.FixtureRequest,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> Cli:
+    """`prov` in-process with a device home in tmp_path/device, talking to ``server``; in
+    a test of ``ca_server`` or ``detecting``, to that server once it has started (until
+    then to a closed port: ``ca_server``'s `admin ca init` reaches no server), so no plain
+    server is started only to be stopped (29 tests, about 2 s each). ``server`` is asked
+    for when the test runs, so ``server_db`` is named here: a module whose ``server_db``
+    is ``any_db`` runs each test of ``cli`` on both backends, as when ``cli`` named
+    ``server``."""
+    del server_db  # ``server`` uses it; named for the parametrisation alone
     home = tmp_path / "device"
-    device_env(monkeypatch, home, server.address)
-    return Cli(home, server.address, capsys)
+    if {"ca_server", "detecting"} & set(request.fixturenames):
+        address = closed_port()
+    else:
+        address = request.getfixturevalue("server").address
+    device_env(monkeypatch, home, address)
+    return Cli(home, address, capsys)
 
 
 def hide_writes(patch: pytest.MonkeyPatch, path: Path) -> None:
@@ -299,13 +310,10 @@ def hide_writes(patch: pytest.MonkeyPatch, path: Path) -> None:
 
 
 @pytest.fixture
-def ca_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli, server: ServerProc
-) -> Iterator[ServerProc]:
+def ca_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> Iterator[ServerProc]:
     """A server with an enrollment authority (its key encrypted, the passphrase in
     $PROV_CA_PASSPHRASE for `ca init` and every server started), and a device enrolled
-    with it."""
-    server.stop()
+    with it; ``cli`` talks to it."""
     monkeypatch.setenv("PROV_CA_PASSPHRASE", "the authority's passphrase")
     rc, pem, err = cli("admin", "ca", "init", "--dir", str(tmp_path / "ca"))
     assert rc == 0 and "BEGIN CERTIFICATE" in pem, err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -19,7 +20,15 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
-from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, enroll_key, signed_claim
+from tests.conftest import (
+    ADMIN_TOKEN,
+    SAMPLES,
+    Cli,
+    ServerProc,
+    enroll_key,
+    signed_claim,
+    start_server,
+)
 
 
 def _code(exc: pytest.ExceptionInfo[TransportError]) -> str:
@@ -42,6 +51,22 @@ def client(server: ServerProc) -> ProvenanceClient:
     return ProvenanceClient(server.address, admin_token=ADMIN_TOKEN, timeout=20)
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc]:
+    """One server for this module's tests that only send what it refuses or read what
+    nobody here writes (no enrollment, token or capture): each of them started a server
+    of its own, about 2 s. A test that changes the server's state keeps ``server``."""
+    srv = start_server(tmp_path_factory.mktemp("grpc-errors") / "prov.db")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def shared_client(shared: ServerProc) -> Iterator[ProvenanceClient]:
+    with ProvenanceClient(shared.address, admin_token=ADMIN_TOKEN, timeout=20) as c:
+        yield c
+
+
 @pytest.mark.parametrize(
     ("content", "code", "words"),
     [
@@ -52,19 +77,17 @@ def client(server: ServerProc) -> ProvenanceClient:
     ids=["empty", "text", "pixel-bomb"],  # a truncated JPEG is judged: test_corrupt_verdicts
 )
 def test_bad_files_are_refused_clearly(
-    client: ProvenanceClient, tmp_path: Path, content: bytes, code: str, words: str
+    shared_client: ProvenanceClient, tmp_path: Path, content: bytes, code: str, words: str
 ) -> None:
     f = tmp_path / "upload.jpg"
     f.write_bytes(content)
     with pytest.raises(TransportError) as exc:
-        client.verify_file(f)
+        shared_client.verify_file(f)
     assert _code(exc) == code
     assert words in str(exc.value)
 
 
 def test_oversized_upload_refused(tmp_path: Path) -> None:
-    from tests.conftest import start_server
-
     srv = start_server(tmp_path / "small.db", "--max-upload-mb", "1")
     try:
         big = tmp_path / "big.jpg"
@@ -77,8 +100,8 @@ def test_oversized_upload_refused(tmp_path: Path) -> None:
         srv.stop()
 
 
-def test_malformed_uploads(server: ServerProc) -> None:
-    chan = grpc.insecure_channel(server.address)
+def test_malformed_uploads(shared: ServerProc) -> None:
+    chan = grpc.insecure_channel(shared.address)
     stub = rpc.VerificationStub(chan)
     with pytest.raises(grpc.RpcError) as exc:
         stub.VerifyFile(iter([pb.VerifyFileChunk(data=b"\xff\xd8\xff")]), timeout=10)
@@ -284,7 +307,7 @@ def _raw_upload(server: ServerProc, messages: list[bytes]) -> grpc.RpcError | by
         return reply
 
 
-def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> None:
+def test_upload_messages_protobuf_refuses_are_refused(shared: ServerProc) -> None:
     """A data-only upload message whose length is a varint of more than 5 bytes (padded
     with 0x80s, as protobuf's decoder refuses) is refused as protobuf would refuse it, not
     read past it by the fast path; the same bytes with a 5-byte length are accepted."""
@@ -303,7 +326,7 @@ def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> Non
         if n > 5:
             with pytest.raises(Exception):  # noqa: B017 - protobuf's DecodeError
                 pb.VerifyFileChunk.FromString(padded(n))
-        got = _raw_upload(server, [header.SerializeToString(), padded(n)])
+        got = _raw_upload(shared, [header.SerializeToString(), padded(n)])
         if n == 5:
             assert isinstance(got, bytes), got
             report = pb.VerificationReport.FromString(got)
@@ -315,39 +338,39 @@ def test_upload_messages_protobuf_refuses_are_refused(server: ServerProc) -> Non
 
 
 def test_an_upload_message_of_neither_header_nor_data_is_named_as_such(
-    server: ServerProc,
+    shared: ServerProc,
 ) -> None:
     """After the header, an empty message, or one whose field 2 has the wrong wire type
     (protobuf keeps it as an unknown field), carries no data: the error says so rather
     than calling it a second header."""
     header = pb.VerifyFileChunk(header=pb.VerifyFileHeader()).SerializeToString()
     for empty in (b"", b"\x10\x05"):
-        got = _raw_upload(server, [header, empty])
+        got = _raw_upload(shared, [header, empty])
         assert isinstance(got, grpc.RpcError)
         assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "upload message 1 carries neither a header nor data" in str(got.details())
-    got = _raw_upload(server, [header, header])
+    got = _raw_upload(shared, [header, header])
     assert isinstance(got, grpc.RpcError) and "second header" in str(got.details())
 
 
 def test_a_zero_byte_data_message_before_the_last_is_named_with_its_size(
-    server: ServerProc,
+    shared: ServerProc,
 ) -> None:
     """A data message explicitly carrying 0 bytes (field 2, length 0) followed by more data
     is refused naming its real size, 0 bytes (it was once reported as 1)."""
     header = pb.VerifyFileChunk(header=pb.VerifyFileHeader()).SerializeToString()
-    got = _raw_upload(server, [header, b"\x12\x00", b"\x12\x01x"])
+    got = _raw_upload(shared, [header, b"\x12\x00", b"\x12\x01x"])
     assert isinstance(got, grpc.RpcError)
     assert got.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "upload message 1 carried 0 bytes" in str(got.details()), got.details()
 
 
-def test_a_device_id_that_is_not_32_bytes_is_malformed(server: ServerProc) -> None:
+def test_a_device_id_that_is_not_32_bytes_is_malformed(shared: ServerProc) -> None:
     """GetDevice and Revoke name a device by its 32-byte id: any other length is a
     malformed request (INVALID_ARGUMENT saying so), not an unknown device. Before, an
     empty id got NOT_FOUND "device  is not enrolled" and a 1 MiB one was looked up in the
     store and echoed back as 1,000 hex digits."""
-    channel = grpc.insecure_channel(server.address)
+    channel = grpc.insecure_channel(shared.address)
     stub = rpc.DeviceRegistryStub(channel)
     admin = (("authorization", f"Bearer {ADMIN_TOKEN}"),)
     for raw in (b"", b"\x01" * 31, b"\x01" * 33, b"x" * (1 << 20)):
@@ -366,12 +389,12 @@ def test_a_device_id_that_is_not_32_bytes_is_malformed(server: ServerProc) -> No
     channel.close()
 
 
-def test_a_leaf_hash_that_is_not_32_bytes_is_malformed(server: ServerProc) -> None:
+def test_a_leaf_hash_that_is_not_32_bytes_is_malformed(shared: ServerProc) -> None:
     """GetInclusionProof by leaf hash: any length but 32 bytes is a malformed request
     (INVALID_ARGUMENT saying so), as a device id of the wrong length is. Before, an empty
     or 1 MiB hash was looked up in the store and answered OUT_OF_RANGE "no such leaf in
     the log"."""
-    channel = grpc.insecure_channel(server.address)
+    channel = grpc.insecure_channel(shared.address)
     stub = rpc.LogStub(channel)
     for raw in (b"", b"\x01" * 31, b"x" * (1 << 20)):
         with pytest.raises(grpc.RpcError) as got:
@@ -409,12 +432,12 @@ def test_an_enrollment_token_label_too_long_or_with_controls_is_refused(
     assert token  # Persian 'cameras', a zero-width non-joiner inside: accepted
 
 
-def test_a_leaf_hash_the_log_does_not_hold_is_not_found(server: ServerProc) -> None:
+def test_a_leaf_hash_the_log_does_not_hold_is_not_found(shared: ServerProc) -> None:
     """GetInclusionProof by a well-formed leaf hash that no entry has: NOT_FOUND saying
     no entry with that leaf hash is in the log (the README's table: an unknown leaf is
     not found, not an index out of range). Before: OUT_OF_RANGE "no such leaf in the
     log"."""
-    channel = grpc.insecure_channel(server.address)
+    channel = grpc.insecure_channel(shared.address)
     stub = rpc.LogStub(channel)
     wanted = b"\xab" * 32
     with pytest.raises(grpc.RpcError) as got:
@@ -425,13 +448,13 @@ def test_a_leaf_hash_the_log_does_not_hold_is_not_found(server: ServerProc) -> N
 
 
 def test_a_health_check_of_an_unknown_service_names_it_and_those_that_exist(
-    server: ServerProc,
+    shared: ServerProc,
 ) -> None:
     """grpc.health.v1.Health/Check of a service the server does not have: NOT_FOUND with
     a message naming the service asked for (escaped, as sent by anyone) and the names a
     check may give ("" for the whole server, and each provenance service). Before: NOT_FOUND
     with empty details."""
-    chan = grpc.insecure_channel(server.address)
+    chan = grpc.insecure_channel(shared.address)
     check = health_pb2_grpc.HealthStub(chan).Check  # type: ignore[attr-defined]  # stub declares no methods
     for asked in ("provenance.v1.Nope", "bad\x1b[2Jname"):
         with pytest.raises(grpc.RpcError) as got:

@@ -1,11 +1,13 @@
 """Run every fuzz target for a bounded time and report executions and crashes.
 
-    python -m tests.fuzz.run [--seconds S] [--workdir DIR] [NAME ...]
+    python -m tests.fuzz.run [--seconds S] [--jobs J] [--workdir DIR] [NAME ...]
 
 Builds the seed corpus (`seeds.py`) into WORKDIR/corpus/NAME (default ``.fuzz``, git
 ignored; inputs the fuzzer finds interesting stay there for the next run), then runs
 `harness.py` NAME for S seconds each (default: the FUZZ_SECONDS environment variable,
-else 60), one after the other. A crashing input is written to WORKDIR/crashes/NAME/ and
+else 60), J targets at once (default: FUZZ_JOBS, else 1; each fuzzer is one process on
+one core, so J up to the number of idle cores gives each target the same time and
+executions in 1/J of the wall time). A crashing input is written to WORKDIR/crashes/NAME/ and
 the log to WORKDIR/logs/NAME.log. Prints executions per target, writes them to
 WORKDIR/report.json, and exits 1 if any target crashed.
 """
@@ -19,6 +21,7 @@ import re
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypedDict
 
@@ -88,6 +91,7 @@ _EPILOG = """\
 examples:
   python -m tests.fuzz.run                          # every target, $FUZZ_SECONDS each (make fuzz)
   python -m tests.fuzz.run --seconds 600 sidecar    # one target for 10 minutes
+  python -m tests.fuzz.run --seconds 30 --jobs 2    # two targets at once (CI, 2 cores)
 
 A crashing input is written to WORKDIR/crashes/TARGET/ (.fuzz/crashes/TARGET/ by default) and
 each target's log to WORKDIR/logs/TARGET.log; once the crash is fixed, copy its input to
@@ -112,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds per target (default: $FUZZ_SECONDS, else 60)",
     )
     parser.add_argument(
+        "--jobs",
+        type=int,
+        default=int(os.environ.get("FUZZ_JOBS", "1")),
+        help="targets fuzzed at once, one core each (default: $FUZZ_JOBS, else 1)",
+    )
+    parser.add_argument(
         "--workdir",
         type=Path,
         default=ROOT / ".fuzz",
@@ -122,16 +132,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(names) - set(SEEDS)
     if unknown:
         parser.error(f"unknown targets {sorted(unknown)}; choose from {', '.join(SEEDS)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more, not {args.jobs}")
     seeds = build(args.workdir / "corpus", names)
-    results = []
-    for name in names:
+
+    def fuzz(name: str) -> TargetResult:
         print(f"fuzzing {name} for {args.seconds} s ({seeds[name]} seeds)...", flush=True)
         result = run_one(name, args.seconds, args.workdir)
-        results.append(result)
         status = "ok" if result["ok"] else f"CRASH {result['crashes'] or result['returncode']}"
-        print(f"  {result['executions']:>10,} executions  {status}", flush=True)
+        print(f"  {name}: {result['executions']:>10,} executions  {status}", flush=True)
         if not result["ok"]:
-            print(result["log_tail"], file=sys.stderr)
+            print(result["log_tail"], file=sys.stderr, flush=True)
+        return result
+
+    # each target's fuzzer is a child process of its own (own corpus, crash and log
+    # folders), so threads here only wait on them; results keep the targets' order
+    with ThreadPoolExecutor(max_workers=min(args.jobs, len(names))) as pool:
+        results = list(pool.map(fuzz, names))
     total = sum(r["executions"] for r in results)
     print(f"total: {total:,} executions, {sum(not r['ok'] for r in results)} crashed")
     report = {"seconds_per_target": args.seconds, "total_executions": total, "targets": results}
