@@ -17,7 +17,7 @@ from provenance.cli.passphrase import CA_PASSPHRASE_ENV, read_passphrase
 from provenance.core.errors import ClaimError, ConfigError
 from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES
-from provenance.core.registry import check_label
+from provenance.core.registry import MAX_TOKEN_TTL, check_label
 from provenance.core.timecheck import check_revocation_reason
 from provenance.core.timetext import utc_text
 from provenance.terminal import SafeConsole, shown
@@ -53,8 +53,9 @@ def _admin_client(server: str) -> ProvenanceClient:
     return ProvenanceClient(server, admin_token=token)
 
 
-#: Largest `prov admin enroll-token --ttl`: the request carries it as a uint32.
-MAX_TOKEN_TTL_S = 2**32 - 1
+#: Largest `prov admin enroll-token --ttl` (`MAX_TOKEN_TTL`, 30 days; the server refuses
+#: more, INVALID_ARGUMENT).
+MAX_TOKEN_TTL_S = int(MAX_TOKEN_TTL.total_seconds())
 
 
 @admin_app.command("enroll-token")
@@ -63,7 +64,7 @@ def enroll_token(
     ttl: Annotated[
         int,
         typer.Option(
-            help="Seconds the token stays valid (0: server default, 24 h).",
+            help="Seconds the token stays valid (0: server default, 24 h; at most 30 days).",
             min=0,
             max=MAX_TOKEN_TTL_S,
         ),

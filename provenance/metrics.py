@@ -64,8 +64,8 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from typing import IO, Any, cast
+from wsgiref.simple_server import ServerHandler, WSGIRequestHandler, make_server
 
 import grpc
 from prometheus_client import (
@@ -257,7 +257,8 @@ METRICS_MAX_CONNECTIONS = 16
 #: closed on arrival).
 METRICS_MAX_PER_ADDRESS = 4
 #: Seconds a /metrics connection has to send its request and read the answer (the
-#: request's reads and the reply's writes each get what is left of it).
+#: request's reads and the reply's writes each get what is left of it: before, each write
+#: of the answer got the whole timeout left at the request's last read).
 METRICS_REQUEST_TIMEOUT_S = 10.0
 #: Bytes a /metrics connection may send (its request's line and headers: a scrape's are a
 #: few hundred); past it the request is answered 431 and the connection closed. Python's
@@ -295,6 +296,58 @@ class _DeadlineSocket(io.RawIOBase):
         return got
 
 
+class _DeadlineWriter(io.BufferedIOBase):
+    """A connection's answer out, each send waiting only for what is left of the
+    connection's deadline; ``stalled(True)`` while a send waits for the client to read
+    (the kernel's send buffer full), ``stalled(False)`` once it goes on, so a client that
+    reads its answer slowly or never can have its slot taken (`_MetricsServer`)."""
+
+    def __init__(
+        self, sock: socket.socket, deadline: float, stalled: Callable[[bool], None]
+    ) -> None:
+        super().__init__()
+        self._sock = sock
+        self._deadline = deadline
+        self._stalled = stalled
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        """Send all of ``data`` (whole writes: wsgiref's handler expects them); raises
+        TimeoutError past the deadline, ConnectionError when the client or a newcomer
+        taking its slot ends the connection."""
+        with memoryview(data) as view, view.cast("B") as out:
+            sent = 0
+            while sent < len(out):
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("the /metrics answer was not read in time")
+                self._sock.settimeout(0)
+                try:
+                    sent += self._sock.send(out[sent:])
+                    continue
+                except BlockingIOError:
+                    pass
+                self._stalled(True)
+                try:
+                    self._sock.settimeout(left)
+                    sent += self._sock.send(out[sent:])
+                finally:
+                    self._stalled(False)
+            return sent
+
+
+class _QuietServerHandler(ServerHandler):
+    """wsgiref's handler, but an answer cut at its deadline (TimeoutError) or by its
+    client or a newcomer (a reset, a broken pipe) logs nothing: before, wsgiref printed a
+    whole traceback for each, so clients that never read their answer flooded the log."""
+
+    def log_exception(self, exc_info: Any) -> None:
+        if not isinstance(exc_info[1], (TimeoutError, ConnectionError)):
+            super().log_exception(exc_info)
+
+
 class _MetricsHandler(WSGIRequestHandler):
     """One request per connection, read and answered within METRICS_REQUEST_TIMEOUT_S;
     nothing logged."""
@@ -306,12 +359,15 @@ class _MetricsHandler(WSGIRequestHandler):
         deadline = time.monotonic() + METRICS_REQUEST_TIMEOUT_S
         self.rfile.close()
         self.rfile = io.BufferedReader(_DeadlineSocket(self.connection, deadline))
+        server: _MetricsServer = self.server  # type: ignore[assignment]  # always ours
+        sock = self.connection
+        self.wfile = _DeadlineWriter(sock, deadline, lambda on: server.stalled(sock, on))
 
     def handle(self) -> None:
         """Read and answer the request; one whose head runs past METRICS_MAX_HEAD_BYTES is
         answered 431 (RFC 6585 section 5) and closed."""
         try:
-            super().handle()
+            self._handle_one()
         except _HeadTooLong:
             if not hasattr(self, "request_version"):  # cut within the request line
                 self.request_version = "HTTP/1.0"
@@ -320,6 +376,27 @@ class _MetricsHandler(WSGIRequestHandler):
                 f"the request's line and headers are over {METRICS_MAX_HEAD_BYTES:,} bytes:"
                 " a scrape needs a few hundred",
             )
+
+    def _handle_one(self) -> None:
+        """`WSGIRequestHandler.handle` (Python 3.11-3.13) with `_QuietServerHandler`."""
+        self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.requestline = ""
+            self.request_version = ""
+            self.command = ""
+            self.send_error(414)
+            return
+        if not self.parse_request():  # an error code has been sent
+            return
+        handler = _QuietServerHandler(
+            self.rfile,
+            cast("IO[bytes]", self.wfile),  # a _DeadlineWriter (`setup`)
+            self.get_stderr(),
+            self.get_environ(),
+            multithread=False,
+        )
+        handler.request_handler = self  # type: ignore[attr-defined]  # wsgiref's backpointer
+        handler.run(self.server.get_app())  # type: ignore[attr-defined]  # a WSGIServer
 
     def parse_request(self) -> bool:
         """Parse the request's line and headers; from here on the connection is being
@@ -392,10 +469,12 @@ class _MetricsHandler(WSGIRequestHandler):
 @dataclass(eq=False)
 class _Held:
     """One /metrics connection's slot: its socket, whether its request is still being
-    read, and whether a newcomer took its slot (`_MetricsServer`)."""
+    read, whether its answer waits on its client to read (`_DeadlineWriter`), and
+    whether a newcomer took its slot (`_MetricsServer`)."""
 
     sock: socket.socket
     reading: bool = True
+    stalled: bool = False
     cut: bool = False
 
 
@@ -408,9 +487,10 @@ class _MetricsServer(ThreadingWSGIServer):
     forever). One connection more from a client at its cap is closed at once. When every
     slot is taken, a newcomer from a client holding at least two fewer than the client
     holding the most takes the slot of that client's newest connection still sending its
-    request (`share_victim`), which is shut down; else it is closed at once. Before, four
-    addresses with four idle connections each (renewed every 10 s) kept every scrape
-    closed on arrival."""
+    request or waiting for it to read its answer (`share_victim`), which is shut down;
+    else it is closed at once. Before, four addresses with four idle connections each
+    (renewed every 10 s) kept every scrape closed on arrival, and so, until 6 December,
+    did connections that sent a whole request and read none of a large answer."""
 
     #: The Host names answered (`serve_metrics` sets them; others get 421).
     allowed = AllowedHosts()
@@ -431,7 +511,7 @@ class _MetricsServer(ThreadingWSGIServer):
                 victim = share_victim(
                     self._per_client.values(),
                     len(mine),
-                    arriving=lambda h: h.reading,
+                    arriving=lambda h: h.reading or h.stalled,
                     received=lambda h: 0,
                 )
                 if victim is None:
@@ -472,6 +552,14 @@ class _MetricsServer(ThreadingWSGIServer):
             held = self._by_socket.get(sock)
             if held is not None:
                 held.reading = False
+
+    def stalled(self, sock: socket.socket, on: bool) -> None:
+        """The answer on ``sock`` waits for its client to read (``on``), or goes on: while
+        it waits, its slot may be taken by share."""
+        with self._lock:
+            held = self._by_socket.get(sock)
+            if held is not None:
+                held.stalled = on
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self._take(client_key(str(client_address[0])), request):

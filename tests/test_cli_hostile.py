@@ -69,6 +69,13 @@ def test_ttl_negative_is_a_usage_error(env: Path, capsys: pytest.CaptureFixture[
     assert rc == 2 and "--ttl" in capsys.readouterr().err
 
 
+def test_ttl_over_30_days_is_a_usage_error(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The server refuses more (`MAX_TOKEN_TTL`); said before any call. Before: 136 years."""
+    rc = prov_main(["admin", "enroll-token", "--ttl", "2592001"])
+    err = _flat(capsys.readouterr().err)
+    assert rc == 2 and "--ttl" in err and "2592000" in err, err
+
+
 @pytest.mark.parametrize(
     ("label", "words"),
     [("x" * 201, "201 characters; at most 200"), ("cam\x07", "control character (U+0007)")],

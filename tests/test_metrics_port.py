@@ -10,9 +10,13 @@ import struct
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from provenance import metrics
 from provenance.log.checkpoint import generate_log_key
@@ -335,3 +339,84 @@ def test_a_huge_request_head_is_refused_not_held() -> None:
     # a scrape's head of ordinary size is still answered
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert b"prov_rpc_requests" in r.read()
+
+
+def _big_registry() -> tuple[CollectorRegistry, int]:
+    """A registry whose /metrics answer outgrows the kernel's send buffer for a client
+    that reads none of it (twice the largest buffer TCP may give it, plus 1 MiB), so
+    the answer's writer waits on its client, as a real answer of a few hundred KiB does
+    over a network link whose send buffer stays small; and that size in bytes."""
+    with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+        size = 2 * int(f.read().split()[2]) + 2**20
+
+    class Big(Collector):
+        def collect(self) -> Iterator[GaugeMetricFamily]:
+            yield GaugeMetricFamily("big", "x" * size, value=1)
+
+    registry = CollectorRegistry()
+    registry.register(Big())
+    return registry, size
+
+
+def _answered(s: socket.socket) -> None:
+    """Wait until the server answers ``s`` (its first bytes arrive; none are taken)."""
+    s.settimeout(30)
+    assert s.recv(4, socket.MSG_PEEK) == b"HTTP"
+
+
+def test_clients_that_never_read_their_answer_cannot_take_every_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two addresses each holding their share of the port's connections, each with a
+    whole request sent and none of its answer read, held every slot until the deadline
+    (10 s, renewable), and every scrape was closed on arrival: a connection being answered
+    was never given up. Now one whose answer waits on its client is taken as an idle
+    half-request is (review hostile51)."""
+    monkeypatch.setattr(metrics, "METRICS_MAX_CONNECTIONS", 4)
+    monkeypatch.setattr(metrics, "METRICS_MAX_PER_ADDRESS", 2)
+    registry, size = _big_registry()
+    port = metrics.serve_metrics("0.0.0.0:0", registry)
+    socks = []
+    try:
+        for source in ("127.0.0.20", "127.0.0.21"):
+            for _ in range(2):
+                s = socket.socket()
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                s.bind((source, 0))
+                s.connect(("127.0.0.1", port))
+                s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                socks.append(s)
+        for s in socks:
+            _answered(s)
+        answer = _scrape("127.0.0.3", port)
+        assert answer.startswith(b"HTTP/1.0 200"), answer[:80]  # was b"": closed on arrival
+        assert len(answer) > size
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.usefixtures("short_deadline")
+def test_an_answer_nobody_reads_is_cut_at_the_deadline_quietly(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A client that reads none of its answer is cut at the request's deadline, with
+    nothing logged: before, wsgiref printed a whole traceback (TimeoutError in sendall)
+    for each, so clients that never read could flood `prov serve`'s log."""
+    registry, size = _big_registry()
+    port = metrics.serve_metrics("127.0.0.1:0", registry)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", port))
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        _answered(s)
+        end = time.monotonic() + DEADLINE_S + 20
+        while _threads() and time.monotonic() < end:  # the handler gives up its answer
+            time.sleep(0.1)
+        got = 0
+        with contextlib.suppress(ConnectionError):
+            while chunk := s.recv(2**20):
+                got += len(chunk)
+    assert got < size  # cut, not answered
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err

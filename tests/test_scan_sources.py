@@ -692,3 +692,28 @@ def test_a_zip_whose_entry_comments_hold_the_directory_signature_is_not_refused(
     assert [i.ref for i in items] == [f"{path}!c{k}.txt" for k in range(5)]
     items = list(iter_items([str(path)], ScanLimits(max_entries=4)))
     assert [i.ref for i in items] == [str(path)] and "more than 4 entries" in _error(items[0])
+
+
+def test_a_tar_of_many_tiny_members_does_not_keep_every_header(tmp_path: Path) -> None:
+    """A tar's members are read as a stream, and each header is forgotten once handled
+    (review hostile51): `tarfile` kept every one (TarFile.members) as it read, so memory
+    grew by about 600 bytes a member up to max_entries, a million: 590 MiB of headers for
+    a 512 MB tar of empty members (maxrss 662 MiB, now 162: what is left is each name,
+    kept to tell apart entries of one name). 40,000 here: 26.9 MB before, 4.5 now."""
+    import tracemalloc
+
+    archive = tmp_path / "many.tar"
+    n = 40_000
+    with archive.open("wb") as f:
+        for k in range(n):
+            info = tarfile.TarInfo(f"m/{k:07d}.jpg")
+            f.write(info.tobuf(format=tarfile.USTAR_FORMAT))
+        f.write(bytes(10240))
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in iter_items([str(archive)], ScanLimits()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert count == n
+    assert peak < 12 << 20, f"{peak:,} bytes to read {n:,} empty members"

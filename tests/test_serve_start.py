@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from clients.cli import main as prov_main
-from tests.conftest import ADMIN_TOKEN, ROOT, start_server
+from tests.conftest import ADMIN_TOKEN, ROOT, cli_process, start_server
 from tests.drain import drain, finish, logged, next_line
 
 
@@ -30,6 +30,13 @@ def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=folder,
         env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
     )
+
+
+def _started(folder: Path, *args: str) -> subprocess.Popen[str]:
+    """`prov serve ARGS` started in ``folder`` (`cli_process`: its streams drained)."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("PROV_ADMIN_TOKEN", ADMIN_TOKEN)
+        return cli_process(["serve", *args], cwd=folder)
 
 
 def test_a_port_in_use_is_one_sentence_and_creates_nothing(tmp_path: Path) -> None:
@@ -184,13 +191,26 @@ def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # one port under two spellings the early check does not read as one: an IPv4-mapped
-    # IPv6 address (the same host, a name resolving to it, are refused as a usage error
-    # at once: test_two_spellings_of_one_address_are_refused_as_one_port)
-    run = _serve(tmp_path, "--listen", f"[::ffff:127.0.0.1]:{port}", "--http", f"127.0.0.1:{port}")
-    assert run.returncode == 1, run.stderr
-    assert f"cannot listen on 127.0.0.1:{port}" in run.stderr, run.stderr
-    assert "listening on" not in run.stdout, run.stdout
+    # the port is taken once the checks have passed: the database's lock appears after
+    # them (before 6 December an IPv4-mapped spelling of the port's address stood in for
+    # this, which test_other_spellings_of_one_address_or_every_interface_are_one_port
+    # now refuses at once)
+    proc = _started(
+        tmp_path,
+        *("--db", "prov.db", "--no-detector", "--listen", "127.0.0.1:0"),
+        *("--http", f"127.0.0.1:{port}"),
+    )
+    with socket.socket() as holder:
+        end = time.monotonic() + 120
+        while not (tmp_path / "prov.db.lock").exists() and proc.poll() is None:
+            assert time.monotonic() < end, "no prov.db.lock in 120 s"
+            time.sleep(0.005)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        assert proc.wait(timeout=120) == 1
+    out, err = finish(proc)
+    assert f"cannot listen on 127.0.0.1:{port}" in err, err
+    assert "listening on" not in out, out
     assert [p.name for p in tmp_path.iterdir()] == ["prov.db.lock"]
 
 
@@ -203,16 +223,7 @@ def test_an_in_memory_log_writes_no_file(tmp_path: Path) -> None:
     from provenance.log.checkpoint import NoteVerifier, open_checkpoint
     from tests.conftest import enroll_key, signed_claim
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--db", ":memory:", "--listen"]
-        + ["127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
-    )
-    drain(proc)
+    proc = _started(tmp_path, "--db", ":memory:", "--listen", "127.0.0.1:0")
     try:
         lines = [next_line(proc, 60) or "" for _ in range(2)]
         assert lines[0].startswith("listening on "), (lines, logged(proc))
@@ -346,4 +357,28 @@ def test_two_spellings_of_one_address_are_refused_as_one_port(
     run = _usage_error(tmp_path, capsys, "--listen", "localhost:18125", "--http", "127.0.0.1:18125")
     assert run.returncode == 2, run.stderr
     assert "18125, where --listen already listens" in " ".join(run.stderr.split()), run.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("listen", "http"),
+    [
+        ("[::ffff:127.0.0.1]:18127", "127.0.0.1:18127"),  # IPv4-mapped: the same address
+        ("127.0.0.1:18127", "[::FFFF:7f00:1]:18127"),
+        ("[0:0::0]:18127", "127.0.0.1:18127"),  # every interface, spelled otherwise
+        ("[::ffff:0.0.0.0]:18127", "127.0.0.1:18127"),
+        ("[0::]:18127", "localhost:18127"),
+    ],
+)
+def test_other_spellings_of_one_address_or_every_interface_are_one_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], listen: str, http: str
+) -> None:
+    """An IPv4-mapped address is its IPv4 address, and any spelling of the unspecified
+    address is every interface (review hostile51): refused as two servers on one port,
+    exit 2, nothing created. Before, each started: the store opened and the index
+    loaded, then the second bind failed ("cannot listen on 127.0.0.1:P: Address already
+    in use", exit 1) and prov.db.lock was left behind."""
+    run = _usage_error(tmp_path, capsys, "--listen", listen, "--http", http)
+    assert run.returncode == 2, run.stderr
+    assert "18127, where --listen already listens" in " ".join(run.stderr.split()), run.stderr
     assert list(tmp_path.iterdir()) == []

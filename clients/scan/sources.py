@@ -544,7 +544,10 @@ class Walker:
         meter = _Meter(lim, lambda: raw.count)
         with tf:
             try:
-                for info in tf:
+                while (info := tf.next()) is not None:
+                    # each header read is forgotten once handled: tarfile keeps them all
+                    # (TarFile.members), up to max_entries (a million: maxrss 662 MiB, now 162)
+                    tf.members.clear()
                     n += 1
                     if n > lim.max_entries:
                         raise _ArchiveStop(_too_many(lim.max_entries))
@@ -706,17 +709,19 @@ _UNESCAPED = {c: _unescaped(c) for c in ("\\", "!", *(f"x{b:02x}" for b in range
 def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
     """The ref of an archive entry, unique within its archive: ``ARCHIVE!NAME``, and for
     the k-th entry of a name ``ARCHIVE!NAME #k`` (also past an entry literally named
-    ``NAME #k``: each file keeps its own row). ``seen`` maps each ref given out to the
-    next k to try for it as a base (amortised O(1) per entry)."""
-    base = f"{archive_ref}!{escape_name(name)}"
+    ``NAME #k``: each file keeps its own row). ``seen`` maps each name given out (a ref
+    less its ``ARCHIVE!``, the same for every entry of one archive: a million entries
+    of an archive in a deep folder do not keep its path a million times) to the next k
+    to try for it as a base (amortised O(1) per entry)."""
+    base = escape_name(name)
     k = seen.get(base, 1)
-    ref = base if k == 1 else f"{base} #{k}"
-    while ref in seen:  # taken by an entry literally so named
+    named = base if k == 1 else f"{base} #{k}"
+    while named in seen:  # taken by an entry literally so named
         k += 1
-        ref = f"{base} #{k}"
+        named = f"{base} #{k}"
     seen[base] = k + 1
-    seen.setdefault(ref, 2)
-    return ref
+    seen.setdefault(named, 2)
+    return f"{archive_ref}!{named}"
 
 
 def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:

@@ -332,9 +332,10 @@ _EVERY_INTERFACE = frozenset({"", "0.0.0.0", "::"})
 
 def _bound_addresses(host: str) -> frozenset[str]:
     """The addresses a server listening on ``host`` (a `listen_address` host) binds: those
-    it resolves to, in `ipaddress` form without a zone (``localhost``: 127.0.0.1 and ::1);
-    ``host`` itself, lower case, for one that resolves to none (`check_can_listen` then
-    refuses it)."""
+    it resolves to, in `ipaddress` form without a zone (``localhost``: 127.0.0.1 and ::1),
+    an IPv4-mapped IPv6 address as its IPv4 address (``[::ffff:127.0.0.1]`` is 127.0.0.1
+    to a dual-stack socket); ``host`` itself, lower case, for one that resolves to none
+    (`check_can_listen` then refuses it)."""
     import ipaddress
     import socket
 
@@ -342,21 +343,28 @@ def _bound_addresses(host: str) -> frozenset[str]:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError):
         return frozenset({host.lower()})
-    return frozenset(str(ipaddress.ip_address(str(info[4][0]).partition("%")[0])) for info in infos)
+    found = set()
+    for info in infos:
+        address = ipaddress.ip_address(str(info[4][0]).partition("%")[0])
+        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        found.add(str(mapped or address))
+    return frozenset(found)
 
 
 def listens_clash(one: tuple[str, int], other: tuple[str, int]) -> bool:
     """Whether servers listening on ``one`` and ``other`` (`listen_address` pairs) would
     want one port: the same port (not 0, which picks a free one) on one host however it
-    is spelled (``localhost`` and ``127.0.0.1``: the addresses each resolves to meet), or
-    on any host where one listens on every interface (``0.0.0.0``, ``[::]``, an empty
-    host)."""
+    is spelled (``localhost`` and ``127.0.0.1``, ``[::ffff:127.0.0.1]`` and
+    ``127.0.0.1``: the addresses each resolves to meet), or on any host where one listens
+    on every interface (``0.0.0.0``, ``[::]``, an empty host, or any other spelling of
+    those: ``[0::]``, ``[::ffff:0.0.0.0]``)."""
     (host, port), (other_host, other_port) = one, other
     if not port or port != other_port:
         return False
     if host == other_host or {host, other_host} & _EVERY_INTERFACE:
         return True
-    return bool(_bound_addresses(host) & _bound_addresses(other_host))
+    bound, other_bound = _bound_addresses(host), _bound_addresses(other_host)
+    return bool(bound & other_bound or (bound | other_bound) & _EVERY_INTERFACE)
 
 
 def check_distinct_listens(listens: dict[str, str | None]) -> None:

@@ -70,6 +70,11 @@ def token_hash(token: str) -> bytes:
 #: The most characters of an enrollment token's label, the name its device is kept under
 #: in the registry and shown beside in reports, `prov` and the web pages ("desk camera 3").
 MAX_LABEL_CHARS = 200
+#: The longest an enrollment token stays valid (``ttl_seconds`` of CreateEnrollmentToken,
+#: `prov admin enroll-token --ttl`): a one-time credential meant for a device about to
+#: enroll; the request's uint32 allowed 136 years. A device enrolled later gets a new token
+#: (or enrolls by certificate, which needs none).
+MAX_TOKEN_TTL = timedelta(days=30)
 #: Unicode general categories refused in a label (Unicode 15, §4.5), each with the words
 #: a refusal names it by: control (Cc: tab, newline, escape), format (Cf: bidirectional
 #: overrides, zero-width spaces), surrogate, private use, unassigned, line and paragraph
@@ -104,6 +109,19 @@ _TAG_SEQUENCE = re.compile(
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 _MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+
+
+def check_token_ttl(ttl: timedelta) -> None:
+    """Raises ClaimError unless ``ttl`` (an enrollment token's life) is more than zero and
+    at most `MAX_TOKEN_TTL`."""
+    most = int(MAX_TOKEN_TTL.total_seconds())
+    if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
+        raise ClaimError(
+            f"an enrollment token's time to live of {int(ttl.total_seconds()):,} s is out of"
+            f" range: at most {most:,} s ({MAX_TOKEN_TTL.days} days), more than 0 (0 in the"
+            " request: the server's default, 24 h). Make a new token for a device enrolled"
+            " later"
+        )
 
 
 def check_label(label: str) -> None:

@@ -68,6 +68,7 @@ from provenance.core.registry import (
     check_claim_shape,
     check_enrollment,
     check_label,
+    check_token_ttl,
     new_token,
     token_hash,
 )
@@ -801,7 +802,9 @@ class ProvenanceService:
         self, ttl: timedelta = DEFAULT_TOKEN_TTL, label: str = ""
     ) -> tuple[str, datetime]:
         """A one-time token for `enroll`, valid for ``ttl``. Returns (token, expiry).
-        Raises ClaimError for a label `check_label` refuses."""
+        Raises ClaimError for a label `check_label` refuses or a ``ttl`` over
+        `MAX_TOKEN_TTL` (`check_token_ttl`)."""
+        check_token_ttl(ttl)
         check_label(label)
         now = self.clock()
         token = new_token()

@@ -1,6 +1,9 @@
 """The witness's HTTP interface (c2sp.org/tlog-witness "HTTP Interface"):
 ``POST <prefix>/add-checkpoint`` and ``GET <prefix>/<origin hash>/checkpoint``, served
-with uvicorn on a socket bound first."""
+with uvicorn on a socket bound first. Every Host name is answered, unlike the web page
+and the metrics port (`provenance.core.allowed_hosts`): servers reach a witness by its
+name, and a DNS-rebinding page can read nothing secret from it (cosignatures of
+checkpoints the log signed, the last one cosigned: public); docs/deploy.md, "Witnesses"."""
 
 from __future__ import annotations
 
