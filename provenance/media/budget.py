@@ -57,17 +57,30 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
     offers needs more.
     """
     width, height = im.size
-    need = decode_bytes(width, height, media_type)
-    scales = [s for s in (1, *_JPEG_SCALES) if s >= scale] if media_type == "image/jpeg" else [1]
-    held = progressive_coefficient_bytes(im) if media_type == "image/jpeg" else 0
+    jpeg = media_type == "image/jpeg"
+    kept = jpeg_kept_bytes(im) if jpeg else 0
+    need = decode_bytes(width, height, media_type) + kept
+    scales = [s for s in (1, *_JPEG_SCALES) if s >= scale] if jpeg else [1]
+    held = progressive_coefficient_bytes(im) if jpeg else 0
     for s in scales:
         small = (max(1, width // s), max(1, height // s))
         # a full-size decode's own figure covers its coefficients (measured with them)
-        if budget is None or decode_bytes(*small, media_type) + (held if s > 1 else 0) <= budget:
+        if budget is None or (
+            decode_bytes(*small, media_type) + (held if s > 1 else 0) + kept <= budget
+        ):
             if s > 1:
                 im.draft(None, small)
             return s
     assert budget is not None  # without a budget the first scale fits
+    smallest = decode_bytes(width // 8, height // 8, media_type) if jpeg else need - kept
+    if kept and smallest + held <= budget:  # the segments take it over
+        raise DecodeBudgetError(
+            f"image is {width}x{height}, a JPEG whose application and comment segments hold"
+            f" {kept / _MIB:.0f} MiB, which the decoder keeps in memory: they and its pixels"
+            f"{' and coefficients' if held else ''} at the smallest scale are over the"
+            f" decode budget of {budget // _MIB} MiB per image (`prov serve"
+            " --decode-budget-mb`; `prov scan` and `prov detect --local` keep its default)"
+        )
     if held and held + decode_bytes(width // 8, height // 8, media_type) > budget:
         raise DecodeBudgetError(
             f"image is {width}x{height}, a progressive JPEG: decoding it at any scale keeps"
@@ -99,6 +112,30 @@ def progressive_coefficient_bytes(im: Image.Image) -> int:
     mcus = -(-width // (8 * hmax)) * -(-height // (8 * vmax))
     blocks = mcus * sum(int(h) * int(v) for _, h, v, _ in layers) if layers else mcus * 3
     return blocks * 64 * 2
+
+
+def jpeg_kept_bytes(im: Image.Image) -> int:
+    """Bytes the opened (header-only) JPEG ``im`` holds of its own metadata while open:
+    Pillow keeps a copy of each APPn and COM segment before the first scan (``applist``)
+    and joins the colour profile's APP2 segments once more (``info["icc_profile"]``).
+    h-files51: a 12 MP JPEG of 4,000 APP1 or APP4 segments (250 MiB) peaked 261 MiB
+    over its start where the budget counted 21 MiB; one with 255 APP2 segments of colour
+    profile (16 MiB) 32 MiB. 0 for an image that is not a JPEG."""
+    applist = getattr(im, "applist", None) or []
+    icc = im.info.get("icc_profile") or b""
+    return sum(len(segment) for _, segment in applist) + len(icc)
+
+
+def kept_segments_problem(kept: int, budget: int) -> str:
+    """The DecodeBudgetError text for a JPEG whose APPn and COM segments alone, ``kept``
+    bytes (`provenance.media.image.jpeg_layout`), are over ``budget`` bytes: refused
+    before the decoder reads (and copies) them."""
+    return (
+        f"a JPEG of {kept / _MIB:.0f} MiB of application and comment segments, which the"
+        f" decoder keeps in memory: over the decode budget of {budget // _MIB} MiB per image"
+        " (`prov serve --decode-budget-mb`; `prov scan` and `prov detect --local` keep its"
+        " default)"
+    )
 
 
 def decode_budget_problem(
