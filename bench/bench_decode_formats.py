@@ -374,7 +374,8 @@ try:
         warnings.simplefilter("ignore")
         with Image.open(io.BytesIO(data)) as im:
             out["size"] = im.size
-            out["counted"] = decode_bytes(*im.size, out["type"] or "")
+            depth = im.info.get("bit_depth") if isinstance(im.info.get("bit_depth"), int) else 8
+            out["counted"] = decode_bytes(*im.size, out["type"] or "", im.mode, depth)
 except Exception as e:
     out["open"] = repr(e)[:80]
 base = hwm()
