@@ -86,13 +86,13 @@ def test_local_detection_keeps_the_server_s_decode_budget(
     """`prov detect --local` decodes under the same budget as the server and `prov scan
     --detect` (`provenance.media.assets.detector_rgb`): a JPEG whose full-size decode needs
     more than 384 MiB (16 bytes a pixel: 6400x4800, 468 MiB) and a PNG whose decode does
-    (30: 4896x3264, 457 MiB) are not scored, with the reason, and a small one still is.
+    (16 with its PDQ hash: 6000x4500, 411 MiB) are not scored, with the reason, and a small one still is.
     Before (h-sign50), it decoded any image of up to 100 MP at full size: a 100 MP
     baseline JPEG peaked at 1.7 GB, as did a 10000x10000 progressive one."""
     big = tmp_path / "big.jpg"
     Image.new("RGB", (6400, 4800), (90, 120, 150)).save(big, "JPEG", quality=50)
     png = tmp_path / "big.png"
-    Image.new("RGB", (4896, 3264), (90, 120, 150)).save(png, "PNG")
+    Image.new("RGB", (6000, 4500), (90, 120, 150)).save(png, "PNG")
     small = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     capsys.readouterr()
     args = ["detect", "--local", "--json", "--seed", "1", "--device", "cpu"]
@@ -103,5 +103,5 @@ def test_local_detection_keeps_the_server_s_decode_budget(
     assert "6400x4800 image at full size needs about 468 MiB" in note, note
     assert "decode budget of 384 MiB" in note, note
     note = got["big.png"]["error"]
-    assert "image is 4896x3264: decoding it needs about 457 MiB" in note, note
+    assert "image is 6000x4500: decoding it needs about 411 MiB" in note, note
     assert "band" in got["rocket.jpg"], got

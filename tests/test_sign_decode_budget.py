@@ -28,8 +28,8 @@ def _textured(width: int, height: int) -> Image.Image:
 def test_a_capture_the_server_will_not_decode_is_signed_with_a_note(
     enrolled: Cli, tmp_path: Path
 ) -> None:
-    # 4300x3200 at 30 bytes a pixel: about 393 MiB, over the default 384 MiB
-    pic = _textured(4300, 3200)
+    # 6000x4300 at 16 bytes a pixel: about 393 MiB, over the default 384 MiB
+    pic = _textured(6000, 4300)
     photo = tmp_path / "IMG_0001.png"
     pic.save(photo, "PNG", compress_level=1)
     same_size = tmp_path / "copy.png"
@@ -42,7 +42,7 @@ def test_a_capture_the_server_will_not_decode_is_signed_with_a_note(
     assert rc == 0 and "logged at leaf 1" in out, (out, err)
     said = " ".join(err.split())  # Rich wraps at 80 columns
     assert "over the server's default decode budget" in said, said
-    assert "image is 4300x3200: decoding it needs about 393 MiB" in said, said
+    assert "image is 6000x4300: decoding it needs about 393 MiB" in said, said
     assert "this exact file is matched by its SHA-256" in said, said
     assert "a copy is matched as derived only where the server can decode it" in said, said
 
@@ -59,7 +59,7 @@ def test_a_capture_the_server_will_not_decode_is_signed_with_a_note(
     assert rc == 1 and "RESOURCE_EXHAUSTED" in said, (out, err)
     assert "no signed capture holds these exact bytes" in said, said
     assert "not compared with signed captures as a re-encoded copy" in said, said
-    assert "image is 4300x3200: decoding it needs about 393 MiB" in said, said
+    assert "image is 6000x4300: decoding it needs about 393 MiB" in said, said
 
 
 def test_a_capture_within_the_budget_is_signed_without_the_note(

@@ -6,16 +6,17 @@ hold, and either lets the decode go on, asks the JPEG decoder for a 1/2, 1/4 or 
 (libjpeg's DCT scaling: the pixels are never decoded at full size), or refuses with
 `DecodeBudgetError` before any pixel is decoded.
 
-The factors were measured on this project's decode path (Pillow 13, pdqhash 0.2.8) as
-peak RSS growth per pixel of 12-megapixel images: the decode itself peaks at 11-14
-bytes per pixel (23-24 for WebP, whose decoder keeps its own RGBA buffer), and the PDQ
-hash peaks at about 24 bytes per pixel over the 3 of the RGB array it hashes, so every
-format ends near 27. The estimate adds about 10%. WebP was counted at 34 until 6 December
-(h-revmedia50), so a 4032x3024 phone photo saved as WebP (395 MiB by that count) was not
-hashed under the default budget; measured again on `inspect_image` and `prov scan`'s
-`measure` (Pillow 13), its decode and hash peak at 21.8-22.9 bytes a pixel (12 and 24
-MP, lossy and lossless, with and without alpha, and an animated one's canvas), a PNG's
-at 14.0, so WebP is counted as the others are.
+The factors were measured on this project's decode path as peak RSS growth per pixel of
+12-megapixel images (`inspect_image` in a fresh process, bench/bench_decode_formats.py;
+Pillow 13, pillow-heif 1.9 / libheif 1.23; table in docs/limits.md): 8-bit images of
+every format but WebP peak at 10.9-14.5 bytes a pixel, counted at 16
+(DEFAULT_BYTES_PER_PIXEL); 32-bit and floating-point grey at 21.0-21.5, counted at 30;
+WebP, whose decoder keeps its own RGBA buffer, at 21.8-22.9, counted at 30 (34 until 6
+December: a 4032x3024 phone photo saved as WebP was refused). Until 6 December every
+other format was counted at 30 (a PDQ hash that peaked at 24 bytes a pixel, since
+replaced), so a 24 MP phone photo as HEIC or PNG was looked up by SHA-256 only (h-files51).
+A JPEG's APPn and COM segments, which Pillow keeps a copy of, count on top
+(`jpeg_kept_bytes`), as do a progressive JPEG's coefficients at a reduced scale.
 """
 
 from __future__ import annotations
@@ -27,11 +28,24 @@ from PIL import Image
 
 from provenance.core.errors import DecodeBudgetError
 
-#: Peak bytes per pixel of decode + PDQ, by media type (others: DEFAULT_BYTES_PER_PIXEL;
-#: none differs now, see above).
-_BYTES_PER_PIXEL: dict[str, int] = {}
-#: Peak bytes per pixel of decode + PDQ for the other formats.
-DEFAULT_BYTES_PER_PIXEL = 30
+#: Peak bytes per pixel of decode + PDQ, by media type, whatever the image's mode (WebP:
+#: its decoder's own RGBA buffer, 21.8-22.9 measured).
+_BYTES_PER_PIXEL: dict[str, int] = {"image/webp": 30}
+#: Peak bytes per pixel of decode + PDQ of an image of Pillow mode "I" or "F" (32-bit and
+#: floating-point grey, made 8-bit in NumPy through float64, `provenance.media.image.
+#: _wide_grey8`): 21.0-21.5 measured on 12 MP float and 32-bit integer TIFFs (h-files51).
+WIDE_GREY_BYTES_PER_PIXEL = 30
+#: Peak bytes per pixel of decode + PDQ of any other image: 10.9-14.5 measured (h-files51,
+#: bench/bench_decode_formats.py, 12 MP: PNG RGB, RGBA, palette, 16-bit RGB and grey,
+#: EXIF-turned; TIFF RGB, CMYK, 16-bit RGB; HEIC, HEIC grid of 512-pixel tiles, with alpha,
+#: 10-bit; GIF and APNG of 500 frames). It was 30 until 6 December, so a 24 MP phone photo
+#: as HEIC or PNG (5712x4284: 700 MiB by that count) was looked up by SHA-256 only.
+DEFAULT_BYTES_PER_PIXEL = 16
+#: Peak bytes per pixel of decode + PDQ of a HEIC of more than 8 bits a sample (libheif
+#: decodes it to 16-bit samples, then pillow-heif to 8): 15.3 measured on a 12 MP 10-bit
+#: one (h-files51).
+DEEP_HEIC_BYTES_PER_PIXEL = 18
+_WIDE_GREY_MODES = ("I", "F")
 #: JPEG DCT scale denominators libjpeg decodes at, smallest reduction first.
 _JPEG_SCALES = (2, 4, 8)
 _MIB = 1024 * 1024
@@ -40,10 +54,18 @@ _MIB = 1024 * 1024
 DEFAULT_DECODE_BUDGET_BYTES = 384 * _MIB
 
 
-def decode_bytes(width: int, height: int, media_type: str) -> int:
-    """Estimated peak bytes to decode a ``width`` x ``height`` image of ``media_type`` to
-    RGB and hash it with PDQ."""
-    return width * height * _BYTES_PER_PIXEL.get(media_type, DEFAULT_BYTES_PER_PIXEL)
+def decode_bytes(
+    width: int, height: int, media_type: str, mode: str = "", bit_depth: int = 8
+) -> int:
+    """Estimated peak bytes to decode a ``width`` x ``height`` image of ``media_type`` (and
+    Pillow ``mode`` and bits a sample, from the header; "" and 8 when unknown) to RGB and
+    hash it with PDQ."""
+    per_pixel = _BYTES_PER_PIXEL.get(media_type, DEFAULT_BYTES_PER_PIXEL)
+    if mode in _WIDE_GREY_MODES:
+        per_pixel = max(per_pixel, WIDE_GREY_BYTES_PER_PIXEL)
+    if media_type == "image/heic" and bit_depth > 8:
+        per_pixel = max(per_pixel, DEEP_HEIC_BYTES_PER_PIXEL)
+    return width * height * per_pixel
 
 
 def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scale: int = 1) -> int:
@@ -57,18 +79,33 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
     offers needs more.
     """
     width, height = im.size
-    need = decode_bytes(width, height, media_type)
-    scales = [s for s in (1, *_JPEG_SCALES) if s >= scale] if media_type == "image/jpeg" else [1]
-    held = progressive_coefficient_bytes(im) if media_type == "image/jpeg" else 0
+    jpeg = media_type == "image/jpeg"
+    kept = jpeg_kept_bytes(im) if jpeg else 0
+    depth = im.info.get("bit_depth")  # pillow-heif's: bits a sample of a HEIC
+    mode, bits = im.mode, depth if isinstance(depth, int) else 8
+    need = decode_bytes(width, height, media_type, mode, bits) + kept
+    scales = [s for s in (1, *_JPEG_SCALES) if s >= scale] if jpeg else [1]
+    held = progressive_coefficient_bytes(im) if jpeg else 0
     for s in scales:
         small = (max(1, width // s), max(1, height // s))
         # a full-size decode's own figure covers its coefficients (measured with them)
-        if budget is None or decode_bytes(*small, media_type) + (held if s > 1 else 0) <= budget:
+        if budget is None or (
+            decode_bytes(*small, media_type, mode, bits) + (held if s > 1 else 0) + kept <= budget
+        ):
             if s > 1:
                 im.draft(None, small)
             return s
     assert budget is not None  # without a budget the first scale fits
-    if held and held + decode_bytes(width // 8, height // 8, media_type) > budget:
+    smallest = decode_bytes(width // 8, height // 8, media_type, mode) if jpeg else need - kept
+    if kept and smallest + held <= budget:  # the segments take it over
+        raise DecodeBudgetError(
+            f"image is {width}x{height}, a JPEG whose application and comment segments hold"
+            f" {kept / _MIB:.0f} MiB, which the decoder keeps in memory: they and its pixels"
+            f"{' and coefficients' if held else ''} at the smallest scale are over the"
+            f" decode budget of {budget // _MIB} MiB per image (`prov serve"
+            " --decode-budget-mb`; `prov scan` and `prov detect --local` keep its default)"
+        )
+    if held and held + decode_bytes(width // 8, height // 8, media_type, mode) > budget:
         raise DecodeBudgetError(
             f"image is {width}x{height}, a progressive JPEG: decoding it at any scale keeps"
             f" about {held // _MIB} MiB of its full-size coefficients, over the decode budget"
@@ -99,6 +136,30 @@ def progressive_coefficient_bytes(im: Image.Image) -> int:
     mcus = -(-width // (8 * hmax)) * -(-height // (8 * vmax))
     blocks = mcus * sum(int(h) * int(v) for _, h, v, _ in layers) if layers else mcus * 3
     return blocks * 64 * 2
+
+
+def jpeg_kept_bytes(im: Image.Image) -> int:
+    """Bytes the opened (header-only) JPEG ``im`` holds of its own metadata while open:
+    Pillow keeps a copy of each APPn and COM segment before the first scan (``applist``)
+    and joins the colour profile's APP2 segments once more (``info["icc_profile"]``).
+    h-files51: a 12 MP JPEG of 4,000 APP1 or APP4 segments (250 MiB) peaked 261 MiB
+    over its start where the budget counted 21 MiB; one with 255 APP2 segments of colour
+    profile (16 MiB) 32 MiB. 0 for an image that is not a JPEG."""
+    applist = getattr(im, "applist", None) or []
+    icc = im.info.get("icc_profile") or b""
+    return sum(len(segment) for _, segment in applist) + len(icc)
+
+
+def kept_segments_problem(kept: int, budget: int) -> str:
+    """The DecodeBudgetError text for a JPEG whose APPn and COM segments alone, ``kept``
+    bytes (`provenance.media.image.jpeg_layout`), are over ``budget`` bytes: refused
+    before the decoder reads (and copies) them."""
+    return (
+        f"a JPEG of {kept / _MIB:.0f} MiB of application and comment segments, which the"
+        f" decoder keeps in memory: over the decode budget of {budget // _MIB} MiB per image"
+        " (`prov serve --decode-budget-mb`; `prov scan` and `prov detect --local` keep its"
+        " default)"
+    )
 
 
 def decode_budget_problem(

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from provenance.c2pa.container import MAX_PNG_CHUNKS
 from provenance.core.binding import PerceptualHash, pdq_hash
 from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
-from provenance.media.budget import fit_decode_budget
+from provenance.media.budget import fit_decode_budget, kept_segments_problem
 
 #: Largest image decode_image accepts by default, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -96,7 +96,9 @@ class JpegLayout:
     markers (SOS included) before it; stray_bytes: bytes before the first SOS that are
     neither of these (fill bytes, bytes libjpeg skips to the next marker);
     metadata_bytes: bytes of EXIF, Photoshop, DQT and frame-header segments before the first SOS
-    (`_JPEG_PARSED_SEGMENTS`). The walk stops once a count passes its limit (MAX_JPEG_SCANS,
+    (`_JPEG_PARSED_SEGMENTS`); kept_bytes: bytes of the APPn and COM segments before it,
+    which Pillow keeps a copy of while the image is open (`provenance.media.budget.
+    jpeg_kept_bytes`; counted in the decode budget). The walk stops once a count passes its limit (MAX_JPEG_SCANS,
     MAX_JPEG_SEGMENTS, MAX_JPEG_STRAY_BYTES, MAX_JPEG_METADATA_BYTES), so each is at most
     its limit's next value, the stray run or the segment that passed it.
     """
@@ -105,6 +107,7 @@ class JpegLayout:
     segments: int
     stray_bytes: int
     metadata_bytes: int = 0
+    kept_bytes: int = 0
 
     def problem(self) -> str | None:
         """Why the JPEG costs too much to decode, in words; None when within limits."""
@@ -139,7 +142,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
     should be are skipped to the next marker, as libjpeg does. Never raises: a file cut
     short ends the walk. Costs one step per segment, at most MAX_JPEG_SEGMENTS + 1.
     """
-    scans = segments = stray = metadata = 0
+    scans = segments = stray = metadata = kept = 0
     pos = 2  # after SOI
     end = len(data)
     while (
@@ -172,6 +175,8 @@ def jpeg_layout(data: bytes) -> JpegLayout:
             for app, ident in _JPEG_PARSED_SEGMENTS
         ):
             metadata += length
+        if scans == 0 and (0xE0 <= marker <= 0xEF or marker == 0xFE):  # APPn, COM
+            kept += length
         pos += 2 + length
         if marker == 0xDA:
             scans += 1
@@ -179,7 +184,7 @@ def jpeg_layout(data: bytes) -> JpegLayout:
             if found is None:
                 break
             pos = found.start()
-    return JpegLayout(scans, segments, stray, metadata)
+    return JpegLayout(scans, segments, stray, metadata, kept)
 
 
 _PNG_SIGNATURE_BYTES = 8
@@ -661,7 +666,8 @@ def decode_image(
     max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
     MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
     MAX_JPEG_METADATA_BYTES of EXIF, Photoshop, DQT and frame-header segments (`jpeg_layout`,
-    checked before Pillow reads it), for a PNG of more than MAX_PNG_CHUNKS chunks and for
+    checked before Pillow reads it) or more bytes of APPn and COM segments than
+    max_decode_bytes (Pillow keeps a copy of them: counted in the budget), for a PNG of more than MAX_PNG_CHUNKS chunks and for
     a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
@@ -679,8 +685,12 @@ def decode_image(
         raise MediaError(_describe_unknown(data))
     if media_type not in _PIL_FORMATS:
         raise MediaError(f"not a decodable still image: looks like {media_type}")
-    if media_type == "image/jpeg" and (problem := jpeg_layout(data).problem()) is not None:
-        raise DecodeBudgetError(problem)
+    if media_type == "image/jpeg":
+        layout = jpeg_layout(data)
+        if (problem := layout.problem()) is not None:
+            raise DecodeBudgetError(problem)
+        if max_decode_bytes is not None and layout.kept_bytes > max_decode_bytes:
+            raise DecodeBudgetError(kept_segments_problem(layout.kept_bytes, max_decode_bytes))
     if media_type == "image/png" and png_chunk_count(data) > MAX_PNG_CHUNKS:
         raise DecodeBudgetError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here")
     if media_type == "image/tiff" and (problem := tiff_problem(data)) is not None:
