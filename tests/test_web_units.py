@@ -479,10 +479,10 @@ def test_hashes_are_strict_hex() -> None:
 @pytest.mark.parametrize(("text", "said"), [("a", "got 1 character"), ("ab", "got 2 characters")])
 def test_hash_length_error_counts_in_the_right_number(text: str, said: str) -> None:
     """A hash of the wrong length is told how many characters it had, "1 character" for
-    one (before: "got 1 characters")."""
+    one (before: "got 1 characters"), and the text given."""
     with pytest.raises(WebError) as caught:
         parse_hash(text, "h")
-    assert str(caught.value).endswith(said), str(caught.value)
+    assert str(caught.value).endswith(f"{said}: '{text}'"), str(caught.value)
 
 
 @pytest.mark.parametrize(

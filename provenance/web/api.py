@@ -27,7 +27,7 @@ from provenance.core.errors import ProvenanceError
 from provenance.core.fair_share import client_key
 from provenance.terminal import shown_line
 from provenance.web import logviews
-from provenance.web.errors import WebError, error_response
+from provenance.web.errors import SHOWN_PARAM, WebError, error_response, quoted
 from provenance.web.openapi import openapi_document
 from provenance.web.upload import timed_body
 from provenance.wire.jsontext import loads_text
@@ -105,6 +105,34 @@ def one_value_each(request: Request) -> None:
     raise WebError(f"query parameter {name[:40]!r} is given {times} times; give it once")
 
 
+def reads(*names: str) -> Callable[[Handler], Handler]:
+    """Refuse (WebError, 400) a request with a query parameter not in ``names``, naming
+    it, the value given (`quoted`) and the ones the endpoint reads: before, an unknown
+    parameter was ignored and the answer was the one without it (``GET
+    /api/v1/entries?count=1e9`` a page of 100, ``/log?start=-1`` the newest entries), so
+    a misspelt or misremembered parameter looked like it had worked. Wrap it in
+    `json_errors` or `pages.html_errors`."""
+
+    def wrap(fn: Handler) -> Handler:
+        @functools.wraps(fn)
+        async def wrapper(request: Request) -> Response:
+            for name, value in request.query_params.multi_items():
+                if name not in names:
+                    where = f"{request.method} {shown_line(request.url.path[: SHOWN_PARAM * 2])}"
+                    allowed = (
+                        f"reads only {', '.join(names)}" if names else "takes no query parameters"
+                    )
+                    raise WebError(
+                        f"unknown query parameter {quoted(name)} (given {quoted(value)}):"
+                        f" {where} {allowed}"
+                    )
+            return await fn(request)
+
+        return wrapper
+
+    return wrap
+
+
 def metered(fn: Handler) -> Handler:
     """Charge the request to its client's reads of the log and registry
     (``WebState.reads``, ``--reads-per-minute``; `client_address`, so behind a
@@ -145,6 +173,7 @@ async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
 
 
 @json_errors
+@reads("detect")
 async def verify(request: Request) -> Response:
     """``POST /api/v1/verify``: the report on the uploaded ``file`` (and ``sidecar``)."""
     body, _ = await verify_upload(request)
@@ -333,6 +362,7 @@ def _lookup_answer(client: ProvenanceClient, data: bytes) -> JSONResponse:
 
 
 @json_errors
+@reads()
 async def lookup(request: Request) -> Response:
     """``POST /api/v1/lookup``: reports for files described by SHA-256 and PDQ hashes.
     Only the body's bytes are read on the event loop; parsing, checking, the call and
@@ -343,6 +373,7 @@ async def lookup(request: Request) -> Response:
 
 
 @json_errors
+@reads()
 @metered
 async def checkpoint(request: Request) -> Response:
     """``GET /api/v1/checkpoint``: the newest signed checkpoint and the log key."""
@@ -350,6 +381,7 @@ async def checkpoint(request: Request) -> Response:
 
 
 @json_errors
+@reads()
 @metered
 async def entry(request: Request) -> Response:
     """``GET /api/v1/entries/{index}``: one log entry with its inclusion proof."""
@@ -358,6 +390,7 @@ async def entry(request: Request) -> Response:
 
 
 @json_errors
+@reads("sha256", "start", "limit")
 @metered
 async def entries(request: Request) -> Response:
     """``GET /api/v1/entries?sha256=HEX``: the entries binding a file's bytes, with their
@@ -372,7 +405,10 @@ async def entries(request: Request) -> Response:
         )
     if "sha256" not in q:
         start = logviews.parse_index(q.get("start", "0"), "start")
-        limit = logviews.parse_index(q.get("limit", str(logviews.MAX_LISTING)), "limit")
+        # a limit past MAX_LISTING was cut to it and 0 answered no entries, both as 200
+        limit = logviews.parse_index(
+            q.get("limit", str(logviews.MAX_LISTING)), "limit", 1, logviews.MAX_LISTING
+        )
         page = await run_in_threadpool(logviews.entries_view, client, start, limit)
         return JSONResponse({"start": start, "entries": page})
     sha = logviews.parse_hash(q["sha256"], "sha256")
@@ -384,6 +420,7 @@ async def entries(request: Request) -> Response:
 
 
 @json_errors
+@reads("index", "tree_size")
 @metered
 async def inclusion(request: Request) -> Response:
     """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``: M left out is the latest
@@ -405,6 +442,7 @@ async def inclusion(request: Request) -> Response:
 
 
 @json_errors
+@reads("first", "second", "first_root")
 @metered
 async def consistency(request: Request) -> Response:
     """``GET /api/v1/proofs/consistency?first=A[&second=B][&first_root=HEX]``: B left
@@ -422,7 +460,9 @@ async def consistency(request: Request) -> Response:
                 " for the latest)",
                 "INVALID_ARGUMENT",
             )
-    root = logviews.parse_hash(q["first_root"], "first_root") if q.get("first_root") else None
+    # an empty first_root is refused, not taken as left out (the page's form, which sends
+    # its empty fields, is `pages.consistency`)
+    root = logviews.parse_hash(q["first_root"], "first_root") if "first_root" in q else None
     view = await run_in_threadpool(
         logviews.consistency_view, state(request).client, first, second, root
     )
@@ -430,6 +470,7 @@ async def consistency(request: Request) -> Response:
 
 
 @json_errors
+@reads()
 @metered
 async def device(request: Request) -> Response:
     """``GET /api/v1/devices/{device_id}``: a device's registry record."""
@@ -437,6 +478,8 @@ async def device(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(logviews.device_view, state(request).client, dev))
 
 
+@json_errors
+@reads()
 async def openapi(request: Request) -> Response:
     """``GET /openapi.json``: the API's OpenAPI description."""
     return JSONResponse(openapi_document())

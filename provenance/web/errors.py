@@ -27,6 +27,7 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
+from provenance.terminal import shown_line
 
 #: HTTP status for each gRPC status code name.
 HTTP_STATUS: dict[str, int] = {
@@ -67,6 +68,17 @@ class WebError(ProvenanceError):
 #: asking to retry marks a busy service (503 with Retry-After), anything else a size (413).
 _RETRY_WORDS = re.compile(r"\b(try again|retry)\b", re.IGNORECASE)
 BUSY_RETRY_AFTER = 5
+
+
+#: Characters of a query parameter's name or value an error quotes (a query may hold 16 KiB).
+SHOWN_PARAM = 40
+
+
+def quoted(text: str, most: int = SHOWN_PARAM) -> str:
+    """``text`` from a client as an error quotes it: in single quotes, its controls and
+    bidirectional marks written as escapes (`provenance.terminal.shown_line`), cut to
+    ``most`` characters with ``...`` after."""
+    return f"'{shown_line(text[:most])}'" + ("..." if len(text) > most else "")
 
 
 def status_name(error: ProvenanceError) -> str:

@@ -22,7 +22,7 @@ from provenance.core.errors import LogError, SignatureError, TransportError
 from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.core.timetext import utc_iso
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
-from provenance.web.errors import WebError
+from provenance.web.errors import WebError, quoted
 from provenance.wire import convert as wire
 
 HASH_HEX = 64
@@ -42,31 +42,39 @@ def is_number(text: str) -> bool:
 
 
 def parse_hash(text: object, what: str) -> bytes:
-    """32 bytes from 64 hex digits; raises WebError (400) naming ``what``."""
+    """32 bytes from 64 hex digits; raises WebError (400) naming ``what`` and the text
+    given (`quoted`)."""
     if not isinstance(text, str):
         raise WebError(f"{what} must be a string of 64 hex digits")
     text = text.strip()
     if len(text) != HASH_HEX:
         raise WebError(
-            f"{what} must be 64 hex digits, got {len(text)} character{'' if len(text) == 1 else 's'}"
+            f"{what} must be 64 hex digits, got {len(text)}"
+            f" character{'' if len(text) == 1 else 's'}: {quoted(text)}"
         )
     if not _HEX.fullmatch(text):
-        raise WebError(f"{what} must be 64 hex digits (0-9, a-f)")
+        raise WebError(f"{what} must be 64 hex digits (0-9, a-f); got {quoted(text)}")
     return bytes.fromhex(text)
 
 
-def parse_index(text: str | None, what: str = "index", least: int = 0) -> int:
-    """An integer from ``least`` below 2^63 written in canonical decimal: ASCII digits, no
-    leading zero (but "0" itself), sign, spaces or underscores, all of which `int` takes
-    ("01", " 1 ", "1_0", "+1"). Raises WebError (400) naming ``what``, saying it is
-    missing when ``text`` is None (a required query parameter left out)."""
+def parse_index(
+    text: str | None, what: str = "index", least: int = 0, most: int | None = None
+) -> int:
+    """An integer from ``least`` to ``most`` (default: below 2^63) written in canonical
+    decimal: ASCII digits, no leading zero (but "0" itself), sign, spaces or underscores,
+    all of which `int` takes ("01", " 1 ", "1_0", "+1"). Raises WebError (400) naming
+    ``what``, the range and the text given (`quoted`), saying it is missing when ``text``
+    is None (a required query parameter left out)."""
+    allowed = f"from {least} below 2^63" if most is None else f"from {least} to {most}"
     if text is None:
-        raise WebError(f"{what} is missing: give a whole number from {least} below 2^63")
-    if not _CANONICAL.fullmatch(text) or not least <= int(text) < 2**63:
+        raise WebError(f"{what} is missing: give a whole number {allowed}")
+    if not _CANONICAL.fullmatch(text):
         raise WebError(
-            f"{what} must be a whole number from {least} below 2^63 in decimal digits 0-9,"
-            f" without leading zeros, sign or spaces; got {text[:40]!r}"
+            f"{what} must be a whole number {allowed} in decimal digits 0-9,"
+            f" without leading zeros, sign or spaces; got {quoted(text)}"
         )
+    if not least <= int(text) <= (2**63 - 1 if most is None else most):
+        raise WebError(f"{what} must be a whole number {allowed}; got {quoted(text)}")
     return int(text)
 
 

@@ -13,7 +13,10 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "bad input (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE)",
+        400: (
+            "bad input (INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE), a query"
+            " parameter the endpoint does not read among them"
+        ),
         404: "not found (NOT_FOUND)",
         408: "the upload stalled (nothing arrived for the idle timeout)",
         413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
@@ -162,7 +165,7 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/api/v1/checkpoint": _get(
-                "The latest signed checkpoint and the log key", [], "checkpoint", 404, 503
+                "The latest signed checkpoint and the log key", [], "checkpoint", 400, 404, 503
             ),
             "/api/v1/entries": _get(
                 "The entries of a file by its SHA-256, or a page of the log from `start`"
@@ -170,7 +173,9 @@ def openapi_document() -> dict[str, Any]:
                 [
                     _query("sha256", "the file's SHA-256, hex"),
                     _query("start", "first index of a page (without sha256)", False, "integer"),
-                    _query("limit", "entries in a page, at most 100", False, "integer"),
+                    _query(
+                        "limit", "entries in a page, from 1 to 100 (default 100)", False, "integer"
+                    ),
                 ],
                 "{entries: [...]}",
                 400,
@@ -266,7 +271,7 @@ def openapi_document() -> dict[str, Any]:
                 404,
             ),
             "/services/supportedAlgorithms": _get(
-                "Soft binding algorithms answered", [], "{watermarks, fingerprints}"
+                "Soft binding algorithms answered", [], "{watermarks, fingerprints}", 400
             ),
         },
         "components": {

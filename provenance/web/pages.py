@@ -24,13 +24,14 @@ from starlette.routing import Match, Route
 from provenance.core.errors import ProvenanceError
 from provenance.terminal import shown_line
 from provenance.web import logviews
-from provenance.web.api import metered, one_value_each, state, verify_upload
+from provenance.web.api import metered, one_value_each, reads, state, verify_upload
 from provenance.web.errors import (
     WebError,
     error_body,
     error_headers,
     error_response,
     http_status,
+    quoted,
 )
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,14 @@ async def verify(request: Request) -> Response:
 
 
 @html_errors
+@reads("before")
 @metered
 async def explorer(request: Request) -> Response:
     """``GET /log``: the newest checkpoint, the log key and the newest entries."""
     client = state(request).client
     before = request.query_params.get("before")
-    end = logviews.parse_index(before, "before") if before else None  # 400 before any call
+    # 400 before any call; an empty one too (no form sends it: before, taken as left out)
+    end = logviews.parse_index(before, "before") if before is not None else None
     try:
         cp = await run_in_threadpool(logviews.checkpoint_view, client)
     except WebError as e:
@@ -127,7 +130,13 @@ async def explorer(request: Request) -> Response:
             raise
         return render(request, "log.html", checkpoint=None, recent=[], empty=str(e))
     size = cp["size"]
-    end = size if end is None else min(end, size)
+    if end is not None and end > size:  # before, the newest page, as if left out
+        raise WebError(
+            f"before must be a whole number from 0 to {size} (the log's size); got"
+            f" {quoted(str(before))}",
+            "OUT_OF_RANGE",
+        )
+    end = size if end is None else end
     start = max(0, end - PAGE)
     page = await run_in_threadpool(logviews.entries_view, client, start, end - start)
     return render(
@@ -142,6 +151,7 @@ async def explorer(request: Request) -> Response:
 
 
 @html_errors
+@reads()
 @metered
 async def entry(request: Request) -> Response:
     """``GET /log/entries/{index}``: one entry, its claim and inclusion proof."""
@@ -151,6 +161,7 @@ async def entry(request: Request) -> Response:
 
 
 @html_errors
+@reads("q")
 @metered
 async def goto_entry(request: Request) -> Response:
     """The explorer's search form: an index, or a file's SHA-256. A person may type an
@@ -185,6 +196,7 @@ SHORT_HEX = re.compile(r"[0-9a-fA-F]{8,63}")
 
 
 @html_errors
+@reads()
 @metered
 async def device(request: Request) -> Response:
     """``GET /log/devices/{device_id}``: a device, enrolled or revoked."""
@@ -194,6 +206,7 @@ async def device(request: Request) -> Response:
 
 
 @html_errors
+@reads("id")
 async def goto_device(request: Request) -> Response:
     """``GET /log/device?id=HEX``: the device form's target."""
     dev = logviews.parse_hash(request.query_params.get("id", ""), "a device id")
@@ -201,6 +214,7 @@ async def goto_device(request: Request) -> Response:
 
 
 @html_errors
+@reads("first", "second", "first_root")
 @metered
 async def consistency(request: Request) -> Response:
     """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``."""

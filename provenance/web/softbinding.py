@@ -38,6 +38,7 @@ from provenance.web.api import (
     json_work,
     metered,
     read_json,
+    reads,
     state,
 )
 from provenance.web.errors import WebError
@@ -109,6 +110,7 @@ async def _by_hash(request: Request, alg: Any, value: Any, in_query: bool = Fals
 
 
 @json_errors
+@reads("alg", "value", "maxResults")
 async def by_binding_get(request: Request) -> Response:
     """``GET /matches/byBinding?alg=pdq&value=B64[&maxResults=N]``."""
     q = request.query_params
@@ -118,6 +120,7 @@ async def by_binding_get(request: Request) -> Response:
 
 
 @json_errors
+@reads("maxResults")
 async def by_binding_post(request: Request) -> Response:
     """``POST /matches/byBinding`` with ``{"alg": "pdq", "value": B64}``."""
     body = await read_json(request)
@@ -127,6 +130,7 @@ async def by_binding_post(request: Request) -> Response:
 
 
 @json_errors
+@reads("alg", "maxResults")
 async def by_content(request: Request) -> Response:
     """``POST /matches/byContent``: the body is the file; matched like an upload. A
     multipart form (the shape `/api/v1/verify` takes) is refused with a message saying
@@ -147,6 +151,7 @@ async def by_content(request: Request) -> Response:
 
 
 @json_errors
+@reads()
 @metered
 async def manifest(request: Request) -> Response:
     """``GET /manifests/{manifestId}``: the log entry a manifest id (index) names."""
@@ -154,6 +159,8 @@ async def manifest(request: Request) -> Response:
     return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
 
 
+@json_errors
+@reads()
 async def supported(request: Request) -> Response:
     """``GET /services/supportedAlgorithms``: ``pdq`` as the one fingerprint."""
     return JSONResponse({"watermarks": [], "fingerprints": [{"alg": PDQ_ALGORITHM}]})
