@@ -27,6 +27,11 @@ from provenance.server.service import ProvenanceService, ServiceConfig  # noqa: 
 HOT = bytes([0xA5] * 32)
 
 
+def _flip(code: bytes, bit: int) -> bytes:
+    """``code`` with bit ``bit`` flipped."""
+    return (int.from_bytes(code) ^ (1 << bit)).to_bytes(32)
+
+
 def build(db: Path, key: Path, planted: int, background: int) -> None:
     """A log of ``planted`` claims of one device at `HOT`, then ``background`` random ones."""
     _build_log(db, key, planted + background, lambda i: HOT if i < planted else os.urandom(32))
@@ -36,6 +41,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("planted", type=int, nargs="+")
     p.add_argument("--background", type=int, default=10_000)
+    p.add_argument("--frames", type=int, default=1, help="a video query of this many frames at HOT")
+    p.add_argument("--distinct", action="store_true", help="frame i: HOT with bit i %% 256 flipped")
     args = p.parse_args()
     for planted in args.planted:
         with tempfile.TemporaryDirectory() as tmp:
@@ -52,7 +59,10 @@ def main() -> None:
 
             if owners is not None:
                 svc.store.leaf_owners = counted  # type: ignore[method-assign]
-            soft = (PerceptualHash("pdq", HOT, 90),)
+            soft = tuple(
+                PerceptualHash("pdq", _flip(HOT, i % 256) if args.distinct else HOT, 90, float(i))
+                for i in range(args.frames)
+            )
             times = []
             for _ in range(2):
                 t0 = time.perf_counter()
