@@ -30,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -118,8 +119,11 @@ def bench_submits(work: Path, new_db: Any, devices: int, total: int) -> dict[str
     return out
 
 
-def _build_log(db: Path, key: Path, leaves: int) -> None:
-    """A SQLite log of ``leaves`` entries (one PDQ hash each), built in batches."""
+def _build_log(
+    db: Path, key: Path, leaves: int, code: Callable[[int], bytes] | None = None
+) -> None:
+    """A SQLite log of ``leaves`` entries of one device (one PDQ hash each: ``code`` of
+    the leaf's index, random when None), built in batches."""
     store = SqliteStore(db)
     signer = generate_log_key(key, "bench.local/log")
     store.set_meta("origin", signer.name)
@@ -129,7 +133,7 @@ def _build_log(db: Path, key: Path, leaves: int) -> None:
     for start in range(0, leaves, batch):
         new = []
         for i in range(start, min(leaves, start + batch)):
-            pdq = PerceptualHash("pdq", os.urandom(32), 90)
+            pdq = PerceptualHash("pdq", os.urandom(32) if code is None else code(i), 90)
             claim = Claim(dev, i + 1, now, "image/jpeg", 1, HardBinding(os.urandom(32)), (pdq,))
             signed = SignedClaim(PAYLOAD_TYPE_CLAIM, wire.encode_claim(claim), dev, b"\0" * 64)
             entry = wire.encode_log_entry(signed, now)

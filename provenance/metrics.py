@@ -119,6 +119,11 @@ COMMIT_SECONDS = Histogram(
 )
 TREE_SIZE = Gauge("prov_log_tree_size", "Leaves in the log, as this process last saw it")
 INDEX_HASHES = Gauge("prov_index_hashes", "Perceptual hashes in the near-duplicate index")
+NEAR_GROUP_READS = Counter(
+    "prov_near_group_reads",
+    "Store reads of whose the near-duplicate leaves a search hit are (leaves logged before"
+    " this start: each read once, in rounds of a search)",
+)
 INDEX_WARMING = Gauge(
     "prov_index_warming",
     "1 while the near-duplicate index builds its tables (lookups scan every hash meanwhile)",

@@ -1,0 +1,81 @@
+"""The first near-duplicate search after a start near one device's N planted claims.
+
+A device logs N claims carrying one popular photo's exact PDQ code (a quota of 600 a
+minute: 10^4 in 17 minutes, 10^5 in under 3 hours). The server learns whose each leaf is
+only for the leaves a search hits (`ProvenanceService._search_grouped`); this times the
+first `_near_candidates` of that code after a start (learning), and a second (learnt),
+in-process over a SQLite log built directly (bench_scale's way), and counts the store
+reads of leaf owners it took. Run: PYTHONPATH=. .venv/bin/python bench/bench_group_rounds.py 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_scale import _build_log  # noqa: E402
+
+from provenance.core.binding import PerceptualHash  # noqa: E402
+from provenance.server.service import ProvenanceService, ServiceConfig  # noqa: E402
+
+HOT = bytes([0xA5] * 32)
+
+
+def _flip(code: bytes, bit: int) -> bytes:
+    """``code`` with bit ``bit`` flipped."""
+    return (int.from_bytes(code) ^ (1 << bit)).to_bytes(32)
+
+
+def build(db: Path, key: Path, planted: int, background: int) -> None:
+    """A log of ``planted`` claims of one device at `HOT`, then ``background`` random ones."""
+    _build_log(db, key, planted + background, lambda i: HOT if i < planted else os.urandom(32))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("planted", type=int, nargs="+")
+    p.add_argument("--background", type=int, default=10_000)
+    p.add_argument("--frames", type=int, default=1, help="a video query of this many frames at HOT")
+    p.add_argument("--distinct", action="store_true", help="frame i: HOT with bit i %% 256 flipped")
+    args = p.parse_args()
+    for planted in args.planted:
+        with tempfile.TemporaryDirectory() as tmp:
+            db, key = Path(tmp) / "b.db", Path(tmp) / "b.key"
+            build(db, key, planted, args.background)
+            svc = ProvenanceService(ServiceConfig(db=db, log_key=key))
+            svc.pdq.wait_warm()
+            reads = [0]
+            owners = getattr(svc.store, "leaf_owners", None)  # none before 6 December
+
+            def counted(ids, owners=owners, reads=reads):  # type: ignore[no-untyped-def]
+                reads[0] += 1
+                return owners(ids)
+
+            if owners is not None:
+                svc.store.leaf_owners = counted  # type: ignore[method-assign]
+            soft = tuple(
+                PerceptualHash("pdq", _flip(HOT, i % 256) if args.distinct else HOT, 90, float(i))
+                for i in range(args.frames)
+            )
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                found = svc._near_candidates(soft)
+                times.append(time.perf_counter() - t0)
+            svc.close()
+            print(
+                f"planted {planted:>7,}: first search {times[0]:7.2f} s, second {times[1]:.3f} s,"
+                f" leaf_owners reads {reads[0]}, candidates {len(found)}",
+                flush=True,
+            )
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
