@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from clients.scan.runs import runs
 
 
@@ -47,3 +49,28 @@ def test_the_last_runs_are_cut_into_tail_parts() -> None:
     # the weight bound still holds in the tail
     tail = list(runs([5, 5, 5, 5, 5, 5], 4, lambda x: x, 10, tail_parts=2, min_tail=1))
     assert all(sum(r) <= 10 for r in tail) and sum(map(len, tail)) == 6
+
+
+def test_the_tail_cut_reads_ahead_at_most_twice_the_weight_bound() -> None:
+    # An archive's images of up to 256 MiB are held in memory, each heavier than the
+    # 32 MiB a batch carries and so a run alone: holding back two such runs for the
+    # tail's cut read 2 x 256 MiB further ahead. The runs held back weigh at most twice
+    # the bound (two batches' worth); a heavier one goes on at once
+    read: list[int] = []
+
+    def stream(weights: list[int]) -> Iterator[int]:
+        for w in weights:
+            read.append(w)
+            yield w
+
+    for weights in ([1000] * 10, [10] * 30 + [1000] * 5 + [10] * 30, [1] * 200):
+        read.clear()
+        yielded: list[int] = []
+        ahead = []  # weight read but not yet yielded, as each run is yielded
+        for run in runs(stream(weights), 256, lambda w: w, 32, 16, tail_parts=4):
+            yielded += run
+            ahead.append(sum(read) - sum(yielded))
+        assert yielded == weights
+        # at most 2 x 32 held back for the cut, beside the run being handed on and the
+        # item read to end it (before: two runs of 1,000 held back, 3,000 read ahead)
+        assert max(ahead) <= 2 * 32 + 2 * max(weights), (weights[:3], ahead)

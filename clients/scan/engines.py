@@ -3,8 +3,9 @@
 Every engine maps the same function over batches of items and yields each batch's rows as
 soon as it is done (completion order), keeping a bounded number of batches in flight so
 that reading an archive never runs far ahead of hashing (memory stays at about
-``2 x workers`` batches, plus the 2 that the last batches' cut reads ahead:
-`clients.scan.runs.runs`' ``tail_parts``, which each engine gives as `Engine.tail_parts`).
+``2 x workers`` batches, plus the 2 that the last batches' cut reads ahead, at most 64 MiB
+of archive entries: `clients.scan.runs.runs`' ``tail_parts``, which each engine gives as
+`Engine.tail_parts`).
 
 - `LocalEngine(workers)`: a `concurrent.futures.ProcessPoolExecutor` with ``workers``
   processes forked from a fork server (a fresh interpreter, not this process: the parent

@@ -30,17 +30,27 @@ def runs(
     into about that many runs of equal count (at least ``min_tail`` items each, both bounds
     kept), so that the workers sharing the runs end together instead of one
     finishing a whole run while the others have nothing left (`prov scan` passes twice
-    its workers). The stream is then read TAIL_RUNS runs ahead of what was yielded."""
+    its workers). The stream is then read TAIL_RUNS runs ahead of what was yielded, runs
+    that weigh at most TAIL_RUNS x ``max_weight`` in all (a heavier run is yielded at
+    once, as one item over ``max_weight`` cannot be cut)."""
     cut = _runs(items, max_count, weight, max_weight, first_count)
     if tail_parts <= 1:
         yield from cut
         return
-    held: list[list[T]] = []
+    held: list[tuple[list[T], int]] = []  # runs held back, each with its weight
+    held_weight = 0
     for run in cut:
-        held.append(run)
-        if len(held) > TAIL_RUNS:
-            yield held.pop(0)
-    rest = [item for run in held for item in run]
+        run_weight = sum(map(weight, run))
+        held.append((run, run_weight))
+        held_weight += run_weight
+        # at most TAIL_RUNS runs of at most TAIL_RUNS x max_weight in all: a run heavier
+        # than that (one item over max_weight, such as a 256 MiB image in an archive)
+        # goes on at once, not held in memory for a cut that cannot split it
+        while held and (len(held) > TAIL_RUNS or held_weight > TAIL_RUNS * max_weight):
+            first, first_weight = held.pop(0)
+            held_weight -= first_weight
+            yield first
+    rest = [item for run, _ in held for item in run]
     if rest:
         count = min(max_count, max(min_tail, math.ceil(len(rest) / tail_parts)))
         yield from _runs(rest, count, weight, max_weight, None)
