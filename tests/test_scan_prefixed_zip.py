@@ -32,15 +32,32 @@ def _zip_of_a_photo() -> bytes:
 def test_a_self_extracting_zip_named_zip_is_opened(tmp_path: Path) -> None:
     path = tmp_path / "photos.zip"
     path.write_bytes(STUB + _zip_of_a_photo())
-    (item,) = iter_items([str(path)], ScanLimits())
+    whole, item = iter_items([str(path)], ScanLimits())
+    assert isinstance(whole, FileItem) and whole.ref == str(path), whole
     assert isinstance(item, EntryItem) and item.ref == f"{path}!day1/photo.jpg", item
     assert item.data.startswith(b"\xff\xd8\xff")
 
 
 def test_a_self_extracting_zip_inside_a_folder_is_opened_too(tmp_path: Path) -> None:
     (tmp_path / "photos.zip").write_bytes(STUB + _zip_of_a_photo())
-    (item,) = iter_items([str(tmp_path)], ScanLimits())
+    whole, item = iter_items([str(tmp_path)], ScanLimits())
+    assert isinstance(whole, FileItem) and whole.ref.endswith("photos.zip"), whole
     assert isinstance(item, EntryItem) and item.ref.endswith("photos.zip!day1/photo.jpg"), item
+
+
+def test_a_photo_with_a_zip_appended_named_zip_is_still_scanned_whole(tmp_path: Path) -> None:
+    """revfiles51: a photo (say one the log knows, by its pixels) with an empty zip
+    appended and renamed ``.zip`` was only opened as that zip: no row for the photo, so
+    its pixels were never hashed nor the file looked up. The file itself is still one
+    row (looked up by SHA-256, a photo's pixels hashed), its entries rows after it."""
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 10, 30)).save(photo, "JPEG")
+    empty = io.BytesIO()
+    zipfile.ZipFile(empty, "w").close()
+    path = tmp_path / "holiday.zip"
+    path.write_bytes(photo.getvalue() + empty.getvalue())
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [type(i) for i in items] == [FileItem] and items[0].ref == str(path), items
 
 
 def test_a_program_named_as_one_is_one_file(tmp_path: Path) -> None:

@@ -444,11 +444,17 @@ class Walker:
                     kind = archive_kind(head)
                     if kind is None and _zero_tar_head(head, path) and _zeros_to_end(f):
                         kind = "tar"  # an empty tar: no members, as an empty zip
-                    if kind is None and _prefixed_zip(f, path):
+                    prefixed = kind is None and _prefixed_zip(f, path)
+                    if prefixed:
                         kind = "zip"
                     if kind is not None:
                         f.seek(0)
                         ref = escape_name(path)  # also the rows' archive: valid UTF-8
+                        if prefixed and not self.skip(ref):
+                            # its bytes before the zip are a file of their own (a JPEG
+                            # with a zip appended is a photo): the whole file is one row
+                            # too, so renaming it .zip hides nothing (revfiles51)
+                            yield FileItem(ref, path, size, sidecar)
                         yield from self._archive(kind, f, ref, ref, 1)
                         return
             except (OSError, NotRegularFileError) as e:
