@@ -198,6 +198,9 @@ def test_the_openapi_description_lists_what_each_route_reads(http: httpx.Client)
         "manifestId",
         "returnActiveManifest",
     ]
+    assert [p["name"] for p in doc["paths"]["/matches/byBinding"]["post"]["parameters"]] == [
+        "maxResults"
+    ]
     values = {"integer": "1", "boolean": "true"}
     named = {"sha256": H, "first_root": H, "alg": "pdq", "value": B64, "hintValue": B64}
     checked = 0

@@ -241,6 +241,7 @@ def openapi_document() -> dict[str, Any]:
                 ),
                 "post": {
                     "summary": "C2PA soft binding resolution (JSON body {alg, value})",
+                    "parameters": [_query("maxResults", "most matches", False, "integer")],
                     "requestBody": {
                         "content": {"application/json": {"schema": {"type": "object"}}}
                     },
