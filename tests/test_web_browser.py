@@ -596,3 +596,53 @@ def test_after_a_report_every_form_control_still_has_its_label(
     for control in browser.find_elements(By.CSS_SELECTOR, "#verify-form input"):
         labels = browser.execute_script("return arguments[0].labels.length", control)
         assert labels, f"a form control without a label ({control.get_attribute('id')!r})"
+
+
+def test_the_log_pages_forms_and_links_answer_in_a_browser(
+    browser: webdriver.Chrome, site: DemoSite
+) -> None:
+    """Each log page form, submitted by Chromium as a person would (the optional fields
+    left empty, which a browser sends as ``name=``), and each link those pages show
+    answers its page, not a 400 about its query: the forms' and links' parameters are
+    those the routes read (`provenance.web.api.reads`)."""
+    bad: dict[str, str] = {}
+
+    def check(what: str) -> None:
+        if browser.title.startswith("Error") or "unknown query parameter" in browser.page_source:
+            bad[what] = browser.current_url
+
+    browser.get(site.web + "/log")
+    browser.find_element(By.ID, "q").send_keys("1")
+    browser.find_element(By.CSS_SELECTOR, "form.search button").click()
+    WebDriverWait(browser, 60).until(EC.url_contains("/log/entries/1"))
+    check("find form")
+    browser.get(site.web + "/log")
+    device = browser.find_element(By.CSS_SELECTOR, "a[href^='/log/devices/']")
+    device_id = str(device.get_attribute("href")).rsplit("/", 1)[1]
+    browser.find_element(By.ID, "device-id").send_keys(device_id)
+    browser.find_element(By.CSS_SELECTOR, "form[action='/log/device'] button").click()
+    WebDriverWait(browser, 60).until(EC.url_contains("/log/devices/"))
+    check("device form")
+    browser.get(site.web + "/log")
+    browser.find_element(By.ID, "first").send_keys("1")
+    browser.find_element(By.CSS_SELECTOR, "form[action='/log/consistency'] button").click()
+    WebDriverWait(browser, 60).until(EC.url_contains("/log/consistency?"))
+    assert "second=&first_root=" in browser.current_url  # the empty fields were sent
+    check("consistency form")
+    for page in ["/log", "/log/entries/1", f"/log/devices/{device_id}", browser.current_url]:
+        browser.get(page if page.startswith("http") else site.web + page)
+        hrefs = {
+            str(a.get_attribute("href"))
+            for a in browser.find_elements(By.CSS_SELECTOR, "main a[href]")
+            if str(a.get_attribute("href")).startswith(site.web)
+        }
+        for href in sorted(hrefs):
+            browser.get(href)
+            if "/api/" in href or href.endswith(".json"):
+                if "unknown query parameter" in browser.page_source or '"error"' in (
+                    browser.page_source
+                ):
+                    bad[href] = browser.page_source[:300]
+            else:
+                check(href)
+    assert not bad, bad

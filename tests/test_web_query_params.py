@@ -158,3 +158,80 @@ def test_a_log_page_before_past_the_log_or_empty_is_refused(
     assert re.search(words, r.text), r.text[:3000]
     assert http.get("/log?before=4").status_code == 200
     assert http.get("/log?before=0").status_code == 200
+
+
+def test_every_parameter_the_soft_binding_spec_defines_is_accepted(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """The C2PA Soft Binding Resolution API (OpenAPI 1.0.0) defines ``hintAlg`` and
+    ``hintValue`` on ``POST /matches/byContent`` and ``returnActiveManifest`` on ``GET
+    /manifests/{manifestId}``: optional, so a conforming client may send them and must
+    get its answer (they are accepted and ignored here), not a 400."""
+    photo = site.files.hopper.read_bytes()
+    r = http.post(
+        "/matches/byContent",
+        params={"alg": "pdq", "maxResults": "5", "hintAlg": "pdq", "hintValue": B64},
+        content=photo,
+        headers={"content-type": "image/jpeg"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["matches"][0]["manifestId"] == "1"
+    for flag in ("true", "false"):
+        r = http.get("/manifests/1", params={"returnActiveManifest": flag})
+        assert r.status_code == 200, r.text
+        assert r.json()["index"] == 1
+
+
+def test_the_openapi_description_lists_what_each_route_reads(http: httpx.Client) -> None:
+    """Each query parameter /openapi.json documents is one its route accepts: sent, no
+    answer is the unknown-parameter 400; and the soft binding routes document the C2PA
+    API's optional parameters (before, byContent's hintAlg and hintValue and the
+    manifests' returnActiveManifest were neither documented nor accepted)."""
+    doc = http.get("/openapi.json").json()
+    assert [p["name"] for p in doc["paths"]["/matches/byContent"]["post"]["parameters"]] == [
+        "alg",
+        "maxResults",
+        "hintAlg",
+        "hintValue",
+    ]
+    assert [p["name"] for p in doc["paths"]["/manifests/{manifestId}"]["get"]["parameters"]] == [
+        "manifestId",
+        "returnActiveManifest",
+    ]
+    assert [p["name"] for p in doc["paths"]["/matches/byBinding"]["post"]["parameters"]] == [
+        "maxResults"
+    ]
+    values = {"integer": "1", "boolean": "true"}
+    named = {"sha256": H, "first_root": H, "alg": "pdq", "value": B64, "hintValue": B64}
+    checked = 0
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            url = path.replace("{index}", "1").replace("{manifestId}", "1")
+            url = url.replace("{device_id}", H)
+            for p in op.get("parameters", []):
+                if p["in"] != "query":
+                    continue
+                value = named.get(p["name"], values.get(p["schema"]["type"], "x"))
+                kw: dict[str, object] = {"params": {p["name"]: value}}
+                if path == "/api/v1/verify":
+                    kw["files"] = {"file": ("a.jpg", b"xx")}
+                elif method == "post":
+                    kw["content"] = b"xx"
+                r = http.request(method.upper(), url, **kw)  # type: ignore[arg-type]
+                assert "unknown query parameter" not in r.text, (method, url, r.text)
+                checked += 1
+    assert checked >= 15
+
+
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS"])
+def test_head_and_options_answer_with_a_query_as_without(http: httpx.Client, method: str) -> None:
+    """HEAD answers as GET does, its query checked alike (a spec parameter taken, an
+    unknown one a 400); OPTIONS is a method these routes do not answer: a 405 with or
+    without a query, not a 400 about the query."""
+    plain = http.request(method, "/manifests/1")
+    spec = http.request(method, "/manifests/1?returnActiveManifest=true")
+    unknown = http.request(method, "/manifests/1?x=1")
+    if method == "HEAD":
+        assert plain.status_code == spec.status_code == 200 and unknown.status_code == 400
+    else:
+        assert plain.status_code == spec.status_code == unknown.status_code == 405

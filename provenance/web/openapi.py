@@ -241,6 +241,7 @@ def openapi_document() -> dict[str, Any]:
                 ),
                 "post": {
                     "summary": "C2PA soft binding resolution (JSON body {alg, value})",
+                    "parameters": [_query("maxResults", "most matches", False, "integer")],
                     "requestBody": {
                         "content": {"application/json": {"schema": {"type": "object"}}}
                     },
@@ -253,6 +254,8 @@ def openapi_document() -> dict[str, Any]:
                     "parameters": [
                         _query("alg", "pdq"),
                         _query("maxResults", "", False, "integer"),
+                        _query("hintAlg", "a soft binding algorithm to aid the match (ignored)"),
+                        _query("hintValue", "its value, base64 (ignored)"),
                     ],
                     "requestBody": {
                         "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}
@@ -265,7 +268,16 @@ def openapi_document() -> dict[str, Any]:
             },
             "/manifests/{manifestId}": _get(
                 "The log entry a manifest id (log index) names, as JSON",
-                [_path("manifestId", "a log index")],
+                [
+                    _path("manifestId", "a log index"),
+                    _query(
+                        "returnActiveManifest",
+                        "the C2PA API's choice of the active manifest or the whole store;"
+                        " ignored: the answer is the log entry either way",
+                        False,
+                        "boolean",
+                    ),
+                ],
                 "the entry",
                 400,
                 404,

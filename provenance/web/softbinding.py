@@ -11,6 +11,9 @@ differs, and why:
 - a manifest id is a log index, and ``/manifests/{id}`` answers that log entry (the
   signed claim, its device, an inclusion proof checked against the signed checkpoint)
   as JSON: this log holds signed claims, not C2PA manifest stores;
+- ``hintAlg``/``hintValue`` (byContent) and ``returnActiveManifest`` (manifests) are
+  accepted and ignored, so a client sending the API's optional parameters gets its
+  answer, where any other query parameter is a 400 (`reads`);
 - the service's lookup returns the nearest signed capture only, so ``matches`` holds
   at most one entry whatever ``maxResults`` says.
 """
@@ -130,11 +133,13 @@ async def by_binding_post(request: Request) -> Response:
 
 
 @json_errors
-@reads("alg", "maxResults")
+@reads("alg", "maxResults", "hintAlg", "hintValue")
 async def by_content(request: Request) -> Response:
     """``POST /matches/byContent``: the body is the file; matched like an upload. A
     multipart form (the shape `/api/v1/verify` takes) is refused with a message saying
-    so, rather than relayed as an unrecognised file format. Raises WebError (400)."""
+    so, rather than relayed as an unrecognised file format. The API's optional
+    ``hintAlg`` and ``hintValue`` are accepted and ignored (one algorithm, the file's own
+    PDQ hash, answers here). Raises WebError (400)."""
     if request.headers.get("content-type", "").lower().startswith("multipart/"):
         raise WebError(
             "send the file's bytes as the request body (e.g. curl --data-binary @photo.jpg"
@@ -151,10 +156,12 @@ async def by_content(request: Request) -> Response:
 
 
 @json_errors
-@reads()
+@reads("returnActiveManifest")
 @metered
 async def manifest(request: Request) -> Response:
-    """``GET /manifests/{manifestId}``: the log entry a manifest id (index) names."""
+    """``GET /manifests/{manifestId}``: the log entry a manifest id (index) names. The
+    API's optional ``returnActiveManifest`` is accepted and ignored: the answer is the
+    log entry either way (there is no manifest store to choose from)."""
     index = logviews.parse_index(request.path_params["manifest_id"], "manifestId")
     return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
 
