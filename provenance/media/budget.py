@@ -43,8 +43,10 @@ WIDE_GREY_BYTES_PER_PIXEL = 30
 DEFAULT_BYTES_PER_PIXEL = 16
 #: Peak bytes per pixel of decode + PDQ of a HEIC of more than 8 bits a sample (libheif
 #: decodes it to 16-bit samples, then pillow-heif to 8): 15.3 measured on a 12 MP 10-bit
-#: one (h-files51).
+#: one (h-files51); and of a HEIC with an alpha plane: 15.8 measured at 25 MP EXIF-turned,
+#: about 395 MiB a decode with two at once in `prov serve` (h-revfiles51).
 DEEP_HEIC_BYTES_PER_PIXEL = 18
+_ALPHA_MODES = ("RGBA", "LA")
 _WIDE_GREY_MODES = ("I", "F")
 #: JPEG DCT scale denominators libjpeg decodes at, smallest reduction first.
 _JPEG_SCALES = (2, 4, 8)
@@ -63,7 +65,7 @@ def decode_bytes(
     per_pixel = _BYTES_PER_PIXEL.get(media_type, DEFAULT_BYTES_PER_PIXEL)
     if mode in _WIDE_GREY_MODES:
         per_pixel = max(per_pixel, WIDE_GREY_BYTES_PER_PIXEL)
-    if media_type == "image/heic" and bit_depth > 8:
+    if media_type == "image/heic" and (bit_depth > 8 or mode in _ALPHA_MODES):
         per_pixel = max(per_pixel, DEEP_HEIC_BYTES_PER_PIXEL)
     return width * height * per_pixel
 
