@@ -7,17 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-GOLDEN = Path(__file__).resolve().parents[1] / "tests" / "data" / "prov_help.txt"
-
-#: The environment each help is rendered in: fixed width, no colour, no terminal.
-HELP_ENV = {"COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb", "PROV_LOG_LEVEL": "INFO"}
+from tests.test_cli_lazy import GOLDEN, HELP_ENV
 
 _RENDER = """
-import sys, click, typer
+import sys
 from clients import cli
-root = typer.main.get_command(cli.app)
+root = cli.command_tree()
 def walk(cmd, path):
     yield path
     if hasattr(cmd, "list_commands"):
