@@ -7,7 +7,8 @@ PROV_HOME (device folder), PROV_PASSPHRASE (device key passphrase, for scripts),
 PROV_ADMIN_TOKEN (admin credential).
 
 This module is the app: its root options, the commands and groups it adds (each in a
-module of its own), logging, and `main`'s catch. The commands it adds from ``clients/``:
+module of its own, imported only when that command runs: `COMMANDS`), logging, and
+`main`'s catch. The commands it adds from ``clients/``:
 
     admincmd      prov admin (enroll-token, ca init, revoke)
     devicecmd     prov device (init, enroll, show, sync, repair)
@@ -23,28 +24,20 @@ and `devicecommon`, what prov sign and prov device share.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import io
 import logging
 import os
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 
 import typer
 from rich.text import Text
+from typer.core import TyperCommand
 
-from clients import logcmd, witnesscmd
-from clients.admincmd import admin_app
-from clients.api import CANNOT_REACH
-from clients.detectcmd import detect
-from clients.devicecmd import device_app
-from clients.helptext import TaughtGroup
-from clients.report import EXIT_WITNESS_QUORUM
-from clients.scan.cli import scan as scan_command
-from clients.signcmd import sign
-from clients.verifycmd import OneFileCommand, verify
-from detector import cli as detector_cli
+from clients.helptext import TaughtGroup, teach
 from provenance.core.errors import (
     ConfigError,
     LogIntegrityError,
@@ -54,9 +47,151 @@ from provenance.core.errors import (
     WitnessQuorumError,
 )
 from provenance.core.files import os_failure
-from provenance.server import cli as server_cli
 from provenance.terminal import SafeConsole, protect_typer
-from provenance.web import cli as web_cli
+
+
+class Lazy(NamedTuple):
+    """A `prov` command imported when it runs: ``attr`` of ``module``, a Typer app (a
+    group) or a command function, and the one line `prov --help` lists it with."""
+
+    module: str
+    attr: str
+    summary: str
+    cls: str | None = None  #: the Click command class, an attribute of ``module``
+    help: str | None = None  #: a group's help, where ``add_typer`` gave it
+
+
+#: Every `prov` command, in the order `prov --help` lists them. Each summary is the first
+#: sentence of its command's help; tests/test_cli_lazy.py compares every help against
+#: tests/data/prov_help.txt, so a summary that drifts from its docstring fails there.
+COMMANDS: dict[str, Lazy] = {
+    "scan": Lazy(
+        "clients.scan.cli",
+        "scan",
+        "Scan folders and archives: which files are signed originals, derived from"
+        " signed captures, or unsigned.",
+    ),
+    "serve": Lazy(
+        "provenance.server.cli",
+        "serve",
+        "Run the gRPC server until SIGINT/SIGTERM, on a SQLite file (one server) or a"
+        " PostgreSQL database (several servers, one log; see docs/deploy.md).",
+    ),
+    "web": Lazy(
+        "provenance.web.cli",
+        "web",
+        "Serve the verification page, the public log explorer and the JSON API (/api/v1/,"
+        " /openapi.json, C2PA soft binding resolution) over HTTP, as a client of the gRPC"
+        " service at --server.",
+    ),
+    "sign": Lazy(
+        "clients.signcmd",
+        "sign",
+        "Sign captures: write FILE.prov beside each and submit it to the log.",
+    ),
+    "verify": Lazy(
+        "clients.verifycmd",
+        "verify",
+        "Verify a file against the log and print the report.",
+        cls="OneFileCommand",
+    ),
+    "detect": Lazy(
+        "clients.detectcmd",
+        "detect",
+        "The detector's advisory score for generated images (and video frames), without"
+        " a provenance verdict.",
+    ),
+    "admin": Lazy(
+        "clients.admincmd",
+        "admin_app",
+        "Operator commands (enroll-token and revoke need $PROV_ADMIN_TOKEN).",
+    ),
+    "device": Lazy(
+        "clients.devicecmd", "device_app", "This device's key, enrollment and offline queue."
+    ),
+    "log": Lazy(
+        "clients.logcmd",
+        "log_app",
+        "The transparency log: its verifier key, audits (consistency, re-hashed entries,"
+        " key history) and C2SP tlog-tiles export.",
+    ),
+    "receipt": Lazy(
+        "clients.logcmd",
+        "receipt_app",
+        "A sidecar's log receipt: verify it offline with the log's public key, export it"
+        " as a C2SP tlog-proof, refresh it to the newest witness-cosigned checkpoint.",
+    ),
+    "witness": Lazy(
+        "clients.witnesscmd",
+        "witness_app",
+        "Witness a log: cosign its checkpoints after checking consistency (C2SP tlog-witness).",
+    ),
+    "detector": Lazy(
+        "detector.cli",
+        "app",
+        "Train and evaluate the advisory detector.",
+        help="Train and evaluate the advisory detector.",
+    ),
+}
+
+
+def load_command(name: str) -> Any:
+    """The Click command `prov NAME` runs, built by Typer from its module (imported now)
+    as ``prov``'s own app would build it, its help taught (`teach`). Raises KeyError for
+    a name not in `COMMANDS`."""
+    spec = COMMANDS[name]
+    module = importlib.import_module(spec.module)
+    target = getattr(module, spec.attr)
+    holder = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    holder.callback()(_root)
+    if isinstance(target, typer.Typer):
+        extra: dict[str, Any] = {} if spec.help is None else {"help": spec.help}
+        holder.add_typer(target, name=name, **extra)
+    else:
+        cls = getattr(module, spec.cls) if spec.cls else None
+        holder.command(name, cls=cls)(target)
+    group = typer.main.get_command(holder)
+    command = group.commands[name]  # type: ignore[attr-defined]
+    teach(command, name)
+    return command
+
+
+def command_tree() -> Any:
+    """``prov``'s Click group with every command in `COMMANDS` loaded, for whatever walks
+    the whole tree (tests/test_help.py, scripts/help_golden.py); ``prov`` itself loads only
+    the command it runs."""
+    root = typer.main.get_command(app)
+    for name in COMMANDS:
+        root.commands[name] = load_command(name)  # type: ignore[attr-defined]
+    return root
+
+
+class LazyGroup(TaughtGroup):
+    """The ``prov`` group, whose commands are imported on dispatch (`COMMANDS`): ``prov
+    verify`` loads the verifier, not the server, the detector or the scan engines, and
+    ``prov --help`` lists every command by its summary without importing any."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            if ctx.meta.get(_LISTING):  # prov --help: the summary, nothing imported
+                return TyperCommand(cmd_name, short_help=COMMANDS[cmd_name].summary)
+            self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands.get(cmd_name)
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        ctx.meta[_LISTING] = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            ctx.meta[_LISTING] = False
+
+
+#: `Context.meta` key: set while ``prov --help`` prints (`LazyGroup.format_help`).
+_LISTING = "clients.cli.listing"
+
 
 app = typer.Typer(
     name="prov",
@@ -68,7 +203,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    cls=TaughtGroup,  # every command's help reflowed and ended with examples
+    cls=LazyGroup,  # commands imported on dispatch; help reflowed, with examples
 )
 
 
@@ -94,19 +229,6 @@ def _root(
 ) -> None:
     """Options of `prov` itself (the commands have their own)."""
 
-
-app.add_typer(admin_app, name="admin")
-app.add_typer(device_app, name="device")
-app.add_typer(logcmd.log_app, name="log")
-app.add_typer(logcmd.receipt_app, name="receipt")
-app.add_typer(witnesscmd.witness_app, name="witness")
-app.command("scan")(scan_command)
-app.command("serve")(server_cli.serve)
-app.command("web")(web_cli.web)
-app.command()(sign)
-app.command(cls=OneFileCommand)(verify)
-app.command()(detect)
-app.add_typer(detector_cli.app, name="detector", help="Train and evaluate the advisory detector.")
 
 # text that is not ours is never read as markup or emoji codes (`SafeConsole`); a styled
 # label is given as Text
@@ -185,6 +307,21 @@ def _write_names_as_given() -> None:
             stream.reconfigure(errors="surrogateescape")
 
 
+def _cannot_reach() -> str:
+    """How `clients.api` begins "cannot reach the server" (imported only once an error
+    is being reported, so that commands that never call the server do not load gRPC)."""
+    from clients.api import CANNOT_REACH
+
+    return CANNOT_REACH
+
+
+def _exit_witness_quorum() -> int:
+    """`clients.report.EXIT_WITNESS_QUORUM`, imported when a witness policy failed."""
+    from clients.report import EXIT_WITNESS_QUORUM
+
+    return EXIT_WITNESS_QUORUM
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
@@ -205,13 +342,13 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     except NoWitnessesError as e:  # no policy to meet: what happened, in words
         err.print(Text.assemble(("error:", "red"), f" {e}"))
-        return EXIT_WITNESS_QUORUM
+        return _exit_witness_quorum()
     except WitnessQuorumError as e:
         err.print(Text.assemble(("WITNESS POLICY NOT MET:", "bold red"), f" {e}"))
-        return EXIT_WITNESS_QUORUM
+        return _exit_witness_quorum()
     except ProvenanceError as e:
         err.print(Text.assemble(("error:", "red"), f" {e}"))
-        if isinstance(e, TransportError) and str(e).startswith(CANNOT_REACH):
+        if isinstance(e, TransportError) and str(e).startswith(_cannot_reach()):
             slow = e.code == "DEADLINE_EXCEEDED"
             err.print(SLOW_HINT if slow else UNREACHABLE_HINT, highlight=False)
         return 1

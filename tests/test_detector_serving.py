@@ -85,7 +85,7 @@ def test_same_file_same_score_across_calls_and_restarts(
 
 
 def test_secret_file_is_created_private_and_checked(tmp_path: Path) -> None:
-    from detector.serving import load_or_create_secret
+    from detector.secret import load_or_create_secret
     from provenance.core.errors import DetectorError
 
     path = tmp_path / "s.detector-secret"
@@ -107,7 +107,7 @@ def test_secret_file_created_by_two_starts_at_once_is_one_secret(tmp_path: Path)
     ("holds 0 bytes"), so it served without a detector (157 of 300 pairs failed)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from detector.serving import load_or_create_secret
+    from detector.secret import load_or_create_secret
     from provenance.core.errors import DetectorError
 
     def start(path: Path, barrier: threading.Barrier) -> bytes | DetectorError:
@@ -161,7 +161,7 @@ def test_shared_secret_is_seeded_once_from_an_existing_file(tmp_path: Path, pg_u
     """A database whose first server kept its secret beside the log key (before the
     secret moved into the database) keeps that server's scores; every later server,
     with its own file or none, takes the stored one."""
-    from detector.serving import load_or_create_secret, shared_secret
+    from detector.secret import load_or_create_secret, shared_secret
     from provenance.store.postgres import PostgresStore
 
     kept = load_or_create_secret(tmp_path / "a.detector-secret")
@@ -248,7 +248,7 @@ def test_a_stale_seed_file_does_not_matter_once_the_database_holds_the_secret(
     database's secret: the file is read only to seed an empty database."""
     import os
 
-    from detector.serving import shared_secret
+    from detector.secret import shared_secret
     from provenance.store.postgres import PostgresStore
 
     store = PostgresStore(pg_url, max_connections=2)

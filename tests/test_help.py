@@ -11,9 +11,8 @@ import shlex
 from typing import Any
 
 import pytest
-import typer
 
-from clients.cli import app
+from clients.cli import command_tree
 from clients.cli import main as prov_main
 from clients.helptext import EXAMPLES
 
@@ -24,7 +23,7 @@ WIDTH = 80
 def _root() -> Any:
     """`prov`'s click command tree, built once (typer builds the whole tree on each call,
     about 0.1 s; `_resolve` runs for every example line). Only read here."""
-    return typer.main.get_command(app)
+    return command_tree()
 
 
 def _commands() -> list[tuple[str, Any]]:

@@ -13,10 +13,9 @@ from typing import Any
 
 import click
 import pytest
-import typer
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from clients.cli import app
+from clients.cli import command_tree
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import LogSigner
 from provenance.witness import cosigner_vkey
@@ -43,7 +42,7 @@ def _root() -> Any:
     """`prov`'s click command tree, built once: typer builds the whole tree on each call
     (about 0.1 s), and this module resolves some 280 command lines at collection and again
     in its tests. Only read here (`make_context` does not change a command)."""
-    return typer.main.get_command(app)
+    return command_tree()
 
 
 def _resolve(words: list[str]) -> tuple[str, Any]:

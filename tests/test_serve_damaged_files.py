@@ -102,6 +102,27 @@ def test_a_damaged_crop_secret_ends_the_start_naming_it(
     ]
 
 
+def test_a_damaged_crop_secret_is_refused_before_torch_loads(tmp_path: Path) -> None:
+    """Before: `prov serve` imported torch (seconds) before it read the secret, so every
+    refused start waited for it. ``-X importtime`` lists each module the process loaded."""
+    pytest.importorskip("torch")
+    _short(tmp_path / "prov.db.detector-secret")
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "clients.cli", "serve", "--db", "prov.db"]
+        + ["--listen", "127.0.0.1:0", "--fast-start"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=tmp_path,
+        env={**os.environ, "PROV_ADMIN_TOKEN": ADMIN_TOKEN, "PYTHONPATH": str(ROOT)},
+    )
+    assert run.returncode == 1, run.stderr
+    assert "holds 10 bytes, not 32" in run.stderr
+    loaded = [line.rpartition("|")[2].strip() for line in run.stderr.splitlines()]
+    assert [m for m in loaded if m == "torch" or m.startswith("torch.")] == []
+    assert "detector.secret" in loaded  # the listing was there to read
+
+
 def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_path: Path) -> None:
     """A -wal of an earlier run (a killed server's, copied back with a restored folder)
     beside the newer database file: SQLite reads it as the file's own, the log looks

@@ -189,7 +189,7 @@ def _detector_secret(detect: bool) -> bytes:
     if not detect:
         return b""
     try:
-        from detector.serving import load_or_create_secret  # torch: only when scoring
+        from detector.secret import load_or_create_secret  # torch: only when scoring
     except ImportError:
         return b""
     home = default_home()

@@ -36,7 +36,8 @@ from provenance.core.keyhistory import check_admin_token
 from provenance.terminal import SafeConsole
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
-    from detector.serving import ServerDetector, SharedMeta
+    from detector.secret import SharedMeta
+    from detector.serving import ServerDetector
     from provenance.c2pa.authority import Authority
     from provenance.web.serve import WebServer
 
@@ -938,23 +939,26 @@ def _load_detector(
     """The server's detector, or None (with a notice) when torch or the weights are missing.
     Its crop secret lives in secret_file (created on first start, mode 0600); None: a
     random secret for this process. shared_meta: a shared database's store, whose meta table
-    keeps the secret of all its servers (`detector.serving.shared_secret`; secret_file,
+    keeps the secret of all its servers (`detector.secret.shared_secret`; secret_file,
     where it exists, seeds it).
 
     Raises DetectorError when the secret cannot be read or created or is damaged (short,
     open to others, not a regular file): the operator's file to mend, so the start ends
     naming it (before: the server ran with its detector off behind a note, and a FIFO
     there held the start for good)."""
-    try:
-        from detector.serving import load_or_create_secret, server_detector, shared_secret
-    except ImportError as e:
-        _no_detector(e)
-        return None
+    # the secret first: a damaged one refuses the start before torch loads (seconds)
+    from detector.secret import load_or_create_secret, shared_secret
+
     secret: bytes | None = None
     if shared_meta is not None:
         secret = shared_secret(shared_meta, secret_file)
     elif secret_file is not None:
         secret = load_or_create_secret(secret_file)
+    try:
+        from detector.serving import server_detector
+    except ImportError as e:
+        _no_detector(e)
+        return None
     try:
         return server_detector(model, device, secret=secret)
     except (ImportError, ProvenanceError) as e:

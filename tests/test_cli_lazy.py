@@ -1,0 +1,89 @@
+"""`prov` imports a command's module only when that command runs (`clients.cli.COMMANDS`):
+every command's ``--help`` stays as it was when the whole CLI was imported up front
+(tests/data/prov_help.txt, written by scripts/help_golden.py from the eager CLI), and
+``prov --help`` loads neither the server, the detector (torch) nor gRPC. Real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+#: Every command's help as the eager CLI printed it (scripts/help_golden.py writes it).
+GOLDEN = ROOT / "tests" / "data" / "prov_help.txt"
+#: The environment each help is rendered in: fixed width, no colour, no terminal.
+HELP_ENV = {"COLUMNS": "80", "NO_COLOR": "1", "TERM": "dumb", "PROV_LOG_LEVEL": "INFO"}
+
+#: Renders ``prov PATH --help`` for each path on stdin's JSON list, in one process, as
+#: the golden file lays them out.
+_ALL_HELP = """
+import contextlib, io, json, sys
+from clients.cli import main
+for path in json.load(sys.stdin):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main([*path, "--help"])
+    assert code == 0, path
+    sys.stdout.write("=== " + " ".join(["prov", *path]) + "\\n" + out.getvalue())
+"""
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, **HELP_ENV, "PYTHONPATH": str(ROOT)}
+
+
+def test_every_command_help_is_as_the_eager_cli_printed_it() -> None:
+    golden = GOLDEN.read_text()
+    paths = [line.split()[2:] for line in golden.splitlines() if line.startswith("=== prov")]
+    assert len(paths) > 30  # every command and subcommand, prov itself included
+    done = subprocess.run(
+        [sys.executable, "-c", _ALL_HELP],
+        input=json.dumps(paths),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        check=True,
+    )
+    assert done.stdout == golden
+
+
+def _modules_after(*argv: str) -> set[str]:
+    """The modules loaded once ``prov ARGV`` has run (exit 0), in a new process."""
+    code = (
+        "import sys\nfrom clients.cli import main\ncode = main(sys.argv[1:])\n"
+        "print('\\n'.join(sys.modules), file=sys.stderr)\nsys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=_env()
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stderr.split())
+
+
+def _loaded(modules: set[str], *packages: str) -> list[str]:
+    return sorted(m for m in modules if m.split(".")[0] in packages or m in packages)
+
+
+def test_prov_help_imports_no_command() -> None:
+    modules = _modules_after("--help")
+    heavy = ("torch", "grpc", "numpy", "PIL", "cryptography", "detector", "uvicorn")
+    assert _loaded(modules, *heavy) == []
+    ours = {"clients.api", "clients.logcmd", "clients.device", "clients.scan", "clients.report"}
+    assert sorted(ours & modules) == []
+    assert [m for m in modules if m.startswith(("provenance.server", "provenance.web"))] == []
+
+
+def test_a_command_imports_only_what_it_needs() -> None:
+    modules = _modules_after("verify", "--help")
+    assert "clients.verifycmd" in modules
+    assert _loaded(modules, "torch") == []
+    assert [m for m in modules if m.startswith(("provenance.server", "clients.scan"))] == []
+    # clients.logcmd itself still imports the server's store and service at its top
+    # (`prov log audit --db`): only what other commands need is left out here
+    modules = _modules_after("log", "--help")
+    assert "clients.logcmd" in modules
+    assert _loaded(modules, "torch") == []
+    assert [m for m in modules if m.startswith(("clients.scan", "provenance.web"))] == []
