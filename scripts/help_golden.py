@@ -11,7 +11,7 @@ import sys
 from tests.test_cli_lazy import GOLDEN, HELP_ENV
 
 _RENDER = """
-import sys
+import click
 from clients import cli
 root = cli.command_tree()
 def walk(cmd, path):
