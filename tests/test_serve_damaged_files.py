@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -123,23 +123,32 @@ def test_a_damaged_crop_secret_is_refused_before_torch_loads(tmp_path: Path) -> 
     assert "detector.secret" in loaded  # the listing was there to read
 
 
-def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_path: Path) -> None:
-    """A -wal of an earlier run (a killed server's, copied back with a restored folder)
-    beside the newer database file: SQLite reads it as the file's own, the log looks
-    rolled back, and the start is refused (exit 3). Before, the refused start itself
-    copied the stale WAL into the file as it closed: the newer log was gone for good
-    (and the file failed SQLite's integrity check). Now the file and the -wal are left as
-    found, and removing the stray -wal brings the newer log back."""
+def _stale_wal_beside_a_newer_file(tmp_path: Path, stale_write: str) -> tuple[Path, bytes, str]:
+    """A -wal of an earlier run put back beside the newer database file that a later run
+    wrote; returns (db, the file's bytes, the newer checkpoint). What the stale WAL holds
+    is made on purpose, not left to the timing of a server's checkpoints (before, the
+    test copied a SIGKILLed server's -wal, and whether its WAL had started over after a
+    checkpoint decided which of the two cases below it met): after a first run of 5
+    captures, this test's own connection writes ``stale_write`` into the WAL (copied
+    then), and a second run adds 5 captures and stops cleanly (the file holds them all,
+    no -wal left)."""
     db = tmp_path / "prov.db"
     srv = start_server(db, "--fast-start")
     with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
         key = enroll_key(c)
         for seq in range(1, 6):
             c.submit(signed_claim(key, seq))
-        srv.stop(signal.SIGKILL)  # the -wal holds every page written since it opened
+    srv.stop()
     stale = tmp_path / "stale-wal"
-    shutil.copyfile(f"{db}-wal", stale)
-    srv = start_server(db, "--fast-start")  # the WAL copied in; the next writes as ever
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        conn.execute(stale_write.format(version=version))
+        shutil.copyfile(f"{db}-wal", stale)
+    finally:
+        conn.close()  # the last connection: copies the WAL into the file, removes it
+    srv = start_server(db, "--fast-start")
     with ProvenanceClient(srv.address) as c:
         for seq in range(6, 11):
             c.submit(signed_claim(key, seq))
@@ -148,10 +157,14 @@ def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_pat
     assert not Path(f"{db}-wal").exists()
     kept = db.read_bytes()
     shutil.copyfile(stale, f"{db}-wal")  # the hostile part
-    run = _serve(tmp_path, "--no-detector", "--fast-start")
-    assert run.returncode == 3, run.stderr
-    assert "LOG INTEGRITY FAILURE" in run.stderr and "rolled back" in run.stderr, run.stderr
+    return db, kept, newest
+
+
+def _recovers(db: Path, stale: bytes, kept: bytes, newest: str) -> None:
+    """The refused start left the file and the -wal as found; with the stray -wal (and
+    -shm) moved away the newer log starts, whole (`--full-check`)."""
     assert db.read_bytes() == kept
+    assert Path(f"{db}-wal").read_bytes() == stale
     Path(f"{db}-wal").unlink()
     Path(f"{db}-shm").unlink(missing_ok=True)
     srv = start_server(db, "--full-check")
@@ -160,3 +173,38 @@ def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_pat
             assert c.checkpoint().split("\n")[:3] == newest.split("\n")[:3]
     finally:
         srv.stop()
+
+
+def test_a_start_refused_on_a_stale_wal_leaves_the_newer_file_to_recover(tmp_path: Path) -> None:
+    """A -wal of an earlier run (copied back with a restored folder) beside the newer
+    database file, holding every page of the older log (a VACUUM's WAL): SQLite reads it
+    as the file's own, the log looks rolled back, and the start is refused (exit 3).
+    Before, the refused start itself copied the stale WAL into the file as it closed: the
+    newer log was gone for good (and the file failed SQLite's integrity check). Now the file and the -wal are left as
+    found, and removing the stray -wal brings the newer log back."""
+    db, kept, newest = _stale_wal_beside_a_newer_file(tmp_path, "VACUUM")
+    stale = Path(f"{db}-wal").read_bytes()
+    run = _serve(tmp_path, "--no-detector", "--fast-start")
+    assert run.returncode == 3, run.stderr
+    assert "LOG INTEGRITY FAILURE" in run.stderr and "rolled back" in run.stderr, run.stderr
+    _recovers(db, stale, kept, newest)
+
+
+def test_a_stale_wal_that_makes_the_file_malformed_is_refused_and_left_as_found(
+    tmp_path: Path,
+) -> None:
+    """A stale -wal holding only some of an earlier run's pages (here its first page alone,
+    with the older page count): SQLite calls the mix "database disk image is malformed"
+    at the first read. Before (met by the test above when the server it killed had started
+    its WAL over after a checkpoint: on a busy machine), the start ended with exit 1 and
+    SQLite's words alone, and the connection it dropped copied the stale pages into the
+    file as it closed: the newer log was lost and the -wal gone. Now: exit 3 naming the file and the -wal, and what to do; both left as
+    found."""
+    db, kept, newest = _stale_wal_beside_a_newer_file(tmp_path, "PRAGMA user_version = {version}")
+    stale = Path(f"{db}-wal").read_bytes()
+    run = _serve(tmp_path, "--no-detector", "--fast-start")
+    assert run.returncode == 3, run.stderr
+    assert "LOG INTEGRITY FAILURE" in run.stderr and "malformed" in run.stderr, run.stderr
+    assert "prov.db-wal" in run.stderr and "move" in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+    _recovers(db, stale, kept, newest)

@@ -279,6 +279,9 @@ class SqliteStore(SqlStore):
         # backup tool's BEGIN IMMEDIATE: up to the 30 s busy timeout)
         self._readers_lock = threading.Lock()
         self._readers: list[sqlite3.Connection] = []
+        #: a server's read-only hold on a file that was there, opened first and closed
+        #: last until its start is accepted (`_hold_file`)
+        self._guard = self._hold_file() if exclusive and not new else None
         try:
             self._writer = self._connect()
             #: the file the writer opened (st_dev, st_ino): each write checks the path
@@ -312,6 +315,8 @@ class SqliteStore(SqlStore):
             writer: sqlite3.Connection | None = getattr(self, "_writer", None)
             if writer is not None:
                 writer.close()
+            if self._guard is not None:
+                self._guard.close()
             for p in self._made:  # a new database that failed to open: not left half made
                 p.unlink(missing_ok=True)
             if self._lock is not None:
@@ -339,14 +344,71 @@ class SqliteStore(SqlStore):
                 check_same_thread=False,
                 timeout=BUSY_TIMEOUT_S,
             )
+        except sqlite3.Error as e:
+            raise LogError(f"cannot open database {self.path}: {e}") from e
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as e:
+            # closed now, while a server's hold (`_hold_file`) still keeps SQLite from
+            # copying the -wal into the file as it closes (before: left to the garbage
+            # collector, it closed last, and a stale -wal replaced the newer file's pages)
+            conn.close()
+            malformed = None if reading else self._malformed(e)
+            if malformed is not None:
+                raise malformed from e
             why = f"cannot open database {self.path}: {e}"
             if reading:
                 raise StoreUnavailableError(why, public=PUBLIC_UNUSABLE) from e
             raise LogError(why, public=PUBLIC_UNUSABLE) from e
+        return conn
+
+    def _malformed(self, e: Exception) -> LogIntegrityError | None:
+        """The LogIntegrityError (exit 3 for `prov serve`) refusing a start on a file
+        SQLite calls malformed (SQLITE_CORRUPT: at the writer's open, or in the start-up
+        checks' reads), None for any other error. Most often a stray -wal beside it (an
+        earlier run's, restored with the folder), which SQLite reads as the file's own
+        whoever wrote it, so its older pages over the newer file's do not hold together.
+        The message names the file and the -wal and says what to do: until `started`,
+        nothing of the -wal is copied into the file (`_hold_file`)."""
+        if getattr(e, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CORRUPT:
+            return None
+        name = self.path.name
+        if Path(f"{self.path}-wal").exists():
+            return LogIntegrityError(
+                f"SQLite cannot read the database {self.path} with the {name}-wal beside it"
+                f" ({e}); both are left as found. If {name}-wal is a stray one (an earlier"
+                f" run's, copied back with a restored folder), move {name}-wal and"
+                f" {name}-shm away and start again; else restore the newest backup",
+                public=PUBLIC_DAMAGED,
+            )
+        return LogIntegrityError(
+            f"SQLite cannot read the database {self.path} ({e}); it is left as found:"
+            " restore the newest backup",
+            public=PUBLIC_DAMAGED,
+        )
+
+    def _hold_file(self) -> sqlite3.Connection | None:
+        """A ``mode=ro`` connection to a file that was there, for a server's store: opened
+        before its other connections and closed after them all until the start is
+        accepted (`started`). SQLite's last connection to a WAL database to close copies
+        the -wal into the file; one that may not write cannot, and while it holds the file
+        the others' closes cannot either, so a refused start leaves the file and the -wal
+        as found. Its first read takes SQLite's lock on the file; a read that fails (a
+        file SQLite calls malformed) leaves it held all the same. None when the file
+        cannot be opened so (nothing to keep then)."""
+        try:
+            conn = sqlite3.connect(
+                f"{self.path.absolute().as_uri()}?mode=ro", uri=True, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            log.debug("%s: no read-only hold on it (%s)", self.path, e)
+            return None
+        try:
+            conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as e:  # the writer's open says what is wrong
+            log.debug("%s: its first read-only read failed (%s)", self.path, e)
         return conn
 
     def _connect_read_only(self, flags: str = "mode=ro") -> sqlite3.Connection:
@@ -428,7 +490,10 @@ class SqliteStore(SqlStore):
             return StorageError(
                 f"the database {self.path} cannot be used now: {e}", public=PUBLIC_UNUSABLE
             )
-        return LogIntegrityError(f"the log database is damaged: {e}", public=PUBLIC_DAMAGED)
+        malformed = self._malformed(e) if self._holding else None
+        return malformed or LogIntegrityError(
+            f"the log database is damaged: {e}", public=PUBLIC_DAMAGED
+        )
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -560,6 +625,9 @@ class SqliteStore(SqlStore):
             if not self._holding:
                 return
             self._holding = False
+            if self._guard is not None:
+                self._guard.close()
+                self._guard = None
             self._writer.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._writer.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._checkpointer = threading.Thread(
@@ -599,7 +667,9 @@ class SqliteStore(SqlStore):
         if self._checkpointer is not None:
             self._checkpointer.join()
         with self._write_lock, self._readers_lock:
-            last = self._last_reader() if self._holding else None
+            last = None
+            if self._holding:
+                last, self._guard = self._guard or self._last_reader(), None
             try:
                 self._writer.close()
                 for conn in self._readers:
