@@ -552,7 +552,7 @@ def test_scan_gives_lookalike_names_a_row_each_and_resumes(srv: ServerProc, tmp_
     again = run_scan([str(tmp_path / "d")], report, config, LocalEngine(0), resume=True)
     assert (again.scanned, again.skipped) == (0, len(want))
     assert report.read_text() == text
-    assert fetch_bytes(rows, ScanLimits()) == want
+    assert dict(fetch_bytes(rows, ScanLimits())) == want
 
 
 def test_an_archive_with_an_odd_name_is_named_as_its_refs_are(
@@ -581,7 +581,7 @@ def test_an_archive_with_an_odd_name_is_named_as_its_refs_are(
     assert row["archive"] == escaped and row["path"] == f"{escaped}!in\\!.jpg", row
     (cells,) = list(csv.reader(io.StringIO(report.with_suffix(".csv").read_text())))[1:]
     assert cells[1] == escaped, cells
-    assert fetch_bytes([row], ScanLimits()) == {row["path"]: JPEG + b"\x02"}
+    assert dict(fetch_bytes([row], ScanLimits())) == {row["path"]: JPEG + b"\x02"}
 
 
 #: `prov` (clients.cli, its arguments after ``-c``) with files limited to 16 KiB and

@@ -186,3 +186,25 @@ def test_a_scan_started_ignoring_ctrl_c_is_not_interrupted_by_one(tmp_path: Path
         assert "interrupted" not in err, err  # before: exit 130, 'interrupted: ...'
         assert proc.returncode == 1, err
         assert "cannot reach the server" in err, err
+
+
+def test_ctrl_c_ends_the_scan_while_a_worker_is_stuck(tmp_path: Path) -> None:
+    """A worker that never finishes its batch (here: stopped, SIGSTOP, in its call; in the
+    hang seen, blocked on the pool's task-queue lock that another worker died holding,
+    each worker having taken the Ctrl-C) does not keep the scan from ending: the scan
+    stops its workers (SIGTERM, then SIGKILL) once its interrupt has come. Before, the
+    scan waited in the pool's shutdown for the batch, for ever."""
+    with _scan(_photos(tmp_path), tmp_path / "scan.jsonl") as (proc, silent):
+        conn, _ = silent.accept()  # a worker is in its call now
+        with conn:
+            server = next(p for p in _session(proc.pid) if "forkserver" in _cmdline(p))
+            workers = _children(server)
+            assert workers
+            for pid in workers:
+                os.kill(pid, signal.SIGSTOP)  # stuck: it never ends its batch
+            os.kill(proc.pid, signal.SIGINT)  # Ctrl-C
+            _, err = finish(proc, timeout=60)  # before: TimeoutExpired, the scan hung
+            assert proc.returncode == 130, err
+            assert "--resume continues the scan" in " ".join(err.split()), err
+            left = _gone_within(proc.pid, 20)
+            assert left == [], left

@@ -45,7 +45,7 @@ def test_top_unsigned_by_score_then_report_order(tmp_path: Path) -> None:
     for k, score in enumerate(scores):
         writer.add(_unsigned(f"img{k}.jpg", score))
     writer.add(error_row("bad.zip!x", "path traversal", 3))
-    summary = writer.finish(lambda rows: {}, 1000)
+    summary = writer.finish(lambda rows: (), 1000)
     # the two 0.9 in report order, then the first of the three 0.2
     assert [r["path"] for r in summary.unsigned] == ["img2.jpg", "img5.jpg", "img1.jpg"]
     assert summary.counts == {"UNSIGNED": 7, ERROR: 1}
@@ -72,7 +72,7 @@ def test_the_html_summary_explains_its_rows_that_are_no_verdict(tmp_path: Path) 
     writer.add(error_row("bad.zip!x", "path traversal", 3))
     writer.add({"path": "e.jpg", "kind": "empty", "size": 0, "status": None, "note": "empty"})
     writer.add({"path": "a.jpg.prov", "kind": "sidecar", "size": 9, "status": None})
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     text = re.sub(r"<[^>]+>", " ", html_path(report).read_text())
     text = re.sub(r"\s+", " ", text)
     assert "UNSIGNED: no signed capture matches the file" in text, text
@@ -86,7 +86,7 @@ def test_the_html_summary_explains_only_the_rows_it_has(tmp_path: Path) -> None:
     report = tmp_path / "r.jsonl"
     writer = ReportWriter(report)
     writer.add({**_unsigned("a.jpg", None), "status": "SIGNED_ORIGINAL"})
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     page = html_path(report).read_text()
     for absent in ("UNSIGNED:", "ERROR:", "EMPTY:", "SIDECAR:"):
         assert absent not in page, absent
@@ -117,9 +117,9 @@ def test_thumbnails_only_for_scored_images(tmp_path: Path) -> None:
         writer.add(_unsigned(f"img{k}.jpg", score))
     asked: list[str] = []
 
-    def fetch(rows: list[dict[str, Any]]) -> dict[str, bytes]:
+    def fetch(rows: list[dict[str, Any]]) -> list[tuple[str, bytes]]:
         asked.extend(r["path"] for r in rows)
-        return {r["path"]: _jpeg(800) for r in rows}
+        return [(r["path"], _jpeg(800)) for r in rows]
 
     summary = writer.finish(fetch, 10**7)
     assert sorted(asked) == ["img1.jpg", "img3.jpg"]
@@ -162,7 +162,7 @@ def test_flagged_files_are_named_most_serious_first_with_their_evidence(tmp_path
     writer.add(_unsigned("plain.jpg", None))
     writer.add(_flagged("old.jpg", "REVOKED_KEY", claim=revoked))
     writer.add(_flagged("edit.jpg", "TAMPERED", claim=claim))
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     page = html_path(report).read_text()
     table = page[page.index("<h2>Files to look at") : page.index("<h2>Unsigned images")]
     assert re.findall(r"<tr><td>([^<]+)</td><td>([A-Z_]+)</td>", table) == [
@@ -183,7 +183,7 @@ def test_flagged_files_are_named_most_serious_first_with_their_evidence(tmp_path
 
     writer = ReportWriter(tmp_path / "plain.jsonl")  # nothing flagged: no such table
     writer.add(_unsigned("a.jpg", None))
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     assert "Files to look at" not in html_path(tmp_path / "plain.jsonl").read_text()
 
 
@@ -265,7 +265,7 @@ def test_a_csv_row_is_one_line_whatever_the_names_hold(tmp_path: Path) -> None:
     names = ["x.jpg\nother.jpg,SIGNED_ORIGINAL", "tab\there.jpg", "\n=1+1.jpg"]
     for name in names:
         writer.add({**_unsigned(name, None), "note": f"why\n{name}"})
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     text = csv_path(report).read_text(encoding="utf-8")
     assert len(text.splitlines()) == 1 + len(names), text
     with csv_path(report).open(newline="", encoding="utf-8") as f:
@@ -293,7 +293,7 @@ def test_a_batch_of_rows_counts_and_writes_as_row_by_row(tmp_path: Path) -> None
     by_batch = ReportWriter(many, top=3)
     assert by_batch.add_rows(rows[:4]) + by_batch.add_rows(rows[4:]) == 60
     assert by_batch.add_rows([]) == 0
-    assert by_batch.finish(lambda r: {}, 1000) == by_row.finish(lambda r: {}, 1000)
+    assert by_batch.finish(lambda r: (), 1000) == by_row.finish(lambda r: (), 1000)
     assert csv_path(many).read_bytes() == csv_path(one).read_bytes()
 
 
@@ -306,7 +306,7 @@ def test_a_scan_without_unsigned_images_says_so_not_an_empty_table(
     report = tmp_path / "r.jsonl"
     writer = ReportWriter(report, detect=detect)
     writer.add(_flagged("copy.jpg", "DERIVED", pdq_distance=12, pdq_threshold=31))
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     page = html_path(report).read_text()
     assert "<h2>Unsigned images</h2><p>None in this scan.</p>" in page, page
     assert "(top 0)" not in page and "(first 0)" not in page
@@ -324,6 +324,6 @@ def test_the_ranked_list_says_why_a_higher_score_can_be_in_a_lower_band(tmp_path
     writer.add(
         {**_unsigned("b.png", 0.923), "detector": {"score": 0.923, "band": "likely generated"}}
     )
-    writer.finish(lambda rows: {}, 1000)
+    writer.finish(lambda rows: (), 1000)
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html_path(report).read_text()))
     assert "clean, low-noise pictures: they need a higher score" in text, text

@@ -31,6 +31,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import types
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -121,23 +122,16 @@ def _worker_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-#: Set (to "1") in the environment the fork server starts with when this process had a
-#: SIGINT handler: `clients.scan.preload` then gives the fork server Python's handler back.
-RESTORE_SIGINT_ENV = "PROV_SCAN_RESTORE_SIGINT"
-
-
 def _start_fork_server() -> None:
     """Start the fork server (if not running) with SIGINT ignored, so that a Ctrl-C while
-    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback:
-    `clients.scan.preload`, last of that list, gives it Python's SIGINT handler back, which
-    the fork server saves for the workers it forks (ignoring SIGINT itself afterwards, as
-    it always does). This process ignores SIGINT only while the fork server is spawned (a
-    fork and exec, a few milliseconds), and only from the main thread, where signal
-    handlers can be set. The handler is given back only when this process had one
-    (`RESTORE_SIGINT_ENV` tells the fork server so): a scan started with SIGINT ignored
-    (``prov scan ... &`` in a script, where the shell ignores it for the job) keeps its
-    workers ignoring it too, as before the fork server ignored it, so a Ctrl-C meant for
-    the foreground command does not end the scan's batches as interrupted.
+    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback;
+    the workers it forks inherit that: a Ctrl-C reaches the scan process alone in effect,
+    which stops its workers itself (`_stop_workers`). Before, the workers took Python's
+    SIGINT handler back, and a Ctrl-C to the whole foreground group could end one of them
+    while it held the pool's task-queue lock: another then waited on that lock for ever,
+    and the scan with it, in the pool's shutdown. This process ignores SIGINT only while
+    the fork server is spawned (a fork and exec, a few milliseconds), and only from the
+    main thread, where signal handlers can be set.
 
     A SIGTERM handled in Python (`clients.scan.cli`'s, which stops the scan as Ctrl-C
     does) is held while the fork server is spawned and handed to that handler once SIGINT
@@ -151,13 +145,10 @@ def _start_fork_server() -> None:
     if callable(on_term):
         signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if previous is not signal.SIG_IGN:
-        os.environ[RESTORE_SIGINT_ENV] = "1"
     try:
         multiprocessing.forkserver.ensure_running()
     finally:
         signal.signal(signal.SIGINT, previous)
-        os.environ.pop(RESTORE_SIGINT_ENV, None)
         if callable(on_term):
             signal.signal(signal.SIGTERM, on_term)
     if held and callable(on_term):
@@ -205,12 +196,15 @@ def _interrupt_after() -> Iterator[None]:
 
 
 def _exit_with_parent() -> None:
-    """A pool worker's initializer: a daemon thread ends the worker (exit 1) once the scan
+    """A pool worker's initializer: SIGINT ignored (the scan process stops its workers,
+    `_stop_workers`; forked from the fork server a worker ignores it from its start, a
+    spawned one from here), and a daemon thread ends the worker (exit 1) once the scan
     process that started it is gone. Without it, a scan killed (or interrupted while its
     pool started a worker) left its workers blocked for ever, in their call and then
     waiting for a batch, and the fork server, which lives while any of them does.
     `multiprocessing.parent_process().sentinel` is a pipe end that the scan process holds
     open: it becomes readable when that process ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
     if sentinel is None:
@@ -235,6 +229,31 @@ def _worker_died() -> Iterator[None]:
             "a scan worker process died (killed, or out of memory on a file); the rows"
             " finished so far are kept: run the same command with --resume to continue"
         ) from e
+
+
+#: Seconds a stopped scan's workers get to end after SIGTERM, before SIGKILL.
+STOP_GRACE_S = 5.0
+
+
+def _stop_workers(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
+    """End a pool whose scan stops early (Ctrl-C, SIGTERM, an error): its batches not
+    started are cancelled and its workers terminated (SIGTERM, then SIGKILL past ``grace``
+    seconds), without waiting for the batches they run; their rows were not recorded, so
+    ``--resume`` scans those files again. Returns once every worker has ended. Before, the
+    pool's shutdown waited for every running batch, and for ever for a worker blocked on
+    the pool's task-queue lock (one killed by the Ctrl-C while holding it)."""
+    workers = list((pool._processes or {}).values())  # noqa: SLF001  # no public way
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace
+    for proc in workers:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in workers:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def _rows(fut: Future[Rows]) -> Rows:
@@ -265,6 +284,7 @@ class LocalEngine:
             self.workers, mp_context=_worker_context(), initializer=_exit_with_parent
         )
         pending: set[Future[Rows]] = set()
+        completed = False
         try:
             for batch in batches:
                 with _interrupt_after(), _worker_died():  # may start a worker: not cut half-way
@@ -277,8 +297,16 @@ class LocalEngine:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield _rows(fut)
+            completed = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if completed:  # every batch done: the workers end as soon as they are told
+                try:
+                    pool.shutdown(wait=True)
+                except BaseException:  # a Ctrl-C while they end
+                    _stop_workers(pool)
+                    raise
+            else:
+                _stop_workers(pool)
 
 
 class RayEngine:

@@ -12,6 +12,7 @@ HTML summary.
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -94,23 +95,29 @@ def _fresh(items: Iterable[Item], seen: RefSet) -> Iterator[Item]:
             yield item
 
 
-def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> dict[str, bytes]:
-    """Bytes of the files or archive entries of ``rows`` (for thumbnails), read again from
-    their sources: a folder file by its path, an archive entry by one more pass over its
-    outermost archive. Rows whose source changed or vanished are left out."""
-    out: dict[str, bytes] = {}
+def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> Iterator[tuple[str, bytes]]:
+    """(path, bytes) of the files or archive entries of ``rows`` (for thumbnails), read
+    again from their sources one at a time: a folder file by its path, an archive entry by
+    one more pass over its outermost archive. The caller drops each image's bytes before
+    asking for the next, so memory holds one image (at most ``max_image_bytes``) however
+    many rows are asked for: before, all of them were read into one dict first (100
+    archive entries of up to 256 MiB each). Rows whose source changed or vanished, or
+    whose file grew past ``max_image_bytes``, are left out."""
     by_archive: dict[str, set[str]] = {}
+    limit = limits.assets.max_image_bytes
     for row in rows:
         if row.get("archive"):
             by_archive.setdefault(row["archive"], set()).add(row["path"])
             continue
         try:
             with open(unescape_name(row["path"]), "rb") as f:
-                data = f.read(limits.assets.max_image_bytes + 1)
+                # read(n) allocates n bytes first: ask for the file's size, not the limit
+                data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
         except OSError:
             continue
-        if len(data) <= limits.assets.max_image_bytes:
-            out[row["path"]] = data
+        if len(data) <= limit:
+            yield row["path"], data
+        del data
     for archive, wanted in by_archive.items():
 
         def skip(ref: str, w: set[str] = wanted) -> bool:
@@ -118,8 +125,10 @@ def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> dict[str, byt
 
         for item in iter_items([unescape_name(archive)], limits, skip=skip):
             if isinstance(item, EntryItem) and item.ref in wanted:
-                out[item.ref] = item.data
-    return out
+                ref, data = item.ref, item.data
+                del item
+                yield ref, data
+                del data
 
 
 def run_scan(

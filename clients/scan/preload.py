@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import gc
 import io
-import os
-import signal
 
 import grpc._channel  # noqa: F401  # imported by grpc.insecure_channel on first use
 from PIL import Image
@@ -55,14 +53,5 @@ except Exception:
 # after every import of the preload list (this module is its last): see the module docstring
 gc.freeze()
 gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-
-# The fork server was started with SIGINT ignored so that a Ctrl-C during these imports
-# printed no traceback (`clients.scan.engines._start_fork_server`); Python's handler back
-# now, which the fork server saves for its workers: a Ctrl-C interrupts a worker's batch.
-# Only when the scan process had one (it says so in PROV_SCAN_RESTORE_SIGINT): a scan that
-# ignores SIGINT keeps its workers ignoring it.
-if (
-    os.environ.pop("PROV_SCAN_RESTORE_SIGINT", None) == "1"
-    and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-):
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+# SIGINT stays ignored, as the fork server was started (`clients.scan.engines._start_fork_server`),
+# for the fork server and every worker it forks: the scan process stops its workers itself.

@@ -23,7 +23,7 @@ import heapq
 import html
 import io
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -295,22 +295,29 @@ class ReportWriter:
         )
 
     def finish(
-        self, fetch: Callable[[list[dict[str, Any]]], dict[str, bytes]], max_pixels: int
+        self,
+        fetch: Callable[[list[dict[str, Any]]], Iterable[tuple[str, bytes]]],
+        max_pixels: int,
     ) -> Summary:
         """Put the CSV in place and write the HTML page beside the report.
 
-        fetch: the bytes of the files of the given rows, by path (to draw thumbnails of the
-        top unsigned images that have a detector score: without scores the list ranks
-        nothing, and its images are not read again); max_pixels: the largest image decoded
-        for a thumbnail. Returns the summary of the whole report.
+        fetch: (path, bytes) of the files of the given rows, one at a time (to draw
+        thumbnails of the top unsigned images that have a detector score: without scores
+        the list ranks nothing, and its images are not read again); each image's thumbnail
+        is drawn and its bytes dropped before the next is asked for, so memory holds one
+        image at a time, not all of them. max_pixels: the largest image decoded for a
+        thumbnail. Returns the summary of the whole report.
         """
         with naming(self._part):
             self._file.close()
             self._part.replace(csv_path(self.report))
         summary = self.summary()
         scored = [row for row in summary.unsigned if _score(row) is not None]
-        data = fetch(scored) if scored else {}
-        thumbs = {ref: t for ref, blob in data.items() if (t := thumbnail(blob, max_pixels))}
+        thumbs: dict[str, str] = {}
+        for ref, blob in fetch(scored) if scored else ():
+            if t := thumbnail(blob, max_pixels):
+                thumbs[ref] = t
+            del blob  # before the next image is read
         page = render_html(summary, thumbs, f"Scan report: {self.report.name}")
         with naming(html_path(self.report)):
             html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
