@@ -4,6 +4,7 @@ Run after changing any command's help: ``PYTHONPATH=. python scripts/help_golden
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -58,6 +59,10 @@ def render_all() -> str:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        description="Write the --help text of every prov command and subcommand (80 columns,"
+        " no colour) to tests/data/prov_help.txt, which tests/test_cli_lazy.py compares with.",
+    ).parse_args()
     GOLDEN.parent.mkdir(exist_ok=True)
     GOLDEN.write_text(render_all())
     print(f"wrote {GOLDEN}")
