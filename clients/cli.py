@@ -135,6 +135,17 @@ COMMANDS: dict[str, Lazy] = {
 }
 
 
+def import_command(argv: list[str]) -> None:
+    """Import the module of the command ``argv`` names first (``prov verify ...``: the
+    verifier's), if any, without building it: `clients.launch` does so while its own
+    Ctrl-C handler is in place, so a Ctrl-C during those imports says "interrupted"
+    (a KeyboardInterrupt raised in an import lock's callback is only printed as
+    "Exception ignored" by Python, and the command ran on)."""
+    spec = COMMANDS.get(argv[0]) if argv else None
+    if spec is not None:
+        importlib.import_module(spec.module)
+
+
 def load_command(name: str) -> Any:
     """The Click command `prov NAME` runs, built by Typer from its module (imported now)
     as ``prov``'s own app would build it, its help taught (`teach`). Raises KeyError for

@@ -1,13 +1,15 @@
 """The ``prov`` console script's entry point: Ctrl-C at any moment of a run, its start-up
 included, prints one line and exits 130, never a traceback.
 
-`clients.cli` imports Typer, Rich, gRPC, cryptography and the product (about a second,
-more on a busy machine) before its ``main`` can catch anything: a console script that
-imports it first (``from clients.cli import main``) printed a KeyboardInterrupt traceback
-when Ctrl-C came in that second. Here, stdlib only, SIGINT is answered by "interrupted"
-and exit 130 at once while those modules load (nothing is done yet, so nothing is left
-half done); then Python's handler is given back and `clients.cli.main` handles Ctrl-C as
-it always did. After the command has returned, a Ctrl-C during the interpreter's teardown
+`clients.cli` imports Typer and Rich, and the command's module gRPC, cryptography and the
+product (about a second, more on a busy machine), before its ``main`` can catch anything:
+a console script that imports them first (``from clients.cli import main``) printed a
+KeyboardInterrupt traceback when Ctrl-C came in that second, and one that came while
+Python's import machinery ran a callback was only printed as "Exception ignored" and the
+command ran on. Here, stdlib only, SIGINT is answered by "interrupted" and exit 130 at
+once while those modules load (`clients.cli.import_command`; nothing is done yet, so
+nothing is left half done); then Python's handler is given back and `clients.cli.main`
+handles Ctrl-C as it always did. After the command has returned, a Ctrl-C during the interpreter's teardown
 ends the process with the command's own exit code: the command finished, its output was
 flushed, and its result stands.
 
@@ -69,7 +71,10 @@ def main() -> int:
 
         return run_as_is()
     signal.signal(signal.SIGINT, _stop_at_once)
-    from clients.cli import main as run  # the seconds of imports
+    from clients.cli import import_command
+    from clients.cli import main as run
+
+    import_command(sys.argv[1:])  # the seconds of imports: the command's module
 
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)

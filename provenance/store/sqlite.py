@@ -345,7 +345,7 @@ class SqliteStore(SqlStore):
                 timeout=BUSY_TIMEOUT_S,
             )
         except sqlite3.Error as e:
-            raise LogError(f"cannot open database {self.path}: {e}") from e
+            raise self._unopened(e, reading) from e
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -356,13 +356,17 @@ class SqliteStore(SqlStore):
             # collector, it closed last, and a stale -wal replaced the newer file's pages)
             conn.close()
             malformed = None if reading else self._malformed(e)
-            if malformed is not None:
-                raise malformed from e
-            why = f"cannot open database {self.path}: {e}"
-            if reading:
-                raise StoreUnavailableError(why, public=PUBLIC_UNUSABLE) from e
-            raise LogError(why, public=PUBLIC_UNUSABLE) from e
+            raise (malformed or self._unopened(e, reading)) from e
         return conn
+
+    def _unopened(self, e: sqlite3.Error, reading: bool) -> LogError | StoreUnavailableError:
+        """The error for a connection SQLite would not open or set up: for ``reading`` (a
+        reading thread's, during a call) StoreUnavailableError, else LogError; callers are
+        told `PUBLIC_UNUSABLE`, no path."""
+        why = f"cannot open database {self.path}: {e}"
+        if reading:
+            return StoreUnavailableError(why, public=PUBLIC_UNUSABLE)
+        return LogError(why, public=PUBLIC_UNUSABLE)
 
     def _malformed(self, e: Exception) -> LogIntegrityError | None:
         """The LogIntegrityError (exit 3 for `prov serve`) refusing a start on a file
