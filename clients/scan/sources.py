@@ -35,6 +35,7 @@ opened).
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import logging
 import lzma
@@ -210,6 +211,26 @@ def _prefixed_zip(f: IO[bytes], name: str) -> bool:
         return False
     f.seek(0)
     return found
+
+
+def _apart_from_whole(items: Iterator[Item], ref: str) -> Iterator[Item]:
+    """The items of the zip appended to the file ``ref``, whose whole bytes are a row of
+    their own under ``ref``: a refusal of the zip as a whole (unreadable, over a limit),
+    which `SourceWalker._archive` names ``ref`` too, is named ``ref!`` instead (``ref! #2``
+    and on past entries so named: an entry with an empty name is ``ref!``), so no two rows
+    share a ref (before, the archive fuzz target found a corrupt appended zip giving two
+    rows named ``ref``, one hidden behind the other in the report)."""
+    given: set[str] = set()
+    for item in items:
+        if item.ref == ref:
+            name, k = f"{ref}!", 1
+            while name in given:
+                k += 1
+                name = f"{ref}! #{k}"
+            item = dataclasses.replace(item, ref=name)
+        elif item.ref.startswith(f"{ref}!"):
+            given.add(item.ref)
+        yield item
 
 
 def _zeros_to_end(f: _Readable) -> bool:
@@ -450,12 +471,15 @@ class Walker:
                     if kind is not None:
                         f.seek(0)
                         ref = escape_name(path)  # also the rows' archive: valid UTF-8
-                        if prefixed and not self.skip(ref):
+                        if prefixed:
                             # its bytes before the zip are a file of their own (a JPEG
                             # with a zip appended is a photo): the whole file is one row
                             # too, so renaming it .zip hides nothing (revfiles51)
-                            yield FileItem(ref, path, size, sidecar)
-                        yield from self._archive(kind, f, ref, ref, 1)
+                            if not self.skip(ref):
+                                yield FileItem(ref, path, size, sidecar)
+                            yield from _apart_from_whole(self._archive(kind, f, ref, ref, 1), ref)
+                        else:
+                            yield from self._archive(kind, f, ref, ref, 1)
                         return
             except (OSError, NotRegularFileError) as e:
                 msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
