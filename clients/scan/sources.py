@@ -209,6 +209,11 @@ def _prefixed_zip(f: IO[bytes], name: str) -> bool:
         found = zipfile.is_zipfile(f)
     except OSError:
         return False
+    except Exception:  # noqa: BLE001 (hostile end records break zipfile's reader many
+        # ways: BadZipFile "span multiple disks", found by the archive fuzz target): a file
+        # whose zip cannot be found is one file, as any other
+        log.debug("%s: no zip end record read", name, exc_info=True)
+        found = False
     f.seek(0)
     return found
 
