@@ -32,7 +32,7 @@ from provenance.core.verify import FileFacts
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.server.pipeline import VerificationPipeline
 from provenance.server.rpc import lookup_parts
-from provenance.server.service import NEAR_SEARCHED
+from provenance.server.service import NEAR_SEARCHED, _round_robin
 from tests.conftest import (
     ADMIN_TOKEN,
     SAMPLES,
@@ -417,3 +417,17 @@ def test_a_parts_search_still_learning_whose_its_hits_are_stops_at_the_deadline(
     assert "ran out of time before its round 2" in str(got.value), got.value
     [found] = lookups.lookup_many([near])
     assert not isinstance(found, Exception) and found.status.name == "DERIVED", found
+
+
+def test_places_go_round_robin_over_groups_before_depth() -> None:
+    """`_round_robin` (items' groups in order of preference): every group's first item
+    before any group's second, groups in the order of their first, at most 4 of one; the
+    picks come back in preference order. An item ranked 9th behind 7 groups of 1-4
+    nearer items still gets one of 8 places; behind 8 groups it does not."""
+    assert _round_robin([], 8) == []
+    assert _round_robin([5] * 10, 8) == [0, 1, 2, 3]  # one group: at most 4
+    assert _round_robin([1, 1, 1, 1, 2, 2, 2, 2, 3], 8) == [0, 1, 2, 3, 4, 5, 6, 8]
+    seven = [g for g in range(7) for _ in range(4)]
+    assert len(seven) in _round_robin([*seven, 99], 8)  # the honest item, 29th, is in
+    eight = [g for g in range(8) for _ in range(4)]
+    assert len(eight) not in _round_robin([*eight, 99], 8)
