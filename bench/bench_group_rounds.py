@@ -6,6 +6,8 @@ only for the leaves a search hits (`ProvenanceService._search_grouped`); this ti
 first `_near_candidates` of that code after a start (learning), and a second (learnt),
 in-process over a SQLite log built directly (bench_scale's way), and counts the store
 reads of leaf owners it took. Run: PYTHONPATH=. .venv/bin/python bench/bench_group_rounds.py 10000
+With --budget S the first search is given a deadline S seconds away (a Lookup's
+--lookup-seconds, checked between rounds): it says when it stopped instead.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     p.add_argument("--background", type=int, default=10_000)
     p.add_argument("--frames", type=int, default=1, help="a video query of this many frames at HOT")
     p.add_argument("--distinct", action="store_true", help="frame i: HOT with bit i %% 256 flipped")
+    p.add_argument("--budget", type=float, help="the first search's deadline, seconds away")
     args = p.parse_args()
     for planted in args.planted:
         with tempfile.TemporaryDirectory() as tmp:
@@ -64,8 +67,19 @@ def main() -> None:
                 for i in range(args.frames)
             )
             times = []
-            for _ in range(2):
+            for n in range(2):
                 t0 = time.perf_counter()
+                if n == 0 and args.budget is not None:
+                    deadline = time.monotonic() + args.budget
+                    try:
+                        svc._near_candidates_many([soft], deadline=deadline)
+                        said = "answered"
+                    except Exception as e:  # DeadlineError (none before 6 December)
+                        said = f"{type(e).__name__}: {e}"
+                    print(
+                        f"  budget {args.budget} s: {said} after {time.perf_counter() - t0:.2f} s"
+                    )
+                    t0 = time.perf_counter()
                 found = svc._near_candidates(soft)
                 times.append(time.perf_counter() - t0)
             svc.close()

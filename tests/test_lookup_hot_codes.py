@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,10 +26,13 @@ import pytest
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, Claim, HardBinding
-from provenance.core.errors import TransportError
+from provenance.core.errors import DeadlineError, TransportError
 from provenance.core.keys import DeviceKey
+from provenance.core.verify import FileFacts
 from provenance.media.assets import AssetLimits, inspect_image
+from provenance.server.pipeline import VerificationPipeline
 from provenance.server.rpc import lookup_parts
+from provenance.server.service import NEAR_SEARCHED, _round_robin
 from tests.conftest import (
     ADMIN_TOKEN,
     SAMPLES,
@@ -36,6 +41,7 @@ from tests.conftest import (
     sign_claim,
     start_server,
 )
+from tests.inproc import InProc
 from tests.test_claim_bounds import video_claim
 
 #: Claims of a static scene logged, each of `MAX_CLAIM_SOFT_BINDINGS` (1,000) frames.
@@ -161,6 +167,25 @@ def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
     assert report.evidence.pdq_distance == 6
 
 
+def rocket_codes() -> tuple[Path, bytes, bytes]:
+    """rocket.jpg, its PDQ code, and a code 6 bits from it (a near copy's)."""
+    photo = SAMPLES / "rocket.jpg"
+    data = photo.read_bytes()
+    code = inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).soft.hash
+    return photo, code, bytes([code[0] ^ 0x3F]) + code[1:]
+
+
+def assert_derived_from(report: Any, leaf: int, distance: int | None = None) -> None:
+    """``report`` (a client's VerificationReport) is DERIVED from log entry ``leaf``, at
+    ``distance`` bits when given."""
+    assert report.status.name == "DERIVED", report.reasons
+    assert report.evidence.claim is not None
+    assert report.evidence.claim.receipt is not None
+    assert report.evidence.claim.receipt.leaf_index == leaf, report.reasons
+    if distance is not None:
+        assert report.evidence.pdq_distance == distance
+
+
 def _photo(key: DeviceKey, sequence: int, code: bytes) -> Claim:
     """A photo claim of ``key`` whose one PDQ hash is ``code``."""
     return Claim(
@@ -261,10 +286,7 @@ def test_one_devices_claims_logged_before_a_restart_do_not_hide_an_honest_copy(
     append path and after a restart (the server reads whose each leaf is only for the
     leaves a search hits, not for the whole log at start). Before, the 20 hostile
     entries took the index's 16 places and the file read REVOKED_KEY."""
-    photo = SAMPLES / "rocket.jpg"
-    data = photo.read_bytes()
-    code = inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).soft.hash
-    near = bytes([code[0] ^ 0x3F]) + code[1:]  # 6 bits away
+    photo, code, near = rocket_codes()
     srv = start_server(any_db)
     try:
         with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
@@ -294,8 +316,118 @@ def test_one_devices_claims_logged_before_a_restart_do_not_hide_an_honest_copy(
     finally:
         srv.stop()
     for report in reports:
-        assert report.status.name == "DERIVED", report.reasons
-        assert report.evidence.claim is not None
-        assert report.evidence.claim.receipt is not None
-        assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
-        assert report.evidence.pdq_distance == 6
+        assert_derived_from(report, honest_leaf, 6)
+
+
+@pytest.mark.parametrize("devices", [2, 3])
+def test_a_few_hostile_devices_claims_do_not_hide_an_honest_copy(
+    tmp_path: Path, devices: int
+) -> None:
+    """VerifyFile and Lookup of a real photo: an honest device logged a copy of it (6 bits
+    from its PDQ hash); ``devices`` hostile devices (2 or 3) log 5 claims each carrying its
+    exact code, and their keys are revoked from before them. Both find the honest entry,
+    DERIVED from it, on the append path and after a restart. Before, each device held its
+    `service.NEAR_PER_DEVICE` (4) of the 8 near candidates, nearest first: two devices
+    took all 8, the honest copy never reached the verdict and the photo read REVOKED_KEY.
+    Now each group's best entry comes before any group's second (index places and
+    candidates alike): hiding the honest copy takes 8 groups ahead of it."""
+    photo, code, near = rocket_codes()
+    query = Query("photo", os.urandom(32), (PerceptualHash("pdq", code, 100),), "image/jpeg")
+    db = tmp_path / "prov.db"
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            honest = enroll_key(c, "honest")
+            honest_leaf = c.submit(sign_claim(honest, _photo(honest, 1, near)))[0].leaf_index
+            for n in range(devices):
+                hostile = enroll_key(c, f"hostile{n}")
+                for seq in range(1, 6):
+                    c.submit(sign_claim(hostile, _photo(hostile, seq, code)))
+                c.revoke(hostile.key_id, "planted copies", datetime.now(UTC) - timedelta(hours=1))
+            reports = [c.verify_file(photo), c.lookup([query])[0][1]]
+        srv.stop()
+        srv = start_server(db)
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            reports += [c.verify_file(photo), c.lookup([query])[0][1]]
+    finally:
+        srv.stop()
+    for report in reports:
+        assert_derived_from(report, honest_leaf, 6)
+
+
+def test_video_claims_with_every_frame_out_of_time_do_not_hide_an_honest_copy(
+    server: ServerProc,
+) -> None:
+    """Two devices log 5 video claims each whose 20 frames carry the exact codes of a
+    clip's 20 sampled frames, shuffled in time (each claim collects every frame's vote but
+    none lines up with the clip); an honest device logged a copy of the clip (each frame
+    6 bits away, in time). A Lookup of the clip finds the honest copy: DERIVED from it.
+    Before, the 10 shuffled claims (20 votes each, at distance 0) took all 8 near
+    candidates, none matched in time, and the clip read UNSIGNED."""
+    rng = np.random.default_rng(11)
+    codes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(20)]
+    clip = tuple(PerceptualHash("pdq", h, 100, float(i)) for i, h in enumerate(codes))
+    copy = tuple(
+        PerceptualHash("pdq", bytes([h[0] ^ 0x3F]) + h[1:], 100, float(i))
+        for i, h in enumerate(codes)
+    )
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        honest = enroll_key(c, "honest")
+        honest_leaf = c.submit(
+            sign_claim(honest, video_claim(honest, 1, soft_bindings=copy, duration_seconds=20.0))
+        )[0].leaf_index
+        for name in ("shuffler1", "shuffler2"):
+            key = enroll_key(c, name)
+            for seq in range(1, 6):
+                order = rng.permutation(len(codes))
+                frames = tuple(
+                    PerceptualHash("pdq", codes[j], 100, float(i)) for i, j in enumerate(order)
+                )
+                c.submit(
+                    sign_claim(
+                        key, video_claim(key, seq, soft_bindings=frames, duration_seconds=20.0)
+                    )
+                )
+        [(_, report)] = c.lookup([Query("clip", os.urandom(32), clip, media_type="video/mp4")])
+    assert_derived_from(report, honest_leaf)
+
+
+def test_a_parts_search_still_learning_whose_its_hits_are_stops_at_the_deadline(
+    inproc: InProc,
+) -> None:
+    """One device logged more claims at `HOT` than a search asks for (`NEAR_SEARCHED`)
+    before a restart, so the first search near `HOT` learns whose they are in rounds, each
+    a search again (`ProvenanceService._search_grouped`; 20,000 such claims and a clip of
+    600 frames near them: 15.7 s in one part of a Lookup, where --lookup-seconds was only
+    looked at between parts). With its deadline already past, the part's lookup raises
+    DeadlineError after the first round (the Lookup answers DEADLINE_EXCEEDED, 'the Lookup
+    ran out of time after answering ...'); a file that needs no second round is answered
+    at the same past deadline, and with no deadline the same file is found (DERIVED)."""
+    dev = inproc.enroll()
+    for _ in range(NEAR_SEARCHED + 6):
+        inproc.submit(dev.next_claim(soft_bindings=(PerceptualHash("pdq", HOT, 100),)))
+    inproc.reopen()  # whose each leaf is is not known after a restart
+    near = FileFacts(os.urandom(32), 10, "image/jpeg", (PerceptualHash("pdq", HOT, 100),))
+    far = FileFacts(os.urandom(32), 10, "image/jpeg", (PerceptualHash("pdq", bytes(32), 100),))
+    lookups = VerificationPipeline(inproc.service)
+    [answered] = lookups.lookup_many([far], deadline=time.monotonic())
+    assert not isinstance(answered, Exception) and answered.status.name == "UNSIGNED"
+    with pytest.raises(DeadlineError) as got:
+        lookups.lookup_many([near], deadline=time.monotonic())
+    assert "ran out of time before its round 2" in str(got.value), got.value
+    [found] = lookups.lookup_many([near])
+    assert not isinstance(found, Exception) and found.status.name == "DERIVED", found
+
+
+def test_places_go_round_robin_over_groups_before_depth() -> None:
+    """`_round_robin` (items' groups in order of preference): every group's first item
+    before any group's second, groups in the order of their first, at most 4 of one; the
+    picks come back in preference order. An item ranked 9th behind 7 groups of 1-4
+    nearer items still gets one of 8 places; behind 8 groups it does not."""
+    assert _round_robin([], 8) == []
+    assert _round_robin([5] * 10, 8) == [0, 1, 2, 3]  # one group: at most 4
+    assert _round_robin([1, 1, 1, 1, 2, 2, 2, 2, 3], 8) == [0, 1, 2, 3, 4, 5, 6, 8]
+    seven = [g for g in range(7) for _ in range(4)]
+    assert len(seven) in _round_robin([*seven, 99], 8)  # the honest item, 29th, is in
+    eight = [g for g in range(8) for _ in range(4)]
+    assert len(eight) not in _round_robin([*eight, 99], 8)

@@ -265,17 +265,22 @@ class VerificationPipeline:
             return self.verify_upload(upload, sidecar, chunk_hashes, detect)
 
     def lookup_many(
-        self, many: Sequence[FileFacts], packed_turns: Sequence[bytes] = ()
+        self,
+        many: Sequence[FileFacts],
+        packed_turns: Sequence[bytes] = (),
+        deadline: float | None = None,
     ) -> list[VerificationReport | LogIntegrityError]:
         """The verdicts from hashes alone (the Lookup RPC: scanners send no bytes), in
         order, found together (`ProvenanceService.verify_many`, ``packed_turns`` as it
         takes them): a file whose logged record is damaged gets its LogIntegrityError in
         its place. The reasons say which evidence needs the bytes: the dense pass for a
         video that stays UNSIGNED, and the Content Credentials of a file that carries a
-        manifest store. Raises StorageError."""
+        manifest store. ``deadline`` (time.monotonic) as `ProvenanceService.verify_many`
+        takes it. Raises StorageError, DeadlineError."""
+        found = self.service.verify_many(many, packed_turns, deadline)
         return [
             r if isinstance(r, LogIntegrityError) else self._lookup_notes(f, r)
-            for f, r in zip(many, self.service.verify_many(many, packed_turns), strict=True)
+            for f, r in zip(many, found, strict=True)
         ]
 
     def _lookup_notes(self, facts: FileFacts, report: VerificationReport) -> VerificationReport:

@@ -791,6 +791,17 @@ LOOKUP_PART_FILES = 32
 LOOKUP_PART_HASHES = 1024
 
 
+def _out_of_time(answered: int, files: int, budget: float) -> DeadlineError:
+    """The DeadlineError of a Lookup of ``files`` queries that ran out of its ``budget``
+    (seconds) after answering ``answered`` of them (between parts, or within one)."""
+    return DeadlineError(
+        f"the Lookup ran out of time after answering {answered} of {files}"
+        f" files (its budget was {budget:.3g} s: the call's deadline or"
+        " --lookup-seconds, whichever is sooner): send fewer per call or allow"
+        " more time"
+    )
+
+
 def _query_hashes(q: Any) -> int:
     """The perceptual hashes a LookupQuery has searched (as `VerificationServicer._lookup`
     counts them against --max-lookup-hashes)."""
@@ -1242,24 +1253,22 @@ class VerificationServicer(rpc.VerificationServicer):
         room = MAX_MESSAGE_BYTES - REPLY_MARGIN_BYTES
         for start, end in lookup_parts(sizes):
             if time.monotonic() >= deadline:
-                raise DeadlineError(
-                    f"the Lookup ran out of time after answering {start} of {len(queries)}"
-                    f" files (its budget was {budget:.3g} s: the call's deadline or"
-                    " --lookup-seconds, whichever is sooner): send fewer per call or allow"
-                    " more time"
-                )
+                raise _out_of_time(start, len(queries), budget)
             part = queries[start:end]
             part_notes = {i - start: n for i, n in notes.items() if start <= i < start + len(part)}
-            for result in self._lookup_part(
-                part, request.per_query_errors, out.results, part_notes
-            ):
-                room -= result.ByteSize() + 8  # the field's tag and length
-                if room < 0:
-                    raise LimitError(
-                        f"the answers to these {len(queries)} queries would not fit in one"
-                        f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed video"
-                        " carries its claim and receipt): send fewer queries per call"
-                    )
+            try:
+                for result in self._lookup_part(
+                    part, request.per_query_errors, out.results, part_notes, deadline
+                ):
+                    room -= result.ByteSize() + 8  # the field's tag and length
+                    if room < 0:
+                        raise LimitError(
+                            f"the answers to these {len(queries)} queries would not fit in one"
+                            f" reply of {MAX_MESSAGE_BYTES} bytes (the answer for a signed"
+                            " video carries its claim and receipt): send fewer queries per call"
+                        )
+            except DeadlineError as e:  # within the part: its search's rounds
+                raise _out_of_time(start, len(queries), budget) from e
         return out
 
     def _lookup_part(
@@ -1268,12 +1277,14 @@ class VerificationServicer(rpc.VerificationServicer):
         per_query_errors: bool,
         results: Any,
         notes: Mapping[int, str],
+        deadline: float | None = None,
     ) -> Iterator[Any]:
         """The LookupResults of ``part`` (LookupQuery messages), found together, each
         added to ``results`` (the reply's repeated field: built in place, not copied in)
         and yielded; ``notes`` by a query's index in ``part``, added to its report's
         reasons. A query's error is raised, or with ``per_query_errors`` put in its
-        result."""
+        result. DeadlineError when the part's near-duplicate search is still learning
+        whose its hits are at ``deadline`` (time.monotonic)."""
         facts: list[FileFacts] = []
         turns: list[bytes] = []
         failed: dict[int, ProvenanceError] = {}
@@ -1286,7 +1297,7 @@ class VerificationServicer(rpc.VerificationServicer):
                 if not per_query_errors:
                     raise
                 failed[i] = e
-        found = iter(self.p.lookup_many(facts, turns))
+        found = iter(self.p.lookup_many(facts, turns, deadline))
         for i, q in enumerate(part):
             r = failed.get(i) or next(found)
             if isinstance(r, ProvenanceError):

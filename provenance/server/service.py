@@ -36,6 +36,7 @@ from provenance.core.errors import (
     AlreadyEnrolledError,
     ClaimError,
     ConfigError,
+    DeadlineError,
     EnrollmentError,
     KeyMaterialError,
     LeafNotFoundError,
@@ -174,11 +175,20 @@ MAX_QUERY_FRAMES = 600
 #: the places and hide another device's near copy from the verdict. A device's claims
 #: that its key's revocation covers (logged at or after it) are a second group with
 #: places of its own: a thief's claims do not take those of the device's earlier captures.
+#: Places are filled round-robin over the groups, in the order of each group's best entry
+#: (every group's best before any group's second): hiding an entry from the 8 candidates
+#: takes 8 other groups each with an entry ranked ahead of it (before: 2 groups of 4).
 NEAR_PER_DEVICE = 4
+#: A query hash's places in the near-duplicate index's answer (`_search_grouped`).
+NEAR_PLACES = 16
+#: Answers a search asks for each query hash: its nearest, at most NEAR_PER_DEVICE of a
+#: group. These hold the round-robin's NEAR_PLACES (`_round_robin`): an entry past them
+#: has a group's entries ahead of it from at least NEAR_PLACES groups.
+NEAR_SEARCHED = NEAR_PLACES * NEAR_PER_DEVICE
 #: Answers all of one round's searches hold at most while a search learns whose the leaves
 #: it hits are (`ProvenanceService._search_grouped`: leaves logged before this start,
 #: once): a code searched again gets twice its previous answers while they fit (about 20 MB
-#: of answers at most), the others 16 (what the first codes learn settles theirs).
+#: of answers at most), the others NEAR_SEARCHED (what the first codes learn settles theirs).
 GROUP_ROUND_ANSWERS = 1 << 17
 #: Device keys a server keeps for signature checks (about 200 bytes each).
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
@@ -290,6 +300,24 @@ def _bounded(recs: Sequence[LeafRecord]) -> tuple[list[LeafRecord], bool]:
     """The first `MAX_EXACT_CLAIMS` of one file hash's leaves (read with one more, in
     index order), and whether there were more."""
     return list(recs[:MAX_EXACT_CLAIMS]), len(recs) > MAX_EXACT_CLAIMS
+
+
+def _round_robin(groups: Sequence[int], limit: int) -> list[int]:
+    """The positions (ascending) of at most ``limit`` items, given each item's group in
+    order of preference, picked round-robin over the groups: every group's first item
+    before any group's second, and so on, groups taken in the order of their first item;
+    at most NEAR_PER_DEVICE of one group. So one group, or a few (a hostile device's
+    claims near a popular photo, and its key's revoked ones), cannot fill the places
+    ahead of another group's item unless ``limit`` groups each have an item ahead of it."""
+    rank: dict[int, int] = {}
+    order: list[tuple[int, int]] = []  # (the item's rank in its group, its position)
+    for i, group in enumerate(groups):
+        r = rank.get(group, 0)
+        rank[group] = r + 1
+        if r < NEAR_PER_DEVICE:
+            order.append((r, i))
+    order.sort()
+    return sorted(i for _, i in order[:limit])
 
 
 def _with_notes(report: VerificationReport, notes: list[str]) -> VerificationReport:
@@ -1233,7 +1261,10 @@ class ProvenanceService:
         return _with_notes(report, notes)
 
     def verify_many(
-        self, many: Sequence[FileFacts], packed_turns: Sequence[bytes] = ()
+        self,
+        many: Sequence[FileFacts],
+        packed_turns: Sequence[bytes] = (),
+        deadline: float | None = None,
     ) -> list[VerificationReport | LogIntegrityError]:
         """`verify` of each file (no sidecars), in order, with the store read once for all
         of them by SHA-256 (`Store.leaves_by_file_sha256_many`, at most `MAX_EXACT_CLAIMS`
@@ -1245,8 +1276,11 @@ class ProvenanceService:
         ``dihedral_soft_bindings`` only for a file with an exact or near candidate (what
         the verdict reads them for), the same answers as with them in the facts, without
         8 objects per photo for the many files with neither. A file whose logged record is
-        damaged gets its LogIntegrityError in its place, the others their reports. Raises
-        StorageError when the store cannot be read."""
+        damaged gets its LogIntegrityError in its place, the others their reports.
+        ``deadline`` (time.monotonic, None: none) is checked between the near-duplicate
+        search's rounds (`_search_grouped`). Raises StorageError when the store cannot be
+        read, DeadlineError when the search is still learning whose its hits are at
+        ``deadline``."""
         now = self.clock()
         hashes = [_file_hashes(f) for f in many]
         records = self.store.leaves_by_file_sha256_many(
@@ -1263,6 +1297,7 @@ class ProvenanceService:
             ],
             turns=[b"" if recs else t for t, recs in zip(turns, exact_recs, strict=True)],
             frames=[len(f.soft_bindings) for f in many],
+            deadline=deadline,
         )
         out: list[VerificationReport | LogIntegrityError] = []
         for f, recs, ids, more, packed in zip(
@@ -1381,30 +1416,36 @@ class ProvenanceService:
         notes.extend(said)
         return near
 
-    def _search_grouped(self, codes: list[bytes | None]) -> list[list[tuple[int, int]]]:
-        """`MihIndex.search_codes` of ``codes`` (16 answers each) with NEAR_PER_DEVICE
-        places per group. A leaf whose group is not known yet (logged before this start:
-        no scan of the log at start) is a group of its own until a search hits it; then
-        the groups of every such leaf in the answers still open are read at once
-        (`_learn_groups`) and each open answer is cut to the share again
-        (`_share_cut`): it is settled when 16 places stay, or when its search had fewer
-        answers than asked (every hit is in it). A code not settled is searched again:
-        with twice its previous answers, the first codes of the round while all fit
-        `GROUP_ROUND_ANSWERS` (64 at least, that many at most), the others with 16. So
-        one device's N leaves near a code cost about log2(N / 32) rounds once (before: N / 60
-        rounds, each a search of all N hits: 10^5 planted claims, 1,668 rounds, 94 s;
-        bench/bench_group_rounds.py). Equal codes (a static scene's frames) are searched
-        once."""
+    def _search_grouped(
+        self, codes: list[bytes | None], deadline: float | None = None
+    ) -> list[list[tuple[int, int]]]:
+        """The NEAR_PLACES (16) index answers of each of ``codes``, filled round-robin over
+        groups (`_round_robin`: each group's nearest before any group's second, at most
+        NEAR_PER_DEVICE of one), nearest first: picked from its NEAR_SEARCHED (64) nearest
+        with NEAR_PER_DEVICE a group (`MihIndex.search_codes`' share), which hold them. A
+        leaf whose group is not known yet (logged before this start: no scan of the log at
+        start) is a group of its own until a search hits it; then the groups of every such
+        leaf in the answers still open are read at once (`_learn_groups`) and each open
+        answer is cut to the share again (`_share_cut`): it is settled when NEAR_SEARCHED
+        answers stay, or when its search had fewer answers than asked (every hit is in
+        it). A code not settled is searched again: with twice its previous answers, the
+        first codes of the round while all fit `GROUP_ROUND_ANSWERS`, the others with
+        NEAR_SEARCHED. So one device's N leaves near a code cost about log2(N / 32) rounds
+        once (before: N / 60 rounds, each a search of all N hits: 10^5 planted claims,
+        1,668 rounds, 94 s; bench/bench_group_rounds.py). Equal codes (a static scene's
+        frames) are searched once. Raises DeadlineError when another round is due at or
+        after ``deadline`` (time.monotonic; None: none)."""
         unique = list(dict.fromkeys(codes))  # a static scene's frames: one code, one search
         if len(unique) < len(codes):
             at = {code: k for k, code in enumerate(unique)}
-            answers = self._search_grouped(unique)
+            answers = self._search_grouped(unique, deadline)
             return [answers[at[code]] for code in codes]
         share = (self._devices_of, NEAR_PER_DEVICE)
-        limits = [16] * len(codes)
+        limits = [NEAR_SEARCHED] * len(codes)
         forgotten = self._forgotten
-        found = self.pdq.search_codes(codes, share=share)
+        found = self.pdq.search_codes(codes, limit=NEAR_SEARCHED, share=share)
         done: dict[int, list[tuple[int, int]]] = {}
+        rounds = 1
         while True:
             arr = self._leaf_groups
             open_ = [k for k in range(len(codes)) if k not in done]
@@ -1424,13 +1465,20 @@ class ProvenanceService:
                         again.append(k)
             if not again:
                 return [done[k] for k in range(len(codes))]
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DeadlineError(
+                    f"the near-duplicate search ran out of time before its round {rounds + 1},"
+                    f" still learning whose the entries near {len(again)} of its"
+                    f" {len(codes)} perceptual hashes are"
+                )
+            rounds += 1
             spent = 0
             for n, k in enumerate(again):
                 grown = limits[k]  # groups forgotten: the same answers again
                 if self._forgotten == forgotten:
-                    grown = min(max(64, 2 * grown), GROUP_ROUND_ANSWERS)
+                    grown = min(2 * grown, GROUP_ROUND_ANSWERS)
                 if n and spent + grown > GROUP_ROUND_ANSWERS:
-                    grown = 16
+                    grown = NEAR_SEARCHED
                 limits[k] = grown
                 spent += grown
             forgotten = self._forgotten
@@ -1445,22 +1493,27 @@ class ProvenanceService:
     ) -> tuple[list[tuple[int, int]], bool]:
         """``listed`` (a search's (distance, leaf) answers, nearest first, ``asked`` at
         most) cut to NEAR_PER_DEVICE places a group with the groups known now, its first
-        16; and whether that is the answer a search would give now (every leaf kept is of
-        a known group, and 16 stay or the search had fewer answers than asked: a hit it
-        left out is past all it holds, and a group cut before is cut the same now)."""
+        NEAR_SEARCHED, then its NEAR_PLACES round-robin over groups (`_round_robin`),
+        nearest first; and whether that is the answer a search would give now (every leaf
+        kept is of a known group, and NEAR_SEARCHED stay or the search had fewer answers
+        than asked: a hit it left out is past all it holds, and a group cut before is cut
+        the same now; the round-robin's places lie among those, `NEAR_SEARCHED`)."""
         arr = self._leaf_groups
         if any(idx >= len(arr) or arr[idx] == -1 for _, idx in listed):
             return listed, False
         groups = self._devices_of(np.asarray([idx for _, idx in listed], dtype=np.int64))
         taken: dict[int, int] = {}
         cut: list[tuple[int, int]] = []
+        kept: list[int] = []
         for hit, group in zip(listed, groups.tolist(), strict=True):
             if taken.get(group, 0) < NEAR_PER_DEVICE:
                 taken[group] = taken.get(group, 0) + 1
                 cut.append(hit)
-                if len(cut) == 16:
+                kept.append(group)
+                if len(cut) == NEAR_SEARCHED:
                     break
-        return cut, len(cut) == 16 or len(listed) < asked
+        places = [cut[i] for i in _round_robin(kept, NEAR_PLACES)]
+        return places, len(cut) == NEAR_SEARCHED or len(listed) < asked
 
     def _near_candidates(
         self, soft: tuple[PerceptualHash, ...], frames: int | None = None, limit: int = 8
@@ -1469,7 +1522,8 @@ class ProvenanceService:
         nearest first; for video frames the leaves hit by the most frames first (at most
         MAX_QUERY_FRAMES frames, evenly spread, are searched). The first ``frames`` hashes
         (all when None) each vote; those after them (a photo's turned hashes) vote with
-        the first. At most NEAR_PER_DEVICE leaves of one device, its best."""
+        the first. At most NEAR_PER_DEVICE leaves of one group, round-robin over groups
+        (`_round_robin`)."""
         return self._near_candidates_many(
             [soft], limit, frames=[len(soft) if frames is None else frames]
         )[0]
@@ -1480,6 +1534,7 @@ class ProvenanceService:
         limit: int = 8,
         turns: Sequence[bytes] = (),
         frames: Sequence[int] = (),
+        deadline: float | None = None,
     ) -> list[list[int]]:
         """`_near_candidates` of each file's ``softs``, the index searched once for all;
         ``turns`` (by file, when given): more hashes of each, packed 32 bytes each, of its
@@ -1488,7 +1543,9 @@ class ProvenanceService:
         rest, a photo's turned hashes, vote as its first): a claim planting the 7 turns
         of a photo's code gains no votes over an honest near copy. Each query hash's index
         answer and each file's candidates hold at most NEAR_PER_DEVICE leaves of one
-        device (`MihIndex.search_codes`' share)."""
+        group, filled round-robin over groups (`_round_robin`: the most votes, then the
+        nearest, of each group before any group's second). Raises DeadlineError as
+        `_search_grouped`."""
         if not len(self.pdq):  # an empty log: nothing near anything
             return [[] for _ in softs]
         spread: list[list[bytes | None]] = []
@@ -1513,7 +1570,7 @@ class ProvenanceService:
             # frames first, then each turn of the frames in order (a photo: 1 frame)
             voters.append([o if o < own else (o - own) % own for o in origins])
             spread.append(codes)
-        found = self._search_grouped([c for codes in spread for c in codes])
+        found = self._search_grouped([c for codes in spread for c in codes], deadline)
         out: list[list[int]] = []
         end = 0
         for k, codes in enumerate(spread):
@@ -1528,16 +1585,8 @@ class ProvenanceService:
                     best[idx] = min(dist, best.get(idx, dist))
                     votes.setdefault(idx, set()).add(voter)
             ranked = sorted(best, key=lambda i: (-len(votes[i]), best[i]))
-            devices = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
-            taken: dict[int, int] = {}
-            chosen: list[int] = []
-            for idx, dev in zip(ranked, devices, strict=True):
-                if taken.get(dev, 0) < NEAR_PER_DEVICE:
-                    taken[dev] = taken.get(dev, 0) + 1
-                    chosen.append(idx)
-                    if len(chosen) == limit:
-                        break
-            out.append(chosen)
+            groups = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
+            out.append([ranked[i] for i in _round_robin(groups, limit)])
         return out
 
     # ---------------------------------------------------------------- log
