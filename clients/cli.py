@@ -62,8 +62,8 @@ class Lazy(NamedTuple):
 
 
 #: Every `prov` command, in the order `prov --help` lists them. Each summary is the first
-#: sentence of its command's help; tests/test_cli_lazy.py compares every help against
-#: tests/data/prov_help.txt, so a summary that drifts from its docstring fails there.
+#: sentence of its command's help (`clients.helptext.first_sentence`), copied so that the
+#: listing imports no command: tests/test_cli_lazy.py holds each to its command's help.
 COMMANDS: dict[str, Lazy] = {
     "scan": Lazy(
         "clients.scan.cli",

@@ -1,7 +1,9 @@
 """`prov` imports a command's module only when that command runs (`clients.cli.COMMANDS`):
 every command's ``--help`` stays as it was when the whole CLI was imported up front
-(tests/data/prov_help.txt, written by scripts/help_golden.py from the eager CLI), and
-``prov --help`` loads neither the server, the detector (torch) nor gRPC. Real processes."""
+(tests/data/prov_help.txt, first written from the eager CLI; scripts/help_golden.py
+writes it again from the lazy one), ``prov --help`` lists each command by the first
+sentence of its own help, and loads neither the server, the detector (torch) nor gRPC.
+Real processes, but for the summaries' check."""
 
 from __future__ import annotations
 
@@ -48,6 +50,17 @@ def test_every_command_help_is_as_the_eager_cli_printed_it() -> None:
         check=True,
     )
     assert done.stdout == golden
+
+
+def test_each_listed_summary_is_the_first_sentence_of_its_commands_help() -> None:
+    """`COMMANDS` copies each command's one line so that ``prov --help`` imports none;
+    the golden file alone does not hold the copy to its source, as scripts/help_golden.py
+    renders both the listing (the copies) and each command's help (its docstring): a
+    docstring changed and the golden file written again passed with the listing stale."""
+    from clients.cli import COMMANDS, load_command
+
+    for name, spec in COMMANDS.items():
+        assert spec.summary == load_command(name).short_help, name
 
 
 def _modules_after(*argv: str) -> set[str]:

@@ -648,3 +648,30 @@ def test_a_full_disk_under_the_report_names_the_file(srv: ServerProc, tmp_path: 
     assert full.returncode == 1, err
     assert re.search(rf"No space left on device: {re.escape(str(disk))}/scan\.\S+;", err), err
     assert f"the rows so far are kept in {report}" in err and "Traceback" not in err, err
+
+
+def test_a_file_swapped_for_a_fifo_before_its_thumbnail_is_left_out(tmp_path: Path) -> None:
+    """A scanned file replaced by a FIFO before the report's thumbnails are drawn (a
+    hostile folder) is left out, as a vanished one is, and the next row's bytes still
+    come: before, `fetch_bytes` opened it with a plain open(), which waits for a writer
+    for ever, and the scan never finished its report."""
+    import threading
+
+    fifo, photo = tmp_path / "a.jpg", tmp_path / "b.jpg"
+    os.mkfifo(fifo)
+    photo.write_bytes(JPEG)
+    rows = [{"path": str(fifo)}, {"path": str(photo)}]
+    got: dict[str, bytes] = {}
+    done = threading.Event()
+
+    def fetch() -> None:
+        got.update(fetch_bytes(rows, ScanLimits()))
+        done.set()
+
+    threading.Thread(target=fetch, daemon=True).start()
+    try:
+        assert done.wait(60), "fetch_bytes is blocked opening the FIFO"
+    finally:
+        if not done.is_set():  # a writer lets the blocked open() return
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert got == {str(photo): JPEG}

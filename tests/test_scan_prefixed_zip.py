@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from clients.scan.sources import EntryItem, FileItem, ScanLimits, iter_items
+from clients.scan.sources import EntryItem, FileItem, RefusedItem, ScanLimits, iter_items
 
 #: The start of a Windows program (an MZ header and its DOS stub's words), as a
 #: self-extracting archive's stub begins.
@@ -65,3 +65,32 @@ def test_a_program_named_as_one_is_one_file(tmp_path: Path) -> None:
     path.write_bytes(STUB + _zip_of_a_photo())
     (item,) = iter_items([str(tmp_path)], ScanLimits())
     assert isinstance(item, FileItem) and item.ref == str(path), item
+
+
+def test_a_self_extracting_zip_refused_whole_is_a_row_of_its_own(tmp_path: Path) -> None:
+    """The zip of a prefixed file refused as a whole (here over max_entries) is the row
+    ``FILE!``, apart from the file's own row ``FILE``: before 10c77dd both were ``FILE``,
+    one hidden behind the other in the report (the archive fuzz target's crash)."""
+    path = tmp_path / "photos.zip"
+    path.write_bytes(STUB + _zip_of_a_photo())
+    whole, refused = iter_items([str(path)], ScanLimits(max_entries=0))
+    assert isinstance(whole, FileItem) and whole.ref == str(path), whole
+    assert isinstance(refused, RefusedItem) and refused.ref == f"{path}!", refused
+    assert "more than 0 entries" in refused.error, refused
+
+
+def test_a_refused_zip_is_named_past_an_entry_of_an_empty_name(tmp_path: Path) -> None:
+    """An entry with an empty name is ``FILE!`` (refused: no name); the zip refused as a
+    whole after it (its entries declare more bytes than max_total_bytes) is then
+    ``FILE! #2``, each row its own ref."""
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr(zipfile.ZipInfo(""), b"x")
+        z.writestr("big.bin", bytes(100))
+    path = tmp_path / "photos.zip"
+    path.write_bytes(STUB + archive.getvalue())
+    items = list(iter_items([str(path)], ScanLimits(max_total_bytes=50)))
+    assert [i.ref for i in items] == [str(path), f"{path}!", f"{path}! #2"], items
+    assert isinstance(items[1], RefusedItem) and isinstance(items[2], RefusedItem), items
+    assert items[1].error == "empty entry name", items[1]
+    assert "declare more than 50 bytes" in items[2].error, items[2]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from enum import StrEnum
 from pathlib import Path
@@ -182,16 +183,19 @@ def _detector_secret(detect: bool) -> bytes:
     """The crop secret of the local detector (32 bytes), kept in PROV_HOME (default
     ~/.prov) as `SCAN_SECRET_NAME` (mode 0600, made on first use): the same file gets the
     same score in every scan on this account and in every part of a resumed one (before, each
-    run drew its own). b"" without --detect, or when the detector package cannot load (the
-    server's detector then scores, with the server's secret). Raises DetectorError if the
+    run drew its own). b"" without --detect, or without torch (the local detector cannot
+    load; the server's detector then scores, with the server's secret): no file is made
+    or read then. Raises DetectorError if the
     file is unreadable, of the wrong size or readable by others (the message says what to
     do)."""
     if not detect:
         return b""
-    try:
-        from detector.secret import load_or_create_secret  # torch: only when scoring
-    except ImportError:
+    # found, not imported (seconds): `detector.secret` itself is stdlib only, so its import
+    # no longer tells whether the local detector can load
+    if importlib.util.find_spec("torch") is None:
         return b""
+    from detector.secret import load_or_create_secret
+
     home = default_home()
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)

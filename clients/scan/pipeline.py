@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clients.files import NotRegularFileError, open_regular
 from clients.scan.engines import Engine
 from clients.scan.report import ReportWriter, Summary, report_files
 from clients.scan.resume import GivenPaths, Journal, RefSet
@@ -101,19 +102,20 @@ def fetch_bytes(rows: list[dict[str, Any]], limits: ScanLimits) -> Iterator[tupl
     one more pass over its outermost archive. The caller drops each image's bytes before
     asking for the next, so memory holds one image (at most ``max_image_bytes``) however
     many rows are asked for: before, all of them were read into one dict first (100
-    archive entries of up to 256 MiB each). Rows whose source changed or vanished, or
-    whose file grew past ``max_image_bytes``, are left out."""
+    archive entries of up to 256 MiB each). Rows whose source changed or vanished (or is
+    no longer a regular file: a FIFO is not waited on), or whose file grew past
+    ``max_image_bytes``, are left out."""
     by_archive: dict[str, set[str]] = {}
     limit = limits.assets.max_image_bytes
     for row in rows:
         if row.get("archive"):
             by_archive.setdefault(row["archive"], set()).add(row["path"])
             continue
-        try:
-            with open(unescape_name(row["path"]), "rb") as f:
+        try:  # a FIFO swapped in since the scan is left out, not waited on for ever
+            with open_regular(unescape_name(row["path"])) as f:
                 # read(n) allocates n bytes first: ask for the file's size, not the limit
                 data = f.read(min(os.fstat(f.fileno()).st_size, limit) + 1)
-        except OSError:
+        except (OSError, NotRegularFileError):
             continue
         if len(data) <= limit:
             yield row["path"], data

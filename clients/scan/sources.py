@@ -35,7 +35,6 @@ opened).
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import io
 import logging
 import lzma
@@ -216,26 +215,6 @@ def _prefixed_zip(f: IO[bytes], name: str) -> bool:
         found = False
     f.seek(0)
     return found
-
-
-def _apart_from_whole(items: Iterator[Item], ref: str) -> Iterator[Item]:
-    """The items of the zip appended to the file ``ref``, whose whole bytes are a row of
-    their own under ``ref``: a refusal of the zip as a whole (unreadable, over a limit),
-    which `SourceWalker._archive` names ``ref`` too, is named ``ref!`` instead (``ref! #2``
-    and on past entries so named: an entry with an empty name is ``ref!``), so no two rows
-    share a ref (before, the archive fuzz target found a corrupt appended zip giving two
-    rows named ``ref``, one hidden behind the other in the report)."""
-    given: set[str] = set()
-    for item in items:
-        if item.ref == ref:
-            name, k = f"{ref}!", 1
-            while name in given:
-                k += 1
-                name = f"{ref}! #{k}"
-            item = dataclasses.replace(item, ref=name)
-        elif item.ref.startswith(f"{ref}!"):
-            given.add(item.ref)
-        yield item
 
 
 def _zeros_to_end(f: _Readable) -> bool:
@@ -476,15 +455,12 @@ class Walker:
                     if kind is not None:
                         f.seek(0)
                         ref = escape_name(path)  # also the rows' archive: valid UTF-8
-                        if prefixed:
-                            # its bytes before the zip are a file of their own (a JPEG
-                            # with a zip appended is a photo): the whole file is one row
-                            # too, so renaming it .zip hides nothing (revfiles51)
-                            if not self.skip(ref):
-                                yield FileItem(ref, path, size, sidecar)
-                            yield from _apart_from_whole(self._archive(kind, f, ref, ref, 1), ref)
-                        else:
-                            yield from self._archive(kind, f, ref, ref, 1)
+                        # a prefixed zip's bytes before it are a file of their own (a
+                        # JPEG with a zip appended is a photo): the whole file is one row
+                        # too, so renaming it .zip hides nothing (revfiles51)
+                        if prefixed and not self.skip(ref):
+                            yield FileItem(ref, path, size, sidecar)
+                        yield from self._archive(kind, f, ref, ref, 1, apart=prefixed)
                         return
             except (OSError, NotRegularFileError) as e:
                 msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
@@ -496,32 +472,45 @@ class Walker:
 
     # ---------------------------------------------------------------- archives
 
-    def _archive(self, kind: str, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
+    def _archive(
+        self, kind: str, f: IO[bytes], ref: str, outer: str, depth: int, apart: bool = False
+    ) -> Iterator[Item]:
+        """The items of the archive ``f`` (``kind`` "zip" or "tar") named ``ref``, nested
+        ``depth`` levels in the file ``outer``; a refusal of the archive as a whole
+        (unreadable, over a limit) is one row after the entries read before it. ``apart``:
+        ``f`` is the zip appended to the file ``ref``, whose whole bytes are a row of their
+        own under ``ref``, so its refusal is named as an entry of an empty name would be
+        (``ref!``, ``ref! #2`` past entries so named: `_entry_ref`) and no two rows share
+        a ref (before, the archive fuzz target found a corrupt appended zip giving two rows
+        named ``ref``, one hidden behind the other in the report)."""
+        seen: dict[str, int] = {}  # the entry names given out (`_entry_ref`)
+
+        def refused(why: str) -> RefusedItem:
+            return RefusedItem(_entry_ref(ref, "", seen) if apart else ref, why, archive=outer)
+
         if depth > self.limits.max_depth:
-            yield RefusedItem(
-                ref,
-                f"archive nested more than {self.limits.max_depth} levels deep: not opened",
-                archive=outer,
+            yield refused(
+                f"archive nested more than {self.limits.max_depth} levels deep: not opened"
             )
             return
         walk = self._zip if kind == "zip" else self._tar
         try:
-            yield from walk(f, ref, outer, depth)
+            yield from walk(f, ref, outer, depth, seen)
         except _ArchiveStop as e:
-            yield RefusedItem(ref, str(e), archive=outer)
+            yield refused(str(e))
         except Exception:  # hostile bytes break stdlib readers many ways: one row each
             # (a .tar.gz cut after 3 bytes: TypeError in gzip's header reader)
             log.debug("reading the %s archive %s failed", kind, ref, exc_info=True)
             check = "unzip -t" if kind == "zip" else "tar -tvf"
-            yield RefusedItem(
-                ref,
+            yield refused(
                 f"not a readable {kind} archive: truncated or corrupt, its reader stopped on"
                 f" bytes it could not make sense of; the rest of it was not scanned; `{check}`"
-                " on the file shows where it breaks",
-                archive=outer,
+                " on the file shows where it breaks"
             )
 
-    def _zip(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
+    def _zip(
+        self, f: IO[bytes], ref: str, outer: str, depth: int, seen: dict[str, int]
+    ) -> Iterator[Item]:
         lim = self.limits
         listed = _zip_directory_headers(f, lim.max_entries)
         if listed > lim.max_entries:
@@ -536,7 +525,6 @@ class Walker:
             raise _ArchiveStop(_not_utf8_name(e)) from e
         except _ZIP_ERRORS as e:
             raise _ArchiveStop(f"not a readable zip archive: {e}") from e
-        seen: dict[str, int] = {}
         total = 0
         infos = zf.infolist()
         size = _stream_size(f)
@@ -570,7 +558,9 @@ class Walker:
                 except _ZIP_ERRORS as e:
                     yield RefusedItem(eref, f"cannot read the entry: {e}", info.file_size, outer)
 
-    def _tar(self, f: IO[bytes], ref: str, outer: str, depth: int) -> Iterator[Item]:
+    def _tar(
+        self, f: IO[bytes], ref: str, outer: str, depth: int, seen: dict[str, int]
+    ) -> Iterator[Item]:
         lim = self.limits
         raw = _CountingReader(f)
         try:
@@ -592,7 +582,6 @@ class Walker:
                     f" {raw.count}): a compression bomb? the rest of the archive was not scanned"
                 )
 
-        seen: dict[str, int] = {}
         total = 0
         n = 0
         meter = _Meter(lim, lambda: raw.count)

@@ -98,8 +98,8 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
                 im.draft(None, small)
             return s
     assert budget is not None  # without a budget the first scale fits
-    smallest = decode_bytes(width // 8, height // 8, media_type, mode) if jpeg else need - kept
-    if kept and smallest + held <= budget:  # the segments take it over
+    smallest = decode_bytes(width // 8, height // 8, media_type, mode)  # a JPEG's, at 1/8
+    if kept and smallest + held <= budget:  # the segments take it over (kept: a JPEG's)
         raise DecodeBudgetError(
             f"image is {width}x{height}, a JPEG whose application and comment segments hold"
             f" {kept / _MIB:.0f} MiB, which the decoder keeps in memory: they and its pixels"
@@ -107,7 +107,7 @@ def fit_decode_budget(im: Image.Image, media_type: str, budget: int | None, scal
             f" decode budget of {budget // _MIB} MiB per image (`prov serve"
             " --decode-budget-mb`; `prov scan` and `prov detect --local` keep its default)"
         )
-    if held and held + decode_bytes(width // 8, height // 8, media_type, mode) > budget:
+    if held and held + smallest > budget:
         raise DecodeBudgetError(
             f"image is {width}x{height}, a progressive JPEG: decoding it at any scale keeps"
             f" about {held // _MIB} MiB of its full-size coefficients, over the decode budget"
