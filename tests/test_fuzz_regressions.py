@@ -61,3 +61,19 @@ def test_the_fuzz_runner_names_itself_as_it_is_run(capsys: pytest.CaptureFixture
         main(["no-such-target"])
     assert refused.value.code == 2
     assert "python -m tests.fuzz.run: error: unknown targets" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["FUZZ_SECONDS", "FUZZ_JOBS"])
+def test_a_fuzz_setting_that_is_not_a_number_is_a_usage_error(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`make fuzz FUZZ_SECONDS=1m` was a ValueError traceback from the defaults; it is
+    argparse's usage error (exit 2) naming the variable and its value."""
+    from tests.fuzz.run import main
+
+    monkeypatch.setenv(name, "1m")
+    with pytest.raises(SystemExit) as refused:
+        main(["--help"])
+    assert refused.value.code == 2
+    err = capsys.readouterr().err
+    assert f"${name} must be a whole number, not '1m'" in err, err

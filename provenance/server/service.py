@@ -731,8 +731,8 @@ class ProvenanceService:
         return self._device_numbers.setdefault(device_id, len(self._device_numbers))
 
     def _set_group(self, idx: int, group: int) -> None:
-        """Set leaf ``idx``'s group, growing the array by doubling (a search reading the
-        old one meanwhile sees what it held); under _groups_lock."""
+        """Set leaf ``idx``'s group, growing the array by an eighth (a search reading
+        the old one meanwhile sees what it held); under _groups_lock."""
         arr = self._leaf_groups
         if idx >= len(arr):  # by an eighth: 4.5 bytes a leaf, not 8 (10^7 leaves: 45 MB, not 80)
             grown = np.full(max(idx + 1, len(arr) + len(arr) // 8 + 4096), -1, dtype=np.int32)

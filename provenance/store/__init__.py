@@ -379,11 +379,11 @@ class Store(Protocol):
         ...
 
     def leaf_owners(self, indexes: Sequence[int]) -> list[tuple[int, bytes, datetime]]:
-        """(leaf index, device id, integrated at) of each leaf of ``indexes`` the log holds,
-        in index order, each once (an index past the log: left out; a key-history leaf
-        names the device it is about):
-        whose entry each is and when it was logged, read for just the leaves a
-        near-duplicate search hits (`provenance.server.service`'s per-device share)."""
+        """(leaf index, device id, integrated at) of each leaf of ``indexes`` the log holds:
+        whose entry each is and when it was logged, in index order, each once (an index
+        past the log is left out; a key-history leaf names the device it is about). Read
+        for just the leaves a near-duplicate search hits (`provenance.server.service`'s
+        share of candidates per group)."""
         ...
 
     def soft_hash_rows(self, start: int, stop: int) -> list[SoftRow]:

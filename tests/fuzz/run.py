@@ -99,6 +99,18 @@ tests/data/fuzz/TARGET/, where tests/test_fuzz_regressions.py replays it.
 Exit 0 when no target crashed, 1 when one did, 2 on a usage error."""
 
 
+def _from_env(parser: argparse.ArgumentParser, name: str, default: int) -> int:
+    """The whole number in environment variable ``name``, else ``default``; a value that is
+    not one is the parser's usage error (exit 2), not a traceback."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        parser.error(f"${name} must be a whole number, not {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     # prog: as the README runs it (argparse's default is the script's file name, run.py,
     # which cannot be run from the repository root)
@@ -112,13 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seconds",
         type=int,
-        default=int(os.environ.get("FUZZ_SECONDS", "60")),
+        default=_from_env(parser, "FUZZ_SECONDS", 60),
         help="seconds per target (default: $FUZZ_SECONDS, else 60)",
     )
     parser.add_argument(
         "--jobs",
         type=int,
-        default=int(os.environ.get("FUZZ_JOBS", "1")),
+        default=_from_env(parser, "FUZZ_JOBS", 1),
         help="targets fuzzed at once, one core each (default: $FUZZ_JOBS, else 1)",
     )
     parser.add_argument(
