@@ -622,6 +622,7 @@ def serve(
     from provenance.c2pa.signing_time import SigningTimePolicy
     from provenance.c2pa.timestamp import TsaTrust
     from provenance.core.ports import parse_allowed_hosts
+    from provenance.log.checkpoint import DEFAULT_KEY_SUFFIX
     from provenance.media.assets import AssetLimits
     from provenance.media.inspect import InspectConfig
     from provenance.media.video.decode import start_decoder
@@ -629,7 +630,7 @@ def serve(
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
     from provenance.server.rpc import ServerConfig, create_server
-    from provenance.server.service import DEFAULT_KEY_SUFFIX, ProvenanceService, ServiceConfig
+    from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
     from provenance.witness.client import MAX_PUBLISHED_LINES, parse_witness_option
 
