@@ -18,6 +18,8 @@ from typing import Any
 
 import grpc
 
+from clients.defaults import DEFAULT_SERVER as DEFAULT_SERVER  # defined here before
+from clients.defaults import default_server as default_server  # defined here before
 from clients.files import open_regular, still_the_file
 from provenance.core.binding import PerceptualHash, Sha256Stream
 from provenance.core.claims import Device, Receipt, SignedClaim
@@ -44,7 +46,6 @@ from provenance.wire.contract import (
 from provenance.wire.sidecar import Sidecar
 from provenance.witness import WitnessStatus
 
-DEFAULT_SERVER = "127.0.0.1:50051"
 #: Deadline of a small call, in seconds.
 DEFAULT_TIMEOUT = 30.0
 #: Assumed slowest upload rate when sizing an upload's deadline, in bytes per second.
@@ -65,11 +66,6 @@ def check_address(address: str) -> str:
             " in brackets, [::1]:50051)"
         )
     return address
-
-
-def default_server() -> str:
-    """The server address from PROV_SERVER, else 127.0.0.1:50051."""
-    return os.environ.get("PROV_SERVER") or DEFAULT_SERVER
 
 
 @dataclass(frozen=True)

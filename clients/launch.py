@@ -1,8 +1,11 @@
 """The ``prov`` console script's entry point: Ctrl-C at any moment of a run, its start-up
 included, prints one line and exits 130, never a traceback.
 
-`clients.cli` imports Typer and Rich, and the command's module gRPC, cryptography and the
-product (about a second, more on a busy machine), before its ``main`` can catch anything:
+`clients.cli` imports Typer and Rich only (``prov --help`` loads no command); then
+`clients.cli.import_command` imports the one command that runs, with what its module
+needs at its top: for most commands gRPC, cryptography and the product's core (about a
+second, more on a busy machine; `prov log` loads gRPC, the device code and the server's
+store only in the subcommands that use them), all before ``main`` can catch anything:
 a console script that imports them first (``from clients.cli import main``) printed a
 KeyboardInterrupt traceback when Ctrl-C came in that second, and one that came while
 Python's import machinery ran a callback was only printed as "Exception ignored" and the

@@ -7,13 +7,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from clients.api import ProvenanceClient, default_server
-from clients.cosigned import cosigned_receipt, cosigner_names, policy_keys
-from clients.device import DeviceHome, atomic_write, default_home
+from clients.defaults import default_home, default_server
 from clients.files import NotRegularFileError, read_bounded
 from clients.interrupt import how_stopped, terminate_as_interrupt
 from clients.options import (
@@ -47,7 +45,6 @@ from provenance.core.errors import (
     WitnessQuorumError,
 )
 from provenance.core.keyhistory import KeyEventKind, registry_problems, replay
-from provenance.index.audit import IndexAuditor
 from provenance.log.audit import (
     MAX_AUDIT_STATE_BYTES,
     AuditState,
@@ -55,17 +52,19 @@ from provenance.log.audit import (
     audit_step,
 )
 from provenance.log.checkpoint import (
+    DEFAULT_KEY_SUFFIX,
+    DEFAULT_ORIGIN,
+    MEMO_SUFFIX,
     Checkpoint,
     NoteVerifier,
     load_log_signer,
+    memo_path,
     note_signers,
     open_checkpoint,
     parse_tree_size,
     split_note,
 )
-from provenance.log.leaf_audit import LeafAuditor
 from provenance.log.receipt import verify_receipt
-from provenance.log.store_audit import TreeAuditor
 from provenance.log.tiledir import ExportResult, export_tiles, fetcher
 from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
 from provenance.log.tlogproof import (
@@ -75,11 +74,6 @@ from provenance.log.tlogproof import (
     encode_tlog_proof,
     is_tlog_proof,
 )
-from provenance.media.image import SNIFF_BYTES, sniff_media_type
-from provenance.server.rollback import MEMO_SUFFIX, memo_path
-from provenance.server.service import DEFAULT_KEY_SUFFIX, DEFAULT_ORIGIN
-from provenance.store import Store, is_postgres_url, open_store
-from provenance.store.sql import SqlStore
 from provenance.terminal import SafeConsole, shown, shown_line, transient_bar
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
@@ -90,7 +84,13 @@ from provenance.wire.sidecar import (
     encode_sidecar,
 )
 from provenance.witness import check_quorum
-from provenance.witness.client import read_key_text
+
+if TYPE_CHECKING:
+    # loaded where a command uses them: gRPC (`clients.api`) where it calls a server, the
+    # device's code (`clients.device`) where it reads a device folder, the server's store
+    # where it reads a database (before, at the top: `prov log --help` took 1.1 s)
+    from clients.api import ProvenanceClient
+    from provenance.store import Store
 
 log_app = typer.Typer(
     help="The transparency log: its verifier key, audits (consistency, re-hashed entries,"
@@ -145,6 +145,8 @@ def log_key(
         return
     if origin is not None or db is not None:
         raise UsageError("--origin and --db go with --key-file (the server names its own log)")
+    from clients.api import ProvenanceClient
+
     with ProvenanceClient(server) as c:
         vkey, _ = c.log_key()
     print(shown(vkey))  # the server's answer
@@ -300,9 +302,13 @@ def audit(
     if db is not None:
         _audit_db(db, state, saved, log_key, full)
         return
+    from clients.api import ProvenanceClient
+
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
-        vkey = read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
+        vkey = (
+            _read_key_text(log_key) if log_key else (saved.verifier_key if saved else server_vkey)
+        )
         if saved is None and log_key is None:
             err.print(f"first audit: trusting the server's log key {server_vkey}")
         if server_vkey != vkey:  # the trusted key named by where it came from
@@ -341,7 +347,7 @@ def audit(
                 from_start=start == 0,
             )
         problems = _key_history_problems(history, _server_device(c)) if history else []
-    atomic_write(state, new_state.to_json().encode())
+    _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
     if history is None:
         out.print("key history: not checked (--incremental reads only the new entries)")
@@ -422,7 +428,7 @@ def _pinned_key(state: Path, saved: AuditState | None, log_key: str | None, what
     `prov receipt verify --log-key`) when neither is given, LogIntegrityError when they
     differ."""
     if log_key:
-        vkey = read_key_text(log_key)
+        vkey = _read_key_text(log_key)
     elif saved is not None:
         vkey = saved.verifier_key
     else:
@@ -450,7 +456,11 @@ def existing_db(db: str | None) -> str | None:
     """``db`` if it is a postgresql:// URL or an existing file; else a usage error (exit 2,
     before any work). Typer callback of ``--db`` where the database is only read. Raises
     typer.BadParameter."""
-    if db is not None and not is_postgres_url(db) and not Path(db).is_file():
+    if db is None:
+        return db
+    from provenance.store import is_postgres_url
+
+    if not is_postgres_url(db) and not Path(db).is_file():
         raise typer.BadParameter(
             f"no database at {db} (give the SQLite file `prov serve --db` uses, or its"
             " postgresql:// URL)",
@@ -463,6 +473,8 @@ def _open_read_only(db: str) -> Store:
     """The log's database ``db`` (a SQLite file or a postgresql:// URL) opened read-only and
     never migrated, for commands that only read it (`prov log audit --db`, `prov log
     export-tiles`). Raises ConfigError when the file is missing, else as `open_store`."""
+    from provenance.store import is_postgres_url, open_store
+
     if not is_postgres_url(db) and not Path(db).is_file():
         raise ConfigError(f"no database at {db} (give the file `prov serve --db` uses)")
     return open_store(db, read_only=True)
@@ -480,6 +492,11 @@ def _audit_db(
     logged key history. Each leaf's chain_linked is judged from the claims before it (with
     --incremental, the claim before the audited range a new one names is looked up). Each
     entry is decoded once, by `LeafAuditor.tap`, for all the checks."""
+    from provenance.index.audit import IndexAuditor
+    from provenance.log.leaf_audit import LeafAuditor
+    from provenance.log.store_audit import TreeAuditor
+    from provenance.store.sql import SqlStore
+
     vkey = _pinned_key(state, saved, log_key, "a database")
     store = _open_read_only(db)
     outdated = store.outdated if isinstance(store, SqlStore) else ""
@@ -533,7 +550,7 @@ def _audit_db(
                 problems += [f"NEAR-DUPLICATE INDEX: {p}" for p in index.problems]
     finally:
         store.close()
-    atomic_write(state, new_state.to_json().encode())
+    _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
     if problems:
         more = leaves.more + tree.more + (index.more if index else 0)
@@ -592,7 +609,7 @@ def _audit_tiles(
         return data
 
     result = audit_tiles(fetch, vkey, saved, full=full)
-    atomic_write(state, result.state.to_json().encode())
+    _atomic_write(state, result.state.to_json().encode())
     old_size = _note_size(saved.checkpoint, f"the checkpoint saved in {state}") if saved else 0
     out.print(
         f"tiled log OK: {_grew(saved, old_size, result.checkpoint.size)};"
@@ -822,7 +839,7 @@ def receipt_export(
             f" {target / (sidecar.name.removesuffix('.prov') + FILE_SUFFIX)}",
             param_hint="--output",
         )
-    atomic_write(target, encode_tlog_proof(sc.receipt).encode())
+    _atomic_write(target, encode_tlog_proof(sc.receipt).encode())
     out.print(f"wrote {shown_line(str(target))} ({format.value}, leaf {sc.receipt.leaf_index})")
 
 
@@ -830,6 +847,8 @@ def _no_receipt(path: Path, sc: Sidecar, home: Path) -> str:
     """Why the sidecar at ``path`` has no receipt and what to do, as far as the device
     folder ``home`` (--home: $PROV_HOME, else ~/.prov) knows: queued, or refused and set
     aside."""
+    from clients.device import DeviceHome
+
     return f"{path} has no receipt: {DeviceHome(home).unlogged_note(sc)}"
 
 
@@ -856,6 +875,8 @@ def _decode_named(path: Path, data: bytes) -> Sidecar:
     except ClaimError as e:
         beside = path.with_name(path.name + ".prov")
         hint = f": give its sidecar, {beside}" if beside.is_file() else ""
+        from provenance.media.image import SNIFF_BYTES, sniff_media_type
+
         kind = sniff_media_type(data[:SNIFF_BYTES])
         if kind is None:
             raise UsageError(f"{path} is not a usable sidecar ({e}){hint}") from None
@@ -912,6 +933,8 @@ def receipt_verify(
             " --server HOST:PORT` prints it (as does `prov serve` in its 'log key:' line)",
             param_hint="--log-key",
         )
+    from clients.cosigned import policy_keys
+
     witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     try:
@@ -921,14 +944,14 @@ def receipt_verify(
     except MediaError as e:
         raise UsageError(f"{sidecar} is not a usable sidecar ({e})") from e
     if is_tlog_proof(data) or sidecar.name.endswith(FILE_SUFFIX):  # named one: told why not
-        note = _verify_tlog_proof(data, read_key_text(log_key), with_sidecar)
+        note = _verify_tlog_proof(data, _read_key_text(log_key), with_sidecar)
         _print_witnesses(note, witnesses, quorum)
         return
     sc = _decode_named(sidecar, data)
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
-    cp = _checked_receipt(sc.receipt, sc.signed_claim, read_key_text(log_key), sc.log_verifier_key)
+    cp = _checked_receipt(sc.receipt, sc.signed_claim, _read_key_text(log_key), sc.log_verifier_key)
     out.print(
         f"receipt OK: leaf {sc.receipt.leaf_index} of {cp.size} in log {cp.origin},"
         f" logged {sc.receipt.integrated_at:%Y-%m-%d %H:%M:%S} UTC; claim by device"
@@ -994,16 +1017,35 @@ def receipt_refresh(
     unreachable, or refused, as for a forked log) or the policy is not met, and when the
     server has no witnesses at all (said so: nothing is cosigned there; the sidecar is
     left as it is, and its receipt still verifies with the log's key alone)."""
+    from clients.cosigned import policy_keys
+
     witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
     with _device_lock(home):  # not between a `prov sign --force`'s read and write
         _refresh(sidecar, server, log_key, witnesses, quorum, home)
 
 
+def _read_key_text(value: str) -> str:
+    """`provenance.witness.client.read_key_text`, its module (and the metrics and gRPC it
+    loads) loaded only when a command reads a key."""
+    from provenance.witness.client import read_key_text
+
+    return read_key_text(value)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """`clients.device.atomic_write`, its module loaded only when a command writes."""
+    from clients.device import atomic_write
+
+    atomic_write(path, data)
+
+
 def _device_lock(home: Path) -> AbstractContextManager[None]:
     """The lock of the device folder ``home`` (`DeviceHome.locked`, which `prov sign`
     holds while it writes sidecars) when that folder exists; else nothing to hold, and
     no folder is made."""
+    from clients.device import DeviceHome
+
     return DeviceHome(home).locked() if home.is_dir() else nullcontext()
 
 
@@ -1021,9 +1063,12 @@ def _refresh(
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
+    from clients.api import ProvenanceClient
+    from clients.cosigned import cosigned_receipt, cosigner_names
+
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
-        vkey = read_key_text(log_key) if log_key else (sc.log_verifier_key or server_vkey)
+        vkey = _read_key_text(log_key) if log_key else (sc.log_verifier_key or server_vkey)
         if vkey != server_vkey:
             raise LogIntegrityError(
                 f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}"
@@ -1043,7 +1088,7 @@ def _refresh(
             " checkpoint"
         )
         return
-    atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
+    _atomic_write(sidecar, encode_sidecar(sc.with_receipt(receipt, vkey)))
     out.print(
         f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
         f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"

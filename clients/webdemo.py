@@ -122,9 +122,10 @@ def _check_listen(
     that gave it (--listen, --grpc-listen); ``set_by``: the make variable that gave it
     (``WEB``, ``GRPC``), which the message then names, without argparse's usage line
     (before: "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen" for
-    `make web WEB=::1:8096`); empty when the option was given."""
+    `make web WEB=::1:8096`); empty when the option was given. The gRPC address's host
+    must also read as gRPC reads it (``GRPC=0:50051`` is refused, exit 2)."""
     try:
-        check_can_listen(listen, option)
+        check_can_listen(listen, option, grpc=option == "--grpc-listen")
     except typer.BadParameter as e:
         if not set_by:
             parser.error(f"argument {option}: {e.message}")

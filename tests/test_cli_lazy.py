@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -80,13 +81,30 @@ def _loaded(modules: set[str], *packages: str) -> list[str]:
     return sorted(m for m in modules if m.split(".")[0] in packages or m in packages)
 
 
-def test_prov_help_imports_no_command() -> None:
+def test_prov_help_imports_no_command(tmp_path: Path) -> None:
     modules = _modules_after("--help")
     heavy = ("torch", "grpc", "numpy", "PIL", "cryptography", "detector", "uvicorn")
     assert _loaded(modules, *heavy) == []
     ours = {"clients.api", "clients.logcmd", "clients.device", "clients.scan", "clients.report"}
     assert sorted(ours & modules) == []
     assert [m for m in modules if m.startswith(("provenance.server", "provenance.web"))] == []
+    # `prov log` loads the server's store, index and service only where a command reads a
+    # database (`prov log audit --db`, `export-tiles`), gRPC where it calls a server, the
+    # device's code where it reads a device folder: before, clients.logcmd imported them
+    # all at its top, for every `prov log` and `prov receipt` command
+    from provenance.log.checkpoint import generate_log_key
+
+    key = tmp_path / "log.pem"
+    generate_log_key(key, "example.org/log")
+    unused = ("provenance.server", "provenance.store", "provenance.index", "clients.api")
+    for argv in (
+        ["log", "--help"],
+        ["log", "key", "--key-file", str(key), "--origin", "x.org/log"],
+    ):
+        modules = _modules_after(*argv)
+        assert "clients.logcmd" in modules, argv
+        assert [m for m in modules if m.startswith(unused)] == [], argv
+        assert _loaded(modules, "grpc", "torch", "PIL", "av", "clients.device") == [], argv
 
 
 def test_a_command_imports_only_what_it_needs() -> None:
@@ -94,8 +112,6 @@ def test_a_command_imports_only_what_it_needs() -> None:
     assert "clients.verifycmd" in modules
     assert _loaded(modules, "torch") == []
     assert [m for m in modules if m.startswith(("provenance.server", "clients.scan"))] == []
-    # clients.logcmd itself still imports the server's store and service at its top
-    # (`prov log audit --db`): only what other commands need is left out here
     modules = _modules_after("log", "--help")
     assert "clients.logcmd" in modules
     assert _loaded(modules, "torch") == []

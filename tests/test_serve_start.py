@@ -382,3 +382,99 @@ def test_other_spellings_of_one_address_or_every_interface_are_one_port(
     assert run.returncode == 2, run.stderr
     assert "18127, where --listen already listens" in " ".join(run.stderr.split()), run.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--health-listen"])
+def test_a_host_grpc_cannot_read_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    """Spellings of a host that Python's resolver reads (inet_aton: ``0`` is 0.0.0.0,
+    ``127.1`` is 127.0.0.1, ``010.0.0.1`` is 8.0.0.1; an empty host is every interface)
+    and gRPC's does not ("address lookup failed", "host must not be empty"): refused with
+    the flag, the value and what to write instead (exit 2), before anything is created.
+    Before, the port check passed, the store opened and the index loaded, then the gRPC
+    bind failed (exit 1, gRPC's own "set GRPC_VERBOSITY=debug" text), and asyncio said
+    "Task was destroyed but it is pending!" as the process ended. A real `prov serve`
+    for ``0:P``, the rest in this process (the same parsing)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    other = {"--listen": "--health-listen", "--health-listen": "--listen"}[flag]
+    run = _serve(tmp_path, flag, f"0:{port}", other, "127.0.0.1:0")
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2, run.stderr
+    assert flag in said and f"'0:{port}'" in said and f"0.0.0.0:{port}" in said, said
+    assert "Task was destroyed" not in said and "GRPC" not in said, said
+    assert list(tmp_path.iterdir()) == []
+    for host in ("", "127.1", "0x7f000001", "2130706433", "010.0.0.1", "127.000.000.001"):
+        run = _usage_error(tmp_path, capsys, flag, f"{host}:{port}", other, "127.0.0.1:0")
+        said = " ".join(run.stderr.split())
+        assert run.returncode == 2, (host, run.stderr)
+        assert flag in said and f"'{host}:{port}'" in said and "Traceback" not in said, said
+        assert list(tmp_path.iterdir()) == []
+
+
+def _anchor_pem(folder: Path) -> bytes:
+    """A new enrollment authority's root certificate, PEM, made in ``folder``: a
+    --c2pa-trust-anchors a start reads whole."""
+    import datetime
+
+    from provenance.c2pa.authority import init_authority
+
+    return init_authority(folder, now=datetime.datetime.now(datetime.UTC)).certificate_pem
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--health-listen"])
+def test_a_grpc_port_taken_after_the_check_ends_the_start_cleanly(
+    tmp_path: Path, flag: str
+) -> None:
+    """The gRPC port (--listen, or --health-listen's) free at the check and taken by the
+    time gRPC binds it: the start ends with one sentence naming the address, the flag
+    and the reason (exit 1), the store closed and its files removed, no "Task was
+    destroyed but it is pending!" (before: the readiness task of the health servicer was
+    left on the loop) and none of gRPC's own words; the next start on the database is
+    served. The start is held between the check and the bind by a real condition: its
+    --c2pa-trust-anchors is a FIFO, read once the store is open, and the port is taken
+    before the certificate is written to it."""
+    fifo = tmp_path / "anchors.pem"
+    os.mkfifo(fifo)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    listens = {"--listen": "127.0.0.1:0", flag: f"127.0.0.1:{port}"}
+    proc = _started(
+        tmp_path,
+        *("--db", "prov.db", "--no-detector", "--c2pa-workers", "0"),
+        *("--c2pa-trust-anchors", fifo.name),
+        *(x for kv in listens.items() for x in kv),
+    )
+    writer = -1
+    try:
+        with socket.socket() as holder:
+            while writer < 0:  # the start opens the FIFO once its store is open
+                assert proc.poll() is None, finish(proc)
+                try:
+                    writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+                except OSError:  # ENXIO: no reader yet
+                    time.sleep(0.05)
+            assert (tmp_path / "prov.db").exists()
+            holder.bind(("127.0.0.1", port))
+            holder.listen()
+            os.write(writer, _anchor_pem(tmp_path.parent / f"{tmp_path.name}-ca"))
+            os.close(writer)
+            writer = -1
+            assert proc.wait(timeout=120) == 1
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+    out, err = finish(proc)
+    said = " ".join(err.split())
+    assert f"error: cannot listen on 127.0.0.1:{port} ({flag}): address already in use" in said
+    assert "Task was destroyed" not in said and "Traceback" not in said, said
+    assert "GRPC_VERBOSITY" not in said, said
+    assert "listening on" not in out, out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["anchors.pem", "prov.db.lock"]
+    srv = start_server(tmp_path / "prov.db", "--no-detector")  # its lock was released
+    srv.stop()

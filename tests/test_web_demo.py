@@ -235,6 +235,19 @@ def test_make_web_refuses_a_bad_address_before_touching_its_folder(
     assert "working in" not in res.stdout
 
 
+def test_make_web_refuses_a_grpc_address_grpc_cannot_read(tmp_path: Path) -> None:
+    """`make web GRPC=0:0`: Python reads host 0 as 0.0.0.0, gRPC reads no such host; refused
+    as `prov serve --listen 0:0` is (exit 2, what to write instead), the previous run's
+    folder untouched. Before, the check passed, the folder was emptied and the server it
+    started failed to bind."""
+    work = _last_run(tmp_path)
+    res = _web_demo(work, "--listen", "127.0.0.1:0", "--grpc-listen", "0:0")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert "--grpc-listen: '0:0': gRPC reads an IPv4 address only as" in res.stderr, res.stderr
+    assert "give 0.0.0.0:0" in res.stderr, res.stderr
+    assert (work / "provenance.db").read_bytes() == b"the previous run's log"
+
+
 def test_make_web_says_how_to_use_its_server_from_a_shell() -> None:
     """`make web` printed the gRPC address among the web page's links, but not what to do
     with it: a newcomer trying `prov verify` on the files it lists got "cannot reach the

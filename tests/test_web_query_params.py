@@ -235,3 +235,39 @@ def test_head_and_options_answer_with_a_query_as_without(http: httpx.Client, met
         assert plain.status_code == spec.status_code == 200 and unknown.status_code == 400
     else:
         assert plain.status_code == spec.status_code == unknown.status_code == 405
+
+
+@pytest.mark.parametrize("value", ["banana", "2", "TRUE!", "t"])
+def test_return_active_manifest_takes_only_true_or_false(http: httpx.Client, value: str) -> None:
+    """``returnActiveManifest`` is a boolean in the C2PA Soft Binding Resolution API:
+    another value is a 400 naming the parameter, the value and the values it takes
+    (before: accepted and ignored whatever it said, ``=banana`` a 200)."""
+    _json_error(
+        http.get("/manifests/1", params={"returnActiveManifest": value}),
+        f"returnActiveManifest must be true or false.*got '{re.escape(value)}'",
+    )
+    assert http.get("/manifests/1?returnActiveManifest=").status_code == 200  # left empty
+
+
+def test_max_results_past_what_the_log_answers_is_a_cap_not_an_error(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """``maxResults`` caps the answer and costs nothing (the lookup finds the nearest
+    capture, one match at most): the C2PA API sets no maximum, so a large cap is taken
+    (1,000,000,000: one match, 200), as is any whole number from 1 below 2^63; past that,
+    or below 1, it is a 400 naming the range."""
+    photo = site.files.hopper.read_bytes()
+    for cap in ("1", "1000000000", str(2**63 - 1)):
+        r = http.post(
+            "/matches/byContent",
+            params={"maxResults": cap},
+            content=photo,
+            headers={"content-type": "image/jpeg"},
+        )
+        assert r.status_code == 200, r.text
+        assert [m["manifestId"] for m in r.json()["matches"]] == ["1"], (cap, r.text)
+    for bad in (str(2**63), "0"):
+        _json_error(
+            http.get(f"/matches/byBinding?alg=pdq&value={B64}&maxResults={bad}"),
+            f"maxResults must be a whole number from 1 below 2\\^63; got '{bad}'",
+        )

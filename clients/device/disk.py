@@ -8,6 +8,7 @@ import re
 import secrets
 from pathlib import Path
 
+from clients.defaults import default_home as default_home  # defined here before
 from clients.files import NotRegularFileError, read_bounded
 from provenance.cli.atomicfile import write_atomically
 from provenance.core.errors import ConfigError, MediaTooLargeError
@@ -29,11 +30,6 @@ def read_device_file(path: Path) -> bytes:
         return read_bounded(path, MAX_DEVICE_FILE_BYTES, "device file")
     except (NotRegularFileError, MediaTooLargeError) as e:
         raise ConfigError(f"{e}: the device folder is damaged") from e
-
-
-def default_home() -> Path:
-    """PROV_HOME, else ~/.prov."""
-    return Path(os.environ.get("PROV_HOME") or Path.home() / ".prov")
 
 
 def sidecar_path(path: Path) -> Path:

@@ -389,38 +389,115 @@ def check_distinct_listens(listens: dict[str, str | None]) -> None:
         seen.append((option, host, port))
 
 
-def check_can_listen(value: str, option: str) -> None:
-    """Check, before anything is created, that a server could listen on ``value``
-    (HOST:PORT, as `listen_address` reads it): bind a socket to each address the host
-    resolves to, with SO_REUSEADDR as gRPC and the HTTP servers do, and close it at once.
-    One address that binds is enough (gRPC listens on every one it can). Raises
-    typer.BadParameter for malformed syntax (exit 2), ConfigError with one sentence
-    naming the address and the reason otherwise ("cannot listen on 127.0.0.1:50051:
-    address already in use"). Another process may still take the port before the
-    server binds it; the server then fails as before."""
+def grpc_host_problem(host: str, port: int) -> str | None:
+    """Why gRPC's resolver would not read ``host`` (a `listen_address` host, brackets
+    removed) where Python's does, or None when it reads it as Python does: an empty host
+    (gRPC: "host must not be empty"; Python binds every interface) and an IPv4 address
+    that is not four decimal numbers without leading zeros (``0``, ``127.1``,
+    ``0x7f000001``, ``2130706433``, ``010.0.0.1``: the C library's inet_aton reads them,
+    the last as 8.0.0.1; gRPC looks them up as names and finds none). ``port``: the
+    port to suggest with a spelling gRPC reads. Pure; raises nothing."""
+    import ipaddress
     import socket
 
-    from provenance.core.errors import ConfigError
-
-    host, port = listen_address(value, option)
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    if not host:
+        return (
+            f"gRPC needs a host: give 0.0.0.0:{port} (every IPv4 interface) or [::]:{port}"
+            " (every interface)"
         )
-    except socket.gaierror as e:
-        raise ConfigError(
-            f"cannot listen on {value}: no address found for the host {host!r} ({e.strerror})"
-        ) from e
+    if ":" in host:  # IPv6: gRPC and Python both read it with inet_pton
+        return None
+    try:
+        packed = socket.inet_aton(host)
+    except OSError:
+        return None  # a name: both resolve it (gRPC with its own resolver)
+    try:
+        if str(ipaddress.IPv4Address(host)) == host:
+            return None
+    except ValueError:
+        pass
+    dotted = socket.inet_ntoa(packed)
+    return (
+        "gRPC reads an IPv4 address only as four decimal numbers without leading zeros;"
+        f" other programs read {host!r} as {dotted}: give {dotted}:{port} if that is the"
+        " address meant"
+    )
+
+
+def _bind_problem(value: str, host: str, port: int) -> str | None:
+    """Why no socket binds ``host``:``port`` (``value``: HOST:PORT as given), one
+    sentence naming the address, or None when one binds: a socket is bound to each
+    address the host resolves to, with SO_REUSEADDR as gRPC and the HTTP servers bind
+    theirs, and closed at once; one that binds is enough (gRPC listens on every one it
+    can). Raises socket.gaierror when the host resolves to no address."""
+    import socket
+
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     reason = "no usable address"
     for family, kind, proto, _, sockaddr in infos:
         try:
             with socket.socket(family, kind, proto) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(sockaddr)
-                return
+                return None
         except OSError as e:
             reason = (e.strerror or str(e)).lower() + _LISTEN_HINTS.get(e.errno or 0, "")
-    raise ConfigError(f"cannot listen on {value}: {reason}")
+    return f"cannot listen on {value}: {reason}"
+
+
+def check_can_listen(value: str, option: str, *, grpc: bool = False) -> None:
+    """Check, before anything is created, that a server could listen on ``value``
+    (HOST:PORT, as `listen_address` reads it): bind a socket to each address the host
+    resolves to, with SO_REUSEADDR as gRPC and the HTTP servers do, and close it at once.
+    One address that binds is enough (gRPC listens on every one it can). ``grpc``: a gRPC
+    server's address, whose host must also read as gRPC reads it (`grpc_host_problem`).
+
+    Raises typer.BadParameter (exit 2) naming ``option`` and the value for malformed
+    syntax, a host gRPC would not read, or a host name that does not exist; ConfigError
+    with one sentence naming the address and the reason otherwise ("cannot listen on
+    127.0.0.1:50051: address already in use", or a name the resolver could not be asked
+    about). Another process may still take the port before the server binds it; the
+    server then fails naming the address (`bind_failure`)."""
+    import socket
+
+    from provenance.core.errors import ConfigError
+
+    host, port = listen_address(value, option)
+    if grpc and (problem := grpc_host_problem(host, port)) is not None:
+        raise typer.BadParameter(f"{value!r}: {problem}", param_hint=option)
+    try:
+        problem = _bind_problem(value, host, port)
+    except socket.gaierror as e:
+        found = f"no address found for the host {host!r} ({e.strerror})"
+        # the name does not exist: the value's fault; EAI_AGAIN and the like (the
+        # resolver could not be asked) are the network's, exit 1
+        if e.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
+            raise typer.BadParameter(f"{value!r}: {found}", param_hint=option) from e
+        raise ConfigError(f"cannot listen on {value} ({option}): {found}") from e
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def bind_failure(value: str, option: str) -> str:
+    """The sentence for a server that could not bind ``value`` (HOST:PORT as given, from
+    ``option``) although `check_can_listen` passed: "cannot listen on VALUE (OPTION):
+    REASON", the reason found again the way `check_can_listen` finds it (most often
+    another program took the port since: "address already in use"), else that the
+    server could not bind it. Raises nothing."""
+    import socket
+
+    host, sep, port_text = value.rpartition(":")
+    bare, port = bare_host(host), port_number(port_text)
+    reason = "the server could not bind it"
+    if sep and bare is not None and port is not None:
+        try:
+            problem = _bind_problem(value, bare, port)
+        except (socket.gaierror, UnicodeError) as e:
+            reason = f"no address found for the host {bare!r} ({e})"
+        else:
+            if problem is not None:
+                reason = problem.removeprefix(f"cannot listen on {value}: ")
+    return f"cannot listen on {value} ({option}): {reason}"
 
 
 #: What a person can do about a failed bind, by errno.

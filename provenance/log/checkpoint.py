@@ -415,6 +415,23 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     return LogSigner(private_key, origin)
 
 
+#: The log's name (`prov serve --origin`) when none is given.
+DEFAULT_ORIGIN = "media-provenance.local/log"
+#: The log key file beside a SQLite database DB when `prov serve --log-key` is left out:
+#: DB + this suffix.
+DEFAULT_KEY_SUFFIX = ".logkey.pem"
+#: Suffix of the file beside the log key that holds the newest signed checkpoint (the
+#: server's `provenance.server.rollback.CheckpointMemo`; `prov log key` reads the log's
+#: name from it).
+MEMO_SUFFIX = ".checkpoint"
+
+
+def memo_path(log_key: Path) -> Path:
+    """Where the newest checkpoint signed with ``log_key`` is remembered: the key file's
+    name + `MEMO_SUFFIX`, beside it."""
+    return log_key.with_name(log_key.name + MEMO_SUFFIX)
+
+
 #: How old a leftover temporary copy of a log key must be (seconds since its last change)
 #: before `remove_key_leftovers` removes it: a live `generate_log_key` holds its copy
 #: for milliseconds (and locked); this covers the instant between its creation and its

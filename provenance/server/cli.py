@@ -586,8 +586,10 @@ def serve(
     status codes, in the README's "Limits and errors" table.
 
     An address it cannot listen on is refused before anything is created (exit 2 for
-    one that is not HOST:PORT or two of --listen, --http, --metrics-listen and
-    --health-listen on one port, 1 for one in use or not this machine's), as are a file or
+    one that is not HOST:PORT, a host name that does not exist, a --listen or
+    --health-listen host gRPC does not read such as 0 or 127.1, or two of --listen,
+    --http, --metrics-listen and --health-listen on one port; 1 for one in use or not
+    this machine's), as are a file or
     folder option naming nothing and a bad --witness (exit 2); a start that
     fails later removes the files it created itself (a new SQLite database, its log key
     and detector secret), never another server's, and leaves the database's lock file
@@ -602,11 +604,11 @@ def serve(
             "--http": http,
         }
     )
-    check_can_listen(listen, "--listen")
+    check_can_listen(listen, "--listen", grpc=True)
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
     if health_listen is not None:
-        check_can_listen(health_listen, "--health-listen")
+        check_can_listen(health_listen, "--health-listen", grpc=True)
     if http is not None:
         check_can_listen(http, "--http")
     if c2pa_trust_config is not None and c2pa_trust_anchors is None and ca is None:
@@ -620,6 +622,7 @@ def serve(
     from provenance.c2pa.signing_time import SigningTimePolicy
     from provenance.c2pa.timestamp import TsaTrust
     from provenance.core.ports import parse_allowed_hosts
+    from provenance.log.checkpoint import DEFAULT_KEY_SUFFIX
     from provenance.media.assets import AssetLimits
     from provenance.media.inspect import InspectConfig
     from provenance.media.video.decode import start_decoder
@@ -627,7 +630,7 @@ def serve(
     from provenance.server.allocator import collect_cycles_rarely, keep_freed_memory
     from provenance.server.limits import ServerLimits
     from provenance.server.rpc import ServerConfig, create_server
-    from provenance.server.service import DEFAULT_KEY_SUFFIX, ProvenanceService, ServiceConfig
+    from provenance.server.service import ProvenanceService, ServiceConfig
     from provenance.store import is_postgres_url
     from provenance.witness.client import MAX_PUBLISHED_LINES, parse_witness_option
 

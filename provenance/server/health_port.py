@@ -133,13 +133,25 @@ async def start_health_server(
         ],
     )
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError as e:
-        raise ProvenanceError(f"cannot listen on {address} (--health-listen): {e}") from e
-    if port == 0:
-        raise ProvenanceError(
-            f"cannot listen on {address} (--health-listen): the address is in use or invalid"
-        )
+    port = add_port(server, address, "--health-listen")
     await server.start()
     return server, port
+
+
+def add_port(server: grpc.aio.Server, address: str, option: str) -> int:
+    """Bind ``server`` (not started) to ``address`` ("host:port"; port 0 picks one), given
+    by the flag ``option``; returns the bound port. Raises ProvenanceError naming the
+    address, the flag and the reason when gRPC cannot bind it
+    (`provenance.cli.options.bind_failure`: most often a port another program took
+    since `prov serve` checked it, "address already in use"), not gRPC's own "Failed
+    to bind to address ...; set GRPC_VERBOSITY=debug ..." (gRPC's core also logs its
+    reason on stderr)."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio 1.85 raises for an address it cannot bind
+        port = 0  # older ones returned 0
+    if port == 0:
+        from provenance.cli.options import bind_failure
+
+        raise ProvenanceError(bind_failure(address, option))
+    return port

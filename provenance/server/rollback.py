@@ -31,18 +31,12 @@ from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ConfigError, LogIntegrityError, ProvenanceError
 from provenance.core.verify import VerificationReport, is_unlogged_sidecar_reason
+from provenance.log.checkpoint import MEMO_SUFFIX as MEMO_SUFFIX  # defined here before
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint, remove_key_leftovers
+from provenance.log.checkpoint import memo_path as memo_path  # defined here before
 from provenance.log.receipt import verify_receipt
 
 log = logging.getLogger(__name__)
-
-#: Suffix of the file beside the log key that holds the newest signed checkpoint.
-MEMO_SUFFIX = ".checkpoint"
-
-
-def memo_path(log_key: Path) -> Path:
-    """Where the newest checkpoint signed with ``log_key`` is remembered."""
-    return log_key.with_name(log_key.name + MEMO_SUFFIX)
 
 
 def remember_checkpoint(path: Path, note: str) -> None:

@@ -72,7 +72,7 @@ from provenance.media.assets import check_image_size
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.media.inspect import InspectConfig, Upload
 from provenance.server.grpc_noise import quiet_cancelled_calls
-from provenance.server.health_port import HealthChecks, start_health_server
+from provenance.server.health_port import HealthChecks, add_port, start_health_server
 from provenance.server.limits import (
     FORGERY_HOLD_S,
     MAX_STREAMS_PER_CONNECTION,
@@ -1669,12 +1669,7 @@ def create_server(
         await wrapping.register(
             [ProbeBudget(), MalformedRequestInterceptor(), metrics.MetricsInterceptor()]
         )
-        try:
-            port = server.add_insecure_port(address)
-        except RuntimeError as e:
-            raise ProvenanceError(f"cannot listen on {address}: {e}") from e
-        if port == 0:
-            raise ProvenanceError(f"cannot listen on {address}: the address is in use or invalid")
+        port = add_port(server, address, "--listen")
         if health_address is None:
             await server.start()
             return server, port, None, None
@@ -1695,6 +1690,10 @@ def create_server(
     try:
         server, port, probes, health_port = asyncio.run_coroutine_threadsafe(start(), loop).result()
     except BaseException:
+        # the health servicer's readiness task (`HealthChecks.follow`) is on the loop:
+        # cancelled and awaited before it closes (before: "Task was destroyed but it is
+        # pending!" as a start that could not bind its port ended)
+        asyncio.run_coroutine_threadsafe(_cancel_remaining(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()

@@ -87,11 +87,14 @@ from provenance.core.verify import (
 )
 from provenance.index.mih import MihIndex, searchable
 from provenance.index.packs import load_index, write_packs
+from provenance.log.checkpoint import DEFAULT_KEY_SUFFIX as DEFAULT_KEY_SUFFIX  # was here
 from provenance.log.checkpoint import (
+    DEFAULT_ORIGIN,
     LogSigner,
     NoteVerifier,
     generate_log_key,
     load_log_signer,
+    memo_path,
     remove_key_leftovers,
 )
 from provenance.log.receipt import build_receipt, verify_receipt
@@ -99,7 +102,6 @@ from provenance.server.limits import FairReads
 from provenance.server.rollback import (
     CheckpointMemo,
     check_not_rolled_back,
-    memo_path,
     remember_checkpoint,
     with_lost_receipt,
 )
@@ -125,10 +127,6 @@ from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ORIGIN = "media-provenance.local/log"
-#: The log key file beside a SQLite database DB when `prov serve --log-key` is left out:
-#: DB + this suffix.
-DEFAULT_KEY_SUFFIX = ".logkey.pem"
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
 #: The store's meta key saying the registry's history is in the log (its value: the
 #: tree size when it was first logged).

@@ -13,9 +13,12 @@ differs, and why:
   as JSON: this log holds signed claims, not C2PA manifest stores;
 - ``hintAlg``/``hintValue`` (byContent) and ``returnActiveManifest`` (manifests) are
   accepted and ignored, so a client sending the API's optional parameters gets its
-  answer, where any other query parameter is a 400 (`reads`);
+  answer, where any other query parameter is a 400 (`reads`); ``returnActiveManifest``
+  must still be a boolean (true or false; another value is a 400);
 - the service's lookup returns the nearest signed capture only, so ``matches`` holds
-  at most one entry whatever ``maxResults`` says.
+  at most one entry whatever ``maxResults`` says: any whole number from 1 below 2^63
+  is taken (the API sets no maximum, and a larger cap costs nothing here), a value
+  outside that range is a 400.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from provenance.web import logviews
 from provenance.web.api import (
     NO_SHA256,
     client_address,
+    flag,
     json_errors,
     json_work,
     metered,
@@ -60,7 +64,9 @@ def _alg(alg: Any) -> None:
 
 
 def _max_results(request: Request) -> int:
-    """The ``maxResults`` query parameter (default 10); raises WebError."""
+    """The ``maxResults`` query parameter (default 10): a cap on the matches answered, any
+    whole number from 1 below 2^63 (the C2PA API sets no maximum; the answer here holds
+    one match at most, so a larger cap costs nothing); raises WebError (400) otherwise."""
     return logviews.parse_index(request.query_params.get("maxResults", "10"), "maxResults", 1)
 
 
@@ -161,7 +167,9 @@ async def by_content(request: Request) -> Response:
 async def manifest(request: Request) -> Response:
     """``GET /manifests/{manifestId}``: the log entry a manifest id (index) names. The
     API's optional ``returnActiveManifest`` is accepted and ignored: the answer is the
-    log entry either way (there is no manifest store to choose from)."""
+    log entry either way (there is no manifest store to choose from), but it must be a
+    boolean: another value is a 400 naming it (before, ``=banana`` was a 200)."""
+    flag(request, "returnActiveManifest", False)
     index = logviews.parse_index(request.path_params["manifest_id"], "manifestId")
     return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
 
