@@ -1,0 +1,102 @@
+"""The log's clients against a hostile or broken server (h-client52): `prov log audit
+--tiles URL` against an HTTP server of a real tiled log that encodes its files to cost the
+auditor, or answers its checkpoint with more bytes than any; the gRPC clients against a
+gRPC server answering a message over their size cap. Real servers on real ports, the
+real CLI in this process."""
+
+from __future__ import annotations
+
+import gzip
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from provenance.log import tiledir
+from provenance.log.checkpoint import LogSigner
+from tests.test_tiles import ORIGIN, _audit, _serving, _tiled_log
+
+_EMPTY_MEMBER = gzip.compress(b"", mtime=0)
+
+
+def _members_server(folder: Path, members: int) -> type[BaseHTTPRequestHandler]:
+    """A handler serving the tiled log in ``folder``, each tile and bundle gzip-encoded
+    as ``members`` gzip members: ``members - 1`` empty ones, then the file's."""
+
+    class Members(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = folder / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            if self.path != "/checkpoint":
+                body = _EMPTY_MEMBER * (members - 1) + gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Members
+
+
+def test_a_tile_of_more_gzip_members_than_any_server_sends_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each gzip member after the first was read from a copy of the rest of the body, so
+    a 16 MiB body of 838,000 empty members (20 bytes each) took the auditor's CPU for
+    minutes a file (a quadratic cost): `prov log audit --tiles` of a 1,000-entry log so
+    served did not end in 15 minutes. A body of more than `MAX_GZIP_MEMBERS` members is
+    now a failure to fetch it (exit 1, no LOG INTEGRITY FAILURE: the tiles are intact,
+    their encoding is the server's), and one of that many still audits."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    _tiled_log(tmp_path / "tiles", signer, 300)
+    vkey = signer.verifier_key()
+    most = tiledir.MAX_GZIP_MEMBERS
+    with _serving(_members_server(tmp_path / "tiles", most)) as url:
+        assert _audit("--state", str(tmp_path / "a.json"), "--tiles", url, "--log-key", vkey) == 0
+    capsys.readouterr()
+    with _serving(_members_server(tmp_path / "tiles", most + 1)) as url:
+        rc = _audit("--state", str(tmp_path / "b.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"its gzip encoding holds more than {most} members" in err, err
+    assert "INTEGRITY" not in err and "Traceback" not in err, err
+
+
+def test_a_checkpoint_larger_than_any_file_is_no_tiled_log_not_an_integrity_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server answering `checkpoint` with an endless body (a misconfigured site's
+    stream, a hostile mirror) was read to `MAX_FILE_BYTES` and then called a LOG
+    INTEGRITY FAILURE (exit 3), an alarm about a log nobody signed there: nothing signed
+    is at that place, as for an HTML page (exit 1, 'no tiled log at ...'). A tile over
+    the size stays an integrity failure: the signed checkpoint commits to it."""
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the body ends when the socket does
+            chunk = b"A" * 65536
+            try:
+                while True:
+                    self.wfile.write(chunk)
+            except OSError:  # the client stopped reading
+                return
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    with _serving(Endless) as url:
+        rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"error: no tiled log at {url}: {url}checkpoint is larger than" in err, err
+    assert "INTEGRITY" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "s.json").exists()
