@@ -8,6 +8,7 @@ Files are uploaded in 1 MiB chunks, never read whole.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -682,6 +683,10 @@ CANNOT_REACH = "cannot reach the server"
 #: The status details grpc gives a call whose answer did not parse as the reply expected.
 _UNREADABLE_ANSWER = "Exception deserializing response"
 
+#: The status details grpc gives a call whose answer was over this client's
+#: `MAX_MESSAGE_BYTES` (its size, then the cap): grpc's words, not a server's.
+_OVERSIZED_ANSWER = re.compile(r"CLIENT: Received message larger than max \((\d+) vs\. \d+\)")
+
 
 def _transport_error(
     e: grpc.RpcError, address: str, timeout: float | None = None
@@ -699,6 +704,18 @@ def _transport_error(
         return TransportError(
             f"the server at {address} answered with a message that is no reply of this"
             " service: is it a provenance server?",
+            code.name,
+        )
+    oversized = _OVERSIZED_ANSWER.search(details or "")
+    if (
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and oversized
+        and SERVER_ERROR_KEY not in trailing
+    ):
+        return TransportError(
+            f"the server at {address} answered with a message of {int(oversized[1]):,}"
+            f" bytes, more than the {MAX_MESSAGE_BYTES:,} a reply may hold: is it a"
+            " provenance server?",
             code.name,
         )
     if code == grpc.StatusCode.CANCELLED and SERVER_ERROR_KEY not in trailing:

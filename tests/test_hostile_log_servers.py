@@ -7,14 +7,19 @@ real CLI in this process."""
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.cli import main as prov_main
 from provenance.log import tiledir
 from provenance.log.checkpoint import LogSigner
+from provenance.v1 import provenance_pb2 as pb
+from provenance.wire.contract import MAX_MESSAGE_BYTES
+from tests.conftest import Answers
 from tests.test_tiles import ORIGIN, _audit, _serving, _tiled_log
 
 _EMPTY_MEMBER = gzip.compress(b"", mtime=0)
@@ -100,3 +105,22 @@ def test_a_checkpoint_larger_than_any_file_is_no_tiled_log_not_an_integrity_fail
     assert f"error: no tiled log at {url}: {url}checkpoint is larger than" in err, err
     assert "INTEGRITY" not in err and "Traceback" not in err, err
     assert not (tmp_path / "s.json").exists()
+
+
+def test_an_answer_over_the_message_cap_is_said_in_our_words(
+    hostile: Callable[[Answers], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server answering a message over the client's 8 MiB cap (`MAX_MESSAGE_BYTES`: a
+    page of entries, a log key) failed with grpc's words, 'error: Stream removed (CLIENT:
+    Received message larger than max (13107803 vs. 8388608)) [RESOURCE_EXHAUSTED]'. Now
+    the server is named with the sizes, exit 1."""
+    big = pb.GetLogKeyResponse(verifier_key="x" * (MAX_MESSAGE_BYTES + 1)).SerializeToString()
+    address = hostile({"GetLogKey": lambda: big})
+    capsys.readouterr()
+    rc = prov_main(["log", "key", "--server", address])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "", (rc, out, err)
+    assert err == (
+        f"error: the server at {address} answered with a message of {len(big):,} bytes, more"
+        f" than the {MAX_MESSAGE_BYTES:,} a reply may hold: is it a provenance server?\n"
+    ), err
