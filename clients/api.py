@@ -346,10 +346,26 @@ class ProvenanceClient:
         file changed while it was sent, whatever the server answered: "FILE changed
         while it was being verified" (``doing``: "scored" for DetectFile; before, the
         server's verdict on bytes the file may never have held, such as TAMPERED for a
-        signed file being written to)."""
+        signed file being written to). A server that keeps a message waiting, or has
+        not said it has the whole file (`RECEIVED_KEY`), for the client's timeout is
+        given up on then (DEADLINE_EXCEEDED, "did not answer within N s"), and its
+        decoding gets `VERIFY_DECODE_SECONDS` more from the upload's end (`_AnswerWatch`;
+        before, only the call's deadline: 219 s for a photo to a server that never
+        answered)."""
         stream, timeout, watch = upload
+        answers = _AnswerWatch(self.timeout, self.timeout + VERIFY_DECODE_SECONDS)
+
+        def offered() -> Iterator[pb.VerifyFileChunk]:
+            for message in stream:
+                yield from _offered(answers, message)
+            answers.sent_all()
+
         try:
-            answer = self._call(method, stream, timeout=timeout)
+            try:
+                call = method.future(offered(), timeout=timeout)
+                answer = answers.result(call, self.address)
+            except grpc.RpcError as e:
+                raise _transport_error(e, self.address, timeout) from e
         except TransportError as e:
             if watch.short is None:
                 raise

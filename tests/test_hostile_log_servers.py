@@ -1,25 +1,33 @@
 """The log's clients against a hostile or broken server (h-client52): `prov log audit
 --tiles URL` against an HTTP server of a real tiled log that encodes its files to cost the
 auditor, or answers its checkpoint with more bytes than any; the gRPC clients against a
-gRPC server answering a message over their size cap. Real servers on real ports, the
+gRPC server answering a message over their size cap, or taking an upload and never
+answering. Real servers on real ports, the
 real CLI in this process."""
 
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
+from provenance.core.errors import TransportError
 from provenance.log import tiledir
 from provenance.log.checkpoint import LogSigner
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.contract import MAX_MESSAGE_BYTES
-from tests.conftest import Answers
+from tests.conftest import SAMPLES, Answers
 from tests.test_tiles import ORIGIN, _audit, _serving, _tiled_log
 
 _EMPTY_MEMBER = gzip.compress(b"", mtime=0)
@@ -124,3 +132,44 @@ def test_an_answer_over_the_message_cap_is_said_in_our_words(
         f"error: the server at {address} answered with a message of {len(big):,} bytes, more"
         f" than the {MAX_MESSAGE_BYTES:,} a reply may hold: is it a provenance server?\n"
     ), err
+
+
+@pytest.mark.parametrize("reads", [True, False], ids=["reads-all", "reads-nothing"])
+def test_an_upload_the_server_never_answers_fails_after_the_calls_wait_not_the_decodes(
+    tmp_path: Path, reads: bool
+) -> None:
+    """A server that takes a `prov verify` upload and never answers (or never takes its
+    first message) held the command for the whole deadline sized for decoding a video,
+    `DEFAULT_TIMEOUT` + `VERIFY_DECODE_SECONDS` + size / `MIN_UPLOAD_RATE`: 219 s for a
+    small photo. A server that keeps a message waiting, or has not said it received the
+    whole file (`RECEIVED_KEY`) within the client's timeout of the last, is given up
+    on after that timeout, as the web page does (`verify_stream`'s ``answer_s``)."""
+    stop = threading.Event()
+
+    def upload(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        if reads:
+            for _ in requests:
+                pass
+        stop.wait()
+        return b""
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+            if str(details.method).endswith("/VerifyFile"):
+                return grpc.stream_unary_rpc_method_handler(upload)
+            return None
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((Handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    try:
+        with ProvenanceClient(f"127.0.0.1:{port}", timeout=1.0) as client:
+            with pytest.raises(TransportError) as caught:
+                client.verify_file(Path(photo))
+    finally:
+        stop.set()
+        server.stop(None)
+    assert caught.value.code == "DEADLINE_EXCEEDED", caught.value
+    assert str(caught.value) == f"the server at 127.0.0.1:{port} did not answer within 1 s"
