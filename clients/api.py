@@ -8,6 +8,7 @@ Files are uploaded in 1 MiB chunks, never read whole.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -341,10 +342,26 @@ class ProvenanceClient:
         file changed while it was sent, whatever the server answered: "FILE changed
         while it was being verified" (``doing``: "scored" for DetectFile; before, the
         server's verdict on bytes the file may never have held, such as TAMPERED for a
-        signed file being written to)."""
+        signed file being written to). A server that keeps a message waiting, or has
+        not said it has the whole file (`RECEIVED_KEY`), for the client's timeout is
+        given up on then (DEADLINE_EXCEEDED, "did not answer within N s"), and its
+        decoding gets `VERIFY_DECODE_SECONDS` more from the upload's end (`_AnswerWatch`;
+        before, only the call's deadline: 219 s for a photo to a server that never
+        answered)."""
         stream, timeout, watch = upload
+        answers = _AnswerWatch(self.timeout, self.timeout + VERIFY_DECODE_SECONDS)
+
+        def offered() -> Iterator[pb.VerifyFileChunk]:
+            for message in stream:
+                yield from _offered(answers, message)
+            answers.sent_all()
+
         try:
-            answer = self._call(method, stream, timeout=timeout)
+            try:
+                call = method.future(offered(), timeout=timeout)
+                answer = answers.result(call, self.address)
+            except grpc.RpcError as e:
+                raise _transport_error(e, self.address, timeout) from e
         except TransportError as e:
             if watch.short is None:
                 raise
@@ -678,6 +695,10 @@ CANNOT_REACH = "cannot reach the server"
 #: The status details grpc gives a call whose answer did not parse as the reply expected.
 _UNREADABLE_ANSWER = "Exception deserializing response"
 
+#: The status details grpc gives a call whose answer was over this client's
+#: `MAX_MESSAGE_BYTES` (its size, then the cap): grpc's words, not a server's.
+_OVERSIZED_ANSWER = re.compile(r"CLIENT: Received message larger than max \((\d+) vs\. \d+\)")
+
 
 def _transport_error(
     e: grpc.RpcError, address: str, timeout: float | None = None
@@ -695,6 +716,18 @@ def _transport_error(
         return TransportError(
             f"the server at {address} answered with a message that is no reply of this"
             " service: is it a provenance server?",
+            code.name,
+        )
+    oversized = _OVERSIZED_ANSWER.search(details or "")
+    if (
+        code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and oversized
+        and SERVER_ERROR_KEY not in trailing
+    ):
+        return TransportError(
+            f"the server at {address} answered with a message of {int(oversized[1]):,}"
+            f" bytes, more than the {MAX_MESSAGE_BYTES:,} a reply may hold: is it a"
+            " provenance server?",
             code.name,
         )
     if code == grpc.StatusCode.CANCELLED and SERVER_ERROR_KEY not in trailing:

@@ -598,7 +598,7 @@ def _audit_tiles(
     def fetch(path: str) -> bytes:
         try:
             data = files(path)
-        except TileMissingError as e:
+        except (TileMissingError, LogIntegrityError) as e:  # missing, or over MAX_FILE_BYTES
             if path != CHECKPOINT_PATH:  # a file the signed checkpoint commits to
                 raise
             # nothing signed there: a wrong place, not a broken log (was exit 3)

@@ -56,6 +56,12 @@ MAX_FILE_BYTES = tiles.TILE_WIDTH * (2 + tiles.MAX_ENTRY_SIZE)
 FETCH_TIMEOUT_S = 30.0
 """Seconds to wait for any byte of a file over HTTP."""
 
+MAX_GZIP_MEMBERS = 64
+"""Most gzip members (RFC 1952 2.2) a file over HTTP may be sent in: one is what servers
+send (a compressor flushed or files joined, a few). Each member after the first is read
+from a copy of the rest of the body, so 838,000 empty members in a 16 MiB body cost
+minutes of CPU a file (a quadratic cost); 64 cost at most 64 copies of it."""
+
 FILE_DEADLINE_S = 300.0
 """Seconds one file over HTTP may take in all (a server dripping bytes within
 `FETCH_TIMEOUT_S` of each other would otherwise hold an audit forever)."""
@@ -381,10 +387,10 @@ def _gunzip(data: bytes, url: str) -> bytes:
     compressor, or concatenating files, sends; before, the first member alone was taken
     for the file, and a tile sent so was a LOG INTEGRITY FAILURE of an intact log), NUL
     padding after the last ignored (as gzip(1) does). Raises LogIntegrityError past
-    `MAX_FILE_BYTES`, TransportError for a stream cut short, zlib.error for bytes that
-    are no gzip member."""
+    `MAX_FILE_BYTES`, TransportError for a stream cut short or of more than
+    `MAX_GZIP_MEMBERS` members, zlib.error for bytes that are no gzip member."""
     out = bytearray()
-    while True:
+    for _ in range(MAX_GZIP_MEMBERS):
         inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         out += inflate.decompress(data, MAX_FILE_BYTES + 1 - len(out))
         if len(out) > MAX_FILE_BYTES or inflate.unconsumed_tail:
@@ -397,6 +403,10 @@ def _gunzip(data: bytes, url: str) -> bytes:
         data = inflate.unused_data
         if not data.strip(b"\0"):
             return bytes(out)
+    raise TransportError(
+        f"cannot fetch {url}: its gzip encoding holds more than {MAX_GZIP_MEMBERS} members"
+        " (a server sends one, or a few)"
+    )
 
 
 def _fetch_url(url: str, cutoff: Cutoff) -> bytes:

@@ -1,0 +1,175 @@
+"""The log's clients against a hostile or broken server (h-client52): `prov log audit
+--tiles URL` against an HTTP server of a real tiled log that encodes its files to cost the
+auditor, or answers its checkpoint with more bytes than any; the gRPC clients against a
+gRPC server answering a message over their size cap, or taking an upload and never
+answering. Real servers on real ports, the
+real CLI in this process."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
+from provenance.core.errors import TransportError
+from provenance.log import tiledir
+from provenance.log.checkpoint import LogSigner
+from provenance.v1 import provenance_pb2 as pb
+from provenance.wire.contract import MAX_MESSAGE_BYTES
+from tests.conftest import SAMPLES, Answers
+from tests.test_tiles import ORIGIN, _audit, _serving, _tiled_log
+
+_EMPTY_MEMBER = gzip.compress(b"", mtime=0)
+
+
+def _members_server(folder: Path, members: int) -> type[BaseHTTPRequestHandler]:
+    """A handler serving the tiled log in ``folder``, each tile and bundle gzip-encoded
+    as ``members`` gzip members: ``members - 1`` empty ones, then the file's."""
+
+    class Members(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = folder / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            if self.path != "/checkpoint":
+                body = _EMPTY_MEMBER * (members - 1) + gzip.compress(body)
+                self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Members
+
+
+def test_a_tile_of_more_gzip_members_than_any_server_sends_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each gzip member after the first was read from a copy of the rest of the body, so
+    a 16 MiB body of 838,000 empty members (20 bytes each) took the auditor's CPU for
+    minutes a file (a quadratic cost): `prov log audit --tiles` of a 1,000-entry log so
+    served did not end in 15 minutes. A body of more than `MAX_GZIP_MEMBERS` members is
+    now a failure to fetch it (exit 1, no LOG INTEGRITY FAILURE: the tiles are intact,
+    their encoding is the server's), and one of that many still audits."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    _tiled_log(tmp_path / "tiles", signer, 300)
+    vkey = signer.verifier_key()
+    most = tiledir.MAX_GZIP_MEMBERS
+    with _serving(_members_server(tmp_path / "tiles", most)) as url:
+        assert _audit("--state", str(tmp_path / "a.json"), "--tiles", url, "--log-key", vkey) == 0
+    capsys.readouterr()
+    with _serving(_members_server(tmp_path / "tiles", most + 1)) as url:
+        rc = _audit("--state", str(tmp_path / "b.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"its gzip encoding holds more than {most} members" in err, err
+    assert "INTEGRITY" not in err and "Traceback" not in err, err
+
+
+def test_a_checkpoint_larger_than_any_file_is_no_tiled_log_not_an_integrity_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server answering `checkpoint` with an endless body (a misconfigured site's
+    stream, a hostile mirror) was read to `MAX_FILE_BYTES` and then called a LOG
+    INTEGRITY FAILURE (exit 3), an alarm about a log nobody signed there: nothing signed
+    is at that place, as for an HTML page (exit 1, 'no tiled log at ...'). A tile over
+    the size stays an integrity failure: the signed checkpoint commits to it."""
+
+    class Endless(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.end_headers()  # no Content-Length: the body ends when the socket does
+            chunk = b"A" * 65536
+            try:
+                while True:
+                    self.wfile.write(chunk)
+            except OSError:  # the client stopped reading
+                return
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    with _serving(Endless) as url:
+        rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"error: no tiled log at {url}: {url}checkpoint is larger than" in err, err
+    assert "INTEGRITY" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_an_answer_over_the_message_cap_is_said_in_our_words(
+    hostile: Callable[[Answers], str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A server answering a message over the client's 8 MiB cap (`MAX_MESSAGE_BYTES`: a
+    page of entries, a log key) failed with grpc's words, 'error: Stream removed (CLIENT:
+    Received message larger than max (13107803 vs. 8388608)) [RESOURCE_EXHAUSTED]'. Now
+    the server is named with the sizes, exit 1."""
+    big = pb.GetLogKeyResponse(verifier_key="x" * (MAX_MESSAGE_BYTES + 1)).SerializeToString()
+    address = hostile({"GetLogKey": lambda: big})
+    capsys.readouterr()
+    rc = prov_main(["log", "key", "--server", address])
+    out, err = capsys.readouterr()
+    assert rc == 1 and out == "", (rc, out, err)
+    assert err == (
+        f"error: the server at {address} answered with a message of {len(big):,} bytes, more"
+        f" than the {MAX_MESSAGE_BYTES:,} a reply may hold: is it a provenance server?\n"
+    ), err
+
+
+@pytest.mark.parametrize("reads", [True, False], ids=["reads-all", "reads-nothing"])
+def test_an_upload_the_server_never_answers_fails_after_the_calls_wait_not_the_decodes(
+    tmp_path: Path, reads: bool
+) -> None:
+    """A server that takes a `prov verify` upload and never answers (or never takes its
+    first message) held the command for the whole deadline sized for decoding a video,
+    `DEFAULT_TIMEOUT` + `VERIFY_DECODE_SECONDS` + size / `MIN_UPLOAD_RATE`: 219 s for a
+    small photo. A server that keeps a message waiting, or has not said it received the
+    whole file (`RECEIVED_KEY`) within the client's timeout of the last, is given up
+    on after that timeout, as the web page does (`verify_stream`'s ``answer_s``)."""
+    stop = threading.Event()
+
+    def upload(requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        if reads:
+            for _ in requests:
+                pass
+        stop.wait()
+        return b""
+
+    class Handler(grpc.GenericRpcHandler):
+        def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+            if str(details.method).endswith("/VerifyFile"):
+                return grpc.stream_unary_rpc_method_handler(upload)
+            return None
+
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((Handler(),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    try:
+        with ProvenanceClient(f"127.0.0.1:{port}", timeout=1.0) as client:
+            with pytest.raises(TransportError) as caught:
+                client.verify_file(Path(photo))
+    finally:
+        stop.set()
+        server.stop(None)
+    assert caught.value.code == "DEADLINE_EXCEEDED", caught.value
+    assert str(caught.value) == f"the server at 127.0.0.1:{port} did not answer within 1 s"
