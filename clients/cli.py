@@ -24,6 +24,7 @@ and `devicecommon`, what prov sign and prov device share.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import io
@@ -191,6 +192,19 @@ class LazyGroup(TaughtGroup):
                 return TyperCommand(cmd_name, short_help=COMMANDS[cmd_name].summary)
             self.commands[cmd_name] = load_command(cmd_name)
         return self.commands.get(cmd_name)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """Typer's, with "Did you mean 'verify'?" after "No such command 'verfy'.": Typer
+        suggests only among the commands a group holds, and this one holds none until one
+        runs, so the names come from `COMMANDS`. A name that is no command fails the
+        context (a usage error, exit 2)."""
+        name = args[0] if args else ""
+        if name and name not in COMMANDS and not name.startswith("-"):
+            matches = difflib.get_close_matches(name, list(COMMANDS))
+            if matches and not ctx.resilient_parsing:
+                names = ", ".join(repr(match) for match in matches)
+                ctx.fail(f"No such command {name!r}. Did you mean {names}?")
+        return super().resolve_command(ctx, args)
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
