@@ -24,6 +24,7 @@ and `devicecommon`, what prov sign and prov device share.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import io
@@ -192,6 +193,19 @@ class LazyGroup(TaughtGroup):
             self.commands[cmd_name] = load_command(cmd_name)
         return self.commands.get(cmd_name)
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """Typer's, with "Did you mean 'verify'?" after "No such command 'verfy'.": Typer
+        suggests only among the commands a group holds, and this one holds none until one
+        runs, so the names come from `COMMANDS`. A name that is no command fails the
+        context (a usage error, exit 2)."""
+        name = args[0] if args else ""
+        if name and name not in COMMANDS and not name.startswith("-"):
+            matches = difflib.get_close_matches(name, list(COMMANDS))
+            if matches and not ctx.resilient_parsing:
+                names = ", ".join(repr(match) for match in matches)
+                ctx.fail(f"No such command {name!r}. Did you mean {names}?")
+        return super().resolve_command(ctx, args)
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
         try:
@@ -252,6 +266,16 @@ UNREACHABLE_HINT = (
     " 'listening on HOST:PORT'), or give the address of a running one with --server"
     " HOST:PORT or $PROV_SERVER"
 )
+#: Said instead when an HTTP/1 server answered the connection (gRPC's "Failed parsing
+#: HTTP/2 ..."): the web page's port given as --server, say, which `make web` prints first.
+NOT_GRPC_HINT = (
+    "hint: an HTTP server answers there, not the gRPC service (the web page of `make web`"
+    " or `prov web`, or a witness?). --server and $PROV_SERVER take the gRPC address:"
+    " `prov serve` prints it in its 'listening on HOST:PORT' line, `make web` in its"
+    " 'gRPC: HOST:PORT'"
+)
+#: What gRPC's message holds when the peer spoke HTTP/1 (grpc core's chttp2 transport).
+_HTTP1_PEER = ("Failed parsing HTTP/2", "http1.x server")
 #: Said instead when the call found no answer in its time (DEADLINE_EXCEEDED): a server
 #: may be there, busy or waiting for its database (another process holding SQLite's
 #: write lock), so "no server answers there" would send its user to start a second one.
@@ -360,8 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     except ProvenanceError as e:
         err.print(Text.assemble(("error:", "red"), f" {e}"))
         if isinstance(e, TransportError) and str(e).startswith(_cannot_reach()):
-            slow = e.code == "DEADLINE_EXCEEDED"
-            err.print(SLOW_HINT if slow else UNREACHABLE_HINT, highlight=False)
+            if e.code == "DEADLINE_EXCEEDED":
+                hint = SLOW_HINT
+            elif any(said in str(e) for said in _HTTP1_PEER):
+                hint = NOT_GRPC_HINT
+            else:
+                hint = UNREACHABLE_HINT
+            err.print(hint, highlight=False)
         return 1
     except OSError as e:  # the machine's, not the user's: a full disk, a folder gone
         err.print(Text.assemble(("error:", "red"), f" {os_failure(e)}"))

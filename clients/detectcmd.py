@@ -13,7 +13,7 @@ import typer
 
 from clients.api import ProvenanceClient, default_server
 from clients.files import open_regular
-from clients.options import ServerOpt, UsageError, existing
+from clients.options import ServerOpt, UsageError, files_not_folders
 from detector import cli as detector_cli
 from detector.bands import threshold_words, unscored_reason
 from provenance.core.errors import ConfigError, ProvenanceError
@@ -29,7 +29,14 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 def detect(
     files: Annotated[
         list[Path],
-        typer.Argument(help="Images or videos to score.", callback=existing, dir_okay=False),
+        typer.Argument(
+            help="Images or videos to score.",
+            callback=files_not_folders(
+                "detect",
+                "scores files",
+                "`prov scan {dir} --report scan.jsonl --detect` scores the unsigned images in it",
+            ),
+        ),
     ],
     server: ServerOpt = default_server(),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,

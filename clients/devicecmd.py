@@ -324,6 +324,12 @@ def device_repair(
         highlight=False,
     )
     out.print(done.log, highlight=False)
+    if not state.log_key and state.server:
+        out.print(
+            "no pinned log key could be recovered: the next `prov sign` or `prov device sync`"
+            " pins the one the server answers, as at enrollment (trust on first use)",
+            highlight=False,
+        )
     for far in done.not_counted:
         out.print(f"note: {far}", highlight=False)
     if done.kept is not None:

@@ -5,6 +5,9 @@ re-exported here; the device folder and the log's and witnesses' keys are the cl
 
 from __future__ import annotations
 
+import os
+import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +51,32 @@ def device_folder(path: Path) -> Path:
             param_hint="--home",
         )
     return path
+
+
+def files_not_folders(
+    command: str, does: str, whole: str = ""
+) -> Callable[[list[Path]], list[Path]]:
+    """The Typer callback of the FILES... argument of ``prov COMMAND``: the paths, when
+    each exists (`existing`) and none is a folder. A folder is a usage error (exit 2)
+    naming it and saying what to give: "DIR is a folder; `prov COMMAND` DOES: name them,
+    e.g. `prov COMMAND DIR/*.jpg`", then ``whole`` (``{dir}``: the folder, quoted for a
+    shell), what handles a whole folder. Before, Click said "file 'DIR' is a directory."
+    alone. The callback raises typer.BadParameter."""
+
+    def check(paths: list[Path]) -> list[Path]:
+        existing(paths)
+        for path in paths:
+            if path.is_dir():
+                folder = shlex.quote(os.fspath(path).rstrip("/") or "/")
+                also = f"; {whole.format(dir=folder)}" if whole else ""
+                raise typer.BadParameter(
+                    f"{path} is a folder; `prov {command}` {does}: name them, e.g."
+                    f" `prov {command} {folder}/*.jpg`{also}",
+                    param_hint="FILES",
+                )
+        return paths
+
+    return check
 
 
 #: ``--home DIR``: the device folder (key, state, queue), read from PROV_HOME when not

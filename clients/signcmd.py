@@ -20,7 +20,7 @@ from clients.devicecommon import (
     print_sync_problems,
 )
 from clients.interrupt import EXIT_INTERRUPTED, StopBetweenFiles
-from clients.options import DeviceServerOpt, HomeOpt, existing
+from clients.options import DeviceServerOpt, HomeOpt, files_not_folders
 from provenance.core.claims import Claim
 from provenance.core.errors import MediaTooLargeError, ProvenanceError, TimestampError
 from provenance.core.keys import DeviceKey
@@ -43,7 +43,8 @@ TSA_TIMEOUT_S = 10.0
 def sign(
     ctx: typer.Context,
     files: Annotated[
-        list[Path], typer.Argument(help="Captures to sign.", callback=existing, dir_okay=False)
+        list[Path],
+        typer.Argument(help="Captures to sign.", callback=files_not_folders("sign", "signs files")),
     ],
     server: DeviceServerOpt = default_server(),
     home: HomeOpt = default_home(),

@@ -116,3 +116,28 @@ def test_a_command_imports_only_what_it_needs() -> None:
     assert "clients.logcmd" in modules
     assert _loaded(modules, "torch") == []
     assert [m for m in modules if m.startswith(("clients.scan", "provenance.web"))] == []
+
+
+def test_a_mistyped_command_is_answered_with_the_nearest_names() -> None:
+    """``prov verfy`` says "Did you mean 'verify'?", as ``prov device enrol`` does for its
+    group: the lazy group holds no command until one runs, and Typer suggests only among
+    those held, so the top level suggested nothing."""
+    for argv, suggestion in (
+        (["verfy", "x.jpg"], "Did you mean 'verify'?"),
+        (["recipt"], "Did you mean 'receipt'?"),
+        (["device", "enrol"], "Did you mean 'enroll'?"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "clients.cli", *argv],
+            capture_output=True,
+            text=True,
+            env=_env(),
+        )
+        assert done.returncode == 2, done.stderr
+        assert "No such command" in done.stderr
+        assert suggestion in " ".join(done.stderr.split()), done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "zzzz"], capture_output=True, text=True, env=_env()
+    )
+    assert done.returncode == 2
+    assert "No such command 'zzzz'." in done.stderr and "Did you mean" not in done.stderr

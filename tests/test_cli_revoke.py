@@ -91,6 +91,8 @@ def test_a_wrong_admin_token_is_refused_even_for_a_revoked_key(
     rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "R2")
     assert rc == 1 and out == "", (out, err)
     assert "admin credential is wrong" in err, err
+    # and what to do: the token is the one the server was started with
+    assert "the admin token this server was started with" in " ".join(err.split()), err
     rc, out, err = enrolled("admin", "revoke", "ab" * 32, "--reason", "R2")
     assert rc == 1 and "admin credential is wrong" in err, (out, err)
 

@@ -150,3 +150,27 @@ def test_a_sound_state_of_another_key_is_not_guessed_at(enrolled: Cli, tmp_path:
     )
     assert state_path.read_bytes() == before
     assert not any(enrolled.home.glob("device.json.damaged-*"))
+
+
+def test_a_repair_that_recovers_no_log_key_says_so_and_the_pin_after_it_says_why(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A device.json of garbage holds no pinned log key to recover: the repair says the
+    next sign or sync pins the key the server answers, and that sign's note says the
+    pinned key was lost in the repair's terms. Before, the repair said nothing of it and
+    the note read "this device enrolled before log keys were pinned", false for a device
+    that had pinned one (a newcomer's finding)."""
+    state_path = enrolled.home / "device.json"
+    state_path.write_text("garbage{\n")
+    rc, out, err = enrolled("device", "repair", "--server", enrolled.server)
+    flat = " ".join(out.split())
+    assert rc == 0, (out, err)
+    assert "no pinned log key could be recovered" in flat, flat
+    assert "the next `prov sign` or `prov device sync` pins the one" in flat, flat
+    assert DeviceHome(enrolled.home).state().log_key == ""
+    photo = noise_photo(tmp_path, "p.png", 7)
+    rc, out, err = enrolled("sign", str(photo))
+    flat = " ".join((out + err).split())
+    assert rc == 0 and "pinned the log key" in flat, flat
+    assert "enrolled before log keys were pinned" not in flat, flat
+    assert "this device had no log key pinned" in flat, flat

@@ -561,6 +561,27 @@ def test_a_list_file_with_a_byte_order_mark_names_its_files(tmp_path: Path, enco
     ]
 
 
+def test_a_listed_file_that_cannot_be_opened_names_its_list_and_line(tmp_path: Path) -> None:
+    """`prov scan notes.txt` reads notes.txt as a list file (one path a line): a line
+    naming no file there is refused naming the list and the line. Before, the row said
+    "cannot open: No such file or directory" for a path the user never typed (a note's
+    first line), with no word of the list it came from (a newcomer's finding)."""
+    (tmp_path / "a.jpg").write_bytes(JPEG)
+    listed = tmp_path / "notes.txt"
+    listed.write_text("a.jpg\nhello world\n")
+    got = list(iter_items([str(listed)], ScanLimits()))
+    assert [(type(i).__name__, i.ref) for i in got] == [
+        ("FileItem", f"{tmp_path}/a.jpg"),
+        ("RefusedItem", f"{tmp_path}/hello world"),
+    ]
+    refused = got[1]
+    assert isinstance(refused, RefusedItem)
+    assert refused.error == (
+        f"cannot open: No such file or directory (named on line 2 of the list file {listed}:"
+        " a PATH ending in .txt, .lst or .list is read as a list of paths, one a line)"
+    ), refused.error
+
+
 def test_list_lines_that_name_no_file_are_one_row_of_the_list(tmp_path: Path) -> None:
     """A line longer than MAX_LIST_LINE characters (no file name is) or holding a NUL
     byte (none holds one) is skipped, the lines after it read, and the list file gets one

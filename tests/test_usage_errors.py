@@ -569,6 +569,24 @@ def test_verify_given_a_sidecar_or_a_folder_says_what_to_give(
     assert f"`prov scan {tmp_path} --report scan.jsonl` checks every file in it" in err, err
 
 
+def test_sign_and_detect_given_a_folder_say_what_to_give(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov sign DIR` and `prov detect DIR` name the files to give instead, and `prov
+    scan` for a whole folder (before: Click's "file 'DIR' is a directory." alone), exit 2
+    before any file is signed or the device key is opened."""
+    monkeypatch.setenv("COLUMNS", "400")
+    monkeypatch.setenv("PROV_HOME", str(tmp_path / "no-device"))
+    server = ("--server", closed_port())
+    rc, err = _run(capsys, "sign", str(photo), str(tmp_path), *server)
+    assert rc == 2 and f"{tmp_path} is a folder; `prov sign` signs files" in err, err
+    assert f"name them, e.g. `prov sign {tmp_path}/*.jpg`" in err, err
+    assert not (tmp_path / "rocket.jpg.prov").exists()
+    rc, err = _run(capsys, "detect", str(tmp_path), *server)
+    assert rc == 2 and f"{tmp_path} is a folder; `prov detect` scores files" in err, err
+    assert f"`prov scan {tmp_path} --report scan.jsonl --detect` scores" in err, err
+
+
 def test_serve_given_a_folder_as_its_database_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -154,8 +154,9 @@ class SyncingFolder(QueueFolder):
         except (OSError, ConfigError) as e:
             return f"the log key {label} could not be pinned ({e}); the next sync tries again"
         return (
-            f"pinned the log key {label} that {address} answers (this device enrolled before"
-            " log keys were pinned): later receipts must verify with it (`prov device show`)"
+            f"pinned the log key {label} that {address} answers (this device had no log key"
+            " pinned: it enrolled before keys were pinned, or `prov device repair` could not"
+            " recover it): later receipts must verify with it (`prov device show`)"
         )
 
     def _store_receipt(self, entry: QueueEntry, receipt: Receipt, done: Sidecar) -> str:

@@ -324,11 +324,19 @@ class Walker:
         for p in paths:
             yield from self._path(p, allow_list=True)
 
-    def _path(self, path: str, allow_list: bool) -> Iterator[Item]:
+    def _path(self, path: str, allow_list: bool, listed: str = "") -> Iterator[Item]:
+        """Items of one PATH argument, or (``listed``: where it was named, "line N of the
+        list file L") of a line of a list file, a refusal then saying where."""
         try:
             st = os.stat(path)
         except OSError as e:
-            yield RefusedItem(escape_name(path), f"cannot open: {e.strerror or e}")
+            where = (
+                f" (named on {listed}: a PATH ending in {', '.join(LIST_SUFFIXES[:-1])} or"
+                f" {LIST_SUFFIXES[-1]} is read as a list of paths, one a line)"
+                if listed
+                else ""
+            )
+            yield RefusedItem(escape_name(path), f"cannot open: {e.strerror or e}{where}")
             return
         if stat.S_ISDIR(st.st_mode):
             yield from self._folder(path)
@@ -372,7 +380,8 @@ class Walker:
                     if len(skipped) < _SKIPPED_SHOWN:
                         skipped.append(f"line {n} ({problem})")
                 elif line and not line.startswith("#"):
-                    yield from self._path(os.path.join(base, line), allow_list=False)
+                    where = f"line {n} of the list file {escape_name(path)}"
+                    yield from self._path(os.path.join(base, line), False, where)
         if count or stopped:
             yield RefusedItem(escape_name(path), _list_problems(count, skipped, stopped))
 

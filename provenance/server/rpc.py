@@ -281,7 +281,11 @@ def _require_admin(context: grpc.ServicerContext, token: str) -> None:
             " (`prov admin` sends $PROV_ADMIN_TOKEN so)"
         )
     if not hmac.compare_digest(got[len("Bearer ") :].encode(), token.encode()):
-        raise AuthError("admin credential is wrong")
+        raise AuthError(
+            "admin credential is wrong: it is not the admin token this server was started"
+            " with (its $PROV_ADMIN_TOKEN or --admin-token-file); `prov admin` sends"
+            " $PROV_ADMIN_TOKEN"
+        )
 
 
 #: What an Enroll refused for its credentials raises: a wrong, spent or expired token, a

@@ -104,7 +104,7 @@ class ClientNoise(FewLines):
     def __init__(
         self, every: float = CLIENT_NOISE_EVERY_S, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        super().__init__(every, "as any client can cause one a request", clock)
+        super().__init__(every, "as any client can cause one with a request", clock)
 
     def filter(self, record: logging.LogRecord) -> bool:
         """`FewLines.filter`, and never uvicorn's advice to install a WebSocket library,
