@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -283,6 +284,12 @@ def audit(
         raise typer.BadParameter(
             f"{state} is a folder; name the file that keeps this auditor's last checkpoint"
             f" (created on the first audit), e.g. --state {state / 'audit-state.json'}",
+            param_hint="--state",
+        )
+    if not os.access(state.parent, os.W_OK | os.X_OK):  # was: the whole audit, then exit 1
+        raise typer.BadParameter(
+            f"cannot write to the folder {state.parent} (the audit saves its state there"
+            " after checking the log); name a file in a folder you can write",
             param_hint="--state",
         )
     if tiles is not None and db is not None:

@@ -339,3 +339,33 @@ def test_an_entry_edited_into_no_log_entry_is_a_log_integrity_failure(
     rc, out = _audit(inproc.db, tmp_path, vkey, capsys)
     assert rc == 3 and "LOG INTEGRITY FAILURE" in out, out
     assert "do not hash to its signed root" in out, out
+
+
+def test_a_state_folder_that_cannot_be_written_is_refused_before_the_audit(
+    inproc: InProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --state` in a folder that cannot be written (a read-only mount):
+    before, the whole audit ran, then saving its state failed (exit 1, "Read-only file
+    system") and the audit's result was never printed; now a usage error naming --state
+    and the folder before anything is read (found by h-newuser52)."""
+    import subprocess
+
+    vkey = _logged(inproc)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.fail(f"cannot make a read-only bind mount (needs root): {mounted.stderr!r}")
+    try:
+        rc = prov_main(
+            ["log", "audit", "--db", str(inproc.db), "--state", str(ro / "audit.json"),
+             "--log-key", vkey]
+        )  # fmt: skip
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=True)
+    got = capsys.readouterr()
+    said = got.out + got.err
+    assert rc == 2, said
+    assert "--state" in said and f"cannot write to the folder {ro}" in said, said
+    assert "log OK" not in said and "re-hashed" not in said, said
+    assert not (ro / "audit.json").exists()
