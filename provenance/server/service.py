@@ -320,6 +320,19 @@ def _round_robin(groups: Sequence[int], limit: int) -> list[int]:
     return sorted(i for _, i in order[:limit])
 
 
+def _in_order(groups: Sequence[int], limit: int) -> list[int]:
+    """The positions (ascending) of the first ``limit`` items, given each item's group in
+    order of preference, at most NEAR_PER_DEVICE of one group: a group's second and later
+    items in their place, where `_round_robin` puts them behind every group's first."""
+    taken: dict[int, int] = {}
+    out: list[int] = []
+    for i, group in enumerate(groups):
+        if taken.get(group, 0) < NEAR_PER_DEVICE and len(out) < limit:
+            taken[group] = taken.get(group, 0) + 1
+            out.append(i)
+    return out
+
+
 def _with_notes(report: VerificationReport, notes: list[str]) -> VerificationReport:
     """``report`` with the verification's ``notes`` (each once, in order) added to its
     reasons."""
@@ -1523,7 +1536,8 @@ class ProvenanceService:
         MAX_QUERY_FRAMES frames, evenly spread, are searched). The first ``frames`` hashes
         (all when None) each vote; those after them (a photo's turned hashes) vote with
         the first. At most NEAR_PER_DEVICE leaves of one group, round-robin over groups
-        (`_round_robin`)."""
+        (`_round_robin`); a video's (more than one frame votes) also the first ``limit`` in
+        order of votes (`_in_order`): up to 2 x ``limit``."""
         return self._near_candidates_many(
             [soft], limit, frames=[len(soft) if frames is None else frames]
         )[0]
@@ -1544,12 +1558,18 @@ class ProvenanceService:
         of a photo's code gains no votes over an honest near copy. Each query hash's index
         answer and each file's candidates hold at most NEAR_PER_DEVICE leaves of one
         group, filled round-robin over groups (`_round_robin`: the most votes, then the
-        nearest, of each group before any group's second). Raises DeadlineError as
+        nearest, of each group before any group's second). A file whose hashes vote as
+        more than one frame (a video) also gets the first ``limit`` of them in order of
+        votes, at most NEAR_PER_DEVICE a group (`_in_order`), up to 2 x ``limit`` in all: its
+        verdict lines frames up in time, which votes do not show, and a group's second by
+        votes may be the clip that lines up, which the round-robin puts behind every
+        group's first however few their votes. Raises DeadlineError as
         `_search_grouped`."""
         if not len(self.pdq):  # an empty log: nothing near anything
             return [[] for _ in softs]
         spread: list[list[bytes | None]] = []
         voters: list[list[int]] = []  # each code's vote: its frame (a turn votes as its own)
+        video: list[bool] = []  # more than one frame votes: the verdict lines frames up in time
         for k, soft in enumerate(softs):
             n = len(soft)
             picks: Sequence[int] = range(n)
@@ -1567,6 +1587,7 @@ class ProvenanceService:
                 ]
                 origins += range(n, n + len(packed) // PDQ_HASH_SIZE)
             own = max(1, frames[k]) if frames else max(1, n)
+            video.append(own > 1)
             # frames first, then each turn of the frames in order (a photo: 1 frame)
             voters.append([o if o < own else (o - own) % own for o in origins])
             spread.append(codes)
@@ -1586,7 +1607,10 @@ class ProvenanceService:
                     votes.setdefault(idx, set()).add(voter)
             ranked = sorted(best, key=lambda i: (-len(votes[i]), best[i]))
             groups = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
-            out.append([ranked[i] for i in _round_robin(groups, limit)])
+            chosen = set(_round_robin(groups, limit))
+            if video[k]:  # also a group's 2nd-4th by votes in their place (at most 2 x limit)
+                chosen.update(_in_order(groups, limit))
+            out.append([ranked[i] for i in sorted(chosen)])
         return out
 
     # ---------------------------------------------------------------- log
