@@ -1470,8 +1470,25 @@ class ProvenanceService:
             if self._forgotten != forgotten:  # groups forgotten since: these cuts are stale
                 again = open_
             else:
+                ids = np.fromiter(
+                    (idx for k in open_ for _, idx in found[k]),
+                    dtype=np.int64,
+                    count=sum(len(found[k]) for k in open_),
+                )
+                # every open answer's groups in one read (a Lookup part: thousands of codes)
+                arr = self._leaf_groups
+                inside = ids < len(arr)
+                learning = ~inside
+                learning[inside] = arr[ids[inside]] == -1
+                groups = self._devices_of(ids).tolist()
+                end = 0
                 for k in open_:
-                    cut, settled = self._share_cut(found[k], limits[k])
+                    start, end = end, end + len(found[k])
+                    cut, settled = (
+                        (found[k], False)
+                        if learning[start:end].any()
+                        else self._share_cut(found[k], limits[k], groups[start:end])
+                    )
                     if settled:
                         done[k] = cut
                     else:
@@ -1501,24 +1518,22 @@ class ProvenanceService:
                 for k, answer in zip(ks, listed, strict=True):
                     found[k] = answer
 
+    @staticmethod
     def _share_cut(
-        self, listed: list[tuple[int, int]], asked: int
+        listed: list[tuple[int, int]], asked: int, groups: Sequence[int]
     ) -> tuple[list[tuple[int, int]], bool]:
         """``listed`` (a search's (distance, leaf) answers, nearest first, ``asked`` at
-        most) cut to NEAR_PER_DEVICE places a group with the groups known now, its first
+        most, each leaf's group known: ``groups``, `_devices_of`) cut to NEAR_PER_DEVICE
+        places a group, its first
         NEAR_SEARCHED, then its NEAR_PLACES round-robin over groups (`_round_robin`),
         nearest first; and whether that is the answer a search would give now (every leaf
         kept is of a known group, and NEAR_SEARCHED stay or the search had fewer answers
         than asked: a hit it left out is past all it holds, and a group cut before is cut
         the same now; the round-robin's places lie among those, `NEAR_SEARCHED`)."""
-        arr = self._leaf_groups
-        if any(idx >= len(arr) or arr[idx] == -1 for _, idx in listed):
-            return listed, False
-        groups = self._devices_of(np.asarray([idx for _, idx in listed], dtype=np.int64))
         taken: dict[int, int] = {}
         cut: list[tuple[int, int]] = []
         kept: list[int] = []
-        for hit, group in zip(listed, groups.tolist(), strict=True):
+        for hit, group in zip(listed, groups, strict=True):
             if taken.get(group, 0) < NEAR_PER_DEVICE:
                 taken[group] = taken.get(group, 0) + 1
                 cut.append(hit)
