@@ -120,10 +120,15 @@ def bench_submits(work: Path, new_db: Any, devices: int, total: int) -> dict[str
 
 
 def _build_log(
-    db: Path, key: Path, leaves: int, code: Callable[[int], bytes] | None = None
+    db: Path,
+    key: Path,
+    leaves: int,
+    code: Callable[[int], bytes] | None = None,
+    device: Callable[[int], bytes] | None = None,
 ) -> None:
-    """A SQLite log of ``leaves`` entries of one device (one PDQ hash each: ``code`` of
-    the leaf's index, random when None), built in batches."""
+    """A SQLite log of ``leaves`` entries (one PDQ hash each: ``code`` of the leaf's
+    index, random when None), of one device or ``device`` of the leaf's index (32-byte
+    ids, not enrolled), built in batches."""
     store = SqliteStore(db)
     signer = generate_log_key(key, "bench.local/log")
     store.set_meta("origin", signer.name)
@@ -134,6 +139,8 @@ def _build_log(
         new = []
         for i in range(start, min(leaves, start + batch)):
             pdq = PerceptualHash("pdq", os.urandom(32) if code is None else code(i), 90)
+            if device is not None:
+                dev = device(i)
             claim = Claim(dev, i + 1, now, "image/jpeg", 1, HardBinding(os.urandom(32)), (pdq,))
             signed = SignedClaim(PAYLOAD_TYPE_CLAIM, wire.encode_claim(claim), dev, b"\0" * 64)
             entry = wire.encode_log_entry(signed, now)

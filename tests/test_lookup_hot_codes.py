@@ -32,7 +32,7 @@ from provenance.core.verify import FileFacts
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.server.pipeline import VerificationPipeline
 from provenance.server.rpc import lookup_parts
-from provenance.server.service import NEAR_SEARCHED, _round_robin
+from provenance.server.service import NEAR_SEARCHED, _in_order, _round_robin
 from tests.conftest import (
     ADMIN_TOKEN,
     SAMPLES,
@@ -355,6 +355,20 @@ def test_a_few_hostile_devices_claims_do_not_hide_an_honest_copy(
         assert_derived_from(report, honest_leaf, 6)
 
 
+def _clip_and_copy(
+    rng: np.random.Generator,
+) -> tuple[list[bytes], tuple[PerceptualHash, ...], tuple[PerceptualHash, ...]]:
+    """A clip's 20 random frame codes, its frames (1 a second), and a copy's frames (each
+    6 bits away, in time)."""
+    codes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(20)]
+    clip = tuple(PerceptualHash("pdq", h, 100, float(i)) for i, h in enumerate(codes))
+    copy = tuple(
+        PerceptualHash("pdq", bytes([h[0] ^ 0x3F]) + h[1:], 100, float(i))
+        for i, h in enumerate(codes)
+    )
+    return codes, clip, copy
+
+
 def test_video_claims_with_every_frame_out_of_time_do_not_hide_an_honest_copy(
     server: ServerProc,
 ) -> None:
@@ -365,12 +379,7 @@ def test_video_claims_with_every_frame_out_of_time_do_not_hide_an_honest_copy(
     Before, the 10 shuffled claims (20 votes each, at distance 0) took all 8 near
     candidates, none matched in time, and the clip read UNSIGNED."""
     rng = np.random.default_rng(11)
-    codes = [rng.integers(0, 256, 32, dtype=np.uint8).tobytes() for _ in range(20)]
-    clip = tuple(PerceptualHash("pdq", h, 100, float(i)) for i, h in enumerate(codes))
-    copy = tuple(
-        PerceptualHash("pdq", bytes([h[0] ^ 0x3F]) + h[1:], 100, float(i))
-        for i, h in enumerate(codes)
-    )
+    codes, clip, copy = _clip_and_copy(rng)
     with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
         honest = enroll_key(c, "honest")
         honest_leaf = c.submit(
@@ -390,6 +399,42 @@ def test_video_claims_with_every_frame_out_of_time_do_not_hide_an_honest_copy(
                 )
         [(_, report)] = c.lookup([Query("clip", os.urandom(32), clip, media_type="video/mp4")])
     assert_derived_from(report, honest_leaf)
+
+
+def test_a_devices_clip_second_by_votes_is_not_hidden_by_seven_devices_with_one_vote_each(
+    server: ServerProc,
+) -> None:
+    """A device logged a claim whose 20 frames carry a clip's 20 codes out of time (its
+    own loop footage, or a thief's under its key before the revocation's time: every vote,
+    distance 0) and then a copy of the clip (each frame 6 bits away, in time): the copy is
+    that device's second by votes. Seven other devices log one video claim each with a
+    single one of the clip's codes (1 vote each, ranked far behind the copy). A Lookup of
+    the clip is DERIVED from the copy, as before the round-robin (the copy ranked 2nd of
+    the 9). With the round-robin alone, every group's first (8 of them, however few their
+    votes) came before any group's second: the copy was left out and the clip read
+    DERIVED from one of the one-frame claims ("seconds 0.0-0.0 ... 5% of this file's")."""
+    rng = np.random.default_rng(12)
+    codes, clip, copy = _clip_and_copy(rng)
+    shuffled = tuple(
+        PerceptualHash("pdq", codes[j], 100, float(i))
+        for i, j in enumerate(rng.permutation(len(codes)))
+    )
+    with ProvenanceClient(server.address, admin_token=ADMIN_TOKEN) as c:
+        device = enroll_key(c, "looping")
+        c.submit(
+            sign_claim(
+                device, video_claim(device, 1, soft_bindings=shuffled, duration_seconds=20.0)
+            )
+        )
+        copy_leaf = c.submit(
+            sign_claim(device, video_claim(device, 2, soft_bindings=copy, duration_seconds=20.0))
+        )[0].leaf_index
+        for n in range(7):
+            key = enroll_key(c, f"one-vote{n}")
+            one = (PerceptualHash("pdq", codes[n], 100, 0.0),)
+            c.submit(sign_claim(key, video_claim(key, 1, soft_bindings=one, duration_seconds=1.0)))
+        [(_, report)] = c.lookup([Query("clip", os.urandom(32), clip, media_type="video/mp4")])
+    assert_derived_from(report, copy_leaf)
 
 
 def test_a_parts_search_still_learning_whose_its_hits_are_stops_at_the_deadline(
@@ -431,3 +476,6 @@ def test_places_go_round_robin_over_groups_before_depth() -> None:
     assert len(seven) in _round_robin([*seven, 99], 8)  # the honest item, 29th, is in
     eight = [g for g in range(8) for _ in range(4)]
     assert len(eight) not in _round_robin([*eight, 99], 8)
+    # a video's candidates also take these: the first 8 in order, at most 4 of a group
+    assert _in_order([1, 1, *range(2, 9)], 8) == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert _in_order([5] * 6 + [6], 8) == [0, 1, 2, 3, 6]

@@ -318,6 +318,19 @@ def _round_robin(groups: Sequence[int], limit: int) -> list[int]:
     return sorted(i for _, i in order[:limit])
 
 
+def _in_order(groups: Sequence[int], limit: int) -> list[int]:
+    """The positions (ascending) of the first ``limit`` items, given each item's group in
+    order of preference, at most NEAR_PER_DEVICE of one group: a group's second and later
+    items in their place, where `_round_robin` puts them behind every group's first."""
+    taken: dict[int, int] = {}
+    out: list[int] = []
+    for i, group in enumerate(groups):
+        if taken.get(group, 0) < NEAR_PER_DEVICE and len(out) < limit:
+            taken[group] = taken.get(group, 0) + 1
+            out.append(i)
+    return out
+
+
 def _with_notes(report: VerificationReport, notes: list[str]) -> VerificationReport:
     """``report`` with the verification's ``notes`` (each once, in order) added to its
     reasons."""
@@ -1455,8 +1468,25 @@ class ProvenanceService:
             if self._forgotten != forgotten:  # groups forgotten since: these cuts are stale
                 again = open_
             else:
+                ids = np.fromiter(
+                    (idx for k in open_ for _, idx in found[k]),
+                    dtype=np.int64,
+                    count=sum(len(found[k]) for k in open_),
+                )
+                # every open answer's groups in one read (a Lookup part: thousands of codes)
+                arr = self._leaf_groups
+                inside = ids < len(arr)
+                learning = ~inside
+                learning[inside] = arr[ids[inside]] == -1
+                groups = self._devices_of(ids).tolist()
+                end = 0
                 for k in open_:
-                    cut, settled = self._share_cut(found[k], limits[k])
+                    start, end = end, end + len(found[k])
+                    cut, settled = (
+                        (found[k], False)
+                        if learning[start:end].any()
+                        else self._share_cut(found[k], limits[k], groups[start:end])
+                    )
                     if settled:
                         done[k] = cut
                     else:
@@ -1486,24 +1516,22 @@ class ProvenanceService:
                 for k, answer in zip(ks, listed, strict=True):
                     found[k] = answer
 
+    @staticmethod
     def _share_cut(
-        self, listed: list[tuple[int, int]], asked: int
+        listed: list[tuple[int, int]], asked: int, groups: Sequence[int]
     ) -> tuple[list[tuple[int, int]], bool]:
         """``listed`` (a search's (distance, leaf) answers, nearest first, ``asked`` at
-        most) cut to NEAR_PER_DEVICE places a group with the groups known now, its first
+        most, each leaf's group known: ``groups``, `_devices_of`) cut to NEAR_PER_DEVICE
+        places a group, its first
         NEAR_SEARCHED, then its NEAR_PLACES round-robin over groups (`_round_robin`),
         nearest first; and whether that is the answer a search would give now (every leaf
         kept is of a known group, and NEAR_SEARCHED stay or the search had fewer answers
         than asked: a hit it left out is past all it holds, and a group cut before is cut
         the same now; the round-robin's places lie among those, `NEAR_SEARCHED`)."""
-        arr = self._leaf_groups
-        if any(idx >= len(arr) or arr[idx] == -1 for _, idx in listed):
-            return listed, False
-        groups = self._devices_of(np.asarray([idx for _, idx in listed], dtype=np.int64))
         taken: dict[int, int] = {}
         cut: list[tuple[int, int]] = []
         kept: list[int] = []
-        for hit, group in zip(listed, groups.tolist(), strict=True):
+        for hit, group in zip(listed, groups, strict=True):
             if taken.get(group, 0) < NEAR_PER_DEVICE:
                 taken[group] = taken.get(group, 0) + 1
                 cut.append(hit)
@@ -1521,7 +1549,8 @@ class ProvenanceService:
         MAX_QUERY_FRAMES frames, evenly spread, are searched). The first ``frames`` hashes
         (all when None) each vote; those after them (a photo's turned hashes) vote with
         the first. At most NEAR_PER_DEVICE leaves of one group, round-robin over groups
-        (`_round_robin`)."""
+        (`_round_robin`); a video's (more than one frame votes) also the first ``limit`` in
+        order of votes (`_in_order`): up to 2 x ``limit``."""
         return self._near_candidates_many(
             [soft], limit, frames=[len(soft) if frames is None else frames]
         )[0]
@@ -1542,12 +1571,18 @@ class ProvenanceService:
         of a photo's code gains no votes over an honest near copy. Each query hash's index
         answer and each file's candidates hold at most NEAR_PER_DEVICE leaves of one
         group, filled round-robin over groups (`_round_robin`: the most votes, then the
-        nearest, of each group before any group's second). Raises DeadlineError as
+        nearest, of each group before any group's second). A file whose hashes vote as
+        more than one frame (a video) also gets the first ``limit`` of them in order of
+        votes, at most NEAR_PER_DEVICE a group (`_in_order`), up to 2 x ``limit`` in all: its
+        verdict lines frames up in time, which votes do not show, and a group's second by
+        votes may be the clip that lines up, which the round-robin puts behind every
+        group's first however few their votes. Raises DeadlineError as
         `_search_grouped`."""
         if not len(self.pdq):  # an empty log: nothing near anything
             return [[] for _ in softs]
         spread: list[list[bytes | None]] = []
         voters: list[list[int]] = []  # each code's vote: its frame (a turn votes as its own)
+        video: list[bool] = []  # more than one frame votes: the verdict lines frames up in time
         for k, soft in enumerate(softs):
             n = len(soft)
             picks: Sequence[int] = range(n)
@@ -1565,6 +1600,7 @@ class ProvenanceService:
                 ]
                 origins += range(n, n + len(packed) // PDQ_HASH_SIZE)
             own = max(1, frames[k]) if frames else max(1, n)
+            video.append(own > 1)
             # frames first, then each turn of the frames in order (a photo: 1 frame)
             voters.append([o if o < own else (o - own) % own for o in origins])
             spread.append(codes)
@@ -1584,7 +1620,10 @@ class ProvenanceService:
                     votes.setdefault(idx, set()).add(voter)
             ranked = sorted(best, key=lambda i: (-len(votes[i]), best[i]))
             groups = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
-            out.append([ranked[i] for i in _round_robin(groups, limit)])
+            chosen = set(_round_robin(groups, limit))
+            if video[k]:  # also a group's 2nd-4th by votes in their place (at most 2 x limit)
+                chosen.update(_in_order(groups, limit))
+            out.append([ranked[i] for i in sorted(chosen)])
         return out
 
     # ---------------------------------------------------------------- log
