@@ -183,10 +183,12 @@ NEAR_PLACES = 16
 #: group. These hold the round-robin's NEAR_PLACES (`_round_robin`): an entry past them
 #: has a group's entries ahead of it from at least NEAR_PLACES groups.
 NEAR_SEARCHED = NEAR_PLACES * NEAR_PER_DEVICE
-#: Answers all of one round's searches hold at most while a search learns whose the leaves
-#: it hits are (`ProvenanceService._search_grouped`: leaves logged before this start,
-#: once): a code searched again gets twice its previous answers while they fit (about 20 MB
-#: of answers at most), the others NEAR_SEARCHED (what the first codes learn settles theirs).
+#: Answers the codes searched again with more than NEAR_SEARCHED hold at most in one round
+#: while a search learns whose the leaves it hits are (`ProvenanceService._search_grouped`:
+#: leaves logged before this start, once): such a code gets twice its previous answers
+#: while they fit (about 20 MB of answers), the others NEAR_SEARCHED each (what the first
+#: codes learn settles theirs). So a round holds up to this plus NEAR_SEARCHED a code (the
+#: first round: NEAR_SEARCHED a code, a 4,096-hash video's 262,144).
 GROUP_ROUND_ANSWERS = 1 << 17
 #: Device keys a server keeps for signature checks (about 200 bytes each).
 DEVICE_KEYS_CACHED = CHECKED_KEYS_CACHED
