@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -123,36 +124,32 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 
 def _start_fork_server() -> None:
-    """Start the fork server (if not running) with SIGINT ignored, so that a Ctrl-C while
-    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback;
+    """Start the fork server (if not running) with SIGINT blocked, so that a Ctrl-C while
+    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback:
+    `clients.scan.preload`, last of that list, makes it ignore SIGINT and unblocks it, and
     the workers it forks inherit that: a Ctrl-C reaches the scan process alone in effect,
-    which stops its workers itself (`_stop_workers`). Before, the workers took Python's
-    SIGINT handler back, and a Ctrl-C to the whole foreground group could end one of them
-    while it held the pool's task-queue lock: another then waited on that lock for ever,
-    and the scan with it, in the pool's shutdown. This process ignores SIGINT only while
-    the fork server is spawned (a fork and exec, a few milliseconds), and only from the
-    main thread, where signal handlers can be set.
+    which stops its workers itself (`_stop_workers`). This process blocks SIGINT in its
+    main thread only while the fork server is spawned (a fork and exec, milliseconds to
+    a second on a loaded machine), and holds a Ctrl-C or SIGTERM that comes then until the
+    spawn is done (`_interrupt_after`), then raises it. CPython's resource tracker is
+    started first: its own start unblocks SIGINT when it ends.
 
-    A SIGTERM handled in Python (`clients.scan.cli`'s, which stops the scan as Ctrl-C
-    does) is held while the fork server is spawned and handed to that handler once SIGINT
-    is restored, as `_interrupt_after` holds it: before, the handler found SIGINT ignored
-    and raised KeyboardInterrupt inside ``forkserver.ensure_running``."""
+    Before 6 December (h-scan52) this process ignored SIGINT for the spawn (so that the
+    fork server started ignoring it), and a Ctrl-C then was lost: the scan went on to its
+    end (6 of 6 Ctrl-Cs sent at that moment; 1 of 150 sent at random moments), which a
+    loop of interrupted scans that waited less than a whole scan would count as a hang. A
+    blocked signal stays pending where an ignored one is dropped. Outside the main thread
+    the spawn runs as is."""
     if threading.current_thread() is not threading.main_thread():
         multiprocessing.forkserver.ensure_running()
         return
-    held: list[int] = []
-    on_term = signal.getsignal(signal.SIGTERM)
-    if callable(on_term):
-        signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if callable(on_term):
-            signal.signal(signal.SIGTERM, on_term)
-    if held and callable(on_term):
-        on_term(signal.SIGTERM, None)  # raises, as it would have in the spawn
+    with _interrupt_after():
+        multiprocessing.resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextmanager
