@@ -26,7 +26,9 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
 import multiprocessing.forkserver
+import multiprocessing.process
 import multiprocessing.resource_tracker
 import os
 import signal
@@ -110,7 +112,9 @@ def _main_imports() -> list[str]:
 WORKER_LAZY_IMPORTS = ["provenance.media.video.decode", "clients.scan.preload"]
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> (
+    multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+):
     """The fork server context, its server preloading the worker and the main script's
     imports (see the module docstring); spawn where there is no fork server."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -232,22 +236,54 @@ def _worker_died() -> Iterator[None]:
 STOP_GRACE_S = 5.0
 
 
-def _stop_workers(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
+class _PoolContext(multiprocessing.context.BaseContext):
+    """The workers' start method (``base``: `_worker_context`'s) as a ProcessPoolExecutor's
+    ``mp_context``, keeping every worker process the pool starts in ``workers``, so that a
+    stopped scan can end them (`_stop_workers`). The pool makes its workers with
+    ``mp_context.Process`` (what its ``mp_context`` is for: "used to launch the workers");
+    its queues and locks come from BaseContext's own methods, on ``base``'s start method.
+    Before, `_stop_workers` read the pool's private ``_processes``."""
+
+    def __init__(
+        self,
+        base: multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext,
+    ) -> None:
+        self._base = base
+        self.workers: list[multiprocessing.process.BaseProcess] = []
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._base.get_start_method()
+
+    def Process(  # noqa: N802  # the name a multiprocessing context gives it
+        self, *args: Any, **kwargs: Any
+    ) -> multiprocessing.process.BaseProcess:
+        """A worker process of ``base``'s kind (not started), kept in ``workers``."""
+        proc = self._base.Process(*args, **kwargs)
+        self.workers.append(proc)
+        return proc
+
+
+def _stop_workers(
+    pool: ProcessPoolExecutor,
+    workers: list[multiprocessing.process.BaseProcess],
+    grace: float = STOP_GRACE_S,
+) -> None:
     """End a pool whose scan stops early (Ctrl-C, SIGTERM, an error): its batches not
-    started are cancelled and its workers terminated (SIGTERM, then SIGKILL past ``grace``
-    seconds), without waiting for the batches they run; their rows were not recorded, so
-    ``--resume`` scans those files again. Returns once every worker has ended. Before, the
-    pool's shutdown waited for every running batch, and for ever for a worker blocked on
-    the pool's task-queue lock (one killed by the Ctrl-C while holding it)."""
-    workers = list((pool._processes or {}).values())  # noqa: SLF001  # no public way
+    started are cancelled and its ``workers`` (`_PoolContext.workers`) terminated
+    (SIGTERM, then SIGKILL past ``grace`` seconds), without waiting for the batches they
+    run; their rows were not recorded, so ``--resume`` scans those files again. Returns
+    once every worker started has ended. Before, the pool's shutdown waited for every
+    running batch, and for ever for a worker blocked on the pool's task-queue lock (one
+    killed by the Ctrl-C while holding it)."""
+    started = [proc for proc in workers if proc.pid is not None]
     pool.shutdown(wait=False, cancel_futures=True)
-    for proc in workers:
+    for proc in started:
         if proc.is_alive():
             proc.terminate()
     deadline = time.monotonic() + grace
-    for proc in workers:
+    for proc in started:
         proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in workers:
+    for proc in started:
         if proc.is_alive():
             proc.kill()
             proc.join()
@@ -277,9 +313,8 @@ class LocalEngine:
             for batch in batches:
                 yield process_batch(batch, config)
             return
-        pool = ProcessPoolExecutor(
-            self.workers, mp_context=_worker_context(), initializer=_exit_with_parent
-        )
+        context = _PoolContext(_worker_context())
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with_parent)
         pending: set[Future[Rows]] = set()
         completed = False
         try:
@@ -300,10 +335,10 @@ class LocalEngine:
                 try:
                     pool.shutdown(wait=True)
                 except BaseException:  # a Ctrl-C while they end
-                    _stop_workers(pool)
+                    _stop_workers(pool, context.workers)
                     raise
             else:
-                _stop_workers(pool)
+                _stop_workers(pool, context.workers)
 
 
 class RayEngine:
