@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -54,10 +54,11 @@ Rows = list[dict[str, Any]]
 class Engine(Protocol):
     """Runs process_batch over batches; yields each batch's rows when done. ``tail_parts``:
     how many batches the scan's last items are cut into (`clients.scan.runs.runs`), twice
-    the batches that run at once, so that they end together (0: not cut)."""
+    the batches that run at once, so that they end together (0: not cut); or a function
+    that gives it once ``map`` has started (asked when the walk ends)."""
 
     @property
-    def tail_parts(self) -> int: ...
+    def tail_parts(self) -> int | Callable[[], int]: ...
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]: ...
 
@@ -347,12 +348,17 @@ class RayEngine:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers
+        self._cpus = 0  # the cluster's, once joined
 
     @property
-    def tail_parts(self) -> int:
-        """Twice ``workers`` when given (`Engine`); else 0, as the cluster's size is known
-        only once it is joined."""
-        return 2 * self.workers if self.workers else 0
+    def tail_parts(self) -> Callable[[], int]:
+        """Twice the CPUs of the cluster the tasks run on (`Engine`), known once ``map``
+        has joined it: a function that gives it then (0 before: not cut). The CPUs are
+        the cluster's own, ``workers`` only for a local node this engine starts. Before 6
+        December (h-scan52) the tail was cut for twice ``workers`` when given, whatever the
+        cluster of RAY_ADDRESS held (a scan of a 32-CPU cluster with --workers 2 cut its
+        last batches in 4), and not at all without it."""
+        return lambda: 2 * self._cpus
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
         try:
@@ -364,7 +370,8 @@ class RayEngine:
             _start_ray(ray, self.workers)
         task = ray.remote(process_batch)
         cfg = ray.put(config)
-        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
+        self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
+        in_flight = 2 * self._cpus
         pending: list[Any] = []
         try:
             for batch in batches:
