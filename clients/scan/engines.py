@@ -269,15 +269,18 @@ def _stop_workers(
     workers: list[multiprocessing.process.BaseProcess],
     grace: float = STOP_GRACE_S,
 ) -> None:
-    """End a pool whose scan stops early (Ctrl-C, SIGTERM, an error): its batches not
-    started are cancelled and its ``workers`` (`_PoolContext.workers`) terminated
-    (SIGTERM, then SIGKILL past ``grace`` seconds), without waiting for the batches they
-    run; their rows were not recorded, so ``--resume`` scans those files again. Returns
-    once every worker started has ended. Before, the pool's shutdown waited for every
-    running batch, and for ever for a worker blocked on the pool's task-queue lock (one
-    killed by the Ctrl-C while holding it)."""
+    """End a pool whose scan stops early (Ctrl-C, SIGTERM, an error): its ``workers``
+    (`_PoolContext.workers`) are terminated (SIGTERM, then SIGKILL past ``grace``
+    seconds), without waiting for the batches they run, and its batches not done fail or
+    are cancelled; their rows were not recorded, so ``--resume`` scans those files again.
+    Returns once every worker started has ended, and then the pool's own threads (they end
+    as soon as its workers have: the pool finds them gone). Before, the pool's shutdown waited
+    for every running batch, and for ever for a worker blocked on the pool's task-queue
+    lock (one killed by the Ctrl-C while holding it); and, until 6 December (h-scan52), the
+    pool's manager thread could still be closing the pool as the scan process exited,
+    when Python's exit hook wakes it through a pipe it was closing: 'Exception ignored ...
+    OSError: [Errno 9] Bad file descriptor' under the 'interrupted' line."""
     started = [proc for proc in workers if proc.pid is not None]
-    pool.shutdown(wait=False, cancel_futures=True)
     for proc in started:
         if proc.is_alive():
             proc.terminate()
@@ -288,6 +291,9 @@ def _stop_workers(
         if proc.is_alive():
             proc.kill()
             proc.join()
+    # no worker left to run a batch: the pool finds them gone, fails its batches not
+    # done (BrokenProcessPool) and its threads end, which this joins
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _rows(fut: Future[Rows]) -> Rows:
