@@ -496,6 +496,7 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
         "        gc.get_freeze_count() > 10000,\n"
         "        gc.get_threshold()[0] == GC_YOUNG_THRESHOLD,\n"
         "        signal.getsignal(signal.SIGINT) is signal.SIG_IGN,\n"
+        "        signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, []),\n"
         "    ]\n\n"
         "if __name__ == '__main__':\n"
         "    assert 'grpc._channel' not in sys.modules\n"
@@ -512,8 +513,9 @@ def test_pool_workers_start_with_the_decoder_and_grpc_loaded(tmp_path: Path) -> 
     )
     # the last: a worker ignores Ctrl-C (the scan process stops its workers itself,
     # `clients.scan.engines._stop_workers`; before, every worker took it, and one could
-    # die holding the pool's task-queue lock)
-    assert out.stdout.strip() == "[True, True, True, True, True, True]", out.stderr
+    # die holding the pool's task-queue lock); and not blocked, as the fork server was
+    # started (`clients.scan.engines._start_fork_server`): its preload unblocks it
+    assert out.stdout.strip() == "[True, True, True, True, True, True, True]", out.stderr
 
 
 #: How long a failed Ray start waits for the machine's run queue to drain before its one
@@ -574,6 +576,26 @@ def test_ray_engine_gives_the_same_report(desk: Desk, tmp_path: Path) -> None:
     assert _normal(rows) == _normal(desk.baseline)
 
 
+@pytest.mark.slow
+def test_a_ray_scan_cuts_its_last_batches_for_the_cluster_s_cpus(
+    desk: Desk, tmp_path: Path
+) -> None:
+    """A Ray cluster the scan joins (RAY_ADDRESS's, or here one started by the caller:
+    the same path) has CPUs of its own, which --workers does not change: the last
+    batches are cut for twice them. 240 photos, batches of 16 doubling to 64, a cluster
+    of 2 CPUs and --workers 1: the last two batches' 128 files arrive as 4 batches of 32.
+    Before, they were cut for twice --workers, 2 batches of 64 (16, 32, 64, 64, 64)."""
+    import ray
+
+    _start_ray(ray)
+    try:
+        sizes, rows = _batch_sizes(desk, tmp_path, RayEngine(1))
+    finally:
+        ray.shutdown()
+    assert sorted(sizes) == [16, 32, 32, 32, 32, 32, 64]
+    assert len({row["path"] for row in rows}) == 240
+
+
 def test_detect_scores_only_unsigned_images(desk: Desk, tmp_path: Path) -> None:
     rows = {
         r["path"]: r
@@ -625,6 +647,23 @@ def _photos(folder: Path, n: int) -> None:
         base = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
         im = Image.fromarray(base).resize((96, 96), Image.Resampling.BICUBIC)
         (folder / f"p{k:03d}.jpg").write_bytes(_jpeg(im, 90))
+
+
+def _batch_sizes(desk: Desk, tmp_path: Path, engine: Any) -> tuple[list[int], list[dict[str, Any]]]:
+    """A scan of 240 photos (in ``tmp_path``/many) with ``engine``, batches of 16 doubling
+    to 64: the sizes of the batches in the order their rows came, and the report's rows."""
+    folder = tmp_path / "many"
+    _photos(folder, 240)
+    sizes: list[int] = []
+    rows = _scan(
+        [folder],
+        tmp_path / "sizes.jsonl",
+        engine,
+        server=desk.server.address,
+        batch_size=64,
+        on_rows=lambda got: sizes.append(len(got)),
+    )
+    return sizes, rows
 
 
 def test_a_scan_killed_midway_resumes_to_the_same_report(desk: Desk, tmp_path: Path) -> None:
@@ -974,17 +1013,9 @@ def test_a_pool_scan_cuts_its_last_batches_so_its_workers_end_together(
     files arrive as 4 batches of 32 (twice the workers), not as a whole batch of 64 for
     one worker while the other has nothing left; every file scanned once, the rows the
     same as one process's."""
-    folder = tmp_path / "many"
-    _photos(folder, 240)
-    sizes: list[int] = []
-    rows = _scan(
-        [folder],
-        tmp_path / "pool.jsonl",
-        LocalEngine(2),
-        server=desk.server.address,
-        batch_size=64,
-        on_rows=lambda got: sizes.append(len(got)),
-    )
+    sizes, rows = _batch_sizes(desk, tmp_path, LocalEngine(2))
     assert sorted(sizes) == [16, 32, 32, 32, 32, 32, 64]
-    alone = _scan([folder], tmp_path / "alone.jsonl", LocalEngine(0), server=desk.server.address)
+    alone = _scan(
+        [tmp_path / "many"], tmp_path / "alone.jsonl", LocalEngine(0), server=desk.server.address
+    )
     assert _normal(rows) == _normal(alone)

@@ -74,3 +74,24 @@ def test_the_tail_cut_reads_ahead_at_most_twice_the_weight_bound() -> None:
         # at most 2 x 32 held back for the cut, beside the run being handed on and the
         # item read to end it (before: two runs of 1,000 held back, 3,000 read ahead)
         assert max(ahead) <= 2 * 32 + 2 * max(weights), (weights[:3], ahead)
+
+
+def test_the_tail_parts_may_be_known_only_when_the_stream_ends() -> None:
+    """A Ray cluster's CPUs are known once it is joined, after the stream has started: the
+    count is asked for when the stream ends (10^4 items, 256 a run: the same cut as an
+    int of 4 gives), and the last runs go on uncut if it is 1 or less."""
+    asked: list[int] = []
+
+    def stream() -> Iterator[int]:
+        yield from range(10_000)
+        asked.append(len(asked))
+
+    def parts() -> int:
+        assert asked, "asked for before the stream ended"
+        return 4
+
+    got = [len(r) for r in runs(stream(), 256, lambda _: 0, 0, 16, tail_parts=parts)]
+    assert got[-5:] == [256, 72, 72, 72, 72]
+    assert sum(got) == 10_000
+    uncut = [len(r) for r in runs(range(10_000), 256, lambda _: 0, 0, 16, tail_parts=lambda: 0)]
+    assert uncut == [len(r) for r in runs(range(10_000), 256, lambda _: 0, 0, 16)]

@@ -26,14 +26,17 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.context
 import multiprocessing.forkserver
+import multiprocessing.process
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
 import threading
 import time
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -51,10 +54,11 @@ Rows = list[dict[str, Any]]
 class Engine(Protocol):
     """Runs process_batch over batches; yields each batch's rows when done. ``tail_parts``:
     how many batches the scan's last items are cut into (`clients.scan.runs.runs`), twice
-    the batches that run at once, so that they end together (0: not cut)."""
+    the batches that run at once, so that they end together (0: not cut); or a function
+    that gives it once ``map`` has started (asked when the walk ends)."""
 
     @property
-    def tail_parts(self) -> int: ...
+    def tail_parts(self) -> int | Callable[[], int]: ...
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]: ...
 
@@ -109,7 +113,9 @@ def _main_imports() -> list[str]:
 WORKER_LAZY_IMPORTS = ["provenance.media.video.decode", "clients.scan.preload"]
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _worker_context() -> (
+    multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext
+):
     """The fork server context, its server preloading the worker and the main script's
     imports (see the module docstring); spawn where there is no fork server."""
     if "forkserver" not in multiprocessing.get_all_start_methods():
@@ -123,36 +129,32 @@ def _worker_context() -> multiprocessing.context.BaseContext:
 
 
 def _start_fork_server() -> None:
-    """Start the fork server (if not running) with SIGINT ignored, so that a Ctrl-C while
-    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback;
+    """Start the fork server (if not running) with SIGINT blocked, so that a Ctrl-C while
+    it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback:
+    `clients.scan.preload`, last of that list, makes it ignore SIGINT and unblocks it, and
     the workers it forks inherit that: a Ctrl-C reaches the scan process alone in effect,
-    which stops its workers itself (`_stop_workers`). Before, the workers took Python's
-    SIGINT handler back, and a Ctrl-C to the whole foreground group could end one of them
-    while it held the pool's task-queue lock: another then waited on that lock for ever,
-    and the scan with it, in the pool's shutdown. This process ignores SIGINT only while
-    the fork server is spawned (a fork and exec, a few milliseconds), and only from the
-    main thread, where signal handlers can be set.
+    which stops its workers itself (`_stop_workers`). This process blocks SIGINT in its
+    main thread only while the fork server is spawned (a fork and exec, milliseconds to
+    a second on a loaded machine), and holds a Ctrl-C or SIGTERM that comes then until the
+    spawn is done (`_interrupt_after`), then raises it. CPython's resource tracker is
+    started first: its own start unblocks SIGINT when it ends.
 
-    A SIGTERM handled in Python (`clients.scan.cli`'s, which stops the scan as Ctrl-C
-    does) is held while the fork server is spawned and handed to that handler once SIGINT
-    is restored, as `_interrupt_after` holds it: before, the handler found SIGINT ignored
-    and raised KeyboardInterrupt inside ``forkserver.ensure_running``."""
+    Before 6 December (h-scan52) this process ignored SIGINT for the spawn (so that the
+    fork server started ignoring it), and a Ctrl-C then was lost: the scan went on to its
+    end (6 of 6 Ctrl-Cs sent at that moment; 1 of 150 sent at random moments), which a
+    loop of interrupted scans that waited less than a whole scan would count as a hang. A
+    blocked signal stays pending where an ignored one is dropped. Outside the main thread
+    the spawn runs as is."""
     if threading.current_thread() is not threading.main_thread():
         multiprocessing.forkserver.ensure_running()
         return
-    held: list[int] = []
-    on_term = signal.getsignal(signal.SIGTERM)
-    if callable(on_term):
-        signal.signal(signal.SIGTERM, lambda signum, _frame: held.append(signum))
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if callable(on_term):
-            signal.signal(signal.SIGTERM, on_term)
-    if held and callable(on_term):
-        on_term(signal.SIGTERM, None)  # raises, as it would have in the spawn
+    with _interrupt_after():
+        multiprocessing.resource_tracker.ensure_running()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            multiprocessing.forkserver.ensure_running()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 @contextmanager
@@ -235,25 +237,63 @@ def _worker_died() -> Iterator[None]:
 STOP_GRACE_S = 5.0
 
 
-def _stop_workers(pool: ProcessPoolExecutor, grace: float = STOP_GRACE_S) -> None:
-    """End a pool whose scan stops early (Ctrl-C, SIGTERM, an error): its batches not
-    started are cancelled and its workers terminated (SIGTERM, then SIGKILL past ``grace``
-    seconds), without waiting for the batches they run; their rows were not recorded, so
-    ``--resume`` scans those files again. Returns once every worker has ended. Before, the
-    pool's shutdown waited for every running batch, and for ever for a worker blocked on
-    the pool's task-queue lock (one killed by the Ctrl-C while holding it)."""
-    workers = list((pool._processes or {}).values())  # noqa: SLF001  # no public way
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in workers:
+class _PoolContext(multiprocessing.context.BaseContext):
+    """The workers' start method (``base``: `_worker_context`'s) as a ProcessPoolExecutor's
+    ``mp_context``, keeping every worker process the pool starts in ``workers``, so that a
+    stopped scan can end them (`_stop_workers`). The pool makes its workers with
+    ``mp_context.Process`` (what its ``mp_context`` is for: "used to launch the workers");
+    its queues and locks come from BaseContext's own methods, on ``base``'s start method.
+    Before, `_stop_workers` read the pool's private ``_processes``."""
+
+    def __init__(
+        self,
+        base: multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext,
+    ) -> None:
+        self._base = base
+        self.workers: list[multiprocessing.process.BaseProcess] = []
+
+    def get_start_method(self, allow_none: bool = False) -> str:
+        return self._base.get_start_method()
+
+    def Process(  # noqa: N802  # the name a multiprocessing context gives it
+        self, *args: Any, **kwargs: Any
+    ) -> multiprocessing.process.BaseProcess:
+        """A worker process of ``base``'s kind (not started), kept in ``workers``."""
+        proc = self._base.Process(*args, **kwargs)
+        self.workers.append(proc)
+        return proc
+
+
+def _stop_workers(
+    pool: ProcessPoolExecutor,
+    workers: list[multiprocessing.process.BaseProcess],
+    grace: float = STOP_GRACE_S,
+) -> None:
+    """End a pool whose scan stops early (Ctrl-C, SIGTERM, an error): its ``workers``
+    (`_PoolContext.workers`) are terminated (SIGTERM, then SIGKILL past ``grace``
+    seconds), without waiting for the batches they run, and its batches not done fail or
+    are cancelled; their rows were not recorded, so ``--resume`` scans those files again.
+    Returns once every worker started has ended, and then the pool's own threads (they end
+    as soon as its workers have: the pool finds them gone). Before, the pool's shutdown waited
+    for every running batch, and for ever for a worker blocked on the pool's task-queue
+    lock (one killed by the Ctrl-C while holding it); and, until 6 December (h-scan52), the
+    pool's manager thread could still be closing the pool as the scan process exited,
+    when Python's exit hook wakes it through a pipe it was closing: 'Exception ignored ...
+    OSError: [Errno 9] Bad file descriptor' under the 'interrupted' line."""
+    started = [proc for proc in workers if proc.pid is not None]
+    for proc in started:
         if proc.is_alive():
             proc.terminate()
     deadline = time.monotonic() + grace
-    for proc in workers:
+    for proc in started:
         proc.join(max(0.0, deadline - time.monotonic()))
-    for proc in workers:
+    for proc in started:
         if proc.is_alive():
             proc.kill()
             proc.join()
+    # no worker left to run a batch: the pool finds them gone, fails its batches not
+    # done (BrokenProcessPool) and its threads end, which this joins
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _rows(fut: Future[Rows]) -> Rows:
@@ -280,9 +320,8 @@ class LocalEngine:
             for batch in batches:
                 yield process_batch(batch, config)
             return
-        pool = ProcessPoolExecutor(
-            self.workers, mp_context=_worker_context(), initializer=_exit_with_parent
-        )
+        context = _PoolContext(_worker_context())
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with_parent)
         pending: set[Future[Rows]] = set()
         completed = False
         try:
@@ -303,10 +342,10 @@ class LocalEngine:
                 try:
                     pool.shutdown(wait=True)
                 except BaseException:  # a Ctrl-C while they end
-                    _stop_workers(pool)
+                    _stop_workers(pool, context.workers)
                     raise
             else:
-                _stop_workers(pool)
+                _stop_workers(pool, context.workers)
 
 
 class RayEngine:
@@ -315,12 +354,17 @@ class RayEngine:
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers
+        self._cpus = 0  # the cluster's, once joined
 
     @property
-    def tail_parts(self) -> int:
-        """Twice ``workers`` when given (`Engine`); else 0, as the cluster's size is known
-        only once it is joined."""
-        return 2 * self.workers if self.workers else 0
+    def tail_parts(self) -> Callable[[], int]:
+        """Twice the CPUs of the cluster the tasks run on (`Engine`), known once ``map``
+        has joined it: a function that gives it then (0 before: not cut). The CPUs are
+        the cluster's own, ``workers`` only for a local node this engine starts. Before 6
+        December (h-scan52) the tail was cut for twice ``workers`` when given, whatever the
+        cluster of RAY_ADDRESS held (a scan of a 32-CPU cluster with --workers 2 cut its
+        last batches in 4), and not at all without it."""
+        return lambda: 2 * self._cpus
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
         try:
@@ -332,7 +376,8 @@ class RayEngine:
             _start_ray(ray, self.workers)
         task = ray.remote(process_batch)
         cfg = ray.put(config)
-        in_flight = 2 * max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
+        self._cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))  # type: ignore[no-untyped-call]  # ray leaves it unannotated
+        in_flight = 2 * self._cpus
         pending: list[Any] = []
         try:
             for batch in batches:

@@ -62,11 +62,14 @@ FIRST_BATCH = 16
 
 
 def batched(
-    items: Iterable[Item], size: int, max_bytes: int = BATCH_BYTES, tail_parts: int = 0
+    items: Iterable[Item],
+    size: int,
+    max_bytes: int = BATCH_BYTES,
+    tail_parts: int | Callable[[], int] = 0,
 ) -> Iterator[list[Item]]:
     """Lists of at most ``size`` items (the first FIRST_BATCH, each later one at most twice
     the one before) carrying at most ``max_bytes`` of entry bytes; the last items cut into
-    about ``tail_parts`` smaller lists (`runs`)."""
+    about ``tail_parts`` smaller lists (`runs`; a function: asked when the items end)."""
     return runs(
         items,
         size,

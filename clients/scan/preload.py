@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import io
+import signal
 
 import grpc._channel  # noqa: F401  # imported by grpc.insecure_channel on first use
 from PIL import Image
@@ -53,5 +54,9 @@ except Exception:
 # after every import of the preload list (this module is its last): see the module docstring
 gc.freeze()
 gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-# SIGINT stays ignored, as the fork server was started (`clients.scan.engines._start_fork_server`),
-# for the fork server and every worker it forks: the scan process stops its workers itself.
+# SIGINT ignored, then unblocked (the fork server was started with it blocked, so that a
+# Ctrl-C during these imports stays pending: `clients.scan.engines._start_fork_server`;
+# ignoring it drops one pending), for the fork server and every worker it forks: the scan
+# process stops its workers itself. The fork server keeps this disposition for its workers.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -18,7 +18,7 @@ def runs(
     weight: Callable[[T], int],
     max_weight: int,
     first_count: int | None = None,
-    tail_parts: int = 0,
+    tail_parts: int | Callable[[], int] = 0,
     min_tail: int = 16,
 ) -> Iterator[list[T]]:
     """Consecutive lists of ``items``, each of at most ``max_count`` items whose weights add
@@ -32,9 +32,12 @@ def runs(
     finishing a whole run while the others have nothing left (`prov scan` passes twice
     its workers). The stream is then read TAIL_RUNS runs ahead of what was yielded, runs
     that weigh at most TAIL_RUNS x ``max_weight`` in all (a heavier run is yielded at
-    once, as one item over ``max_weight`` cannot be cut)."""
+    once, as one item over ``max_weight`` cannot be cut). ``tail_parts`` may be a function,
+    asked when the stream ends (a Ray cluster's CPUs are known once it is joined, after the
+    stream started): the runs are then held back as for a number, and go on uncut if it
+    gives 1 or less."""
     cut = _runs(items, max_count, weight, max_weight, first_count)
-    if tail_parts <= 1:
+    if not callable(tail_parts) and tail_parts <= 1:
         yield from cut
         return
     held: list[tuple[list[T], int]] = []  # runs held back, each with its weight
@@ -50,9 +53,14 @@ def runs(
             first, first_weight = held.pop(0)
             held_weight -= first_weight
             yield first
+    parts = tail_parts() if callable(tail_parts) else tail_parts
+    if parts <= 1:
+        for run, _ in held:
+            yield run
+        return
     rest = [item for run, _ in held for item in run]
     if rest:
-        count = min(max_count, max(min_tail, math.ceil(len(rest) / tail_parts)))
+        count = min(max_count, max(min_tail, math.ceil(len(rest) / parts)))
         yield from _runs(rest, count, weight, max_weight, None)
 
 
