@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from clients.cited import check_cited
 from clients.defaults import DEFAULT_SERVER as DEFAULT_SERVER  # defined here before
 from clients.defaults import default_server as default_server  # defined here before
 from clients.files import open_regular, still_the_file
@@ -129,6 +130,7 @@ class _UploadWatch:
 
     short: tuple[int, int] | None = None
     changed: bool = False
+    sha256: bytes = b""  # of the bytes sent, once all were sent
 
 
 class ProvenanceClient:
@@ -321,8 +323,9 @@ class ProvenanceClient:
                 if left > 0:
                     watch.short = (size - left, size)
                 else:
+                    watch.sha256 = sent.digest()
                     try:
-                        watch.changed = not still_the_file(path, f, before, sent.digest())
+                        watch.changed = not still_the_file(path, f, before, watch.sha256)
                     except OSError:  # the bytes sent cannot be confirmed
                         watch.changed = True
 
@@ -394,7 +397,8 @@ class ProvenanceClient:
         ``receipt``: the sidecar's log receipt, so a log rollback can be named;
         ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
         has not enrolled can be told apart from a bad signature; ``progress(sent,
-        size)``: called as the bytes go out)."""
+        size)``: called as the bytes go out). Raises ForeignClaimError when the verdict
+        rests on a claim that does not bind the bytes sent (`clients.cited.check_cited`)."""
         upload = self._watched_upload(
             path,
             pb.VerifyFileHeader(
@@ -406,9 +410,11 @@ class ProvenanceClient:
             ),
             progress,
         )
-        return wire.report_from_pb(
+        report = wire.report_from_pb(
             self._sent(self._verification.VerifyFile, path, upload), self._who
         )
+        check_cited(report, upload[2].sha256, path, self.address)
+        return report
 
     def verify_with_sidecar(
         self,

@@ -108,8 +108,8 @@ def verify(
 
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
-    cosigned the receipt's checkpoint; 1 when the file or server could not be checked;
-    2 usage errors.
+    cosigned the receipt's checkpoint; 3 when the server's answer cites a claim of
+    other bytes; 1 when the file or server could not be checked; 2 usage errors.
     """
     if no_sidecar and sidecar is not None:
         raise UsageError(

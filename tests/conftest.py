@@ -560,6 +560,22 @@ def witness_serve(
             stderr.append(log.text())
 
 
+def wait_cosigned(address: str, size: int) -> tuple[str, int]:
+    """The server's cosigned checkpoint and its quorum, once the checkpoint covers
+    ``size`` entries (within 60 s; else AssertionError)."""
+    from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+
+    deadline = time.monotonic() + 60
+    with ProvenanceClient(address) as c:
+        verifier = NoteVerifier.from_vkey(c.log_key()[0])
+        while time.monotonic() < deadline:
+            note, quorum, _ = c.cosigned_checkpoint()
+            if note and open_checkpoint(note, verifier).size >= size:
+                return note, quorum
+            time.sleep(0.05)
+    raise AssertionError(f"no cosigned checkpoint of {size} entries in 60 s")
+
+
 def _first_line(proc: subprocess.Popen[str], log: Drained, prefix: str) -> str:
     """`read_line` of ``proc``, whose stderr ``log`` drains: a failure says what it
     logged. Raises RuntimeError (``proc`` killed)."""

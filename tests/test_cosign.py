@@ -28,7 +28,7 @@ from provenance.core import merkle
 from provenance.core.errors import ConfigError, LogError, WitnessQuorumError
 from provenance.core.keys import DeviceKey
 from provenance.core.merkle import MemoryTree
-from provenance.log.checkpoint import Checkpoint, NoteVerifier, generate_log_key, open_checkpoint
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, generate_log_key
 from provenance.wire.sidecar import Sidecar, encode_sidecar
 from provenance.witness import WitnessStatus, cosigner_vkey, verify_cosignature
 from provenance.witness.client import Cosigner, WitnessSpec, parse_witness_option
@@ -42,6 +42,7 @@ from tests.conftest import (
     read_line,
     signed_claim,
     start_server,
+    wait_cosigned,
 )
 from tests.drain import drain
 
@@ -105,16 +106,9 @@ def server(tmp_path: Path, witnesses: list[WitnessProc]) -> Iterator[ServerProc]
 
 def _wait_cosigned(address: str, size: int) -> str:
     """The server's cosigned checkpoint once it covers ``size`` entries."""
-    deadline = time.monotonic() + 60
-    with ProvenanceClient(address) as c:
-        verifier = NoteVerifier.from_vkey(c.log_key()[0])
-        while time.monotonic() < deadline:
-            note, quorum, _ = c.cosigned_checkpoint()
-            if note and open_checkpoint(note, verifier).size >= size:
-                assert quorum == 2
-                return note
-            time.sleep(0.05)
-    raise AssertionError(f"no cosigned checkpoint of {size} entries in 60 s")
+    note, quorum = wait_cosigned(address, size)
+    assert quorum == 2
+    return note
 
 
 def _wait_statuses(

@@ -37,9 +37,9 @@ from typing import BinaryIO
 
 from clients.files import open_regular, still_holds, still_the_file
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
-from provenance.c2pa.container import may_hold_manifest_store, strip_manifest_store
+from provenance.c2pa.container import stored_content_sha256
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, Sha256Stream, perceptual_hash
-from provenance.core.errors import ClaimError, FileChangedError, MediaError, ProvenanceError
+from provenance.core.errors import ClaimError, FileChangedError, MediaError
 from provenance.core.files import file_identity
 from provenance.media.assets import AssetLimits, image_pdq
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
@@ -75,13 +75,7 @@ class Measured:
 
 def _content_sha256(data: bytes, media_type: str | None) -> bytes:
     """SHA-256 without the C2PA manifest store, when the file carries one (else b"")."""
-    if media_type is None or not may_hold_manifest_store(data, media_type):
-        return b""
-    try:
-        stripped = strip_manifest_store(data, media_type)
-    except ProvenanceError:
-        return b""
-    return hashlib.sha256(stripped).digest() if len(stripped) != len(data) else b""
+    return stored_content_sha256(data, media_type)
 
 
 def _is_image(media_type: str | None) -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, is_unreachable
+from clients.cited import check_cited
 from clients.files import read_bounded
 from clients.report import report_to_json
 from clients.scan.hashing import Measured, decode_ahead, measure, read_ahead
@@ -40,6 +41,7 @@ from provenance.core.errors import (
     ClaimError,
     DetectorError,
     FileChangedError,
+    ForeignClaimError,
     MediaError,
     ProvenanceError,
     TransportError,
@@ -334,6 +336,20 @@ def _check_densely(
     return _verify_file(client, item, None, report, "the dense frame pass was not run")
 
 
+def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str) -> None:
+    """`clients.cited.check_cited` on a Lookup answer for the file measured as ``m`` (its
+    SHA-256 and, for a file with Content Credentials, the SHA-256 without them, both
+    computed here): the report converted only when its verdict rests on a claim's hard
+    binding or it names other bytes, so an honest unsigned or derived answer costs two
+    field reads. Raises ForeignClaimError."""
+    e = answer.evidence
+    signed = answer.status == pb.SIGNED_ORIGINAL or (
+        answer.status == pb.REVOKED_KEY and e.hash_match
+    )
+    if signed or (e.file_sha256 and e.file_sha256 != m.sha256):
+        check_cited(wire.report_from_pb(answer), m.sha256, None, server, m.content_sha256)
+
+
 def _status(report: VerificationReport | pb.VerificationReport) -> Verdict:
     if isinstance(report, VerificationReport):
         return report.status
@@ -398,6 +414,11 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
         except TransportError as e:
             rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
             continue
+        try:
+            _check_lookup_cited(answer, m, config.server)
+        except ForeignClaimError as e:  # a claim of other bytes cited: no verdict shown
+            rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
+            continue
         report: VerificationReport | pb.VerificationReport = answer
         if isinstance(item, FileItem) and (
             item.sidecar is not None
@@ -410,6 +431,9 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
                 report, dense_problem = _check_densely(client, item, report)
             except FileChangedError as e:  # changed while it was sent: judged on no bytes
                 rows[item.ref] = error_row(item.ref, str(e), item.size, archive)
+                continue
+            except ForeignClaimError as e:  # the upload's answer cited a claim of other bytes
+                rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
                 continue
             notes = (m.note, problem, embedded_problem, dense_problem)
             if any(x is not None for x in notes[1:]):

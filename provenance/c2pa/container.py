@@ -30,7 +30,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from provenance.core.errors import BindingError, MediaError
+from provenance.core.errors import BindingError, MediaError, ProvenanceError
 
 #: JUMBF description-box UUID of a C2PA manifest store ("c2pa" 0011-0010-8000-00AA00389B71).
 C2PA_STORE_UUID = bytes.fromhex("6332706100110010800000aa00389b71")
@@ -103,6 +103,19 @@ def may_hold_manifest_store(data: bytes, media_type: str) -> bool:
     file), or ``media_type`` is not in STRIPPABLE_TYPES; True when it may."""
     mark = _STORE_MARKS.get(media_type)
     return mark is not None and mark in data
+
+
+def stored_content_sha256(data: bytes, media_type: str | None) -> bytes:
+    """SHA-256 (32 bytes) of ``data`` without its C2PA manifest store, when it carries
+    one that `strip_manifest_store` removes; b"" when it carries none, ``media_type`` is
+    None or not strippable, or the store cannot be stripped (nothing to compare with)."""
+    if media_type is None or not may_hold_manifest_store(data, media_type):
+        return b""
+    try:
+        stripped = strip_manifest_store(data, media_type)
+    except ProvenanceError:
+        return b""
+    return hashlib.sha256(stripped).digest() if len(stripped) != len(data) else b""
 
 
 def content_sha256(data: bytes, media_type: str) -> bytes:

@@ -81,6 +81,13 @@ class LogIntegrityError(LogError):
     """Stored log data no longer matches its signed checkpoints (tampering or corruption)."""
 
 
+class ForeignClaimError(LogIntegrityError):
+    """A server's verdict rests on a claim whose hard binding is not the SHA-256 of the
+    bytes the client sent (nor of those bytes without their C2PA manifest store): a
+    genuine claim of other bytes cited for this file, by a hostile or broken server or
+    someone between (`clients.cited.check_cited`). Exit 3, as a log integrity failure."""
+
+
 class StaleCheckpointError(LogError):
     """A copy of a log (a tiles mirror or cache) serves a checkpoint of fewer entries,
     signed before the one an audit saved: not updated yet, or an old checkpoint served

@@ -1,0 +1,190 @@
+"""A hostile or broken server must not make `prov verify` read a file as signed by
+citing a genuine claim of other bytes: the claim, receipt, inclusion proof, checkpoint
+and witness cosignatures of photo A, which a real `prov serve` logged from a real device
+key and a real `prov witness serve` cosigned, sent as the answer for photo B. The client
+checks that the claim a verdict rests on binds the bytes it uploaded. A real server and
+witness, a real hostile gRPC server on a real port (it relays every other call to the
+real server, so the log key, cosigned checkpoint and proofs are genuine), the real CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clients.api import ProvenanceClient
+from clients.cli import main as prov_main
+from provenance.log.checkpoint import generate_log_key
+from provenance.v1 import provenance_pb2 as pb
+from tests.conftest import (
+    SAMPLES,
+    Cli,
+    ServerProc,
+    sign_sample,
+    start_server,
+    wait_cosigned,
+    witness_serve,
+)
+
+
+@pytest.fixture
+def witness(tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A `prov witness serve` of the log whose key is made here at prov.db's default key
+    path: (its URL, its cosigner key)."""
+    log_vkey = generate_log_key(
+        tmp_path / "prov.db.logkey.pem", "media-provenance.local/log"
+    ).verifier_key()
+    (tmp_path / "w").mkdir()
+    with witness_serve(tmp_path / "w", log_vkey) as served:
+        yield served
+
+
+@pytest.fixture
+def server(tmp_path: Path, witness: tuple[str, str]) -> Iterator[ServerProc]:
+    """`prov serve` with that witness, quorum 1 (replaces conftest's `server`, so
+    `enrolled` uses it)."""
+    url, vkey = witness
+    srv = start_server(tmp_path / "prov.db", "--witness", f"{url}={vkey}", "--witness-quorum", "1")
+    yield srv
+    srv.stop()
+
+
+class _Forger(grpc.GenericRpcHandler):
+    """Answers VerifyFile with ``forged`` (bytes of a VerificationReport), and Lookup
+    with it for each query; relays every other unary call, as bytes, to the real server
+    at ``real``."""
+
+    def __init__(self, real: str, forged: bytes) -> None:
+        self.channel = grpc.insecure_channel(real)
+        self.forged = forged
+
+    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = str(details.method)
+        if method.endswith("/VerifyFile"):
+
+            def upload(requests: Iterator[bytes], context: Any) -> bytes:
+                for _ in requests:
+                    pass
+                return self.forged
+
+            return grpc.stream_unary_rpc_method_handler(upload)
+        if method.endswith("/Lookup"):
+
+            def lookup(request: bytes, context: Any) -> bytes:
+                report = pb.VerificationReport.FromString(self.forged)
+                asked = pb.LookupRequest.FromString(request)
+                results = [pb.LookupResult(ref=q.ref, report=report) for q in asked.queries]
+                return bytes(pb.LookupResponse(results=results).SerializeToString())
+
+            return grpc.unary_unary_rpc_method_handler(lookup)
+        relay: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
+
+        def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
+            return bytes(relay(request, timeout=60))
+
+        return grpc.unary_unary_rpc_method_handler(unary)
+
+
+def _forger(real: str, forged: bytes) -> Iterator[str]:
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    handler = _Forger(real, forged)
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+        handler.channel.close()
+
+
+def _genuine_answer(server: str, photo: Path) -> pb.VerificationReport:
+    """The real server's VerifyFile answer for ``photo``."""
+    with ProvenanceClient(server) as c:
+        chunks, _, _ = c._watched_upload(photo, pb.VerifyFileHeader())
+        answer = c._verification.VerifyFile(chunks, timeout=120)
+    assert isinstance(answer, pb.VerificationReport)
+    assert answer.status == pb.SIGNED_ORIGINAL, answer
+    return answer
+
+
+def _verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    rc = prov_main(["verify", "--no-detect", *args])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@pytest.mark.parametrize("file_hash", ["as_sent_for_a", "rewritten_to_b"])
+def test_a_claim_of_other_bytes_is_refused_not_read_as_signed(
+    enrolled: Cli,
+    server: ServerProc,
+    witness: tuple[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    file_hash: str,
+) -> None:
+    """(h-bind52: before, `prov verify B`, with and without --witness, printed
+    SIGNED_ORIGINAL, "cosigned by 1 of 1 witnesses", and exited 0.)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    b = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "chelsea.png"))
+    wait_cosigned(server.address, 2)  # the enrollment and A's claim
+    forged = _genuine_answer(server.address, a)
+    if file_hash == "rewritten_to_b":  # the report's own file hash made B's
+        forged.evidence.file_sha256 = hashlib.sha256(b.read_bytes()).digest()
+    said = "answered for other bytes" if file_hash == "as_sent_for_a" else "a claim of other bytes"
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--json",), ("--witness", witness[1])):
+            rc, out, err = _verify(capsys, str(b), "--server", address, *extra)
+            assert rc == 3, (extra, rc, out, err)
+            assert "status     SIGNED" not in out and '"status": "SIGNED' not in out, out
+            assert "cosigned by" not in out, out
+            if "--json" in extra:
+                assert '"status": null' in out and said in out, out
+            assert "SERVER EVIDENCE REFUSED:" in err and said in err, err
+            assert "Traceback" not in err, err
+        if file_hash == "as_sent_for_a":  # the honest answer for A itself: unchanged
+            rc, out, err = _verify(capsys, str(a), "--server", address, "--witness", witness[1])
+            assert rc == 0 and "SIGNED_ORIGINAL" in out, (rc, out, err)
+            assert "cosigned by 1 of 1 witnesses" in out, out
+
+
+@pytest.mark.parametrize("path", ["lookup", "upload"])
+def test_scan_gives_a_claim_of_other_bytes_an_error_row(
+    enrolled: Cli,
+    server: ServerProc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    path: str,
+) -> None:
+    """`prov scan` of photo B against a server citing A's claim, in its Lookup answer
+    (B's hash as the report's file hash) and, for B with a sidecar (uploaded, as `prov
+    verify` does), in its VerifyFile answer: B's row has no status and says why
+    (h-bind52: before, SIGNED_ORIGINAL rows)."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    b = Path(shutil.copy(SAMPLES / "chelsea.png", folder / "chelsea.png"))
+    if path == "upload":  # any sidecar makes scan upload the file: A's will do
+        shutil.copy(f"{a}.prov", f"{b}.prov")
+    forged = _genuine_answer(server.address, a)
+    forged.evidence.file_sha256 = hashlib.sha256(b.read_bytes()).digest()
+    report = tmp_path / "scan.jsonl"
+    for address in _forger(server.address, forged.SerializeToString()):
+        capsys.readouterr()
+        rc = prov_main(
+            ["scan", str(folder), "--report", str(report), "--server", address, "--workers", "0"]
+        )
+        out, err = capsys.readouterr()
+        assert rc == 0, (rc, out, err)
+    rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+    [row] = [r for r in rows if r.get("path", "").endswith("chelsea.png")]
+    assert row["status"] is None, row
+    assert "the server cited a claim of other bytes" in row["error"], row
