@@ -478,3 +478,30 @@ def test_a_grpc_port_taken_after_the_check_ends_the_start_cleanly(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anchors.pem", "prov.db.lock"]
     srv = start_server(tmp_path / "prov.db", "--no-detector")  # its lock was released
     srv.stop()
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--health-listen", "--http", "--metrics-listen"])
+def test_a_host_no_resolver_can_be_asked_about_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    """A host Python cannot even put to the resolver (a part between dots longer than 63
+    characters or empty, a character IDNA refuses, bytes that are not UTF-8 in argv):
+    exit 2 naming the flag and the value, nothing created. Before: a UnicodeError
+    traceback ("encoding with 'idna' codec failed (UnicodeError: label too long)"), exit
+    1, from the port check. A real `prov serve` for the long label, the rest in this
+    process (the same parsing)."""
+    others = {"--listen": "127.0.0.1:0"} if flag != "--listen" else {}
+    rest = [x for kv in others.items() for x in kv]
+    long_label = "a" * 64
+    run = _serve(tmp_path, flag, f"{long_label}:0", *rest)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2, run.stderr
+    assert flag in said and f"'{long_label}:0'" in said and "63" in said, said
+    assert "Traceback" not in said and "UnicodeError" not in said, said
+    assert list(tmp_path.iterdir()) == []
+    not_utf8 = os.fsdecode(b"a\xff.example")
+    for host in ("a..example", "\u200b", "\ufffd.example", not_utf8):
+        run = _usage_error(tmp_path, capsys, flag, f"{host}:0", *rest)
+        assert run.returncode == 2, (host, run.stderr)
+        assert flag in run.stderr and "Traceback" not in run.stderr, (host, run.stderr)
+        assert list(tmp_path.iterdir()) == []
