@@ -505,3 +505,24 @@ def test_a_host_no_resolver_can_be_asked_about_is_a_usage_error(
         assert run.returncode == 2, (host, run.stderr)
         assert flag in run.stderr and "Traceback" not in run.stderr, (host, run.stderr)
         assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--health-listen"])
+def test_a_star_host_is_a_usage_error_for_grpc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    """``*:PORT``: the C library's getaddrinfo reads ``*`` as every interface (so a
+    socket binds it), gRPC looks it up as a name and finds none. Refused with the flag,
+    the value and what to write instead (exit 2), nothing created. Before: the check
+    passed, the store opened, then gRPC's own "address lookup failed for *:0" line and
+    "cannot listen on *:0 (--listen): the server could not bind it", exit 1. A real
+    `prov serve` for --listen, --health-listen in this process (the same parsing)."""
+    if flag == "--listen":
+        run = _serve(tmp_path, "--listen", "*:0")
+    else:
+        run = _usage_error(tmp_path, capsys, flag, "*:0", "--listen", "127.0.0.1:0")
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2, run.stderr
+    assert flag in said and "'*:0'" in said and "0.0.0.0:0" in said and "[::]:0" in said, said
+    assert "address lookup failed" not in said and "Traceback" not in said, said
+    assert list(tmp_path.iterdir()) == []

@@ -392,18 +392,19 @@ def check_distinct_listens(listens: dict[str, str | None]) -> None:
 def grpc_host_problem(host: str, port: int) -> str | None:
     """Why gRPC's resolver would not read ``host`` (a `listen_address` host, brackets
     removed) where Python's does, or None when it reads it as Python does: an empty host
-    (gRPC: "host must not be empty"; Python binds every interface) and an IPv4 address
-    that is not four decimal numbers without leading zeros (``0``, ``127.1``,
+    (gRPC: "host must not be empty"; Python binds every interface), ``*`` (the C
+    library's getaddrinfo reads it as no host, gRPC as a name it cannot find) and an
+    IPv4 address that is not four decimal numbers without leading zeros (``0``, ``127.1``,
     ``0x7f000001``, ``2130706433``, ``010.0.0.1``: the C library's inet_aton reads them,
     the last as 8.0.0.1; gRPC looks them up as names and finds none). ``port``: the
     port to suggest with a spelling gRPC reads. Pure; raises nothing."""
     import ipaddress
     import socket
 
-    if not host:
+    if not host or host == "*":  # glibc's getaddrinfo reads "*" as no host at all
         return (
-            f"gRPC needs a host: give 0.0.0.0:{port} (every IPv4 interface) or [::]:{port}"
-            " (every interface)"
+            f"gRPC needs a host{' other than *' if host else ''}: give 0.0.0.0:{port}"
+            f" (every IPv4 interface) or [::]:{port} (every interface)"
         )
     if ":" in host:  # IPv6: gRPC and Python both read it with inet_pton
         return None
