@@ -392,24 +392,25 @@ def check_distinct_listens(listens: dict[str, str | None]) -> None:
 def grpc_host_problem(host: str, port: int) -> str | None:
     """Why gRPC's resolver would not read ``host`` (a `listen_address` host, brackets
     removed) where Python's does, or None when it reads it as Python does: an empty host
-    (gRPC: "host must not be empty"; Python binds every interface) and an IPv4 address
-    that is not four decimal numbers without leading zeros (``0``, ``127.1``,
+    (gRPC: "host must not be empty"; Python binds every interface), ``*`` (the C
+    library's getaddrinfo reads it as no host, gRPC as a name it cannot find) and an
+    IPv4 address that is not four decimal numbers without leading zeros (``0``, ``127.1``,
     ``0x7f000001``, ``2130706433``, ``010.0.0.1``: the C library's inet_aton reads them,
     the last as 8.0.0.1; gRPC looks them up as names and finds none). ``port``: the
     port to suggest with a spelling gRPC reads. Pure; raises nothing."""
     import ipaddress
     import socket
 
-    if not host:
+    if not host or host == "*":  # glibc's getaddrinfo reads "*" as no host at all
         return (
-            f"gRPC needs a host: give 0.0.0.0:{port} (every IPv4 interface) or [::]:{port}"
-            " (every interface)"
+            f"gRPC needs a host{' other than *' if host else ''}: give 0.0.0.0:{port}"
+            f" (every IPv4 interface) or [::]:{port} (every interface)"
         )
     if ":" in host:  # IPv6: gRPC and Python both read it with inet_pton
         return None
     try:
         packed = socket.inet_aton(host)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: not UTF-8 (argv's surrogates)
         return None  # a name: both resolve it (gRPC with its own resolver)
     try:
         if str(ipaddress.IPv4Address(host)) == host:
@@ -453,7 +454,9 @@ def check_can_listen(value: str, option: str, *, grpc: bool = False) -> None:
     server's address, whose host must also read as gRPC reads it (`grpc_host_problem`).
 
     Raises typer.BadParameter (exit 2) naming ``option`` and the value for malformed
-    syntax, a host gRPC would not read, or a host name that does not exist; ConfigError
+    syntax, a host gRPC would not read, a host name that does not exist, or one Python
+    cannot put to the resolver (a part between dots empty or over 63 characters, bytes
+    that are not UTF-8: before, a UnicodeError traceback); ConfigError
     with one sentence naming the address and the reason otherwise ("cannot listen on
     127.0.0.1:50051: address already in use", or a name the resolver could not be asked
     about). Another process may still take the port before the server binds it; the
@@ -467,6 +470,12 @@ def check_can_listen(value: str, option: str, *, grpc: bool = False) -> None:
         raise typer.BadParameter(f"{value!r}: {problem}", param_hint=option)
     try:
         problem = _bind_problem(value, host, port)
+    except UnicodeError as e:  # IDNA encoding, before the resolver is asked
+        raise typer.BadParameter(
+            f"{value!r}: {host!r} is not a host name: each part between dots must be 1 to"
+            " 63 letters, digits or hyphens (or an internationalised name's letters)",
+            param_hint=option,
+        ) from e
     except socket.gaierror as e:
         found = f"no address found for the host {host!r} ({e.strerror})"
         # the name does not exist: the value's fault; EAI_AGAIN and the like (the

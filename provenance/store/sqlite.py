@@ -584,7 +584,11 @@ class SqliteStore(SqlStore):
                     self._writer.execute(f"PRAGMA user_version = {v}")
                     self._writer.execute("COMMIT")
                 except BaseException:
-                    self._writer.execute("ROLLBACK")
+                    # not after the COMMIT itself: a Ctrl-C that lands as it returns (the
+                    # migration committed) made ROLLBACK raise "no transaction is active",
+                    # a traceback and exit 1 in place of the interrupt's one line and 130
+                    if self._writer.in_transaction:
+                        self._writer.execute("ROLLBACK")
                     raise
             if version and pending:
                 log.info("%s: migrated in %.1f s", self.path, time.monotonic() - started)
