@@ -54,6 +54,11 @@ DEFAULT_TIMEOUT = 30.0
 MIN_UPLOAD_RATE = 5 * 1024 * 1024
 #: Extra deadline for verifying a file the server must decode (video frames), seconds.
 VERIFY_DECODE_SECONDS = 180.0
+#: Slowest link, bytes per second, over which an upload's bytes still on their way to the
+#: server when gRPC has taken the last message are waited for (`_AnswerWatch`): the
+#: flow-control window and socket buffers hold megabytes (a 6 MB file through a 100 KB/s
+#: link: its last message taken after 21 s, the server had it all 39 s later).
+SLOW_LINK_RATE = 100_000
 
 
 def check_address(address: str) -> str:
@@ -346,9 +351,10 @@ class ProvenanceClient:
         while it was being verified" (``doing``: "scored" for DetectFile; before, the
         server's verdict on bytes the file may never have held, such as TAMPERED for a
         signed file being written to). A server that keeps a message waiting, or has
-        not said it has the whole file (`RECEIVED_KEY`), for the client's timeout is
-        given up on then (DEADLINE_EXCEEDED, "did not answer within N s"), and its
-        decoding gets `VERIFY_DECODE_SECONDS` more from the upload's end (`_AnswerWatch`;
+        not said it has the whole file (`RECEIVED_KEY`), for the client's timeout (that,
+        plus the time the bytes sent take over a `SLOW_LINK_RATE` link) is given up on
+        then (DEADLINE_EXCEEDED, "did not answer within N s"), and its decoding gets
+        `VERIFY_DECODE_SECONDS` more from that word (`_AnswerWatch`;
         before, only the call's deadline: 219 s for a photo to a server that never
         answered)."""
         stream, timeout, watch = upload
@@ -466,10 +472,11 @@ class ProvenanceClient:
         end: nothing more is sent); ``answer_s``: the longest the server may keep the
         call waiting, in seconds (None: only ``timeout``): to take a message ready to go
         (time waiting for ``blocks`` is not counted, so a slow source is no stall), and
-        after the last one, to say it has received the whole file (`RECEIVED_KEY`);
+        after the last one, to say it has received the whole file (`RECEIVED_KEY`; that,
+        plus the time the bytes sent take over a `SLOW_LINK_RATE` link);
         past it the call is cancelled, DEADLINE_EXCEEDED with ``waited_s`` set; ``work_s``
-        (with ``answer_s``): the longest to wait for the answer once the whole file is
-        sent, seconds (None: only ``timeout``, which counts from the call's start and
+        (with ``answer_s``): the longest to wait for the answer once the server said it
+        has the whole file (else once the whole file is sent), seconds (None: only ``timeout``, which counts from the call's start and
         so must allow for the slowest upload), past it the same. Raises
         TransportError with the server's status code name (CANCELLED when the call was
         cancelled)."""
@@ -614,8 +621,12 @@ class _AnswerWatch:
     ``answer_s``): since gRPC was handed a message it has not yet asked past (flow
     control: the server is not taking what is sent), or since the last message without
     the server saying it has received the file (`RECEIVED_KEY` in its initial metadata;
-    other metadata is no receipt) or answering; or, with ``work_s``, since the last
-    message without an answer."""
+    other metadata is no receipt) or answering, plus the time the bytes handed to gRPC
+    take over a `SLOW_LINK_RATE` link (gRPC has taken a message once it is in the
+    flow-control window and socket buffers, megabytes over a slow link, not once the
+    server has it: before, 30 s flat, and a 6 MB upload through a 100 KB/s link was given
+    up while its bytes still arrived); or, with ``work_s``, since the server said it has
+    the file (else the last message) without an answer."""
 
     def __init__(self, answer_s: float, work_s: float | None = None) -> None:
         self.answer_s = answer_s
@@ -623,10 +634,14 @@ class _AnswerWatch:
         self._offered: float | None = None  # a message handed to gRPC, not yet taken
         self._sent_all: float | None = None
         self._received = threading.Event()
+        self._received_at: float | None = None
+        self._bytes = 0  # handed to gRPC so far
 
-    def offer(self, pending: bool) -> None:
-        """A message was handed to gRPC (``pending``), or gRPC asked for the next one."""
+    def offer(self, pending: bool, size: int = 0) -> None:
+        """A message of ``size`` bytes was handed to gRPC (``pending``), or gRPC asked for
+        the next one."""
         self._offered = time.monotonic() if pending else None
+        self._bytes += size
 
     def sent_all(self) -> None:
         """gRPC asked past the last message: the server has it all but the end."""
@@ -639,9 +654,12 @@ class _AnswerWatch:
             return self.answer_s
         if self._sent_all is None:
             return None
-        if not self._received.is_set() and now - self._sent_all > self.answer_s:
-            return self.answer_s
-        if self.work_s is not None and now - self._sent_all > self.work_s:
+        if not self._received.is_set():
+            # a whole second for each SLOW_LINK_RATE bytes (a second's part, answer_s's)
+            arriving = self.answer_s + self._bytes // SLOW_LINK_RATE
+            return arriving if now - self._sent_all > arriving else None
+        since = max(self._sent_all, self._received_at or self._sent_all)
+        if self.work_s is not None and now - since > self.work_s:
             return self.work_s
         return None
 
@@ -654,6 +672,7 @@ class _AnswerWatch:
         def received() -> None:
             said = call.initial_metadata()  # returns once it came, or the call ended
             if any(key == RECEIVED_KEY for key, _ in said or ()):
+                self._received_at = time.monotonic()
                 self._received.set()
 
         threading.Thread(target=received, name="upload-received", daemon=True).start()
@@ -673,7 +692,7 @@ class _AnswerWatch:
 def _offered(watch: _AnswerWatch | None, message: Any) -> Iterator[Any]:
     """Yield ``message`` to gRPC, ``watch`` timing how long it takes to ask for the next."""
     if watch is not None:
-        watch.offer(True)
+        watch.offer(True, message.ByteSize())
     yield message
     if watch is not None:
         watch.offer(False)

@@ -275,8 +275,20 @@ NOT_GRPC_HINT = (
     " `prov serve` prints it in its 'listening on HOST:PORT' line, `make web` in its"
     " 'gRPC: HOST:PORT'"
 )
-#: What gRPC's message holds when the peer spoke HTTP/1 (grpc core's chttp2 transport).
-_HTTP1_PEER = ("Failed parsing HTTP/2", "http1.x server")
+#: Said instead when the peer's first bytes were no HTTP/2 and no HTTP/1 status line
+#: (gRPC's "Failed parsing HTTP/2" alone): Python's http.server answers the HTTP/2
+#: preface with a bare HTML page, an SSH server with its banner; which, gRPC cannot say.
+NOT_HTTP2_HINT = (
+    "hint: a server answers there, but not in gRPC (the web page of `make web` or `prov"
+    " web`, a witness, or another service?). --server and $PROV_SERVER take the gRPC"
+    " address: `prov serve` prints it in its 'listening on HOST:PORT' line, `make web` in"
+    " its 'gRPC: HOST:PORT'"
+)
+#: What gRPC's message holds when the peer answered in HTTP/1 (grpc core's chttp2
+#: transport; it says "Failed parsing HTTP/2" of any first bytes that are no HTTP/2,
+#: "got frame type 45" of an SSH banner, so that alone names no HTTP server).
+_HTTP1_PEER = "Trying to connect an http1.x server"
+_NOT_HTTP2 = "Failed parsing HTTP/2"
 #: Said instead when the call found no answer in its time (DEADLINE_EXCEEDED): a server
 #: may be there, busy or waiting for its database (another process holding SQLite's
 #: write lock), so "no server answers there" would send its user to start a second one.
@@ -391,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TransportError) and str(e).startswith(_cannot_reach()):
             if e.code == "DEADLINE_EXCEEDED":
                 hint = SLOW_HINT
-            elif any(said in str(e) for said in _HTTP1_PEER):
+            elif _HTTP1_PEER in str(e):
                 hint = NOT_GRPC_HINT
+            elif _NOT_HTTP2 in str(e):
+                hint = NOT_HTTP2_HINT
             else:
                 hint = UNREACHABLE_HINT
             err.print(hint, highlight=False)

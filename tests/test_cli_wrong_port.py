@@ -6,6 +6,7 @@ server on a real port."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -45,5 +46,73 @@ def test_a_web_port_given_as_the_server_is_told_apart_from_no_server(
     err = " ".join(capsys.readouterr().err.split())
     assert f"cannot reach the server at 127.0.0.1:{http_port}" in err, err
     assert "no server answers there" not in err, err
-    assert "an HTTP server answers there, not the gRPC service" in err, err
+    # http.server answers gRPC's HTTP/2 preface with a bare HTML page, no status line:
+    # gRPC says only "Failed parsing HTTP/2", as of an SSH banner (below)
+    assert "a server answers there, but not in gRPC (the web page of" in err, err
     assert "'listening on HOST:PORT'" in err and "'gRPC: HOST:PORT'" in err, err
+
+
+class _Status(BaseHTTPRequestHandler):
+    """Answers every request line, the HTTP/2 preface's too, with an HTTP/1.1 status line
+    (as uvicorn, behind `prov web`, does)."""
+
+    def handle_one_request(self) -> None:
+        self.rfile.readline(65537)
+        self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        self.close_connection = True
+
+
+def test_an_http1_status_line_is_said_to_be_an_http_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Status)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        assert prov_main(["log", "key", "--server", f"127.0.0.1:{port}"]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Trying to connect an http1.x server" in err, err
+    assert "an HTTP server answers there, not the gRPC service" in err, err
+
+
+@pytest.fixture
+def banner_port() -> Iterator[int]:
+    """A TCP server on a real port that greets each connection with an SSH banner (a
+    server that speaks first, and not HTTP), then closes it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def greet() -> None:
+        try:
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+                    conn.recv(65536)  # what the client sends, until it closes
+        except OSError:  # the listener closed
+            pass
+
+    thread = threading.Thread(target=greet, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+
+
+def test_a_server_that_speaks_no_http_is_not_said_to_be_an_http_server(
+    banner_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gRPC says "Failed parsing HTTP/2" of any first bytes that are no HTTP/2 frame (an
+    SSH server's banner: "got frame type 45"), and the hint said "an HTTP server answers
+    there" of it; only gRPC's "Trying to connect an http1.x server" names one."""
+    assert prov_main(["log", "key", "--server", f"127.0.0.1:{banner_port}"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "Failed parsing HTTP/2" in err, err
+    assert "an HTTP server answers there" not in err, err
+    assert "no server answers there" not in err, err
+    assert "answers there, but not in gRPC" in err, err

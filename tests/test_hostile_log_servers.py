@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler
@@ -17,17 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from PIL import Image
 
-from clients.api import ProvenanceClient
+from clients.api import SLOW_LINK_RATE, ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core.errors import TransportError
 from provenance.log import tiledir
 from provenance.log.checkpoint import LogSigner
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.contract import MAX_MESSAGE_BYTES
-from tests.conftest import SAMPLES, Answers
+from tests.conftest import SAMPLES, Answers, ServerProc
 from tests.test_tiles import ORIGIN, _audit, _serving, _tiled_log
 
 _EMPTY_MEMBER = gzip.compress(b"", mtime=0)
@@ -172,4 +176,74 @@ def test_an_upload_the_server_never_answers_fails_after_the_calls_wait_not_the_d
         stop.set()
         server.stop(None)
     assert caught.value.code == "DEADLINE_EXCEEDED", caught.value
-    assert str(caught.value) == f"the server at 127.0.0.1:{port} did not answer within 1 s"
+    # the timeout, and the time the bytes sent take over a slow link (`SLOW_LINK_RATE`)
+    waited = caught.value.waited_s
+    most = 1 + (Path(photo).stat().st_size + 4096) // SLOW_LINK_RATE
+    assert waited is not None and 1 <= waited <= most, caught.value
+    assert str(caught.value) == (
+        f"the server at 127.0.0.1:{port} did not answer within {waited:g} s"
+    )
+
+
+def _throttled(target: str, rate: int) -> tuple[str, Callable[[], None]]:
+    """A TCP proxy on a real port to ``target`` (HOST:PORT) that passes the client's bytes
+    on at ``rate`` bytes a second (a slow uplink, its buffers full of what was sent), the
+    server's back at once; returns its address and a function that closes it."""
+    host, port = target.rsplit(":", 1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    links: list[socket.socket] = [listener]
+
+    def pump(a: socket.socket, b: socket.socket, paced: bool) -> None:
+        start, passed = time.monotonic(), 0
+        try:
+            while data := a.recv(8192):
+                b.sendall(data)
+                passed += len(data)
+                if paced:  # against the clock since the start: no drift from sleep's slack
+                    time.sleep(max(0.0, start + passed / rate - time.monotonic()))
+            b.shutdown(socket.SHUT_WR)
+        except OSError:  # either end closed
+            pass
+
+    def accept() -> None:
+        try:
+            while True:
+                client, _ = listener.accept()
+                server = socket.create_connection((host, int(port)))
+                links.extend((client, server))
+                threading.Thread(target=pump, args=(client, server, True), daemon=True).start()
+                threading.Thread(target=pump, args=(server, client, False), daemon=True).start()
+        except OSError:  # the listener closed
+            pass
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    def close() -> None:
+        for link in links:
+            link.close()
+
+    return f"127.0.0.1:{listener.getsockname()[1]}", close
+
+
+def test_an_upload_over_a_slow_link_is_not_given_up_while_its_bytes_still_arrive(
+    tmp_path: Path, server: ServerProc
+) -> None:
+    """gRPC takes an upload's messages as fast as the flow-control window and the socket
+    buffers allow, and over a slow link those hold megabytes: `prov verify` of a 6 MB
+    file to a real `prov serve` through a 100 KB/s link had its last message taken
+    after 21 s, the server had it all 39 s later, and the client had given up at 51 s
+    ('did not answer within 30 s': the server's word that it has the whole file,
+    `RECEIVED_KEY`, was awaited only 30 s after the last message, while the bytes still
+    flowed). Here a 2 MB image through a 150 KB/s link with a 2 s timeout: it is
+    answered."""
+    noise = np.random.default_rng(0).integers(0, 256, (820, 820, 3), np.uint8)
+    image = tmp_path / "noise.png"
+    Image.fromarray(noise).save(image)
+    assert image.stat().st_size > 2_000_000
+    address, close = _throttled(server.address, 150_000)
+    try:
+        with ProvenanceClient(address, timeout=2.0) as client:
+            report = client.verify_file(image)
+    finally:
+        close()
+    assert report.status == "UNSIGNED", report
