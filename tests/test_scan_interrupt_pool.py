@@ -18,13 +18,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from tests.conftest import SAMPLES, cli_process
+from tests.conftest import ROOT, SAMPLES, cli_process
 from tests.drain import finish
 
 
@@ -296,3 +297,73 @@ def test_a_stopped_pool_has_no_thread_left_when_its_workers_have_ended() -> None
     assert not any(proc.is_alive() for proc in context.workers)
     left = [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
     assert left == [], left
+
+
+_CTRL_C_IN_A_FUTURE_LOCK = """
+import signal, sys, threading
+from concurrent.futures import Future
+from clients.scan.engines import LocalEngine
+from clients.scan.sources import FileItem
+from clients.scan.worker import ScanConfig
+
+photo, server = sys.argv[1], sys.argv[2]
+size = len(open(photo, "rb").read())
+batches = [[FileItem(f"r{k}.jpg", photo, size)] for k in range(8)]
+sent = []
+
+def line(frame, event, arg):
+    held = [
+        v for v in frame.f_locals.values()
+        if isinstance(v, Future) and hasattr(v, "_condition") and v._condition._is_owned()
+    ]
+    if event == "line" and held and not sent:
+        sent.append(1)  # Ctrl-C, while this thread holds a batch's lock
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+    return line
+
+def call(frame, event, arg):
+    return line if "concurrent/futures" in frame.f_code.co_filename and not sent else None
+
+sys.settrace(call)
+try:
+    for _rows in LocalEngine(2).map(batches, ScanConfig(server=server)):
+        pass
+except KeyboardInterrupt:
+    sys.settrace(None)
+    print("stopped", bool(sent), flush=True)
+"""
+
+
+def test_ctrl_c_while_the_scan_holds_a_batch_s_lock_does_not_hang_it() -> None:
+    """A Ctrl-C that comes while the scan's main thread holds the lock of a batch's
+    future (waiting for the first batch done, it takes the lock of each pending one in
+    turn) stops the scan. Before, ``concurrent.futures.wait`` was interrupted between two
+    of those locks and left the first held: the pool's manager thread then waited on it
+    for ever to fail that batch once `_stop_workers` had ended the workers, and
+    `_stop_workers` (and Python's exit) waited for that thread: the scan hung. The
+    moment is caught with a trace function, the Ctrl-C real (SIGINT to the main thread);
+    the server accepts and never answers, so that no batch ends first."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        server = f"127.0.0.1:{silent.getsockname()[1]}"
+        try:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _CTRL_C_IN_A_FUTURE_LOCK,
+                    str(SAMPLES / "rocket.jpg"),
+                    server,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,  # a hang guard: the stopped scan ends in seconds
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                start_new_session=True,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError("the interrupted scan hung in stopping its pool") from e
+    assert done.stdout.split() == ["stopped", "True"], done.stdout + done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-3000:]

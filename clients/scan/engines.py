@@ -31,13 +31,14 @@ import multiprocessing.forkserver
 import multiprocessing.process
 import multiprocessing.resource_tracker
 import os
+import queue
 import signal
 import sys
 import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -322,20 +323,25 @@ class LocalEngine:
             return
         context = _PoolContext(_worker_context())
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with_parent)
-        pending: set[Future[Rows]] = set()
+        # each batch's future, put there when done (the pool's manager thread calls back):
+        # not concurrent.futures.wait, which takes each pending future's lock in turn and,
+        # interrupted by a Ctrl-C between two, left one held; the manager thread then
+        # waited on it for ever to fail that batch, and `_stop_workers` for that thread
+        # (h-revscan52: a real SIGINT at that moment hung the scan)
+        finished: queue.SimpleQueue[Future[Rows]] = queue.SimpleQueue()
+        pending = 0  # batches handed to the pool and not yet taken from ``finished``
         completed = False
         try:
             for batch in batches:
                 with _interrupt_after(), _worker_died():  # may start a worker: not cut half-way
-                    pending.add(pool.submit(process_batch, batch, config))
-                while len(pending) >= 2 * self.workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield _rows(fut)
+                    pool.submit(process_batch, batch, config).add_done_callback(finished.put)
+                pending += 1
+                while pending >= 2 * self.workers:
+                    pending -= 1
+                    yield _rows(finished.get())
             while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield _rows(fut)
+                pending -= 1
+                yield _rows(finished.get())
             completed = True
         finally:
             if completed:  # every batch done: the workers end as soon as they are told
