@@ -91,7 +91,7 @@ from provenance.core.allowed_hosts import (
 )
 from provenance.core.errors import ConfigError
 from provenance.core.fair_share import client_key, share_victim
-from provenance.core.ports import bare_host, host_name, port_number
+from provenance.core.ports import bare_host, host_name, listen_failure, port_number
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120)
 _SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -643,7 +643,7 @@ def serve_metrics(
             addr, number, make_wsgi_app(registry), Server, handler_class=_MetricsHandler
         )
     except OSError as e:
-        raise ConfigError(f"cannot serve metrics on {listen}: {e.strerror or e}") from e
+        raise ConfigError(listen_failure(listen, "--metrics-listen", e)) from e
     httpd.allowed = metrics_hosts(listen, allowed)
     threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
     return int(httpd.server_port)

@@ -424,16 +424,17 @@ def _anchor_pem(folder: Path) -> bytes:
     return init_authority(folder, now=datetime.datetime.now(datetime.UTC)).certificate_pem
 
 
-@pytest.mark.parametrize("flag", ["--listen", "--health-listen"])
-def test_a_grpc_port_taken_after_the_check_ends_the_start_cleanly(
-    tmp_path: Path, flag: str
-) -> None:
-    """The gRPC port (--listen, or --health-listen's) free at the check and taken by the
-    time gRPC binds it: the start ends with one sentence naming the address, the flag
-    and the reason (exit 1), the store closed and its files removed, no "Task was
-    destroyed but it is pending!" (before: the readiness task of the health servicer was
-    left on the loop) and none of gRPC's own words; the next start on the database is
-    served. The start is held between the check and the bind by a real condition: its
+@pytest.mark.parametrize("flag", ["--listen", "--health-listen", "--http", "--metrics-listen"])
+def test_a_port_taken_after_the_check_ends_the_start_cleanly(tmp_path: Path, flag: str) -> None:
+    """A port (--listen, --health-listen's, --http's or --metrics-listen's) free at the
+    check and taken by the time its server binds it: the start ends with one sentence
+    naming the address, the flag and the reason (exit 1), the store closed and its files
+    removed, no "Task was destroyed but it is pending!" (before: the readiness task of
+    the health servicer was left on the loop) and none of gRPC's own words; the next
+    start on the database is served. Before, --http said "cannot listen on X: Address
+    already in use" and --metrics-listen "cannot serve metrics on X: Address already in
+    use", neither naming the flag. The start is held between the check and the bind by a
+    real condition: its
     --c2pa-trust-anchors is a FIFO, read once the store is open, and the port is taken
     before the certificate is written to it."""
     fifo = tmp_path / "anchors.pem"
@@ -472,12 +473,75 @@ def test_a_grpc_port_taken_after_the_check_ends_the_start_cleanly(
     out, err = finish(proc)
     said = " ".join(err.split())
     assert f"error: cannot listen on 127.0.0.1:{port} ({flag}): address already in use" in said
+    assert "another program listens there" in said, said
     assert "Task was destroyed" not in said and "Traceback" not in said, said
     assert "GRPC_VERBOSITY" not in said, said
     assert "listening on" not in out, out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["anchors.pem", "prov.db.lock"]
     srv = start_server(tmp_path / "prov.db", "--no-detector")  # its lock was released
     srv.stop()
+
+
+@pytest.mark.parametrize(
+    ("value", "hint"),
+    [
+        ("ipv4:127.0.0.1:0", "127.0.0.1:0"),
+        ("ipv6:[::1]:0", "[::1]:0"),
+        ("IPv4:127.0.0.1:0", "127.0.0.1:0"),
+        ("dns:///localhost:50051", "localhost:50051"),
+        ("dns:localhost:50051", "localhost:50051"),
+        ("unix:/tmp/prov.sock", "127.0.0.1:50051"),
+        ("unix:///tmp/prov.sock", "127.0.0.1:50051"),
+        ("unix-abstract:prov", "127.0.0.1:50051"),
+    ],
+)
+def test_a_grpc_uri_scheme_is_told_to_be_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, hint: str
+) -> None:
+    """gRPC's target spellings (``ipv4:``, ``ipv6:``, ``dns:``, ``unix:``): --listen
+    takes HOST:PORT without a scheme, and the message says so, with the address to give
+    instead where the value names one (exit 2, nothing created). Before, ``ipv4:127.0.0.1:0``
+    was told to "put an IPv6 address in brackets, e.g. [ipv4:127.0.0.1]:0" and
+    ``unix:/tmp/prov.sock`` that it was not HOST:PORT. A real `prov serve` for the first,
+    the rest in this process (the same parsing)."""
+    if value == "ipv4:127.0.0.1:0":
+        run = _serve(tmp_path, "--listen", value)
+    else:
+        run = _usage_error(tmp_path, capsys, "--listen", value)
+    said = " ".join(run.stderr.split())
+    assert run.returncode == 2, run.stderr
+    assert "--listen" in said and "without a scheme" in said, said
+    assert f"e.g. {hint}" in said and "brackets" not in said, said
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_host_named_like_a_scheme_is_still_a_host(tmp_path: Path) -> None:
+    """``dns:50051`` and ``unix:0`` are HOST:PORT (hosts named dns and unix), not gRPC
+    schemes: `listen_address` reads them as HOST:PORT."""
+    from provenance.cli.options import listen_address
+
+    assert listen_address("dns:50051", "--listen") == ("dns", 50051)
+    assert listen_address("unix:0", "--listen") == ("unix", 0)
+
+
+def test_the_metrics_start_up_line_names_each_host_once() -> None:
+    """``--metrics-listen localhost:P`` (or --metrics-allowed-hosts naming localhost or
+    the listen host again): the start-up line names each Host once. Before: "metrics
+    answers Host: any IP address, localhost, vm, localhost; ...". `prov serve` prints
+    `metrics_started`'s lines as they are here."""
+    from provenance.cli.options import metrics_started
+
+    for listen, allowed in [
+        ("localhost:9464", None),
+        ("localhost:9464", "localhost,mon.example"),
+        ("mon.example:9464", "MON.example,mon.example"),
+    ]:
+        hosts = metrics_started(listen, 9464, allowed).splitlines()[1]
+        names = hosts.removeprefix("metrics answers Host: ").partition(";")[0].split(", ")
+        assert hosts.startswith("metrics answers Host: any IP address, localhost"), hosts
+        assert len(names) == len(set(names)), hosts
+        if "mon" in listen + (allowed or ""):
+            assert "mon.example" in names, hosts
 
 
 @pytest.mark.parametrize("flag", ["--listen", "--health-listen", "--http", "--metrics-listen"])

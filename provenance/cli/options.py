@@ -15,10 +15,12 @@ import typer
 
 from provenance.core.ports import (
     bare_host,
+    bind_reason,
     needs_brackets,
     parse_allowed_hosts,
     parse_trusted_proxy,
     port_number,
+    scheme_problem,
 )
 
 
@@ -308,7 +310,10 @@ def listen_address(value: str, option: str) -> tuple[str, int]:
     """``value`` as (host, port) if it reads HOST:PORT with a port in 0..65535 (0 picks
     one; an IPv6 host in brackets, ``[::]:50051``; an empty host means every
     interface); else a usage error (exit 2) naming ``option``. The host is returned
-    without brackets. Raises typer.BadParameter."""
+    without brackets; a gRPC target with a scheme (``ipv4:127.0.0.1:0``) is told to
+    leave the scheme out (`scheme_problem`). Raises typer.BadParameter."""
+    if (problem := scheme_problem(value)) is not None:
+        raise typer.BadParameter(f"{value!r}: {problem}", param_hint=option)
     host, sep, port = value.rpartition(":")
     if sep and needs_brackets(host):
         raise typer.BadParameter(
@@ -442,7 +447,7 @@ def _bind_problem(value: str, host: str, port: int) -> str | None:
                 sock.bind(sockaddr)
                 return None
         except OSError as e:
-            reason = (e.strerror or str(e)).lower() + _LISTEN_HINTS.get(e.errno or 0, "")
+            reason = bind_reason(e)
     return f"cannot listen on {value}: {reason}"
 
 
@@ -507,11 +512,3 @@ def bind_failure(value: str, option: str) -> str:
             if problem is not None:
                 reason = problem.removeprefix(f"cannot listen on {value}: ")
     return f"cannot listen on {value} ({option}): {reason}"
-
-
-#: What a person can do about a failed bind, by errno.
-_LISTEN_HINTS = {
-    errno.EADDRINUSE: " (another program listens there: stop it or choose another port)",
-    errno.EADDRNOTAVAIL: " (not an address of this machine)",
-    errno.EACCES: " (ports below 1024 need privileges: choose a port from 1024)",
-}

@@ -65,7 +65,7 @@ class AllowedHosts:
                 f" can read {'this page' if what == 'web' else what}'s answers from a"
                 " visitor's browser"
             )
-        names = ", ".join(["any IP address", "localhost", *self.names])
+        names = ", ".join(dict.fromkeys(["any IP address", "localhost", *self.names]))
         return f"{what} answers Host: {names}; other names get 421 until added with {flag}"
 
 

@@ -3,6 +3,7 @@ networks of ``--trusted-proxy`` and the names of ``--allowed-hosts``."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import re
 
@@ -40,6 +41,52 @@ def bare_host(host: str) -> str | None:
     if "[" in bare or "]" in bare or (bare != host and not bare) or needs_brackets(host):
         return None
     return bare
+
+
+#: What a person can do about a failed bind, by errno.
+LISTEN_HINTS = {
+    errno.EADDRINUSE: " (another program listens there: stop it or choose another port)",
+    errno.EADDRNOTAVAIL: " (not an address of this machine)",
+    errno.EACCES: " (ports below 1024 need privileges: choose a port from 1024)",
+}
+
+
+def bind_reason(error: OSError) -> str:
+    """Why a bind failed, in lower case, with what to do about it where `LISTEN_HINTS`
+    knows: "address already in use (another program listens there: ...)"."""
+    return (error.strerror or str(error)).lower() + LISTEN_HINTS.get(error.errno or 0, "")
+
+
+def listen_failure(value: str, option: str, error: OSError) -> str:
+    """The sentence for a server that could not bind ``value`` (HOST:PORT as given, from
+    the flag ``option``): "cannot listen on VALUE (OPTION): REASON" (`bind_reason`), as
+    `provenance.cli.options.bind_failure` says it for the gRPC servers."""
+    return f"cannot listen on {value} ({option}): {bind_reason(error)}"
+
+
+#: gRPC's target schemes (its naming doc), which a HOST:PORT flag does not take.
+GRPC_SCHEMES = ("ipv4", "ipv6", "dns", "unix", "unix-abstract", "vsock")
+
+
+def scheme_problem(value: str) -> str | None:
+    """Why ``value`` is not HOST:PORT when it is a gRPC target with a URI scheme
+    (``ipv4:127.0.0.1:0``, ``dns:///localhost:50051``, ``unix:/tmp/prov.sock``), with the
+    HOST:PORT to give instead where it names one; None otherwise (also for ``dns:50051``,
+    which is a host named dns). Pure; raises nothing."""
+    scheme, sep, rest = value.partition(":")
+    if not sep or scheme.lower() not in GRPC_SCHEMES or port_number(rest) is not None:
+        return None
+    if scheme.lower() in ("unix", "unix-abstract", "vsock"):
+        return (
+            f"this flag takes HOST:PORT without a scheme ({scheme}: is gRPC's; a Unix"
+            " socket is not served), e.g. 127.0.0.1:50051"
+        )
+    address = rest.rpartition("/")[2]  # dns:///host:port, dns://resolver/host:port
+    if address.rpartition(":")[0] and port_number(address.rpartition(":")[2]) is not None:
+        example = address
+    else:
+        example = "127.0.0.1:50051"
+    return f"this flag takes HOST:PORT without a scheme ({scheme}: is gRPC's), e.g. {example}"
 
 
 def needs_brackets(host: str) -> bool:

@@ -19,16 +19,17 @@ from provenance.cli.options import SIGNAL_POLL_S
 from provenance.core.allowed_hosts import AllowedHosts, default_host_names
 from provenance.core.buckets import FewLines
 from provenance.core.errors import ConfigError
+from provenance.core.ports import listen_failure
 from provenance.web.app import WebConfig, create_app
 from provenance.web.guard import DEFAULT_LIMITS, HttpLimits, guarded_protocol
 from provenance.web.logviews import is_number
 from provenance.web.proxies import TrustedProxies
 
 
-def bind(address: str) -> tuple[socket.socket, str]:
-    """A listening TCP socket on ``address`` (HOST:PORT, port 0 picks one), with
-    TCP_NODELAY, and the address it is bound to. Raises ConfigError when it cannot be
-    bound."""
+def bind(address: str, option: str = "--listen") -> tuple[socket.socket, str]:
+    """A listening TCP socket on ``address`` (HOST:PORT, port 0 picks one; from the flag
+    ``option``), with TCP_NODELAY, and the address it is bound to. Raises ConfigError
+    when it cannot be bound, naming ``option`` (`listen_failure`)."""
     host, sep, port = address.rpartition(":")
     if not sep or not host or not is_number(port) or int(port) > 65535:
         raise ConfigError(f"listen address {address!r} is not HOST:PORT (port 0-65535)")
@@ -46,7 +47,7 @@ def bind(address: str) -> tuple[socket.socket, str]:
         sock.listen(128)
     except OSError as e:
         sock.close()
-        raise ConfigError(f"cannot listen on {address}: {e.strerror}") from e
+        raise ConfigError(listen_failure(address, option, e)) from e
     sock.set_inheritable(True)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
@@ -198,9 +199,9 @@ def allowed_hosts_line(config: WebConfig) -> str:
 
 def start_web(listen: str, config: WebConfig, limits: HttpLimits = DEFAULT_LIMITS) -> WebServer:
     """Serve the web app on ``listen`` from a background thread (``prov serve
-    --http``), each connection under ``limits``. Raises ConfigError when the address
-    cannot be bound."""
-    sock, address = bind(listen)
+    --http``), each connection under ``limits``. Raises ConfigError naming --http when
+    the address cannot be bound."""
+    sock, address = bind(listen, "--http")
     config = bound_config(config, address)
     server = _server(config, limits)
     thread = threading.Thread(
