@@ -11,6 +11,11 @@ their C2PA manifest store (docs/c2pa.md, "What our SHA-256 hard binding covers")
 report must describe the bytes sent (its file SHA-256). A near copy (DERIVED, or
 REVOKED_KEY of a near match) rests on a perceptual hash, which the bytes alone cannot
 prove; docs/verify.md says what is and is not checked.
+
+`check_evidence` (``prov verify --log-key``) checks the rest of the evidence itself,
+with the log key the user pinned: that the cited claim's receipt carries a checkpoint
+signed by that key and an inclusion proof of the claim's leaf in its tree. Without it,
+a server could invent a claim of any bytes, with a receipt of its own making.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from provenance.core.claims import Verdict
-from provenance.core.errors import ForeignClaimError
+from provenance.core.errors import ForeignClaimError, LogError, SignatureError
 from provenance.core.verify import VerificationReport
 
 
@@ -86,3 +91,50 @@ def check_cited(
         f" sequence {cited.claim.sequence}) that binds SHA-256 {bound.hex()}, but the"
         f" bytes sent have {sent_sha256.hex()}{without}; its verdict is not shown"
     )
+
+
+#: Verdicts that rest on a logged claim: their evidence is checked by `check_evidence`.
+CITES_LOGGED_CLAIM = (Verdict.SIGNED_ORIGINAL, Verdict.DERIVED, Verdict.REVOKED_KEY)
+
+
+def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | None:
+    """Check the receipt of the claim ``report`` cites against the pinned log key
+    ``vkey`` (NAME+ID+KEY, as `prov log key` prints it) with `verify_receipt`: its
+    checkpoint must carry a signature of that key (c2sp.org/signed-note, the log's
+    origin), its log entry must hold the cited claim, and the RFC 9162 inclusion proof
+    must prove that leaf in the checkpoint's tree. Returns the checkpoint's tree size, or
+    None when the verdict cites no logged claim (UNSIGNED, TAMPERED, REVOKED_KEY without
+    a claim). ``server``: HOST:PORT, for the message. Raises ForeignClaimError (exit 3)
+    naming what failed; a SIGNED_ORIGINAL or DERIVED verdict with no claim or no receipt
+    is refused too, as it cannot be checked."""
+    from provenance.log.checkpoint import NoteVerifier, note_signers
+    from provenance.log.receipt import verify_receipt
+
+    if report.status not in CITES_LOGGED_CLAIM:
+        return None
+    cited = report.evidence.claim
+    if cited is None and report.status is Verdict.REVOKED_KEY:
+        return None
+    said = f"the server at {server} answered {report.status}"
+    if cited is None or cited.receipt is None:
+        what = "no claim" if cited is None else "a claim without a receipt"
+        raise ForeignClaimError(
+            f"{said} citing {what}: nothing to check against --log-key; the verdict is not shown"
+        )
+    verifier = NoteVerifier.from_vkey(vkey)
+    wanted = f"{verifier.name}+{verifier.key_id.hex()}"
+    where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
+    signers = note_signers(cited.receipt.checkpoint)
+    if wanted not in signers:
+        raise ForeignClaimError(
+            f"{said}, but {where} has a checkpoint not signed by the log key {wanted}"
+            f" (--log-key): it is signed by {', '.join(signers) or 'no key'}; the verdict is"
+            " not shown"
+        )
+    try:
+        return verify_receipt(cited.receipt, cited.signed_claim, verifier).size
+    except (SignatureError, LogError) as e:  # ProofError is a LogError
+        raise ForeignClaimError(
+            f"{said}, but {where} does not verify with the log key {wanted} (--log-key): {e};"
+            " the verdict is not shown"
+        ) from e

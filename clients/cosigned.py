@@ -195,16 +195,18 @@ def check_witnesses(
     sidecar: Sidecar | None,
     policy: list[str],
     quorum: int,
+    vkey: str | None = None,
 ) -> WitnessCheck:
     """Check the witness ``policy`` (cosigner keys, ``quorum`` of them) on the receipt of
     the claim ``report`` rests on: the sidecar's own receipt when it is for that claim and
     already cosigned, else the receipt brought up to the server's newest cosigned
     checkpoint (`cosigned_receipt`). A policy not met is a value (``error``); raises
-    SignatureError, ProofError or LogError when the server's answers do not verify."""
+    SignatureError, ProofError or LogError when the server's answers do not verify with
+    the log key: ``vkey`` when pinned (`prov verify --log-key`), else the server's own."""
     ev = report.evidence.claim
     if ev is None or ev.receipt is None or not ev.in_log:
         return WitnessCheck(quorum, len(policy))
-    verifier = NoteVerifier.from_vkey(c.log_key()[0])
+    verifier = NoteVerifier.from_vkey(vkey if vkey is not None else c.log_key()[0])
     receipt = ev.receipt
     if (
         sidecar is not None

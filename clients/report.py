@@ -229,12 +229,14 @@ def _signing_time_line(c: dict[str, Any]) -> str:
     return "; ".join([line, *st.get("problems", ())])
 
 
-def report_to_text(r: VerificationReport, path: str) -> str:
+def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> str:
     """A readable multi-line report: verdict, reasons, evidence, then the advisory block;
     one line per field, each with its newlines, tabs and other control characters written
     as escapes (`provenance.terminal.shown_line`), so that text which is not ours (the file
     name, a device label, a C2PA manifest's fields) cannot print a line of its own, such
-    as a forged status line above the real one."""
+    as a forged status line above the real one. ``checked_here``, when given, becomes a
+    ``checked`` line after the ``log`` line: what the client itself checked of the
+    receipt (`prov verify`: with --log-key, or that nothing was)."""
     ev = r.evidence
     lines = [
         f"{path}",
@@ -274,6 +276,8 @@ def report_to_text(r: VerificationReport, path: str) -> str:
             )
         else:
             lines.append("  log        not in the log")
+        if checked_here:
+            lines.append(f"  checked    {checked_here}")
         if c.device is not None and c.device.revoked_at is not None:
             lines.append(
                 f"  revoked    {utc_text(c.device.revoked_at)}: {c.device.revocation_reason}"

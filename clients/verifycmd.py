@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand
 
 from clients.api import ProvenanceClient, default_server
+from clients.cited import check_evidence
 from clients.cosigned import WitnessCheck, check_witnesses, policy_keys
 from clients.device import sidecar_path
 from clients.files import read_bounded
@@ -22,10 +23,12 @@ from clients.options import (
     WitnessOpt,
     WitnessQuorumOpt,
     existing,
+    verifier_key,
     witness_quorum_of,
 )
 from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
 from provenance.core.errors import ProvenanceError
+from provenance.core.verify import VerificationReport
 from provenance.terminal import SafeConsole, transient_bar
 from provenance.wire.jsontext import path_to_json, unicode_only
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
@@ -97,10 +100,26 @@ def verify(
     no_sidecar: Annotated[
         bool, typer.Option("--no-sidecar", help="Ignore FILE.prov beside the file.")
     ] = False,
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROV_LOG_KEY",
+            help="The log's verifier key (text or a file holding it; `prov log key` prints"
+            " it): the evidence of a verdict citing a logged claim is checked with it here"
+            " (signed checkpoint, inclusion proof); exit 3 when it does not verify.",
+            callback=verifier_key,
+            show_default=False,
+        ),
+    ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
 ) -> None:
     """Verify a file against the log and print the report.
+
+    Without --log-key or --witness, the verdict and its evidence are the server's word.
+    With --log-key, the receipt of the claim a verdict cites (SIGNED_ORIGINAL, DERIVED,
+    REVOKED_KEY) must verify with that key: a checkpoint it signed and an inclusion
+    proof of the claim's leaf in that checkpoint's tree.
 
     With --witness, the matched claim's receipt must be cosigned by the policy's quorum;
     a receipt issued before its checkpoint was cosigned is first brought up to the
@@ -109,7 +128,7 @@ def verify(
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
     cosigned the receipt's checkpoint; 3 when the server's answer cites a claim of
-    other bytes; 1 when the file or server could not be checked; 2 usage errors.
+    other bytes, or its evidence does not verify with --log-key; 1 when the file or server could not be checked; 2 usage errors.
     """
     if no_sidecar and sidecar is not None:
         raise UsageError(
@@ -120,6 +139,8 @@ def verify(
     quorum = witness_quorum_of(len(policy), witness_quorum)
     found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
     cosigned: WitnessCheck | None = None
+    vkey = _read_key_text(log_key) if log_key is not None else None
+    checked: int | None = None  # the tree size the evidence was proven in, with --log-key
     try:
         # on a terminal, a bar (stderr) while a large file goes up and the server checks it
         with ProvenanceClient(server) as c, transient_bar(err) as bar:
@@ -132,8 +153,10 @@ def verify(
                     bar.update(task, total=None, description="checking (the server decodes it)")
 
             report = c.verify_with_sidecar(file, found, detect=detect, progress=sent)
+            if vkey is not None:
+                checked = check_evidence(report, vkey, server)
             if policy:
-                cosigned = check_witnesses(c, report, found, policy, quorum)
+                cosigned = check_witnesses(c, report, found, policy, quorum, vkey)
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout
             failed = {"status": None, **path_to_json(str(file)), "error": str(e)}
@@ -143,16 +166,51 @@ def verify(
         report = replace(report, reasons=(*report.reasons, unread))
     if as_json:
         doc = report_to_json(report, str(file))
+        witnessed = cosigned is not None and cosigned.leaf_index is not None
+        doc["evidence_checked"] = (
+            "log-key" if checked is not None else "witness" if witnessed else None
+        )
         if cosigned is not None:
             doc["witnesses"] = cosigned.to_json()
         print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov
     else:
-        out.print(report_to_text(report, str(file)), highlight=False)
+        here = _checked_line(report, vkey, checked, cosigned is not None)
+        out.print(report_to_text(report, str(file), checked_here=here), highlight=False)
         if cosigned is not None:
             (err if cosigned.error else out).print(cosigned.text(), highlight=False)
     if cosigned is not None and cosigned.error:
         raise typer.Exit(EXIT_WITNESS_QUORUM)
     raise typer.Exit(EXIT_CODES[report.status])
+
+
+def _read_key_text(value: str) -> str:
+    """`provenance.witness.client.read_key_text`, loaded only when --log-key is given."""
+    from provenance.witness.client import read_key_text
+
+    return read_key_text(value)
+
+
+def _checked_line(
+    report: VerificationReport, vkey: str | None, size: int | None, witnessed: bool
+) -> str:
+    """What the client itself checked of the cited claim's receipt, for the report's
+    ``checked`` line: proven with --log-key in a tree of ``size`` entries, left to
+    --witness's line, or not checked at all; "" when the report cites no logged claim."""
+    cited = report.evidence.claim
+    if cited is None or cited.receipt is None:
+        return ""
+    if vkey is not None and size is not None:
+        name = vkey.split("+", 1)[0]
+        return (
+            f"receipt verified here with --log-key (log {name}): checkpoint signed by that"
+            f" key, leaf {cited.receipt.leaf_index} proven in its tree of {size} entries"
+        )
+    if witnessed:
+        return ""  # the witnesses' line says what was checked
+    return (
+        "the server's evidence was not checked against a pinned log key (--log-key or"
+        " --witness): the receipt line above is the server's word"
+    )
 
 
 def _read_sidecar(file: Path, given: Path | None) -> tuple[Sidecar | None, str | None]:

@@ -154,6 +154,11 @@ def test_a_claim_of_other_bytes_is_refused_not_read_as_signed(
             rc, out, err = _verify(capsys, str(a), "--server", address, "--witness", witness[1])
             assert rc == 0 and "SIGNED_ORIGINAL" in out, (rc, out, err)
             assert "cosigned by 1 of 1 witnesses" in out, out
+            with ProvenanceClient(server.address) as c:  # and with the log's key pinned
+                pinned = ("--witness", witness[1], "--log-key", c.log_key()[0])
+            rc, out, err = _verify(capsys, str(a), "--server", address, *pinned)
+            assert rc == 0 and "cosigned by 1 of 1 witnesses" in out, (rc, out, err)
+            assert "verified here with --log-key" in out, out
 
 
 @pytest.mark.parametrize("path", ["lookup", "upload"])
