@@ -403,7 +403,7 @@ class ProvenanceClient:
         ``receipt``: the sidecar's log receipt, so a log rollback can be named;
         ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
         has not enrolled can be told apart from a bad signature; ``progress(sent,
-        size)``: called as the bytes go out). Raises ForeignClaimError when the verdict
+        size)``: called as the bytes go out). Raises ServerEvidenceError when the verdict
         rests on a claim that does not bind the bytes sent (`clients.cited.check_cited`)."""
         upload = self._watched_upload(
             path,

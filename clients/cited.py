@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from provenance.core.claims import Verdict
-from provenance.core.errors import ForeignClaimError, LogError, SignatureError
+from provenance.core.errors import LogError, ServerEvidenceError, SignatureError
 from provenance.core.verify import VerificationReport
 
 
@@ -54,7 +54,7 @@ def check_cited(
     server: str,
     content_sha256: bytes | None = None,
 ) -> None:
-    """Raise ForeignClaimError unless ``report`` (the server's answer for the bytes whose
+    """Raise ServerEvidenceError unless ``report`` (the server's answer for the bytes whose
     SHA-256, 32 bytes, is ``sent_sha256``) describes those bytes and, when its verdict
     rests on a claim's hard binding (`rests_on_hard_binding`), cites a claim binding
     them: its ``hard_binding.sha256`` is ``sent_sha256`` or the SHA-256 of the bytes
@@ -64,7 +64,7 @@ def check_cited(
     bytes as sent."""
     said = report.evidence.file.sha256
     if said and said != sent_sha256:
-        raise ForeignClaimError(
+        raise ServerEvidenceError(
             f"the server at {server} answered for other bytes: its report is of a file of"
             f" SHA-256 {said.hex()}, the bytes sent have {sent_sha256.hex()}; its"
             f" {report.status} verdict is not shown"
@@ -73,7 +73,7 @@ def check_cited(
         return
     cited = report.evidence.claim
     if cited is None:
-        raise ForeignClaimError(
+        raise ServerEvidenceError(
             f"the server at {server} answered {report.status} citing no claim; the verdict"
             " is not shown"
         )
@@ -85,7 +85,7 @@ def check_cited(
     if content_sha256 and bound == content_sha256:
         return
     without = f" ({content_sha256.hex()} without its Content Credentials)" if content_sha256 else ""
-    raise ForeignClaimError(
+    raise ServerEvidenceError(
         f"the server cited a claim of other bytes: the server at {server} answered"
         f" {report.status} citing a claim (device {cited.claim.device_id.hex()[:16]},"
         f" sequence {cited.claim.sequence}) that binds SHA-256 {bound.hex()}, but the"
@@ -104,7 +104,7 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     origin), its log entry must hold the cited claim, and the RFC 9162 inclusion proof
     must prove that leaf in the checkpoint's tree. Returns the checkpoint's tree size, or
     None when the verdict cites no logged claim (UNSIGNED, TAMPERED, REVOKED_KEY without
-    a claim). ``server``: HOST:PORT, for the message. Raises ForeignClaimError (exit 3)
+    a claim). ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3)
     naming what failed; a SIGNED_ORIGINAL or DERIVED verdict with no claim or no receipt
     is refused too, as it cannot be checked."""
     from provenance.log.checkpoint import NoteVerifier, note_signers
@@ -118,7 +118,7 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     said = f"the server at {server} answered {report.status}"
     if cited is None or cited.receipt is None:
         what = "no claim" if cited is None else "a claim without a receipt"
-        raise ForeignClaimError(
+        raise ServerEvidenceError(
             f"{said} citing {what}: nothing to check against --log-key; the verdict is not shown"
         )
     verifier = NoteVerifier.from_vkey(vkey)
@@ -126,7 +126,7 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
     signers = note_signers(cited.receipt.checkpoint)
     if wanted not in signers:
-        raise ForeignClaimError(
+        raise ServerEvidenceError(
             f"{said}, but {where} has a checkpoint not signed by the log key {wanted}"
             f" (--log-key): it is signed by {', '.join(signers) or 'no key'}; the verdict is"
             " not shown"
@@ -134,7 +134,7 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     try:
         return verify_receipt(cited.receipt, cited.signed_claim, verifier).size
     except (SignatureError, LogError) as e:  # ProofError is a LogError
-        raise ForeignClaimError(
+        raise ServerEvidenceError(
             f"{said}, but {where} does not verify with the log key {wanted} (--log-key): {e};"
             " the verdict is not shown"
         ) from e

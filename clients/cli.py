@@ -41,10 +41,10 @@ from typer.core import TyperCommand
 from clients.helptext import TaughtGroup, teach
 from provenance.core.errors import (
     ConfigError,
-    ForeignClaimError,
     LogIntegrityError,
     NoWitnessesError,
     ProvenanceError,
+    ServerEvidenceError,
     TransportError,
     WitnessQuorumError,
 )
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
     full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
     failure (fork, rollback, edited entries) or a verdict citing a claim of other bytes
-    (ForeignClaimError), or 14 when a witness policy is not met.
+    (ServerEvidenceError), or 14 when a witness policy is not met.
     """
     _write_names_as_given()
     try:
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         if _after_ctrl_c(e):  # Typer turns Ctrl-C into a silent exit 130
             err.print("interrupted")
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except ForeignClaimError as e:  # a verdict citing a claim of other bytes
+    except ServerEvidenceError as e:  # a verdict citing a claim of other bytes
         err.print(Text.assemble(("SERVER EVIDENCE REFUSED:", "bold red"), f" {e}"))
         return 3
     except LogIntegrityError as e:

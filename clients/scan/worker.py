@@ -41,9 +41,9 @@ from provenance.core.errors import (
     ClaimError,
     DetectorError,
     FileChangedError,
-    ForeignClaimError,
     MediaError,
     ProvenanceError,
+    ServerEvidenceError,
     TransportError,
 )
 from provenance.core.verify import VerificationReport
@@ -341,7 +341,7 @@ def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str)
     SHA-256 and, for a file with Content Credentials, the SHA-256 without them, both
     computed here): the report converted only when its verdict rests on a claim's hard
     binding or it names other bytes, so an honest unsigned or derived answer costs two
-    field reads. Raises ForeignClaimError."""
+    field reads. Raises ServerEvidenceError."""
     e = answer.evidence
     signed = answer.status == pb.SIGNED_ORIGINAL or (
         answer.status == pb.REVOKED_KEY and e.hash_match
@@ -416,7 +416,7 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             continue
         try:
             _check_lookup_cited(answer, m, config.server)
-        except ForeignClaimError as e:  # a claim of other bytes cited: no verdict shown
+        except ServerEvidenceError as e:  # a claim of other bytes cited: no verdict shown
             rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
             continue
         report: VerificationReport | pb.VerificationReport = answer
@@ -432,7 +432,7 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             except FileChangedError as e:  # changed while it was sent: judged on no bytes
                 rows[item.ref] = error_row(item.ref, str(e), item.size, archive)
                 continue
-            except ForeignClaimError as e:  # the upload's answer cited a claim of other bytes
+            except ServerEvidenceError as e:  # the upload's answer cited a claim of other bytes
                 rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
                 continue
             notes = (m.note, problem, embedded_problem, dense_problem)
