@@ -951,6 +951,10 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
     from provenance.core.errors import TransportError
 
     body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
+    # hash-tile bytes (307,200 leaf hashes, 9.8 MB) in blocks of 32 KiB
+    tile = b"".join(merkle.leaf_hash(i.to_bytes(4, "big")) for i in range(300 * 1024))
+    bgzf_blocks = [tile[i : i + 32768] for i in range(0, len(tile), 32768)]
+    assert len(bgzf_blocks) == 300
     answers = {
         "ssh": b"SSH-2.0-OpenSSH_9.2\r\n",
         "longline": b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n",
@@ -963,6 +967,9 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         # followed by bytes that are no member
         "gzipmembers": _gzipped(gzip.compress(body[:10]) + gzip.compress(body[10:])),
         "gzipjunk": _gzipped(gzip.compress(body) + b"junk"),
+        # bgzip's layout: one member per block of the file (64 KiB at most), 300 of them;
+        # refused as more members than any server sends, before
+        "bgzf": _gzipped(b"".join(gzip.compress(b) for b in bgzf_blocks)),
         # a redirect to itself: urllib's own words were three lines ("HTTP 302 The HTTP
         # server returned a redirect error that would lead to an infinite loop.\nThe
         # last 30x error message was:\nFound")
@@ -1000,6 +1007,7 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         # every member read: before, the first only, and a tile sent so was a LOG
         # INTEGRITY FAILURE (exit 3) of an intact log
         assert fetcher(f"http://127.0.0.1:{port}/gzipmembers")("checkpoint") == body
+        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("checkpoint") == tile
         state = str(tmp_path / "state.json")
         vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
         capsys.readouterr()
