@@ -103,8 +103,8 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     checkpoint must carry a signature of that key (c2sp.org/signed-note, the log's
     origin), its log entry must hold the cited claim, and the RFC 9162 inclusion proof
     must prove that leaf in the checkpoint's tree. Returns the checkpoint's tree size, or
-    None when the verdict cites no logged claim (UNSIGNED, TAMPERED, REVOKED_KEY without
-    a claim). ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3)
+    None when the verdict cites no logged claim (UNSIGNED, TAMPERED; REVOKED_KEY without
+    a claim, or citing a sidecar's claim that was never logged, so has no receipt). ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3)
     naming what failed; a SIGNED_ORIGINAL or DERIVED verdict with no claim or no receipt
     is refused too, as it cannot be checked."""
     from provenance.log.checkpoint import NoteVerifier, note_signers
@@ -113,8 +113,8 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     if report.status not in CITES_LOGGED_CLAIM:
         return None
     cited = report.evidence.claim
-    if cited is None and report.status is Verdict.REVOKED_KEY:
-        return None
+    if report.status is Verdict.REVOKED_KEY and (cited is None or cited.receipt is None):
+        return None  # a sidecar's claim never logged (no receipt), or no claim: no log's word
     said = f"the server at {server} answered {report.status}"
     if cited is None or cited.receipt is None:
         what = "no claim" if cited is None else "a claim without a receipt"
