@@ -20,6 +20,7 @@ a server could invent a claim of any bytes, with a receipt of its own making.
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 from provenance.core.claims import Verdict
@@ -29,15 +30,18 @@ from provenance.core.verify import VerificationReport
 
 def _content_sha256(path: Path) -> bytes:
     """SHA-256 of the file at ``path`` without its C2PA manifest store; b"" when it holds
-    none (or cannot be read or stripped: nothing then to compare with)."""
+    none (or cannot be read or stripped: nothing then to compare with). The file is
+    mapped, not read into memory: its stripped bytes are hashed as they are walked
+    (`stored_content_sha256`), so a hostile answer about a 2 GB video costs a read of it,
+    not 6 GB of copies."""
     from provenance.c2pa.container import stored_content_sha256
     from provenance.media.image import SNIFF_BYTES, sniff_media_type
 
     try:
-        data = path.read_bytes()
-    except OSError:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return b""
-    return stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
 
 
 def rests_on_hard_binding(report: VerificationReport) -> bool:
