@@ -177,3 +177,24 @@ def test_revoked_key_of_a_never_logged_sidecar_is_shown_with_the_log_key(
             assert doc["status"] == "REVOKED_KEY" and doc["evidence_checked"] is None, doc
         else:
             assert "REVOKED_KEY" in out and "verified here with --log-key" not in out, out
+
+
+def test_a_tampered_file_with_the_log_key_is_not_said_to_lack_one(
+    enrolled: Cli,
+    server: ServerProc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An edited photo beside its logged sidecar: the real server answers TAMPERED citing
+    the sidecar's logged claim, receipt and all. TAMPERED is not checked with --log-key
+    (it vouches for nothing), and the `checked` line says so, instead of telling the user
+    who pinned a key to pin one. (revverify52: before, "the server's evidence was not
+    checked against a pinned log key (--log-key or --witness)" with --log-key given.)"""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    with ProvenanceClient(server.address) as c:
+        log_key = c.log_key()[0]
+    rc, out, err = _verify(capsys, str(photo), "--server", server.address, "--log-key", log_key)
+    assert rc == 13 and "TAMPERED" in out, (rc, out, err)
+    assert "(--log-key or --witness)" not in out, out
+    assert "not checked with --log-key" in out, out
