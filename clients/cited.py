@@ -20,6 +20,7 @@ a server could invent a claim of any bytes, with a receipt of its own making.
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 from provenance.core.claims import Verdict
@@ -29,15 +30,18 @@ from provenance.core.verify import VerificationReport
 
 def _content_sha256(path: Path) -> bytes:
     """SHA-256 of the file at ``path`` without its C2PA manifest store; b"" when it holds
-    none (or cannot be read or stripped: nothing then to compare with)."""
+    none (or cannot be read or stripped: nothing then to compare with). The file is
+    mapped, not read into memory: its stripped bytes are hashed as they are walked
+    (`stored_content_sha256`), so a hostile answer about a 2 GB video costs a read of it,
+    not 6 GB of copies."""
     from provenance.c2pa.container import stored_content_sha256
     from provenance.media.image import SNIFF_BYTES, sniff_media_type
 
     try:
-        data = path.read_bytes()
-    except OSError:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
+    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
         return b""
-    return stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
 
 
 def rests_on_hard_binding(report: VerificationReport) -> bool:
@@ -103,8 +107,8 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     checkpoint must carry a signature of that key (c2sp.org/signed-note, the log's
     origin), its log entry must hold the cited claim, and the RFC 9162 inclusion proof
     must prove that leaf in the checkpoint's tree. Returns the checkpoint's tree size, or
-    None when the verdict cites no logged claim (UNSIGNED, TAMPERED, REVOKED_KEY without
-    a claim). ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3)
+    None when the verdict cites no logged claim (UNSIGNED, TAMPERED; REVOKED_KEY without
+    a claim, or citing a sidecar's claim that was never logged, so has no receipt). ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3)
     naming what failed; a SIGNED_ORIGINAL or DERIVED verdict with no claim or no receipt
     is refused too, as it cannot be checked."""
     from provenance.log.checkpoint import NoteVerifier, note_signers
@@ -113,8 +117,8 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     if report.status not in CITES_LOGGED_CLAIM:
         return None
     cited = report.evidence.claim
-    if cited is None and report.status is Verdict.REVOKED_KEY:
-        return None
+    if report.status is Verdict.REVOKED_KEY and (cited is None or cited.receipt is None):
+        return None  # a sidecar's claim never logged (no receipt), or no claim: no log's word
     said = f"the server at {server} answered {report.status}"
     if cited is None or cited.receipt is None:
         what = "no claim" if cited is None else "a claim without a receipt"

@@ -195,7 +195,8 @@ def _checked_line(
 ) -> str:
     """What the client itself checked of the cited claim's receipt, for the report's
     ``checked`` line: proven with --log-key in a tree of ``size`` entries, left to
-    --witness's line, or not checked at all; "" when the report cites no logged claim."""
+    --witness's line, not checked with --log-key as the verdict (TAMPERED) vouches for
+    nothing, or not checked at all; "" when the report cites no logged claim."""
     cited = report.evidence.claim
     if cited is None or cited.receipt is None:
         return ""
@@ -207,6 +208,11 @@ def _checked_line(
         )
     if witnessed:
         return ""  # the witnesses' line says what was checked
+    if vkey is not None:  # a verdict that vouches for nothing (TAMPERED): `check_evidence`
+        return (
+            f"the receipt of a {report.status} verdict's claim is not checked with --log-key"
+            " (the verdict vouches for nothing): the receipt line above is the server's word"
+        )
     return (
         "the server's evidence was not checked against a pinned log key (--log-key or"
         " --witness): the receipt line above is the server's word"

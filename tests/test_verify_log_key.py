@@ -16,9 +16,10 @@ import pytest
 
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
+from clients.device import DeviceHome
 from provenance.log.checkpoint import Checkpoint, generate_log_key, split_note
 from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample
+from tests.conftest import SAMPLES, Cli, ServerProc, closed_port, sign_sample
 from tests.test_cited_binding import _forger, _genuine_answer
 
 
@@ -143,3 +144,57 @@ def test_honest_evidence_passes_with_the_log_key(
     rc, out, err = _verify(capsys, str(a), "--server", server.address, "--log-key", other)
     assert rc == 3 and "SERVER EVIDENCE REFUSED:" in err, (rc, out, err)
     assert "not signed by the log key" in err, err
+
+
+def test_revoked_key_of_a_never_logged_sidecar_is_shown_with_the_log_key(
+    enrolled: Cli,
+    server: ServerProc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A sidecar claim that was never logged (signed while the server was down), its key
+    revoked since: the real server answers REVOKED_KEY citing the sidecar's claim, which
+    has no receipt, as it is in no log. That is not evidence to check, and no claim of
+    the log is vouched for, so --log-key shows the verdict (exit 12), as it does a
+    REVOKED_KEY citing no claim. (revverify52: before, exit 3, "SERVER EVIDENCE REFUSED:
+    ... citing a claim without a receipt": an honest answer called forged.)"""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 0 and "queued" in out, (rc, out, err)
+    device_id = DeviceHome(enrolled.home).state().device_id
+    rc, out, err = enrolled("admin", "revoke", device_id, "--reason", "lost")
+    assert rc == 0, (rc, out, err)
+    with ProvenanceClient(server.address) as c:
+        log_key = c.log_key()[0]
+    rc, plain, err = _verify(capsys, str(photo), "--server", server.address)
+    assert rc == 12 and "REVOKED_KEY" in plain, (rc, plain, err)
+    for args in (("--log-key", log_key), ("--log-key", log_key, "--json")):
+        rc, out, err = _verify(capsys, str(photo), "--server", server.address, *args)
+        assert rc == 12, (args, rc, out, err)
+        assert "SERVER EVIDENCE REFUSED" not in err, err
+        if "--json" in args:
+            doc = json.loads(out)
+            assert doc["status"] == "REVOKED_KEY" and doc["evidence_checked"] is None, doc
+        else:
+            assert "REVOKED_KEY" in out and "verified here with --log-key" not in out, out
+
+
+def test_a_tampered_file_with_the_log_key_is_not_said_to_lack_one(
+    enrolled: Cli,
+    server: ServerProc,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An edited photo beside its logged sidecar: the real server answers TAMPERED citing
+    the sidecar's logged claim, receipt and all. TAMPERED is not checked with --log-key
+    (it vouches for nothing), and the `checked` line says so, instead of telling the user
+    who pinned a key to pin one. (revverify52: before, "the server's evidence was not
+    checked against a pinned log key (--log-key or --witness)" with --log-key given.)"""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    photo.write_bytes(photo.read_bytes() + b"\0")
+    with ProvenanceClient(server.address) as c:
+        log_key = c.log_key()[0]
+    rc, out, err = _verify(capsys, str(photo), "--server", server.address, "--log-key", log_key)
+    assert rc == 13 and "TAMPERED" in out, (rc, out, err)
+    assert "(--log-key or --witness)" not in out, out
+    assert "not checked with --log-key" in out, out

@@ -28,7 +28,7 @@ import mmap
 import re
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from provenance.core.errors import BindingError, MediaError, ProvenanceError
 
@@ -50,6 +50,9 @@ _STORE_MARKS = {
     **dict.fromkeys(PNG_TYPES, b"caBX"),
     **dict.fromkeys(BMFF_TYPES, C2PA_BMFF_UUID),
 }
+
+#: What the walks here read: a file's bytes, or an mmap of the file.
+Buffer = bytes | bytearray | mmap.mmap
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Box types on the path moov/trak/mdia/minf/stbl that lead to the chunk-offset tables.
@@ -85,6 +88,49 @@ def strip_and_locate(data: bytes, media_type: str) -> Stripped:
 
     Raises as `strip_manifest_store` does.
     """
+    layout = _layout(data, media_type)
+    if not layout.removed:
+        return Stripped(data)
+    out = bytearray()
+    for piece in _pieces(data, layout):
+        out += piece
+    return Stripped(bytes(out), layout.removed)
+
+
+#: Most bytes of a kept run hashed at once by `stripped_sha256` (a slice of a mapping).
+_HASH_SLICE_BYTES = 1 << 20
+
+
+def stripped_sha256(data: Buffer, media_type: str) -> bytes:
+    """SHA-256 (32 bytes) of `strip_manifest_store(data, media_type)`, or b"" when
+    nothing would be removed, without making the stripped copy: the kept runs of
+    ``data`` (bytes, or an mmap of a file, whose pages are then read once and never
+    copied whole) are hashed in slices of at most 1 MiB, and only an MP4's ``moov`` box
+    is copied, to rewrite its chunk offsets. Memory: O(``moov``), not O(file). Raises
+    as `strip_manifest_store`."""
+    layout = _layout(data, media_type)
+    if not layout.removed:
+        return b""
+    digest = hashlib.sha256()
+    for piece in _pieces(data, layout):
+        digest.update(piece)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """What a strip keeps of a file: ``kept``, (start, end) runs in file order, which
+    joined are the file without its manifest store; ``removed`` as `Stripped.removed`
+    (empty: nothing to strip, the file is kept as it is); ``moov``: for BMFF, the start
+    of each kept ``moov`` box and its header length, whose chunk offsets are rewritten."""
+
+    kept: tuple[tuple[int, int], ...] = ()
+    removed: tuple[tuple[int, int], ...] = ()
+    moov: dict[int, int] = field(default_factory=dict)
+
+
+def _layout(data: Buffer, media_type: str) -> _Layout:
+    """`_Layout` of ``data`` as a file of ``media_type``. Raises as `strip_manifest_store`."""
     if media_type in JPEG_TYPES:
         return _strip_jpeg(data)
     if media_type in PNG_TYPES:
@@ -97,25 +143,43 @@ def strip_and_locate(data: bytes, media_type: str) -> Stripped:
     )
 
 
-def may_hold_manifest_store(data: bytes, media_type: str) -> bool:
+def _pieces(data: Buffer, layout: _Layout) -> Iterator[memoryview | bytearray]:
+    """The bytes of the stripped file, in order, in pieces of at most `_HASH_SLICE_BYTES`
+    (but a rewritten ``moov`` box, whole). Raises BindingError when a chunk offset points
+    into a removed box."""
+    view = memoryview(data)
+    try:
+        for start, end in layout.kept:
+            header = layout.moov.get(start)
+            if header is not None:
+                box = bytearray(view[start:end])
+                _unshift_chunk_offsets(box, header, len(box), list(layout.removed))
+                yield box
+                continue
+            for at in range(start, end, _HASH_SLICE_BYTES):
+                yield view[at : min(end, at + _HASH_SLICE_BYTES)]
+    finally:
+        view.release()
+
+
+def may_hold_manifest_store(data: Buffer, media_type: str) -> bool:
     """False when ``data`` certainly holds no manifest store that `strip_manifest_store`
     would remove (its marker bytes occur nowhere: one fast search instead of a walk of the
     file), or ``media_type`` is not in STRIPPABLE_TYPES; True when it may."""
     mark = _STORE_MARKS.get(media_type)
-    return mark is not None and mark in data
+    return mark is not None and data.find(mark) != -1  # (`in` is per byte on an mmap)
 
 
-def stored_content_sha256(data: bytes, media_type: str | None) -> bytes:
+def stored_content_sha256(data: Buffer, media_type: str | None) -> bytes:
     """SHA-256 (32 bytes) of ``data`` without its C2PA manifest store, when it carries
     one that `strip_manifest_store` removes; b"" when it carries none, ``media_type`` is
     None or not strippable, or the store cannot be stripped (nothing to compare with)."""
     if media_type is None or not may_hold_manifest_store(data, media_type):
         return b""
     try:
-        stripped = strip_manifest_store(data, media_type)
+        return stripped_sha256(data, media_type)
     except ProvenanceError:
         return b""
-    return hashlib.sha256(stripped).digest() if len(stripped) != len(data) else b""
 
 
 def content_sha256(data: bytes, media_type: str) -> bytes:
@@ -126,7 +190,7 @@ def content_sha256(data: bytes, media_type: str) -> bytes:
     return hashlib.sha256(strip_manifest_store(data, media_type)).digest()
 
 
-def _strip_jpeg(data: bytes) -> Stripped:
+def _strip_jpeg(data: Buffer) -> _Layout:
     """Drop the APP11 JUMBF segments of every C2PA manifest store before the first scan.
 
     The walk stops at the first scan, at the end of the image, or at the first byte that
@@ -139,16 +203,16 @@ def _strip_jpeg(data: bytes) -> Stripped:
         if _is_app11_jumbf(data, s, e) and _jumbf_first_is_c2pa(data, s, e)
     }
     if not c2pa_instances:
-        return Stripped(data)
-    out = bytearray(data[:2])
+        return _Layout()
+    kept = [(0, 2)]
     removed: list[tuple[int, int]] = []
     for s, e in segments:
         if not (_is_app11_jumbf(data, s, e) and _jumbf_instance(data, s) in c2pa_instances):
-            out += data[s:e]
+            kept.append((s, e))
         else:
             removed.append((s, e - s))
-    out += data[pos:]
-    return Stripped(bytes(out), tuple(removed))
+    kept.append((pos, len(data)))
+    return _Layout(tuple(kept), tuple(removed))
 
 
 #: Most marker segments (a run of fill bytes counts as one) walked before a JPEG's first
@@ -160,7 +224,7 @@ MAX_JPEG_SEGMENTS = 100_000
 _FILL_RUN = re.compile(rb"\xff+")
 
 
-def _jpeg_segments(data: bytes) -> tuple[list[tuple[int, int]], int]:
+def _jpeg_segments(data: Buffer) -> tuple[list[tuple[int, int]], int]:
     """The marker segments after SOI as contiguous (start, end) ranges (a run of fill
     bytes is one range, ending before the 0xFF of the marker it precedes), and where the
     walk stopped (first scan, end of image, or the first malformed segment). Raises
@@ -288,16 +352,16 @@ def _png_chunks(data: bytes, kind: bytes) -> list[tuple[int, int]]:
     return [(pos, length) for pos, length, this in _png_walk(data) if this == kind]
 
 
-def _is_app11_jumbf(data: bytes, start: int, end: int) -> bool:
+def _is_app11_jumbf(data: Buffer, start: int, end: int) -> bool:
     # FF EB, length (2), common identifier "JP" (2), instance (2), sequence (4), box...
     return end - start >= 20 and data[start + 1] == 0xEB and data[start + 4 : start + 6] == b"JP"
 
 
-def _jumbf_instance(data: bytes, start: int) -> bytes:
-    return data[start + 6 : start + 8]
+def _jumbf_instance(data: Buffer, start: int) -> bytes:
+    return bytes(data[start + 6 : start + 8])
 
 
-def _jumbf_first_is_c2pa(data: bytes, start: int, end: int) -> bool:
+def _jumbf_first_is_c2pa(data: Buffer, start: int, end: int) -> bool:
     """True for the first segment of a JUMBF superbox whose description names C2PA."""
     sequence = struct.unpack_from(">I", data, start + 8)[0]
     box = start + 12
@@ -312,14 +376,14 @@ def _jumbf_first_is_c2pa(data: bytes, start: int, end: int) -> bool:
     )
 
 
-def _strip_png(data: bytes) -> Stripped:
+def _strip_png(data: Buffer) -> _Layout:
     """Drop every ``caBX`` chunk (PNG 3rd edition, 5.3 chunk layout).
 
     The walk stops after IEND or at a chunk that overruns the file; what follows is kept.
     """
-    if not data.startswith(_PNG_SIGNATURE):
+    if not data[: len(_PNG_SIGNATURE)] == _PNG_SIGNATURE:
         raise MediaError("not a PNG file (bad signature)")
-    out = bytearray(_PNG_SIGNATURE)
+    kept = [(0, len(_PNG_SIGNATURE))]
     end = len(_PNG_SIGNATURE)  # where the walked chunks end
     removed: list[tuple[int, int]] = []
     for pos, length, kind in _png_walk(data):
@@ -327,9 +391,9 @@ def _strip_png(data: bytes) -> Stripped:
         if kind == b"caBX":
             removed.append((pos, end - pos))
         else:
-            out += data[pos:end]
-    out += data[end:]
-    return Stripped(bytes(out), tuple(removed)) if removed else Stripped(data)
+            kept.append((pos, end))
+    kept.append((end, len(data)))
+    return _Layout(tuple(kept), tuple(removed)) if removed else _Layout()
 
 
 #: Most boxes one BMFF walk here lists, and most boxes a BMFF file (MP4, MOV, HEIC, AVIF)
@@ -564,7 +628,7 @@ def reader_walk_problem(data: bytes | bytearray | mmap.mmap, media_type: str) ->
     return None
 
 
-def _top_boxes(data: bytes) -> list[tuple[bytes, int, int, int]]:
+def _top_boxes(data: Buffer) -> list[tuple[bytes, int, int, int]]:
     """The top-level boxes of a BMFF file, as `_boxes` lists them (not strict). Raises
     MediaError for a file over MAX_BMFF_BOXES boxes (`bmff_box_problem`)."""
     if (problem := bmff_box_problem(data)) is not None:
@@ -572,9 +636,7 @@ def _top_boxes(data: bytes) -> list[tuple[bytes, int, int, int]]:
     return _boxes(data, 0, len(data), strict=False)
 
 
-def _boxes(
-    data: bytes | bytearray, start: int, end: int, strict: bool
-) -> list[tuple[bytes, int, int, int]]:
+def _boxes(data: Buffer, start: int, end: int, strict: bool) -> list[tuple[bytes, int, int, int]]:
     """List the boxes in data[start:end] as (type, box start, payload start, box end).
 
     A malformed box header raises MediaError when strict; otherwise the listing stops
@@ -593,7 +655,7 @@ def _boxes(
     return found
 
 
-def _is_c2pa_box(data: bytes, kind: bytes, payload: int, end: int) -> bool:
+def _is_c2pa_box(data: Buffer, kind: bytes, payload: int, end: int) -> bool:
     """Whether the BMFF box of ``kind`` whose payload is data[payload:end] is a C2PA
     ``uuid`` box (C2PA 2.1 §A.4.2): its 16-byte user type, inside the box, is
     C2PA_BMFF_UUID. A ``uuid`` box too short to hold its user type is not one: before,
@@ -604,28 +666,22 @@ def _is_c2pa_box(data: bytes, kind: bytes, payload: int, end: int) -> bool:
     )
 
 
-def _strip_bmff(data: bytes) -> Stripped:
+def _strip_bmff(data: Buffer) -> _Layout:
     """Remove top-level C2PA ``uuid`` boxes and shift chunk offsets back."""
     top = _top_boxes(data)
     removed = [(s, e - s) for kind, s, p, e in top if _is_c2pa_box(data, kind, p, e)]
     if not removed:
-        return Stripped(data)
+        return _Layout()
     kinds = {kind for kind, _, _, _ in top}
     if b"moof" in kinds or b"meta" in kinds:
         raise BindingError(
             "C2PA box in a fragmented or item-based BMFF file: offsets cannot be restored"
         )
-    out = bytearray()
     gone = {start for start, _ in removed}  # (a list took O(boxes x removed))
-    for kind, s, p, e in top:
-        if s in gone:
-            continue
-        start = len(out)
-        out += data[s:e]
-        if kind == b"moov":
-            _unshift_chunk_offsets(out, start + (p - s), start + (e - s), removed)
-    out += data[top[-1][3] :]
-    return Stripped(bytes(out), tuple(removed))
+    kept = [(s, e) for kind, s, p, e in top if s not in gone]
+    moov = {s: p - s for kind, s, p, e in top if kind == b"moov" and s not in gone}
+    kept.append((top[-1][3], len(data)))
+    return _Layout(tuple(kept), tuple(removed), moov)
 
 
 def _unshift_chunk_offsets(
