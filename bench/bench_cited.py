@@ -26,7 +26,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench.results import Ratio, no_options, write_results
+from results import Ratio, no_options, write_results  # bench/results.py, next to this script
+
 from clients.cited import _content_sha256, check_cited
 from provenance.core.claims import Verdict
 

@@ -23,7 +23,8 @@ import zlib
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.results import Ratio, write_results
+from results import Ratio, write_results  # bench/results.py, next to this script
+
 from provenance.log.tiledir import _gunzip
 
 
