@@ -164,12 +164,14 @@ def flag(request: Request, name: str, default: bool) -> bool:
 
 async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
     """Rate-limit, relay the multipart upload and build the report object (the one
-    ``prov verify --json`` prints, with ``path`` the uploaded file's name)."""
+    ``prov verify --json`` prints, with ``path`` the uploaded file's name, and
+    ``evidence_checked`` null: the page relays the service's evidence unchecked, as
+    ``prov verify`` without --log-key or --witness)."""
     web = state(request)
     peer = client_address(request)
     web.limiter.check(peer)
     done = await web.relayer.verify_form(request, flag(request, "detect", True), peer)
-    return report_to_json(done.report, done.filename), done.filename
+    return report_to_json(done.report, done.filename) | {"evidence_checked": None}, done.filename
 
 
 @json_errors

@@ -333,6 +333,12 @@ def openapi_document() -> dict[str, Any]:
                         "c2pa": {"type": "object"},
                         "detector": {"type": "object", "description": "advisory only"},
                         "verified_at": {"type": "string"},
+                        "evidence_checked": {
+                            "type": ["string", "null"],
+                            "description": "always null here: the page relays the"
+                            " service's evidence unchecked (`prov verify --log-key` checks"
+                            " it: log-key; --witness: witness)",
+                        },
                     },
                 },
             }
