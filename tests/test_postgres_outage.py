@@ -672,6 +672,17 @@ def _stopped_in_an_outage(
     return took, code, srv.stderr(), outcome
 
 
+#: A traceback grpcio's Cython core prints itself (no logger: our filter,
+#: `provenance.server.grpc_noise`, cannot reach it), all its frames grpc's own, of the
+#: call's scheduling task cancelled as the server stops: seen once in 4 CI runs of 6
+#: December (`_schedule_rpc_coro`, server.pyx.pxi line 812). A traceback with any frame
+#: of ours, or any other exception, still fails the test.
+_GRPC_CANCEL_PRINT = re.compile(
+    r'Traceback \(most recent call last\):\n(  File "src/python/grpcio/[^\n]*\n)+'
+    r"asyncio\.exceptions\.CancelledError\n"
+)
+
+
 def test_a_server_stopped_with_a_capture_waiting_leaves_no_task_pending(
     own_pg: PgServer, tmp_path: Path
 ) -> None:
@@ -683,7 +694,7 @@ def test_a_server_stopped_with_a_capture_waiting_leaves_no_task_pending(
     took, code, err, outcome = _stopped_in_an_outage(own_pg, tmp_path, unread=True)
     assert code == 0, err
     assert "Task was destroyed" not in err, err
-    assert "Traceback" not in err, err
+    assert "Traceback" not in _GRPC_CANCEL_PRINT.sub("", err), err
     assert outcome and outcome[0] != "acknowledged", outcome  # the server stopped: refused
     assert took < STOP_S, f"stopped {took:.1f} s after Ctrl-C"
 
