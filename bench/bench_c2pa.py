@@ -14,11 +14,8 @@ and print the median of each and the ratios. Run: .venv/bin/python bench/bench_c
 from __future__ import annotations
 
 import io
-import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,7 +23,7 @@ import c2pa
 import cv2
 import numpy as np
 from PIL import Image
-from results import Ratio, no_options, write_results  # bench/results.py, next to this script
+from results import Ratio, median_seconds, no_options, write_results  # bench/results.py
 
 from provenance.c2pa import C2paTrust, ReaderPool, content_sha256, read_c2pa, reader_settings
 from provenance.c2pa.authority import init_authority, issue_device_certificate
@@ -54,16 +51,6 @@ def make_media(directory: Path) -> list[tuple[Path, str]]:
         writer.write(np.roll(frame, 3 * i, axis=1))
     writer.release()
     return [(jpeg, "image/jpeg"), (png, "image/png"), (mp4, "video/mp4")]
-
-
-def median_seconds(fn: Callable[[], object]) -> float:
-    fn()
-    times = []
-    for _ in range(REPEATS):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -126,9 +113,9 @@ def main() -> int:
                 if read_c2pa(dst, media_type, trust, pool=pool).validation_state != "Trusted":
                     raise AssertionError("not trusted")
 
-            t_ours = median_seconds(ours)
-            t_native = median_seconds(native)
-            t_iso = median_seconds(isolated)
+            t_ours = median_seconds(ours, REPEATS)
+            t_native = median_seconds(native, REPEATS)
+            t_iso = median_seconds(isolated, REPEATS)
             print(
                 f"{src.suffix[1:]:<10}{len(exported):>10}{t_ours * 1e3:>10.2f}"
                 f"{t_native * 1e3:>10.2f}{t_iso * 1e3:>13.2f}"

@@ -16,30 +16,17 @@ PYTHONPATH=. python bench/bench_cited.py
 from __future__ import annotations
 
 import hashlib
-import statistics
 import struct
 import tempfile
-import time
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from results import Ratio, no_options, write_results  # bench/results.py, next to this script
+from results import Ratio, median_seconds, no_options, write_results  # bench/results.py
 
 from clients.cited import _content_sha256, check_cited
 from provenance.core.claims import Verdict
-
-
-def _median(fn: Callable[[], object], runs: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:
@@ -76,8 +63,8 @@ def main() -> None:
         plain.write_bytes(bytes(range(256)) * (1 << 20))  # 256 MiB
         sha = _sha256_file(plain)
         report = _report(sha, sha)
-        upload = _median(lambda: _sha256_file(plain))
-        check = _median(lambda: check_cited(report, sha, plain, "bench"), runs=1001)
+        upload = median_seconds(lambda: _sha256_file(plain), 5)
+        check = median_seconds(lambda: check_cited(report, sha, plain, "bench"), 1001)
         print(
             f"plain 256 MiB: the upload's SHA-256 {upload * 1e3:.0f} ms;"
             f" check_cited {check * 1e6:.2f} us ({check / upload:.1e} of it)"
@@ -93,8 +80,8 @@ def main() -> None:
         bound = hashlib.sha256(content + _chunk(b"IEND", b"")).digest()
         assert _content_sha256(png) == bound, "the store was not stripped"
         sent = _sha256_file(png)
-        upload = _median(lambda: _sha256_file(png))
-        check = _median(lambda: check_cited(_report(sent, bound), sent, png, "bench"))
+        upload = median_seconds(lambda: _sha256_file(png), 5)
+        check = median_seconds(lambda: check_cited(_report(sent, bound), sent, png, "bench"), 5)
         print(
             f"C2PA PNG 128 MiB: the upload's SHA-256 {upload * 1e3:.0f} ms;"
             f" check_cited {check * 1e3:.0f} ms ({check / upload:.2f}x it)"

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_c2pa import REPEATS, make_media, median_seconds  # bench/bench_c2pa.py
-from results import Ratio, no_options, write_results  # bench/results.py, next to this script
+from bench_c2pa import REPEATS, make_media  # bench/bench_c2pa.py
+from results import Ratio, median_seconds, no_options, write_results  # bench/results.py
 
 from provenance.c2pa.authority import init_authority, issue_device_certificate
 from provenance.c2pa.writer import _still_holds, embed_manifest
@@ -71,8 +71,8 @@ def main() -> int:
                 None,
             )
             digest = hashlib.sha256(src.read_bytes()).digest()
-            t_embed = median_seconds(embed)
-            t_check = median_seconds(partial(_still_holds, src, os.stat(src), digest))
+            t_embed = median_seconds(embed, REPEATS)
+            t_check = median_seconds(partial(_still_holds, src, os.stat(src), digest), REPEATS)
             print(
                 f"{src.name:<10}{src.stat().st_size:>12,}{t_embed * 1e3:>10.1f}"
                 f"{t_check * 1e3:>10.2f}{t_check / t_embed:>8.1%}"

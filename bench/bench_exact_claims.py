@@ -27,13 +27,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
 from bench_service import _claim  # bench/bench_service.py: a made-up signed claim
 from prov_server import prov_command, start, stopping  # bench/prov_server.py, next to this script
-from results import Ratio, write_results
+from results import Ratio, median_seconds, write_results
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
@@ -62,17 +61,6 @@ def _build(db: Path | str, keys: list[str], claims: int, photo_sha: bytes, singl
             c.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
             for seq, sha in enumerate([single] + [photo_sha] * claims, 1):
                 c.submit(_claim(key, seq, sha))
-
-
-def _per_call_s(calls: int, fn: Callable[[], object]) -> float:
-    """Median seconds of ``calls`` calls of ``fn`` (one warm-up call first)."""
-    fn()
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -105,11 +93,13 @@ def main() -> None:
                 with stopping(proc):
                     with ProvenanceClient(address) as c:
                         got = {
-                            "one": _per_call_s(args.calls, lambda: c.lookup([Query("f", single)])),
-                            "lookup": _per_call_s(
-                                args.calls, lambda: c.lookup([Query("f", photo_sha)])
+                            "one": median_seconds(
+                                lambda: c.lookup([Query("f", single)]), args.calls
                             ),
-                            "verify": _per_call_s(args.calls, lambda: c.verify_file(PHOTO)),
+                            "lookup": median_seconds(
+                                lambda: c.lookup([Query("f", photo_sha)]), args.calls
+                            ),
+                            "verify": median_seconds(lambda: c.verify_file(PHOTO), args.calls),
                         }
                 for k, v in got.items():
                     per.setdefault(f"{label} {k}", []).append(v)

@@ -7,7 +7,12 @@ first `_near_candidates` of that code after a start (learning), and a second (le
 in-process over a SQLite log built directly (bench_scale's way), and counts the store
 reads of leaf owners it took. Run: PYTHONPATH=. .venv/bin/python bench/bench_group_rounds.py 10000
 With --budget S the first search is given a deadline S seconds away (a Lookup's
---lookup-seconds, checked between rounds): it says when it stopped instead.
+--lookup-seconds, checked between rounds): it says when it stopped instead. With
+--verify-budget S it is given a VerifyFile's `SearchBudget` of S seconds
+(--verify-search-seconds): it says when it was cut and what it answered; with --recheck,
+the device's groups are then forgotten as a revocation since makes a verdict forget them
+(`_forget_groups`) and the search again is timed with and without that budget (the
+recheck of `_near_logged`).
 """
 
 from __future__ import annotations
@@ -24,7 +29,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import _build_log  # noqa: E402
 
 from provenance.core.binding import PerceptualHash  # noqa: E402
-from provenance.server.service import ProvenanceService, ServiceConfig  # noqa: E402
+from provenance.server.service import (  # noqa: E402
+    ProvenanceService,
+    SearchBudget,
+    ServiceConfig,
+)
 
 HOT = bytes([0xA5] * 32)
 
@@ -46,6 +55,8 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=1, help="a video query of this many frames at HOT")
     p.add_argument("--distinct", action="store_true", help="frame i: HOT with bit i %% 256 flipped")
     p.add_argument("--budget", type=float, help="the first search's deadline, seconds away")
+    p.add_argument("--verify-budget", type=float, help="the first search's SearchBudget, s")
+    p.add_argument("--recheck", action="store_true", help="time a search after forgetting")
     args = p.parse_args()
     for planted in args.planted:
         with tempfile.TemporaryDirectory() as tmp:
@@ -80,8 +91,29 @@ def main() -> None:
                         f"  budget {args.budget} s: {said} after {time.perf_counter() - t0:.2f} s"
                     )
                     t0 = time.perf_counter()
+                if n == 0 and args.verify_budget is not None:
+                    budget = SearchBudget(args.verify_budget)
+                    got = svc._near_candidates(soft, budget=budget)
+                    print(
+                        f"  verify budget {args.verify_budget} s: cut {budget.cut}, spent"
+                        f" {budget.spent:.2f} s, {len(got)} candidates, after"
+                        f" {time.perf_counter() - t0:.2f} s"
+                    )
+                    t0 = time.perf_counter()
                 found = svc._near_candidates(soft)
                 times.append(time.perf_counter() - t0)
+            if args.recheck:
+                again: list[SearchBudget | None] = [SearchBudget(args.verify_budget or 5.0), None]
+                for again_budget in again:
+                    with svc._groups_lock:  # what _forget_groups does on a revocation since
+                        arr = svc._leaf_groups
+                        arr[arr >= 0] = -1
+                        svc._grouped_revocation.clear()
+                    t0 = time.perf_counter()
+                    svc._near_candidates(soft, budget=again_budget)
+                    b = again_budget
+                    said = "none" if b is None else f"{b.seconds} s, cut {b.cut}"
+                    print(f"  recheck, budget {said}: {time.perf_counter() - t0:.2f} s")
             svc.close()
             print(
                 f"planted {planted:>7,}: first search {times[0]:7.2f} s, second {times[1]:.3f} s,"

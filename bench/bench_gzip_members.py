@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import statistics
 import time
 import zlib
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
-from results import Ratio, write_results  # bench/results.py, next to this script
+from results import Ratio, median_seconds, write_results  # bench/results.py, next to this script
 
 from provenance.log.tiledir import _gunzip
 
@@ -33,16 +32,6 @@ def _real_bytes(size: int) -> bytes:
     root = Path(__file__).resolve().parent.parent
     data = b"".join(p.read_bytes() for p in sorted(root.glob("provenance/**/*.py")))
     return (data * (size // max(len(data), 1) + 1))[:size]
-
-
-def _cpu_seconds(work: Callable[[], object], repeats: int) -> float:
-    """The median process CPU time of ``work()`` over ``repeats`` calls, in seconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.process_time()
-        work()
-        times.append(time.process_time() - start)
-    return statistics.median(times)
 
 
 def _bare(body: bytes) -> bytes:
@@ -68,13 +57,21 @@ def main() -> None:
     single = gzip.compress(real, mtime=0)
     assert _gunzip(members, "bench") == _bare(single) == real
     assert _gunzip(empty, "bench") == tail
-    bare = len(single) / 1e6 / _cpu_seconds(lambda: _bare(single), args.repeats)
+    bare = (
+        len(single)
+        / 1e6
+        / median_seconds(
+            lambda: _bare(single), args.repeats, clock=time.process_time, warm_up=False
+        )
+    )
     rows = []
     for name, body in (
         (f"{len(real) // block} members of 64 KiB", members),
         (f"{args.empty:,} empty members", empty),
     ):
-        ours = _cpu_seconds(lambda b=body: _gunzip(b, "bench"), args.repeats)  # type: ignore[misc]
+        ours = median_seconds(
+            partial(_gunzip, body, "bench"), args.repeats, clock=time.process_time, warm_up=False
+        )
         print(f"{name}: {len(body):,} bytes of body, {ours:.3f} s CPU")
         rows.append(
             Ratio(

@@ -31,8 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench_exact_claims import _per_call_s  # median of calls after a warm-up
-from results import Ratio, write_results
+from results import Ratio, median_seconds, write_results
 
 from provenance.store.postgres import PostgresStore
 from provenance.store.sql import SqlStore
@@ -135,7 +134,9 @@ def main() -> None:
                         assert len(s.leaves_by_file_sha256(FLOODED, LIMIT)) == LIMIT
                         assert len(s.leaves_by_file_sha256(one, LIMIT)) == 1
                         for k, h in (("flood", FLOODED), ("one", one), ("near", NEAR_MISS)):
-                            t = _per_call_s(args.calls, partial(s.leaves_by_file_sha256, h, LIMIT))
+                            t = median_seconds(
+                                partial(s.leaves_by_file_sha256, h, LIMIT), args.calls
+                            )
                             per.setdefault(f"{label} {k}", []).append(t)
                     finally:
                         s.close()

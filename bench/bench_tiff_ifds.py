@@ -44,7 +44,6 @@ def main() -> int:
             for _ in range(REPEATS):
                 start = time.perf_counter()
                 pool.read(
-                    path=None,
                     data=data,
                     media_type=media_type,
                     settings_json=settings,

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +31,26 @@ def no_options(doc: str | None) -> None:
     argparse.ArgumentParser(
         description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     ).parse_args()
+
+
+def median_seconds(
+    fn: Callable[[], object],
+    runs: int,
+    *,
+    warm_up: bool = True,
+    clock: Callable[[], float] = time.perf_counter,
+) -> float:
+    """The median of ``runs`` timings of ``fn()``, in seconds of ``clock``
+    (`time.perf_counter`: wall time; `time.process_time`: this process's CPU), after one
+    untimed call when ``warm_up``."""
+    if warm_up:
+        fn()
+    times = []
+    for _ in range(runs):
+        start = clock()
+        fn()
+        times.append(clock() - start)
+    return statistics.median(times)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ PLAN: list[tuple[str, list[str], int]] = [
     ("bench_image.py", [], 150),
     ("bench_video_service.py", ["--mb", "64"], 180),
     ("bench_c2pa.py", [], 120),
+    ("bench_derived.py", [], 60),
     # the issue-15 goal is stated on 10^4 files (start-up dominates at 10^3)
     ("bench_scan.py", ["--files", "10000", "--hashes", "100000", "--queries", "100"], 300),
     ("bench_web.py", ["--mb", "32", "--rounds", "3"], 120),

@@ -22,6 +22,7 @@ import grpc
 from clients.cited import check_cited
 from clients.defaults import DEFAULT_SERVER as DEFAULT_SERVER  # defined here before
 from clients.defaults import default_server as default_server  # defined here before
+from clients.derived import check_derived, with_check
 from clients.files import open_regular, still_the_file
 from provenance.core.binding import PerceptualHash, Sha256Stream
 from provenance.core.claims import Device, Receipt, SignedClaim
@@ -32,6 +33,7 @@ from provenance.core.errors import (
     ProvenanceError,
     TransportError,
 )
+from provenance.core.files import file_identity
 from provenance.core.ports import bare_host, port_number
 from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier
@@ -136,6 +138,8 @@ class _UploadWatch:
     short: tuple[int, int] | None = None
     changed: bool = False
     sha256: bytes = b""  # of the bytes sent, once all were sent
+    #: the file's `provenance.core.files.file_identity` when it was opened to be sent
+    identity: tuple[int, int, int, int] | None = None
 
 
 class ProvenanceClient:
@@ -312,7 +316,7 @@ class ProvenanceClient:
         size = before.st_size
         header.filename = path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
         header.size_bytes = size
-        watch = _UploadWatch()
+        watch = _UploadWatch(identity=file_identity(before))
 
         def chunks() -> Iterator[pb.VerifyFileChunk]:
             with f:
@@ -404,7 +408,12 @@ class ProvenanceClient:
         ``public_key``: the raw key the sidecar carries, so a sidecar whose key the log
         has not enrolled can be told apart from a bad signature; ``progress(sent,
         size)``: called as the bytes go out). Raises ServerEvidenceError when the verdict
-        rests on a claim that does not bind the bytes sent (`clients.cited.check_cited`)."""
+        rests on a claim that does not bind the bytes sent (`clients.cited.check_cited`),
+        or a near copy's verdict on a claim whose soft binding does not match the file's
+        pixels as hashed here (`clients.derived.check_derived`: only for such a verdict).
+        A near copy's verdict is returned with ``pixels_checked`` True (matched here), or
+        False and a last reason saying it was not checked here when the file is over this
+        client's own limits (`clients.derived.with_check`, `NOT_CHECKED_HERE`)."""
         upload = self._watched_upload(
             path,
             pb.VerifyFileHeader(
@@ -419,8 +428,9 @@ class ProvenanceClient:
         report = wire.report_from_pb(
             self._sent(self._verification.VerifyFile, path, upload), self._who
         )
-        check_cited(report, upload[2].sha256, path, self.address)
-        return report
+        check_cited(report, upload[2].sha256, path, self.address, identity=upload[2].identity)
+        # over this client's limits: the server's word, marked (pixels_checked False)
+        return with_check(report, check_derived(report, upload[2].sha256, path, self.address))
 
     def verify_with_sidecar(
         self,

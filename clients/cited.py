@@ -20,28 +20,128 @@ a server could invent a claim of any bytes, with a receipt of its own making.
 
 from __future__ import annotations
 
-import mmap
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
 from provenance.core.claims import Verdict
-from provenance.core.errors import LogError, ServerEvidenceError, SignatureError
+from provenance.core.errors import (
+    FileChangedError,
+    LogError,
+    ServerEvidenceError,
+    SignatureError,
+)
+from provenance.core.files import file_identity, holds_sha256
 from provenance.core.verify import VerificationReport
 
+if TYPE_CHECKING:
+    from provenance.log.checkpoint import Checkpoint
 
-def _content_sha256(path: Path) -> bytes:
-    """SHA-256 of the file at ``path`` without its C2PA manifest store; b"" when it holds
-    none (or cannot be read or stripped: nothing then to compare with). The file is
-    mapped, not read into memory: its stripped bytes are hashed as they are walked
-    (`stored_content_sha256`), so a hostile answer about a 2 GB video costs a read of it,
-    not 6 GB of copies."""
+#: A file's identity as `provenance.core.files.file_identity` gives it: device, inode,
+#: size (bytes), modification time (ns).
+Identity = tuple[int, int, int, int]
+
+
+def changed_after_upload(path: Path) -> FileChangedError:
+    """The error of a file that is no longer the one whose bytes were sent: written to,
+    cut or replaced after the upload, before the claim a server cited could be checked
+    against it."""
+    return FileChangedError(
+        f"{path} changed while it was being verified (written to, cut or replaced after it"
+        " was sent, before the claim the server's verdict cites could be checked against"
+        " it, so that verdict may be of bytes the file no longer holds): verify it again"
+        " once nothing writes it"
+    )
+
+
+def file_content_sha256(f: IO[bytes]) -> bytes:
+    """SHA-256 of the open file ``f`` (any position; its flushed bytes are read) without
+    its C2PA manifest store; b"" when it holds none (or cannot be read or stripped:
+    nothing then to compare with). Read by position as it is walked
+    (`provenance.core.files.FileView`), its stripped bytes hashed as they come, never the
+    whole file in memory. ``prov web`` passes its spool of an upload
+    (`provenance.web.upload`). Raises FileChangedError when the file gets shorter while
+    it is read."""
     from provenance.c2pa.container import stored_content_sha256
+    from provenance.core.files import FileView
     from provenance.media.image import SNIFF_BYTES, sniff_media_type
 
     try:
-        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            return stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
-    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+        fd = f.fileno()
+        name = getattr(f, "name", None)  # an unlinked temporary file's is its descriptor
+        data = FileView(fd, os.fstat(fd).st_size, name if isinstance(name, str) else "the file")
+        return stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
+    except OSError:
         return b""
+
+
+def read_log_key(value: str) -> str:
+    """The log verifier key NAME+ID+KEY that ``--log-key VALUE`` names: ``value`` itself,
+    or the stripped text of the file it names (`provenance.witness.client.read_key_text`;
+    `clients.options.verifier_key` checked it is one). Raises ConfigError when the file
+    cannot be read."""
+    from provenance.witness.client import read_key_text
+
+    return read_key_text(value)
+
+
+def _refusal(server: str, said: Callable[[str], str]) -> ServerEvidenceError:
+    """ServerEvidenceError saying ``said(who)``: ``who`` "the server at HOST:PORT" in its
+    message, "the server" in its ``public`` text, so a web page relaying the refusal
+    does not name its service's address (`provenance.web.errors.message` logs it)."""
+    return ServerEvidenceError(said(f"the server at {server}"), public=said("the server"))
+
+
+def _content_sha256(path: Path, identity: Identity | None = None) -> bytes:
+    """SHA-256 of the file at ``path`` without its C2PA manifest store; b"" when it holds
+    none (or cannot be read or stripped: nothing then to compare with). The file is read
+    by position as it is walked (`provenance.core.files.FileView`: a 1 MiB buffer, never
+    the file), its stripped bytes hashed as they come (`stored_content_sha256`), so a
+    hostile answer about a 2 GB video costs a read of it, not 6 GB of copies; and a file
+    cut short meanwhile is an error, not the SIGBUS that killed `prov verify` when the
+    file was mapped (before cited53). ``identity``: the file's as it was sent (None: not
+    known); a file that is not that one before or after the read, or that cannot be
+    opened, raises FileChangedError, as does one cut short while read."""
+    from clients.files import open_regular
+    from provenance.c2pa.container import stored_content_sha256
+    from provenance.core.files import FileView
+    from provenance.media.image import SNIFF_BYTES, sniff_media_type
+
+    try:
+        with open_regular(path) as f:
+            fd = f.fileno()
+            st = os.fstat(fd)
+            if identity is not None and file_identity(st) != identity:
+                raise changed_after_upload(path)
+            data = FileView(fd, st.st_size, str(path))
+            try:
+                digest = stored_content_sha256(data, sniff_media_type(data[:SNIFF_BYTES]))
+            except FileChangedError as e:
+                raise changed_after_upload(path) from e
+            if identity is not None and file_identity(os.fstat(fd)) != identity:
+                raise changed_after_upload(path)
+            return digest
+    except OSError:
+        if identity is not None:  # gone, or unreadable now: not the file that was sent
+            raise changed_after_upload(path) from None
+        return b""
+
+
+def _still_sent(path: Path, sent_sha256: bytes, identity: Identity) -> bool:
+    """Whether ``path`` is still the file of ``identity`` that was sent and still holds
+    bytes of SHA-256 ``sent_sha256``: a whole second read (1 MiB at a time), made only
+    before a server is blamed for citing a claim of other bytes."""
+    from clients.files import open_regular
+
+    try:
+        with open_regular(path) as f:
+            if file_identity(os.fstat(f.fileno())) != identity:
+                return False
+            same = holds_sha256(f, sent_sha256)
+            return same and file_identity(os.fstat(f.fileno())) == identity
+    except OSError:
+        return False
 
 
 def rests_on_hard_binding(report: VerificationReport) -> bool:
@@ -56,44 +156,65 @@ def check_cited(
     sent_sha256: bytes,
     path: Path | None,
     server: str,
-    content_sha256: bytes | None = None,
+    content_sha256: bytes | Callable[[], bytes] | None = None,
+    identity: Identity | None = None,
 ) -> None:
     """Raise ServerEvidenceError unless ``report`` (the server's answer for the bytes whose
     SHA-256, 32 bytes, is ``sent_sha256``) describes those bytes and, when its verdict
     rests on a claim's hard binding (`rests_on_hard_binding`), cites a claim binding
     them: its ``hard_binding.sha256`` is ``sent_sha256`` or the SHA-256 of the bytes
     without their C2PA manifest store (``content_sha256`` when the caller has it, b""
-    for none; else computed from the file at ``path`` only when needed, a second read).
-    ``server``: HOST:PORT, for the message. Costs a comparison when the claim binds the
-    bytes as sent."""
+    for none, or a function returning it, called only when needed; else computed from
+    the file at ``path`` only when needed, a second read). ``server``: HOST:PORT, for
+    the message (its ``public`` text says "the server" alone). Costs a comparison when
+    the claim binds the bytes as sent. Raises what ``content_sha256`` raises.
+
+    ``identity``: the file's (`provenance.core.files.file_identity`) when its bytes were
+    sent. With it, a file that changed since (written to, cut, replaced, removed) raises
+    FileChangedError instead, the server not blamed: seen by the second read's identity
+    checks, and, before a claim is refused as of other bytes, by a whole re-read that
+    must give ``sent_sha256`` again (before cited53, "the server cited a claim of other
+    bytes", exit 3)."""
     said = report.evidence.file.sha256
     if said and said != sent_sha256:
-        raise ServerEvidenceError(
-            f"the server at {server} answered for other bytes: its report is of a file of"
-            f" SHA-256 {said.hex()}, the bytes sent have {sent_sha256.hex()}; its"
-            f" {report.status} verdict is not shown"
+        raise _refusal(
+            server,
+            lambda who: (
+                f"{who} answered for other bytes: its report is of a file of"
+                f" SHA-256 {said.hex()}, the bytes sent have {sent_sha256.hex()}; its"
+                f" {report.status} verdict is not shown"
+            ),
         )
     if not rests_on_hard_binding(report):
         return
     cited = report.evidence.claim
     if cited is None:
-        raise ServerEvidenceError(
-            f"the server at {server} answered {report.status} citing no claim; the verdict"
-            " is not shown"
+        raise _refusal(
+            server,
+            lambda who: f"{who} answered {report.status} citing no claim; the verdict is not shown",
         )
     bound = cited.claim.hard_binding.sha256
     if bound == sent_sha256:
         return
     if content_sha256 is None:
-        content_sha256 = _content_sha256(path) if path is not None else b""
-    if content_sha256 and bound == content_sha256:
+        content = _content_sha256(path, identity) if path is not None else b""
+    elif callable(content_sha256):
+        content = content_sha256()
+    else:
+        content = content_sha256
+    if content and bound == content:
         return
-    without = f" ({content_sha256.hex()} without its Content Credentials)" if content_sha256 else ""
-    raise ServerEvidenceError(
-        f"the server cited a claim of other bytes: the server at {server} answered"
-        f" {report.status} citing a claim (device {cited.claim.device_id.hex()[:16]},"
-        f" sequence {cited.claim.sequence}) that binds SHA-256 {bound.hex()}, but the"
-        f" bytes sent have {sent_sha256.hex()}{without}; its verdict is not shown"
+    if path is not None and identity is not None and not _still_sent(path, sent_sha256, identity):
+        raise changed_after_upload(path)
+    without = f" ({content.hex()} without its Content Credentials)" if content else ""
+    raise _refusal(
+        server,
+        lambda who: (
+            f"the server cited a claim of other bytes: {who} answered"
+            f" {report.status} citing a claim (device {cited.claim.device_id.hex()[:16]},"
+            f" sequence {cited.claim.sequence}) that binds SHA-256 {bound.hex()}, but the"
+            f" bytes sent have {sent_sha256.hex()}{without}; its verdict is not shown"
+        ),
     )
 
 
@@ -108,37 +229,91 @@ def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | 
     origin), its log entry must hold the cited claim, and the RFC 9162 inclusion proof
     must prove that leaf in the checkpoint's tree. Returns the checkpoint's tree size, or
     None when the verdict cites no logged claim (UNSIGNED, TAMPERED; REVOKED_KEY without
-    a claim, or citing a sidecar's claim that was never logged, so has no receipt). ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3)
-    naming what failed; a SIGNED_ORIGINAL or DERIVED verdict with no claim or no receipt
-    is refused too, as it cannot be checked."""
-    from provenance.log.checkpoint import NoteVerifier, note_signers
-    from provenance.log.receipt import verify_receipt
+    a claim, or citing a sidecar's claim that was never logged, so has no receipt).
+    ``server``: HOST:PORT, for the message. Raises ServerEvidenceError (exit 3) naming
+    what failed; a SIGNED_ORIGINAL or DERIVED verdict with no claim or no receipt is
+    refused too, as it cannot be checked. `EvidenceChecker` does the same for many
+    reports, each checkpoint's signature checked once."""
+    return EvidenceChecker(vkey).check(report, server)
 
-    if report.status not in CITES_LOGGED_CLAIM:
-        return None
-    cited = report.evidence.claim
-    if report.status is Verdict.REVOKED_KEY and (cited is None or cited.receipt is None):
-        return None  # a sidecar's claim never logged (no receipt), or no claim: no log's word
-    said = f"the server at {server} answered {report.status}"
-    if cited is None or cited.receipt is None:
-        what = "no claim" if cited is None else "a claim without a receipt"
-        raise ServerEvidenceError(
-            f"{said} citing {what}: nothing to check against --log-key; the verdict is not shown"
-        )
-    verifier = NoteVerifier.from_vkey(vkey)
-    wanted = f"{verifier.name}+{verifier.key_id.hex()}"
-    where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
-    signers = note_signers(cited.receipt.checkpoint)
-    if wanted not in signers:
-        raise ServerEvidenceError(
-            f"{said}, but {where} has a checkpoint not signed by the log key {wanted}"
-            f" (--log-key): it is signed by {', '.join(signers) or 'no key'}; the verdict is"
-            " not shown"
-        )
-    try:
-        return verify_receipt(cited.receipt, cited.signed_claim, verifier).size
-    except (SignatureError, LogError) as e:  # ProofError is a LogError
-        raise ServerEvidenceError(
-            f"{said}, but {where} does not verify with the log key {wanted} (--log-key): {e};"
-            " the verdict is not shown"
-        ) from e
+
+class EvidenceChecker:
+    """`check_evidence` with one pinned log key ``vkey`` for many reports (`prov scan
+    --log-key`): the key is parsed once, and each checkpoint note's signature verified
+    once (up to `CHECKPOINTS_KEPT` notes of at most `KEPT_NOTE_CHARS` are kept, then it
+    starts again), so the files of a scan whose receipts share the server's checkpoint
+    cost an inclusion proof each, not an Ed25519 verification. A longer note is verified
+    each time, never kept: a hostile server can pad the genuine checkpoint with signature
+    lines of its own (they are passed over) up to its 8 MiB reply, a new note each time,
+    and 256 of them kept held gigabytes in each scan worker (before revcited53). Raises
+    LogError or KeyMaterialError for a malformed ``vkey``."""
+
+    #: Most opened checkpoint notes kept.
+    CHECKPOINTS_KEPT = 256
+    #: Longest note kept (characters): a checkpoint signed by the log and by the most
+    #: cosigners a note may name (`MAX_SIGNATURES`, 100) with key names of up to 60
+    #: characters is under 16,000 (a line: 96 characters and the name). A longer genuine
+    #: note is only verified for each file, as `check_evidence` does.
+    KEPT_NOTE_CHARS = 16 * 1024
+
+    def __init__(self, vkey: str) -> None:
+        from provenance.log.checkpoint import NoteVerifier
+
+        self.verifier = NoteVerifier.from_vkey(vkey)
+        self.wanted = f"{self.verifier.name}+{self.verifier.key_id.hex()}"
+        self._opened: dict[str, Checkpoint] = {}
+
+    def check(self, report: VerificationReport, server: str) -> int | None:
+        """`check_evidence` of ``report`` with this key; returns and raises as it does."""
+        from provenance.log.checkpoint import note_signers, open_checkpoint
+        from provenance.log.receipt import prove_receipt
+
+        if report.status not in CITES_LOGGED_CLAIM:
+            return None
+        cited = report.evidence.claim
+        if report.status is Verdict.REVOKED_KEY and (cited is None or cited.receipt is None):
+            return None  # a sidecar's claim never logged (no receipt), or no claim: no log's word
+        status = report.status
+        if cited is None or cited.receipt is None:
+            what = "no claim" if cited is None else "a claim without a receipt"
+            raise _refusal(
+                server,
+                lambda who: (
+                    f"{who} answered {status} citing {what}: nothing to check against"
+                    " --log-key; the verdict is not shown"
+                ),
+            )
+        where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
+        note = cited.receipt.checkpoint
+        try:
+            checkpoint = self._opened.get(note)
+            if checkpoint is None:
+                signers = note_signers(note)
+                if self.wanted not in signers:
+                    by = ", ".join(signers) or "no key"
+                    raise _refusal(
+                        server,
+                        lambda who: (
+                            f"{who} answered {status}, but {where} has a checkpoint not"
+                            f" signed by the log key {self.wanted} (--log-key): it is"
+                            f" signed by {by}; the verdict is not shown"
+                        ),
+                    )
+                checkpoint = open_checkpoint(note, self.verifier)
+                if len(note) <= self.KEPT_NOTE_CHARS:
+                    if len(self._opened) >= self.CHECKPOINTS_KEPT:
+                        self._opened.clear()
+                    self._opened[note] = checkpoint
+            prove_receipt(cited.receipt, cited.signed_claim, checkpoint)
+        except (SignatureError, LogError) as e:  # ProofError is a LogError
+            if isinstance(e, ServerEvidenceError):
+                raise
+            why = str(e)
+            raise _refusal(
+                server,
+                lambda who: (
+                    f"{who} answered {status}, but {where} does not verify with the log"
+                    f" key {self.wanted} (--log-key): {why}; the verdict is not shown"
+                ),
+            ) from e
+        return checkpoint.size

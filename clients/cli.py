@@ -30,6 +30,7 @@ import importlib.metadata
 import io
 import logging
 import os
+import signal
 import sys
 import time
 from typing import Annotated, Any, NamedTuple
@@ -39,6 +40,13 @@ from rich.text import Text
 from typer.core import TyperCommand
 
 from clients.helptext import TaughtGroup, teach
+from clients.interrupt import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    TERMINATED,
+    ctrl_c_deadline,
+    stopped_by,
+)
 from provenance.core.errors import (
     ConfigError,
     LogIntegrityError,
@@ -370,21 +378,39 @@ def _exit_witness_quorum() -> int:
     return EXIT_WITNESS_QUORUM
 
 
+def _how_interrupted() -> tuple[str, int]:
+    """What a command stopped by a KeyboardInterrupt it did not report says, and its exit
+    status: "terminated (SIGTERM)" and 143 when a SIGTERM raised it (`prov scan`, `prov
+    log export-tiles`: `clients.interrupt.terminate_as_interrupt`), else "interrupted"
+    and 130 (Ctrl-C). Before, "interrupted" and 130 for both."""
+    if stopped_by() == signal.SIGTERM:
+        return TERMINATED, EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``prov`` console script; returns the exit code.
 
     Usage errors exit 2 (printed by Typer); our errors, and the machine's (OSError: a
     full disk, a folder gone), print one clean line and exit 1, or 3 for a log integrity
     failure (fork, rollback, edited entries) or a verdict citing a claim of other bytes
-    (ServerEvidenceError), or 14 when a witness policy is not met.
+    (ServerEvidenceError), or 14 when a witness policy is not met. Ctrl-C: "interrupted",
+    130; a command that has not returned `clients.interrupt.CTRL_C_GRACE_S` seconds after
+    it ends the process so, and a second Ctrl-C meanwhile at once ("interrupted again",
+    `clients.interrupt.ctrl_c_deadline`). SIGTERM, for the commands that handle it
+    (`clients.interrupt.terminate_as_interrupt`): the same with "terminated (SIGTERM)",
+    143.
     """
     _write_names_as_given()
     try:
         configure_logging()
-        app(args=argv, prog_name="prov")
+        with ctrl_c_deadline():  # a Ctrl-C ends the command within seconds, whatever it hit
+            app(args=argv, prog_name="prov")
     except SystemExit as e:
         if _after_ctrl_c(e):  # Typer turns Ctrl-C into a silent exit 130
-            err.print("interrupted")
+            word, code = _how_interrupted()
+            err.print(word)
+            return code
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except ServerEvidenceError as e:  # a verdict citing a claim of other bytes
         err.print(Text.assemble(("SERVER EVIDENCE REFUSED:", "bold red"), f" {e}"))
@@ -415,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         err.print(Text.assemble(("error:", "red"), f" {os_failure(e)}"))
         return 1
     except KeyboardInterrupt:
-        err.print("interrupted")
-        return 130
+        word, code = _how_interrupted()
+        err.print(word)
+        return code
     return 0
 
 

@@ -32,6 +32,7 @@ from provenance.core.errors import (
 from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.log.receipt import verify_receipt
+from provenance.terminal import clipped_line
 from provenance.wire.sidecar import Sidecar
 from provenance.witness import (
     Cosignature,
@@ -40,7 +41,7 @@ from provenance.witness import (
     check_quorum,
     parse_cosigner_vkey,
 )
-from provenance.witness.client import read_key_text
+from provenance.witness.client import names_a_file, read_key_text
 
 
 def policy_key(value: str) -> str:
@@ -49,7 +50,7 @@ def policy_key(value: str) -> str:
     must then be the key's). Raises LogError when the key is malformed or names another
     witness."""
     head, sep, rest = value.partition("=")
-    named = bool(sep and rest and "+" not in head and not Path(value).is_file())
+    named = bool(sep and rest and "+" not in head and not names_a_file(Path(value)))
     vkey = read_key_text(rest if named else value)
     name, _ = parse_cosigner_vkey(vkey)
     if named and head != name:
@@ -71,22 +72,43 @@ def policy_keys(values: list[str]) -> list[str]:
     return keys
 
 
+#: Characters of a witness's name, URL and problem that a message repeats from a
+#: server's answer (each escaped and cut: `clipped_line`), and the most witnesses it
+#: lists: a server's GetCheckpoint may name any number of witnesses of any length (up to
+#: its 8 MiB reply), and before, each was repeated whole (3 MB for one of a megabyte of
+#: name, URL and problem). Our server's are within these: a key name is at most 256
+#: bytes, a URL 1,024 characters, a problem 300 characters of the witness's answer after
+#: at most about 200 of its own, and a policy's witnesses a handful (a quorum at most 15).
+SHOWN_NAME_CHARS = 100
+SHOWN_URL_CHARS = 200
+SHOWN_PROBLEM_CHARS = 600
+SHOWN_WITNESSES = 16
+
+
 def cosigner_names(note: str) -> list[str]:
     """The names on a checkpoint note's signature lines other than the log's own (its
-    origin): the witnesses whose cosignature lines it carries, unverified."""
+    origin): the witnesses whose cosignature lines it carries, unverified, each as a
+    message may show it (escaped, cut to `SHOWN_NAME_CHARS`: `clipped_line`)."""
     origin = note.split("\n", 1)[0]
     block = note[note.rfind("\n\n") + 2 :] if "\n\n" in note else ""
     names = [line[2:].split(" ", 1)[0] for line in block.splitlines() if line.startswith("\u2014 ")]
-    return [n for n in names if n != origin]
+    return [clipped_line(n, SHOWN_NAME_CHARS) for n in names if n != origin]
 
 
 def describe(statuses: list[WitnessStatus]) -> str:
-    """One line per witness of a server's policy: who it is and how it is doing."""
-    return "; ".join(
-        f"witness {w.name} ({w.url}) "
-        + (w.problem or (f"cosigned up to size {w.size}" if w.size else "has cosigned nothing"))
-        for w in statuses
+    """One line on the witnesses of a server's policy, who each is and how it is doing:
+    the first `SHOWN_WITNESSES`, then how many more; each field as the server sent it,
+    escaped and cut (`SHOWN_NAME_CHARS`, `SHOWN_URL_CHARS`, `SHOWN_PROBLEM_CHARS`)."""
+    said = "; ".join(
+        f"witness {clipped_line(w.name, SHOWN_NAME_CHARS)} ({clipped_line(w.url, SHOWN_URL_CHARS)}) "
+        + (
+            clipped_line(w.problem, SHOWN_PROBLEM_CHARS)
+            or (f"cosigned up to size {w.size}" if w.size else "has cosigned nothing")
+        )
+        for w in statuses[:SHOWN_WITNESSES]
     )
+    more = len(statuses) - SHOWN_WITNESSES
+    return said + (f"; and {more:,} more witnesses" if more > 0 else "")
 
 
 def cosigned_receipt(

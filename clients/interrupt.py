@@ -4,6 +4,31 @@ A loop over files (`prov sign`) runs inside `StopBetweenFiles`: the first SIGINT
 asks it to stop, and `check`, called before each file, then raises KeyboardInterrupt,
 so no file is left half counted (signed and logged but not yet in the summary). A
 second SIGINT raises KeyboardInterrupt at once, wherever the loop is.
+
+Every command runs under `ctrl_c_deadline` (`clients.cli.main`): a Ctrl-C that Python's
+own handler would have answered still raises KeyboardInterrupt, and if the command has
+not returned `CTRL_C_GRACE_S` seconds later, the process ends there, "interrupted", exit
+130. A KeyboardInterrupt can be raised where it leaves gRPC stuck for good: CPython runs
+a signal's handler between any two bytecodes, also inside ``threading.Condition``'s
+``__enter__`` and ``__exit__`` (Python code, which gRPC's Python and Cython call), after
+the lock was taken and before it is given back. Seen (in-process loops of `prov
+verify`'s call to a socket that never answers, SIGINT right after the connection): raised
+in ``__exit__`` within ``Channel.integrated_call``, the call made but the thread that
+polls its events never started; raised in ``__enter__`` within the call's ``result``, its
+state's lock left taken and that thread waiting for it forever. Either way the channel's
+``close`` (on the way out of ``with ProvenanceClient(...)``) waits for that thread for
+good: such a `prov verify` hung (once in CI; 4 of 4 loops hung within 7-208 tries here).
+tests/sigint_held.py holds the second moment open to reproduce it every time.
+
+A second Ctrl-C while the first one's clean-up runs (inside `ctrl_c_deadline`, once its
+deadline is running) ends the process at once: "interrupted again: stopped without
+finishing the clean-up", what stays done (`ctrl_c_notes`: `prov scan`'s rows in its
+report, and --resume), exit 130. A second SIGTERM (`terminate_as_interrupt`) does the
+same with "terminated again (SIGTERM)" and exit 143, and a deadline that a SIGTERM
+started ends the process "terminated (SIGTERM)", exit 143 (before: "interrupted", 130,
+the Ctrl-C's code, for a scan whose clean-up hung after a ``kill``). A clean-up that may
+take a while says so first (`extend_ctrl_c_deadline`'s ``doing``: "Ctrl-C again to stop
+at once").
 """
 
 from __future__ import annotations
@@ -11,7 +36,8 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
@@ -21,6 +47,227 @@ from typing import Any
 EXIT_TERMINATED = 143
 #: Exit status of a command stopped by Ctrl-C: 128 + 2 (SIGINT).
 EXIT_INTERRUPTED = 130
+#: Seconds a command has, after a Ctrl-C answered by KeyboardInterrupt, to return before
+#: `ctrl_c_deadline` ends the process ("interrupted", exit 130): a backstop for a command
+#: that would otherwise hang for good, so generous: a command's own handling of Ctrl-C
+#: (`prov scan`'s rows, `prov sign`'s summary) takes under a second on a quiet machine,
+#: and more on a loaded one.
+CTRL_C_GRACE_S = 30.0
+#: The line `ctrl_c_deadline` ends the process with, as `clients.cli.main` says it.
+INTERRUPTED_LINE = b"interrupted\n"
+#: What a command stopped by SIGTERM says (`how_stopped`, `ctrl_c_deadline`'s deadline).
+TERMINATED = "terminated (SIGTERM)"
+#: The first words of the line a second Ctrl-C ends the process with (`ctrl_c_deadline`).
+INTERRUPTED_AGAIN = "interrupted again: stopped without finishing the clean-up"
+#: The same for a second SIGTERM (`terminate_as_interrupt`).
+TERMINATED_AGAIN = "terminated again (SIGTERM): stopped without finishing the clean-up"
+#: The hint `extend_ctrl_c_deadline` adds to what a command's clean-up after a Ctrl-C does.
+AGAIN_HINT = "Ctrl-C again to stop at once"
+
+
+def _stop_at_once(line: str, code: int) -> None:
+    """End the process now: ``line`` on stderr (one write: safe between any two
+    bytecodes, in a signal's handler), exit ``code``; no clean-up, no atexit."""
+    os.write(2, line.encode("utf-8", "backslashreplace") + b"\n")
+    os._exit(code)
+
+
+class _Deadline:
+    """The thread behind `ctrl_c_deadline`, one for the process, started with the first
+    block: blocked on a pipe until the handler writes to it (a write is safe between any
+    two bytecodes; starting a thread there is not: the main thread may hold
+    ``threading``'s own locks), then ends the process unless the block was left in
+    `CTRL_C_GRACE_S` seconds: "interrupted", exit 130, or, when a SIGTERM started it
+    (`terminate_as_interrupt`), "terminated (SIGTERM)", exit 143."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()  # not inherited by children (PEP 446)
+        self.armed_at: float | None = None  # monotonic time of the Ctrl-C, while armed
+        self.cause: int | None = None  # the signal that armed it last (SIGINT, SIGTERM)
+        self.grace_s = CTRL_C_GRACE_S
+        self.blocks = 0  # `ctrl_c_deadline` and `terminate_as_interrupt` blocks entered
+        self.kept = ""  # what stays done when the clean-up is cut short (`ctrl_c_notes`)
+        self.say: Callable[[str], None] | None = None  # `ctrl_c_notes`'s ``say``
+        self.held = False  # armed by a held signal (`hold_signal`), not yet handed over
+        threading.Thread(target=self._watch, name="ctrl-c-deadline", daemon=True).start()
+
+    def arm(self, cause: int) -> None:
+        """A Ctrl-C (``cause`` SIGINT) or SIGTERM came: the grace starts now (called in
+        the signal's handler); a second one, while armed, ends the process at once."""
+        if self.armed_at is not None:
+            if cause == signal.SIGTERM:
+                _stop_at_once(self.line(TERMINATED_AGAIN), EXIT_TERMINATED)
+            _stop_at_once(self.line(INTERRUPTED_AGAIN), EXIT_INTERRUPTED)
+        self.cause = cause
+        self.armed_at = time.monotonic()
+        os.write(self._write, b"!")
+
+    def line(self, words: str) -> str:
+        """``words``, then what stays done (`ctrl_c_notes`), if a command said."""
+        return f"{words}; {self.kept}" if self.kept else words
+
+    def disarm(self) -> None:
+        """The block was left: no deadline now (``cause`` is kept, for `stopped_by`)."""
+        self.armed_at = None
+
+    def _watch(self) -> None:
+        while os.read(self._read, 64):
+            while (at := self.armed_at) is not None:
+                left = at + self.grace_s - time.monotonic()
+                if left <= 0:
+                    if self.cause == signal.SIGTERM:
+                        _stop_at_once(self.line(TERMINATED), EXIT_TERMINATED)
+                    _stop_at_once(self.line(INTERRUPTED_LINE.decode().strip()), EXIT_INTERRUPTED)
+                time.sleep(min(left, 0.1))
+
+
+_deadline: _Deadline | None = None
+
+
+def _the_deadline() -> _Deadline:
+    """The process's `_Deadline`, started now if none is (main thread, outside a handler)."""
+    global _deadline
+    if _deadline is None:
+        _deadline = _Deadline()
+    return _deadline
+
+
+@contextmanager
+def _holding(deadline: _Deadline) -> Iterator[None]:
+    """The deadline is wanted while the block runs; when the last such block is left, it
+    stands down (a command that carried on after a Ctrl-C, a test run in-process)."""
+    if deadline.blocks == 0:
+        deadline.cause = None
+    deadline.blocks += 1
+    try:
+        yield
+    finally:
+        deadline.blocks -= 1
+        if deadline.blocks == 0:
+            deadline.disarm()
+
+
+class _RaiseWithDeadline:
+    """`ctrl_c_deadline`'s SIGINT handler: Python's default (KeyboardInterrupt), the
+    deadline started first; a second Ctrl-C ends the process at once."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.deadline.arm(signal.SIGINT)  # a second Ctrl-C: the process ends here
+        raise KeyboardInterrupt
+
+
+def raises_keyboard_interrupt(handler: object) -> bool:
+    """True for a SIGINT handler that answers with KeyboardInterrupt as Python's default
+    does: `signal.default_int_handler`, or the one `ctrl_c_deadline` puts in place."""
+    return handler is signal.default_int_handler or isinstance(handler, _RaiseWithDeadline)
+
+
+def stopped_by() -> int | None:
+    """The signal (SIGINT, SIGTERM) that started the last deadline of `ctrl_c_deadline`
+    or `terminate_as_interrupt` in this process, or None: `clients.cli.main` says
+    "terminated (SIGTERM)" and exits 143 for a SIGTERM's KeyboardInterrupt that no
+    command reported."""
+    return None if _deadline is None else _deadline.cause
+
+
+def extend_ctrl_c_deadline(seconds: float, doing: str = "") -> None:
+    """A command's own handling of a Ctrl-C that may take up to ``seconds`` (`prov scan`
+    stopping its workers: SIGTERM, then SIGKILL after `clients.scan.engines.STOP_GRACE_S`)
+    gets them: the running deadline of `ctrl_c_deadline`, if any, then ends the process
+    no sooner than `CTRL_C_GRACE_S` after those ``seconds`` from now. ``doing``: what
+    the command does meanwhile, said (with `AGAIN_HINT`, `ctrl_c_notes`'s ``say`` or
+    stderr) when a Ctrl-C started the deadline (not a SIGTERM: nobody at a terminal)."""
+    deadline = _deadline
+    if deadline is not None and deadline.armed_at is not None:
+        deadline.armed_at = max(deadline.armed_at, time.monotonic() + seconds)
+        if doing and deadline.cause == signal.SIGINT:
+            hint = f"{doing} ({AGAIN_HINT})"
+            if deadline.say is not None:
+                deadline.say(hint)
+            else:
+                os.write(2, hint.encode("utf-8", "backslashreplace") + b"\n")
+
+
+def hold_signal(signum: int) -> None:
+    """A Ctrl-C (``signum`` SIGINT) or SIGTERM came that a command holds for a moment, to
+    hand it to its handler afterwards (`clients.scan.engines._interrupt_after`: while the
+    pool starts a worker); called in the holding handler. Inside `ctrl_c_deadline` or
+    `terminate_as_interrupt` the deadline starts now, as that handler would start it, so
+    a moment that never ends (a fork server that never answers) is ended as a hung
+    clean-up is ("terminated (SIGTERM)", 143; "interrupted", 130), and a second signal
+    meanwhile ends the process at once (`INTERRUPTED_AGAIN`, `TERMINATED_AGAIN`). Before
+    (until h-revctrlc55), such a signal was held for good: no deadline, and every further
+    Ctrl-C or SIGTERM held the same way. Call `handing_over` before handing it over."""
+    deadline = _deadline
+    if deadline is not None and deadline.blocks > 0:
+        held = deadline.armed_at is None
+        deadline.arm(signum)  # already running: a second signal, the process ends here
+        deadline.held = held
+
+
+def handing_over() -> None:
+    """The signal `hold_signal` was told of is handed to its handler now, which starts the
+    deadline itself: the deadline that `hold_signal` started stands down first, so that
+    the handler's start is not taken for a second signal."""
+    deadline = _deadline
+    if deadline is not None and deadline.held:
+        deadline.held = False
+        deadline.disarm()
+
+
+@contextmanager
+def ctrl_c_notes(kept: str, say: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Inside the block, a second Ctrl-C (or SIGTERM) that ends the process at once, or
+    the deadline, says ``kept`` after its words: what stays done and how to go on (`prov
+    scan`: its rows so far, and --resume); ``say`` writes `extend_ctrl_c_deadline`'s
+    hint (`prov scan`: through its console, above its progress line) in place of a bare
+    write to stderr. ``kept`` is written by the signal's handler, so its characters that
+    could move a terminal's cursor are shown escaped (`provenance.terminal.shown`) here.
+    Outside `ctrl_c_deadline` and `terminate_as_interrupt` (no deadline) it changes
+    nothing."""
+    from provenance.terminal import shown
+
+    deadline = _deadline
+    if deadline is None:
+        yield
+        return
+    before = deadline.kept, deadline.say
+    deadline.kept, deadline.say = shown(kept), say
+    try:
+        yield
+    finally:
+        deadline.kept, deadline.say = before
+
+
+@contextmanager
+def ctrl_c_deadline() -> Iterator[None]:
+    """Inside the block, a SIGINT that Python's default handler would answer (the block
+    starts on the main thread with `signal.default_int_handler` in place) raises
+    KeyboardInterrupt as before, and if the block is not left `CTRL_C_GRACE_S` seconds
+    later, the process ends: "interrupted" on stderr, exit 130 (see the module docstring:
+    a KeyboardInterrupt that left a lock taken hung the command for good); a second
+    Ctrl-C meanwhile ends it at once (`INTERRUPTED_AGAIN`, exit 130). Handlers that
+    commands put in place inside the block (`StopBetweenFiles`, `prov serve`'s) work as
+    before; leaving the block stands the deadline down and gives the handler back.
+    Elsewhere (another handler, SIGINT ignored, another thread) the block runs as is."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+    deadline = _the_deadline()
+    on_sigint = _RaiseWithDeadline(deadline)
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with _holding(deadline):
+            yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is on_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class StopBetweenFiles:
@@ -51,7 +298,9 @@ class StopBetweenFiles:
             self._installed = False
 
     def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
+        if self.requested:  # stop at once: as the handler in place before would
+            if isinstance(self._old, _RaiseWithDeadline):
+                self._old(signum, frame)  # starts `ctrl_c_deadline`'s deadline
             raise KeyboardInterrupt
         self.requested = True
         os.write(2, self._notice)  # one write: safe between any two bytecodes
@@ -65,26 +314,34 @@ class StopBetweenFiles:
 @contextmanager
 def terminate_as_interrupt(got: list[int]) -> Iterator[None]:
     """Inside the block, SIGTERM (``kill``, systemd's stop, a scheduler's or ``timeout``'s
-    end of the job) stops the command as Ctrl-C does: this process raises SIGINT at
-    itself, so the command's own handling of it applies (`clients.scan.engines`: not while
-    a worker starts), or KeyboardInterrupt when SIGINT is ignored (a command started in
-    the background); ``got`` then holds the signal, so that the command can say
-    "terminated (SIGTERM)" and exit `EXIT_TERMINATED`. Before, SIGTERM ended `prov scan`
-    and `prov log export-tiles --follow` where they stood, with no word of what was kept.
-    Outside the main thread the block runs as is."""
+    end of the job) stops the command as Ctrl-C does: KeyboardInterrupt, so the command's
+    own handling of it applies (`clients.scan.engines`: not while a worker starts), and the
+    deadline of `ctrl_c_deadline` runs for it (also when SIGINT is ignored: a command
+    started in the background), ending a command whose clean-up hangs "terminated
+    (SIGTERM)", exit 143, and at once on a second SIGTERM (`TERMINATED_AGAIN`); under
+    another SIGINT handler (`StopBetweenFiles`), this process raises SIGINT at itself.
+    ``got`` then holds the signal, so that the command can say "terminated (SIGTERM)" and
+    exit `EXIT_TERMINATED`. Before, SIGTERM ended `prov scan` and `prov log export-tiles
+    --follow` where they stood, with no word of what was kept; and, until h-ctrlc55, a
+    scan whose clean-up hung after a SIGTERM ended "interrupted", exit 130 (the
+    deadline knew only Ctrl-C). Outside the main thread the block runs as is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    deadline = _the_deadline()  # its thread started here, not in the handler
 
     def on_term(signum: int, _frame: FrameType | None) -> None:
         got.append(signum)
-        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        handler = signal.getsignal(signal.SIGINT)
+        if isinstance(handler, _RaiseWithDeadline) or handler is signal.SIG_IGN:
+            deadline.arm(signal.SIGTERM)  # a second SIGTERM: the process ends here
             raise KeyboardInterrupt
         signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        yield
+        with _holding(deadline):
+            yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -94,5 +351,5 @@ def how_stopped(got: list[int]) -> tuple[str, int]:
     so, and its exit status: "terminated (SIGTERM)" and 143 after a SIGTERM, else
     "interrupted" and 130 (Ctrl-C)."""
     if got:
-        return "terminated (SIGTERM)", EXIT_TERMINATED
+        return TERMINATED, EXIT_TERMINATED
     return "interrupted", EXIT_INTERRUPTED

@@ -16,6 +16,11 @@ handles Ctrl-C as it always did. After the command has returned, a Ctrl-C during
 ends the process with the command's own exit code: the command finished, its output was
 flushed, and its result stands.
 
+SIGTERM while those modules load says "terminated (SIGTERM)" and exits 143 at once, as
+does one before `prov serve` or `prov scan` (`SIGTERM_AT_START`) has put its own handling
+of it in place; every other command then gets SIGTERM's default action back. A process
+started with SIGTERM not at its default keeps that disposition.
+
 A process started with SIGINT ignored (a shell's background job) or with a handler of its
 own (a caller embedding the CLI) keeps it: nothing here changes it. Not covered: the
 interpreter's own start, before any of this code runs (``python -c pass`` takes 20-30 ms
@@ -36,6 +41,25 @@ from types import FrameType
 EXIT_INTERRUPTED = 130
 #: The line a Ctrl-C prints, as `clients.cli.main` prints it.
 INTERRUPTED_LINE = b"interrupted\n"
+#: Exit status of a command stopped by SIGTERM (128 + SIGTERM), as `clients.interrupt`.
+EXIT_TERMINATED = 143
+#: The line a SIGTERM while the command loads prints.
+TERMINATED_LINE = b"terminated (SIGTERM)\n"
+#: Commands that stop cleanly on SIGTERM from their start (`prov serve`: its start's
+#: files removed; `prov scan`: "terminated (SIGTERM)", exit 143): until their own handler
+#: is in place, a SIGTERM exits 143 at once, as while the modules load. Every other
+#: command gets the default action back once its module is loaded: a Python handler runs
+#: only between bytecodes of the main thread, and one blocked in a C call (a gRPC wait)
+#: would not end on ``kill`` until it returned.
+SIGTERM_AT_START = ("serve", "scan")
+
+
+def _terminate_at_once(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM while `clients.cli` and the command's module load, and for the commands
+    of `SIGTERM_AT_START` until their own handling of it is in place: say so and exit
+    143 now (nothing has been made yet that needs a clean-up)."""
+    os.write(2, TERMINATED_LINE)
+    os._exit(EXIT_TERMINATED)
 
 
 def _stop_at_once(signum: int, frame: FrameType | None) -> None:
@@ -74,12 +98,17 @@ def main() -> int:
 
         return run_as_is()
     signal.signal(signal.SIGINT, _stop_at_once)
+    term_default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if term_default:
+        signal.signal(signal.SIGTERM, _terminate_at_once)
     from clients.cli import import_command
     from clients.cli import main as run
 
     import_command(sys.argv[1:])  # the seconds of imports: the command's module
 
     try:
+        if term_default and sys.argv[1:2] not in [[c] for c in SIGTERM_AT_START]:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         code = run()
     except KeyboardInterrupt:  # before or after `clients.cli.main`'s own catch
@@ -87,4 +116,6 @@ def main() -> int:
         code = EXIT_INTERRUPTED
     _flush_standard_streams()
     signal.signal(signal.SIGINT, _EndWith(code))
+    if term_default:  # the command is done: SIGTERM's default action again
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return code

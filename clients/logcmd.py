@@ -55,6 +55,7 @@ from provenance.log.audit import (
 from provenance.log.checkpoint import (
     DEFAULT_KEY_SUFFIX,
     DEFAULT_ORIGIN,
+    MAX_NOTE_BYTES,
     MEMO_SUFFIX,
     Checkpoint,
     NoteVerifier,
@@ -639,6 +640,8 @@ def _not_a_signed_note(data: bytes) -> str:
     """Why ``data``, a tiled log's `checkpoint`, is no signed note at all (not UTF-8
     text, or not text, a blank line and signature lines: c2sp.org/signed-note); empty
     when it is one, whoever signed it."""
+    if len(data) > MAX_NOTE_BYTES:  # refused before it is decoded (`split_note`)
+        return f"it is {len(data):,} bytes, more than the {MAX_NOTE_BYTES:,} a signed note may hold"
     try:
         split_note(data.decode())
     except UnicodeDecodeError:
@@ -987,7 +990,7 @@ def _checked_receipt(
     if wanted not in signers:
         by = (
             f"the sidecar says it was logged by {logged_by}"
-            if logged_by and logged_by != vkey
+            if logged_by and logged_by != vkey and _is_verifier_key(logged_by)
             else f"it is signed by {', '.join(signers)}"
         )
         raise SignatureError(
@@ -996,6 +999,17 @@ def _checked_receipt(
             " key --server HOST:PORT` prints a server's)"
         )
     return verify_receipt(receipt, signed, verifier)
+
+
+def _is_verifier_key(text: str) -> bool:
+    """Whether ``text`` is a note verifier key (`NoteVerifier.from_vkey`, bounded before
+    it is split): a sidecar's unauthenticated ``logVerifierKey`` is named in a message
+    only then (any text, megabytes or a terminal escape, was echoed whole)."""
+    try:
+        NoteVerifier.from_vkey(text)
+    except ProvenanceError:
+        return False
+    return True
 
 
 @receipt_app.command("refresh")
@@ -1076,6 +1090,12 @@ def _refresh(
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
         vkey = _read_key_text(log_key) if log_key else (sc.log_verifier_key or server_vkey)
+        if not log_key and not _is_verifier_key(vkey):
+            raise LogError(
+                f"the sidecar's log key (logVerifierKey) is no verifier key NAME+ID+KEY;"
+                f" give the log's key with --log-key (the server at {server} presents"
+                f" {server_vkey})"
+            )
         if vkey != server_vkey:
             raise LogIntegrityError(
                 f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}"

@@ -117,6 +117,13 @@ def _shown(value: str) -> str:
     return value if len(value) <= 80 else value[:77] + "..."
 
 
+def _unquoted(e: Exception, text: str) -> str:
+    """``e``'s message with the quoted ``text`` of a key file left out: a mistyped path
+    may name a file of secrets (/etc/shadow, a private key), which a usage error would
+    put in a terminal's scrollback or a service's log."""
+    return str(e).replace(repr(text), "read from that file")
+
+
 def verifier_key(value: str | None) -> str | None:
     """``value`` if it is a log's verifier key NAME+ID+KEY (as `prov log key` and `prov
     serve` print it), or names a readable file holding one; else a usage error (exit 2).
@@ -129,10 +136,15 @@ def verifier_key(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        NoteVerifier.from_vkey(read_key_text(value))
+        text = read_key_text(value)
     except ProvenanceError as e:
+        raise typer.BadParameter(str(e), param_hint="--log-key") from None
+    try:
+        NoteVerifier.from_vkey(text)
+    except ProvenanceError as e:
+        why = _unquoted(e, text) if text != value.strip() else str(e)
         raise typer.BadParameter(
-            f"{_shown(value)!r} is not a log verifier key NAME+ID+KEY nor a file holding one ({e});"
+            f"{_shown(value)!r} is not a log verifier key NAME+ID+KEY nor a file holding one ({why});"
             " `prov log key` prints the key, as does `prov serve` in its 'log key:' line",
             param_hint="--log-key",
         ) from None
@@ -153,14 +165,22 @@ def witness_keys(values: list[str] | None) -> list[str] | None:
     before any call. Typer callback of ``--witness`` on the commands that check
     cosignatures. Raises typer.BadParameter."""
     from clients.cosigned import policy_key
-    from provenance.core.errors import ProvenanceError
+    from provenance.core.errors import ConfigError, ProvenanceError
+    from provenance.witness.client import read_key_text
 
     for value in values or []:
         try:
             policy_key(value)
         except ProvenanceError as e:
+            named = value.partition("=")[2]
+            file = (
+                value if Path(value).is_file() else named if named and Path(named).is_file() else ""
+            )
+            why = str(e)
+            if file and not isinstance(e, ConfigError):
+                why = _unquoted(e, read_key_text(file))
             raise typer.BadParameter(
-                f"{_shown(value)!r}: {e}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
+                f"{_shown(value)!r}: {why}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
                 " prints in its 'witness key' line (inline, as NAME=KEY or in a file)",
                 param_hint="--witness",
             ) from None

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
+from clients.derived import match_line
 from detector.bands import threshold_words, unscored_reason
 from provenance.core.claims import Claim, Device, Verdict
 from provenance.core.timetext import utc_iso, utc_text
@@ -40,6 +41,11 @@ EXIT_CODES: dict[Verdict, int] = {
 #: Exit code of ``prov verify`` and ``prov receipt verify``/``refresh`` when fewer
 #: witnesses than the policy's quorum cosigned the receipt's checkpoint.
 EXIT_WITNESS_QUORUM = 14
+
+#: Exit code of ``prov verify`` when FILE changed while it was being verified (written
+#: to, cut or replaced while it was sent, or after, before the claim the server cited
+#: could be checked against it): no verdict; verify it again once nothing writes it.
+EXIT_FILE_CHANGED = 15
 
 
 def counted(n: int, noun: str, plural: str = "") -> str:
@@ -171,6 +177,8 @@ def report_to_json(r: VerificationReport, path: str | None = None) -> dict[str, 
         "damaged_ranges": [{"first_byte": a, "last_byte": b} for a, b in ev.damaged_ranges],
         "pdq_transform": ev.pdq_transform or None,
         "time_flags": [{"code": f.code, "detail": f.detail} for f in ev.time_flags],
+        "near_search_cut": ev.near_search_cut,
+        "near_search_seconds": ev.near_search_seconds if ev.near_search_cut else None,
         "claim": None,
     }
     if ev.claim is not None:
@@ -195,6 +203,21 @@ _STATUS_LINE = {
     Verdict.REVOKED_KEY: "signed by a device key that was revoked (or a copy of such a capture)",
     Verdict.UNSIGNED: f"no signed capture found for this file; {UNSIGNED_MEANS_NOTHING}",
 }
+
+
+#: UNSIGNED's status line when the search for near copies was cut short (it may have
+#: found a revoked key's capture, named in the reasons; one it did not reach may match).
+UNSIGNED_CUT_LINE = (
+    "no signed capture in good standing found, but the search for near copies was cut"
+    f" short (see why); {UNSIGNED_MEANS_NOTHING}"
+)
+
+
+def _status_line(r: VerificationReport) -> str:
+    """What the text report's status line says of ``r``'s verdict."""
+    if r.status is Verdict.UNSIGNED and r.evidence.near_search_cut:
+        return UNSIGNED_CUT_LINE
+    return _STATUS_LINE[r.status]
 
 
 def _c2pa_line(c: dict[str, Any]) -> str:
@@ -236,11 +259,13 @@ def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> 
     name, a device label, a C2PA manifest's fields) cannot print a line of its own, such
     as a forged status line above the real one. ``checked_here``, when given, becomes a
     ``checked`` line after the ``log`` line: what the client itself checked of the
-    receipt (`prov verify`: with --log-key, or that nothing was)."""
+    receipt (`prov verify`: with --log-key, or that nothing was). A near copy's verdict
+    checked by a client (`VerificationReport.pixels_checked`) gets a ``match`` line saying
+    whether its pixels were checked here (`clients.derived.match_line`)."""
     ev = r.evidence
     lines = [
         f"{path}",
-        f"  status     {r.status.value}: {_STATUS_LINE[r.status]}",
+        f"  status     {r.status.value}: {_status_line(r)}",
         f"  basis      {status_basis(r.status)}",
     ]
     for reason in r.reasons:
@@ -303,6 +328,8 @@ def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> 
         lines.append(
             f"  pixels     PDQ distance {ev.pdq_distance} (match threshold {ev.pdq_threshold}){turned}"
         )
+    if match := match_line(r):  # a near copy's: checked on its own pixels here, or not
+        lines.append(f"  match      {match}")
     if ev.time_flags:
         codes = ", ".join(f.code for f in ev.time_flags)
         lines.append(f"  time       FLAGGED: {codes} (see the notes above)")

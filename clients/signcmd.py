@@ -36,6 +36,12 @@ out = SafeConsole(soft_wrap=True)
 err = SafeConsole(stderr=True, soft_wrap=True)
 
 
+#: `prov sign`'s exit code when every file was signed (or already was) but a claim is only
+#: queued on the device, not logged (the server unreachable, not enrolled there, answering
+#: another log key than the one pinned, deferring it): a script tells it from 0, logged.
+#: A failure (1) or a kept sidecar (2) comes first. Before 6 December: 0, as logged.
+EXIT_QUEUED = 4
+
 #: Seconds `prov sign --tsa-url` waits for the timestamp authority unless --tsa-timeout.
 TSA_TIMEOUT_S = 10.0
 
@@ -92,8 +98,9 @@ def sign(
     refused by the server, C2PA export impossible) is reported and the rest go on.
     Over several files the last line (on stderr) sums up: how many were signed and
     logged, already signed, queued, refused or not signed. Exit 0 when every file was
-    signed (logged or queued) or already was, 1 when one failed, else 2 when a sidecar
-    was kept instead of signing.
+    signed and logged or already was, 1 when one failed, else 2 when a sidecar was kept
+    instead of signing, else 4 when a claim was signed but only queued (not logged: it
+    says so, and `prov device sync` submits it).
     """
     if tsa_url is not None and not c2pa:
         raise typer.BadParameter("--tsa-url timestamps the C2PA manifest: add --c2pa")
@@ -239,12 +246,22 @@ def sign(
         err.print(Text.assemble(("not logged:", "red"), f" {not_enrolled_text(h, server)}"))
     if key_changed:
         err.print(Text.assemble(("not logged:", "red"), f" {key_changed}"))
+    code = 1 if failed else 2 if refused else EXIT_QUEUED if tally[QUEUED] else 0
+    if tally[QUEUED]:  # said whatever the exit code: a script or a person sees it
+        n = tally[QUEUED]
+        err.print(
+            Text.assemble(
+                ("not logged:", "red"),
+                f" {n} signed claim{'s' if n != 1 else ''} queued on this device, not in the"
+                " log yet"
+                + (f" (exit {EXIT_QUEUED})" if code == EXIT_QUEUED else "")
+                + "; `prov device sync` submits the queue",
+            )
+        )
     if len(files) > 1:
         err.print(sign_summary(len(files), tally), highlight=False)
-    if failed:
-        raise typer.Exit(1)
-    if refused:
-        raise typer.Exit(2)
+    if code:
+        raise typer.Exit(code)
 
 
 def _flat_note(claim: Claim) -> str:

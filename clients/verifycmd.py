@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 from typer.core import TyperCommand
 
 from clients.api import ProvenanceClient, default_server
 from clients.cited import check_evidence
 from clients.cosigned import WitnessCheck, check_witnesses, policy_keys
+from clients.derived import pixels_checked
 from clients.device import sidecar_path
 from clients.files import read_bounded
 from clients.options import (
@@ -26,8 +28,14 @@ from clients.options import (
     verifier_key,
     witness_quorum_of,
 )
-from clients.report import EXIT_CODES, EXIT_WITNESS_QUORUM, report_to_json, report_to_text
-from provenance.core.errors import ProvenanceError
+from clients.report import (
+    EXIT_CODES,
+    EXIT_FILE_CHANGED,
+    EXIT_WITNESS_QUORUM,
+    report_to_json,
+    report_to_text,
+)
+from provenance.core.errors import FileChangedError, ProvenanceError
 from provenance.core.verify import VerificationReport
 from provenance.terminal import SafeConsole, transient_bar
 from provenance.wire.jsontext import path_to_json, unicode_only
@@ -128,7 +136,9 @@ def verify(
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
     cosigned the receipt's checkpoint; 3 when the server's answer cites a claim of
-    other bytes, or its evidence does not verify with --log-key; 1 when the file or server could not be checked; 2 usage errors.
+    other bytes, or its evidence does not verify with --log-key; 15 when FILE changed
+    while it was being verified (verify it again); 1 when the file or server could not
+    be checked; 2 usage errors.
     """
     if no_sidecar and sidecar is not None:
         raise UsageError(
@@ -161,7 +171,11 @@ def verify(
         if as_json:  # scripts always get a JSON object on stdout
             failed = {"status": None, **path_to_json(str(file)), "error": str(e)}
             print(json.dumps(unicode_only(failed), indent=2))
+        if isinstance(e, FileChangedError):  # no fault of the file's or the server's
+            err.print(Text.assemble(("error:", "red"), f" {e}"))
+            raise typer.Exit(EXIT_FILE_CHANGED) from None
         raise
+    pixels = pixels_checked(report)  # read before any reason of our own is added
     if unread is not None:
         report = replace(report, reasons=(*report.reasons, unread))
     if as_json:
@@ -170,6 +184,7 @@ def verify(
         doc["evidence_checked"] = (
             "log-key" if checked is not None else "witness" if witnessed else None
         )
+        doc["pixels_checked"] = pixels
         if cosigned is not None:
             doc["witnesses"] = cosigned.to_json()
         print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov

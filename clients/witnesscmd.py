@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -23,7 +24,12 @@ from clients.options import (
 from provenance.cli.openfiles import raise_open_files_limit
 from provenance.core.errors import ConfigError, LogError
 from provenance.core.files import file_kind
-from provenance.log.checkpoint import check_key_name, generate_log_key, load_log_signer
+from provenance.log.checkpoint import (
+    check_key_name,
+    generate_log_key,
+    load_log_signer,
+    remove_key_leftovers,
+)
 from provenance.witness import Witness
 from provenance.witness.client import read_key_text
 
@@ -111,6 +117,10 @@ def serve(
         )
     if not key.parent.is_dir():
         raise ConfigError(f"{key}: the folder {key.parent} does not exist")
+    for leftover in remove_key_leftovers(key):  # as `prov serve` does for its log key
+        logging.getLogger(__name__).warning(
+            "removed %s, a copy of the witness key left by a start that was killed", leftover
+        )
     signer = (
         load_log_signer(key, name, "witness key") if key.exists() else generate_log_key(key, name)
     )

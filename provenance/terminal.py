@@ -128,6 +128,17 @@ def shown_line(text: str) -> str:
     return UNSAFE_IN_LINE.sub(_escape, text)
 
 
+def clipped_line(text: str, most: int) -> str:
+    """``text`` from a peer or a configuration as a message or log line repeats it: its
+    first ``most`` characters as `shown_line` writes them (controls, bidirectional marks,
+    tab and newline escaped), then ``... (N characters)`` when it is longer, so a field a
+    hostile peer made a megabyte long costs a line of at most about ``10 * most``
+    characters (an escape is at most 10), in time of order ``most``."""
+    if len(text) <= most:
+        return shown_line(text)
+    return f"{shown_line(text[:most])}... ({len(text):,} characters)"
+
+
 def js_class(pattern: re.Pattern[str]) -> str:
     """``pattern`` (character classes of single characters and ranges, alternatives and
     lookarounds, as `UNSAFE`) as JavaScript RegExp source, every character outside printable

@@ -13,9 +13,10 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -424,6 +425,8 @@ def cli_process(
     start_new_session: bool = False,
     ignore_sigint: bool = False,
     soft_open_files: int | None = None,
+    env: Mapping[str, str] | None = None,
+    module: str = "clients.cli",
 ) -> subprocess.Popen[str]:
     """`prov ARGS` in a child process (``python -m clients.cli``, this checkout first on
     its path, 400 columns so that no message wraps), stdout and stderr piped as text and
@@ -431,7 +434,10 @@ def cli_process(
     ``start_new_session`` as `subprocess.Popen` takes it; ``ignore_sigint``: started with
     SIGINT ignored, as a shell starts a background job (``sh -c 'trap "" INT; exec ...'``,
     the same pid); ``soft_open_files``: started under that soft RLIMIT_NOFILE, its hard
-    limit as it is (``sh -c 'ulimit -S -n N; exec ...'``).
+    limit as it is (``sh -c 'ulimit -S -n N; exec ...'``); ``env``: variables set in its
+    environment beside this process's (``PYTHONFAULTHANDLER=1``: a SIGABRT dumps every
+    thread's stack to its stderr); ``module``: run in its place (``python -m MODULE
+    ARGS``; tests/sigint_held.py runs `prov` so).
 
     Never `subprocess.Popen`'s ``preexec_fn`` in this test process: it makes Python
     fork() instead of vfork(), grpcio's fork handlers then restart gRPC's poller in the
@@ -439,7 +445,7 @@ def cli_process(
     away: the child aborts ("epoll_wait error: Bad file descriptor") before it runs
     anything, about 1 start in 100 once this process holds gRPC channels (grpc/grpc issue
     43055; CI of 0b3c766 lost two witness starts so)."""
-    command = [sys.executable, "-m", "clients.cli", *args]
+    command = [sys.executable, "-m", module, *args]
     if ignore_sigint:
         command = ["/bin/sh", "-c", 'trap "" INT; exec "$@"', "sh", *command]
     if soft_open_files is not None:
@@ -451,7 +457,7 @@ def cli_process(
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
         start_new_session=start_new_session,
     )
     return drain(proc)
@@ -821,6 +827,79 @@ def hostile() -> Iterator[Callable[[Answers], str]]:
         server.stop(None)
 
 
+#: A relay's own answer to one unary method: (the request, the call's context, a function
+#: that forwards a request to the real server) -> the answer's bytes.
+RelayAnswer = Callable[[bytes, Any, Callable[[bytes], bytes]], bytes]
+
+
+class _Relay(grpc.GenericRpcHandler):
+    """Forwards every unary call to ``upstream`` as it is (its metadata with it, the real
+    server's refusal as its own), but those of ``answers``, which it answers itself
+    (forwarding, if at all, as they do); an upload (a client stream) of ``uploads`` is
+    read to its end and answered with those bytes."""
+
+    def __init__(
+        self, upstream: str, answers: dict[str, RelayAnswer], uploads: dict[str, bytes]
+    ) -> None:
+        self.channel = grpc.insecure_channel(upstream)
+        self.answers = answers
+        self.uploads = uploads
+
+    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
+        method = str(details.method)
+        if method in self.uploads:
+            answer = self.uploads[method]
+
+            def upload(requests: Iterator[bytes], context: Any) -> bytes:
+                for _ in requests:
+                    pass
+                return answer
+
+            return grpc.stream_unary_rpc_method_handler(upload)
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
+
+        def forward(request: bytes) -> bytes:
+            return bytes(call(request, timeout=60))
+
+        def handle(request: bytes, context: Any) -> bytes:
+            try:
+                if method in self.answers:
+                    return self.answers[method](request, context, forward)
+                answer: bytes = call(request, timeout=60, metadata=context.invocation_metadata())
+            except grpc.RpcError as e:
+                context.abort(e.code(), e.details())
+            return answer
+
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+
+@contextmanager
+def relay(
+    upstream: str, answers: dict[str, RelayAnswer], uploads: dict[str, bytes] | None = None
+) -> Iterator[str]:
+    """HOST:PORT, while in the block, of a gRPC server on a real port in front of the real
+    server at ``upstream`` (a hostile server or proxy holding its genuine evidence): it
+    relays every unary call there, but answers the methods of ``answers`` (full names,
+    "/provenance.v1.Captures/SubmitCapture") itself, and the uploads of ``uploads`` with
+    their bytes."""
+    yield from serving(_Relay(upstream, answers, uploads or {}))
+
+
+def serving(handler: Any) -> Iterator[str]:
+    """HOST:PORT of a gRPC server on loopback answering with ``handler`` (a generic
+    handler with a ``channel`` to the real server, closed after) while in the block (a
+    generator: ``yield from`` it, or wrap it in a context manager)."""
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None)
+        handler.channel.close()
+
+
 #: Another process holding a SQLite database's write lock until its stdin closes.
 HOLD_SQLITE_WRITE_LOCK = (
     "import sqlite3, sys\n"
@@ -829,3 +908,22 @@ HOLD_SQLITE_WRITE_LOCK = (
     "print('held', flush=True)\n"
     "sys.stdin.read()\n"
 )
+
+
+def prov_script(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``prov ARGS`` started as its console script starts it (the ``prov`` entry of
+    pyproject.toml's [project.scripts], imported and called as pip's generated script
+    does), under ``-X importtime`` so that a test can wait for a module to be loaded;
+    ``env`` is its whole environment (PYTHONPATH set to the repository here). Its stdout
+    and stderr are pipes: the caller reads stderr line by line, then communicates."""
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        module, function = tomllib.load(f)["project"]["scripts"]["prov"].split(":")
+    script = f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+    return subprocess.Popen(  # pipes: stderr read by the caller, then both communicated
+        [sys.executable, "-X", "importtime", "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+        env={**env, "PYTHONPATH": str(ROOT)},
+    )

@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import kept_port
+
 PG_BIN = Path(os.environ.get("PROV_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -37,12 +39,6 @@ def missing_reason() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PgServer:
     """A running cluster; `new_database` gives each test its own database."""
@@ -50,6 +46,12 @@ class PgServer:
     root: Path
     port: int
     _names: itertools.count[int]
+    #: keeps ``port`` for the cluster from its start to `stop` (`tests.ports.kept_port`),
+    #: also while a test keeps it halted. Before, the port was bound and let go at once: a
+    #: server the other pytest-xdist worker started on port 0 could be given it before the
+    #: postmaster's bind or during a halt, and the start failed: 'could not bind IPv4
+    #: address "127.0.0.1": Address already in use'
+    _hold: socket.socket
 
     @classmethod
     def start(cls) -> PgServer:
@@ -57,20 +59,24 @@ class PgServer:
         if os.geteuid() == 0:
             pw = pwd.getpwnam("postgres")
             os.chown(root, pw.pw_uid, pw.pw_gid)
-        port = _free_port()
-        srv = cls(root, port, itertools.count(1))
-        srv._run(
-            "initdb",
-            "-D",
-            str(root / "data"),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        )
-        srv.resume()
+        hold = kept_port()
+        srv = cls(root, int(hold.getsockname()[1]), itertools.count(1), hold)
+        try:
+            srv._run(
+                "initdb",
+                "-D",
+                str(root / "data"),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            )
+            srv.resume()
+        except BaseException:
+            srv.stop()
+            raise
         return srv
 
     def resume(self) -> None:
@@ -125,7 +131,11 @@ class PgServer:
         return self.url(name)
 
     def stop(self) -> None:
+        """Stop the cluster if it runs (a test may end with it halted), remove its files,
+        and give its port back."""
         try:
-            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+            if (self.root / "data" / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+            self._hold.close()

@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import mimetypes
+import os
 import re
 import signal
 import socket
@@ -253,25 +254,30 @@ def test_missing_file_raises_media_error(pool: ReaderPool, tmp_path: Path) -> No
     assert missing.value.public == "cannot read the asset: No such file or directory"
 
 
-def test_a_file_the_worker_cannot_open_is_reported_without_its_path(
+def test_a_file_the_worker_cannot_read_is_reported_without_its_path(
     pool: ReaderPool, tmp_path: Path
 ) -> None:
-    """An upload's temporary file gone (or unreadable) by the time the worker opens it:
-    the result, which reaches the caller's report, gives the system's reason, not the
-    server's path. Before: "cannot read the asset: [Errno 2] No such file or directory:
-    '/tmp/.../prov-upload-...'"."""
-    gone = tmp_path / "prov-upload-gone.jpg"
-    result = pool.read(
-        path=str(gone),
-        data=None,
-        media_type="image/jpeg",
-        settings_json=json.dumps(reader_settings(None)),
-        manifest=None,
-        timeout_s=30.0,
-        memory_bytes=1 << 30,
-    )
+    """A descriptor the worker cannot read (here a folder's: `read_c2pa` refuses one
+    before, but the pool takes what it is given): the result, which reaches the caller's
+    report, gives the system's reason, not the server's path. Before (when the worker
+    opened the path itself, until c2paopen55): "cannot read the asset: [Errno 2] No such
+    file or directory: '/tmp/.../prov-upload-...'"."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        result = pool.read(
+            data=None,
+            fd=fd,
+            size=4096,
+            media_type="image/jpeg",
+            settings_json=json.dumps(reader_settings(None)),
+            manifest=None,
+            timeout_s=30.0,
+            memory_bytes=1 << 30,
+        )
+    finally:
+        os.close(fd)
     assert (result.present, result.error_kind) == (False, "Io"), result
-    assert result.error == "cannot read the asset: No such file or directory"
+    assert result.error == "cannot read the asset: Is a directory"
 
 
 def test_closed_pool_refuses() -> None:

@@ -779,3 +779,24 @@ def test_a_tsa_dripping_its_tls_handshake_is_cut_within_the_socket_timeout() -> 
     (error,) = caught
     assert isinstance(error, TimestampError), repr(error)
     assert "could not be reached within 2 s" in str(error), str(error)
+
+
+def test_tsa_reply_with_an_endless_trailer_is_read_no_further_than_its_bound() -> None:
+    """The TSA's reply body was read to `MAX_REPLY_BYTES`, but not the bytes around it:
+    after a chunked reply's last chunk http.client read and dropped trailer lines without
+    end, for the whole --tsa-timeout, as fast as the link goes. Now headers, framing and
+    trailers count with the body (`wire_budget`): refused at once, in words."""
+    from provenance.c2pa.timestamp import MAX_REPLY_BYTES
+    from provenance.core.networds import wire_budget
+    from tests.test_hostile_log_servers import _raw_server
+
+    url, sent, done = _raw_server(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n",
+        b"X-Trailer: " + b"t" * 1000 + b"\r\n",
+    )
+    with pytest.raises(TimestampError) as e:
+        request_token(b"tbs", TimestampAuthority(url + "tsa", 20))
+    assert done.wait(30), "the TSA is still sending after the client returned"
+    budget = wire_budget(MAX_REPLY_BYTES)
+    assert f"sent more than the {budget:,} bytes" in str(e.value), (str(e.value), sent[0])
+    assert sent[0] < 4 * budget, sent[0]

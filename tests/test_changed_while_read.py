@@ -1,7 +1,7 @@
 """A file written to in place (same size) while `prov verify` sends it, or while `prov
 scan` reads it, is never judged on the mix of old and new bytes it was read as: `prov
 verify` says "FILE changed while it was being verified ...; verify it again" and exits
-1, `prov scan` gives the file an error row (or, when it changed during the read-ahead of
+15 (1 before cited53), `prov scan` gives the file an error row (or, when it changed during the read-ahead of
 small files, reads it again and judges the bytes it then holds).
 
 Before, the server judged the mixed bytes: a signed file being written to read TAMPERED
@@ -112,7 +112,7 @@ def _padded_photo(path: Path, size: int) -> Path:
     return path
 
 
-def test_prov_verify_of_a_file_changed_while_sent_says_so_and_exits_1(
+def test_prov_verify_of_a_file_changed_while_sent_says_so_and_exits_15(
     enrolled: Cli, tmp_path: Path
 ) -> None:
     photo = _padded_photo(tmp_path / "photo.jpg", 3 << 20)  # three upload chunks
@@ -123,7 +123,7 @@ def test_prov_verify_of_a_file_changed_while_sent_says_so_and_exits_1(
         rc, out, err = enrolled("verify", str(photo), "--no-detect")
     assert writer.done.is_set()  # the change came in the middle of the first chunk
     text = " ".join(err.split())
-    assert rc == 1, (rc, out, err)
+    assert rc == 15, (rc, out, err)  # EXIT_FILE_CHANGED (1 before cited53)
     assert (
         f"{photo} changed while it was being verified (written to or replaced while it was"
         " read and sent, so the server judged bytes it may never have held): verify it"
@@ -135,7 +135,7 @@ def test_prov_verify_of_a_file_changed_while_sent_says_so_and_exits_1(
         split_reads_of(patch, photo, 1 << 20)
         rc, out, err = enrolled("verify", str(photo), "--json", "--no-detect")
     report = json.loads(out)
-    assert (rc, report["status"], report["path"]) == (1, None, str(photo)), (out, err)
+    assert (rc, report["status"], report["path"]) == (15, None, str(photo)), (out, err)
     assert report["error"].startswith(f"{photo} changed while it was being verified"), report
     # left alone now, it gets a verdict: twice changed, its bytes are the signed ones again
     rc, out, err = enrolled("verify", str(photo), "--no-detect")

@@ -14,12 +14,10 @@ import shutil
 import struct
 import tracemalloc
 import zlib
-from collections.abc import Iterator
-from concurrent import futures
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
 from clients.api import ProvenanceClient
@@ -31,6 +29,7 @@ from tests.conftest import (
     SAMPLES,
     Cli,
     ServerProc,
+    relay,
     sign_sample,
     start_server,
     wait_cosigned,
@@ -60,61 +59,37 @@ def server(tmp_path: Path, witness: tuple[str, str]) -> Iterator[ServerProc]:
     srv.stop()
 
 
-class _Forger(grpc.GenericRpcHandler):
-    """Answers VerifyFile with ``forged`` (bytes of a VerificationReport), and Lookup
-    with it for each query; relays every other unary call, as bytes, to the real server
-    at ``real``."""
-
-    def __init__(self, real: str, forged: bytes) -> None:
-        self.channel = grpc.insecure_channel(real)
-        self.forged = forged
-
-    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = str(details.method)
-        if method.endswith("/VerifyFile"):
-
-            def upload(requests: Iterator[bytes], context: Any) -> bytes:
-                for _ in requests:
-                    pass
-                return self.forged
-
-            return grpc.stream_unary_rpc_method_handler(upload)
-        if method.endswith("/Lookup"):
-
-            def lookup(request: bytes, context: Any) -> bytes:
-                report = pb.VerificationReport.FromString(self.forged)
-                asked = pb.LookupRequest.FromString(request)
-                results = [pb.LookupResult(ref=q.ref, report=report) for q in asked.queries]
-                return bytes(pb.LookupResponse(results=results).SerializeToString())
-
-            return grpc.unary_unary_rpc_method_handler(lookup)
-        relay: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
-
-        def unary(request: bytes, context: grpc.ServicerContext) -> bytes:
-            return bytes(relay(request, timeout=60))
-
-        return grpc.unary_unary_rpc_method_handler(unary)
+VERIFY_FILE = "/provenance.v1.Verification/VerifyFile"
+LOOKUP = "/provenance.v1.Verification/Lookup"
 
 
 def _forger(real: str, forged: bytes) -> Iterator[str]:
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    handler = _Forger(real, forged)
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
-        handler.channel.close()
+    """Yields the HOST:PORT of a server answering VerifyFile with ``forged``
+    (bytes of a VerificationReport), and Lookup with it for each query; it relays every
+    other unary call to the real server at ``real`` (`relay`)."""
+
+    def lookup(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        report = pb.VerificationReport.FromString(forged)
+        asked = pb.LookupRequest.FromString(request)
+        results = [pb.LookupResult(ref=q.ref, report=report) for q in asked.queries]
+        return bytes(pb.LookupResponse(results=results).SerializeToString())
+
+    with relay(real, {LOOKUP: lookup}, uploads={VERIFY_FILE: forged}) as address:
+        yield address
+
+
+def server_answer(server: str, path: Path) -> pb.VerificationReport:
+    """The real server's VerifyFile answer for ``path``."""
+    with ProvenanceClient(server) as c:
+        chunks, _, _ = c._watched_upload(path, pb.VerifyFileHeader())
+        answer = c._verification.VerifyFile(chunks, timeout=180)
+    assert isinstance(answer, pb.VerificationReport)
+    return answer
 
 
 def _genuine_answer(server: str, photo: Path) -> pb.VerificationReport:
-    """The real server's VerifyFile answer for ``photo``."""
-    with ProvenanceClient(server) as c:
-        chunks, _, _ = c._watched_upload(photo, pb.VerifyFileHeader())
-        answer = c._verification.VerifyFile(chunks, timeout=120)
-    assert isinstance(answer, pb.VerificationReport)
+    """The real server's VerifyFile answer for ``photo``, a SIGNED_ORIGINAL."""
+    answer = server_answer(server, photo)
     assert answer.status == pb.SIGNED_ORIGINAL, answer
     return answer
 
@@ -176,7 +151,7 @@ def test_scan_gives_a_claim_of_other_bytes_an_error_row(
     """`prov scan` of photo B against a server citing A's claim, in its Lookup answer
     (B's hash as the report's file hash) and, for B with a sidecar (uploaded, as `prov
     verify` does), in its VerifyFile answer: B's row has no status and says why
-    (h-bind52: before, SIGNED_ORIGINAL rows)."""
+    (h-bind52: before, SIGNED_ORIGINAL rows), and the scan exits 3."""
     a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -192,10 +167,11 @@ def test_scan_gives_a_claim_of_other_bytes_an_error_row(
             ["scan", str(folder), "--report", str(report), "--server", address, "--workers", "0"]
         )
         out, err = capsys.readouterr()
-        assert rc == 0, (rc, out, err)
+        # as `prov verify` exits 3 for the file (cited53: before, the scan exited 0)
+        assert rc == 3 and "SERVER EVIDENCE REFUSED:" in err, (rc, out, err)
     rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
     [row] = [r for r in rows if r.get("path", "").endswith("chelsea.png")]
-    assert row["status"] is None, row
+    assert row["status"] is None and row["evidence_checked"] == "refused", row
     assert "the server cited a claim of other bytes" in row["error"], row
 
 

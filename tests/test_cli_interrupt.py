@@ -12,34 +12,58 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, cli_process
+from tests.conftest import ROOT, SAMPLES, cli_process, read_line
 from tests.drain import finish
+
+#: Seconds a command is given to end after the signal before it is held to have hung.
+STOP_WAIT_S = 60
 
 
 def _interrupted(
-    args: list[str], cwd: Path, sig: signal.Signals = signal.SIGINT
+    args: list[str],
+    cwd: Path,
+    sig: signal.Signals = signal.SIGINT,
+    module: str = "clients.cli",
+    ready: str | None = None,
 ) -> tuple[int, str]:
     """Run ``prov ARGS --server S`` where S accepts connections and never answers; send
-    ``sig`` once the command has connected; its exit code and stderr."""
+    ``sig`` once the command has connected (and, with ``ready``, printed a line starting
+    so); its exit code and stderr. ``module``: run as `cli_process` takes it. A command still
+    running `STOP_WAIT_S` after the signal fails the test with every thread's stack
+    (SIGABRT: the child runs with ``PYTHONFAULTHANDLER=1``) and its stderr."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
         silent.settimeout(120)
         server = f"127.0.0.1:{silent.getsockname()[1]}"
-        proc = cli_process([*args, "--server", server], cwd)
+        env = {"PYTHONFAULTHANDLER": "1"}
+        proc = cli_process([*args, "--server", server], cwd, env=env, module=module)
         try:
             conn, _ = silent.accept()  # the command is in its call now
             with conn:
+                if ready is not None:
+                    read_line(proc, ready)
                 proc.send_signal(sig)
-                _, err = finish(proc, timeout=60)
+                try:
+                    _, err = finish(proc, timeout=STOP_WAIT_S)
+                    hung = False
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
+                    _, err = finish(proc, timeout=30)
+                    hung = True
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    if hung:
+        pytest.fail(
+            f"still running {STOP_WAIT_S} s after {sig.name}; its stderr and stacks:\n{err}"
+        )
     return proc.returncode, err
 
 
@@ -49,6 +73,54 @@ def test_ctrl_c_says_interrupted_and_exits_130(tmp_path: Path) -> None:
     assert rc == 130, err
     assert err.strip().splitlines()[-1] == "interrupted", err
     assert "Traceback" not in err, err
+
+
+def test_ctrl_c_that_leaves_a_grpc_lock_taken_still_ends_the_command(tmp_path: Path) -> None:
+    """A Ctrl-C whose KeyboardInterrupt is raised inside ``threading.Condition.__enter__``
+    after gRPC's call-state lock was taken (tests/sigint_held.py holds that moment open;
+    CPython can run the handler there) leaves the lock taken: gRPC's channel thread, and
+    the channel's close after it, wait for good. The command still ends, "interrupted",
+    exit 130 (`clients.interrupt.ctrl_c_deadline`). Before, it hung: once in a CI run
+    of the test above, and here every time (still running after 60 s, its main
+    thread in ``Channel.close``, the channel thread in ``handle_event``)."""
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    args = ["verify", str(photo), "--no-detect"]
+    rc, err = _interrupted(args, tmp_path, module="tests.sigint_held", ready="holding")
+    assert rc == 130, err
+    assert err.strip().splitlines()[-1] == "interrupted", err
+    assert "Traceback" not in err, err
+
+
+def test_a_second_ctrl_c_ends_a_command_whose_clean_up_hangs_at_once(tmp_path: Path) -> None:
+    """The `prov verify` of the test above, hung after its first Ctrl-C: a second one ends
+    it at once, "interrupted again: stopped without finishing the clean-up", exit 130.
+    Before, the command was still running 120 s after the second Ctrl-C (this test's wait
+    ran out): its KeyboardInterrupt likely left `ctrl_c_deadline`'s block, standing the
+    deadline down, and Python's exit then waited for gRPC's stuck thread."""
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        server = f"127.0.0.1:{silent.getsockname()[1]}"
+        args = ["verify", str(photo), "--no-detect", "--server", server]
+        proc = cli_process(args, tmp_path, module="tests.sigint_held")
+        try:
+            conn, _ = silent.accept()
+            with conn:
+                read_line(proc, "holding")
+                proc.send_signal(signal.SIGINT)
+                read_line(proc, "raised")  # the first one handled: the clean-up hangs now
+                proc.send_signal(signal.SIGINT)
+                _, err = finish(proc, timeout=STOP_WAIT_S)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        "interrupted again: stopped without finishing the clean-up"
+    ], err
 
 
 @pytest.mark.parametrize(

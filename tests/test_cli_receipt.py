@@ -5,6 +5,7 @@ server is a closed loopback port, so the signed claim stays queued."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_receipt_commands_read_the_device_folder_given_by_home(
     server = closed_port()
     assert _run(capsys, "device", "init", "--home", str(home))[0] == 0
     rc, text = _run(capsys, "sign", str(photo), "--home", str(home), "--server", server)
-    assert rc == 0 and "queued" in text, text
+    assert rc == 4 and "queued" in text, text
     sidecar = f"{photo}.prov"
     log_key = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
     commands = (
@@ -94,3 +95,28 @@ def test_receipt_export_unknown_format_names_the_formats(
     assert rc == 2, text
     assert "unknown format 'nope'" in text and "the only format is tlog-proof" in text, text
     assert "Value error" not in text and "is not one of" not in text, text
+
+
+def test_a_sidecars_hostile_log_key_is_not_echoed(enrolled: Cli, tmp_path: Path) -> None:
+    """A sidecar handed over for checking names the log that issued it in
+    ``logVerifierKey``, unauthenticated: one of 2,000,000 characters with a terminal
+    escape. `receipt verify` with another log's key, and `receipt refresh` (which
+    compares it with the server's key), refuse it in a message that does not echo it.
+    Before: both messages carried it whole (a 2 MB line with the escape)."""
+    photo, _ = sign_sample(enrolled, tmp_path)
+    rc, vkey, _ = enrolled("log", "key")
+    sidecar = Path(f"{photo}.prov")
+    doc = json.loads(sidecar.read_text())
+    assert doc["logVerifierKey"] == vkey.strip()
+    doc["logVerifierKey"] = "\x1b[31m" + "k" * 2_000_000
+    sidecar.write_text(json.dumps(doc))
+    other = generate_log_key(tmp_path / "other.pem", "other.example/log").verifier_key()
+    signer = "+".join(vkey.split("+")[:2])
+    for args, said in (
+        (("verify", str(sidecar), "--log-key", other), f"(it is signed by {signer})"),
+        (("refresh", str(sidecar)), "the sidecar's log key (logVerifierKey) is no verifier key"),
+    ):
+        rc, out, err = enrolled("receipt", *args)
+        assert rc == 1 and "Traceback" not in err, (args, err[:300])
+        assert len(out + err) < 2000 and "kkkkkkkkkk" * 10 not in err, (args, err[:300])
+        assert "\x1b" not in out + err and said in " ".join(err.split()), (args, err[:300])

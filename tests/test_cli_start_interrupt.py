@@ -14,40 +14,21 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, SAMPLES, closed_port
+from tests.conftest import SAMPLES, closed_port, prov_script
 
 #: After `typer` is loaded: in the imports, in the command, in its exit.
 DELAYS = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8]
 
 
-def _script() -> str:
-    """The console script of ``prov`` as pip writes it, from pyproject.toml."""
-    with (ROOT / "pyproject.toml").open("rb") as f:
-        module, function = tomllib.load(f)["project"]["scripts"]["prov"].split(":")
-    return f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
-
-
 def _run(args: list[str], cwd: Path, delay: float | None) -> tuple[int, str, str]:
     """``prov ARGS``; with ``delay``, SIGINT sent that many seconds after the child has
     imported `typer`. Its exit code, stdout and stderr (less ``-X importtime``'s lines)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-X", "importtime", "-c", _script(), *args],
-        # pipes: stderr read here line by line up to the signal, then both communicated;
-        # stdout has a few lines at most
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
-    )
+    proc = prov_script(args, cwd, {**os.environ, "COLUMNS": "400"})
     assert proc.stderr is not None
     early: list[str] = []
     try:

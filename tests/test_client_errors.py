@@ -17,7 +17,7 @@ from clients.api import ProvenanceClient, Query, is_unreachable
 from provenance.core.errors import TransportError
 from provenance.server.limits import ServerLimits
 from provenance.server.rpc import ServerConfig, create_server
-from tests.conftest import ADMIN_TOKEN
+from tests.conftest import ADMIN_TOKEN, closed_port
 from tests.inproc import InProc
 
 
@@ -44,13 +44,12 @@ def test_a_servers_deadline_answer_is_shown_as_the_server_sent_it(inproc: InProc
 
 
 def test_no_server_listening_is_cannot_reach() -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    with ProvenanceClient(f"127.0.0.1:{port}", timeout=5) as c:
+    # a port nobody listens on, held so that no server started meanwhile is given it
+    address = closed_port()
+    with ProvenanceClient(address, timeout=5) as c:
         with pytest.raises(TransportError) as e:
             c.checkpoint()
-    assert str(e.value).startswith(f"cannot reach the server at 127.0.0.1:{port} (UNAVAILABLE")
+    assert str(e.value).startswith(f"cannot reach the server at {address} (UNAVAILABLE")
     assert is_unreachable(e.value)
 
 

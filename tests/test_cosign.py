@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -45,6 +44,7 @@ from tests.conftest import (
     wait_cosigned,
 )
 from tests.drain import drain
+from tests.ports import kept_port
 
 ORIGIN = "media-provenance.local/log"
 
@@ -220,18 +220,27 @@ def test_two_witnesses_cosign_receipts_and_refuse_a_fork(
         honest.stop()
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A loopback port where nothing listens until the test starts a witness there: held
+    for the test by a socket bound with SO_REUSEADDR and not listening, so connections to
+    it are refused, no server started on port 0 meanwhile (the other pytest-xdist worker's)
+    is given it, and the witness, binding with SO_REUSEADDR, binds beside it. Before, the
+    port was bound and let go at once, free for the kernel to give to such a server (as
+    closed_port() in tests/conftest.py was, in CI): the dead witness then answered."""
+    with kept_port() as held:
+        yield int(held.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_a_dead_witness_never_blocks_submissions_and_the_quorum_is_reported(
-    tmp_path: Path, witnesses: list[WitnessProc], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    witnesses: list[WitnessProc],
+    capsys: pytest.CaptureFixture[str],
+    dead_port: int,
 ) -> None:
     live = witnesses[0]
-    port = _closed_port()
+    port = dead_port
     dead = f"http://127.0.0.1:{port}={witnesses[1].vkey}"
     witnesses[1].stop()
     srv = start_server(tmp_path / "prov.db", "--witness", live.option, "--witness", dead,

@@ -316,3 +316,39 @@ def test_a_cosigned_checkpoint_carries_at_most_16_signatures(tmp_path: Path) -> 
             assert len(check_quorum(published, keys, 15)) == 15
         finally:
             cosigner.close()
+
+
+def test_an_answer_over_64_kib_is_refused_and_the_next_round_reconnects_cleanly(
+    setup: Setup,
+) -> None:
+    """A witness answering its line followed by 70 KiB: the round reports it in words
+    ("over 64 KiB") and drops the kept-alive connection, whose unread rest would otherwise
+    be taken for the next answer. Once the witness answers honestly again, its next round
+    cosigns with no other problem reported on the way (before: the answer was cut at 64
+    KiB, reported as a malformed cosignature, and the next request on the same connection
+    read the cut answer's rest as its status line, failed once and backed off). The
+    witness keeps its connections alive (HTTP/1.1), as `prov witness serve` does."""
+    setup.served[0].mangle = lambda line, other: line + "x" * (70 * 1024) + "\n"
+    handler = setup.served[0].server.RequestHandlerClass
+    handler.protocol_version = "HTTP/1.1"  # type: ignore[attr-defined]  # kept alive
+    cosigner = setup.cosigner(2)
+    try:
+        size, note = setup.grow()
+        cosigner.submit(size, note)
+        deadline = time.monotonic() + 30  # a hang guard: the round reports it at once
+        while time.monotonic() < deadline and not cosigner.statuses()[0].problem:
+            time.sleep(0.02)
+        first = cosigner.statuses()[0].problem
+        assert first == f"did not cosign checkpoint {size}: its answer is over 64 KiB", first
+        setup.served[0].mangle = None
+        size, note = setup.grow()
+        cosigner.submit(size, note)
+        seen = set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not cosigner.wait_cosigned(size, 0.01):
+            seen.add(cosigner.statuses()[0].problem)
+        assert "\n\n" in (cosigner.cosigned() or "")
+        assert cosigner.statuses()[0].size == size, cosigner.statuses()
+        assert seen <= {first, ""}, seen
+    finally:
+        cosigner.close()

@@ -41,7 +41,7 @@ def _queue_three(cli: Cli, server: ServerProc, folder: Path) -> list[Path]:
     ]
     server.stop()
     rc, out, err = cli("sign", *map(str, files))
-    assert rc == 0 and out.count("queued") == 3, err
+    assert rc == 4 and out.count("queued") == 3, err
     return files
 
 
@@ -56,7 +56,7 @@ def test_queue_survives_deleted_media(
     shutil.copy(x, kept_x)
     server.stop()
     rc, out, err = enrolled("sign", str(x), str(y))
-    assert rc == 0 and out.count("queued") == 2, err
+    assert rc == 4 and out.count("queued") == 2, err
     shutil.rmtree(tmp_path / "a")  # the media, its sidecar and its folder are gone
 
     srv = start_server(server.db)
@@ -89,7 +89,7 @@ def test_queue_survives_long_file_name(
     shutil.copy(SAMPLES / "chelsea.png", near)
     server.stop()
     rc, out, err = enrolled("sign", str(long_name), str(near))
-    assert rc == 0 and out.count("queued") == 2, err
+    assert rc == 4 and out.count("queued") == 2, err
     assert "too long" in err and "kept at" in err
     assert Path(f"{near}.prov").exists()
     home = DeviceHome(enrolled.home)
@@ -153,7 +153,7 @@ def test_queue_records_why_an_entry_is_still_queued(
 ) -> None:
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     server.stop()
-    assert enrolled("sign", str(photo))[0] == 0
+    assert enrolled("sign", str(photo))[0] == 4
     rc, _, err = enrolled("device", "sync")
     assert rc == 1 and "stays queued" in err
     (entry,) = _show(enrolled)["queue"]
@@ -168,7 +168,7 @@ def test_queue_retries_claims_signed_before_enrollment(cli: Cli, tmp_path: Path)
     assert cli("device", "init")[0] == 0
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "early.jpg"))
     rc, out, err = cli("sign", str(photo))
-    assert rc == 0 and "queued: this device is not enrolled with the server" in out, out
+    assert rc == 4 and "queued: this device is not enrolled with the server" in out, out
     # what happened and what to do, in words (before: "queued: the server deferred
     # early.jpg: device ... is not enrolled [NOT_FOUND]; run `prov device sync` later")
     advice = f"is not enrolled with the server at {cli.server}; its claims stay queued"
@@ -197,7 +197,7 @@ def test_a_device_enrolled_elsewhere_is_told_where(
     try:
         photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "elsewhere.jpg"))
         rc, out, err = enrolled("sign", str(photo), "--server", other.address)
-        assert rc == 0 and "queued" in out, err
+        assert rc == 4 and "queued" in out, err
         flat = " ".join(err.split())
         assert f"this device enrolled with {enrolled.server}, whose log key" in flat, err
         assert f"the server at {other.address} answers another log key" in flat, err
@@ -280,12 +280,12 @@ def test_a_key_replaced_with_force_keeps_the_old_devices_claims_and_certificate(
         first = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "first.jpg"))
         srv.stop()
         rc, out, err = cli("sign", str(first))
-        assert rc == 0 and "queued" in out, err
+        assert rc == 4 and "queued" in out, err
         rc, out, said = cli("device", "init", "--force")
         assert rc == 0, said
         second = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "second.png"))
         rc, out, err = cli("sign", str(second))  # the new key's claim #1
-        assert rc == 0 and "(#1), queued" in out, err
+        assert rc == 4 and "(#1), queued" in out, err
         queued = [
             e.sidecar.signed_claim
             for h in (home, *map(DeviceHome, cli.home.glob("replaced/*")))

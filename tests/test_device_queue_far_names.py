@@ -21,7 +21,7 @@ def test_an_unreadable_entry_named_far_ahead_is_set_aside(enrolled: Cli, tmp_pat
     offline = closed_port()
     photos = [noise_photo(tmp_path, f"p{i}.png", i, size=64) for i in range(4)]
     rc, out, err = enrolled("sign", "--server", offline, str(photos[0]), str(photos[1]))
-    assert rc == 0, (out, err)  # queued #1, #2
+    assert rc == 4, (out, err)  # queued #1, #2
     queue = enrolled.home / "queue"
     far = [f"{2**64 - 1}.json", f"{10**15}.json"]
     for name in far:
@@ -30,7 +30,7 @@ def test_an_unreadable_entry_named_far_ahead_is_set_aside(enrolled: Cli, tmp_pat
 
     rc, out, err = enrolled("sign", "--server", offline, str(photos[2]))
     said = " ".join(err.split())
-    assert rc == 0, (out, err)
+    assert rc == 4, (out, err)
     assert sidecar_sequence(photos[2]) == 3 + SEQUENCE_MARGIN, (out, err)
     for name in far:
         assert f"queue/{name}" in said, said
@@ -40,7 +40,7 @@ def test_an_unreadable_entry_named_far_ahead_is_set_aside(enrolled: Cli, tmp_pat
     assert "Traceback" not in said
 
     rc, out, err = enrolled("sign", "--server", offline, str(photos[3]))  # said once
-    assert rc == 0 and sidecar_sequence(photos[3]) == 4 + SEQUENCE_MARGIN, (out, err)
+    assert rc == 4 and sidecar_sequence(photos[3]) == 4 + SEQUENCE_MARGIN, (out, err)
     assert str(10**15) not in err, err
 
 
@@ -52,11 +52,11 @@ def test_a_claim_this_key_signed_far_ahead_still_counts(enrolled: Cli, tmp_path:
     far = 10**15
     state_path.write_text(json.dumps({**before, "last_sequence": far - 1}))
     rc, out, err = enrolled("sign", "--server", offline, str(photos[0]))  # queued as 10^15
-    assert rc == 0 and sidecar_sequence(photos[0]) == far, (out, err)
+    assert rc == 4 and sidecar_sequence(photos[0]) == far, (out, err)
     state_path.write_text(json.dumps(before))  # an older copy put back
 
     rc, out, err = enrolled("sign", "--server", offline, str(photos[1]))
-    assert rc == 0 and sidecar_sequence(photos[1]) == far + 1, (out, err)
+    assert rc == 4 and sidecar_sequence(photos[1]) == far + 1, (out, err)
     assert DeviceHome(enrolled.home).state().last_sequence == far + 1
 
 
@@ -64,7 +64,7 @@ def test_repair_does_not_count_a_name_far_ahead(enrolled: Cli, tmp_path: Path) -
     offline = closed_port()
     photos = [noise_photo(tmp_path, f"p{i}.png", i, size=64) for i in range(2)]
     rc, out, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued #1, #2
-    assert rc == 0, (out, err)
+    assert rc == 4, (out, err)
     (enrolled.home / "queue" / f"{2**64 - 1}.json").write_bytes(b"")
     (enrolled.home / "device.json").write_bytes(b"{")
     rc, out, err = enrolled("device", "repair", "--server", offline)

@@ -38,7 +38,7 @@ def test_an_attempts_count_out_of_range_is_read_as_damaged(
 ) -> None:
     photo = noise_photo(tmp_path, "p.png", 0)
     rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
-    assert rc == 0 and "queued" in out, (out, err)
+    assert rc == 4 and "queued" in out, (out, err)
     home = DeviceHome(enrolled.home)
     (entry_file,) = home.queue_dir.iterdir()
     doc = json.loads(entry_file.read_text())
@@ -68,7 +68,7 @@ def test_a_killed_commands_leftovers_are_cleaned_and_nothing_queued_is_lost(
 ) -> None:
     photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
     rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
-    assert rc == 0 and out.count("queued") == 4, (out, err)
+    assert rc == 4 and out.count("queued") == 4, (out, err)
     home = DeviceHome(enrolled.home)
     queue, aside, root = home.queue_dir, home.set_aside_dir, home.root
     aside.mkdir()
@@ -143,7 +143,7 @@ def test_a_claim_left_in_a_temporary_file_dated_ahead_is_recovered(
     (past the kernel's pid_max, or past what a pid holds) reads as not running."""
     photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     rc, out, err = enrolled("sign", "--server", closed_port(), *map(str, photos))
-    assert rc == 0 and out.count("queued") == 3, (out, err)
+    assert rc == 4 and out.count("queued") == 3, (out, err)
     queue = DeviceHome(enrolled.home).queue_dir
     never_a_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
     ahead = time.time() + 2 * 86400

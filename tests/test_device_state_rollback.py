@@ -21,14 +21,14 @@ def test_a_state_put_back_never_overwrites_a_queued_claim(enrolled: Cli, tmp_pat
     photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(4)]
     offline = closed_port()
     rc, _, err = enrolled("sign", "--server", offline, str(photos[0]))  # queued as #1
-    assert rc == 0, err
+    assert rc == 4, err
     old_state = (enrolled.home / "device.json").read_bytes()
     rc, _, err = enrolled("sign", "--server", offline, str(photos[1]), str(photos[2]))  # 2, 3
-    assert rc == 0, err
+    assert rc == 4, err
     (enrolled.home / "device.json").write_bytes(old_state)  # a backup copied back over it
 
     rc, out, err = enrolled("sign", "--server", offline, str(photos[3]))
-    assert rc == 0, (out, err)
+    assert rc == 4, (out, err)
     fourth = decode_sidecar(photos[3].with_name("p3.png.prov").read_bytes())
     assert fourth.claim.sequence == 4, (out, err)
     assert "behind the claims this device folder holds (up to #3" in err, err
@@ -48,7 +48,7 @@ def test_set_aside_and_queued_claims_of_one_number_are_both_kept(
     photos = [noise_photo(tmp_path, f"p{i}.png", i) for i in range(3)]
     offline = closed_port()
     rc, _, err = enrolled("sign", "--server", offline, *map(str, photos))  # queued 1, 2, 3
-    assert rc == 0, err
+    assert rc == 4, err
     home = DeviceHome(enrolled.home)
     queue = enrolled.home / "queue"
     aside = enrolled.home / "set_aside"
@@ -87,4 +87,4 @@ def test_a_sequence_past_the_last_is_said_in_words(enrolled: Cli, tmp_path: Path
     state_path.write_text(json.dumps(state))
     (queue / f"{2**64 - 1}.json").rename(queue / f"{2**64}.json")  # no claim's number
     rc, out, err = enrolled("sign", "--server", closed_port(), str(photo))
-    assert rc == 0 and "signed (#1)" in out, (out, err)
+    assert rc == 4 and "signed (#1)" in out, (out, err)

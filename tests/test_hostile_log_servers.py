@@ -12,10 +12,10 @@ import shutil
 import socket
 import threading
 import time
+import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -28,38 +28,15 @@ from PIL import Image
 from clients.api import SLOW_LINK_RATE, ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.core.errors import TransportError
-from provenance.log.checkpoint import LogSigner
+from provenance.core.networds import wire_budget
+from provenance.log.checkpoint import MAX_NOTE_BYTES, LogSigner
+from provenance.log.tiledir import MAX_FILE_BYTES, fetcher
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.contract import MAX_MESSAGE_BYTES
 from tests.conftest import SAMPLES, Answers, ServerProc
-from tests.test_tiles import ORIGIN, _audit, _serving, _tiled_log
+from tests.test_tiles import ORIGIN, _audit, _encoding_server, _Quiet, _serving, _tiled_log
 
 _EMPTY_MEMBER = gzip.compress(b"", mtime=0)
-
-
-def _members_server(folder: Path, members: int) -> type[BaseHTTPRequestHandler]:
-    """A handler serving the tiled log in ``folder``, each tile and bundle gzip-encoded
-    as ``members`` gzip members: ``members - 1`` empty ones, then the file's."""
-
-    class Members(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            path = folder / self.path.lstrip("/")
-            if not path.is_file():
-                self.send_error(404)
-                return
-            body = path.read_bytes()
-            self.send_response(200)
-            if self.path != "/checkpoint":
-                body = _EMPTY_MEMBER * (members - 1) + gzip.compress(body)
-                self.send_header("Content-Encoding", "gzip")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    return Members
 
 
 class _CountedInflate:
@@ -111,44 +88,120 @@ def test_a_tile_of_many_gzip_members_is_read_in_linear_work(
     )
     work = [0]
     monkeypatch.setattr(zlib, "decompressobj", lambda wbits: _CountedInflate(work, wbits))
-    with _serving(_members_server(tmp_path / "tiles", members)) as url:
+
+    def encode(body: bytes) -> bytes:  # members - 1 empty ones, then the file's
+        return _EMPTY_MEMBER * (members - 1) + gzip.compress(body)
+
+    with _serving(_encoding_server(tmp_path / "tiles", "gzip", encode)) as url:
         rc = _audit("--state", str(tmp_path / "a.json"), "--tiles", url, "--log-key", vkey)
     err = capsys.readouterr().err
     assert rc == 0, err
     assert served < work[0] <= 8 * served, (work[0], served)
 
 
-def test_a_checkpoint_larger_than_any_file_is_no_tiled_log_not_an_integrity_failure(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+class _CountingCheckpoint(_Quiet):
+    """Answers every GET with an endless (``length`` None: no Content-Length, the body
+    ends when the socket does) or ``length``-byte checkpoint of b"A"s, from a socket
+    whose send buffer is small (16 KiB asked for), counting in ``sent`` the bytes the
+    kernel took before the client closed; ``done`` is set once it stopped. Set the
+    class attributes on a subclass per test."""
+
+    sent: list[int]
+    done: threading.Event
+    length: int | None = None
+    encoding: str = ""
+
+    def setup(self) -> None:
+        self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        super().setup()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        if self.encoding:
+            self.send_header("Content-Encoding", self.encoding)
+        if self.length is not None:
+            self.send_header("Content-Length", str(self.length))
+        self.end_headers()
+        self.wfile.flush()
+        chunk = _BOMB_CHUNK if self.encoding == "gzip" else b"A" * 65536
+        left = self.length
+        try:
+            while left is None or left > 0:
+                piece = chunk if left is None else chunk[:left]
+                self.wfile.write(piece)
+                self.sent[0] += len(piece)
+                left = None if left is None else left - len(piece)
+        except OSError:  # the client stopped reading and closed
+            pass
+        finally:
+            self.done.set()
+            self.close_connection = True
+
+
+#: One gzip member of 16 MiB of b"A"s, about 16 KB: sent again and again, a gzip bomb
+#: without end (a gzip stream is a series of members, RFC 1952 2.2).
+_BOMB_CHUNK = gzip.compress(b"A" * (16 << 20), mtime=0)
+
+
+def _counting(length: int | None, encoding: str = "") -> type[_CountingCheckpoint]:
+    return type(
+        "Counting",
+        (_CountingCheckpoint,),
+        {"sent": [0], "done": threading.Event(), "length": length, "encoding": encoding},
+    )
+
+
+@pytest.mark.parametrize(
+    ("length", "encoding", "verb"),
+    [
+        (None, "", "is"),
+        (12 << 20, "", "is"),
+        (None, "gzip", "is"),
+        (len(_BOMB_CHUNK), "gzip", "inflates to"),
+    ],
+    ids=["endless", "12-MiB-with-content-length", "endless-gzip-members", "one-gzip-bomb"],
+)
+def test_a_checkpoint_larger_than_any_note_is_read_only_to_the_notes_bound(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    length: int | None,
+    encoding: str,
+    verb: str,
 ) -> None:
     """A server answering `checkpoint` with an endless body (a misconfigured site's
-    stream, a hostile mirror) was read to `MAX_FILE_BYTES` and then called a LOG
-    INTEGRITY FAILURE (exit 3), an alarm about a log nobody signed there: nothing signed
-    is at that place, as for an HTML page (exit 1, 'no tiled log at ...'). A tile over
-    the size stays an integrity failure: the signed checkpoint commits to it."""
-
-    class Endless(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.end_headers()  # no Content-Length: the body ends when the socket does
-            chunk = b"A" * 65536
-            try:
-                while True:
-                    self.wfile.write(chunk)
-            except OSError:  # the client stopped reading
-                return
-
-        def log_message(self, *args: object) -> None:
-            pass
-
+    stream, a hostile mirror), or one of 5 MiB, was read to `MAX_FILE_BYTES` (16 MiB,
+    a tile's bound) before its size was checked against the 1 MiB a signed note may
+    hold, and the endless one was then called a LOG INTEGRITY FAILURE (exit 3), an
+    alarm about a log nobody signed there; a gzip member of 16 KB was inflated to 16 MiB.
+    Now reading (and inflating) stops one byte past `MAX_NOTE_BYTES`, and nothing signed
+    is at that place, as for an HTML page (exit 1, 'no tiled log at ...', naming the
+    bound). Measured: what the server's socket took before the client closed (its send
+    buffer is small, so that is what the client read, give or take its own receive
+    buffer), and the most memory Python held meanwhile (tracemalloc). Before: 16.97 MB,
+    all 12 MiB, and 17.1 MB sent, and 16 MiB inflated from the one bomb; now 1.0 to
+    1.3 MB sent, and under 8 MiB held in every case. A tile over its own bound stays an
+    integrity failure: the signed checkpoint commits to it."""
+    handler = _counting(length, encoding)
     vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
-    with _serving(Endless) as url:
-        rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    with _serving(handler) as url:
+        tracemalloc.start()
+        try:
+            rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+            held = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert handler.done.wait(30), "the server is still sending after the client returned"
     err = capsys.readouterr().err
     assert rc == 1, err
-    assert f"error: no tiled log at {url}: {url}checkpoint is larger than" in err, err
+    assert err.startswith(
+        f"error: no tiled log at {url}: {url}checkpoint {verb} more than the"
+        f" {MAX_NOTE_BYTES:,} bytes (1 MiB) a signed note may hold; it was read no further"
+    ), err
     assert "INTEGRITY" not in err and "Traceback" not in err, err
+    assert len(err) < 1000, err[:1000]
     assert not (tmp_path / "s.json").exists()
+    assert handler.sent[0] < MAX_FILE_BYTES // 2, handler.sent[0]
+    assert held < MAX_FILE_BYTES // 2, held
 
 
 def test_an_answer_over_the_message_cap_is_said_in_our_words(
@@ -279,3 +332,155 @@ def test_an_upload_over_a_slow_link_is_not_given_up_while_its_bytes_still_arrive
     finally:
         close()
     assert report.status == "UNSIGNED", report
+
+
+def test_a_redirects_own_body_is_not_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """urllib's redirect handler reads a 3xx answer's body whole (``fp.read()``) before
+    it follows the Location, outside any bound of ours: a server (or a hostile mirror)
+    redirecting each file of a tiled log with a 12 MiB body had all of it read into the
+    auditor's memory for every file (an endless one: for the 300 s of the file's
+    deadline, as fast as the link goes). Now a redirect's body is never read: its
+    connection is closed, and the file is fetched from where it points. Measured: the
+    most bytes the server's socket took for one redirect (a 16 KiB send buffer) before
+    the client closed; before, all 12 MiB."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    _tiled_log(tmp_path / "tiles", signer, 300)
+    folder = tmp_path / "tiles"
+    sent: list[int] = []
+    body = b"<html>moved</html>" * (1 << 16)  # 1.1 MiB, sent 11 times: 12.4 MiB
+
+    class Redirecting(_Quiet):
+        def setup(self) -> None:
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+            super().setup()
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            if self.path.startswith("/moved/"):
+                self.send_response(302)
+                self.send_header("Location", "/real/" + self.path[len("/moved/") :])
+                self.send_header("Content-Length", str(11 * len(body)))
+                self.end_headers()
+                took = 0
+                try:
+                    for _ in range(11):
+                        self.wfile.write(body)
+                        took += len(body)
+                except OSError:  # the client closed without reading it
+                    pass
+                finally:
+                    sent.append(took)
+                    self.close_connection = True
+                return
+            path = folder / self.path.removeprefix("/real/")
+            if not self.path.startswith("/real/") or not path.is_file():
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    with _serving(Redirecting) as url:
+        rc = _audit(
+            "--state",
+            str(tmp_path / "s.json"),
+            "--tiles",
+            url + "moved/",
+            "--log-key",
+            signer.verifier_key(),
+        )
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert sent, "no file was redirected"
+    assert max(sent) < MAX_FILE_BYTES // 4, sent
+
+
+def _raw_server(head: bytes, endless: bytes) -> tuple[str, list[int], threading.Event]:
+    """A one-answer HTTP server on a loopback port: it reads the request, sends ``head``,
+    then ``endless`` (if not empty) again and again until the client closes; (its URL, the bytes its
+    socket took in ``[0]``, an event set once it stopped)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    sent = [0]
+    done = threading.Event()
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        listener.close()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        try:
+            conn.recv(65536)
+            conn.sendall(head)
+            while endless:
+                conn.sendall(endless)
+                sent[0] += len(endless)
+        except OSError:  # the client closed
+            pass
+        finally:
+            conn.close()
+            done.set()
+
+    threading.Thread(target=answer, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/", sent, done
+
+
+@pytest.mark.parametrize(
+    ("head", "endless"),
+    [
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
+            b"X-Trailer: " + b"t" * 1000 + b"\r\n",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"1;x=" + b"e" * 60_000 + b"\r\nA\r\n",
+        ),
+    ],
+    ids=["endless-trailer", "chunk-extensions"],
+)
+def test_chunked_framing_is_read_no_further_than_the_files_bound(
+    head: bytes, endless: bytes
+) -> None:
+    """The body of a tiled log's file was bounded (the checkpoint to 1 MiB and a byte),
+    but not the bytes around it: http.client reads and drops any number of trailer lines
+    after a chunked body's last chunk, and a chunk-size line of up to 64 KiB of
+    extensions before each chunk, so a 5-byte checkpoint with an endless trailer, or one
+    sent a byte a chunk with 60 KB of extensions each, had the auditor read for the
+    file's whole deadline (972 MB in 3 s here, on loopback). Now the bytes read off the
+    connection for a file are at most twice its bound and 1 MiB (`wire_budget`), and past
+    that it is refused in words, read no further."""
+    url, sent, done = _raw_server(head, endless)
+    fetch = fetcher(url, deadline_s=20)
+    with pytest.raises(TransportError) as e:
+        fetch("checkpoint")
+    assert done.wait(20), "the server is still sending after the client returned"
+    said = str(e.value)
+    assert "took more than" not in said, (said, sent[0])
+    assert f"more than the {wire_budget(MAX_NOTE_BYTES):,} bytes" in said, said
+    assert sent[0] < 2 * wire_budget(MAX_NOTE_BYTES), sent[0]
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 302 Found\r\nLocation: ftp://x/\x1b[2J" + b"a" * 60_000 + b"\r\n",
+        b"HTTP/1.1 500 \x1b]0;pwned\x07 " + b"r" * 60_000 + b"\r\n",
+    ],
+    ids=["redirect-target", "reason-phrase"],
+)
+def test_a_servers_long_redirect_target_or_reason_is_repeated_cut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], head: bytes
+) -> None:
+    """A redirect off http(s) was refused naming its target whole, and an HTTP error
+    repeated its reason phrase whole: a server's 60 KB Location or status line made a
+    60 KB `error:` line (the console escaped its controls). Now each is cut, escaped,
+    saying its length (`provenance.terminal.clipped_line`)."""
+    url, _, done = _raw_server(head + b"Content-Length: 0\r\n\r\n", b"")
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err
+    assert rc == 1, err[:500]
+    assert len(err) < 1000, (len(err), err[:300])
+    assert "characters)" in err and "\x1b" not in err, err

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent import futures
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 
 from clients.device import DeviceHome
 from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import SAMPLES, Cli, closed_port
+from tests.conftest import SAMPLES, Cli, RelayAnswer, closed_port, relay
 
 SUBMIT = "/provenance.v1.Captures/SubmitCapture"
 
@@ -33,61 +31,13 @@ def _fake_receipt() -> bytes:
     return answer.SerializeToString()
 
 
-#: A proxy's own answer to one method: (the request, the call's context, a function that
-#: forwards a request to the real server) -> the answer's bytes.
-Answer = Callable[[bytes, Any, Callable[[bytes], bytes]], bytes]
-
-
-class _Proxy(grpc.GenericRpcHandler):
-    """Forwards every unary call to ``upstream`` as it is, but those of ``answers``, which
-    it answers itself (forwarding, if at all, as they do)."""
-
-    def __init__(self, upstream: str, answers: dict[str, Answer]) -> None:
-        self.channel = grpc.insecure_channel(upstream)
-        self.answers = answers
-
-    def service(self, details: Any) -> grpc.RpcMethodHandler[Any, Any] | None:
-        method = str(details.method)
-        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self.channel.unary_unary(method)
-
-        def forward(request: bytes) -> bytes:
-            answer: bytes = call(request, timeout=60)
-            return answer
-
-        def handle(request: bytes, context: Any) -> bytes:
-            try:
-                if method in self.answers:
-                    return self.answers[method](request, context, forward)
-                answer: bytes = call(request, timeout=60, metadata=context.invocation_metadata())
-            except grpc.RpcError as e:
-                context.abort(e.code(), e.details())
-            return answer
-
-        return grpc.unary_unary_rpc_method_handler(handle)
-
-
-@contextmanager
-def _proxy(upstream: str, answers: dict[str, Answer]) -> Iterator[str]:
-    """HOST:PORT of a `_Proxy` in front of ``upstream`` while in the block."""
-    handler = _Proxy(upstream, answers)
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.stop(None)
-        handler.channel.close()
-
-
 @pytest.fixture(params=[_fake_receipt, bytes], ids=["forged", "empty"])
 def proxy(enrolled: Cli, request: pytest.FixtureRequest) -> Iterator[str]:
     """HOST:PORT of a proxy in front of the enrolled device's server whose SubmitCapture
     answers a forged receipt (`_fake_receipt`), or an empty answer (no receipt at all:
     before, "logged at leaf 0"), never forwarding it."""
     fake: Callable[[], bytes] = request.param
-    with _proxy(enrolled.server, {SUBMIT: lambda request, context, forward: fake()}) as address:
+    with relay(enrolled.server, {SUBMIT: lambda request, context, forward: fake()}) as address:
         yield address
 
 
@@ -131,7 +81,7 @@ def test_sync_keeps_the_claim_queued_on_a_receipt_that_does_not_verify(
     """`prov device sync` through such a server: nothing taken as logged, the reason said."""
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
-    assert rc == 0 and "queued" in out, (rc, out, err)
+    assert rc == 4 and "queued" in out, (rc, out, err)
     rc, out, err = enrolled("device", "sync", "--server", proxy)
     assert "logged at leaf" not in out, (rc, out, err)
     said = f"the server at {proxy} answered a receipt that does not verify"
@@ -158,9 +108,12 @@ def test_a_last_sequence_far_past_the_device_is_not_adopted(enrolled: Cli, tmp_p
         device.last_sequence = 2**64 - 1
         return device.SerializeToString()
 
-    answers: dict[str, Answer] = {SUBMIT: refuse, "/provenance.v1.DeviceRegistry/GetDevice": forged}
+    answers: dict[str, RelayAnswer] = {
+        SUBMIT: refuse,
+        "/provenance.v1.DeviceRegistry/GetDevice": forged,
+    }
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
-    with _proxy(enrolled.server, answers) as address:
+    with relay(enrolled.server, answers) as address:
         rc, out, err = enrolled("sign", str(photo), "--server", address)
     assert rc == 1 and "refused" in out + err, (rc, out, err)
     assert "18446744073709551616" not in out + err, (out, err)
@@ -188,14 +141,14 @@ def test_a_log_key_that_cannot_be_read_sends_no_claim_and_sets_none_aside(
         submitted.append(request)
         return forward(request)
 
-    answers: dict[str, Answer] = {
+    answers: dict[str, RelayAnswer] = {
         SUBMIT: count,
         "/provenance.v1.Log/GetLogKey": lambda request, context, forward: b"",
     }
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
     rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
-    assert rc == 0 and "queued" in out, (rc, out, err)
-    with _proxy(enrolled.server, answers) as address:
+    assert rc == 4 and "queued" in out, (rc, out, err)
+    with relay(enrolled.server, answers) as address:
         for _ in range(3):
             rc, out, err = enrolled("device", "sync", "--server", address)
             flat = " ".join((out + err).split())

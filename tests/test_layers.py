@@ -33,6 +33,7 @@ LAYERS = [
 #: media only; the `prov` CLI and the demos may also start servers.
 CLIENT_SDK = [
     "clients/api.py",
+    "clients/derived.py",
     "clients/device",
     "clients/device_repair.py",
     "clients/report.py",
@@ -40,9 +41,13 @@ CLIENT_SDK = [
 ]
 SERVER_SIDE = {"store", "index", "server"}
 #: What of clients/ provenance/ may import: the web layer is a client of the gRPC service
-#: (`clients.api`) and renders the report of ``prov verify --json`` (`clients.report`), by
+#: (`clients.api`), renders the report of ``prov verify --json`` (`clients.report`) and
+#: checks the service's answer as ``prov verify`` does (`clients.cited`, a near copy's
+#: verdict `clients.derived`; its ``--log-key`` read by `clients.options.verifier_key`), by
 #: design (provenance/web/__init__.py); no other layer imports clients/ at all.
-CLIENTS_ALLOWED = {"web": {"clients.api", "clients.report"}}
+CLIENTS_ALLOWED = {
+    "web": {"clients.api", "clients.report", "clients.cited", "clients.derived", "clients.options"}
+}
 
 
 def _imports(path: Path, top: str = "provenance") -> list[tuple[int, str]]:

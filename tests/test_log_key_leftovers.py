@@ -137,3 +137,22 @@ def test_the_checkpoint_memo_is_written_afresh_and_killed_starts_copies_removed(
     assert not any(p.exists() for p in old), err
     assert all(f"removed {p}" in err for p in old), err
     assert all(p.exists() for p in kept)
+
+
+def test_prov_witness_serve_removes_a_killed_starts_copy_of_its_key(tmp_path: Path) -> None:
+    """`prov witness serve` writes its new key as `prov serve` writes a log key (a 0600
+    temporary copy, then linked into place), so a start killed in between leaves a
+    private-key copy beside the key; the next start removes it, with a warning, as `prov
+    serve` does (before: kept for good, a second copy of the witness's private key)."""
+    from provenance.log.checkpoint import generate_log_key
+    from tests.conftest import witness_serve
+
+    log_vkey = generate_log_key(tmp_path / "log.pem", "log.example/test").verifier_key()
+    copy = tmp_path / ".witness.pem.0123456789abcdef.tmp"
+    copy.write_bytes(b"a private key's copy")
+    copy.chmod(0o600)
+    _age(copy, 2 * KEY_LEFTOVER_AGE_S)
+    stderr: list[str] = []
+    with witness_serve(tmp_path, log_vkey, stderr):
+        assert not copy.exists()
+    assert f"removed {copy}" in stderr[0], stderr

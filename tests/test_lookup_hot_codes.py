@@ -32,7 +32,7 @@ from provenance.core.verify import FileFacts
 from provenance.media.assets import AssetLimits, inspect_image
 from provenance.server.pipeline import VerificationPipeline
 from provenance.server.rpc import lookup_parts
-from provenance.server.service import NEAR_SEARCHED, _in_order, _round_robin
+from provenance.server.service import NEAR_SEARCHED, _in_order, _near_choice, _round_robin
 from tests.conftest import (
     ADMIN_TOKEN,
     SAMPLES,
@@ -160,11 +160,7 @@ def test_one_entrys_copies_of_a_photos_code_do_not_hide_an_honest_near_copy(
         [(_, report)] = c.lookup(
             [Query("photo", os.urandom(32), (PerceptualHash("pdq", HOT, 100),), "image/jpeg")]
         )
-    assert report.status.name == "DERIVED", report.reasons
-    assert report.evidence.claim is not None
-    assert report.evidence.claim.receipt is not None
-    assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
-    assert report.evidence.pdq_distance == 6
+    assert_derived_from(report, honest_leaf, 6)
 
 
 def rocket_codes() -> tuple[Path, bytes, bytes]:
@@ -222,10 +218,7 @@ def test_a_stolen_keys_later_claims_do_not_hide_its_devices_earlier_capture(
         [(_, report)] = c.lookup(
             [Query("copy", os.urandom(32), (PerceptualHash("pdq", copy, 100),), "image/jpeg")]
         )
-    assert report.status.name == "DERIVED", report.reasons
-    assert report.evidence.claim is not None and report.evidence.claim.receipt is not None
-    assert report.evidence.claim.receipt.leaf_index == genuine, report.reasons
-    assert report.evidence.pdq_distance == 6
+    assert_derived_from(report, genuine, 6)
 
 
 def test_planted_turns_of_a_photos_code_win_no_votes_over_a_nearer_copy(
@@ -270,11 +263,7 @@ def test_planted_turns_of_a_photos_code_win_no_votes_over_a_nearer_copy(
                 )
             ]
         )
-    assert report.status.name == "DERIVED", report.reasons
-    assert report.evidence.claim is not None
-    assert report.evidence.claim.receipt is not None
-    assert report.evidence.claim.receipt.leaf_index == honest_leaf, report.reasons
-    assert report.evidence.pdq_distance == 6
+    assert_derived_from(report, honest_leaf, 6)
 
 
 def test_one_devices_claims_logged_before_a_restart_do_not_hide_an_honest_copy(
@@ -479,3 +468,7 @@ def test_places_go_round_robin_over_groups_before_depth() -> None:
     # a video's candidates also take these: the first 8 in order, at most 4 of a group
     assert _in_order([1, 1, *range(2, 9)], 8) == [0, 1, 2, 3, 4, 5, 6, 7]
     assert _in_order([5] * 6 + [6], 8) == [0, 1, 2, 3, 6]
+    # `_near_choice`: a photo's candidates are the round-robin's, a video's both (up to 16)
+    groups = [1, 1, *range(2, 9)]
+    assert _near_choice(groups, 8, False) == _round_robin(groups, 8) == [0, *range(2, 9)]
+    assert _near_choice(groups, 8, True) == list(range(9))

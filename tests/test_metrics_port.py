@@ -68,7 +68,7 @@ def test_idle_connections_hold_bounded_threads_and_time_out() -> None:
         end = time.monotonic() + metrics.METRICS_REQUEST_TIMEOUT_S + 10
         while _threads() > before and time.monotonic() < end:
             time.sleep(0.2)
-        assert _threads() == before
+        assert _threads() <= before  # another test's connection may have ended meanwhile
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
             assert b"prov_rpc_requests" in r.read()
     finally:

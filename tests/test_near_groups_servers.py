@@ -10,7 +10,6 @@ the photo would read REVOKED_KEY. Real servers, a real PostgreSQL database.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import urllib.request
@@ -21,16 +20,14 @@ import pytest
 
 from clients.api import ProvenanceClient, Query
 from provenance.core.binding import PerceptualHash
-from provenance.media.assets import AssetLimits, inspect_image
 from tests.conftest import (
     ADMIN_TOKEN,
-    SAMPLES,
     enroll_key,
     read_line,
     sign_claim,
     start_server,
 )
-from tests.test_lookup_hot_codes import _photo
+from tests.test_lookup_hot_codes import _photo, assert_derived_from, rocket_codes
 
 
 @pytest.mark.parametrize("revoked_through", ["the same server", "another server"])
@@ -45,10 +42,7 @@ def test_a_revocation_seen_after_grouping_frees_the_genuine_captures_place(
     Then the key is revoked from between the capture and the thief's claims, through A or
     B. VerifyFile and Lookup of rocket.jpg on A, and on A after a restart, find the
     genuine capture: DERIVED from it at distance 6, never REVOKED_KEY."""
-    photo = SAMPLES / "rocket.jpg"
-    data = photo.read_bytes()
-    code = inspect_image(hashlib.sha256(data).digest(), data, AssetLimits()).soft.hash
-    near = bytes([code[0] ^ 0x3F]) + code[1:]  # 6 bits away
+    photo, code, near = rocket_codes()  # near: 6 bits away
     query = Query("photo", os.urandom(32), (PerceptualHash("pdq", code, 100),), "image/jpeg")
     a, b = start_server(pg_url), start_server(pg_url)
     try:
@@ -75,10 +69,7 @@ def test_a_revocation_seen_after_grouping_frees_the_genuine_captures_place(
         a.stop()
         b.stop()
     for report in reports:
-        assert report.status.name == "DERIVED", report.reasons
-        assert report.evidence.claim is not None and report.evidence.claim.receipt is not None
-        assert report.evidence.claim.receipt.leaf_index == genuine, report.reasons
-        assert report.evidence.pdq_distance == 6
+        assert_derived_from(report, genuine, 6)
 
 
 #: Claims the hostile device plants at the photo's code before the restart.
@@ -127,7 +118,5 @@ def test_learning_one_devices_many_old_leaves_takes_few_rounds(tmp_path: Path) -
     finally:
         srv.stop()
     for r in (report, again):
-        assert r.status.name == "DERIVED", r.reasons
-        assert r.evidence.claim is not None and r.evidence.claim.receipt is not None
-        assert r.evidence.claim.receipt.leaf_index == honest_leaf, r.reasons
+        assert_derived_from(r, honest_leaf)
     assert 1 <= reads <= 12, reads

@@ -21,9 +21,17 @@ import pytest
 
 from clients.cli import main as prov_main
 from provenance.core import merkle
-from provenance.core.errors import LogIntegrityError
+from provenance.core.errors import LogError, LogIntegrityError
 from provenance.log.audit import audit_step
-from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, load_log_signer
+from provenance.log.checkpoint import (
+    MAX_SIGNATURE_BASE64,
+    Checkpoint,
+    LogSigner,
+    NoteVerifier,
+    generate_log_key,
+    load_log_signer,
+    open_checkpoint,
+)
 from provenance.server.service import ProvenanceService, ServiceConfig
 from tests.inproc import Clock, InProc
 
@@ -292,3 +300,26 @@ def test_the_stored_tree_reads_alike_on_every_backend(
         assert list(store.key_event_rows(1)) == []
     finally:
         h.service.close()
+
+
+def test_a_checkpoint_row_every_reader_refuses_is_named(
+    logged: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The genuine note of size 4 with a signature line appended that `split_note`
+    refuses (an unknown key's signature over `MAX_SIGNATURE_BASE64`): every client
+    refuses a receipt carrying it, so the audit names the row. Before, the audit's fast
+    path (`TreeAuditor._as_written`) stopped reading at the log's own line and passed it
+    (exit 0, the row counted as checked)."""
+    db, vkey = logged
+    (note4,) = _sql(db, "SELECT note FROM checkpoints WHERE size=4")[0]
+    blob = base64.b64encode(bytes(MAX_SIGNATURE_BASE64)).decode()  # 10,924 characters
+    _sql(db, "UPDATE checkpoints SET note=? WHERE size=4", f"{note4}\u2014 other.example {blob}\n")
+    with pytest.raises(LogError, match="more than the 8,192"):
+        open_checkpoint(
+            _sql(db, "SELECT note FROM checkpoints WHERE size=4")[0][0],
+            NoteVerifier.from_vkey(vkey),
+        )
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    assert "checkpoint row of size 4: its note does not verify with the log key" in text, text
+    assert "8,192" in text, text

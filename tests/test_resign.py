@@ -67,9 +67,9 @@ def test_sign_queued_file_again_signs_nothing(
     photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "IMG_0006.jpg"))
     server.stop()
     rc, out, err = enrolled("sign", str(photo))
-    assert rc == 0 and "signed (#1), queued" in out, err
+    assert rc == 4 and "signed (#1), queued" in out, err
     rc, out, err = enrolled("sign", str(photo))
-    assert rc == 0 and "already signed (#1), queued" in out, err
+    assert rc == 4 and "already signed (#1), queued" in out, err
     home = DeviceHome(enrolled.home)
     assert home.state().last_sequence == 1 and len(home.pending()) == 1
 

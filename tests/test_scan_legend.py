@@ -34,7 +34,8 @@ def test_the_terminal_summary_explains_its_rows(
         srv.stop()
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0, out
-    assert "UNSIGNED: no signed capture matches the file; that says nothing" in out, out
+    assert "UNSIGNED: no signed capture by a key in good standing was found" in out, out
+    assert "its search short says so in its reasons); that says nothing" in out, out
     assert "EMPTY: a file of no bytes" in out, out
     assert "ERROR:" not in out and "SIDECAR:" not in out, out  # none in this scan
     assert out.rstrip().split(" reports: ")[-1].startswith(str(tmp_path / "r.jsonl")), out

@@ -75,7 +75,9 @@ def test_the_html_summary_explains_its_rows_that_are_no_verdict(tmp_path: Path) 
     writer.finish(lambda rows: (), 1000)
     text = re.sub(r"<[^>]+>", " ", html_path(report).read_text())
     text = re.sub(r"\s+", " ", text)
-    assert "UNSIGNED: no signed capture matches the file" in text, text
+    assert "UNSIGNED: no signed capture by a key in good standing was found for the file" in text, (
+        text
+    )
     assert "says nothing about whether it is real" in text, text
     assert "ERROR: refused, unreadable or not answered" in text, text
     assert "EMPTY: a file of no bytes" in text, text
@@ -221,6 +223,8 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
         "detector": {"score": 0.25, "band": name, "model_id": name, "model_version": 7},
         "note": name,
         "error": None,
+        "log_key": name,
+        "pixels_checked": False,
     }
     got = csv_row(row)
     assert len(got) == len(CSV_FIELDS)
@@ -247,6 +251,9 @@ def test_csv_row_escapes_each_cell_as_csv_cell(name: str) -> None:
             name,
             f"{name} 7" if name else "7",
             DETECTOR_ADVISORY,
+            "",  # evidence_checked: not checked (cited53)
+            name,  # log_key (scankey54)
+            "false",  # pixels_checked (scanpix55)
         ]
     ]
     assert got == want

@@ -213,6 +213,7 @@ BAD_FIELDS = {
     "media type a list": (SCORED, "media_type", "[]", "media_type is a list"),
     "sha256 a number": (SCORED, "sha256", "5", "sha256 is 5"),
     "verified at a number": (SCORED, "verified_at", "5", "verified_at is 5"),
+    "log key a number": (SCORED, "log_key", "5", "log_key is 5"),
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 from clients.cli import main as prov_main
 from clients.scan import worker
 from tests.conftest import SAMPLES, ServerProc
+from tests.ports import kept_port
 
 
 def test_a_server_gone_between_runs_stops_the_scan_saying_resume_goes_on(
@@ -34,7 +35,10 @@ def test_a_server_gone_between_runs_stops_the_scan_saying_resume_goes_on(
     assert len(report.read_text().splitlines()) == 1
     server.stop()
     capsys.readouterr()
-    rc = prov_main([*args, str(later), "--workers", "0", "--resume"])
+    # the stopped server's port kept (refusing), so no other xdist worker's server on
+    # port 0 is given it meanwhile and answers the scan
+    with kept_port(int(server.address.rsplit(":", 1)[1])):
+        rc = prov_main([*args, str(later), "--workers", "0", "--resume"])
     err = " ".join(capsys.readouterr().err.split())  # Rich wraps at 80 columns
     assert rc == 1, err
     assert f"error: cannot reach the server at {server.address}" in err, err

@@ -17,6 +17,7 @@ import pytest
 from clients.cli import main as prov_main
 from tests.conftest import ADMIN_TOKEN, ROOT, cli_process, start_server
 from tests.drain import drain, finish, logged, next_line
+from tests.ports import kept_port
 
 
 def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -188,24 +189,21 @@ def test_a_web_port_taken_after_the_check_ends_the_start_and_removes_its_files(
     web app binds): the start fails in one sentence, the gRPC server is stopped and the
     files it made are removed (before: 'listening on' was printed, then the error, and
     the database, lock, log key and secret were left)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
     # the port is taken once the checks have passed: the database's lock appears after
     # them (before 6 December an IPv4-mapped spelling of the port's address stood in for
     # this, which test_other_spellings_of_one_address_or_every_interface_are_one_port
     # now refuses at once)
-    proc = _started(
-        tmp_path,
-        *("--db", "prov.db", "--no-detector", "--listen", "127.0.0.1:0"),
-        *("--http", f"127.0.0.1:{port}"),
-    )
-    with socket.socket() as holder:
+    with kept_port() as holder:
+        port = holder.getsockname()[1]
+        proc = _started(
+            tmp_path,
+            *("--db", "prov.db", "--no-detector", "--listen", "127.0.0.1:0"),
+            *("--http", f"127.0.0.1:{port}"),
+        )
         end = time.monotonic() + 120
         while not (tmp_path / "prov.db.lock").exists() and proc.poll() is None:
             assert time.monotonic() < end, "no prov.db.lock in 120 s"
             time.sleep(0.005)
-        holder.bind(("127.0.0.1", port))
         holder.listen()
         assert proc.wait(timeout=120) == 1
     out, err = finish(proc)
@@ -439,9 +437,8 @@ def test_a_port_taken_after_the_check_ends_the_start_cleanly(tmp_path: Path, fla
     before the certificate is written to it."""
     fifo = tmp_path / "anchors.pem"
     os.mkfifo(fifo)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    holder = kept_port()
+    port = holder.getsockname()[1]
     listens = {"--listen": "127.0.0.1:0", flag: f"127.0.0.1:{port}"}
     proc = _started(
         tmp_path,
@@ -451,7 +448,7 @@ def test_a_port_taken_after_the_check_ends_the_start_cleanly(tmp_path: Path, fla
     )
     writer = -1
     try:
-        with socket.socket() as holder:
+        with holder:
             while writer < 0:  # the start opens the FIFO once its store is open
                 assert proc.poll() is None, finish(proc)
                 try:
@@ -459,7 +456,6 @@ def test_a_port_taken_after_the_check_ends_the_start_cleanly(tmp_path: Path, fla
                 except OSError:  # ENXIO: no reader yet
                     time.sleep(0.05)
             assert (tmp_path / "prov.db").exists()
-            holder.bind(("127.0.0.1", port))
             holder.listen()
             os.write(writer, _anchor_pem(tmp_path.parent / f"{tmp_path.name}-ca"))
             os.close(writer)

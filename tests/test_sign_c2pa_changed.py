@@ -6,22 +6,25 @@ file. Now: "C2PA manifest not embedded: FILE changed after it was signed ...; th
 logged ... for the earlier bytes ...; no manifest was written", exit 1, the file left as
 the other writer left it, the sidecar and the log entry kept.
 
-The change is made at a filesystem boundary of the real flow, nothing of ours replaced:
-the first ``Path.read_bytes`` of the capture once it is signed (the embed step's first
-read of it), or the ``os.open`` that creates the export's temporary file."""
+The change is made at a boundary of the real flow, nothing of ours replaced: the embed
+step's first open of the capture once it is signed (`clients.device.export`'s
+``open_regular``, which then opens it as ever), or the ``os.open`` that creates the
+export's temporary file. Before c2paopen55 that first read was ``Path.read_bytes``,
+which these tests hooked; c2paopen55 made it ``open_regular`` and the hook never fired
+(``assert changed`` failed in all 7 cases)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import pathlib
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
-from clients.device import SIDECAR_SUFFIX
+from clients.device import SIDECAR_SUFFIX, export
+from clients.files import open_regular
 from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import FIXTURES, SAMPLES, Cli, ServerProc, hide_writes
 
@@ -44,6 +47,20 @@ def _change(how: str, path: Path, other: Path) -> None:
         with open(path, "r+b") as f:
             byte = os.pread(f.fileno(), 1, middle)
             os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), middle)
+
+
+def _changing_first_read(how: str, path: Path, other: Path, changed: list[bytes]) -> Any:
+    """The embed step's ``open_regular`` (`clients.device.export`), which first changes
+    ``path`` as `_change` does (``how``, ``other``) when it is asked for ``path`` and
+    nothing was changed yet, appending what ``path`` then holds to ``changed``."""
+
+    def open_after_a_change(file: Any) -> BinaryIO:
+        if Path(file) == path and not changed:
+            _change(how, path, other)
+            changed.append(path.read_bytes())
+        return open_regular(file)  # the one export imports, as it was
+
+    return open_after_a_change
 
 
 def _check_refused(
@@ -74,17 +91,11 @@ def test_a_file_changed_after_it_was_signed_gets_no_manifest(
 ) -> None:
     path = Path(shutil.copy(SAMPLES / name, tmp_path / name))
     original = path.read_bytes()
-    real_read_bytes = pathlib.Path.read_bytes
     changed: list[bytes] = []
-
-    def read_after_a_change(self: Path) -> bytes:
-        if self == path and not changed:
-            _change(how, path, OTHERS[name])
-            changed.append(real_read_bytes(path))
-        return real_read_bytes(self)
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pathlib.Path, "read_bytes", read_after_a_change)
+        patch.setattr(
+            export, "open_regular", _changing_first_read(how, path, OTHERS[name], changed)
+        )
         rc, out, err = cli("sign", "--c2pa", str(path))
     assert changed and changed[0] != original
     assert f"{path}: signed (#1) and logged at leaf 1" in out, (out, err)
@@ -102,17 +113,10 @@ def test_a_file_signed_before_and_changed_before_the_export_gets_no_manifest(
     path = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "photo.jpg"))
     original = path.read_bytes()
     assert cli("sign", str(path))[0] == 0
-    real_read_bytes = pathlib.Path.read_bytes
     changed: list[bytes] = []
-
-    def read_after_a_change(self: Path) -> bytes:
-        if self == path and not changed:
-            _change("overwrite", path, SAMPLES / "rocket.jpg")
-            changed.append(real_read_bytes(path))
-        return real_read_bytes(self)
-
+    change = _changing_first_read("overwrite", path, SAMPLES / "rocket.jpg", changed)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pathlib.Path, "read_bytes", read_after_a_change)
+        patch.setattr(export, "open_regular", change)
         rc, out, err = cli("sign", "--c2pa", str(path))
     assert f"{path}: already signed (#1) and logged at leaf 1" in out, (out, err)
     assert rc == 1 and changed, (out, err)

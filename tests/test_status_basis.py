@@ -9,14 +9,17 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import jinja2
 
 from clients.report import DERIVED_BASIS, report_to_json, report_to_text
+from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts, VerificationReport, decide
 from provenance.web import present
 from provenance.web.app import PACKAGE
+from tests.test_verdict_branches import NOW as LOGGED_NOW
+from tests.test_verdict_branches import _facts, _logged
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 BLOCK = {
@@ -92,3 +95,38 @@ def test_the_web_page_keeps_the_basis_s_capitals() -> None:
     assert found is not None, page
     assert found.group(1).startswith("Cryptographic for the signed capture"), found.group(1)
     assert "(PDQ)" in found.group(1), found.group(1)
+
+
+def test_an_unsigned_of_a_cut_search_is_not_headed_no_signed_capture_matches() -> None:
+    """A near search cut at --verify-search-seconds that found only a revoked key's
+    capture gives UNSIGNED, its reason naming that capture and saying that a capture it
+    did not reach may match (h-cut54). The page's line under the verdict said "No signed
+    capture matches this file", and the text report's status line "no signed capture found
+    for this file": both contradicted by the reasons beneath them. They now say the search
+    was cut short; a whole search's UNSIGNED keeps its words."""
+    revoked = _logged(DeviceKey.generate(), revoked_at=LOGGED_NOW - timedelta(days=3))
+    cut = decide(_facts(sha=b"\x0b" * 32), NOW, near=[revoked], near_cut_s=5.1)
+    whole = decide(_facts(sha=b"\x0b" * 32), NOW)
+    assert cut.status.value == whole.status.value == "UNSIGNED", cut.reasons
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(PACKAGE / "templates"), autoescape=True)
+    present.install(env)
+    pages = {
+        name: env.get_template("_report.html").render(
+            report=report_to_json(r, "x.jpg"), filename="x.jpg"
+        )
+        for name, r in (("cut", cut), ("whole", whole))
+    }
+    meaning = {k: re.search(r'class="meaning">([^<]*)<', p) for k, p in pages.items()}
+    assert meaning["whole"] is not None and "No signed capture matches" in meaning["whole"][1]
+    assert meaning["cut"] is not None, pages["cut"]
+    assert "No signed capture matches" not in meaning["cut"][1], meaning["cut"][1]
+    assert "cut short" in meaning["cut"][1], meaning["cut"][1]
+    assert "says nothing about whether it is real" in meaning["cut"][1]
+    status = report_to_text(cut, "x.jpg").splitlines()[1]
+    assert "no signed capture found for this file" not in status, status
+    assert "cut short" in status and "says nothing about whether it is real" in status, status
+    assert (
+        report_to_text(whole, "x.jpg")
+        .splitlines()[1]
+        .startswith("  status     UNSIGNED: no signed capture found for this file")
+    )

@@ -13,7 +13,7 @@ import threading
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -242,6 +242,37 @@ def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.server_close()
 
 
+class _Quiet(BaseHTTPRequestHandler):
+    """A request handler that logs nothing (http.server writes each request to stderr)."""
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _encoding_server(
+    folder: Path, encoding: str, encode: Callable[[bytes], bytes]
+) -> type[BaseHTTPRequestHandler]:
+    """A handler serving the tiled log in ``folder`` (404 for a file not there), each file
+    but the checkpoint sent as ``encode`` gives it, with ``Content-Encoding: encoding``."""
+
+    class Encoding(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            path = folder / self.path.lstrip("/")
+            if not path.is_file():
+                self.send_error(404)
+                return
+            body = path.read_bytes()
+            self.send_response(200)
+            if self.path != "/checkpoint":
+                body = encode(body)
+                self.send_header("Content-Encoding", encoding)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Encoding
+
+
 @pytest.mark.slow
 def test_100k_log_exported_and_audited_from_tiles(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -421,14 +452,14 @@ def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
     per-read timeout) is cut at the whole-file deadline: a TransportError, not a hang;
     an honest answer of the same server arrives whole."""
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import ThreadingHTTPServer
 
     from provenance.core.errors import TransportError
 
     stop = threading.Event()
     body = b"media-provenance.local/log\n0\n" + b"A" * 43 + b"=\n"
 
-    class Drip(BaseHTTPRequestHandler):
+    class Drip(_Quiet):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -438,9 +469,6 @@ def test_a_server_dripping_a_file_cannot_hold_an_audit() -> None:
                     return
                 self.wfile.write(body[i : i + 1])
                 self.wfile.flush()
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Drip)
     server.daemon_threads = True
@@ -465,7 +493,7 @@ def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
 
     stop = threading.Event()
 
-    class DripHead(BaseHTTPRequestHandler):
+    class DripHead(_Quiet):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             try:
                 self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Drip: ")
@@ -474,9 +502,6 @@ def test_a_server_dripping_its_answers_head_cannot_hold_an_audit() -> None:
                     self.wfile.flush()
             except OSError:  # the client cut it
                 pass
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     outcome: list[BaseException | bytes] = []
 
@@ -508,16 +533,13 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
 
     page = b"<!doctype html>\n<html><body>Welcome</body></html>\n"
 
-    class Fallback(BaseHTTPRequestHandler):
+    class Fallback(_Quiet):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(page)))
             self.end_headers()
             self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
     vkey = signer.verifier_key()
@@ -561,26 +583,8 @@ def test_a_tile_sent_in_an_encoding_not_asked_for_is_no_integrity_failure(
     export_tiles(store, tmp_path / "tiles")
     store.close()
 
-    class Deflating(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            path = tmp_path / "tiles" / self.path.lstrip("/")
-            if not path.is_file():
-                self.send_error(404)
-                return
-            body = path.read_bytes()
-            self.send_response(200)
-            if self.path != "/checkpoint":
-                body = zlib.compress(body)
-                self.send_header("Content-Encoding", "deflate")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
     state = str(tmp_path / "state.json")
-    with _serving(Deflating) as url:
+    with _serving(_encoding_server(tmp_path / "tiles", "deflate", zlib.compress)) as url:
         rc = _audit("--state", state, "--tiles", url, "--log-key", signer.verifier_key())
     err = capsys.readouterr().err
     assert rc == 1 and "INTEGRITY" not in err, err
@@ -1007,7 +1011,8 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         # every member read: before, the first only, and a tile sent so was a LOG
         # INTEGRITY FAILURE (exit 3) of an intact log
         assert fetcher(f"http://127.0.0.1:{port}/gzipmembers")("checkpoint") == body
-        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("checkpoint") == tile
+        # (a tile's path: a checkpoint is read to 1 MiB at most, a signed note's bound)
+        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("tile/0/000") == tile
         state = str(tmp_path / "state.json")
         vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
         capsys.readouterr()
@@ -1143,6 +1148,29 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
         web.stop()
 
 
+def test_a_served_checkpoint_over_a_notes_bound_is_not_read_past_it(tmp_path: Path) -> None:
+    """`prov web --tiles-dir`: the `checkpoint` was read whole, however large, on the
+    event loop and outside the per-client tile shares, for every request (a 256 MiB file
+    there, four requests at once: the web's peak memory 100 MB -> 1.15 GB, each sent all
+    of it), though no reader takes a checkpoint over a signed note's 1 MiB. Now it is read
+    no further than that and a byte, and one over it is answered 404 in words, as a
+    checkpoint that is not there."""
+    from provenance.log.checkpoint import MAX_NOTE_BYTES
+
+    with open(tmp_path / "checkpoint", "wb") as f:
+        f.truncate(12 << 20)
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=30)
+        said = e.value.read().decode()
+        assert e.value.code == 404, (e.value.code, len(said))
+        assert f"more than the {MAX_NOTE_BYTES:,} bytes" in said, said[:200]
+        assert len(said) < 1000
+    finally:
+        web.stop()
+
+
 def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> None:
     """A tiles URL answering with a redirect to ``ftp://`` or ``file://`` (a hostile or
     misconfigured server steering the auditor at another scheme) is refused in words
@@ -1150,7 +1178,7 @@ def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> N
     http -> https move is) is still followed."""
     import socket
     import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import ThreadingHTTPServer
 
     from provenance.core.errors import TransportError
 
@@ -1165,7 +1193,7 @@ def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> N
         "/moved/checkpoint": "/real/checkpoint",
     }
 
-    class Redirect(BaseHTTPRequestHandler):
+    class Redirect(_Quiet):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             if self.path in targets:
                 self.send_response(302)
@@ -1177,9 +1205,6 @@ def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> N
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
     server.daemon_threads = True

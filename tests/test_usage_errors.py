@@ -338,6 +338,33 @@ def test_a_scan_report_that_is_no_regular_file_is_a_usage_error(
             assert f"{report} is {kind}, not a regular file" in err, (args, err)
 
 
+def test_a_log_key_file_that_holds_no_key_is_not_echoed(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--log-key FILE` naming a readable file that holds no key (the operator's typo:
+    /etc/shadow, a private key, a log file) is a usage error that names the file and
+    quotes none of its text, which would land in a terminal's scrollback or a service's
+    log (before: its whole text, up to the message's end); a file over 16 KiB is not read
+    whole (before: read into memory whatever its size)."""
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$s3cretHASHs3cret:19000:0:99999:7:::\ndaemon:*:19000\n")
+    big = tmp_path / "big.log"
+    big.write_bytes(b"x" * (17 * 1024))
+    for key, why in ((secret, "key read from that file is not"), (big, "over 16 KiB")):
+        for args in (
+            ("verify", str(photo), "--log-key", str(key)),
+            ("scan", str(photo), "--report", str(tmp_path / "r.jsonl"), "--log-key", str(key)),
+        ):
+            rc, err = _run(capsys, *args)
+            flat = " ".join(err.split())
+            assert rc == 2 and "--log-key" in flat and str(key.name) in flat, (args, err)
+            assert why in flat, (args, err)
+            assert "s3cret" not in flat and "xxxx" not in flat, (args, err)
+    rc, err = _run(capsys, "verify", str(photo), "--witness", str(secret))
+    flat = " ".join(err.split())
+    assert rc == 2 and "key read from that file is not" in flat and "s3cret" not in flat, err
+
+
 def test_a_witness_given_a_malformed_log_key_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -297,3 +297,79 @@ def test_video_near_skips_images_and_bad_signatures(key: DeviceKey) -> None:
     assert decide(facts, NOW, near=[_logged(key, _video_claim(key, _frames(6)))]).status is (
         Verdict.UNSIGNED
     )
+
+
+# ---------------------------------------------------------------- a near search cut short
+
+
+def test_a_cut_search_gives_no_revoked_key_of_a_near_copy(key: DeviceKey) -> None:
+    """A near copy (a photo, a video) whose only matching captures found are covered by
+    their key's revocation is REVOKED_KEY after a whole search, but UNSIGNED after one cut
+    at its time budget (``near_cut_s``): a capture it did not reach may be an unrevoked
+    one (DERIVED). Its reason names the revoked capture; the evidence cites no claim."""
+    orig = _frames(8)
+    photo = _logged(key, revoked_at=NOW - timedelta(days=3))
+    video = _logged(key, _video_claim(key, orig), revoked_at=NOW - timedelta(days=1))
+    for facts, lc in (
+        (_facts(sha=b"\x0b" * 32), photo),
+        (FileFacts(b"\x0e" * 32, 100, "video/mp4", orig), video),
+    ):
+        assert decide(facts, NOW, near=[lc]).status is Verdict.REVOKED_KEY
+        r = decide(facts, NOW, near=[lc], near_cut_s=5.1)
+        assert r.status is Verdict.UNSIGNED, r.reasons
+        assert r.evidence.near_search_cut and r.evidence.claim is None
+        assert "log index 7" in r.reasons[0] and "before that capture was logged" in r.reasons[0]
+        assert "not a finding that the file is a copy of a revoked key's capture" in r.reasons[0]
+        assert "cut short after 5.1 s" in r.reasons[-1]
+
+
+def test_a_cut_search_leaves_derived_and_signature_verdicts_as_they_are(key: DeviceKey) -> None:
+    """A DERIVED copy (any unrevoked capture within the threshold is one) and the
+    REVOKED_KEY of exact bytes or of a sidecar's revoked key do not rest on the search's
+    reach: the same verdict, cut or not."""
+    valid = _logged(key, revoked_at=NOW + timedelta(days=3))
+    r = decide(_facts(sha=b"\x0b" * 32), NOW, near=[valid], near_cut_s=5.0)
+    assert r.status is Verdict.DERIVED and r.evidence.near_search_cut
+    revoked = _logged(key, revoked_at=NOW - timedelta(days=3))
+    r = decide(_facts(), NOW, exact=[revoked], near_cut_s=5.0)
+    assert r.status is Verdict.REVOKED_KEY and r.evidence.hash_match
+    claim = _claim(key)
+    s = _sign(key, claim)
+    r = decide(
+        _facts(),
+        NOW,
+        sidecar=s,
+        sidecar_claim=claim,
+        sidecar_device=_device(key, NOW - timedelta(hours=2)),
+        near=[revoked],
+        near_cut_s=5.0,
+    )
+    assert r.status is Verdict.REVOKED_KEY, r.reasons
+
+
+def test_a_cut_search_gives_no_revoked_key_beside_an_unknown_keys_sidecar(
+    key: DeviceKey,
+) -> None:
+    """A sidecar (or a claim embedded in the file's C2PA manifest) signed by a key this
+    log never enrolled is not used: the log decides, as for a file without it. So a near
+    copy of a revoked key's capture beside it is REVOKED_KEY after a whole search and
+    UNSIGNED after one cut (before h-revcut54 the cut reached `decide` but not this path's
+    near verdict: no test failed when it dropped the cut)."""
+    stranger = DeviceKey.generate()
+    claim = _claim(stranger, sha=b"\x0c" * 32)
+    signed = _sign(stranger, claim)
+    revoked = _logged(key, revoked_at=NOW - timedelta(days=3))
+    facts = _facts(sha=b"\x0b" * 32)
+    common: dict[str, Any] = {
+        "sidecar": signed,
+        "sidecar_claim": claim,
+        "near": [revoked],
+        "sidecar_public_key": stranger.public_key,
+    }
+    whole = decide(facts, NOW, **common)
+    assert whole.status is Verdict.REVOKED_KEY, whole.reasons
+    cut = decide(facts, NOW, **common, near_cut_s=5.1)
+    assert cut.status is Verdict.UNSIGNED, cut.reasons
+    assert cut.evidence.near_search_cut and cut.evidence.sidecar_present
+    assert "not a finding that the file is a copy of a revoked key's capture" in cut.reasons[0]
+    assert any("a key this log does not know" in r for r in cut.reasons), cut.reasons

@@ -48,6 +48,7 @@ from tests.conftest import (
     start_server,
     start_web,
 )
+from tests.ports import kept_port
 
 pytestmark = pytest.mark.slow
 
@@ -519,8 +520,10 @@ def test_the_web_keeps_the_log_key_until_a_restarted_service_has_another(
         with httpx.Client(base_url=web.address, timeout=60) as c:
             before = c.get("/api/v1/checkpoint").json()
             first.stop()
-            # another service, another log key, on the same address
-            second = start_server(tmp_path / "b.db", "--listen", address)
+            # another service, another log key, on the same address (kept meanwhile:
+            # freed, the kernel could give it to another xdist worker's server on port 0)
+            with kept_port(int(address.rsplit(":", 1)[1])):
+                second = start_server(tmp_path / "b.db", "--listen", address)
             _enroll_one(address)
             deadline = time.monotonic() + 30
             r = c.get("/api/v1/checkpoint")

@@ -249,6 +249,24 @@ def test_return_active_manifest_takes_only_true_or_false(http: httpx.Client, val
     assert http.get("/manifests/1?returnActiveManifest=").status_code == 200  # left empty
 
 
+def test_a_boolean_parameter_refused_names_every_value_it_takes(http: httpx.Client) -> None:
+    """The 400 for a boolean parameter lists exactly the values taken: each word it names
+    is answered 200, in any case, on both boolean parameters (``detect`` on the verify
+    route, ``returnActiveManifest``), and nothing taken goes unnamed (before: the message
+    said "true or false" while 1/0, yes/no and on/off were taken too)."""
+    r = http.get("/manifests/1", params={"returnActiveManifest": "banana"})
+    message = r.json()["error"]["message"]
+    named = set(re.findall(r"\b(true|false|yes|no|on|off|1|0)\b", message.split(", got")[0]))
+    assert named == {"true", "false", "1", "0", "yes", "no", "on", "off"}, message
+    assert "any case" in message, message
+    for word in sorted(named):
+        for value in (word, word.upper()):
+            got = http.get("/manifests/1", params={"returnActiveManifest": value})
+            assert got.status_code == 200, (value, got.text)
+    verify = http.post("/api/v1/verify?detect=maybe", files={"file": ("x.jpg", b"x")})
+    _json_error(verify, "detect must be true or false \\(or 1/yes/on for true, 0/no/off")
+
+
 def test_max_results_past_what_the_log_answers_is_a_cap_not_an_error(
     site: DemoSite, http: httpx.Client
 ) -> None:

@@ -10,10 +10,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from clients.device.sidecars import _free_backup
+from clients.files import open_regular, read_bounded
 from provenance.core.claims import SignedClaim
 from provenance.core.errors import ConfigError, FileChangedError, MediaError
 from provenance.core.keys import DeviceKey
-from provenance.wire.sidecar import decode_sidecar, embedded_sidecar, encode_sidecar
+from provenance.wire.sidecar import (
+    MAX_SIDECAR_BYTES,
+    decode_sidecar,
+    embedded_sidecar,
+    encode_sidecar,
+)
 
 if TYPE_CHECKING:
     from provenance.c2pa.result import C2paResult
@@ -75,7 +81,8 @@ def _own_manifest(
     if media_type not in WRITABLE_TYPES:
         return None  # `embed_manifest` refuses the type, saying which it takes
     try:
-        data = path.read_bytes()
+        with open_regular(path) as f:  # a FIFO or device swapped in: refused, never waited on
+            data = f.read()
     except OSError as e:
         raise MediaError(f"cannot read {path.name}: {e.strerror or e}") from e
     if not may_hold_manifest_store(data, media_type):
@@ -144,12 +151,19 @@ class C2paExport:
         another signer's, or one that does not validate: it is never replaced),
         ConfigError when ``chain`` holds no certificate, TimestampError (file untouched)
         when the TSA fails, MediaError for a symbolic link or a file with other hard
-        links (`check_embeddable`); otherwise as `embed_manifest`.
+        links (`check_embeddable`), NotRegularFileError (a MediaError) when ``side_path``
+        is a FIFO, device or folder, MediaTooLargeError when it is over MAX_SIDECAR_BYTES
+        (not read), MediaError when it cannot be read, ClaimError when it is no sidecar;
+        otherwise as `embed_manifest`.
         """
         from provenance.c2pa.writer import embed_manifest
 
         check_embeddable(path)
-        sidecar = decode_sidecar(side_path.read_bytes())
+        try:  # a FIFO or device swapped in: refused, never waited on; a huge one unread
+            data = read_bounded(side_path, MAX_SIDECAR_BYTES, "sidecar")
+        except OSError as e:
+            raise MediaError(f"cannot read {side_path.name}: {e.strerror or e}") from e
+        sidecar = decode_sidecar(data)
         if sidecar.receipt is None:
             raise ConfigError(
                 f"{path.name}: the claim is not logged yet; C2PA export needs the receipt"

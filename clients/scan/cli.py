@@ -9,21 +9,23 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from clients.api import default_server
 from clients.device import default_home
-from clients.interrupt import how_stopped, terminate_as_interrupt
+from clients.interrupt import ctrl_c_notes, how_stopped, terminate_as_interrupt
 from clients.options import (
     ServerOpt,
     UsageError,
     existing,
     in_existing_folder,
     nonempty_path,
+    verifier_key,
 )
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_note, summary_table, summary_title
-from clients.scan.report import csv_path, html_path, legend
+from clients.scan.report import EVIDENCE_REFUSED, csv_path, html_path, legend
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError, TransportError
@@ -104,6 +106,18 @@ def scan(
         int,
         typer.Option(help="Files per batch (one lookup call each).", min=1, max=MAX_LOOKUP_QUERIES),
     ] = DEFAULT_BATCH,
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROV_LOG_KEY",
+            help="The log's verifier key (text or a file holding it; `prov log key` prints"
+            " it): as in `prov verify`, the evidence of each verdict citing a logged claim"
+            " is checked with it here (signed checkpoint, inclusion proof); a file whose"
+            " evidence does not verify gets an error row, and the scan exits 3.",
+            callback=verifier_key,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Scan folders and archives: which files are signed originals, derived from signed
     captures, or unsigned. Hashes are sent to the server; a file is uploaded only to
@@ -111,68 +125,128 @@ def scan(
 
     Archives are read as streams, never extracted; hostile entries are refused with a
     reason in the report. Interrupted scans continue with --resume. Exit 0 when the scan
-    completed (whatever the verdicts), 1 on an error, such as a server unreachable for
-    more than a few seconds (rows so far are kept: run the same command with --resume).
-    OUT.csv and OUT.html are written when a run completes. Details: docs/scan.md.
+    completed (whatever the verdicts); 3 when it completed but the server's evidence for
+    a file did not hold (a claim of other bytes cited, or, with --log-key, a receipt that
+    does not verify with that key: rows SERVER EVIDENCE REFUSED; or, with --log-key and
+    --resume, rows of an earlier run not checked with it, or with another key); 1 on an
+    error, such as a server unreachable for more than a few seconds (rows so far are
+    kept: run the same command with --resume). OUT.csv and OUT.html are written when a
+    run completes.
+    Details: docs/scan.md.
     """
     if retry_errors and not resume:
         raise UsageError("--retry-errors goes with --resume (a new report has no error rows)")
-    _check_report(report, resume)  # the arguments first, then the progress bar
-    chosen = make_engine(engine, workers)
-    config = ScanConfig(server=server, detect=detect, detector_secret=_detector_secret(detect))
     err = SafeConsole(stderr=True)
+
+    def say(text: str) -> None:
+        err.print(text, highlight=False, soft_wrap=True)
+
     terminated: list[int] = []  # SIGTERM, once it came
-    try:
-        with terminate_as_interrupt(terminated), ScanProgress(err) as progress:
-            result = run_scan(
-                [str(p) for p in paths],
-                report,
-                config,
-                chosen,
-                resume=resume,
-                retry_errors=retry_errors,
-                batch_size=batch_size,
-                on_rows=progress.update,
-                on_warning=lambda text: err.print(text, highlight=False, soft_wrap=True),
+    # from here, before the report is read or the detector secret made: SIGTERM says
+    # "terminated (SIGTERM)" and exits 143 (before, it ended the process at once, -15)
+    with terminate_as_interrupt(terminated):
+        try:
+            _check_report(report, resume)  # the arguments first, then the progress bar
+            chosen = make_engine(engine, workers)
+            secret = _detector_secret(detect)
+            pinned = _read_key_text(log_key) if log_key is not None else ""
+        except KeyboardInterrupt:
+            if not terminated:
+                raise
+            err.print(how_stopped(terminated)[0] + ": nothing was scanned", highlight=False)
+            raise typer.Exit(how_stopped(terminated)[1]) from None
+        config = ScanConfig(server=server, detect=detect, detector_secret=secret, log_key=pinned)
+        kept = (
+            f"the rows so far are kept in {report}; the same command with --resume"
+            " continues the scan"
+        )
+        try:
+            # a second Ctrl-C while the first one stops the scan: at once, saying ``kept``
+            with ctrl_c_notes(kept, say=say), ScanProgress(err) as progress:
+                result = run_scan(
+                    [str(p) for p in paths],
+                    report,
+                    config,
+                    chosen,
+                    resume=resume,
+                    retry_errors=retry_errors,
+                    batch_size=batch_size,
+                    on_rows=progress.update,
+                    on_warning=lambda text: err.print(text, highlight=False, soft_wrap=True),
+                )
+        except KeyboardInterrupt:
+            word, code = how_stopped(terminated)
+            err.print(f"{word}: {kept}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+        except TransportError as e:  # the server unreachable after the retries, or refusing
+            raise TransportError(
+                f"{e}; the rows so far are kept in {report}; the same command with --resume"
+                " continues the scan",
+                e.code,
+                e.retry_after_s,
+                from_grpc=e.from_grpc,
+                waited_s=e.waited_s,
+            ) from None
+        except OSError as e:  # the machine's: a full disk or a file size limit under the report
+            err.print(
+                f"error: {os_failure(e)}; the rows so far are kept in {report}; the same"
+                " command with --resume continues the scan once that is fixed",
+                highlight=False,
             )
-    except KeyboardInterrupt:
-        word, code = how_stopped(terminated)
-        err.print(
-            f"{word}: the rows so far are kept in {report}; the same command with --resume"
-            " continues the scan",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(code) from None
-    except TransportError as e:  # the server unreachable after the retries, or refusing
-        raise TransportError(
-            f"{e}; the rows so far are kept in {report}; the same command with --resume"
-            " continues the scan",
-            e.code,
-            e.retry_after_s,
-            from_grpc=e.from_grpc,
-            waited_s=e.waited_s,
-        ) from None
-    except OSError as e:  # the machine's: a full disk or a file size limit under the report
-        err.print(
-            f"error: {os_failure(e)}; the rows so far are kept in {report}; the same"
-            " command with --resume continues the scan once that is fixed",
-            highlight=False,
-        )
-        raise typer.Exit(1) from None
+            raise typer.Exit(1) from None
     out = SafeConsole()
     out.print(summary_title(result, report), soft_wrap=True)  # whole, however long its path
     out.print(summary_table(result, report))
     note = summary_note(result)
     if note:
         out.print(note, highlight=False, soft_wrap=True)
-    for line in legend(result.summary.counts, where=f"in {html_path(report)}"):
+    summary = result.summary
+    for line in legend(
+        summary.counts,
+        where=f"in {html_path(report)}",
+        pixels_unchecked=summary.pixels_unchecked,
+        over_limits=summary.over_limits,
+    ):
         out.print(line, highlight=False, soft_wrap=True)
     out.print(
         f"reports: {report}, {csv_path(report)}, {html_path(report)}",
         highlight=False,
         soft_wrap=True,  # whole: a script reads the paths from it
     )
+    refused = result.summary.counts.get(EVIDENCE_REFUSED, 0)
+    if refused:  # as `prov verify` exits 3 for one such file
+        err.print(
+            Text.assemble(
+                ("SERVER EVIDENCE REFUSED:", "bold red"),
+                f" the server's evidence for {refused} {'file' if refused == 1 else 'files'}"
+                f" of the report did not hold (each row's error says why); no verdict is"
+                f" shown for {'it' if refused == 1 else 'them'}",
+            ),
+            soft_wrap=True,
+        )
+    if result.unchecked:  # rows of an earlier run without this --log-key: not proven
+        n = result.unchecked
+        err.print(
+            Text.assemble(
+                ("NOT CHECKED WITH --log-key:", "bold red"),
+                f" {n:,} {'row' if n == 1 else 'rows'} of the report, written by an earlier"
+                f" run and not scanned again, {'shows' if n == 1 else 'show'} a verdict"
+                " citing a logged claim that was not checked with --log-key (its"
+                " evidence_checked is not log-key, or its log_key is another key than the"
+                " one given);"
+                " scan into a new report to check every file with the key",
+            ),
+            soft_wrap=True,
+        )
+    if refused or result.unchecked:
+        raise typer.Exit(3)
+
+
+def _read_key_text(value: str) -> str:
+    """`provenance.witness.client.read_key_text`, loaded only when --log-key is given."""
+    from provenance.witness.client import read_key_text
+
+    return read_key_text(value)
 
 
 #: The local detector's crop secret, in PROV_HOME (~/.prov).

@@ -43,6 +43,12 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from clients.interrupt import (
+    extend_ctrl_c_deadline,
+    handing_over,
+    hold_signal,
+    raises_keyboard_interrupt,
+)
 from clients.scan.sources import Item
 from clients.scan.worker import ScanConfig, process_batch
 from provenance.core.errors import ConfigError, WorkerError
@@ -129,10 +135,17 @@ def _worker_context() -> (
     return ctx
 
 
+#: The warning filter CPython's resource tracker is started with (``-W``): its warning
+#: of the pool's semaphores that a scan ended at once left to it (`_start_fork_server`).
+_TRACKER_QUIET = "ignore:resource_tracker:UserWarning"
+
+
 def _start_fork_server() -> None:
     """Start the fork server (if not running) with SIGINT blocked, so that a Ctrl-C while
     it imports the preload list (1-2 s) does not print its KeyboardInterrupt traceback:
-    `clients.scan.preload`, last of that list, makes it ignore SIGINT and unblocks it, and
+    `clients.scan.preload`, last of that list, makes it ignore SIGINT and unblocks it (in
+    a ``finally``, and each worker's initializer `_exit_with_parent` again, for a preload
+    that fails to import: the fork server passes over that), and
     the workers it forks inherit that: a Ctrl-C reaches the scan process alone in effect,
     which stops its workers itself (`_stop_workers`). This process blocks SIGINT in its
     main thread only while the fork server is spawned (a fork and exec, milliseconds to
@@ -150,7 +163,14 @@ def _start_fork_server() -> None:
         multiprocessing.forkserver.ensure_running()
         return
     with _interrupt_after():
-        multiprocessing.resource_tracker.ensure_running()
+        # started without its "leaked semaphore objects" warning, which a scan ended at
+        # once (a second Ctrl-C, `clients.interrupt`'s deadline, a kill) left under its
+        # own last line: the tracker still removes them, the job the warning speaks of
+        sys.warnoptions.append(_TRACKER_QUIET)
+        try:
+            multiprocessing.resource_tracker.ensure_running()
+        finally:
+            sys.warnoptions.remove(_TRACKER_QUIET)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             multiprocessing.forkserver.ensure_running()
@@ -169,7 +189,8 @@ def _interrupt_after() -> Iterator[None]:
     handled in Python (`clients.scan.cli`'s, which stops the scan as Ctrl-C does) is held
     the same way and then handed to that handler, also when SIGINT is ignored (a scan
     started in the background), where it cannot go by SIGINT. Outside the main thread the
-    block runs as is, and SIGINT is held only when it has Python's default handler."""
+    block runs as is, and SIGINT is held only when its handler raises KeyboardInterrupt
+    (`clients.interrupt.raises_keyboard_interrupt`), and is then handed to it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -177,6 +198,7 @@ def _interrupt_after() -> Iterator[None]:
 
     def hold(signum: int, _frame: types.FrameType | None) -> None:
         held.append(signum)
+        hold_signal(signum)  # the deadline runs; a second signal ends the scan at once
 
     previous = {
         signum: signal.signal(signum, hold)
@@ -184,16 +206,21 @@ def _interrupt_after() -> Iterator[None]:
             (signal.SIGINT, signal.getsignal(signal.SIGINT)),
             (signal.SIGTERM, signal.getsignal(signal.SIGTERM)),
         )
-        if handler is signal.default_int_handler or (signum == signal.SIGTERM and callable(handler))
+        if raises_keyboard_interrupt(handler) or (signum == signal.SIGTERM and callable(handler))
     }
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if held:
+        handing_over()  # the handlers below start the deadline again
     on_term = previous.get(signal.SIGTERM)
     if signal.SIGTERM in held and callable(on_term):
         on_term(signal.SIGTERM, None)  # raises, as it would have in the block
+    on_int = previous.get(signal.SIGINT)
+    if held and callable(on_int):
+        on_int(signal.SIGINT, None)  # raises KeyboardInterrupt (after a deadline's start)
     if held:
         raise KeyboardInterrupt
 
@@ -206,8 +233,14 @@ def _exit_with_parent() -> None:
     pool started a worker) left its workers blocked for ever, in their call and then
     waiting for a batch, and the fork server, which lives while any of them does.
     `multiprocessing.parent_process().sentinel` is a pipe end that the scan process holds
-    open: it becomes readable when that process ends."""
+    open: it becomes readable when that process ends.
+
+    SIGINT is also unblocked here (after it is ignored, so one pending is dropped): the
+    fork server starts with it blocked and `clients.scan.preload` unblocks it, but the
+    fork server passes over an ImportError in its preload, and a preload that did not
+    import left it blocked in every worker (tests/test_scan_preload_failure.py)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     parent = multiprocessing.parent_process()
     sentinel = parent.sentinel if parent is not None else None
     if sentinel is None:
@@ -282,6 +315,10 @@ def _stop_workers(
     when Python's exit hook wakes it through a pipe it was closing: 'Exception ignored ...
     OSError: [Errno 9] Bad file descriptor' under the 'interrupted' line."""
     started = [proc for proc in workers if proc.pid is not None]
+    # after a Ctrl-C: the workers' grace, and then some; said, with "Ctrl-C again to stop
+    # at once" (which leaves the workers to end with this process: `_exit_with_parent`)
+    doing = "stopping the scan's workers" if any(p.is_alive() for p in started) else ""
+    extend_ctrl_c_deadline(grace, doing)
     for proc in started:
         if proc.is_alive():
             proc.terminate()

@@ -39,7 +39,7 @@ from clients.files import open_regular, still_holds, still_the_file
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
 from provenance.c2pa.container import stored_content_sha256
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, Sha256Stream, perceptual_hash
-from provenance.core.errors import ClaimError, FileChangedError, MediaError
+from provenance.core.errors import ClaimError, FileChangedError, MediaError, MediaTooLargeError
 from provenance.core.files import file_identity
 from provenance.media.assets import AssetLimits, image_pdq
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
@@ -87,6 +87,16 @@ def _is_video(media_type: str | None) -> bool:
 
 
 _UNRECOGNISED = "not a recognised image or video format: looked up by SHA-256 only"
+
+#: What the note of an image over this scan's own limits (pixels, bytes, decode budget)
+#: adds after the limit: its pixels were not hashed, so a near copy of a signed capture
+#: was not searched for, which `prov verify` (the file uploaded, the service's limits
+#: perhaps higher) may find: it then reads DERIVED there, UNSIGNED here (revscanpix55).
+NO_NEAR_SEARCH = (
+    "so no near copy of a signed capture was searched for; `prov verify` sends the file"
+    " to the service, which may have been started with higher limits"
+    " (`prov serve --max-megapixels`, `--max-image-mb`, `--decode-budget-mb`)"
+)
 
 
 #: The note of an empty file's row.
@@ -170,8 +180,9 @@ def _from_bytes(
         try:
             hashes, quality = _pdq(data, limits, decoded)
         except MediaError as e:
+            over = f", {NO_NEAR_SEARCH}" if isinstance(e, MediaTooLargeError) else ""
             return Measured(
-                ref, len(data), sha, media_type, (), "file", f"{e}: looked up by SHA-256 only"
+                ref, len(data), sha, media_type, (), "file", f"{e}{over}: looked up by SHA-256 only"
             )
         return Measured(
             ref,
@@ -319,8 +330,8 @@ def measure(
             raise FileChangedError(changed_while_scanned(item.path))
     if _is_image(media_type):
         note = (
-            f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit:"
-            " looked up by SHA-256 only"
+            f"image of {size} bytes is over the {limits.max_image_bytes}-byte limit,"
+            f" {NO_NEAR_SEARCH}: looked up by SHA-256 only"
         )
         return Measured(item.ref, size, sha, media_type, (), "file", note)
     return Measured(item.ref, size, sha, media_type, (), "file", _UNRECOGNISED)

@@ -52,6 +52,29 @@ class ScanResult:
     skipped: int
     elapsed_s: float
     summary: Summary
+    #: with --log-key (``config.log_key``), rows found in the report whose verdict cites a
+    #: logged claim but were not checked with that key (`unchecked_by_key`): written by
+    #: an earlier run without it, or with another key, and not scanned again
+    unchecked: int = 0
+
+
+def unchecked_by_key(row: dict[str, Any], log_key: str) -> bool:
+    """Whether the report row ``row`` shows a verdict citing a logged claim (SIGNED_ORIGINAL,
+    DERIVED; REVOKED_KEY whose claim has a log receipt) whose evidence was not proven
+    with the verifier key ``log_key`` (NAME+ID+KEY, as --log-key gives it, checked): its
+    ``evidence_checked`` is not "log-key", or its ``log_key`` names another key. A row
+    without ``log_key`` (written before scankey54 recorded it) proven with "log-key"
+    counts as checked, as it did before."""
+    if row.get("error"):
+        return False
+    if row.get("evidence_checked") == "log-key":
+        by = row.get("log_key")
+        return by is not None and by != log_key
+    status = row.get("status")
+    if status in ("SIGNED_ORIGINAL", "DERIVED"):
+        return True
+    claim = (row.get("evidence") or {}).get("claim") or {}
+    return status == "REVOKED_KEY" and bool(claim.get("log"))
 
 
 #: Items in a scan's first batch at most; each later batch may hold twice as many as the
@@ -162,6 +185,7 @@ def run_scan(
     start = clock()
     scanned = scanned_bytes = 0
     writer: ReportWriter | None = None
+    unchecked = 0
     # The objects that exist now (the imports, the caller's) are kept out of the garbage
     # collector's full passes until the scan ends (gc.freeze): the rows in flight brought
     # on a full pass over all ~80,000 of them about every 10^4 files, ~50 ms (5 us a file).
@@ -175,10 +199,12 @@ def run_scan(
     given = GivenPaths(paths)
 
     def add_row(row: dict[str, Any]) -> None:
-        nonlocal writer
+        nonlocal writer, unchecked
         if writer is None:  # once the journal accepted the report: a refused one keeps its CSV
             writer = ReportWriter(report, detect=config.detect)
         writer.add(row)
+        if config.log_key and unchecked_by_key(row, config.log_key):  # an earlier run's row
+            unchecked += 1
         given.add(row["path"])
 
     try:
@@ -241,4 +267,4 @@ def run_scan(
         gc.set_threshold(*thresholds)
         if frozen:
             gc.unfreeze()
-    return ScanResult(scanned, scanned_bytes, skipped, clock() - start, summary)
+    return ScanResult(scanned, scanned_bytes, skipped, clock() - start, summary, unchecked)

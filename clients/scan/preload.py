@@ -25,11 +25,23 @@ import gc
 import io
 import signal
 
-import grpc._channel  # noqa: F401  # imported by grpc.insecure_channel on first use
-from PIL import Image
+try:
+    import grpc._channel  # noqa: F401  # imported by grpc.insecure_channel on first use
+    from PIL import Image
 
-from clients.scan.worker import GC_YOUNG_THRESHOLD
-from provenance.media.assets import AssetLimits, inspect_image
+    from clients.scan.worker import GC_YOUNG_THRESHOLD
+    from provenance.media.assets import AssetLimits, inspect_image
+finally:
+    # SIGINT ignored, then unblocked (the fork server was started with it blocked, so
+    # that a Ctrl-C during the preload's imports stays pending:
+    # `clients.scan.engines._start_fork_server`; ignoring it drops one pending), for the
+    # fork server and every worker it forks: the scan process stops its workers itself.
+    # The fork server keeps this disposition for its workers. In a ``finally``: an
+    # ImportError here, which the fork server passes over, left it blocked (each
+    # worker's initializer, `clients.scan.engines._exit_with_parent`, unblocks it too,
+    # for a preload that is not imported at all).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def warm_decoder() -> None:
@@ -54,9 +66,3 @@ except Exception:
 # after every import of the preload list (this module is its last): see the module docstring
 gc.freeze()
 gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
-# SIGINT ignored, then unblocked (the fork server was started with it blocked, so that a
-# Ctrl-C during these imports stays pending: `clients.scan.engines._start_fork_server`;
-# ignoring it drops one pending), for the fork server and every worker it forks: the scan
-# process stops its workers itself. The fork server keeps this disposition for its workers.
-signal.signal(signal.SIGINT, signal.SIG_IGN)
-signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

@@ -14,10 +14,10 @@ from rich.table import Column, Table
 from rich.text import Text
 
 from clients.scan.pipeline import ScanResult
-from clients.scan.report import EMPTY, ERROR, SIDECAR, hashed_bytes, row_key
+from clients.scan.report import EMPTY, ERROR, EVIDENCE_REFUSED, SIDECAR, hashed_bytes, row_key
 from provenance.core.claims import Verdict
 
-_ORDER = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
+_ORDER = [v.value for v in Verdict] + [ERROR, EVIDENCE_REFUSED, EMPTY, SIDECAR]
 
 #: Redraws of the progress line per second. Rich's default of 10 cost a scan about 17 ms
 #: of CPU per second (its refresh thread drawing the line, in the driver, which shares
@@ -138,7 +138,7 @@ def summary_note(result: ScanResult) -> str | None:
         + ("the 1 file was" if n == 1 else f"all {n} files were")
         + " already in the report"
     )
-    errors = result.summary.counts.get(ERROR, 0)
+    errors = result.summary.counts.get(ERROR, 0) + result.summary.counts.get(EVIDENCE_REFUSED, 0)
     if errors:
         rows = "row" if errors == 1 else "rows"
         note += f" (--retry-errors scans its {errors} error {rows} again)"

@@ -4,7 +4,8 @@ Both describe every row of the JSON Lines file: `ReportWriter` takes each row as
 scan records it (a resumed scan's earlier rows first, as the journal reads them). The
 HTML page is self-contained: counts per verdict, the files that need a look (TAMPERED,
 then REVOKED_KEY, then DERIVED, each with its key evidence: the reason, the revocation,
-the matched log entry and distance), the unsigned images ranked by the detector's
+the matched log entry and distance; and, for a near copy, whether its match was checked
+on its own pixels here: ``pixels_checked``), the unsigned images ranked by the detector's
 advisory score, those with a score with inline JPEG thumbnails (base64
 ``data:`` URLs, at most THUMBNAIL_SIDE pixels a side), and the refused entries with their
 reasons. When no detector ran (a scan without ``--detect``, and no row of the report
@@ -31,6 +32,7 @@ from typing import Any
 from PIL import Image
 
 from clients.report import DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_MEANS_NOTHING
+from clients.scan.hashing import NO_NEAR_SEARCH
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.core.files import naming
@@ -51,6 +53,9 @@ FLAGGED = (Verdict.TAMPERED.value, Verdict.REVOKED_KEY.value, Verdict.DERIVED.va
 _UNSIGNED = Verdict.UNSIGNED.value
 #: The count key of rows with an error (no verdict).
 ERROR = "ERROR"
+#: The count key of rows whose server answer was refused as evidence (no verdict; `prov
+#: verify` exits 3 for such a file, and so does the scan).
+EVIDENCE_REFUSED = "SERVER EVIDENCE REFUSED"
 #: The count key of sidecars (no verdict, no error).
 SIDECAR = "SIDECAR"
 #: The count key of empty files (not looked up).
@@ -79,6 +84,16 @@ CSV_FIELDS = (
     # both), added last for the same reason; empty where no detector scored the row.
     "detector_model",
     "detector_advisory",
+    # as `prov verify --json`'s: "log-key" (proven with --log-key), "refused" (the
+    # server's evidence did not hold: see error), empty (not checked); added last
+    "evidence_checked",
+    # the --log-key (NAME+ID+KEY) that proved the row, or refused it; empty: none.
+    # Added after evidence_checked (scankey54), so the columns before stay where they were
+    "log_key",
+    # a near copy's (DERIVED, near REVOKED_KEY) match checked on its own pixels here:
+    # "true", "false" (over this client's limits: the service's word), empty for other
+    # verdicts and older rows. Added last (scanpix55), the columns before where they were
+    "pixels_checked",
 )
 
 
@@ -97,9 +112,9 @@ def report_files(report: Path) -> tuple[Path, ...]:
 
 
 def row_key(row: dict[str, Any]) -> str:
-    """The summary bucket of a row: its status, ERROR, EMPTY or SIDECAR."""
+    """The summary bucket of a row: its status, ERROR, EVIDENCE_REFUSED, EMPTY or SIDECAR."""
     if row.get("error"):
-        return ERROR
+        return EVIDENCE_REFUSED if row.get("evidence_checked") == "refused" else ERROR
     if row.get("kind") == "empty":
         return EMPTY
     return row.get("status") or SIDECAR
@@ -173,7 +188,14 @@ def _csv_values(row: dict[str, Any]) -> list[Any]:
         row_reason(row),
         _model(det) if "score" in det else "",
         (det.get("advisory") or DETECTOR_ADVISORY) if "score" in det else "",
+        row.get("evidence_checked") or "",
+        row.get("log_key") or "",
+        _PIXELS_CELL.get(row.get("pixels_checked"), ""),
     ]
+
+
+#: The CSV's ``pixels_checked`` cell of a row's value (JSON's words; None: empty).
+_PIXELS_CELL: dict[object, str] = {True: "true", False: "false"}
 
 
 def _model(detector: dict[str, Any]) -> str:
@@ -189,7 +211,12 @@ class Summary:
     ``flagged``: the first TOP_FLAGGED rows of each verdict in FLAGGED, by verdict;
     ``detected``: whether a detector ran (the scan asked for one, or a row of the report
     carries a detector block: a resumed report's earlier rows); ``sha256_only``: how many
-    UNSIGNED rows were looked up by SHA-256 alone (kind "file": no pixels hashed)."""
+    UNSIGNED rows were looked up by SHA-256 alone (kind "file": no pixels hashed);
+    ``pixels_unchecked``: how many rows are near copies whose match was not checked here
+    (``pixels_checked`` false: over this client's own limits, the service's word);
+    ``over_limits``: how many of the ``sha256_only`` rows are images over this scan's own
+    limits (their note says `clients.scan.hashing.NO_NEAR_SEARCH`): no near copy searched
+    for."""
 
     counts: dict[str, int]
     rows: int
@@ -199,6 +226,8 @@ class Summary:
     detected: bool = False
     flagged: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     sha256_only: int = 0
+    pixels_unchecked: int = 0
+    over_limits: int = 0
 
 
 def _rank(row: dict[str, Any]) -> float:
@@ -234,6 +263,8 @@ class ReportWriter:
         self._bytes = 0
         self._seen = 0
         self._sha256_only = 0  # UNSIGNED rows looked up by SHA-256 alone (kind "file")
+        self._pixels_unchecked = 0  # near copies whose match was not checked here
+        self._over_limits = 0  # SHA-256 only: images over this scan's limits
         self._unsigned: list[tuple[float, int, dict[str, Any]]] = []  # a min-heap
         self._refused: list[dict[str, Any]] = []
         self._flagged: dict[str, list[dict[str, Any]]] = {k: [] for k in FLAGGED}
@@ -260,9 +291,13 @@ class ReportWriter:
         unsigned = key == _UNSIGNED
         if unsigned and row.get("kind") == "file":
             self._sha256_only += 1
+            if NO_NEAR_SEARCH in (row.get("note") or ""):
+                self._over_limits += 1
         self._seen += 1
+        if row.get("pixels_checked") is False:
+            self._pixels_unchecked += 1
         self._detected = self._detected or bool(row.get("detector"))
-        if key == ERROR and len(self._refused) < TOP_REFUSED:
+        if key in (ERROR, EVIDENCE_REFUSED) and len(self._refused) < TOP_REFUSED:
             self._refused.append(row)
         flagged = self._flagged.get(key)
         if flagged is not None and len(flagged) < TOP_FLAGGED:
@@ -292,6 +327,8 @@ class ReportWriter:
             self._detected,
             {k: list(v) for k, v in self._flagged.items() if v},
             self._sha256_only,
+            self._pixels_unchecked,
+            self._over_limits,
         )
 
     def finish(
@@ -355,6 +392,7 @@ body{font-family:system-ui,sans-serif;margin:2em;color:#222}
 table{border-collapse:collapse;margin:1em 0}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
 th{background:#f3f3f3}td.n{text-align:right}img{display:block}.note{color:#666;font-size:90%}
+td.unchecked{color:#a40}
 """
 
 
@@ -419,8 +457,26 @@ def row_reason(row: dict[str, Any]) -> str:
     return "; ".join(str(r) for r in row.get("reasons") or [])
 
 
+#: The flagged table's "match checked" cell of a row's ``pixels_checked`` (the web page's
+#: words; None: another verdict, or a row of a scan before scanpix55).
+_PIXELS_HTML: dict[object, str] = {
+    True: "<td>checked here too</td>",
+    False: "<td class='unchecked'>not checked here</td>",
+}
+
+#: What the flagged table's "match checked" column says (a note under its heading).
+MATCH_CHECKED_NOTE = (
+    "Match checked: for a near copy (DERIVED, or REVOKED_KEY of a near match), whether"
+    " this scan hashed the file's own pixels and they match the claim's (checked here"
+    " too), or the file is over this client's own image limits, so its match is the"
+    " service's word (not checked here); empty for other verdicts and for rows of scans"
+    " made before the column was added."
+)
+
+
 def _flagged_html(summary: Summary) -> list[str]:
-    """The table of the flagged files, most serious verdict first (nothing when none)."""
+    """The table of the flagged files, most serious verdict first, each with its match
+    checked here or not (`_PIXELS_HTML`; nothing when none)."""
     shown = [row for key in FLAGGED for row in summary.flagged.get(key, [])]
     if not shown:
         return []
@@ -428,12 +484,14 @@ def _flagged_html(summary: Summary) -> list[str]:
     more = f" (first {len(shown)} of {total})" if len(shown) < total else ""
     out = [
         f"<h2>Files to look at: tampered, revoked or derived{more}</h2>"
-        "<table><tr><th>path</th><th>status</th><th>evidence</th></tr>"
+        f"<p class='note' id='match-checked'>{_e(MATCH_CHECKED_NOTE)}</p>"
+        "<table><tr><th>path</th><th>status</th><th>evidence</th><th>match checked</th></tr>"
     ]
     for row in shown:
         out.append(
             f"<tr><td>{_e(row['path'])}</td><td>{_e(row.get('status'))}</td>"
-            f"<td>{_e(row_reason(row))}</td></tr>"
+            f"<td>{_e(row_reason(row))}</td>"
+            f"{_PIXELS_HTML.get(row.get('pixels_checked'), '<td></td>')}</tr>"
         )
     out.append("</table>")
     return out
@@ -481,27 +539,63 @@ def _unsigned_html(summary: Summary, thumbs: dict[str, str]) -> list[str]:
 
 #: What the counts' rows that are no verdict hold, and what UNSIGNED does not mean.
 _LEGEND = {
-    _UNSIGNED: f"no signed capture matches the file; {UNSIGNED_MEANS_NOTHING}",
+    _UNSIGNED: "no signed capture by a key in good standing was found for the file (a row"
+    f" whose server cut its search short says so in its reasons); {UNSIGNED_MEANS_NOTHING}",
     ERROR: "refused, unreadable or not answered by the server: no verdict (reasons listed below)",
+    EVIDENCE_REFUSED: "the server's answer did not hold as checked here (a claim of other"
+    " bytes cited, or, with --log-key, a receipt that does not verify with that key): no"
+    " verdict (reasons listed below); the scan exits 3, as `prov verify` does for such a file",
     EMPTY: "a file of no bytes: nothing to look up",
     SIDECAR: "a provenance sidecar (FILE.prov), not looked up itself (beside a folder file,"
     " it is checked with that file)",
 }
 
 
-def legend(counts: Mapping[str, int], where: str = "listed below") -> list[str]:
+def legend(
+    counts: Mapping[str, int],
+    where: str = "listed below",
+    pixels_unchecked: int = 0,
+    over_limits: int = 0,
+) -> list[str]:
     """A line "KEY: meaning" for each row of ``counts`` that needs a word (`_LEGEND`): the
-    rows that are no verdict, and UNSIGNED; ``where`` says where the refused rows are."""
-    return [
+    rows that are no verdict, and UNSIGNED; ``where`` says where the refused rows are.
+    Then, when ``pixels_unchecked`` near copies' matches were not checked here
+    (`Summary.pixels_unchecked`), a line saying so; and when ``over_limits`` UNSIGNED
+    images were over this scan's own limits (`Summary.over_limits`), a line saying that
+    no near copy was searched for them."""
+    lines = [
         f"{key}: {_LEGEND[key].replace('listed below', where)}"
         for key in _LEGEND
         if counts.get(key)
     ]
+    if pixels_unchecked:
+        one = pixels_unchecked == 1
+        lines.append(
+            f"not checked here: {pixels_unchecked:,} DERIVED or REVOKED_KEY"
+            f" {'file is' if one else 'files are'} over this client's own image limits, so"
+            f" {'its' if one else 'their'} pixels were not hashed here and"
+            f" {'its' if one else 'their'} match to the signed capture is the service's word"
+            " (pixels_checked false in the report)"
+        )
+    if over_limits:
+        one = over_limits == 1
+        lines.append(
+            f"UNSIGNED by SHA-256 only: {over_limits:,} {'image is' if one else 'images are'}"
+            " over this client's own image limits, so no near copy of a signed capture was"
+            " searched for (its note says which limit); `prov verify FILE` sends a file to"
+            " the service, which may have been started with higher limits and find it"
+            " DERIVED"
+        )
+    return lines
 
 
 def _legend_html(summary: Summary) -> list[str]:
     """A line under the counts for each of their rows that needs a word (`legend`)."""
-    lines = legend(summary.counts)
+    lines = legend(
+        summary.counts,
+        pixels_unchecked=summary.pixels_unchecked,
+        over_limits=summary.over_limits,
+    )
     if not lines:
         return []
     items = "".join(f"<li>{_e(line)}</li>" for line in lines)
@@ -510,7 +604,7 @@ def _legend_html(summary: Summary) -> list[str]:
 
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
-    order = [v.value for v in Verdict] + [ERROR, EMPTY, SIDECAR]
+    order = [v.value for v in Verdict] + [ERROR, EVIDENCE_REFUSED, EMPTY, SIDECAR]
     out = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",

@@ -62,6 +62,10 @@ def _text(value: object, at: str) -> Problem | None:
     return None if isinstance(value, str) else (at, value, "text")
 
 
+def _bool(value: object, at: str) -> Problem | None:
+    return None if isinstance(value, bool) else (at, value, "true or false")
+
+
 def _whole(low: int, high: int, what: str = "") -> Check:
     """A whole number from ``low`` to ``high`` (``what``: its words, if not these)."""
     words = what or f"a whole number from {low:,} to {high:,}"
@@ -169,9 +173,40 @@ _ROW = _fields(
         "detector": _fields({"score": _number(0, 1), "band": _text, "note": _text}),
         "note": _text,
         "error": _text,
+        "evidence_checked": _one_of(("log-key", "refused")),
+        "log_key": _text,
+        "pixels_checked": _bool,
         "verified_at": _text,
     }
 )
+
+
+#: The verdicts a row's ``pixels_checked`` may be true or false for: a near copy's
+#: (`clients.derived.rests_on_soft_binding`; REVOKED_KEY only when not of the exact bytes).
+_NEAR_VERDICTS = (Verdict.DERIVED.value, Verdict.REVOKED_KEY.value)
+
+
+def _pixels_problem(row: dict[str, Any]) -> str | None:
+    """Why a row's ``pixels_checked``, true or false, is on a row that is no near copy's
+    (another verdict, an error row, a REVOKED_KEY of the exact bytes), or None: no scan
+    writes it there, and the reports would show it as a near copy's (the flagged table's
+    "match checked", the legend's count of DERIVED or REVOKED_KEY files not checked
+    here). Its type is checked before (`_ROW`)."""
+    value = row.get("pixels_checked")
+    if value is None:
+        return None
+    status = row.get("status")
+    evidence = row.get("evidence") or {}
+    exact = status == Verdict.REVOKED_KEY.value and evidence.get("hash_match") is True
+    if status in _NEAR_VERDICTS and not exact:
+        return None
+    what = f"a {status} row" if status is not None else "a row with no verdict"
+    if exact:
+        what = "a REVOKED_KEY row of the exact bytes (evidence.hash_match true)"
+    return (
+        f"its pixels_checked is {shown_value(value)}: null for {what}; only a near copy's"
+        " row (DERIVED, or REVOKED_KEY of a near match) says it"
+    )
 
 
 def row_problem(row: dict[str, Any]) -> str | None:
@@ -180,8 +215,9 @@ def row_problem(row: dict[str, Any]) -> str | None:
     out, or of its kind: ``size`` a whole number of bytes (0 to 2^63-1), ``kind`` and
     ``status`` one of their names, ``detector.score`` and a video's ``coverage`` a number
     from 0 to 1, a PDQ distance or threshold a whole number of bits (0 to 256), a log leaf
-    a whole number from 0, a quality 0 to 100, the other fields text, objects or lists as
-    the scan writes them."""
+    a whole number from 0, a quality 0 to 100, ``pixels_checked`` true or false and only on
+    a near copy's row (DERIVED, or REVOKED_KEY whose evidence.hash_match is not true), the
+    other fields text, objects or lists as the scan writes them."""
     path = row.get("path")
     if not isinstance(path, str):  # the one field that is never null
         if path is None:
@@ -189,7 +225,7 @@ def row_problem(row: dict[str, Any]) -> str | None:
         return f"its path is {shown_value(path)}: text"
     problem = _ROW(row, "")
     if problem is None:
-        return None
+        return _pixels_problem(row)
     at, value, words = problem
     null = "" if at.endswith("]") else ", or null"  # an item of a list is never null
     return f"its {at} is {shown_value(value)}: {words}{null}"

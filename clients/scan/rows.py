@@ -4,7 +4,15 @@ Fields (docs/scan.md has the full table): ``path`` (the item's ref), ``archive``
 outermost archive file on disk, or null), ``kind`` ("media", "file", "sidecar" or
 "refused"), ``size`` (bytes), ``media_type``, ``sha256`` (hex), ``soft_bindings``,
 ``status`` (the verdict name, as in ``prov verify --json``; null when not looked up),
-``reasons``, ``evidence`` (as in ``prov verify --json``), ``detector`` (the advisory
+``reasons``, ``evidence`` (as in ``prov verify --json``), ``evidence_checked`` (as in
+``prov verify --json``: "log-key" when ``--log-key`` proved the cited claim's receipt,
+"refused" when the server's evidence did not hold, the ``error`` saying why; else null),
+``log_key`` (the verifier key given as ``--log-key`` that proved the receipt, or refused
+it: ``NAME+ID+KEY`` as `prov log key` prints it; else null), ``pixels_checked`` (a near
+copy's verdict, DERIVED or REVOKED_KEY of a near match: true when its match was checked
+on the file's own pixels here, false when the file is over this client's own limits so
+the match is the service's word, as in ``prov verify --json``; null for any other verdict
+and in rows written before scanpix55), ``detector`` (the advisory
 block, or null), ``note`` (what limited the measurement), ``error`` (why an entry was
 refused or failed; then ``status`` is null) and ``verified_at``.
 """
@@ -41,6 +49,9 @@ def _base(ref: str, archive: str | None, kind: str, size: int | None) -> dict[st
         "status": None,
         "reasons": [],
         "evidence": None,
+        "evidence_checked": None,
+        "log_key": None,
+        "pixels_checked": None,
         "detector": None,
         "note": None,
         "error": None,
@@ -101,6 +112,8 @@ def _plain_parts(m: pb.VerificationReport) -> tuple[list[str], dict[str, Any]]:
             e.pdq_distance,
             e.pdq_threshold,
             e.pdq_transform,
+            e.near_search_cut,
+            e.near_search_seconds,
         )
         found = _PLAIN.get(key)
         if found is not None:
@@ -119,6 +132,8 @@ def _plain_parts(m: pb.VerificationReport) -> tuple[list[str], dict[str, Any]]:
             ],
             "pdq_transform": e.pdq_transform or None,
             "time_flags": [{"code": f.code, "detail": f.detail} for f in e.time_flags],
+            "near_search_cut": e.near_search_cut,
+            "near_search_seconds": e.near_search_seconds if e.near_search_cut else None,
             "claim": None,
             "other_claims": [],
         },
@@ -182,10 +197,17 @@ def measured_row(
     archive: str | None,
     report: VerificationReport | pb.VerificationReport | None,
     detector: dict[str, Any] | None = None,
+    evidence_checked: str | None = None,
+    log_key: str | None = None,
+    pixels_checked: bool | None = None,
 ) -> dict[str, Any]:
     """The row of a measured item with the service's report (a domain report, or the wire
-    report of a Lookup; None for a sidecar) and the detector's advisory block (None when
-    not asked for or not an unsigned image)."""
+    report of a Lookup; None for a sidecar), the detector's advisory block (None when
+    not asked for or not an unsigned image), ``evidence_checked`` ("log-key" when the
+    cited claim's receipt was proven with --log-key; the module docstring) and
+    ``log_key`` (the verifier key NAME+ID+KEY that proved it, or None) and
+    ``pixels_checked`` (a near copy's match checked on the file's own pixels here, or not
+    as it is over this client's limits; None for other verdicts: the module docstring)."""
     j: dict[str, Any] | None = None
     if report is not None:
         j = (
@@ -216,6 +238,9 @@ def measured_row(
         "status": None if j is None else j["status"],
         "reasons": reasons,
         "evidence": None if j is None else j["evidence"],
+        "evidence_checked": evidence_checked,
+        "log_key": log_key,
+        "pixels_checked": pixels_checked,
         "detector": detector,
         "note": m.note,
         "error": None,

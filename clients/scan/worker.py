@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, is_unreachable
-from clients.cited import check_cited
+from clients.cited import CITES_LOGGED_CLAIM, EvidenceChecker, check_cited
+from clients.derived import check_soft_cited, lookup_hashes, pixels_checked, rests_on_soft_binding
 from clients.files import read_bounded
 from clients.report import report_to_json
 from clients.scan.hashing import Measured, decode_ahead, measure, read_ahead
@@ -74,12 +75,16 @@ MAX_INDEX_WAIT_S = 900.0
 @dataclass(frozen=True)
 class ScanConfig:
     """What every worker needs: the server address, limits, whether to run the detector,
-    and the detector's crop key (32 bytes; empty: a random key per worker process)."""
+    the detector's crop key (32 bytes; empty: a random key per worker process), and the
+    pinned log key (``prov scan --log-key``, NAME+ID+KEY; empty: none), with which each
+    verdict citing a logged claim has its evidence checked (`clients.cited.
+    EvidenceChecker`)."""
 
     server: str
     limits: ScanLimits = field(default_factory=ScanLimits)
     detect: bool = False
     detector_secret: bytes = b""
+    log_key: str = ""
 
 
 #: The error of a row whose measure failed in a way no check foresaw (a parser bug that
@@ -94,6 +99,47 @@ MEASURE_FAILED = (
 _CLIENTS: dict[str, ProvenanceClient] = {}
 log = logging.getLogger(__name__)
 _DETECTORS: dict[bytes, Any] = {}
+#: One evidence checker per pinned log key in this process: its checkpoints' signatures
+#: are checked once per process, not once per file.
+_CHECKERS: dict[str, EvidenceChecker] = {}
+
+#: A row's ``evidence_checked`` when the server's evidence did not hold (its ``error``
+#: says why; `prov verify` exits 3 for such a file): a claim of other bytes cited, or,
+#: with --log-key, a receipt that does not verify with that key.
+EVIDENCE_REFUSED = "refused"
+#: A row's ``evidence_checked`` when its claim's receipt was proven with --log-key.
+EVIDENCE_LOG_KEY = "log-key"
+
+
+def _refused_row(
+    m: Measured, archive: str | None, e: ServerEvidenceError, log_key: str | None = None
+) -> dict[str, Any]:
+    """The row of a file whose server answer was refused as evidence: no status, the error,
+    and ``log_key``, the pinned key (NAME+ID+KEY) when its check refused it, else None."""
+    return measured_row(m, archive, None) | {
+        "error": str(e),
+        "evidence_checked": EVIDENCE_REFUSED,
+        "log_key": log_key,
+    }
+
+
+def _checked_evidence(
+    report: VerificationReport | pb.VerificationReport, config: ScanConfig
+) -> tuple[VerificationReport | pb.VerificationReport, str | None]:
+    """With --log-key (``config.log_key``), the report (converted to the domain report
+    when its verdict cites a logged claim, so the row is built from the one conversion)
+    and EVIDENCE_LOG_KEY when its cited claim's receipt was proven with that key
+    (`clients.cited.EvidenceChecker`), None when it cites no logged claim; without
+    --log-key, the report and None, at no cost. Raises ServerEvidenceError."""
+    if not config.log_key or _status(report) not in CITES_LOGGED_CLAIM:
+        return report, None
+    checker = _CHECKERS.get(config.log_key)
+    if checker is None:
+        checker = _CHECKERS[config.log_key] = EvidenceChecker(config.log_key)
+    if not isinstance(report, VerificationReport):
+        report = wire.report_from_pb(report, f"the server at {config.server}")
+    size = checker.check(report, config.server)
+    return report, None if size is None else EVIDENCE_LOG_KEY
 
 
 def _client(address: str) -> ProvenanceClient:
@@ -336,18 +382,27 @@ def _check_densely(
     return _verify_file(client, item, None, report, "the dense frame pass was not run")
 
 
-def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str) -> None:
+def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str) -> bool | None:
     """`clients.cited.check_cited` on a Lookup answer for the file measured as ``m`` (its
     SHA-256 and, for a file with Content Credentials, the SHA-256 without them, both
     computed here): the report converted only when its verdict rests on a claim's hard
-    binding or it names other bytes, so an honest unsigned or derived answer costs two
-    field reads. Raises ServerEvidenceError."""
+    binding or it names other bytes, so an honest unsigned answer costs two field reads;
+    and `clients.derived.check_soft_cited` on a near copy's answer, with the hashes the
+    scan computed and sent (nothing decoded again). Returns the row's ``pixels_checked``:
+    True when a near copy's match was so checked on the file's own pixels, None for any
+    other verdict. Raises ServerEvidenceError."""
     e = answer.evidence
     signed = answer.status == pb.SIGNED_ORIGINAL or (
         answer.status == pb.REVOKED_KEY and e.hash_match
     )
     if signed or (e.file_sha256 and e.file_sha256 != m.sha256):
         check_cited(wire.report_from_pb(answer), m.sha256, None, server, m.content_sha256)
+    if answer.status == pb.DERIVED or (answer.status == pb.REVOKED_KEY and not e.hash_match):
+        own = lookup_hashes(m.media_type, m.soft, m.dihedral, m.video_turned)
+        near = wire.report_from_pb(answer)
+        check_soft_cited(near, own, server)  # `clients.derived`
+        return True if rests_on_soft_binding(near) else None
+    return None
 
 
 def _status(report: VerificationReport | pb.VerificationReport) -> Verdict:
@@ -415,9 +470,9 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
             continue
         try:
-            _check_lookup_cited(answer, m, config.server)
+            pixels = _check_lookup_cited(answer, m, config.server)
         except ServerEvidenceError as e:  # a claim of other bytes cited: no verdict shown
-            rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
+            rows[item.ref] = _refused_row(m, archive, e)
             continue
         report: VerificationReport | pb.VerificationReport = answer
         if isinstance(item, FileItem) and (
@@ -425,19 +480,27 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             or any(r.startswith(DENSE_PASS_NEEDS_BYTES) for r in answer.reasons)
             or _may_embed_claim(m, answer)
         ):
+            looked_up = wire.report_from_pb(answer)
             try:
-                report, problem = _check_sidecar(client, item, wire.report_from_pb(answer))
+                report, problem = _check_sidecar(client, item, looked_up)
                 report, embedded_problem = _check_embedded(client, item, m, report)
                 report, dense_problem = _check_densely(client, item, report)
             except FileChangedError as e:  # changed while it was sent: judged on no bytes
                 rows[item.ref] = error_row(item.ref, str(e), item.size, archive)
                 continue
             except ServerEvidenceError as e:  # the upload's answer cited a claim of other bytes
-                rows[item.ref] = measured_row(m, archive, None) | {"error": str(e)}
+                rows[item.ref] = _refused_row(m, archive, e)
                 continue
+            if report is not looked_up:  # VerifyFile's: its near copy checked by the client
+                pixels = pixels_checked(report)  # (`clients.api.ProvenanceClient.verify_file`)
             notes = (m.note, problem, embedded_problem, dense_problem)
             if any(x is not None for x in notes[1:]):
                 m = replace(m, note="; ".join(x for x in notes if x))
+        try:
+            report, checked = _checked_evidence(report, config)
+        except ServerEvidenceError as e:  # --log-key: the receipt does not verify with it
+            rows[item.ref] = _refused_row(m, archive, e, config.log_key)
+            continue
         block = None
         if (
             config.detect
@@ -448,5 +511,7 @@ def process_batch(items: Sequence[Item], config: ScanConfig) -> list[dict[str, A
             and isinstance(item, FileItem | EntryItem)
         ):
             block = _detect(client, item, m, config)
-        rows[item.ref] = measured_row(m, archive, report, block)
+        # the key that proved the row (a resumed scan with another key tells them apart)
+        key = config.log_key if checked == EVIDENCE_LOG_KEY else None
+        rows[item.ref] = measured_row(m, archive, report, block, checked, key, pixels)
     return [rows[item.ref] for item in items]

@@ -24,13 +24,14 @@ from __future__ import annotations
 import bisect
 import hashlib
 import itertools
-import mmap
 import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from provenance.core.errors import BindingError, MediaError, ProvenanceError
+from provenance.core.errors import BindingError, FileChangedError, MediaError, ProvenanceError
+from provenance.core.files import FileView
 
 #: JUMBF description-box UUID of a C2PA manifest store ("c2pa" 0011-0010-8000-00AA00389B71).
 C2PA_STORE_UUID = bytes.fromhex("6332706100110010800000aa00389b71")
@@ -51,8 +52,18 @@ _STORE_MARKS = {
     **dict.fromkeys(BMFF_TYPES, C2PA_BMFF_UUID),
 }
 
-#: What the walks here read: a file's bytes, or an mmap of the file.
-Buffer = bytes | bytearray | mmap.mmap
+#: What the walks here read: a file's bytes, or a `FileView` of it (read by position as
+#: walked, so a file cut short is an error, not the SIGBUS of a mapping: walk54).
+Buffer = bytes | bytearray | FileView
+
+
+def _unpack_from(fmt: str, data: Buffer, at: int) -> tuple[Any, ...]:
+    """``struct.unpack_from(fmt, data, at)``, also for a `FileView` (which has no buffer
+    to unpack from: `FileView.unpack_from`). Raises struct.error past the end."""
+    if isinstance(data, FileView):
+        return data.unpack_from(fmt, at)
+    return struct.unpack_from(fmt, data, at)
+
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Box types on the path moov/trak/mdia/minf/stbl that lead to the chunk-offset tables.
@@ -104,10 +115,11 @@ _HASH_SLICE_BYTES = 1 << 20
 def stripped_sha256(data: Buffer, media_type: str) -> bytes:
     """SHA-256 (32 bytes) of `strip_manifest_store(data, media_type)`, or b"" when
     nothing would be removed, without making the stripped copy: the kept runs of
-    ``data`` (bytes, or an mmap of a file, whose pages are then read once and never
-    copied whole) are hashed in slices of at most 1 MiB, and only an MP4's ``moov`` box
-    is copied, to rewrite its chunk offsets. Memory: O(``moov``), not O(file). Raises
-    as `strip_manifest_store`."""
+    ``data`` (bytes, or a `FileView` of a file, read by position into one buffer of
+    1 MiB) are hashed in slices of at most 1 MiB, and only an MP4's ``moov`` box is
+    copied, to rewrite its chunk offsets. Memory: O(``moov``), not O(file). Raises as
+    `strip_manifest_store`, and FileChangedError when a `FileView`'s file got shorter
+    while it was read."""
     layout = _layout(data, media_type)
     if not layout.removed:
         return b""
@@ -147,14 +159,20 @@ def _pieces(data: Buffer, layout: _Layout) -> Iterator[memoryview | bytearray]:
     """The bytes of the stripped file, in order, in pieces of at most `_HASH_SLICE_BYTES`
     (but a rewritten ``moov`` box, whole). Raises BindingError when a chunk offset points
     into a removed box."""
+    if isinstance(data, FileView):
+        for start, end in layout.kept:
+            header = layout.moov.get(start)
+            if header is not None:
+                yield _unshifted(bytearray(data[start:end]), header, layout)
+            else:
+                yield from data.pieces(start, end)
+        return
     view = memoryview(data)
     try:
         for start, end in layout.kept:
             header = layout.moov.get(start)
             if header is not None:
-                box = bytearray(view[start:end])
-                _unshift_chunk_offsets(box, header, len(box), list(layout.removed))
-                yield box
+                yield _unshifted(bytearray(view[start:end]), header, layout)
                 continue
             for at in range(start, end, _HASH_SLICE_BYTES):
                 yield view[at : min(end, at + _HASH_SLICE_BYTES)]
@@ -162,22 +180,32 @@ def _pieces(data: Buffer, layout: _Layout) -> Iterator[memoryview | bytearray]:
         view.release()
 
 
+def _unshifted(box: bytearray, header: int, layout: _Layout) -> bytearray:
+    """A kept ``moov`` box (``header``: its header's length) with its chunk offsets
+    rewritten to the file without the removed boxes."""
+    _unshift_chunk_offsets(box, header, len(box), list(layout.removed))
+    return box
+
+
 def may_hold_manifest_store(data: Buffer, media_type: str) -> bool:
     """False when ``data`` certainly holds no manifest store that `strip_manifest_store`
     would remove (its marker bytes occur nowhere: one fast search instead of a walk of the
     file), or ``media_type`` is not in STRIPPABLE_TYPES; True when it may."""
     mark = _STORE_MARKS.get(media_type)
-    return mark is not None and data.find(mark) != -1  # (`in` is per byte on an mmap)
+    return mark is not None and data.find(mark) != -1  # (a FileView has no `in`)
 
 
 def stored_content_sha256(data: Buffer, media_type: str | None) -> bytes:
     """SHA-256 (32 bytes) of ``data`` without its C2PA manifest store, when it carries
     one that `strip_manifest_store` removes; b"" when it carries none, ``media_type`` is
-    None or not strippable, or the store cannot be stripped (nothing to compare with)."""
+    None or not strippable, or the store cannot be stripped (nothing to compare with).
+    Raises FileChangedError when a `FileView`'s file got shorter while it was read."""
     if media_type is None or not may_hold_manifest_store(data, media_type):
         return b""
     try:
         return stripped_sha256(data, media_type)
+    except FileChangedError:
+        raise
     except ProvenanceError:
         return b""
 
@@ -241,10 +269,9 @@ def _jpeg_segments(data: Buffer) -> tuple[list[tuple[int, int]], int]:
             )
         marker = data[pos + 1]
         if marker == 0xFF:  # fill bytes before a marker (ITU T.81, B.1.1.2): one range
-            run = _FILL_RUN.match(data, pos)
-            assert run is not None  # data[pos] is 0xFF
-            segments.append((pos, run.end() - 1))
-            pos = run.end() - 1
+            run_end = _fill_run_end(data, pos)
+            segments.append((pos, run_end - 1))
+            pos = run_end - 1
             continue
         if marker in (0xDA, 0xD9):  # start of scan, end of image
             break
@@ -254,12 +281,27 @@ def _jpeg_segments(data: Buffer) -> tuple[list[tuple[int, int]], int]:
             continue
         if pos + 4 > len(data):
             break
-        end = pos + 2 + struct.unpack_from(">H", data, pos + 2)[0]
+        end = pos + 2 + _unpack_from(">H", data, pos + 2)[0]
         if end < pos + 4 or end > len(data):
             break
         segments.append((pos, end))
         pos = end
     return segments, pos
+
+
+def _fill_run_end(data: Buffer, pos: int) -> int:
+    """Where the run of fill bytes (0xFF) from ``data[pos]``, itself one, ends."""
+    if not isinstance(data, FileView):
+        run = _FILL_RUN.match(data, pos)
+        assert run is not None  # data[pos] is 0xFF
+        return run.end()
+    while pos < len(data):
+        block = data[pos : pos + 4096]
+        kept = len(block) - len(block.lstrip(b"\xff"))
+        pos += kept
+        if kept < len(block):
+            break
+    return pos
 
 
 def manifest_store(data: bytes, media_type: str) -> tuple[bytes, int | None]:
@@ -328,14 +370,14 @@ def _jpeg_store(data: bytes, segments: list[tuple[int, int]], first: int, length
 MAX_PNG_CHUNKS = 100_000
 
 
-def _png_walk(data: bytes | bytearray | mmap.mmap) -> Iterator[tuple[int, int, bytes]]:
+def _png_walk(data: Buffer) -> Iterator[tuple[int, int, bytes]]:
     """(chunk start, data length, chunk type) of each chunk after the signature, in file
     order, up to and including IEND (PNG 3rd edition, 5.3 chunk layout); a chunk that
     overruns the file ends the walk. Raises MediaError at a chunk past MAX_PNG_CHUNKS."""
-    pos, count = len(_PNG_SIGNATURE), 0
-    while pos + 12 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        if pos + 12 + length > len(data):
+    pos, count, size = len(_PNG_SIGNATURE), 0, len(data)
+    while pos + 12 <= size:
+        length, kind = _unpack_from(">I4s", data, pos)
+        if pos + 12 + length > size:
             return
         count += 1
         if count > MAX_PNG_CHUNKS:
@@ -363,11 +405,11 @@ def _jumbf_instance(data: Buffer, start: int) -> bytes:
 
 def _jumbf_first_is_c2pa(data: Buffer, start: int, end: int) -> bool:
     """True for the first segment of a JUMBF superbox whose description names C2PA."""
-    sequence = struct.unpack_from(">I", data, start + 8)[0]
+    sequence = _unpack_from(">I", data, start + 8)[0]
     box = start + 12
     if sequence != 1 or data[box + 4 : box + 8] != b"jumb":
         return False
-    header = 16 if struct.unpack_from(">I", data, box)[0] == 1 else 8
+    header = 16 if _unpack_from(">I", data, box)[0] == 1 else 8
     jumd = box + header
     return (
         jumd + 24 <= end
@@ -429,26 +471,27 @@ _READER_CONTAINERS = frozenset(
 _FULL_BOX_CONTAINERS = frozenset({b"meta"})
 
 
-def _box_at(data: bytes | bytearray | mmap.mmap, pos: int, end: int) -> tuple[bytes, int, int]:
+def _box_at(data: Buffer, pos: int, end: int) -> tuple[bytes, int, int]:
     """(type, header length, size) of the box at data[pos:end], the size 0 (a box
     running to its container's end, ISO/IEC 14496-12, 4.2) given as ``end - pos``; a
     header that does not fit gives size 0."""
     if pos + 8 > end:
         return b"", 8, 0
-    size, kind = struct.unpack_from(">I4s", data, pos)
+    size, kind = _unpack_from(">I4s", data, pos)
     if size == 1:
         if pos + 16 > end:
             return kind, 16, 0
-        return kind, 16, struct.unpack_from(">Q", data, pos + 8)[0]
+        return kind, 16, _unpack_from(">Q", data, pos + 8)[0]
     return kind, 8, end - pos if size == 0 else size
 
 
-def bmff_box_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_BMFF_BOXES) -> int:
+def bmff_box_count(data: Buffer, limit: int = MAX_BMFF_BOXES) -> int:
     """The boxes of an ISO BMFF file (ISO/IEC 14496-12, 4.2): the top-level ones and,
     up to MAX_BMFF_DEPTH deep, those in the containers the C2PA reader walks
     (_READER_CONTAINERS), counting no further than ``limit + 1``. A box whose size
     overruns its container, or is under its header, ends the walk of that container.
-    Reads only box headers, so ``data`` may be an mmap of a large file."""
+    Reads only box headers, so ``data`` may be a `FileView` of a large file; raises
+    FileChangedError when its file got shorter while it was read."""
     count = 0
     stack = [(0, len(data), 0)]
     while stack:
@@ -467,7 +510,7 @@ def bmff_box_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_BMFF_BO
     return count
 
 
-def bmff_box_problem(data: bytes | bytearray | mmap.mmap) -> str | None:
+def bmff_box_problem(data: Buffer) -> str | None:
     """Why a BMFF file is not walked (here, or by the C2PA reader): it holds more than
     MAX_BMFF_BOXES boxes (`bmff_box_count`), saying how many (up to 4 times that) and
     how a fragmented recording reaches it; None when it is walked."""
@@ -514,7 +557,7 @@ _TIFF_IFD_TAGS = frozenset({_TIFF_SUBIFDS, _TIFF_EXIF_IFD, _TIFF_GPS_IFD})
 _READER_MAX_SUBIFDS = 1000
 
 
-def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IFD_UNITS) -> int:
+def tiff_ifd_count(data: Buffer, limit: int = MAX_TIFF_IFD_UNITS) -> int:
     """The IFDs and IFD entries the C2PA reader reads in the TIFF or BigTIFF ``data``
     (TIFF 6.0, section 2; BigTIFF: 8-byte counts and offsets, 20-byte entries), each IFD
     counting 1 plus its entries: every page IFD of the chain from the header (until an
@@ -524,18 +567,19 @@ def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IF
     where the reader stops). An IFD is counted for the entries the file holds after its
     count.
     Stops once past ``limit`` (the count is then over it by at most one IFD's entries);
-    reads only counts, entry heads and offsets, so ``data`` may be an mmap of a large
-    file."""
+    reads only counts, entry heads and offsets, so ``data`` may be a `FileView` of a large
+    file (FileChangedError when its file got shorter while it was read)."""
     big = data[2:4] in (b"+\x00", b"\x00+")
     order = "<" if data[:2] == b"II" else ">"
     count_fmt, offset_fmt = order + ("Q" if big else "H"), order + ("Q" if big else "I")
     step, head = (20, 8) if big else (12, 2)
+    tag_fmt = order + "H"
 
     def entries(at: int) -> tuple[int, int]:
         """(entries held, position of the first) of the IFD at ``at``; (-1, 0) if none."""
         if at + head > len(data):
             return -1, 0
-        (n,) = struct.unpack_from(count_fmt, data, at)
+        (n,) = _unpack_from(count_fmt, data, at)
         return min(n, (len(data) - at - head) // step), at + head
 
     def offsets(entry: int) -> list[int] | None:
@@ -547,21 +591,21 @@ def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IF
         offsets lie past its end but whose halves name a large IFD made it read that IFD
         (tests/test_tiff_ifds.py); counting 8-byte ones would let such a file past the
         bound."""
-        tag, n = struct.unpack_from(order + "H2x" + offset_fmt[1], data, entry)
+        tag, n = _unpack_from(order + "H2x" + offset_fmt[1], data, entry)
         value = entry + (12 if big else 8)
         if tag != _TIFF_SUBIFDS:
-            return [struct.unpack_from(offset_fmt, data, value)[0]]
+            return [_unpack_from(offset_fmt, data, value)[0]]
         if n > _READER_MAX_SUBIFDS:
             return None
         if 4 * n > (8 if big else 4):
-            (value,) = struct.unpack_from(offset_fmt, data, value)
+            (value,) = _unpack_from(offset_fmt, data, value)
             n = min(n, (len(data) - value) // 4) if value < len(data) else 0
-        return list(struct.unpack_from(f"{order}{n}I", data, value)) if n else []
+        return list(_unpack_from(f"{order}{n}I", data, value)) if n else []
 
     def offset_at(at: int) -> int:
         """The offset at ``at``, 0 (none) past the file's end."""
         fits = at + struct.calcsize(offset_fmt) <= len(data)
-        return int(struct.unpack_from(offset_fmt, data, at)[0]) if fits else 0
+        return int(_unpack_from(offset_fmt, data, at)[0]) if fits else 0
 
     units = 0
     seen: set[int] = set()
@@ -574,9 +618,10 @@ def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IF
         units += 1 + n
         if units > limit:
             break
-        for entry in range(first, first + n * step, step):
-            if struct.unpack_from(order + "H", data, entry)[0] in _TIFF_IFD_TAGS:
-                named = offsets(entry)
+        held = bytes(data[first : first + n * step])  # n <= limit: 400 KB at the default
+        for at_tag in range(0, n * step, step):
+            if struct.unpack_from(tag_fmt, held, at_tag)[0] in _TIFF_IFD_TAGS:
+                named = offsets(first + at_tag)
                 if named is None:
                     return units  # the reader reads no further
                 for at in named:
@@ -587,21 +632,21 @@ def tiff_ifd_count(data: bytes | bytearray | mmap.mmap, limit: int = MAX_TIFF_IF
     return units
 
 
-def _riff_chunk_count(data: bytes | bytearray | mmap.mmap, limit: int) -> int:
+def _riff_chunk_count(data: Buffer, limit: int) -> int:
     """The chunks of a RIFF file after its 12-byte header (RIFF: each a four-character
     code, a little-endian 32-bit size and the payload padded to an even length), counting
     no further than ``limit + 1``; a chunk that overruns the file ends the count."""
-    pos, count = 12, 0
-    while pos + 8 <= len(data) and count <= limit:
-        (size,) = struct.unpack_from("<I", data, pos + 4)
-        if pos + 8 + size > len(data):
+    pos, count, end = 12, 0, len(data)
+    while pos + 8 <= end and count <= limit:
+        (size,) = _unpack_from("<I", data, pos + 4)
+        if pos + 8 + size > end:
             break
         count += 1
         pos += 8 + size + (size & 1)
     return count
 
 
-def reader_walk_problem(data: bytes | bytearray | mmap.mmap, media_type: str) -> str | None:
+def reader_walk_problem(data: Buffer, media_type: str) -> str | None:
     """Why a file is not given to the C2PA reader (`provenance.c2pa.reader.read_c2pa`),
     whose time grows with the units of its container, faster than linearly for BMFF boxes
     and PNG chunks (c2pa-rs: a PNG of 100,000 empty chunks took 6.8 s, 500,000 31 s): a
@@ -609,13 +654,16 @@ def reader_walk_problem(data: bytes | bytearray | mmap.mmap, media_type: str) ->
     MAX_PNG_CHUNKS chunks, a WebP of more than MAX_WEBP_CHUNKS chunks, a TIFF (or DNG)
     of more than MAX_TIFF_IFD_UNITS IFDs and entries (`tiff_ifd_count`); None for a file
     within them, or of another type. Reads only box, chunk and IFD headers, so ``data``
-    may be an mmap of a large file."""
+    may be a `FileView` of a large file (`provenance.c2pa.reader.read_c2pa` passes one);
+    raises FileChangedError when its file got shorter while it was read."""
     if media_type in BMFF_READ_TYPES:
         return bmff_box_problem(data)
     if media_type in PNG_TYPES:
         try:
             for _ in _png_walk(data):
                 pass
+        except FileChangedError:
+            raise
         except MediaError:
             return f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here"
     if media_type == "image/webp" and _riff_chunk_count(data, MAX_WEBP_CHUNKS) > MAX_WEBP_CHUNKS:

@@ -15,6 +15,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -42,18 +43,24 @@ class _WorkerGone(Exception):
 
 
 class _Worker:
-    """One reader process and the pipes to it."""
+    """One reader process, the pipes to it and the Unix socket that hands it the
+    descriptors of the files it reads (`provenance.c2pa.worker`)."""
 
     def __init__(self, start_timeout_s: float) -> None:
+        self._fds, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.process = subprocess.Popen(
-                [sys.executable, "-I", _WORKER_SCRIPT],
+                [sys.executable, "-I", _WORKER_SCRIPT, str(theirs.fileno())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 close_fds=True,
+                pass_fds=(theirs.fileno(),),
             )
         except OSError as e:
+            self._fds.close()
             raise ConfigError(f"cannot start the C2PA reader process: {e}") from e
+        finally:
+            theirs.close()
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin = self.process.stdin
         self._stdout_fd = self.process.stdout.fileno()
@@ -68,10 +75,15 @@ class _Worker:
             self.kill()
             raise ConfigError("the C2PA reader process sent an unexpected greeting")
 
-    def request(self, header: dict[str, Any], frames: list[bytes], timeout_s: float) -> bytes:
-        """Send a request and return the reply frame; raises _WorkerGone."""
+    def request(
+        self, header: dict[str, Any], frames: list[bytes], timeout_s: float, fd: int | None
+    ) -> bytes:
+        """Send a request (and ``fd``, the open file to read, when not None) and return
+        the reply frame; raises _WorkerGone."""
         deadline = time.monotonic() + timeout_s
         try:
+            if fd is not None:
+                socket.send_fds(self._fds, [b"F"], [fd])
             for body in [json.dumps(header).encode(), *frames]:
                 self._stdin.write(_LENGTH.pack(len(body)))
                 self._stdin.write(body)
@@ -136,6 +148,7 @@ class _Worker:
                     pipe.close()
                 except OSError:
                     pass
+        self._fds.close()
 
 
 class ReaderPool:
@@ -157,35 +170,44 @@ class ReaderPool:
     def read(
         self,
         *,
-        path: str | None,
         data: bytes | None,
         media_type: str | None,
         settings_json: str,
         manifest: bytes | None,
         timeout_s: float,
         memory_bytes: int,
+        fd: int | None = None,
+        size: int = 0,
     ) -> C2paResult:
-        """Read one asset (a file path or its bytes) in a worker; never raises for the file.
+        """Read one asset in a worker: its bytes (``data``), or the first ``size`` bytes
+        of the open regular file ``fd`` (``data`` None), whose descriptor the worker is
+        handed (SCM_RIGHTS): it opens no path, and reads nothing past ``size`` (the size
+        the caller checked) of a file grown since. Never raises for the file: a file that
+        held fewer than ``size`` bytes as it was read gives error_kind ``FileChanged``.
 
         settings_json: c2pa-rs settings; manifest: sidecar manifest-store bytes or None;
         timeout_s: wall-clock limit of the read, seconds; memory_bytes: address-space
-        limit of the worker during the read. Raises ConfigError if the pool is closed or
-        a worker cannot be started.
+        limit of the worker during the read; ``fd`` stays the caller's to close. Raises
+        ConfigError if the pool is closed or a worker cannot be started, ValueError
+        unless exactly one of ``data`` and ``fd`` is given.
         """
+        if (data is None) == (fd is None):
+            raise ValueError("give the asset's bytes or its open file, not both or neither")
         header = {
-            "path": path,
             "media_type": media_type,
             "settings": settings_json,
             "memory_bytes": memory_bytes,
             "has_data": data is not None,
             "has_manifest": manifest is not None,
+            "has_fd": fd is not None,
+            "size": size,
         }
         frames = [f for f in (data, manifest) if f is not None]
         worker = self._acquire()
         healthy = False
         metrics.C2PA_BUSY.inc()
         try:
-            reply = json.loads(worker.request(header, frames, timeout_s))
+            reply = json.loads(worker.request(header, frames, timeout_s, fd))
             if not isinstance(reply, dict):
                 raise ValueError(f"a reply of type {type(reply).__name__}")
             healthy = True
@@ -210,7 +232,10 @@ class ReaderPool:
                 if self._closed:
                     raise ConfigError("the C2PA reader pool is closed")
                 worker = self._idle.pop() if self._idle else None
-            if worker is None or worker.process.poll() is not None:
+            if worker is not None and worker.process.poll() is not None:
+                worker.kill()  # died idle: reaped, its pipes and socket closed now
+                worker = None
+            if worker is None:
                 worker = _Worker(self._start_timeout_s)
             return worker
         except BaseException:

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import json
-import mmap
 import os
+import stat
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,8 @@ from provenance.c2pa.signing_time import (
 )
 from provenance.c2pa.timestamp import MAX_ANCHORS_BYTES, NOT_PEM, TsaTrust
 from provenance.cli.files import read_capped
-from provenance.core.errors import ConfigError, MediaError
+from provenance.core.errors import ConfigError, FileChangedError, MediaError
+from provenance.core.files import FileView, file_kind
 
 
 @dataclass(frozen=True)
@@ -145,47 +148,67 @@ def read_c2pa(
     file is read into memory) instead of leaving the reader's current-time verdict; None
     keeps the reader's result as it is.
 
+    A path is opened once (`_opened`: never waiting on a FIFO) and must be a regular
+    file; its size is that of the open descriptor (``fstat``), and every read of it (the
+    walk, the worker's, the signing time's) goes through that descriptor and stops at
+    that size: a file swapped after the open is not read, and bytes appended to it are
+    not read past the limit checked.
+
     Returns a C2paResult: present=False with no error when the file carries no
     manifest; present=False with error_kind/error when the manifest cannot be read
     (a remote-only manifest, a malformed or hostile file, TooLarge, Timeout, Crashed);
     otherwise the validation state, codes and manifest summary. A BMFF file, PNG, WebP or
     TIFF of more boxes, chunks or IFD entries than the reader reads in bounded time is
     not given to it (TooLarge, `provenance.c2pa.container.reader_walk_problem`). Raises
-    MediaError if a path cannot be read, and ConfigError if no worker can be started.
+    MediaError if a path cannot be opened or is not a regular file (a FIFO, a device, a
+    folder: "cannot read PATH: it is a FIFO (named pipe), not a regular file"),
+    FileChangedError if the file got shorter while it was read, and ConfigError if no
+    worker can be started. Their ``public`` text names no path (a server's upload file).
     """
     if isinstance(source, bytes):
-        path, data, size = None, source, len(source)
-    else:
-        path, data = os.path.abspath(source), None
-        try:
-            size = os.stat(path).st_size
-        except OSError as e:
-            why = e.strerror or type(e).__name__
-            # the path is the user's own to a command, a server's upload file to a caller
-            raise MediaError(
-                f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}"
-            ) from e
+        return _read(source, media_type, trust, limits, manifest_data, pool, signing_time)
+    with _opened(os.path.abspath(source)) as view:
+        return _read(view, media_type, trust, limits, manifest_data, pool, signing_time)
+
+
+def _read(
+    asset: bytes | FileView,
+    media_type: str | None,
+    trust: C2paTrust | None,
+    limits: C2paLimits,
+    manifest_data: bytes | None,
+    pool: ReaderPool | None,
+    signing_time: SigningTimePolicy | None,
+) -> C2paResult:
+    """`read_c2pa` of the asset's bytes or of a `FileView` of its open file (`_opened`),
+    whose size is the one checked against the limit and the most read of it."""
+    size = len(asset)
     for what, length in (("asset", size), ("sidecar manifest", len(manifest_data or b""))):
         if length > limits.max_bytes:
             return failed(
                 "TooLarge",
                 f"the {what} is {length} bytes, over the C2PA limit of {limits.max_bytes}",
             )
-    if media_type is not None and (problem := _walk_problem(path, data, media_type)):
+    if media_type is not None and (problem := _walk_problem(asset, media_type)):
         return failed(
             "TooLarge",
             f"{problem}: not given to the C2PA reader, so its Content Credentials were not"
             " checked (another C2PA validator, such as c2patool, can check them)",
         )
+    data, view = (None, asset) if isinstance(asset, FileView) else (asset, None)
     result = (pool or _shared_pool()).read(
-        path=path,
         data=data,
+        fd=None if view is None else view.fd,
+        size=size,
         media_type=media_type,
         settings_json=json.dumps(reader_settings(trust)),
         manifest=manifest_data,
         timeout_s=limits.timeout_s,
         memory_bytes=limits.memory_bytes,
     )
+    if result.error_kind == "FileChanged" and view is not None:  # cut as the worker read it
+        said = (result.error or "").removeprefix("the asset ")
+        raise _cut(FileChangedError(f"{view.name} {said}"))
     if signing_time is None or not result.present or media_type not in STRIPPABLE_TYPES:
         return result
     if size > SIGNING_TIME_MAX_BYTES:
@@ -195,32 +218,80 @@ def read_c2pa(
             f" {SIGNING_TIME_MAX_BYTES >> 20} MiB",
         )
     if data is None:
+        assert view is not None  # one of the two is the asset
         try:
-            with open(path or "", "rb") as f:
-                data = f.read(SIGNING_TIME_MAX_BYTES + 1)
+            data = view[0:size]  # the bytes checked, through the one descriptor
+        except FileChangedError as e:
+            raise _cut(e) from e
         except OSError as e:
-            why = e.strerror or type(e).__name__
-            # the path is the user's own to a command, a server's upload file to a caller
-            raise MediaError(
-                f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}"
-            ) from e
+            raise _unreadable(view.name, e) from e
     return with_signing_time(result, data, media_type, signing_time)
 
 
-def _walk_problem(path: str | None, data: bytes | None, media_type: str) -> str | None:
-    """`reader_walk_problem` of ``data``, or of the file at ``path`` mapped read-only
-    (only its box or chunk headers are read). Raises MediaError if the file cannot be
-    read."""
-    if data is not None:
-        return reader_walk_problem(data, media_type)
+@contextmanager
+def _opened(path: str) -> Iterator[FileView]:
+    """The regular file at ``path`` (symbolic links followed), opened once for reading
+    as a `FileView` of the size ``fstat`` gives its descriptor, closed on leaving.
+
+    A path that is not a regular file is refused before it is opened (``stat``; opening
+    some devices acts on them) and again on the opened descriptor (``fstat``: a rename
+    in between cannot swap one in); the open never waits (``O_NONBLOCK``: a FIFO with no
+    writer would hold open() for good). Raises MediaError "cannot read PATH: it is a
+    FIFO (named pipe), not a regular file" (`provenance.core.files.file_kind`), or the
+    system's reason when it cannot be opened; its public text names no path."""
     try:
-        with open(path or "", "rb") as f:
-            if os.fstat(f.fileno()).st_size == 0:
-                return None
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-                return reader_walk_problem(mapped, media_type)
+        _regular(path, os.stat(path).st_mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
-        raise MediaError(f"cannot read {path!r}: {e.strerror or e}") from e
+        raise _unreadable(path, e) from e
+    try:
+        st = os.fstat(fd)
+        _regular(path, st.st_mode)
+        os.set_blocking(fd, True)
+        yield FileView(fd, st.st_size, path)
+    finally:
+        os.close(fd)
+
+
+def _regular(path: str, mode: int) -> None:
+    """Raise MediaError unless ``mode`` (an ``os.stat`` mode of ``path``) is a regular
+    file's, saying what it is."""
+    if not stat.S_ISREG(mode):
+        why = f"it is {file_kind(mode)}, not a regular file"
+        raise MediaError(f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}")
+
+
+def _unreadable(path: str, e: OSError) -> MediaError:
+    """MediaError for ``path`` that cannot be read: the path is the user's own to a
+    command, a server's upload file to a caller (its public text names none)."""
+    why = e.strerror or type(e).__name__
+    return MediaError(f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}")
+
+
+def _cut(e: FileChangedError) -> FileChangedError:
+    """``e`` (a file cut short while it was read, its message naming the path) with a
+    public text that names none: a server's upload file."""
+    return FileChangedError(
+        str(e),
+        public="the asset got shorter while it was read (cut or rewritten by another program)",
+    )
+
+
+def _walk_problem(asset: bytes | FileView, media_type: str) -> str | None:
+    """`reader_walk_problem` of the asset's bytes or of its open file (a `FileView` of
+    `_opened`, read by position as it is walked: only its box, chunk or IFD headers are
+    read). Raises MediaError if the file cannot be read, and FileChangedError if it got
+    shorter while it was walked (its public text names no path: a server's upload file).
+    Before walk54 the file was mapped (``mmap``), and a file cut short meanwhile killed
+    the process with SIGBUS."""
+    if not isinstance(asset, FileView):
+        return reader_walk_problem(asset, media_type)
+    try:
+        return reader_walk_problem(asset, media_type)
+    except FileChangedError as e:
+        raise _cut(e) from e
+    except OSError as e:
+        raise _unreadable(asset.name, e) from e
 
 
 _shared: ReaderPool | None = None

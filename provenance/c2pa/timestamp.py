@@ -52,7 +52,7 @@ from provenance.c2pa.container import PNG_TYPES, manifest_store
 from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import read_capped
 from provenance.core.errors import ConfigError, MediaError, TimestampError
-from provenance.core.networds import exchange_failure
+from provenance.core.networds import OverBudget, exchange_failure, metered_response
 
 #: Unprotected-header label of a v2 timestamp (C2PA 2.1, 10.3.2.5.4).
 SIGTST2 = "sigTst2"
@@ -255,6 +255,9 @@ def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
         conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
     except (ValueError, http.client.HTTPException) as e:  # e.g. a port that is not a number
         raise TimestampError(f"the timestamp authority URL {tsa.url} is not usable: {e}") from e
+    # headers, chunk framing and trailers bounded with the body: before, an endless
+    # trailer was read (and dropped) for the whole timeout
+    conn.response_class = metered_response(MAX_REPLY_BYTES)
     with Cutoff(tsa.timeout_s) as cutoff:
         try:
             conn.connect()
@@ -270,6 +273,8 @@ def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
                     f"the timestamp authority {tsa.url} answered HTTP {reply.status}"
                 )
             body = reply.read(MAX_REPLY_BYTES + 1)
+        except OverBudget as e:
+            raise TimestampError(f"the timestamp authority {tsa.url}: {e}") from None
         except (OSError, http.client.HTTPException, ValueError) as e:
             if cutoff.expired.is_set():
                 raise TimestampError(_unreachable(tsa, "no complete reply")) from e

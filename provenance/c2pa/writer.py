@@ -44,6 +44,7 @@ from provenance.c2pa.reader import reader_settings
 from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
 from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
 from provenance.cli.atomicfile import write_atomically
+from provenance.cli.files import open_regular
 from provenance.core.errors import (
     BindingError,
     FileChangedError,
@@ -120,7 +121,7 @@ def embed_manifest(
         )
     refuse_links(dst_path)  # before the work; again just before the rename
     try:
-        with open(src_path, "rb") as f:
+        with open_regular(src_path, MediaError) as f:  # a FIFO: refused, never waited on
             read_from = os.fstat(f.fileno())
             source = f.read()
     except OSError as e:
@@ -225,11 +226,11 @@ def _still_holds(path: Path, read_from: os.stat_result, sha256: bytes) -> None:
     """Check that ``path`` still names the file ``read_from`` (its ``fstat`` when it was
     read) describes, by `file_identity`, and that it holds bytes of SHA-256 ``sha256``
     (`holds_sha256`: a same-size write the timestamps miss). Raises FileChangedError."""
-    try:
-        with open(path, "rb") as f:
+    try:  # a FIFO renamed over it: refused, never waited on (before revc2pa55: open())
+        with open_regular(path, MediaError) as f:
             same = file_identity(os.fstat(f.fileno())) == file_identity(read_from)
             same = same and holds_sha256(f, sha256)
-    except OSError:
+    except (OSError, MediaError):
         same = False
     if not same:
         raise FileChangedError(

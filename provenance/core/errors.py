@@ -85,7 +85,9 @@ class ServerEvidenceError(LogIntegrityError):
     """A server's evidence for its verdict does not hold, as the client checks it: the
     cited claim's hard binding is not the SHA-256 of the bytes the client sent (nor of
     those bytes without their C2PA manifest store), a genuine claim of other bytes
-    (`clients.cited.check_cited`); or, with a pinned log key (`prov verify --log-key`),
+    (`clients.cited.check_cited`); a near copy's verdict (DERIVED) citing a claim whose
+    soft binding the file's own PDQ hashes do not match (`clients.derived.check_derived`);
+    or, with a pinned log key (`prov verify --log-key`),
     its receipt's checkpoint is not signed by that key or its inclusion proof does not
     lead to that checkpoint's root (`clients.cited.check_evidence`). By a hostile or
     broken server or someone between. Exit 3, as a log integrity failure."""

@@ -78,9 +78,28 @@ def _wait(done: threading.Lock, errors: list[BaseException]) -> None:
         raise errors[0]
 
 
+#: How many helper threads this process starts: one per CPU unless `limit_helpers` said.
+_helper_count: int | None = None
+
+
+def limit_helpers(count: int) -> None:
+    """Start at most ``count`` (>= 1) helper threads in this process, for a process that
+    must know its threads before it caps its address space: every thread costs a stack,
+    and its first matrix product an OpenBLAS buffer (64 MiB), that a capped process may
+    fail to map (`provenance.media.video.worker`). Raises RuntimeError once the helpers
+    have started, and ValueError for a count below 1."""
+    global _helper_count
+    if count < 1:
+        raise ValueError(f"at least one helper thread is needed, not {count}")
+    if _helpers.cache_info().currsize:
+        raise RuntimeError("the hash helper threads have already started")
+    _helper_count = count
+
+
 @cache
 def _helpers() -> tuple[_Helper, ...]:
-    return tuple(_Helper(f"hash-{i}") for i in range(max(1, os.cpu_count() or 1)))
+    count = _helper_count or max(1, os.cpu_count() or 1)
+    return tuple(_Helper(f"hash-{i}") for i in range(count))
 
 
 _next = itertools.count()

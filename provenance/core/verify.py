@@ -178,7 +178,10 @@ class Evidence:
     claim, `provenance.core.timecheck`; ``other_claims``: the other logged claims that
     bind the same exact bytes when several do, best-standing first, at most
     `MAX_OTHER_CLAIMS`; ``claim_embedded``: the sidecar claim came embedded in the file's
-    C2PA manifest, no sidecar file with it, ``sidecar_present`` then true too)."""
+    C2PA manifest, no sidecar file with it, ``sidecar_present`` then true too;
+    ``near_search_cut``: the search for signed near copies (PDQ) stopped at the server's
+    time budget for it before its end, after ``near_search_seconds``, so the near
+    candidates judged are the best it found by then, not all: `decide`'s ``near_cut_s``)."""
 
     file: FileFacts
     claim: ClaimEvidence | None = None
@@ -192,13 +195,20 @@ class Evidence:
     pdq_transform: str = ""
     other_claims: tuple[ClaimEvidence, ...] = ()
     claim_embedded: bool = False
+    near_search_cut: bool = False
+    near_search_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
 class VerificationReport:
     """The structured verdict on one file. ``detector`` is the advisory block (a
     JSON-able dict from the detector package) or None when not run; ``c2pa`` the
-    Content Credentials found in the file (a separate line of evidence) or None."""
+    Content Credentials found in the file (a separate line of evidence) or None;
+    ``pixels_checked``: set by a client that checked a near copy's verdict on the file's
+    own pixels (`clients.derived.check_derived`): True when they matched the cited
+    claim's, False when the file was over the client's own limits (not hashed); None
+    for any other verdict, or a report no client checked (never on the wire: a server
+    cannot set it)."""
 
     status: Verdict
     reasons: tuple[str, ...]
@@ -206,6 +216,7 @@ class VerificationReport:
     verified_at: datetime
     detector: dict[str, Any] | None = field(default=None)
     c2pa: dict[str, Any] | None = field(default=None)
+    pixels_checked: bool | None = field(default=None)
 
 
 def signature_ok(signed: SignedClaim, device: Device | None) -> bool:
@@ -350,6 +361,7 @@ def decide(
     sidecar_chunk_hashes: Sequence[bytes] = (),
     exact_more: bool = False,
     sidecar_public_key: bytes = b"",
+    near_cut_s: float | None = None,
 ) -> VerificationReport:
     """Return the verdict on a file.
 
@@ -371,6 +383,13 @@ def decide(
         sidecar_public_key: the raw 32-byte Ed25519 key the sidecar carries (empty when
             none came): used only to word the reason on a sidecar whose key is not
             enrolled (its signature checked under that key); it never makes it trusted.
+        near_cut_s: the seconds after which the caller's search for ``near`` stopped at
+            its time budget before its end (None: it ran to its end, or did not run):
+            the report says so (`near_search_cut`), an UNSIGNED one does not say
+            that no claim matches the pixels, and a near copy whose matching captures
+            found are all covered by their key's revocation is UNSIGNED, not REVOKED_KEY
+            (an unrevoked capture the search did not reach may match it:
+            `_revoked_source`).
 
     Logged claims come with receipts the caller has verified against the log key.
     Pure and total: it raises nothing for any combination of inputs.
@@ -378,7 +397,7 @@ def decide(
     unlogged or for another capture cannot make a logged original read otherwise (the
     report notes it).
     """
-    if sidecar is None and not exact and not near and not exact_more:
+    if sidecar is None and not exact and not near and not exact_more and near_cut_s is None:
         return _unsigned(facts, now)  # nothing to rank or compare: most files a scan asks
     report = _decide(
         facts,
@@ -391,10 +410,39 @@ def decide(
         near,
         sidecar_chunk_hashes,
         sidecar_public_key,
+        near_cut_s is not None,
     )
+    if near_cut_s is not None:
+        report = near_search_cut(report, near_cut_s)
     if not exact_more:
         return report
     return replace(report, reasons=(*report.reasons, EXACT_BOUND_NOTE))
+
+
+def near_search_cut(report: VerificationReport, seconds: float) -> VerificationReport:
+    """``report`` marked as judged on a search for signed near copies that stopped at the
+    server's time budget (``seconds`` after it began, `prov serve
+    --verify-search-seconds`) before its end: ``near_search_cut`` and
+    ``near_search_seconds`` set, and a reason saying so in place of `NO_MATCH_REASON`
+    (which would claim that no claim matches the pixels), else after the others. A
+    verdict on exact bytes or on a sidecar's signature stands as it is."""
+    said = (
+        f"the search for signed near copies of these pixels was cut short after {seconds:.1f} s"
+        " (the server's time budget for it, --verify-search-seconds), so a signed capture"
+        " it did not reach may match them"
+    )
+    again = "asking again searches further (the server keeps what this search learnt)"
+    if NO_MATCH_REASON in report.reasons:
+        reasons = tuple(
+            f"{NO_BYTES_MATCH_REASON}; {said}: this is not a finding that none does; {again}"
+            if r == NO_MATCH_REASON
+            else r
+            for r in report.reasons
+        )
+    else:
+        reasons = (*report.reasons, f"note: {said}; {again}")
+    ev = replace(report.evidence, near_search_cut=True, near_search_seconds=seconds)
+    return replace(report, reasons=reasons, evidence=ev)
 
 
 def _decide(
@@ -408,21 +456,25 @@ def _decide(
     near: Sequence[LoggedClaim],
     sidecar_chunk_hashes: Sequence[bytes],
     sidecar_public_key: bytes,
+    cut: bool = False,
 ) -> VerificationReport:
-    """`decide` without the note of its ``exact_more``."""
+    """`decide` without the note of its ``exact_more``; ``cut``: the search for ``near``
+    stopped before its end (`_revoked_source`)."""
     ranked = rank_exact(facts, exact)
     if ranked:
         return _exact_verdict(facts, now, ranked, sidecar)
     if sidecar is None or sidecar_claim is None:
-        return _decide_near(facts, now, near)
+        return _decide_near(facts, now, near, cut)
     if sidecar_device is None:
-        return _unknown_key_sidecar(facts, now, sidecar, sidecar_claim, sidecar_public_key, near)
+        return _unknown_key_sidecar(
+            facts, now, sidecar, sidecar_claim, sidecar_public_key, near, cut
+        )
     report = _decide_with_sidecar(
         facts, now, sidecar, sidecar_claim, sidecar_device, sidecar_logged, sidecar_chunk_hashes
     )
     d = report.evidence.pdq_distance
     if report.status is Verdict.TAMPERED and _another_picture(report.evidence):
-        nearby = _decide_near(facts, now, near)
+        nearby = _decide_near(facts, now, near, cut)
         if nearby.status is Verdict.DERIVED:
             note = (
                 f"a sidecar came with the file but describes a different picture ({d} bits"
@@ -541,11 +593,14 @@ def _another_picture(ev: Evidence) -> bool:
 
 
 def _decide_near(
-    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
+    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim], cut: bool = False
 ) -> VerificationReport:
-    """Rules 3 and 4: the closest signed capture within the threshold, else UNSIGNED."""
+    """Rules 3 and 4: the closest signed capture within the threshold, else UNSIGNED.
+    ``cut``: the search that found ``near`` stopped before its end, so a copy whose only
+    matching captures found are covered by their key's revocation is not REVOKED_KEY
+    (`_revoked_source`)."""
     if facts.media_type.startswith("video/"):
-        return _decide_video_near(facts, now, near)
+        return _decide_video_near(facts, now, near, cut)
     # the closest match per kind: [not covered by its key's revocation, covered]
     best: list[tuple[int, str, LoggedClaim] | None] = [None, None]
     for lc in near:
@@ -577,7 +632,7 @@ def _decide_near(
     turns = turn_notes(turn, facts.orientation, lc.claim.orientation)
     # covered by its key's revocation only when no other capture matched (best[0] is None)
     if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
-        return _revoked_source(near_by, turns, revoked, ev, now)
+        return _revoked_source(near_by, turns, revoked, ev, now, cut)
     reasons = [f"{near_by}: a re-encoded, resized or edited copy of it", *turns]
     if (revoked := _revocation(lc.device)) is not None:
         reasons.append(f"note: for that capture, {revoked}")
@@ -585,11 +640,26 @@ def _decide_near(
 
 
 def _revoked_source(
-    near_by: str, notes: Sequence[str], revoked: str, ev: Evidence, now: datetime
+    near_by: str,
+    notes: Sequence[str],
+    revoked: str,
+    ev: Evidence,
+    now: datetime,
+    cut: bool = False,
 ) -> VerificationReport:
     """REVOKED_KEY for a copy whose only matching captures were logged at or after their
     key's revocation: ``near_by`` says what matched, ``revoked`` is the revocation
-    (`_revocation`), ``notes`` follow the reason."""
+    (`_revocation`), ``notes`` follow the reason. When the search that found them was
+    ``cut`` (stopped at its time budget before its end), they need not be the only ones:
+    a capture it did not reach, logged before any revocation of its key, may match too
+    (DERIVED), so REVOKED_KEY, a finding against the file, is not given: UNSIGNED, citing
+    no claim, its reason naming the revoked capture found (`REVOKED_ONLY_FOUND_CUT`)."""
+    if cut:
+        reasons = (
+            f"{near_by}, but {revoked}, before that capture was logged; {REVOKED_ONLY_FOUND_CUT}",
+            *notes,
+        )
+        return VerificationReport(Verdict.UNSIGNED, reasons, Evidence(file=ev.file), now)
     reasons = (
         f"{near_by}, but {revoked}, before that capture was logged: a copy of it proves nothing",
         *notes,
@@ -597,6 +667,14 @@ def _revoked_source(
     return VerificationReport(Verdict.REVOKED_KEY, reasons, ev, now)
 
 
+#: What an UNSIGNED verdict says after the near copies found by a cut search, all of them
+#: captures their key's revocation covers (`_revoked_source`).
+REVOKED_ONLY_FOUND_CUT = (
+    "the search for signed near copies stopped before its end (see the note on it), so a"
+    " capture it did not reach, signed by a key in good standing, may match these pixels"
+    " too: this is not a finding that the file is a copy of a revoked key's capture"
+    " (REVOKED_KEY), nor that no signed capture matches it"
+)
 #: UNSIGNED's reason when the file's pixels (or frames) were hashed and searched too.
 NO_MATCH_REASON = "no signed claim in the log matches these bytes or these pixels"
 #: UNSIGNED's first reason when no pixels were hashed (not media, or not decodable): only
@@ -645,13 +723,14 @@ def _unsigned(facts: FileFacts, now: datetime) -> VerificationReport:
 
 
 def _decide_video_near(
-    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim]
+    facts: FileFacts, now: datetime, near: Sequence[LoggedClaim], cut: bool = False
 ) -> VerificationReport:
     """DERIVED when the sampled frames align in time with a signed video's (vPDQ-style,
     `provenance.core.video_match.match_video`), with the matched stretch of the original.
     A signed video whose frames do not match as they are is tried through each of the 7
     rotations and mirror images of the frames (``facts.dihedral_soft_bindings``,
-    `video_runs`): a copy whose display matrix was dropped or whose pixels were turned."""
+    `video_runs`): a copy whose display matrix was dropped or whose pixels were turned.
+    ``cut`` as `_decide_near` takes it."""
     # the best match per kind: [not covered by its key's revocation, covered]
     best: list[tuple[VideoMatch, str, LoggedClaim] | None] = [None, None]
     runs = video_runs(facts.dihedral_soft_bindings)
@@ -691,7 +770,7 @@ def _decide_video_near(
     turns = [turned_note(turn)] if turn != TRANSFORMS[0] else []
     # covered by its key's revocation only when no other video matched (best[0] is None)
     if (revoked := _revocation(lc.device, lc.integrated_at)) is not None:
-        return _revoked_source(near_by, turns, revoked, ev, now)
+        return _revoked_source(near_by, turns, revoked, ev, now, cut)
     reasons = [f"{near_by}: a transcoded, resized or trimmed copy of it", *turns]
     if (revoked := _revocation(lc.device)) is not None:
         reasons.append(f"note: for that capture, {revoked}")
@@ -788,11 +867,12 @@ def _unknown_key_sidecar(
     claim: Claim,
     public_key: bytes,
     near: Sequence[LoggedClaim],
+    cut: bool = False,
 ) -> VerificationReport:
     """Rule 1 for a sidecar whose key this log has not enrolled: not evidence about these
     bytes (nothing here vouches for the key), so the verdict is the log's (rules 3 and 4)
     and a reason says what the sidecar is. Never TAMPERED: a bad signature under an
-    unknown key says nothing about the file beside it."""
+    unknown key says nothing about the file beside it. ``cut`` as `_decide_near` takes it."""
     hash_match = facts.binds(claim.hard_binding.sha256)
     kid = f"key id {sidecar.key_id.hex()[:16]}…"
     what = "this file's bytes" if hash_match else "other bytes"
@@ -814,7 +894,7 @@ def _unknown_key_sidecar(
             " enrolled here, so it proves nothing about these bytes and was not used"
             f" (it describes {what})"
         )
-    report = _decide_near(facts, now, near)
+    report = _decide_near(facts, now, near, cut)
     ev = replace(report.evidence, sidecar_present=True)
     if ev.claim is None:  # nothing logged matches: show what the sidecar claims, unchecked
         ev = replace(

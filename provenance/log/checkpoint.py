@@ -12,7 +12,11 @@ A signed note is the body, a blank line, and signature lines
 ``— <key name> base64(key id || Ed25519 signature)``; the key id is the first four bytes of
 SHA-256(key name || 0x0A || 0x01 || public key), and a verifier key is written
 ``<name>+<hex key id>+base64(0x01 || public key)`` (golang.org/x/mod/sumdb/note). Opening a
-note ignores signatures by other keys, as the spec requires.
+note ignores signatures by other keys, as the spec requires. A note is bounded before it
+is read: at most `MAX_NOTE_BYTES`, `MAX_SIGNATURES` lines, a key name of at most
+`MAX_KEY_NAME_BYTES` and a signature of at most `MAX_SIGNATURE_BASE64` characters of
+base64, a line by an unknown key too (a hostile log or witness cannot make a reader
+decode or hold megabytes; messages quote at most 60 characters of a field).
 
 Errors: a malformed note, body or key string raises LogError; a missing or failing
 signature raises SignatureError; unusable key files raise ConfigError, KeyMaterialError
@@ -55,6 +59,21 @@ MAX_TREE_SIZE = 2**64 - 1
 MAX_SIGNATURES = 100
 """Most signature lines a note may carry (the spec asks verifiers for a limit of >= 16)."""
 
+MAX_KEY_NAME_BYTES = 256
+"""Longest note key name, in UTF-8 bytes (c2sp.org/signed-note sets none; names are
+schema-less URLs such as ``media-provenance.local/log``, a few dozen bytes)."""
+
+MAX_SIGNATURE_BASE64 = 8192
+"""Most characters of a signature line's base64 (key id and signature: 6,144 bytes). An
+Ed25519 signature is 68 bytes with its key id (92 characters), a timestamped cosignature
+76 (104), an ML-DSA-87 one, the largest post-quantum kind the spec foresees ("nearly
+5kB"), 4,631 (6,176)."""
+
+MAX_NOTE_BYTES = 1 << 20
+"""Most bytes (UTF-8) of a whole signed note: `MAX_SIGNATURES` lines of the longest name
+and signature (8,454 bytes each) and a text of 150 KiB fit; a checkpoint of this log with
+its 15 cosignatures is under 2 KiB."""
+
 MAX_KEY_FILE_BYTES = 64 << 10
 """Largest log or witness key file read (`load_log_signer`; `generate_log_key` writes an
 Ed25519 PKCS#8 PEM of 119 bytes)."""
@@ -73,11 +92,56 @@ def _has_control(text: str) -> bool:
     return _CONTROL_RE.search(text) is not None
 
 
+def quoted(text: str, most: int = 60, length: int | None = None) -> str:
+    """``text`` as Python writes a string, cut to its first ``most`` characters (its
+    length then said: ``length`` when ``text`` is the start of a longer field): what a
+    message quotes of a field a hostile peer may make huge."""
+    size = len(text) if length is None else length
+    if size <= most:
+        return repr(text)
+    return f"{text[:most]!r}... ({size:,} characters)"
+
+
+def _utf8_size(text: str, most: int) -> tuple[int, bool]:
+    """(UTF-8 bytes of ``text``, True) when ASCII or at most ``most`` characters (counted
+    64 Ki characters at a time: an encoded copy of the whole could take 3 bytes a
+    character); else (its characters, False): a lower bound, already over ``most``."""
+    if text.isascii():
+        return len(text), True
+    if len(text) > most:
+        return len(text), False
+    step = 1 << 16
+    size = sum(
+        len(text[i : i + step].encode("utf-8", "surrogatepass")) for i in range(0, len(text), step)
+    )
+    return size, True
+
+
 def check_key_name(name: str) -> None:
     """Raise LogError unless ``name`` is a note key name (c2sp.org/signed-note "Format":
-    non-empty, no Unicode spaces, no '+'; and no control characters)."""
+    non-empty, no Unicode spaces, no '+'; and no control characters), of at most
+    `MAX_KEY_NAME_BYTES` UTF-8 bytes (checked first: a longer one is not scanned, and
+    the message quotes only its start)."""
+    size, exact = _utf8_size(name, MAX_KEY_NAME_BYTES)
+    if size > MAX_KEY_NAME_BYTES:
+        unit = "bytes" if exact else "characters"
+        raise LogError(
+            f"a key name of {size:,} {unit}, more than the {MAX_KEY_NAME_BYTES} bytes a note"
+            f" key name may have: {quoted(name)}"
+        )
     if not name or "+" in name or any(ch.isspace() for ch in name) or _has_control(name):
         raise LogError(f"{name!r} is not a note key name (non-empty, no spaces, no '+')")
+
+
+def check_note_size(note: str) -> None:
+    """Raise LogError when ``note`` is over `MAX_NOTE_BYTES` in UTF-8: checked before
+    anything else reads it (a copy is made only of a non-ASCII note within the bound)."""
+    size, exact = _utf8_size(note, MAX_NOTE_BYTES)
+    if size > MAX_NOTE_BYTES:
+        raise LogError(
+            f"the signed note is {'' if exact else 'at least '}{size:,} bytes, more than the"
+            f" {MAX_NOTE_BYTES:,} a signed note may hold"
+        )
 
 
 def refuse_pem(text: str, what: str) -> None:
@@ -90,6 +154,31 @@ def refuse_pem(text: str, what: str) -> None:
             " (<name>+<key id>+<key>, one line): `prov log key --key-file FILE` prints"
             " the verifier key of a log key file, `prov witness serve` a witness's"
         )
+
+
+def split_vkey(vkey: str, what: str) -> tuple[str, str, str]:
+    """(name, key id text, key material) of a verifier key ``<name>+<key id>+<key>``
+    (``what`` names it in messages), each part sliced out only within its bound (a key
+    from a hostile server may be megabytes): the name at most `MAX_KEY_NAME_BYTES`
+    characters (`check_key_name` then counts its bytes), the key id cut at 9 characters
+    (8 are taken), the material at most `MAX_SIGNATURE_BASE64` characters of base64 (an
+    Ed25519 key's is 44). Raises LogError."""
+    first = vkey.find("+")
+    second = vkey.find("+", first + 1) if first >= 0 else -1
+    if second < 0:
+        raise LogError(f"{what} {quoted(vkey)} is not <name>+<key id>+<key>")
+    if first > MAX_KEY_NAME_BYTES:
+        raise LogError(
+            f"a key name of {first:,} characters, more than the {MAX_KEY_NAME_BYTES} bytes a"
+            f" note key name may have: {quoted(vkey[:61], length=first)}"
+        )
+    material = len(vkey) - second - 1
+    if material > MAX_SIGNATURE_BASE64:
+        raise LogError(
+            f"{what} has {material:,} characters of key material, more than the"
+            f" {MAX_SIGNATURE_BASE64:,} of any key (an Ed25519 key's are 44)"
+        )
+    return vkey[:first], vkey[first + 1 : min(second, first + 10)], vkey[second + 1 :]
 
 
 def key_id(name: str, public_key: bytes) -> bytes:
@@ -255,36 +344,64 @@ class SignatureLine:
     signature: bytes
 
 
+def _quoted_line(note: str, start: int, end: int) -> str:
+    """`quoted` of ``note[start:end]``, slicing out no more than it shows."""
+    return quoted(note[start : min(end, start + 61)], length=end - start)
+
+
 def split_note(note: str) -> tuple[str, list[SignatureLine]]:
     """Split a signed note into its text (ending in a newline) and signature lines, as
     c2sp.org/signed-note reads them: only U+000A ends a line, the text ends at the last
     blank line, every line after it is ``— <name> base64(key id || signature)``, at most
     `MAX_SIGNATURES` of them, and no control character but U+000A anywhere. Nothing is
-    verified. Raises LogError if malformed."""
+    verified. Bounds, each checked before what it bounds is copied or decoded: the note
+    at most `MAX_NOTE_BYTES`, a key name `MAX_KEY_NAME_BYTES`, a signature
+    `MAX_SIGNATURE_BASE64` characters of base64 (a line by an unknown key too: over a
+    bound, the whole note is malformed). Messages quote at most 60 characters of a line.
+    Raises LogError if malformed."""
+    check_note_size(note)
     if _has_control(note):
         raise LogError("signed note has control characters")
     split = note.rfind("\n\n")
     if split < 0:
         raise LogError("signed note has no blank line before its signatures")
-    text, block = note[: split + 1], note[split + 2 :]
-    if not block.endswith("\n"):
+    start = split + 2
+    if start >= len(note) or not note.endswith("\n"):
         raise LogError("signed note must end with a signature line and a newline")
-    lines = block[:-1].split("\n")
-    if len(lines) > MAX_SIGNATURES:
-        raise LogError(f"signed note has {len(lines)} signatures, more than {MAX_SIGNATURES}")
+    count = note.count("\n", start)
+    if count > MAX_SIGNATURES:
+        raise LogError(f"signed note has {count} signatures, more than {MAX_SIGNATURES}")
     signatures = []
-    for line in lines:
-        if not line.startswith(_EM_DASH + " "):
-            raise LogError(f"signature line {line!r} does not start with '— '")
-        name, sep, blob = line[2:].partition(" ")
-        if not sep:
-            raise LogError(f"signature line {line!r} is not '— <name> <base64>'")
+    while start < len(note):  # line by line, each sliced out only once its fields fit
+        end = note.index("\n", start)
+        if not note.startswith(_EM_DASH + " ", start, end):
+            raise LogError(
+                f"signature line {_quoted_line(note, start, end)} does not start with '— '"
+            )
+        space = note.find(" ", start + 2, end)
+        if space < 0:
+            raise LogError(
+                f"signature line {_quoted_line(note, start, end)} is not '— <name> <base64>'"
+            )
+        name = note[start + 2 : min(space, start + 2 + MAX_KEY_NAME_BYTES + 1)]
+        if space - (start + 2) > MAX_KEY_NAME_BYTES:  # its characters: at least its bytes
+            raise LogError(
+                f"a key name of {space - start - 2:,} characters, more than the"
+                f" {MAX_KEY_NAME_BYTES} bytes a note key name may have:"
+                f" {quoted(name, length=space - start - 2)}"
+            )
         check_key_name(name)
-        raw = b64decode_strict(blob, f"signature of {name}")
+        if end - space - 1 > MAX_SIGNATURE_BASE64:
+            raise LogError(
+                f"the signature of {name} is {end - space - 1:,} characters of base64, more"
+                f" than the {MAX_SIGNATURE_BASE64:,} of any signature a note may carry"
+            )
+        raw = b64decode_strict(note[space + 1 : end], f"signature of {name}")
         if len(raw) < 5:
             raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
         signatures.append(SignatureLine(name, raw[:4], raw[4:]))
-    return text, signatures
+        start = end + 1
+    return note[: split + 1], signatures
 
 
 def note_signers(note: str) -> list[str]:
@@ -315,10 +432,7 @@ class NoteVerifier:
         The key id must match the one computed from the name and key.
         """
         refuse_pem(vkey, "verifier key")
-        parts = vkey.split("+", 2)
-        if len(parts) != 3:
-            raise LogError(f"verifier key {vkey!r} is not <name>+<key id>+<key>")
-        name, id_text, material = parts
+        name, id_text, material = split_vkey(vkey, "verifier key")
         check_key_name(name)
         if not _KEY_ID_RE.fullmatch(id_text):
             raise LogError(f"verifier key id {id_text!r} is not 8 lowercase hex digits")
@@ -371,13 +485,13 @@ def open_checkpoint(
     key name (the C2SP recommendation and what `LogSigner` does). ``opaque_extensions``:
     take any extension lines, ignored (`Checkpoint.parse_body`). Raises SignatureError
     (no valid signature by ``verifier``) or LogError (malformed note or body, or another
-    origin).
+    origin: the message quotes at most 60 characters of each).
     """
     text = verifier.open(note)
     checkpoint = Checkpoint.parse_body(text, opaque_extensions=opaque_extensions)
     expected = verifier.name if origin is None else origin
     if checkpoint.origin != expected:
-        raise LogError(f"checkpoint origin {checkpoint.origin!r} is not {expected!r}")
+        raise LogError(f"checkpoint origin {quoted(checkpoint.origin)} is not {quoted(expected)}")
     return checkpoint
 
 

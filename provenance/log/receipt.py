@@ -71,6 +71,17 @@ def verify_receipt(receipt: Receipt, signed: SignedClaim, verifier: NoteVerifier
     proof fails).
     """
     checkpoint = open_checkpoint(receipt.checkpoint, verifier)
+    prove_receipt(receipt, signed, checkpoint)
+    return checkpoint
+
+
+def prove_receipt(receipt: Receipt, signed: SignedClaim, checkpoint: Checkpoint) -> None:
+    """The part of `verify_receipt` after the checkpoint's signature: ``receipt``'s log
+    entry holds ``signed`` and its inclusion proof leads to the root of ``checkpoint``
+    (opened from ``receipt.checkpoint`` by the caller, `open_checkpoint`: a caller that
+    checks many receipts of one checkpoint checks its signature once). Raises
+    ProofError (another claim, another integration time, a leaf outside the tree, a
+    failed proof) or LogError (a malformed log entry)."""
     logged, integrated_at = decode_log_entry(receipt.log_entry)
     if logged != signed:
         raise ProofError("the receipt's log entry holds a different claim than this sidecar")
@@ -87,4 +98,3 @@ def verify_receipt(receipt: Receipt, signed: SignedClaim, verifier: NoteVerifier
         list(receipt.inclusion_proof),
         checkpoint.root_hash,
     )
-    return checkpoint

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import gzip
 import http.client
-import io
 import os
 import time
 import urllib.error
@@ -43,15 +42,21 @@ from provenance.core.errors import (
     TransportError,
 )
 from provenance.core.files import naming
-from provenance.core.networds import exchange_failure
+from provenance.core.networds import OverBudget, exchange_failure, metered_response
 from provenance.log import tiles
-from provenance.log.checkpoint import Checkpoint
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from provenance.terminal import clipped_line
 
 if TYPE_CHECKING:  # the web reads tiles without the store layer (test_web_units)
     from provenance.store import Store
 
 MAX_FILE_BYTES = tiles.TILE_WIDTH * (2 + tiles.MAX_ENTRY_SIZE)
-"""Largest file of a tiled log: a full entry bundle of 256 entries of 65,535 bytes."""
+"""Largest file of a tiled log: a full entry bundle of 256 entries of 65,535 bytes. The
+checkpoint's own bound is a signed note's, `MAX_NOTE_BYTES` (`most_bytes`)."""
+
+SHOWN_TARGET_CHARS = 200
+"""Characters of a server's redirect target or reason phrase an error repeats (escaped,
+cut: `clipped_line`; before, all of a line of up to 64 KiB)."""
 
 FETCH_TIMEOUT_S = 30.0
 """Seconds to wait for any byte of a file over HTTP."""
@@ -109,12 +114,17 @@ def _leaves_end(tile: tiles.Tile) -> int:
 
 
 def _exported_size(directory: Path) -> int | None:
-    """Tree size of the checkpoint already in ``directory``, or None if it has none."""
+    """Tree size of the checkpoint already in ``directory``, or None if it has none.
+    Raises ConfigError when it is no checkpoint (over `MAX_NOTE_BYTES` too, read no
+    further)."""
     path = directory / tiles.CHECKPOINT_PATH
     try:
-        text = _read_local(path).decode(errors="replace")
+        data = _read_local(path, MAX_NOTE_BYTES + 1)
     except FileNotFoundError:
         return None
+    if len(data) > MAX_NOTE_BYTES:
+        raise ConfigError(f"{_too_large(str(path), MAX_NOTE_BYTES)}; is {directory} a tiled log?")
+    text = data.decode(errors="replace")
     try:
         return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
     except LogError as e:
@@ -190,10 +200,32 @@ def export_tiles(
     return ExportResult(size, written, bundles)
 
 
-def _read_bounded(read: Callable[[int], bytes], what: str) -> bytes:
-    data = read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise LogIntegrityError(f"{what} is larger than any tiled-log file ({MAX_FILE_BYTES})")
+def most_bytes(path: str) -> int:
+    """Most bytes the tiled log's file ``path`` may hold, and more than are ever read of
+    it: the checkpoint is a signed note, of at most `MAX_NOTE_BYTES` (1 MiB; before, up
+    to a bundle's 16 MiB of it was read before its size was checked), a tile or an entry
+    bundle at most `MAX_FILE_BYTES`."""
+    return MAX_NOTE_BYTES if path == tiles.CHECKPOINT_PATH else MAX_FILE_BYTES
+
+
+def _too_large(what: str, most: int, inflated: bool = False) -> LogIntegrityError:
+    """The error for the file ``what`` found over its bound ``most`` (`most_bytes`) as
+    sent, or once ``inflated`` from gzip."""
+    if most != MAX_NOTE_BYTES:
+        if inflated:
+            return LogIntegrityError(f"{what} inflates past {most} bytes")
+        return LogIntegrityError(f"{what} is larger than any tiled-log file ({most})")
+    verb = "inflates to" if inflated else "is"
+    return LogIntegrityError(
+        f"{what} {verb} more than the {most:,} bytes ({most >> 20} MiB) a signed note may"
+        " hold; it was read no further"
+    )
+
+
+def _read_bounded(data: bytes, what: str, most: int) -> bytes:
+    """``data`` when it is at most ``most`` bytes; else LogIntegrityError (`_too_large`)."""
+    if len(data) > most:
+        raise _too_large(what, most)
     return data
 
 
@@ -213,14 +245,13 @@ def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
         return handle.read() if limit < 0 else handle.read(min(limit, size + 1))
 
 
-def _read_local(path: Path) -> bytes:
+def _read_local(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
     """A file of a tiled log's folder (to audit it, or one an export wrote before: the
-    checkpoint, a tile), at most `MAX_FILE_BYTES` and one more byte, opened without
-    blocking (`read_tile_file`: a FIFO there held the reader in open() for good, and a
+    checkpoint, a tile), at most ``limit`` bytes, opened without blocking (`read_tile_file`: a FIFO there held the reader in open() for good, and a
     link to /dev/zero was read without end). Raises FileNotFoundError when it is not
     there, ConfigError for anything but a regular file or another OSError, naming it."""
     try:
-        return read_tile_file(path)
+        return read_tile_file(path, limit)
     except NotRegularFileError as e:
         raise ConfigError(f"{e}: a tiled log's folder holds only files") from e
     except FileNotFoundError:
@@ -231,34 +262,38 @@ def _read_local(path: Path) -> bytes:
 
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
+        most = most_bytes(path)
         try:
-            data = _read_local(root / path)
+            data = _read_local(root / path, most + 1)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
-        return _read_bounded(io.BytesIO(data).read, path)
+        return _read_bounded(data, path, most)
 
     return fetch
 
 
-def _read_by_deadline(response: http.client.HTTPResponse, url: str, deadline_s: float) -> bytes:
-    """The body of ``response``, read within ``deadline_s`` seconds in all. Raises
-    TransportError past the deadline, LogIntegrityError over `MAX_FILE_BYTES`."""
+def _read_by_deadline(
+    response: http.client.HTTPResponse, url: str, deadline_s: float, most: int
+) -> bytes:
+    """The body of ``response``, read within ``deadline_s`` seconds in all, and no more
+    than ``most`` bytes and one. Raises TransportError past the deadline,
+    LogIntegrityError over ``most`` (`_too_large`)."""
     deadline = time.monotonic() + deadline_s
     data = bytearray()
-    while len(data) <= MAX_FILE_BYTES:
+    while len(data) <= most:
         if time.monotonic() > deadline:
             raise TransportError(f"{url} took more than {deadline_s:g} s to arrive")
-        chunk = response.read1(min(1 << 16, MAX_FILE_BYTES + 1 - len(data)))
+        chunk = response.read1(min(1 << 16, most + 1 - len(data)))
         if not chunk:
             break
         data += chunk
     left = response.length  # what its Content-Length still announced, if it sent one
-    if left and len(data) <= MAX_FILE_BYTES:
+    if left and len(data) <= most:
         raise TransportError(
             f"{url} ended after {len(data)} of its {len(data) + left} bytes (the connection"
             " closed early); try again"
         )
-    return _read_bounded(io.BytesIO(data).read, url)
+    return _read_bounded(bytes(data), url, most)
 
 
 def _fetch_failure(e: BaseException, url: str) -> str:
@@ -274,7 +309,11 @@ def _fetch_failure(e: BaseException, url: str) -> str:
 
 class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """urllib's redirect handler, but a redirect off http(s) (``ftp://``, ``file://``,
-    ``data:``) is refused naming its target: urllib itself follows one to ``ftp://``."""
+    ``data:``) is refused naming its target: urllib itself follows one to ``ftp://``;
+    and a redirect's own body is never read: urllib's handler read it whole
+    (``fp.read()``) before following it, outside every bound here, so a server
+    redirecting each file with a 12 MiB body had all of it read for each (an endless
+    one for the file's whole deadline)."""
 
     def http_error_302(
         self,
@@ -290,10 +329,12 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
             newurl = urllib.parse.urljoin(req.full_url, target.strip())
             if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
                 fp.close()
-                raise TransportError(
-                    f"cannot fetch {req.full_url}: it redirects to {newurl}, which is not"
+                raise TransportError(  # its target cut: a server's line of up to 64 KiB
+                    f"cannot fetch {req.full_url}: it redirects to"
+                    f" {clipped_line(newurl, SHOWN_TARGET_CHARS)}, which is not"
                     " followed (a tiled log is fetched over only http:// and https://)"
                 )
+        fp.close()  # unread: its connection is dropped (urllib keeps none alive)
         followed: http.client.HTTPResponse | None = super().http_error_302(
             req, fp, code, msg, headers
         )
@@ -303,11 +344,15 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
 
 class _CutHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection whose socket its `Cutoff` shuts down at the deadline."""
+    """An HTTP connection whose socket its `Cutoff` shuts down at the deadline, whose
+    answer is read no further than its `wire_budget` (`metered_response`)."""
 
-    def __init__(self, host: str, *, cutoff: Cutoff, **kwargs: Any) -> None:
+    def __init__(
+        self, host: str, *, cutoff: Cutoff, most: int = MAX_FILE_BYTES, **kwargs: Any
+    ) -> None:
         super().__init__(host, **kwargs)
         self._cutoff = cutoff
+        self.response_class = metered_response(most)
 
     def connect(self) -> None:
         """Connect (over TLS, shake hands too), and hand the socket to the cutoff."""
@@ -327,31 +372,37 @@ class _CutHandler(urllib.request.AbstractHTTPHandler):
     """urllib's http:// and https:// handlers in one, each connection under one
     `Cutoff`."""
 
-    def __init__(self, cutoff: Cutoff) -> None:
+    def __init__(self, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> None:
         super().__init__()
         self._cutoff = cutoff
+        self._most = most
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
-        """Open ``req`` on a connection the cutoff watches."""
-        return self.do_open(functools.partial(_CutHTTPConnection, cutoff=self._cutoff), req)
+        """Open ``req`` on a connection the cutoff watches, its answer metered."""
+        return self.do_open(
+            functools.partial(_CutHTTPConnection, cutoff=self._cutoff, most=self._most), req
+        )
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         """Open ``req`` over TLS (the default context, as urllib's own handler has when
-        given none) on a connection the cutoff watches."""
-        return self.do_open(functools.partial(_CutHTTPSConnection, cutoff=self._cutoff), req)
+        given none) on a connection the cutoff watches, its answer metered."""
+        return self.do_open(
+            functools.partial(_CutHTTPSConnection, cutoff=self._cutoff, most=self._most), req
+        )
 
     http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
 
 
-def _opener(cutoff: Cutoff) -> urllib.request.OpenerDirector:
-    """urllib's opener for one file of a tiled log: http:// and https:// only (no ftp,
-    file or data handlers), `_WebOnlyRedirects` in place of its redirect handler, and
-    each connection (redirects too) under ``cutoff``."""
+def _opener(cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> urllib.request.OpenerDirector:
+    """urllib's opener for one file of a tiled log (of at most ``most`` bytes): http://
+    and https:// only (no ftp, file or data handlers), `_WebOnlyRedirects` in place of
+    its redirect handler, and each connection (redirects too) under ``cutoff``, each
+    answer read no further than its `wire_budget`."""
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(),
         urllib.request.UnknownHandler(),
-        _CutHandler(cutoff),
+        _CutHandler(cutoff, most),
         urllib.request.HTTPDefaultErrorHandler(),
         _WebOnlyRedirects(),
         urllib.request.HTTPErrorProcessor(),
@@ -367,7 +418,7 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
         url = base + path
         with Cutoff(deadline_s) as cutoff:
             try:
-                data = _fetch_url(url, cutoff)
+                data = _fetch_url(url, cutoff, most_bytes(path))
             except TransportError:
                 if cutoff.expired.is_set():
                     raise _late(url, deadline_s) from None
@@ -383,19 +434,19 @@ def _late(url: str, deadline_s: float) -> TransportError:
     return TransportError(f"{url} took more than {deadline_s:g} s to arrive")
 
 
-def _gunzip(data: bytes, url: str) -> bytes:
+def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
     """The file at ``url`` from its gzip-encoded ``data``: every member of the stream
     (RFC 1952 2.2: a gzip file is a series of members, as a server flushing its
     compressor, concatenating files, or bgzip's 64 KiB blocks send; before, the first
     member alone was taken for the file, and a tile sent so was a LOG INTEGRITY FAILURE
     of an intact log), NUL padding after the last ignored (as gzip(1) does). Time and
     copying are linear in ``len(data)`` whatever the member count (`GZIP_FEED_BYTES`).
-    Raises LogIntegrityError past `MAX_FILE_BYTES` inflated, TransportError for a stream
-    cut short, zlib.error for bytes that are no gzip member."""
+    Raises LogIntegrityError past ``most`` bytes inflated (inflating no further),
+    TransportError for a stream cut short, zlib.error for bytes that are no gzip member."""
     out = bytearray()
     view = memoryview(data)
     at = 0  # where the next member starts in data
-    first, most = GZIP_FEED_BYTES
+    first, widest = GZIP_FEED_BYTES
     while True:
         inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         feed = first
@@ -407,32 +458,35 @@ def _gunzip(data: bytes, url: str) -> bytes:
                 )
             chunk = view[at : at + feed]
             at += len(chunk)
-            out += inflate.decompress(chunk, MAX_FILE_BYTES + 1 - len(out))
-            if len(out) > MAX_FILE_BYTES or inflate.unconsumed_tail:
-                raise LogIntegrityError(f"{url} inflates past {MAX_FILE_BYTES} bytes")
-            feed = min(2 * feed, most)
+            out += inflate.decompress(chunk, most + 1 - len(out))
+            if len(out) > most or inflate.unconsumed_tail:
+                raise _too_large(url, most, inflated=True)
+            feed = min(2 * feed, widest)
         at -= len(inflate.unused_data)  # the next member's start, given with this one's
         if at == len(data) or (data[at] == 0 and data.count(0, at) == len(data) - at):
             return bytes(out)  # the end, or NUL padding to it (counted once: a NUL
             # starts no member, so any other byte after one fails the next's header)
 
 
-def _fetch_url(url: str, cutoff: Cutoff) -> bytes:
-    """The file at ``url``, its connections under ``cutoff``. Raises TileMissingError
-    (404), TransportError, LogIntegrityError (too large)."""
+def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
+    """The file at ``url``, its connections under ``cutoff``, at most ``most`` bytes as
+    sent and once inflated (no more is read or inflated). Raises TileMissingError (404),
+    TransportError, LogIntegrityError (too large)."""
     request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
     try:
-        with _opener(cutoff).open(request, timeout=FETCH_TIMEOUT_S) as response:
-            data = _read_by_deadline(response, url, cutoff.seconds)
+        with _opener(cutoff, most).open(request, timeout=FETCH_TIMEOUT_S) as response:
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("identity", "", "gzip"):
                 # not asked for: its bytes are not the file's (a LOG INTEGRITY FAILURE of
-                # an intact log, before)
+                # an intact log, before); refused unread
                 raise TransportError(
                     f"cannot fetch {url}: the server sent it in the encoding"
                     f" {encoding[:40]!r}, which was not asked for (only gzip or none)"
                 )
-            return _gunzip(data, url) if encoding == "gzip" else data
+            data = _read_by_deadline(response, url, cutoff.seconds, most)
+            return _gunzip(data, url, most) if encoding == "gzip" else data
+    except OverBudget as e:
+        raise TransportError(f"cannot fetch {url}: {e}") from None
     except urllib.error.HTTPError as e:
         if e.code == 404:
             raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
@@ -441,7 +495,8 @@ def _fetch_url(url: str, cutoff: Cutoff) -> bytes:
                 f"cannot fetch {url}: it redirects in a loop, or more than"
                 f" {_WebOnlyRedirects.max_redirections} times"
             ) from e
-        raise TransportError(f"{url}: HTTP {e.code} {e.reason}") from e
+        reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
+        raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
         raise TransportError(_fetch_failure(e, url)) from e
 
@@ -451,7 +506,8 @@ def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     each file over HTTP must arrive within ``deadline_s`` seconds (TransportError).
 
     The fetcher raises LogIntegrityError for a file the log must serve but does not (a
-    missing file, HTTP 404, or one over `MAX_FILE_BYTES`), TransportError when the
+    missing file, HTTP 404, or one over its bound, `most_bytes`: 1 MiB for the
+    checkpoint, read no further), TransportError when the
     server cannot be reached, ConfigError when a local file cannot be read. Raises
     ConfigError here when ``location`` is neither a URL nor an existing directory.
     """

@@ -38,7 +38,7 @@ from provenance.core.errors import (
     TileMissingError,
 )
 from provenance.log.audit import AuditState, audit_step, open_trusted
-from provenance.log.checkpoint import Checkpoint, NoteVerifier
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, NoteVerifier
 
 TILE_HEIGHT = 8
 """Tree levels one tile spans (tlog-tiles: fixed at 8)."""
@@ -454,6 +454,11 @@ def audit_tiles(
     be read.
     """
     note_bytes = fetch(CHECKPOINT_PATH)
+    if len(note_bytes) > MAX_NOTE_BYTES:  # refused before it is decoded (`split_note`)
+        raise LogIntegrityError(
+            f"the checkpoint file is {len(note_bytes):,} bytes, more than the"
+            f" {MAX_NOTE_BYTES:,} a signed note may hold"
+        )
     try:
         note = note_bytes.decode()
     except UnicodeDecodeError as e:

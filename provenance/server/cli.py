@@ -3,11 +3,15 @@ PostgreSQL database. Registered on the `prov` app by clients/cli.py."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import threading
 import time
+import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 from rich.text import Text
@@ -33,18 +37,27 @@ from provenance.core.errors import (
     ProvenanceError,
 )
 from provenance.core.keyhistory import check_admin_token
-from provenance.terminal import SafeConsole
+from provenance.terminal import SafeConsole, shown_line
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
     from detector.secret import SharedMeta
     from detector.serving import ServerDetector
     from provenance.c2pa.authority import Authority
+    from provenance.media.assets import AssetLimits
+    from provenance.server.rpc import AioServer
     from provenance.web.serve import WebServer
 
 err = SafeConsole(stderr=True, soft_wrap=True)
 
 #: ``--db`` of the in-memory store (`provenance.store.open_store`): it writes no file.
 IN_MEMORY = ":memory:"
+
+#: Exit status of `prov serve` stopped by SIGTERM while it starts: 128 + 15, as a shell
+#: reports a process that SIGTERM ended (`prov scan`'s too); once started, SIGTERM shuts
+#: it down cleanly with exit 0.
+EXIT_TERMINATED = 143
+
+P = ParamSpec("P")
 #: Largest --admin-token-file read (a token, not a file named by mistake).
 MAX_TOKEN_FILE_BYTES = 4096
 
@@ -64,6 +77,7 @@ _LIMIT_FLAGS = {
     "max_lookup_queries": "--max-lookup-queries",
     "max_lookup_hashes": "--max-lookup-hashes",
     "lookup_s": "--lookup-seconds",
+    "verify_search_s": "--verify-search-seconds",
     "quota_claims_per_minute": "--quota-claims-per-minute",
     "quota_bytes_per_minute": "--quota-claim-kb-per-minute",
     "forgeries_per_minute": "--forgeries-per-minute",
@@ -154,6 +168,47 @@ def _flag_named(message: str) -> str:
     return f"{_LIMIT_FLAGS[field]} {rest}" if field in _LIMIT_FLAGS else message
 
 
+def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
+    """`serve` with SIGTERM during its start (before "listening on", where its own
+    handler takes over) stopping the start as Ctrl-C does: KeyboardInterrupt, so the
+    start's own clean-up runs (a new SQLite database, its log key and detector secret
+    are removed, as for any failed start), then "terminated (SIGTERM) while starting"
+    and `EXIT_TERMINATED` (143). A second SIGTERM meanwhile is only noted, so that it
+    cannot cut that clean-up short. Before, the signal's default action ended the
+    process at once (-15), leaving a new database and log key half made. Off the main
+    thread (where Python delivers no signals) it changes nothing."""
+
+    @functools.wraps(run)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return run(*args, **kwargs)
+        got: list[int] = []
+
+        def on_term(signum: int, _frame: types.FrameType | None) -> None:
+            got.append(signum)
+            if len(got) == 1:
+                raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, on_term)
+        try:
+            run(*args, **kwargs)
+        except KeyboardInterrupt:
+            if not got:
+                raise
+            err.print(
+                "terminated (SIGTERM) while starting: the server did not start, and a"
+                " database or log key this start created is removed",
+                highlight=False,
+            )
+            raise typer.Exit(EXIT_TERMINATED) from None
+        finally:
+            if signal.getsignal(signal.SIGTERM) is on_term:
+                signal.signal(signal.SIGTERM, previous)
+
+    return wrapper
+
+
+@_sigterm_stops_start
 def serve(
     db: Annotated[
         str,
@@ -355,6 +410,15 @@ def serve(
             " beyond it DEADLINE_EXCEEDED."
         ),
     ] = 30.0,
+    verify_search_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Longest one VerifyFile's near-duplicate (PDQ) search may run (less if the"
+            " caller's deadline is sooner); beyond it the verdict is given on the near copies"
+            " found so far, marked near_search_cut. Exact and signature verdicts are not"
+            " affected."
+        ),
+    ] = 5.0,
     quota_claims_per_minute: Annotated[
         int, typer.Option(help="Submissions accepted per device per minute (0: no quota).")
     ] = 600,
@@ -669,6 +733,7 @@ def serve(
             max_lookup_queries=max_lookup_queries,
             max_lookup_hashes=max_lookup_hashes,
             lookup_s=lookup_seconds,
+            verify_search_s=verify_search_seconds,
             quota_claims_per_minute=quota_claims_per_minute,
             quota_bytes_per_minute=quota_claim_kb_per_minute * 1024,
             forgeries_per_minute=forgeries_per_minute,
@@ -746,7 +811,13 @@ def serve(
     # another server made or shares, removes nothing of theirs.
     service: ProvenanceService | None = None
     pool: ReaderPool | None = None
+    server: AioServer | None = None
+    web: WebServer | None = None
     made_secret = False
+    # the handler only appends: it runs in this thread between two bytecodes, also while
+    # this thread holds a lock, and one that set a threading.Event waited on here could
+    # block for good on the Event's own lock (`serve_until_signalled`, prov web's twin)
+    signals: list[int] = []
     try:
         service = ProvenanceService(
             ServiceConfig(
@@ -839,14 +910,27 @@ def serve(
                     max_connections=max_connections,
                     trusted_proxy=trusted_proxy or [],
                     allowed_hosts=allowed_hosts,
+                    image_limits=config.inspect.limits,
                 )
                 if http
                 else None
             )
         except BaseException:
             server.stop(grace=None)
+            server = None
             raise
+        collect_cycles_rarely()  # the started server's heap frozen; young collections rarer
+        # the start's last step: a SIGINT or SIGTERM before it (during the heap's
+        # collection too) stops the start, removing what it made (before, one there came
+        # outside this clean-up: the new database and log key were left); one after
+        # stops the started server (below)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: signals.append(signum))
     except BaseException:
+        if web is not None:
+            web.stop()
+        if server is not None:  # no call in flight on the files removed below
+            server.stop(grace=None).wait()
         if pool is not None:
             pool.close()
         if service is not None:  # (a failed ProvenanceService removed its files itself)
@@ -854,17 +938,10 @@ def serve(
                 secret_file.unlink(missing_ok=True)  # the database's lock still held
             service.discard()
         raise
-    collect_cycles_rarely()  # the started server's heap frozen; young collections rarer
-    # the handler only appends: it runs in this thread between two bytecodes, also while
-    # this thread holds a lock, and one that set a threading.Event waited on here could
-    # block for good on the Event's own lock (`serve_until_signalled`, prov web's twin)
-    signals: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, _frame: signals.append(signum))
     print(f"listening on {host}:{port}", flush=True)
     print(f"log key: {service.signer.verifier_key()}", flush=True)
     for w in witnesses:
-        print(f"witness {w.name} at {w.url}", flush=True)
+        print(f"witness {shown_line(w.name)} at {w.url}", flush=True)
     if metrics_port is not None and metrics_listen is not None:
         print(metrics_started(metrics_listen, metrics_port, metrics_allowed_hosts), flush=True)
     if web is not None:
@@ -898,6 +975,7 @@ def _start_web(
     max_connections: int,
     trusted_proxy: list[str],
     allowed_hosts: str | None = None,
+    image_limits: AssetLimits | None = None,
 ) -> WebServer:
     """`prov serve --http`: the web app in a thread, a client of this process's gRPC port,
     under the limits `prov web` takes as flags of the same names: this server's
@@ -906,8 +984,10 @@ def _start_web(
     --upload-min-rate-kb (its relay slots' pace, `provenance.web.upload.Relayer`), and the
     page's own --uploads-per-minute, --header-seconds, --connections-per-client,
     --max-connections and --trusted-proxy (`provenance.web.guard.HttpLimits`) and
-    --allowed-hosts (`provenance.web.security.AllowedHosts`). Raises ConfigError when
-    ``listen`` cannot be bound."""
+    --allowed-hosts (`provenance.web.security.AllowedHosts`), and this server's image
+    limits (``image_limits``: --max-megapixels, --max-image-mb, --decode-budget-mb),
+    within which the page decodes a near copy's upload to check its answer. Raises
+    ConfigError when ``listen`` cannot be bound."""
     from provenance.core.ports import parse_allowed_hosts, parse_trusted_proxy
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
@@ -923,6 +1003,7 @@ def _start_web(
             upload_idle_seconds=upload_idle_seconds,
             upload_cut_rate=upload_min_rate_kb * 1024,
             allowed_hosts=parse_allowed_hosts(allowed_hosts) if allowed_hosts else (),
+            image_limits=image_limits,
         ),
         HttpLimits(
             header_seconds=header_seconds,

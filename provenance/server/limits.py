@@ -67,6 +67,13 @@ MAX_SECONDS = 7 * 24 * 3600
 #: Seconds the advisory detector may take to score one file, by default: a still image
 #: on a CPU takes about a second, a video's 16 frames about 10 (a GPU: milliseconds).
 DETECTOR_TIMEOUT_S = 30.0
+#: Seconds one VerifyFile's near-duplicate (PDQ) searches may spend in all before a further
+#: round of one is left out (`prov serve --verify-search-seconds`;
+#: `provenance.server.service.SearchBudget`); the report then says the search was cut
+#: short. A search needs more than one round only after a start, near more than 64 entries
+#: whose device it has not read yet (a clip of 600 frames near 20,000 claims of one device
+#: logged before the start: 10.4 s); an honest search takes one round, never cut.
+VERIFY_SEARCH_S = 5.0
 
 
 #: What one call held by the server costs in memory (grpc core's call state, grpc.aio's
@@ -151,7 +158,10 @@ class ServerLimits:
     max_lookup_queries: files in one Lookup [--max-lookup-queries]; max_lookup_hashes:
     perceptual hashes (video frames) in one Lookup [--max-lookup-hashes]; lookup_s: seconds
     one Lookup may run, counted from its arrival, or less when the caller's deadline is
-    sooner [--lookup-seconds];
+    sooner [--lookup-seconds]; verify_search_s: seconds one VerifyFile's near-duplicate
+    searches may spend in all before a further round is left out and the report says the
+    search was cut short (`VERIFY_SEARCH_S`), or less when the caller's deadline is sooner
+    [--verify-search-seconds];
     quota_claims_per_minute, quota_bytes_per_minute: accepted submissions and signed-claim
     bytes per device per minute, bursts up to one minute's worth
     [--quota-claims-per-minute, --quota-claim-kb-per-minute]; 0 turns a quota off;
@@ -212,6 +222,7 @@ class ServerLimits:
     max_lookup_queries: int = MAX_LOOKUP_QUERIES
     max_lookup_hashes: int = MAX_LOOKUP_HASHES
     lookup_s: float = 30.0
+    verify_search_s: float = VERIFY_SEARCH_S
     quota_claims_per_minute: int = 600
     quota_bytes_per_minute: int = 32 * 1024 * 1024
     forgeries_per_minute: int = 60
@@ -250,6 +261,7 @@ class ServerLimits:
             "upload_deadline_s",
             "decode_wait_s",
             "lookup_s",
+            "verify_search_s",
             "detector_timeout_s",
             "connection_idle_s",
         ):

@@ -26,6 +26,7 @@ which evidence it lacks without the bytes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,7 +56,7 @@ from provenance.media.inspect import (
 )
 from provenance.media.video.decode import DecodeClock, Redecode, sample_frames
 from provenance.server.limits import DETECTOR_TIMEOUT_S
-from provenance.server.service import ProvenanceService
+from provenance.server.service import ProvenanceService, SearchBudget
 from provenance.wire import convert as wire
 from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
 from provenance.wire.sidecar import Sidecar, embedded_sidecar
@@ -73,6 +74,10 @@ DETECTOR_DECODE = Redecode(
 )
 #: Least time, in seconds, the dense frame pass needs before the call's deadline.
 DENSE_PASS_MIN_S = 5.0
+#: Seconds before the caller's deadline at which a VerifyFile's near-duplicate searches
+#: start no further round (`SearchBudget`): time to read the candidates and answer, so
+#: that a search cut short is reported rather than the call timing out.
+SEARCH_MARGIN_S = 2.0
 #: Reading a file for in-process verification, in bytes per read.
 _READ_BYTES = 1 << 20
 
@@ -182,6 +187,7 @@ class VerificationPipeline:
         sidecar_receipt: Receipt | None = None,
         sidecar_public_key: bytes = b"",
         call: CallStop | None = None,
+        search_s: float | None = None,
     ) -> VerificationReport:
         """The report on a complete upload (module docstring, steps 1-5).
 
@@ -190,7 +196,10 @@ class VerificationPipeline:
         seconds left before the caller's deadline (None: no deadline); sidecar_receipt:
         the sidecar's log receipt (a lost one reads as a log rollback); sidecar_public_key:
         the raw key the sidecar carries (words the reason on an unenrolled key); call:
-        the call's end, which stops the video's decodes (`inspect_upload`). An image or
+        the call's end, which stops the video's decodes (`inspect_upload`); search_s: the
+        seconds its near-duplicate searches may spend in all (`SearchBudget`, `prov serve
+        --verify-search-seconds`; None: no bound), and no later than `SEARCH_MARGIN_S`
+        before the caller's deadline: one cut short is reported so. An image or
         video that cannot be decoded (truncated, corrupt) is judged on its exact bytes and
         sidecar, a reason saying why no perceptual hash was made (as `prov scan` judges
         it). Raises MediaError for an empty file, or one of no recognised media format
@@ -223,8 +232,13 @@ class VerificationPipeline:
         if embedded is not None:  # the claim `prov sign --c2pa` put in the file
             sidecar, sidecar_receipt = embedded.signed_claim, embedded.receipt
             sidecar_public_key = embedded.public_key
+        budget = None
+        if search_s is not None:
+            left = time_left() if time_left is not None else None
+            until = None if left is None else time.monotonic() + left - SEARCH_MARGIN_S
+            budget = SearchBudget(search_s, until)
         report = self.service.verify(
-            found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt, sidecar_public_key
+            found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt, sidecar_public_key, budget
         )
         if embedded is not None and report.evidence.sidecar_present:  # the claim was read
             report = replace(report, evidence=replace(report.evidence, claim_embedded=True))
@@ -236,7 +250,9 @@ class VerificationPipeline:
             and not sidecar_came  # an embedded claim left UNSIGNED was not used: search on
             and self.service.has_video
         ):
-            report = _with_claim_notes(self._dense_pass(upload, found, report, time_left), report)
+            report = _with_claim_notes(
+                self._dense_pass(upload, found, report, time_left, budget), report
+            )
         report = with_c2pa(report, found.c2pa)
         if detect:
             left = time_left() if time_left is not None else None
@@ -308,9 +324,12 @@ class VerificationPipeline:
         found: Inspection,
         report: VerificationReport,
         time_left: Callable[[], float | None] | None,
+        search: SearchBudget | None = None,
     ) -> VerificationReport:
         """A trimmed clip may fall between the claim's 1 Hz samples: hash (up to) every
-        frame, within the caller's deadline, and look again. Skipped, with a note naming
+        frame, within the caller's deadline, and look again (its search within what is
+        left of ``search``, the first search's budget; a report marked cut when either
+        search was, `ProvenanceService.verify`). Skipped, with a note naming
         the bound, when the deadline or the video decoding limit leaves under
         DENSE_PASS_MIN_S for it."""
         left = time_left() if time_left is not None else None
@@ -330,7 +349,7 @@ class VerificationPipeline:
             dense = resample_dense(upload, found, self.inspect, budget)
         except MediaError as e:
             return _note(report, f"the dense frame pass for trimmed clips did not finish: {e}")
-        return self.service.verify(dense.facts)
+        return self.service.verify(dense.facts, budget=search)
 
     def detect(
         self, found: Inspection, upload: Upload, time_left: float | None = None

@@ -1169,7 +1169,15 @@ class VerificationServicer(rpc.VerificationServicer):
             )
             key = bytes(header.sidecar_public_key) if sidecar is not None else b""
             report = self.p.verify_upload(
-                upload, sidecar, chunks, header.detect, time_left, receipt, key, call
+                upload,
+                sidecar,
+                chunks,
+                header.detect,
+                time_left,
+                receipt,
+                key,
+                call,
+                self.c.limits.verify_search_s,
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar)

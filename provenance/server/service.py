@@ -98,6 +98,7 @@ from provenance.log.checkpoint import (
     remove_key_leftovers,
 )
 from provenance.log.receipt import build_receipt, verify_receipt
+from provenance.server.limits import VERIFY_SEARCH_S as VERIFY_SEARCH_S
 from provenance.server.limits import FairReads
 from provenance.server.rollback import (
     CheckpointMemo,
@@ -302,6 +303,22 @@ def _bounded(recs: Sequence[LeafRecord]) -> tuple[list[LeafRecord], bool]:
     return list(recs[:MAX_EXACT_CLAIMS]), len(recs) > MAX_EXACT_CLAIMS
 
 
+def _near_choice(groups: Sequence[int], limit: int, video: bool) -> list[int]:
+    """The positions (ascending) of a file's near candidates among the leaves its hashes
+    hit, given each leaf's group in order of preference (the most votes, then the
+    nearest): the ``limit`` picked round-robin over groups (`_round_robin`: each group's
+    best before any group's second, at most NEAR_PER_DEVICE of one); for a ``video`` (more
+    than one frame votes) also the first ``limit`` in order, at most NEAR_PER_DEVICE of a
+    group (`_in_order`): up to 2 x ``limit`` in all. A video's verdict lines frames up in
+    time, which votes do not show, and a group's second by votes may be the clip that
+    lines up, which the round-robin puts behind every group's first however few their
+    votes."""
+    chosen = set(_round_robin(groups, limit))
+    if video:
+        chosen.update(_in_order(groups, limit))
+    return sorted(chosen)
+
+
 def _round_robin(groups: Sequence[int], limit: int) -> list[int]:
     """The positions (ascending) of at most ``limit`` items, given each item's group in
     order of preference, picked round-robin over the groups: every group's first item
@@ -331,6 +348,30 @@ def _in_order(groups: Sequence[int], limit: int) -> list[int]:
             taken[group] = taken.get(group, 0) + 1
             out.append(i)
     return out
+
+
+class SearchBudget:
+    """The time one verification's near-duplicate searches may spend in all, rounds of
+    `ProvenanceService._search_grouped` counted as they run (the first search, a video's
+    dense pass, the searches again after a revocation: `ProvenanceService._near_logged`):
+    ``seconds`` (`VERIFY_SEARCH_S`, `prov serve --verify-search-seconds`), at most until
+    ``until`` (time.monotonic; None: no end of its own, the call's deadline). A search
+    whose further round is due once it is spent stops there and answers the best places
+    found by then (`cut` is then set); its first round always runs. ``spent``: seconds
+    its searches ran."""
+
+    def __init__(self, seconds: float, until: float | None = None) -> None:
+        self.seconds = seconds
+        self.until = until
+        self.spent = 0.0
+        #: a search stopped before its end: its answers may miss entries it did not reach
+        #: (kept for a video's dense pass after its 1 Hz frames' search: `verify`)
+        self.cut = False
+
+    def deadline(self) -> float:
+        """When a search starting now must stop starting rounds (time.monotonic)."""
+        end = time.monotonic() + max(0.0, self.seconds - self.spent)
+        return end if self.until is None else min(end, self.until)
 
 
 def _with_notes(report: VerificationReport, notes: list[str]) -> VerificationReport:
@@ -1253,6 +1294,7 @@ class ProvenanceService:
         sidecar_chunk_hashes: tuple[bytes, ...] = (),
         sidecar_receipt: Receipt | None = None,
         sidecar_public_key: bytes = b"",
+        budget: SearchBudget | None = None,
     ) -> VerificationReport:
         """The cryptographic verdict on a file described by ``facts`` (and its sidecar).
 
@@ -1263,13 +1305,26 @@ class ProvenanceService:
         most `MAX_EXACT_CLAIMS` logged claims per file hash are examined, the first by log
         index (one more is read, to know of more), and the sidecar's own logged claim when
         it is not among them. ``sidecar_public_key``, the raw key the sidecar carries, only
-        words the reason on a sidecar whose key is not enrolled (`decide`).
+        words the reason on a sidecar whose key is not enrolled (`decide`). ``budget``
+        (None: none) bounds the time of its near-duplicate searches (`SearchBudget`): one
+        cut short leaves the exact (SHA-256) and sidecar verdicts as they are, and the
+        report says so (`decide`'s ``near_cut_s``: ``Evidence.near_search_cut``, and a
+        reason in place of "no signed claim ... matches these pixels"). A ``budget``
+        already cut (a video's dense pass after its 1 Hz frames' search was cut) marks
+        this report cut too, whether or not its own search is.
         Raises LogIntegrityError when a log record found for the file is damaged, and
         StorageError when the store cannot be read."""
         now = self.clock()
         notes: list[str] = []
         report = self._verify(
-            now, notes, facts, sidecar, sidecar_chunk_hashes, sidecar_receipt, sidecar_public_key
+            now,
+            notes,
+            facts,
+            sidecar,
+            sidecar_chunk_hashes,
+            sidecar_receipt,
+            sidecar_public_key,
+            budget,
         )
         return _with_notes(report, notes)
 
@@ -1291,7 +1346,8 @@ class ProvenanceService:
         8 objects per photo for the many files with neither. A file whose logged record is
         damaged gets its LogIntegrityError in its place, the others their reports.
         ``deadline`` (time.monotonic, None: none) is checked between the near-duplicate
-        search's rounds (`_search_grouped`). Raises StorageError when the store cannot be
+        search's rounds (`_search_grouped`), those of a search again after a revocation
+        (`_near_logged`) included. Raises StorageError when the store cannot be
         read, DeadlineError when the search is still learning whose its hits are at
         ``deadline``."""
         now = self.clock()
@@ -1328,7 +1384,11 @@ class ProvenanceService:
             try:
                 exact = [self._logged(r, notes) for r in recs]
                 near = self._near_logged(
-                    ids, f.soft_bindings + f.dihedral_soft_bindings, len(f.soft_bindings), notes
+                    ids,
+                    f.soft_bindings + f.dihedral_soft_bindings,
+                    len(f.soft_bindings),
+                    notes,
+                    deadline=deadline,
                 )
             except LogIntegrityError as e:
                 out.append(e)
@@ -1346,6 +1406,7 @@ class ProvenanceService:
         sidecar_chunk_hashes: tuple[bytes, ...],
         sidecar_receipt: Receipt | None,
         sidecar_public_key: bytes = b"",
+        budget: SearchBudget | None = None,
     ) -> VerificationReport:
         found = [
             _bounded(self.store.leaves_by_file_sha256(h, MAX_EXACT_CLAIMS + 1))
@@ -1366,14 +1427,29 @@ class ProvenanceService:
                 sidecar = None
         soft = facts.soft_bindings + facts.dihedral_soft_bindings
         frames = len(facts.soft_bindings)
+        # a dense pass's verify: its 1 Hz frames' search was cut. The dense frames'
+        # verdict rests on that search too (it found nothing before the dense pass ran,
+        # and the dense frames are no superset of its queries), so the mark stays
+        earlier = budget is not None and budget.cut
+        if budget is not None:
+            budget.cut = False  # this verification's searches (`_near_logged` resets it)
         near = (
             []
             if exact
-            else self._near_logged(self._near_candidates(soft, frames), soft, frames, notes)
+            else self._near_logged(
+                self._near_candidates(soft, frames, budget=budget),
+                soft,
+                frames,
+                notes,
+                budget=budget,
+            )
         )
+        if budget is not None:
+            budget.cut = budget.cut or earlier
+        cut_s = budget.spent if budget is not None and budget.cut else None
         if sidecar is None or claim is None:
             report = with_time_flags(
-                decide(facts, now, exact=exact, near=near, exact_more=exact_more)
+                decide(facts, now, exact=exact, near=near, exact_more=exact_more, near_cut_s=cut_s)
             )
             return (
                 report if unusable is None else replace(report, reasons=(*report.reasons, unusable))
@@ -1400,6 +1476,7 @@ class ProvenanceService:
                 sidecar_chunk_hashes=sidecar_chunk_hashes,
                 exact_more=exact_more,
                 sidecar_public_key=sidecar_public_key,
+                near_cut_s=cut_s,
             )
         )
         if sidecar_receipt is None or rec is not None:
@@ -1408,14 +1485,23 @@ class ProvenanceService:
         return with_lost_receipt(report, sidecar, sidecar_receipt, self.verifier, size)
 
     def _near_logged(
-        self, ids: list[int], soft: tuple[PerceptualHash, ...], frames: int, notes: list[str]
+        self,
+        ids: list[int],
+        soft: tuple[PerceptualHash, ...],
+        frames: int,
+        notes: list[str],
+        deadline: float | None = None,
+        budget: SearchBudget | None = None,
     ) -> list[LoggedClaim]:
         """The logged claims of near candidates ``ids`` (of ``soft``, whose first ``frames``
         hashes vote: `_near_candidates`), read for the verdict. When a candidate's device
         was grouped with another revocation than the one now in force (`_forget_groups`:
         revoked since), the candidates are found again with its groups read anew, so a
         thief's claims a new revocation covers do not hold the places of the device's
-        earlier captures. Raises LogIntegrityError for a damaged entry."""
+        earlier captures; those searches keep to ``deadline`` and ``budget`` as the first
+        (`_search_grouped`: before, they had none, and a device revoked since learnt all
+        its leaves' groups again in as many rounds as it took). Raises LogIntegrityError
+        for a damaged entry, DeadlineError as `_search_grouped`."""
         for _ in range(3):  # a revocation between two reads: once more; then as it stands
             said: list[str] = []
             near = [
@@ -1425,12 +1511,17 @@ class ProvenanceService:
             ]
             if not self._forget_groups(near):
                 break
-            ids = self._near_candidates(soft, frames)
+            if budget is not None:  # the search again replaces the first: its own cut
+                budget.cut = False
+            ids = self._near_candidates(soft, frames, deadline=deadline, budget=budget)
         notes.extend(said)
         return near
 
     def _search_grouped(
-        self, codes: list[bytes | None], deadline: float | None = None
+        self,
+        codes: list[bytes | None],
+        deadline: float | None = None,
+        budget: SearchBudget | None = None,
     ) -> list[list[tuple[int, int]]]:
         """The NEAR_PLACES (16) index answers of each of ``codes``, filled round-robin over
         groups (`_round_robin`: each group's nearest before any group's second, at most
@@ -1447,11 +1538,27 @@ class ProvenanceService:
         once (before: N / 60 rounds, each a search of all N hits: 10^5 planted claims,
         1,668 rounds, 94 s; bench/bench_group_rounds.py). Equal codes (a static scene's
         frames) are searched once. Raises DeadlineError when another round is due at or
-        after ``deadline`` (time.monotonic; None: none)."""
+        after ``deadline`` (time.monotonic; None: none). With a ``budget`` instead
+        (VerifyFile's, `SearchBudget`), a round due once it is spent is not searched: the
+        answers not settled are their best places found by then, `SearchBudget.cut` is
+        set, and the time the search ran is added to its ``spent``."""
+        if budget is None:
+            return self._search_rounds(codes, deadline, None)
+        t0 = time.monotonic()
+        try:
+            return self._search_rounds(codes, budget.deadline(), budget)
+        finally:
+            budget.spent += time.monotonic() - t0
+
+    def _search_rounds(
+        self, codes: list[bytes | None], deadline: float | None, budget: SearchBudget | None
+    ) -> list[list[tuple[int, int]]]:
+        """`_search_grouped`'s rounds, given up at ``deadline``: DeadlineError, or with a
+        ``budget`` the places found by then."""
         unique = list(dict.fromkeys(codes))  # a static scene's frames: one code, one search
         if len(unique) < len(codes):
             at = {code: k for k, code in enumerate(unique)}
-            answers = self._search_grouped(unique, deadline)
+            answers = self._search_rounds(unique, deadline, budget)
             return [answers[at[code]] for code in codes]
         share = (self._devices_of, NEAR_PER_DEVICE)
         limits = [NEAR_SEARCHED] * len(codes)
@@ -1467,8 +1574,11 @@ class ProvenanceService:
             }
             self._learn_groups(sorted(unknown))
             again: list[int] = []
+            #: the best places of each answer not settled, should its search stop here
+            partial: dict[int, list[tuple[int, int]]] = {}
             if self._forgotten != forgotten:  # groups forgotten since: these cuts are stale
                 again = open_
+                partial = {k: found[k][:NEAR_PLACES] for k in open_}
             else:
                 ids = np.fromiter(
                     (idx for k in open_ for _, idx in found[k]),
@@ -1493,9 +1603,13 @@ class ProvenanceService:
                         done[k] = cut
                     else:
                         again.append(k)
+                        partial[k] = cut[:NEAR_PLACES]
             if not again:
                 return [done[k] for k in range(len(codes))]
             if deadline is not None and time.monotonic() >= deadline:
+                if budget is not None:  # VerifyFile: the best found so far, marked cut
+                    budget.cut = True
+                    return [done[k] if k in done else partial[k] for k in range(len(codes))]
                 raise DeadlineError(
                     f"the near-duplicate search ran out of time before its round {rounds + 1},"
                     f" still learning whose the entries near {len(again)} of its"
@@ -1544,7 +1658,12 @@ class ProvenanceService:
         return places, len(cut) == NEAR_SEARCHED or len(listed) < asked
 
     def _near_candidates(
-        self, soft: tuple[PerceptualHash, ...], frames: int | None = None, limit: int = 8
+        self,
+        soft: tuple[PerceptualHash, ...],
+        frames: int | None = None,
+        limit: int = 8,
+        deadline: float | None = None,
+        budget: SearchBudget | None = None,
     ) -> list[int]:
         """Leaf indexes whose soft bindings are near ``soft``: for one image hash the
         nearest first; for video frames the leaves hit by the most frames first (at most
@@ -1552,9 +1671,14 @@ class ProvenanceService:
         (all when None) each vote; those after them (a photo's turned hashes) vote with
         the first. At most NEAR_PER_DEVICE leaves of one group, round-robin over groups
         (`_round_robin`); a video's (more than one frame votes) also the first ``limit`` in
-        order of votes (`_in_order`): up to 2 x ``limit``."""
+        order of votes (`_in_order`): up to 2 x ``limit``. ``deadline`` and ``budget`` as
+        `_search_grouped` takes them."""
         return self._near_candidates_many(
-            [soft], limit, frames=[len(soft) if frames is None else frames]
+            [soft],
+            limit,
+            frames=[len(soft) if frames is None else frames],
+            deadline=deadline,
+            budget=budget,
         )[0]
 
     def _near_candidates_many(
@@ -1564,6 +1688,7 @@ class ProvenanceService:
         turns: Sequence[bytes] = (),
         frames: Sequence[int] = (),
         deadline: float | None = None,
+        budget: SearchBudget | None = None,
     ) -> list[list[int]]:
         """`_near_candidates` of each file's ``softs``, the index searched once for all;
         ``turns`` (by file, when given): more hashes of each, packed 32 bytes each, of its
@@ -1578,8 +1703,8 @@ class ProvenanceService:
         votes, at most NEAR_PER_DEVICE a group (`_in_order`), up to 2 x ``limit`` in all: its
         verdict lines frames up in time, which votes do not show, and a group's second by
         votes may be the clip that lines up, which the round-robin puts behind every
-        group's first however few their votes. Raises DeadlineError as
-        `_search_grouped`."""
+        group's first however few their votes. ``deadline`` and ``budget`` as
+        `_search_grouped` takes them; raises DeadlineError as it does."""
         if not len(self.pdq):  # an empty log: nothing near anything
             return [[] for _ in softs]
         spread: list[list[bytes | None]] = []
@@ -1606,7 +1731,7 @@ class ProvenanceService:
             # frames first, then each turn of the frames in order (a photo: 1 frame)
             voters.append([o if o < own else (o - own) % own for o in origins])
             spread.append(codes)
-        found = self._search_grouped([c for codes in spread for c in codes], deadline)
+        found = self._search_grouped([c for codes in spread for c in codes], deadline, budget)
         out: list[list[int]] = []
         end = 0
         for k, codes in enumerate(spread):
@@ -1622,10 +1747,7 @@ class ProvenanceService:
                     votes.setdefault(idx, set()).add(voter)
             ranked = sorted(best, key=lambda i: (-len(votes[i]), best[i]))
             groups = self._devices_of(np.asarray(ranked, dtype=np.int64)).tolist()
-            chosen = set(_round_robin(groups, limit))
-            if video[k]:  # also a group's 2nd-4th by votes in their place (at most 2 x limit)
-                chosen.update(_in_order(groups, limit))
-            out.append([ranked[i] for i in sorted(chosen)])
+            out.append([ranked[i] for i in _near_choice(groups, limit, video[k])])
         return out
 
     # ---------------------------------------------------------------- log

@@ -305,7 +305,7 @@ class ClaimEvidence(_message.Message):
     def __init__(self, signed_claim: _Optional[_Union[SignedClaim, _Mapping]] = ..., receipt: _Optional[_Union[Receipt, _Mapping]] = ..., device: _Optional[_Union[Device, _Mapping]] = ..., signature_valid: _Optional[bool] = ..., in_log: _Optional[bool] = ..., chain_linked: _Optional[bool] = ..., receipt_verified: _Optional[bool] = ...) -> None: ...
 
 class Evidence(_message.Message):
-    __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match", "file_content_sha256", "video_match", "damaged_ranges", "time_flags", "pdq_transform", "other_claims", "claim_embedded")
+    __slots__ = ("file_sha256", "file_size", "media_type", "file_soft_bindings", "claim", "pdq_distance", "pdq_threshold", "sidecar_present", "hash_match", "file_content_sha256", "video_match", "damaged_ranges", "time_flags", "pdq_transform", "other_claims", "claim_embedded", "near_search_cut", "near_search_seconds")
     FILE_SHA256_FIELD_NUMBER: _ClassVar[int]
     FILE_SIZE_FIELD_NUMBER: _ClassVar[int]
     MEDIA_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +322,8 @@ class Evidence(_message.Message):
     PDQ_TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     OTHER_CLAIMS_FIELD_NUMBER: _ClassVar[int]
     CLAIM_EMBEDDED_FIELD_NUMBER: _ClassVar[int]
+    NEAR_SEARCH_CUT_FIELD_NUMBER: _ClassVar[int]
+    NEAR_SEARCH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     file_sha256: bytes
     file_size: int
     media_type: str
@@ -338,7 +340,9 @@ class Evidence(_message.Message):
     pdq_transform: str
     other_claims: _containers.RepeatedCompositeFieldContainer[ClaimEvidence]
     claim_embedded: bool
-    def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ..., file_content_sha256: _Optional[bytes] = ..., video_match: _Optional[_Union[VideoMatch, _Mapping]] = ..., damaged_ranges: _Optional[_Iterable[_Union[ByteRange, _Mapping]]] = ..., time_flags: _Optional[_Iterable[_Union[TimeFlag, _Mapping]]] = ..., pdq_transform: _Optional[str] = ..., other_claims: _Optional[_Iterable[_Union[ClaimEvidence, _Mapping]]] = ..., claim_embedded: _Optional[bool] = ...) -> None: ...
+    near_search_cut: bool
+    near_search_seconds: float
+    def __init__(self, file_sha256: _Optional[bytes] = ..., file_size: _Optional[int] = ..., media_type: _Optional[str] = ..., file_soft_bindings: _Optional[_Iterable[_Union[SoftBinding, _Mapping]]] = ..., claim: _Optional[_Union[ClaimEvidence, _Mapping]] = ..., pdq_distance: _Optional[int] = ..., pdq_threshold: _Optional[int] = ..., sidecar_present: _Optional[bool] = ..., hash_match: _Optional[bool] = ..., file_content_sha256: _Optional[bytes] = ..., video_match: _Optional[_Union[VideoMatch, _Mapping]] = ..., damaged_ranges: _Optional[_Iterable[_Union[ByteRange, _Mapping]]] = ..., time_flags: _Optional[_Iterable[_Union[TimeFlag, _Mapping]]] = ..., pdq_transform: _Optional[str] = ..., other_claims: _Optional[_Iterable[_Union[ClaimEvidence, _Mapping]]] = ..., claim_embedded: _Optional[bool] = ..., near_search_cut: _Optional[bool] = ..., near_search_seconds: _Optional[float] = ...) -> None: ...
 
 class TimeFlag(_message.Message):
     __slots__ = ("code", "detail")

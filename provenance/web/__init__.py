@@ -2,11 +2,13 @@
 explorer and the JSON API, over HTTP.
 
 It is a client of the gRPC service (`clients.api.ProvenanceClient`) and renders the same
-report object as ``prov verify --json`` (`clients.report.report_to_json`); it keeps no
-state of its own and stores no uploaded file. Modules, one job each:
+report object as ``prov verify --json`` (`clients.report.report_to_json`), after checking
+the service's answer as ``prov verify`` does (`clients.cited`, `clients.derived`); it keeps
+no state of its own and stores no uploaded file (a spool of one, an unlinked temporary
+file, lives only until its answer is checked). Modules, one job each:
 
 - `app`: builds the Starlette application from a `WebConfig`;
-- `upload`: relays a multipart upload to the service as it arrives;
+- `upload`: relays a multipart upload to the service as it arrives, and checks its answer;
 - `api`: the JSON endpoints under ``/api/v1/`` and ``/openapi.json``;
 - `softbinding`: the C2PA Soft Binding Resolution API over the PDQ index;
 - `logviews`: log entries, checkpoints, proofs and devices as JSON-able dicts;

@@ -21,15 +21,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clients.api import ProvenanceClient, Query
+from clients.cited import check_cited
+from clients.derived import pixels_checked
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
-from provenance.core.errors import ProvenanceError
+from provenance.core.errors import ProvenanceError, ServerEvidenceError
 from provenance.core.fair_share import client_key
+from provenance.core.verify import VerificationReport
 from provenance.terminal import shown_line
 from provenance.web import logviews
 from provenance.web.errors import SHOWN_PARAM, WebError, error_response, quoted
 from provenance.web.openapi import openapi_document
-from provenance.web.upload import timed_body
+from provenance.web.upload import REFUSED, timed_body
 from provenance.wire.jsontext import loads_text
 
 if TYPE_CHECKING:
@@ -150,28 +153,47 @@ def metered(fn: Handler) -> Handler:
     return wrapper
 
 
+#: The values a boolean query parameter takes (`flag`), in any case: true, then false.
+FLAG_TRUE, FLAG_FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def flag(request: Request, name: str, default: bool) -> bool:
-    """A boolean query parameter (true/false/1/0/yes/no); raises WebError otherwise."""
+    """A boolean query parameter: true/1/yes/on or false/0/no/off in any case (`FLAG_TRUE`,
+    `FLAG_FALSE`), ``default`` when absent or empty. Raises WebError (400) otherwise,
+    its message listing exactly those values (before: "must be true or false", although
+    the other six were taken too)."""
     value = request.query_params.get(name)
     if value is None or value == "":
         return default
-    if value.lower() in {"1", "true", "yes", "on"}:
+    if value.lower() in FLAG_TRUE:
         return True
-    if value.lower() in {"0", "false", "no", "off"}:
+    if value.lower() in FLAG_FALSE:
         return False
-    raise WebError(f"query parameter {name} must be true or false, got {value[:20]!r}")
+    raise WebError(
+        f"query parameter {name} must be true or false (or {'/'.join(FLAG_TRUE[1:])} for"
+        f" true, {'/'.join(FLAG_FALSE[1:])} for false; any case), got {value[:20]!r}"
+    )
 
 
 async def verify_upload(request: Request) -> tuple[dict[str, Any], str]:
     """Rate-limit, relay the multipart upload and build the report object (the one
     ``prov verify --json`` prints, with ``path`` the uploaded file's name, and
-    ``evidence_checked`` null: the page relays the service's evidence unchecked, as
-    ``prov verify`` without --log-key or --witness)."""
+    ``evidence_checked`` "log-key" when the cited claim's receipt verified with the
+    pinned log key, ``prov web --log-key``, else null, as ``prov verify`` without
+    --log-key or --witness; ``pixels_checked`` as ``prov verify --json`` says it:
+    null for no near copy's verdict, false when the upload was over this page's image
+    limits so its match is the service's word, `clients.derived.pixels_checked`). The
+    service's answer is checked as ``prov verify`` checks it (`provenance.web.upload`): a
+    verdict citing other bytes raises ServerEvidenceError (502)."""
     web = state(request)
     peer = client_address(request)
     web.limiter.check(peer)
     done = await web.relayer.verify_form(request, flag(request, "detect", True), peer)
-    return report_to_json(done.report, done.filename) | {"evidence_checked": None}, done.filename
+    doc = report_to_json(done.report, done.filename) | {
+        "evidence_checked": done.evidence_checked,
+        "pixels_checked": pixels_checked(done.report),
+    }
+    return doc, done.filename
 
 
 @json_errors
@@ -356,10 +378,40 @@ def lookup_queries(data: bytes) -> list[Query]:
     return [lookup_query(q, i) for i, q in enumerate(queries)]
 
 
+def check_lookup_cited(
+    queries: list[Query], found: list[tuple[str, VerificationReport]], server: str
+) -> None:
+    """Check the service's Lookup answer ``found`` (ref, report) for ``queries`` as
+    ``prov scan`` checks its own: one report per query, in order, under its ref, and each
+    report describes the file whose SHA-256 the query sent and, when its verdict rests on
+    a claim's hard binding, cites a claim binding that SHA-256 or the query's
+    ``content_sha256`` (`clients.cited.check_cited`; a query by PDQ alone sent
+    `NO_SHA256`, which no claim binds). Comparisons only: no bytes here to hash. Raises
+    ServerEvidenceError (502), its message after `REFUSED` naming the query, its
+    ``public`` text without the service's address ``server``."""
+    refs = [ref for ref, _ in found]
+    if refs != [q.ref for q in queries]:
+        said = f"answered {len(found)} results for {len(queries)} queries, or not in their order"
+        raise ServerEvidenceError(
+            f"{REFUSED}: the server at {server} {said}", public=f"{REFUSED}: the server {said}"
+        )
+    for i, (q, (_, report)) in enumerate(zip(queries, found, strict=True)):
+        try:
+            check_cited(report, q.sha256, None, server, q.content_sha256)
+        except ServerEvidenceError as e:
+            where = f"queries[{i}] (ref {quoted(q.ref)})"
+            raise ServerEvidenceError(
+                f"{REFUSED}: {where}: {e}", public=f"{REFUSED}: {where}: {e.public}"
+            ) from e
+
+
 def _lookup_answer(client: ProvenanceClient, data: bytes) -> JSONResponse:
-    """Parse and check a lookup body, ask the service, and render the answer (each step's
-    cost grows with the batch; none of it belongs on the event loop)."""
-    found = client.lookup(lookup_queries(data))
+    """Parse and check a lookup body, ask the service, check its answer
+    (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes) and render it
+    (each step's cost grows with the batch; none of it belongs on the event loop)."""
+    queries = lookup_queries(data)
+    found = client.lookup(queries)
+    check_lookup_cited(queries, found, client.address)
     return JSONResponse({"results": [{"ref": ref, **report_to_json(r)} for ref, r in found]})
 
 

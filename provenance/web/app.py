@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 from clients.api import ProvenanceClient
 from provenance.core.allowed_hosts import AllowedHosts
 from provenance.core.fair_turns import FairTurns
-from provenance.media.assets import DEFAULT_MAX_BYTES
+from provenance.media.assets import DEFAULT_MAX_BYTES, AssetLimits
 from provenance.media.image import SUPPORTED_FORMATS
 from provenance.web import api, pages, present, softbinding, tlogtiles
 from provenance.web.ratelimit import RateLimiter
@@ -80,7 +80,14 @@ class WebConfig:
     not counted; `UploadLimits.answer_s`); past it, 504;
     ``allowed_hosts``: the Host names answered besides IP addresses and localhost
     (`provenance.web.security.AllowedHosts`; ``*``: every name), others get 421;
-    `provenance.web.serve` adds the name it is bound to and the machine's name."""
+    `provenance.web.serve` adds the name it is bound to and the machine's name;
+    ``log_key``: the log's verifier key NAME+ID+KEY pinned with ``prov web --log-key``
+    (or ``PROV_LOG_KEY``): the receipt of the claim a verdict cites must verify with it
+    (`clients.cited.check_evidence`), else 502; None: the claim's binding alone is
+    checked here (`clients.cited.check_cited`);
+    ``image_limits``: the limits a near copy's upload is decoded within for its check
+    (`provenance.web.upload.UploadLimits.image`; None: the defaults); `prov serve --http`
+    gives its service's, which a standalone `prov web` cannot know."""
 
     server: str
     max_upload_bytes: int = DEFAULT_MAX_BYTES
@@ -96,6 +103,8 @@ class WebConfig:
     service_timeout_s: float = SERVICE_TIMEOUT_S
     reads_per_minute: int = READS_PER_MINUTE
     allowed_hosts: tuple[str, ...] = ()
+    log_key: str | None = None
+    image_limits: AssetLimits | None = None
 
 
 @dataclass
@@ -145,8 +154,10 @@ def create_app(config: WebConfig) -> Starlette:
                 min_rate=config.upload_min_rate,
                 cut_rate=config.upload_cut_rate,
                 answer_s=config.service_timeout_s,
+                image=config.image_limits,
             ),
             config.max_concurrent_uploads,
+            config.log_key,
         ),
         limiter=RateLimiter(config.uploads_per_minute),
         reads=RateLimiter(

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clients.api import default_server
+from clients.options import verifier_key
 from provenance.cli.openfiles import raise_open_files_limit
 from provenance.cli.options import (
     MAX_WAIT_S,
@@ -112,6 +113,18 @@ def web(
     allowed_hosts: AllowedHostsOpt = None,
     metrics_listen: MetricsListenOpt = None,
     metrics_allowed_hosts: MetricsAllowedHostsOpt = None,
+    log_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROV_LOG_KEY",
+            help="The log's verifier key (text or a file holding it; `prov log key` prints"
+            " it), as `prov verify --log-key`: the receipt of the claim a verdict cites"
+            " (signed checkpoint, inclusion proof) is checked with it here, and a verdict"
+            " whose evidence does not verify is answered 502, not shown.",
+            callback=verifier_key,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the verification page, the public log explorer and the JSON API
     (/api/v1/, /openapi.json, C2PA soft binding resolution) over HTTP, as a client of
@@ -120,7 +133,12 @@ def web(
     It answers requests for IP addresses, localhost, the name it listens on and this
     machine's name; another Host name gets 421 (a DNS-rebinding page) unless
     --allowed-hosts names it: `prov web --listen 0.0.0.0:8080 --allowed-hosts
-    prov.newsroom.example`."""
+    prov.newsroom.example`.
+
+    Every answer of the service is checked as `prov verify` checks it: a verdict resting
+    on a claim that does not bind the uploaded bytes is answered 502, not shown; with
+    --log-key (or $PROV_LOG_KEY) the claim's receipt must verify with that key too."""
+    from clients.cited import read_log_key
     from provenance.core.ports import parse_allowed_hosts, parse_trusted_proxy
     from provenance.web.app import WebConfig
     from provenance.web.guard import HttpLimits
@@ -129,7 +147,8 @@ def web(
     listen_address(listen, "--listen")  # a usage error (exit 2) before the probe below
     if metrics_listen is not None:
         check_can_listen(metrics_listen, "--metrics-listen")
-    _warn_if_unreachable(server, service_timeout)
+    pinned = read_log_key(log_key) if log_key is not None else None
+    _warn_if_unreachable(server, service_timeout, pinned)
     start_metrics(metrics_listen, metrics_allowed_hosts)
     raise_open_files_limit()  # a descriptor per connection, up to --max-connections
     run_web(
@@ -144,6 +163,7 @@ def web(
             tiles_dir=tiles_dir,
             service_timeout_s=service_timeout,
             allowed_hosts=parse_allowed_hosts(allowed_hosts) if allowed_hosts else (),
+            log_key=pinned,
         ),
         limits=HttpLimits(
             header_seconds=header_seconds,
@@ -173,16 +193,26 @@ def _not_ours(e: TransportError) -> str | None:
     return None
 
 
-def _warn_if_unreachable(server: str, service_timeout_s: float) -> None:
+def _warn_if_unreachable(server: str, service_timeout_s: float, pinned: str | None = None) -> None:
     """Print a warning on stderr when the gRPC service at ``server`` does not answer a
     LogKey call within PROBE_SECONDS: the page still starts (the service may come up
     later), but every request that needs it gets 503 until it can be reached, or, when
-    it takes connections but keeps them waiting, 504 after ``service_timeout_s``."""
+    it takes connections but keeps them waiting, 504 after ``service_timeout_s``. With
+    ``pinned`` (``--log-key``, the key's text), also when the service presents another
+    log key: each verdict citing a logged claim will then be answered 502."""
     from clients.api import ProvenanceClient
 
     try:
         with ProvenanceClient(server, timeout=PROBE_SECONDS) as c:
-            c.log_key()
+            presented = c.log_key()[0]
+        if pinned is not None and presented.strip() != pinned.strip():
+            typer.echo(
+                f"warning: the service at {server} presents the log key {presented}, not the"
+                f" one pinned with --log-key ({pinned}); the page starts anyway, but answers"
+                " 502 for each verdict whose receipt that key did not sign (is --log-key the"
+                " key of this service's log? `prov log key` prints it)",
+                err=True,
+            )
     except TransportError as e:
         why = _not_ours(e)
         if why is not None:

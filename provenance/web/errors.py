@@ -6,7 +6,9 @@ HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION a
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
 RESOURCE_EXHAUSTED -> 413 for a size, count or pixel limit and 503 when the service
 says it is busy (see `status_name`), a stalled upload -> 408, a body with a content coding (UNSUPPORTED_ENCODING) -> 415, rate limited -> 429,
-UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500.
+UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500; an answer
+of the service refused as its evidence does not hold (ServerEvidenceError:
+`clients.cited`) -> 502 BAD_GATEWAY.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from provenance.core.errors import (
     MediaError,
     MediaTooLargeError,
     ProvenanceError,
+    ServerEvidenceError,
     TransportError,
 )
 from provenance.terminal import shown_line
@@ -44,6 +47,7 @@ HTTP_STATUS: dict[str, int] = {
     "RATE_LIMITED": 429,
     "UNSUPPORTED_ENCODING": 415,
     "CANCELLED": 499,
+    "BAD_GATEWAY": 502,
     "UNAVAILABLE": 503,
     "DEADLINE_EXCEEDED": 504,
     "UNIMPLEMENTED": 501,
@@ -87,6 +91,8 @@ def status_name(error: ProvenanceError) -> str:
         return "UNAVAILABLE" if _RETRY_WORDS.search(str(error)) else error.code
     if isinstance(error, WebError | TransportError):
         return error.code
+    if isinstance(error, ServerEvidenceError):
+        return "BAD_GATEWAY"
     if isinstance(error, MediaTooLargeError):
         return "RESOURCE_EXHAUSTED"
     if isinstance(error, MediaError | ClaimError | ConfigError):

@@ -22,6 +22,12 @@ def _errors(*codes: int) -> dict[str, Any]:
         413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
         415: "the body was sent with a Content-Encoding (UNSUPPORTED_ENCODING): send it as is",
         429: "too many uploads from this client; see Retry-After",
+        502: (
+            "the service's answer was refused (BAD_GATEWAY), as `prov verify` refuses it: its"
+            " report is of other bytes, or cites a claim of other bytes, or (prov web"
+            " --log-key) its receipt does not verify with the pinned log key; the message"
+            " says which"
+        ),
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"
         " see Retry-After",
@@ -147,7 +153,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": MULTIPART},
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Report"}, "the report"),
-                        **_errors(400, 408, 413, 415, 429, 503, 504),
+                        **_errors(400, 408, 413, 415, 429, 502, 503, 504),
                     },
                 }
             },
@@ -160,7 +166,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json({"type": "object"}, "{results: [{ref, ...report}]}"),
-                        **_errors(400, 413, 415, 503, 504),
+                        **_errors(400, 413, 415, 502, 503, 504),
                     },
                 }
             },
@@ -262,7 +268,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(MATCHES, "matches"),
-                        **_errors(400, 408, 413, 415, 429),
+                        **_errors(400, 408, 413, 415, 429, 502),
                     },
                 }
             },
@@ -328,16 +334,32 @@ def openapi_document() -> dict[str, Any]:
                             "type": "object",
                             "description": "claim: the claim the status rests on;"
                             " other_claims: the other logged claims of the same exact bytes,"
-                            " best-standing first (not revoked, then log index)",
+                            " best-standing first (not revoked, then log index);"
+                            " near_search_cut: the search for signed near copies stopped"
+                            " at the server's time budget after near_search_seconds, so"
+                            " the verdict rests on the near copies found by then (a near"
+                            " copy is then DERIVED or UNSIGNED, never REVOKED_KEY)",
                         },
                         "c2pa": {"type": "object"},
                         "detector": {"type": "object", "description": "advisory only"},
                         "verified_at": {"type": "string"},
                         "evidence_checked": {
                             "type": ["string", "null"],
-                            "description": "always null here: the page relays the"
-                            " service's evidence unchecked (`prov verify --log-key` checks"
-                            " it: log-key; --witness: witness)",
+                            "description": "log-key: the cited claim's receipt verified"
+                            " here with the log key pinned by `prov web --log-key` (as"
+                            " `prov verify --log-key`); null: not checked here (the claim's"
+                            " binding of the uploaded bytes always is: else 502)",
+                        },
+                        "pixels_checked": {
+                            "type": ["boolean", "null"],
+                            "description": "a near copy's verdict (DERIVED, a near"
+                            " REVOKED_KEY): true when the upload's own PDQ hashes, computed"
+                            " here, matched the cited claim's (else 502); false when the"
+                            " upload is over this page's image limits (100 megapixels,"
+                            " 256 MiB by default; under `prov serve --http`, the"
+                            " service's own) or a video's decoder ran out of memory"
+                            " here, so the match is the service's word (a reason says"
+                            " so); null for any other verdict",
                         },
                     },
                 },

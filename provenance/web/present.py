@@ -78,9 +78,25 @@ VERDICTS: dict[str, VerdictText] = {
 }
 
 
-def verdict(status: str) -> VerdictText:
-    """The wording of a verdict name (unknown names shown as they are)."""
-    return VERDICTS.get(status, VerdictText(status, status, "", "neutral"))
+#: UNSIGNED's sentence when the search for near copies was cut short (the report's
+#: ``evidence.near_search_cut``): it may have found a revoked key's capture (named in the
+#: reasons), and a capture it did not reach may match, so not "No signed capture matches".
+UNSIGNED_CUT_MEANING = (
+    "No signed capture in good standing was found, but the search for near copies was cut"
+    " short at the server's time limit, so one it did not reach may match (see Why; asking"
+    " again searches further). That says nothing about whether it is real: most files are"
+    " never signed."
+)
+
+
+def verdict(status: str, near_search_cut: bool = False) -> VerdictText:
+    """The wording of a verdict name (unknown names shown as they are); UNSIGNED's
+    sentence is `UNSIGNED_CUT_MEANING` when ``near_search_cut`` (the report's evidence
+    field)."""
+    found = VERDICTS.get(status, VerdictText(status, status, "", "neutral"))
+    if status == "UNSIGNED" and near_search_cut:
+        return VerdictText(found.status, found.title, UNSIGNED_CUT_MEANING, found.tone)
+    return found
 
 
 ERROR_TITLES = {
@@ -91,6 +107,7 @@ ERROR_TITLES = {
     408: "The upload stalled",
     413: "Too large",
     429: "Too many uploads at once",
+    502: "The verification service's answer was refused",
     503: "The verification service is unavailable",
     504: "The verification service took too long",
 }

@@ -46,6 +46,7 @@ from starlette.types import Receive, Scope, Send
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
+from provenance.log.checkpoint import MAX_NOTE_BYTES
 from provenance.log.tiledir import NotRegularFileError, read_tile_file
 
 PREFIX = "/tlog"
@@ -273,12 +274,12 @@ def _prefix(body: bytes, width: int, keep: int, bundle: bool) -> bytes:
         raise FileNotFoundError(f"not a tile of width {width}: {e}") from e
 
 
-def _read_regular(path: Path) -> bytes:
-    """The bytes of the regular file at ``path`` (`read_tile_file`). Raises
-    FileNotFoundError (answered 404, as a file not there) for a FIFO, a device or a
-    folder; OSError."""
+def _read_regular(path: Path, limit: int = -1) -> bytes:
+    """The bytes of the regular file at ``path`` (`read_tile_file`), at most ``limit``
+    (-1: all). Raises FileNotFoundError (answered 404, as a file not there) for a FIFO, a
+    device or a folder; OSError."""
     try:
-        return read_tile_file(path, -1)
+        return read_tile_file(path, limit)
     except NotRegularFileError as e:
         raise FileNotFoundError(str(e)) from e
 
@@ -308,9 +309,17 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
 
     async def checkpoint(request: Request) -> Response:
         try:
-            body = _read_regular(directory / tiles.CHECKPOINT_PATH)
+            # no further than a signed note's bound and a byte: read on the event loop
+            # and outside the tile shares, a checkpoint was read whole (a 256 MiB file,
+            # four requests at once: 1.15 GB held), though no reader takes one over it
+            body = _read_regular(directory / tiles.CHECKPOINT_PATH, MAX_NOTE_BYTES + 1)
         except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
+        if len(body) > MAX_NOTE_BYTES:
+            return _not_found(
+                f"checkpoint (the file there is more than the {MAX_NOTE_BYTES:,} bytes a"
+                " signed note may hold: no checkpoint; export the log again)"
+            )
         return Response(
             body,
             media_type="text/plain; charset=utf-8",

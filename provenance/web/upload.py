@@ -10,19 +10,36 @@ before the file's bytes are sent: a file of up to ``hold_bytes`` is held in memo
 until the form ends (any field order works); past that the relay starts with the
 fields that came before the file, and a ``sidecar`` field after a large file is
 refused with a message saying to send it first.
+
+The service's answer is checked as `prov verify` checks it (`clients.cited`): the
+SHA-256 of the bytes relayed is taken as they go up, and a verdict resting on a claim's
+hard binding must cite a claim of those bytes, or of those bytes without their C2PA
+manifest store; with a pinned log key (``prov web --log-key``) the cited claim's receipt
+is verified too; a near copy's verdict (DERIVED, a near REVOKED_KEY) must cite a claim
+whose soft binding the upload's own PDQ hashes match (`clients.derived`). The stripped
+hash and the PDQ hashes need the bytes again, so an image or a video upload is also
+spooled, as it goes up, to an unlinked temporary file (``$TMPDIR``; at most the upload
+size cap; gone when the answer is given), read only when the claim cited does not bind
+the bytes as sent, or to decode it for a near copy's verdict (docs/web.md, "The
+service's answer is checked").
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
+import os
 import queue
+import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 import anyio.to_thread
 import grpc
@@ -31,9 +48,19 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from clients.api import VERIFY_DECODE_SECONDS, ProvenanceClient
-from provenance.core.errors import ClaimError, ProvenanceError
+from clients.cited import check_cited, check_evidence, file_content_sha256
+from clients.derived import (
+    OwnHashes,
+    check_derived,
+    check_soft_cited,
+    rests_on_soft_binding,
+    with_check,
+)
+from provenance.c2pa.container import STRIPPABLE_TYPES
+from provenance.core.errors import ClaimError, ProvenanceError, ServerEvidenceError
 from provenance.core.fair_share import NOTICE_WINDOWS, Notice, ended_slow, take_victim
 from provenance.core.verify import VerificationReport
+from provenance.media.image import SNIFF_BYTES, sniff_media_type
 from provenance.terminal import shown_line
 from provenance.web.errors import WebError
 from provenance.web.formparts import (
@@ -51,6 +78,10 @@ from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
+
+    from provenance.media.assets import AssetLimits
+
+log = logging.getLogger(__name__)
 
 #: Multipart parts accepted in one form (file, sidecar and a few small fields).
 MAX_PARTS = 8
@@ -125,7 +156,11 @@ class UploadLimits:
     cannot hold a relay slot for ever;
     ``cut_rate``: bytes a second a body must average, once it has arrived for
     ``idle_s``, to keep its slot while every slot is taken and another upload arrives
-    (`Relayer`; ``prov web --upload-min-rate-kb``); 0: none."""
+    (`Relayer`; ``prov web --upload-min-rate-kb``); 0: none;
+    ``image``: the image limits an upload answered as a near copy is decoded within for
+    its check (`clients.derived.check_derived`; over them, shown as not checked here);
+    None: the defaults, `provenance.media.assets.AssetLimits`, as `prov verify`'s;
+    `prov serve --http` gives its own service's."""
 
     max_file_bytes: int
     hold_bytes: int = 8 * 1024 * 1024
@@ -136,6 +171,7 @@ class UploadLimits:
     grace_s: float = 120.0
     min_rate: float = 32 * 1024
     cut_rate: float = 8 * 1024
+    image: AssetLimits | None = None
 
     def deadline(self, size: int) -> float:
         """Seconds the service call may take for a file of ``size`` bytes (0: unknown):
@@ -146,10 +182,125 @@ class UploadLimits:
 
 @dataclass(frozen=True)
 class Verified:
-    """The service's report on an uploaded file, and the file's name as sent."""
+    """The service's report on an uploaded file, the file's name as sent, and what of its
+    evidence was checked here beyond the claim's binding (`clients.cited.check_cited`,
+    always): "log-key" when the cited claim's receipt verified with the pinned log key
+    (`clients.cited.check_evidence`), else None; ``prov verify --json``'s
+    ``evidence_checked``."""
 
     report: VerificationReport
     filename: str
+    evidence_checked: str | None = None
+
+
+#: What a visitor is told, before the reason, when the service's answer is refused.
+REFUSED = "this page checked the answer and refused it, as prov verify does"
+
+
+class _Sent:
+    """What went up to the service of one upload, seen from the thread that hands its
+    blocks to gRPC: their SHA-256, whether the last was handed over (``whole``), and,
+    for a file whose first bytes sniff as an image or a video (``media_type``), a spool of
+    them: an unlinked temporary file (``$TMPDIR``), at most the upload's size, closed (and
+    so gone) by `close`; read for its stripped hash (`content_sha256`, a type whose C2PA
+    manifest store can be stripped, `STRIPPABLE_TYPES`) and for a near copy's verdict
+    (`check_derived`). A spool that cannot be written (disk full) is dropped, and both
+    then raise WebError 503."""
+
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.whole = False
+        self.first = True
+        self.spool: IO[bytes] | None = None
+        self.media_type: str | None = None
+        self.spool_failed = False
+        self.closed = False
+        self._lock = threading.Lock()  # the spool: written by gRPC's thread, read by ours
+
+    def add(self, block: bytes) -> None:
+        """Count ``block``, the next bytes sent (hashed and spooled here: off the event
+        loop)."""
+        self.digest.update(block)
+        with self._lock:
+            if self.first and not self.closed:
+                self.first = False
+                self.media_type = sniff_media_type(block[:SNIFF_BYTES])
+                if self.media_type is not None:  # an image or a video
+                    try:
+                        self.spool = tempfile.TemporaryFile(prefix="prov-web-upload-")
+                    except OSError as e:
+                        self._drop(e)
+            if self.spool is not None:
+                try:
+                    self.spool.write(block)
+                except OSError as e:
+                    self._drop(e)
+
+    def _drop(self, why: OSError) -> None:
+        """Give the spool up (`content_sha256` then raises), saying why in the log."""
+        log.warning(
+            "cannot spool an upload in %s to check the service's answer (%s); its answer is"
+            " shown only if the claim it cites binds the bytes as sent and it is no near"
+            " copy's verdict",
+            tempfile.gettempdir(),
+            why,
+        )
+        if self.spool is not None:
+            self.spool.close()
+        self.spool, self.spool_failed = None, True
+
+    def content_sha256(self) -> bytes:
+        """SHA-256 of the bytes sent without their C2PA manifest store, b"" when they
+        hold none (`clients.cited.file_content_sha256` of the spool). Raises WebError
+        (503) when the spool was lost: the answer cannot be checked, so is not shown."""
+        with self._lock:
+            self._kept()
+            if self.spool is None or self.media_type not in STRIPPABLE_TYPES:
+                return b""  # a type no manifest store is stripped from
+            self.spool.flush()
+            return file_content_sha256(self.spool)
+
+    def _kept(self) -> None:
+        """Raise WebError (503) when the spool was lost (held: ``_lock``)."""
+        if self.spool_failed:
+            raise WebError(
+                "this page could not keep the copy of the upload it needs to check the"
+                " verification service's answer (its temporary folder is full or not"
+                " writable: the page's log says more); try again later",
+                "UNAVAILABLE",
+                retry_after=5,
+            )
+
+    def check_derived(
+        self, report: VerificationReport, server: str, limits: AssetLimits | None = None
+    ) -> str | None:
+        """`clients.derived.check_derived` of ``report`` on the spool: when its verdict
+        rests on a soft binding (DERIVED, a near REVOKED_KEY), the upload is decoded and
+        hashed here (PDQ; a video's frames by the sandboxed decoder, which opens the spool
+        as ``/proc/PID/fd/N``) and must match the cited claim's soft binding; no cost for
+        other verdicts, within ``limits`` (None: the defaults). Returns None, or the reason
+        to show with the verdict when the upload is over those limits (not checked here:
+        the service may have higher ones). Raises ServerEvidenceError (its ``public`` text without the
+        address ``server``), WebError (503) when the spool was lost."""
+        if not rests_on_soft_binding(report):
+            return None
+        with self._lock:
+            self._kept()
+            if self.spool is None:  # no image or video: no near copy of a capture
+                check_soft_cited(report, OwnHashes(self.media_type or "", ()), server)
+                return None
+            self.spool.flush()
+            path = Path(f"/proc/{os.getpid()}/fd/{self.spool.fileno()}")
+            return check_derived(report, self.digest.digest(), path, server, limits)
+
+    def close(self) -> None:
+        """Close the spool (an unlinked file: its space is freed); later blocks (a call
+        given up while gRPC's thread still hands them over) are hashed only."""
+        with self._lock:
+            self.closed = True
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None
 
 
 class _Relay:
@@ -164,16 +315,19 @@ class _Relay:
         sidecar: Sidecar | None,
         detect: bool,
         limits: UploadLimits,
+        log_key: str | None = None,
     ) -> None:
         self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._call: grpc.Future[Any] | None = None
+        self._sent = _Sent()
+        self._image = limits.image
         self.done = threading.Event()
 
-        def run() -> VerificationReport:
+        def run() -> tuple[VerificationReport, str | None]:
             try:
-                return client.verify_stream(
+                report = client.verify_stream(
                     self._blocks(),
                     filename,
                     limits.deadline(size),
@@ -188,8 +342,10 @@ class _Relay:
                     answer_s=limits.answer_s,
                     work_s=limits.timeout_s,
                 )
+                return self._checked(report, client.address, log_key)
             finally:
                 self.done.set()
+                self._sent.close()
 
         self.future = asyncio.get_running_loop().run_in_executor(executor, run)
 
@@ -199,14 +355,47 @@ class _Relay:
             if self._stop.is_set():
                 call.cancel()
 
+    def _checked(
+        self, report: VerificationReport, server: str, log_key: str | None
+    ) -> tuple[VerificationReport, str | None]:
+        """Check ``report``, the service's answer, as `prov verify` does: it must describe
+        the bytes sent and cite a claim of them (`check_cited`), a near copy's verdict a
+        claim its pixels match (`_Sent.check_derived`), and with ``log_key``
+        the cited claim's receipt must verify with it (`check_evidence`). Returns the
+        report (a near copy's with ``pixels_checked``, and a last reason saying its match
+        was not checked here when the upload is over this page's image limits:
+        `clients.derived.with_check`)
+        and ``evidence_checked`` ("log-key" or None); raises ServerEvidenceError (502),
+        its message after `REFUSED` (its ``public`` text without the service's
+        address ``server``), or WebError (503) when the spool needed was lost."""
+        try:
+            if not self._sent.whole:
+                raise ServerEvidenceError(
+                    f"the server at {server} answered {report.status} before it was sent"
+                    " the whole file; the verdict is not shown",
+                    public=f"the server answered {report.status} before it was sent the"
+                    " whole file; the verdict is not shown",
+                )
+            check_cited(report, self._sent.digest.digest(), None, server, self._sent.content_sha256)
+            report = with_check(report, self._sent.check_derived(report, server, self._image))
+            if log_key is None:
+                return report, None
+            proven = check_evidence(report, log_key, server) is not None
+            return report, "log-key" if proven else None
+        except ServerEvidenceError as e:
+            raise ServerEvidenceError(f"{REFUSED}: {e}", public=f"{REFUSED}: {e.public}") from e
+
     def _blocks(self) -> Iterator[bytes]:
         while True:
             item = self._queue.get()
+            if item is None and not self._stop.is_set():
+                self._sent.whole = True
             if item is None or self._stop.is_set():
                 # stopped: the call is cancelled (`stop`), so ending here sends nothing
                 # more (raising would have grpc log "Exception iterating requests!"
                 # with a traceback, at ERROR, for each upload a client gave up)
                 return
+            self._sent.add(item)
             yield item
 
     def _put(self, item: bytes | None) -> None:
@@ -221,8 +410,9 @@ class _Relay:
         """Hand ``block`` to the call, waiting while the service is behind."""
         await anyio.to_thread.run_sync(self._put, block)
 
-    async def finish(self) -> VerificationReport:
-        """End the upload and return the service's report (raises its error)."""
+    async def finish(self) -> tuple[VerificationReport, str | None]:
+        """End the upload and return the service's report, checked (`_checked`), and its
+        ``evidence_checked``; raises the service's error or the check's."""
         await anyio.to_thread.run_sync(self._put, None)
         return await self.future
 
@@ -449,8 +639,9 @@ async def _gone(request: Request) -> None:
         pass
 
 
-async def _answer(request: Request, relay: _Relay) -> VerificationReport:
-    """The service's report on the upload relayed (`_Relay.finish`), unless the client
+async def _answer(request: Request, relay: _Relay) -> tuple[VerificationReport, str | None]:
+    """The service's report on the upload relayed, checked, and its ``evidence_checked``
+    (`_Relay.finish`), unless the client
     of ``request`` closes its connection first: then WebError CANCELLED (the caller
     aborts the relay, which cancels the service's call, so the service stops decoding
     and gives its decode slot back). Before, the page waited for the answer of a client
@@ -660,9 +851,16 @@ class Relayer:
     8 addresses each reopening a stalled upload every 50 s (within the 60 s window) held
     every slot for as long as they kept it up, and every other upload got 503."""
 
-    def __init__(self, client: ProvenanceClient, limits: UploadLimits, max_concurrent: int) -> None:
+    def __init__(
+        self,
+        client: ProvenanceClient,
+        limits: UploadLimits,
+        max_concurrent: int,
+        log_key: str | None = None,
+    ) -> None:
         self.client = client
         self.limits = limits
+        self.log_key = log_key  # the pinned log key (``prov web --log-key``), or None
         self._max = max_concurrent
         self._executor = ThreadPoolExecutor(max_concurrent, thread_name_prefix="relay")
         # touched on the event loop only: slots taken (a cut upload's counts for its
@@ -753,7 +951,8 @@ class Relayer:
         """Verify the ``file`` field of a multipart request (with its optional
         ``sidecar`` field) from client address ``peer``. Raises WebError for a bad,
         oversized or stalled form or too many uploads, ClaimError for an unreadable
-        sidecar, and TransportError with the service's status."""
+        sidecar, TransportError with the service's status, and ServerEvidenceError (502)
+        when the service's answer does not hold (`_Relay._checked`)."""
         boundary = _boundary(request)
         _check_length(request, self.limits.max_file_bytes, MAX_SIDECAR_BYTES + 64 * 1024)
         with self._slot(peer) as hold:
@@ -793,7 +992,8 @@ class Relayer:
                 )
             if block := form.take(1):
                 await relay.send(block)
-            return Verified(await _answer(request, relay), form.filename)
+            report, checked = await _answer(request, relay)
+            return Verified(report, form.filename, checked)
         except BaseException as e:
             if relay is not None:
                 await relay.abort()
@@ -836,21 +1036,23 @@ class Relayer:
             if hold.cut:  # cut in turn while it waited: no relay of its own then
                 raise hold.cut_error()
         hold.relay = _Relay(
-            self._executor, self.client, filename, size, sidecar, detect, self.limits
+            self._executor, self.client, filename, size, sidecar, detect, self.limits, self.log_key
         )
         return hold.relay
 
     async def verify_body(self, request: Request, filename: str, peer: str) -> Verified:
         """Verify a request whose whole body is the file (the C2PA ``/matches/byContent``
-        shape). Raises WebError and TransportError as `verify_form` does."""
+        shape). Raises WebError, TransportError and ServerEvidenceError as `verify_form`
+        does."""
         _check_length(request, self.limits.max_file_bytes)
         with self._slot(peer) as hold:
             body = timed_body(request, self.limits)
-            return Verified(await self._verify_body(request, body, filename, hold), filename)
+            report, checked = await self._verify_body(request, body, filename, hold)
+            return Verified(report, filename, checked)
 
     async def _verify_body(
         self, request: Request, body: AsyncIterator[bytes], filename: str, hold: _Hold
-    ) -> VerificationReport:
+    ) -> tuple[VerificationReport, str | None]:
         relay = await self._start(hold, filename, 0, None, False)
         size = 0
         pending = bytearray()

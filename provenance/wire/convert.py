@@ -537,6 +537,9 @@ def report_fields(r: VerificationReport) -> dict[str, Any]:
         evidence["pdq_transform"] = ev.pdq_transform
     if ev.claim_embedded:
         evidence["claim_embedded"] = True
+    if ev.near_search_cut:
+        evidence["near_search_cut"] = True
+        evidence["near_search_seconds"] = ev.near_search_seconds
     if ev.video_match is not None:
         evidence["video_match"] = video_match_to_pb(ev.video_match)
     if ev.claim is not None:
@@ -856,6 +859,8 @@ def report_from_pb(m: pb.VerificationReport, server: str = "the server") -> Veri
             pdq_transform=e.pdq_transform,
             other_claims=tuple(claim_evidence_from_pb(c) for c in e.other_claims),
             claim_embedded=e.claim_embedded,
+            near_search_cut=e.near_search_cut,
+            near_search_seconds=e.near_search_seconds,
         ),
         verified_at=ts_from_pb(m.verified_at),
         detector=detector_from_pb(m.detector) if m.HasField("detector") else None,

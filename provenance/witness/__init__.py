@@ -92,8 +92,10 @@ from provenance.log.checkpoint import (
     check_key_name,
     open_checkpoint,
     parse_tree_size,
+    quoted,
     refuse_pem,
     split_note,
+    split_vkey,
 )
 from provenance.wire.jsontext import loads_text
 
@@ -168,10 +170,9 @@ def parse_cosigner_vkey(vkey: str) -> tuple[str, bytes]:
             f" before it: {vkey.removeprefix('witness key ')[:120]!r}"
         )
     refuse_pem(vkey, "witness key")
-    parts = vkey.split("+", 2)
-    if len(parts) != 3 or not parts[0]:
-        raise LogError(f"witness key {vkey!r} is not <name>+<key id>+<key>")
-    name, id_text, material = parts
+    name, id_text, material = split_vkey(vkey, "witness key")
+    if not name:
+        raise LogError(f"witness key {quoted(vkey)} is not <name>+<key id>+<key>")
     check_key_name(name)
     raw = b64decode_strict(material, "witness key material")
     if len(raw) != 33 or raw[0] != COSIGNATURE_TYPE_ED25519:

@@ -24,6 +24,7 @@ outcome}``.
 from __future__ import annotations
 
 import base64
+import errno
 import http.client
 import logging
 import ssl
@@ -38,7 +39,9 @@ from urllib.parse import urlsplit
 from provenance import metrics
 from provenance.cli.cutoff import Cutoff
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
-from provenance.log.checkpoint import parse_tree_size
+from provenance.core.networds import OverBudget, metered_response
+from provenance.log.checkpoint import parse_tree_size, quoted
+from provenance.terminal import clipped_line, shown_line
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
     WitnessStatus,
@@ -60,6 +63,20 @@ DEFAULT_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 30.0
 _FIRST_BACKOFF_S = 0.5
 
+#: The most of a witness's answer read (bytes). A tlog-witness add-checkpoint answer is
+#: a few cosignature lines of ~100 bytes, a tree size, or a short error text; a longer
+#: one is refused, and its connection dropped so its unread rest is not read as the next
+#: answer (c2sp.org/tlog-witness).
+MAX_ANSWER_BYTES = 64 * 1024
+
+#: Longest witness URL prefix taken (characters of printable ASCII): ``https://`` and a
+#: host name of at most 253, a port and a path to spare. A longer one is refused when the
+#: server starts (it is repeated in every status, log line and refusal about the witness).
+MAX_WITNESS_URL_CHARS = 1024
+
+#: Characters of a witness's answer a status or log line repeats (escaped: `clipped_line`).
+SHOWN_ANSWER_CHARS = 300
+
 
 @dataclass(frozen=True)
 class WitnessSpec:
@@ -75,28 +92,78 @@ class WitnessSpec:
         return self.vkey.split("+", 1)[0]
 
 
-def read_key_text(value: str) -> str:
-    """A key given inline, or the stripped contents of the file ``value`` names."""
-    path = Path(value)
+#: The most bytes of a key file read (a verifier key is one line of about 100 bytes; a
+#: file over this is no key file, and is not read whole).
+MAX_KEY_FILE_BYTES = 16 * 1024
+
+
+def names_a_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file; False for text that cannot be a file name
+    (too long for one, or holding a NUL: an inline key, or garbage for the key's own
+    checks to refuse). Raises OSError when it cannot be told."""
     try:
-        if path.is_file():
-            return path.read_text().strip()
+        return path.is_file()
+    except ValueError:  # an embedded NUL
+        return False
+    except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            return False
+        raise
+
+
+def read_key_text(value: str) -> str:
+    """A key given inline, or the stripped contents of the file ``value`` names. Raises
+    ConfigError when that file cannot be read, is not UTF-8, or is over
+    `MAX_KEY_FILE_BYTES`; the message quotes none of its text (a mistyped path may name a
+    file of secrets), and of ``value`` only its start, escaped (`clipped_line`): a value
+    too long to be a file name is taken for an inline key (before: 'cannot read the key
+    file' repeated all of a megabyte given)."""
+    path = Path(value)
+    shown = clipped_line(value, 200)
+    try:
+        if names_a_file(path):
+            with path.open("rb") as f:
+                data = f.read(MAX_KEY_FILE_BYTES + 1)
+            if len(data) > MAX_KEY_FILE_BYTES:
+                raise ConfigError(
+                    f"the key file {shown} is over {MAX_KEY_FILE_BYTES // 1024} KiB: a key"
+                    " is one line of about 100 bytes"
+                )
+            return data.decode("utf-8").strip()
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read the key file {value}: {e}") from e
+        why = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise ConfigError(f"cannot read the key file {shown}: {why}") from e
     return value.strip()
+
+
+_EXAMPLE = "e.g. http://127.0.0.1:8090=NAME+ID+KEY"
 
 
 def parse_witness_option(value: str) -> WitnessSpec:
     """Parse ``prov serve --witness URL=KEY``: KEY is the witness's cosigner verifier key
     as ``prov witness serve`` prints it (``witness key NAME+ID+KEY``), inline or in a file.
+    URL is at most `MAX_WITNESS_URL_CHARS` of printable ASCII without spaces (it is
+    repeated in every status and log line about the witness: before, one of any length
+    and with any characters was taken).
 
-    Raises ConfigError naming what is wrong (no ``=``, not an http(s) URL, a bad key)."""
+    Raises ConfigError naming what is wrong (no ``=``, not an http(s) URL, one too long
+    or of other characters, a bad key), quoting at most the start of what was given."""
     url, sep, key = value.partition("=")
-    parts = urlsplit(url)
-    if not sep or parts.scheme not in ("http", "https") or not parts.hostname:
+    if not sep:
+        raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
+    if len(url) > MAX_WITNESS_URL_CHARS:
         raise ConfigError(
-            f"--witness {value!r} is not URL=KEY (e.g. http://127.0.0.1:8090=NAME+ID+KEY)"
+            f"--witness {quoted(url)}: a URL of {len(url):,} characters, more than the"
+            f" {MAX_WITNESS_URL_CHARS:,} characters a witness URL may have"
         )
+    if not (url.isascii() and url.isprintable() and " " not in url):
+        raise ConfigError(
+            f"--witness {quoted(url)}: a witness URL is printable ASCII without spaces (give"
+            " a host name that is not ASCII in its xn-- form, and %-encode the path)"
+        )
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
     vkey = read_key_text(key)
     try:
         parse_cosigner_vkey(vkey)
@@ -314,7 +381,10 @@ class Cosigner:
     def _succeeded(self, peer: _Peer, size: int, line: str) -> None:
         if peer.problem:
             log.warning(
-                "witness %s (%s) cosigns again, at size %d", peer.spec.name, peer.spec.url, size
+                "witness %s (%s) cosigns again, at size %d",
+                shown_line(peer.spec.name),
+                peer.spec.url,
+                size,
             )
         with self._lock:
             peer.signed_size = size
@@ -331,7 +401,7 @@ class Cosigner:
         log with the warning, and at DEBUG each time it comes again."""
         refused = isinstance(error, _Refused)
         foreseen = refused or isinstance(error, ProvenanceError)
-        problem = (
+        problem = shown_line(  # all of it escaped: a name (a bidi mark) inside it too
             f"refused checkpoint {size}: {error}"
             if refused
             else f"did not cosign checkpoint {size}: {error}"
@@ -348,14 +418,16 @@ class Cosigner:
         if changed:
             (log.error if refused else log.warning)(
                 "witness %s (%s) %s; retrying with backoff (up to %g s)",
-                peer.spec.name,
+                shown_line(peer.spec.name),
                 peer.spec.url,
                 problem,
                 self._max_backoff_s,
                 exc_info=None if foreseen else error,
             )
         elif not foreseen:
-            log.debug("witness %s: the same failure again", peer.spec.name, exc_info=error)
+            log.debug(
+                "witness %s: the same failure again", shown_line(peer.spec.name), exc_info=error
+            )
 
     # ------------------------------------------------------------ one witness
 
@@ -404,9 +476,10 @@ class Cosigner:
                         f"422: the consistency proof from the {old} entries the witness"
                         " cosigned does not verify: this log is forked"
                     )
+                said = clipped_line(text.strip(), SHOWN_ANSWER_CHARS)  # escaped, cut
                 if 400 <= status < 500:
-                    raise _Refused(f"{status}: {text.strip()[:300]}")
-                raise WitnessError(f"HTTP {status}: {text.strip()[:300]}")
+                    raise _Refused(f"{status}: {said}")
+                raise WitnessError(f"HTTP {status}: {said}")
             raise _Refused("it keeps answering 409 Conflict with other sizes")
         finally:
             metrics.WITNESS_SECONDS.labels(peer.spec.name).observe(time.perf_counter() - t0)
@@ -447,6 +520,9 @@ class Cosigner:
                     else http.client.HTTPConnection
                 )
                 peer.conn = cls(parts.hostname or "", parts.port, timeout=self._timeout_s)
+                # headers, chunk framing and trailers bounded with the answer: before, an
+                # endless trailer was read (and dropped) for the whole timeout each round
+                peer.conn.response_class = metered_response(MAX_ANSWER_BYTES)
             try:
                 if peer.conn.sock is None:
                     try:
@@ -466,11 +542,22 @@ class Cosigner:
                     {"Content-Type": "text/plain; charset=utf-8"},
                 )
                 r = peer.conn.getresponse()
-                data = r.read(64 * 1024)
+                data = r.read(MAX_ANSWER_BYTES + 1)
+                if not r.isclosed():  # its rest is unread: the next answer would start there
+                    peer.conn.close()
+                    peer.conn = None
+                if len(data) > MAX_ANSWER_BYTES:
+                    raise WitnessError(f"its answer is over {MAX_ANSWER_BYTES // 1024} KiB")
                 return r.status, r.headers.get("Content-Type", ""), data.decode("utf-8", "replace")
+            except OverBudget as e:
+                if peer.conn is not None:
+                    peer.conn.close()
+                    peer.conn = None
+                raise WitnessError(f"witness at {where}: {e}") from None
             except (OSError, http.client.HTTPException) as e:
-                peer.conn.close()
-                peer.conn = None
+                if peer.conn is not None:
+                    peer.conn.close()
+                    peer.conn = None
                 stale = isinstance(e, http.client.RemoteDisconnected | BrokenPipeError)
                 if retried or not stale:
                     raise WitnessError(_exchange_failure(e, where, self._timeout_s)) from e

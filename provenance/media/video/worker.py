@@ -196,11 +196,28 @@ def _decode(request: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
     return reply, kept
 
 
+def _start_hashing_thread() -> None:
+    """Start this child's one hashing thread (`provenance.core.hash_threads`, limited to
+    one by `main`) and have it compute a PDQ hash, before the address space is capped:
+    the thread's stack and the OpenBLAS buffer its first matrix product maps (64 MiB)
+    then count in what the loaded decoder maps. Mapped under the cap instead, they could
+    fail: a thread that cannot start read as "the decoder failed on this file", and
+    OpenBLAS, out of memory, ends the process itself (exit status 1, "Memory allocation
+    still failed after 10 retries": a 4K video under a 1.1 GB limit, about 1 in 100)."""
+    import numpy as np
+
+    from provenance.core.binding import pdq_hash
+    from provenance.core.hash_threads import run_beside
+
+    run_beside(lambda: pdq_hash(np.zeros((64, 64, 3), np.uint8)), lambda: None)
+
+
 def _run_child(request: dict[str, Any], fd: int) -> None:
     """Decode one request under its limits and write the reply to fd."""
     limit = int(request["max_memory_bytes"])
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     signal.setitimer(signal.ITIMER_REAL, float(request["timeout_s"]))
+    _start_hashing_thread()
     in_use = _address_space_bytes()
     kept: list[Any]
     if in_use >= limit:
@@ -356,6 +373,11 @@ def main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Everything a request needs is loaded once, here, before the first fork.
     import provenance.media.video.frames  # noqa: F401
+    from provenance.core.hash_threads import limit_helpers
+
+    # A child hashes one frame while FFmpeg decodes the next: one helper thread is enough,
+    # and each more would map a stack and an OpenBLAS buffer out of its memory limit.
+    limit_helpers(1)
 
     server = _Server(sock)
     sock.send(READY)

@@ -1,0 +1,62 @@
+"""SIGTERM in the last steps of `prov serve`'s start, after its database, log key and
+ports are all made but before its own SIGINT/SIGTERM handlers are in place (the heap's
+collection and freeze, `provenance.server.allocator.collect_cycles_rarely`), is still a
+stop of the start: exit 143, "terminated (SIGTERM) while starting", and the new
+database and log key removed, as the line says. Before, the KeyboardInterrupt it raised
+came outside the start's clean-up: the same line and 143, with the new database, its
+-wal and the log key left behind. The signal is sent by the process itself as
+`gc.freeze` is called (a ``sitecustomize`` on PYTHONPATH wraps it: only that step of
+`prov serve` calls it), so it lands in exactly that step."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from tests.conftest import ROOT, start_server
+
+#: Exit status of `prov serve` stopped by SIGTERM while it starts (README, "Exit codes").
+EXIT_TERMINATED = 143
+
+#: Sends this process SIGTERM as `gc.freeze` is called, then freezes.
+SITECUSTOMIZE = """\
+import gc, os, signal
+_freeze = gc.freeze
+def _term_then_freeze():
+    os.kill(os.getpid(), signal.SIGTERM)
+    _freeze()
+gc.freeze = _term_then_freeze
+"""
+
+
+def test_sigterm_as_the_start_ends_removes_the_new_database_and_key(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    work = tmp_path / "work"
+    work.mkdir()
+    db, key = work / "provenance.db", work / "provenance.db.logkey.pem"
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        module, function = tomllib.load(f)["project"]["scripts"]["prov"].split(":")
+    script = f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+    args = ["serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector"]
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
+    run = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert "Traceback" not in run.stderr, run.stderr
+    assert run.returncode == EXIT_TERMINATED, (run.returncode, run.stdout, run.stderr)
+    assert "listening on" not in run.stdout, run.stdout
+    assert run.stderr.strip().splitlines()[-1].startswith("terminated (SIGTERM) while starting")
+    assert not db.exists() and not key.exists(), sorted(os.listdir(work))
+    again = start_server(db)  # a second start makes them afresh and opens
+    assert again.stop() == 0, again.stderr
