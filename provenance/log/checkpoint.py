@@ -43,8 +43,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance.cli.atomicfile import create_atomically
+from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
-from provenance.core.files import file_kind
 from provenance.core.keys import check_public_key
 
 ROOT_HASH_SIZE = 32
@@ -614,16 +614,13 @@ def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner
     opened without blocking and refused unread), KeyMaterialError if it holds no
     unencrypted Ed25519 private key (or more than `MAX_KEY_FILE_BYTES`).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:  # checked before os.fdopen, which refuses a folder naming the descriptor
+        fd, st = open_regular_fd(
+            path, lambda kind: ConfigError(f"{what} file {path} is {kind}, not a regular file")
+        )
     except OSError as e:
         raise ConfigError(f"cannot open {what} file {path}: {e.strerror}") from e
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):  # checked before os.fdopen, which refuses a folder
-        os.close(fd)  # naming the descriptor ("Is a directory: 12"), not the path
-        raise ConfigError(f"{what} file {path} is {file_kind(st.st_mode)}, not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        os.set_blocking(handle.fileno(), True)
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise LogError(
