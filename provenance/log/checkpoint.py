@@ -46,6 +46,7 @@ from provenance.cli.atomicfile import create_atomically
 from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.core.keys import check_public_key
+from provenance.terminal import clipped_line
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""
@@ -95,11 +96,9 @@ def _has_control(text: str) -> bool:
 def quoted(text: str, most: int = 60, length: int | None = None) -> str:
     """``text`` as Python writes a string, cut to its first ``most`` characters (its
     length then said: ``length`` when ``text`` is the start of a longer field): what a
-    message quotes of a field a hostile peer may make huge."""
-    size = len(text) if length is None else length
-    if size <= most:
-        return repr(text)
-    return f"{text[:most]!r}... ({size:,} characters)"
+    message quotes of a field a hostile peer may make huge (`provenance.terminal.
+    clipped_line`, writing the characters kept with ``repr``)."""
+    return clipped_line(text, most, show=repr, length=length)
 
 
 def _utf8_size(text: str, most: int) -> tuple[int, bool]:
