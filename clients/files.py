@@ -4,9 +4,9 @@ reading without end.
 A path given to ``prov sign``, ``prov verify`` or found by ``prov scan`` may be a FIFO
 (an ``open`` for reading blocks until a writer comes), a device or a symbolic link to
 one (``/dev/zero`` reads forever), or a file far larger than what the caller means to
-hold in memory. `open_regular` opens with ``O_NONBLOCK`` and checks ``S_ISREG`` on the
-opened descriptor (``fstat``, so a rename between a check and the open cannot swap the
-file), and `read_bounded` reads at most a stated number of bytes.
+hold in memory. `open_regular` opens only a regular file, judged before it is opened
+for reading and never swapped meanwhile (`provenance.cli.files.open_regular_fd`), and
+`read_bounded` reads at most a stated number of bytes.
 """
 
 from __future__ import annotations
@@ -27,9 +27,8 @@ def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
     """Open ``path`` for binary reading if it is a regular file (symbolic links are
     followed, then judged by what they point to).
 
-    The open never blocks (``O_NONBLOCK``); the descriptor is switched back to blocking
-    reads once ``fstat`` shows a regular file (`provenance.cli.files.open_regular`).
-    Raises NotRegularFileError for FIFOs, sockets, devices and folders, and OSError
+    Anything else is never opened for reading, and the open never blocks
+    (`provenance.cli.files.open_regular_fd`); reads block as a regular file's do. Raises NotRegularFileError for FIFOs, sockets, devices and folders, and OSError
     when the path cannot be opened.
     """
     return open_regular_as(path, NotRegularFileError)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from rich.console import Console, ConsoleOptions, RenderableType
@@ -128,15 +128,25 @@ def shown_line(text: str) -> str:
     return UNSAFE_IN_LINE.sub(_escape, text)
 
 
-def clipped_line(text: str, most: int) -> str:
+def clipped_line(
+    text: str,
+    most: int,
+    *,
+    show: Callable[[str], str] = shown_line,
+    length: int | None = None,
+) -> str:
     """``text`` from a peer or a configuration as a message or log line repeats it: its
-    first ``most`` characters as `shown_line` writes them (controls, bidirectional marks,
-    tab and newline escaped), then ``... (N characters)`` when it is longer, so a field a
-    hostile peer made a megabyte long costs a line of at most about ``10 * most``
-    characters (an escape is at most 10), in time of order ``most``."""
-    if len(text) <= most:
-        return shown_line(text)
-    return f"{shown_line(text[:most])}... ({len(text):,} characters)"
+    first ``most`` characters as ``show`` writes them (`shown_line`: controls,
+    bidirectional marks, tab and newline escaped; ``repr`` for a quoted field,
+    `provenance.log.checkpoint.quoted`), then ``... (N characters)`` when it is longer,
+    so a field a hostile peer made a megabyte long costs a line of at most about
+    ``10 * most`` characters (an escape is at most 10), in time of order ``most``.
+    ``length``: N when ``text`` is the start of a longer field (its whole length),
+    else ``len(text)``."""
+    size = len(text) if length is None else length
+    if size <= most:
+        return show(text)
+    return f"{show(text[:most])}... ({size:,} characters)"
 
 
 def js_class(pattern: re.Pattern[str]) -> str:

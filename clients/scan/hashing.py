@@ -29,15 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import BinaryIO
 
-from clients.files import open_regular, still_holds, still_the_file
+from clients.files import NotRegularFileError, open_regular, still_holds, still_the_file
 from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem, Item
 from provenance.c2pa.container import stored_content_sha256
+from provenance.cli.files import open_regular_fd
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, Sha256Stream, perceptual_hash
 from provenance.core.errors import ClaimError, FileChangedError, MediaError, MediaTooLargeError
 from provenance.core.files import file_identity
@@ -256,17 +256,19 @@ def read_ahead(items: Iterable[Item], limits: AssetLimits) -> dict[str, bytes]:
 
 def _read_small(path: str, largest: int) -> bytes | None:
     """The bytes of ``path`` if it is a regular file of at most ``largest`` bytes (its
-    size from ``fstat`` on the opened file), else None. Opened without blocking, as
-    `clients.files.open_regular` opens (a FIFO is never waited on), and read with plain
-    system calls: a file object costs more than reading a small file. Raises OSError, and
+    size from ``fstat`` on the opened file), else None. Opened as `clients.files.
+    open_regular` opens (`provenance.cli.files.open_regular_fd`: anything else is never
+    opened for reading, a FIFO never waited on), and read with plain system calls: a file
+    object costs more than reading a small file. Raises OSError, and
     FileChangedError when the file changed while it was read (`clients.files.
     still_holds`: the bytes may be a mix of old and new)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_size > largest:
+        fd, st = open_regular_fd(path, NotRegularFileError)
+    except NotRegularFileError:
+        return None
+    try:
+        if st.st_size > largest:
             return None
-        os.set_blocking(fd, True)
         parts, left = [], st.st_size
         while left > 0 and (block := os.read(fd, left)):
             parts.append(block)

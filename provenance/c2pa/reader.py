@@ -12,7 +12,6 @@ from __future__ import annotations
 import atexit
 import json
 import os
-import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,9 +30,9 @@ from provenance.c2pa.signing_time import (
     with_signing_time,
 )
 from provenance.c2pa.timestamp import MAX_ANCHORS_BYTES, NOT_PEM, TsaTrust
-from provenance.cli.files import read_capped
+from provenance.cli.files import open_regular_fd, read_capped
 from provenance.core.errors import ConfigError, FileChangedError, MediaError
-from provenance.core.files import FileView, file_kind
+from provenance.core.files import FileView
 
 
 @dataclass(frozen=True)
@@ -233,32 +232,28 @@ def _opened(path: str) -> Iterator[FileView]:
     """The regular file at ``path`` (symbolic links followed), opened once for reading
     as a `FileView` of the size ``fstat`` gives its descriptor, closed on leaving.
 
-    A path that is not a regular file is refused before it is opened (``stat``; opening
-    some devices acts on them) and again on the opened descriptor (``fstat``: a rename
-    in between cannot swap one in); the open never waits (``O_NONBLOCK``: a FIFO with no
-    writer would hold open() for good). Raises MediaError "cannot read PATH: it is a
-    FIFO (named pipe), not a regular file" (`provenance.core.files.file_kind`), or the
-    system's reason when it cannot be opened; its public text names no path."""
+    A path that is not a regular file is refused without being opened for reading
+    (`provenance.cli.files.open_regular_fd`: judged on a descriptor that reads nothing,
+    for opening some devices acts on them, and the file judged is the file read, so a
+    symbolic link swapped in meanwhile is never opened); the open never waits (a FIFO
+    with no writer would hold open() for good). Raises MediaError "cannot read PATH: it
+    is a FIFO (named pipe), not a regular file" (`provenance.core.files.file_kind`), or
+    the system's reason when it cannot be opened; its public text names no path."""
     try:
-        _regular(path, os.stat(path).st_mode)
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd, st = open_regular_fd(path, lambda kind: _not_regular(path, kind))
     except OSError as e:
         raise _unreadable(path, e) from e
     try:
-        st = os.fstat(fd)
-        _regular(path, st.st_mode)
-        os.set_blocking(fd, True)
         yield FileView(fd, st.st_size, path)
     finally:
         os.close(fd)
 
 
-def _regular(path: str, mode: int) -> None:
-    """Raise MediaError unless ``mode`` (an ``os.stat`` mode of ``path``) is a regular
-    file's, saying what it is."""
-    if not stat.S_ISREG(mode):
-        why = f"it is {file_kind(mode)}, not a regular file"
-        raise MediaError(f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}")
+def _not_regular(path: str, kind: str) -> MediaError:
+    """MediaError for ``path``, which is ``kind`` (`provenance.core.files.file_kind`),
+    not a regular file."""
+    why = f"it is {kind}, not a regular file"
+    return MediaError(f"cannot read {path!r}: {why}", public=f"cannot read the asset: {why}")
 
 
 def _unreadable(path: str, e: OSError) -> MediaError:

@@ -43,9 +43,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from provenance.cli.atomicfile import create_atomically
+from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
-from provenance.core.files import file_kind
 from provenance.core.keys import check_public_key
+from provenance.terminal import clipped_line
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""
@@ -95,11 +96,9 @@ def _has_control(text: str) -> bool:
 def quoted(text: str, most: int = 60, length: int | None = None) -> str:
     """``text`` as Python writes a string, cut to its first ``most`` characters (its
     length then said: ``length`` when ``text`` is the start of a longer field): what a
-    message quotes of a field a hostile peer may make huge."""
-    size = len(text) if length is None else length
-    if size <= most:
-        return repr(text)
-    return f"{text[:most]!r}... ({size:,} characters)"
+    message quotes of a field a hostile peer may make huge (`provenance.terminal.
+    clipped_line`, writing the characters kept with ``repr``)."""
+    return clipped_line(text, most, show=repr, length=length)
 
 
 def _utf8_size(text: str, most: int) -> tuple[int, bool]:
@@ -614,16 +613,13 @@ def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner
     opened without blocking and refused unread), KeyMaterialError if it holds no
     unencrypted Ed25519 private key (or more than `MAX_KEY_FILE_BYTES`).
     """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:  # checked before os.fdopen, which refuses a folder naming the descriptor
+        fd, st = open_regular_fd(
+            path, lambda kind: ConfigError(f"{what} file {path} is {kind}, not a regular file")
+        )
     except OSError as e:
         raise ConfigError(f"cannot open {what} file {path}: {e.strerror}") from e
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):  # checked before os.fdopen, which refuses a folder
-        os.close(fd)  # naming the descriptor ("Is a directory: 12"), not the path
-        raise ConfigError(f"{what} file {path} is {file_kind(st.st_mode)}, not a regular file")
     with os.fdopen(fd, "rb") as handle:
-        os.set_blocking(handle.fileno(), True)
         mode = stat.S_IMODE(st.st_mode)
         if mode & 0o077:
             raise LogError(
