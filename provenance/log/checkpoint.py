@@ -347,11 +347,13 @@ def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
 
 class LogSigner:
     """Signs checkpoints as the log: an Ed25519 key and its note key name (the origin).
-    Raises LogError when the name is not one this program signs under
-    (`check_own_key_name`)."""
+    Raises LogError when the name is not a note key name (`check_key_name`). A name with
+    a control or invisible character is refused where a log is made (`generate_log_key`,
+    ``--origin``: `check_own_key_name`), not here: a log made under one before keeps
+    signing, as every reader takes its checkpoints (c2sp.org/signed-note)."""
 
     def __init__(self, private_key: Ed25519PrivateKey, name: str) -> None:
-        check_own_key_name(name)
+        check_key_name(name)
         self._private_key = private_key
         self.name = name
         self.public_key = _raw_public_key(private_key.public_key())
