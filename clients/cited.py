@@ -267,6 +267,7 @@ class EvidenceChecker:
         """`check_evidence` of ``report`` with this key; returns and raises as it does."""
         from provenance.log.checkpoint import note_signers, open_checkpoint
         from provenance.log.receipt import prove_receipt
+        from provenance.terminal import clipped_line
 
         if report.status not in CITES_LOGGED_CLAIM:
             return None
@@ -290,7 +291,7 @@ class EvidenceChecker:
             if checkpoint is None:
                 signers = note_signers(note)
                 if self.wanted not in signers:
-                    by = ", ".join(signers) or "no key"
+                    by = ", ".join(clipped_line(s, 80) for s in signers) or "no key"
                     raise _refusal(
                         server,
                         lambda who: (

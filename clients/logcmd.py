@@ -76,7 +76,7 @@ from provenance.log.tlogproof import (
     encode_tlog_proof,
     is_tlog_proof,
 )
-from provenance.terminal import SafeConsole, shown, shown_line, transient_bar
+from provenance.terminal import SafeConsole, clipped_line, shown, shown_line, transient_bar
 from provenance.wire.convert import decode_log_entry
 from provenance.wire.sidecar import (
     MAX_SIDECAR_BYTES,
@@ -991,7 +991,7 @@ def _checked_receipt(
         by = (
             f"the sidecar says it was logged by {logged_by}"
             if logged_by and logged_by != vkey and _is_verifier_key(logged_by)
-            else f"it is signed by {', '.join(signers)}"
+            else f"it is signed by {', '.join(clipped_line(s, 80) for s in signers)}"
         )
         raise SignatureError(
             f"the receipt is not from the log of --log-key {wanted}: its checkpoint carries no"

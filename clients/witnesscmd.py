@@ -25,7 +25,7 @@ from provenance.cli.openfiles import raise_open_files_limit
 from provenance.core.errors import ConfigError, LogError
 from provenance.core.files import file_kind
 from provenance.log.checkpoint import (
-    check_key_name,
+    check_own_key_name,
     generate_log_key,
     load_log_signer,
     remove_key_leftovers,
@@ -40,10 +40,10 @@ witness_app = typer.Typer(
 
 
 def _key_name(value: str) -> str:
-    """``value`` if it is a note key name (`check_key_name`), else a usage error (exit
-    2) before anything is written. Typer callback of ``--name``."""
+    """``value`` if it is a note key name of visible characters (`check_own_key_name`),
+    else a usage error (exit 2) before anything is written. Typer callback of ``--name``."""
     try:
-        check_key_name(value)
+        check_own_key_name(value)
     except LogError as e:
         raise typer.BadParameter(str(e)) from None
     return value
@@ -73,7 +73,8 @@ def serve(
     name: Annotated[
         str,
         typer.Option(
-            help="The witness's name in its cosignatures (no spaces, no '+').",
+            help="The witness's name in its cosignatures (no spaces, no '+', no control or"
+            " invisible characters).",
             callback=_key_name,
         ),
     ] = "witness.local/w1",

@@ -34,6 +34,7 @@ import re
 import secrets
 import stat
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,7 +47,7 @@ from provenance.cli.atomicfile import create_atomically
 from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.core.keys import check_public_key
-from provenance.terminal import clipped_line
+from provenance.terminal import UNSAFE_IN_LINE, clipped_line
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""
@@ -118,9 +119,11 @@ def _utf8_size(text: str, most: int) -> tuple[int, bool]:
 
 def check_key_name(name: str) -> None:
     """Raise LogError unless ``name`` is a note key name (c2sp.org/signed-note "Format":
-    non-empty, no Unicode spaces, no '+'; and no control characters), of at most
-    `MAX_KEY_NAME_BYTES` UTF-8 bytes (checked first: a longer one is not scanned, and
-    the message quotes only its start)."""
+    non-empty, no Unicode spaces, no '+'; and no C0 control character, which no signed
+    note may hold), of at most `MAX_KEY_NAME_BYTES` UTF-8 bytes (checked first: a longer
+    one is not scanned, and the message quotes only its start). No more than that: this
+    is the check of a name read from another's note or key; a name of ours is held to
+    `check_own_key_name`."""
     size, exact = _utf8_size(name, MAX_KEY_NAME_BYTES)
     if size > MAX_KEY_NAME_BYTES:
         unit = "bytes" if exact else "characters"
@@ -130,6 +133,52 @@ def check_key_name(name: str) -> None:
         )
     if not name or "+" in name or any(ch.isspace() for ch in name) or _has_control(name):
         raise LogError(f"{name!r} is not a note key name (non-empty, no spaces, no '+')")
+
+
+#: Unicode categories of the characters a key name of ours may not hold (`check_own_key_name`):
+#: controls (DEL, C1), format characters (bidirectional controls, ZERO WIDTH SPACE, the
+#: BYTE ORDER MARK, ...) and lone surrogates (not UTF-8).
+_HIDDEN_CATEGORIES = ("Cc", "Cf", "Cs")
+
+
+def _hidden_character(name: str) -> str | None:
+    """The first character of ``name`` of a `_HIDDEN_CATEGORIES` category or that
+    `provenance.terminal.shown_line` writes as an escape (`UNSAFE_IN_LINE`: also HANGUL
+    FILLER, COMBINING GRAPHEME JOINER, a variation selector after nothing it selects, ...);
+    None when there is none."""
+    at = [m.start() for m in UNSAFE_IN_LINE.finditer(name) if len(m.group()) == 1][:1]
+    at += [i for i, ch in enumerate(name) if unicodedata.category(ch) in _HIDDEN_CATEGORIES][:1]
+    return name[min(at)] if at else None
+
+
+def code_point(ch: str) -> str:
+    """``ch`` named as Unicode does: ``U+202E RIGHT-TO-LEFT OVERRIDE``, or for a character
+    of no name ``U+0085 (a control character)``, ``U+D800 (a surrogate: not UTF-8)``."""
+    name = unicodedata.name(ch, "")
+    if not name:
+        kind = {"Cc": "a control character", "Cs": "a surrogate: not UTF-8"}
+        name = f"({kind.get(unicodedata.category(ch), 'a character of no name')})"
+    return f"U+{ord(ch):04X} {name}"
+
+
+def check_own_key_name(name: str) -> None:
+    """Raise LogError unless ``name`` is a note key name (`check_key_name`) fit for a key
+    this program makes or is configured with (a log's ``--origin``, a witness's ``--name``,
+    a ``--witness`` key): also no control, format or other invisible character
+    (`_hidden_character`: DEL, C1 controls, bidirectional controls U+202A-U+202E and
+    U+2066-U+2069, the marks U+200E and U+200F, ZERO WIDTH SPACE ...), which
+    c2sp.org/signed-note allows but which can make a name shown to a person read as
+    another ("log\\u202egro.elpmaxe" reads "logexample.org"). The message names the
+    character by its code point (`code_point`). Names read from others' notes are held
+    to `check_key_name` only, and shown escaped (`provenance.terminal.clipped_line`)."""
+    check_key_name(name)
+    hidden = _hidden_character(name)
+    if hidden is not None:
+        raise LogError(
+            f"the key name {clipped_line(name, 60)} has {code_point(hidden)}, a control or"
+            " invisible character that can make a name shown to a person read as another;"
+            " give a name of visible characters only (such as example.org/log)"
+        )
 
 
 def check_note_size(note: str) -> None:
@@ -295,7 +344,11 @@ def _raw_public_key(public_key: Ed25519PublicKey) -> bytes:
 
 
 class LogSigner:
-    """Signs checkpoints as the log: an Ed25519 key and its note key name (the origin)."""
+    """Signs checkpoints as the log: an Ed25519 key and its note key name (the origin).
+    Raises LogError when the name is not a note key name (`check_key_name`). A name with
+    a control or invisible character is refused where a log is made (`generate_log_key`,
+    ``--origin``: `check_own_key_name`), not here: a log made under one before keeps
+    signing, as every reader takes its checkpoints (c2sp.org/signed-note)."""
 
     def __init__(self, private_key: Ed25519PrivateKey, name: str) -> None:
         check_key_name(name)
@@ -390,14 +443,15 @@ def split_note(note: str) -> tuple[str, list[SignatureLine]]:
                 f" {quoted(name, length=space - start - 2)}"
             )
         check_key_name(name)
+        shown = clipped_line(name, 60)  # a signer's name as the spec allows it, bidi marks too
         if end - space - 1 > MAX_SIGNATURE_BASE64:
             raise LogError(
-                f"the signature of {name} is {end - space - 1:,} characters of base64, more"
+                f"the signature of {shown} is {end - space - 1:,} characters of base64, more"
                 f" than the {MAX_SIGNATURE_BASE64:,} of any signature a note may carry"
             )
-        raw = b64decode_strict(note[space + 1 : end], f"signature of {name}")
+        raw = b64decode_strict(note[space + 1 : end], f"signature of {shown}")
         if len(raw) < 5:
-            raise LogError(f"signature of {name} is {len(raw)} bytes, too short")
+            raise LogError(f"signature of {shown} is {len(raw)} bytes, too short")
         signatures.append(SignatureLine(name, raw[:4], raw[4:]))
         start = end + 1
     return note[: split + 1], signatures
@@ -405,8 +459,10 @@ def split_note(note: str) -> tuple[str, list[SignatureLine]]:
 
 def note_signers(note: str) -> list[str]:
     """``NAME+KEYID`` (key id in hex) of each signature line of ``note``, in order, whether
-    or not it verifies: what a check against the wrong key can name instead. Raises
-    LogError for a malformed note."""
+    or not it verifies: what a check against the wrong key can name instead (each name as
+    the note has it, which may hold bidirectional and other invisible characters: a
+    message shows it through `provenance.terminal.clipped_line`). Raises LogError for a
+    malformed note."""
     return [f"{s.name}+{s.key_id.hex()}" for s in split_note(note)[1]]
 
 
@@ -419,7 +475,9 @@ class NoteVerifier:
         try:
             self._public_key = Ed25519PublicKey.from_public_bytes(public_key)
         except ValueError as e:
-            raise KeyMaterialError(f"verifier key of {name} is not an Ed25519 public key") from e
+            raise KeyMaterialError(
+                f"verifier key of {clipped_line(name, 60)} is not an Ed25519 public key"
+            ) from e
         self.name = name
         self.public_key = public_key
         self.key_id = key_id(name, public_key)
@@ -464,10 +522,14 @@ class NoteVerifier:
             try:
                 self._public_key.verify(line.signature, text.encode())
             except InvalidSignature as e:
-                raise SignatureError(f"note signature by {self.name} does not verify") from e
+                raise SignatureError(
+                    f"note signature by {clipped_line(self.name, 60)} does not verify"
+                ) from e
             verified.add(line.signature)
         if not verified:
-            raise SignatureError(f"note has no signature by {self.name}+{self.key_id.hex()}")
+            raise SignatureError(
+                f"note has no signature by {clipped_line(self.name, 60)}+{self.key_id.hex()}"
+            )
         return text
 
 
@@ -504,9 +566,9 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     one's key wins, the others load it). On a file system without hard links (FAT, some
     network shares: link(2) refused with EPERM or ENOTSUP) the key is written in place,
     still created exclusively. Raises ConfigError if it exists or cannot be written,
-    LogError if ``origin`` is not a valid note key name.
+    LogError if ``origin`` is not a valid note key name of ours (`check_own_key_name`).
     """
-    check_key_name(origin)
+    check_own_key_name(origin)
     private_key = Ed25519PrivateKey.generate()
     pem = private_key.private_bytes(
         serialization.Encoding.PEM,

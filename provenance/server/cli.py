@@ -149,13 +149,13 @@ def _forget_secrets() -> None:
 
 
 def _origin(value: str) -> str:
-    """``value`` if it can name the log in its checkpoints (a signed-note key name:
-    `provenance.log.checkpoint.check_key_name`); else a usage error (exit 2), before the
-    start begins. Typer callback of ``--origin``."""
-    from provenance.log.checkpoint import check_key_name
+    """``value`` if it can name the log in its checkpoints (a signed-note key name of
+    visible characters: `provenance.log.checkpoint.check_own_key_name`); else a usage
+    error (exit 2), before the start begins. Typer callback of ``--origin``."""
+    from provenance.log.checkpoint import check_own_key_name
 
     try:
-        check_key_name(value)
+        check_own_key_name(value)
     except ProvenanceError as e:
         raise typer.BadParameter(f"{e}: the log's name in its checkpoints") from None
     return value
@@ -241,7 +241,9 @@ def serve(
     origin: Annotated[
         str,
         typer.Option(
-            help="The log's name in its checkpoints (no spaces, no '+').", callback=_origin
+            help="The log's name in its checkpoints (no spaces, no '+', no control or"
+            " invisible characters).",
+            callback=_origin,
         ),
     ] = "media-provenance.local/log",
     max_upload_mb: Annotated[
