@@ -24,7 +24,10 @@ A second Ctrl-C while the first one's clean-up runs (inside `ctrl_c_deadline`, o
 deadline is running) ends the process at once: "interrupted again: stopped without
 finishing the clean-up", what stays done (`ctrl_c_notes`: `prov scan`'s rows in its
 report, and --resume), exit 130. A second SIGTERM (`terminate_as_interrupt`) does the
-same with "terminated again (SIGTERM)" and exit 143, and a deadline that a SIGTERM
+same with "terminated again (SIGTERM)" and exit 143; a SIGTERM after a Ctrl-C says
+"terminated (SIGTERM) while stopping after Ctrl-C", 143, and a Ctrl-C after a SIGTERM
+"interrupted (Ctrl-C) while stopping after SIGTERM", 130 (before: "terminated again",
+"interrupted again", as if the same signal had come twice). A deadline that a SIGTERM
 started ends the process "terminated (SIGTERM)", exit 143 (before: "interrupted", 130,
 the Ctrl-C's code, for a scan whose clean-up hung after a ``kill``). A clean-up that may
 take a while says so first (`extend_ctrl_c_deadline`'s ``doing``: "Ctrl-C again to stop
@@ -61,6 +64,14 @@ TERMINATED = "terminated (SIGTERM)"
 INTERRUPTED_AGAIN = "interrupted again: stopped without finishing the clean-up"
 #: The same for a second SIGTERM (`terminate_as_interrupt`).
 TERMINATED_AGAIN = "terminated again (SIGTERM): stopped without finishing the clean-up"
+#: The same for a SIGTERM while the command stops after a Ctrl-C (exit 143).
+TERMINATED_AFTER_CTRL_C = (
+    "terminated (SIGTERM) while stopping after Ctrl-C: stopped without finishing the clean-up"
+)
+#: The same for a Ctrl-C while the command stops after a SIGTERM (exit 130).
+INTERRUPTED_AFTER_SIGTERM = (
+    "interrupted (Ctrl-C) while stopping after SIGTERM: stopped without finishing the clean-up"
+)
 #: The hint `extend_ctrl_c_deadline` adds to what a command's clean-up after a Ctrl-C does.
 AGAIN_HINT = "Ctrl-C again to stop at once"
 
@@ -93,11 +104,11 @@ class _Deadline:
 
     def arm(self, cause: int) -> None:
         """A Ctrl-C (``cause`` SIGINT) or SIGTERM came: the grace starts now (called in
-        the signal's handler); a second one, while armed, ends the process at once."""
+        the signal's handler); a second one, while armed, ends the process at once, saying
+        which came after which (`_second_signal`)."""
         if self.armed_at is not None:
-            if cause == signal.SIGTERM:
-                _stop_at_once(self.line(TERMINATED_AGAIN), EXIT_TERMINATED)
-            _stop_at_once(self.line(INTERRUPTED_AGAIN), EXIT_INTERRUPTED)
+            words, code = _second_signal(self.cause, cause)
+            _stop_at_once(self.line(words), code)
         self.cause = cause
         self.armed_at = time.monotonic()
         os.write(self._write, b"!")
@@ -119,6 +130,20 @@ class _Deadline:
                         _stop_at_once(self.line(TERMINATED), EXIT_TERMINATED)
                     _stop_at_once(self.line(INTERRUPTED_LINE.decode().strip()), EXIT_INTERRUPTED)
                 time.sleep(min(left, 0.1))
+
+
+def _second_signal(first: int | None, second: int) -> tuple[str, int]:
+    """The words a process that got the signal ``second`` (SIGINT, SIGTERM) while it
+    stopped after ``first`` ends with, and its exit status, the second signal's:
+    `INTERRUPTED_AGAIN` (130) or `TERMINATED_AGAIN` (143) after the same signal,
+    `TERMINATED_AFTER_CTRL_C` (143) or `INTERRUPTED_AFTER_SIGTERM` (130) after the other.
+    Before, a SIGTERM after a Ctrl-C said "terminated again", and a Ctrl-C after a
+    SIGTERM "interrupted again", as if the same signal had come twice."""
+    if second == signal.SIGTERM:
+        words = TERMINATED_AFTER_CTRL_C if first == signal.SIGINT else TERMINATED_AGAIN
+        return words, EXIT_TERMINATED
+    words = INTERRUPTED_AFTER_SIGTERM if first == signal.SIGTERM else INTERRUPTED_AGAIN
+    return words, EXIT_INTERRUPTED
 
 
 _deadline: _Deadline | None = None

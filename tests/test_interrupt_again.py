@@ -140,3 +140,36 @@ sys.exit(main([]))
 """)
     assert done.returncode == 143, done
     assert done.stderr.strip().splitlines()[-1] == "terminated (SIGTERM)", done
+
+
+def test_the_other_signal_in_the_clean_up_says_which_came_after_which() -> None:
+    """A SIGTERM while the command stops after a Ctrl-C ends it at once, 143 (the
+    SIGTERM's code), and a Ctrl-C after a SIGTERM, 130; each says which came after which.
+    Before: "terminated again (SIGTERM)" and "interrupted again", as if the same signal
+    had come twice. (A real `prov scan` so: tests/test_scan_interrupt_again.py.)"""
+    said = {}
+    for first, second in (("SIGINT", "SIGTERM"), ("SIGTERM", "SIGINT")):
+        done = _run(f"""
+got = []
+with ctrl_c_deadline(), terminate_as_interrupt(got), ctrl_c_notes("the rows are kept"):
+    try:
+        kill(signal.{first})
+    except KeyboardInterrupt:
+        print("cleaning up", flush=True)
+        kill(signal.{second})
+        print("clean-up finished", flush=True)
+""")
+        assert done.stdout.split("\n")[:2] == ["cleaning up", ""], done
+        said[first, second] = (done.returncode, done.stderr)
+    assert said == {
+        ("SIGINT", "SIGTERM"): (
+            143,
+            "terminated (SIGTERM) while stopping after Ctrl-C: stopped without finishing"
+            " the clean-up; the rows are kept\n",
+        ),
+        ("SIGTERM", "SIGINT"): (
+            130,
+            "interrupted (Ctrl-C) while stopping after SIGTERM: stopped without finishing"
+            " the clean-up; the rows are kept\n",
+        ),
+    }

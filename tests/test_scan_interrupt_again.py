@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from tests.conftest import ROOT, SAMPLES, ServerProc, cli_process, read_line
@@ -89,23 +89,32 @@ def _stop_hung(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
     proc.send_signal(sig)
 
 
-def test_sigterm_to_a_scan_whose_stop_hangs_ends_it_143(tmp_path: Path) -> None:
-    """Before: "interrupted", exit 130, about 35 s after the SIGTERM."""
+@contextmanager
+def _scan_in_its_call(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """`prov scan` of one photo (one batch: one worker started) against a socket that
+    accepts and never answers, and its report's path, once a worker is in its call (the
+    pool's starts are done: `_stop_hung` may be called)."""
     photos = tmp_path / "photos"
     photos.mkdir()
-    shutil.copy(SAMPLES / "rocket.jpg", photos / "r.jpg")  # one batch: one worker started
+    shutil.copy(SAMPLES / "rocket.jpg", photos / "r.jpg")
     report = tmp_path / "scan.jsonl"
-    with socket.socket() as silent:  # accepts, never answers: the workers stay in their call
+    with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         server = f"127.0.0.1:{silent.getsockname()[1]}"
         args = [str(photos), "--report", str(report), "--workers", "2", "--server", server]
         with _scan(args) as proc:
             silent.settimeout(STOP_WAIT_S)
-            conn, _ = silent.accept()  # a worker is in its call: the pool's starts are done
+            conn, _ = silent.accept()
             with conn:
-                _stop_hung(proc, signal.SIGTERM)
-                _, err = finish(proc, timeout=STOP_WAIT_S)
+                yield proc, report
+
+
+def test_sigterm_to_a_scan_whose_stop_hangs_ends_it_143(tmp_path: Path) -> None:
+    """Before: "interrupted", exit 130, about 35 s after the SIGTERM."""
+    with _scan_in_its_call(tmp_path) as (proc, report):
+        _stop_hung(proc, signal.SIGTERM)
+        _, err = finish(proc, timeout=STOP_WAIT_S)
     assert proc.returncode == 143, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("terminated (SIGTERM)"), err
@@ -188,4 +197,30 @@ def test_sigterm_while_a_worker_start_hangs_ends_the_scan_143(tmp_path: Path) ->
             _, err = finish(proc, timeout=STOP_WAIT_S)
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM)"), err
+    assert "Traceback" not in err, err
+
+
+def test_a_sigterm_after_a_ctrl_c_while_the_scan_stops_says_so_143(tmp_path: Path) -> None:
+    """A Ctrl-C stops the scan (its stop held open: see the module docstring), then a
+    SIGTERM comes while it stops (a ``kill``, systemd's stop): the scan ends at once, 143
+    for the SIGTERM, saying what came in that order. Before: "terminated again (SIGTERM)",
+    though the first signal was a Ctrl-C and no SIGTERM came before."""
+    with _scan_in_its_call(tmp_path) as (proc, report):
+        _stop_hung(proc, signal.SIGINT)
+        _until(lambda: HINT in logged(proc), "hint", proc)  # the Ctrl-C is in hand
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=STOP_WAIT_S)
+        # the stopped fork server holds the scan's stderr open: let it go on and end (its
+        # parent gone), so that the drain reads to the end now, not some 40 s later
+        for pid in _session(proc.pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        _, err = finish(proc, timeout=STOP_WAIT_S)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == (
+        "terminated (SIGTERM) while stopping after Ctrl-C: stopped without finishing the"
+        f" clean-up; the rows so far are kept in {report}; the same command with --resume"
+        " continues the scan"
+    ), err
+    assert "again" not in err.replace(HINT, ""), err
     assert "Traceback" not in err, err

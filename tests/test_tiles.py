@@ -1171,6 +1171,83 @@ def test_a_served_checkpoint_over_a_notes_bound_is_not_read_past_it(tmp_path: Pa
         web.stop()
 
 
+def _peak_rss(pid: int) -> int:
+    """The peak resident memory (VmHWM) of the process ``pid``, in bytes (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
+    tmp_path: Path,
+) -> None:
+    """`prov web --tiles-dir` served a tile file of any size as it was: a hash tile one
+    hash too long (8,224 bytes at ``tile/0/000``), a partial ``.p/5`` of 3 hashes, an entry
+    bundle too short for its 5 entries, and a 512 MiB file at a full bundle's path (read
+    whole into the web's memory, then sent); a narrower partial tile cut from a damaged
+    one was a 404, as a tile the log does not have. Each is now a 500 (the server's
+    file is damaged: no tile to cache, and not a tile the log lacks, which a client
+    reports as the log's failure), in words, without reading the file past its bound
+    (the web's peak memory grew by 526 MB before), logged on the server in one line a
+    minute; intact tiles are still served. A real export, a
+    real `prov web`."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 261, seed=7)
+    out = tmp_path / "tiles"
+    export_tiles(store, out)
+    store.close()
+    full = (out / "tile/0/000").read_bytes()
+    (out / "tile/0/000").write_bytes(full + full[:32])  # one hash too many
+    five = out / "tile/0/001.p/5"
+    five.write_bytes(five.read_bytes()[:96])  # 3 hashes for a tile of 5
+    (out / "tile/entries/001.p/5").write_bytes(b"\x00" * 9)  # 5 entries take 10 at least
+    with open(out / "tile/entries/000", "r+b") as f:
+        f.truncate(512 << 20)  # sparse: no disk taken
+    intact = (out / "tile/1/000.p/1").read_bytes()
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        before = _peak_rss(web.proc.pid)
+        damaged = {
+            "tile/0/000": "8,224 bytes",
+            "tile/0/001.p/5": "96 bytes",
+            "tile/0/001.p/3": "96 bytes",  # cut from the damaged .p/5
+            "tile/entries/001.p/5": "9 bytes",
+            "tile/entries/000": "536,870,912 bytes",
+        }
+        answers = {}
+        for path in [*damaged, "tile/0/000"]:  # the last again: not logged again
+            request = urllib.request.Request(
+                f"{web.address}/tlog/{path}", headers={"Accept-Encoding": "gzip"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as r:
+                    answers[path] = (r.status, r.read(4096).decode(errors="replace"), "")
+            except urllib.error.HTTPError as e:
+                said = e.read(4096).decode()
+                answers[path] = (e.code, said, e.headers["Cache-Control"])
+        assert {path: a[0] for path, a in answers.items()} == dict.fromkeys(damaged, 500)
+        for path, (_, said, cache) in answers.items():
+            assert f"/tlog/{path} " in said and "damaged" in said, said
+            assert damaged[path] in said and cache == "no-store", (said, cache)
+        grown = _peak_rss(web.proc.pid) - before
+        assert grown < 128 << 20, f"the web's peak memory grew by {grown:,} bytes"
+        with urllib.request.urlopen(f"{web.address}/tlog/tile/1/000.p/1", timeout=30) as r:
+            assert r.status == 200 and r.read() == intact
+        with urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=30) as r:
+            assert r.status == 200
+    finally:
+        web.stop()
+    log = web.stderr()
+    lines = [line for line in log.splitlines() if "answered 500 to GET /tlog/" in line]
+    # one line a minute at most: not one per request (6 of them, in well under a minute
+    # unless the machine stalls, when a second line may come)
+    assert 1 <= len(lines) < len(damaged) and "Traceback" not in log, log[-3000:]
+    assert f"{out / 'tile/0/000'} is 8,224 bytes" in lines[0], lines
+    assert "export-tiles" in lines[0], lines
+
+
 def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> None:
     """A tiles URL answering with a redirect to ``ftp://`` or ``file://`` (a hostile or
     misconfigured server steering the auditor at another scheme) is refused in words

@@ -219,6 +219,17 @@ def split_hashes(data: bytes, tile: Tile) -> list[bytes]:
     return [data[i : i + merkle.HASH_SIZE] for i in range(0, len(data), merkle.HASH_SIZE)]
 
 
+def file_bounds(tile: Tile, bundle: bool) -> tuple[int, int]:
+    """The fewest and most bytes the file of ``tile`` (its entry bundle when ``bundle``)
+    can hold: a hash tile exactly ``width`` hashes of 32 bytes (8,192 for a full tile), an
+    entry bundle from ``2 * width`` (empty entries) to ``width * (2 + MAX_ENTRY_SIZE)``
+    (each entry a big-endian uint16 length and its bytes: 16,777,472 for a full one).
+    A file outside them is no such tile (tlog-tiles "Merkle Tree", "Log entries")."""
+    if bundle:
+        return 2 * tile.width, tile.width * (2 + MAX_ENTRY_SIZE)
+    return tile.width * merkle.HASH_SIZE, tile.width * merkle.HASH_SIZE
+
+
 def _perfect_root(hashes: Sequence[bytes]) -> bytes:
     """Merkle root of a power-of-two count of node hashes (RFC 9162 2.1.1)."""
     level = list(hashes)

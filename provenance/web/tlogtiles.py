@@ -10,7 +10,12 @@ export writes only the partial tiles of the sizes it exported, but tlog-tiles "P
 Tiles" says "Logs MUST serve partial tiles corresponding to tree sizes for which a
 checkpoint was produced", and the log signs a checkpoint per batch (receipts carry them);
 the first ``W`` hashes or entries of a wider tile are the tile of width ``W``, since the
-log only appends. Entry bundles
+log only appends. A tile file whose size cannot be a tile of its path (`tiles.file_bounds`:
+a hash tile of ``W`` hashes is ``W * 32`` bytes, a bundle of ``W`` entries ``2 * W`` to
+``W * 65,537``), or a wider one a tile is cut from that is no tile of its width, is
+damaged on the server: it is read no further than its bound and a byte, and answered 500
+in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`. Before, it
+was served whole, whatever its size (a 512 MiB file was read into memory and sent). Entry bundles
 are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed),
 up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compressing it
 at each request cost more CPU than it saved bytes). Only canonical
@@ -32,8 +37,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import logging
 import os
 import re
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,6 +50,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from provenance.core.buckets import Every
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
@@ -59,6 +67,65 @@ FULL_CACHE = "public, max-age=31536000, immutable"
 #: grows (a client that read a newer checkpoint asks for it at once), and a cached 404,
 #: even for the checkpoint's 5 s, would hide it; a 404 costs the server one failed open.
 NOT_FOUND_CACHE = "no-store"
+
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two log lines saying a tile file is damaged (`DamagedTileError`): a
+#: client asking for it again and again does not flood the log.
+DAMAGED_LOG_EVERY_S = 60.0
+
+
+class DamagedTileError(Exception):
+    """A tile file of the served folder that cannot be the tile its path names: its size
+    is outside `tiles.file_bounds`, or a wider tile to cut a narrower one from is no tile
+    of its width. ``file``: the file; ``rel``: its path in the folder; ``what``: what is
+    wrong with it, in words ("is 96 bytes, and a tile of 5 hashes is 160 bytes")."""
+
+    def __init__(self, file: Path, rel: str, what: str) -> None:
+        super().__init__(f"{file} {what}")
+        self.file = file
+        self.rel = rel
+        self.what = what
+
+
+def _check_size(file: Path, rel: str, size: int, tile: tiles.Tile, bundle: bool) -> None:
+    """Raise DamagedTileError unless ``size`` bytes fit the file ``file`` of ``tile`` (its
+    bundle when ``bundle``), at ``rel`` in the served folder (`tiles.file_bounds`); a size
+    past the bound is said as "more than" it (a bounded read stops one byte past it)."""
+    fewest, most = tiles.file_bounds(tile, bundle)
+    if fewest <= size <= most:
+        return
+    if bundle:
+        should = f"an entry bundle of {tile.width} entries is {fewest:,} to {most:,} bytes"
+    else:
+        should = f"a tile of {tile.width} hashes is {most:,} bytes"
+    said = f"{size:,} bytes" if size != most + 1 else f"more than {most:,} bytes"
+    raise DamagedTileError(file, rel, f"is {said}, and {should}")
+
+
+def _damaged(path: str, damage: DamagedTileError, gate: Every) -> Response:
+    """500 for the tile at ``path`` whose file is damaged on the server (``damage``),
+    logged unless ``gate`` had a line in the last `DAMAGED_LOG_EVERY_S`. A 500, not a
+    404: a client takes a 404 for a tile the log does not have (for a partial tile it
+    tries the full one, then reports the log as failing to serve it), and 200 with the
+    file for the log's own failure (a tile of the wrong size); the file is the server's
+    fault, to retry later, and no cache keeps the answer (``no-store``)."""
+    if gate.due("damaged"):
+        log.warning(
+            "the tile file %s %s: answered 500 to GET /tlog/%s; delete it and run `prov log"
+            " export-tiles` into the folder again to write it anew (one such line every"
+            " %g s at most: `prov log audit --tiles` checks every file)",
+            damage.file, damage.what, path, DAMAGED_LOG_EVERY_S,
+        )  # fmt: skip
+    whose = "its file" if damage.rel == path else f"it is cut from {damage.rel}, whose file"
+    return Response(
+        f"/tlog/{path} is damaged on this server: {whose} {damage.what}; the server's"
+        " operator is told so in its log; try again later\n",
+        500,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": NOT_FOUND_CACHE},
+    )
 
 
 def _not_found(what: str) -> Response:
@@ -261,17 +328,13 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
 _WIDTH_RE = re.compile(r"[1-9][0-9]{0,2}")
 
 
-def _prefix(body: bytes, width: int, keep: int, bundle: bool) -> bytes:
-    """The first ``keep`` hashes (or entries, for a ``bundle``) of a tile of ``width``.
-    Raises FileNotFoundError when ``body`` is not such a tile (a damaged file is no source
-    of another tile)."""
-    try:
-        if bundle:
-            entries = tiles.decode_bundle(body, tiles.Tile(0, 0, width))
-            return tiles.encode_bundle(entries[:keep])
-        return b"".join(tiles.split_hashes(body, tiles.Tile(0, 0, width))[:keep])
-    except LogError as e:
-        raise FileNotFoundError(f"not a tile of width {width}: {e}") from e
+def _prefix(body: bytes, source: tiles.Tile, keep: int, bundle: bool) -> bytes:
+    """The first ``keep`` hashes (or entries, for a ``bundle``) of the tile ``source``,
+    whose file is ``body`` (of a size `_check_size` took). Raises LogError when it is no
+    such tile (a bundle whose entries do not fill it)."""
+    if bundle:
+        return tiles.encode_bundle(tiles.decode_bundle(body, source)[:keep])
+    return b"".join(tiles.split_hashes(body, source)[:keep])
 
 
 def _read_regular(path: Path, limit: int = -1) -> bytes:
@@ -285,15 +348,21 @@ def _read_regular(path: Path, limit: int = -1) -> bytes:
 
 
 def _read(
-    path: Path, gzip_ok: bool, cut: tuple[int, int, bool] | None = None
+    file: Path, rel: str, source: tiles.Tile, bundle: bool, keep: int, gzip_ok: bool
 ) -> tuple[bytes, bool]:
-    """The file at ``path``, gzip-compressed when ``gzip_ok`` and it is at most
-    `GZIP_MAX_BYTES`; and whether it was. ``cut``: (the file's tile width, the width to
-    serve, whether it is an entry bundle) when serving a narrower tile from it
-    (`_prefix`). Raises OSError."""
-    body = _read_regular(path)
-    if cut is not None:
-        body = _prefix(body, *cut)
+    """The tile of width ``keep`` from the file ``file`` (at ``rel`` in the folder) of the
+    tile ``source`` (its entry bundle when ``bundle``; cut with `_prefix` when narrower),
+    read no further than the file's bound and a byte (`tiles.file_bounds`);
+    gzip-compressed when ``gzip_ok`` and it is at most `GZIP_MAX_BYTES`; and whether it
+    was. Raises DamagedTileError when the file is no tile ``source``, FileNotFoundError
+    when it is gone or no regular file, OSError."""
+    body = _read_regular(file, tiles.file_bounds(source, bundle)[1] + 1)
+    _check_size(file, rel, len(body), source, bundle)
+    if keep != source.width:
+        try:
+            body = _prefix(body, source, keep, bundle)
+        except LogError as e:
+            raise DamagedTileError(file, rel, f"is no tile of width {source.width} ({e})") from e
     if gzip_ok and len(body) <= GZIP_MAX_BYTES:
         return gzip.compress(body, compresslevel=6, mtime=0), True
     return body, False
@@ -306,6 +375,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     `TileShares` of `TILE_BYTES_PER_CLIENT`)."""
     file_workers = anyio.CapacityLimiter(FILE_WORKERS)
     shares = shares if shares is not None else TileShares()
+    damaged_log = Every(DAMAGED_LOG_EVERY_S)
 
     async def checkpoint(request: Request) -> Response:
         try:
@@ -335,11 +405,19 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
         gzipped = bundle and accepts_gzip(request.headers.get("accept-encoding", ""))
         client = client_key(request.client.host) if request.client else ""
         try:
-            source, width = _source(directory, path, parsed)
-            size = source.stat().st_size
+            file, width = _source(directory, path, parsed)
+            status = file.stat()
         except (FileNotFoundError, NotADirectoryError):
             return _not_found(f"/tlog/{path}")
-        cut = None if width == parsed.width else (width, parsed.width, bundle)
+        if not stat.S_ISREG(status.st_mode):  # a FIFO, a device, a folder: as not there
+            return _not_found(f"/tlog/{path}")
+        size = status.st_size
+        source = tiles.Tile(parsed.level, parsed.index, width)
+        rel = file.relative_to(directory).as_posix()
+        try:
+            _check_size(file, rel, size, source, bundle)  # before its share is taken
+        except DamagedTileError as e:
+            return _damaged(path, e, damaged_log)
         if not await shares.take(client, size):
             return _refused(client, shares.held(client), shares)
         try:
@@ -347,11 +425,14 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
             # compressing it took the loop 0.3 s, during which no other request of the
             # web front (pages, API, uploads) was answered
             body, gzipped = await anyio.to_thread.run_sync(
-                _read, source, gzipped, cut, limiter=file_workers
+                _read, file, rel, source, bundle, parsed.width, gzipped, limiter=file_workers
             )
         except (FileNotFoundError, NotADirectoryError):
             shares.give(client, size)
             return _not_found(f"/tlog/{path}")
+        except DamagedTileError as e:  # it changed since its size was checked
+            shares.give(client, size)
+            return _damaged(path, e, damaged_log)
         except BaseException:
             shares.give(client, size)
             raise
