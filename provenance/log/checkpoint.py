@@ -140,23 +140,34 @@ def check_key_name(name: str) -> None:
 #: BYTE ORDER MARK, ...) and lone surrogates (not UTF-8).
 _HIDDEN_CATEGORIES = ("Cc", "Cf", "Cs")
 
+#: Characters a key name of ours may not hold that `provenance.terminal.shown_line` shows
+#: as they are (`check_own_key_name`): the BRAILLE PATTERN BLANK draws a blank, as the
+#: spaces the spec refuses ("example.org\u2800log" reads "example.org log").
+_BLANK = "\u2800"
+
 
 def _hidden_character(name: str) -> str | None:
     """The first character of ``name`` of a `_HIDDEN_CATEGORIES` category or that
     `provenance.terminal.shown_line` writes as an escape (`UNSAFE_IN_LINE`: also HANGUL
-    FILLER, COMBINING GRAPHEME JOINER, a variation selector after nothing it selects, ...);
-    None when there is none."""
+    FILLER, COMBINING GRAPHEME JOINER, a variation selector after nothing it selects, the
+    other default-ignorable code points, ...) or of `_BLANK`; None when there is none."""
     at = [m.start() for m in UNSAFE_IN_LINE.finditer(name) if len(m.group()) == 1][:1]
     at += [i for i, ch in enumerate(name) if unicodedata.category(ch) in _HIDDEN_CATEGORIES][:1]
+    at += [i for i, ch in enumerate(name) if ch in _BLANK][:1]
     return name[min(at)] if at else None
 
 
 def code_point(ch: str) -> str:
     """``ch`` named as Unicode does: ``U+202E RIGHT-TO-LEFT OVERRIDE``, or for a character
-    of no name ``U+0085 (a control character)``, ``U+D800 (a surrogate: not UTF-8)``."""
+    of no name ``U+0085 (a control character)``, ``U+D800 (a surrogate: not UTF-8)``,
+    ``U+E0080 (a character Unicode has not assigned)``."""
     name = unicodedata.name(ch, "")
     if not name:
-        kind = {"Cc": "a control character", "Cs": "a surrogate: not UTF-8"}
+        kind = {
+            "Cc": "a control character",
+            "Cs": "a surrogate: not UTF-8",
+            "Cn": "a character Unicode has not assigned",
+        }
         name = f"({kind.get(unicodedata.category(ch), 'a character of no name')})"
     return f"U+{ord(ch):04X} {name}"
 
