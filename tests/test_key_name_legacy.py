@@ -7,6 +7,10 @@ the rest of the line)."""
 
 from __future__ import annotations
 
+import errno
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from clients.api import ProvenanceClient
@@ -14,7 +18,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
 from provenance.server.service import ProvenanceService, ServiceConfig
-from tests.conftest import read_line, start_server
+from tests.conftest import ROOT, read_line, start_server
 
 HOSTILE = "log\u202egro.elpmaxe"
 """A name that reads "logexample.org"."""
@@ -56,3 +60,44 @@ def test_a_database_named_with_an_override_starts_and_its_start_line_is_escaped(
     finally:
         srv.stop()
     assert "\u202e" not in srv.stderr(), ascii(srv.stderr())
+
+
+def _on_a_terminal(args: list[str]) -> str:
+    """What ``python -m clients.cli ARGS`` writes to its stdout when that is a terminal
+    (a pseudo-terminal; stderr piped apart), once it exits."""
+    main, child = os.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", *args],
+        stdout=child,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    os.close(child)
+    got = b""
+    try:
+        while chunk := os.read(main, 4096):
+            got += chunk
+    except OSError as e:  # EIO: the terminal's other end was closed (the child exited)
+        if e.errno != errno.EIO:
+            raise
+    finally:
+        os.close(main)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    return got.decode()
+
+
+def test_log_key_of_such_a_database_is_escaped_on_a_terminal_and_exact_in_a_file(
+    tmp_path: Path,
+) -> None:
+    """`prov log key --key-file KEY --db DB` writes the exact key to a file or a pipe (`>
+    log.vkey`, what `--log-key` then reads: an escape there would be another name) and
+    escapes the override on a terminal (before revkey56: the override itself there)."""
+    db, vkey = _legacy_database(tmp_path, HOSTILE)
+    args = ["log", "key", "--key-file", f"{db}.logkey.pem", "--db", str(db)]
+    piped = subprocess.run(
+        [sys.executable, "-m", "clients.cli", *args], capture_output=True, cwd=ROOT, timeout=120
+    )
+    assert piped.returncode == 0 and piped.stdout.decode() == vkey + "\n", piped
+    shown = _on_a_terminal(args).strip()
+    assert shown == vkey.replace("\u202e", "\\u202e"), ascii(shown)
