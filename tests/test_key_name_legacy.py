@@ -13,15 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from clients.api import ProvenanceClient
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
 from provenance.server.service import ProvenanceService, ServiceConfig
+from provenance.terminal import shown_line
 from tests.conftest import ROOT, read_line, start_server
 
 HOSTILE = "log\u202egro.elpmaxe"
 """A name that reads "logexample.org"."""
+FILLED = "example.org/lo\u3164g"
+"""A name with a HANGUL FILLER, which draws nothing (`repr` keeps it)."""
 
 
 def _legacy_database(folder: Path, origin: str) -> tuple[Path, str]:
@@ -42,24 +47,29 @@ def _legacy_database(folder: Path, origin: str) -> tuple[Path, str]:
     return db, vkey
 
 
-def test_a_database_named_with_an_override_starts_and_its_start_line_is_escaped(
-    tmp_path: Path,
+@pytest.mark.parametrize(("name", "char"), [(HOSTILE, "\u202e"), (FILLED, "\u3164")])
+def test_a_database_named_with_an_invisible_character_starts_and_shows_it_escaped(
+    tmp_path: Path, name: str, char: str
 ) -> None:
-    db, vkey = _legacy_database(tmp_path, HOSTILE)
-    assert vkey.startswith(HOSTILE + "+")
+    """Its start's "log key:" line and its log's warning that the database names the log
+    otherwise than --origin write the character escaped (before revkey56: the line the
+    override itself, the warning, a repr, HANGUL FILLER itself)."""
+    db, vkey = _legacy_database(tmp_path, name)
+    assert vkey.startswith(name + "+")
     srv = start_server(db)
     try:
         said = read_line(srv.proc, "log key: ")
-        assert said == vkey.replace("\u202e", "\\u202e"), ascii(said)
+        assert said == shown_line(vkey) != vkey, ascii(said)
         with ProvenanceClient(srv.address) as client:
             note = client.checkpoint()
             served_key, origin = client.log_key()
-        assert (served_key, origin) == (vkey, HOSTILE)
-        checkpoint = open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=HOSTILE)
+        assert (served_key, origin) == (vkey, name)
+        checkpoint = open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=name)
         assert checkpoint.size >= 1
     finally:
         srv.stop()
-    assert "\u202e" not in srv.stderr(), ascii(srv.stderr())
+    log = srv.stderr()
+    assert "database log origin is" in log and char not in log, ascii(log)
 
 
 def _on_a_terminal(args: list[str]) -> str:
