@@ -11,13 +11,22 @@ one is still taken (the spec allows it) and shown escaped."""
 from __future__ import annotations
 
 import base64
+import json
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from provenance.core.errors import LogError
-from provenance.log.checkpoint import Checkpoint, LogSigner, check_own_key_name, split_note
+from provenance.log.checkpoint import (
+    Checkpoint,
+    LogSigner,
+    check_own_key_name,
+    generate_log_key,
+    split_note,
+)
 from provenance.terminal import shown, shown_line
+from provenance.witness import Witness
 
 #: (character, how a refusal names it, its escape), each default ignorable, drawing nothing
 IGNORABLE = [
@@ -71,3 +80,25 @@ def test_visible_names_stay_ours() -> None:
     ):
         check_own_key_name(name)
         assert shown_line(name) == name
+
+
+def test_a_witness_state_file_of_another_log_names_it_escaped(tmp_path: Path) -> None:
+    """A state file restored under another log's name holds that log's origin: the error
+    the witness logs (and answers 500 for) quotes it with HANGUL FILLER escaped (before
+    revkey56: a repr, which kept the filler)."""
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log")
+    witness = Witness(
+        generate_log_key(tmp_path / "w.pem", "witness.example/w1"),
+        [log.verifier_key()],
+        tmp_path / "state",
+    )
+    try:
+        path = witness._state_path("example.org/log")
+        doc = {"origin": "example.org/lo\u3164g", "note": "", "size": 1, "root": ""}
+        path.write_text(json.dumps(doc, ensure_ascii=False))
+        with pytest.raises(LogError) as caught:
+            witness.latest("example.org/log")
+    finally:
+        witness.close()
+    said = str(caught.value)
+    assert "another log's state, 'example.org/lo\\u3164g'" in said, ascii(said)
