@@ -21,8 +21,10 @@ from provenance.core.errors import LogError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,
+    NoteVerifier,
     check_own_key_name,
     generate_log_key,
+    open_checkpoint,
     split_note,
 )
 from provenance.terminal import shown, shown_line
@@ -102,3 +104,17 @@ def test_a_witness_state_file_of_another_log_names_it_escaped(tmp_path: Path) ->
         witness.close()
     said = str(caught.value)
     assert "another log's state, 'example.org/lo\\u3164g'" in said, ascii(said)
+
+
+def test_a_log_named_with_an_emoji_sequence_of_another_is_read() -> None:
+    """A log named with ZERO WIDTH JOINER inside an emoji sequence (the spec allows it; a
+    name of ours may not hold it, a format character): its checkpoints open under that
+    name and the name is shown as it is drawn (a guard of revkey56's review, which found
+    `prov receipt verify` and `prov verify --log-key` of such a log's receipts working)."""
+    name = "\U0001f468\u200d\U0001f469\u200d\U0001f467.example/log"
+    signer = LogSigner(Ed25519PrivateKey.generate(), name)
+    note = signer.sign(Checkpoint(name, 3, bytes(32)))
+    checkpoint = open_checkpoint(note, NoteVerifier.from_vkey(signer.verifier_key()), origin=name)
+    assert checkpoint.origin == name and shown_line(name) == name
+    with pytest.raises(LogError, match="U\\+200D ZERO WIDTH JOINER"):
+        check_own_key_name(name)
