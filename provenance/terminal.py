@@ -52,6 +52,11 @@ _ALWAYS = (
     "\xad\u034f\u180e\u2028\u2029\ufff9-\ufffb\U000e0000-\U000e007f"
     # and (a review): HANGUL FILLER and HALFWIDTH HANGUL FILLER, which draw nothing
     "\u3164\uffa0"
+    # and (revkey56): the rest of Unicode's Default_Ignorable_Code_Point that no rule
+    # below keeps: the Khmer inherent vowels (Unicode: not to be used) and the code points
+    # kept for future invisible characters (U+FFF0-U+FFF8, U+E0080-U+E0FFF but the
+    # variation selectors), which draw nothing
+    "\u17b4\u17b5\ufff0-\ufff8\U000e0080-\U000e00ff\U000e01f0-\U000e0fff"
 )
 #: ZERO WIDTH NON-JOINER and JOINER (U+200C, U+200D) are kept between two characters that
 #: are neither ASCII nor `_ALWAYS` (Persian and Indic words, emoji sequences: there they
@@ -64,11 +69,12 @@ _LONE_JOINER = (
     "[\u200c\u200d](?<!" + _JOINS + "[\u200c\u200d])"  # no joining character before it
     "|[\u200c\u200d](?!" + _JOINS + ")"  # nor after it
 )
-#: The variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF) are kept after a character
+#: The variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF, and the Mongolian free
+#: variation selectors U+180B-U+180D and U+180F: revkey56) are kept after a character
 #: that is neither ASCII nor `_ALWAYS` nor a joiner or selector (an emoji's style, an
-#: ideograph's variant), and in a keycap (a digit, # or *, then U+20E3); elsewhere they
-#: draw nothing and are escaped.
-_SELECTORS = "\ufe00-\ufe0f\U000e0100-\U000e01ef"
+#: ideograph's variant, a Mongolian letter's form), and in a keycap (a digit, # or *,
+#: then U+20E3); elsewhere they draw nothing and are escaped.
+_SELECTORS = "\u180b-\u180d\u180f\ufe00-\ufe0f\U000e0100-\U000e01ef"
 _SELECTED = "[^\x00-\x7f\u200c\u200d" + _SELECTORS + _ALWAYS + "]"
 _SELECTOR = "[" + _SELECTORS + "]"
 _LONE_SELECTOR = (

@@ -47,7 +47,7 @@ from provenance.cli.atomicfile import create_atomically
 from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.core.keys import check_public_key
-from provenance.terminal import UNSAFE_IN_LINE, clipped_line
+from provenance.terminal import UNSAFE_IN_LINE, clipped_line, shown_line
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""
@@ -98,8 +98,14 @@ def quoted(text: str, most: int = 60, length: int | None = None) -> str:
     """``text`` as Python writes a string, cut to its first ``most`` characters (its
     length then said: ``length`` when ``text`` is the start of a longer field): what a
     message quotes of a field a hostile peer may make huge (`provenance.terminal.
-    clipped_line`, writing the characters kept with ``repr``)."""
-    return clipped_line(text, most, show=repr, length=length)
+    clipped_line`, writing the characters kept with ``repr``, then what ``repr`` leaves
+    that draws nothing, such as HANGUL FILLER, as `provenance.terminal.shown_line` does)."""
+    return clipped_line(text, most, show=_repr_line, length=length)
+
+
+def _repr_line(text: str) -> str:
+    """``repr(text)`` with `provenance.terminal.shown_line`'s escapes of what it keeps."""
+    return shown_line(repr(text))
 
 
 def _utf8_size(text: str, most: int) -> tuple[int, bool]:
@@ -140,23 +146,34 @@ def check_key_name(name: str) -> None:
 #: BYTE ORDER MARK, ...) and lone surrogates (not UTF-8).
 _HIDDEN_CATEGORIES = ("Cc", "Cf", "Cs")
 
+#: Characters a key name of ours may not hold that `provenance.terminal.shown_line` shows
+#: as they are (`check_own_key_name`): the BRAILLE PATTERN BLANK draws a blank, as the
+#: spaces the spec refuses ("example.org\u2800log" reads "example.org log").
+_BLANK = "\u2800"
+
 
 def _hidden_character(name: str) -> str | None:
     """The first character of ``name`` of a `_HIDDEN_CATEGORIES` category or that
     `provenance.terminal.shown_line` writes as an escape (`UNSAFE_IN_LINE`: also HANGUL
-    FILLER, COMBINING GRAPHEME JOINER, a variation selector after nothing it selects, ...);
-    None when there is none."""
+    FILLER, COMBINING GRAPHEME JOINER, a variation selector after nothing it selects, the
+    other default-ignorable code points, ...) or of `_BLANK`; None when there is none."""
     at = [m.start() for m in UNSAFE_IN_LINE.finditer(name) if len(m.group()) == 1][:1]
     at += [i for i, ch in enumerate(name) if unicodedata.category(ch) in _HIDDEN_CATEGORIES][:1]
+    at += [i for i, ch in enumerate(name) if ch in _BLANK][:1]
     return name[min(at)] if at else None
 
 
 def code_point(ch: str) -> str:
     """``ch`` named as Unicode does: ``U+202E RIGHT-TO-LEFT OVERRIDE``, or for a character
-    of no name ``U+0085 (a control character)``, ``U+D800 (a surrogate: not UTF-8)``."""
+    of no name ``U+0085 (a control character)``, ``U+D800 (a surrogate: not UTF-8)``,
+    ``U+E0080 (a character Unicode has not assigned)``."""
     name = unicodedata.name(ch, "")
     if not name:
-        kind = {"Cc": "a control character", "Cs": "a surrogate: not UTF-8"}
+        kind = {
+            "Cc": "a control character",
+            "Cs": "a surrogate: not UTF-8",
+            "Cn": "a character Unicode has not assigned",
+        }
         name = f"({kind.get(unicodedata.category(ch), 'a character of no name')})"
     return f"U+{ord(ch):04X} {name}"
 

@@ -941,7 +941,9 @@ def serve(
             service.discard()
         raise
     print(f"listening on {host}:{port}", flush=True)
-    print(f"log key: {service.signer.verifier_key()}", flush=True)
+    # escaped: a log named before its name was held to check_own_key_name may hold a
+    # bidirectional override (the spec allows it), which would turn the rest of the line
+    print(f"log key: {shown_line(service.signer.verifier_key())}", flush=True)
     for w in witnesses:
         print(f"witness {shown_line(w.name)} at {w.url}", flush=True)
     if metrics_port is not None and metrics_listen is not None:

@@ -90,11 +90,13 @@ from provenance.index.packs import load_index, write_packs
 from provenance.log.checkpoint import DEFAULT_KEY_SUFFIX as DEFAULT_KEY_SUFFIX  # was here
 from provenance.log.checkpoint import (
     DEFAULT_ORIGIN,
+    MAX_KEY_NAME_BYTES,
     LogSigner,
     NoteVerifier,
     generate_log_key,
     load_log_signer,
     memo_path,
+    quoted,
     remove_key_leftovers,
 )
 from provenance.log.receipt import build_receipt, verify_receipt
@@ -495,8 +497,10 @@ class ProvenanceService:
         stored_origin = self.store.get_meta("origin")
         origin = stored_origin or self.config.origin
         if stored_origin and stored_origin != self.config.origin:
-            log.warning(
-                "database log origin is %r; using it, not %r", stored_origin, self.config.origin
+            log.warning(  # quoted: a name from before check_own_key_name may hold anything
+                "database log origin is %s; using it, not %s",
+                quoted(stored_origin, MAX_KEY_NAME_BYTES),
+                quoted(self.config.origin, MAX_KEY_NAME_BYTES),
             )
         key_file = self.config.log_key
         if key_file is None:  # an in-memory log: its key lives and dies with it

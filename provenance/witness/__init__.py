@@ -634,7 +634,7 @@ class Witness:
             if not (isinstance(origin, str) and isinstance(note, str)):
                 raise TypeError("its origin and note are not text")
             if _origin_hash(origin)[:32] != origin_hash[:32]:  # not the file's own name
-                raise ValueError(f"it holds another log's state, {origin[:100]!r}")
+                raise ValueError(f"it holds another log's state, {quoted(origin, 100)}")
             if not isinstance(line, str | None):
                 raise TypeError("its cosignature is not text")
             size = doc["size"]
@@ -805,10 +805,10 @@ class Witness:
         if last > now + MAX_CARRY_S:
             if self._damaged_log.due(("ahead", origin)):
                 log.warning(
-                    "the last cosignature of %r is dated %d, %d s ahead of this witness's"
+                    "the last cosignature of %s is dated %d, %d s ahead of this witness's"
                     " clock (%d): more than the %d s carried, so the clock's time is used"
                     " (was the clock wrong then, or is it now?)",
-                    origin[:100], last, last - now, now, MAX_CARRY_S,
+                    quoted(origin, 100), last, last - now, now, MAX_CARRY_S,
                 )  # fmt: skip
             last = 0
         grew = saved is None or size > saved.checkpoint.size
