@@ -30,7 +30,7 @@ from provenance.core.errors import (
     WitnessQuorumError,
 )
 from provenance.core.verify import VerificationReport
-from provenance.log.checkpoint import NoteVerifier, check_own_key_name, open_checkpoint
+from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.log.receipt import verify_receipt
 from provenance.terminal import clipped_line
 from provenance.wire.sidecar import Sidecar
@@ -47,13 +47,13 @@ from provenance.witness.client import names_a_file, read_key_text
 def policy_key(value: str) -> str:
     """A ``--witness`` value of ``prov verify``/``prov receipt verify``: the witness's
     cosigner key ``NAME+ID+KEY`` (inline or a file), optionally as ``NAME=KEY`` (the name
-    must then be the key's). Raises LogError when the key is malformed, names another
-    witness, or its name has a control or invisible character (`check_own_key_name`)."""
+    must then be the key's). Raises LogError when the key is malformed or names another
+    witness. The name is the witness operator's: taken as c2sp.org/signed-note allows (a
+    control or invisible character in it is shown escaped)."""
     head, sep, rest = value.partition("=")
     named = bool(sep and rest and "+" not in head and not names_a_file(Path(value)))
     vkey = read_key_text(rest if named else value)
     name, _ = parse_cosigner_vkey(vkey)
-    check_own_key_name(name)
     if named and head != name:
         raise LogError(
             f"--witness {head}=...: that key belongs to the witness named {name}, not {head}"

@@ -39,14 +39,18 @@ witness_app = typer.Typer(
 )
 
 
-def _key_name(value: str) -> str:
-    """``value`` if it is a note key name of visible characters (`check_own_key_name`),
-    else a usage error (exit 2) before anything is written. Typer callback of ``--name``."""
+def _check_new_name(name: str, key: Path) -> None:
+    """A usage error (exit 2, before anything is written) if ``name`` is not a note key
+    name of visible characters (`check_own_key_name`) and the witness is new (``key`` not
+    there yet). A witness whose key was made under such a name before keeps it (its
+    cosignatures are valid notes; the name is shown escaped): its name is part of the
+    verifier key that logs were given, so it cannot change."""
+    if key.exists():
+        return
     try:
-        check_own_key_name(value)
+        check_own_key_name(name)
     except LogError as e:
-        raise typer.BadParameter(str(e)) from None
-    return value
+        raise typer.BadParameter(str(e), param_hint="--name") from None
 
 
 @witness_app.command("serve")
@@ -73,9 +77,8 @@ def serve(
     name: Annotated[
         str,
         typer.Option(
-            help="The witness's name in its cosignatures (no spaces, no '+', no control or"
-            " invisible characters).",
-            callback=_key_name,
+            help="The witness's name in its cosignatures (no spaces, no '+'; a new witness's"
+            " no control or invisible characters).",
         ),
     ] = "witness.local/w1",
     listen: Annotated[
@@ -99,6 +102,7 @@ def serve(
     from provenance.web.guard import HttpLimits
     from provenance.witness.http import run_witness
 
+    _check_new_name(name, key)
     # the address first (exit 1 "cannot listen on ..."): nothing is created for a witness
     # that cannot start (before: the key and the state folder, and "witness key" printed)
     check_can_listen(listen, "--listen")

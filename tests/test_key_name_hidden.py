@@ -21,7 +21,7 @@ from clients.cli import main as prov_main
 from clients.cosigned import policy_key
 from clients.logcmd import _checked_receipt
 from provenance.core.claims import Receipt, SignedClaim
-from provenance.core.errors import ConfigError, LogError, SignatureError
+from provenance.core.errors import LogError, SignatureError
 from provenance.log.checkpoint import (
     Checkpoint,
     LogSigner,
@@ -106,31 +106,42 @@ def test_the_spec_allows_what_we_refuse_and_a_visible_name_of_any_script_is_ours
 
 
 @pytest.mark.parametrize(("char", "said"), [HIDDEN[0], HIDDEN[6], HIDDEN[7], HIDDEN[9]])
-def test_configured_names_with_a_hidden_character_are_usage_errors(
+def test_names_we_give_with_a_hidden_character_are_usage_errors(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], char: str, said: str
 ) -> None:
-    """`prov serve --origin`, `prov witness serve --name`, `prov verify --witness` and
-    `prov receipt verify --witness`: exit 2 naming the character, nothing written."""
+    """`prov serve --origin` and a new witness's `prov witness serve --name`: exit 2
+    naming the character, nothing written."""
     name = _named(char)
-    # each command also has a later option out of its range: were the name taken, the
-    # command would stop there (exit 2, another message) instead of starting to serve
+    # each command also has a later check that fails: were the name taken, the command
+    # would stop there (another message) instead of starting to serve
     db = str(tmp_path / "p.db")
     rc, text = _prov(capsys, "serve", "--origin", name, "--db", db, "--db-connect-wait", "0")
     assert rc == 2 and "--origin" in text and said in text, text
     log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
     witness = ["witness", "serve", "--key", str(tmp_path / "w.pem"), "--state", str(tmp_path / "s")]
-    rc, text = _prov(capsys, *witness, "--log-key", log, "--name", name, "--max-connections", "0")
+    rc, text = _prov(capsys, *witness, "--log-key", log, "--name", name, "--listen", "192.0.2.1:0")
     assert rc == 2 and "--name" in text and said in text, text
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.pem"]
+
+
+@pytest.mark.parametrize(("char", "said"), [HIDDEN[0], HIDDEN[9]])
+def test_names_others_gave_are_taken_as_the_spec_allows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], char: str, said: str
+) -> None:
+    """A witness's key configured here (`prov serve --witness URL=KEY`, `prov verify` /
+    `receipt verify --witness`) names the witness's operator's choice, and a witness whose
+    key was made under such a name before keeps its name (it is part of the verifier key
+    its logs were given): taken as c2sp.org/signed-note allows, shown escaped."""
+    name = _named(char)
     vkey = cosigner_vkey(name, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
-    side = tmp_path / "x.prov"
-    side.write_text("{}")
-    rc, text = _prov(capsys, "receipt", "verify", str(side), "--log-key", log, "--witness", vkey)
-    assert rc == 2 and "--witness" in text and said in text, text
-    with pytest.raises(LogError, match=re.escape(said)):
-        policy_key(vkey)
-    with pytest.raises(ConfigError, match=re.escape(said)):  # `prov serve --witness URL=KEY`
-        parse_witness_option(f"http://127.0.0.1:8090={vkey}")
+    assert policy_key(vkey) == vkey
+    assert parse_witness_option(f"http://127.0.0.1:8090={vkey}").vkey == vkey
+    # an existing witness key: the name passes, the start stops at the address (exit 1)
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    generate_log_key(tmp_path / "w.pem", "witness.example/w1")
+    witness = ["witness", "serve", "--key", str(tmp_path / "w.pem"), "--state", str(tmp_path / "s")]
+    rc, text = _prov(capsys, *witness, "--log-key", log, "--name", name, "--listen", "192.0.2.1:0")
+    assert rc == 1 and "192.0.2.1" in text and said not in text, text
 
 
 def _vkey(name: str, public: bytes) -> str:

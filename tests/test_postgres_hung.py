@@ -108,8 +108,10 @@ def _unanswered(metrics_url: str) -> float:
 
 def _health(srv: ServerProc, becomes: str | None = None) -> str:
     """The server's health check (`Check` of the server as a whole), once it says
-    ``becomes`` when given (looked at every 0.1 s for 10 s: the server looks every 0.5 s)."""
-    until = time.monotonic() + 10
+    ``becomes`` when given (looked at every 0.1 s for 30 s: the server looks every 0.5 s
+    and counts a probe out 2 s as a database that does not answer, about 4 s in all when
+    idle; 10 s were once too few in CI with the 2 cores shared)."""
+    until = time.monotonic() + 30
     with grpc.insecure_channel(srv.address) as ch:
         stub: Any = health_pb2_grpc.HealthStub(ch)  # the stub declares no methods
         while True:
@@ -120,10 +122,9 @@ def _health(srv: ServerProc, becomes: str | None = None) -> str:
             time.sleep(0.1)
 
 
-def _stopped_database(pg: PgServer) -> list[int]:
-    """The postmaster's process id and those of its children (the backends)."""
-    top = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
-    pids = [top]
+def _children(top: int) -> set[int]:
+    """The process ids of ``top``'s children (the postmaster's: the backends)."""
+    pids = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
             try:
@@ -132,17 +133,38 @@ def _stopped_database(pg: PgServer) -> list[int]:
             except (OSError, ValueError, IndexError):
                 continue
             if ppid == top:
-                pids.append(int(name))
+                pids.add(int(name))
     return pids
+
+
+def _wait_stopped(pid: int) -> None:
+    """Until ``pid`` is stopped (state T in /proc/PID/stat; a SIGSTOP is not taken at
+    once), at most 10 s."""
+    until = time.monotonic() + 10
+    while time.monotonic() < until:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                return
+        time.sleep(0.01)
 
 
 @contextmanager
 def _frozen(pg: PgServer) -> Iterator[None]:
-    """The database server's processes stopped (SIGSTOP), continued at the end."""
-    pids = _stopped_database(pg)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
+    """The database server's processes stopped (SIGSTOP), continued at the end: the
+    postmaster first, and only once it is stopped its children (it can fork no more:
+    before, they were listed before it stopped, and a backend forked meanwhile, for a
+    connection the server's pool opened, went on answering its probes)."""
+    top = int((pg.root / "data" / "postmaster.pid").read_text().split()[0])
+    pids = [top]
     try:
+        os.kill(top, signal.SIGSTOP)
+        _wait_stopped(top)
+        for pid in _children(top):
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:  # a backend that ended meanwhile
+                continue
+            pids.append(pid)
         yield
     finally:
         for pid in pids:
