@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import threading
+import tracemalloc
 import urllib.error
 import urllib.request
 import zlib
@@ -1449,3 +1450,36 @@ def test_an_entry_bundle_is_gzipped_only_for_a_client_accepting_gzip(
             assert (gzip.decompress(body) if gzipped else body) == data
     finally:
         web.stop()
+
+
+def test_a_local_tile_file_over_its_paths_bound_is_read_no_further_than_it(
+    tmp_path: Path,
+) -> None:
+    """`prov log audit --tiles DIR` read a hash tile file up to any tiled-log file's
+    bound, a full entry bundle's 16,777,472 bytes and one, before refusing it (a 16 MiB
+    file at ``tile/0/000``: 16 MiB allocated, for a tile of 8,192 bytes); a partial
+    bundle likewise. Now no further than its own path's bound and a byte
+    (`tiles.file_bounds`), refused as a tile edited (exit 3, as before), saying so."""
+    (tmp_path / "tile/0").mkdir(parents=True)
+    (tmp_path / "tile/entries/000.p").mkdir(parents=True)
+    (tmp_path / "tile/0/000").write_bytes(b"\x01" * (16 << 20))
+    (tmp_path / "tile/entries/000.p/2").write_bytes(b"\x00\x01" * (8 << 20))
+    fetch = fetcher(str(tmp_path))
+    said = {}
+    for path in ("tile/0/000", "tile/entries/000.p/2"):
+        tracemalloc.start()
+        try:
+            with pytest.raises(LogIntegrityError) as e:
+                fetch(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, f"{peak:,} bytes allocated refusing {path}"
+        said[path] = str(e.value)
+    assert said == {
+        "tile/0/000": "tile/0/000 is more than 8,192 bytes, and a tile of 256 hashes is"
+        " 8,192 bytes: the tile was edited or replaced; it was read no further",
+        "tile/entries/000.p/2": "tile/entries/000.p/2 is more than 131,074 bytes, and an"
+        " entry bundle of 2 entries is 4 to 131,074 bytes: the bundle was edited or"
+        " replaced; it was read no further",
+    }

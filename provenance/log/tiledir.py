@@ -260,13 +260,36 @@ def _read_local(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
 
 
+def _tile_bound(path: str) -> tuple[int, str] | None:
+    """For the tile or entry bundle at ``path``, the most bytes its file can hold
+    (`tiles.file_bounds`: 8,192 for a full hash tile, not a full bundle's 16 MiB) and
+    the words refusing a file found past it; None for the checkpoint or any other path
+    (`most_bytes`)."""
+    try:
+        bundle, tile = tiles.parse_path(path)
+    except LogError:
+        return None
+    most = tiles.file_bounds(tile, bundle)[1]
+    return most, (
+        f"{path} is more than {most:,} bytes, and {tiles.file_bounds_said(tile, bundle)}:"
+        f" the {'bundle' if bundle else 'tile'} was edited or replaced; it was read no further"
+    )
+
+
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
-        most = most_bytes(path)
+        """The file ``path`` of the folder, read no further than its own bound and a
+        byte: a tile's or bundle's by its path (`_tile_bound`; before, any tile
+        file was read up to a full bundle's 16 MiB before the audit refused it), the
+        checkpoint's `most_bytes`."""
+        bound = _tile_bound(path)
+        most = most_bytes(path) if bound is None else bound[0]
         try:
             data = _read_local(root / path, most + 1)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
+        if bound is not None and len(data) > most:
+            raise LogIntegrityError(bound[1])
         return _read_bounded(data, path, most)
 
     return fetch
