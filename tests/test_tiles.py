@@ -1483,3 +1483,35 @@ def test_a_local_tile_file_over_its_paths_bound_is_read_no_further_than_it(
         " entry bundle of 2 entries is 4 to 131,074 bytes: the bundle was edited or"
         " replaced; it was read no further",
     }
+
+
+def test_an_audit_of_a_web_serving_a_damaged_tile_says_the_server_failed_try_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --tiles URL` against a real `prov web --tiles-dir` whose tile file
+    is damaged (one hash too many: the web answers 500, in words) said only
+    "URL: HTTP 500 Internal Server Error": neither that the fault is the server's, to try
+    again later, nor the server's words. Now both, exit 1 (not 3: no integrity alarm,
+    as before), the server's line escaped and cut."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 261, seed=7)
+    out = tmp_path / "tiles"
+    export_tiles(store, out)
+    store.close()
+    full = (out / "tile/0/000").read_bytes()
+    (out / "tile/0/000").write_bytes(full + full[:32])
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        rc = _audit(
+            "--state", str(tmp_path / "s.json"), "--tiles", f"{web.address}/tlog",
+            "--log-key", signer.verifier_key(),
+        )  # fmt: skip
+    finally:
+        web.stop()
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"cannot fetch {web.address}/tlog/tile/0/000: the server failed" in err, err
+    assert "try again later" in err and "LOG INTEGRITY" not in err, err
+    assert "damaged on this server: its file is 8,224 bytes" in err, err
+    assert len(err) < 1500, err

@@ -491,6 +491,23 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
             # starts no member, so any other byte after one fails the next's header)
 
 
+def _server_says(error: urllib.error.HTTPError) -> str:
+    """The first line of the body of the server's error answer ``error``, escaped and cut
+    to `SHOWN_TARGET_CHARS` (`clipped_line`), as " (the server says: ...)"; "" when it
+    has none, sent it encoded, or it cannot be read. At most 4 x `SHOWN_TARGET_CHARS`
+    bytes of it are read. (`prov web` says why: "/tlog/tile/0/000 is damaged on this
+    server: its file is 8,224 bytes, ...".)"""
+    encoding = error.headers.get("Content-Encoding", "identity").strip().lower()
+    if error.fp is None or encoding not in ("identity", ""):
+        return ""
+    try:
+        head = error.read(4 * SHOWN_TARGET_CHARS)
+    except (OSError, http.client.HTTPException):
+        return ""
+    line = head.decode("utf-8", "replace").split("\n", 1)[0].strip()
+    return f" (the server says: {clipped_line(line, SHOWN_TARGET_CHARS)})" if line else ""
+
+
 def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
     """The file at ``url``, its connections under ``cutoff``, at most ``most`` bytes as
     sent and once inflated (no more is read or inflated). Raises TileMissingError (404),
@@ -519,6 +536,11 @@ def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
                 f" {_WebOnlyRedirects.max_redirections} times"
             ) from e
         reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
+        if e.code >= 500:
+            raise TransportError(
+                f"cannot fetch {url}: the server failed to serve it (HTTP {e.code}"
+                f" {reason}), its own fault, not the log's; try again later" + _server_says(e)
+            ) from e
         raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
         raise TransportError(_fetch_failure(e, url)) from e
