@@ -1180,6 +1180,18 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
+def _exported_261(tmp_path: Path) -> tuple[LogSigner, Path]:
+    """A log of 261 entries in ``tmp_path/log.db``, exported to ``tmp_path/tiles`` (a full
+    tile and a partial of 5 at each level 0 and bundle): its signer and the folder."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 261, seed=7)
+    out = tmp_path / "tiles"
+    export_tiles(store, out)
+    store.close()
+    return signer, out
+
+
 def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     tmp_path: Path,
 ) -> None:
@@ -1193,12 +1205,7 @@ def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     (the web's peak memory grew by 526 MB before), logged on the server in one line a
     minute; intact tiles are still served. A real export, a
     real `prov web`."""
-    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
-    store = open_store(tmp_path / "log.db")
-    _fill(store, signer, 261, seed=7)
-    out = tmp_path / "tiles"
-    export_tiles(store, out)
-    store.close()
+    signer, out = _exported_261(tmp_path)
     full = (out / "tile/0/000").read_bytes()
     (out / "tile/0/000").write_bytes(full + full[:32])  # one hash too many
     five = out / "tile/0/001.p/5"
@@ -1493,12 +1500,7 @@ def test_an_audit_of_a_web_serving_a_damaged_tile_says_the_server_failed_try_lat
     "URL: HTTP 500 Internal Server Error": neither that the fault is the server's, to try
     again later, nor the server's words. Now both, exit 1 (not 3: no integrity alarm,
     as before), the server's line escaped and cut."""
-    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
-    store = open_store(tmp_path / "log.db")
-    _fill(store, signer, 261, seed=7)
-    out = tmp_path / "tiles"
-    export_tiles(store, out)
-    store.close()
+    signer, out = _exported_261(tmp_path)
     full = (out / "tile/0/000").read_bytes()
     (out / "tile/0/000").write_bytes(full + full[:32])
     web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
