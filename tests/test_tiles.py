@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 import threading
+import tracemalloc
 import urllib.error
 import urllib.request
 import zlib
@@ -1179,6 +1180,18 @@ def _peak_rss(pid: int) -> int:
     raise AssertionError(f"no VmHWM in /proc/{pid}/status")
 
 
+def _exported_261(tmp_path: Path) -> tuple[LogSigner, Path]:
+    """A log of 261 entries in ``tmp_path/log.db``, exported to ``tmp_path/tiles`` (a full
+    tile and a partial of 5 at each level 0 and bundle): its signer and the folder."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 261, seed=7)
+    out = tmp_path / "tiles"
+    export_tiles(store, out)
+    store.close()
+    return signer, out
+
+
 def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     tmp_path: Path,
 ) -> None:
@@ -1192,12 +1205,7 @@ def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     (the web's peak memory grew by 526 MB before), logged on the server in one line a
     minute; intact tiles are still served. A real export, a
     real `prov web`."""
-    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
-    store = open_store(tmp_path / "log.db")
-    _fill(store, signer, 261, seed=7)
-    out = tmp_path / "tiles"
-    export_tiles(store, out)
-    store.close()
+    signer, out = _exported_261(tmp_path)
     full = (out / "tile/0/000").read_bytes()
     (out / "tile/0/000").write_bytes(full + full[:32])  # one hash too many
     five = out / "tile/0/001.p/5"
@@ -1449,3 +1457,63 @@ def test_an_entry_bundle_is_gzipped_only_for_a_client_accepting_gzip(
             assert (gzip.decompress(body) if gzipped else body) == data
     finally:
         web.stop()
+
+
+def test_a_local_tile_file_over_its_paths_bound_is_read_no_further_than_it(
+    tmp_path: Path,
+) -> None:
+    """`prov log audit --tiles DIR` read a hash tile file up to any tiled-log file's
+    bound, a full entry bundle's 16,777,472 bytes and one, before refusing it (a 16 MiB
+    file at ``tile/0/000``: 16 MiB allocated, for a tile of 8,192 bytes); a partial
+    bundle likewise. Now no further than its own path's bound and a byte
+    (`tiles.file_bounds`), refused as a tile edited (exit 3, as before), saying so."""
+    (tmp_path / "tile/0").mkdir(parents=True)
+    (tmp_path / "tile/entries/000.p").mkdir(parents=True)
+    (tmp_path / "tile/0/000").write_bytes(b"\x01" * (16 << 20))
+    (tmp_path / "tile/entries/000.p/2").write_bytes(b"\x00\x01" * (8 << 20))
+    fetch = fetcher(str(tmp_path))
+    said = {}
+    for path in ("tile/0/000", "tile/entries/000.p/2"):
+        tracemalloc.start()
+        try:
+            with pytest.raises(LogIntegrityError) as e:
+                fetch(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, f"{peak:,} bytes allocated refusing {path}"
+        said[path] = str(e.value)
+    assert said == {
+        "tile/0/000": "tile/0/000 is more than 8,192 bytes, and a tile of 256 hashes is"
+        " 8,192 bytes: the tile was edited or replaced; it was read no further",
+        "tile/entries/000.p/2": "tile/entries/000.p/2 is more than 131,074 bytes, and an"
+        " entry bundle of 2 entries is 4 to 131,074 bytes: the bundle was edited or"
+        " replaced; it was read no further",
+    }
+
+
+def test_an_audit_of_a_web_serving_a_damaged_tile_says_the_server_failed_try_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --tiles URL` against a real `prov web --tiles-dir` whose tile file
+    is damaged (one hash too many: the web answers 500, in words) said only
+    "URL: HTTP 500 Internal Server Error": neither that the fault is the server's, to try
+    again later, nor the server's words. Now both, exit 1 (not 3: no integrity alarm,
+    as before), the server's line escaped and cut."""
+    signer, out = _exported_261(tmp_path)
+    full = (out / "tile/0/000").read_bytes()
+    (out / "tile/0/000").write_bytes(full + full[:32])
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        rc = _audit(
+            "--state", str(tmp_path / "s.json"), "--tiles", f"{web.address}/tlog",
+            "--log-key", signer.verifier_key(),
+        )  # fmt: skip
+    finally:
+        web.stop()
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"cannot fetch {web.address}/tlog/tile/0/000: the server failed" in err, err
+    assert "try again later" in err and "LOG INTEGRITY" not in err, err
+    assert "damaged on this server: its file is 8,224 bytes" in err, err
+    assert len(err) < 1500, err

@@ -260,13 +260,36 @@ def _read_local(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
 
 
+def _tile_bound(path: str) -> tuple[int, str] | None:
+    """For the tile or entry bundle at ``path``, the most bytes its file can hold
+    (`tiles.file_bounds`: 8,192 for a full hash tile, not a full bundle's 16 MiB) and
+    the words refusing a file found past it; None for the checkpoint or any other path
+    (`most_bytes`)."""
+    try:
+        bundle, tile = tiles.parse_path(path)
+    except LogError:
+        return None
+    most = tiles.file_bounds(tile, bundle)[1]
+    return most, (
+        f"{path} is more than {most:,} bytes, and {tiles.file_bounds_said(tile, bundle)}:"
+        f" the {'bundle' if bundle else 'tile'} was edited or replaced; it was read no further"
+    )
+
+
 def _dir_fetcher(root: Path) -> tiles.Fetch:
     def fetch(path: str) -> bytes:
-        most = most_bytes(path)
+        """The file ``path`` of the folder, read no further than its own bound and a
+        byte: a tile's or bundle's by its path (`_tile_bound`; before, any tile
+        file was read up to a full bundle's 16 MiB before the audit refused it), the
+        checkpoint's `most_bytes`."""
+        bound = _tile_bound(path)
+        most = most_bytes(path) if bound is None else bound[0]
         try:
             data = _read_local(root / path, most + 1)
         except FileNotFoundError as e:
             raise TileMissingError(f"the tiled log in {root} has no {path}") from e
+        if bound is not None and len(data) > most:
+            raise LogIntegrityError(bound[1])
         return _read_bounded(data, path, most)
 
     return fetch
@@ -468,6 +491,23 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
             # starts no member, so any other byte after one fails the next's header)
 
 
+def _server_says(error: urllib.error.HTTPError) -> str:
+    """The first line of the body of the server's error answer ``error``, escaped and cut
+    to `SHOWN_TARGET_CHARS` (`clipped_line`), as " (the server says: ...)"; "" when it
+    has none, sent it encoded, or it cannot be read. At most 4 x `SHOWN_TARGET_CHARS`
+    bytes of it are read. (`prov web` says why: "/tlog/tile/0/000 is damaged on this
+    server: its file is 8,224 bytes, ...".)"""
+    encoding = error.headers.get("Content-Encoding", "identity").strip().lower()
+    if error.fp is None or encoding not in ("identity", ""):
+        return ""
+    try:
+        head = error.read(4 * SHOWN_TARGET_CHARS)
+    except (OSError, http.client.HTTPException):
+        return ""
+    line = head.decode("utf-8", "replace").split("\n", 1)[0].strip()
+    return f" (the server says: {clipped_line(line, SHOWN_TARGET_CHARS)})" if line else ""
+
+
 def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
     """The file at ``url``, its connections under ``cutoff``, at most ``most`` bytes as
     sent and once inflated (no more is read or inflated). Raises TileMissingError (404),
@@ -496,6 +536,11 @@ def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
                 f" {_WebOnlyRedirects.max_redirections} times"
             ) from e
         reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
+        if e.code >= 500:
+            raise TransportError(
+                f"cannot fetch {url}: the server failed to serve it (HTTP {e.code}"
+                f" {reason}), its own fault, not the log's; try again later" + _server_says(e)
+            ) from e
         raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
         raise TransportError(_fetch_failure(e, url)) from e

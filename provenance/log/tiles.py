@@ -230,6 +230,16 @@ def file_bounds(tile: Tile, bundle: bool) -> tuple[int, int]:
     return tile.width * merkle.HASH_SIZE, tile.width * merkle.HASH_SIZE
 
 
+def file_bounds_said(tile: Tile, bundle: bool) -> str:
+    """`file_bounds` of ``tile`` (its entry bundle when ``bundle``) in words, for an error
+    about a file outside them: "a tile of 256 hashes is 8,192 bytes", "an entry bundle of
+    2 entries is 4 to 131,074 bytes"."""
+    fewest, most = file_bounds(tile, bundle)
+    if bundle:
+        return f"an entry bundle of {tile.width} entries is {fewest:,} to {most:,} bytes"
+    return f"a tile of {tile.width} hashes is {most:,} bytes"
+
+
 def _perfect_root(hashes: Sequence[bytes]) -> bytes:
     """Merkle root of a power-of-two count of node hashes (RFC 9162 2.1.1)."""
     level = list(hashes)

@@ -96,12 +96,8 @@ def _check_size(file: Path, rel: str, size: int, tile: tiles.Tile, bundle: bool)
     fewest, most = tiles.file_bounds(tile, bundle)
     if fewest <= size <= most:
         return
-    if bundle:
-        should = f"an entry bundle of {tile.width} entries is {fewest:,} to {most:,} bytes"
-    else:
-        should = f"a tile of {tile.width} hashes is {most:,} bytes"
     said = f"{size:,} bytes" if size != most + 1 else f"more than {most:,} bytes"
-    raise DamagedTileError(file, rel, f"is {said}, and {should}")
+    raise DamagedTileError(file, rel, f"is {said}, and {tiles.file_bounds_said(tile, bundle)}")
 
 
 def _damaged(path: str, damage: DamagedTileError, gate: Every) -> Response:
