@@ -19,10 +19,13 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import select
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +221,67 @@ def test_an_unreadable_file_names_its_path() -> None:
         check=False,
     )
     assert (child.returncode, child.stdout) == (0, "PermissionError True True\n"), child.stderr
+
+
+@contextmanager
+def _fed(target: Path, opens: Opens) -> Iterator[list[int]]:
+    """``target`` (a FIFO) held open for writing with 4 KiB in it, so that an opener that
+    reads it (the code before revopen56's fixes) neither waits in open() nor, once it has
+    read them, for more: a thread closes the writer as soon as the FIFO is opened (its
+    inotify ``IN_OPEN``; 120 s at most), which ends what it reads. Yields a list that
+    holds, once left, the opens seen (0 when nothing opened it)."""
+    writer = os.open(target, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.write(writer, b"\0" * 4096)
+    opens.count()  # the test's own open
+    wake_r, wake_w = os.pipe()
+    seen: list[int] = []
+
+    def close_once_opened() -> None:
+        ready, _, _ = select.select([opens.fd, wake_r], [], [], 120)
+        seen.append(opens.count() if opens.fd in ready else 0)
+        os.close(writer)
+
+    watcher = threading.Thread(target=close_once_opened, daemon=True)
+    watcher.start()
+    try:
+        yield seen
+    finally:
+        os.write(wake_w, b"x")
+        watcher.join()
+        seen.append(opens.count())
+        os.close(wake_r)
+        os.close(wake_w)
+
+
+def test_the_frame_sampler_refuses_a_fifo_without_opening_it(fifo: tuple[Path, Opens]) -> None:
+    """`provenance.media.video.decode.sample_frames` reads a video's first bytes by name
+    after its caller opened the file and hashed it whole (`prov scan`, `prov sign`, the
+    near-copy check of `prov verify`): a FIFO renamed over the video meanwhile is refused
+    as every other opener refuses it, and never opened. Before: opened for reading with
+    a blocking ``open`` (with no writer, the scan's worker or ``prov sign`` then waited in
+    it for good: a scan's `measure` of a video swapped so, tried, never returned); here
+    the test feeds the FIFO (`_fed`), so the old open returned: MediaError "not an MP4,
+    MOV, WebM or Matroska video: its format is not recognised", the FIFO opened once)."""
+    from provenance.media.video.decode import sample_frames
+
+    target, opens = fifo
+    with _fed(target, opens) as seen, pytest.raises(MediaError) as refused:
+        sample_frames(target)
+    assert (str(refused.value), sum(seen)) == (f"{target} is {KIND}", 0)
+
+
+def test_the_decode_budget_note_refuses_a_fifo_without_opening_it(
+    fifo: tuple[Path, Opens],
+) -> None:
+    """`provenance.media.budget.decode_budget_problem` reads an image's header by name
+    after ``prov sign`` has signed (and submitted) it: a FIFO renamed over the image
+    meanwhile gives no note ("": no header read) and is never opened. Before: Pillow
+    opened it with a blocking ``open`` (with no writer, ``prov sign`` waited in it for
+    good); here the test feeds the FIFO (`_fed`), so the old open returned "", the FIFO
+    opened once."""
+    from provenance.media.budget import decode_budget_problem
+
+    target, opens = fifo
+    with _fed(target, opens) as seen:
+        problem = decode_budget_problem(target, "image/jpeg")
+    assert (problem, sum(seen)) == ("", 0)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from provenance.cli.files import open_regular
 from provenance.core.errors import DecodeBudgetError
 
 #: Peak bytes per pixel of decode + PDQ, by media type, whatever the image's mode (WebP:
@@ -170,13 +171,15 @@ def decode_budget_problem(
     """Why the image file at ``path``, of ``media_type``, would not be decoded under a
     decode budget of ``budget`` bytes (the server's default unless given): the
     DecodeBudgetError text that `fit_decode_budget` raises, read from the header only (no
-    pixel is decoded); "" when it fits, or when Pillow cannot read the header (`prov
-    sign`, which asks, has decoded the file already: its note only says what the server
-    will do with it)."""
+    pixel is decoded); "" when it fits, when Pillow cannot read the header (`prov sign`,
+    which asks, has decoded the file already: its note only says what the server will do
+    with it), or when ``path`` is no longer a regular file (a FIFO or device renamed over
+    it is never opened: `provenance.cli.files.open_regular`)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its decompression-bomb warning: pixels are ours
-            with Image.open(path) as im:
+            # not by a plain open: a FIFO renamed over the signed file held it for good
+            with open_regular(path, ValueError) as f, Image.open(f) as im:
                 fit_decode_budget(im, media_type, budget)
     except DecodeBudgetError as e:
         return str(e)

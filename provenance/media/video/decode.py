@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from provenance import metrics
+from provenance.cli.files import open_regular
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.callstop import CALL_POLL_S, CallStop, call_ended
 from provenance.core.claims import MAX_SOFT_BINDINGS
@@ -287,8 +288,10 @@ def sample_frames(
     mirror images (`SampledFrame.turned`), for a verifier to match a turned copy; the
     plain hashes are the same either way, so a signer leaves it off.
 
-    Raises MediaError if the file is not MP4/MOV/WebM/Matroska, has no video stream or no
-    frames, cannot be decoded, or the child times out or crashes; DecoderMemoryError (a
+    Raises MediaError if ``path`` is not a regular file (a FIFO or device is refused
+    without being opened for reading: `provenance.cli.files.open_regular`), is not
+    MP4/MOV/WebM/Matroska, has no video stream or no frames, cannot be decoded, or the
+    child times out or crashes; DecoderMemoryError (a
     MediaTooLargeError) if it runs out of memory; MediaTooLargeError if a frame is over
     the pixel limit or more than max_frames samples would be taken; DecodeBudgetError (a
     MediaTooLargeError) over the decoding budget, or for a further decode on ``clock``
@@ -300,8 +303,8 @@ def sample_frames(
         raise MediaError(f"rate_hz must be a positive number, got {rate_hz}")
     if max_frames < 1 or (timeout_s is not None and timeout_s <= 0) or max_memory_bytes <= 0:
         raise MediaError("max_frames, timeout_s and max_memory_bytes must be positive")
-    try:
-        with open(path, "rb") as f:
+    try:  # not by a plain open: a FIFO renamed over the file its caller hashed held it
+        with open_regular(path, MediaError) as f:  # for good, a device was acted on
             head = f.read(SNIFF_BYTES)
     except OSError as e:
         raise MediaError(f"cannot read {os.fspath(path)!r}: {e.strerror or e}") from e
