@@ -25,6 +25,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from provenance.cli.files import open_regular
 from provenance.core.binding import hamming, pdq_hash
 from provenance.core.errors import (
     DecoderCrashError,
@@ -332,11 +333,22 @@ def test_limits_on_frames_and_memory() -> None:
 
 
 @pytest.fixture
-def stalled_fifo(tmp_path: Path) -> Iterator[Path]:
+def stalled_fifo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A named pipe that delivers the first 4 KiB of a real MP4 and then nothing: a decoder
-    reading it blocks, as on a hostile or stalled input."""
+    reading it blocks, as on a hostile or stalled input.
+
+    `sample_frames` refuses a FIFO before its decoding child starts (its sniff opens
+    through `provenance.cli.files.open_regular`); the child opens the path by name, so a
+    FIFO renamed over a checked file reaches it, bounded by the deadline. The sniff here
+    is of the real MP4 (a file checked, then swapped), so the child meets the FIFO."""
     path = tmp_path / "stalled.mp4"
     os.mkfifo(path)
+    checked = open_regular
+
+    def checked_before_the_swap(asked: Any, refuse: type[Exception]) -> Any:
+        return checked(SAMPLE if Path(asked) == path else asked, refuse)
+
+    monkeypatch.setattr(decode_module, "open_regular", checked_before_the_swap)
     release = threading.Event()
 
     def writer() -> None:
