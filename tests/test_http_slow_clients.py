@@ -305,9 +305,10 @@ def _serve_in_thread(
     server = uvicorn_server(app, limits)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # returns once started; a loaded machine needs longer
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert server.started, "the uvicorn server did not start within 60 s"
     try:
         yield f"http://{address}"
     finally:

@@ -871,10 +871,14 @@ def test_a_batch_handed_to_a_pool_whose_worker_died_is_a_worker_error() -> None:
 
     from provenance.core.errors import WorkerError
 
+    me = psutil.Process()
+    # grandchildren already there are not the pool's: a server this module started (its
+    # decoder process), another test's fork server's children
+    others = {w.pid for child in me.children() for w in child.children()}
+
     def batches() -> Iterator[list[Any]]:
         yield []
-        me = psutil.Process()
-        workers = [w for child in me.children() for w in child.children()]
+        workers = [w for child in me.children() for w in child.children() if w.pid not in others]
         assert workers, "no worker process appeared"
         for w in workers:
             w.kill()

@@ -7,6 +7,7 @@ import io
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, cast
 
@@ -142,7 +143,10 @@ def test_a_file_read_once_waits_for_the_helper_before_it_reuses_a_buffer() -> No
     worker = threading.Thread(target=lambda: out.append(hash_file(source)))
     worker.start()
     try:
-        worker.join(1.5)
+        deadline = time.monotonic() + 60  # returns once filled: a loaded machine is slower
+        while source.reads < FILE_RING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        worker.join(0.5)  # time to overwrite a buffer, were the helper not waited for
         assert worker.is_alive()
         assert source.reads == FILE_RING  # every buffer filled once, none overwritten
     finally:
