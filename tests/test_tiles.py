@@ -1014,8 +1014,9 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         # every member read: before, the first only, and a tile sent so was a LOG
         # INTEGRITY FAILURE (exit 3) of an intact log
         assert fetcher(f"http://127.0.0.1:{port}/gzipmembers")("checkpoint") == body
-        # (a tile's path: a checkpoint is read to 1 MiB at most, a signed note's bound)
-        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("tile/0/000") == tile
+        # (a full bundle's path: a checkpoint is read to 1 MiB at most, a signed note's
+        # bound, and a hash tile's to 8,192 bytes, its own; tile/0/000 before grow56)
+        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("tile/entries/000") == tile
         state = str(tmp_path / "state.json")
         vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
         capsys.readouterr()
