@@ -27,7 +27,7 @@ from PIL import Image
 
 from clients.api import SLOW_LINK_RATE, ProvenanceClient
 from clients.cli import main as prov_main
-from provenance.core.errors import TransportError
+from provenance.core.errors import LogIntegrityError, TransportError
 from provenance.core.networds import wire_budget
 from provenance.log.checkpoint import MAX_NOTE_BYTES, LogSigner
 from provenance.log.tiledir import MAX_FILE_BYTES, fetcher
@@ -75,12 +75,14 @@ def test_a_tile_of_many_gzip_members_is_read_in_linear_work(
     minutes a file (a quadratic cost), and then a body of more than 64 members was
     refused (exit 1), bgzip's honest one member per 64 KiB block too. Now the bytes
     zlib is given and leaves over stay within a few times those served, whatever the
-    member count: a log served as 20,000 empty members before each file audits (exit 0),
-    and the inflaters' work is linear (the old loop's was ~20,000 times the body)."""
+    member count: a log served as 2,000 empty members before each file audits (exit 0),
+    and the inflaters' work is linear (the old loop's was ~2,000 times the body). (20,000
+    members, 400 KB, before: a tile's gzip body is now read no further than
+    `gzip_sent_bound` of its own bound, 65,600 bytes for the 1-hash tile here.)"""
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
     _tiled_log(tmp_path / "tiles", signer, 300)
     vkey = signer.verifier_key()
-    members = 20_000
+    members = 2_000
     served = sum(
         members * len(_EMPTY_MEMBER) + len(gzip.compress(p.read_bytes()))
         for p in (tmp_path / "tiles").rglob("*")
@@ -484,3 +486,26 @@ def test_a_servers_long_redirect_target_or_reason_is_repeated_cut(
     assert rc == 1, err[:500]
     assert len(err) < 1000, (len(err), err[:300])
     assert "characters)" in err and "\x1b" not in err, err
+
+
+@pytest.mark.parametrize("encoding", ["", "gzip"], ids=["identity", "gzip"])
+def test_an_endless_hash_tile_is_read_no_further_than_a_tiles_bound(encoding: str) -> None:
+    """A server answering a full hash tile (8,192 bytes at most) with an endless body had
+    the auditor take up to a full bundle's 16 MiB (`MAX_FILE_BYTES`) of it before refusing
+    it, though the folder fetcher reads a tile file no further than its bound and a byte.
+    Now the body is refused once it passes the tile's bound and a byte (gzip-encoded:
+    `gzip_sent_bound`, 81,920 bytes, as sent), saying what a tile of 256 hashes can hold.
+    Measured: what the server's socket took before the client closed; before: 16.8 MB
+    (both), now well under 1 MiB."""
+    head = b"HTTP/1.1 200 OK\r\n" + (b"Content-Encoding: gzip\r\n" if encoding else b"") + b"\r\n"
+    endless = _BOMB_CHUNK[:65536] if encoding else b"A" * 65536
+    url, sent, done = _raw_server(head, endless)
+    fetch = fetcher(url, deadline_s=60)
+    with pytest.raises(LogIntegrityError) as e:
+        fetch("tile/0/000")
+    assert done.wait(30), "the server is still sending after the client returned"
+    assert str(e.value) == (
+        "the server sent more than a tile of 256 hashes can hold (8,192 bytes):"
+        f" {url}tile/0/000; it was read no further"
+    ), str(e.value)
+    assert sent[0] < MAX_FILE_BYTES // 16, sent[0]

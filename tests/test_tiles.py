@@ -7,9 +7,11 @@ import gzip
 import hashlib
 import json
 import random
+import socket
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 import urllib.error
 import urllib.request
@@ -1012,8 +1014,9 @@ def test_a_tile_server_answering_broken_http_is_a_transport_failure_in_words(
         # every member read: before, the first only, and a tile sent so was a LOG
         # INTEGRITY FAILURE (exit 3) of an intact log
         assert fetcher(f"http://127.0.0.1:{port}/gzipmembers")("checkpoint") == body
-        # (a tile's path: a checkpoint is read to 1 MiB at most, a signed note's bound)
-        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("tile/0/000") == tile
+        # (a full bundle's path: a checkpoint is read to 1 MiB at most, a signed note's
+        # bound, and a hash tile's to 8,192 bytes, its own; tile/0/000 before grow56)
+        assert fetcher(f"http://127.0.0.1:{port}/bgzf")("tile/entries/000") == tile
         state = str(tmp_path / "state.json")
         vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
         capsys.readouterr()
@@ -1254,6 +1257,82 @@ def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     assert 1 <= len(lines) < len(damaged) and "Traceback" not in log, log[-3000:]
     assert f"{out / 'tile/0/000'} is 8,224 bytes" in lines[0], lines
     assert "export-tiles" in lines[0], lines
+
+
+def _raw_get(address: str, path: str) -> socket.socket:
+    """A connection to ``address`` (http://host:port) that sent GET ``path``, unread, its
+    receive buffer small (so an answer of megabytes stays in flight on the server)."""
+    host, port = address.removeprefix("http://").rsplit(":", 1)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.settimeout(60)
+    sock.connect((host, int(port)))
+    head = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+    sock.sendall(head.encode())
+    return sock
+
+
+def _answer(sock: socket.socket) -> tuple[int, bytes]:
+    """The status and body of the answer on ``sock`` (sent with Connection: close)."""
+    data = bytearray()
+    while chunk := sock.recv(1 << 16):
+        data += chunk
+    sock.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_a_tile_file_that_grows_between_its_check_and_its_read_is_a_500(
+    tmp_path: Path,
+) -> None:
+    """`prov web --tiles-dir` checked a tile file's size, took the client's share of
+    bytes in flight for that size, then read the file up to its path's bound and a byte:
+    a bundle that grew within its bound meanwhile (an export writing over it, a file
+    replaced) was served at its new size, counted at its old one in the share (up to
+    16 MiB more in flight than counted). Now the read takes the size checked and a byte,
+    and a file whose bytes read differ from it is a 500 in words ("changed while it was
+    read", no-store), as a damaged tile. The gap is made wide without hooks: the client
+    holds its share with a 12 MiB bundle it leaves unread, so its request for the small
+    bundle is checked, then waits for the share (`TILE_WAIT_S`); the file grows by
+    100,000 bytes (within its bound of 327,685) while it waits, then the first bundle is
+    hung up. The growth may come before the check on a loaded machine (then 200 at the
+    new size, which is right), so it is tried until a 500 comes. Before: 200 every time
+    (120 s of tries), 100,603 bytes sent for a share of 603; a real `prov web`, real sockets."""
+    _, out = _exported_261(tmp_path)
+    with open(out / "tile/entries/000", "r+b") as f:
+        f.truncate(12 << 20)  # a full bundle's size may be 512 to 16,777,472 bytes
+    small = out / "tile/entries/001.p/5"
+    size = small.stat().st_size
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    answers = []
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with open(small, "r+b") as f:
+                f.truncate(size)
+            blocker = _raw_get(web.address, "/tlog/tile/entries/000")
+            assert blocker.recv(1), "no answer began for the 12 MiB bundle"
+            asked = _raw_get(web.address, "/tlog/tile/entries/001.p/5")
+            # a request on another connection, answered once the event loop has taken
+            # the one before (most often: its size then checked, and waiting for the share)
+            with urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=60) as r:
+                r.read()
+            with open(small, "r+b") as f:
+                f.truncate(size + 100_000)
+            blocker.close()
+            status, body = _answer(asked)
+            answers.append((status, len(body)))
+            if status == 500:
+                break
+    finally:
+        web.stop()
+    status, said = answers[-1][0], body.decode(errors="replace")
+    assert status == 500, answers  # was 200 with 100,603 bytes every time
+    assert all(a == (200, size + 100_000) for a in answers[:-1]), answers
+    assert said.startswith("/tlog/tile/entries/001.p/5 is damaged on this server: its file"), said
+    assert f"changed while it was read ({size:,} bytes, then more than {size:,} bytes)" in said
+    log = web.stderr()
+    assert "changed while it was read" in log and "Traceback" not in log, log[-3000:]
 
 
 def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> None:

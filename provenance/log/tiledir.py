@@ -208,15 +208,19 @@ def most_bytes(path: str) -> int:
     return MAX_NOTE_BYTES if path == tiles.CHECKPOINT_PATH else MAX_FILE_BYTES
 
 
+class _TooLargeError(LogIntegrityError):
+    """A tiled log's file found over its bound (`_too_large`)."""
+
+
 def _too_large(what: str, most: int, inflated: bool = False) -> LogIntegrityError:
     """The error for the file ``what`` found over its bound ``most`` (`most_bytes`) as
     sent, or once ``inflated`` from gzip."""
     if most != MAX_NOTE_BYTES:
         if inflated:
-            return LogIntegrityError(f"{what} inflates past {most} bytes")
-        return LogIntegrityError(f"{what} is larger than any tiled-log file ({most})")
+            return _TooLargeError(f"{what} inflates past {most} bytes")
+        return _TooLargeError(f"{what} is larger than any tiled-log file ({most})")
     verb = "inflates to" if inflated else "is"
-    return LogIntegrityError(
+    return _TooLargeError(
         f"{what} {verb} more than the {most:,} bytes ({most >> 20} MiB) a signed note may"
         " hold; it was read no further"
     )
@@ -260,20 +264,31 @@ def _read_local(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
         raise ConfigError(f"cannot read {path}: {e.strerror}") from e
 
 
-def _tile_bound(path: str) -> tuple[int, str] | None:
+def _tile_bound(path: str) -> tuple[int, str, str] | None:
     """For the tile or entry bundle at ``path``, the most bytes its file can hold
-    (`tiles.file_bounds`: 8,192 for a full hash tile, not a full bundle's 16 MiB) and
-    the words refusing a file found past it; None for the checkpoint or any other path
-    (`most_bytes`)."""
+    (`tiles.file_bounds`: 8,192 for a full hash tile, not a full bundle's 16 MiB), the
+    words refusing a file of the folder found past it, and that bound in words for an
+    answer of a server past it ("a tile of 256 hashes can hold (8,192 bytes)"); None
+    for the checkpoint or any other path (`most_bytes`)."""
     try:
         bundle, tile = tiles.parse_path(path)
     except LogError:
         return None
     most = tiles.file_bounds(tile, bundle)[1]
-    return most, (
+    return (
+        most,
         f"{path} is more than {most:,} bytes, and {tiles.file_bounds_said(tile, bundle)}:"
-        f" the {'bundle' if bundle else 'tile'} was edited or replaced; it was read no further"
+        f" the {'bundle' if bundle else 'tile'} was edited or replaced; it was read no further",
+        f"{_can_hold(tile, bundle)} ({most:,} bytes)",
     )
+
+
+def _can_hold(tile: tiles.Tile, bundle: bool) -> str:
+    """What the file of ``tile`` (its bundle when ``bundle``) can hold at most, in words:
+    "a tile of 256 hashes can hold", "an entry bundle of 256 entries can hold"."""
+    if bundle:
+        return f"an entry bundle of {tile.width} entries can hold"
+    return f"a tile of {tile.width} hashes can hold"
 
 
 def _dir_fetcher(root: Path) -> tiles.Fetch:
@@ -434,14 +449,40 @@ def _opener(cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> urllib.request.Opener
     return opener
 
 
+#: Bytes a gzip-encoded tile or bundle may take as sent beyond twice its own bound
+#: (`gzip_sent_bound`): gzip's headers and stored blocks make a hash tile, whose hashes
+#: do not compress, a few dozen bytes larger than it is.
+GZIP_SLACK_BYTES = 64 * 1024
+
+
+def gzip_sent_bound(most: int) -> int:
+    """Most bytes read as sent of a gzip-encoded tile or bundle of at most ``most`` bytes
+    inflated: twice that and `GZIP_SLACK_BYTES`, never more than `MAX_FILE_BYTES` (a
+    full hash tile's 8,192 bytes: 81,920 sent; a full bundle: 16 MiB, as before for all)."""
+    return min(2 * most + GZIP_SLACK_BYTES, MAX_FILE_BYTES)
+
+
 def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     base = prefix.rstrip("/") + "/"
 
     def fetch(path: str) -> bytes:
+        """The file ``path`` under the URL, read no further than its own bound and a
+        byte, as sent and once inflated: a tile's or bundle's by its path (`_tile_bound`:
+        8,192 bytes for a full hash tile; before, up to a full bundle's 16 MiB was taken
+        for any tile), the checkpoint's `most_bytes`."""
         url = base + path
+        bound = _tile_bound(path)
+        most = most_bytes(path) if bound is None else bound[0]
+        gzip_most = None if bound is None else gzip_sent_bound(most)
         with Cutoff(deadline_s) as cutoff:
             try:
-                data = _fetch_url(url, cutoff, most_bytes(path))
+                data = _fetch_url(url, cutoff, most, gzip_most)
+            except _TooLargeError as e:
+                if bound is None:
+                    raise
+                raise LogIntegrityError(
+                    f"the server sent more than {bound[2]}: {url}; it was read no further"
+                ) from e
             except TransportError:
                 if cutoff.expired.is_set():
                     raise _late(url, deadline_s) from None
@@ -508,13 +549,19 @@ def _server_says(error: urllib.error.HTTPError) -> str:
     return f" (the server says: {clipped_line(line, SHOWN_TARGET_CHARS)})" if line else ""
 
 
-def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
+def _fetch_url(
+    url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES, gzip_most: int | None = None
+) -> bytes:
     """The file at ``url``, its connections under ``cutoff``, at most ``most`` bytes as
-    sent and once inflated (no more is read or inflated). Raises TileMissingError (404),
-    TransportError, LogIntegrityError (too large)."""
+    sent and once inflated, or ``gzip_most`` (default ``most``) as sent when gzip-encoded
+    (no more is read or inflated). Raises TileMissingError (404), TransportError,
+    LogIntegrityError (too large)."""
     request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
+    sent_most = most if gzip_most is None else gzip_most
     try:
-        with _opener(cutoff, most).open(request, timeout=FETCH_TIMEOUT_S) as response:
+        with _opener(cutoff, max(most, sent_most)).open(
+            request, timeout=FETCH_TIMEOUT_S
+        ) as response:
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
             if encoding not in ("identity", "", "gzip"):
                 # not asked for: its bytes are not the file's (a LOG INTEGRITY FAILURE of
@@ -523,8 +570,10 @@ def _fetch_url(url: str, cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> bytes:
                     f"cannot fetch {url}: the server sent it in the encoding"
                     f" {encoding[:40]!r}, which was not asked for (only gzip or none)"
                 )
-            data = _read_by_deadline(response, url, cutoff.seconds, most)
-            return _gunzip(data, url, most) if encoding == "gzip" else data
+            if encoding != "gzip":
+                return _read_by_deadline(response, url, cutoff.seconds, most)
+            data = _read_by_deadline(response, url, cutoff.seconds, sent_most)
+            return _gunzip(data, url, most)
     except OverBudget as e:
         raise TransportError(f"cannot fetch {url}: {e}") from None
     except urllib.error.HTTPError as e:

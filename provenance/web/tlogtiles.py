@@ -344,15 +344,24 @@ def _read_regular(path: Path, limit: int = -1) -> bytes:
 
 
 def _read(
-    file: Path, rel: str, source: tiles.Tile, bundle: bool, keep: int, gzip_ok: bool
+    file: Path, rel: str, size: int, source: tiles.Tile, bundle: bool, keep: int, gzip_ok: bool
 ) -> tuple[bytes, bool]:
     """The tile of width ``keep`` from the file ``file`` (at ``rel`` in the folder) of the
     tile ``source`` (its entry bundle when ``bundle``; cut with `_prefix` when narrower),
-    read no further than the file's bound and a byte (`tiles.file_bounds`);
-    gzip-compressed when ``gzip_ok`` and it is at most `GZIP_MAX_BYTES`; and whether it
-    was. Raises DamagedTileError when the file is no tile ``source``, FileNotFoundError
-    when it is gone or no regular file, OSError."""
-    body = _read_regular(file, tiles.file_bounds(source, bundle)[1] + 1)
+    whose size was checked to be ``size`` bytes (`_check_size`, the client's share taken
+    for it): read no further than that size and a byte, and served only if exactly
+    ``size`` bytes came (before, it was read up to its bound and a byte, so a file that
+    grew or shrank within its bound since its check was served at another size than its
+    share counted, up to 16 MiB more in flight); gzip-compressed when ``gzip_ok`` and it
+    is at most `GZIP_MAX_BYTES`; and whether it was. Raises DamagedTileError when the file
+    is no tile ``source`` or changed size while it was read, FileNotFoundError when it is
+    gone or no regular file, OSError."""
+    body = _read_regular(file, size + 1)
+    if len(body) != size:
+        came = f"{len(body):,}" if len(body) <= size else f"more than {size:,}"
+        raise DamagedTileError(
+            file, rel, f"changed while it was read ({size:,} bytes, then {came} bytes)"
+        )
     _check_size(file, rel, len(body), source, bundle)
     if keep != source.width:
         try:
@@ -421,12 +430,20 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
             # compressing it took the loop 0.3 s, during which no other request of the
             # web front (pages, API, uploads) was answered
             body, gzipped = await anyio.to_thread.run_sync(
-                _read, file, rel, source, bundle, parsed.width, gzipped, limiter=file_workers
+                _read,
+                file,
+                rel,
+                size,
+                source,
+                bundle,
+                parsed.width,
+                gzipped,
+                limiter=file_workers,
             )
         except (FileNotFoundError, NotADirectoryError):
             shares.give(client, size)
             return _not_found(f"/tlog/{path}")
-        except DamagedTileError as e:  # it changed since its size was checked
+        except DamagedTileError as e:  # it changed since its size was checked, or is no tile
             shares.give(client, size)
             return _damaged(path, e, damaged_log)
         except BaseException:
