@@ -11,6 +11,7 @@ import errno
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -76,10 +77,11 @@ def _on_a_terminal(args: list[str]) -> str:
     """What ``python -m clients.cli ARGS`` writes to its stdout when that is a terminal
     (a pseudo-terminal; stderr piped apart), once it exits."""
     main, child = os.openpty()
+    errors = tempfile.TemporaryFile()  # not a pipe: nothing reads it until the exit
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", *args],
         stdout=child,
-        stderr=subprocess.PIPE,
+        stderr=errors,
         cwd=ROOT,
     )
     os.close(child)
@@ -92,8 +94,10 @@ def _on_a_terminal(args: list[str]) -> str:
             raise
     finally:
         os.close(main)
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
+    proc.wait(timeout=120)
+    errors.seek(0)
+    with errors:
+        assert proc.returncode == 0, errors.read()
     return got.decode()
 
 

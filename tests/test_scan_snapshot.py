@@ -4,9 +4,9 @@ name. A file replaced or written to between the two reads gets a row that says s
 no SHA-256, no frame hashes and no verdict. Before, the row held the SHA-256 of one set of
 bytes and the frame hashes of another, and was looked up as if they were one file's.
 
-The change is made as in tests/test_sign_snapshot.py: the decoder's sniffing ``open`` of
-the path (the first read of the second pass) changes the file, then opens it; nothing of
-ours is replaced. Real clips, a real server for the rows."""
+The change is made as in tests/test_sign_snapshot.py: the decoder's sniffing open of
+the path (the first read of the second pass), wrapped, changes the file, then the real
+open runs; nothing of ours is left out. Real clips, a real server for the rows."""
 
 from __future__ import annotations
 

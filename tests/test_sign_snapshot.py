@@ -5,24 +5,24 @@ being signed; nothing was signed" (exit 1), no claim made, no sequence number us
 Before, the claim was signed with the SHA-256 of the first bytes and the frame hashes of
 the others.
 
-The change is made at the boundary of the real flow: the decoder's sniffing ``open`` of
-the path (a filesystem call, the first read of the second pass) replaces or changes the
-file, then opens it; nothing of ours is replaced."""
+The change is made at the boundary of the real flow: the decoder's sniffing open of the
+path (`provenance.cli.files.open_regular`, the first read of the second pass), wrapped,
+replaces or changes the file, then the real open runs; nothing of ours is left out."""
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import os
 import shutil
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, BinaryIO
 
 import pytest
 
 import provenance.media.video.decode as decode
 from clients.device import SIDECAR_SUFFIX, DeviceHome, _still_the_hashed_bytes
+from provenance.cli.files import open_regular
 from tests.conftest import FIXTURES, SAMPLES, Cli, hide_writes
 
 OTHER = FIXTURES / "phash" / "video"
@@ -53,15 +53,16 @@ def change_when_decoded(patch: pytest.MonkeyPatch, how: str, clip: Path, other: 
     ``overwrite unseen`` hides the write from ``stat`` and ``fstat`` (`hide_writes`)."""
     changed: list[str] = []
 
-    def open_after_a_change(file: Any, *args: Any, **kwargs: Any) -> IO[Any]:
+    def open_after_a_change(file: Any, refuse: type[Exception]) -> BinaryIO:
         if os.fspath(file) == os.fspath(clip) and not changed:
             _change(how, clip, other)
             changed.append(how)
-        return builtins.open(file, *args, **kwargs)  # type: ignore[no-any-return]
+        return open_regular(file, refuse)
 
     if how == "overwrite unseen":
         hide_writes(patch, clip)
-    patch.setattr(decode, "open", open_after_a_change, raising=False)
+    # the sniff opens through provenance.cli.files.open_regular (a FIFO is never opened)
+    patch.setattr(decode, "open_regular", open_after_a_change)
     return changed
 
 
