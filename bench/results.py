@@ -8,6 +8,7 @@ from one run mean much on a shared machine.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -67,6 +68,32 @@ class Ratio:
     def ratio(self) -> float:
         """value / baseline (0 when the baseline is 0)."""
         return self.value / self.baseline if self.baseline else 0.0
+
+
+def sha256_file(path: Path) -> bytes:
+    """The SHA-256 digest (32 bytes) of the file at ``path``, read in 1 MiB blocks: the
+    hashing an upload of it does anyway, the baseline of `upload_plus_check`."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.digest()
+
+
+def upload_plus_check(
+    check: str, name: str, size: float, unit: str, upload: float, checked: float
+) -> Ratio:
+    """The row for what a client-side check of an answer (``check``: "check_cited") adds to
+    an upload of ``name``: ``size`` (in MB or MiB, as ``unit`` says: "MB/s", "MiB/s") per
+    second of the upload's SHA-256 (``upload`` seconds, `sha256_file`) plus the check
+    (``checked`` seconds), against ``size`` per second of the SHA-256 alone."""
+    return Ratio(
+        path=f"upload SHA-256 + {check}, {name}",
+        value=size / (upload + checked),
+        baseline_name="the upload's SHA-256 alone",
+        baseline=size / upload,
+        unit=unit,
+    )
 
 
 def write_results(bench: str, rows: list[Ratio], note: str = "") -> Path:

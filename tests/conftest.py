@@ -463,6 +463,27 @@ def cli_process(
     return drain(proc)
 
 
+def run_python(
+    args: Iterable[str], cwd: Path, timeout: float, site: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python ARGS`` (this interpreter, e.g. ``["-c", CODE]``) run to its end in ``cwd``
+    with this checkout on its PYTHONPATH, after the folder ``site`` where given: a
+    ``sitecustomize.py`` there runs as the child starts, so a test can change one step
+    of it without replacing any code of ours. Its stdout and stderr are captured as
+    text; its exit status is not checked. Raises `subprocess.TimeoutExpired` (the child
+    killed) past ``timeout`` seconds."""
+    path = [str(ROOT)] if site is None else [str(site), str(ROOT)]
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> str:
     """The last word of the first stdout line of ``proc`` starting with ``prefix``
     (`tests.drain.next_line`: drained or not). Raises RuntimeError (``proc`` killed when

@@ -101,6 +101,19 @@ def _verify(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return rc, out, err
 
 
+def _scan_here(
+    capsys: pytest.CaptureFixture[str], folder: Path, report: Path, server: str, *extra: str
+) -> tuple[int, str, str]:
+    """`prov scan FOLDER --report REPORT --server SERVER --workers 0 EXTRA...` in this
+    process (a report already there is taken as it is): (exit code, stdout, stderr)."""
+    capsys.readouterr()
+    rc = prov_main(
+        ["scan", str(folder), "--report", str(report), "--server", server, "--workers", "0", *extra]
+    )
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
 @pytest.mark.parametrize("file_hash", ["as_sent_for_a", "rewritten_to_b"])
 def test_a_claim_of_other_bytes_is_refused_not_read_as_signed(
     enrolled: Cli,
@@ -162,11 +175,7 @@ def test_scan_gives_a_claim_of_other_bytes_an_error_row(
     forged.evidence.file_sha256 = hashlib.sha256(b.read_bytes()).digest()
     report = tmp_path / "scan.jsonl"
     for address in _forger(server.address, forged.SerializeToString()):
-        capsys.readouterr()
-        rc = prov_main(
-            ["scan", str(folder), "--report", str(report), "--server", address, "--workers", "0"]
-        )
-        out, err = capsys.readouterr()
+        rc, out, err = _scan_here(capsys, folder, report, address)
         # as `prov verify` exits 3 for the file (cited53: before, the scan exited 0)
         assert rc == 3 and "SERVER EVIDENCE REFUSED:" in err, (rc, out, err)
     rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]

@@ -21,13 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.cli import main as prov_main
 from clients.derived import NOT_CHECKED_HERE
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.media.video.transcode import transcode
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_web, write_video
-from tests.test_cited_binding import _forger, _verify, server_answer
+from tests.test_cited_binding import _forger, _scan_here, _verify, server_answer
 
 FAST = {"preset": "ultrafast"}
 
@@ -117,11 +116,7 @@ def test_scan_gives_a_derived_lookup_answer_for_an_unrelated_photo_an_error_row(
     forged = _forged_for(server_answer(server.address, copy), cat, pb.DERIVED)
     report = tmp_path / "scan.jsonl"
     for address in _forger(server.address, forged):
-        capsys.readouterr()
-        rc = prov_main(
-            ["scan", str(folder), "--report", str(report), "--server", address, "--workers", "0"]
-        )
-        out, err = capsys.readouterr()
+        rc, out, err = _scan_here(capsys, folder, report, address)
         assert rc == 3, (rc, out, err)  # a refused row ends a complete scan with exit 3
         assert "SERVER EVIDENCE REFUSED" in err, err
     rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]

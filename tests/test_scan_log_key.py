@@ -25,22 +25,34 @@ from clients.cli import main as prov_main
 from clients.scan.report import csv_path
 from provenance.log.checkpoint import generate_log_key
 from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_server
-from tests.test_cited_binding import _forger, _genuine_answer
+from tests.test_cited_binding import _forger, _genuine_answer, _scan_here
 from tests.test_verify_log_key import _own_key_checkpoint, _wrong_proof
 
 
 def _scan(
     capsys: pytest.CaptureFixture[str], folder: Path, report: Path, server: str, *extra: str
 ) -> tuple[int, str, str, dict[str, dict[str, Any]]]:
-    """`prov scan FOLDER` in this process: (exit code, stdout, stderr, rows by file name)."""
+    """`prov scan FOLDER` in this process, its report new: (exit code, stdout, stderr,
+    rows by file name)."""
     report.unlink(missing_ok=True)
-    capsys.readouterr()
-    rc = prov_main(
-        ["scan", str(folder), "--report", str(report), "--server", server, "--workers", "0", *extra]
-    )
-    out, err = capsys.readouterr()
+    rc, out, err = _scan_here(capsys, folder, report, server, *extra)
     rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
     return rc, out, err, {Path(r["path"]).name: r for r in rows}
+
+
+def _photos(enrolled: Cli, tmp_path: Path) -> Path:
+    """A new folder ``tmp_path``/photos holding rocket.jpg signed by ``enrolled``'s device
+    (its claim logged)."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sign_sample(enrolled, folder, "rocket.jpg")
+    return folder
+
+
+def _log_key(server: str) -> str:
+    """The log key of the server at ``server``, as `prov log key` prints it."""
+    with ProvenanceClient(server) as c:
+        return c.log_key()[0]
 
 
 def test_scan_checks_honest_evidence_with_the_log_key(
@@ -54,13 +66,10 @@ def test_scan_checks_honest_evidence_with_the_log_key(
     PROV_LOG_KEY): exit 0, the signed rows ``evidence_checked`` "log-key" (CSV too), the
     unsigned one null; without the key, every row null. Another log's key: the signed
     rows are refused, exit 3."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    sign_sample(enrolled, folder, "rocket.jpg")
+    folder = _photos(enrolled, tmp_path)
     sign_sample(enrolled, folder, "chelsea.png")
     shutil.copy(SAMPLES / "grace_hopper.jpg", folder / "grace_hopper.jpg")
-    with ProvenanceClient(server.address) as c:
-        log_key = c.log_key()[0]
+    log_key = _log_key(server.address)
     report = tmp_path / "scan.jsonl"
     rc, out, err, rows = _scan(capsys, folder, report, server.address)
     assert rc == 0, (out, err)
@@ -104,11 +113,9 @@ def test_scan_refuses_forged_evidence_with_the_log_key(
     as SERVER EVIDENCE REFUSED; exit 3, stderr saying so. Without it: SIGNED_ORIGINAL,
     exit 0 (the gap --log-key closes)."""
     sign_sample(enrolled, tmp_path, "chelsea.png")  # a second leaf: proofs are not empty
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    a, _ = sign_sample(enrolled, folder, "rocket.jpg")
-    with ProvenanceClient(server.address) as c:
-        log_key = c.log_key()[0]
+    folder = _photos(enrolled, tmp_path)
+    a = folder / "rocket.jpg"
+    log_key = _log_key(server.address)
     forged = _genuine_answer(server.address, a)
     (_own_key_checkpoint if forgery == "own_key_checkpoint" else _wrong_proof)(forged, tmp_path)
     why = "not signed by the log key" if forgery == "own_key_checkpoint" else "inclusion proof"
@@ -148,20 +155,15 @@ def test_a_resumed_scan_with_the_log_key_says_which_rows_it_did_not_check(
     logged claim were not checked with the key, and does not exit 0 as if they were.
     Before (revcited53): exit 0, nothing said, the signed row's ``evidence_checked``
     null."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    sign_sample(enrolled, folder, "rocket.jpg")
-    with ProvenanceClient(server.address) as c:
-        log_key = c.log_key()[0]
+    folder = _photos(enrolled, tmp_path)
+    log_key = _log_key(server.address)
     report = tmp_path / "scan.jsonl"
     rc, out, err, rows = _scan(capsys, folder, report, server.address)
     assert rc == 0 and rows["rocket.jpg"]["evidence_checked"] is None, (out, err)
     sign_sample(enrolled, folder, "chelsea.png")  # new to the resumed run: checked
-    rc = prov_main(
-        ["scan", str(folder), "--report", str(report), "--server", server.address]
-        + ["--workers", "0", "--resume", "--log-key", log_key]
+    rc, out, err = _scan_here(
+        capsys, folder, report, server.address, "--resume", "--log-key", log_key
     )
-    out, err = capsys.readouterr()
     rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
     assert rows["chelsea.png"]["evidence_checked"] == "log-key", rows
     assert rows["rocket.jpg"]["evidence_checked"] is None, rows  # not scanned again
@@ -184,16 +186,12 @@ def test_a_resumed_scan_with_another_log_key_does_not_take_rows_checked_with_the
     older report, without ``log_key``, reads as before: checked. Before (scankey54) the
     report did not say which key checked a row: the resume with B exited 0, every row
     still reading ``evidence_checked`` "log-key"."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    sign_sample(enrolled, folder, "rocket.jpg")
+    folder = _photos(enrolled, tmp_path)
     shutil.copy(SAMPLES / "grace_hopper.jpg", folder / "grace_hopper.jpg")
     other = start_server(tmp_path / "other.db")  # a second real log, with its own key
     try:
-        with ProvenanceClient(server.address) as c:
-            key_a = c.log_key()[0]
-        with ProvenanceClient(other.address) as c:
-            key_b = c.log_key()[0]
+        key_a = _log_key(server.address)
+        key_b = _log_key(other.address)
     finally:
         other.stop()
     assert key_a != key_b
@@ -211,12 +209,10 @@ def test_a_resumed_scan_with_another_log_key_does_not_take_rows_checked_with_the
     assert cells["grace_hopper.jpg"]["log_key"] == "", cells
 
     def resume(key: str) -> tuple[int, str]:
-        capsys.readouterr()
-        rc = prov_main(
-            ["scan", str(folder), "--report", str(report), "--server", server.address]
-            + ["--workers", "0", "--resume", "--log-key", key]
+        rc, _, err = _scan_here(
+            capsys, folder, report, server.address, "--resume", "--log-key", key
         )
-        return rc, capsys.readouterr().err
+        return rc, err
 
     shutil.copy(SAMPLES / "chelsea.png", folder / "chelsea.png")  # new, unsigned
     rc, err = resume(key_b)
@@ -246,11 +242,8 @@ def test_a_resumed_scan_takes_the_same_key_however_it_is_given(
     KEY between blanks and a CRLF, or with PROV_LOG_KEY padded with blanks, takes the
     rows checked before as checked with it (exit 0, nothing said), and the row it checks
     records KEY itself, not the file's path (revscan54: held, a guard for the record)."""
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    sign_sample(enrolled, folder, "rocket.jpg")
-    with ProvenanceClient(server.address) as c:
-        key = c.log_key()[0]
+    folder = _photos(enrolled, tmp_path)
+    key = _log_key(server.address)
     report = tmp_path / "scan.jsonl"
     rc, out, err, rows = _scan(capsys, folder, report, server.address, "--log-key", key)
     assert rc == 0 and rows["rocket.jpg"]["log_key"] == key, (out, err, rows)
@@ -262,12 +255,7 @@ def test_a_resumed_scan_takes_the_same_key_however_it_is_given(
         signed = f"new{step}.png"
         sign_sample(enrolled, folder, "chelsea.png")
         (folder / "chelsea.png").rename(folder / signed)  # new to this resumed run: checked
-        capsys.readouterr()
-        rc = prov_main(
-            ["scan", str(folder), "--report", str(report), "--server", server.address]
-            + ["--workers", "0", "--resume", *given]
-        )
-        err = capsys.readouterr().err
+        rc, _, err = _scan_here(capsys, folder, report, server.address, "--resume", *given)
         assert rc == 0 and "not checked with --log-key" not in err, (given, err)
         rows = {Path(r["path"]).name: r for r in map(json.loads, report.read_text().splitlines())}
         assert rows[signed]["evidence_checked"] == "log-key", rows[signed]

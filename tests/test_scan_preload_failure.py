@@ -9,14 +9,12 @@ worker for its signal mask and SIGINT handler."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_python
 
 pytestmark = pytest.mark.skipif(
     sys.platform != "linux", reason="the fork server and pthread_sigmask: Linux"
@@ -52,20 +50,11 @@ print(json.dumps({"blocked": signal.SIGINT in blocked, "ignored": handler == sig
 def test_a_worker_has_sigint_ignored_and_unblocked_whatever_the_preload_did(
     tmp_path: Path, preload: str
 ) -> None:
-    path = [str(ROOT)]
+    site = None
     if preload == "broken":
         (tmp_path / "sitecustomize.py").write_text(BROKEN)
-        path.insert(0, str(tmp_path))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
-    done = subprocess.run(
-        [sys.executable, "-c", ASK_A_WORKER],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+        site = tmp_path
+    done = run_python(["-c", ASK_A_WORKER], ROOT, timeout=300, site=site)
     assert done.returncode == 0, done.stderr
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen == {"blocked": False, "ignored": True, "here": False}, (

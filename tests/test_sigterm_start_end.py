@@ -11,12 +11,10 @@ came outside the start's clean-up: the same line and 143, with the new database,
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
-from tests.conftest import ROOT, start_server
+from tests.conftest import ROOT, run_python, start_server
 
 #: Exit status of `prov serve` stopped by SIGTERM while it starts (README, "Exit codes").
 EXIT_TERMINATED = 143
@@ -43,16 +41,7 @@ def test_sigterm_as_the_start_ends_removes_the_new_database_and_key(tmp_path: Pa
         module, function = tomllib.load(f)["project"]["scripts"]["prov"].split(":")
     script = f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
     args = ["serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector"]
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
-    run = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        capture_output=True,
-        text=True,
-        cwd=work,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    run = run_python(["-c", script, *args], work, timeout=120, site=site)
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == EXIT_TERMINATED, (run.returncode, run.stdout, run.stderr)
     assert "listening on" not in run.stdout, run.stdout

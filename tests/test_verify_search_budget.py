@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from clients.api import ProvenanceClient
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Verdict
 from provenance.core.errors import ConfigError, DeadlineError
+from provenance.core.keys import DeviceKey
 from provenance.core.verify import NO_MATCH_REASON, FileFacts, decide
 from provenance.media.video.decode import sample_frames
 from provenance.server.limits import ServerLimits
@@ -52,19 +55,34 @@ PHOTO, CODE, NEAR = rocket_codes()
 TINY = "0.000001"
 
 
+@contextmanager
+def _serving(db: Path, *extra: str) -> Iterator[ProvenanceClient]:
+    """An admin client of a real `prov serve` of ``db`` started with ``extra`` options;
+    the server is stopped when the block ends, however it ends."""
+    srv = start_server(db, *extra)
+    try:
+        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+            yield c
+    finally:
+        srv.stop()
+
+
+def _log_many(c: ProvenanceClient, label: str, code: bytes) -> DeviceKey:
+    """Enroll a device named ``label`` and log `NEAR_SEARCHED` + 6 photo claims of it
+    (other bytes each) at PDQ ``code``; return its key."""
+    key = enroll_key(c, label)
+    for seq in range(1, NEAR_SEARCHED + 7):
+        c.submit(sign_claim(key, _photo(key, seq, code)))
+    return key
+
+
 @pytest.fixture
 def planted(tmp_path: Path) -> Path:
     """A SQLite log where one device logged `NEAR_SEARCHED` + 6 claims at rocket.jpg's
     code (other bytes), written by a server that has stopped."""
     db = tmp_path / "prov.db"
-    srv = start_server(db)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            key = enroll_key(c, "many")
-            for seq in range(1, NEAR_SEARCHED + 7):
-                c.submit(sign_claim(key, _photo(key, seq, CODE)))
-    finally:
-        srv.stop()
+    with _serving(db) as c:
+        _log_many(c, "many", CODE)
     return db
 
 
@@ -77,18 +95,14 @@ def test_a_verify_near_many_unread_claims_is_cut_at_its_budget_and_says_so(plant
     recheck of `_near_logged`), which is cut too: marked, and UNSIGNED, not REVOKED_KEY
     (before h-cut54: REVOKED_KEY): a cut search cannot say the revoked captures it found
     are the only ones. Asked again, not cut: REVOKED_KEY."""
-    srv = start_server(planted, "--verify-search-seconds", TINY)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            first = c.verify_file(PHOTO)
-            second = c.verify_file(PHOTO)
-            device = first.evidence.claim.device if first.evidence.claim else None
-            assert device is not None
-            c.revoke(device.device_id, "lost", datetime.now(UTC) - timedelta(days=1))
-            revoked = c.verify_file(PHOTO)
-            settled = c.verify_file(PHOTO)
-    finally:
-        srv.stop()
+    with _serving(planted, "--verify-search-seconds", TINY) as c:
+        first = c.verify_file(PHOTO)
+        second = c.verify_file(PHOTO)
+        device = first.evidence.claim.device if first.evidence.claim else None
+        assert device is not None
+        c.revoke(device.device_id, "lost", datetime.now(UTC) - timedelta(days=1))
+        revoked = c.verify_file(PHOTO)
+        settled = c.verify_file(PHOTO)
     assert first.status is Verdict.DERIVED, first.reasons
     assert first.evidence.near_search_cut, first.reasons
     assert first.evidence.near_search_seconds > 0
@@ -105,12 +119,8 @@ def test_a_verify_near_many_unread_claims_is_cut_at_its_budget_and_says_so(plant
 
 
 def test_a_verify_with_the_default_budget_searches_every_round(planted: Path) -> None:
-    srv = start_server(planted)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            report = c.verify_file(PHOTO)
-    finally:
-        srv.stop()
+    with _serving(planted) as c:
+        report = c.verify_file(PHOTO)
     assert report.status is Verdict.DERIVED, report.reasons
     assert not report.evidence.near_search_cut, report.reasons
 
@@ -199,17 +209,11 @@ def revoked_beside_valid(tmp_path: Path) -> Path:
     rocket.jpg that a search reaches only once it knows the revoked device's entries are
     one device's (after a restart it does not)."""
     db = tmp_path / "prov.db"
-    srv = start_server(db)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            thief = enroll_key(c, "stolen")
-            for seq in range(1, NEAR_SEARCHED + 7):
-                c.submit(sign_claim(thief, _photo(thief, seq, CODE)))
-            honest = enroll_key(c, "honest")
-            c.submit(sign_claim(honest, _photo(honest, 1, NEAR)))
-            c.revoke(thief.key_id, "stolen", datetime.now(UTC) - timedelta(days=1))
-    finally:
-        srv.stop()
+    with _serving(db) as c:
+        thief = _log_many(c, "stolen", CODE)
+        honest = enroll_key(c, "honest")
+        c.submit(sign_claim(honest, _photo(honest, 1, NEAR)))
+        c.revoke(thief.key_id, "stolen", datetime.now(UTC) - timedelta(days=1))
     return db
 
 
@@ -222,13 +226,9 @@ def test_a_cut_search_that_found_only_revoked_copies_does_not_answer_revoked_key
     search, not cut, answers DERIVED from it). A cut search cannot say the revoked
     captures are the only ones: UNSIGNED, marked cut, its reason naming the revoked
     capture found and that this is no finding either way."""
-    srv = start_server(revoked_beside_valid, "--verify-search-seconds", TINY)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            cut = c.verify_file(PHOTO)
-            again = c.verify_file(PHOTO)
-    finally:
-        srv.stop()
+    with _serving(revoked_beside_valid, "--verify-search-seconds", TINY) as c:
+        cut = c.verify_file(PHOTO)
+        again = c.verify_file(PHOTO)
     assert again.status is Verdict.DERIVED, again.reasons
     assert not again.evidence.near_search_cut, again.reasons
     assert again.evidence.claim is not None and again.evidence.pdq_distance == 6
@@ -262,22 +262,12 @@ def test_a_videos_dense_pass_keeps_the_mark_of_its_cut_first_search(tmp_path: Pa
     clip = tmp_path / "still.mp4"
     code = _still_clip(clip, 4)
     db = tmp_path / "prov.db"
-    srv = start_server(db)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            many = enroll_key(c, "many")
-            for seq in range(1, NEAR_SEARCHED + 7):
-                c.submit(sign_claim(many, _photo(many, seq, code)))
-            filmer = enroll_key(c, "filmer")
-            c.submit(sign_claim(filmer, video_claim(filmer, 1)))
-    finally:
-        srv.stop()
-    srv = start_server(db, "--verify-search-seconds", TINY)
-    try:
-        with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
-            report = c.verify_file(clip)
-    finally:
-        srv.stop()
+    with _serving(db) as c:
+        _log_many(c, "many", code)
+        filmer = enroll_key(c, "filmer")
+        c.submit(sign_claim(filmer, video_claim(filmer, 1)))
+    with _serving(db, "--verify-search-seconds", TINY) as c:
+        report = c.verify_file(clip)
     assert report.status is Verdict.UNSIGNED, report.reasons
     assert report.evidence.near_search_cut, report.reasons
     assert report.evidence.near_search_seconds > 0
