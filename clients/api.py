@@ -147,7 +147,13 @@ class ProvenanceClient:
     ``reconnect_s``: the longest wait between attempts to reach a server that is not
     answering (None: gRPC's own backoff, growing to 120 s), for a long-lived client such
     as the web page, which would otherwise answer 503 for a minute or more after its
-    service came back."""
+    service came back.
+
+    Each client connects on its own (a local subchannel pool): gRPC otherwise shares one
+    connection per address among all the channels of a process, with its state, so a new
+    client to an address where another client's calls were refused answered its first
+    call at once with that client's "Connection refused" until the other's next try, up
+    to 120 s later, also when a server listened there by then."""
 
     def __init__(
         self,
@@ -162,6 +168,7 @@ class ProvenanceClient:
         options: list[tuple[str, int]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if reconnect_s is not None:
             most = max(1, round(reconnect_s * 1000))

@@ -16,7 +16,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -115,6 +115,9 @@ class ServerProc:
     address: str
     db: Path | str
     log: Drained | None = None
+    out: Drained | None = None  # its stdout, drained, where it was (`start_server`)
+    #: whether it still ran when `stop` was first called (None: not called yet)
+    ran_to_stop: bool | None = None
 
     def stderr(self) -> str:
         """The server's stderr (its log): all of it once the server stopped (this waits
@@ -128,6 +131,8 @@ class ServerProc:
         return self.log.text()
 
     def stop(self, sig: int = 15) -> int:
+        if self.ran_to_stop is None:
+            self.ran_to_stop = self.proc.poll() is None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -170,7 +175,8 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
     deadline = time.monotonic() + 60
     while (line := lines.next_line(max(0.0, deadline - time.monotonic()))) is not None:
         if line.startswith("listening on "):
-            return ServerProc(proc, line.split()[-1], db, log)
+            _STARTED.append(ServerProc(proc, line.split()[-1], db, log, lines))
+            return _STARTED[-1]
         if not line:  # the end of its stdout: it exits
             try:
                 proc.wait(timeout=20)
@@ -182,6 +188,56 @@ def start_server(db: Path | str, *extra: str, env: dict[str, str] | None = None)
     proc.wait()
     log.wait()
     raise RuntimeError(f"server did not start in 60 s: {log.text()}")
+
+
+#: The servers `start_server` started for the test running now (its report names them).
+_STARTED: list[ServerProc] = []
+
+
+def _server_section(srv: ServerProc) -> tuple[str, str]:
+    """A failed test's report section on ``srv``: whether it ran until the test stopped
+    it (or had ended before: "shutting down" in its stdout, without the test's `stop`,
+    means another process signalled it), whether a TCP connection to it is accepted now
+    where it still runs, its stdout and its log (the last 20,000 characters). A test
+    whose call to its server failed ("Connection refused" from a server that ran and
+    listened, CI of 7 December) then says which side it was."""
+    code = srv.proc.poll()
+    if code is None:
+        host, _, port = srv.address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+                state = "running; a TCP connection to it now: accepted"
+        except OSError as e:
+            state = f"running; a TCP connection to it now: {e}"
+    else:
+        if srv.log is not None:
+            srv.log.wait(5)
+        state = {
+            True: f"ran until the test stopped it, then exited {code}",
+            False: f"had exited {code} before the test stopped it",
+            None: f"exited {code}, the test not having stopped it",
+        }[srv.ran_to_stop]
+    out = srv.out.text() if srv.out is not None else "(not drained)"
+    log = srv.log.text()[-20_000:] if srv.log is not None else "(not drained)"
+    return (
+        f"server {srv.address} (pid {srv.proc.pid})",
+        f"{state}\n--- its stdout ---\n{out}--- its stderr ---\n{log}",
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test's report (setup, call or teardown) carries a section on each server
+    `start_server` started for it (`_server_section`), beside the client's error in its
+    traceback."""
+    report = yield
+    if report.failed:
+        report.sections.extend(_server_section(srv) for srv in _STARTED)
+    if call.when == "teardown":
+        _STARTED.clear()
+    return report
 
 
 #: SIGINT's handler, and whether it is blocked, as every test finds it (`pytest_configure`).

@@ -50,7 +50,7 @@ from clients.interrupt import (
     raises_keyboard_interrupt,
 )
 from clients.scan.sources import Item
-from clients.scan.worker import ScanConfig, process_batch
+from clients.scan.worker import ScanConfig, close_clients, process_batch
 from provenance.core.errors import ConfigError, WorkerError
 
 log = logging.getLogger(__name__)
@@ -355,8 +355,11 @@ class LocalEngine:
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
         if self.workers == 0:
-            for batch in batches:
-                yield process_batch(batch, config)
+            try:
+                for batch in batches:
+                    yield process_batch(batch, config)
+            finally:  # this process's connections end with the scan
+                close_clients()
             return
         context = _PoolContext(_worker_context())
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with_parent)

@@ -148,6 +148,15 @@ def _client(address: str) -> ProvenanceClient:
     return _CLIENTS[address]
 
 
+def close_clients() -> None:
+    """Close this process's clients (one per server address, kept from batch to batch),
+    as an in-process scan (``--workers 0``) ends: otherwise the process that ran it kept
+    each one's connection, or, once its server had stopped, its retries of that address
+    (every 2 minutes at most) for as long as it ran. A later batch opens a new one."""
+    while _CLIENTS:
+        _CLIENTS.popitem()[1].close()
+
+
 def _local_detector(secret: bytes) -> Any:
     """The local `detector.infer.Detector` for this crop key, or the reason (a str) why
     none loads in this process."""

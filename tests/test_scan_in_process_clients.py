@@ -1,0 +1,45 @@
+"""An in-process `prov scan` (``--workers 0``) closes its connection to the server as it
+ends: the process that ran it (a program calling the scan, a test) keeps no client.
+
+Before, the scan's client (one per server address, `clients.scan.worker`) stayed in the
+calling process for good: connected to its server, or, once that server had stopped,
+trying its address again every 2 minutes at most, for as long as the process ran, and
+connecting to whatever listened there later. In the test suite, test_scan_server_down's
+scan left one retrying its stopped server's port in the pytest worker, whose later
+servers given that port by the kernel had their first call refused (CI of 7 December,
+test_submit_deadline; tests/test_client_own_connection.py)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import psutil
+
+from clients.cli import main as prov_main
+from tests.conftest import SAMPLES, ServerProc
+
+
+def _connections_to(port: int) -> list[str]:
+    """This process's established TCP connections to ``port`` of 127.0.0.1."""
+    return [
+        f"{c.laddr} -> {c.raddr}"
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    ]
+
+
+def test_an_in_process_scan_leaves_no_connection_open(server: ServerProc, tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "rocket.jpg", folder / "rocket.jpg")
+    args = ["scan", str(folder), "--report", str(tmp_path / "r.jsonl")]
+    assert prov_main([*args, "--server", server.address, "--workers", "0"]) == 0
+    port = int(server.address.rsplit(":", 1)[1])
+    # gRPC closes a closed channel's connection on a thread of its own: waited for, up
+    # to a minute; before, it stayed open
+    deadline = time.monotonic() + 60
+    while (left := _connections_to(port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert left == [], left
