@@ -113,10 +113,11 @@ def _leaves_end(tile: tiles.Tile) -> int:
     return hashes_end << (tiles.TILE_HEIGHT * tile.level)  # 256^level leaves a hash
 
 
-def _exported_size(directory: Path) -> int | None:
-    """Tree size of the checkpoint already in ``directory``, or None if it has none.
-    Raises ConfigError when it is no checkpoint (over `MAX_NOTE_BYTES` too, read no
-    further)."""
+def exported_size(directory: Path) -> int | None:
+    """Tree size of the checkpoint already in ``directory`` (its signature not checked),
+    or None if it has none: the export there is a whole tiled log of that size, as
+    `export_tiles` writes the checkpoint last. Raises ConfigError when it is no
+    checkpoint (over `MAX_NOTE_BYTES` too, read no further) or cannot be read."""
     path = directory / tiles.CHECKPOINT_PATH
     try:
         data = _read_local(path, MAX_NOTE_BYTES + 1)
@@ -150,7 +151,7 @@ def export_tiles(
     if latest is None:
         return ExportResult(0, 0, 0, signed=False)
     size, note = latest
-    before = _exported_size(directory)
+    before = exported_size(directory)
     if before is not None and before > size:
         raise ConfigError(
             f"{directory} already holds a checkpoint of {before} entries, more than the"
