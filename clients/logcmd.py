@@ -56,16 +56,15 @@ from provenance.log.audit import (
 from provenance.log.checkpoint import (
     DEFAULT_KEY_SUFFIX,
     DEFAULT_ORIGIN,
-    MAX_NOTE_BYTES,
     MEMO_SUFFIX,
     Checkpoint,
     NoteVerifier,
     load_log_signer,
     memo_path,
+    not_a_signed_note,
     note_signers,
     open_checkpoint,
     parse_tree_size,
-    split_note,
 )
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, exported_size, fetcher
@@ -616,7 +615,7 @@ def _audit_tiles(
                 raise
             # nothing signed there: a wrong place, not a broken log (was exit 3)
             raise _no_tiled_log(location, str(e)) from e
-        if path == CHECKPOINT_PATH and (why := _not_a_signed_note(data)):
+        if path == CHECKPOINT_PATH and (why := not_a_signed_note(data)):
             # a site's page for any path, some other file: nothing signed there either
             raise _no_tiled_log(location, f"its checkpoint is not a signed note ({why})")
         return data
@@ -639,21 +638,6 @@ def _no_tiled_log(location: str, why: str) -> LogError:
         " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
         " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
     )
-
-
-def _not_a_signed_note(data: bytes) -> str:
-    """Why ``data``, a tiled log's `checkpoint`, is no signed note at all (not UTF-8
-    text, or not text, a blank line and signature lines: c2sp.org/signed-note); empty
-    when it is one, whoever signed it."""
-    if len(data) > MAX_NOTE_BYTES:  # refused before it is decoded (`split_note`)
-        return f"it is {len(data):,} bytes, more than the {MAX_NOTE_BYTES:,} a signed note may hold"
-    try:
-        split_note(data.decode())
-    except UnicodeDecodeError:
-        return "it is not UTF-8 text"
-    except LogError as e:
-        return str(e)
-    return ""
 
 
 def _export_once(store: Store, directory: Path) -> ExportResult:
