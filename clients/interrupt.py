@@ -244,25 +244,32 @@ def handing_over() -> None:
 
 
 @contextmanager
-def ctrl_c_notes(kept: str, say: Callable[[str], None] | None = None) -> Iterator[None]:
+def ctrl_c_notes(
+    kept: str, say: Callable[[str], None] | None = None
+) -> Iterator[Callable[[str], None]]:
     """Inside the block, a second Ctrl-C (or SIGTERM) that ends the process at once, or
     the deadline, says ``kept`` after its words: what stays done and how to go on (`prov
     scan`: its rows so far, and --resume); ``say`` writes `extend_ctrl_c_deadline`'s
     hint (`prov scan`: through its console, above its progress line) in place of a bare
     write to stderr. ``kept`` is written by the signal's handler, so its characters that
     could move a terminal's cursor are shown escaped (`provenance.terminal.shown`) here.
-    Outside `ctrl_c_deadline` and `terminate_as_interrupt` (no deadline) it changes
-    nothing."""
+    The block is given a function that replaces ``kept`` as what is kept grows (`prov log
+    export-tiles --follow`: the size of each checkpoint it wrote). Outside
+    `ctrl_c_deadline` and `terminate_as_interrupt` (no deadline) it changes nothing."""
     from provenance.terminal import shown
 
     deadline = _deadline
     if deadline is None:
-        yield
+        yield lambda _kept: None
         return
+
+    def keep(now: str) -> None:
+        deadline.kept = shown(now)
+
     before = deadline.kept, deadline.say
     deadline.kept, deadline.say = shown(kept), say
     try:
-        yield
+        yield keep
     finally:
         deadline.kept, deadline.say = before
 

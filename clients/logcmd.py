@@ -15,7 +15,7 @@ import typer
 
 from clients.defaults import default_home, default_server
 from clients.files import NotRegularFileError, read_bounded
-from clients.interrupt import how_stopped, terminate_as_interrupt
+from clients.interrupt import ctrl_c_notes, how_stopped, terminate_as_interrupt
 from clients.options import (
     HomeOpt,
     ServerOpt,
@@ -56,19 +56,18 @@ from provenance.log.audit import (
 from provenance.log.checkpoint import (
     DEFAULT_KEY_SUFFIX,
     DEFAULT_ORIGIN,
-    MAX_NOTE_BYTES,
     MEMO_SUFFIX,
     Checkpoint,
     NoteVerifier,
     load_log_signer,
     memo_path,
+    not_a_signed_note,
     note_signers,
     open_checkpoint,
     parse_tree_size,
-    split_note,
 )
 from provenance.log.receipt import verify_receipt
-from provenance.log.tiledir import ExportResult, export_tiles, fetcher
+from provenance.log.tiledir import ExportResult, export_tiles, exported_size, fetcher
 from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
 from provenance.log.tlogproof import (
     FILE_SUFFIX,
@@ -616,7 +615,7 @@ def _audit_tiles(
                 raise
             # nothing signed there: a wrong place, not a broken log (was exit 3)
             raise _no_tiled_log(location, str(e)) from e
-        if path == CHECKPOINT_PATH and (why := _not_a_signed_note(data)):
+        if path == CHECKPOINT_PATH and (why := not_a_signed_note(data)):
             # a site's page for any path, some other file: nothing signed there either
             raise _no_tiled_log(location, f"its checkpoint is not a signed note ({why})")
         return data
@@ -639,21 +638,6 @@ def _no_tiled_log(location: str, why: str) -> LogError:
         " export-tiles` or `prov web --tiles-dir` serves the files `checkpoint` and"
         " `tile/` (e.g. http://HOST:8080/tlog/ or the export's folder)"
     )
-
-
-def _not_a_signed_note(data: bytes) -> str:
-    """Why ``data``, a tiled log's `checkpoint`, is no signed note at all (not UTF-8
-    text, or not text, a blank line and signature lines: c2sp.org/signed-note); empty
-    when it is one, whoever signed it."""
-    if len(data) > MAX_NOTE_BYTES:  # refused before it is decoded (`split_note`)
-        return f"it is {len(data):,} bytes, more than the {MAX_NOTE_BYTES:,} a signed note may hold"
-    try:
-        split_note(data.decode())
-    except UnicodeDecodeError:
-        return "it is not UTF-8 text"
-    except LogError as e:
-        return str(e)
-    return ""
 
 
 def _export_once(store: Store, directory: Path) -> ExportResult:
@@ -734,33 +718,75 @@ def export_tiles_command(
     folder_to_fill(directory, "DIRECTORY")
     store = _open_read_only(db)
     terminated: list[int] = []  # SIGTERM, once it came
-    try:
-        with terminate_as_interrupt(terminated):
-            seconds = FOLLOW_INTERVAL_S if interval is None else interval
-            _export_polls(store, directory, follow, seconds, max_polls)
-    except KeyboardInterrupt:
-        word, code = how_stopped(terminated)
-        err.print(
-            f"{word}: the export in {directory} stands at its last checkpoint; the same"
-            " command continues it",
-            highlight=False,
+    seconds = FOLLOW_INTERVAL_S if interval is None else interval
+    # a second signal while it stops (the store's close may wait on the network) ends it
+    # at once, saying what the folder holds: the size of the last checkpoint written, "or
+    # more" (the export under way may have written its own since); the store is closed
+    # inside the block (before, outside it, a second SIGTERM there ended it silently)
+    kept = _export_kept(directory, or_more=True)
+    with terminate_as_interrupt(terminated), ctrl_c_notes(kept) as keep:
+        try:
+            _export_polls(
+                store, directory, follow, seconds, max_polls,
+                lambda size: keep(_export_kept(directory, size, or_more=True)),
+            )  # fmt: skip
+        except KeyboardInterrupt:
+            word, code = how_stopped(terminated)
+            err.print(f"{word}: {_export_kept(directory)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+        finally:
+            store.close()
+
+
+def _export_kept(directory: Path, size: int | None = -1, or_more: bool = False) -> str:
+    """What a stopped `prov log export-tiles` leaves in ``directory`` and how to go on: a
+    whole tiled log at its checkpoint of ``size`` entries (None: no checkpoint there;
+    -1: the one there now, read), ``or_more`` when a newer one may have been written
+    since that size was known. True whenever the export stopped (`export_tiles` writes
+    the checkpoint last, every tile it needs flushed before it; a partial tile dropped for
+    its full one is read from that). Before, it said only "the export in DIR stands at
+    its last checkpoint", no size, and nothing after a second signal."""
+    if size == -1:
+        try:
+            size = exported_size(directory)
+        except ConfigError:  # no checkpoint of a log there: the export says, or said, why
+            return (
+                f"the export in {directory} stands at its last checkpoint; the same command"
+                " continues it"
+            )
+    if size is None:
+        since = ", or only the one the export had just written" if or_more else ""
+        return (
+            f"{directory} holds no checkpoint yet{since}; the same command exports the log"
+            " into it (what was written there without a checkpoint is written again)"
         )
-        raise typer.Exit(code) from None
-    finally:
-        store.close()
+    more = " or more" if or_more else ""
+    return (
+        f"{directory} holds a complete tiled log of {counted(size, 'entry', 'entries')}{more}:"
+        " its checkpoint and every tile and entry bundle that checkpoint needs; the same"
+        " command continues the export"
+    )
 
 
 def _export_polls(
-    store: Store, directory: Path, follow: bool, interval: float, max_polls: int
+    store: Store,
+    directory: Path,
+    follow: bool,
+    interval: float,
+    max_polls: int,
+    exported: Callable[[int], None] = lambda size: None,
 ) -> None:
     """`prov log export-tiles`'s exports: one, or with ``follow`` one each ``interval``
-    seconds (``max_polls`` of them, 0: no end); a line for each new size exported.
+    seconds (``max_polls`` of them, 0: no end); a line for each new size exported, and
+    ``exported(size)`` once the folder's checkpoint is of ``size`` entries.
     Raises LogError when the store has no signed checkpoint (with ``follow``: still none
     at the last poll; said once on stderr while it waits)."""
     polls = 0
     last = -1
     while True:
         result = _export_once(store, directory)
+        if result.signed:
+            exported(result.size)
         if not result.signed:
             if not follow or (max_polls and polls + 1 >= max_polls):
                 raise LogError(_unsigned(directory))

@@ -494,7 +494,8 @@ def test_an_endless_hash_tile_is_read_no_further_than_a_tiles_bound(encoding: st
     the auditor take up to a full bundle's 16 MiB (`MAX_FILE_BYTES`) of it before refusing
     it, though the folder fetcher reads a tile file no further than its bound and a byte.
     Now the body is refused once it passes the tile's bound and a byte (gzip-encoded:
-    `gzip_sent_bound`, 81,920 bytes, as sent), saying what a tile of 256 hashes can hold.
+    `gzip_sent_bound`, 81,920 bytes, as sent), saying what a tile of 256 hashes can hold
+    (gzip-encoded: and the 81,920 bytes of gzip it passed).
     Measured: what the server's socket took before the client closed; before: 16.8 MB
     (both), now well under 1 MiB."""
     head = b"HTTP/1.1 200 OK\r\n" + (b"Content-Encoding: gzip\r\n" if encoding else b"") + b"\r\n"
@@ -504,8 +505,81 @@ def test_an_endless_hash_tile_is_read_no_further_than_a_tiles_bound(encoding: st
     with pytest.raises(LogIntegrityError) as e:
         fetch("tile/0/000")
     assert done.wait(30), "the server is still sending after the client returned"
-    assert str(e.value) == (
-        "the server sent more than a tile of 256 hashes can hold (8,192 bytes):"
-        f" {url}tile/0/000; it was read no further"
-    ), str(e.value)
+    if encoding:  # its gzip cap named, not the tile's bound alone (h-tidy57)
+        assert str(e.value).startswith(
+            f"the server sent more than 81,920 bytes of gzip for {url}tile/0/000, the most"
+            " taken for a tile of 256 hashes, which can hold 8,192 bytes"
+        ), str(e.value)
+    else:
+        assert str(e.value) == (
+            "the server sent more than a tile of 256 hashes can hold (8,192 bytes):"
+            f" {url}tile/0/000; it was read no further"
+        ), str(e.value)
     assert sent[0] < MAX_FILE_BYTES // 16, sent[0]
+
+
+#: Empty gzip members before a full hash tile's own: 100,000 bytes, past the 81,920 its
+#: gzip body may take as sent (`gzip_sent_bound`), though the tile inflates intact.
+_PADDING_MEMBERS = 5_000
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        (
+            "padded-gzip",
+            "the server sent more than 81,920 bytes of gzip for {url}, the most taken for a"
+            " tile of 256 hashes, which can hold 8,192 bytes (twice that and 64 KiB: a"
+            " tile's gzip is at most a few dozen bytes larger than the tile); it was read no"
+            " further: the server pads its gzip, or sends no tile of this log there; tell"
+            " its operator",
+        ),
+        (
+            "inflates-past",
+            "the server's gzip of {url} inflates past 8,192 bytes, more than a tile of 256"
+            " hashes can hold; it was inflated no further",
+        ),
+        (
+            "identity",
+            "the server sent more than a tile of 256 hashes can hold (8,192 bytes): {url};"
+            " it was read no further",
+        ),
+    ],
+    ids=["padded-gzip", "inflates-past", "identity"],
+)
+def test_a_gzip_tile_past_a_cap_names_the_cap_it_passed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, said: str
+) -> None:
+    """`prov log audit --tiles URL` against a real server of a real tiled log whose full
+    hash tile ``tile/0/000`` (8,192 bytes at most) comes gzip-encoded in 100,000 bytes
+    (5,000 empty members before the tile's own), past the 81,920 bytes a gzip body of it
+    may take as sent (`gzip_sent_bound`), was refused as 'the server sent more than a tile
+    of 256 hashes can hold (8,192 bytes)': the tile's bound, not the cap that was passed,
+    and nothing on what to do. Now the message names the gzip cap, the tile's bound, and
+    what to do; a gzip body inflating past the bound says so; an identity body past it is
+    as before. All three stay a LOG INTEGRITY FAILURE, exit 3, as every tile over its
+    bound."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    folder = tmp_path / "tiles"
+    _tiled_log(folder, signer, 300)
+    full = (folder / "tile/0/000").read_bytes()
+
+    def encode(body: bytes) -> bytes:  # tile/0/000 damaged, the other files intact
+        if body != full:
+            return body if damage == "identity" else gzip.compress(body, mtime=0)
+        if damage == "padded-gzip":
+            return _EMPTY_MEMBER * _PADDING_MEMBERS + gzip.compress(body, mtime=0)
+        if damage == "inflates-past":
+            return gzip.compress(body + full[:32], mtime=0)
+        return body + full[:32]
+
+    encoding = "identity" if damage == "identity" else "gzip"
+    with _serving(_encoding_server(folder, encoding, encode)) as url:
+        capsys.readouterr()
+        rc = _audit(
+            "--state", str(tmp_path / "a.json"), "--tiles", url, "--log-key",
+            signer.verifier_key(),
+        )  # fmt: skip
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 3, err
+    assert err == "LOG INTEGRITY FAILURE: " + said.format(url=f"{url}tile/0/000"), err

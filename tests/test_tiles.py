@@ -1132,7 +1132,8 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
     """`prov web --tiles-dir`: a `checkpoint` that is a FIFO was read on the event loop,
     which blocked in open() and left every request of the web unanswered; a tile linking
     to /dev/zero was read without end by a file worker. Each is now opened without
-    blocking and answered 404 as a file that is not there, and the web goes on."""
+    blocking, and the web goes on: the tile is answered 404 as a file that is not there,
+    the checkpoint 500 as a damaged one (h-tidy57; a 404 before)."""
     import os
 
     os.mkfifo(tmp_path / "checkpoint")
@@ -1140,10 +1141,10 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
     (tmp_path / "tile" / "0" / "000").symlink_to("/dev/zero")
     web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
     try:
-        for path in ("tlog/checkpoint", "tlog/tile/0/000"):
+        for path, code in (("tlog/checkpoint", 500), ("tlog/tile/0/000", 404)):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(f"{web.address}/{path}", timeout=10)
-            assert e.value.code == 404, (path, e.value.code)
+            assert e.value.code == code, (path, e.value.code)
         with urllib.request.urlopen(f"{web.address}/static/favicon.svg", timeout=10) as r:
             assert r.status == 200
     finally:
@@ -1157,8 +1158,8 @@ def test_a_served_checkpoint_over_a_notes_bound_is_not_read_past_it(tmp_path: Pa
     event loop and outside the per-client tile shares, for every request (a 256 MiB file
     there, four requests at once: the web's peak memory 100 MB -> 1.15 GB, each sent all
     of it), though no reader takes a checkpoint over a signed note's 1 MiB. Now it is read
-    no further than that and a byte, and one over it is answered 404 in words, as a
-    checkpoint that is not there."""
+    no further than that and a byte, and one over it is answered 500 in words, as a
+    damaged checkpoint on the server (until h-tidy57, 404, as a checkpoint not there)."""
     from provenance.log.checkpoint import MAX_NOTE_BYTES
 
     with open(tmp_path / "checkpoint", "wb") as f:
@@ -1168,7 +1169,7 @@ def test_a_served_checkpoint_over_a_notes_bound_is_not_read_past_it(tmp_path: Pa
         with pytest.raises(urllib.error.HTTPError) as e:
             urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=30)
         said = e.value.read().decode()
-        assert e.value.code == 404, (e.value.code, len(said))
+        assert e.value.code == 500, (e.value.code, len(said))
         assert f"more than the {MAX_NOTE_BYTES:,} bytes" in said, said[:200]
         assert len(said) < 1000
     finally:
@@ -1596,3 +1597,91 @@ def test_an_audit_of_a_web_serving_a_damaged_tile_says_the_server_failed_try_lat
     assert "try again later" in err and "LOG INTEGRITY" not in err, err
     assert "damaged on this server: its file is 8,224 bytes" in err, err
     assert len(err) < 1500, err
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    """GET ``url``: (its status, the start of its body as text, its Cache-Control)."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, r.read(4096).decode(errors="replace"), r.headers["Cache-Control"]
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(4096).decode(errors="replace"), e.headers["Cache-Control"]
+
+
+def test_a_served_checkpoint_file_that_is_damaged_is_a_500_and_the_audit_says_try_later(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov web --tiles-dir`: a `checkpoint` file that is there but damaged (cut short,
+    empty, over a signed note's 1 MiB, a FIFO, a folder, a link that loops) is the
+    server's fault, as a damaged tile's file is: 500 in words, no-store, logged, "try
+    again later". Before, it was a 404 (over 1 MiB, not a regular file), a 200 of the cut
+    bytes (cut short, empty), or starlette's bare 500 with a traceback in the log (the
+    looping link); and `prov log audit --tiles URL` then said "no tiled log at URL: ...
+    Give the prefix under which ...", as if the URL were wrong. Now it says the server
+    failed, with the server's words, to try again later (exit 1, as before). A
+    checkpoint that is not there stays a 404; an intact one a 200."""
+    import os
+
+    signer, out = _exported_261(tmp_path)
+    checkpoint = out / "checkpoint"
+    intact = checkpoint.read_bytes()
+
+    def cut(data: bytes) -> Callable[[], object]:
+        return lambda: checkpoint.write_bytes(data)
+
+    def sparse() -> None:
+        with open(checkpoint, "wb") as f:
+            f.truncate(12 << 20)
+
+    damaged: dict[str, tuple[Callable[[], object], str]] = {
+        "cut short": (cut(intact[: len(intact) // 2]), "is no signed note"),
+        "signature cut": (cut(intact[:-10]), "is no signed note"),
+        "empty": (cut(b""), "is no signed note"),
+        "over a note's bound": (sparse, "is more than the 1,048,576 bytes"),
+        "a FIFO": (lambda: os.mkfifo(checkpoint), "is a FIFO (named pipe)"),
+        "a folder": (checkpoint.mkdir, "is a folder"),
+        "a looping link": (lambda: checkpoint.symlink_to(checkpoint), "cannot be read"),
+    }
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    url = f"{web.address}/tlog/checkpoint"
+    answers = {}
+    audit = (1, "")
+    try:
+        assert _get(url)[0] == 200
+        for name, (damage, _) in damaged.items():
+            if checkpoint.is_dir() and not checkpoint.is_symlink():
+                checkpoint.rmdir()
+            else:
+                checkpoint.unlink(missing_ok=True)
+            damage()
+            answers[name] = _get(url)
+            if name == "cut short":  # what a client makes of it
+                capsys.readouterr()
+                rc = _audit(
+                    "--state", str(tmp_path / "s.json"), "--tiles", f"{web.address}/tlog",
+                    "--log-key", signer.verifier_key(),
+                )  # fmt: skip
+                audit = (rc, " ".join(capsys.readouterr().err.split()))
+        checkpoint.unlink()
+        missing = _get(url)
+        checkpoint.write_bytes(intact)
+        assert _get(url)[:2] == (200, intact.decode())
+    finally:
+        web.stop()
+    assert {name: a[0] for name, a in answers.items()} == dict.fromkeys(damaged, 500), answers
+    for name, (_status, said, cache) in answers.items():
+        assert said.startswith("/tlog/checkpoint is damaged on this server: its file "), said
+        assert damaged[name][1] in said and "try again later" in said, (name, said)
+        assert cache == "no-store" and len(said) < 1000, (name, cache, said)
+    assert missing[0] == 404 and "not been exported yet" in missing[1], missing
+    rc, err = audit
+    assert rc == 1, err
+    assert err.startswith(
+        f"error: cannot fetch {web.address}/tlog/checkpoint: the server failed to serve it"
+        " (HTTP 500 Internal Server Error), its own fault, not the log's; try again later"
+        " (the server says: /tlog/checkpoint is damaged on this server: its file"
+    ), err
+    assert "no tiled log" not in err and "INTEGRITY" not in err, err
+    log = web.stderr()
+    assert "Traceback" not in log, log[-3000:]
+    assert f"the checkpoint file {checkpoint} is no signed note" in log, log[-3000:]

@@ -474,6 +474,23 @@ def split_note(note: str) -> tuple[str, list[SignatureLine]]:
     return note[: split + 1], signatures
 
 
+def not_a_signed_note(data: bytes) -> str:
+    """Why ``data``, a tiled log's `checkpoint`, is no signed note at all (over
+    `MAX_NOTE_BYTES`, not UTF-8 text, or not text, a blank line and signature lines:
+    c2sp.org/signed-note, `split_note`); empty when it is one, whoever signed it (nothing
+    is verified). Read by `prov log audit --tiles` of what a place serves, and by `prov
+    web --tiles-dir` of the file it would serve (a damaged one is a 500)."""
+    if len(data) > MAX_NOTE_BYTES:  # refused before it is decoded (`split_note`)
+        return f"it is {len(data):,} bytes, more than the {MAX_NOTE_BYTES:,} a signed note may hold"
+    try:
+        split_note(data.decode())
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    except LogError as e:
+        return str(e)
+    return ""
+
+
 def note_signers(note: str) -> list[str]:
     """``NAME+KEYID`` (key id in hex) of each signature line of ``note``, in order, whether
     or not it verifies: what a check against the wrong key can name instead (each name as

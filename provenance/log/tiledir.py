@@ -113,10 +113,11 @@ def _leaves_end(tile: tiles.Tile) -> int:
     return hashes_end << (tiles.TILE_HEIGHT * tile.level)  # 256^level leaves a hash
 
 
-def _exported_size(directory: Path) -> int | None:
-    """Tree size of the checkpoint already in ``directory``, or None if it has none.
-    Raises ConfigError when it is no checkpoint (over `MAX_NOTE_BYTES` too, read no
-    further)."""
+def exported_size(directory: Path) -> int | None:
+    """Tree size of the checkpoint already in ``directory`` (its signature not checked),
+    or None if it has none: the export there is a whole tiled log of that size, as
+    `export_tiles` writes the checkpoint last. Raises ConfigError when it is no
+    checkpoint (over `MAX_NOTE_BYTES` too, read no further) or cannot be read."""
     path = directory / tiles.CHECKPOINT_PATH
     try:
         data = _read_local(path, MAX_NOTE_BYTES + 1)
@@ -150,7 +151,7 @@ def export_tiles(
     if latest is None:
         return ExportResult(0, 0, 0, signed=False)
     size, note = latest
-    before = _exported_size(directory)
+    before = exported_size(directory)
     if before is not None and before > size:
         raise ConfigError(
             f"{directory} already holds a checkpoint of {before} entries, more than the"
@@ -209,7 +210,13 @@ def most_bytes(path: str) -> int:
 
 
 class _TooLargeError(LogIntegrityError):
-    """A tiled log's file found over its bound (`_too_large`)."""
+    """A tiled log's file found over the bound ``most`` (bytes) as sent, or once
+    ``inflated`` from gzip (`_too_large`)."""
+
+    def __init__(self, message: str, most: int, inflated: bool) -> None:
+        super().__init__(message)
+        self.most = most
+        self.inflated = inflated
 
 
 def _too_large(what: str, most: int, inflated: bool = False) -> LogIntegrityError:
@@ -217,12 +224,14 @@ def _too_large(what: str, most: int, inflated: bool = False) -> LogIntegrityErro
     sent, or once ``inflated`` from gzip."""
     if most != MAX_NOTE_BYTES:
         if inflated:
-            return _TooLargeError(f"{what} inflates past {most} bytes")
-        return _TooLargeError(f"{what} is larger than any tiled-log file ({most})")
+            return _TooLargeError(f"{what} inflates past {most} bytes", most, inflated)
+        return _TooLargeError(f"{what} is larger than any tiled-log file ({most})", most, inflated)
     verb = "inflates to" if inflated else "is"
     return _TooLargeError(
         f"{what} {verb} more than the {most:,} bytes ({most >> 20} MiB) a signed note may"
-        " hold; it was read no further"
+        " hold; it was read no further",
+        most,
+        inflated,
     )
 
 
@@ -267,9 +276,9 @@ def _read_local(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
 def _tile_bound(path: str) -> tuple[int, str, str] | None:
     """For the tile or entry bundle at ``path``, the most bytes its file can hold
     (`tiles.file_bounds`: 8,192 for a full hash tile, not a full bundle's 16 MiB), the
-    words refusing a file of the folder found past it, and that bound in words for an
-    answer of a server past it ("a tile of 256 hashes can hold (8,192 bytes)"); None
-    for the checkpoint or any other path (`most_bytes`)."""
+    words refusing a file of the folder found past it, and what it is in words, for an
+    answer of a server past its bound ("a tile of 256 hashes", `_a_tile`); None for the
+    checkpoint or any other path (`most_bytes`)."""
     try:
         bundle, tile = tiles.parse_path(path)
     except LogError:
@@ -279,16 +288,46 @@ def _tile_bound(path: str) -> tuple[int, str, str] | None:
         most,
         f"{path} is more than {most:,} bytes, and {tiles.file_bounds_said(tile, bundle)}:"
         f" the {'bundle' if bundle else 'tile'} was edited or replaced; it was read no further",
-        f"{_can_hold(tile, bundle)} ({most:,} bytes)",
+        _a_tile(tile, bundle),
     )
 
 
-def _can_hold(tile: tiles.Tile, bundle: bool) -> str:
-    """What the file of ``tile`` (its bundle when ``bundle``) can hold at most, in words:
-    "a tile of 256 hashes can hold", "an entry bundle of 256 entries can hold"."""
+def _a_tile(tile: tiles.Tile, bundle: bool) -> str:
+    """The file of ``tile`` (its bundle when ``bundle``) in words: "a tile of 256
+    hashes", "an entry bundle of 256 entries"."""
     if bundle:
-        return f"an entry bundle of {tile.width} entries can hold"
-    return f"a tile of {tile.width} hashes can hold"
+        return f"an entry bundle of {tile.width} entries"
+    return f"a tile of {tile.width} hashes"
+
+
+def _served_too_large(url: str, a_tile: str, most: int, error: _TooLargeError) -> str:
+    """Why the server's answer at ``url``, a tile or bundle (``a_tile``, `_a_tile`) of at
+    most ``most`` bytes, was refused past a bound (``error``): the cap that was passed,
+    in words. Its gzip body as sent past `gzip_sent_bound`, it names that cap, the
+    tile's own bound and what to do (before, every case named only the tile's bound:
+    "the server sent more than a tile of 256 hashes can hold (8,192 bytes)" for a gzip
+    body of 81,921 bytes)."""
+    if error.inflated:
+        return (
+            f"the server's gzip of {url} inflates past {most:,} bytes, more than {a_tile}"
+            " can hold; it was inflated no further"
+        )
+    if error.most == most:  # as sent, not gzip-encoded (or a cap the same as its bound)
+        return (
+            f"the server sent more than {a_tile} can hold ({most:,} bytes): {url}; it was"
+            " read no further"
+        )
+    cap = (
+        "twice that and 64 KiB"
+        if error.most == 2 * most + GZIP_SLACK_BYTES
+        else "the most any tiled-log file may be"
+    )
+    return (
+        f"the server sent more than {error.most:,} bytes of gzip for {url}, the most taken"
+        f" for {a_tile}, which can hold {most:,} bytes ({cap}: a tile's gzip is at most a"
+        " few dozen bytes larger than the tile); it was read no further: the server pads"
+        " its gzip, or sends no tile of this log there; tell its operator"
+    )
 
 
 def _dir_fetcher(root: Path) -> tiles.Fetch:
@@ -480,9 +519,7 @@ def _url_fetcher(prefix: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetc
             except _TooLargeError as e:
                 if bound is None:
                     raise
-                raise LogIntegrityError(
-                    f"the server sent more than {bound[2]}: {url}; it was read no further"
-                ) from e
+                raise LogIntegrityError(_served_too_large(url, bound[2], most, e)) from e
             except TransportError:
                 if cutoff.expired.is_set():
                     raise _late(url, deadline_s) from None

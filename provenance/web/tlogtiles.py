@@ -14,7 +14,9 @@ log only appends. A tile file whose size cannot be a tile of its path (`tiles.fi
 a hash tile of ``W`` hashes is ``W * 32`` bytes, a bundle of ``W`` entries ``2 * W`` to
 ``W * 65,537``), or a wider one a tile is cut from that is no tile of its width, is
 damaged on the server: it is read no further than its bound and a byte, and answered 500
-in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`. Before, it
+in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`; so is a
+``checkpoint`` file that is there but no signed note (cut short, over a note's 1 MiB, no
+regular file, unreadable: `_checkpoint_body`), while one not there is a 404. Before, it
 was served whole, whatever its size (a 512 MiB file was read into memory and sent). Entry bundles
 are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed),
 up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compressing it
@@ -54,7 +56,7 @@ from provenance.core.buckets import Every
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES
+from provenance.log.checkpoint import MAX_NOTE_BYTES, not_a_signed_note
 from provenance.log.tiledir import NotRegularFileError, read_tile_file
 
 PREFIX = "/tlog"
@@ -79,8 +81,9 @@ DAMAGED_LOG_EVERY_S = 60.0
 class DamagedTileError(Exception):
     """A tile file of the served folder that cannot be the tile its path names: its size
     is outside `tiles.file_bounds`, or a wider tile to cut a narrower one from is no tile
-    of its width. ``file``: the file; ``rel``: its path in the folder; ``what``: what is
-    wrong with it, in words ("is 96 bytes, and a tile of 5 hashes is 160 bytes")."""
+    of its width; or its checkpoint file, there but no signed note (`_checkpoint_body`).
+    ``file``: the file; ``rel``: its path in the folder; ``what``: what is wrong with it,
+    in words ("is 96 bytes, and a tile of 5 hashes is 160 bytes")."""
 
     def __init__(self, file: Path, rel: str, what: str) -> None:
         super().__init__(f"{file} {what}")
@@ -101,18 +104,20 @@ def _check_size(file: Path, rel: str, size: int, tile: tiles.Tile, bundle: bool)
 
 
 def _damaged(path: str, damage: DamagedTileError, gate: Every) -> Response:
-    """500 for the tile at ``path`` whose file is damaged on the server (``damage``),
-    logged unless ``gate`` had a line in the last `DAMAGED_LOG_EVERY_S`. A 500, not a
-    404: a client takes a 404 for a tile the log does not have (for a partial tile it
-    tries the full one, then reports the log as failing to serve it), and 200 with the
-    file for the log's own failure (a tile of the wrong size); the file is the server's
-    fault, to retry later, and no cache keeps the answer (``no-store``)."""
-    if gate.due("damaged"):
+    """500 for the tile (or checkpoint) at ``path`` whose file is damaged on the server
+    (``damage``), logged unless ``gate`` had a line of its kind (tile, checkpoint) in the
+    last `DAMAGED_LOG_EVERY_S`. A 500, not a 404: a client takes a 404 for a tile the log
+    does not have (for a partial tile it tries the full one, then reports the log as
+    failing to serve it; for the checkpoint, no tiled log at that place), and 200 with
+    the file for the log's own failure (a tile of the wrong size); the file is the
+    server's fault, to retry later, and no cache keeps the answer (``no-store``)."""
+    kind = "checkpoint" if path == tiles.CHECKPOINT_PATH else "tile"
+    if gate.due(f"damaged {kind}"):
         log.warning(
-            "the tile file %s %s: answered 500 to GET /tlog/%s; delete it and run `prov log"
+            "the %s file %s %s: answered 500 to GET /tlog/%s; delete it and run `prov log"
             " export-tiles` into the folder again to write it anew (one such line every"
             " %g s at most: `prov log audit --tiles` checks every file)",
-            damage.file, damage.what, path, DAMAGED_LOG_EVERY_S,
+            kind, damage.file, damage.what, path, DAMAGED_LOG_EVERY_S,
         )  # fmt: skip
     whose = "its file" if damage.rel == path else f"it is cut from {damage.rel}, whose file"
     return Response(
@@ -373,6 +378,34 @@ def _read(
     return body, False
 
 
+def _checkpoint_body(file: Path) -> bytes:
+    """The served folder's checkpoint file ``file``, read without blocking and no further
+    than a signed note's `MAX_NOTE_BYTES` and a byte (before, a 256 MiB file was read
+    whole on the event loop). Raises FileNotFoundError (or NotADirectoryError) when none
+    is there (a 404: the log has not been exported yet), DamagedTileError when the file
+    there is no signed note (`not_a_signed_note`: cut short, empty, over that bound),
+    no regular file (a FIFO, a folder), or cannot be read (a link that loops): the
+    server's fault, a 500 as for a damaged tile. Before, each of these was a 404, as if
+    the log were not there, the 200 of a note cut short, or starlette's bare 500 with a
+    traceback."""
+    rel = tiles.CHECKPOINT_PATH
+    try:
+        body = read_tile_file(file, MAX_NOTE_BYTES + 1)
+    except NotRegularFileError as e:  # "PATH is a FIFO (named pipe), not a regular file"
+        raise DamagedTileError(file, rel, str(e).removeprefix(f"{file} ")) from e
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as e:
+        raise DamagedTileError(file, rel, f"cannot be read ({e.strerror})") from e
+    if len(body) > MAX_NOTE_BYTES:
+        raise DamagedTileError(
+            file, rel, f"is more than the {MAX_NOTE_BYTES:,} bytes a signed note may hold"
+        )
+    if why := not_a_signed_note(body):
+        raise DamagedTileError(file, rel, f"is no signed note ({why})")
+    return body
+
+
 def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     """Routes serving the tiled log in ``directory`` read-only (see module docstring).
     Tiles and bundles are read and compressed on at most `FILE_WORKERS` worker threads,
@@ -384,17 +417,11 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
 
     async def checkpoint(request: Request) -> Response:
         try:
-            # no further than a signed note's bound and a byte: read on the event loop
-            # and outside the tile shares, a checkpoint was read whole (a 256 MiB file,
-            # four requests at once: 1.15 GB held), though no reader takes one over it
-            body = _read_regular(directory / tiles.CHECKPOINT_PATH, MAX_NOTE_BYTES + 1)
+            body = _checkpoint_body(directory / tiles.CHECKPOINT_PATH)
         except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
-        if len(body) > MAX_NOTE_BYTES:
-            return _not_found(
-                f"checkpoint (the file there is more than the {MAX_NOTE_BYTES:,} bytes a"
-                " signed note may hold: no checkpoint; export the log again)"
-            )
+        except DamagedTileError as e:
+            return _damaged(tiles.CHECKPOINT_PATH, e, damaged_log)
         return Response(
             body,
             media_type="text/plain; charset=utf-8",

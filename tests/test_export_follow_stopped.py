@@ -1,0 +1,160 @@
+"""`prov log export-tiles --follow` stopped by a signal says what its folder holds: the
+tree size of the checkpoint there, every tile and entry bundle that checkpoint needs on
+disk, and that the same command continues; and that is true: the folder audits as a
+whole tiled log of that size (`prov log audit --tiles DIR`). A second signal while it
+stops says the same after its words, as `prov scan`'s says where its rows are kept.
+
+Real CLI processes, real signals, a real SQLite log grown while the export follows it."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clients.cli import main as prov_main
+from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.store import open_store
+from tests.conftest import cli_process, read_line
+from tests.drain import finish, logged, next_line
+from tests.test_tiles import ORIGIN, _fill
+
+#: Seconds a test waits for a state of the export before it fails (generous: CI is loaded).
+WAIT_S = 120.0
+
+KEPT = (
+    "{out} holds a complete tiled log of {size} entries{more}: its checkpoint and every"
+    " tile and entry bundle that checkpoint needs; the same command continues the export"
+)
+
+
+def _size_on_disk(folder: Path) -> int:
+    """The tree size of the checkpoint in ``folder``."""
+    text = (folder / "checkpoint").read_text()
+    return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
+
+
+def _audited(tmp_path: Path, folder: Path, signer: LogSigner) -> int:
+    """`prov log audit --tiles FOLDER`'s exit code, the log's key pinned."""
+    state = tmp_path / f"audit-{time.monotonic_ns()}.json"
+    return prov_main(
+        ["log", "audit", "--state", str(state), "--tiles", str(folder), "--log-key",
+         signer.verifier_key()]
+    )  # fmt: skip
+
+
+@contextmanager
+def _following(
+    tmp_path: Path, seed: int, module: str = "clients.cli"
+) -> Iterator[tuple[LogSigner, Path, subprocess.Popen[str]]]:
+    """A log of 300 entries in ``tmp_path/log.db`` and `prov log export-tiles --follow`
+    of it into ``tmp_path/tiles`` (run by ``module``), once it said it exported them:
+    (the log's signer, the folder, the process); the process is killed if still running
+    after the block."""
+    signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
+    db = tmp_path / "log.db"
+    store = open_store(db)
+    _fill(store, signer, 300, seed=seed)
+    store.close()
+    out = tmp_path / "tiles"
+    args = ["log", "export-tiles", str(out), "--db", str(db), "--follow", "--interval", "0.1"]
+    proc = cli_process(args, module=module)
+    try:
+        line = next_line(proc, timeout=WAIT_S)
+        assert line is not None and line.startswith("exported 300 entries"), line
+        yield signer, out, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _stderr_lines(proc: subprocess.Popen[str]) -> tuple[list[str], str]:
+    """Once ``proc`` ended: its stderr's lines, blanks dropped and spaces made one, and
+    its stderr."""
+    _, err = finish(proc, timeout=WAIT_S)
+    return [" ".join(line.split()) for line in err.splitlines() if line.strip()], err
+
+
+@pytest.mark.parametrize("when", ["under-way", "after"])
+@pytest.mark.parametrize(
+    ("sig", "code", "word"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")],
+)
+def test_a_stopped_export_follow_says_the_size_it_kept_and_the_folder_audits_at_it(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    sig: str,
+    code: int,
+    word: str,
+    when: str,
+) -> None:
+    """The log grows from 300 to 3,300 entries while the export follows it, and the
+    signal comes once the export of the grown log is under way (its first new full entry
+    bundle on disk: most often before its checkpoint, then the partial tiles of 300 were
+    dropped for full ones, read from those), or once it said it exported 3,300. Either
+    way the line names the size of the checkpoint on disk, and the folder audits as a
+    whole tiled log of that size. Before, the line said only "the export in DIR stands at
+    its last checkpoint; the same command continues it": no size, nothing of what is on
+    disk."""
+    with _following(tmp_path, 3) as (signer, out, proc):
+        store = open_store(tmp_path / "log.db")
+        _fill(store, signer, 3000, seed=4)
+        store.close()
+        if when == "after":
+            line = next_line(proc, timeout=WAIT_S)
+            assert line is not None and line.startswith("exported 3300 entries"), line
+        deadline = time.monotonic() + WAIT_S
+        while not (out / "tile/entries/001").exists():  # the grown log's export under way
+            assert proc.poll() is None, logged(proc)
+            assert time.monotonic() < deadline, f"no export of the grown log in {WAIT_S} s"
+            time.sleep(0.01)
+        proc.send_signal(getattr(signal, sig))
+        lines, err = _stderr_lines(proc)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err, err
+    size = _size_on_disk(out)
+    assert size in ((300, 3300) if when == "under-way" else (3300,)), size
+    assert lines[-1] == f"{word}: " + KEPT.format(out=out, size=size, more=""), err
+    capsys.readouterr()
+    assert _audited(tmp_path, out, signer) == 0, capsys.readouterr()
+    assert f"tiled log OK: has {size} entries" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "code", "words"),
+    [
+        ("SIGTERM", "SIGTERM", 143, "terminated again (SIGTERM)"),
+        ("SIGINT", "SIGINT", 130, "interrupted again"),
+    ],
+)
+def test_a_second_signal_while_the_export_stops_says_what_it_kept(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    first: str,
+    second: str,
+    code: int,
+    words: str,
+) -> None:
+    """A second signal while the stopped export still ends (its store's close held open:
+    tests/close_held.py) ends it at once, saying what the folder holds after its words.
+    Before, a second Ctrl-C said only "interrupted again: stopped without finishing the
+    clean-up", and a second SIGTERM ended the process silently by the signal's default
+    action (-15): the store was closed outside the block that handles SIGTERM."""
+    with _following(tmp_path, 5, module="tests.close_held") as (signer, out, proc):
+        proc.send_signal(getattr(signal, first))
+        read_line(proc, "closing", timeout=WAIT_S)  # the first handled: its clean-up held
+        proc.send_signal(getattr(signal, second))
+        lines, err = _stderr_lines(proc)
+    assert proc.returncode == code, err
+    kept = KEPT.format(out=out, size="300", more=" or more")
+    assert lines[-1] == f"{words}: stopped without finishing the clean-up; {kept}", err
+    assert _size_on_disk(out) == 300
+    capsys.readouterr()
+    assert _audited(tmp_path, out, signer) == 0, capsys.readouterr()
