@@ -85,8 +85,10 @@ def still_holds(fd: int, before: os.stat_result, data: bytes) -> bool:
     if file_identity(os.fstat(fd)) != file_identity(before):
         return False
     at = 0
-    while block := os.pread(fd, min(HASH_PIECE, len(data) + 1 - at), at):
+    while block := os.pread(fd, asked := min(HASH_PIECE, len(data) + 1 - at), at):
         if block != data[at : at + len(block)]:  # also a file longer than ``data``
             return False
         at += len(block)
+        if at == len(data) and len(block) < asked:  # all of it, and then its end: the
+            break  # read at the end (b"") would tell no more (one system call less a file)
     return at == len(data)

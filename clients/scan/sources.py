@@ -403,7 +403,7 @@ class Walker:
                 stack.pop()
                 continue
             ent = entries.pop()  # let go of each entry (and its cached stat) once walked
-            ref = os.path.join(folder, ent.name)
+            ref = ent.path  # os.path.join(folder, ent.name), made in C by the listing
             try:
                 if ent.is_symlink():
                     yield RefusedItem(escape_name(ref), "symbolic link: not followed")
