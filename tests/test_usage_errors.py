@@ -659,6 +659,26 @@ def test_serve_given_a_fifo_or_a_device_as_its_database_is_a_usage_error(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.db", "null.db"]
 
 
+def test_serve_whose_database_lock_is_a_fifo_says_so_and_ends(tmp_path: Path) -> None:
+    """A FIFO at DB.lock held `prov serve --db DB` in the lock's open (for a reader that
+    never came) until a signal stopped it. Now it ends at once, exit 1, naming the lock
+    file, what it is and what to do; the database is not created."""
+    os.mkfifo(tmp_path / "a.db.lock")
+    env = {"PROV_ADMIN_TOKEN": "a" * 32}
+    args = ["serve", "--db", str(tmp_path / "a.db"), "--listen", "127.0.0.1:0"]
+    proc = cli_process(args, env=env)
+    try:
+        _, err = finish(proc, timeout=60)  # before: TimeoutExpired
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (proc.returncode, err[-1500:])
+    assert f"the database lock file {tmp_path / 'a.db.lock'} is a FIFO (named pipe)" in err, err
+    assert "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db.lock"]
+
+
 def test_a_sidecar_missing_a_field_names_the_field(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
