@@ -113,6 +113,45 @@ def test_served_tiles_answer_404_to_any_path(tmp_path: Path) -> None:
         web.stop()
 
 
+def test_served_tiles_never_lead_outside_the_tiles_folder(tmp_path: Path) -> None:
+    """`prov web --tiles-dir` followed symbolic links out of its folder: a link at
+    tile/entries/001 to /etc/passwd was served whole (200, 1,294 bytes), as was one at
+    the checkpoint, or at any tile path whose size bound the target's size fits. Now a
+    file whose real path is outside the folder is answered 404 and never read out; links
+    that stay inside it, and a --tiles-dir that is itself a link, are served as before."""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret " * 36 + b"end!")  # 256 bytes: fits the bounds below
+    big = tmp_path / "outside-big.txt"
+    big.write_bytes(b"secret " * 146 + b"end!!!")  # 1,028: a full bundle is 512 or more
+    real = tmp_path / "tiles"
+    (real / "tile/0/000.p").mkdir(parents=True)
+    (real / "tile/0/001.p").mkdir(parents=True)
+    (real / "tile/entries/000.p").mkdir(parents=True)
+    (real / "tile/0/000.p/3").write_bytes(bytes(96))
+    (real / "tile/0/001.p/3").symlink_to("../000.p/3")  # inside: served
+    (real / "tile/0/000.p/8").symlink_to(outside)
+    (real / "tile/entries/000.p/1").symlink_to(outside)
+    (real / "tile/entries/001").symlink_to(big)
+    (real / "checkpoint").symlink_to(outside)
+    linked = tmp_path / "linked"
+    linked.symlink_to(real)
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(linked))
+    try:
+        base = f"{web.address}/tlog"
+        for inside in ("tile/0/000.p/3", "tile/0/001.p/3"):
+            with urllib.request.urlopen(f"{base}/{inside}") as r:
+                assert r.read() == bytes(96)
+        for path in ("tile/0/000.p/8", "tile/entries/000.p/1", "tile/entries/001", "checkpoint"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{base}/{path}")
+            body = e.value.read()
+            assert e.value.code == 404, (path, e.value.code, body[:80])
+            assert b"secret" not in body and b"outside the" in body, (path, body)
+    finally:
+        web.stop()
+    assert "outside the tiles folder" in web.stderr(), web.stderr()[-2000:]
+
+
 def test_a_tiles_dir_that_is_a_file_is_refused_and_never_a_500(tmp_path: Path) -> None:
     """`prov web --tiles-dir FILE` started, and every GET /tlog/checkpoint was a 500 with
     a NotADirectoryError traceback in the log. Now a --tiles-dir that is a file is a usage

@@ -631,6 +631,54 @@ def test_serve_given_a_folder_as_its_database_is_a_usage_error(
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["data"]
 
 
+def test_serve_given_a_fifo_or_a_device_as_its_database_is_a_usage_error(tmp_path: Path) -> None:
+    """`prov serve --db FIFO` hung in SQLite's open of the FIFO for a writer that never
+    came, and SIGTERM (or Ctrl-C) could not stop it: `timeout 15 prov serve --db fifo.db`
+    still ran 10 minutes later, killed with SIGKILL; `--db` a link to /dev/null ended in
+    a traceback ("sqlite3.OperationalError: disk I/O error") after SQLite wrote to the
+    device (a disk's, as root, would have been written over). Now both exit 2 naming
+    what the path is, before anything is opened. Children killed if they do not end."""
+
+    fifo = tmp_path / "fifo.db"
+    os.mkfifo(fifo)
+    device = tmp_path / "null.db"
+    device.symlink_to("/dev/null")
+    env = {"PROV_ADMIN_TOKEN": "a" * 32}
+    for db, kind in ((fifo, "a FIFO (named pipe)"), (device, "a device")):
+        proc = cli_process(["serve", "--db", str(db), "--listen", "127.0.0.1:0"], env=env)
+        try:
+            _, err = finish(proc, timeout=60)  # before: TimeoutExpired (the FIFO)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 2 and "--db" in err, (db, proc.returncode, err[-1500:])
+        assert f"{db} is {kind}, not a database file" in err, err
+        assert "Traceback" not in err, err
+        assert not (tmp_path / f"{db.name}.lock").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.db", "null.db"]
+
+
+def test_serve_whose_database_lock_is_a_fifo_says_so_and_ends(tmp_path: Path) -> None:
+    """A FIFO at DB.lock held `prov serve --db DB` in the lock's open (for a reader that
+    never came) until a signal stopped it. Now it ends at once, exit 1, naming the lock
+    file, what it is and what to do; the database is not created."""
+    os.mkfifo(tmp_path / "a.db.lock")
+    env = {"PROV_ADMIN_TOKEN": "a" * 32}
+    args = ["serve", "--db", str(tmp_path / "a.db"), "--listen", "127.0.0.1:0"]
+    proc = cli_process(args, env=env)
+    try:
+        _, err = finish(proc, timeout=60)  # before: TimeoutExpired
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, (proc.returncode, err[-1500:])
+    assert f"the database lock file {tmp_path / 'a.db.lock'} is a FIFO (named pipe)" in err, err
+    assert "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db.lock"]
+
+
 def test_a_sidecar_missing_a_field_names_the_field(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1104,6 +1104,35 @@ def test_one_client_has_a_bounded_share_of_json_bodies_in_memory() -> None:
         web.stop()
 
 
+def test_a_json_body_declared_over_its_limit_is_refused_before_it_is_read() -> None:
+    """A lookup whose Content-Length declares more than the 4 MiB a JSON body may hold was
+    waited on for its body: a client declaring 10^20 - 1 bytes and sending two held its
+    connection until the upload idle time (30 s), then read 408 "the upload stalled", a
+    stall it never had, where the upload form answers such a length 413 at once. Now
+    413 naming the limit and the declared length, before the body is read. A real
+    `prov web`, a real socket; no service is needed to refuse it."""
+    from provenance.web.api import MAX_JSON_BYTES
+
+    web = start_web("127.0.0.1:1")
+    host, port = urlsplit(web.address).hostname, urlsplit(web.address).port
+    assert host is not None and port is not None
+    try:
+        for declared in (MAX_JSON_BYTES + 1, 10**20 - 1):
+            with socket.create_connection((host, port), timeout=120) as s:
+                s.sendall(
+                    b"POST /api/v1/lookup HTTP/1.1\r\nHost: localhost\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n{}" % declared
+                )
+                answer = _read_answer(s)
+            assert answer.startswith("HTTP/1.1 413 "), answer
+            body = json.loads(answer.partition("\r\n\r\n")[2])["error"]
+            assert body["status"] == "RESOURCE_EXHAUSTED"
+            assert f"larger than {MAX_JSON_BYTES:,} bytes" in body["message"], body
+            assert f"{declared:,}" in body["message"], body
+    finally:
+        web.stop()
+
+
 def test_stalled_uploads_time_out_and_one_client_cannot_take_every_slot(
     site: DemoSite,
 ) -> None:

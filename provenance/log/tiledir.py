@@ -246,14 +246,42 @@ class NotRegularFileError(OSError):
     """A tiled log's file that is a FIFO, a device or a folder (`read_tile_file`)."""
 
 
-def read_tile_file(path: Path, limit: int = MAX_FILE_BYTES + 1) -> bytes:
+class OutsideFolderError(NotRegularFileError):
+    """A tiled log's file whose real path is outside the folder it is served from (a
+    symbolic link leading out: `read_tile_file` with ``within``). ``real``: that path."""
+
+    def __init__(self, path: Path, real: str) -> None:
+        super().__init__(f"{path} leads outside the tiles folder, to {real}")
+        self.real = real
+
+
+def _outside(handle: IO[bytes], path: Path, within: Path) -> str | None:
+    """The real path of the file open as ``handle`` (read from /proc/self/fd, so a link
+    swapped in after the open changes nothing; without /proc, ``path`` resolved) when it
+    is outside the folder ``within`` (resolved too), else None."""
+    try:
+        real = os.readlink(f"/proc/self/fd/{handle.fileno()}")
+    except OSError:
+        real = os.path.realpath(path)
+    root = os.path.realpath(within)
+    return None if os.path.commonpath([real, root]) == root else real
+
+
+def read_tile_file(
+    path: Path, limit: int = MAX_FILE_BYTES + 1, within: Path | None = None
+) -> bytes:
     """At most ``limit`` bytes of the tiled log's file at ``path``, opened without
     blocking: a FIFO held its reader in open() forever (`prov log audit --tiles DIR`;
     `prov web --tiles-dir` on its event loop) and /dev/zero was read without end. Raises
-    NotRegularFileError, naming what it is, for anything but a regular file; OSError.
+    NotRegularFileError, naming what it is, for anything but a regular file;
+    OutsideFolderError, reading nothing, when ``within`` is given and the file opened is
+    not in that folder (a symbolic link leading out of a served folder: before, `prov
+    web --tiles-dir` served /etc/passwd linked in at tile/entries/001); OSError.
     No more than the file's size and one byte is asked of the read (Python's read(n)
     allocates n bytes at once: 16 MiB for each 8 KiB tile of an audit, before)."""
     with open_regular(path, NotRegularFileError) as handle:
+        if within is not None and (real := _outside(handle, path, within)) is not None:
+            raise OutsideFolderError(path, real)
         size = os.fstat(handle.fileno()).st_size
         return handle.read() if limit < 0 else handle.read(min(limit, size + 1))
 

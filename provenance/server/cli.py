@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import stat
 import threading
 import time
 import types
@@ -36,6 +37,7 @@ from provenance.core.errors import (
     ConfigError,
     ProvenanceError,
 )
+from provenance.core.files import file_kind
 from provenance.core.keyhistory import check_admin_token
 from provenance.terminal import SafeConsole, shown_line
 
@@ -793,6 +795,18 @@ def serve(
             raise typer.BadParameter(
                 f"{db} is a folder; name the SQLite database file (created if missing),"
                 f" e.g. --db {target / 'provenance.db'}",
+                param_hint="--db",
+            )
+        try:
+            mode = target.stat().st_mode
+        except OSError:  # not there yet (created), or SQLite's open says why not
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            # a FIFO held SQLite's open for good, deaf to SIGTERM and Ctrl-C; a device
+            # (a link to one) was written to by SQLite, then a traceback
+            raise typer.BadParameter(
+                f"{db} is {file_kind(mode)}, not a database file; name the SQLite"
+                " database file (created if missing), e.g. --db provenance.db",
                 param_hint="--db",
             )
     key_file: Path | None

@@ -18,10 +18,12 @@ as the store closes, so a refused start leaves the file and its -wal as it found
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ from provenance.core.errors import (
     StoreNotAnsweringError,
     StoreUnavailableError,
 )
+from provenance.core.files import file_kind
 from provenance.store.sql import (
     _LEAF_COLS,
     PUBLIC_DAMAGED,
@@ -200,14 +203,36 @@ def _lock_path(db: Path) -> Path:
     return db.with_name(db.name + ".lock")
 
 
+#: How `_lock_file` opens DB.lock: made if missing, never blocking (a FIFO), no tty taken.
+_LOCK_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+
+
+def _lock_not_regular(path: Path, kind: str) -> ConfigError:
+    """The error for a database lock file ``path`` that is ``kind`` ("a FIFO (named
+    pipe)", `provenance.core.files.file_kind`), not a regular file."""
+    return ConfigError(
+        f"the database lock file {path} is {kind}, not a regular file: move it away (the"
+        " server makes a new one)"
+    )
+
+
 def _lock_file(db: Path) -> IO[bytes]:
     """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
     writer, so a second server on the same database is refused. Raises ConfigError."""
     path = _lock_path(db)
     try:
-        handle = path.open("ab")
+        # O_NONBLOCK: a FIFO there held the open for a reader that never came (until a
+        # signal); now ENXIO, or judged below when something reads it
+        fd = os.open(path, _LOCK_FLAGS, 0o644)
     except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise _lock_not_regular(path, "a FIFO (named pipe)") from e
         raise ConfigError(f"cannot open the database lock file {path}: {e.strerror}") from e
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _lock_not_regular(path, file_kind(mode))
+    handle = os.fdopen(fd, "ab")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:

@@ -218,8 +218,16 @@ async def json_body(request: Request) -> AsyncIterator[bytes]:
     """The request's body, at most `MAX_JSON_BYTES`, counted against its client's share of
     JSON bytes in memory (``WebState.json_shares``, `JSON_BYTES_PER_CLIENT`) from its
     first byte until the block using it ends, under an upload's pace (`timed_body`).
-    Raises WebError: 413 past the size, 429 (``Retry-After``) past the share, 408 when
-    it stalls or drips."""
+    Raises WebError: 413 past the size (before any of it is read when its Content-Length
+    says so: before, a body declared at 10^20 - 1 bytes was waited on until it stalled, then
+    answered 408), 429 (``Retry-After``) past the share, 408 when it stalls or drips."""
+    declared = request.headers.get("content-length", "").strip()
+    if logviews.is_number(declared) and int(declared) > MAX_JSON_BYTES:
+        raise WebError(
+            f"the JSON body is larger than {MAX_JSON_BYTES:,} bytes: its Content-Length is"
+            f" {int(declared):,}",
+            "RESOURCE_EXHAUSTED",
+        )
     web = state(request)
     shares = web.json_shares
     client = client_address(request)

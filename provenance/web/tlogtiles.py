@@ -57,7 +57,7 @@ from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
 from provenance.log.checkpoint import MAX_NOTE_BYTES, not_a_signed_note
-from provenance.log.tiledir import NotRegularFileError, read_tile_file
+from provenance.log.tiledir import NotRegularFileError, OutsideFolderError, read_tile_file
 
 PREFIX = "/tlog"
 """URL prefix of the tiled log: ``/tlog/checkpoint``, ``/tlog/tile/...``."""
@@ -338,20 +338,46 @@ def _prefix(body: bytes, source: tiles.Tile, keep: int, bundle: bool) -> bytes:
     return b"".join(tiles.split_hashes(body, source)[:keep])
 
 
-def _read_regular(path: Path, limit: int = -1) -> bytes:
-    """The bytes of the regular file at ``path`` (`read_tile_file`), at most ``limit``
-    (-1: all). Raises FileNotFoundError (answered 404, as a file not there) for a FIFO, a
-    device or a folder; OSError."""
+def _read_regular(path: Path, within: Path, limit: int = -1) -> bytes:
+    """The bytes of the regular file at ``path`` in the served folder ``within``
+    (`read_tile_file`), at most ``limit`` (-1: all). Raises OutsideFolderError when the
+    file is outside that folder (a symbolic link leading out), FileNotFoundError
+    (answered 404, as a file not there) for a FIFO, a device or a folder; OSError."""
     try:
-        return read_tile_file(path, limit)
+        return read_tile_file(path, limit, within)
+    except OutsideFolderError:
+        raise
     except NotRegularFileError as e:
         raise FileNotFoundError(str(e)) from e
 
 
+def _outside(what: str, error: OutsideFolderError, gate: Every) -> Response:
+    """404 for ``what`` (a path under /tlog/) whose file leads outside the served folder
+    (``error``): never read out, since a link there may lead anywhere the server can
+    read; the real path goes to the log (unless ``gate`` had a line in the last
+    `DAMAGED_LOG_EVERY_S`), never to the client."""
+    if gate.due("outside"):
+        log.warning(
+            "%s: answered 404 to GET %s, not served; a tiles folder holds the files"
+            " `prov log export-tiles` wrote, no links out of it (one such line every %g s"
+            " at most)",
+            error, what, DAMAGED_LOG_EVERY_S,
+        )  # fmt: skip
+    return _not_found(f"{what} (its file leads outside the tiles folder: not served)")
+
+
 def _read(
-    file: Path, rel: str, size: int, source: tiles.Tile, bundle: bool, keep: int, gzip_ok: bool
+    directory: Path,
+    file: Path,
+    rel: str,
+    size: int,
+    source: tiles.Tile,
+    bundle: bool,
+    keep: int,
+    gzip_ok: bool,
 ) -> tuple[bytes, bool]:
-    """The tile of width ``keep`` from the file ``file`` (at ``rel`` in the folder) of the
+    """The tile of width ``keep`` from the file ``file`` (at ``rel`` in the folder
+    ``directory``, outside which nothing is read: `_read_regular`) of the
     tile ``source`` (its entry bundle when ``bundle``; cut with `_prefix` when narrower),
     whose size was checked to be ``size`` bytes (`_check_size`, the client's share taken
     for it): read no further than that size and a byte, and served only if exactly
@@ -360,8 +386,8 @@ def _read(
     share counted, up to 16 MiB more in flight); gzip-compressed when ``gzip_ok`` and it
     is at most `GZIP_MAX_BYTES`; and whether it was. Raises DamagedTileError when the file
     is no tile ``source`` or changed size while it was read, FileNotFoundError when it is
-    gone or no regular file, OSError."""
-    body = _read_regular(file, size + 1)
+    gone or no regular file, OutsideFolderError, OSError."""
+    body = _read_regular(file, directory, size + 1)
     if len(body) != size:
         came = f"{len(body):,}" if len(body) <= size else f"more than {size:,}"
         raise DamagedTileError(
@@ -378,7 +404,7 @@ def _read(
     return body, False
 
 
-def _checkpoint_body(file: Path) -> bytes:
+def _checkpoint_body(file: Path, within: Path) -> bytes:
     """The served folder's checkpoint file ``file``, read without blocking and no further
     than a signed note's `MAX_NOTE_BYTES` and a byte (before, a 256 MiB file was read
     whole on the event loop). Raises FileNotFoundError (or NotADirectoryError) when none
@@ -387,10 +413,14 @@ def _checkpoint_body(file: Path) -> bytes:
     no regular file (a FIFO, a folder), or cannot be read (a link that loops): the
     server's fault, a 500 as for a damaged tile. Before, each of these was a 404, as if
     the log were not there, the 200 of a note cut short, or starlette's bare 500 with a
-    traceback."""
+    traceback. Raises OutsideFolderError, reading nothing, when the file is outside the
+    served folder ``within`` (a symbolic link leading out: a 404, its real path logged,
+    never told the client)."""
     rel = tiles.CHECKPOINT_PATH
     try:
-        body = read_tile_file(file, MAX_NOTE_BYTES + 1)
+        body = read_tile_file(file, MAX_NOTE_BYTES + 1, within)
+    except OutsideFolderError:
+        raise
     except NotRegularFileError as e:  # "PATH is a FIFO (named pipe), not a regular file"
         raise DamagedTileError(file, rel, str(e).removeprefix(f"{file} ")) from e
     except (FileNotFoundError, NotADirectoryError):
@@ -417,7 +447,9 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
 
     async def checkpoint(request: Request) -> Response:
         try:
-            body = _checkpoint_body(directory / tiles.CHECKPOINT_PATH)
+            body = _checkpoint_body(directory / tiles.CHECKPOINT_PATH, directory)
+        except OutsideFolderError as e:
+            return _outside(f"{PREFIX}/checkpoint", e, damaged_log)
         except (FileNotFoundError, NotADirectoryError):
             return _not_found("checkpoint (the log has not been exported yet)")
         except DamagedTileError as e:
@@ -458,6 +490,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
             # web front (pages, API, uploads) was answered
             body, gzipped = await anyio.to_thread.run_sync(
                 _read,
+                directory,
                 file,
                 rel,
                 size,
@@ -467,6 +500,9 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
                 gzipped,
                 limiter=file_workers,
             )
+        except OutsideFolderError as e:
+            shares.give(client, size)
+            return _outside(f"{PREFIX}/{path}", e, damaged_log)
         except (FileNotFoundError, NotADirectoryError):
             shares.give(client, size)
             return _not_found(f"/tlog/{path}")
