@@ -16,9 +16,11 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from clients.cli import main as prov_main
-from tests.conftest import SAMPLES, ServerProc
+from tests.conftest import SAMPLES, Cli, ServerProc, cli_process, closed_port
+from tests.test_cli_interrupt import ctrl_c_held
 
 
 def _connections_to(port: int) -> list[str]:
@@ -43,3 +45,38 @@ def test_an_in_process_scan_leaves_no_connection_open(server: ServerProc, tmp_pa
     while (left := _connections_to(port)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == [], left
+
+
+def test_an_in_process_scan_stopped_inside_a_grpc_call_still_sums_up(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C whose KeyboardInterrupt is raised inside gRPC with the call's lock taken
+    (tests/sigint_held.py holds that moment open: CPython can run the handler there) leaves
+    the channel's close waiting for good; the in-process scan's close of its clients does
+    not wait for it: the scan still says what it did, exit 130. Before (fe7dc345, the close
+    added), it waited until `clients.interrupt.ctrl_c_deadline` ended the process 30 s
+    later with only its note ("interrupted; the rows so far are kept in ...") and no word
+    of the scan's own; and before that change it never closed them."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", folder / "rocket.jpg"))
+    monkeypatch.setenv("PROV_SERVER", closed_port())  # signed, queued: not in the log
+    assert prov_main(["sign", str(photo)]) == 4
+    # the log does not hold it: the scan uploads it with its sidecar, the call held
+    report = tmp_path / "r.jsonl"
+    args = ["scan", str(folder), "--report", str(report), "--workers", "0"]
+    proc = cli_process(
+        [*args, "--server", server.address],
+        tmp_path,
+        env={"PYTHONFAULTHANDLER": "1"},
+        module="tests.sigint_held",
+    )
+    err = ctrl_c_held(proc)
+    assert proc.returncode == 130, err
+    flat = " ".join(err.split())
+    # the scan's own words (a colon), not the deadline's note (a semicolon)
+    assert "no files scanned in this run" in flat, err
+    assert (
+        f"interrupted: the rows so far are kept in {report}; the same command with --resume"
+        " continues the scan" in flat
+    ), err

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -148,13 +149,23 @@ def _client(address: str) -> ProvenanceClient:
     return _CLIENTS[address]
 
 
-def close_clients() -> None:
+def close_clients(wait: bool = True) -> None:
     """Close this process's clients (one per server address, kept from batch to batch),
     as an in-process scan (``--workers 0``) ends: otherwise the process that ran it kept
     each one's connection, or, once its server had stopped, its retries of that address
-    (every 2 minutes at most) for as long as it ran. A later batch opens a new one."""
+    (every 2 minutes at most) for as long as it ran. A later batch opens a new one.
+
+    ``wait=False`` (a scan stopped by Ctrl-C or SIGTERM): each is closed on a daemon
+    thread of its own, not waited for. The signal's KeyboardInterrupt can have been raised
+    inside gRPC with a call's lock taken (`clients.interrupt`), and that channel's close
+    then waits for good: the scan waited in it until `clients.interrupt.ctrl_c_deadline`
+    ended the process 30 s later, without its summary."""
     while _CLIENTS:
-        _CLIENTS.popitem()[1].close()
+        client = _CLIENTS.popitem()[1]
+        if wait:
+            client.close()
+        else:
+            threading.Thread(target=client.close, name="close-scan-client", daemon=True).start()
 
 
 def _local_detector(secret: bytes) -> Any:
