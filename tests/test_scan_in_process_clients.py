@@ -12,6 +12,7 @@ test_submit_deadline; tests/test_client_own_connection.py)."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -19,6 +20,9 @@ import psutil
 import pytest
 
 from clients.cli import main as prov_main
+from clients.scan.engines import LocalEngine
+from clients.scan.pipeline import run_scan
+from clients.scan.worker import ScanConfig
 from tests.conftest import SAMPLES, Cli, ServerProc, cli_process, closed_port
 from tests.test_cli_interrupt import ctrl_c_held
 
@@ -80,3 +84,51 @@ def test_an_in_process_scan_stopped_inside_a_grpc_call_still_sums_up(
         f"interrupted: the rows so far are kept in {report}; the same command with --resume"
         " continues the scan" in flat
     ), err
+
+
+def test_in_process_scans_running_at_once_in_one_process_all_finish(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """Two in-process scans of one server in two threads of a process (a program scanning
+    two folders at once): one that ends does not close the other's connection. They share
+    the process's client of that address (`clients.scan.worker`); before, the first to end
+    closed it under the other: 'ValueError: Cannot invoke RPC on closed channel!' out of
+    the other's next call (both scans of this test failed so, fe7dc345)."""
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    big, small = tmp_path / "big", tmp_path / "small"
+    big.mkdir()
+    small.mkdir()
+    for i in range(200):  # many batches: the small scans start and end while it runs
+        (big / f"b{i:03}.jpg").write_bytes(data + i.to_bytes(4, "big"))
+    (small / "s.jpg").write_bytes(data)
+    config = ScanConfig(server=server.address)
+    done = threading.Event()
+    failed: list[BaseException] = []
+    scanned: list[int] = []
+
+    def scan_big() -> None:
+        try:
+            scanned.append(
+                run_scan([str(big)], tmp_path / "big.jsonl", config, LocalEngine(0)).scanned
+            )
+        except BaseException as e:
+            failed.append(e)
+        finally:
+            done.set()
+
+    def scan_small(k: int) -> None:
+        report = tmp_path / f"small{k}.jsonl"
+        assert run_scan([str(small)], report, config, LocalEngine(0)).scanned == 1
+
+    thread = threading.Thread(target=scan_big)
+    thread.start()
+    k = 0
+    try:
+        while not done.is_set():  # small scans, one after another, as long as it runs
+            scan_small(k)
+            k += 1
+    finally:
+        thread.join()
+    assert failed == [], failed
+    assert scanned == [200]
+    scan_small(k)  # the client closed as the last one ended: a later scan opens another
