@@ -67,6 +67,25 @@ def _interrupted(
     return proc.returncode, err
 
 
+def ctrl_c_held(proc: subprocess.Popen[str], again: bool = False) -> str:
+    """Ctrl-C (SIGINT) to ``proc``, a `prov` run by tests/sigint_held.py, once it holds
+    gRPC's call lock ("holding"), and with ``again`` a second one once the first was
+    raised there ("raised": its clean-up hangs now); ``proc``'s stderr once it has ended,
+    within `STOP_WAIT_S` (else TimeoutExpired). It is killed on the way out if still
+    running."""
+    try:
+        read_line(proc, "holding")
+        proc.send_signal(signal.SIGINT)
+        if again:
+            read_line(proc, "raised")
+            proc.send_signal(signal.SIGINT)
+        return finish(proc, timeout=STOP_WAIT_S)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_ctrl_c_says_interrupted_and_exits_130(tmp_path: Path) -> None:
     photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
     rc, err = _interrupted(["verify", str(photo), "--no-detect"], tmp_path)
@@ -107,16 +126,12 @@ def test_a_second_ctrl_c_ends_a_command_whose_clean_up_hangs_at_once(tmp_path: P
         proc = cli_process(args, tmp_path, module="tests.sigint_held")
         try:
             conn, _ = silent.accept()
-            with conn:
-                read_line(proc, "holding")
-                proc.send_signal(signal.SIGINT)
-                read_line(proc, "raised")  # the first one handled: the clean-up hangs now
-                proc.send_signal(signal.SIGINT)
-                _, err = finish(proc, timeout=STOP_WAIT_S)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        with conn:
+            err = ctrl_c_held(proc, again=True)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [
         "interrupted again: stopped without finishing the clean-up"

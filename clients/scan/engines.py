@@ -50,7 +50,7 @@ from clients.interrupt import (
     raises_keyboard_interrupt,
 )
 from clients.scan.sources import Item
-from clients.scan.worker import ScanConfig, close_clients, process_batch
+from clients.scan.worker import ScanConfig, close_clients, process_batch, scan_started
 from provenance.core.errors import ConfigError, WorkerError
 
 log = logging.getLogger(__name__)
@@ -355,11 +355,16 @@ class LocalEngine:
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:
         if self.workers == 0:
+            stopped = False  # by a signal: its exception may have left a gRPC lock taken
+            scan_started()
             try:
                 for batch in batches:
                     yield process_batch(batch, config)
+            except KeyboardInterrupt:
+                stopped = True
+                raise
             finally:  # this process's connections end with the scan
-                close_clients()
+                close_clients(wait=not stopped)
             return
         context = _PoolContext(_worker_context())
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_exit_with_parent)

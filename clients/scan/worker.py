@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -97,6 +98,10 @@ MEASURE_FAILED = (
 )
 
 _CLIENTS: dict[str, ProvenanceClient] = {}
+#: Guards `_CLIENTS` and `_SCANS_RUNNING` (in-process scans may run in several threads).
+_CLIENTS_LOCK = threading.Lock()
+#: In-process scans (``--workers 0``) of this process running now (`scan_started`).
+_SCANS_RUNNING = 0
 log = logging.getLogger(__name__)
 _DETECTORS: dict[bytes, Any] = {}
 #: One evidence checker per pinned log key in this process: its checkpoints' signatures
@@ -143,18 +148,47 @@ def _checked_evidence(
 
 
 def _client(address: str) -> ProvenanceClient:
-    if address not in _CLIENTS:
-        _CLIENTS[address] = ProvenanceClient(address)
-    return _CLIENTS[address]
+    with _CLIENTS_LOCK:  # two in-process scans' threads: one client, none left unclosed
+        if address not in _CLIENTS:
+            _CLIENTS[address] = ProvenanceClient(address)
+        return _CLIENTS[address]
 
 
-def close_clients() -> None:
-    """Close this process's clients (one per server address, kept from batch to batch),
-    as an in-process scan (``--workers 0``) ends: otherwise the process that ran it kept
-    each one's connection, or, once its server had stopped, its retries of that address
-    (every 2 minutes at most) for as long as it ran. A later batch opens a new one."""
-    while _CLIENTS:
-        _CLIENTS.popitem()[1].close()
+def scan_started() -> None:
+    """An in-process scan (``--workers 0``) of this process starts: its end
+    (`close_clients`) closes this process's clients only once no other is running."""
+    global _SCANS_RUNNING
+    with _CLIENTS_LOCK:
+        _SCANS_RUNNING += 1
+
+
+def close_clients(wait: bool = True) -> None:
+    """An in-process scan (``--workers 0``, begun with `scan_started`) ends: close this
+    process's clients (one per server address, kept from batch to batch) unless another
+    in-process scan of this process still runs (a program scanning two folders at once in
+    two threads: before, the first to end closed the client the other was using, whose
+    next call raised "ValueError: Cannot invoke RPC on closed channel!"). Otherwise the
+    process that ran it kept each one's connection, or, once its server had stopped, its
+    retries of that address (every 2 minutes at most) for as long as it ran. A later
+    batch opens a new one.
+
+    ``wait=False`` (a scan stopped by Ctrl-C or SIGTERM): each is closed on a daemon
+    thread of its own, not waited for. The signal's KeyboardInterrupt can have been raised
+    inside gRPC with a call's lock taken (`clients.interrupt`), and that channel's close
+    then waits for good: the scan waited in it until `clients.interrupt.ctrl_c_deadline`
+    ended the process 30 s later, without its summary."""
+    global _SCANS_RUNNING
+    with _CLIENTS_LOCK:
+        _SCANS_RUNNING = max(0, _SCANS_RUNNING - 1)
+        if _SCANS_RUNNING:
+            return
+        clients = list(_CLIENTS.values())
+        _CLIENTS.clear()
+    for client in clients:
+        if wait:
+            client.close()
+        else:
+            threading.Thread(target=client.close, name="close-scan-client", daemon=True).start()
 
 
 def _local_detector(secret: bytes) -> Any:
