@@ -34,7 +34,15 @@ from provenance.log.tiledir import MAX_FILE_BYTES, fetcher
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.contract import MAX_MESSAGE_BYTES
 from tests.conftest import SAMPLES, Answers, ServerProc
-from tests.test_tiles import ORIGIN, _audit, _encoding_server, _Quiet, _serving, _tiled_log
+from tests.test_tiles import (
+    ORIGIN,
+    _answering,
+    _audit,
+    _encoding_server,
+    _Quiet,
+    _serving,
+    _tiled_log,
+)
 
 _EMPTY_MEMBER = gzip.compress(b"", mtime=0)
 
@@ -583,3 +591,31 @@ def test_a_gzip_tile_past_a_cap_names_the_cap_it_passed(
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 3, err
     assert err == "LOG INTEGRITY FAILURE: " + said.format(url=f"{url}tile/0/000"), err
+
+
+@pytest.mark.parametrize(
+    ("body", "quoted"),
+    [
+        (b"", ""),
+        (b"disk on fire\n", " (the server says: disk on fire)"),
+        (b"busy: Try again later.\n", " (the server says: busy: Try again later.)"),
+    ],
+    ids=["no-words", "other-words", "its-own-try-later"],
+)
+def test_a_server_failing_says_try_again_later_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: bytes, quoted: str
+) -> None:
+    """A tiles server answering 500: the audit says the server failed and to try again
+    later once, in its own words unless the server's quoted line ends saying so (`prov
+    web`'s damaged-file 500 does: the line said it twice before, h-tilefile57); exit 1."""
+    failing = _answering(500, body, "text/plain; charset=utf-8")
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    with _serving(failing) as url:
+        rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err.strip()
+    later = "" if "again later" in quoted else "; try again later"
+    assert err == (
+        f"error: cannot fetch {url}checkpoint: the server failed to serve it (HTTP 500"
+        f" Internal Server Error), its own fault, not the log's{later}{quoted}"
+    ), err
+    assert err.lower().count("try again later") == 1 and rc == 1, (rc, err)

@@ -252,6 +252,20 @@ class _Quiet(BaseHTTPRequestHandler):
         pass
 
 
+def _answering(status: int, body: bytes, content_type: str) -> type[BaseHTTPRequestHandler]:
+    """A handler answering every GET with ``status`` and ``body`` of ``content_type``."""
+
+    class Answering(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Answering
+
+
 def _encoding_server(
     folder: Path, encoding: str, encode: Callable[[bytes], bytes]
 ) -> type[BaseHTTPRequestHandler]:
@@ -535,15 +549,7 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
     A checkpoint that is a signed note by another key is still exit 3."""
 
     page = b"<!doctype html>\n<html><body>Welcome</body></html>\n"
-
-    class Fallback(_Quiet):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
+    fallback = _answering(200, page, "text/html")
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
     vkey = signer.verifier_key()
     folders = {}
@@ -558,7 +564,7 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
         folders[name] = tmp_path / name.replace(" ", "-")
         folders[name].mkdir()
         (folders[name] / "checkpoint").write_bytes(content)
-    with _serving(Fallback) as url:
+    with _serving(fallback) as url:
         for where in [url, *map(str, folders.values())]:
             state = str(tmp_path / "state.json")
             rc = _audit("--state", state, "--tiles", where, "--log-key", vkey)
@@ -1128,12 +1134,14 @@ def test_an_export_into_a_folder_of_special_files_refuses_them_unread(
     assert "000 is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err, err
 
 
-def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_path: Path) -> None:
+def test_served_tiles_that_are_no_regular_file_are_500_and_block_nothing(tmp_path: Path) -> None:
     """`prov web --tiles-dir`: a `checkpoint` that is a FIFO was read on the event loop,
     which blocked in open() and left every request of the web unanswered; a tile linking
     to /dev/zero was read without end by a file worker. Each is now opened without
-    blocking, and the web goes on: the tile is answered 404 as a file that is not there,
-    the checkpoint 500 as a damaged one (h-tidy57; a 404 before)."""
+    blocking, and the web goes on: each is answered 500 as a damaged file of the server's
+    (the checkpoint since h-tidy57, the tile since h-tilefile57; a 404 before, as a file
+    not there, which a client takes for a tile the log lacks: see
+    test_a_served_tile_file_that_is_no_regular_file_is_a_500_and_a_missing_one_a_404)."""
     import os
 
     os.mkfifo(tmp_path / "checkpoint")
@@ -1141,7 +1149,7 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
     (tmp_path / "tile" / "0" / "000").symlink_to("/dev/zero")
     web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
     try:
-        for path, code in (("tlog/checkpoint", 500), ("tlog/tile/0/000", 404)):
+        for path, code in (("tlog/checkpoint", 500), ("tlog/tile/0/000", 500)):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(f"{web.address}/{path}", timeout=10)
             assert e.value.code == code, (path, e.value.code)
@@ -1594,7 +1602,7 @@ def test_an_audit_of_a_web_serving_a_damaged_tile_says_the_server_failed_try_lat
     err = capsys.readouterr().err
     assert rc == 1, err
     assert f"cannot fetch {web.address}/tlog/tile/0/000: the server failed" in err, err
-    assert "try again later" in err and "LOG INTEGRITY" not in err, err
+    assert err.count("try again later") == 1 and "LOG INTEGRITY" not in err, err
     assert "damaged on this server: its file is 8,224 bytes" in err, err
     assert len(err) < 1500, err
 
@@ -1678,10 +1686,78 @@ def test_a_served_checkpoint_file_that_is_damaged_is_a_500_and_the_audit_says_tr
     assert rc == 1, err
     assert err.startswith(
         f"error: cannot fetch {web.address}/tlog/checkpoint: the server failed to serve it"
-        " (HTTP 500 Internal Server Error), its own fault, not the log's; try again later"
-        " (the server says: /tlog/checkpoint is damaged on this server: its file"
+        " (HTTP 500 Internal Server Error), its own fault, not the log's (the server says:"
+        " /tlog/checkpoint is damaged on this server: its file"
     ), err
+    assert err.count("try again later") == 1, err  # the server's words say it
     assert "no tiled log" not in err and "INTEGRITY" not in err, err
     log = web.stderr()
     assert "Traceback" not in log, log[-3000:]
     assert f"the checkpoint file {checkpoint} is no signed note" in log, log[-3000:]
+
+
+def test_a_served_tile_file_that_is_no_regular_file_is_a_500_and_a_missing_one_a_404(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov web --tiles-dir`: a tile or entry bundle whose path is there in the folder but
+    is no regular file (a FIFO, a folder, a link to /dev/zero, a link that loops), or a
+    narrower partial tile cut from such a file, is the server's fault, as a checkpoint so
+    damaged is (h-tidy57): 500 in words, no-store, logged, never opened, no traceback.
+    Before: 404 for the FIFO, folder and /dev/zero (a client then reports the log as not
+    serving the tile: with the partial tiles, a LOG INTEGRITY FAILURE), and starlette's
+    bare 500 'Internal Server Error' with a traceback for the looping link. A tile not
+    there, or a link to nothing, stays 404. `prov log audit --tiles URL` then says the
+    server failed, saying "try again later" once (twice before: its words and the
+    server's), exit 1. A real export, a real `prov web`, the real audit CLI."""
+    import os
+
+    signer, out = _exported_261(tmp_path)
+    os.unlink(out / "tile/0/000")
+    os.mkfifo(out / "tile/0/000")
+    os.unlink(out / "tile/0/001.p/5")
+    (out / "tile/0/001.p/5").symlink_to("/dev/zero")
+    os.unlink(out / "tile/entries/000")
+    (out / "tile/entries/000").symlink_to(out / "tile/entries/000")
+    os.unlink(out / "tile/entries/001.p/5")
+    (out / "tile/entries/001.p/5").mkdir()
+    (out / "tile/1/000.p/2").symlink_to(out / "nowhere")  # a link to nothing: not there
+    damaged = {
+        "tile/0/000": "its file is a FIFO (named pipe), not a regular file",
+        "tile/0/001.p/5": "its file is a device, not a regular file",
+        "tile/0/001.p/3": "it is cut from tile/0/001.p/5, whose file is a device, not a regular file",
+        "tile/entries/000": "its file cannot be read (Too many levels of symbolic links)",
+        "tile/entries/001.p/5": "its file is a folder, not a regular file",
+        "tile/entries/001.p/2": "it is cut from tile/entries/001.p/5, whose file is a folder, not a regular"
+        " file",
+    }
+    missing = ["tile/0/002", "tile/1/000", "tile/1/000.p/2", "tile/2/000.p/1"]
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        answers = {path: _get(f"{web.address}/tlog/{path}") for path in [*damaged, *missing]}
+        intact = _get(f"{web.address}/tlog/tile/1/000.p/1")
+        capsys.readouterr()
+        rc = _audit(
+            "--state", str(tmp_path / "s.json"), "--tiles", f"{web.address}/tlog",
+            "--log-key", signer.verifier_key(),
+        )  # fmt: skip
+        err = " ".join(capsys.readouterr().err.split())
+    finally:
+        web.stop()
+    codes = {path: a[0] for path, a in answers.items()}
+    assert codes == {**dict.fromkeys(damaged, 500), **dict.fromkeys(missing, 404)}, answers
+    assert intact[0] == 200, intact
+    for path, words in damaged.items():
+        _, said, cache = answers[path]
+        assert said == (
+            f"/tlog/{path} is damaged on this server: {words}; the server's operator is"
+            " told so in its log; try again later\n"
+        ), said
+        assert cache == "no-store", (path, cache)
+    log = web.stderr()
+    assert "Traceback" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "answered 500 to GET /tlog/tile/" in line]
+    assert 1 <= len(lines) < len(damaged), log[-3000:]  # one line a minute at most
+    assert f"the tile file {out / 'tile/0/000'} is a FIFO (named pipe)" in lines[0], lines
+    assert rc == 1, err
+    assert "is damaged on this server" in err and "INTEGRITY" not in err, err
+    assert err.count("try again later") == 1, err

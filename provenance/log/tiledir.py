@@ -571,10 +571,10 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
 
 def _server_says(error: urllib.error.HTTPError) -> str:
     """The first line of the body of the server's error answer ``error``, escaped and cut
-    to `SHOWN_TARGET_CHARS` (`clipped_line`), as " (the server says: ...)"; "" when it
-    has none, sent it encoded, or it cannot be read. At most 4 x `SHOWN_TARGET_CHARS`
-    bytes of it are read. (`prov web` says why: "/tlog/tile/0/000 is damaged on this
-    server: its file is 8,224 bytes, ...".)"""
+    to `SHOWN_TARGET_CHARS` (`clipped_line`); "" when it has none, sent it encoded, or it
+    cannot be read. At most 4 x `SHOWN_TARGET_CHARS` bytes of it are read. (`prov web`
+    says why: "/tlog/tile/0/000 is damaged on this server: its file is 8,224 bytes, ...;
+    try again later".)"""
     encoding = error.headers.get("Content-Encoding", "identity").strip().lower()
     if error.fp is None or encoding not in ("identity", ""):
         return ""
@@ -583,7 +583,20 @@ def _server_says(error: urllib.error.HTTPError) -> str:
     except (OSError, http.client.HTTPException):
         return ""
     line = head.decode("utf-8", "replace").split("\n", 1)[0].strip()
-    return f" (the server says: {clipped_line(line, SHOWN_TARGET_CHARS)})" if line else ""
+    return clipped_line(line, SHOWN_TARGET_CHARS) if line else ""
+
+
+def _server_failed(url: str, code: int, reason: str, says: str) -> str:
+    """The words for the server's failure (HTTP ``code`` ``reason``, 5xx) to serve ``url``,
+    with what it ``says`` (`_server_says`) quoted, and to try again later, said once:
+    left to the server's words when they end so (`prov web`'s do; before, the line said
+    it twice)."""
+    quoted = f" (the server says: {says})" if says else ""
+    later = says.rstrip(" .!").lower().endswith("try again later")
+    return (
+        f"cannot fetch {url}: the server failed to serve it (HTTP {code} {reason}), its own"
+        f" fault, not the log's{'' if later else '; try again later'}{quoted}"
+    )
 
 
 def _fetch_url(
@@ -623,10 +636,7 @@ def _fetch_url(
             ) from e
         reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
         if e.code >= 500:
-            raise TransportError(
-                f"cannot fetch {url}: the server failed to serve it (HTTP {e.code}"
-                f" {reason}), its own fault, not the log's; try again later" + _server_says(e)
-            ) from e
+            raise TransportError(_server_failed(url, e.code, reason, _server_says(e))) from e
         raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
         raise TransportError(_fetch_failure(e, url)) from e
