@@ -535,7 +535,7 @@ def _late(url: str, deadline_s: float) -> TransportError:
     return TransportError(f"{url} took more than {deadline_s:g} s to arrive")
 
 
-def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
+def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES, whole: bool = False) -> bytes:
     """The file at ``url`` from its gzip-encoded ``data``: every member of the stream
     (RFC 1952 2.2: a gzip file is a series of members, as a server flushing its
     compressor, concatenating files, or bgzip's 64 KiB blocks send; before, the first
@@ -543,7 +543,9 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
     of an intact log), NUL padding after the last ignored (as gzip(1) does). Time and
     copying are linear in ``len(data)`` whatever the member count (`GZIP_FEED_BYTES`).
     Raises LogIntegrityError past ``most`` bytes inflated (inflating no further),
-    TransportError for a stream cut short, zlib.error for bytes that are no gzip member."""
+    TransportError for a stream cut short, zlib.error for bytes that are no gzip member.
+    ``whole``: ``data`` is all the body its framing announced (a Content-Length, chunks),
+    so a stream cut short was cut by the server, not by a connection closed early."""
     out = bytearray()
     view = memoryview(data)
     at = 0  # where the next member starts in data
@@ -552,11 +554,8 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
         inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         feed = first
         while not inflate.eof:
-            if at >= len(data):  # cut short: a network's fault, not the log's
-                raise TransportError(
-                    f"cannot fetch {url}: its gzip stream ended before its end (the"
-                    " connection closed early); try again"
-                )
+            if at >= len(data):  # cut short: the server's or a network's, not the log's
+                raise TransportError(_gzip_cut(url, len(data), whole))
             chunk = view[at : at + feed]
             at += len(chunk)
             out += inflate.decompress(chunk, most + 1 - len(out))
@@ -567,6 +566,23 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
         if at == len(data) or (data[at] == 0 and data.count(0, at) == len(data) - at):
             return bytes(out)  # the end, or NUL padding to it (counted once: a NUL
             # starts no member, so any other byte after one fails the next's header)
+
+
+def _gzip_cut(url: str, sent: int, whole: bool) -> str:
+    """Why the gzip stream of ``url`` (``sent`` bytes) ending before its end is no file:
+    when it is the ``whole`` body its framing announced, the server (or a proxy) cut it,
+    and a fetch again gets the same; else the connection may have closed early. (Before,
+    the connection was said to have closed early, to try again, in either case.)"""
+    if whole:
+        return (
+            f"cannot fetch {url}: its gzip stream ends before its end, though the server"
+            f" sent the whole body it announced ({sent:,} bytes): the server, or a proxy"
+            " on the way, cut it; try again later, or tell the server's operator"
+        )
+    return (
+        f"cannot fetch {url}: its gzip stream ended before its end (the connection closed"
+        " early); try again"
+    )
 
 
 def _server_says(error: urllib.error.HTTPError) -> str:
@@ -613,6 +629,8 @@ def _fetch_url(
             request, timeout=FETCH_TIMEOUT_S
         ) as response:
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding == "x-gzip":  # the same as gzip (RFC 9110 8.4.1.3)
+                encoding = "gzip"
             if encoding not in ("identity", "", "gzip"):
                 # not asked for: its bytes are not the file's (a LOG INTEGRITY FAILURE of
                 # an intact log, before); refused unread
@@ -623,7 +641,10 @@ def _fetch_url(
             if encoding != "gzip":
                 return _read_by_deadline(response, url, cutoff.seconds, most)
             data = _read_by_deadline(response, url, cutoff.seconds, sent_most)
-            return _gunzip(data, url, most)
+            # framed by a Content-Length or chunks (all read, or an error was raised),
+            # not by the connection's close
+            whole = response.chunked or response.length is not None
+            return _gunzip(data, url, most, whole)
     except OverBudget as e:
         raise TransportError(f"cannot fetch {url}: {e}") from None
     except urllib.error.HTTPError as e:
