@@ -876,6 +876,43 @@ def test_one_ipv6_host_gets_one_share_of_tile_bytes_in_flight(tmp_path: Path) ->
     assert out["after_gone"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
 
 
+def test_an_export_into_another_logs_folder_is_refused_and_leaves_it_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log export-tiles DIR --db B` into a folder holding log A's export of 300
+    entries (another log, or this log's database before it was rebuilt): the export
+    kept A's tiles under A's checkpoint size, wrote B's after them, dropped A's partial
+    tiles for B's full ones, and said "exported 3300 entries" (exit 0); the folder then
+    failed its audit, "LOG INTEGRITY FAILURE: tile/0/000 does not hash to hash 0 of
+    tile/1/000.p/12: a tile was edited" (exit 3), a false alarm of tampering, and an
+    export stopped by a signal in between left A's checkpoint over B's tiles, though its
+    line said the folder held a complete tiled log of 300 entries. Now the folder's
+    checkpoint is checked against the store's tree at its size first: another root is
+    refused, exit 1, nothing written, and A's export still audits."""
+    signers = {name: LogSigner(Ed25519PrivateKey.generate(), ORIGIN) for name in "ab"}
+    for name, count, seed in (("a", 300, 1), ("b", 3300, 2)):
+        store = open_store(tmp_path / f"{name}.db")
+        _fill(store, signers[name], count, seed=seed)
+        store.close()
+    out = tmp_path / "tiles"
+    assert prov_main(["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")]) == 0
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    rc = prov_main(["log", "export-tiles", str(out), "--db", str(tmp_path / "b.db")])
+    said = capsys.readouterr()
+    assert rc == 1, (said.out, said.err)
+    assert " ".join(said.err.split()) == (
+        f"error: {out} holds an export of another log: its checkpoint of 300 entries has"
+        " another root hash than this database's log at 300 entries (another log's, or"
+        " this one's before it was rebuilt or forked), so its tiles are not this log's;"
+        " export into an empty folder, or give the database of the log exported there"
+    ), said.err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    state = str(tmp_path / "s.json")
+    key_a = signers["a"].verifier_key()
+    assert _audit("--state", state, "--tiles", str(out), "--log-key", key_a) == 0
+
+
 def test_an_entry_too_large_for_a_bundle_stops_the_export_naming_its_index(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

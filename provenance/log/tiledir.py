@@ -118,6 +118,13 @@ def exported_size(directory: Path) -> int | None:
     or None if it has none: the export there is a whole tiled log of that size, as
     `export_tiles` writes the checkpoint last. Raises ConfigError when it is no
     checkpoint (over `MAX_NOTE_BYTES` too, read no further) or cannot be read."""
+    held = _exported_checkpoint(directory)
+    return None if held is None else held.size
+
+
+def _exported_checkpoint(directory: Path) -> Checkpoint | None:
+    """The checkpoint already in ``directory`` (its signature not checked), or None if it
+    has none; raises as `exported_size`."""
     path = directory / tiles.CHECKPOINT_PATH
     try:
         data = _read_local(path, MAX_NOTE_BYTES + 1)
@@ -127,7 +134,7 @@ def exported_size(directory: Path) -> int | None:
         raise ConfigError(f"{_too_large(str(path), MAX_NOTE_BYTES)}; is {directory} a tiled log?")
     text = data.decode(errors="replace")
     try:
-        return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
+        return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1])
     except LogError as e:
         raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
 
@@ -140,7 +147,9 @@ def export_tiles(
     Writes missing full tiles and bundles, the partial ones of this size, then the
     checkpoint. Each bundle's entries are checked against the tile's leaf hashes before it
     is written. ``progress(done, total)`` is called per level-0 tile. Raises ConfigError
-    when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback),
+    when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback)
+    or one whose root is not the store's tree's at its size (another log's export: its
+    tiles kept and this log's added to them failed the audit, before; nothing written),
     or a checkpoint or tile to read that is no regular file (a FIFO, a device: unread),
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
     for an entry too large for a bundle (naming its index; no bundle holding it and no
@@ -151,11 +160,23 @@ def export_tiles(
     if latest is None:
         return ExportResult(0, 0, 0, signed=False)
     size, note = latest
-    before = exported_size(directory)
+    held = _exported_checkpoint(directory)
+    before = None if held is None else held.size
     if before is not None and before > size:
         raise ConfigError(
             f"{directory} already holds a checkpoint of {before} entries, more than the"
             f" store's {size}: it is another log's export, or this store was rolled back"
+        )
+    if held is not None and held.root_hash != merkle.root(held.size, store.get_nodes):
+        # its tiles are another tree's: kept under its size, mixed with this log's past
+        # it (its partial tiles dropped for this log's full ones), they failed the audit
+        held_entries = f"{held.size:,} entr{'y' if held.size == 1 else 'ies'}"
+        raise ConfigError(
+            f"{directory} holds an export of another log: its checkpoint of {held_entries} has"
+            f" another root hash than this database's log at {held_entries} (another log's,"
+            " or this one's before it was rebuilt or forked), so its tiles are not this"
+            " log's; export into an empty folder, or give the database of the log exported"
+            " there"
         )
     all_tiles = tiles.tiles_for_size(size)
     level0 = sum(1 for t in all_tiles if t.level == 0)
