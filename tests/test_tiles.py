@@ -1341,20 +1341,27 @@ def test_a_tile_file_that_grows_between_its_check_and_its_read_is_a_500(
     holds its share with a 12 MiB bundle it leaves unread, so its request for the small
     bundle is checked, then waits for the share (`TILE_WAIT_S`); the file grows by
     100,000 bytes (within its bound of 327,685) while it waits, then the first bundle is
-    hung up. The growth may come before the check on a loaded machine (then 200 at the
+    hung up (both bundles are well formed: the web walks a bundle's length prefixes
+    since h-tilefile57). The growth may come before the check on a loaded machine (then 200 at the
     new size, which is right), so it is tried until a 500 comes. Before: 200 every time
     (120 s of tries), 100,603 bytes sent for a share of 603; a real `prov web`, real sockets."""
     _, out = _exported_261(tmp_path)
-    with open(out / "tile/entries/000", "r+b") as f:
-        f.truncate(12 << 20)  # a full bundle's size may be 512 to 16,777,472 bytes
+    # a full bundle's size may be 512 to 16,777,472 bytes: 256 entries of 49,150 bytes
+    (out / "tile/entries/000").write_bytes(tiles.encode_bundle([b"\xab" * 49_150] * 256))
     small = out / "tile/entries/001.p/5"
-    size = small.stat().st_size
+    original = small.read_bytes()
+    size = len(original)
+    # a bundle still (the web walks its length prefixes): its last two entries grown
+    five = tiles.decode_bundle(original, tiles.Tile(0, 1, 5))
+    grown = tiles.encode_bundle([*five[:3], *(e + b"\0" * 50_000 for e in five[3:])])
+    assert len(grown) == size + 100_000
     web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
     answers = []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with open(small, "r+b") as f:
+            with open(small, "r+b") as f:  # in place: the same file, checked then read
+                f.write(original)
                 f.truncate(size)
             blocker = _raw_get(web.address, "/tlog/tile/entries/000")
             assert blocker.recv(1), "no answer began for the 12 MiB bundle"
@@ -1364,7 +1371,7 @@ def test_a_tile_file_that_grows_between_its_check_and_its_read_is_a_500(
             with urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=60) as r:
                 r.read()
             with open(small, "r+b") as f:
-                f.truncate(size + 100_000)
+                f.write(grown)
             blocker.close()
             status, body = _answer(asked)
             answers.append((status, len(body)))
@@ -1798,3 +1805,38 @@ def test_a_served_tile_file_that_is_no_regular_file_is_a_500_and_a_missing_one_a
     assert rc == 1, err
     assert "is damaged on this server" in err and "INTEGRITY" not in err, err
     assert err.count("try again later") == 1, err
+
+
+def test_a_served_entry_bundle_of_a_fitting_size_but_no_bundle_is_a_500(tmp_path: Path) -> None:
+    """`prov web --tiles-dir` checked an entry bundle's file only by its size (2 to 65,537
+    bytes an entry), so a bundle with a byte added or cut within those bounds (a write
+    cut short, a byte appended) was served 200, damaged, to each client (cached for a
+    year, immutable, if full); a client's audit then called the log's content edited.
+    Its length prefixes are now walked before it is served (at most 256 of them): one
+    that is not its entries is a 500 in words, as any damaged tile. Intact bundles and
+    narrower ones cut from intact ones are still 200. A real export, a real `prov web`."""
+    _, out = _exported_261(tmp_path)
+    whole = out / "tile/entries/000"
+    whole.write_bytes(whole.read_bytes()[:-1])  # its last entry one byte short
+    five = out / "tile/entries/001.p/5"
+    five.write_bytes(five.read_bytes() + b"\x00")  # a byte after its 5 entries
+    intact = (out / "tile/0/000").read_bytes()
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        answers = {
+            path: _get(f"{web.address}/tlog/{path}")
+            for path in ("tile/entries/000", "tile/entries/001.p/5", "tile/0/000")
+        }
+    finally:
+        web.stop()
+    assert {p: a[0] for p, a in answers.items()} == {
+        "tile/entries/000": 500,
+        "tile/entries/001.p/5": 500,
+        "tile/0/000": 200,
+    }, answers
+    assert answers["tile/entries/001.p/5"][1].startswith(
+        "/tlog/tile/entries/001.p/5 is damaged on this server: its file is not 5"
+        " length-prefixed entries, as an entry bundle of 5 entries is"
+    ), answers
+    assert "is not 256 length-prefixed entries" in answers["tile/entries/000"][1], answers
+    assert len(intact) == 8192 and "Traceback" not in web.stderr()

@@ -12,7 +12,8 @@ checkpoint was produced", and the log signs a checkpoint per batch (receipts car
 the first ``W`` hashes or entries of a wider tile are the tile of width ``W``, since the
 log only appends. A tile file whose size cannot be a tile of its path (`tiles.file_bounds`:
 a hash tile of ``W`` hashes is ``W * 32`` bytes, a bundle of ``W`` entries ``2 * W`` to
-``W * 65,537``), or a wider one a tile is cut from that is no tile of its width, is
+``W * 65,537``; a bundle also by its length prefixes), or a wider one a tile is cut from
+that is no tile of its width, is
 damaged on the server: it is read no further than its bound and a byte, and answered 500
 in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`; so is a
 ``checkpoint`` file that is there but no signed note (cut short, over a note's 1 MiB, no
@@ -347,6 +348,18 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
 _WIDTH_RE = re.compile(r"[1-9][0-9]{0,2}")
 
 
+def _is_bundle(body: bytes, width: int) -> bool:
+    """Whether ``body`` is exactly ``width`` entries, each a big-endian uint16 length and
+    its bytes (tlog-tiles "Log entries"), walked by their length prefixes without copying
+    any (at most 256 steps, also for a 16 MiB bundle)."""
+    at = 0
+    for _ in range(width):
+        if at + 2 > len(body):
+            return False
+        at += 2 + int.from_bytes(body[at : at + 2], "big")
+    return at == len(body)
+
+
 def _prefix(body: bytes, source: tiles.Tile, keep: int, bundle: bool) -> bytes:
     """The first ``keep`` hashes (or entries, for a ``bundle``) of the tile ``source``,
     whose file is ``body`` (of a size `_check_size` took). Raises LogError when it is no
@@ -411,7 +424,8 @@ def _read(
     grew or shrank within its bound since its check was served at another size than its
     share counted, up to 16 MiB more in flight); gzip-compressed when ``gzip_ok`` and it
     is at most `GZIP_MAX_BYTES`; and whether it was. Raises DamagedTileError when the file
-    is no tile ``source``, changed size while it was read, is no regular file or cannot be
+    is no tile ``source`` (by its size; a bundle also by its length prefixes, `_is_bundle`),
+    changed size while it was read, is no regular file or cannot be
     read (`_read_served`), FileNotFoundError when it is gone."""
     body = _read_served(file, rel, size + 1)
     if len(body) != size:
@@ -420,6 +434,13 @@ def _read(
             file, rel, f"changed while it was read ({size:,} bytes, then {came} bytes)"
         )
     _check_size(file, rel, len(body), source, bundle)
+    if bundle and keep == source.width and not _is_bundle(body, source.width):
+        # of a size its bounds allow, but a byte added or cut: served 200 (a full one
+        # cached for a year) before; one cut from is checked by `_prefix`
+        raise DamagedTileError(
+            file, rel, f"is not {source.width} length-prefixed entries, as an entry bundle"
+            f" of {source.width} entries is"
+        )  # fmt: skip
     if keep != source.width:
         try:
             body = _prefix(body, source, keep, bundle)
