@@ -1688,6 +1688,16 @@ def test_a_served_checkpoint_file_that_is_damaged_is_a_500_and_the_audit_says_tr
     damaged: dict[str, tuple[Callable[[], object], str]] = {
         "cut short": (cut(intact[: len(intact) // 2]), "is no signed note"),
         "signature cut": (cut(intact[:-10]), "is no signed note"),
+        # a signed note's form, but its text no checkpoint (h-tilefile57: a 200 before,
+        # and the audit's LOG INTEGRITY FAILURE, "does not verify", exit 3)
+        "size no number": (
+            cut(intact.replace(b"\n261\n", b"\n26x\n", 1)),
+            "is no checkpoint (checkpoint size '26x' is not a decimal",
+        ),
+        "root no base64": (
+            cut(b"\n".join([*intact.split(b"\n")[:2], b"!!!!", *intact.split(b"\n")[3:]])),
+            "is no checkpoint (checkpoint root",
+        ),
         "empty": (cut(b""), "is no signed note"),
         "over a note's bound": (sparse, "is more than the 1,048,576 bytes"),
         "a FIFO": (lambda: os.mkfifo(checkpoint), "is a FIFO (named pipe)"),

@@ -59,7 +59,7 @@ from provenance.core.buckets import Every
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, not_a_signed_note
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
 from provenance.log.tiledir import NotRegularFileError, read_tile_file
 
 PREFIX = "/tlog"
@@ -456,7 +456,8 @@ def _checkpoint_body(file: Path) -> bytes:
     than a signed note's `MAX_NOTE_BYTES` and a byte (before, a 256 MiB file was read
     whole on the event loop). Raises FileNotFoundError (or NotADirectoryError) when none
     is there (a 404: the log has not been exported yet), DamagedTileError when the file
-    there is no signed note (`not_a_signed_note`: cut short, empty, over that bound),
+    there is no signed note (`not_a_signed_note`: cut short, empty, over that bound) or
+    its text no checkpoint (`Checkpoint.parse_body`: a size that is no number),
     no regular file (a FIFO, a folder), or cannot be read (a link that loops): the
     server's fault, a 500 as for a damaged tile. Before, each of these was a 404, as if
     the log were not there, the 200 of a note cut short, or starlette's bare 500 with a
@@ -469,6 +470,11 @@ def _checkpoint_body(file: Path) -> bytes:
         )
     if why := not_a_signed_note(body):
         raise DamagedTileError(file, rel, f"is no signed note ({why})")
+    text = body.decode()  # UTF-8: `not_a_signed_note` decoded it
+    try:  # its text (before the blank line), any log's: extension lines taken as opaque
+        Checkpoint.parse_body(text[: text.rfind("\n\n") + 1], opaque_extensions=True)
+    except LogError as e:  # served 200 before, and an audit's "does not verify", exit 3
+        raise DamagedTileError(file, rel, f"is no checkpoint ({e})") from e
     return body
 
 
