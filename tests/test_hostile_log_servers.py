@@ -34,7 +34,15 @@ from provenance.log.tiledir import MAX_FILE_BYTES, fetcher
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.contract import MAX_MESSAGE_BYTES
 from tests.conftest import SAMPLES, Answers, ServerProc
-from tests.test_tiles import ORIGIN, _audit, _encoding_server, _Quiet, _serving, _tiled_log
+from tests.test_tiles import (
+    ORIGIN,
+    _answering,
+    _audit,
+    _encoding_server,
+    _Quiet,
+    _serving,
+    _tiled_log,
+)
 
 _EMPTY_MEMBER = gzip.compress(b"", mtime=0)
 
@@ -583,3 +591,87 @@ def test_a_gzip_tile_past_a_cap_names_the_cap_it_passed(
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 3, err
     assert err == "LOG INTEGRITY FAILURE: " + said.format(url=f"{url}tile/0/000"), err
+
+
+@pytest.mark.parametrize(
+    ("body", "quoted"),
+    [
+        (b"", ""),
+        (b"disk on fire\n", " (the server says: disk on fire)"),
+        (b"busy: Try again later.\n", " (the server says: busy: Try again later.)"),
+    ],
+    ids=["no-words", "other-words", "its-own-try-later"],
+)
+def test_a_server_failing_says_try_again_later_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: bytes, quoted: str
+) -> None:
+    """A tiles server answering 500: the audit says the server failed and to try again
+    later once, in its own words unless the server's quoted line ends saying so (`prov
+    web`'s damaged-file 500 does: the line said it twice before, h-tilefile57); exit 1."""
+    failing = _answering(500, body, "text/plain; charset=utf-8")
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    with _serving(failing) as url:
+        rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err.strip()
+    later = "" if "again later" in quoted else "; try again later"
+    assert err == (
+        f"error: cannot fetch {url}checkpoint: the server failed to serve it (HTTP 500"
+        f" Internal Server Error), its own fault, not the log's{later}{quoted}"
+    ), err
+    assert err.lower().count("try again later") == 1 and rc == 1, (rc, err)
+
+
+def _gzip_answer(framing: str, body: bytes, encoding: str = "gzip") -> bytes:
+    """An HTTP answer of ``body`` (gzip bytes) with ``Content-Encoding: encoding``,
+    framed by a Content-Length, chunked, or by the connection's close."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: " + encoding.encode() + b"\r\n"
+    if framing == "length":
+        return head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+    if framing == "chunked":
+        chunk = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+        return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunk + b"0\r\n\r\n"
+    return head + b"Connection: close\r\n\r\n" + body
+
+
+@pytest.mark.parametrize(
+    ("framing", "cut"),
+    [("length", 12), ("length", None), ("chunked", 12), ("close", 12)],
+    ids=["length", "length-empty", "chunked", "close"],
+)
+def test_a_gzip_stream_cut_short_says_whether_the_connection_or_the_server_cut_it(
+    framing: str, cut: int | None
+) -> None:
+    """A gzip-encoded file whose stream ends before its end: said to be "the connection
+    closed early; try again" whatever its framing. But a body framed by its
+    Content-Length or chunks that all came (an empty one too) was sent whole, cut by the
+    server (or a proxy), and trying again fetches the same: now it says so and to tell
+    the server's operator. A body framed by the connection's close alone may have been
+    cut by the network: that still says to try again. Exit 1 (TransportError) for each."""
+    note = b"tiles.test/log\n0\n" + b"A" * 43 + b"=\n"
+    sent = gzip.compress(note)[:-cut] if cut else b""
+    url, _, done = _raw_server(_gzip_answer(framing, sent), b"")
+    with pytest.raises(TransportError) as e:
+        fetcher(url)("checkpoint")
+    assert done.wait(20)
+    said = str(e.value)
+    if framing == "close":
+        assert said == (
+            f"cannot fetch {url}checkpoint: its gzip stream ended before its end (the"
+            " connection closed early); try again"
+        ), said
+    else:
+        assert said == (
+            f"cannot fetch {url}checkpoint: its gzip stream ends before its end, though the"
+            f" server sent the whole body it announced ({len(sent):,} bytes): the server,"
+            " or a proxy on the way, cut it; try again later, or tell the server's operator"
+        ), said
+
+
+def test_a_file_sent_as_x_gzip_is_read_as_gzip() -> None:
+    """RFC 9110 8.4.1.3: a recipient SHOULD take the coding "x-gzip" for "gzip" (`prov
+    web` does in Accept-Encoding). The audit refused a file so sent: "the server sent it
+    in the encoding 'x-gzip', which was not asked for". Now it is inflated as gzip."""
+    note = b"tiles.test/log\n0\n" + b"A" * 43 + b"=\n"
+    url, _, done = _raw_server(_gzip_answer("length", gzip.compress(note), "X-Gzip"), b"")
+    assert fetcher(url)("checkpoint") == note
+    assert done.wait(20)

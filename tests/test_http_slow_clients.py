@@ -30,6 +30,7 @@ from starlette.routing import Route
 
 from provenance.core.fair_share import client_key
 from provenance.log.checkpoint import generate_log_key
+from provenance.log.tiles import encode_bundle
 from provenance.web import tlogtiles
 from provenance.web.guard import LINGER_BYTES, LINGER_SECONDS, RETRY_AFTER_SECONDS, HttpLimits
 from provenance.web.serve import bind, uvicorn_server
@@ -414,7 +415,8 @@ def tile_server(tmp_path: Path) -> Iterator[tuple[str, TileShares]]:
     now and then shows as progress at once (as over a link whose buffers stay small)."""
     (tmp_path / "tile/entries").mkdir(parents=True)
     (tmp_path / "tile/0").mkdir()
-    (tmp_path / "tile/entries/000").write_bytes(os.urandom(4 << 20))
+    # 256 entries of 16,382 bytes (a bundle the web serves: it walks their length prefixes)
+    (tmp_path / "tile/entries/000").write_bytes(encode_bundle([os.urandom(16_382)] * 256))
     (tmp_path / "tile/0/000").write_bytes(bytes(range(256)) * 32)
     shares = TileShares(per_client=1 << 20, wait=0.5)
     limits = HttpLimits(answer_grace_seconds=1.0, answer_min_rate=256 * 1024)

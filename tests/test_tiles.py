@@ -291,6 +291,20 @@ class _Quiet(BaseHTTPRequestHandler):
         pass
 
 
+def _answering(status: int, body: bytes, content_type: str) -> type[BaseHTTPRequestHandler]:
+    """A handler answering every GET with ``status`` and ``body`` of ``content_type``."""
+
+    class Answering(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Answering
+
+
 def _encoding_server(
     folder: Path, encoding: str, encode: Callable[[bytes], bytes]
 ) -> type[BaseHTTPRequestHandler]:
@@ -574,15 +588,7 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
     A checkpoint that is a signed note by another key is still exit 3."""
 
     page = b"<!doctype html>\n<html><body>Welcome</body></html>\n"
-
-    class Fallback(_Quiet):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
+    fallback = _answering(200, page, "text/html")
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
     vkey = signer.verifier_key()
     folders = {}
@@ -597,7 +603,7 @@ def test_a_place_whose_checkpoint_is_no_signed_note_is_no_tiled_log(
         folders[name] = tmp_path / name.replace(" ", "-")
         folders[name].mkdir()
         (folders[name] / "checkpoint").write_bytes(content)
-    with _serving(Fallback) as url:
+    with _serving(fallback) as url:
         for where in [url, *map(str, folders.values())]:
             state = str(tmp_path / "state.json")
             rc = _audit("--state", state, "--tiles", where, "--log-key", vkey)
@@ -909,6 +915,43 @@ def test_one_ipv6_host_gets_one_share_of_tile_bytes_in_flight(tmp_path: Path) ->
     assert out["after_gone"][:3] == ["HTTP/1.1 200 OK", None, 256 * 32]
 
 
+def test_an_export_into_another_logs_folder_is_refused_and_leaves_it_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log export-tiles DIR --db B` into a folder holding log A's export of 300
+    entries (another log, or this log's database before it was rebuilt): the export
+    kept A's tiles under A's checkpoint size, wrote B's after them, dropped A's partial
+    tiles for B's full ones, and said "exported 3300 entries" (exit 0); the folder then
+    failed its audit, "LOG INTEGRITY FAILURE: tile/0/000 does not hash to hash 0 of
+    tile/1/000.p/12: a tile was edited" (exit 3), a false alarm of tampering, and an
+    export stopped by a signal in between left A's checkpoint over B's tiles, though its
+    line said the folder held a complete tiled log of 300 entries. Now the folder's
+    checkpoint is checked against the store's tree at its size first: another root is
+    refused, exit 1, nothing written, and A's export still audits."""
+    signers = {name: LogSigner(Ed25519PrivateKey.generate(), ORIGIN) for name in "ab"}
+    for name, count, seed in (("a", 300, 1), ("b", 3300, 2)):
+        store = open_store(tmp_path / f"{name}.db")
+        _fill(store, signers[name], count, seed=seed)
+        store.close()
+    out = tmp_path / "tiles"
+    assert prov_main(["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")]) == 0
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    rc = prov_main(["log", "export-tiles", str(out), "--db", str(tmp_path / "b.db")])
+    said = capsys.readouterr()
+    assert rc == 1, (said.out, said.err)
+    assert " ".join(said.err.split()) == (
+        f"error: {out} holds an export of another log: its checkpoint of 300 entries has"
+        " another root hash than this database's log at 300 entries (another log's, or"
+        " this one's before it was rebuilt or forked), so its tiles are not this log's;"
+        " export into an empty folder, or give the database of the log exported there"
+    ), said.err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+    state = str(tmp_path / "s.json")
+    key_a = signers["a"].verifier_key()
+    assert _audit("--state", state, "--tiles", str(out), "--log-key", key_a) == 0
+
+
 def test_an_entry_too_large_for_a_bundle_stops_the_export_naming_its_index(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1167,12 +1210,14 @@ def test_an_export_into_a_folder_of_special_files_refuses_them_unread(
     assert "000 is a FIFO (named pipe), not a regular file" in err and "Traceback" not in err, err
 
 
-def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_path: Path) -> None:
+def test_served_tiles_that_are_no_regular_file_are_500_and_block_nothing(tmp_path: Path) -> None:
     """`prov web --tiles-dir`: a `checkpoint` that is a FIFO was read on the event loop,
     which blocked in open() and left every request of the web unanswered; a tile linking
     to /dev/zero was read without end by a file worker. Each is now opened without
-    blocking, and the web goes on: the tile is answered 404 as a file that is not there,
-    the checkpoint 500 as a damaged one (h-tidy57; a 404 before)."""
+    blocking, and the web goes on: each is answered 500 as a damaged file of the server's
+    (the checkpoint since h-tidy57, the tile since h-tilefile57; a 404 before, as a file
+    not there, which a client takes for a tile the log lacks: see
+    test_a_served_tile_file_that_is_no_regular_file_is_a_500_and_a_missing_one_a_404)."""
     import os
 
     os.mkfifo(tmp_path / "checkpoint")
@@ -1180,7 +1225,7 @@ def test_served_tiles_that_are_no_regular_file_are_404_and_block_nothing(tmp_pat
     (tmp_path / "tile" / "0" / "000").symlink_to("/dev/zero")
     web = start_web("127.0.0.1:1", "--tiles-dir", str(tmp_path))
     try:
-        for path, code in (("tlog/checkpoint", 500), ("tlog/tile/0/000", 404)):
+        for path, code in (("tlog/checkpoint", 500), ("tlog/tile/0/000", 500)):
             with pytest.raises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(f"{web.address}/{path}", timeout=10)
             assert e.value.code == code, (path, e.value.code)
@@ -1335,20 +1380,27 @@ def test_a_tile_file_that_grows_between_its_check_and_its_read_is_a_500(
     holds its share with a 12 MiB bundle it leaves unread, so its request for the small
     bundle is checked, then waits for the share (`TILE_WAIT_S`); the file grows by
     100,000 bytes (within its bound of 327,685) while it waits, then the first bundle is
-    hung up. The growth may come before the check on a loaded machine (then 200 at the
+    hung up (both bundles are well formed: the web walks a bundle's length prefixes
+    since h-tilefile57). The growth may come before the check on a loaded machine (then 200 at the
     new size, which is right), so it is tried until a 500 comes. Before: 200 every time
     (120 s of tries), 100,603 bytes sent for a share of 603; a real `prov web`, real sockets."""
     _, out = _exported_261(tmp_path)
-    with open(out / "tile/entries/000", "r+b") as f:
-        f.truncate(12 << 20)  # a full bundle's size may be 512 to 16,777,472 bytes
+    # a full bundle's size may be 512 to 16,777,472 bytes: 256 entries of 49,150 bytes
+    (out / "tile/entries/000").write_bytes(tiles.encode_bundle([b"\xab" * 49_150] * 256))
     small = out / "tile/entries/001.p/5"
-    size = small.stat().st_size
+    original = small.read_bytes()
+    size = len(original)
+    # a bundle still (the web walks its length prefixes): its last two entries grown
+    five = tiles.decode_bundle(original, tiles.Tile(0, 1, 5))
+    grown = tiles.encode_bundle([*five[:3], *(e + b"\0" * 50_000 for e in five[3:])])
+    assert len(grown) == size + 100_000
     web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
     answers = []
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            with open(small, "r+b") as f:
+            with open(small, "r+b") as f:  # in place: the same file, checked then read
+                f.write(original)
                 f.truncate(size)
             blocker = _raw_get(web.address, "/tlog/tile/entries/000")
             assert blocker.recv(1), "no answer began for the 12 MiB bundle"
@@ -1358,7 +1410,7 @@ def test_a_tile_file_that_grows_between_its_check_and_its_read_is_a_500(
             with urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=60) as r:
                 r.read()
             with open(small, "r+b") as f:
-                f.truncate(size + 100_000)
+                f.write(grown)
             blocker.close()
             status, body = _answer(asked)
             answers.append((status, len(body)))
@@ -1633,7 +1685,7 @@ def test_an_audit_of_a_web_serving_a_damaged_tile_says_the_server_failed_try_lat
     err = capsys.readouterr().err
     assert rc == 1, err
     assert f"cannot fetch {web.address}/tlog/tile/0/000: the server failed" in err, err
-    assert "try again later" in err and "LOG INTEGRITY" not in err, err
+    assert err.count("try again later") == 1 and "LOG INTEGRITY" not in err, err
     assert "damaged on this server: its file is 8,224 bytes" in err, err
     assert len(err) < 1500, err
 
@@ -1675,6 +1727,16 @@ def test_a_served_checkpoint_file_that_is_damaged_is_a_500_and_the_audit_says_tr
     damaged: dict[str, tuple[Callable[[], object], str]] = {
         "cut short": (cut(intact[: len(intact) // 2]), "is no signed note"),
         "signature cut": (cut(intact[:-10]), "is no signed note"),
+        # a signed note's form, but its text no checkpoint (h-tilefile57: a 200 before,
+        # and the audit's LOG INTEGRITY FAILURE, "does not verify", exit 3)
+        "size no number": (
+            cut(intact.replace(b"\n261\n", b"\n26x\n", 1)),
+            "is no checkpoint (checkpoint size '26x' is not a decimal",
+        ),
+        "root no base64": (
+            cut(b"\n".join([*intact.split(b"\n")[:2], b"!!!!", *intact.split(b"\n")[3:]])),
+            "is no checkpoint (checkpoint root",
+        ),
         "empty": (cut(b""), "is no signed note"),
         "over a note's bound": (sparse, "is more than the 1,048,576 bytes"),
         "a FIFO": (lambda: os.mkfifo(checkpoint), "is a FIFO (named pipe)"),
@@ -1717,10 +1779,113 @@ def test_a_served_checkpoint_file_that_is_damaged_is_a_500_and_the_audit_says_tr
     assert rc == 1, err
     assert err.startswith(
         f"error: cannot fetch {web.address}/tlog/checkpoint: the server failed to serve it"
-        " (HTTP 500 Internal Server Error), its own fault, not the log's; try again later"
-        " (the server says: /tlog/checkpoint is damaged on this server: its file"
+        " (HTTP 500 Internal Server Error), its own fault, not the log's (the server says:"
+        " /tlog/checkpoint is damaged on this server: its file"
     ), err
+    assert err.count("try again later") == 1, err  # the server's words say it
     assert "no tiled log" not in err and "INTEGRITY" not in err, err
     log = web.stderr()
     assert "Traceback" not in log, log[-3000:]
     assert f"the checkpoint file {checkpoint} is no signed note" in log, log[-3000:]
+
+
+def test_a_served_tile_file_that_is_no_regular_file_is_a_500_and_a_missing_one_a_404(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov web --tiles-dir`: a tile or entry bundle whose path is there in the folder but
+    is no regular file (a FIFO, a folder, a link to /dev/zero, a link that loops), or a
+    narrower partial tile cut from such a file, is the server's fault, as a checkpoint so
+    damaged is (h-tidy57): 500 in words, no-store, logged, never opened, no traceback.
+    Before: 404 for the FIFO, folder and /dev/zero (a client then reports the log as not
+    serving the tile: with the partial tiles, a LOG INTEGRITY FAILURE), and starlette's
+    bare 500 'Internal Server Error' with a traceback for the looping link. A tile not
+    there, or a link to nothing, stays 404. `prov log audit --tiles URL` then says the
+    server failed, saying "try again later" once (twice before: its words and the
+    server's), exit 1. A real export, a real `prov web`, the real audit CLI."""
+    import os
+
+    signer, out = _exported_261(tmp_path)
+    os.unlink(out / "tile/0/000")
+    os.mkfifo(out / "tile/0/000")
+    os.unlink(out / "tile/0/001.p/5")
+    (out / "tile/0/001.p/5").symlink_to("/dev/zero")
+    os.unlink(out / "tile/entries/000")
+    (out / "tile/entries/000").symlink_to(out / "tile/entries/000")
+    os.unlink(out / "tile/entries/001.p/5")
+    (out / "tile/entries/001.p/5").mkdir()
+    (out / "tile/1/000.p/2").symlink_to(out / "nowhere")  # a link to nothing: not there
+    damaged = {
+        "tile/0/000": "its file is a FIFO (named pipe), not a regular file",
+        "tile/0/001.p/5": "its file is a device, not a regular file",
+        "tile/0/001.p/3": "it is cut from tile/0/001.p/5, whose file is a device, not a regular file",
+        "tile/entries/000": "its file cannot be read (Too many levels of symbolic links)",
+        "tile/entries/001.p/5": "its file is a folder, not a regular file",
+        "tile/entries/001.p/2": "it is cut from tile/entries/001.p/5, whose file is a folder, not a regular"
+        " file",
+    }
+    missing = ["tile/0/002", "tile/1/000", "tile/1/000.p/2", "tile/2/000.p/1"]
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        answers = {path: _get(f"{web.address}/tlog/{path}") for path in [*damaged, *missing]}
+        intact = _get(f"{web.address}/tlog/tile/1/000.p/1")
+        capsys.readouterr()
+        rc = _audit(
+            "--state", str(tmp_path / "s.json"), "--tiles", f"{web.address}/tlog",
+            "--log-key", signer.verifier_key(),
+        )  # fmt: skip
+        err = " ".join(capsys.readouterr().err.split())
+    finally:
+        web.stop()
+    codes = {path: a[0] for path, a in answers.items()}
+    assert codes == {**dict.fromkeys(damaged, 500), **dict.fromkeys(missing, 404)}, answers
+    assert intact[0] == 200, intact
+    for path, words in damaged.items():
+        _, said, cache = answers[path]
+        assert said == (
+            f"/tlog/{path} is damaged on this server: {words}; the server's operator is"
+            " told so in its log; try again later\n"
+        ), said
+        assert cache == "no-store", (path, cache)
+    log = web.stderr()
+    assert "Traceback" not in log, log[-3000:]
+    lines = [line for line in log.splitlines() if "answered 500 to GET /tlog/tile/" in line]
+    assert 1 <= len(lines) < len(damaged), log[-3000:]  # one line a minute at most
+    assert f"the tile file {out / 'tile/0/000'} is a FIFO (named pipe)" in lines[0], lines
+    assert rc == 1, err
+    assert "is damaged on this server" in err and "INTEGRITY" not in err, err
+    assert err.count("try again later") == 1, err
+
+
+def test_a_served_entry_bundle_of_a_fitting_size_but_no_bundle_is_a_500(tmp_path: Path) -> None:
+    """`prov web --tiles-dir` checked an entry bundle's file only by its size (2 to 65,537
+    bytes an entry), so a bundle with a byte added or cut within those bounds (a write
+    cut short, a byte appended) was served 200, damaged, to each client (cached for a
+    year, immutable, if full); a client's audit then called the log's content edited.
+    Its length prefixes are now walked before it is served (at most 256 of them): one
+    that is not its entries is a 500 in words, as any damaged tile. Intact bundles and
+    narrower ones cut from intact ones are still 200. A real export, a real `prov web`."""
+    _, out = _exported_261(tmp_path)
+    whole = out / "tile/entries/000"
+    whole.write_bytes(whole.read_bytes()[:-1])  # its last entry one byte short
+    five = out / "tile/entries/001.p/5"
+    five.write_bytes(five.read_bytes() + b"\x00")  # a byte after its 5 entries
+    intact = (out / "tile/0/000").read_bytes()
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out))
+    try:
+        answers = {
+            path: _get(f"{web.address}/tlog/{path}")
+            for path in ("tile/entries/000", "tile/entries/001.p/5", "tile/0/000")
+        }
+    finally:
+        web.stop()
+    assert {p: a[0] for p, a in answers.items()} == {
+        "tile/entries/000": 500,
+        "tile/entries/001.p/5": 500,
+        "tile/0/000": 200,
+    }, answers
+    assert answers["tile/entries/001.p/5"][1].startswith(
+        "/tlog/tile/entries/001.p/5 is damaged on this server: its file is not 5"
+        " length-prefixed entries, as an entry bundle of 5 entries is"
+    ), answers
+    assert "is not 256 length-prefixed entries" in answers["tile/entries/000"][1], answers
+    assert len(intact) == 8192 and "Traceback" not in web.stderr()

@@ -118,6 +118,13 @@ def exported_size(directory: Path) -> int | None:
     or None if it has none: the export there is a whole tiled log of that size, as
     `export_tiles` writes the checkpoint last. Raises ConfigError when it is no
     checkpoint (over `MAX_NOTE_BYTES` too, read no further) or cannot be read."""
+    held = _exported_checkpoint(directory)
+    return None if held is None else held.size
+
+
+def _exported_checkpoint(directory: Path) -> Checkpoint | None:
+    """The checkpoint already in ``directory`` (its signature not checked), or None if it
+    has none; raises as `exported_size`."""
     path = directory / tiles.CHECKPOINT_PATH
     try:
         data = _read_local(path, MAX_NOTE_BYTES + 1)
@@ -127,7 +134,7 @@ def exported_size(directory: Path) -> int | None:
         raise ConfigError(f"{_too_large(str(path), MAX_NOTE_BYTES)}; is {directory} a tiled log?")
     text = data.decode(errors="replace")
     try:
-        return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1]).size
+        return Checkpoint.parse_body(text[: text.rfind("\n\n") + 1])
     except LogError as e:
         raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
 
@@ -140,7 +147,9 @@ def export_tiles(
     Writes missing full tiles and bundles, the partial ones of this size, then the
     checkpoint. Each bundle's entries are checked against the tile's leaf hashes before it
     is written. ``progress(done, total)`` is called per level-0 tile. Raises ConfigError
-    when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback),
+    when ``directory`` holds a checkpoint of a larger tree (another log, or a rollback)
+    or one whose root is not the store's tree's at its size (another log's export: its
+    tiles kept and this log's added to them failed the audit, before; nothing written),
     or a checkpoint or tile to read that is no regular file (a FIFO, a device: unread),
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
     for an entry too large for a bundle (naming its index; no bundle holding it and no
@@ -151,11 +160,23 @@ def export_tiles(
     if latest is None:
         return ExportResult(0, 0, 0, signed=False)
     size, note = latest
-    before = exported_size(directory)
+    held = _exported_checkpoint(directory)
+    before = None if held is None else held.size
     if before is not None and before > size:
         raise ConfigError(
             f"{directory} already holds a checkpoint of {before} entries, more than the"
             f" store's {size}: it is another log's export, or this store was rolled back"
+        )
+    if held is not None and held.root_hash != merkle.root(held.size, store.get_nodes):
+        # its tiles are another tree's: kept under its size, mixed with this log's past
+        # it (its partial tiles dropped for this log's full ones), they failed the audit
+        held_entries = f"{held.size:,} entr{'y' if held.size == 1 else 'ies'}"
+        raise ConfigError(
+            f"{directory} holds an export of another log: its checkpoint of {held_entries} has"
+            f" another root hash than this database's log at {held_entries} (another log's,"
+            " or this one's before it was rebuilt or forked), so its tiles are not this"
+            " log's; export into an empty folder, or give the database of the log exported"
+            " there"
         )
     all_tiles = tiles.tiles_for_size(size)
     level0 = sum(1 for t in all_tiles if t.level == 0)
@@ -563,7 +584,7 @@ def _late(url: str, deadline_s: float) -> TransportError:
     return TransportError(f"{url} took more than {deadline_s:g} s to arrive")
 
 
-def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
+def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES, whole: bool = False) -> bytes:
     """The file at ``url`` from its gzip-encoded ``data``: every member of the stream
     (RFC 1952 2.2: a gzip file is a series of members, as a server flushing its
     compressor, concatenating files, or bgzip's 64 KiB blocks send; before, the first
@@ -571,7 +592,9 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
     of an intact log), NUL padding after the last ignored (as gzip(1) does). Time and
     copying are linear in ``len(data)`` whatever the member count (`GZIP_FEED_BYTES`).
     Raises LogIntegrityError past ``most`` bytes inflated (inflating no further),
-    TransportError for a stream cut short, zlib.error for bytes that are no gzip member."""
+    TransportError for a stream cut short, zlib.error for bytes that are no gzip member.
+    ``whole``: ``data`` is all the body its framing announced (a Content-Length, chunks),
+    so a stream cut short was cut by the server, not by a connection closed early."""
     out = bytearray()
     view = memoryview(data)
     at = 0  # where the next member starts in data
@@ -580,11 +603,8 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
         inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         feed = first
         while not inflate.eof:
-            if at >= len(data):  # cut short: a network's fault, not the log's
-                raise TransportError(
-                    f"cannot fetch {url}: its gzip stream ended before its end (the"
-                    " connection closed early); try again"
-                )
+            if at >= len(data):  # cut short: the server's or a network's, not the log's
+                raise TransportError(_gzip_cut(url, len(data), whole))
             chunk = view[at : at + feed]
             at += len(chunk)
             out += inflate.decompress(chunk, most + 1 - len(out))
@@ -597,12 +617,29 @@ def _gunzip(data: bytes, url: str, most: int = MAX_FILE_BYTES) -> bytes:
             # starts no member, so any other byte after one fails the next's header)
 
 
+def _gzip_cut(url: str, sent: int, whole: bool) -> str:
+    """Why the gzip stream of ``url`` (``sent`` bytes) ending before its end is no file:
+    when it is the ``whole`` body its framing announced, the server (or a proxy) cut it,
+    and a fetch again gets the same; else the connection may have closed early. (Before,
+    the connection was said to have closed early, to try again, in either case.)"""
+    if whole:
+        return (
+            f"cannot fetch {url}: its gzip stream ends before its end, though the server"
+            f" sent the whole body it announced ({sent:,} bytes): the server, or a proxy"
+            " on the way, cut it; try again later, or tell the server's operator"
+        )
+    return (
+        f"cannot fetch {url}: its gzip stream ended before its end (the connection closed"
+        " early); try again"
+    )
+
+
 def _server_says(error: urllib.error.HTTPError) -> str:
     """The first line of the body of the server's error answer ``error``, escaped and cut
-    to `SHOWN_TARGET_CHARS` (`clipped_line`), as " (the server says: ...)"; "" when it
-    has none, sent it encoded, or it cannot be read. At most 4 x `SHOWN_TARGET_CHARS`
-    bytes of it are read. (`prov web` says why: "/tlog/tile/0/000 is damaged on this
-    server: its file is 8,224 bytes, ...".)"""
+    to `SHOWN_TARGET_CHARS` (`clipped_line`); "" when it has none, sent it encoded, or it
+    cannot be read. At most 4 x `SHOWN_TARGET_CHARS` bytes of it are read. (`prov web`
+    says why: "/tlog/tile/0/000 is damaged on this server: its file is 8,224 bytes, ...;
+    try again later".)"""
     encoding = error.headers.get("Content-Encoding", "identity").strip().lower()
     if error.fp is None or encoding not in ("identity", ""):
         return ""
@@ -611,7 +648,20 @@ def _server_says(error: urllib.error.HTTPError) -> str:
     except (OSError, http.client.HTTPException):
         return ""
     line = head.decode("utf-8", "replace").split("\n", 1)[0].strip()
-    return f" (the server says: {clipped_line(line, SHOWN_TARGET_CHARS)})" if line else ""
+    return clipped_line(line, SHOWN_TARGET_CHARS) if line else ""
+
+
+def _server_failed(url: str, code: int, reason: str, says: str) -> str:
+    """The words for the server's failure (HTTP ``code`` ``reason``, 5xx) to serve ``url``,
+    with what it ``says`` (`_server_says`) quoted, and to try again later, said once:
+    left to the server's words when they end so (`prov web`'s do; before, the line said
+    it twice)."""
+    quoted = f" (the server says: {says})" if says else ""
+    later = says.rstrip(" .!").lower().endswith("try again later")
+    return (
+        f"cannot fetch {url}: the server failed to serve it (HTTP {code} {reason}), its own"
+        f" fault, not the log's{'' if later else '; try again later'}{quoted}"
+    )
 
 
 def _fetch_url(
@@ -628,6 +678,8 @@ def _fetch_url(
             request, timeout=FETCH_TIMEOUT_S
         ) as response:
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+            if encoding == "x-gzip":  # the same as gzip (RFC 9110 8.4.1.3)
+                encoding = "gzip"
             if encoding not in ("identity", "", "gzip"):
                 # not asked for: its bytes are not the file's (a LOG INTEGRITY FAILURE of
                 # an intact log, before); refused unread
@@ -638,7 +690,10 @@ def _fetch_url(
             if encoding != "gzip":
                 return _read_by_deadline(response, url, cutoff.seconds, most)
             data = _read_by_deadline(response, url, cutoff.seconds, sent_most)
-            return _gunzip(data, url, most)
+            # framed by a Content-Length or chunks (all read, or an error was raised),
+            # not by the connection's close
+            whole = response.chunked or response.length is not None
+            return _gunzip(data, url, most, whole)
     except OverBudget as e:
         raise TransportError(f"cannot fetch {url}: {e}") from None
     except urllib.error.HTTPError as e:
@@ -651,10 +706,7 @@ def _fetch_url(
             ) from e
         reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
         if e.code >= 500:
-            raise TransportError(
-                f"cannot fetch {url}: the server failed to serve it (HTTP {e.code}"
-                f" {reason}), its own fault, not the log's; try again later" + _server_says(e)
-            ) from e
+            raise TransportError(_server_failed(url, e.code, reason, _server_says(e))) from e
         raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
         raise TransportError(_fetch_failure(e, url)) from e

@@ -12,11 +12,14 @@ checkpoint was produced", and the log signs a checkpoint per batch (receipts car
 the first ``W`` hashes or entries of a wider tile are the tile of width ``W``, since the
 log only appends. A tile file whose size cannot be a tile of its path (`tiles.file_bounds`:
 a hash tile of ``W`` hashes is ``W * 32`` bytes, a bundle of ``W`` entries ``2 * W`` to
-``W * 65,537``), or a wider one a tile is cut from that is no tile of its width, is
+``W * 65,537``; a bundle also by its length prefixes), or a wider one a tile is cut from
+that is no tile of its width, is
 damaged on the server: it is read no further than its bound and a byte, and answered 500
 in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`; so is a
 ``checkpoint`` file that is there but no signed note (cut short, over a note's 1 MiB, no
-regular file, unreadable: `_checkpoint_body`), while one not there is a 404. Before, it
+regular file, unreadable: `_checkpoint_body`), and a tile path there that is no regular
+file (a FIFO, a folder, a link to a device: never opened) or cannot be opened (a link that
+loops: `_served_size`), while a file not there is a 404. Before, it
 was served whole, whatever its size (a 512 MiB file was read into memory and sent). Entry bundles
 are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed),
 up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compressing it
@@ -42,7 +45,6 @@ import gzip
 import logging
 import os
 import re
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,11 +54,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from provenance.cli.files import open_regular_fd
 from provenance.core.buckets import Every
 from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, not_a_signed_note
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
 from provenance.log.tiledir import NotRegularFileError, OutsideFolderError, read_tile_file
 
 PREFIX = "/tlog"
@@ -300,33 +303,61 @@ def _refused(client: str, held: int, shares: TileShares) -> Response:
     )
 
 
+def _there(path: Path) -> bool:
+    """Whether ``path`` names something in the served folder: False only when nothing is
+    there (no such file, a link to nothing, a parent that is no folder); True for a path
+    there that cannot be looked at (a link that loops, a folder that may not be entered),
+    which is then the server's fault when served (`_served_size`), not a tile the log
+    lacks. `Path.exists` took the looping link for nothing there and raised on the rest."""
+    try:
+        os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
     """The file to serve the tile at ``path`` (its tile ``tile``) from, and its width:
     its own file, or for a partial tile the directory lacks, the narrowest wider partial
-    one of the same index there, else the full one. Raises FileNotFoundError (or
-    NotADirectoryError) when there is none."""
+    one of the same index there, else the full one; whatever is at that path (`_there`:
+    a FIFO, a folder, a link that loops, judged when it is served, `_served_size`).
+    Raises FileNotFoundError when there is none."""
     own = directory / path
-    if not tile.partial or own.exists():
+    if not tile.partial or _there(own):
         return own, tile.width
     folder = own.parent  # <N>.p
     wider = []
     try:
         names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
+    except OSError:  # not there, no folder, or one that cannot be listed: no wider tile
         names = []
     for name in names:
         if _WIDTH_RE.fullmatch(name) and tile.width < int(name) < tiles.TILE_WIDTH:
             wider.append(int(name))
     for width in sorted(wider):
-        if (folder / str(width)).is_file():
+        if _there(folder / str(width)):
             return folder / str(width), width
     full = folder.with_name(folder.name.removesuffix(".p"))
-    if full.is_file():
+    if _there(full):
         return full, tiles.TILE_WIDTH
     raise FileNotFoundError(path)
 
 
 _WIDTH_RE = re.compile(r"[1-9][0-9]{0,2}")
+
+
+def _is_bundle(body: bytes, width: int) -> bool:
+    """Whether ``body`` is exactly ``width`` entries, each a big-endian uint16 length and
+    its bytes (tlog-tiles "Log entries"), walked by their length prefixes without copying
+    any (at most 256 steps, also for a 16 MiB bundle)."""
+    at = 0
+    for _ in range(width):
+        if at + 2 > len(body):
+            return False
+        at += 2 + int.from_bytes(body[at : at + 2], "big")
+    return at == len(body)
 
 
 def _prefix(body: bytes, source: tiles.Tile, keep: int, bundle: bool) -> bytes:
@@ -338,17 +369,52 @@ def _prefix(body: bytes, source: tiles.Tile, keep: int, bundle: bool) -> bytes:
     return b"".join(tiles.split_hashes(body, source)[:keep])
 
 
-def _read_regular(path: Path, within: Path, limit: int = -1) -> bytes:
-    """The bytes of the regular file at ``path`` in the served folder ``within``
-    (`read_tile_file`), at most ``limit`` (-1: all). Raises OutsideFolderError when the
-    file is outside that folder (a symbolic link leading out), FileNotFoundError
-    (answered 404, as a file not there) for a FIFO, a device or a folder; OSError."""
+def _unservable(file: Path, rel: str, error: OSError) -> DamagedTileError:
+    """The damage to say for the file ``file`` (at ``rel`` in the folder) that could not
+    be opened or read: ``error``, neither "not there" nor "not a regular file"."""
+    return DamagedTileError(file, rel, f"cannot be read ({error.strerror or error})")
+
+
+def _served_size(file: Path, rel: str) -> int:
+    """The size in bytes of the regular file ``file`` (at ``rel`` in the served folder),
+    judged by `open_regular_fd`, which opens nothing else for reading nor blocks, and
+    closed again. Raises FileNotFoundError (or NotADirectoryError) when nothing is there
+    (a 404); DamagedTileError when what is there is no regular file (a FIFO, a device, a
+    folder: "is a FIFO (named pipe), not a regular file") or cannot be opened (a link
+    that loops, a file the server may not read): the server's fault, a 500. Before, a
+    FIFO, device or folder there was a 404, as a tile the log lacks, and a looping link
+    starlette's bare 500 with a traceback."""
+
+    def refuse(kind: str) -> DamagedTileError:
+        return DamagedTileError(file, rel, f"is {kind}, not a regular file")
+
     try:
-        return read_tile_file(path, limit, within)
+        fd, status = open_regular_fd(file, refuse)
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as e:
+        raise _unservable(file, rel, e) from e
+    os.close(fd)
+    return status.st_size
+
+
+def _read_served(file: Path, rel: str, limit: int, within: Path) -> bytes:
+    """At most ``limit`` bytes of the regular file ``file`` at ``rel`` in the served
+    folder ``within`` (`read_tile_file`: opened without blocking, nothing else opened).
+    Raises OutsideFolderError, reading nothing, when the file is outside that folder (a
+    symbolic link leading out), FileNotFoundError (or NotADirectoryError) when nothing
+    is there, DamagedTileError when what is there is no regular file or cannot be read
+    (`_served_size`'s words)."""
+    try:
+        return read_tile_file(file, limit, within)
     except OutsideFolderError:
         raise
-    except NotRegularFileError as e:
-        raise FileNotFoundError(str(e)) from e
+    except NotRegularFileError as e:  # "PATH is a FIFO (named pipe), not a regular file"
+        raise DamagedTileError(file, rel, str(e).removeprefix(f"{file} ")) from e
+    except (FileNotFoundError, NotADirectoryError):
+        raise
+    except OSError as e:
+        raise _unservable(file, rel, e) from e
 
 
 def _outside(what: str, error: OutsideFolderError, gate: Every) -> Response:
@@ -377,7 +443,7 @@ def _read(
     gzip_ok: bool,
 ) -> tuple[bytes, bool]:
     """The tile of width ``keep`` from the file ``file`` (at ``rel`` in the folder
-    ``directory``, outside which nothing is read: `_read_regular`) of the
+    ``directory``, outside which nothing is read: `_read_served`) of the
     tile ``source`` (its entry bundle when ``bundle``; cut with `_prefix` when narrower),
     whose size was checked to be ``size`` bytes (`_check_size`, the client's share taken
     for it): read no further than that size and a byte, and served only if exactly
@@ -385,15 +451,23 @@ def _read(
     grew or shrank within its bound since its check was served at another size than its
     share counted, up to 16 MiB more in flight); gzip-compressed when ``gzip_ok`` and it
     is at most `GZIP_MAX_BYTES`; and whether it was. Raises DamagedTileError when the file
-    is no tile ``source`` or changed size while it was read, FileNotFoundError when it is
-    gone or no regular file, OutsideFolderError, OSError."""
-    body = _read_regular(file, directory, size + 1)
+    is no tile ``source`` (by its size; a bundle also by its length prefixes, `_is_bundle`),
+    changed size while it was read, is no regular file or cannot be
+    read (`_read_served`), FileNotFoundError when it is gone, OutsideFolderError."""
+    body = _read_served(file, rel, size + 1, directory)
     if len(body) != size:
         came = f"{len(body):,}" if len(body) <= size else f"more than {size:,}"
         raise DamagedTileError(
             file, rel, f"changed while it was read ({size:,} bytes, then {came} bytes)"
         )
     _check_size(file, rel, len(body), source, bundle)
+    if bundle and keep == source.width and not _is_bundle(body, source.width):
+        # of a size its bounds allow, but a byte added or cut: served 200 (a full one
+        # cached for a year) before; one cut from is checked by `_prefix`
+        raise DamagedTileError(
+            file, rel, f"is not {source.width} length-prefixed entries, as an entry bundle"
+            f" of {source.width} entries is"
+        )  # fmt: skip
     if keep != source.width:
         try:
             body = _prefix(body, source, keep, bundle)
@@ -409,7 +483,8 @@ def _checkpoint_body(file: Path, within: Path) -> bytes:
     than a signed note's `MAX_NOTE_BYTES` and a byte (before, a 256 MiB file was read
     whole on the event loop). Raises FileNotFoundError (or NotADirectoryError) when none
     is there (a 404: the log has not been exported yet), DamagedTileError when the file
-    there is no signed note (`not_a_signed_note`: cut short, empty, over that bound),
+    there is no signed note (`not_a_signed_note`: cut short, empty, over that bound) or
+    its text no checkpoint (`Checkpoint.parse_body`: a size that is no number),
     no regular file (a FIFO, a folder), or cannot be read (a link that loops): the
     server's fault, a 500 as for a damaged tile. Before, each of these was a 404, as if
     the log were not there, the 200 of a note cut short, or starlette's bare 500 with a
@@ -417,22 +492,18 @@ def _checkpoint_body(file: Path, within: Path) -> bytes:
     served folder ``within`` (a symbolic link leading out: a 404, its real path logged,
     never told the client)."""
     rel = tiles.CHECKPOINT_PATH
-    try:
-        body = read_tile_file(file, MAX_NOTE_BYTES + 1, within)
-    except OutsideFolderError:
-        raise
-    except NotRegularFileError as e:  # "PATH is a FIFO (named pipe), not a regular file"
-        raise DamagedTileError(file, rel, str(e).removeprefix(f"{file} ")) from e
-    except (FileNotFoundError, NotADirectoryError):
-        raise
-    except OSError as e:
-        raise DamagedTileError(file, rel, f"cannot be read ({e.strerror})") from e
+    body = _read_served(file, rel, MAX_NOTE_BYTES + 1, within)
     if len(body) > MAX_NOTE_BYTES:
         raise DamagedTileError(
             file, rel, f"is more than the {MAX_NOTE_BYTES:,} bytes a signed note may hold"
         )
     if why := not_a_signed_note(body):
         raise DamagedTileError(file, rel, f"is no signed note ({why})")
+    text = body.decode()  # UTF-8: `not_a_signed_note` decoded it
+    try:  # its text (before the blank line), any log's: extension lines taken as opaque
+        Checkpoint.parse_body(text[: text.rfind("\n\n") + 1], opaque_extensions=True)
+    except LogError as e:  # served 200 before, and an audit's "does not verify", exit 3
+        raise DamagedTileError(file, rel, f"is no checkpoint ({e})") from e
     return body
 
 
@@ -470,16 +541,12 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
         client = client_key(request.client.host) if request.client else ""
         try:
             file, width = _source(directory, path, parsed)
-            status = file.stat()
+            rel = file.relative_to(directory).as_posix()
+            source = tiles.Tile(parsed.level, parsed.index, width)
+            size = _served_size(file, rel)  # a FIFO, a device, a folder: damaged, unopened
+            _check_size(file, rel, size, source, bundle)  # before its share is taken
         except (FileNotFoundError, NotADirectoryError):
             return _not_found(f"/tlog/{path}")
-        if not stat.S_ISREG(status.st_mode):  # a FIFO, a device, a folder: as not there
-            return _not_found(f"/tlog/{path}")
-        size = status.st_size
-        source = tiles.Tile(parsed.level, parsed.index, width)
-        rel = file.relative_to(directory).as_posix()
-        try:
-            _check_size(file, rel, size, source, bundle)  # before its share is taken
         except DamagedTileError as e:
             return _damaged(path, e, damaged_log)
         if not await shares.take(client, size):
@@ -506,7 +573,7 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
         except (FileNotFoundError, NotADirectoryError):
             shares.give(client, size)
             return _not_found(f"/tlog/{path}")
-        except DamagedTileError as e:  # it changed since its size was checked, or is no tile
+        except DamagedTileError as e:  # changed since its size was checked, no tile
             shares.give(client, size)
             return _damaged(path, e, damaged_log)
         except BaseException:
