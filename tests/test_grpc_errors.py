@@ -469,3 +469,43 @@ def test_a_health_check_of_an_unknown_service_names_it_and_those_that_exist(
     reply = check(health_pb2.HealthCheckRequest(service="provenance.v1.Log"), timeout=10)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     chan.close()
+
+
+def test_upload_header_fields_past_their_limits_are_refused(
+    shared: ServerProc, tmp_path: Path
+) -> None:
+    """A header's chunk hash that is not a 32-byte leaf hash, or a file name of more than
+    4 KiB, is INVALID_ARGUMENT naming the field and its limit. Before, both were taken
+    silently (a 7 MB file name; a 31-byte hash only failed to rebuild the chunk root).
+    A long name an honest client sends still gets its report."""
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    chan = grpc.insecure_channel(shared.address)
+    stub = rpc.VerificationStub(chan)
+
+    def upload(header: pb.VerifyFileHeader) -> pb.VerificationReport:
+        msgs = [pb.VerifyFileChunk(header=header), pb.VerifyFileChunk(data=data)]
+        report: pb.VerificationReport = stub.VerifyFile(iter(msgs), timeout=60)
+        return report
+
+    for hashes, i, n in (([b"\x01" * 31], 0, 31), ([b"\x01" * 32, b""], 1, 0)):
+        with pytest.raises(grpc.RpcError) as got:
+            upload(pb.VerifyFileHeader(size_bytes=len(data), chunk_hashes=hashes))
+        assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
+        assert f"chunk_hashes[{i}] is {n} bytes; each is a 32-byte leaf hash" in str(
+            got.value.details()
+        )
+    with pytest.raises(grpc.RpcError) as got:
+        upload(pb.VerifyFileHeader(filename="x" * 7_000_000))
+    assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
+    assert "filename is 7,000,000 bytes; at most 4,096 bytes" in str(got.value.details())
+    with pytest.raises(grpc.RpcError) as got:
+        upload(pb.VerifyFileHeader(filename="\U0001f4f7" * 1025))  # 4,100 bytes
+    assert "filename is 4,100 bytes" in str(got.value.details())
+    for name in ("\U0001f4f7" * 1024, "a\nb\x00c.jpg"):  # 4,096 bytes; any name on disk
+        assert upload(pb.VerifyFileHeader(filename=name)).evidence.file_sha256
+    chan.close()
+    # what `prov verify` sends for a name of Linux's longest, 255 bytes
+    longest = tmp_path / ("\u00e9" * 127 + ".")
+    longest.write_bytes(data)
+    with ProvenanceClient(shared.address, timeout=60) as c:
+        assert c.verify_file(longest).evidence.file.sha256 == hashlib.sha256(data).digest()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 import grpc
+import pytest
 
 from clients.scan.hashing import Measured
 from provenance.server.rpc import MAX_DETAILS_CHARS
@@ -125,3 +126,43 @@ def test_malformed_packed_pdq_hashes_are_refused_on_their_own_rows(
                 assert e.details() == f"query {ref!r}: {msg}"
             else:
                 raise AssertionError(f"{ref} was accepted")
+
+
+def test_a_media_type_that_is_none_is_refused_on_its_own_row(
+    served: str,  # noqa: F811
+    desk: list[Measured],  # noqa: F811
+) -> None:
+    """A query's media_type is empty or an RFC 6838 type/subtype of at most 255
+    characters: one holding a NUL or another control character, a space, parameters, or
+    1 MB of text is that query's INVALID_ARGUMENT naming the field (before, each was
+    taken silently and carried into its report); the honest queries beside it, and a
+    255-character type, are answered."""
+    good = [_query(m) for m in desk]
+    longest = "video/" + "x" * 249
+    rows = {
+        "nul": ("image/jpeg\x00", "media_type 'image/jpeg\\x00' is not a media type"),
+        "escape": ("image/\x1b[2J", "media_type 'image/\\x1b[2J' is not a media type"),
+        "params": ("image/jpeg; q=1", "is not a media type (RFC 6838 type/subtype"),
+        "huge": ("image/" + "j" * 1_000_000, "media_type is 1,000,006 characters; at most 255"),
+    }
+    bad = [
+        pb.LookupQuery(ref=ref, sha256=os.urandom(32), media_type=media)
+        for ref, (media, _) in rows.items()
+    ]
+    fine = pb.LookupQuery(ref="longest", sha256=os.urandom(32), media_type=longest)
+    with grpc.insecure_channel(served) as ch:
+        stub = rpc.VerificationStub(ch)
+        reply = stub.Lookup(
+            pb.LookupRequest(queries=[*good, *bad, fine], per_query_errors=True), timeout=60
+        )
+        errors = {r.ref: (r.error_code, r.error) for r in reply.results if r.error}
+        assert sorted(errors) == sorted(rows), errors
+        for ref, (_, words) in rows.items():
+            code, error = errors[ref]
+            assert code == "INVALID_ARGUMENT" and error.startswith(f"query {ref!r}: "), error
+            assert words in error, error
+        assert sum(r.HasField("report") for r in reply.results) == len(good) + 1
+        with pytest.raises(grpc.RpcError) as got:  # without per_query_errors: the whole call
+            stub.Lookup(pb.LookupRequest(queries=[*good, bad[0]]), timeout=60)
+        assert got.value.code() is grpc.StatusCode.INVALID_ARGUMENT, got.value.details()
+        assert "media_type 'image/jpeg\\x00' is not a media type" in str(got.value.details())

@@ -707,6 +707,7 @@ def test_a_sidecar_field_of_the_wrong_kind_is_named_in_words() -> None:
     Python's words for what decoding it raised: "'int' object is not subscriptable",
     "non-hexadecimal number found in fromhex() arg at position 0", "argument should be a
     bytes-like object or ASCII string, not 'int'", "Incorrect padding"."""
+    import base64
     import json
 
     from provenance.core.errors import ClaimError
@@ -731,6 +732,14 @@ def test_a_sidecar_field_of_the_wrong_kind_is_named_in_words() -> None:
         with pytest.raises(ClaimError) as info:
             decode_sidecar(json.dumps(doc).encode())
         assert str(info.value) == f"malformed sidecar: {words}", (name, str(info.value))
+    # a chunk hash that is no 32-byte leaf hash: the server would refuse the upload's header
+    short = base64.b64encode(b"\x01" * 31).decode()
+    with pytest.raises(ClaimError) as info:
+        decode_sidecar(json.dumps({**good, "chunkHashes": [short]}).encode())
+    assert str(info.value) == (
+        "malformed sidecar: chunkHashes[0] is 31 bytes; each is a 32-byte leaf hash (SHA-256)"
+        " of one chunk of the video"
+    )
 
 
 def test_an_audit_state_that_is_a_folder_is_a_usage_error(

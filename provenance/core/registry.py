@@ -108,7 +108,7 @@ _TAG_SEQUENCE = re.compile(
 )
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
-_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
 
 
 def check_token_ttl(ttl: timedelta) -> None:
@@ -335,7 +335,7 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
             f"the claim's orientation is {claim.orientation}; an EXIF orientation is 1..8"
             " (0 when the image states none)"
         )
-    if not _MEDIA_TYPE.fullmatch(claim.media_type):
+    if not MEDIA_TYPE.fullmatch(claim.media_type):
         shown = ascii(claim.media_type[:80]) + ("..." if len(claim.media_type) > 80 else "")
         raise ClaimError(
             f"the claim's media type {shown} is not a media type (RFC 6838 type/subtype,"

@@ -15,6 +15,10 @@ encoding, https://protobuf.dev/programming-guides/encoding/) and handed on as a 
 whose ``data`` is a view into the received message: no parse into protobuf's arena and no
 copy on each read of the field (about 0.15 ms per MiB otherwise). Any other message is
 parsed by protobuf as before.
+
+Fields of a parsed message that no honest client sends are refused in the same words
+(INVALID_ARGUMENT naming the field and its limit): `check_upload_header` (an upload's
+file name and chunk hashes) and `check_query_media_type` (a Lookup query's media type).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Any
 
 import grpc
 
-from provenance.core.errors import ClaimError
+from provenance.core.errors import ClaimError, MediaError
+from provenance.core.merkle import HASH_SIZE
+from provenance.core.registry import MEDIA_TYPE
 from provenance.v1 import provenance_pb2 as pb
 
 #: Full names of the methods whose requests are `VerifyFileChunk` streams.
@@ -38,6 +44,65 @@ UPLOAD_METHODS = frozenset(
 )
 # The key of `VerifyFileChunk.data`: field number 2, wire type 2 (length-delimited).
 _DATA_KEY = (pb.VerifyFileChunk.DESCRIPTOR.fields_by_name["data"].number << 3) | 2
+
+
+#: The most bytes (UTF-8) of an upload header's ``filename``, a name for the report only:
+#: `prov verify` sends a path's last part, at most 255 bytes on Linux (NAME_MAX; 765 once
+#: each undecodable byte is sent as U+FFFD), 255 UTF-16 units on Windows and macOS (at most
+#: 765 bytes of UTF-8), and the web page at most 255 characters (1,020 bytes,
+#: `provenance.web.formparts.MAX_NAME`): 4 KiB, Linux's PATH_MAX, holds even a whole path.
+#: Before, a 7 MB name was taken.
+MAX_FILENAME_BYTES = 4096
+#: The most characters of a Lookup query's ``media_type``: RFC 6838 section 4.2 names a
+#: type and a subtype of at most 127 characters each.
+MAX_MEDIA_TYPE_CHARS = 255
+
+
+def _shown(text: str, most: int = 80) -> str:
+    """``text`` for an error message: its first ``most`` characters as Python writes them in
+    ASCII (a NUL as \\x00), "..." after when there is more."""
+    return ascii(text[:most]) + ("..." if len(text) > most else "")
+
+
+def check_upload_header(header: Any) -> None:
+    """Raises MediaError (INVALID_ARGUMENT) when a `VerifyFileHeader` holds a ``filename``
+    of more than `MAX_FILENAME_BYTES` bytes of UTF-8, or a ``chunk_hashes`` entry that is
+    not a 32-byte RFC 9162 leaf hash (SHA-256) of a video sidecar's chunk. Before, both were
+    taken silently: a hash of another length only failed to rebuild the signed chunk root.
+    A file name's characters are not checked: a file on disk may be named with any but
+    "/" and NUL, and the name is shown only as its report's label."""
+    size = len(header.filename.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILENAME_BYTES:
+        raise MediaError(
+            f"the upload header's filename is {size:,} bytes; at most {MAX_FILENAME_BYTES:,}"
+            " bytes of UTF-8 (a file's name without its folder, for the report only)"
+        )
+    for i, h in enumerate(header.chunk_hashes):
+        if len(h) != HASH_SIZE:
+            raise MediaError(
+                f"the upload header's chunk_hashes[{i}] is {len(h):,} bytes; each is a"
+                f" {HASH_SIZE}-byte leaf hash (SHA-256, RFC 9162) of one chunk of the video,"
+                f" as the sidecar lists them ({len(header.chunk_hashes):,} hashes sent)"
+            )
+
+
+def check_query_media_type(media_type: str) -> None:
+    """Raises ClaimError (INVALID_ARGUMENT) unless a `LookupQuery`'s ``media_type`` is empty
+    (unknown) or a media type of RFC 6838 section 4.2 without parameters ("image/jpeg",
+    `provenance.core.registry.MEDIA_TYPE`: no NUL, control character, space or ";") of at
+    most `MAX_MEDIA_TYPE_CHARS` characters, what `prov scan` sniffs. Before, any text was
+    taken, 1 MB or holding NULs, and carried into the query's report."""
+    if len(media_type) > MAX_MEDIA_TYPE_CHARS:
+        raise ClaimError(
+            f"media_type is {len(media_type):,} characters; at most {MAX_MEDIA_TYPE_CHARS}"
+            " (RFC 6838: a type and a subtype of at most 127 each, such as image/jpeg)"
+        )
+    if media_type and not MEDIA_TYPE.fullmatch(media_type):
+        raise ClaimError(
+            f"media_type {_shown(media_type)} is not a media type (RFC 6838 type/subtype,"
+            " such as image/jpeg, without parameters, spaces or control characters; empty"
+            " when unknown)"
+        )
 
 
 @dataclass(frozen=True, slots=True)

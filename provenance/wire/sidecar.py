@@ -19,6 +19,7 @@ from provenance.core.claims import Claim, Receipt, SignedClaim
 from provenance.core.envelope import verify_payload
 from provenance.core.errors import ClaimError, SignatureError
 from provenance.core.keys import check_public_key, key_id
+from provenance.core.merkle import HASH_SIZE
 from provenance.wire.convert import decode_claim, decode_receipt, encode_receipt
 from provenance.wire.jsontext import loads_text
 
@@ -111,6 +112,12 @@ def decode_sidecar(data: bytes) -> Sidecar:
                 "malformed sidecar: the field 'chunkHashes' is not a list of base64 text"
             )
         chunks = tuple(_b64_field(h, "chunkHashes") for h in chunk_hashes)
+        for i, h in enumerate(chunks):
+            if len(h) != HASH_SIZE:  # the server refuses it (rpc_input.check_upload_header)
+                raise ClaimError(
+                    f"malformed sidecar: chunkHashes[{i}] is {len(h)} bytes; each is a"
+                    f" {HASH_SIZE}-byte leaf hash (SHA-256) of one chunk of the video"
+                )
     except KeyError as e:  # was "malformed sidecar: KeyError('payload')"
         raise ClaimError(f"malformed sidecar: the field {e.args[0]!r} is missing") from e
     except (TypeError, ValueError, binascii.Error) as e:
