@@ -1207,3 +1207,23 @@ def test_a_log_key_that_is_a_folder_is_a_usage_error(tmp_path: Path) -> None:
         assert rc == 2, (folder, rc, err)
         assert f"{folder} is a folder; name the log's key file" in err, (folder, err)
         assert "Traceback" not in err and "listening" not in out, (folder, err)
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (("witness", "serve"), "--log-key KEY"),
+        (("serve",), "--witness URL=KEY"),
+        (("verify",), "--witness KEY"),
+        (("receipt", "verify"), "--witness KEY"),
+        (("receipt", "refresh"), "--witness KEY"),
+    ],
+)
+def test_a_repeated_option_names_what_it_takes_not_a_python_type(
+    command: tuple[str, ...], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # before: `--log-key <list[str]>`, `--witness <list[str]>` (Typer's type of the list)
+    capsys.readouterr()
+    assert prov_main([*command, "--help"]) == 0
+    said = _flat(capsys.readouterr().out)
+    assert "list[str]" not in said and shown in said, (command, said)
