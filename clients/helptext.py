@@ -224,6 +224,7 @@ def teach(command: Any, path: str = "") -> None:
     for param in command.params:
         if isinstance(param, TyperArgument):  # FILES... in usage, as Click writes it
             param.get_usage_pieces = _usage_pieces(param)  # type: ignore[method-assign]
+            param.get_error_hint = _error_hint(param)  # type: ignore[method-assign]
     for name, sub in getattr(command, "commands", {}).items():
         teach(sub, f"{path} {name}".strip())
 
@@ -241,6 +242,18 @@ def _usage_pieces(param: TyperArgument) -> Any:
         return [name if param.required else f"[{name}]"]
 
     return pieces
+
+
+def _error_hint(param: TyperArgument) -> Any:
+    """``param.get_error_hint``: its name in usage errors as the usage line names it
+    ("Invalid value for FILE: path 'x' does not exist", "Missing argument DEVICE_ID."),
+    not Typer's lower-case name in quotes ('file'), so that one argument reads the same
+    whether Click or our own check (``param_hint="FILE"``) refused it."""
+
+    def hint() -> str:
+        return argument_name(param).removesuffix("...")
+
+    return hint
 
 
 def _value_type(param: Any, ctx: Any) -> str:

@@ -1099,14 +1099,14 @@ def test_a_loop_of_symbolic_links_is_named_not_reported_missing(
     dangling.symlink_to(tmp_path / "gone")
     report = str(tmp_path / "scan.jsonl")
     for args, option in (
-        (("verify", "LOOP"), "'file'"),
+        (("verify", "LOOP"), "for FILE:"),
         (("verify", str(photo), "--sidecar", "LOOP"), "--sidecar"),
-        (("sign", "LOOP"), "'files'"),
-        (("detect", "LOOP"), "'files'"),
-        (("scan", str(photo), "LOOP", "--report", report), "'paths'"),
-        (("receipt", "export", "LOOP"), "'sidecar'"),
-        (("receipt", "verify", "LOOP"), "'sidecar'"),
-        (("receipt", "refresh", "LOOP"), "'sidecar'"),
+        (("sign", "LOOP"), "for FILES:"),
+        (("detect", "LOOP"), "for FILES:"),
+        (("scan", str(photo), "LOOP", "--report", report), "for PATHS:"),
+        (("receipt", "export", "LOOP"), "for SIDECAR:"),
+        (("receipt", "verify", "LOOP"), "for SIDECAR:"),
+        (("receipt", "refresh", "LOOP"), "for SIDECAR:"),
         (("log", "key", "--key-file", "LOOP"), "--key-file"),
         (("device", "enroll", "--certificate", "LOOP"), "--certificate"),
         (
@@ -1227,3 +1227,31 @@ def test_a_repeated_option_names_what_it_takes_not_a_python_type(
     assert prov_main([*command, "--help"]) == 0
     said = _flat(capsys.readouterr().out)
     assert "list[str]" not in said and shown in said, (command, said)
+
+
+def test_a_path_argument_is_named_in_its_errors_as_the_usage_line_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing path and a folder given where a file goes both name the argument as
+    "Usage: prov verify [OPTIONS] FILE" does (before: "Invalid value for 'file': path ...
+    does not exist" but "Invalid value for FILE: ... is a folder"); so does a missing
+    argument (before: "Missing argument 'device_id'.")."""
+    gone = str(tmp_path / "gone.jpg")
+    report = str(tmp_path / "scan.jsonl")
+    for args, name in (
+        (("verify", gone), "FILE"),
+        (("sign", gone), "FILES"),
+        (("detect", gone), "FILES"),
+        (("scan", gone, "--report", report), "PATHS"),
+        (("receipt", "export", gone), "SIDECAR"),
+        (("receipt", "verify", gone), "SIDECAR"),
+        (("receipt", "refresh", gone), "SIDECAR"),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and f"Invalid value for {name}: path" in err, (args, err)
+        assert "does not exist" in err and f"[OPTIONS] {name}" in err, (args, err)
+    for command, name in (("verify", "FILE"), ("sign", "FILES"), ("detect", "FILES")):
+        rc, err = _run(capsys, command, str(tmp_path))
+        assert rc == 2 and f"Invalid value for {name}:" in err and "is a folder" in err, err
+    rc, err = _run(capsys, "admin", "revoke")
+    assert rc == 2 and "Missing argument DEVICE_ID." in err, err
