@@ -16,7 +16,7 @@ from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
-from tests.conftest import SAMPLES, cli_process, closed_port
+from tests.conftest import ROOT, SAMPLES, cli_process, closed_port
 from tests.drain import finish
 
 
@@ -1255,3 +1255,23 @@ def test_a_path_argument_is_named_in_its_errors_as_the_usage_line_names_it(
         assert rc == 2 and f"Invalid value for {name}:" in err and "is a folder" in err, err
     rc, err = _run(capsys, "admin", "revoke")
     assert rc == 2 and "Missing argument DEVICE_ID." in err, err
+
+
+def test_a_file_to_verify_that_is_no_regular_file_cannot_be_checked_as_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO or a device given as `prov verify`'s FILE is there but cannot be checked:
+    exit 1 (README's "(error)" row: the file could not be checked), unread, not a usage
+    error; only a FILE that does not exist is exit 2. Before, README's "(usage)" row said a
+    FILE that "cannot be read" is exit 2 and neither exit table named FIFO or device."""
+    fifo = tmp_path / "photo.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (Path("/dev/null"), "a device")):
+        rc, err = _run(capsys, "verify", str(path), "--server", closed_port(), "--no-detect")
+        assert rc == 1 and f"{path} is {kind}, not a regular file" in err, (path, err)
+    for doc in ("README.md", "docs/verify.md"):
+        rows = [r for r in (ROOT / doc).read_text().splitlines() if r.startswith("| (")]
+        usage = next(r for r in rows if r.startswith("| (usage) | 2 |"))
+        error = next(r for r in rows if r.startswith("| (error) | 1 |"))
+        assert "a FILE or `--sidecar` that does not exist or cannot be read" not in usage, doc
+        assert "a FIFO or a device" in error, (doc, error)
