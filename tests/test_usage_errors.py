@@ -1275,3 +1275,32 @@ def test_a_file_to_verify_that_is_no_regular_file_cannot_be_checked_as_documente
         error = next(r for r in rows if r.startswith("| (error) | 1 |"))
         assert "a FILE or `--sidecar` that does not exist or cannot be read" not in usage, doc
         assert "a FIFO or a device" in error, (doc, error)
+
+
+def test_a_log_database_that_is_no_regular_file_is_named_for_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --db`, `prov log export-tiles --db` and `prov log key --db` given a
+    FIFO, a device or a folder say what it is, as `prov serve --db` does, exit 2 before
+    anything is opened (before: "no database at PATH", as for a path with nothing there)."""
+    key_file = tmp_path / "log.pem"
+    key = generate_log_key(key_file, "log.example/log").verifier_key()
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    for db, kind in (
+        (str(fifo), "a FIFO (named pipe)"),
+        ("/dev/null", "a device"),
+        (str(tmp_path), "a folder"),
+    ):
+        for args in (
+            ("log", "audit", "--state", str(tmp_path / "s.json"), "--db", db, "--log-key", key),
+            ("log", "export-tiles", str(tmp_path / "tiles"), "--db", db),
+            ("log", "key", "--key-file", str(key_file), "--db", db),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "--db" in err and f"{db} is {kind}, not a database file" in err, (
+                args,
+                err,
+            )
+            assert "no database at" not in err, (args, err)
+    assert not (tmp_path / "tiles").exists() and not (tmp_path / "s.json").exists()
