@@ -257,10 +257,17 @@ def _error_hint(param: TyperArgument) -> Any:
 
 
 def _value_type(param: Any, ctx: Any) -> str:
-    """The type shown beside a parameter that takes a value ("" for a flag)."""
+    """The type shown beside a parameter that takes a value ("" for a flag), in Typer's
+    plain words: ``<path>`` where Typer shows the annotation of a path it does not check
+    itself (``<Path>``, for an option with a ``parser``), and one value's type where it
+    shows a list's (``<list[Path]>``: ``FILES...`` and a repeatable option say several)."""
     if isinstance(param, TyperOption) and (param.is_flag or param.count):
         return ""
-    return str(param.display_type_rich(ctx=ctx) or "")
+    shown = str(param.display_type_rich(ctx=ctx) or "")
+    one = re.fullmatch(r"<list\[(.*)\]>", shown)
+    if one:
+        shown = f"<{one.group(1)}>"
+    return "<path>" if shown == "<Path>" else shown
 
 
 def flag_default(param: Any, help_text: str) -> str:
