@@ -225,6 +225,8 @@ def teach(command: Any, path: str = "") -> None:
         if isinstance(param, TyperArgument):  # FILES... in usage, as Click writes it
             param.get_usage_pieces = _usage_pieces(param)  # type: ignore[method-assign]
             param.get_error_hint = _error_hint(param)  # type: ignore[method-assign]
+        elif isinstance(param, TyperOption):  # --ttl, as our own checks name it
+            param.get_error_hint = _option_hint(param)  # type: ignore[method-assign]
     for name, sub in getattr(command, "commands", {}).items():
         teach(sub, f"{path} {name}".strip())
 
@@ -252,6 +254,20 @@ def _error_hint(param: TyperArgument) -> Any:
 
     def hint() -> str:
         return argument_name(param).removesuffix("...")
+
+    return hint
+
+
+def _option_hint(param: TyperOption) -> Any:
+    """``param.get_error_hint``: the option bare, as our own checks name it
+    ("Invalid value for --ttl: ...", "Missing option --key."), with the variable that
+    can stand for it ("--log-key (or $PROV_LOG_KEY)"), not Typer's "'--ttl'"."""
+
+    def hint() -> str:
+        names = " / ".join(param.opts or [param.name or ""])
+        if param.show_envvar and isinstance(param.envvar, str):
+            return f"{names} (or ${param.envvar})"
+        return names
 
     return hint
 

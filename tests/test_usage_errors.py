@@ -961,7 +961,7 @@ def test_serve_files_that_do_not_exist_are_usage_errors(
         "--tsa-trust-anchors",
     ):
         rc, err = _run(capsys, *serve, option, gone)
-        assert rc == 2 and f"Invalid value for '{option}'" in err and "does not exist" in err, (
+        assert rc == 2 and f"Invalid value for {option}:" in err and "does not exist" in err, (
             option,
             err,
         )
@@ -1304,3 +1304,18 @@ def test_a_log_database_that_is_no_regular_file_is_named_for_what_it_is(
             )
             assert "no database at" not in err, (args, err)
     assert not (tmp_path / "tiles").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_an_option_is_named_in_its_errors_as_our_own_checks_name_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Click's checks name an option bare, as ours do ("Invalid value for --label: ...")
+    (before: "Invalid value for '--ttl': ...", "Missing option '--key'.")."""
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "some-token")
+    rc, err = _run(capsys, "admin", "enroll-token", "--ttl", "99999999", "--server", closed_port())
+    assert rc == 2 and "Invalid value for --ttl: " in err, err
+    gone = str(tmp_path / "gone.pem")
+    rc, err = _run(capsys, "device", "enroll", "--certificate", gone, "--home", str(tmp_path))
+    assert rc == 2 and "Invalid value for --certificate: path" in err, err
+    rc, err = _run(capsys, "witness", "serve")
+    assert rc == 2 and "Missing option --key." in err, err
