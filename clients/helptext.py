@@ -224,6 +224,9 @@ def teach(command: Any, path: str = "") -> None:
     for param in command.params:
         if isinstance(param, TyperArgument):  # FILES... in usage, as Click writes it
             param.get_usage_pieces = _usage_pieces(param)  # type: ignore[method-assign]
+            param.get_error_hint = _error_hint(param)  # type: ignore[method-assign]
+        elif isinstance(param, TyperOption):  # --ttl, as our own checks name it
+            param.get_error_hint = _option_hint(param)  # type: ignore[method-assign]
     for name, sub in getattr(command, "commands", {}).items():
         teach(sub, f"{path} {name}".strip())
 
@@ -243,11 +246,44 @@ def _usage_pieces(param: TyperArgument) -> Any:
     return pieces
 
 
+def _error_hint(param: TyperArgument) -> Any:
+    """``param.get_error_hint``: its name in usage errors as the usage line names it
+    ("Invalid value for FILE: path 'x' does not exist", "Missing argument DEVICE_ID."),
+    not Typer's lower-case name in quotes ('file'), so that one argument reads the same
+    whether Click or our own check (``param_hint="FILE"``) refused it."""
+
+    def hint() -> str:
+        return argument_name(param).removesuffix("...")
+
+    return hint
+
+
+def _option_hint(param: TyperOption) -> Any:
+    """``param.get_error_hint``: the option bare, as our own checks name it
+    ("Invalid value for --ttl: ...", "Missing option --key."), with the variable that
+    can stand for it ("--log-key (or $PROV_LOG_KEY)"), not Typer's "'--ttl'"."""
+
+    def hint() -> str:
+        names = " / ".join(param.opts or [param.name or ""])
+        if param.show_envvar and isinstance(param.envvar, str):
+            return f"{names} (or ${param.envvar})"
+        return names
+
+    return hint
+
+
 def _value_type(param: Any, ctx: Any) -> str:
-    """The type shown beside a parameter that takes a value ("" for a flag)."""
+    """The type shown beside a parameter that takes a value ("" for a flag), in Typer's
+    plain words: ``<path>`` where Typer shows the annotation of a path it does not check
+    itself (``<Path>``, for an option with a ``parser``), and one value's type where it
+    shows a list's (``<list[Path]>``: ``FILES...`` and a repeatable option say several)."""
     if isinstance(param, TyperOption) and (param.is_flag or param.count):
         return ""
-    return str(param.display_type_rich(ctx=ctx) or "")
+    shown = str(param.display_type_rich(ctx=ctx) or "")
+    one = re.fullmatch(r"<list\[(.*)\]>", shown)
+    if one:
+        shown = f"<{one.group(1)}>"
+    return "<path>" if shown == "<Path>" else shown
 
 
 def flag_default(param: Any, help_text: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -465,20 +466,32 @@ def _grew(saved: AuditState | None, old_size: int, size: int) -> str:
 
 
 def existing_db(db: str | None) -> str | None:
-    """``db`` if it is a postgresql:// URL or an existing file; else a usage error (exit 2,
-    before any work). Typer callback of ``--db`` where the database is only read. Raises
-    typer.BadParameter."""
+    """``db`` if it is a postgresql:// URL or an existing regular file; else a usage error
+    (exit 2, before any work): "no database at DB" when nothing is there, "DB is a FIFO
+    (named pipe), not a database file" (a device, a folder, ...) when something else is,
+    as `prov serve --db` says. Typer callback of ``--db`` where the database is only read.
+    Raises typer.BadParameter."""
     if db is None:
         return db
+    from provenance.core.files import file_kind
     from provenance.store import is_postgres_url
 
-    if not is_postgres_url(db) and not Path(db).is_file():
-        raise typer.BadParameter(
-            f"no database at {db} (give the SQLite file `prov serve --db` uses, or its"
-            " postgresql:// URL)",
-            param_hint="--db",
-        )
-    return db
+    if is_postgres_url(db):
+        return db
+    try:
+        mode = Path(db).stat().st_mode
+    except OSError:
+        mode = None
+    if mode is None:
+        problem = f"no database at {db}"
+    elif not stat.S_ISREG(mode):
+        problem = f"{db} is {file_kind(mode)}, not a database file"
+    else:
+        return db
+    raise typer.BadParameter(
+        f"{problem} (give the SQLite file `prov serve --db` uses, or its postgresql:// URL)",
+        param_hint="--db",
+    )
 
 
 def _open_read_only(db: str) -> Store:

@@ -196,6 +196,7 @@ WitnessOpt = Annotated[
         help="A witness's cosigner key NAME+ID+KEY (as `prov witness serve` prints it), or"
         " NAME=KEY; text or a file; repeat for each witness of the policy (C2SP"
         " tlog-cosignature).",
+        metavar="KEY",
         callback=witness_keys,
     ),
 ]

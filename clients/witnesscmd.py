@@ -65,6 +65,7 @@ def serve(
         list[str],
         typer.Option(
             help="Verifier key of a log to witness (text or file; repeat for more logs).",
+            metavar="KEY",
             callback=verifier_keys,
         ),
     ],

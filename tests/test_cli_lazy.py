@@ -53,6 +53,16 @@ def test_every_command_help_is_as_the_eager_cli_printed_it() -> None:
     assert done.stdout == golden
 
 
+def test_no_help_shows_a_python_type_for_a_value() -> None:
+    """A value's type reads as Typer's plain words (``<path>``, ``<str>``, ``<int>``), never
+    as a Python annotation: before, ``--home <Path>`` beside ``--report <path>``, and
+    ``PATHS... <list[Path]>`` (the golden file is every help as `prov` prints it, checked
+    by the test above)."""
+    golden = GOLDEN.read_text()
+    for leaked in ("<Path>", "<list["):
+        assert leaked not in golden, [line for line in golden.splitlines() if leaked in line]
+
+
 def test_each_listed_summary_is_the_first_sentence_of_its_commands_help() -> None:
     """`COMMANDS` copies each command's one line so that ``prov --help`` imports none;
     the golden file alone does not hold the copy to its source, as scripts/help_golden.py

@@ -16,7 +16,7 @@ from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
-from tests.conftest import SAMPLES, cli_process, closed_port
+from tests.conftest import ROOT, SAMPLES, cli_process, closed_port
 from tests.drain import finish
 
 
@@ -970,7 +970,7 @@ def test_serve_files_that_do_not_exist_are_usage_errors(
         "--tsa-trust-anchors",
     ):
         rc, err = _run(capsys, *serve, option, gone)
-        assert rc == 2 and f"Invalid value for '{option}'" in err and "does not exist" in err, (
+        assert rc == 2 and f"Invalid value for {option}:" in err and "does not exist" in err, (
             option,
             err,
         )
@@ -1108,14 +1108,14 @@ def test_a_loop_of_symbolic_links_is_named_not_reported_missing(
     dangling.symlink_to(tmp_path / "gone")
     report = str(tmp_path / "scan.jsonl")
     for args, option in (
-        (("verify", "LOOP"), "'file'"),
+        (("verify", "LOOP"), "for FILE:"),
         (("verify", str(photo), "--sidecar", "LOOP"), "--sidecar"),
-        (("sign", "LOOP"), "'files'"),
-        (("detect", "LOOP"), "'files'"),
-        (("scan", str(photo), "LOOP", "--report", report), "'paths'"),
-        (("receipt", "export", "LOOP"), "'sidecar'"),
-        (("receipt", "verify", "LOOP"), "'sidecar'"),
-        (("receipt", "refresh", "LOOP"), "'sidecar'"),
+        (("sign", "LOOP"), "for FILES:"),
+        (("detect", "LOOP"), "for FILES:"),
+        (("scan", str(photo), "LOOP", "--report", report), "for PATHS:"),
+        (("receipt", "export", "LOOP"), "for SIDECAR:"),
+        (("receipt", "verify", "LOOP"), "for SIDECAR:"),
+        (("receipt", "refresh", "LOOP"), "for SIDECAR:"),
         (("log", "key", "--key-file", "LOOP"), "--key-file"),
         (("device", "enroll", "--certificate", "LOOP"), "--certificate"),
         (
@@ -1216,3 +1216,115 @@ def test_a_log_key_that_is_a_folder_is_a_usage_error(tmp_path: Path) -> None:
         assert rc == 2, (folder, rc, err)
         assert f"{folder} is a folder; name the log's key file" in err, (folder, err)
         assert "Traceback" not in err and "listening" not in out, (folder, err)
+
+
+@pytest.mark.parametrize(
+    ("command", "shown"),
+    [
+        (("witness", "serve"), "--log-key KEY"),
+        (("serve",), "--witness URL=KEY"),
+        (("verify",), "--witness KEY"),
+        (("receipt", "verify"), "--witness KEY"),
+        (("receipt", "refresh"), "--witness KEY"),
+    ],
+)
+def test_a_repeated_option_names_what_it_takes_not_a_python_type(
+    command: tuple[str, ...], shown: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # before: `--log-key <list[str]>`, `--witness <list[str]>` (Typer's type of the list)
+    capsys.readouterr()
+    assert prov_main([*command, "--help"]) == 0
+    said = _flat(capsys.readouterr().out)
+    assert "list[str]" not in said and shown in said, (command, said)
+
+
+def test_a_path_argument_is_named_in_its_errors_as_the_usage_line_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing path and a folder given where a file goes both name the argument as
+    "Usage: prov verify [OPTIONS] FILE" does (before: "Invalid value for 'file': path ...
+    does not exist" but "Invalid value for FILE: ... is a folder"); so does a missing
+    argument (before: "Missing argument 'device_id'.")."""
+    gone = str(tmp_path / "gone.jpg")
+    report = str(tmp_path / "scan.jsonl")
+    for args, name in (
+        (("verify", gone), "FILE"),
+        (("sign", gone), "FILES"),
+        (("detect", gone), "FILES"),
+        (("scan", gone, "--report", report), "PATHS"),
+        (("receipt", "export", gone), "SIDECAR"),
+        (("receipt", "verify", gone), "SIDECAR"),
+        (("receipt", "refresh", gone), "SIDECAR"),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and f"Invalid value for {name}: path" in err, (args, err)
+        assert "does not exist" in err and f"[OPTIONS] {name}" in err, (args, err)
+    for command, name in (("verify", "FILE"), ("sign", "FILES"), ("detect", "FILES")):
+        rc, err = _run(capsys, command, str(tmp_path))
+        assert rc == 2 and f"Invalid value for {name}:" in err and "is a folder" in err, err
+    rc, err = _run(capsys, "admin", "revoke")
+    assert rc == 2 and "Missing argument DEVICE_ID." in err, err
+
+
+def test_a_file_to_verify_that_is_no_regular_file_cannot_be_checked_as_documented(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO or a device given as `prov verify`'s FILE is there but cannot be checked:
+    exit 1 (README's "(error)" row: the file could not be checked), unread, not a usage
+    error; only a FILE that does not exist is exit 2. Before, README's "(usage)" row said a
+    FILE that "cannot be read" is exit 2 and neither exit table named FIFO or device."""
+    fifo = tmp_path / "photo.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((fifo, "a FIFO (named pipe)"), (Path("/dev/null"), "a device")):
+        rc, err = _run(capsys, "verify", str(path), "--server", closed_port(), "--no-detect")
+        assert rc == 1 and f"{path} is {kind}, not a regular file" in err, (path, err)
+    for doc in ("README.md", "docs/verify.md"):
+        rows = [r for r in (ROOT / doc).read_text().splitlines() if r.startswith("| (")]
+        usage = next(r for r in rows if r.startswith("| (usage) | 2 |"))
+        error = next(r for r in rows if r.startswith("| (error) | 1 |"))
+        assert "a FILE or `--sidecar` that does not exist or cannot be read" not in usage, doc
+        assert "a FIFO or a device" in error, (doc, error)
+
+
+def test_a_log_database_that_is_no_regular_file_is_named_for_what_it_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov log audit --db`, `prov log export-tiles --db` and `prov log key --db` given a
+    FIFO, a device or a folder say what it is, as `prov serve --db` does, exit 2 before
+    anything is opened (before: "no database at PATH", as for a path with nothing there)."""
+    key_file = tmp_path / "log.pem"
+    key = generate_log_key(key_file, "log.example/log").verifier_key()
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    for db, kind in (
+        (str(fifo), "a FIFO (named pipe)"),
+        ("/dev/null", "a device"),
+        (str(tmp_path), "a folder"),
+    ):
+        for args in (
+            ("log", "audit", "--state", str(tmp_path / "s.json"), "--db", db, "--log-key", key),
+            ("log", "export-tiles", str(tmp_path / "tiles"), "--db", db),
+            ("log", "key", "--key-file", str(key_file), "--db", db),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "--db" in err and f"{db} is {kind}, not a database file" in err, (
+                args,
+                err,
+            )
+            assert "no database at" not in err, (args, err)
+    assert not (tmp_path / "tiles").exists() and not (tmp_path / "s.json").exists()
+
+
+def test_an_option_is_named_in_its_errors_as_our_own_checks_name_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Click's checks name an option bare, as ours do ("Invalid value for --label: ...")
+    (before: "Invalid value for '--ttl': ...", "Missing option '--key'.")."""
+    monkeypatch.setenv("PROV_ADMIN_TOKEN", "some-token")
+    rc, err = _run(capsys, "admin", "enroll-token", "--ttl", "99999999", "--server", closed_port())
+    assert rc == 2 and "Invalid value for --ttl: " in err, err
+    gone = str(tmp_path / "gone.pem")
+    rc, err = _run(capsys, "device", "enroll", "--certificate", gone, "--home", str(tmp_path))
+    assert rc == 2 and "Invalid value for --certificate: path" in err, err
+    rc, err = _run(capsys, "witness", "serve")
+    assert rc == 2 and "Missing option --key." in err, err

@@ -620,7 +620,8 @@ def serve(
         typer.Option(
             help="A witness to ask for cosignatures after each commit, URL=KEY (repeat):"
             " its http(s) prefix and its cosigner key NAME+ID+KEY as `prov witness serve`"
-            " prints it (text or a file). C2SP tlog-witness."
+            " prints it (text or a file). C2SP tlog-witness.",
+            metavar="URL=KEY",
         ),
     ] = None,
     witness_quorum: Annotated[
