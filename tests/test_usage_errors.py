@@ -679,6 +679,35 @@ def test_serve_whose_database_lock_is_a_fifo_says_so_and_ends(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db.lock"]
 
 
+def test_serve_whose_database_has_a_fifo_beside_it_says_so_and_ends(tmp_path: Path) -> None:
+    """A FIFO at DB-journal held `prov serve --db DB` in SQLite's open of it (its check
+    for a hot journal), in C, deaf to SIGTERM (only SIGKILL ended it); one at DB-shm ended
+    the start in "cannot open database DB: disk I/O error", the database blamed; one at
+    DB-wal was taken for the WAL. Now each ends the start at once, exit 1, naming the
+    file, what it is and what to do, before SQLite opens anything."""
+    import sqlite3
+
+    env = {"PROV_ADMIN_TOKEN": "a" * 32}
+    for suffix in ("-journal", "-shm", "-wal"):
+        db = tmp_path / f"a{suffix}.db"
+        with sqlite3.connect(db) as conn:  # a database there: SQLite reads it at open
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        beside = Path(f"{db}{suffix}")
+        os.mkfifo(beside)
+        proc = cli_process(["serve", "--db", str(db), "--listen", "127.0.0.1:0"], env=env)
+        try:
+            _, err = finish(proc, timeout=60)  # before: TimeoutExpired (-journal)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 1, (suffix, proc.returncode, err[-1500:])
+        assert f"{beside} is a FIFO (named pipe), not a regular file" in err, err
+        assert "Traceback" not in err, err
+        assert beside.is_fifo()
+
+
 def test_a_sidecar_missing_a_field_names_the_field(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
