@@ -152,6 +152,35 @@ def test_served_tiles_never_lead_outside_the_tiles_folder(tmp_path: Path) -> Non
     assert "outside the tiles folder" in web.stderr(), web.stderr()[-2000:]
 
 
+def test_a_link_out_of_the_tiles_folder_never_tells_its_size(tmp_path: Path) -> None:
+    """A link out of the tiles folder to a regular file of a size no tile has was judged
+    by its size before the folder was: a 500 telling the client "its file is 1,000 bytes"
+    (the size of any file a link leads to), and the log said to run export-tiles again.
+    Now it is the 404 of any link out, its real path only in the log. (A link out to a
+    FIFO or a device stays the 500 "is a FIFO", never opened: its kind is judged before
+    anything is opened.)"""
+    outside = tmp_path / "outside.txt"
+    outside.write_bytes(b"secret " * 142 + b"end!!!")  # 1,000 bytes: no tile's size
+    real = tmp_path / "tiles"
+    (real / "tile/0/000.p").mkdir(parents=True)
+    (real / "tile/0/000").symlink_to(outside)
+    (real / "tile/0/000.p/9").symlink_to(outside)  # a partial tile cut from a wider one
+    (tmp_path / "level").mkdir()
+    (tmp_path / "level/000").write_bytes(outside.read_bytes())
+    (real / "tile/1").symlink_to(tmp_path / "level")  # a folder on its path leading out
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(real))
+    try:
+        for path in ("tile/0/000", "tile/0/000.p/3", "tile/1/000"):
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(f"{web.address}/tlog/{path}")
+            body = e.value.read()
+            assert e.value.code == 404, (path, e.value.code, body[:200])
+            assert b"outside the" in body and b"1,000" not in body, (path, body)
+    finally:
+        web.stop()
+    assert "Traceback" not in web.stderr(), web.stderr()[-2000:]
+
+
 def test_a_tiles_dir_that_is_a_file_is_refused_and_never_a_500(tmp_path: Path) -> None:
     """`prov web --tiles-dir FILE` started, and every GET /tlog/checkpoint was a 500 with
     a NotADirectoryError traceback in the log. Now a --tiles-dir that is a file is a usage

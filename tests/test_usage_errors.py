@@ -679,6 +679,57 @@ def test_serve_whose_database_lock_is_a_fifo_says_so_and_ends(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db.lock"]
 
 
+def _serve_ended(db: Path, env: dict[str, str]) -> tuple[int, str]:
+    """`prov serve --db DB` run to its end (60 s at most, then killed: a hang fails the
+    test with TimeoutExpired): its exit status and stderr."""
+    proc = cli_process(["serve", "--db", str(db), "--listen", "127.0.0.1:0"], env=env)
+    try:
+        _, err = finish(proc, timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+def test_serve_whose_database_has_a_fifo_beside_it_says_so_and_ends(tmp_path: Path) -> None:
+    """A FIFO at DB-journal held `prov serve --db DB` in SQLite's open of it (its check
+    for a hot journal), in C, deaf to SIGTERM (only SIGKILL ended it); one at DB-shm ended
+    the start in "cannot open database DB: disk I/O error", the database blamed; one at
+    DB-wal was taken for the WAL. Now each ends the start at once, exit 1, naming the
+    file, what it is and what to do, before SQLite opens anything."""
+    import sqlite3
+
+    env = {"PROV_ADMIN_TOKEN": "a" * 32}
+    for suffix in ("-journal", "-shm", "-wal"):
+        db = tmp_path / f"a{suffix}.db"
+        with sqlite3.connect(db) as conn:  # a database there: SQLite reads it at open
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+        beside = Path(f"{db}{suffix}")
+        os.mkfifo(beside)
+        rc, err = _serve_ended(db, env)  # before: TimeoutExpired (-journal)
+        assert rc == 1, (suffix, rc, err[-1500:])
+        assert f"{beside} is a FIFO (named pipe), not a regular file" in err, err
+        assert "Traceback" not in err, err
+        assert beside.is_fifo()
+
+
+def test_serve_whose_database_folder_is_no_folder_says_what_it_is(tmp_path: Path) -> None:
+    """`prov serve --db FIFO/a.db` (or FILE/a.db) said "the folder FIFO does not exist
+    (create it first)", of a path that exists: creating it fails. Now it says what is
+    there instead of a folder; still a usage error, exit 2, nothing opened."""
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "file").write_bytes(b"x")
+    env = {"PROV_ADMIN_TOKEN": "a" * 32, "COLUMNS": "400"}  # one line
+    for parent, kind in (("pipe", "a FIFO (named pipe)"), ("file", "a file")):
+        db = tmp_path / parent / "a.db"
+        rc, err = _serve_ended(db, env)
+        assert rc == 2, (parent, rc, err[-1500:])
+        assert f"the folder {tmp_path / parent} is {kind}, not a folder" in err, err
+        assert "does not exist" not in err, err
+
+
 def test_a_sidecar_missing_a_field_names_the_field(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

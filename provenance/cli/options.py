@@ -8,11 +8,13 @@ from __future__ import annotations
 import errno
 import math
 import os
+import stat
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
 
+from provenance.core.files import file_kind
 from provenance.core.ports import (
     bare_host,
     bind_reason,
@@ -79,11 +81,16 @@ def in_existing_folder(path: Path, option: str) -> Path:
     2, a clean message naming ``option``) instead of a traceback later, when the file is
     first written. Raises typer.BadParameter."""
     folder = path.parent
-    if not folder.is_dir():
-        raise typer.BadParameter(
-            f"{path}: the folder {folder} does not exist (create it first)", param_hint=option
-        )
-    return path
+    if folder.is_dir():
+        return path
+    try:
+        mode = folder.stat().st_mode
+    except OSError:
+        what = "does not exist (create it first)"
+    else:  # "does not exist (create it first)" of a FIFO or file there, before
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        what = f"is {kind}, not a folder (name a file in a folder)"
+    raise typer.BadParameter(f"{path}: the folder {folder} {what}", param_hint=option)
 
 
 _Paths = TypeVar("_Paths", Path, Path | None, list[Path])

@@ -276,12 +276,12 @@ class OutsideFolderError(NotRegularFileError):
         self.real = real
 
 
-def _outside(handle: IO[bytes], path: Path, within: Path) -> str | None:
-    """The real path of the file open as ``handle`` (read from /proc/self/fd, so a link
+def outside_folder(fd: int, path: Path, within: Path) -> str | None:
+    """The real path of the file open as ``fd`` (read from /proc/self/fd, so a link
     swapped in after the open changes nothing; without /proc, ``path`` resolved) when it
     is outside the folder ``within`` (resolved too), else None."""
     try:
-        real = os.readlink(f"/proc/self/fd/{handle.fileno()}")
+        real = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         real = os.path.realpath(path)
     root = os.path.realpath(within)
@@ -301,7 +301,10 @@ def read_tile_file(
     No more than the file's size and one byte is asked of the read (Python's read(n)
     allocates n bytes at once: 16 MiB for each 8 KiB tile of an audit, before)."""
     with open_regular(path, NotRegularFileError) as handle:
-        if within is not None and (real := _outside(handle, path, within)) is not None:
+        if (
+            within is not None
+            and (real := outside_folder(handle.fileno(), path, within)) is not None
+        ):
             raise OutsideFolderError(path, real)
         size = os.fstat(handle.fileno()).st_size
         return handle.read() if limit < 0 else handle.read(min(limit, size + 1))

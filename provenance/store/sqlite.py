@@ -216,6 +216,29 @@ def _lock_not_regular(path: Path, kind: str) -> ConfigError:
     )
 
 
+#: The files SQLite keeps beside a database ``DB`` (``DB-wal``, ``DB-shm``, ``DB-journal``).
+_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _check_companions(db: Path) -> None:
+    """Raise ConfigError when a file SQLite keeps beside the database ``db``
+    (`_COMPANIONS`) is there but no regular file (a link is judged by what it leads to):
+    a FIFO at DB-journal held SQLite's open of it (its hot-journal check) for good, in C,
+    deaf to SIGTERM; one at DB-shm ended in "disk I/O error", the database blamed; one at
+    DB-wal was taken for the WAL. Nothing is opened."""
+    for suffix in _COMPANIONS:
+        path = Path(f"{db}{suffix}")
+        try:
+            mode = path.stat().st_mode
+        except OSError:  # not there (SQLite makes it), or SQLite's open says why not
+            continue
+        if not stat.S_ISREG(mode):
+            raise ConfigError(
+                f"{path} is {file_kind(mode)}, not a regular file: SQLite keeps the"
+                f" database's {suffix.lstrip('-')} file there; move it away"
+            )
+
+
 def _lock_file(db: Path) -> IO[bytes]:
     """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
     writer, so a second server on the same database is refused. Raises ConfigError."""
@@ -287,12 +310,13 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self.location = str(self.path)
         self.read_only = read_only
+        _check_companions(self.path)  # before SQLite opens them: a FIFO held its open
         # whether the WAL's files were absent when a read-only store opened the file
         self._no_wal = read_only and not self._wal_files()
         self._lock = _lock_file(self.path) if exclusive else None
         #: the files of a new database this exclusive store made, seen absent while it
         #: held the lock (so no other server can have made them): `discard` removes them
-        files = [self.path] + [Path(f"{self.path}{s}") for s in ("-wal", "-shm", "-journal")]
+        files = [self.path] + [Path(f"{self.path}{s}") for s in _COMPANIONS]
         new = exclusive and not os.path.lexists(self.path)
         self._made = [p for p in files if not os.path.lexists(p)] if new else []
         #: whether this store created the database file (see `discard`)

@@ -60,7 +60,12 @@ from provenance.core.errors import LogError
 from provenance.core.fair_share import client_key
 from provenance.log import tiles
 from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
-from provenance.log.tiledir import NotRegularFileError, OutsideFolderError, read_tile_file
+from provenance.log.tiledir import (
+    NotRegularFileError,
+    OutsideFolderError,
+    outside_folder,
+    read_tile_file,
+)
 
 PREFIX = "/tlog"
 """URL prefix of the tiled log: ``/tlog/checkpoint``, ``/tlog/tile/...``."""
@@ -375,7 +380,7 @@ def _unservable(file: Path, rel: str, error: OSError) -> DamagedTileError:
     return DamagedTileError(file, rel, f"cannot be read ({error.strerror or error})")
 
 
-def _served_size(file: Path, rel: str) -> int:
+def _served_size(file: Path, rel: str, within: Path) -> int:
     """The size in bytes of the regular file ``file`` (at ``rel`` in the served folder),
     judged by `open_regular_fd`, which opens nothing else for reading nor blocks, and
     closed again. Raises FileNotFoundError (or NotADirectoryError) when nothing is there
@@ -383,7 +388,10 @@ def _served_size(file: Path, rel: str) -> int:
     folder: "is a FIFO (named pipe), not a regular file") or cannot be opened (a link
     that loops, a file the server may not read): the server's fault, a 500. Before, a
     FIFO, device or folder there was a 404, as a tile the log lacks, and a looping link
-    starlette's bare 500 with a traceback."""
+    starlette's bare 500 with a traceback. Raises OutsideFolderError when the regular
+    file opened is outside the served folder ``within`` (a link leading out), before its
+    size is judged: a 500 "its file is 1,000 bytes" told the client the size of any file
+    a link led to."""
 
     def refuse(kind: str) -> DamagedTileError:
         return DamagedTileError(file, rel, f"is {kind}, not a regular file")
@@ -394,7 +402,12 @@ def _served_size(file: Path, rel: str) -> int:
         raise
     except OSError as e:
         raise _unservable(file, rel, e) from e
-    os.close(fd)
+    try:
+        real = outside_folder(fd, file, within)
+    finally:
+        os.close(fd)
+    if real is not None:
+        raise OutsideFolderError(file, real)
     return status.st_size
 
 
@@ -543,8 +556,10 @@ def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
             file, width = _source(directory, path, parsed)
             rel = file.relative_to(directory).as_posix()
             source = tiles.Tile(parsed.level, parsed.index, width)
-            size = _served_size(file, rel)  # a FIFO, a device, a folder: damaged, unopened
+            size = _served_size(file, rel, directory)  # a FIFO, a device: damaged, unopened
             _check_size(file, rel, size, source, bundle)  # before its share is taken
+        except OutsideFolderError as e:  # judged before its size: never told
+            return _outside(f"{PREFIX}/{path}", e, damaged_log)
         except (FileNotFoundError, NotADirectoryError):
             return _not_found(f"/tlog/{path}")
         except DamagedTileError as e:
