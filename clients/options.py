@@ -136,7 +136,7 @@ def verifier_key(value: str | None) -> str | None:
     if value is None:
         return None
     try:
-        text = read_key_text(value)
+        text = read_key_text(value, "log verifier key")
     except ProvenanceError as e:
         raise typer.BadParameter(str(e), param_hint="--log-key") from None
     try:

@@ -33,8 +33,13 @@ MARKER = ".prov-web-demo"
 def _refuse_if_running(work: Path) -> None:
     """Refuse (SystemExit, exit 1) a folder whose database a running server (an earlier
     `make web`) still holds: checked before the addresses, so a second `make web` in the
-    same folder is told that, not only that the gRPC port is taken (by that one)."""
-    if held_by_a_server(work / "provenance.db"):
+    same folder is told that, not only that the gRPC port is taken (by that one). A lock
+    file that is no regular file (a FIFO) or cannot be opened ends it too, saying so."""
+    try:
+        held = held_by_a_server(work / "provenance.db")
+    except ConfigError as e:
+        raise SystemExit(f"make web: {e}") from e
+    if held:
         raise SystemExit(
             f"make web: another `make web` (or `prov serve`) is running on {work}"
             f" (its database lock {work / 'provenance.db.lock'} is held); stop it first"

@@ -178,6 +178,25 @@ def test_a_log_key_that_is_no_verifier_key_is_a_usage_error(
     assert "is not a log verifier key" not in err
 
 
+def test_a_log_key_naming_a_fifo_or_a_device_says_what_it_names(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--log-key PATH`` where PATH is a FIFO or a device: the usage error (exit 2) says
+    what PATH is, never opening it (a FIFO's open waits for a writer). Before: "'PATH' is
+    not a log verifier key NAME+ID+KEY nor a file holding one", as if PATH were text."""
+    fifo = tmp_path / "key.fifo"
+    os.mkfifo(fifo)
+    for path, kind in ((str(fifo), "a FIFO (named pipe)"), (os.devnull, "a device")):
+        for args in (
+            ("verify", str(photo), "--log-key", path),
+            ("receipt", "verify", str(photo), "--log-key", path),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and "--log-key" in err, (args, err)
+            assert f"{path} is {kind}, not a file holding a log verifier key" in err, (args, err)
+            assert "is not a log verifier key NAME+ID+KEY" not in err, (args, err)
+
+
 def test_a_witness_that_is_no_cosigner_key_is_a_usage_error(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -366,3 +366,18 @@ def test_make_web_refuses_one_address_for_both_servers(tmp_path: Path, web_host:
     said = " ".join(res.stderr.split())
     assert f"make web: error: WEB={web_host}:18123 and GRPC=127.0.0.1:18123 name" in said, said
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
+
+
+def test_make_web_ends_at_once_on_a_fifo_at_its_database_lock(tmp_path: Path) -> None:
+    """A FIFO at ``.web-demo/provenance.db.lock``: `make web` ends at once, exit 1, saying
+    what is there (as `prov serve` does), the folder untouched. Before, its check for a
+    running server opened the lock file blocking, and waited for a writer until Ctrl-C."""
+    work = _last_run(tmp_path)
+    os.mkfifo(work / "provenance.db.lock")
+    res = _web_demo(work, "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0")
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    assert "make web: the database lock file" in res.stderr, res.stderr
+    assert "provenance.db.lock is a FIFO (named pipe), not a regular file" in res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    assert (work / "provenance.db").read_bytes() == b"the previous run's log"
+    assert "working in" not in res.stdout

@@ -239,15 +239,18 @@ def _check_companions(db: Path) -> None:
             )
 
 
-def _lock_file(db: Path) -> IO[bytes]:
-    """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
-    writer, so a second server on the same database is refused. Raises ConfigError."""
-    path = _lock_path(db)
+def _open_lock(path: Path, flags: int) -> int:
+    """Open the database lock file ``path`` with ``flags`` (O_NONBLOCK among them) and
+    return its descriptor, refusing anything there but a regular file. Raises
+    FileNotFoundError when it is missing (and ``flags`` lack O_CREAT), ConfigError for
+    anything not a regular file or that cannot be opened."""
     try:
-        # O_NONBLOCK: a FIFO there held the open for a reader that never came (until a
-        # signal); now ENXIO, or judged below when something reads it
-        fd = os.open(path, _LOCK_FLAGS, 0o644)
+        # O_NONBLOCK: a FIFO there held the open for a peer that never came (until a
+        # signal); now ENXIO (write end), or judged below (read end, or a writer there)
+        fd = os.open(path, flags, 0o644)
     except OSError as e:
+        if isinstance(e, FileNotFoundError) and not flags & os.O_CREAT:
+            raise  # the caller's to judge: no lock file, no server
         if e.errno == errno.ENXIO:
             raise _lock_not_regular(path, "a FIFO (named pipe)") from e
         raise ConfigError(f"cannot open the database lock file {path}: {e.strerror}") from e
@@ -255,7 +258,14 @@ def _lock_file(db: Path) -> IO[bytes]:
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise _lock_not_regular(path, file_kind(mode))
-    handle = os.fdopen(fd, "ab")
+    return fd
+
+
+def _lock_file(db: Path) -> IO[bytes]:
+    """Hold an exclusive lock on ``DB.lock`` until the handle is closed: the log has one
+    writer, so a second server on the same database is refused. Raises ConfigError."""
+    path = _lock_path(db)
+    handle = os.fdopen(_open_lock(path, _LOCK_FLAGS), "ab")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -269,10 +279,12 @@ def _lock_file(db: Path) -> IO[bytes]:
 
 def held_by_a_server(db: Path) -> bool:
     """Whether a running server (an exclusive `SqliteStore`) holds the database ``db``:
-    its ``DB.lock`` is locked (flock). Raises OSError when the lock file exists but
-    cannot be opened."""
+    its ``DB.lock`` is locked (flock). Never blocks: raises ConfigError, as the server's
+    start does (`_open_lock`), when the lock file is no regular file (a FIFO there held
+    the open until Ctrl-C) or cannot be opened."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     try:
-        handle = _lock_path(db).open("rb")
+        handle = os.fdopen(_open_lock(_lock_path(db), flags), "rb")
     except FileNotFoundError:
         return False
     with handle:

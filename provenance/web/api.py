@@ -301,6 +301,8 @@ async def read_json(request: Request) -> Any:
 
 #: The fields a lookup body reads at each level (see the OpenAPI description).
 LOOKUP_FIELDS = ("queries",)
+#: A lookup body's shape, as its 400s show it.
+LOOKUP_SHAPE = '{"queries": [{"sha256": "...", "pdq": [...]}, ...]}'
 QUERY_FIELDS = ("ref", "sha256", "content_sha256", "media_type", "pdq")
 PDQ_FIELDS = ("hash", "quality", "timestamp_seconds")
 
@@ -380,8 +382,10 @@ def lookup_queries(data: bytes) -> list[Query]:
     off the event loop (`lookup`)."""
     body = parse_json(data)
     queries = body.get("queries") if isinstance(body, dict) else None
-    if not isinstance(queries, list) or not queries:
-        raise WebError('send {"queries": [{"sha256": "...", "pdq": [...]}, ...]}')
+    if not isinstance(queries, list):
+        raise WebError(f"send {LOOKUP_SHAPE}")
+    if not queries:  # before: the message above, as if the field were missing
+        raise WebError(f"the list `queries` is empty: send one query at least, {LOOKUP_SHAPE}")
     known_fields(body, "the body", LOOKUP_FIELDS)
     return [lookup_query(q, i) for i, q in enumerate(queries)]
 

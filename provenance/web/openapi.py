@@ -80,7 +80,9 @@ LOOKUP = {
     "properties": {
         "queries": {
             "type": "array",
-            "description": "at most the service's lookup limit (1000 by default)",
+            "minItems": 1,
+            "description": "one query at least; at most the service's lookup limit (1000 by"
+            " default)",
             "items": {
                 "type": "object",
                 "additionalProperties": False,

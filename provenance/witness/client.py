@@ -28,6 +28,7 @@ import errno
 import http.client
 import logging
 import ssl
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +39,9 @@ from urllib.parse import urlsplit
 
 from provenance import metrics
 from provenance.cli.cutoff import Cutoff
+from provenance.cli.files import open_regular
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
+from provenance.core.files import file_kind
 from provenance.core.networds import OverBudget, metered_response
 from provenance.log.checkpoint import parse_tree_size, quoted
 from provenance.terminal import clipped_line, shown_line
@@ -111,18 +114,36 @@ def names_a_file(path: Path) -> bool:
         raise
 
 
-def read_key_text(value: str) -> str:
+def _kind_not_regular(path: Path) -> str | None:
+    """What is at ``path`` in words ("a FIFO (named pipe)", "a device", "a folder":
+    `file_kind`) when something is there but no regular file, judged by ``stat`` (a
+    symbolic link by what it leads to; nothing opened); None when nothing is there, it is
+    a regular file, or it cannot be told (text that is no file name: an inline key)."""
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):
+        return None
+    return None if stat.S_ISREG(mode) else file_kind(mode)
+
+
+def read_key_text(value: str, what: str = "key") -> str:
     """A key given inline, or the stripped contents of the file ``value`` names. Raises
     ConfigError when that file cannot be read, is not UTF-8, or is over
     `MAX_KEY_FILE_BYTES`; the message quotes none of its text (a mistyped path may name a
     file of secrets), and of ``value`` only its start, escaped (`clipped_line`): a value
     too long to be a file name is taken for an inline key (before: 'cannot read the key
-    file' repeated all of a megabyte given)."""
+    file' repeated all of a megabyte given). ConfigError too when ``value`` names a FIFO,
+    a device or a folder: "PATH is a FIFO (named pipe), not a file holding a WHAT"
+    (``what``: the key named, e.g. "log verifier key"), nothing opened (before: taken for
+    an inline key, then refused as no key nor a file holding one); a regular file is read
+    through `open_regular` (a FIFO swapped in meanwhile is refused, not waited on)."""
     path = Path(value)
     shown = clipped_line(value, 200)
+    if value and (kind := _kind_not_regular(path)):  # Path("") is ".": no folder named
+        raise ConfigError(f"{shown} is {kind}, not a file holding a {what}")
     try:
         if names_a_file(path):
-            with path.open("rb") as f:
+            with open_regular(path, ConfigError) as f:
                 data = f.read(MAX_KEY_FILE_BYTES + 1)
             if len(data) > MAX_KEY_FILE_BYTES:
                 raise ConfigError(
