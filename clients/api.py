@@ -50,6 +50,8 @@ from provenance.wire.contract import (
 from provenance.wire.sidecar import Sidecar
 from provenance.witness import WitnessStatus
 
+#: What a call on a closed `ProvenanceClient` says (TransportError, CANCELLED).
+CLIENT_CLOSED = "this client was closed; open a new ProvenanceClient"
 #: Deadline of a small call, in seconds.
 DEFAULT_TIMEOUT = 30.0
 #: Assumed slowest upload rate when sizing an upload's deadline, in bytes per second.
@@ -181,6 +183,7 @@ class ProvenanceClient:
         self._captures = rpc.CapturesStub(self._channel)
         self._verification = rpc.VerificationStub(self._channel)
         self._log = rpc.LogStub(self._channel)
+        self._closed = False
 
     @property
     def _who(self) -> str:
@@ -188,7 +191,30 @@ class ProvenanceClient:
         return f"the server at {self.address}"
 
     def close(self) -> None:
+        """Close the connection. A call made afterwards, and one under way that this cuts
+        short, raises TransportError (CANCELLED) saying this client was closed."""
+        self._closed = True
         self._channel.close()
+
+    def _check_open(self) -> None:
+        """Raise TransportError (CANCELLED) if this client was closed (else gRPC's bare
+        ValueError, "Cannot invoke RPC on closed channel!"); marked ``from_grpc`` like
+        gRPC's own failures: no sentence of the server's, so the web keeps it the
+        operator's."""
+        if self._closed:
+            raise TransportError(CLIENT_CLOSED, "CANCELLED", from_grpc=True)
+
+    def _failed(self, e: grpc.RpcError, timeout: float | None) -> TransportError:
+        """`_transport_error` of ``e``, but for a call cut short by this client's own
+        `close` (CANCELLED once closed), which says so rather than blame the server."""
+        if self._closed and getattr(e, "code", lambda: None)() == grpc.StatusCode.CANCELLED:
+            return TransportError(
+                f"the call to {self._who} was cancelled: this client was closed while it"
+                " ran; open a new ProvenanceClient",
+                "CANCELLED",
+                from_grpc=True,
+            )
+        return _transport_error(e, self.address, timeout)
 
     def __enter__(self) -> ProvenanceClient:
         return self
@@ -208,10 +234,14 @@ class ProvenanceClient:
                 )
             md.append(("authorization", f"Bearer {self.admin_token}"))
         timeout = timeout or self.timeout
+        self._check_open()
         try:
             return method(request, timeout=timeout, metadata=md or None)
         except grpc.RpcError as e:
-            raise _transport_error(e, self.address, timeout) from e
+            raise self._failed(e, timeout) from e
+        except ValueError:  # gRPC's own, the channel closed since `_check_open`
+            self._check_open()
+            raise
 
     # ---------------------------------------------------------------- registry
 
@@ -313,8 +343,10 @@ class ProvenanceClient:
         still hold bytes of that hash (`clients.files.still_the_file`, a second read of
         the file): else a writer changed it while it was read, the server judged bytes
         the file may never have held, and the watch's ``changed`` is set. Raises
-        MediaError if it cannot be opened.
+        MediaError if it cannot be opened; TransportError (CANCELLED) if this client was
+        closed.
         """
+        self._check_open()
         try:
             f = open_regular(path)
         except OSError as e:
@@ -381,7 +413,10 @@ class ProvenanceClient:
                 call = method.future(offered(), timeout=timeout)
                 answer = answers.result(call, self.address)
             except grpc.RpcError as e:
-                raise _transport_error(e, self.address, timeout) from e
+                raise self._failed(e, timeout) from e
+            except ValueError:  # gRPC's own, the channel closed since `_watched_upload`
+                self._check_open()
+                raise
         except TransportError as e:
             if watch.short is None:
                 raise
@@ -522,7 +557,12 @@ class ProvenanceClient:
             if watch is not None:
                 watch.sent_all()
 
-        call = self._verification.VerifyFile.future(chunks(), timeout=timeout)
+        self._check_open()
+        try:
+            call = self._verification.VerifyFile.future(chunks(), timeout=timeout)
+        except ValueError:  # gRPC's own, the channel closed since `_check_open`
+            self._check_open()
+            raise
         if on_call is not None:
             on_call(call)
         try:
@@ -532,7 +572,7 @@ class ProvenanceClient:
         except grpc.FutureCancelledError as e:
             raise TransportError("the upload was cancelled", "CANCELLED") from e
         except grpc.RpcError as e:
-            raise _transport_error(e, self.address, timeout) from e
+            raise self._failed(e, timeout) from e
 
     def detect_file(self, path: Path) -> dict[str, Any]:
         """Upload ``path`` and return only the server's advisory detector block."""

@@ -509,3 +509,19 @@ def test_upload_header_fields_past_their_limits_are_refused(
     longest.write_bytes(data)
     with ProvenanceClient(shared.address, timeout=60) as c:
         assert c.verify_file(longest).evidence.file.sha256 == hashlib.sha256(data).digest()
+
+
+def test_chunk_hashes_without_a_sidecar_are_refused(
+    shared_client: ProvenanceClient, tmp_path: Path
+) -> None:
+    """A header's ``chunk_hashes`` are a video sidecar's chunk list, checked against its
+    signed chunk root: sent without the sidecar they are refused, INVALID_ARGUMENT saying
+    so, through our client as through a bare one. Before, they were dropped unread and
+    the file judged without them (UNSIGNED for an unlogged file), the caller never told."""
+    path = tmp_path / "rocket.jpg"
+    path.write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    with pytest.raises(TransportError) as got:
+        shared_client.verify_file(path, None, chunk_hashes=[b"\x01" * 32] * 2)
+    assert got.value.code == "INVALID_ARGUMENT", got.value
+    assert "chunk_hashes (2 hashes) but no sidecar" in str(got.value), got.value
+    assert shared_client.verify_file(path).status is Verdict.UNSIGNED  # without: judged

@@ -21,7 +21,7 @@ from provenance.c2pa.container import (
 )
 from provenance.core.errors import DecodeBudgetError, MediaError
 from provenance.media.image import decode_image, png_chunk_count
-from tests.conftest import SAMPLES, ServerProc
+from tests.conftest import SAMPLES, Cli, ServerProc
 from tests.test_jpeg_scans import refusal
 
 
@@ -108,3 +108,24 @@ def test_a_png_chunk_past_the_decompression_limit_is_named(data: bytes, said: st
         decode_image(data)
     message = str(caught.value)
     assert said in message and "limit" in message and "corrupt" not in message, message
+
+
+def test_sign_and_verify_refuse_a_png_past_the_text_chunk_limit_alike(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A PNG whose zTXt chunk inflates past the 1 MiB a chunk may (Pillow's
+    `PngImagePlugin.MAX_TEXT_CHUNK`, on both sides) is over a decoding limit, not
+    damaged: `prov sign` refuses it naming the limit, and `prov verify` of the same file,
+    unlogged, is refused naming it too (RESOURCE_EXHAUSTED, as for a PNG past the chunk
+    count: no pixels, so no search for near copies), not answered UNSIGNED as if its
+    copies had been looked for. Before: sign "not signed: ... the limit for one chunk
+    here" (exit 1), verify UNSIGNED (exit 11), "could not decode the image: ..."."""
+    path = tmp_path / "text.png"
+    path.write_bytes(_with_chunks(b"", _chunk(b"zTXt", b"k\0\0" + _TWO_MIB)))
+    limit = "decompresses to more than 1 MiB, the limit for one chunk here"
+    rc, _, err = enrolled("sign", str(path))
+    assert rc == 1 and "not signed:" in err and limit in err, (rc, err)
+    rc, out, err = enrolled("verify", str(path))
+    assert rc == 1 and "UNSIGNED" not in out, (rc, out, err)
+    assert limit in err and "[RESOURCE_EXHAUSTED]" in err, err
+    assert "was not compared with signed captures as a re-encoded copy" in err, err

@@ -257,7 +257,9 @@ class DecodeBudgetError(MediaTooLargeError):
     video stream more time for its second, one-thread decode than its time limit leaves
     (`provenance.media.video.worker`), or a further decode of a video more time than the
     one limit of all of one request's decodes of it leaves
-    (`provenance.media.video.decode.DecodeClock`)."""
+    (`provenance.media.video.decode.DecodeClock`), or an image is past one of the limits
+    on its structure `provenance.media.image.decode_image` checks (JPEG scans and
+    segments, PNG chunks and compressed text, GIF blocks)."""
 
 
 class DecoderMemoryError(MediaTooLargeError):

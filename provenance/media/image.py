@@ -609,19 +609,22 @@ def _to_rgb8(im: Image.Image, tiff: _TiffGrey | None = None) -> Image.Image:
 def _corrupt(media_type: str, e: Exception) -> MediaError:
     """A decoder failure in our words (Pillow's own text names its internals). A PNG's
     compressed text or colour-profile chunk past Pillow's limits (`PngImagePlugin.
-    MAX_TEXT_CHUNK` decompressed a chunk, `MAX_TEXT_MEMORY` of text in all) is no damage:
-    the message names the limit it passed."""
+    MAX_TEXT_CHUNK` decompressed a chunk, `MAX_TEXT_MEMORY` of text in all) is no damage
+    but a decoding limit, as `MAX_PNG_CHUNKS` is: DecodeBudgetError, its message naming
+    the limit it passed, so `prov sign` refuses the file and the server refuses to judge
+    it unlogged (RESOURCE_EXHAUSTED, as any image it cannot decode within its limits)
+    rather than answer UNSIGNED as for a damaged file (before 7 December, h-client58)."""
     kind = media_type.removeprefix("image/").upper()
     text = str(e)
     if media_type == "image/png" and isinstance(e, ValueError):
         if text.startswith("Decompressed data too large"):
-            return MediaError(
+            return DecodeBudgetError(
                 "a compressed text or colour-profile chunk (zTXt, iTXt or iCCP) of the PNG"
                 f" decompresses to more than {_mib(PngImagePlugin.MAX_TEXT_CHUNK)}, the limit"
                 " for one chunk here"
             )
         if text.startswith("Too much memory used in text chunks"):
-            return MediaError(
+            return DecodeBudgetError(
                 "the PNG's text chunks hold more than"
                 f" {_mib(PngImagePlugin.MAX_TEXT_MEMORY)} decompressed, the limit here"
             )
@@ -667,7 +670,8 @@ def decode_image(
     MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
     MAX_JPEG_METADATA_BYTES of EXIF, Photoshop, DQT and frame-header segments (`jpeg_layout`,
     checked before Pillow reads it) or more bytes of APPn and COM segments than
-    max_decode_bytes (Pillow keeps a copy of them: counted in the budget), for a PNG of more than MAX_PNG_CHUNKS chunks and for
+    max_decode_bytes (Pillow keeps a copy of them: counted in the budget), for a PNG of more than MAX_PNG_CHUNKS chunks or
+    a compressed text or colour-profile chunk past Pillow's limits (`_corrupt`), and for
     a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 

@@ -66,9 +66,12 @@ def _shown(text: str, most: int = 80) -> str:
 
 def check_upload_header(header: Any) -> None:
     """Raises MediaError (INVALID_ARGUMENT) when a `VerifyFileHeader` holds a ``filename``
-    of more than `MAX_FILENAME_BYTES` bytes of UTF-8, or a ``chunk_hashes`` entry that is
-    not a 32-byte RFC 9162 leaf hash (SHA-256) of a video sidecar's chunk. Before, both were
-    taken silently: a hash of another length only failed to rebuild the signed chunk root.
+    of more than `MAX_FILENAME_BYTES` bytes of UTF-8, a ``chunk_hashes`` entry that is
+    not a 32-byte RFC 9162 leaf hash (SHA-256) of a video sidecar's chunk, or
+    ``chunk_hashes`` without a ``sidecar``. Before, all were taken silently: a hash of
+    another length only failed to rebuild the signed chunk root, and hashes without a
+    sidecar were dropped unread (they are checked against the sidecar's signed chunk
+    root, and no client of ours sends them without it).
     A file name's characters are not checked: a file on disk may be named with any but
     "/" and NUL, and the name is shown only as its report's label."""
     size = len(header.filename.encode("utf-8", "surrogatepass"))
@@ -84,6 +87,13 @@ def check_upload_header(header: Any) -> None:
                 f" {HASH_SIZE}-byte leaf hash (SHA-256, RFC 9162) of one chunk of the video,"
                 f" as the sidecar lists them ({len(header.chunk_hashes):,} hashes sent)"
             )
+    if (n := len(header.chunk_hashes)) and not header.HasField("sidecar"):
+        raise MediaError(
+            f"the upload header carries chunk_hashes ({n:,} hash{'es' if n != 1 else ''})"
+            " but no sidecar: they are a video sidecar's chunk list, checked against the"
+            " chunk root its signed claim binds, so send them with that claim (the header's"
+            " sidecar), or leave them out"
+        )
 
 
 def check_query_media_type(media_type: str) -> None:
