@@ -987,17 +987,22 @@ HOLD_SQLITE_WRITE_LOCK = (
 )
 
 
-def prov_script(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
-    """``prov ARGS`` started as its console script starts it (the ``prov`` entry of
-    pyproject.toml's [project.scripts], imported and called as pip's generated script
-    does), under ``-X importtime`` so that a test can wait for a module to be loaded;
-    ``env`` is its whole environment (PYTHONPATH set to the repository here). Its stdout
-    and stderr are pipes: the caller reads stderr line by line, then communicates."""
+def prov_console_script() -> str:
+    """Python code that runs ``prov`` as its console script does: the ``prov`` entry of
+    pyproject.toml's [project.scripts] imported and called, its return the exit status,
+    as pip's generated script does (``python -c`` it, the arguments after it)."""
     with (ROOT / "pyproject.toml").open("rb") as f:
         module, function = tomllib.load(f)["project"]["scripts"]["prov"].split(":")
-    script = f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+    return f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
+
+
+def prov_script(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    """``prov ARGS`` started as its console script starts it (`prov_console_script`),
+    under ``-X importtime`` so that a test can wait for a module to be loaded;
+    ``env`` is its whole environment (PYTHONPATH set to the repository here). Its stdout
+    and stderr are pipes: the caller reads stderr line by line, then communicates."""
     return subprocess.Popen(  # pipes: stderr read by the caller, then both communicated
-        [sys.executable, "-X", "importtime", "-c", script, *args],
+        [sys.executable, "-X", "importtime", "-c", prov_console_script(), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -7,7 +7,6 @@ import os
 import re
 import subprocess
 import sys
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from clients.cli import main as prov_main
 from clients.device import DeviceHome
 from tests.conftest import ADMIN_TOKEN, PASSPHRASE, ROOT, ServerProc, start_server
+from tests.memory import prov_in_child
 
 
 def _flat(text: str) -> str:
@@ -43,22 +43,14 @@ def env(srv: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pat
     return home
 
 
-def test_sign_checks_size_before_reading(
-    env: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_sign_checks_size_before_reading(env: Path, tmp_path: Path) -> None:
+    """Measured in a child process (`tests.memory`: tracemalloc counts every thread)."""
     assert prov_main(["device", "init"]) == 0
     big = tmp_path / "big.jpg"
     with big.open("wb") as f:  # starts like a JPEG; 300 MiB of holes (no disk used)
         f.write(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
         f.truncate(300 << 20)
-    capsys.readouterr()
-    tracemalloc.start()
-    try:
-        rc = prov_main(["sign", str(big)])
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    err = capsys.readouterr().err
+    rc, peak, err = prov_in_child(["sign", str(big)], tmp_path)
     assert rc == 1 and "limit for images" in err, err
     assert peak < 32 << 20, f"{peak} bytes allocated to refuse a 300 MiB image"
     assert DeviceHome(env).state().last_sequence == 0  # refused before a sequence was used

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import struct
-import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from clients.api import ProvenanceClient
 from provenance.core.errors import DecodeBudgetError, TransportError
 from provenance.media.image import decode_image, jpeg_layout
 from tests.conftest import ADMIN_TOKEN, ServerProc, start_server
+from tests.memory import traced_in_child
 
 _MIB = 1 << 20
 
@@ -65,18 +65,23 @@ def test_a_jpeg_s_segments_and_coefficients_together_over_the_budget_are_refused
     assert "decode budget of 32 MiB" in str(e.value), e.value
 
 
-def test_segments_alone_over_the_budget_are_refused_before_pillow_copies_them() -> None:
+def test_segments_alone_over_the_budget_are_refused_before_pillow_copies_them(
+    tmp_path: Path,
+) -> None:
     """40 MiB of APP4 segments on a 64x64 JPEG under a 16 MiB budget: refused from the
-    marker walk, before Pillow reads (and copies) a segment."""
-    data = _with_app4(_progressive(64), 40)
-    tracemalloc.start()
-    try:
-        with pytest.raises(DecodeBudgetError) as e:
-            decode_image(data, max_decode_bytes=16 * _MIB)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert "40 MiB of application and comment segments" in str(e.value), e.value
+    marker walk, before Pillow reads (and copies) a segment. Measured in a child process
+    (`tests.memory`: tracemalloc counts every thread)."""
+    (tmp_path / "app4.jpg").write_bytes(_with_app4(_progressive(64), 40))
+    code = """
+from pathlib import Path
+from provenance.media.image import decode_image
+data = Path(sys.argv[1]).read_bytes()
+e, _, peak = traced(lambda: decode_image(data, max_decode_bytes=16 << 20))
+tell(type(e).__name__, str(e), peak)
+"""
+    (kind, said, peak), _ = traced_in_child(code, ["app4.jpg"], tmp_path)
+    assert kind == DecodeBudgetError.__name__, said
+    assert "40 MiB of application and comment segments" in said, said
     assert peak < 4 * _MIB, peak
 
 

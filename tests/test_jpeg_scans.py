@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import struct
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ from provenance.media.image import (
     jpeg_layout,
 )
 from tests.conftest import ADMIN_TOKEN, FIXTURES, SAMPLES, ServerProc
+from tests.memory import traced_in_child
 
 
 def _progressive(mode: str = "L", side: int = 1024) -> bytes:
@@ -145,23 +145,31 @@ def test_server_refuses_a_jpeg_of_megabytes_of_fill_bytes(
     assert "fill or stray bytes" in refusal(server, path)
 
 
-def test_stripping_a_manifest_store_after_megabytes_of_fill_bytes_holds_no_list_of_them() -> None:
+def test_stripping_a_manifest_store_after_megabytes_of_fill_bytes_holds_no_list_of_them(
+    tmp_path: Path,
+) -> None:
     """`strip_manifest_store` of a C2PA JPEG with 5 MiB of fill bytes before its first
     segment still removes the store, and its walk holds one range for the run: before,
     one (start, end) tuple per fill byte, 2.9 GB for 20 MiB (a `prov scan` worker
     stripping a hostile file). Past MAX_JPEG_SEGMENTS ranges (4-byte COM segments) the
-    walk is refused."""
-    signed = (FIXTURES / "c2pa" / "generated" / "gen_ed25519_capture.jpg").read_bytes()
+    walk is refused. Measured in a child process (`tests.memory`: tracemalloc counts
+    every thread)."""
+    path = FIXTURES / "c2pa" / "generated" / "gen_ed25519_capture.jpg"
+    signed = path.read_bytes()
     stripped = strip_manifest_store(signed, "image/jpeg")
     assert len(stripped) < len(signed)
-    fill = b"\xff" * (5 << 20)
-    tracemalloc.start()
-    try:
-        out = strip_manifest_store(signed[:2] + fill + signed[2:], "image/jpeg")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert out == stripped[:2] + fill + stripped[2:]
+    code = """
+from pathlib import Path
+from provenance.c2pa.container import strip_manifest_store
+signed = Path(sys.argv[1]).read_bytes()
+fill = b"\\xff" * (5 << 20)
+filled = signed[:2] + fill + signed[2:]
+out, _, peak = traced(lambda: strip_manifest_store(filled, "image/jpeg"))
+stripped = strip_manifest_store(signed, "image/jpeg")
+tell(out == stripped[:2] + fill + stripped[2:], peak)
+"""
+    (same, peak), _ = traced_in_child(code, [str(path)], tmp_path)
+    assert same
     assert peak < 64 << 20, f"{peak >> 20} MiB traced"
     comments = b"\xff\xfe\x00\x02" * (CONTAINER_MAX_SEGMENTS + 1)
     with pytest.raises(MediaError, match="marker segments"):

@@ -15,8 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import shutil
-import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,9 +37,8 @@ from provenance.log.checkpoint import (
     generate_log_key,
     open_checkpoint,
 )
-from provenance.log.tiledir import fetcher
-from provenance.witness import parse_cosigner_vkey
 from tests.conftest import SAMPLES, Cli, ServerProc, post_checkpoint, relay, witness_serve
+from tests.memory import traced_in_child
 from tests.test_cited_binding import VERIFY_FILE, _genuine_answer
 from tests.test_tiles import _audit, _Quiet, _serving, _tiled_log
 
@@ -63,26 +61,40 @@ def _line(name: str, raw: bytes) -> str:
     return f"\u2014 {name} {base64.b64encode(raw).decode()}\n"
 
 
-def _refused(call: Callable[[], object], size: int, most_bytes: int) -> str:
-    """The LogError of ``call`` (which reads a field of ``size`` characters), which must
-    allocate at most ``most_bytes`` at its peak (Python's own allocations, tracemalloc):
-    refused before any copy of it; its message is short."""
-    tracemalloc.start()
-    try:
-        with pytest.raises(LogError) as caught:
-            call()
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak <= most_bytes, f"{peak:,} bytes allocated refusing {size:,} characters"
-    said = str(caught.value)
+#: Reads the file argv[1] as ``data`` (UTF-8), makes ``verifier`` of the key argv[3]
+#: where given and ``fetch`` of the tiled log's folder ".", then evaluates the expression
+#: argv[2] traced (`tests.memory`); tells whether it raised a LogError, its message, and
+#: the peak of bytes traced.
+_REFUSAL = """
+from pathlib import Path
+from provenance.core.errors import LogError
+from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.log.tiledir import fetcher
+from provenance.witness import parse_cosigner_vkey
+data = Path(sys.argv[1]).read_text(encoding="utf-8")
+verifier = NoteVerifier.from_vkey(sys.argv[3]) if len(sys.argv) > 3 else None
+fetch = fetcher(".")
+e, _, peak = traced(lambda: eval(sys.argv[2]))
+tell(isinstance(e, LogError), str(e), peak)
+"""
+
+
+def _refused(call: str, data: str, folder: Path, most_bytes: int, *vkey: str) -> str:
+    """The LogError of the expression ``call`` (`_REFUSAL`: over ``data``, the verifier
+    of ``vkey``, or ``fetch`` of ``folder``), which must allocate at most ``most_bytes``
+    at its peak (Python's own allocations, tracemalloc, in a child process in ``folder``:
+    `tests.memory`): refused before any copy of it; its message is short."""
+    (folder / "refused.txt").write_text(data, encoding="utf-8")
+    (refused, said, peak), _ = traced_in_child(_REFUSAL, ["refused.txt", call, *vkey], folder)
+    assert refused, f"{call} raised no LogError: {said}"
+    assert peak <= most_bytes, f"{peak:,} bytes allocated refusing {call}"
     assert len(said) < 400, said[:400]
-    return said
+    return str(said)
 
 
-def _refused_within(note: str, verifier: NoteVerifier, most_bytes: int) -> str:
-    """`_refused` of opening ``note`` with ``verifier``."""
-    return _refused(lambda: open_checkpoint(note, verifier), len(note), most_bytes)
+def _refused_within(note: str, vkey: str, folder: Path, most_bytes: int) -> str:
+    """`_refused` of opening ``note`` with the verifier of ``vkey``."""
+    return _refused("open_checkpoint(data, verifier)", note, folder, most_bytes, vkey)
 
 
 # --- the parser --------------------------------------------------------------------
@@ -107,21 +119,21 @@ def test_unknown_signatures_at_the_bounds_are_still_passed_over(
 
 
 def test_a_signature_line_of_50_mb_is_refused_before_it_is_decoded(
-    signer: LogSigner, note: str
+    signer: LogSigner, note: str, tmp_path: Path
 ) -> None:
     """Before: accepted (an unknown key's line), decoded and re-encoded whole."""
     hostile = note + "\u2014 other.example/w " + "A" * HOSTILE_BYTES + "\n"
-    said = _refused_within(hostile, NoteVerifier.from_vkey(signer.verifier_key()), 1 << 20)
+    said = _refused_within(hostile, signer.verifier_key(), tmp_path, 1 << 20)
     assert f"more than the {MAX_NOTE_BYTES:,} a signed note may hold" in said, said
 
 
 def test_a_signature_over_its_bound_is_refused_in_a_note_within_its_own(
-    signer: LogSigner, note: str
+    signer: LogSigner, note: str, tmp_path: Path
 ) -> None:
     """A signature of more base64 than any known kind (`MAX_SIGNATURE_BASE64`), in a
     note under `MAX_NOTE_BYTES`: refused by its own bound, naming its key."""
     hostile = note + _line("other.example/w", bytes(MAX_SIGNATURE_BASE64 // 4 * 3 + 3))
-    said = _refused_within(hostile, NoteVerifier.from_vkey(signer.verifier_key()), 256 << 10)
+    said = _refused_within(hostile, signer.verifier_key(), tmp_path, 256 << 10)
     assert said == (
         f"the signature of other.example/w is {MAX_SIGNATURE_BASE64 + 4:,} characters of"
         f" base64, more than the {MAX_SIGNATURE_BASE64:,} of any signature a note may carry"
@@ -130,12 +142,12 @@ def test_a_signature_over_its_bound_is_refused_in_a_note_within_its_own(
 
 @pytest.mark.parametrize("size", [HOSTILE_BYTES, MAX_KEY_NAME_BYTES + 1])
 def test_a_key_name_over_its_bound_is_refused_unquoted(
-    signer: LogSigner, note: str, size: int
+    signer: LogSigner, note: str, size: int, tmp_path: Path
 ) -> None:
     """Before: a key name of 50 MB by an unknown key was accepted, 2.7 s of checking it
     character by character for spaces."""
     hostile = note + _line("n" * size, bytes(68))
-    said = _refused_within(hostile, NoteVerifier.from_vkey(signer.verifier_key()), 1 << 20)
+    said = _refused_within(hostile, signer.verifier_key(), tmp_path, 1 << 20)
     if size > MAX_NOTE_BYTES:
         assert "a signed note may hold" in said, said
     else:
@@ -155,11 +167,11 @@ def test_key_names_are_bounded_in_bytes() -> None:
         NoteVerifier.from_vkey("k" * 300 + "+00000000+" + "A" * 44)
 
 
-def test_a_malformed_line_is_not_quoted_whole(signer: LogSigner, note: str) -> None:
+def test_a_malformed_line_is_not_quoted_whole(signer: LogSigner, note: str, tmp_path: Path) -> None:
     """Before: 'signature line ... does not start with' quoted the whole line, a message
     as long as the note."""
     hostile = note + "x" * (MAX_NOTE_BYTES - len(note) - 10) + "\n"
-    said = _refused_within(hostile, NoteVerifier.from_vkey(signer.verifier_key()), 1 << 20)
+    said = _refused_within(hostile, signer.verifier_key(), tmp_path, 1 << 20)
     assert said.startswith("signature line 'xxxx") and "does not start with" in said, said
 
 
@@ -240,8 +252,7 @@ def test_a_tiled_logs_folder_checkpoint_is_read_only_to_the_note_bound(tmp_path:
     against the 1 MiB a note may hold (12 MiB held); now no more than the bound and one
     byte is read, and the message names the bound."""
     (tmp_path / "checkpoint").write_bytes(b"A" * (12 << 20))
-    fetch = fetcher(str(tmp_path))
-    said = _refused(lambda: fetch("checkpoint"), 12 << 20, MAX_NOTE_BYTES + (256 << 10))
+    said = _refused('fetch("checkpoint")', "", tmp_path, MAX_NOTE_BYTES + (256 << 10))
     assert said == (
         f"checkpoint is more than the {MAX_NOTE_BYTES:,} bytes (1 MiB) a signed note may"
         " hold; it was read no further"
@@ -276,27 +287,33 @@ def test_verify_log_key_refuses_a_receipt_checkpoint_padded_past_the_bound(
     assert len(out) + len(err) < 4000, (out[:500], err[:500])
 
 
-def _refused_key_within(parse: Callable[[str], object], vkey: str, most_bytes: int) -> str:
-    """`_refused` of ``parse(vkey)``."""
-    return _refused(lambda: parse(vkey), len(vkey), most_bytes)
+def _refused_key_within(parse: str, vkey: str, folder: Path, most_bytes: int) -> str:
+    """`_refused` of ``parse(vkey)``, ``parse`` named."""
+    return _refused(f"{parse}(data)", vkey, folder, most_bytes)
 
 
-def test_a_verifier_key_of_megabytes_is_refused_before_it_is_decoded(signer: LogSigner) -> None:
+def test_a_verifier_key_of_megabytes_is_refused_before_it_is_decoded(
+    signer: LogSigner, tmp_path: Path
+) -> None:
     """A log key (a server's GetLogKey answer, up to its 8 MiB reply) or a witness key
     whose key material is megabytes of base64 was decoded whole before its length was
     found wrong; an Ed25519 key's material is 44 characters, checked first."""
     name, key_id, _ = signer.verifier_key().split("+", 2)
     big = f"{name}+{key_id}+" + "A" * 7_000_000
-    said = _refused_key_within(NoteVerifier.from_vkey, big, 1 << 20)
+    said = _refused_key_within("NoteVerifier.from_vkey", big, tmp_path, 1 << 20)
     assert said == (
         "verifier key has 7,000,000 characters of key material, more than the 8,192 of any"
         " key (an Ed25519 key's are 44)"
     ), said
-    said = _refused_key_within(parse_cosigner_vkey, big, 1 << 20)
+    said = _refused_key_within("parse_cosigner_vkey", big, tmp_path, 1 << 20)
     assert said.startswith("witness key has 7,000,000 characters of key material"), said
-    said = _refused_key_within(NoteVerifier.from_vkey, "n" * 7_000_000 + "+0+" + "A" * 44, 1 << 20)
+    said = _refused_key_within(
+        "NoteVerifier.from_vkey", "n" * 7_000_000 + "+0+" + "A" * 44, tmp_path, 1 << 20
+    )
     assert said.startswith("a key name of 7,000,000 characters, more than the 256 bytes"), said
-    said = _refused_key_within(parse_cosigner_vkey, "n" * 7_000_000 + "+" + "A" * 44, 1 << 20)
+    said = _refused_key_within(
+        "parse_cosigner_vkey", "n" * 7_000_000 + "+" + "A" * 44, tmp_path, 1 << 20
+    )
     assert "(7,000,045 characters) is not <name>+<key id>+<key>" in said, said
 
 

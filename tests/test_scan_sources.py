@@ -9,7 +9,6 @@ import io
 import os
 import stat
 import struct
-import subprocess
 import sys
 import tarfile
 import uuid
@@ -31,8 +30,8 @@ from clients.scan.sources import (
     entry_name_problem,
     iter_items,
 )
-from tests.conftest import ROOT
 from tests.deep_tree import make_chain, remove_tree
+from tests.memory import traced_in_child
 
 SAMPLES = Path(__file__).resolve().parents[1] / "clients" / "samples"
 JPEG = (SAMPLES / "rocket.jpg").read_bytes()
@@ -476,32 +475,21 @@ def test_folders_nested_deeper_than_pythons_recursion_limit_are_walked(deep_fold
     assert refs == [f"{root}/0.jpg", f"{root}/{'a/' * DEEP}leaf.jpg", f"{root}/b.jpg"]
 
 
-#: Walks the PATH argument argv[1] with tracemalloc on, the items dropped as they come;
-#: prints how many came and the peak of memory in bytes.
-_WALK_PEAK = (
-    "import sys, tracemalloc\n"
-    "from clients.scan.sources import ScanLimits, iter_items\n"
-    "tracemalloc.start()\n"
-    "count = sum(1 for _ in iter_items([sys.argv[1]], ScanLimits()))\n"
-    "print(count, tracemalloc.get_traced_memory()[1])\n"
-)
+#: Walks the PATH argument argv[1] traced (`tests.memory`), the items dropped as they
+#: come; tells how many came and the peak of memory in bytes.
+_WALK_PEAK = """
+from clients.scan.sources import ScanLimits, iter_items
+count, _, peak = traced(lambda: sum(1 for _ in iter_items([sys.argv[1]], ScanLimits())))
+tell(count, peak)
+"""
 
 
 def _walk_peak(path: Path) -> tuple[int, int]:
     """(items, peak bytes) of walking ``path`` as a scan's PATH argument, measured in a
-    child process (tracemalloc counts every thread's allocations) and named relative to
-    its working folder, ``path``'s own: the items hold their paths, so a longer tmp_path
-    would measure more (no ``preexec_fn``: tests/test_no_preexec_fn)."""
-    run = subprocess.run(
-        [sys.executable, "-c", _WALK_PEAK, path.name],
-        cwd=path.parent,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        timeout=300,
-    )
-    assert run.returncode == 0, run.stderr
-    count, peak = (int(x) for x in run.stdout.split())
+    child process (`tests.memory`: tracemalloc counts every thread's allocations) and
+    named relative to its working folder, ``path``'s own: the items hold their paths, so
+    a longer tmp_path would measure more."""
+    (count, peak), _ = traced_in_child(_WALK_PEAK, [path.name], path.parent)
     return count, peak
 
 
@@ -720,9 +708,8 @@ def test_a_tar_of_many_tiny_members_does_not_keep_every_header(tmp_path: Path) -
     (review hostile51): `tarfile` kept every one (TarFile.members) as it read, so memory
     grew by about 600 bytes a member up to max_entries, a million: 590 MiB of headers for
     a 512 MB tar of empty members (maxrss 662 MiB, now 162: what is left is each name,
-    kept to tell apart entries of one name). 40,000 here: 26.9 MB before, 4.5 now."""
-    import tracemalloc
-
+    kept to tell apart entries of one name). 40,000 here: 26.9 MB before, 4.5 now.
+    Measured in a child process (`_walk_peak`)."""
     archive = tmp_path / "many.tar"
     n = 40_000
     with archive.open("wb") as f:
@@ -730,11 +717,6 @@ def test_a_tar_of_many_tiny_members_does_not_keep_every_header(tmp_path: Path) -
             info = tarfile.TarInfo(f"m/{k:07d}.jpg")
             f.write(info.tobuf(format=tarfile.USTAR_FORMAT))
         f.write(bytes(10240))
-    tracemalloc.start()
-    try:
-        count = sum(1 for _ in iter_items([str(archive)], ScanLimits()))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    count, peak = _walk_peak(archive)
     assert count == n
     assert peak < 12 << 20, f"{peak:,} bytes to read {n:,} empty members"

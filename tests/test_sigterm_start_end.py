@@ -11,10 +11,9 @@ came outside the start's clean-up: the same line and 143, with the new database,
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
-from tests.conftest import ROOT, run_python, start_server
+from tests.conftest import prov_console_script, run_python, start_server
 
 #: Exit status of `prov serve` stopped by SIGTERM while it starts (README, "Exit codes").
 EXIT_TERMINATED = 143
@@ -37,11 +36,8 @@ def test_sigterm_as_the_start_ends_removes_the_new_database_and_key(tmp_path: Pa
     work = tmp_path / "work"
     work.mkdir()
     db, key = work / "provenance.db", work / "provenance.db.logkey.pem"
-    with (ROOT / "pyproject.toml").open("rb") as f:
-        module, function = tomllib.load(f)["project"]["scripts"]["prov"].split(":")
-    script = f"import sys\nfrom {module} import {function}\nsys.exit({function}())\n"
     args = ["serve", "--db", str(db), "--listen", "127.0.0.1:0", "--no-detector"]
-    run = run_python(["-c", script, *args], work, timeout=120, site=site)
+    run = run_python(["-c", prov_console_script(), *args], work, timeout=120, site=site)
     assert "Traceback" not in run.stderr, run.stderr
     assert run.returncode == EXIT_TERMINATED, (run.returncode, run.stdout, run.stderr)
     assert "listening on" not in run.stdout, run.stdout

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import tracemalloc
 import urllib.error
 import urllib.request
 import zlib
@@ -39,10 +38,10 @@ from tests.conftest import (
     ServerProc,
     enroll_key,
     run_in_netns,
-    run_python,
     signed_claim,
     start_web,
 )
+from tests.memory import traced_in_child
 
 ORIGIN = "tiles.test/log"
 DEVICE_KEY = bytes(range(32))
@@ -754,20 +753,14 @@ def test_an_audit_from_tiles_holds_a_bounded_share_of_the_tree_in_memory(
     size = 2 * 65536 + 1000  # three levels, partial tiles at each
     _tiled_log(tmp_path / "tiles", signer, size)
     code = """
-import sys, tracemalloc
 from provenance.log import tiles
 from provenance.log.tiledir import fetcher
 fetch = fetcher(sys.argv[1])
-tracemalloc.start()
-result = tiles.audit_tiles(fetch, sys.argv[2], None)
-_, peak = tracemalloc.get_traced_memory()
-print(result.checkpoint.size, result.entries_checked, result.tiles_read, peak)
+result, _, peak = traced(lambda: tiles.audit_tiles(fetch, sys.argv[2], None))
+tell(result.checkpoint.size, result.entries_checked, result.tiles_read, peak)
 """
-    out = run_python(
-        ["-c", code, str(tmp_path / "tiles"), signer.verifier_key()], tmp_path, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    checked_size, entries_checked, tiles_read, peak = map(int, out.stdout.split())
+    found, _ = traced_in_child(code, [str(tmp_path / "tiles"), signer.verifier_key()], tmp_path)
+    checked_size, entries_checked, tiles_read, peak = found
     assert (checked_size, entries_checked) == (size, size)
     assert tiles_read == 516 + 3 + 1  # each tile read once: levels 0, 1 and 2
     assert peak < 2_000_000, f"{peak / size:.1f} bytes per leaf at the peak"
@@ -1677,23 +1670,27 @@ def test_a_local_tile_file_over_its_paths_bound_is_read_no_further_than_it(
     bound, a full entry bundle's 16,777,472 bytes and one, before refusing it (a 16 MiB
     file at ``tile/0/000``: 16 MiB allocated, for a tile of 8,192 bytes); a partial
     bundle likewise. Now no further than its own path's bound and a byte
-    (`tiles.file_bounds`), refused as a tile edited (exit 3, as before), saying so."""
+    (`tiles.file_bounds`), refused as a tile edited (exit 3, as before), saying so.
+    Measured in a child process (`tests.memory`: tracemalloc counts every thread)."""
     (tmp_path / "tile/0").mkdir(parents=True)
     (tmp_path / "tile/entries/000.p").mkdir(parents=True)
     (tmp_path / "tile/0/000").write_bytes(b"\x01" * (16 << 20))
     (tmp_path / "tile/entries/000.p/2").write_bytes(b"\x00\x01" * (8 << 20))
-    fetch = fetcher(str(tmp_path))
+    code = """
+from provenance.log.tiledir import fetcher
+fetch = fetcher(".")
+found = []
+for path in sys.argv[1:]:
+    e, _, peak = traced(lambda: fetch(path))
+    found.append((path, type(e).__name__, str(e), peak))
+tell(*found)
+"""
+    paths = ["tile/0/000", "tile/entries/000.p/2"]
     said = {}
-    for path in ("tile/0/000", "tile/entries/000.p/2"):
-        tracemalloc.start()
-        try:
-            with pytest.raises(LogIntegrityError) as e:
-                fetch(path)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+    for path, kind, message, peak in traced_in_child(code, paths, tmp_path)[0]:
+        assert kind == "LogIntegrityError", message
         assert peak < 1 << 20, f"{peak:,} bytes allocated refusing {path}"
-        said[path] = str(e.value)
+        said[path] = message
     assert said == {
         "tile/0/000": "tile/0/000 is more than 8,192 bytes, and a tile of 256 hashes is"
         " 8,192 bytes: the tile was edited or replaced; it was read no further",
