@@ -33,7 +33,7 @@ from provenance.core.errors import (
     SignatureError,
 )
 from provenance.core.files import file_identity, holds_sha256
-from provenance.core.verify import VerificationReport
+from provenance.core.verify import ClaimEvidence, VerificationReport
 
 if TYPE_CHECKING:
     from provenance.log.checkpoint import Checkpoint
@@ -222,6 +222,31 @@ def check_cited(
 CITES_LOGGED_CLAIM = (Verdict.SIGNED_ORIGINAL, Verdict.DERIVED, Verdict.REVOKED_KEY)
 
 
+def logged_receipt(report: VerificationReport, server: str, pinned: str) -> ClaimEvidence | None:
+    """The evidence of the claim ``report`` cites when it carries a receipt to check
+    against what the user pinned (``pinned``: "--log-key" or "--witness", for the
+    message), else None: no claim, or one without a receipt (a sidecar's claim never
+    logged). The receipt decides, not the server's ``in_log`` flag, which checks nothing
+    (before h-hostsrv58 a hostile server's ``in_log`` false skipped `prov verify
+    --witness`'s policy). Raises ServerEvidenceError (exit 3) for a SIGNED_ORIGINAL or
+    DERIVED verdict citing no claim or a claim without a receipt: such a verdict rests
+    on a logged claim, and there is nothing to check. ``server``: HOST:PORT."""
+    cited = report.evidence.claim
+    if cited is not None and cited.receipt is not None:
+        return cited
+    status = report.status
+    if status not in (Verdict.SIGNED_ORIGINAL, Verdict.DERIVED):
+        return None  # REVOKED_KEY of a sidecar's claim never logged, UNSIGNED, TAMPERED
+    what = "no claim" if cited is None else "a claim without a receipt"
+    raise _refusal(
+        server,
+        lambda who: (
+            f"{who} answered {status} citing {what}: nothing to check against"
+            f" {pinned}; the verdict is not shown"
+        ),
+    )
+
+
 def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | None:
     """Check the receipt of the claim ``report`` cites against the pinned log key
     ``vkey`` (NAME+ID+KEY, as `prov log key` prints it) with `verify_receipt`: its
@@ -271,19 +296,10 @@ class EvidenceChecker:
 
         if report.status not in CITES_LOGGED_CLAIM:
             return None
-        cited = report.evidence.claim
-        if report.status is Verdict.REVOKED_KEY and (cited is None or cited.receipt is None):
-            return None  # a sidecar's claim never logged (no receipt), or no claim: no log's word
-        status = report.status
+        cited = logged_receipt(report, server, "--log-key")
         if cited is None or cited.receipt is None:
-            what = "no claim" if cited is None else "a claim without a receipt"
-            raise _refusal(
-                server,
-                lambda who: (
-                    f"{who} answered {status} citing {what}: nothing to check against"
-                    " --log-key; the verdict is not shown"
-                ),
-            )
+            return None
+        status = report.status
         where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
         note = cited.receipt.checkpoint
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient
+from clients.cited import logged_receipt
 from clients.options import UsageError
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
@@ -226,8 +227,8 @@ def check_witnesses(
     checkpoint (`cosigned_receipt`). A policy not met is a value (``error``); raises
     SignatureError, ProofError or LogError when the server's answers do not verify with
     the log key: ``vkey`` when pinned (`prov verify --log-key`), else the server's own."""
-    ev = report.evidence.claim
-    if ev is None or ev.receipt is None or not ev.in_log:
+    ev = logged_receipt(report, c.address, "--witness")
+    if ev is None or ev.receipt is None:
         return WitnessCheck(quorum, len(policy))
     verifier = NoteVerifier.from_vkey(vkey if vkey is not None else c.log_key()[0])
     receipt = ev.receipt
