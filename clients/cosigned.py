@@ -27,6 +27,9 @@ from provenance.core.errors import (
     LogError,
     LogIntegrityError,
     NoWitnessesError,
+    ProvenanceError,
+    ServerEvidenceError,
+    SignatureError,
     TransportError,
     WitnessQuorumError,
 )
@@ -121,9 +124,10 @@ def cosigned_receipt(
 
     Raises WitnessQuorumError when the server has no cosigned checkpoint covering the leaf
     (naming each witness and why: unreachable, or a refusal such as a fork), or
-    NoWitnessesError when it requests no cosignatures (has no witnesses); SignatureError, ProofError or LogError when the server's answers do
-    not verify with the log key; LogIntegrityError when the two checkpoints are not of one
-    append-only log.
+    NoWitnessesError when it requests no cosignatures (has no witnesses);
+    ServerEvidenceError (exit 3) when its cosigned checkpoint or inclusion proof does not
+    verify with the log key (before h-hostsrv58: exit 1, the bare reason, no server
+    named); LogIntegrityError when the two checkpoints are not of one append-only log.
     """
     try:
         note, quorum, statuses = c.cosigned_checkpoint()
@@ -131,7 +135,10 @@ def cosigned_receipt(
         if e.code != "FAILED_PRECONDITION":
             raise
         raise NoWitnessesError(f"no witness cosignatures to check: {e}") from e
-    size = open_checkpoint(note, verifier).size if note else 0
+    try:
+        size = open_checkpoint(note, verifier).size if note else 0
+    except (SignatureError, LogError) as e:
+        raise _refused(c.address, "its newest cosigned checkpoint", verifier, e) from e
     if size <= receipt.leaf_index:
         have = f"the newest covers {size} entries" if note else "there is none yet"
         raise WitnessQuorumError(
@@ -142,7 +149,11 @@ def cosigned_receipt(
         return receipt
     _, _, proof, _ = c.inclusion_proof(size, leaf_index=receipt.leaf_index)
     new = replace(receipt, checkpoint=note, inclusion_proof=tuple(proof))
-    verify_receipt(new, signed, verifier)
+    try:
+        verify_receipt(new, signed, verifier)
+    except (SignatureError, LogError) as e:
+        what = f"the inclusion proof of leaf {receipt.leaf_index} in its cosigned checkpoint"
+        raise _refused(c.address, f"{what} of {size} entries", verifier, e) from e
     old = open_checkpoint(receipt.checkpoint, verifier)
     if old.size == size:
         if old.root_hash != open_checkpoint(note, verifier).root_hash:
@@ -166,6 +177,19 @@ def cosigned_receipt(
             f" are not of one append-only log: {e}"
         ) from e
     return new
+
+
+def _refused(
+    server: str, what: str, verifier: NoteVerifier, e: ProvenanceError
+) -> ServerEvidenceError:
+    """The ServerEvidenceError of ``what`` the server at ``server`` (HOST:PORT) sent not
+    verifying with the log key of ``verifier`` (``e`` says why)."""
+    key = f"{verifier.name}+{verifier.key_id.hex()}"
+    said = f"{what} does not verify with the log key {key}: {e}"
+    return ServerEvidenceError(
+        f"the server at {server} answered a witness-cosigned receipt that cannot be used: {said}",
+        public=f"the server answered a witness-cosigned receipt that cannot be used: {said}",
+    )
 
 
 @dataclass(frozen=True)
