@@ -9,6 +9,7 @@ of a real device; a real gRPC relay on a real port in front of it edits its answ
 # ruff: noqa: F811
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from clients.api import ProvenanceClient
 from provenance.log.checkpoint import NoteVerifier, generate_log_key, open_checkpoint
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import Cli, ServerProc, relay, sign_sample, wait_cosigned
-from tests.test_cited_binding import _genuine_answer, server, witness  # noqa: F401
+from tests.test_cited_binding import _cosigner_key, _genuine_answer, server, witness  # noqa: F401
 
 LOG = "/provenance.v1.Log/"
 #: An answer of the relay: (request bytes, the call's context, forward) -> answer bytes.
@@ -81,3 +82,18 @@ def test_a_cosigned_checkpoint_or_proof_that_does_not_verify_is_refused_evidence
         assert rc == 3, (rc, out, err)
         assert err.startswith("SERVER EVIDENCE REFUSED: ") and address in err, err
         assert "SIGNED_ORIGINAL" not in out, out
+
+
+def test_json_does_not_say_the_witnesses_checked_evidence_when_the_policy_failed(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """`prov verify --json --witness KEY` against a server that has no witnesses: exit
+    14, and ``evidence_checked`` null, as nothing was proven in a cosigned checkpoint
+    (h-hostsrv58: before, "witness", the policy's error beside it)."""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    stranger = _cosigner_key("witness.example")
+    rc, out, err = enrolled("verify", "--no-detect", "--json", str(photo), "--witness", stranger)
+    doc = json.loads(out)
+    assert rc == 14 and doc["witnesses"]["error"], (rc, out, err)
+    assert doc["witnesses"]["met"] is False, doc
+    assert doc["evidence_checked"] is None, doc
