@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from provenance.core.claims import Verdict
+from provenance.core.claims import Receipt, Verdict
 from provenance.core.errors import (
     FileChangedError,
     LogError,
@@ -167,7 +167,9 @@ def check_cited(
     for none, or a function returning it, called only when needed; else computed from
     the file at ``path`` only when needed, a second read). ``server``: HOST:PORT, for
     the message (its ``public`` text says "the server" alone). Costs a comparison when
-    the claim binds the bytes as sent. Raises what ``content_sha256`` raises.
+    the claim binds the bytes as sent. Raises what ``content_sha256`` raises. Each of
+    the report's other claims (``evidence.other_claims``, the "also" signed lines of
+    any verdict) must bind them too (before h-hostsrv58 they were shown unchecked).
 
     ``identity``: the file's (`provenance.core.files.file_identity`) when its bytes were
     sent. With it, a file that changed since (written to, cut, replaced, removed) raises
@@ -185,33 +187,61 @@ def check_cited(
                 f" {report.status} verdict is not shown"
             ),
         )
-    if not rests_on_hard_binding(report):
-        return
-    cited = report.evidence.claim
-    if cited is None:
-        raise _refusal(
-            server,
-            lambda who: f"{who} answered {report.status} citing no claim; the verdict is not shown",
-        )
-    bound = cited.claim.hard_binding.sha256
-    if bound == sent_sha256:
-        return
-    if content_sha256 is None:
-        content = _content_sha256(path, identity) if path is not None else b""
-    elif callable(content_sha256):
-        content = content_sha256()
-    else:
-        content = content_sha256
-    if content and bound == content:
-        return
-    if path is not None and identity is not None and not _still_sent(path, sent_sha256, identity):
-        raise changed_after_upload(path)
+    claims = list(report.evidence.other_claims)  # "also" signed: of these bytes too
+    main = rests_on_hard_binding(report)
+    if main:
+        cited = report.evidence.claim
+        if cited is None:
+            raise _refusal(
+                server,
+                lambda who: (
+                    f"{who} answered {report.status} citing no claim; the verdict is not shown"
+                ),
+            )
+        claims.insert(0, cited)
+    content: bytes | None = None
+    for i, cited in enumerate(claims):
+        bound = cited.claim.hard_binding.sha256
+        if bound == sent_sha256:
+            continue
+        if content is None:
+            if content_sha256 is None:
+                content = _content_sha256(path, identity) if path is not None else b""
+            elif callable(content_sha256):
+                content = content_sha256()
+            else:
+                content = content_sha256
+        if content and bound == content:
+            continue
+        if (
+            path is not None
+            and identity is not None
+            and not _still_sent(path, sent_sha256, identity)
+        ):
+            raise changed_after_upload(path)
+        also = i > 0 or not main
+        raise _other_bytes(report, server, cited, sent_sha256, content, also)
+
+
+def _other_bytes(
+    report: VerificationReport,
+    server: str,
+    cited: ClaimEvidence,
+    sent_sha256: bytes,
+    content: bytes,
+    also: bool,
+) -> ServerEvidenceError:
+    """`check_cited`'s refusal of ``report`` citing ``cited``, a claim of other bytes than
+    those sent (``content``: their SHA-256 without Content Credentials, b"" for none);
+    ``also``: listed among the other claims of these bytes (the "also" lines)."""
     without = f" ({content.hex()} without its Content Credentials)" if content else ""
-    raise _refusal(
+    how = "listing as also signed" if also else "citing"
+    bound = cited.claim.hard_binding.sha256
+    return _refusal(
         server,
         lambda who: (
             f"the server cited a claim of other bytes: {who} answered"
-            f" {report.status} citing a claim (device {cited.claim.device_id.hex()[:16]},"
+            f" {report.status} {how} a claim (device {cited.claim.device_id.hex()[:16]},"
             f" sequence {cited.claim.sequence}) that binds SHA-256 {bound.hex()}, but the"
             f" bytes sent have {sent_sha256.hex()}{without}; its verdict is not shown"
         ),
@@ -289,19 +319,32 @@ class EvidenceChecker:
         self._opened: dict[str, Checkpoint] = {}
 
     def check(self, report: VerificationReport, server: str) -> int | None:
-        """`check_evidence` of ``report`` with this key; returns and raises as it does."""
-        from provenance.log.checkpoint import note_signers, open_checkpoint
-        from provenance.log.receipt import prove_receipt
-        from provenance.terminal import clipped_line
-
+        """`check_evidence` of ``report`` with this key; returns and raises as it does.
+        The receipt of each of its other claims (the "also" signed lines) is proven too
+        (before h-hostsrv58 they were shown unproven)."""
+        for other in report.evidence.other_claims:
+            if other.receipt is not None:
+                which = "another claim it lists as also signed"
+                self._prove(other, other.receipt, report.status, server, which)
         if report.status not in CITES_LOGGED_CLAIM:
             return None
         cited = logged_receipt(report, server, "--log-key")
         if cited is None or cited.receipt is None:
             return None
-        status = report.status
-        where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
-        note = cited.receipt.checkpoint
+        return self._prove(cited, cited.receipt, report.status, server, "the claim it cites")
+
+    def _prove(
+        self, cited: ClaimEvidence, receipt: Receipt, status: Verdict, server: str, which: str
+    ) -> int:
+        """The tree size of the checkpoint ``cited``'s ``receipt`` is proven in with this
+        key; ServerEvidenceError naming ``which`` claim of a ``status`` answer when it is
+        not."""
+        from provenance.log.checkpoint import note_signers, open_checkpoint
+        from provenance.log.receipt import prove_receipt
+        from provenance.terminal import clipped_line
+
+        where = f"the receipt of {which} (leaf {receipt.leaf_index})"
+        note = receipt.checkpoint
         try:
             checkpoint = self._opened.get(note)
             if checkpoint is None:
@@ -321,7 +364,7 @@ class EvidenceChecker:
                     if len(self._opened) >= self.CHECKPOINTS_KEPT:
                         self._opened.clear()
                     self._opened[note] = checkpoint
-            prove_receipt(cited.receipt, cited.signed_claim, checkpoint)
+            prove_receipt(receipt, cited.signed_claim, checkpoint)
         except (SignatureError, LogError) as e:  # ProofError is a LogError
             if isinstance(e, ServerEvidenceError):
                 raise

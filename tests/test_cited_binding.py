@@ -276,3 +276,33 @@ def _cosigner_key(name: str) -> str:
 
     public = Ed25519PrivateKey.generate().public_key()
     return cosigner_vkey(name, public.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def test_an_also_signed_claim_of_other_bytes_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """The "also" lines (`evidence.other_claims`: other logged claims of the same bytes)
+    name devices as having signed the file: a hostile server adding the genuine, logged
+    claim of photo B to its honest answer for photo A is refused as citing a claim of
+    other bytes (exit 3), with --log-key too. (h-hostsrv58: before, exit 0, SIGNED_ORIGINAL
+    with "also  leaf 2: device ..." under "receipt verified here with --log-key".)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
+    forged = _genuine_answer(server.address, a)
+    forged.evidence.other_claims.append(_genuine_answer(server.address, b).evidence.claim)
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(capsys, str(a), "--server", address, *extra)
+            assert rc == 3, (extra, rc, out, err)
+            assert "SERVER EVIDENCE REFUSED:" in err and "claim of other bytes" in err, err
+            assert "listing as also signed a claim" in err and "also" not in out, (out, err)
+    unproven = _genuine_answer(server.address, a)  # A's own claim again, its proof wrong
+    unproven.evidence.other_claims.append(unproven.evidence.claim)
+    unproven.evidence.other_claims[0].receipt.inclusion_proof[0] = bytes(32)
+    for address in _forger(server.address, unproven.SerializeToString()):
+        rc, out, err = _verify(capsys, str(a), "--server", address, "--log-key", log_vkey)
+        assert rc == 3, (rc, out, err)
+        assert "the receipt of another claim it lists as also signed" in err, err
+        assert "does not verify with the log key" in err and "also" not in out, (out, err)
