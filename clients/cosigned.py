@@ -174,7 +174,9 @@ def cosigned_receipt(
     except LogError as e:
         raise LogIntegrityError(
             f"the receipt's checkpoint ({old.size} entries) and the cosigned one ({size})"
-            f" are not of one append-only log: {e}"
+            f" are not proven of one append-only log: the consistency proof the server at"
+            f" {c.address} sent does not verify ({e}): a fork of the log, or a wrong proof"
+            " (`prov log audit` of the log tells them apart)"
         ) from e
     return new
 

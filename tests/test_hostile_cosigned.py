@@ -97,3 +97,28 @@ def test_json_does_not_say_the_witnesses_checked_evidence_when_the_policy_failed
     assert rc == 14 and doc["witnesses"]["error"], (rc, out, err)
     assert doc["witnesses"]["met"] is False, doc
     assert doc["evidence_checked"] is None, doc
+
+
+def _too_long(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+    """GetConsistencyProof answered with three hashes of ones: too long for one entry."""
+    return bytes(pb.GetConsistencyProofResponse(proof=[b"\1" * 32] * 3).SerializeToString())
+
+
+def test_refresh_names_the_server_whose_consistency_proof_fails(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A consistency proof from the receipt's checkpoint to the cosigned one that does not
+    verify: exit 3 (the two checkpoints are not proven of one log), the server that sent
+    it named and a wrong proof said possible, the sidecar unchanged. (h-hostsrv58: before,
+    "the receipt's checkpoint (2 entries) and the cosigned one (3) are not of one
+    append-only log: ...", neither the server nor a wrong proof named.)"""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+    wait_cosigned(server.address, 3)
+    sidecar = Path(f"{photo}.prov")
+    kept = sidecar.read_bytes()
+    with relay(server.address, {f"{LOG}GetConsistencyProof": _too_long}) as address:
+        rc, out, err = enrolled("receipt", "refresh", str(sidecar), "--server", address)
+    assert rc == 3 and err.startswith("LOG INTEGRITY FAILURE: "), (rc, out, err)
+    assert f"the server at {address} sent" in err and "or a wrong proof" in err, err
+    assert sidecar.read_bytes() == kept
