@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from provenance.core.claims import Verdict
+from provenance.core.claims import Receipt, Verdict
 from provenance.core.errors import (
     FileChangedError,
     LogError,
@@ -33,7 +33,7 @@ from provenance.core.errors import (
     SignatureError,
 )
 from provenance.core.files import file_identity, holds_sha256
-from provenance.core.verify import VerificationReport
+from provenance.core.verify import ClaimEvidence, VerificationReport
 
 if TYPE_CHECKING:
     from provenance.log.checkpoint import Checkpoint
@@ -167,7 +167,9 @@ def check_cited(
     for none, or a function returning it, called only when needed; else computed from
     the file at ``path`` only when needed, a second read). ``server``: HOST:PORT, for
     the message (its ``public`` text says "the server" alone). Costs a comparison when
-    the claim binds the bytes as sent. Raises what ``content_sha256`` raises.
+    the claim binds the bytes as sent. Raises what ``content_sha256`` raises. Each of
+    the report's other claims (``evidence.other_claims``, the "also" signed lines of
+    any verdict) must bind them too (before h-hostsrv58 they were shown unchecked).
 
     ``identity``: the file's (`provenance.core.files.file_identity`) when its bytes were
     sent. With it, a file that changed since (written to, cut, replaced, removed) raises
@@ -185,33 +187,61 @@ def check_cited(
                 f" {report.status} verdict is not shown"
             ),
         )
-    if not rests_on_hard_binding(report):
-        return
-    cited = report.evidence.claim
-    if cited is None:
-        raise _refusal(
-            server,
-            lambda who: f"{who} answered {report.status} citing no claim; the verdict is not shown",
-        )
-    bound = cited.claim.hard_binding.sha256
-    if bound == sent_sha256:
-        return
-    if content_sha256 is None:
-        content = _content_sha256(path, identity) if path is not None else b""
-    elif callable(content_sha256):
-        content = content_sha256()
-    else:
-        content = content_sha256
-    if content and bound == content:
-        return
-    if path is not None and identity is not None and not _still_sent(path, sent_sha256, identity):
-        raise changed_after_upload(path)
+    claims = list(report.evidence.other_claims)  # "also" signed: of these bytes too
+    main = rests_on_hard_binding(report)
+    if main:
+        cited = report.evidence.claim
+        if cited is None:
+            raise _refusal(
+                server,
+                lambda who: (
+                    f"{who} answered {report.status} citing no claim; the verdict is not shown"
+                ),
+            )
+        claims.insert(0, cited)
+    content: bytes | None = None
+    for i, cited in enumerate(claims):
+        bound = cited.claim.hard_binding.sha256
+        if bound == sent_sha256:
+            continue
+        if content is None:
+            if content_sha256 is None:
+                content = _content_sha256(path, identity) if path is not None else b""
+            elif callable(content_sha256):
+                content = content_sha256()
+            else:
+                content = content_sha256
+        if content and bound == content:
+            continue
+        if (
+            path is not None
+            and identity is not None
+            and not _still_sent(path, sent_sha256, identity)
+        ):
+            raise changed_after_upload(path)
+        also = i > 0 or not main
+        raise _other_bytes(report, server, cited, sent_sha256, content, also)
+
+
+def _other_bytes(
+    report: VerificationReport,
+    server: str,
+    cited: ClaimEvidence,
+    sent_sha256: bytes,
+    content: bytes,
+    also: bool,
+) -> ServerEvidenceError:
+    """`check_cited`'s refusal of ``report`` citing ``cited``, a claim of other bytes than
+    those sent (``content``: their SHA-256 without Content Credentials, b"" for none);
+    ``also``: listed among the other claims of these bytes (the "also" lines)."""
     without = f" ({content.hex()} without its Content Credentials)" if content else ""
-    raise _refusal(
+    how = "listing as also signed" if also else "citing"
+    bound = cited.claim.hard_binding.sha256
+    return _refusal(
         server,
         lambda who: (
             f"the server cited a claim of other bytes: {who} answered"
-            f" {report.status} citing a claim (device {cited.claim.device_id.hex()[:16]},"
+            f" {report.status} {how} a claim (device {cited.claim.device_id.hex()[:16]},"
             f" sequence {cited.claim.sequence}) that binds SHA-256 {bound.hex()}, but the"
             f" bytes sent have {sent_sha256.hex()}{without}; its verdict is not shown"
         ),
@@ -220,6 +250,31 @@ def check_cited(
 
 #: Verdicts that rest on a logged claim: their evidence is checked by `check_evidence`.
 CITES_LOGGED_CLAIM = (Verdict.SIGNED_ORIGINAL, Verdict.DERIVED, Verdict.REVOKED_KEY)
+
+
+def logged_receipt(report: VerificationReport, server: str, pinned: str) -> ClaimEvidence | None:
+    """The evidence of the claim ``report`` cites when it carries a receipt to check
+    against what the user pinned (``pinned``: "--log-key" or "--witness", for the
+    message), else None: no claim, or one without a receipt (a sidecar's claim never
+    logged). The receipt decides, not the server's ``in_log`` flag, which checks nothing
+    (before h-hostsrv58 a hostile server's ``in_log`` false skipped `prov verify
+    --witness`'s policy). Raises ServerEvidenceError (exit 3) for a SIGNED_ORIGINAL or
+    DERIVED verdict citing no claim or a claim without a receipt: such a verdict rests
+    on a logged claim, and there is nothing to check. ``server``: HOST:PORT."""
+    cited = report.evidence.claim
+    if cited is not None and cited.receipt is not None:
+        return cited
+    status = report.status
+    if status not in (Verdict.SIGNED_ORIGINAL, Verdict.DERIVED):
+        return None  # REVOKED_KEY of a sidecar's claim never logged, UNSIGNED, TAMPERED
+    what = "no claim" if cited is None else "a claim without a receipt"
+    raise _refusal(
+        server,
+        lambda who: (
+            f"{who} answered {status} citing {what}: nothing to check against"
+            f" {pinned}; the verdict is not shown"
+        ),
+    )
 
 
 def check_evidence(report: VerificationReport, vkey: str, server: str) -> int | None:
@@ -264,28 +319,32 @@ class EvidenceChecker:
         self._opened: dict[str, Checkpoint] = {}
 
     def check(self, report: VerificationReport, server: str) -> int | None:
-        """`check_evidence` of ``report`` with this key; returns and raises as it does."""
+        """`check_evidence` of ``report`` with this key; returns and raises as it does.
+        The receipt of each of its other claims (the "also" signed lines) is proven too
+        (before h-hostsrv58 they were shown unproven)."""
+        for other in report.evidence.other_claims:
+            if other.receipt is not None:
+                which = "another claim it lists as also signed"
+                self._prove(other, other.receipt, report.status, server, which)
+        if report.status not in CITES_LOGGED_CLAIM:
+            return None
+        cited = logged_receipt(report, server, "--log-key")
+        if cited is None or cited.receipt is None:
+            return None
+        return self._prove(cited, cited.receipt, report.status, server, "the claim it cites")
+
+    def _prove(
+        self, cited: ClaimEvidence, receipt: Receipt, status: Verdict, server: str, which: str
+    ) -> int:
+        """The tree size of the checkpoint ``cited``'s ``receipt`` is proven in with this
+        key; ServerEvidenceError naming ``which`` claim of a ``status`` answer when it is
+        not."""
         from provenance.log.checkpoint import note_signers, open_checkpoint
         from provenance.log.receipt import prove_receipt
         from provenance.terminal import clipped_line
 
-        if report.status not in CITES_LOGGED_CLAIM:
-            return None
-        cited = report.evidence.claim
-        if report.status is Verdict.REVOKED_KEY and (cited is None or cited.receipt is None):
-            return None  # a sidecar's claim never logged (no receipt), or no claim: no log's word
-        status = report.status
-        if cited is None or cited.receipt is None:
-            what = "no claim" if cited is None else "a claim without a receipt"
-            raise _refusal(
-                server,
-                lambda who: (
-                    f"{who} answered {status} citing {what}: nothing to check against"
-                    " --log-key; the verdict is not shown"
-                ),
-            )
-        where = f"the receipt of the claim it cites (leaf {cited.receipt.leaf_index})"
-        note = cited.receipt.checkpoint
+        where = f"the receipt of {which} (leaf {receipt.leaf_index})"
+        note = receipt.checkpoint
         try:
             checkpoint = self._opened.get(note)
             if checkpoint is None:
@@ -305,7 +364,7 @@ class EvidenceChecker:
                     if len(self._opened) >= self.CHECKPOINTS_KEPT:
                         self._opened.clear()
                     self._opened[note] = checkpoint
-            prove_receipt(cited.receipt, cited.signed_claim, checkpoint)
+            prove_receipt(receipt, cited.signed_claim, checkpoint)
         except (SignatureError, LogError) as e:  # ProofError is a LogError
             if isinstance(e, ServerEvidenceError):
                 raise

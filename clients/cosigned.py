@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient
+from clients.cited import logged_receipt
 from clients.options import UsageError
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
@@ -26,6 +27,9 @@ from provenance.core.errors import (
     LogError,
     LogIntegrityError,
     NoWitnessesError,
+    ProvenanceError,
+    ServerEvidenceError,
+    SignatureError,
     TransportError,
     WitnessQuorumError,
 )
@@ -120,9 +124,10 @@ def cosigned_receipt(
 
     Raises WitnessQuorumError when the server has no cosigned checkpoint covering the leaf
     (naming each witness and why: unreachable, or a refusal such as a fork), or
-    NoWitnessesError when it requests no cosignatures (has no witnesses); SignatureError, ProofError or LogError when the server's answers do
-    not verify with the log key; LogIntegrityError when the two checkpoints are not of one
-    append-only log.
+    NoWitnessesError when it requests no cosignatures (has no witnesses);
+    ServerEvidenceError (exit 3) when its cosigned checkpoint or inclusion proof does not
+    verify with the log key (before h-hostsrv58: exit 1, the bare reason, no server
+    named); LogIntegrityError when the two checkpoints are not of one append-only log.
     """
     try:
         note, quorum, statuses = c.cosigned_checkpoint()
@@ -130,7 +135,10 @@ def cosigned_receipt(
         if e.code != "FAILED_PRECONDITION":
             raise
         raise NoWitnessesError(f"no witness cosignatures to check: {e}") from e
-    size = open_checkpoint(note, verifier).size if note else 0
+    try:
+        size = open_checkpoint(note, verifier).size if note else 0
+    except (SignatureError, LogError) as e:
+        raise _refused(c.address, "its newest cosigned checkpoint", verifier, e) from e
     if size <= receipt.leaf_index:
         have = f"the newest covers {size} entries" if note else "there is none yet"
         raise WitnessQuorumError(
@@ -141,7 +149,11 @@ def cosigned_receipt(
         return receipt
     _, _, proof, _ = c.inclusion_proof(size, leaf_index=receipt.leaf_index)
     new = replace(receipt, checkpoint=note, inclusion_proof=tuple(proof))
-    verify_receipt(new, signed, verifier)
+    try:
+        verify_receipt(new, signed, verifier)
+    except (SignatureError, LogError) as e:
+        what = f"the inclusion proof of leaf {receipt.leaf_index} in its cosigned checkpoint"
+        raise _refused(c.address, f"{what} of {size} entries", verifier, e) from e
     old = open_checkpoint(receipt.checkpoint, verifier)
     if old.size == size:
         if old.root_hash != open_checkpoint(note, verifier).root_hash:
@@ -162,9 +174,24 @@ def cosigned_receipt(
     except LogError as e:
         raise LogIntegrityError(
             f"the receipt's checkpoint ({old.size} entries) and the cosigned one ({size})"
-            f" are not of one append-only log: {e}"
+            f" are not proven of one append-only log: the consistency proof the server at"
+            f" {c.address} sent does not verify ({e}): a fork of the log, or a wrong proof"
+            " (`prov log audit` of the log tells them apart)"
         ) from e
     return new
+
+
+def _refused(
+    server: str, what: str, verifier: NoteVerifier, e: ProvenanceError
+) -> ServerEvidenceError:
+    """The ServerEvidenceError of ``what`` the server at ``server`` (HOST:PORT) sent not
+    verifying with the log key of ``verifier`` (``e`` says why)."""
+    key = f"{verifier.name}+{verifier.key_id.hex()}"
+    said = f"{what} does not verify with the log key {key}: {e}"
+    return ServerEvidenceError(
+        f"the server at {server} answered a witness-cosigned receipt that cannot be used: {said}",
+        public=f"the server answered a witness-cosigned receipt that cannot be used: {said}",
+    )
 
 
 @dataclass(frozen=True)
@@ -226,8 +253,8 @@ def check_witnesses(
     checkpoint (`cosigned_receipt`). A policy not met is a value (``error``); raises
     SignatureError, ProofError or LogError when the server's answers do not verify with
     the log key: ``vkey`` when pinned (`prov verify --log-key`), else the server's own."""
-    ev = report.evidence.claim
-    if ev is None or ev.receipt is None or not ev.in_log:
+    ev = logged_receipt(report, c.address, "--witness")
+    if ev is None or ev.receipt is None:
         return WitnessCheck(quorum, len(policy))
     verifier = NoteVerifier.from_vkey(vkey if vkey is not None else c.log_key()[0])
     receipt = ev.receipt

@@ -358,6 +358,7 @@ def audit(
                 proof,
                 history.tap(entries) if history else entries,
                 from_start=start == 0,
+                proof_from=f"the server at {server}",
             )
         problems = _key_history_problems(history, _server_device(c)) if history else []
     _atomic_write(state, new_state.to_json().encode())

@@ -178,9 +178,11 @@ def verify(
     pixels = pixels_checked(report)  # read before any reason of our own is added
     if unread is not None:
         report = replace(report, reasons=(*report.reasons, unread))
+    # proven in a checkpoint that met the policy: not when it was not met (exit 14), as the
+    # proof may not have been made (before h-hostsrv58 --json said "witness" then)
+    witnessed = cosigned is not None and cosigned.leaf_index is not None and not cosigned.error
     if as_json:
         doc = report_to_json(report, str(file))
-        witnessed = cosigned is not None and cosigned.leaf_index is not None
         doc["evidence_checked"] = (
             "log-key" if checked is not None else "witness" if witnessed else None
         )
@@ -189,7 +191,7 @@ def verify(
             doc["witnesses"] = cosigned.to_json()
         print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov
     else:
-        here = _checked_line(report, vkey, checked, cosigned is not None)
+        here = _checked_line(report, vkey, checked, witnessed)
         out.print(report_to_text(report, str(file), checked_here=here), highlight=False)
         if cosigned is not None:
             (err if cosigned.error else out).print(cosigned.text(), highlight=False)

@@ -217,3 +217,84 @@ def test_a_claim_of_other_bytes_for_a_large_c2pa_file_costs_bounded_memory(
         assert rc == 3 and "a claim of other bytes" in err, (rc, err)
         assert "without its Content Credentials" in err, err  # the stripped hash was made
         assert peak < big.stat().st_size // 4, (peak, big.stat().st_size)
+
+
+def test_witness_policy_is_not_skipped_by_an_answer_without_its_receipt(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """`prov verify --witness` checks the policy on the receipt of the claim a verdict
+    rests on; a hostile server must not skip that check by leaving the receipt out of a
+    SIGNED_ORIGINAL (refused, exit 3, as `--log-key` refuses it), nor by marking the
+    claim "not in the log" while its receipt is there (the policy is checked on it). A
+    real server's genuine answer for photo A, so relayed and edited by a hostile server.
+    (h-hostsrv58: before, both printed SIGNED_ORIGINAL, "witnesses: nothing to check",
+    and exited 0; the second also with --log-key.)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    stranger_cosigner = _cosigner_key("witness.example")
+    no_receipt = _genuine_answer(server.address, a)
+    no_receipt.evidence.claim.ClearField("receipt")
+    for address in _forger(server.address, no_receipt.SerializeToString()):
+        for extra in ((), ("--json",)):
+            rc, out, err = _verify(
+                capsys, str(a), "--server", address, "--witness", witness[1], *extra
+            )
+            assert rc == 3, (extra, rc, out, err)
+            assert "SERVER EVIDENCE REFUSED:" in err and "--witness" in err, err
+            assert "SIGNED_ORIGINAL citing a claim without a receipt" in err, err
+            assert "witnesses: nothing" not in out and "Traceback" not in err, (out, err)
+    not_in_log = _genuine_answer(server.address, a)
+    not_in_log.evidence.claim.in_log = False
+    for address in _forger(server.address, not_in_log.SerializeToString()):
+        for pinned in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(
+                capsys, str(a), "--server", address, "--witness", stranger_cosigner, *pinned
+            )
+            assert rc == 14, (pinned, rc, out, err)
+            assert "POLICY NOT MET" in err, err
+        rc, out, err = _verify(capsys, str(a), "--server", address, "--witness", witness[1])
+        assert rc == 0 and "cosigned by 1 of 1 witnesses" in out, (rc, out, err)
+
+
+def _cosigner_key(name: str) -> str:
+    """The cosigner key (`prov witness serve`'s kind) of a new Ed25519 key named
+    ``name``: a witness that cosigned nothing of this log."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from provenance.witness import cosigner_vkey
+
+    public = Ed25519PrivateKey.generate().public_key()
+    return cosigner_vkey(name, public.public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+
+def test_an_also_signed_claim_of_other_bytes_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """The "also" lines (`evidence.other_claims`: other logged claims of the same bytes)
+    name devices as having signed the file: a hostile server adding the genuine, logged
+    claim of photo B to its honest answer for photo A is refused as citing a claim of
+    other bytes (exit 3), with --log-key too. (h-hostsrv58: before, exit 0, SIGNED_ORIGINAL
+    with "also  leaf 2: device ..." under "receipt verified here with --log-key".)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
+    forged = _genuine_answer(server.address, a)
+    forged.evidence.other_claims.append(_genuine_answer(server.address, b).evidence.claim)
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(capsys, str(a), "--server", address, *extra)
+            assert rc == 3, (extra, rc, out, err)
+            assert "SERVER EVIDENCE REFUSED:" in err and "claim of other bytes" in err, err
+            assert "listing as also signed a claim" in err and "also" not in out, (out, err)
+    unproven = _genuine_answer(server.address, a)  # A's own claim again, its proof wrong
+    unproven.evidence.other_claims.append(unproven.evidence.claim)
+    unproven.evidence.other_claims[0].receipt.inclusion_proof[0] = bytes(32)
+    for address in _forger(server.address, unproven.SerializeToString()):
+        rc, out, err = _verify(capsys, str(a), "--server", address, "--log-key", log_vkey)
+        assert rc == 3, (rc, out, err)
+        assert "the receipt of another claim it lists as also signed" in err, err
+        assert "does not verify with the log key" in err and "also" not in out, (out, err)

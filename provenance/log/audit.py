@@ -21,7 +21,13 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from provenance.core import merkle
-from provenance.core.errors import ClaimError, LogError, LogIntegrityError, ProvenanceError
+from provenance.core.errors import (
+    ClaimError,
+    LogError,
+    LogIntegrityError,
+    ProvenanceError,
+    ServerEvidenceError,
+)
 from provenance.core.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_key_event
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.wire import convert as wire
@@ -159,6 +165,7 @@ def audit_step(
     entries: Iterable[bytes],
     from_start: bool = False,
     observe: Observer | None = None,
+    proof_from: str = "the log",
 ) -> tuple[AuditState, Checkpoint, int]:
     """Advance the audit from ``state`` (None: first audit) to ``new_note``, trusting
     only the log key ``verifier_key`` (note vkey format).
@@ -171,13 +178,18 @@ def audit_step(
     size, or at 0 on a first audit or when ``from_start`` (a full re-hash, which also
     catches edits to entries audited before). ``observe`` sees the nodes of every leaf
     appended (the stored tree's check, `provenance.log.store_audit`). Returns (new state, new
-    checkpoint, entries checked). Raises LogIntegrityError on any inconsistency.
+    checkpoint, entries checked). Raises LogIntegrityError on any inconsistency; a
+    ``consistency`` proof that does not verify is a FORK, unless the re-hash from the start
+    (``from_start``) passes through the saved root at the saved size: then the proof is
+    wrong, not the log, and ServerEvidenceError names ``proof_from`` (who sent it) instead
+    (before h-hostsrv58: FORK).
     """
     verifier = NoteVerifier.from_vkey(verifier_key)
     new = open_trusted(new_note, verifier, "the newest")
     start = 0
     frontier = merkle.CompactRange()
     old_size, old_root = -1, b""  # without a proof: the root a re-hash must pass through
+    wrong_proof = ""  # why the consistency proof given failed, when the re-hash decides
     if state is not None:
         old = open_trusted(state.checkpoint, verifier, "the saved")
         if new.size < old.size:
@@ -195,14 +207,16 @@ def audit_step(
                     old.size, new.size, consistency, old.root_hash, new.root_hash
                 )
             except LogError as e:
-                raise LogIntegrityError(
-                    f"FORK: the tree of size {old.size} seen before is not a prefix of the new"
-                    f" tree of size {new.size}: {e}"
-                ) from e
+                if not from_start:  # no re-hash of the saved tree to tell
+                    raise LogIntegrityError(
+                        f"FORK: the tree of size {old.size} seen before is not a prefix of the"
+                        f" new tree of size {new.size}: {e}"
+                    ) from e
+                wrong_proof = str(e)
         if not from_start:
             start = old.size
             frontier = _saved_frontier(state, old)
-        elif consistency is None:
+        elif consistency is None or wrong_proof:
             old_size, old_root = old.size, old.root_hash
     forked = False
     observe = observe or _unobserved
@@ -234,6 +248,13 @@ def audit_step(
         raise LogIntegrityError(
             f"FORK: the tree of size {old_size} seen before is not a prefix of the new tree of"
             f" size {new.size}: its first {old_size} entries hash to another root"
+        )
+    if wrong_proof:
+        raise ServerEvidenceError(
+            f"the consistency proof from size {old_size} to {new.size} that {proof_from}"
+            f" sent does not verify ({wrong_proof}), but every entry re-hashed from the"
+            f" start shows the tree of size {old_size} seen before is a prefix of the new"
+            " one: a wrong proof, not a fork of the log; nothing was saved"
         )
     return AuditState(verifier_key, new_note, frontier.hashes), new, checked
 
