@@ -36,6 +36,7 @@ from provenance.store import NewLeaf, Store, open_store
 from tests.conftest import (
     ADMIN_TOKEN,
     ROOT,
+    WITHOUT_DAC_OVERRIDE,
     ServerProc,
     enroll_key,
     run_in_netns,
@@ -1382,6 +1383,40 @@ def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     assert 1 <= len(lines) < len(damaged) and "Traceback" not in log, log[-3000:]
     assert f"{out / 'tile/0/000'} is 8,224 bytes" in lines[0], lines
     assert "export-tiles" in lines[0], lines
+
+
+def test_a_partial_tiles_folder_that_cannot_be_listed_is_a_500_not_a_missing_tile(
+    tmp_path: Path,
+) -> None:
+    """`prov web --tiles-dir`: a narrower partial tile than the folder holds is cut from a
+    wider one of ``<N>.p``, found by listing that folder. A ``<N>.p`` that is there but
+    cannot be listed (here: mode 0o300, the web run without root's power to read past
+    mode bits) was taken for one holding no wider tile, and the full tile not there yet
+    made it a 404, which a client takes for a tile the log lacks. It is the server's
+    fault, a 500 in words as for the other damaged files; a tile there in that folder is
+    still served. A real export, a real `prov web`."""
+    _, out = _exported_261(tmp_path)
+    folder = out / "tile/0/001.p"
+    five = (folder / "5").read_bytes()
+    folder.chmod(0o300)  # entered, not listed
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out), wrapper=WITHOUT_DAC_OVERRIDE)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{web.address}/tlog/tile/0/001.p/3", timeout=60)
+        said = e.value.read(4096).decode()
+        assert e.value.code == 500, (e.value.code, said)
+        assert said.startswith("/tlog/tile/0/001.p/3 is damaged on this server:"), said
+        assert "tile/0/001.p cannot be listed (Permission denied)" in said, said
+        assert e.value.headers["Cache-Control"] == "no-store"
+        with urllib.request.urlopen(f"{web.address}/tlog/tile/0/001.p/5", timeout=60) as r:
+            assert r.status == 200 and r.read() == five
+    finally:
+        folder.chmod(0o755)
+        web.stop()
+    log = web.stderr()
+    lines = [line for line in log.splitlines() if "answered 500 to GET /tlog/" in line]
+    assert len(lines) == 1 and "Traceback" not in log, log[-3000:]
+    assert "tile/0/001.p cannot be listed (Permission denied)" in lines[0], lines
 
 
 def _raw_get(address: str, path: str) -> socket.socket:
