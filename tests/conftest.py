@@ -754,13 +754,18 @@ WITHOUT_DAC_OVERRIDE: tuple[str, ...] = (
 
 
 def start_web(
-    server: str, *extra: str, root: Path = ROOT, wrapper: Sequence[str] = ()
+    server: str,
+    *extra: str,
+    root: Path = ROOT,
+    wrapper: Sequence[str] = (),
+    module: Sequence[str] = ("clients.cli",),
 ) -> ServerProc:
     """Start `prov web --server SERVER --listen 127.0.0.1:0` of the checkout ``root``
     (this one unless a bench compares another), run by the command ``wrapper`` when given
-    (`setpriv ...`: see `WITHOUT_DAC_OVERRIDE`); its address is http://HOST:PORT."""
+    (`setpriv ...`: see `WITHOUT_DAC_OVERRIDE`) as ``python -m MODULE...`` (``module``:
+    tests/opens_watched.py and its argument, say); its address is http://HOST:PORT."""
     proc = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "clients.cli", "web", "--server", server]
+        [*wrapper, sys.executable, "-m", *module, "web", "--server", server]
         + ["--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

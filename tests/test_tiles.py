@@ -1278,6 +1278,31 @@ def test_served_tiles_that_are_no_regular_file_are_500_and_block_nothing(tmp_pat
         web.stop()
 
 
+def test_the_served_checkpoint_is_read_off_the_event_loop(tmp_path: Path) -> None:
+    """`prov web --tiles-dir`: the `checkpoint` file (up to a signed note's 1 MiB and a
+    byte) was opened and read on the event loop, where a slow disk held every other
+    request of the web (pages, API, tiles) meanwhile; it is read on a worker thread, as
+    tiles are. A real export, a real `prov web`, its opens of files named `checkpoint`
+    said by an audit hook (tests/opens_watched.py)."""
+    _, out = _exported_261(tmp_path)
+    body = (out / "checkpoint").read_bytes()
+    web = start_web(
+        "127.0.0.1:1",
+        "--tiles-dir",
+        str(out),
+        module=("tests.opens_watched", "checkpoint"),
+    )
+    try:
+        for _ in range(2):
+            with urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=60) as r:
+                assert r.status == 200 and r.read() == body
+    finally:
+        web.stop()
+    log = web.stderr()
+    opened = [line for line in log.splitlines() if line.startswith("opened checkpoint")]
+    assert len(opened) >= 2 and set(opened) == {"opened checkpoint off the event loop"}, log
+
+
 def test_a_served_checkpoint_over_a_notes_bound_is_not_read_past_it(tmp_path: Path) -> None:
     """`prov web --tiles-dir`: the `checkpoint` was read whole, however large, on the
     event loop and outside the per-client tile shares, for every request (a 256 MiB file
