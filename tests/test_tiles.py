@@ -225,6 +225,23 @@ def test_tiles_for_size_matches_the_spec_examples() -> None:
     assert tiles.tiles_for_size(0) == []
 
 
+def test_a_tile_of_one_is_said_in_the_singular() -> None:
+    """The words of a tile of width 1 (a partial tile of a log of 1, 257, ... entries):
+    "a tile of 1 hash", "an entry bundle of 1 entry" (before: "a tile of 1 hashes", "an
+    entry bundle of 1 entries"), wherever a message says them; a wider one in the plural."""
+    one, five = tiles.Tile(0, 0, 1), tiles.Tile(1, 0, 5)
+    assert tiles.file_bounds_said(one, False) == "a tile of 1 hash is 32 bytes"
+    assert tiles.file_bounds_said(one, True) == "an entry bundle of 1 entry is 2 to 65,537 bytes"
+    assert tiles.file_bounds_said(five, False) == "a tile of 5 hashes is 160 bytes"
+    assert tiles.tile_said(one, False) == "a tile of 1 hash"
+    assert tiles.tile_said(one, True) == "an entry bundle of 1 entry"
+    assert tiles.tile_said(five, True) == "an entry bundle of 5 entries"
+    with pytest.raises(LogIntegrityError, match=r"is 33 bytes, not 1 hash of 32 bytes:"):
+        tiles.split_hashes(bytes(33), one)
+    with pytest.raises(LogIntegrityError, match=r"000\.p/1 is not 1 length-prefixed entry:"):
+        tiles.decode_bundle(b"\x00", one)
+
+
 def test_bundles_round_trip_and_refuse_damage() -> None:
     entries = [b"", b"a", bytes(range(256)) * 3, b"\xff" * tiles.MAX_ENTRY_SIZE]
     tile = tiles.Tile(0, 0, len(entries))

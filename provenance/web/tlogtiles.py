@@ -486,8 +486,8 @@ def _read(
         # of a size its bounds allow, but a byte added or cut: served 200 (a full one
         # cached for a year) before; one cut from is checked by `_prefix`
         raise DamagedTileError(
-            file, rel, f"is not {source.width} length-prefixed entries, as an entry bundle"
-            f" of {source.width} entries is"
+            file, rel, f"is not {tiles.entries_said(source.width, 'length-prefixed ')}, as"
+            f" {tiles.tile_said(source, bundle)} is"
         )  # fmt: skip
     if keep != source.width:
         try:
