@@ -448,4 +448,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from clients.interrupt import ends_with_the_command
+
+    ends_with_the_command()
     sys.exit(main())

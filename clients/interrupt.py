@@ -147,6 +147,38 @@ def _second_signal(first: int | None, second: int) -> tuple[str, int]:
 
 
 _deadline: _Deadline | None = None
+#: Whether this process ends when its command returns (`ends_with_the_command`).
+_process_ends = False
+
+
+def ends_with_the_command() -> None:
+    """Tell this module that the process ends when its command returns: the entry points
+    (`clients.launch.main`, ``python -m clients.cli``) call it, never a process that runs
+    commands in-process (a test). A command a signal stops then leaves the signals as the
+    stop put them until the process ends (`_leaving_by_signal`)."""
+    global _process_ends
+    _process_ends = True
+
+
+def _leaving_by_signal(deadline: _Deadline) -> bool:
+    """Whether a block of this module is left by a process that ends with its command
+    (`ends_with_the_command`) after a signal stopped it (the deadline still armed): the
+    block then leaves its handler, the note of what is kept (`ctrl_c_notes`) and the
+    deadline in place, so that a second signal until the process ends, also one after the
+    command said how it stopped, ends it at once with that signal's words and code
+    (`_second_signal`), and a teardown that hangs is ended by the deadline. Before
+    (until h-tiles58), the blocks gave Python's handling back on the way out: a late
+    Ctrl-C raised KeyboardInterrupt wherever the process stood (a traceback, or exit -2
+    out of ``python -m clients.cli``), a late SIGTERM ended it by its default action
+    (-15), not 130 and 143."""
+    return _process_ends and deadline.armed_at is not None
+
+
+def leaving_by_signal() -> bool:
+    """Whether a signal stopped the command of this process, which ends with it, and the
+    signals are still handled as a second one's (`_leaving_by_signal`): what
+    `clients.launch` must then leave in place after the command returned."""
+    return _deadline is not None and _leaving_by_signal(_deadline)
 
 
 def _the_deadline() -> _Deadline:
@@ -168,7 +200,7 @@ def _holding(deadline: _Deadline) -> Iterator[None]:
         yield
     finally:
         deadline.blocks -= 1
-        if deadline.blocks == 0:
+        if deadline.blocks == 0 and not _leaving_by_signal(deadline):
             deadline.disarm()
 
 
@@ -271,7 +303,8 @@ def ctrl_c_notes(
     try:
         yield keep
     finally:
-        deadline.kept, deadline.say = before
+        if not _leaving_by_signal(deadline):
+            deadline.kept, deadline.say = before
 
 
 @contextmanager
@@ -298,7 +331,7 @@ def ctrl_c_deadline() -> Iterator[None]:
         with _holding(deadline):
             yield
     finally:
-        if signal.getsignal(signal.SIGINT) is on_sigint:
+        if signal.getsignal(signal.SIGINT) is on_sigint and not _leaving_by_signal(deadline):
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -375,7 +408,8 @@ def terminate_as_interrupt(got: list[int]) -> Iterator[None]:
         with _holding(deadline):
             yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not _leaving_by_signal(deadline):
+            signal.signal(signal.SIGTERM, previous)
 
 
 def how_stopped(got: list[int]) -> tuple[str, int]:

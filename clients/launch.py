@@ -14,7 +14,10 @@ once while those modules load (`clients.cli.import_command`; nothing is done yet
 nothing is left half done); then Python's handler is given back and `clients.cli.main`
 handles Ctrl-C as it always did. After the command has returned, a Ctrl-C during the interpreter's teardown
 ends the process with the command's own exit code: the command finished, its output was
-flushed, and its result stands.
+flushed, and its result stands; unless a signal stopped the command (`prov log
+export-tiles --follow`, `prov scan`: `clients.interrupt.leaving_by_signal`), when a
+second Ctrl-C or SIGTERM ends it as during the stop ("interrupted again", 130;
+"terminated again (SIGTERM)", 143).
 
 SIGTERM while those modules load says "terminated (SIGTERM)" and exits 143 at once, as
 does one before `prov serve` or `prov scan` (`SIGTERM_AT_START`) has put its own handling
@@ -95,7 +98,9 @@ def main() -> int:
     returns the exit code."""
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         from clients.cli import main as run_as_is
+        from clients.interrupt import ends_with_the_command
 
+        ends_with_the_command()
         return run_as_is()
     signal.signal(signal.SIGINT, _stop_at_once)
     term_default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
@@ -103,7 +108,9 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _terminate_at_once)
     from clients.cli import import_command
     from clients.cli import main as run
+    from clients.interrupt import ends_with_the_command, leaving_by_signal
 
+    ends_with_the_command()
     import_command(sys.argv[1:])  # the seconds of imports: the command's module
 
     try:
@@ -115,6 +122,8 @@ def main() -> int:
         os.write(2, INTERRUPTED_LINE)
         code = EXIT_INTERRUPTED
     _flush_standard_streams()
+    if leaving_by_signal():  # a second signal ends it as during the stop, 130 or 143
+        return code
     signal.signal(signal.SIGINT, _EndWith(code))
     if term_default:  # the command is done: SIGTERM's default action again
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

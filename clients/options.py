@@ -24,6 +24,7 @@ from provenance.cli.options import ServerOpt as ServerOpt
 from provenance.cli.options import TrustedProxyOpt as TrustedProxyOpt
 from provenance.cli.options import UsageError as UsageError
 from provenance.cli.options import check_can_listen as check_can_listen
+from provenance.cli.options import check_listen_form as check_listen_form
 from provenance.cli.options import existing as existing
 from provenance.cli.options import finite as finite
 from provenance.cli.options import folder_to_fill as folder_to_fill

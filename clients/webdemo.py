@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from clients.demo import DemoFiles, prepare, relay_server_lines, start_server
-from clients.options import check_can_listen, listen_address, listens_clash
+from clients.options import check_can_listen, check_listen_form, listen_address, listens_clash
 from provenance.core.errors import ConfigError
 from provenance.store.sqlite import held_by_a_server
 
@@ -32,9 +32,10 @@ MARKER = ".prov-web-demo"
 
 def _refuse_if_running(work: Path) -> None:
     """Refuse (SystemExit, exit 1) a folder whose database a running server (an earlier
-    `make web`) still holds: checked before the addresses, so a second `make web` in the
-    same folder is told that, not only that the gRPC port is taken (by that one). A lock
-    file that is no regular file (a FIFO) or cannot be opened ends it too, saying so."""
+    `make web`) still holds: checked before the addresses can be listened on (after
+    their form), so a second `make web` in the same folder is told that, not only that
+    the gRPC port is taken (by that one). A lock file that is no regular file (a FIFO)
+    or cannot be opened ends it too, saying so."""
     try:
         held = held_by_a_server(work / "provenance.db")
     except ConfigError as e:
@@ -119,7 +120,12 @@ def drop_list(files: DemoFiles) -> str:
 
 
 def _check_listen(
-    parser: argparse.ArgumentParser, listen: str, set_by: str, option: str = "--listen"
+    parser: argparse.ArgumentParser,
+    listen: str,
+    set_by: str,
+    option: str = "--listen",
+    *,
+    form_only: bool = False,
 ) -> None:
     """Refuse an address the server would refuse, before the previous run's folder is
     emptied (exit 2 for one that is not HOST:PORT, 1 for one this machine cannot listen
@@ -128,9 +134,14 @@ def _check_listen(
     (``WEB``, ``GRPC``), which the message then names, without argparse's usage line
     (before: "usage: make web [-h] [--listen LISTEN] ..." and "argument --listen" for
     `make web WEB=::1:8096`); empty when the option was given. The gRPC address's host
-    must also read as gRPC reads it (``GRPC=0:50051`` is refused, exit 2)."""
+    must also read as gRPC reads it (``GRPC=0:50051`` is refused, exit 2). ``form_only``:
+    only what needs neither the resolver nor the machine (`check_listen_form`), checked
+    before the folder's running server (`_refuse_if_running`): a malformed address is a
+    usage error of this command line, said first (until h-tiles58, `make web WEB=foo`
+    beside a running one said only that it runs)."""
+    check = check_listen_form if form_only else check_can_listen
     try:
-        check_can_listen(listen, option, grpc=option == "--grpc-listen")
+        check(listen, option, grpc=option == "--grpc-listen")
     except typer.BadParameter as e:
         if not set_by:
             parser.error(f"argument {option}: {e.message}")
@@ -199,6 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grpc-listen-set-by", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     work = args.dir.resolve()
+    _check_listen(parser, args.listen, args.listen_set_by, form_only=True)
+    _check_listen(
+        parser, args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen", form_only=True
+    )
     _refuse_if_running(work)
     _check_listen(parser, args.listen, args.listen_set_by)
     _check_listen(parser, args.grpc_listen, args.grpc_listen_set_by, "--grpc-listen")

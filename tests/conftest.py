@@ -16,7 +16,7 @@ import time
 import tomllib
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -739,11 +739,33 @@ def post_checkpoint(url: str, body: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def start_web(server: str, *extra: str, root: Path = ROOT) -> ServerProc:
+#: A command that runs the one after it without the capabilities that let root read or
+#: list what its mode bits refuse (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so that a test
+#: run as root (CI) can make a folder that cannot be listed; empty for any other user.
+WITHOUT_DAC_OVERRIDE: tuple[str, ...] = (
+    (
+        "setpriv",
+        "--inh-caps=-dac_override,-dac_read_search",
+        "--bounding-set=-dac_override,-dac_read_search",
+    )
+    if os.geteuid() == 0
+    else ()
+)
+
+
+def start_web(
+    server: str,
+    *extra: str,
+    root: Path = ROOT,
+    wrapper: Sequence[str] = (),
+    module: Sequence[str] = ("clients.cli",),
+) -> ServerProc:
     """Start `prov web --server SERVER --listen 127.0.0.1:0` of the checkout ``root``
-    (this one unless a bench compares another); its address is http://HOST:PORT."""
+    (this one unless a bench compares another), run by the command ``wrapper`` when given
+    (`setpriv ...`: see `WITHOUT_DAC_OVERRIDE`) as ``python -m MODULE...`` (``module``:
+    tests/opens_watched.py and its argument, say); its address is http://HOST:PORT."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "web", "--server", server]
+        [*wrapper, sys.executable, "-m", *module, "web", "--server", server]
         + ["--listen", "127.0.0.1:0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

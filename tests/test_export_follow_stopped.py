@@ -51,10 +51,11 @@ def _audited(tmp_path: Path, folder: Path, signer: LogSigner) -> int:
 
 @contextmanager
 def _following(
-    tmp_path: Path, seed: int, module: str = "clients.cli"
+    tmp_path: Path, seed: int, module: str = "clients.cli", lead: tuple[str, ...] = ()
 ) -> Iterator[tuple[LogSigner, Path, subprocess.Popen[str]]]:
     """A log of 300 entries in ``tmp_path/log.db`` and `prov log export-tiles --follow`
-    of it into ``tmp_path/tiles`` (run by ``module``), once it said it exported them:
+    of it into ``tmp_path/tiles`` (run by ``module``, given the arguments ``lead`` before
+    the command's), once it said it exported them:
     (the log's signer, the folder, the process); the process is killed if still running
     after the block."""
     signer = LogSigner(Ed25519PrivateKey.generate(), ORIGIN)
@@ -64,7 +65,7 @@ def _following(
     store.close()
     out = tmp_path / "tiles"
     args = ["log", "export-tiles", str(out), "--db", str(db), "--follow", "--interval", "0.1"]
-    proc = cli_process(args, module=module)
+    proc = cli_process([*lead, *args], module=module)
     try:
         line = next_line(proc, timeout=WAIT_S)
         assert line is not None and line.startswith("exported 300 entries"), line
@@ -127,29 +128,23 @@ def test_a_stopped_export_follow_says_the_size_it_kept_and_the_folder_audits_at_
     assert f"tiled log OK: has {size} entries" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("first", "second", "code", "words"),
-    [
-        ("SIGTERM", "SIGTERM", 143, "terminated again (SIGTERM)"),
-        ("SIGINT", "SIGINT", 130, "interrupted again"),
-    ],
-)
-def test_a_second_signal_while_the_export_stops_says_what_it_kept(
+def _stopped_twice(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-    first: str,
-    second: str,
-    code: int,
-    words: str,
-) -> None:
-    """A second signal while the stopped export still ends (its store's close held open:
-    tests/close_held.py) ends it at once, saying what the folder holds after its words.
-    Before, a second Ctrl-C said only "interrupted again: stopped without finishing the
-    clean-up", and a second SIGTERM ended the process silently by the signal's default
-    action (-15): the store was closed outside the block that handles SIGTERM."""
-    with _following(tmp_path, 5, module="tests.close_held") as (signer, out, proc):
+    case: tuple[str, str, int, str],
+    module: str,
+    held: str,
+    lead: tuple[str, ...] = (),
+) -> tuple[list[str], str, Path]:
+    """The export of `_following`, run by ``module`` (a harness that holds a moment open
+    and prints ``held`` on stdout there), sent ``case``'s first signal, then its second
+    once ``held`` came; checks that it ended with ``case``'s code and, last, its words
+    and what the folder holds, which audits at that size. Returns its stderr's lines (as
+    `_stderr_lines`), its stderr and the folder."""
+    first, second, code, words = case
+    with _following(tmp_path, 5, module, lead) as (signer, out, proc):
         proc.send_signal(getattr(signal, first))
-        read_line(proc, "closing", timeout=WAIT_S)  # the first handled: its clean-up held
+        read_line(proc, held, timeout=WAIT_S)
         proc.send_signal(getattr(signal, second))
         lines, err = _stderr_lines(proc)
     assert proc.returncode == code, err
@@ -158,3 +153,56 @@ def test_a_second_signal_while_the_export_stops_says_what_it_kept(
     assert _size_on_disk(out) == 300
     capsys.readouterr()
     assert _audited(tmp_path, out, signer) == 0, capsys.readouterr()
+    return lines, err, out
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("SIGTERM", "SIGTERM", 143, "terminated again (SIGTERM)"),
+        ("SIGINT", "SIGINT", 130, "interrupted again"),
+    ],
+)
+def test_a_second_signal_while_the_export_stops_says_what_it_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], case: tuple[str, str, int, str]
+) -> None:
+    """A second signal while the stopped export still ends (its store's close held open:
+    tests/close_held.py) ends it at once, saying what the folder holds after its words.
+    Before, a second Ctrl-C said only "interrupted again: stopped without finishing the
+    clean-up", and a second SIGTERM ended the process silently by the signal's default
+    action (-15): the store was closed outside the block that handles SIGTERM."""
+    # the first handled: its clean-up held
+    _stopped_twice(tmp_path, capsys, case, "tests.close_held", "closing")
+
+
+@pytest.mark.parametrize("lead", [(), ("--launch",)], ids=["python-m", "console-script"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("SIGINT", "SIGINT", 130, "interrupted again"),
+        ("SIGTERM", "SIGTERM", 143, "terminated again (SIGTERM)"),
+        ("SIGINT", "SIGTERM", 143, "terminated (SIGTERM) while stopping after Ctrl-C"),
+        ("SIGTERM", "SIGINT", 130, "interrupted (Ctrl-C) while stopping after SIGTERM"),
+    ],
+)
+def test_a_late_second_signal_after_the_stop_was_said_exits_with_its_code(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    case: tuple[str, str, int, str],
+    lead: tuple[str, ...],
+) -> None:
+    """A second signal that comes after the stopped export said what its folder holds,
+    once the command returned and the process ends (its teardown held open:
+    tests/exit_held.py), ends it at once with the second signal's documented code and
+    words, and what the folder holds; the first line stays as it was, and true (the
+    folder audits at its size). Before, the command's blocks had given the signals back
+    to Python's handling on the way out: a late SIGINT raised KeyboardInterrupt wherever
+    the process stood (-2 out of `clients.cli`'s main, a traceback in an exit handler), a
+    late SIGTERM ended it by the default action, -15; run as the `prov` console script
+    (`clients.launch`), a late Ctrl-C ended it silently with the command's code (143
+    after a SIGTERM), a late SIGTERM by its default action."""
+    # the command returned: its line said
+    lines, err, out = _stopped_twice(tmp_path, capsys, case, "tests.exit_held", "exiting", lead)
+    assert "Traceback" not in err, err
+    word = {"SIGINT": "interrupted", "SIGTERM": "terminated (SIGTERM)"}[case[0]]
+    assert lines[-2] == f"{word}: " + KEPT.format(out=out, size=300, more=""), err

@@ -35,6 +35,7 @@ from provenance.store import NewLeaf, Store, open_store
 from tests.conftest import (
     ADMIN_TOKEN,
     ROOT,
+    WITHOUT_DAC_OVERRIDE,
     ServerProc,
     enroll_key,
     run_in_netns,
@@ -221,6 +222,23 @@ def test_tiles_for_size_matches_the_spec_examples() -> None:
     ]
     assert tiles.tiles_for_size(256) == [tiles.Tile(0, 0, 256), tiles.Tile(1, 0, 1)]
     assert tiles.tiles_for_size(0) == []
+
+
+def test_a_tile_of_one_is_said_in_the_singular() -> None:
+    """The words of a tile of width 1 (a partial tile of a log of 1, 257, ... entries):
+    "a tile of 1 hash", "an entry bundle of 1 entry" (before: "a tile of 1 hashes", "an
+    entry bundle of 1 entries"), wherever a message says them; a wider one in the plural."""
+    one, five = tiles.Tile(0, 0, 1), tiles.Tile(1, 0, 5)
+    assert tiles.file_bounds_said(one, False) == "a tile of 1 hash is 32 bytes"
+    assert tiles.file_bounds_said(one, True) == "an entry bundle of 1 entry is 2 to 65,537 bytes"
+    assert tiles.file_bounds_said(five, False) == "a tile of 5 hashes is 160 bytes"
+    assert tiles.tile_said(one, False) == "a tile of 1 hash"
+    assert tiles.tile_said(one, True) == "an entry bundle of 1 entry"
+    assert tiles.tile_said(five, True) == "an entry bundle of 5 entries"
+    with pytest.raises(LogIntegrityError, match=r"is 33 bytes, not 1 hash of 32 bytes:"):
+        tiles.split_hashes(bytes(33), one)
+    with pytest.raises(LogIntegrityError, match=r"000\.p/1 is not 1 length-prefixed entry:"):
+        tiles.decode_bundle(b"\x00", one)
 
 
 def test_bundles_round_trip_and_refuse_damage() -> None:
@@ -1270,6 +1288,31 @@ def test_served_tiles_that_are_no_regular_file_are_500_and_block_nothing(tmp_pat
         web.stop()
 
 
+def test_the_served_checkpoint_is_read_off_the_event_loop(tmp_path: Path) -> None:
+    """`prov web --tiles-dir`: the `checkpoint` file (up to a signed note's 1 MiB and a
+    byte) was opened and read on the event loop, where a slow disk held every other
+    request of the web (pages, API, tiles) meanwhile; it is read on a worker thread, as
+    tiles are. A real export, a real `prov web`, its opens of files named `checkpoint`
+    said by an audit hook (tests/opens_watched.py)."""
+    _, out = _exported_261(tmp_path)
+    body = (out / "checkpoint").read_bytes()
+    web = start_web(
+        "127.0.0.1:1",
+        "--tiles-dir",
+        str(out),
+        module=("tests.opens_watched", "checkpoint"),
+    )
+    try:
+        for _ in range(2):
+            with urllib.request.urlopen(f"{web.address}/tlog/checkpoint", timeout=60) as r:
+                assert r.status == 200 and r.read() == body
+    finally:
+        web.stop()
+    log = web.stderr()
+    opened = [line for line in log.splitlines() if line.startswith("opened checkpoint")]
+    assert len(opened) >= 2 and set(opened) == {"opened checkpoint off the event loop"}, log
+
+
 def test_a_served_checkpoint_over_a_notes_bound_is_not_read_past_it(tmp_path: Path) -> None:
     """`prov web --tiles-dir`: the `checkpoint` was read whole, however large, on the
     event loop and outside the per-client tile shares, for every request (a 256 MiB file
@@ -1375,6 +1418,40 @@ def test_a_served_tile_of_a_size_wrong_for_its_path_is_a_500_read_no_further(
     assert 1 <= len(lines) < len(damaged) and "Traceback" not in log, log[-3000:]
     assert f"{out / 'tile/0/000'} is 8,224 bytes" in lines[0], lines
     assert "export-tiles" in lines[0], lines
+
+
+def test_a_partial_tiles_folder_that_cannot_be_listed_is_a_500_not_a_missing_tile(
+    tmp_path: Path,
+) -> None:
+    """`prov web --tiles-dir`: a narrower partial tile than the folder holds is cut from a
+    wider one of ``<N>.p``, found by listing that folder. A ``<N>.p`` that is there but
+    cannot be listed (here: mode 0o300, the web run without root's power to read past
+    mode bits) was taken for one holding no wider tile, and the full tile not there yet
+    made it a 404, which a client takes for a tile the log lacks. It is the server's
+    fault, a 500 in words as for the other damaged files; a tile there in that folder is
+    still served. A real export, a real `prov web`."""
+    _, out = _exported_261(tmp_path)
+    folder = out / "tile/0/001.p"
+    five = (folder / "5").read_bytes()
+    folder.chmod(0o300)  # entered, not listed
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out), wrapper=WITHOUT_DAC_OVERRIDE)
+    try:
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(f"{web.address}/tlog/tile/0/001.p/3", timeout=60)
+        said = e.value.read(4096).decode()
+        assert e.value.code == 500, (e.value.code, said)
+        assert said.startswith("/tlog/tile/0/001.p/3 is damaged on this server:"), said
+        assert "tile/0/001.p cannot be listed (Permission denied)" in said, said
+        assert e.value.headers["Cache-Control"] == "no-store"
+        with urllib.request.urlopen(f"{web.address}/tlog/tile/0/001.p/5", timeout=60) as r:
+            assert r.status == 200 and r.read() == five
+    finally:
+        folder.chmod(0o755)
+        web.stop()
+    log = web.stderr()
+    lines = [line for line in log.splitlines() if "answered 500 to GET /tlog/" in line]
+    assert len(lines) == 1 and "Traceback" not in log, log[-3000:]
+    assert "tile/0/001.p cannot be listed (Permission denied)" in lines[0], lines
 
 
 def _raw_get(address: str, path: str) -> socket.socket:

@@ -381,3 +381,39 @@ def test_make_web_ends_at_once_on_a_fifo_at_its_database_lock(tmp_path: Path) ->
     assert "Traceback" not in res.stderr, res.stderr
     assert (work / "provenance.db").read_bytes() == b"the previous run's log"
     assert "working in" not in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ["--listen", "foo", "--listen-set-by", "WEB", "--grpc-listen", "127.0.0.1:0"],
+            "make web: error: WEB=foo is not HOST:PORT with a port 0-65535",
+        ),
+        (
+            ["--listen", "127.0.0.1:0", "--grpc-listen", "0:0", "--grpc-listen-set-by", "GRPC"],
+            "make web: error: GRPC=0:0: gRPC reads an IPv4 address only as",
+        ),
+    ],
+)
+def test_make_web_says_a_bad_address_before_a_running_one(
+    tmp_path: Path, args: list[str], said: str
+) -> None:
+    """`make web WEB=foo` while another `make web` runs in its folder said only that the
+    other one runs (exit 1); told to stop it, the person then met the bad address. The
+    address is a usage error of this command line, said first (exit 2, as without a
+    running one); the running server is left alone."""
+    from clients.webdemo import MARKER
+
+    work = tmp_path / "web-demo"
+    work.mkdir()
+    (work / MARKER).write_text("made by `make web`\n")
+    srv = start_server(work / "provenance.db")  # holds provenance.db.lock, as make web's does
+    try:
+        res = _web_demo(work, *args)
+        assert res.returncode == 2, (res.stdout, res.stderr)
+        assert said in res.stderr, res.stderr
+        assert "is running on" not in res.stderr, res.stderr
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()

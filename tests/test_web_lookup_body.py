@@ -35,3 +35,35 @@ def test_a_lookup_with_no_queries_says_the_list_is_empty(server: ServerProc) -> 
     assert [r["ref"] for r in plain.json()["results"]] == ["0"]
     schema = doc["paths"]["/api/v1/lookup"]["post"]["requestBody"]["content"]
     assert schema["application/json"]["schema"]["properties"]["queries"]["minItems"] == 1
+
+
+def test_the_openapi_document_describes_a_querys_media_type(server: ServerProc) -> None:
+    """A lookup query's `media_type` is read and relayed to the service (which matches a
+    "video/..." query's frames in time order, and refuses one that is no media type, 400),
+    and the OpenAPI document says so: its type, its bound (255 characters, as the service
+    enforces: RFC 6838 names a type and a subtype of at most 127 each), its form
+    (type/subtype, no parameters; empty when unknown), what it does. Before, it listed
+    the field as a bare string, nothing more. The pattern takes what the service takes."""
+    import re
+
+    web = start_web(server.address)
+    try:
+        doc = httpx.get(f"{web.address}/openapi.json", timeout=60).json()
+        answers = {
+            media_type: httpx.post(
+                f"{web.address}/api/v1/lookup",
+                json={"queries": [{"sha256": "a" * 64, "media_type": media_type}]},
+                timeout=60,
+            ).status_code
+            for media_type in ("", "image/jpeg", "image/jpeg; q=1", "x" * 200 + "/" + "y" * 60)
+        }
+    finally:
+        web.stop()
+    body = doc["paths"]["/api/v1/lookup"]["post"]["requestBody"]["content"]
+    query = body["application/json"]["schema"]["properties"]["queries"]["items"]
+    field = query["properties"]["media_type"]
+    assert field["type"] == "string" and field["maxLength"] == 255, field
+    assert "type/subtype" in field["description"], field
+    assert "empty" in field["description"] and "video/" in field["description"], field
+    described = {m: bool(re.search(field["pattern"], m)) and len(m) <= 255 for m in answers}
+    assert answers == {m: 200 if ok else 400 for m, ok in described.items()}, answers

@@ -458,6 +458,19 @@ def _bind_problem(value: str, host: str, port: int) -> str | None:
     return f"cannot listen on {value}: {reason}"
 
 
+def check_listen_form(value: str, option: str, *, grpc: bool = False) -> tuple[str, int]:
+    """``value`` as (host, port), read as `listen_address` reads it, and for a gRPC
+    server's address (``grpc``) its host read as gRPC reads it (`grpc_host_problem`):
+    the checks of `check_can_listen` that ask neither the resolver nor the machine, so
+    that a command can say a malformed address before anything else (`make web` before
+    the server running in its folder). Raises typer.BadParameter (exit 2) naming
+    ``option`` and the value."""
+    host, port = listen_address(value, option)
+    if grpc and (problem := grpc_host_problem(host, port)) is not None:
+        raise typer.BadParameter(f"{value!r}: {problem}", param_hint=option)
+    return host, port
+
+
 def check_can_listen(value: str, option: str, *, grpc: bool = False) -> None:
     """Check, before anything is created, that a server could listen on ``value``
     (HOST:PORT, as `listen_address` reads it): bind a socket to each address the host
@@ -477,9 +490,7 @@ def check_can_listen(value: str, option: str, *, grpc: bool = False) -> None:
 
     from provenance.core.errors import ConfigError
 
-    host, port = listen_address(value, option)
-    if grpc and (problem := grpc_host_problem(host, port)) is not None:
-        raise typer.BadParameter(f"{value!r}: {problem}", param_hint=option)
+    host, port = check_listen_form(value, option, grpc=grpc)
     try:
         problem = _bind_problem(value, host, port)
     except UnicodeError as e:  # IDNA encoding, before the resolver is asked

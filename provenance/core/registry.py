@@ -109,6 +109,10 @@ _TAG_SEQUENCE = re.compile(
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+#: The most characters of a Lookup query's ``media_type``: RFC 6838 section 4.2 names a
+#: type and a subtype of at most 127 characters each (`provenance.server.rpc_input.
+#: check_query_media_type`; the web API's OpenAPI document states it).
+MAX_MEDIA_TYPE_CHARS = 255
 
 
 def check_token_ttl(ttl: timedelta) -> None:

@@ -329,7 +329,7 @@ def _tile_bound(path: str) -> tuple[int, str, str] | None:
     """For the tile or entry bundle at ``path``, the most bytes its file can hold
     (`tiles.file_bounds`: 8,192 for a full hash tile, not a full bundle's 16 MiB), the
     words refusing a file of the folder found past it, and what it is in words, for an
-    answer of a server past its bound ("a tile of 256 hashes", `_a_tile`); None for the
+    answer of a server past its bound ("a tile of 256 hashes", `tiles.tile_said`); None for the
     checkpoint or any other path (`most_bytes`)."""
     try:
         bundle, tile = tiles.parse_path(path)
@@ -340,20 +340,12 @@ def _tile_bound(path: str) -> tuple[int, str, str] | None:
         most,
         f"{path} is more than {most:,} bytes, and {tiles.file_bounds_said(tile, bundle)}:"
         f" the {'bundle' if bundle else 'tile'} was edited or replaced; it was read no further",
-        _a_tile(tile, bundle),
+        tiles.tile_said(tile, bundle),
     )
 
 
-def _a_tile(tile: tiles.Tile, bundle: bool) -> str:
-    """The file of ``tile`` (its bundle when ``bundle``) in words: "a tile of 256
-    hashes", "an entry bundle of 256 entries"."""
-    if bundle:
-        return f"an entry bundle of {tile.width} entries"
-    return f"a tile of {tile.width} hashes"
-
-
 def _served_too_large(url: str, a_tile: str, most: int, error: _TooLargeError) -> str:
-    """Why the server's answer at ``url``, a tile or bundle (``a_tile``, `_a_tile`) of at
+    """Why the server's answer at ``url``, a tile or bundle (``a_tile``, `tiles.tile_said`) of at
     most ``most`` bytes, was refused past a bound (``error``): the cap that was passed,
     in words. Its gzip body as sent past `gzip_sent_bound`, it names that cap, the
     tile's own bound and what to do (before, every case named only the tile's bound:

@@ -213,8 +213,8 @@ def split_hashes(data: bytes, tile: Tile) -> list[bytes]:
     """The hashes of a fetched tile; LogIntegrityError unless it is ``width * 32`` bytes."""
     if len(data) != tile.width * merkle.HASH_SIZE:
         raise LogIntegrityError(
-            f"{tile.path} is {len(data)} bytes, not {tile.width} hashes of {merkle.HASH_SIZE}:"
-            " the tile was edited or truncated"
+            f"{tile.path} is {len(data)} bytes, not {_hashes(tile.width)} of"
+            f" {merkle.HASH_SIZE} bytes: the tile was edited or truncated"
         )
     return [data[i : i + merkle.HASH_SIZE] for i in range(0, len(data), merkle.HASH_SIZE)]
 
@@ -230,14 +230,33 @@ def file_bounds(tile: Tile, bundle: bool) -> tuple[int, int]:
     return tile.width * merkle.HASH_SIZE, tile.width * merkle.HASH_SIZE
 
 
+def _hashes(n: int) -> str:
+    """``n`` hashes in words: "1 hash", "5 hashes"."""
+    return f"{n} hash" if n == 1 else f"{n} hashes"
+
+
+def entries_said(n: int, kind: str = "") -> str:
+    """``n`` entries (each of ``kind``, words ending in a space) in words: "1 entry",
+    "5 length-prefixed entries"."""
+    return f"{n} {kind}entry" if n == 1 else f"{n} {kind}entries"
+
+
+def tile_said(tile: Tile, bundle: bool) -> str:
+    """The file of ``tile`` (its entry bundle when ``bundle``) in words: "a tile of 256
+    hashes", "an entry bundle of 1 entry" (until h-tiles58, "a tile of 1 hashes")."""
+    if bundle:
+        return f"an entry bundle of {entries_said(tile.width)}"
+    return f"a tile of {_hashes(tile.width)}"
+
+
 def file_bounds_said(tile: Tile, bundle: bool) -> str:
     """`file_bounds` of ``tile`` (its entry bundle when ``bundle``) in words, for an error
     about a file outside them: "a tile of 256 hashes is 8,192 bytes", "an entry bundle of
-    2 entries is 4 to 131,074 bytes"."""
+    2 entries is 4 to 131,074 bytes", "a tile of 1 hash is 32 bytes"."""
     fewest, most = file_bounds(tile, bundle)
     if bundle:
-        return f"an entry bundle of {tile.width} entries is {fewest:,} to {most:,} bytes"
-    return f"a tile of {tile.width} hashes is {most:,} bytes"
+        return f"{tile_said(tile, bundle)} is {fewest:,} to {most:,} bytes"
+    return f"{tile_said(tile, bundle)} is {most:,} bytes"
 
 
 def _perfect_root(hashes: Sequence[bytes]) -> bytes:
@@ -285,7 +304,7 @@ def decode_bundle(data: bytes, tile: Tile) -> list[bytes]:
         pos += 2 + length
     if pos != len(data) or len(entries) != tile.width:
         raise LogIntegrityError(
-            f"{tile.entries_path} is not {tile.width} length-prefixed entries:"
+            f"{tile.entries_path} is not {entries_said(tile.width, 'length-prefixed ')}:"
             " the bundle was edited or truncated"
         )
     return entries

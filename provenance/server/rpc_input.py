@@ -32,7 +32,7 @@ import grpc
 
 from provenance.core.errors import ClaimError, MediaError
 from provenance.core.merkle import HASH_SIZE
-from provenance.core.registry import MEDIA_TYPE
+from provenance.core.registry import MAX_MEDIA_TYPE_CHARS, MEDIA_TYPE
 from provenance.v1 import provenance_pb2 as pb
 
 #: Full names of the methods whose requests are `VerifyFileChunk` streams.
@@ -53,9 +53,6 @@ _DATA_KEY = (pb.VerifyFileChunk.DESCRIPTOR.fields_by_name["data"].number << 3) |
 #: `provenance.web.formparts.MAX_NAME`): 4 KiB, Linux's PATH_MAX, holds even a whole path.
 #: Before, a 7 MB name was taken.
 MAX_FILENAME_BYTES = 4096
-#: The most characters of a Lookup query's ``media_type``: RFC 6838 section 4.2 names a
-#: type and a subtype of at most 127 characters each.
-MAX_MEDIA_TYPE_CHARS = 255
 
 
 def _shown(text: str, most: int = 80) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from provenance.core.registry import MAX_MEDIA_TYPE_CHARS, MEDIA_TYPE
+
 ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -93,7 +95,16 @@ LOOKUP = {
                         "type": "string",
                         "description": "SHA-256 without a C2PA manifest store, hex",
                     },
-                    "media_type": {"type": "string"},
+                    "media_type": {
+                        "type": "string",
+                        "maxLength": MAX_MEDIA_TYPE_CHARS,
+                        "pattern": f"^(|{MEDIA_TYPE.pattern})$",
+                        "description": "the file's media type, RFC 6838 type/subtype without"
+                        " parameters (image/jpeg, video/mp4), empty or left out when unknown;"
+                        f" at most {MAX_MEDIA_TYPE_CHARS} characters. Relayed to the service:"
+                        " a video/... query's PDQ hashes are matched as frames in time"
+                        " order, not one by one; one that is no media type is a 400",
+                    },
                     "pdq": {
                         "type": "array",
                         "description": "PDQ hashes (video: one per sampled frame, in time order)",

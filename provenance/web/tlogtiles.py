@@ -19,7 +19,8 @@ in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`; so is
 ``checkpoint`` file that is there but no signed note (cut short, over a note's 1 MiB, no
 regular file, unreadable: `_checkpoint_body`), and a tile path there that is no regular
 file (a FIFO, a folder, a link to a device: never opened) or cannot be opened (a link that
-loops: `_served_size`), while a file not there is a 404. Before, it
+loops: `_served_size`), and a partial tile to be cut from a wider one in a ``<N>.p``
+folder that cannot be listed (`_source`), while a file not there is a 404. Before, it
 was served whole, whatever its size (a 512 MiB file was read into memory and sent). Entry bundles
 are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed),
 up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compressing it
@@ -328,7 +329,9 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
     its own file, or for a partial tile the directory lacks, the narrowest wider partial
     one of the same index there, else the full one; whatever is at that path (`_there`:
     a FIFO, a folder, a link that loops, judged when it is served, `_served_size`).
-    Raises FileNotFoundError when there is none."""
+    Raises FileNotFoundError when there is none; DamagedTileError when the folder of
+    partial tiles ``<N>.p`` is there but cannot be listed (its mode, no descriptor left):
+    the server's fault, not a tile the log lacks (before, a 404, as if it held none)."""
     own = directory / path
     if not tile.partial or _there(own):
         return own, tile.width
@@ -336,8 +339,13 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
     wider = []
     try:
         names = os.listdir(folder)
-    except OSError:  # not there, no folder, or one that cannot be listed: no wider tile
+    except (FileNotFoundError, NotADirectoryError):  # not there, or no folder: no wider
         names = []
+    except OSError as e:
+        rel = folder.relative_to(directory).as_posix()
+        raise DamagedTileError(
+            own, path, f"cannot be looked for: {rel} cannot be listed ({e.strerror or e})"
+        ) from e
     for name in names:
         if _WIDTH_RE.fullmatch(name) and tile.width < int(name) < tiles.TILE_WIDTH:
             wider.append(int(name))
@@ -478,8 +486,8 @@ def _read(
         # of a size its bounds allow, but a byte added or cut: served 200 (a full one
         # cached for a year) before; one cut from is checked by `_prefix`
         raise DamagedTileError(
-            file, rel, f"is not {source.width} length-prefixed entries, as an entry bundle"
-            f" of {source.width} entries is"
+            file, rel, f"is not {tiles.entries_said(source.width, 'length-prefixed ')}, as"
+            f" {tiles.tile_said(source, bundle)} is"
         )  # fmt: skip
     if keep != source.width:
         try:
@@ -523,15 +531,24 @@ def _checkpoint_body(file: Path, within: Path) -> bytes:
 def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     """Routes serving the tiled log in ``directory`` read-only (see module docstring).
     Tiles and bundles are read and compressed on at most `FILE_WORKERS` worker threads,
-    never on the event loop, each client within its share of ``shares`` (default: a new
+    the checkpoint read on as many more (until h-tiles58, on the event loop): nothing is
+    read on the event loop; each client within its share of ``shares`` (default: a new
     `TileShares` of `TILE_BYTES_PER_CLIENT`)."""
     file_workers = anyio.CapacityLimiter(FILE_WORKERS)
+    # threads of their own: a checkpoint read (a few hundred bytes) never waits behind
+    # the compression of a 16 MiB bundle (0.3 s each) on the file workers
+    checkpoint_workers = anyio.CapacityLimiter(FILE_WORKERS)
     shares = shares if shares is not None else TileShares()
     damaged_log = Every(DAMAGED_LOG_EVERY_S)
 
     async def checkpoint(request: Request) -> Response:
-        try:
-            body = _checkpoint_body(directory / tiles.CHECKPOINT_PATH, directory)
+        try:  # up to 1 MiB: read on a worker thread as tiles are, not on the event loop
+            body = await anyio.to_thread.run_sync(
+                _checkpoint_body,
+                directory / tiles.CHECKPOINT_PATH,
+                directory,
+                limiter=checkpoint_workers,
+            )
         except OutsideFolderError as e:
             return _outside(f"{PREFIX}/checkpoint", e, damaged_log)
         except (FileNotFoundError, NotADirectoryError):
