@@ -23,6 +23,17 @@ from provenance.core.binding import PerceptualHash, pdq_hash
 from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
 from provenance.media.budget import fit_decode_budget, kept_segments_problem
 
+#: Most bytes one compressed text or colour-profile chunk of a PNG (zTXt, iTXt, iCCP) may
+#: decompress to, and most bytes of decompressed text all its text chunks may hold. Set
+#: on Pillow here, at import (`PngImagePlugin.MAX_TEXT_CHUNK` and `MAX_TEXT_MEMORY`, its
+#: defaults in Pillow 13 too): `prov sign` refuses a PNG past them and the server will
+#: not judge one unlogged (`_corrupt`), so both must hold the same limits whatever
+#: Pillow release each side runs, and not Pillow's defaults (before 7 December).
+PNG_MAX_TEXT_CHUNK = 1 << 20
+PNG_MAX_TEXT_MEMORY = 64 << 20
+PngImagePlugin.MAX_TEXT_CHUNK = PNG_MAX_TEXT_CHUNK
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_MAX_TEXT_MEMORY
+
 #: Largest image decode_image accepts by default, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 100_000_000
 #: How many leading bytes of a file sniff_media_type needs to see, in bytes.
@@ -608,8 +619,8 @@ def _to_rgb8(im: Image.Image, tiff: _TiffGrey | None = None) -> Image.Image:
 
 def _corrupt(media_type: str, e: Exception) -> MediaError:
     """A decoder failure in our words (Pillow's own text names its internals). A PNG's
-    compressed text or colour-profile chunk past Pillow's limits (`PngImagePlugin.
-    MAX_TEXT_CHUNK` decompressed a chunk, `MAX_TEXT_MEMORY` of text in all) is no damage
+    compressed text or colour-profile chunk past our limits on Pillow (`PNG_MAX_TEXT_CHUNK`
+    decompressed a chunk, `PNG_MAX_TEXT_MEMORY` of text in all) is no damage
     but a decoding limit, as `MAX_PNG_CHUNKS` is: DecodeBudgetError, its message naming
     the limit it passed, so `prov sign` refuses the file and the server refuses to judge
     it unlogged (RESOURCE_EXHAUSTED, as any image it cannot decode within its limits)
@@ -620,13 +631,13 @@ def _corrupt(media_type: str, e: Exception) -> MediaError:
         if text.startswith("Decompressed data too large"):
             return DecodeBudgetError(
                 "a compressed text or colour-profile chunk (zTXt, iTXt or iCCP) of the PNG"
-                f" decompresses to more than {_mib(PngImagePlugin.MAX_TEXT_CHUNK)}, the limit"
+                f" decompresses to more than {_mib(PNG_MAX_TEXT_CHUNK)}, the limit"
                 " for one chunk here"
             )
         if text.startswith("Too much memory used in text chunks"):
             return DecodeBudgetError(
                 "the PNG's text chunks hold more than"
-                f" {_mib(PngImagePlugin.MAX_TEXT_MEMORY)} decompressed, the limit here"
+                f" {_mib(PNG_MAX_TEXT_MEMORY)} decompressed, the limit here"
             )
     why = "ends early" if "truncated" in text.lower() else "cannot be decoded"
     return MediaError(f"truncated or corrupt image: the {kind} data {why}")
