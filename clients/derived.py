@@ -55,6 +55,7 @@ from provenance.core.errors import (
     MediaError,
     MediaTooLargeError,
     ServerEvidenceError,
+    StructureLimitError,
 )
 from provenance.core.verify import VerificationReport, best_pdq_distance, video_runs
 from provenance.core.video_match import MIN_COVERAGE, QUERY_RATE_HZ, VideoMatch, match_video
@@ -267,7 +268,8 @@ def check_derived(
     memory), so its pixels were not hashed and the match is the server's word: a server
     started with higher limits answers such a file honestly. Raises ServerEvidenceError
     (exit 3) on a mismatch, and when the file cannot be decoded here for another reason
-    (corrupt: the server decodes it with the same code; a video over the decoding
+    (corrupt: the server decodes it with the same code; an image past a limit on its
+    structure, StructureLimitError, which no flag of a server moves; a video over the decoding
     budget, frame size or frame count, or whose dense pass is over a limit: a server's
     video bounds are the same); FileChangedError when the bytes hashed here are not
     those sent (written to since)."""
@@ -285,7 +287,9 @@ def check_derived(
     except MediaError as e:
         if isinstance(e, FileChangedError):
             raise
-        if isinstance(e, MediaTooLargeError):
+        # a limit on the image's structure is every service's too (no flag moves it): no
+        # service decoded it to find a match, as for a corrupt file
+        if isinstance(e, MediaTooLargeError) and not isinstance(e, StructureLimitError):
             return not_checked(report, e)
         raise _unhashable(report, server, e) from e
     try:  # a video's dense pass runs in here, only when its 1 Hz frames do not line up

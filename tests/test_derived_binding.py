@@ -310,3 +310,27 @@ def test_a_derived_answer_for_a_video_over_the_decoding_budget_is_refused_not_un
         rc, out, err = _verify(capsys, str(other), "--server", address, "--json")
         assert rc == 3, (rc, out, err)
         assert "SERVER EVIDENCE REFUSED:" in err and "decoding budget" in err, err
+
+
+def test_a_derived_answer_for_an_image_past_a_structure_limit_is_refused_not_unchecked(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A forged DERIVED (the genuine answer of a resized copy of the signed rocket photo)
+    for a PNG whose zTXt chunk inflates past 1 MiB: refused, exit 3. That limit is a
+    constant of this code (`provenance.media.image.PNG_MAX_TEXT_CHUNK`, a
+    StructureLimitError, as a JPEG's scan count is), which every service holds and no
+    flag moves, so no service decoded it to find a match. (Since h-client58 made it a
+    decoding limit: exit 10, "not checked here ... the service may have been started with
+    higher ones (`prov serve --max-megapixels`, ...)", the forged verdict shown.)"""
+    from tests.test_png_chunks import _TWO_MIB, _chunk, _with_chunks
+
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    genuine = server_answer(server.address, _resized(a, tmp_path / "rocket_small.jpg"))
+    assert genuine.status == pb.DERIVED, genuine
+    other = tmp_path / "text.png"
+    other.write_bytes(_with_chunks(b"", _chunk(b"zTXt", b"k\0\0" + _TWO_MIB)))
+    for address in _forger(server.address, _forged_for(genuine, other, pb.DERIVED)):
+        rc, out, err = _verify(capsys, str(other), "--server", address)
+        assert rc == 3, (rc, out, err)
+        assert "SERVER EVIDENCE REFUSED:" in err and "cannot be hashed here" in err, err
+        assert "decompresses to more than 1 MiB" in err and "higher ones" not in err, err

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,52 @@ def test_sign_and_verify_refuse_a_png_past_the_text_chunk_limit_alike(
     assert rc == 1 and "UNSIGNED" not in out, (rc, out, err)
     assert limit in err and "[RESOURCE_EXHAUSTED]" in err, err
     assert "was not compared with signed captures as a re-encoded copy" in err, err
+
+
+#: A child that sets Pillow's PNG text limits as another Pillow release might (1 KiB a
+#: chunk, and a much higher one) before our modules load, then decodes two PNGs: one with
+#: a zTXt chunk of 4 KiB decompressed, one of 2 MiB.
+_OTHER_PILLOW = """
+import io, struct, sys, zlib
+from PIL import Image, PngImagePlugin
+PngImagePlugin.MAX_TEXT_CHUNK, PngImagePlugin.MAX_TEXT_MEMORY = int(sys.argv[1]), int(sys.argv[2])
+from provenance.core.errors import DecodeBudgetError
+from provenance.media.image import decode_image
+def chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+buf = io.BytesIO()
+Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
+data = buf.getvalue()
+idat = data.index(b"IDAT") - 4
+for size in (4 << 10, 2 << 20):
+    png = data[:idat] + chunk(b"zTXt", b"k\\0\\0" + zlib.compress(b"a" * size)) + data[idat:]
+    try:
+        print(size, decode_image(png).width)
+    except DecodeBudgetError as e:
+        print(size, "refused:", e)
+"""
+
+
+@pytest.mark.parametrize("pillows", [(1 << 10, 64 << 10), (1 << 30, 1 << 34)])
+def test_the_png_text_limits_are_ours_whatever_pillows_defaults(
+    pillows: tuple[int, int],
+) -> None:
+    """`prov sign` and the server refuse a PNG whose compressed text chunk inflates past
+    1 MiB because both apply the same limit; that limit is set by our code at import
+    (`provenance.media.image.PNG_MAX_TEXT_CHUNK`, `PNG_MAX_TEXT_MEMORY`), not left to
+    Pillow's defaults, which a client and a server on other Pillow releases could hold
+    differently: in a child whose Pillow held other limits before our modules loaded, a
+    4 KiB text chunk is decoded and a 2 MiB one refused naming 1 MiB. Before (Pillow's
+    defaults relied on), the child with 1 KiB refused the 4 KiB chunk and the one with
+    1 GiB decoded the 2 MiB chunk."""
+    out = subprocess.run(
+        [sys.executable, "-c", _OTHER_PILLOW, *map(str, pillows)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    small, big = out.stdout.splitlines()
+    assert small == "4096 8", out.stdout
+    assert big.startswith("2097152 refused:") and "more than 1 MiB" in big, out.stdout

@@ -26,6 +26,8 @@ import pytest
 
 from clients.cli import main as prov_main
 from clients.scan.report import csv_path, html_path
+from provenance.c2pa.container import MAX_PNG_CHUNKS
+from provenance.media.image import MAX_JPEG_SCANS
 from tests.conftest import FIXTURES, Cli, ServerProc, sign_sample, start_server
 from tests.test_cited_binding import _verify
 from tests.test_derived_limits import SERVICE_MEGAPIXELS, _enlarged
@@ -298,3 +300,45 @@ def test_an_image_over_the_byte_limit_says_no_near_copy_was_searched(tmp_path: P
     broken.write_bytes(photo.read_bytes()[: size // 3])
     m = measure(FileItem("broken.jpg", str(broken), size // 3), AssetLimits())
     assert m.kind == "file" and m.note is not None and "`prov verify`" not in m.note, m
+
+
+#: Images past a limit on their structure: file name, what their note says of the limit.
+_PAST_A_STRUCTURE_LIMIT = {
+    "text.png": "decompresses to more than 1 MiB",
+    "chunks.png": "chunks, the limit here",
+    "scans.jpg": "scans, the limit here",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_PAST_A_STRUCTURE_LIMIT))
+def test_an_image_past_a_fixed_structure_limit_does_not_send_it_to_prov_verify(
+    tmp_path: Path, name: str
+) -> None:
+    """An image past a limit on its structure that is a constant of this code, the same
+    in every service (a PNG text chunk inflating past 1 MiB, more than MAX_PNG_CHUNKS
+    chunks, a JPEG of more than MAX_JPEG_SCANS scans), is measured by its SHA-256 alone,
+    its note saying no near copy was searched for, but not that `prov verify` may find
+    one on a service "started with higher limits (`prov serve --max-megapixels`,
+    `--max-image-mb`, `--decode-budget-mb`)": none of these flags moves that limit, and
+    `prov verify` of it unlogged is refused (RESOURCE_EXHAUSTED) by every service. Nor
+    is it counted among the images over this client's own limits. Before (since
+    h-client58 for the text chunk), each note gave that advice."""
+    from clients.scan.hashing import NO_NEAR_SEARCH, measure
+    from clients.scan.sources import FileItem
+    from provenance.media.assets import AssetLimits
+    from tests.test_jpeg_scans import _many_scans
+    from tests.test_png_chunks import _TWO_MIB, _chunk, _with_chunks, _with_empty_chunks
+
+    data = {
+        "text.png": lambda: _with_chunks(b"", _chunk(b"zTXt", b"k\0\0" + _TWO_MIB)),
+        "chunks.png": lambda: _with_empty_chunks(MAX_PNG_CHUNKS),
+        "scans.jpg": lambda: _many_scans(MAX_JPEG_SCANS),
+    }[name]()
+    said = _PAST_A_STRUCTURE_LIMIT[name]
+    path = tmp_path / name
+    path.write_bytes(data)
+    m = measure(FileItem(name, str(path), len(data)), AssetLimits())
+    assert m.kind == "file" and m.note is not None, m
+    assert said in m.note and "no near copy" in m.note, m.note
+    assert "`prov verify`" not in m.note and NO_NEAR_SEARCH not in m.note, m.note
+    assert "every service holds this limit" in m.note, m.note

@@ -39,7 +39,13 @@ from clients.scan.sources import SIDECAR_SUFFIX, EntryItem, FileItem, HashedItem
 from provenance.c2pa.container import stored_content_sha256
 from provenance.cli.files import open_regular_fd
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash, Sha256Stream, perceptual_hash
-from provenance.core.errors import ClaimError, FileChangedError, MediaError, MediaTooLargeError
+from provenance.core.errors import (
+    ClaimError,
+    FileChangedError,
+    MediaError,
+    MediaTooLargeError,
+    StructureLimitError,
+)
 from provenance.core.files import file_identity
 from provenance.media.assets import AssetLimits, image_pdq
 from provenance.media.image import SNIFF_BYTES, sniff_media_type
@@ -98,6 +104,16 @@ NO_NEAR_SEARCH = (
     " (`prov serve --max-megapixels`, `--max-image-mb`, `--decode-budget-mb`)"
 )
 
+#: What the note of an image past a limit on its structure adds after the limit
+#: (`provenance.core.errors.StructureLimitError`: a PNG text chunk inflating past 1 MiB,
+#: a JPEG of more than 100 scans, ...): a constant of this code, which every service
+#: holds too and no flag moves, so `prov verify` is not offered (it is refused,
+#: RESOURCE_EXHAUSTED, unless the file's bytes or sidecar are logged; before, the
+#: note said NO_NEAR_SEARCH).
+NO_NEAR_SEARCH_ANYWHERE = (
+    "so no near copy of a signed capture was searched for (every service holds this limit"
+    " too, whatever its flags)"
+)
 
 #: The note of an empty file's row.
 EMPTY_NOTE = "empty file: nothing to look up"
@@ -180,7 +196,11 @@ def _from_bytes(
         try:
             hashes, quality = _pdq(data, limits, decoded)
         except MediaError as e:
-            over = f", {NO_NEAR_SEARCH}" if isinstance(e, MediaTooLargeError) else ""
+            over = ""
+            if isinstance(e, StructureLimitError):  # every service holds it: no advice
+                over = f", {NO_NEAR_SEARCH_ANYWHERE}"
+            elif isinstance(e, MediaTooLargeError):
+                over = f", {NO_NEAR_SEARCH}"
             return Measured(
                 ref, len(data), sha, media_type, (), "file", f"{e}{over}: looked up by SHA-256 only"
             )

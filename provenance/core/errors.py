@@ -262,6 +262,16 @@ class DecodeBudgetError(MediaTooLargeError):
     segments, PNG chunks and compressed text, GIF blocks)."""
 
 
+class StructureLimitError(DecodeBudgetError):
+    """An image past a limit on its structure that is a constant of this code, so every
+    client and service of it holds the same one and no flag moves it (`prov serve
+    --decode-budget-mb`, `--max-megapixels`, `--max-image-mb` do not): a JPEG's scans,
+    marker segments, stray bytes or parsed metadata bytes, a PNG's chunks or compressed
+    text, a GIF's blocks, a TIFF's strips or IFD entries (`provenance.media.image.
+    decode_image`). A service refuses to judge such a file unless its exact bytes or
+    its sidecar are logged, so `prov scan` does not send it to `prov verify`."""
+
+
 class DecoderMemoryError(MediaTooLargeError):
     """A video decoder ran out of the memory its sandbox allows
     (`provenance.media.video.decode.DEFAULT_MAX_MEMORY_BYTES`)."""

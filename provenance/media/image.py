@@ -20,8 +20,24 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from provenance.c2pa.container import MAX_PNG_CHUNKS
 from provenance.core.binding import PerceptualHash, pdq_hash
-from provenance.core.errors import DecodeBudgetError, MediaError, MediaTooLargeError
+from provenance.core.errors import (
+    DecodeBudgetError,
+    MediaError,
+    MediaTooLargeError,
+    StructureLimitError,
+)
 from provenance.media.budget import fit_decode_budget, kept_segments_problem
+
+#: Most bytes one compressed text or colour-profile chunk of a PNG (zTXt, iTXt, iCCP) may
+#: decompress to, and most bytes of decompressed text all its text chunks may hold. Set
+#: on Pillow here, at import (`PngImagePlugin.MAX_TEXT_CHUNK` and `MAX_TEXT_MEMORY`, its
+#: defaults in Pillow 13 too): `prov sign` refuses a PNG past them and the server will
+#: not judge one unlogged (`_corrupt`), so both must hold the same limits whatever
+#: Pillow release each side runs, and not Pillow's defaults (before 7 December).
+PNG_MAX_TEXT_CHUNK = 1 << 20
+PNG_MAX_TEXT_MEMORY = 64 << 20
+PngImagePlugin.MAX_TEXT_CHUNK = PNG_MAX_TEXT_CHUNK
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_MAX_TEXT_MEMORY
 
 #: Largest image decode_image accepts by default, in pixels (width x height).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -608,9 +624,9 @@ def _to_rgb8(im: Image.Image, tiff: _TiffGrey | None = None) -> Image.Image:
 
 def _corrupt(media_type: str, e: Exception) -> MediaError:
     """A decoder failure in our words (Pillow's own text names its internals). A PNG's
-    compressed text or colour-profile chunk past Pillow's limits (`PngImagePlugin.
-    MAX_TEXT_CHUNK` decompressed a chunk, `MAX_TEXT_MEMORY` of text in all) is no damage
-    but a decoding limit, as `MAX_PNG_CHUNKS` is: DecodeBudgetError, its message naming
+    compressed text or colour-profile chunk past our limits on Pillow (`PNG_MAX_TEXT_CHUNK`
+    decompressed a chunk, `PNG_MAX_TEXT_MEMORY` of text in all) is no damage
+    but a decoding limit, as `MAX_PNG_CHUNKS` is: StructureLimitError, its message naming
     the limit it passed, so `prov sign` refuses the file and the server refuses to judge
     it unlogged (RESOURCE_EXHAUSTED, as any image it cannot decode within its limits)
     rather than answer UNSIGNED as for a damaged file (before 7 December, h-client58)."""
@@ -618,15 +634,15 @@ def _corrupt(media_type: str, e: Exception) -> MediaError:
     text = str(e)
     if media_type == "image/png" and isinstance(e, ValueError):
         if text.startswith("Decompressed data too large"):
-            return DecodeBudgetError(
+            return StructureLimitError(
                 "a compressed text or colour-profile chunk (zTXt, iTXt or iCCP) of the PNG"
-                f" decompresses to more than {_mib(PngImagePlugin.MAX_TEXT_CHUNK)}, the limit"
+                f" decompresses to more than {_mib(PNG_MAX_TEXT_CHUNK)}, the limit"
                 " for one chunk here"
             )
         if text.startswith("Too much memory used in text chunks"):
-            return DecodeBudgetError(
+            return StructureLimitError(
                 "the PNG's text chunks hold more than"
-                f" {_mib(PngImagePlugin.MAX_TEXT_MEMORY)} decompressed, the limit here"
+                f" {_mib(PNG_MAX_TEXT_MEMORY)} decompressed, the limit here"
             )
     why = "ends early" if "truncated" in text.lower() else "cannot be decoded"
     return MediaError(f"truncated or corrupt image: the {kind} data {why}")
@@ -666,13 +682,16 @@ def decode_image(
     scaled to 8 bits).
 
     Raises MediaTooLargeError if the image has more than max_pixels pixels or does not fit
-    max_decode_bytes, DecodeBudgetError (one) for a JPEG past MAX_JPEG_SCANS scans,
-    MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
-    MAX_JPEG_METADATA_BYTES of EXIF, Photoshop, DQT and frame-header segments (`jpeg_layout`,
-    checked before Pillow reads it) or more bytes of APPn and COM segments than
-    max_decode_bytes (Pillow keeps a copy of them: counted in the budget), for a PNG of more than MAX_PNG_CHUNKS chunks or
-    a compressed text or colour-profile chunk past Pillow's limits (`_corrupt`), and for
-    a GIF of more than MAX_GIF_BLOCKS blocks before its first image; MediaError if
+    max_decode_bytes, DecodeBudgetError (one) for a JPEG of more bytes of APPn and COM
+    segments than max_decode_bytes (Pillow keeps a copy of them: counted in the budget),
+    and its StructureLimitError (a limit no flag moves) for a JPEG past MAX_JPEG_SCANS
+    scans, MAX_JPEG_SEGMENTS segments, MAX_JPEG_STRAY_BYTES stray bytes or
+    MAX_JPEG_METADATA_BYTES of EXIF, Photoshop, DQT and frame-header segments
+    (`jpeg_layout`, checked before Pillow reads it), for a PNG of more than MAX_PNG_CHUNKS
+    chunks or a compressed text or colour-profile chunk past PNG_MAX_TEXT_CHUNK or
+    PNG_MAX_TEXT_MEMORY (`_corrupt`), for a TIFF past MAX_TIFF_STRIPS or
+    MAX_TIFF_IFD_ENTRIES (`tiff_problem`), and for a GIF of more than MAX_GIF_BLOCKS
+    blocks before its first image; MediaError if
     data is empty, of an unrecognized or non-image format, or truncated or corrupt.
 
     Pillow's hard limit (twice Image.MAX_IMAGE_PIXELS, about 179 million pixels by
@@ -692,15 +711,15 @@ def decode_image(
     if media_type == "image/jpeg":
         layout = jpeg_layout(data)
         if (problem := layout.problem()) is not None:
-            raise DecodeBudgetError(problem)
+            raise StructureLimitError(problem)
         if max_decode_bytes is not None and layout.kept_bytes > max_decode_bytes:
             raise DecodeBudgetError(kept_segments_problem(layout.kept_bytes, max_decode_bytes))
     if media_type == "image/png" and png_chunk_count(data) > MAX_PNG_CHUNKS:
-        raise DecodeBudgetError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here")
+        raise StructureLimitError(f"a PNG of more than {MAX_PNG_CHUNKS:,} chunks, the limit here")
     if media_type == "image/tiff" and (problem := tiff_problem(data)) is not None:
-        raise DecodeBudgetError(problem)
+        raise StructureLimitError(problem)
     if media_type == "image/gif" and gif_block_count(data) > MAX_GIF_BLOCKS:
-        raise DecodeBudgetError(
+        raise StructureLimitError(
             f"a GIF of more than {MAX_GIF_BLOCKS:,} blocks before its first image, the limit here"
         )
     try:
