@@ -883,7 +883,14 @@ class ProvenanceService:
         while not self._stop.wait(interval):
             try:
                 if self.store.shared:
-                    self._follow(self.store.tree_size())
+                    size = self.store.tree_size()
+                    if size > self._indexed and self.cosigner is not None:
+                        # another server appended: its checkpoint is this server's to have
+                        # cosigned too (GetCosignedCheckpoint through any server)
+                        latest = self.store.latest_checkpoint()
+                        if latest is not None:
+                            self.cosigner.submit(*latest)
+                    self._follow(size)
                 if time.monotonic() >= next_mark:
                     self.advance_verified_mark()
                     self._packed = write_packs(self.store, self._packed, self._indexed)
