@@ -787,9 +787,10 @@ def serve(
             ) from None
     if is_postgres_url(db):
         if log_key is None:
-            raise ConfigError(
-                "--log-key PATH is required with a PostgreSQL --db: every server of the log"
-                " signs with the same key file"
+            raise typer.BadParameter(
+                "none given, and it is required with a PostgreSQL --db: every server of"
+                " the log signs with the same key file",
+                param_hint="--log-key",
             )
         target: str | Path = db
     elif db == IN_MEMORY:
