@@ -21,8 +21,11 @@ second Ctrl-C or SIGTERM ends it as during the stop ("interrupted again", 130;
 
 SIGTERM while those modules load says "terminated (SIGTERM)" and exits 143 at once, as
 does one before `prov serve` or `prov scan` (`SIGTERM_AT_START`) has put its own handling
-of it in place; every other command then gets SIGTERM's default action back. A process
-started with SIGTERM not at its default keeps that disposition.
+of it in place; every other command then gets SIGTERM's default action back. After the
+command has returned, a SIGTERM during the teardown ends the process with the command's
+own exit code, as a Ctrl-C does (before 7 December: the default action, -15, for a scan
+whose report was complete). A process started with SIGTERM not at its default keeps
+that disposition.
 
 A process started with SIGINT ignored (a shell's background job) or with a handler of its
 own (a caller embedding the CLI) keeps it: nothing here changes it. Not covered: the
@@ -73,7 +76,8 @@ def _stop_at_once(signum: int, frame: FrameType | None) -> None:
 
 
 class _EndWith:
-    """SIGINT handler after the command returned: end the process with its exit code."""
+    """SIGINT (and SIGTERM) handler after the command returned: end the process with its
+    exit code."""
 
     def __init__(self, code: int) -> None:
         self.code = code
@@ -125,6 +129,6 @@ def main() -> int:
     if leaving_by_signal():  # a second signal ends it as during the stop, 130 or 143
         return code
     signal.signal(signal.SIGINT, _EndWith(code))
-    if term_default:  # the command is done: SIGTERM's default action again
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if term_default:  # the command is done: SIGTERM ends it with its code, as SIGINT
+        signal.signal(signal.SIGTERM, _EndWith(code))
     return code

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from clients.api import ProvenanceClient, default_server
+from clients.api import CANNOT_REACH, ProvenanceClient, default_server
 from clients.device import DeviceHome, SidecarExistsError, check_embeddable, default_home
 from clients.devicecommon import (
     device_passphrase,
@@ -179,8 +179,10 @@ def sign(
                 seq, ch = sidecar.claim.sequence, sidecar.signed_claim.claim_hash
                 if not stopped:
                     done = h.sync(c)  # earlier queued claims first, then this one
-                    if done.unreachable:
+                    if done.unreachable and done.unreachable.startswith(CANNOT_REACH):
                         stopped = f"server {server} unreachable"
+                    elif done.unreachable:  # reached: its own words (a database outage)
+                        stopped = f"the server at {server} cannot log it now ({done.unreachable})"
                     elif done.not_enrolled:
                         stopped = "this device is not enrolled with the server"
                         not_enrolled = True

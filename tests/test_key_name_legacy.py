@@ -57,7 +57,7 @@ def test_a_database_named_with_an_invisible_character_starts_and_shows_it_escape
     override itself, the warning, a repr, HANGUL FILLER itself)."""
     db, vkey = _legacy_database(tmp_path, name)
     assert vkey.startswith(name + "+")
-    srv = start_server(db)
+    srv = start_server(db, "--origin", "example.org/log")  # another name: the warning
     try:
         said = read_line(srv.proc, "log key: ")
         assert said == shown_line(vkey) != vkey, ascii(said)

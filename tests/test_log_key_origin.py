@@ -135,3 +135,27 @@ def test_a_key_file_named_only_the_default_suffix_is_a_usage_error(
     key.chmod(0o600)
     assert prov_main(["log", "key", "--key-file", str(key)]) == 2
     assert "Pass --origin NAME" in " ".join(capsys.readouterr().err.split())
+
+
+def test_a_server_started_without_origin_takes_the_databases_name_without_a_warning(
+    tmp_path: Path,
+) -> None:
+    """deploy.md's step 3 starts every server without --origin (the log was named at step
+    2); each then logged "WARNING ... database log origin is 'newsroom.example/log'; using
+    it, not 'media-provenance.local/log'" at every start, as if misconfigured (a newcomer
+    following the doc). Only an --origin given that differs is warned of."""
+    db = tmp_path / "p.db"
+    start_server(db, "--origin", ORIGIN).stop()
+    srv = start_server(db)
+    try:
+        with ProvenanceClient(srv.address) as c:
+            _, origin = c.log_key()
+    finally:
+        srv.stop()
+    assert origin == ORIGIN
+    assert "database log origin" not in srv.stderr(), srv.stderr()
+    srv = start_server(db, "--origin", "other.example/log")
+    srv.stop()
+    assert f"database log origin is '{ORIGIN}'; using it, not 'other.example/log'" in (
+        srv.stderr()
+    ), srv.stderr()

@@ -1398,3 +1398,16 @@ def test_an_option_is_named_in_its_errors_as_our_own_checks_name_it(
     assert rc == 2 and "Invalid value for --certificate: path" in err, err
     rc, err = _run(capsys, "witness", "serve")
     assert rc == 2 and "Missing option --key." in err, err
+
+
+def test_serve_on_postgresql_without_a_log_key_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/deploy.md: `--log-key` is required with a PostgreSQL `--db`; a missing option
+    is a usage error, found before anything is opened (before: exit 1, an `error:` line,
+    as if the machine had failed). The URL's port is closed: nothing is reached."""
+    monkeypatch.delenv("PROV_ADMIN_TOKEN", raising=False)
+    url = f"postgresql://prov@{closed_port()}/provenance"
+    rc, err = _run(capsys, "serve", "--db", url, "--listen", "127.0.0.1:0")
+    assert rc == 2, (rc, err)
+    assert "--log-key" in err and "required with a PostgreSQL --db" in err, err

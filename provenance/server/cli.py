@@ -150,12 +150,15 @@ def _forget_secrets() -> None:
         os.environ.pop(name, None)
 
 
-def _origin(value: str) -> str:
+def _origin(value: str | None) -> str | None:
     """``value`` if it can name the log in its checkpoints (a signed-note key name of
-    visible characters: `provenance.log.checkpoint.check_own_key_name`); else a usage
-    error (exit 2), before the start begins. Typer callback of ``--origin``."""
+    visible characters: `provenance.log.checkpoint.check_own_key_name`), or None (not
+    given); else a usage error (exit 2), before the start begins. Typer callback of
+    ``--origin``."""
     from provenance.log.checkpoint import check_own_key_name
 
+    if value is None:
+        return None
     try:
         check_own_key_name(value)
     except ProvenanceError as e:
@@ -241,13 +244,14 @@ def serve(
         ),
     ] = None,
     origin: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="The log's name in its checkpoints (no spaces, no '+', no control or"
-            " invisible characters).",
+            " invisible characters), given at its first start. Default: the name the"
+            " database holds, else media-provenance.local/log.",
             callback=_origin,
         ),
-    ] = "media-provenance.local/log",
+    ] = None,
     max_upload_mb: Annotated[
         int, typer.Option(help="Largest file accepted for verification, MiB.", min=1)
     ] = 2048,
@@ -783,9 +787,10 @@ def serve(
             ) from None
     if is_postgres_url(db):
         if log_key is None:
-            raise ConfigError(
-                "--log-key PATH is required with a PostgreSQL --db: every server of the log"
-                " signs with the same key file"
+            raise typer.BadParameter(
+                "none given, and it is required with a PostgreSQL --db: every server of"
+                " the log signs with the same key file",
+                param_hint="--log-key",
             )
         target: str | Path = db
     elif db == IN_MEMORY:

@@ -249,7 +249,8 @@ class ServiceConfig:
     Ed25519 private key (PEM, mode 0600; created on first start), the same file for
     every server of one log; None only with the in-memory store (``:memory:``), whose
     key is drawn at start and kept in memory (ConfigError otherwise); origin: the log's
-    name in its checkpoints;
+    name in its checkpoints (None: the name the database holds, else `DEFAULT_ORIGIN`;
+    one given that differs from the database's is warned of, and the database's used);
     verify_on_start: re-hash the leaves appended since the last verified mark and
     compare with the signed checkpoint; full_check: re-hash every leaf instead (O(n)
     hashing, O(log n) memory); authority: the enrollment authority
@@ -276,7 +277,7 @@ class ServiceConfig:
 
     db: Path | str
     log_key: Path | None
-    origin: str = DEFAULT_ORIGIN
+    origin: str | None = None
     verify_on_start: bool = True
     authority: Authority | None = None
     full_check: bool = False
@@ -495,12 +496,13 @@ class ProvenanceService:
 
     def _open_signer(self) -> LogSigner:
         stored_origin = self.store.get_meta("origin")
-        origin = stored_origin or self.config.origin
-        if stored_origin and stored_origin != self.config.origin:
+        given = self.config.origin
+        origin = stored_origin or given or DEFAULT_ORIGIN
+        if stored_origin and given is not None and stored_origin != given:
             log.warning(  # quoted: a name from before check_own_key_name may hold anything
                 "database log origin is %s; using it, not %s",
                 quoted(stored_origin, MAX_KEY_NAME_BYTES),
-                quoted(self.config.origin, MAX_KEY_NAME_BYTES),
+                quoted(given, MAX_KEY_NAME_BYTES),
             )
         key_file = self.config.log_key
         if key_file is None:  # an in-memory log: its key lives and dies with it
@@ -881,7 +883,14 @@ class ProvenanceService:
         while not self._stop.wait(interval):
             try:
                 if self.store.shared:
-                    self._follow(self.store.tree_size())
+                    size = self.store.tree_size()
+                    if size > self._indexed and self.cosigner is not None:
+                        # another server appended: its checkpoint is this server's to have
+                        # cosigned too (GetCosignedCheckpoint through any server)
+                        latest = self.store.latest_checkpoint()
+                        if latest is not None:
+                            self.cosigner.submit(*latest)
+                    self._follow(size)
                 if time.monotonic() >= next_mark:
                     self.advance_verified_mark()
                     self._packed = write_packs(self.store, self._packed, self._indexed)
