@@ -1454,6 +1454,39 @@ def test_a_partial_tiles_folder_that_cannot_be_listed_is_a_500_not_a_missing_til
     assert "tile/0/001.p cannot be listed (Permission denied)" in lines[0], lines
 
 
+def test_an_unlistable_partial_folder_beside_its_full_tile_serves_the_cut_full_one(
+    tmp_path: Path,
+) -> None:
+    """`prov web --tiles-dir`: a partial tile the folder lacks is cut from the narrowest
+    wider one of ``<N>.p``, else from the full tile ``<N>``, whose first hashes it is. A
+    ``<N>.p`` that cannot be listed beside a full ``<N>`` was answered 500 "damaged"
+    (h-tiles58), though the full tile there gives the right answer, as it did before:
+    only with no full tile there is the unlistable folder the server's fault (the test
+    above). A real export grown to two full tiles, a real `prov web`."""
+    signer, out = _exported_261(tmp_path)
+    store = open_store(tmp_path / "log.db")
+    _fill(store, signer, 512 - 261, seed=8)
+    export_tiles(store, out)
+    store.close()
+    full = (out / "tile/0/001").read_bytes()
+    folder = out / "tile/0/001.p"
+    folder.mkdir(exist_ok=True)
+    (folder / "5").write_bytes(full[: 5 * 32])  # a partial left there, as a past export's
+    folder.chmod(0o300)  # entered, not listed
+    web = start_web("127.0.0.1:1", "--tiles-dir", str(out), wrapper=WITHOUT_DAC_OVERRIDE)
+    try:
+        try:
+            with urllib.request.urlopen(f"{web.address}/tlog/tile/0/001.p/3", timeout=60) as r:
+                got = (r.status, r.read())
+        except urllib.error.HTTPError as e:
+            got = (e.code, e.read(4096))
+        assert got == (200, full[: 3 * 32]), got
+    finally:
+        folder.chmod(0o755)
+        web.stop()
+    assert "Traceback" not in web.stderr(), web.stderr()[-3000:]
+
+
 def _raw_get(address: str, path: str) -> socket.socket:
     """A connection to ``address`` (http://host:port) that sent GET ``path``, unread, its
     receive buffer small (so an answer of megabytes stays in flight on the server)."""

@@ -7,6 +7,7 @@ import functools
 import os
 import signal
 import stat
+import sys
 import threading
 import time
 import types
@@ -179,7 +180,10 @@ def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
     start's own clean-up runs (a new SQLite database, its log key and detector secret
     are removed, as for any failed start), then "terminated (SIGTERM) while starting"
     and `EXIT_TERMINATED` (143). A second SIGTERM meanwhile is only noted, so that it
-    cannot cut that clean-up short. Before, the signal's default action ended the
+    cannot cut that clean-up short, and so is one while a Ctrl-C's KeyboardInterrupt is
+    being handled (the clean-up of a start that Ctrl-C stopped: until h-revtiles58 the
+    SIGTERM raised there, and the new database and log key were left behind under a
+    line saying they were removed). Before, the signal's default action ended the
     process at once (-15), leaving a new database and log key half made. Off the main
     thread (where Python delivers no signals) it changes nothing."""
 
@@ -191,7 +195,8 @@ def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
 
         def on_term(signum: int, _frame: types.FrameType | None) -> None:
             got.append(signum)
-            if len(got) == 1:
+            # not while a Ctrl-C's KeyboardInterrupt is handled: the start's clean-up
+            if len(got) == 1 and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 raise KeyboardInterrupt
 
         previous = signal.signal(signal.SIGTERM, on_term)

@@ -20,7 +20,8 @@ in words (`DamagedTileError`), logged at most every `DAMAGED_LOG_EVERY_S`; so is
 regular file, unreadable: `_checkpoint_body`), and a tile path there that is no regular
 file (a FIFO, a folder, a link to a device: never opened) or cannot be opened (a link that
 loops: `_served_size`), and a partial tile to be cut from a wider one in a ``<N>.p``
-folder that cannot be listed (`_source`), while a file not there is a 404. Before, it
+folder that cannot be listed, with no full tile to cut it from (`_source`), while a file
+not there is a 404. Before, it
 was served whole, whatever its size (a 512 MiB file was read into memory and sent). Entry bundles
 are gzipped for clients that accept it (tlog-tiles "Log entries": SHOULD be compressed),
 up to `GZIP_MAX_BYTES` (a larger one, of large entries, is sent as it is: compressing it
@@ -330,8 +331,10 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
     one of the same index there, else the full one; whatever is at that path (`_there`:
     a FIFO, a folder, a link that loops, judged when it is served, `_served_size`).
     Raises FileNotFoundError when there is none; DamagedTileError when the folder of
-    partial tiles ``<N>.p`` is there but cannot be listed (its mode, no descriptor left):
-    the server's fault, not a tile the log lacks (before, a 404, as if it held none)."""
+    partial tiles ``<N>.p`` is there but cannot be listed (its mode, no descriptor left)
+    and no full tile ``<N>`` is there to cut from: the server's fault, not a tile the log
+    lacks (before, a 404, as if it held none; and from h-tiles58 until h-revtiles58 a 500
+    also beside a full tile, which holds the answer)."""
     own = directory / path
     if not tile.partial or _there(own):
         return own, tile.width
@@ -341,7 +344,10 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):  # not there, or no folder: no wider
         names = []
-    except OSError as e:
+    except OSError as e:  # the full tile, if there, still holds it (its first hashes)
+        full = folder.with_name(folder.name.removesuffix(".p"))
+        if _there(full):
+            return full, tiles.TILE_WIDTH
         rel = folder.relative_to(directory).as_posix()
         raise DamagedTileError(
             own, path, f"cannot be looked for: {rel} cannot be listed ({e.strerror or e})"
