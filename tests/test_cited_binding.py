@@ -298,3 +298,45 @@ def test_an_also_signed_claim_of_other_bytes_is_refused(
         assert rc == 3, (rc, out, err)
         assert "the receipt of another claim it lists as also signed" in err, err
         assert "does not verify with the log key" in err and "also" not in out, (out, err)
+
+
+def _resized(photo: Path, folder: Path) -> Path:
+    """A re-encoded half-size copy of ``photo`` in ``folder`` (a near copy: DERIVED)."""
+    from PIL import Image
+
+    out = folder / f"small-{photo.stem}.jpg"
+    with Image.open(photo) as im:
+        im.resize((im.width // 2, im.height // 2)).save(out, quality=85)
+    return out
+
+
+def test_scan_refuses_an_also_signed_claim_of_other_bytes_in_a_near_copys_answer(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A hostile server adding photo B's genuine logged claim, as "also signed", to its
+    honest DERIVED answer for a resized copy of A: `prov verify` refuses it (check_cited
+    looks at the "also" claims of any verdict), and so must `prov scan`, with --log-key
+    too. (revhost58: before, the scan's row read DERIVED with B's claim among its
+    other_claims, exit 0: the scan called check_cited only for verdicts resting on a
+    hard binding.)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    copy = _resized(a, folder)
+    forged = server_answer(server.address, copy)
+    assert forged.status == pb.DERIVED, forged
+    forged.evidence.other_claims.append(_genuine_answer(server.address, b).evidence.claim)
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    report = tmp_path / "scan.jsonl"
+    for address in _forger(server.address, forged.SerializeToString()):
+        rc, out, err = _verify(capsys, str(copy), "--server", address)
+        assert rc == 3 and "listing as also signed a claim" in err, (rc, out, err)
+        for extra in ((), ("--log-key", log_vkey)):
+            report.unlink(missing_ok=True)
+            rc, out, err = _scan_here(capsys, folder, report, address, *extra)
+            rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+            [row] = [r for r in rows if r.get("path", "").endswith(copy.name)]
+            assert rc == 3 and row["status"] is None, (extra, rc, row, err)
+            assert "listing as also signed a claim" in row["error"], row
