@@ -321,11 +321,21 @@ class EvidenceChecker:
     def check(self, report: VerificationReport, server: str) -> int | None:
         """`check_evidence` of ``report`` with this key; returns and raises as it does.
         The receipt of each of its other claims (the "also" signed lines) is proven too
-        (before h-hostsrv58 they were shown unproven)."""
+        (before h-hostsrv58 they were shown unproven), and one listed without a receipt is
+        refused (before revhost58 it was shown, "not in the log")."""
+        which = "another claim it lists as also signed"
         for other in report.evidence.other_claims:
-            if other.receipt is not None:
-                which = "another claim it lists as also signed"
-                self._prove(other, other.receipt, report.status, server, which)
+            if other.receipt is None:  # an honest server lists logged claims, with receipts
+                said = (
+                    f"answered {report.status}, but {which} (device"
+                    f" {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence})"
+                    " has no receipt: nothing to check against --log-key; the verdict is not"
+                    " shown"
+                )
+                raise ServerEvidenceError(
+                    f"the server at {server} {said}", public=f"the server {said}"
+                )
+            self._prove(other, other.receipt, report.status, server, which)
         if report.status not in CITES_LOGGED_CLAIM:
             return None
         cited = logged_receipt(report, server, "--log-key")

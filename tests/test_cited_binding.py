@@ -340,3 +340,30 @@ def test_scan_refuses_an_also_signed_claim_of_other_bytes_in_a_near_copys_answer
             [row] = [r for r in rows if r.get("path", "").endswith(copy.name)]
             assert rc == 3 and row["status"] is None, (extra, rc, row, err)
             assert "listing as also signed a claim" in row["error"], row
+
+
+def test_an_also_signed_claim_without_a_receipt_is_refused_with_the_log_key(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """With --log-key every "also" claim's receipt is proven; one listed without a receipt
+    (an honest server lists logged claims only, each with its receipt) cannot be, so the
+    answer is refused, as a cited claim without a receipt is (exit 3), by `prov verify`
+    and `prov scan`. Without --log-key it is the server's word, shown "not in the log".
+    (revhost58: before, with --log-key, exit 0 and "also  not in the log: device ..."
+    under "receipt verified here with --log-key".)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    forged = _genuine_answer(server.address, a)
+    forged.evidence.other_claims.append(forged.evidence.claim)  # A's claim, listed again
+    forged.evidence.other_claims[0].ClearField("receipt")
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    report = tmp_path / "scan.jsonl"
+    for address in _forger(server.address, forged.SerializeToString()):
+        rc, out, err = _verify(capsys, str(a), "--server", address, "--log-key", log_vkey)
+        assert rc == 3, (rc, out, err)
+        assert "another claim it lists as also signed" in err and "no receipt" in err, err
+        rc, out, err = _scan_here(capsys, tmp_path, report, address, "--log-key", log_vkey)
+        rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+        [row] = [r for r in rows if r.get("path", "").endswith("rocket.jpg")]
+        assert rc == 3 and row["status"] is None, (rc, row, err)
+        assert "another claim it lists as also signed" in row["error"], row
