@@ -258,6 +258,15 @@ def test_witness_policy_is_not_skipped_by_an_answer_without_its_receipt(
         assert rc == 0 and "cosigned by 1 of 1 witnesses" in out, (rc, out, err)
 
 
+def _signed_again(cli: Cli, tmp_path: Path, photo: Path) -> None:
+    """Sign a copy of ``photo``'s bytes again with ``cli``'s device (a second claim of
+    the same bytes: the server's honest answer lists it as also signed)."""
+    (tmp_path / "again").mkdir()
+    again = Path(shutil.copy(photo, tmp_path / "again" / photo.name))
+    rc, _, err = cli("sign", str(again))
+    assert rc == 0, err
+
+
 def _cosigner_key(name: str) -> str:
     """The cosigner key (`prov witness serve`'s kind) of a new Ed25519 key named
     ``name``: a witness that cosigned nothing of this log."""
@@ -282,16 +291,12 @@ def test_an_also_signed_claim_of_other_bytes_is_refused(
     b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
     forged = _genuine_answer(server.address, a)
     forged.evidence.other_claims.append(_genuine_answer(server.address, b).evidence.claim)
-    with ProvenanceClient(server.address) as c:
-        log_vkey = c.log_key()[0]
-    for address in _forger(server.address, forged.SerializeToString()):
-        for extra in ((), ("--log-key", log_vkey)):
-            rc, out, err = _verify(capsys, str(a), "--server", address, *extra)
-            assert rc == 3, (extra, rc, out, err)
-            assert "SERVER EVIDENCE REFUSED:" in err and "claim of other bytes" in err, err
-            assert "listing as also signed a claim" in err and "also" not in out, (out, err)
-    unproven = _genuine_answer(server.address, a)  # A's own claim again, its proof wrong
-    unproven.evidence.other_claims.append(unproven.evidence.claim)
+    log_vkey = _refused_either_way(
+        capsys, server, a, forged, "claim of other bytes", "listing as also signed a claim"
+    )
+    _signed_again(enrolled, tmp_path, a)
+    unproven = _genuine_answer(server.address, a)  # A's second claim listed, its proof wrong
+    assert len(unproven.evidence.other_claims) == 1, unproven
     unproven.evidence.other_claims[0].receipt.inclusion_proof[0] = bytes(32)
     for address in _forger(server.address, unproven.SerializeToString()):
         rc, out, err = _verify(capsys, str(a), "--server", address, "--log-key", log_vkey)
@@ -352,8 +357,9 @@ def test_an_also_signed_claim_without_a_receipt_is_refused_with_the_log_key(
     (revhost58: before, with --log-key, exit 0 and "also  not in the log: device ..."
     under "receipt verified here with --log-key".)"""
     a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
-    forged = _genuine_answer(server.address, a)
-    forged.evidence.other_claims.append(forged.evidence.claim)  # A's claim, listed again
+    _signed_again(enrolled, tmp_path, a)
+    forged = _genuine_answer(server.address, a)  # A's second claim listed, its receipt gone
+    assert len(forged.evidence.other_claims) == 1, forged
     forged.evidence.other_claims[0].ClearField("receipt")
     with ProvenanceClient(server.address) as c:
         log_vkey = c.log_key()[0]
@@ -364,6 +370,39 @@ def test_an_also_signed_claim_without_a_receipt_is_refused_with_the_log_key(
         assert "another claim it lists as also signed" in err and "no receipt" in err, err
         rc, out, err = _scan_here(capsys, tmp_path, report, address, "--log-key", log_vkey)
         rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
-        [row] = [r for r in rows if r.get("path", "").endswith("rocket.jpg")]
-        assert rc == 3 and row["status"] is None, (rc, row, err)
-        assert "another claim it lists as also signed" in row["error"], row
+        found = [r for r in rows if r.get("path", "").endswith("rocket.jpg")]  # A, its copy
+        assert rc == 3 and len(found) == 2, (rc, rows, err)
+        for row in found:
+            assert row["status"] is None, row
+            assert "another claim it lists as also signed" in row["error"], row
+
+
+def test_a_claim_listed_twice_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """An honest server lists each claim of the bytes once (`rank_exact` keeps one per
+    claim hash), the cited one never among the "also" lines. A hostile server listing
+    the cited claim again as also signed (its genuine receipt: every check passes) makes
+    one signer look like two: refused (exit 3), with --log-key too. (revhost58: before,
+    exit 0, "also  leaf 1: device ..." for the cited claim's own leaf.)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    forged = _genuine_answer(server.address, a)
+    forged.evidence.other_claims.append(forged.evidence.claim)
+    _refused_either_way(capsys, server, a, forged, "more than once")
+
+
+def _refused_either_way(
+    capsys: Any, server: ServerProc, photo: Path, forged: pb.VerificationReport, *words: str
+) -> str:
+    """`prov verify` of ``photo`` against a server answering ``forged`` exits 3 without
+    --log-key and with the real server's key, its error holding each of ``words``, no
+    "also" line shown; returns that key."""
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(capsys, str(photo), "--server", address, *extra)
+            assert rc == 3, (extra, rc, out, err)
+            assert "SERVER EVIDENCE REFUSED:" in err and "also" not in out, (out, err)
+            assert all(w in err for w in words), err
+    return log_vkey
