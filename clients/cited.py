@@ -169,7 +169,8 @@ def check_cited(
     the message (its ``public`` text says "the server" alone). Costs a comparison when
     the claim binds the bytes as sent. Raises what ``content_sha256`` raises. Each of
     the report's other claims (``evidence.other_claims``, the "also" signed lines of
-    any verdict) must bind them too (before h-hostsrv58 they were shown unchecked).
+    any verdict) must bind them too (before h-hostsrv58 they were shown unchecked),
+    and no claim may be listed twice (`_listed_once`).
 
     ``identity``: the file's (`provenance.core.files.file_identity`) when its bytes were
     sent. With it, a file that changed since (written to, cut, replaced, removed) raises
@@ -188,6 +189,8 @@ def check_cited(
             ),
         )
     claims = list(report.evidence.other_claims)  # "also" signed: of these bytes too
+    if claims:
+        _listed_once(report, server)
     main = rests_on_hard_binding(report)
     if main:
         cited = report.evidence.claim
@@ -221,6 +224,25 @@ def check_cited(
             raise changed_after_upload(path)
         also = i > 0 or not main
         raise _other_bytes(report, server, cited, sent_sha256, content, also)
+
+
+def _listed_once(report: VerificationReport, server: str) -> None:
+    """Raise ServerEvidenceError when ``report`` lists one claim more than once, among its
+    other claims or as its cited claim too: an honest server lists each claim of the
+    bytes once (`provenance.core.verify.rank_exact`, one per claim hash), so a repeat
+    only makes one signer look like several (before revhost58 it was shown)."""
+    ev = report.evidence
+    seen: set[bytes] = set()
+    for c in (*((ev.claim,) if ev.claim is not None else ()), *ev.other_claims):
+        digest = c.signed_claim.claim_hash
+        if digest in seen:
+            said = (
+                f"answered {report.status} listing a claim (device"
+                f" {c.claim.device_id.hex()[:16]}, sequence {c.claim.sequence}) more than"
+                " once among the claims of these bytes; the verdict is not shown"
+            )
+            raise ServerEvidenceError(f"the server at {server} {said}", public=f"the server {said}")
+        seen.add(digest)
 
 
 def _other_bytes(
@@ -321,11 +343,21 @@ class EvidenceChecker:
     def check(self, report: VerificationReport, server: str) -> int | None:
         """`check_evidence` of ``report`` with this key; returns and raises as it does.
         The receipt of each of its other claims (the "also" signed lines) is proven too
-        (before h-hostsrv58 they were shown unproven)."""
+        (before h-hostsrv58 they were shown unproven), and one listed without a receipt is
+        refused (before revhost58 it was shown, "not in the log")."""
+        which = "another claim it lists as also signed"
         for other in report.evidence.other_claims:
-            if other.receipt is not None:
-                which = "another claim it lists as also signed"
-                self._prove(other, other.receipt, report.status, server, which)
+            if other.receipt is None:  # an honest server lists logged claims, with receipts
+                said = (
+                    f"answered {report.status}, but {which} (device"
+                    f" {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence})"
+                    " has no receipt: nothing to check against --log-key; the verdict is not"
+                    " shown"
+                )
+                raise ServerEvidenceError(
+                    f"the server at {server} {said}", public=f"the server {said}"
+                )
+            self._prove(other, other.receipt, report.status, server, which)
         if report.status not in CITES_LOGGED_CLAIM:
             return None
         cited = logged_receipt(report, server, "--log-key")

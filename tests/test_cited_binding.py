@@ -258,6 +258,15 @@ def test_witness_policy_is_not_skipped_by_an_answer_without_its_receipt(
         assert rc == 0 and "cosigned by 1 of 1 witnesses" in out, (rc, out, err)
 
 
+def _signed_again(cli: Cli, tmp_path: Path, photo: Path) -> None:
+    """Sign a copy of ``photo``'s bytes again with ``cli``'s device (a second claim of
+    the same bytes: the server's honest answer lists it as also signed)."""
+    (tmp_path / "again").mkdir()
+    again = Path(shutil.copy(photo, tmp_path / "again" / photo.name))
+    rc, _, err = cli("sign", str(again))
+    assert rc == 0, err
+
+
 def _cosigner_key(name: str) -> str:
     """The cosigner key (`prov witness serve`'s kind) of a new Ed25519 key named
     ``name``: a witness that cosigned nothing of this log."""
@@ -282,19 +291,118 @@ def test_an_also_signed_claim_of_other_bytes_is_refused(
     b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
     forged = _genuine_answer(server.address, a)
     forged.evidence.other_claims.append(_genuine_answer(server.address, b).evidence.claim)
-    with ProvenanceClient(server.address) as c:
-        log_vkey = c.log_key()[0]
-    for address in _forger(server.address, forged.SerializeToString()):
-        for extra in ((), ("--log-key", log_vkey)):
-            rc, out, err = _verify(capsys, str(a), "--server", address, *extra)
-            assert rc == 3, (extra, rc, out, err)
-            assert "SERVER EVIDENCE REFUSED:" in err and "claim of other bytes" in err, err
-            assert "listing as also signed a claim" in err and "also" not in out, (out, err)
-    unproven = _genuine_answer(server.address, a)  # A's own claim again, its proof wrong
-    unproven.evidence.other_claims.append(unproven.evidence.claim)
+    log_vkey = _refused_either_way(
+        capsys, server, a, forged, "claim of other bytes", "listing as also signed a claim"
+    )
+    _signed_again(enrolled, tmp_path, a)
+    unproven = _genuine_answer(server.address, a)  # A's second claim listed, its proof wrong
+    assert len(unproven.evidence.other_claims) == 1, unproven
     unproven.evidence.other_claims[0].receipt.inclusion_proof[0] = bytes(32)
     for address in _forger(server.address, unproven.SerializeToString()):
         rc, out, err = _verify(capsys, str(a), "--server", address, "--log-key", log_vkey)
         assert rc == 3, (rc, out, err)
         assert "the receipt of another claim it lists as also signed" in err, err
         assert "does not verify with the log key" in err and "also" not in out, (out, err)
+
+
+def _resized(photo: Path, folder: Path) -> Path:
+    """A re-encoded half-size copy of ``photo`` in ``folder`` (a near copy: DERIVED)."""
+    from PIL import Image
+
+    out = folder / f"small-{photo.stem}.jpg"
+    with Image.open(photo) as im:
+        im.resize((im.width // 2, im.height // 2)).save(out, quality=85)
+    return out
+
+
+def test_scan_refuses_an_also_signed_claim_of_other_bytes_in_a_near_copys_answer(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A hostile server adding photo B's genuine logged claim, as "also signed", to its
+    honest DERIVED answer for a resized copy of A: `prov verify` refuses it (check_cited
+    looks at the "also" claims of any verdict), and so must `prov scan`, with --log-key
+    too. (revhost58: before, the scan's row read DERIVED with B's claim among its
+    other_claims, exit 0: the scan called check_cited only for verdicts resting on a
+    hard binding.)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    copy = _resized(a, folder)
+    forged = server_answer(server.address, copy)
+    assert forged.status == pb.DERIVED, forged
+    forged.evidence.other_claims.append(_genuine_answer(server.address, b).evidence.claim)
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    report = tmp_path / "scan.jsonl"
+    for address in _forger(server.address, forged.SerializeToString()):
+        rc, out, err = _verify(capsys, str(copy), "--server", address)
+        assert rc == 3 and "listing as also signed a claim" in err, (rc, out, err)
+        for extra in ((), ("--log-key", log_vkey)):
+            report.unlink(missing_ok=True)
+            rc, out, err = _scan_here(capsys, folder, report, address, *extra)
+            rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+            [row] = [r for r in rows if r.get("path", "").endswith(copy.name)]
+            assert rc == 3 and row["status"] is None, (extra, rc, row, err)
+            assert "listing as also signed a claim" in row["error"], row
+
+
+def test_an_also_signed_claim_without_a_receipt_is_refused_with_the_log_key(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """With --log-key every "also" claim's receipt is proven; one listed without a receipt
+    (an honest server lists logged claims only, each with its receipt) cannot be, so the
+    answer is refused, as a cited claim without a receipt is (exit 3), by `prov verify`
+    and `prov scan`. Without --log-key it is the server's word, shown "not in the log".
+    (revhost58: before, with --log-key, exit 0 and "also  not in the log: device ..."
+    under "receipt verified here with --log-key".)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    _signed_again(enrolled, tmp_path, a)
+    forged = _genuine_answer(server.address, a)  # A's second claim listed, its receipt gone
+    assert len(forged.evidence.other_claims) == 1, forged
+    forged.evidence.other_claims[0].ClearField("receipt")
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    report = tmp_path / "scan.jsonl"
+    for address in _forger(server.address, forged.SerializeToString()):
+        rc, out, err = _verify(capsys, str(a), "--server", address, "--log-key", log_vkey)
+        assert rc == 3, (rc, out, err)
+        assert "another claim it lists as also signed" in err and "no receipt" in err, err
+        rc, out, err = _scan_here(capsys, tmp_path, report, address, "--log-key", log_vkey)
+        rows = [json.loads(line) for line in report.read_text().splitlines() if line.strip()]
+        found = [r for r in rows if r.get("path", "").endswith("rocket.jpg")]  # A, its copy
+        assert rc == 3 and len(found) == 2, (rc, rows, err)
+        for row in found:
+            assert row["status"] is None, row
+            assert "another claim it lists as also signed" in row["error"], row
+
+
+def test_a_claim_listed_twice_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """An honest server lists each claim of the bytes once (`rank_exact` keeps one per
+    claim hash), the cited one never among the "also" lines. A hostile server listing
+    the cited claim again as also signed (its genuine receipt: every check passes) makes
+    one signer look like two: refused (exit 3), with --log-key too. (revhost58: before,
+    exit 0, "also  leaf 1: device ..." for the cited claim's own leaf.)"""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    forged = _genuine_answer(server.address, a)
+    forged.evidence.other_claims.append(forged.evidence.claim)
+    _refused_either_way(capsys, server, a, forged, "more than once")
+
+
+def _refused_either_way(
+    capsys: Any, server: ServerProc, photo: Path, forged: pb.VerificationReport, *words: str
+) -> str:
+    """`prov verify` of ``photo`` against a server answering ``forged`` exits 3 without
+    --log-key and with the real server's key, its error holding each of ``words``, no
+    "also" line shown; returns that key."""
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(capsys, str(photo), "--server", address, *extra)
+            assert rc == 3, (extra, rc, out, err)
+            assert "SERVER EVIDENCE REFUSED:" in err and "also" not in out, (out, err)
+            assert all(w in err for w in words), err
+    return log_vkey

@@ -134,9 +134,11 @@ def _checked_evidence(
     """With --log-key (``config.log_key``), the report (converted to the domain report
     when its verdict cites a logged claim, so the row is built from the one conversion)
     and EVIDENCE_LOG_KEY when its cited claim's receipt was proven with that key
-    (`clients.cited.EvidenceChecker`), None when it cites no logged claim; without
+    (`clients.cited.EvidenceChecker`; the receipts of any "also" claims are proven
+    whatever the verdict), None when it cites no logged claim; without
     --log-key, the report and None, at no cost. Raises ServerEvidenceError."""
-    if not config.log_key or _status(report) not in CITES_LOGGED_CLAIM:
+    also = len(report.evidence.other_claims)  # each proven whatever the verdict
+    if not config.log_key or (_status(report) not in CITES_LOGGED_CLAIM and not also):
         return report, None
     checker = _CHECKERS.get(config.log_key)
     if checker is None:
@@ -429,7 +431,8 @@ def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str)
     """`clients.cited.check_cited` on a Lookup answer for the file measured as ``m`` (its
     SHA-256 and, for a file with Content Credentials, the SHA-256 without them, both
     computed here): the report converted only when its verdict rests on a claim's hard
-    binding or it names other bytes, so an honest unsigned answer costs two field reads;
+    binding, lists other claims ("also" signed) or names other bytes, so an honest
+    unsigned answer costs three field reads;
     and `clients.derived.check_soft_cited` on a near copy's answer, with the hashes the
     scan computed and sent (nothing decoded again). Returns the row's ``pixels_checked``:
     True when a near copy's match was so checked on the file's own pixels, None for any
@@ -438,7 +441,10 @@ def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str)
     signed = answer.status == pb.SIGNED_ORIGINAL or (
         answer.status == pb.REVOKED_KEY and e.hash_match
     )
-    if signed or (e.file_sha256 and e.file_sha256 != m.sha256):
+    # the "also" claims of any verdict must bind the bytes too (before revhost58, only
+    # those of a verdict resting on a hard binding were checked: a DERIVED row listed a
+    # claim of other bytes as also signed)
+    if signed or e.other_claims or (e.file_sha256 and e.file_sha256 != m.sha256):
         check_cited(wire.report_from_pb(answer), m.sha256, None, server, m.content_sha256)
     if answer.status == pb.DERIVED or (answer.status == pb.REVOKED_KEY and not e.hash_match):
         own = lookup_hashes(m.media_type, m.soft, m.dihedral, m.video_turned)
