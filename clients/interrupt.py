@@ -316,8 +316,9 @@ def ctrl_c_deadline() -> Iterator[None]:
     a KeyboardInterrupt that left a lock taken hung the command for good); a second
     Ctrl-C meanwhile ends it at once (`INTERRUPTED_AGAIN`, exit 130). Handlers that
     commands put in place inside the block (`StopBetweenFiles`, `prov serve`'s) work as
-    before; leaving the block stands the deadline down and gives the handler back.
-    Elsewhere (another handler, SIGINT ignored, another thread) the block runs as is."""
+    before; leaving the block stands the deadline down and gives the handler back (in a
+    process that ends with its command, left after a Ctrl-C: both stay, and a SIGTERM at
+    its default action gets `_SecondSignal` until the process ends). Elsewhere (another handler, SIGINT ignored, another thread) the block runs as is."""
     if (
         threading.current_thread() is not threading.main_thread()
         or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
@@ -331,8 +332,27 @@ def ctrl_c_deadline() -> Iterator[None]:
         with _holding(deadline):
             yield
     finally:
-        if signal.getsignal(signal.SIGINT) is on_sigint and not _leaving_by_signal(deadline):
+        leaving = _leaving_by_signal(deadline)
+        if signal.getsignal(signal.SIGINT) is on_sigint and not leaving:
             signal.signal(signal.SIGINT, signal.default_int_handler)
+        if leaving and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, _SecondSignal(deadline))
+
+
+class _SecondSignal:
+    """SIGTERM's handler from when a command that a Ctrl-C stopped (`prov verify`, `prov
+    log audit`: no handler of SIGTERM of their own, its default action) left
+    `ctrl_c_deadline` in a process that ends with it (`_leaving_by_signal`) until the
+    process ends: a second signal, "terminated (SIGTERM) while stopping after Ctrl-C",
+    143 (`_second_signal`), as a late Ctrl-C there ends "interrupted again", 130. Before
+    (h-tiles58 and h-docs58 merged), the default action stayed: -15, no word."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        self.deadline = deadline
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        words, code = _second_signal(self.deadline.cause, signum)
+        _stop_at_once(self.deadline.line(words), code)
 
 
 class StopBetweenFiles:

@@ -9,12 +9,19 @@ sent by the process itself from an atexit hook: after the command, deterministic
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
-from tests.conftest import ROOT, closed_port
+import pytest
+
+from clients.interrupt import TERMINATED_AFTER_CTRL_C
+from provenance.log.checkpoint import generate_log_key
+from tests.conftest import ROOT, cli_process, closed_port, read_line
+from tests.drain import finish
 
 #: ``prov ARGS`` as its console script starts it, with SIGTERM sent to itself at exit.
 SCRIPT = """\
@@ -37,3 +44,40 @@ def test_sigterm_after_scan_finished_keeps_its_exit_code(tmp_path: Path) -> None
     )  # fmt: skip
     assert "no files found in the paths given" in proc.stdout + proc.stderr, proc
     assert proc.returncode == 0, proc  # before: -15 (SIGTERM's default action)
+
+
+@pytest.mark.parametrize("lead", [(), ("--launch",)], ids=["python-m", "console-script"])
+def test_a_late_sigterm_after_a_ctrl_c_stop_says_so_and_exits_143(
+    tmp_path: Path, lead: tuple[str, ...]
+) -> None:
+    """A command stopped by Ctrl-C (`prov log audit --tiles` waiting on a silent HTTP
+    server) that gets a SIGTERM once it returned, while the process ends (its teardown
+    held open: tests/exit_held.py), ends "terminated (SIGTERM) while stopping after
+    Ctrl-C", 143, as a late Ctrl-C there ends "interrupted again", 130. Before, the
+    console script left SIGTERM's default action in place after a stop by a signal
+    (`clients.interrupt.leaving_by_signal`) and `python -m clients.cli` never changed it:
+    the process died of the signal, -15, with no word."""
+    vkey = generate_log_key(tmp_path / "log.pem", "media-provenance.local/log").verifier_key()
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        silent.settimeout(120)
+        tiles = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        args = ["log", "audit", "--tiles", tiles, "--log-key", vkey, "--state", "st.json"]
+        proc = cli_process([*lead, *args], tmp_path, module="tests.exit_held")
+        try:
+            conn, _ = silent.accept()
+            with conn:
+                assert conn.recv(4096).startswith(b"GET "), "no request came"
+                proc.send_signal(signal.SIGINT)  # the command waits on the answer
+                read_line(proc, "exiting")  # the command returned: the process ends
+                proc.send_signal(signal.SIGTERM)
+                _, err = finish(proc, timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    assert proc.returncode == 143, err  # before: -15
+    assert lines[-1] == TERMINATED_AFTER_CTRL_C, err
+    assert lines[-2] == "interrupted", err
