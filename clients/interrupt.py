@@ -2,8 +2,9 @@
 
 A loop over files (`prov sign`) runs inside `StopBetweenFiles`: the first SIGINT only
 asks it to stop, and `check`, called before each file, then raises KeyboardInterrupt,
-so no file is left half counted (signed and logged but not yet in the summary). A
-second SIGINT raises KeyboardInterrupt at once, wherever the loop is.
+so no file is left half counted (signed and logged but not yet in the summary), and
+starts `ctrl_c_deadline`'s deadline as the stop begins. A second SIGINT before then
+raises KeyboardInterrupt at once, wherever the loop is.
 
 Every command runs under `ctrl_c_deadline` (`clients.cli.main`): a Ctrl-C that Python's
 own handler would have answered still raises KeyboardInterrupt, and if the command has
@@ -391,8 +392,19 @@ class StopBetweenFiles:
         os.write(2, self._notice)  # one write: safe between any two bytecodes
 
     def check(self) -> None:
-        """Raise KeyboardInterrupt when a SIGINT came since `__enter__`."""
+        """Raise KeyboardInterrupt when a SIGINT came since `__enter__`. Inside
+        `ctrl_c_deadline` the stop starts its deadline here, as Python's handling of a
+        Ctrl-C does there, so a second Ctrl-C or SIGTERM from now on, also one after the
+        command said how it stopped while the process ends, ends it at once with its words
+        and code (`_second_signal`). Until h-startclean58 it started none: the signals were
+        given back to Python on the way out (a late Ctrl-C a KeyboardInterrupt traceback
+        out of ``python -m clients.cli``, a late SIGTERM -15). Not at the first SIGINT:
+        the file in hand may take longer than `CTRL_C_GRACE_S` (a timestamp authority's
+        wait)."""
         if self.requested:
+            old = self._old
+            if isinstance(old, _RaiseWithDeadline) and old.deadline.armed_at is None:
+                old.deadline.arm(signal.SIGINT)
             raise KeyboardInterrupt
 
 

@@ -11,10 +11,18 @@ started no deadline), and main said "interrupted", 130, after a SIGTERM."""
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
-from tests.conftest import ROOT
+import pytest
+
+from clients.interrupt import INTERRUPTED_AGAIN, TERMINATED_AFTER_CTRL_C
+from tests.conftest import ROOT, SAMPLES, Cli, cli_process, read_line
+from tests.drain import finish
 
 _PRELUDE = """
 import os, signal, sys
@@ -173,3 +181,45 @@ with ctrl_c_deadline(), terminate_as_interrupt(got), ctrl_c_notes("the rows are 
             " the clean-up; the rows are kept\n",
         ),
     }
+
+
+@pytest.mark.parametrize(
+    ("late", "words", "code"),
+    [(signal.SIGINT, INTERRUPTED_AGAIN, 130), (signal.SIGTERM, TERMINATED_AFTER_CTRL_C, 143)],
+    ids=["ctrl-c", "sigterm"],
+)
+@pytest.mark.parametrize("lead", [(), ("--launch",)], ids=["python-m", "console-script"])
+def test_a_late_signal_after_prov_sign_stopped_says_so(
+    enrolled: Cli, tmp_path: Path, lead: tuple[str, ...], late: int, words: str, code: int
+) -> None:
+    """A real `prov sign` of many files stopped by Ctrl-C (`StopBetweenFiles`: after the
+    file in hand, its summary said) that gets a second signal once it returned, while
+    the process ends (its teardown held open: tests/exit_held.py), ends as the other
+    commands a Ctrl-C stopped do (docs/cli.md): "interrupted again", 130, or
+    "terminated (SIGTERM) while stopping after Ctrl-C", 143. Before, that first Ctrl-C
+    started no deadline (`StopBetweenFiles.check` raised KeyboardInterrupt itself), so
+    the signals were given back to Python on the way out: out of ``python -m
+    clients.cli`` a late Ctrl-C was a KeyboardInterrupt traceback ("Exception ignored in
+    atexit callback"), a late SIGTERM its default action (-15); out of the console
+    script a late Ctrl-C ended it silently, 130."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    files = [shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k:03d}.jpg") for k in range(300)]
+    proc = cli_process([*lead, "sign", *map(str, files)], module="tests.exit_held")
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(folder.glob("*.prov"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        read_line(proc, "exiting")  # the command returned, its summary said: the process ends
+        proc.send_signal(late)
+        _, err = finish(proc, timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in err, err[-2000:]
+    assert proc.returncode == code, (proc.returncode, err[-2000:])
+    lines = [line.strip() for line in err.splitlines() if line.strip()]
+    assert lines[-2].startswith("interrupted after "), lines[-3:]
+    assert lines[-1] == words, lines[-3:]

@@ -55,23 +55,29 @@ def test_sigterm_as_the_start_ends_removes_the_new_database_and_key(tmp_path: Pa
     assert again.stop() == 0, again.stderr
 
 
-#: Sends this process SIGINT as `gc.freeze` is called (a Ctrl-C in the start's last
-#: step), then SIGTERM as the start's clean-up removes its first file (`os.unlink`).
-SITECUSTOMIZE_INT_THEN_TERM = """\
+#: Sends this process the signal FIRST as `gc.freeze` is called (in the start's last
+#: step), then SECOND as the start's clean-up removes its first file (`os.unlink`).
+_TWO_SIGNALS = """\
 import gc, os, signal
 _freeze, _unlink = gc.freeze, os.unlink
 _stopping = []
-def _int_then_freeze():
-    _stopping.append("int")
-    os.kill(os.getpid(), signal.SIGINT)
+def _first_then_freeze():
+    _stopping.append("first")
+    os.kill(os.getpid(), signal.FIRST)
     _freeze()
-def _term_then_unlink(path, *args, **kwargs):
-    if _stopping == ["int"]:
-        _stopping.append("term")
-        os.kill(os.getpid(), signal.SIGTERM)
+def _second_then_unlink(path, *args, **kwargs):
+    if _stopping == ["first"]:
+        _stopping.append("second")
+        os.kill(os.getpid(), signal.SECOND)
     return _unlink(path, *args, **kwargs)
-gc.freeze, os.unlink = _int_then_freeze, _term_then_unlink
+gc.freeze, os.unlink = _first_then_freeze, _second_then_unlink
 """
+
+#: A Ctrl-C in the start's last step, then SIGTERM during the clean-up.
+SITECUSTOMIZE_INT_THEN_TERM = _TWO_SIGNALS.replace("FIRST", "SIGINT").replace("SECOND", "SIGTERM")
+
+#: SIGTERM in the start's last step, then a Ctrl-C during the clean-up.
+SITECUSTOMIZE_TERM_THEN_INT = _TWO_SIGNALS.replace("FIRST", "SIGTERM").replace("SECOND", "SIGINT")
 
 
 def test_sigterm_while_a_ctrl_c_stops_the_start_does_not_cut_its_clean_up(
@@ -84,3 +90,14 @@ def test_sigterm_while_a_ctrl_c_stops_the_start_does_not_cut_its_clean_up(
     KeyboardInterrupt in the clean-up: "terminated (SIGTERM) while starting: ... is
     removed", with the new database and its log key left there."""
     _start_stopped(tmp_path, SITECUSTOMIZE_INT_THEN_TERM)
+
+
+def test_ctrl_c_while_a_sigterm_stops_the_start_does_not_cut_its_clean_up(
+    tmp_path: Path,
+) -> None:
+    """The other way round: SIGTERM in `prov serve`'s start stops it, and a Ctrl-C during
+    its clean-up (a user's Ctrl-C just as systemd or `make web` stops it) is only noted:
+    the clean-up ends, the new database and log key are removed, and the line
+    "terminated (SIGTERM) while starting: ... is removed" and 143 are true. Before, that
+    Ctrl-C's KeyboardInterrupt cut the clean-up short, leaving them there."""
+    _start_stopped(tmp_path, SITECUSTOMIZE_TERM_THEN_INT)

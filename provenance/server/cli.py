@@ -183,7 +183,9 @@ def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
     cannot cut that clean-up short, and so is one while a Ctrl-C's KeyboardInterrupt is
     being handled (the clean-up of a start that Ctrl-C stopped: until h-revtiles58 the
     SIGTERM raised there, and the new database and log key were left behind under a
-    line saying they were removed). Before, the signal's default action ended the
+    line saying they were removed). A Ctrl-C after that SIGTERM is only noted too (until
+    h-startclean58 its KeyboardInterrupt cut the clean-up short the same way); SIGINT's
+    handler is given back as the start ends. Before, the signal's default action ended the
     process at once (-15), leaving a new database and log key half made. Off the main
     thread (where Python delivers no signals) it changes nothing."""
 
@@ -192,9 +194,18 @@ def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
         if threading.current_thread() is not threading.main_thread():
             return run(*args, **kwargs)
         got: list[int] = []
+        ctrl_c: list[int] = []  # Ctrl-Cs noted while a SIGTERM stops the start
+        previous_int: list[Callable[[int, types.FrameType | None], object] | int | None] = []
+
+        def on_int(signum: int, _frame: types.FrameType | None) -> None:
+            ctrl_c.append(signum)
 
         def on_term(signum: int, _frame: types.FrameType | None) -> None:
             got.append(signum)
+            if len(got) == 1:
+                # from now on the line says the start's files are removed: a Ctrl-C
+                # (its KeyboardInterrupt) must not cut their clean-up short either
+                previous_int.append(signal.signal(signal.SIGINT, on_int))
             # not while a Ctrl-C's KeyboardInterrupt is handled: the start's clean-up
             if len(got) == 1 and not isinstance(sys.exc_info()[1], KeyboardInterrupt):
                 raise KeyboardInterrupt
@@ -214,6 +225,8 @@ def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
         finally:
             if signal.getsignal(signal.SIGTERM) is on_term:
                 signal.signal(signal.SIGTERM, previous)
+            if previous_int and signal.getsignal(signal.SIGINT) is on_int:
+                signal.signal(signal.SIGINT, previous_int[0])
 
     return wrapper
 
