@@ -356,6 +356,37 @@ def _repeated(src: Path, dst: Path, times: int) -> None:
                 out.mux(p)
 
 
+def _edited_export(cli: Cli, tmp_path: Path) -> tuple[Path, Path, int]:
+    """(a 12.8 MB MP4 exported by `prov sign --c2pa`, its copy in a folder of its own
+    with four bytes of its media data flipped, the offset of the first of them)."""
+    video = tmp_path / "long.mp4"
+    _repeated(FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4", video, 6)
+    rc, out, err = cli("sign", "--c2pa", str(video))
+    assert rc == 0 and "C2PA manifest embedded" in out, err
+    data = bytearray(video.read_bytes())
+    at = len(data) // 2  # in the media data, far from the manifest box
+    assert data.index(b"mdat") < at < data.rindex(b"moov")
+    data[at : at + 4] = bytes(b ^ 0xFF for b in data[at : at + 4])
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    edited = desk / "edited.mp4"  # no sidecar beside it
+    edited.write_bytes(bytes(data))
+    return video, edited, at
+
+
+def _names_the_edit(report: dict[str, Any], at: int, size: int) -> str:
+    """The reason of a TAMPERED ``report`` that names the damaged range holding the four
+    bytes edited at ``at`` of a ``size``-byte file (less than a tenth of it named)."""
+    assert report["status"] == "TAMPERED"
+    ranges = [(r["first_byte"], r["last_byte"]) for r in report["evidence"]["damaged_ranges"]]
+    assert any(a <= at and at + 3 <= b for a, b in ranges), (at, ranges)
+    named = sum(b - a + 1 for a, b in ranges)
+    assert named < size // 10, (named, size, ranges)
+    said = f"bytes {ranges[0][0]:,}-{ranges[0][1]:,} differ from the signed file"
+    assert any(r.startswith(said) for r in report["reasons"]), report["reasons"]
+    return said
+
+
 def test_an_edited_c2pa_export_checked_with_its_sidecar_names_the_damaged_chunk(
     ca_server: ServerProc, cli: Cli, tmp_path: Path
 ) -> None:
@@ -364,26 +395,42 @@ def test_an_edited_c2pa_export_checked_with_its_sidecar_names_the_damaged_chunk(
     the signed bytes (manifest box not yet in), so the upload's chunks are hashed with the
     box stripped and the ranges mapped back to the upload's offsets. Before: every chunk
     of the upload was shifted by the box, and the whole file was named."""
-    video = tmp_path / "long.mp4"
-    _repeated(FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4", video, 6)
-    rc, out, err = cli("sign", "--c2pa", str(video))
-    assert rc == 0 and "C2PA manifest embedded" in out, err
+    video, edited, at = _edited_export(cli, tmp_path)
     sidecar = Path(f"{video}.prov")
     assert sidecar.exists()
-    data = bytearray(video.read_bytes())
-    at = len(data) // 2  # in the media data, far from the manifest box
-    assert data.index(b"mdat") < at < data.rindex(b"moov")
-    data[at : at + 4] = bytes(b ^ 0xFF for b in data[at : at + 4])
-    edited = tmp_path / "edited.mp4"
-    edited.write_bytes(bytes(data))
     rc, report = _verify(cli, edited, "--sidecar", str(sidecar))
-    assert (rc, report["status"]) == (13, "TAMPERED")
-    ranges = [(r["first_byte"], r["last_byte"]) for r in report["evidence"]["damaged_ranges"]]
-    assert any(a <= at and at + 3 <= b for a, b in ranges), (at, ranges)
-    named = sum(b - a + 1 for a, b in ranges)
-    assert named < len(data) // 10, (named, len(data), ranges)
-    said = f"bytes {ranges[0][0]:,}-{ranges[0][1]:,} differ from the signed file"
-    assert any(r.startswith(said) for r in report["reasons"]), report["reasons"]
+    assert rc == 13
+    _names_the_edit(report, at, edited.stat().st_size)
+
+
+def test_an_edited_c2pa_export_without_its_sidecar_names_the_damaged_chunk(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """The same edited `--c2pa` MP4 checked without its sidecar: the claim `prov sign
+    --c2pa` embeds carries the sidecar's chunk hashes (``chunkHashes`` in the
+    `org.provenance.claim` assertion), so the damaged range is named as with the sidecar,
+    in the same words and JSON fields. C2PA's own binding cannot say it: c2pa-rs writes a
+    `c2pa.hash.bmff.v3` hash of the whole file, without a ``merkle`` list. Before: TAMPERED
+    with no range at all ("the file's bytes differ from the bytes the signed sidecar claim
+    covers (SHA-256)" and nothing about where)."""
+    video, edited, at = _edited_export(cli, tmp_path)
+    with c2pa.Reader("video/mp4", io.BytesIO(video.read_bytes())) as reader:
+        manifest = json.loads(reader.json())
+    assertions = {
+        a["label"]: a["data"]
+        for a in manifest["manifests"][manifest["active_manifest"]]["assertions"]
+    }
+    assert "merkle" not in assertions["c2pa.hash.bmff.v3"]  # a whole-file hash only
+    listed = assertions["org.provenance.claim"]["evidence"]["chunkHashes"]
+    assert len(listed) == 13  # 12.2 MiB of media in 1 MiB chunks
+    rc, report = _verify(cli, edited)
+    assert rc == 13 and report["evidence"]["claim_embedded"] is True
+    said = _names_the_edit(report, at, edited.stat().st_size)
+    rc, out, _ = cli("verify", str(edited), "--no-detect")
+    assert rc == 13 and said in " ".join(out.split()), out
+    rc, report = _verify(cli, video)  # the unedited export names nothing
+    assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
+    assert report["evidence"]["damaged_ranges"] == []
 
 
 def _fragmented(path: Path, frames: int) -> None:

@@ -21,8 +21,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from clients.device import measure
 from provenance.core import hash_threads
 from provenance.core.hash_threads import BackgroundSha256, run_beside, start_beside
+from provenance.core.verify import FileFacts
 from provenance.core.video_binding import ChunkedHasher
-from provenance.media.inspect import Upload
+from provenance.media.inspect import InspectConfig, Upload, embedded_chunk_facts
 from provenance.server.rpc import ServerConfig, create_server
 from provenance.server.rpc_input import UPLOAD_METHODS, DataChunk, _upload_chunk
 from provenance.v1 import provenance_pb2 as pb
@@ -261,6 +262,30 @@ def test_chunk_leaves_of_an_upload_are_hashed_off_the_writing_thread() -> None:
 
 
 @pytest.mark.slow
+def test_an_embedded_claims_chunks_are_hashed_only_at_a_chunk_size_the_server_takes() -> None:
+    """A video whose claim came embedded in its C2PA manifest (no sidecar named a chunk
+    size while it arrived) has its chunks hashed afterwards at the claim's chunk size, as
+    an upload hashes them for a sidecar's claim; a chunk size under the server's minimum
+    (`prov serve --min-chunk-kb`, 64 KiB by default) or over `MAX_VIDEO_CHUNK`, which an
+    embedded claim of anyone's may state, is not hashed: 1-byte chunks of a 256 MiB file
+    would be 268 million hashes."""
+    data = (SAMPLES / "fabric_pattern.mp4").read_bytes()
+    with Upload(64 << 20) as upload:
+        upload.write(data)
+        facts = FileFacts(upload.sha256, upload.size, "video/mp4")
+        cfg = InspectConfig()
+        hashed = embedded_chunk_facts(upload, facts, 1 << 16, cfg)
+        whole = ChunkedHasher(1 << 16)
+        whole.update(data)
+        assert hashed.chunk_hashes == whole.finalize().chunk_hashes
+        assert hashed.content_chunk_hashes == ()  # no manifest store to take out
+        for size in (1, (1 << 16) - 1, (64 << 20) + 1):
+            assert embedded_chunk_facts(upload, facts, size, cfg) is facts
+        small = InspectConfig(min_chunk_bytes=4096)  # a server run with --min-chunk-kb 4
+        assert embedded_chunk_facts(upload, facts, 4096, small).chunk_hashes
+        assert embedded_chunk_facts(upload, hashed, 4096, small) is hashed  # hashed already
+
+
 def test_a_big_video_upload_being_hashed_stalls_no_other_call(
     inproc: InProc, tmp_path: Path
 ) -> None:

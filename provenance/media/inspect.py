@@ -39,7 +39,7 @@ from provenance.core.errors import (
 )
 from provenance.core.hash_threads import BACKLOG_BYTES, BackgroundFeed, BackgroundSha256
 from provenance.core.verify import FileFacts
-from provenance.core.video_binding import ChunkLeaves, hash_chunked
+from provenance.core.video_binding import MAX_VIDEO_CHUNK, ChunkLeaves, hash_chunked
 from provenance.core.video_match import QUERY_RATE_HZ
 from provenance.media.assets import (
     AssetLimits,
@@ -294,7 +294,9 @@ class InspectConfig:
     policy its results are judged by (None: the reader's current-time verdict), and video
     decoding: wall-clock limit of all the decodes of one video that one request starts
     (seconds, `DecodeClock`), address-space limit of each decoding child (bytes) and the
-    most frames hashed in the dense pass."""
+    most frames hashed in the dense pass. ``min_chunk_bytes``: the smallest chunk size of
+    a claim's chunked binding whose chunks are hashed to name damaged byte ranges (`prov
+    serve --min-chunk-kb`; `embedded_chunk_facts`)."""
 
     limits: AssetLimits = AssetLimits()
     c2pa_pool: ReaderPool | None = None
@@ -305,6 +307,7 @@ class InspectConfig:
     video_max_memory_bytes: int = DEFAULT_MAX_MEMORY_BYTES
     dense_max_frames: int = 1800
     dense_max_pixels: int = 300_000_000
+    min_chunk_bytes: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -373,6 +376,52 @@ def _c2pa(
         content_chunk_hashes=digest.chunk_hashes,
         content_removed=stripped.removed,
     )
+
+
+def embedded_chunk_facts(
+    upload: Upload, facts: FileFacts, chunk_size: int, cfg: InspectConfig
+) -> FileFacts:
+    """``facts`` with the chunk leaf hashes of ``upload``'s bytes at ``chunk_size`` bytes,
+    for a video whose claim came embedded in its C2PA manifest (`prov sign --c2pa`) with
+    the sidecar's list of chunk hashes: no sidecar named the chunk size while the upload
+    arrived, so its chunks were not hashed then. Sets ``chunk_hashes`` (the file as it is)
+    and, when its manifest store strips, ``content_chunk_hashes`` and ``content_removed``
+    (the bytes the claim signed), as `Upload.hash_chunks` and the content hash do for a
+    sidecar's claim, so the damaged ranges are named the same way
+    (`provenance.core.verify`). ``facts`` as it is when its chunks were hashed already,
+    when ``chunk_size`` is outside ``cfg.min_chunk_bytes``..`MAX_VIDEO_CHUNK` (a tiny
+    chunk would cost a hash per few bytes), or when the upload is not a kept file of a
+    strippable type within ``cfg.limits.max_image_bytes`` (it is read whole, as for the
+    content hash). Cost: two passes of chunk hashing over the file; callers ask only for
+    a file its claim does not bind. Raises nothing."""
+    if (
+        facts.chunk_hashes
+        or not max(1, cfg.min_chunk_bytes) <= chunk_size <= MAX_VIDEO_CHUNK
+        or facts.media_type not in STRIPPABLE_TYPES
+        or upload.size > cfg.limits.max_image_bytes
+        or not upload.kept
+    ):
+        return facts
+    data = upload.data()
+    whole = replace(facts, chunk_hashes=_chunk_leaves(data, chunk_size))
+    try:
+        stripped = strip_and_locate(data, facts.media_type)
+    except ProvenanceError:  # no store to take out: the file as it is is compared alone
+        return whole
+    if not stripped.removed:
+        return whole
+    return replace(
+        whole,
+        content_chunk_hashes=_chunk_leaves(stripped.data, chunk_size),
+        content_removed=stripped.removed,
+    )
+
+
+def _chunk_leaves(data: bytes, chunk_size: int) -> tuple[bytes, ...]:
+    """The RFC 9162 leaf hashes of ``data`` cut into ``chunk_size``-byte chunks."""
+    leaves = ChunkLeaves(chunk_size)
+    leaves.update(data)
+    return leaves.finalize()[0]
 
 
 def inspect_upload(

@@ -413,7 +413,8 @@ def serve(
         int,
         typer.Option(
             help="Smallest upload message but the last, KiB; also the smallest chunk of a"
-            " sidecar's chunked binding the server hashes chunk by chunk.",
+            " sidecar's or embedded claim's chunked binding the server hashes chunk by"
+            " chunk.",
             min=0,
         ),
     ] = 64,
@@ -921,6 +922,7 @@ def serve(
                 c2pa_pool=pool,
                 c2pa_trust=trust,
                 c2pa_signing_time=signing_time,
+                min_chunk_bytes=limits.min_chunk_bytes,
             ),
             detector=det,
             limits=limits,

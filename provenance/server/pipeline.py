@@ -51,6 +51,7 @@ from provenance.media.inspect import (
     InspectConfig,
     Inspection,
     Upload,
+    embedded_chunk_facts,
     inspect_upload,
     resample_dense,
 )
@@ -229,16 +230,19 @@ class VerificationPipeline:
             ) from e
         sidecar_came = sidecar is not None
         embedded = None if sidecar_came else _embedded_claim(found.c2pa)
+        facts = found.facts
         if embedded is not None:  # the claim `prov sign --c2pa` put in the file
             sidecar, sidecar_receipt = embedded.signed_claim, embedded.receipt
             sidecar_public_key = embedded.public_key
+            chunk_hashes = embedded.chunk_hashes  # the sidecar's list, as it was embedded
+            facts = self._embedded_chunks(upload, facts, embedded)
         budget = None
         if search_s is not None:
             left = time_left() if time_left is not None else None
             until = None if left is None else time.monotonic() + left - SEARCH_MARGIN_S
             budget = SearchBudget(search_s, until)
         report = self.service.verify(
-            found.facts, sidecar, tuple(chunk_hashes), sidecar_receipt, sidecar_public_key, budget
+            facts, sidecar, tuple(chunk_hashes), sidecar_receipt, sidecar_public_key, budget
         )
         if embedded is not None and report.evidence.sidecar_present:  # the claim was read
             report = replace(report, evidence=replace(report.evidence, claim_embedded=True))
@@ -258,6 +262,22 @@ class VerificationPipeline:
             left = time_left() if time_left is not None else None
             report = replace(report, detector=self.detect(found, upload, left))
         return report
+
+    def _embedded_chunks(self, upload: Upload, facts: FileFacts, embedded: Sidecar) -> FileFacts:
+        """``facts`` with the chunk hashes that name a video's damaged byte ranges against
+        the chunk list of the claim embedded in its C2PA manifest (`embedded_chunk_facts`),
+        when the claim lists them and does not bind these bytes: an intact export costs no
+        extra hashing. ``facts`` as it is otherwise (a claim that does not decode is
+        reported by the verdict)."""
+        if not embedded.chunk_hashes:
+            return facts
+        try:
+            hb = wire.decode_offered_claim(embedded.signed_claim.claim_bytes).hard_binding
+        except ProvenanceError:
+            return facts
+        if facts.binds(hb.sha256):
+            return facts
+        return embedded_chunk_facts(upload, facts, hb.chunk_size, self.inspect)
 
     def verify_file(
         self,
