@@ -447,8 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # python -m clients.cli: a late signal ends it as `prov`'s
     from clients.interrupt import ends_with_the_command
+    from clients.launch import run_to_the_end
 
     ends_with_the_command()
-    sys.exit(main())
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        sys.exit(main())  # SIGINT ignored or handled by the caller: left as it is
+    sys.exit(run_to_the_end(main, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL))

@@ -24,7 +24,9 @@ does one before `prov serve` or `prov scan` (`SIGTERM_AT_START`) has put its own
 of it in place; every other command then gets SIGTERM's default action back. After the
 command has returned, a SIGTERM during the teardown ends the process with the command's
 own exit code, as a Ctrl-C does (before 7 December: the default action, -15, for a scan
-whose report was complete). A process started with SIGTERM not at its default keeps
+whose report was complete). ``python -m clients.cli`` ends the same way
+(`run_to_the_end`; before h-small59 a late Ctrl-C there printed a KeyboardInterrupt
+traceback and a late SIGTERM killed it, -15). A process started with SIGTERM not at its default keeps
 that disposition.
 
 A process started with SIGINT ignored (a shell's background job) or with a handler of its
@@ -41,6 +43,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from collections.abc import Callable
 from types import FrameType
 
 #: Exit status of a command stopped by Ctrl-C (128 + SIGINT), as `clients.cli` uses.
@@ -112,15 +115,33 @@ def main() -> int:
         signal.signal(signal.SIGTERM, _terminate_at_once)
     from clients.cli import import_command
     from clients.cli import main as run
-    from clients.interrupt import ends_with_the_command, leaving_by_signal
+    from clients.interrupt import ends_with_the_command
 
     ends_with_the_command()
     import_command(sys.argv[1:])  # the seconds of imports: the command's module
 
-    try:
+    def handled_as_always() -> int:
+        """`clients.cli.main` with Python's SIGINT handler back (and SIGTERM's default
+        action, but for `SIGTERM_AT_START`), inside `run_to_the_end`'s catch."""
         if term_default and sys.argv[1:2] not in [[c] for c in SIGTERM_AT_START]:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        return run()
+
+    return run_to_the_end(handled_as_always, term_default)
+
+
+def run_to_the_end(run: Callable[[], int], term_default: bool) -> int:
+    """``run()`` (`clients.cli.main`), whose exit code it returns, in a process that ends
+    with it, SIGINT at Python's handler: a KeyboardInterrupt that escapes it (before or
+    after its own catch) is "interrupted", 130. Then, as the process ends, a SIGINT, and
+    a SIGTERM when ``term_default`` (SIGTERM was at its default when the process started),
+    ends it at once with that code (the command's output flushed first), unless a signal
+    stopped the command (`clients.interrupt.leaving_by_signal`: a second one ends it as
+    during the stop). `main` and ``python -m clients.cli`` both end so."""
+    from clients.interrupt import leaving_by_signal
+
+    try:
         code = run()
     except KeyboardInterrupt:  # before or after `clients.cli.main`'s own catch
         os.write(2, INTERRUPTED_LINE)

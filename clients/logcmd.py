@@ -42,6 +42,7 @@ from provenance.core.errors import (
     MediaTooLargeError,
     NoWitnessesError,
     ProvenanceError,
+    ServerEvidenceError,
     SignatureError,
     TileMissingError,
     TransportError,
@@ -215,7 +216,12 @@ def _signed_origin(key_file: Path) -> str | None:
     return name
 
 
-def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:
+def _entries(c: ProvenanceClient, start: int, end: int, server: str) -> Iterator[bytes]:
+    """The leaf data of entries ``start`` to ``end`` - 1, read a GetEntries page at a time
+    from the server at ``server`` (``c``), each page from where the one before said the
+    next starts. Raises LogIntegrityError when the server finds its own store damaged
+    (DATA_LOSS), ServerEvidenceError (`_page_problem`) when a page's ``next`` is not where
+    the page ends, TransportError otherwise."""
     pos = start
     while pos < end:
         try:
@@ -226,8 +232,34 @@ def _entries(c: ProvenanceClient, start: int, end: int) -> Iterator[bytes]:
             raise
         if not got:
             return
+        if nxt != pos + len(got):
+            raise ServerEvidenceError(f"the server at {server} {_page_problem(pos, got, nxt)}")
         yield from got[: end - pos]
         pos = nxt
+
+
+def _page_problem(pos: int, got: list[bytes], nxt: int) -> str:
+    """What a GetEntries page of the entries ``got`` from index ``pos`` whose next page
+    starts at index ``nxt`` (not the page's end) does: serves entries again or skips them.
+    Before, a page whose ``next`` fell short was followed, the entries it served again
+    re-hashed as more of the log's, and the audit said "the log served more entries than
+    its checkpoint's N"; one past its end, "entries were deleted"."""
+    last = pos + len(got) - 1
+    held = f"a GetEntries page of {_span(pos, last)} saying the next page starts at {nxt}"
+    if nxt <= last:
+        did = f"it would serve {_span(nxt, last)} again (pages overlap)"
+    else:
+        did = f"skipping {_span(last + 1, nxt - 1)}"
+    return (
+        f"sent {held}: {did}; its paging is broken or hostile, which says nothing of the"
+        " log: audit another copy (--tiles, --db) or ask the server's operator; nothing"
+        " was saved"
+    )
+
+
+def _span(first: int, last: int) -> str:
+    """The words for entries ``first`` to ``last``: "entry 2", "entries 0 to 2"."""
+    return f"entry {first}" if first == last else f"entries {first} to {last}"
 
 
 @log_app.command("audit")
@@ -345,7 +377,7 @@ def audit(
             task = bar.add_task("re-hashing entries", total=new_size - start)
 
             def counted() -> Iterator[bytes]:
-                for i, entry in enumerate(_entries(c, start, new_size)):
+                for i, entry in enumerate(_entries(c, start, new_size, server)):
                     if i % 1_000 == 0:
                         bar.update(task, completed=i)
                     yield entry

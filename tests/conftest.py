@@ -40,7 +40,7 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, si
 from provenance.core.keys import DeviceKey
 from provenance.wire import convert as wire
 from provenance.wire.contract import RETRY_AFTER_KEY
-from tests.drain import Drained, drain, drain_stderr, drain_stdout, logged, next_line
+from tests.drain import Drained, drain, drain_stderr, drain_stdout, finish, logged, next_line
 from tests.pgserver import PgServer
 from tests.pgserver import missing_reason as pg_missing_reason
 
@@ -558,6 +558,21 @@ def read_line(proc: subprocess.Popen[str], prefix: str, timeout: float = 90) -> 
             break
     proc.kill()
     raise RuntimeError(f"no {prefix!r} line in {timeout} s")
+
+
+def signal_at_exit(proc: subprocess.Popen[str], sig: int, timeout: float = 120) -> str:
+    """Send ``sig`` to ``proc``, a `prov` run by tests/exit_held.py, once its command has
+    returned (its "exiting" line: the process ends, its teardown held open); its stderr
+    once it has ended within ``timeout`` seconds (else TimeoutExpired). It is killed on
+    the way out if still running."""
+    try:
+        read_line(proc, "exiting")
+        proc.send_signal(sig)
+        return finish(proc, timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def pacer_refusal(error: BaseException | None, flag: str, deadline: float) -> float:

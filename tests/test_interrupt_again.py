@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from clients.interrupt import INTERRUPTED_AGAIN, TERMINATED_AFTER_CTRL_C
-from tests.conftest import ROOT, SAMPLES, Cli, cli_process, read_line
-from tests.drain import finish
+from tests.conftest import ROOT, SAMPLES, Cli, cli_process, signal_at_exit
 
 _PRELUDE = """
 import os, signal, sys
@@ -206,18 +205,11 @@ def test_a_late_signal_after_prov_sign_stopped_says_so(
     folder.mkdir()
     files = [shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k:03d}.jpg") for k in range(300)]
     proc = cli_process([*lead, "sign", *map(str, files)], module="tests.exit_held")
-    try:
-        deadline = time.monotonic() + 120
-        while len(list(folder.glob("*.prov"))) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        read_line(proc, "exiting")  # the command returned, its summary said: the process ends
-        proc.send_signal(late)
-        _, err = finish(proc, timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    deadline = time.monotonic() + 120
+    while len(list(folder.glob("*.prov"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    err = signal_at_exit(proc, late)  # once the command returned, its summary said
     assert "Traceback" not in err, err[-2000:]
     assert proc.returncode == code, (proc.returncode, err[-2000:])
     lines = [line.strip() for line in err.splitlines() if line.strip()]

@@ -20,7 +20,7 @@ import pytest
 
 from clients.interrupt import TERMINATED_AFTER_CTRL_C
 from provenance.log.checkpoint import generate_log_key
-from tests.conftest import ROOT, cli_process, closed_port, read_line
+from tests.conftest import ROOT, cli_process, closed_port, read_line, signal_at_exit
 from tests.drain import finish
 
 #: ``prov ARGS`` as its console script starts it, with SIGTERM sent to itself at exit.
@@ -81,3 +81,22 @@ def test_a_late_sigterm_after_a_ctrl_c_stop_says_so_and_exits_143(
     assert proc.returncode == 143, err  # before: -15
     assert lines[-1] == TERMINATED_AFTER_CTRL_C, err
     assert lines[-2] == "interrupted", err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+@pytest.mark.parametrize("lead", [(), ("--launch",)], ids=["python-m", "console-script"])
+def test_a_late_signal_after_a_normal_end_keeps_the_commands_exit_code(
+    tmp_path: Path, lead: tuple[str, ...], sig: signal.Signals
+) -> None:
+    """A command that ended by itself (`prov verify` of a file that is not there: a usage
+    error, exit 2) and gets a Ctrl-C or SIGTERM once it returned, while the process ends
+    (its teardown held open: tests/exit_held.py), ends with that exit code and no word
+    more, started as ``python -m clients.cli`` as well as by its console script
+    (`clients.launch`). Before, ``python -m clients.cli`` left Python's handlers in place:
+    a late Ctrl-C printed a KeyboardInterrupt traceback ("Exception ignored in atexit
+    callback"), a late SIGTERM killed the process (-15)."""
+    proc = cli_process([*lead, "verify", "missing.jpg"], tmp_path, module="tests.exit_held")
+    err = signal_at_exit(proc, sig)
+    assert proc.returncode == 2, err  # before, python -m: -15 for SIGTERM
+    assert "does not exist" in err, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err

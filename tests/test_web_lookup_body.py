@@ -43,7 +43,10 @@ def test_the_openapi_document_describes_a_querys_media_type(server: ServerProc) 
     and the OpenAPI document says so: its type, its bound (255 characters, as the service
     enforces: RFC 6838 names a type and a subtype of at most 127 each), its form
     (type/subtype, no parameters; empty when unknown), what it does. Before, it listed
-    the field as a bare string, nothing more. The pattern takes what the service takes."""
+    the field as a bare string, nothing more. The pattern takes what the service takes,
+    read as Python's `re.search` reads it (the jsonschema package does): before, its
+    closing ``$`` matched before a final newline, so "image/jpeg\\n" passed the pattern
+    and the service (``fullmatch``) refused it with a 400."""
     import re
 
     web = start_web(server.address)
@@ -55,7 +58,10 @@ def test_the_openapi_document_describes_a_querys_media_type(server: ServerProc) 
                 json={"queries": [{"sha256": "a" * 64, "media_type": media_type}]},
                 timeout=60,
             ).status_code
-            for media_type in ("", "image/jpeg", "image/jpeg; q=1", "x" * 200 + "/" + "y" * 60)
+            for media_type in (
+                *("", "image/jpeg", "image/jpeg; q=1", "x" * 200 + "/" + "y" * 60),
+                *("image/jpeg\n", "\n", "image/jpeg\nvideo/mp4"),
+            )
         }
     finally:
         web.stop()

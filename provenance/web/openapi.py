@@ -57,6 +57,14 @@ def _get(summary: str, params: list[Any], ok: str, *codes: int) -> dict[str, Any
     }
 
 
+#: A lookup query's ``media_type`` as a JSON Schema pattern: empty or
+#: `provenance.core.registry.MEDIA_TYPE`, the whole string (the service's ``fullmatch``).
+#: ``$(?!\n)`` ends it in both dialects that read it: ECMA-262, JSON Schema's own, where
+#: ``$`` is the end, and Python's ``re.search`` (the jsonschema package), where a bare
+#: ``$`` also matches before a final newline, so "image/jpeg\n" passed the pattern and
+#: got a 400. (``\Z`` is no end in ECMA-262: there it is the letter Z.)
+MEDIA_TYPE_PATTERN = f"^(|{MEDIA_TYPE.pattern})$(?!\\n)"
+
 MULTIPART = {
     "multipart/form-data": {
         "schema": {
@@ -98,7 +106,7 @@ LOOKUP = {
                     "media_type": {
                         "type": "string",
                         "maxLength": MAX_MEDIA_TYPE_CHARS,
-                        "pattern": f"^(|{MEDIA_TYPE.pattern})$",
+                        "pattern": MEDIA_TYPE_PATTERN,
                         "description": "the file's media type, RFC 6838 type/subtype without"
                         " parameters (image/jpeg, video/mp4), empty or left out when unknown;"
                         f" at most {MAX_MEDIA_TYPE_CHARS} characters. Relayed to the service:"
