@@ -22,7 +22,7 @@ import pytest
 
 from clients.interrupt import INTERRUPTED_AGAIN, TERMINATED_AFTER_CTRL_C
 from tests.conftest import ROOT, SAMPLES, Cli, cli_process, read_line
-from tests.drain import finish
+from tests.stopping import owned, stop_by
 
 _PRELUDE = """
 import os, signal, sys
@@ -205,21 +205,15 @@ def test_a_late_signal_after_prov_sign_stopped_says_so(
     folder = tmp_path / "many"
     folder.mkdir()
     files = [shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k:03d}.jpg") for k in range(300)]
-    proc = cli_process([*lead, "sign", *map(str, files)], module="tests.exit_held")
-    try:
+    with owned(cli_process([*lead, "sign", *map(str, files)], module="tests.exit_held")) as proc:
         deadline = time.monotonic() + 120
         while len(list(folder.glob("*.prov"))) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         read_line(proc, "exiting")  # the command returned, its summary said: the process ends
-        proc.send_signal(late)
-        _, err = finish(proc, timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        rc, _, err = stop_by(proc, late)
     assert "Traceback" not in err, err[-2000:]
-    assert proc.returncode == code, (proc.returncode, err[-2000:])
+    assert rc == code, (rc, err[-2000:])
     lines = [line.strip() for line in err.splitlines() if line.strip()]
     assert lines[-2].startswith("interrupted after "), lines[-3:]
     assert lines[-1] == words, lines[-3:]
