@@ -40,9 +40,10 @@ from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, si
 from provenance.core.keys import DeviceKey
 from provenance.wire import convert as wire
 from provenance.wire.contract import RETRY_AFTER_KEY
-from tests.drain import Drained, drain, drain_stderr, drain_stdout, finish, logged, next_line
+from tests.drain import Drained, drain, drain_stderr, drain_stdout, logged, next_line
 from tests.pgserver import PgServer
 from tests.pgserver import missing_reason as pg_missing_reason
+from tests.stopping import owned, stop_by
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -564,15 +565,10 @@ def signal_at_exit(proc: subprocess.Popen[str], sig: int, timeout: float = 120) 
     """Send ``sig`` to ``proc``, a `prov` run by tests/exit_held.py, once its command has
     returned (its "exiting" line: the process ends, its teardown held open); its stderr
     once it has ended within ``timeout`` seconds (else TimeoutExpired). It is killed on
-    the way out if still running."""
-    try:
+    the way out if still running (`tests.stopping.owned`)."""
+    with owned(proc):
         read_line(proc, "exiting")
-        proc.send_signal(sig)
-        return finish(proc, timeout=timeout)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        return stop_by(proc, sig, timeout)[2]
 
 
 def pacer_refusal(error: BaseException | None, flag: str, deadline: float) -> float:

@@ -19,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, SAMPLES, cli_process, read_line
 from tests.drain import finish
+from tests.stopping import owned, stop_by
 
 #: Seconds a command is given to end after the signal before it is held to have hung.
 STOP_WAIT_S = 60
@@ -43,23 +44,17 @@ def _interrupted(
         server = f"127.0.0.1:{silent.getsockname()[1]}"
         env = {"PYTHONFAULTHANDLER": "1"}
         proc = cli_process([*args, "--server", server], cwd, env=env, module=module)
-        try:
+        with owned(proc):
             conn, _ = silent.accept()  # the command is in its call now
             with conn:
                 if ready is not None:
                     read_line(proc, ready)
-                proc.send_signal(sig)
                 try:
-                    _, err = finish(proc, timeout=STOP_WAIT_S)
+                    _, _, err = stop_by(proc, sig, timeout=STOP_WAIT_S)
                     hung = False
-                except subprocess.TimeoutExpired:
-                    proc.send_signal(signal.SIGABRT)  # faulthandler: every thread's stack
-                    _, err = finish(proc, timeout=30)
+                except subprocess.TimeoutExpired:  # faulthandler: every thread's stack
+                    _, _, err = stop_by(proc, signal.SIGABRT, timeout=30)
                     hung = True
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
     if hung:
         pytest.fail(
             f"still running {STOP_WAIT_S} s after {sig.name}; its stderr and stacks:\n{err}"
@@ -73,17 +68,13 @@ def ctrl_c_held(proc: subprocess.Popen[str], again: bool = False) -> str:
     raised there ("raised": its clean-up hangs now); ``proc``'s stderr once it has ended,
     within `STOP_WAIT_S` (else TimeoutExpired). It is killed on the way out if still
     running."""
-    try:
+    with owned(proc):
         read_line(proc, "holding")
         proc.send_signal(signal.SIGINT)
         if again:
             read_line(proc, "raised")
             proc.send_signal(signal.SIGINT)
         return finish(proc, timeout=STOP_WAIT_S)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_ctrl_c_says_interrupted_and_exits_130(tmp_path: Path) -> None:
@@ -123,15 +114,10 @@ def test_a_second_ctrl_c_ends_a_command_whose_clean_up_hangs_at_once(tmp_path: P
         silent.settimeout(120)
         server = f"127.0.0.1:{silent.getsockname()[1]}"
         args = ["verify", str(photo), "--no-detect", "--server", server]
-        proc = cli_process(args, tmp_path, module="tests.sigint_held")
-        try:
+        with owned(cli_process(args, tmp_path, module="tests.sigint_held")) as proc:
             conn, _ = silent.accept()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        with conn:
-            err = ctrl_c_held(proc, again=True)
+            with conn:
+                err = ctrl_c_held(proc, again=True)
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == [
         "interrupted again: stopped without finishing the clean-up"

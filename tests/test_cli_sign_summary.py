@@ -10,7 +10,7 @@ from pathlib import Path
 
 from clients.device import DeviceHome
 from tests.conftest import SAMPLES, Cli, cli_process
-from tests.drain import finish
+from tests.stopping import owned, stop_by
 
 
 def test_sign_over_several_files_ends_with_a_summary(enrolled: Cli, tmp_path: Path) -> None:
@@ -56,18 +56,12 @@ def test_ctrl_c_says_what_was_signed_and_what_is_queued(enrolled: Cli, tmp_path:
     files = [
         Path(shutil.copy(SAMPLES / "rocket.jpg", folder / f"r{k:03d}.jpg")) for k in range(300)
     ]
-    proc = cli_process(["sign", *map(str, files)])
-    try:
+    with owned(cli_process(["sign", *map(str, files)])) as proc:
         deadline = time.monotonic() + 120
         while len(list(folder.glob("*.prov"))) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
-        proc.send_signal(signal.SIGINT)
-        out, err = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err[-2000:]
+        rc, _, err = stop_by(proc, signal.SIGINT, timeout=60)
+    assert rc == 130, err[-2000:]
     last = err.strip().splitlines()[-1]
     done = int(last.removeprefix("interrupted after ").split(" ", 1)[0])
     queued = len(DeviceHome(enrolled.home).pending())

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, closed_port, prov_script
+from tests.stopping import owned
 
 #: After `typer` is loaded: in the imports, in the command, in its exit.
 DELAYS = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8]
@@ -28,10 +29,9 @@ DELAYS = [0.0, 0.05, 0.1, 0.2, 0.4, 0.8]
 def _run(args: list[str], cwd: Path, delay: float | None) -> tuple[int, str, str]:
     """``prov ARGS``; with ``delay``, SIGINT sent that many seconds after the child has
     imported `typer`. Its exit code, stdout and stderr (less ``-X importtime``'s lines)."""
-    proc = prov_script(args, cwd, {**os.environ, "COLUMNS": "400"})
-    assert proc.stderr is not None
     early: list[str] = []
-    try:
+    with owned(prov_script(args, cwd, {**os.environ, "COLUMNS": "400"})) as proc:
+        assert proc.stderr is not None
         if delay is not None:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline:
@@ -42,10 +42,6 @@ def _run(args: list[str], cwd: Path, delay: float | None) -> tuple[int, str, str
             time.sleep(delay)
             proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     lines = "".join(early).splitlines() + err.splitlines()
     return proc.returncode, out, "\n".join(x for x in lines if not x.startswith("import time:"))
 

@@ -22,7 +22,8 @@ from clients.cli import main as prov_main
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.store import open_store
 from tests.conftest import cli_process, read_line
-from tests.drain import finish, logged, next_line
+from tests.drain import logged, next_line
+from tests.stopping import owned, stop_by
 from tests.test_tiles import ORIGIN, _fill
 
 #: Seconds a test waits for a state of the export before it fails (generous: CI is loaded).
@@ -65,21 +66,16 @@ def _following(
     store.close()
     out = tmp_path / "tiles"
     args = ["log", "export-tiles", str(out), "--db", str(db), "--follow", "--interval", "0.1"]
-    proc = cli_process([*lead, *args], module=module)
-    try:
+    with owned(cli_process([*lead, *args], module=module)) as proc:
         line = next_line(proc, timeout=WAIT_S)
         assert line is not None and line.startswith("exported 300 entries"), line
         yield signer, out, proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
-def _stderr_lines(proc: subprocess.Popen[str]) -> tuple[list[str], str]:
-    """Once ``proc`` ended: its stderr's lines, blanks dropped and spaces made one, and
-    its stderr."""
-    _, err = finish(proc, timeout=WAIT_S)
+def _stopped_by(proc: subprocess.Popen[str], sig: str) -> tuple[list[str], str]:
+    """``proc`` sent the signal named ``sig`` (`tests.stopping.stop_by`), once it ended:
+    its stderr's lines, blanks dropped and spaces made one, and its stderr."""
+    _, _, err = stop_by(proc, getattr(signal, sig), timeout=WAIT_S)
     return [" ".join(line.split()) for line in err.splitlines() if line.strip()], err
 
 
@@ -116,8 +112,7 @@ def test_a_stopped_export_follow_says_the_size_it_kept_and_the_folder_audits_at_
             assert proc.poll() is None, logged(proc)
             assert time.monotonic() < deadline, f"no export of the grown log in {WAIT_S} s"
             time.sleep(0.01)
-        proc.send_signal(getattr(signal, sig))
-        lines, err = _stderr_lines(proc)
+        lines, err = _stopped_by(proc, sig)
     assert proc.returncode == code, err
     assert "Traceback" not in err, err
     size = _size_on_disk(out)
@@ -140,13 +135,12 @@ def _stopped_twice(
     and prints ``held`` on stdout there), sent ``case``'s first signal, then its second
     once ``held`` came; checks that it ended with ``case``'s code and, last, its words
     and what the folder holds, which audits at that size. Returns its stderr's lines (as
-    `_stderr_lines`), its stderr and the folder."""
+    `_stopped_by`), its stderr and the folder."""
     first, second, code, words = case
     with _following(tmp_path, 5, module, lead) as (signer, out, proc):
         proc.send_signal(getattr(signal, first))
         read_line(proc, held, timeout=WAIT_S)
-        proc.send_signal(getattr(signal, second))
-        lines, err = _stderr_lines(proc)
+        lines, err = _stopped_by(proc, second)
     assert proc.returncode == code, err
     kept = KEPT.format(out=out, size="300", more=" or more")
     assert lines[-1] == f"{words}: stopped without finishing the clean-up; {kept}", err

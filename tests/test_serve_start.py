@@ -18,6 +18,7 @@ from clients.cli import main as prov_main
 from tests.conftest import ADMIN_TOKEN, ROOT, cli_process, start_server
 from tests.drain import drain, finish, logged, next_line
 from tests.ports import kept_port
+from tests.stopping import owned
 
 
 def _serve(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -609,16 +610,12 @@ def test_ctrl_c_as_a_new_database_is_made_is_one_line_and_removes_it(tmp_path: P
                 stdout=out,
                 stderr=err,
             )
-        try:
+        with owned(proc):
             while not (tmp_path / "prov.db-wal").exists():  # the store has begun writing
                 assert proc.poll() is None, (tmp_path / "err").read_text()
                 time.sleep(0.001)
             proc.send_signal(signal.SIGINT)
             rc = proc.wait(timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         said = (tmp_path / "err").read_text()
         assert rc == 130, (attempt, said)
         assert "Traceback" not in said and said.rstrip().endswith("interrupted"), said

@@ -17,7 +17,8 @@ import pytest
 
 from clients.device import DeviceHome
 from tests.conftest import PASSPHRASE, SAMPLES, cli_process, closed_port
-from tests.drain import finish, logged
+from tests.drain import logged
+from tests.stopping import owned, stop_by
 
 
 def test_ctrl_c_while_sign_waits_for_the_device_folder_stops_it(
@@ -30,21 +31,15 @@ def test_ctrl_c_while_sign_waits_for_the_device_folder_stops_it(
     monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
     with (home.root / ".lock").open("ab") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # as a running `prov sign` holds it
-        proc = cli_process(["sign", "--server", closed_port(), str(photo)])
-        try:
+        with owned(cli_process(["sign", "--server", closed_port(), str(photo)])) as proc:
             deadline = time.monotonic() + 90
             while "waiting for another prov command" not in logged(proc):
                 assert proc.poll() is None and time.monotonic() < deadline, logged(proc)
                 time.sleep(0.1)
-            proc.send_signal(signal.SIGINT)
             try:
-                _, err = finish(proc, timeout=30)
+                rc, _, err = stop_by(proc, signal.SIGINT, timeout=30)
             except subprocess.TimeoutExpired:
                 pytest.fail(f"still waiting for the lock 30 s after Ctrl-C: {logged(proc)}")
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    assert proc.returncode == 130, err
+    assert rc == 130, err
     assert "interrupted after 0 of 1 files" in err, err
     assert not Path(f"{photo}.prov").exists() and home.pending() == []

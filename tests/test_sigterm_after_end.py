@@ -21,7 +21,7 @@ import pytest
 from clients.interrupt import TERMINATED_AFTER_CTRL_C
 from provenance.log.checkpoint import generate_log_key
 from tests.conftest import ROOT, cli_process, closed_port, read_line, signal_at_exit
-from tests.drain import finish
+from tests.stopping import owned, stop_by
 
 #: ``prov ARGS`` as its console script starts it, with SIGTERM sent to itself at exit.
 SCRIPT = """\
@@ -64,21 +64,15 @@ def test_a_late_sigterm_after_a_ctrl_c_stop_says_so_and_exits_143(
         silent.settimeout(120)
         tiles = f"http://127.0.0.1:{silent.getsockname()[1]}"
         args = ["log", "audit", "--tiles", tiles, "--log-key", vkey, "--state", "st.json"]
-        proc = cli_process([*lead, *args], tmp_path, module="tests.exit_held")
-        try:
+        with owned(cli_process([*lead, *args], tmp_path, module="tests.exit_held")) as proc:
             conn, _ = silent.accept()
             with conn:
                 assert conn.recv(4096).startswith(b"GET "), "no request came"
                 proc.send_signal(signal.SIGINT)  # the command waits on the answer
                 read_line(proc, "exiting")  # the command returned: the process ends
-                proc.send_signal(signal.SIGTERM)
-                _, err = finish(proc, timeout=120)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                rc, _, err = stop_by(proc, signal.SIGTERM)
     lines = [line.strip() for line in err.splitlines() if line.strip()]
-    assert proc.returncode == 143, err  # before: -15
+    assert rc == 143, err  # before: -15
     assert lines[-1] == TERMINATED_AFTER_CTRL_C, err
     assert lines[-2] == "interrupted", err
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SAMPLES, closed_port, prov_script, start_server
+from tests.stopping import owned, stop_by
 
 #: Exit status of a command stopped by SIGTERM (README, "Exit codes").
 EXIT_TERMINATED = 143
@@ -43,27 +44,23 @@ def _terminated_at(args: list[str], cwd: Path, marker: str | None) -> tuple[int,
     """``prov ARGS``, SIGTERM sent once a stderr line holds ``marker`` (None: at once);
     its exit code, stdout and stderr (less ``-X importtime``'s lines). A child that ends before
     the marker is a failure of the test (the marker never came)."""
-    proc = prov_script(args, cwd, _env_without_token())
-    assert proc.stderr is not None
     early: list[str] = []
-    watchdog = threading.Timer(180, proc.kill)  # a marker that never comes: no hang
-    watchdog.start()
-    try:
-        if marker is not None:
-            while line := proc.stderr.readline():
-                early.append(line)
-                if _hit(line, marker):
-                    break
-            assert early and _hit(early[-1], marker), "".join(early)[-3000:]
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
-    finally:
-        watchdog.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with owned(prov_script(args, cwd, _env_without_token())) as proc:
+        assert proc.stderr is not None
+        watchdog = threading.Timer(180, proc.kill)  # a marker that never comes: no hang
+        watchdog.start()
+        try:
+            if marker is not None:
+                while line := proc.stderr.readline():
+                    early.append(line)
+                    if _hit(line, marker):
+                        break
+                assert early and _hit(early[-1], marker), "".join(early)[-3000:]
+            rc, out, err = stop_by(proc, signal.SIGTERM)
+        finally:
+            watchdog.cancel()
     lines = "".join(early).splitlines() + err.splitlines()
-    return proc.returncode, out, "\n".join(x for x in lines if not x.startswith("import time:"))
+    return rc, out, "\n".join(x for x in lines if not x.startswith("import time:"))
 
 
 #: Where the SIGTERM goes: at once, once `typer` is imported, once the command's module

@@ -1682,25 +1682,20 @@ def test_a_stopped_export_follow_says_so_and_leaves_whole_files(
     import signal
 
     from tests.conftest import cli_process
-    from tests.drain import finish, next_line
+    from tests.drain import next_line
+    from tests.stopping import owned, stop_by
 
     store = open_store(tmp_path / "a.db")
     _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 300, seed=3)
     store.close()
     out = tmp_path / "tiles"
     export = ["log", "export-tiles", str(out), "--db", str(tmp_path / "a.db")]
-    proc = cli_process([*export, "--follow", "--interval", "0.2"])
-    try:
+    with owned(cli_process([*export, "--follow", "--interval", "0.2"])) as proc:
         first = next_line(proc, timeout=90)
         assert first is not None and first.startswith("exported 300 entries"), first
-        proc.send_signal(getattr(signal, sig))
-        _, err = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        rc, _, err = stop_by(proc, getattr(signal, sig), timeout=60)
     lines = [line.strip() for line in err.splitlines() if line.strip()]
-    assert proc.returncode == code, err
+    assert rc == code, err
     assert lines and lines[-1].startswith(word), err
     assert len([line for line in lines if line.startswith(("interrupted", "terminated"))]) == 1
     assert "Traceback" not in err, err

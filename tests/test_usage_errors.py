@@ -17,7 +17,7 @@ from clients.device import DeviceHome
 from provenance.log.checkpoint import generate_log_key
 from provenance.witness import cosigner_vkey
 from tests.conftest import ROOT, SAMPLES, cli_process, closed_port
-from tests.drain import finish
+from tests.stopping import ended
 
 
 def _flat(text: str) -> str:
@@ -665,13 +665,8 @@ def test_serve_given_a_fifo_or_a_device_as_its_database_is_a_usage_error(tmp_pat
     env = {"PROV_ADMIN_TOKEN": "a" * 32}
     for db, kind in ((fifo, "a FIFO (named pipe)"), (device, "a device")):
         proc = cli_process(["serve", "--db", str(db), "--listen", "127.0.0.1:0"], env=env)
-        try:
-            _, err = finish(proc, timeout=60)  # before: TimeoutExpired (the FIFO)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 2 and "--db" in err, (db, proc.returncode, err[-1500:])
+        rc, _, err = ended(proc, timeout=60)  # before: TimeoutExpired (the FIFO)
+        assert rc == 2 and "--db" in err, (db, rc, err[-1500:])
         assert f"{db} is {kind}, not a database file" in err, err
         assert "Traceback" not in err, err
         assert not (tmp_path / f"{db.name}.lock").exists()
@@ -685,14 +680,8 @@ def test_serve_whose_database_lock_is_a_fifo_says_so_and_ends(tmp_path: Path) ->
     os.mkfifo(tmp_path / "a.db.lock")
     env = {"PROV_ADMIN_TOKEN": "a" * 32}
     args = ["serve", "--db", str(tmp_path / "a.db"), "--listen", "127.0.0.1:0"]
-    proc = cli_process(args, env=env)
-    try:
-        _, err = finish(proc, timeout=60)  # before: TimeoutExpired
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 1, (proc.returncode, err[-1500:])
+    rc, _, err = ended(cli_process(args, env=env), timeout=60)  # before: TimeoutExpired
+    assert rc == 1, (rc, err[-1500:])
     assert f"the database lock file {tmp_path / 'a.db.lock'} is a FIFO (named pipe)" in err, err
     assert "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.db.lock"]
@@ -702,13 +691,8 @@ def _serve_ended(db: Path, env: dict[str, str]) -> tuple[int, str]:
     """`prov serve --db DB` run to its end (60 s at most, then killed: a hang fails the
     test with TimeoutExpired): its exit status and stderr."""
     proc = cli_process(["serve", "--db", str(db), "--listen", "127.0.0.1:0"], env=env)
-    try:
-        _, err = finish(proc, timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err
+    rc, _, err = ended(proc, timeout=60)
+    return rc, err
 
 
 def test_serve_whose_database_has_a_fifo_beside_it_says_so_and_ends(tmp_path: Path) -> None:
@@ -1230,10 +1214,9 @@ def test_an_empty_path_is_a_usage_error_not_the_current_folder(
     (work / "log.db").touch()
     monkeypatch.setenv("PROV_PASSPHRASE", "a passphrase for the test")
     monkeypatch.setenv("PROV_SERVER", closed_port())
-    proc = cli_process(args, cwd=work)
-    out, err = finish(proc, timeout=120)
+    rc, out, err = ended(cli_process(args, cwd=work), timeout=120)
     flat = _flat(err)
-    assert proc.returncode == 2, (proc.returncode, out, err)
+    assert rc == 2, (rc, out, err)
     assert "an empty path" in flat, flat
     assert sorted(p.name for p in work.iterdir()) == ["log.db"], list(work.iterdir())
 
@@ -1264,14 +1247,9 @@ def test_other_empty_paths_are_usage_errors_not_the_current_folder(
     args = tuple(a.replace("{tmp}", str(tmp_path)).replace("{vkey}", vkey) for a in args)
     monkeypatch.setenv("PROV_CA_PASSPHRASE", "a passphrase for the test")
     monkeypatch.setenv("PROV_SERVER", closed_port())
-    proc = cli_process(args, cwd=work)
-    try:
-        out, err = finish(proc, timeout=30)  # a refused start ends at once
-    finally:
-        proc.kill()
-        proc.wait()
+    rc, out, err = ended(cli_process(args, cwd=work), timeout=30)  # a refused start ends at once
     flat = _flat(err)
-    assert proc.returncode == 2, (proc.returncode, out, err)
+    assert rc == 2, (rc, out, err)
     assert "an empty path" in flat and "Traceback" not in err, flat
     assert list(work.iterdir()) == [], list(work.iterdir())
 

@@ -19,6 +19,7 @@ from provenance.log.checkpoint import Checkpoint, generate_log_key
 from provenance.witness import LOCK_FILE, OWNER_FILE, Witness
 from tests.conftest import ROOT, post_checkpoint, read_line, witness_serve
 from tests.drain import drain, finish
+from tests.stopping import ended
 
 
 def _serve(tmp_path: Path, *log_keys: str) -> subprocess.Popen[str]:
@@ -54,9 +55,8 @@ def test_two_different_keys_for_one_log_are_a_usage_error(tmp_path: Path) -> Non
     error naming the log; the same key twice is still fine."""
     first = generate_log_key(tmp_path / "a.pem", "log.test/twice").verifier_key()
     second = generate_log_key(tmp_path / "b.pem", "log.test/twice").verifier_key()
-    proc = _serve(tmp_path, first, second)
-    _, err = finish(proc, timeout=90)
-    assert proc.returncode == 2, err
+    rc, _, err = ended(_serve(tmp_path, first, second), timeout=90)
+    assert rc == 2, err
     said = " ".join(err.replace("│", " ").split())  # Typer's usage-error box
     assert "two different log keys for the log 'log.test/twice'" in said, err
     proc = _serve(tmp_path, first, first)
@@ -85,14 +85,8 @@ def test_a_lock_file_that_is_not_a_regular_file_is_refused_at_start(
         (state / LOCK_FILE).mkdir()
     else:
         (state / LOCK_FILE).symlink_to(target)
-    proc = _serve(tmp_path, log)
-    try:
-        _, err = finish(proc, timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 1, err
+    rc, _, err = ended(_serve(tmp_path, log), timeout=90)
+    assert rc == 1, err
     assert f"the witness lock file {state / LOCK_FILE}" in " ".join(err.split()), err
     assert not target.exists()
 
