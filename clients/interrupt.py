@@ -46,11 +46,12 @@ from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
-#: Exit status of a command stopped by SIGTERM: 128 + 15, as a shell reports a process
-#: that SIGTERM ended.
-EXIT_TERMINATED = 143
-#: Exit status of a command stopped by Ctrl-C: 128 + 2 (SIGINT).
-EXIT_INTERRUPTED = 130
+# Exit statuses of a command stopped by Ctrl-C (128 + 2) and by SIGTERM (128 + 15, as a
+# shell reports a process that SIGTERM ended): `clients.launch` holds them, as it answers
+# a signal before anything else of ours is imported.
+from clients.launch import EXIT_INTERRUPTED as EXIT_INTERRUPTED
+from clients.launch import EXIT_TERMINATED as EXIT_TERMINATED
+
 #: Seconds a command has, after a Ctrl-C answered by KeyboardInterrupt, to return before
 #: `ctrl_c_deadline` ends the process ("interrupted", exit 130): a backstop for a command
 #: that would otherwise hang for good, so generous: a command's own handling of Ctrl-C
