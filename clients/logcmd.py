@@ -68,6 +68,7 @@ from provenance.log.checkpoint import (
     open_checkpoint,
     parse_tree_size,
 )
+from provenance.log.claim_audit import ClaimKeyAuditor
 from provenance.log.receipt import verify_receipt
 from provenance.log.tiledir import ExportResult, export_tiles, exported_size, fetcher
 from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
@@ -310,10 +311,12 @@ def audit(
 ) -> None:
     """Fetch the newest checkpoint, prove it consistent with the saved one, re-hash the
     entries against it, and save it; with --full (the default), also replay the enrollments and
-    revocations logged and compare every device's registry row with them. Exit 3 on a
+    revocations logged, compare every device's registry row with them, and verify every
+    logged claim's device signature under a key they enrolled for its device. Exit 3 on a
     fork, a rollback, a changed log key, entries edited or deleted behind the log's back,
-    or a registry row that differs from the logged key history (an edited, back-dated or
-    deleted revocation or enrollment); with --db, also on a leaf row's column that differs
+    a registry row that differs from the logged key history (an edited, back-dated or
+    deleted revocation or enrollment), or a claim that history does not cover (signed by
+    no key it enrolled, before its key's enrollment or after its revocation); with --db, also on a leaf row's column that differs
     from its entry, or a stored Merkle node or checkpoint row that differs from the
     re-hashed tree (edited, deleted or added);
     exit 1 when the server is unreachable."""
@@ -371,7 +374,8 @@ def audit(
             if 0 < old_size < new_size:
                 proof = c.consistency_proof(old_size, new_size)
         start = 0 if (full or saved is None) else old_size
-        history = KeyHistoryReader() if start == 0 else None
+        claims = ClaimKeyAuditor() if start == 0 else None
+        history = KeyHistoryReader(claims) if start == 0 else None
         # a bar on stderr (a terminal's only), as with --db: 10^6 entries take minutes
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=new_size - start)
@@ -392,11 +396,13 @@ def audit(
                 from_start=start == 0,
                 proof_from=f"the server at {server}",
             )
+            if claims is not None:  # the claims left waiting for a backfilled key
+                claims.finish(lambda first, end: _entries(c, first, end))
         problems = _key_history_problems(history, _server_device(c)) if history else []
     _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
-    if history is None:
-        out.print("key history: not checked (--incremental reads only the new entries)")
+    if history is None or claims is None:
+        out.print("key history and claims: not checked (--incremental reads only the new entries)")
         return
     if problems:
         raise LogIntegrityError(
@@ -404,6 +410,23 @@ def audit(
             " log:\n  " + "\n  ".join(problems)
         )
     out.print(_key_history_ok(history))
+    _claims_ok(claims)
+
+
+def _claims_ok(claims: ClaimKeyAuditor) -> None:
+    """Print the line of a claim check that passed (online and with --db alike); raises
+    LogIntegrityError naming each claim that fails."""
+    if claims.problems:
+        more = f"\n  ... and {claims.more} more" if claims.more else ""
+        raise LogIntegrityError(
+            "CLAIMS: logged claims the log's key history does not cover:\n  "
+            + "\n  ".join(claims.problems)
+            + more
+        )
+    out.print(
+        f"claims OK: {counted(claims.claims_checked, 'claim')} verify under keys the log"
+        " enrolled for their devices"
+    )
 
 
 def _note_size(note: str, what: str) -> int:
@@ -571,7 +594,9 @@ def _audit_db(
         tree = TreeAuditor(store, NoteVerifier.from_vkey(vkey), start, leaves)
         # an older schema lacks the tables the key history and index checks read
         index = IndexAuditor(store) if start == 0 and not outdated else None
-        history = KeyHistoryReader()
+        # the claims against the key history: read from leaf 0, of a migrated schema
+        claims = ClaimKeyAuditor() if index is not None else None
+        history = KeyHistoryReader(claims)
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
@@ -601,22 +626,28 @@ def _audit_db(
                 leaves.compare_key_events(logged, store.key_event_rows(start), cp.size)
             problems = [f"LEAF ROWS: {p}" for p in leaves.problems]
             problems += [f"STORED TREE: {p}" for p in tree.problems]
+            if claims is not None:  # the claims left waiting for a backfilled key
+                claims.finish(lambda first, end: _stored_entries(store, first, end))
             if index is not None:
                 index.finish()
                 keys = _key_history_problems(history, store.find_device)
                 problems += [f"KEY HISTORY: {p}" for p in keys]
                 problems += [f"NEAR-DUPLICATE INDEX: {p}" for p in index.problems]
+            if claims is not None:
+                problems += [f"CLAIMS: {p}" for p in claims.problems]
     finally:
         store.close()
     _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
     if problems:
         more = leaves.more + tree.more + (index.more if index else 0)
+        more += claims.more if claims else 0
         raise LogIntegrityError(
             "the database differs from what the logged entries say (each leaf row's"
             " columns against its entry; Merkle nodes and checkpoint rows against the"
             " re-hashed tree; registry rows against the key"
-            " history; soft-hash rows and index packs against the claims' soft bindings):\n  "
+            " history; soft-hash rows and index packs against the claims' soft bindings;"
+            " each claim's signature against the keys the key history enrolled):\n  "
             + "\n  ".join(problems)
             + (f"\n  ... and {more} more mismatches" if more else "")
         )
@@ -640,10 +671,23 @@ def _audit_db(
         )
         return
     out.print(_key_history_ok(history))
+    if claims is not None:
+        _claims_ok(claims)
     out.print(
         f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"
         f" {index.packs_checked} index packs match the logged entries"
     )
+
+
+def _stored_entries(store: Store, first: int, end: int) -> Iterator[bytes]:
+    """The entries of leaves [first, end) of ``store``, read again in index order (the
+    claims a `ClaimKeyAuditor` left waiting). Raises StorageError from the store."""
+    for row in store.iter_index_rows(first):
+        if row[0] >= end:
+            return
+        entry = row[7]
+        if isinstance(entry, bytes):  # else named by the leaf check
+            yield entry
 
 
 def _audit_tiles(

@@ -30,6 +30,7 @@ from provenance.core.errors import (
 )
 from provenance.core.keyhistory import LoggedKeyEvent, SignedKeyEvent, verify_key_event
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from provenance.log.claim_audit import ClaimKeyAuditor
 from provenance.wire import convert as wire
 from provenance.wire.convert import AuditedEntry
 from provenance.wire.jsontext import loads_text
@@ -264,11 +265,13 @@ class KeyHistoryReader:
     audit re-hashes (`tap`, or `read` where the audit decoded each entry already),
     checking each one's signature; `problems` lists entries that
     do not decode or verify. Replay them with `keyhistory.replay` and compare with the
-    registry with `keyhistory.registry_problems`."""
+    registry with `keyhistory.registry_problems`. ``claims`` (read from leaf 0) is handed
+    every key event and every claim entry read, to hold the claims to the key history."""
 
-    def __init__(self) -> None:
+    def __init__(self, claims: ClaimKeyAuditor | None = None) -> None:
         self.events: list[LoggedKeyEvent] = []
         self.problems: list[str] = []
+        self.claims = claims
 
     def tap(self, entries: Iterable[bytes], start: int = 0) -> Iterator[bytes]:
         """Yield ``entries`` (leaf data from index ``start``) unchanged, reading each."""
@@ -284,6 +287,8 @@ class KeyHistoryReader:
             self._problem(index, fields)
         elif fields.key_event:
             self._read_event(index, entry)
+        elif self.claims is not None and fields.error is None:  # else named already
+            self.claims.claim(index, entry)
 
     def _read(self, index: int, entry: bytes) -> None:
         try:
@@ -293,6 +298,8 @@ class KeyHistoryReader:
             return
         if key_event:
             self._read_event(index, entry)
+        elif self.claims is not None:
+            self.claims.claim(index, entry)
 
     def _read_event(self, index: int, entry: bytes) -> None:
         try:
@@ -304,7 +311,10 @@ class KeyHistoryReader:
         except ProvenanceError as e:
             self._problem(index, e)
             return
-        self.events.append(LoggedKeyEvent(index, integrated_at, got, event))
+        logged = LoggedKeyEvent(index, integrated_at, got, event)
+        self.events.append(logged)
+        if self.claims is not None:
+            self.claims.key_event(logged)
 
     def _problem(self, index: int, e: ProvenanceError) -> None:
         self.problems.append(f"log entry {index} is not a valid claim or key event: {e}")

@@ -1,0 +1,247 @@
+"""`prov log audit` holds every logged claim to the log's own key history: its device
+signature must verify under a key the log enrolled for its device (wherever the
+enrollment is: a log upgraded to key history holds its backfilled enrollments after the
+claims they cover), a live enrollment must come before the claims it covers, and no
+claim may follow a live revocation of its key in force at its integration time.
+
+The forged claims below are appended into a real database as the writer appends, with
+the leaf rows, Merkle nodes and a checkpoint signed by the log's key all correct, so
+only the claim check can catch them. Before it (h-auditkeys59) every one of these logs
+passed the audit (exit 0). Real services on real SQLite files (and PostgreSQL), real
+Ed25519 keys, the real CLI in-process, and one real `prov serve` for the online audit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from clients.cli import main as prov_main
+from provenance.core import merkle
+from provenance.core.claims import Device as Registered
+from provenance.core.claims import SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.keys import DeviceKey
+from provenance.log.checkpoint import Checkpoint
+from provenance.server.service import KEY_HISTORY_META
+from provenance.store import NewLeaf
+from provenance.wire import convert as wire
+from tests.conftest import start_server
+from tests.inproc import T0, Device, InProc, make_claim, sign
+from tests.test_node_audit import _audit, _failed, _service, _sql
+
+
+def _append_raw(h: InProc, signed: SignedClaim, at: datetime, linked: bool) -> int:
+    """Append ``signed`` to the log of ``h`` as the writer appends a claim (its leaf row,
+    nodes and a checkpoint signed by the log's key), without any of the writer's checks
+    (registry, signature, revocation): a server that logs what it should have refused.
+    The service must be closed after (its writer's memory of the tree is stale). The
+    leaf's index."""
+    w = h.service.writer
+    claim = wire.decode_claim(signed.claim_bytes)
+    entry = wire.encode_log_entry(signed, at)
+    with h.service.store.append() as txn:
+        start = txn.tree_size()
+        frontier = w._frontier(txn, start, txn.latest_checkpoint())
+        leaf = NewLeaf(
+            leaf_hash=merkle.leaf_hash(entry),
+            signed_claim=signed,
+            device_id=claim.device_id,
+            sequence=claim.sequence,
+            file_sha256=claim.hard_binding.sha256,
+            integrated_at=at,
+            chain_linked=linked,
+            entry=entry,
+            soft_bindings=claim.soft_bindings,
+        )
+        txn.put_nodes(frontier.append(leaf.leaf_hash))
+        note = w._signer.sign(Checkpoint(w._signer.name, start + 1, frontier.root(), at))
+        txn.put_checkpoint(start + 1, note, at)
+        txn.insert_leaves(start, [leaf])
+    return start
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "prov.db")
+
+
+def _failing_claim(
+    db: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    forge: Callable[[InProc], tuple[int, bytes]],
+) -> str:
+    """Log on ``db`` what ``forge`` logs (it returns the forged claim's leaf index and
+    device id), close the service, audit it with --db: it fails (exit 3), naming only the
+    claim, by its entry and device. The audit's text."""
+    h = _service(db, tmp_path)
+    try:
+        index, device = forge(h)
+        vkey = h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    assert f"CLAIMS: log entry {index}: the claim" in text and device.hex()[:16] in text, text
+    # nothing else differs: the leaf rows, nodes and key history all pass
+    assert "LEAF ROWS" not in text and "STORED TREE" not in text and "KEY HISTORY" not in text
+    return text
+
+
+def test_a_claim_signed_by_a_key_never_enrolled_fails_the_audit(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A claim of an enrolled device, the next of its chain, signed by another key."""
+
+    def forge(h: InProc) -> tuple[int, bytes]:
+        dev = h.enroll()
+        h.submit(dev.next_claim())
+        rc, text = _audit(db, h.service.signer.verifier_key(), tmp_path, capsys)
+        assert rc == 0 and "claims OK: 1 claim verify under keys the log enrolled" in text, text
+        dev.seq += 1
+        claim = make_claim(dev.key, dev.seq, prev_claim_hash=dev.last)
+        forged = replace(sign(DeviceKey.generate(), claim), key_id=dev.device_id)
+        return _append_raw(h, forged, h.clock.advance(minutes=1), linked=True), dev.device_id
+
+    text = _failing_claim(db, tmp_path, capsys, forge)
+    assert "the claim's device signature does not verify under any key" in text
+
+
+def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A registry row written behind the log's back (no enrollment logged) lets the
+    server log the device's claims; the registry check reads only the devices the log
+    names, so only the claim check sees it, online and with --db."""
+    db = tmp_path / "prov.db"
+    h = _service(db, tmp_path)
+    try:
+        h.enroll()
+        key = DeviceKey.generate()
+        h.service.store.enroll(None, Registered(key.key_id, key.public_key, T0), T0)
+        index = h.submit(Device(key).next_claim()).receipt.leaf_index
+        vkey = h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+    said = f"log entry {index}: the log's key history never enrolled device {key.key_id.hex()[:16]}"
+    rc, text = _audit(str(db), vkey, tmp_path, capsys)
+    _failed(rc, text)
+    assert f"CLAIMS: {said}" in text, text
+    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
+    try:
+        state = tmp_path / "online.json"
+        args = ["log", "audit", "--state", str(state), "--server", server.address]
+        rc = prov_main([*args, "--log-key", vkey])
+        got = capsys.readouterr()
+        text = got.out + got.err
+        _failed(rc, text)
+        assert "CLAIMS: logged claims the log's key history does not cover" in text, text
+        assert said in text
+    finally:
+        server.stop()
+
+
+def test_a_claim_logged_after_its_keys_revocation_fails_the_audit(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live revocation, then a claim of the key integrated after the revoked time."""
+
+    def forge(h: InProc) -> tuple[int, bytes]:
+        dev = h.enroll()
+        h.submit(dev.next_claim())
+        h.service.revoke(dev.device_id, "phone stolen", h.clock.advance(minutes=1))
+        late = dev.next_claim()
+        return _append_raw(h, late, h.clock.advance(minutes=1), linked=True), dev.device_id
+
+    text = _failing_claim(db, tmp_path, capsys, forge)
+    assert "was integrated after its key's revocation, logged before it" in text
+
+
+def test_a_claim_logged_before_its_keys_live_enrollment_fails_the_audit(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A claim appended before its device's (live, not backfilled) enrollment, correctly
+    signed: the key was not enrolled when the server logged it."""
+    index = -1
+
+    def forge(h: InProc) -> tuple[int, bytes]:
+        nonlocal index
+        h.submit(h.enroll().next_claim())
+        early = Device(DeviceKey.generate())
+        index = _append_raw(h, early.next_claim(), h.clock.advance(minutes=1), linked=True)
+        token, _ = h.service.create_enrollment_token()
+        pop = sign_payload(early.key, PAYLOAD_TYPE_ENROLL, token.encode())
+        h.service.enroll(token, early.key.public_key, pop)
+        return index, early.device_id
+
+    text = _failing_claim(db, tmp_path, capsys, forge)
+    assert f"was logged before its key's enrollment (log entry {index + 1})" in text, text
+
+
+def test_an_honest_log_upgraded_to_key_history_passes(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Devices registered without key history (as before it), their claims logged, one
+    of them revoked after its claims; the upgrade backfills their enrollments and the
+    revocation after the claims. Then a live enrollment, claims, a live revocation back-
+    dated before the device's last claim (logged before it), and a claim of the first
+    device after the upgrade. Every claim verifies; the audit passes."""
+    h = _service(db, tmp_path)
+    try:
+        old, gone = Device(DeviceKey.generate()), Device(DeviceKey.generate())
+        for d in (old, gone):
+            h.service.store.enroll(None, Registered(d.key.key_id, d.key.public_key, T0), T0)
+        for d in (old, gone, old, gone):
+            h.submit(d.next_claim())
+        h.service.store.revoke(gone.device_id, h.clock.advance(minutes=1), "lost")
+        vkey = h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+    _sql(db, "DELETE FROM meta WHERE key=?", KEY_HISTORY_META)  # a log before key history
+    h = _service(db, tmp_path)
+    try:
+        assert h.service.store.tree_size() == 4 + 3  # 2 enrollments and 1 revocation
+        h.clock.advance(minutes=1)
+        h.submit(old.next_claim())
+        new = h.enroll()
+        h.submit(new.next_claim())
+        since = h.clock.now
+        h.clock.advance(minutes=1)
+        h.submit(new.next_claim())
+        h.service.revoke(new.device_id, "key extracted", since)  # before the last claim
+    finally:
+        h.service.close()
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert "key history OK: 3 enrollments and 2 revocations" in text, text
+    assert "claims OK: 7 claims verify under keys the log enrolled" in text, text
+    rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
+    assert rc == 0 and "claims OK" not in text, text
+
+
+def test_the_claim_check_keeps_its_memory_per_device() -> None:
+    """Memory: the auditor keeps each device's keys and revocation and two leaf indexes,
+    however many claims it reads (a log upgraded to key history leaves its claims before
+    the backfill waiting: their span, not the claims)."""
+    from provenance.log.claim_audit import ClaimKeyAuditor
+
+    dev = Device(DeviceKey.generate())
+    claims = ClaimKeyAuditor()
+    entries = [
+        wire.encode_log_entry(dev.next_claim(), T0 + timedelta(seconds=i)) for i in range(50)
+    ]
+    for i, entry in enumerate(entries):
+        claims.claim(i, entry)
+    assert claims._waiting == (0, 49) and claims.claims_checked == 0
+    claims.finish(lambda first, end: entries[first:end])
+    assert claims.problems == [
+        f"log entry {i}: the log's key history never enrolled device {dev.device_id.hex()[:16]}..., whose claim it holds"
+        for i in range(20)
+    ]
+    assert claims.more == 30
