@@ -397,7 +397,7 @@ def audit(
                 proof_from=f"the server at {server}",
             )
             if claims is not None:  # the claims left waiting for a backfilled key
-                claims.finish(lambda first, end: _entries(c, first, end))
+                claims.finish(lambda first, end: _entries(c, first, end, server))
         problems = _key_history_problems(history, _server_device(c)) if history else []
     _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
