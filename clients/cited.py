@@ -93,6 +93,13 @@ def _refusal(server: str, said: Callable[[str], str]) -> ServerEvidenceError:
     return ServerEvidenceError(said(f"the server at {server}"), public=said("the server"))
 
 
+def _says(text: str) -> Callable[[str], str]:
+    """The ``said`` of `_refusal` whose message is ``text`` after who said it: for a
+    message made in a loop, where a lambda would read the loop's variables late (ruff
+    B023)."""
+    return lambda who: f"{who} {text}"
+
+
 def _content_sha256(path: Path, identity: Identity | None = None) -> bytes:
     """SHA-256 of the file at ``path`` without its C2PA manifest store; b"" when it holds
     none (or cannot be read or stripped: nothing then to compare with). The file is read
@@ -241,7 +248,7 @@ def _listed_once(report: VerificationReport, server: str) -> None:
                 f" {c.claim.device_id.hex()[:16]}, sequence {c.claim.sequence}) more than"
                 " once among the claims of these bytes; the verdict is not shown"
             )
-            raise ServerEvidenceError(f"the server at {server} {said}", public=f"the server {said}")
+            raise _refusal(server, _says(said))
         seen.add(digest)
 
 
@@ -323,7 +330,10 @@ class EvidenceChecker:
     each time, never kept: a hostile server can pad the genuine checkpoint with signature
     lines of its own (they are passed over) up to its 8 MiB reply, a new note each time,
     and 256 of them kept held gigabytes in each scan worker (before revcited53). Raises
-    LogError or KeyMaterialError for a malformed ``vkey``."""
+    LogError or KeyMaterialError for a malformed ``vkey``. ``pinned``: the option the
+    key is checked for, as messages name it ("--log-key"; "--witness" when
+    `clients.cosigned.check_witnesses` proves the receipts with the server's own key
+    before checking its policy on them)."""
 
     #: Most opened checkpoint notes kept.
     CHECKPOINTS_KEPT = 256
@@ -333,9 +343,10 @@ class EvidenceChecker:
     #: note is only verified for each file, as `check_evidence` does.
     KEPT_NOTE_CHARS = 16 * 1024
 
-    def __init__(self, vkey: str) -> None:
+    def __init__(self, vkey: str, pinned: str = "--log-key") -> None:
         from provenance.log.checkpoint import NoteVerifier
 
+        self.pinned = pinned
         self.verifier = NoteVerifier.from_vkey(vkey)
         self.wanted = f"{self.verifier.name}+{self.verifier.key_id.hex()}"
         self._opened: dict[str, Checkpoint] = {}
@@ -344,23 +355,23 @@ class EvidenceChecker:
         """`check_evidence` of ``report`` with this key; returns and raises as it does.
         The receipt of each of its other claims (the "also" signed lines) is proven too
         (before h-hostsrv58 they were shown unproven), and one listed without a receipt is
-        refused (before revhost58 it was shown, "not in the log")."""
+        refused (before revhost58 it was shown, "not in the log"). `prov verify --witness`
+        runs it too, with the server's own key when none is pinned, before checking its
+        policy on the same receipts (`clients.cosigned.check_witnesses`)."""
         which = "another claim it lists as also signed"
         for other in report.evidence.other_claims:
             if other.receipt is None:  # an honest server lists logged claims, with receipts
                 said = (
                     f"answered {report.status}, but {which} (device"
                     f" {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence})"
-                    " has no receipt: nothing to check against --log-key; the verdict is not"
-                    " shown"
+                    f" has no receipt: nothing to check against {self.pinned}; the verdict is"
+                    " not shown"
                 )
-                raise ServerEvidenceError(
-                    f"the server at {server} {said}", public=f"the server {said}"
-                )
+                raise _refusal(server, _says(said))
             self._prove(other, other.receipt, report.status, server, which)
         if report.status not in CITES_LOGGED_CLAIM:
             return None
-        cited = logged_receipt(report, server, "--log-key")
+        cited = logged_receipt(report, server, self.pinned)
         if cited is None or cited.receipt is None:
             return None
         return self._prove(cited, cited.receipt, report.status, server, "the claim it cites")
@@ -375,7 +386,11 @@ class EvidenceChecker:
         from provenance.log.receipt import prove_receipt
         from provenance.terminal import clipped_line
 
-        where = f"the receipt of {which} (leaf {receipt.leaf_index})"
+        claim = cited.claim
+        where = (
+            f"the receipt of {which} (device {claim.device_id.hex()[:16]}, sequence"
+            f" {claim.sequence}, leaf {receipt.leaf_index})"
+        )
         note = receipt.checkpoint
         try:
             checkpoint = self._opened.get(note)
@@ -387,7 +402,7 @@ class EvidenceChecker:
                         server,
                         lambda who: (
                             f"{who} answered {status}, but {where} has a checkpoint not"
-                            f" signed by the log key {self.wanted} (--log-key): it is"
+                            f" signed by the log key {self.wanted} ({self.pinned}): it is"
                             f" signed by {by}; the verdict is not shown"
                         ),
                     )
@@ -405,7 +420,7 @@ class EvidenceChecker:
                 server,
                 lambda who: (
                     f"{who} answered {status}, but {where} does not verify with the log"
-                    f" key {self.wanted} (--log-key): {why}; the verdict is not shown"
+                    f" key {self.wanted} ({self.pinned}): {why}; the verdict is not shown"
                 ),
             ) from e
         return checkpoint.size

@@ -33,7 +33,7 @@ from provenance.core.errors import (
     TransportError,
     WitnessQuorumError,
 )
-from provenance.core.verify import VerificationReport
+from provenance.core.verify import ClaimEvidence, VerificationReport
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint
 from provenance.log.receipt import verify_receipt
 from provenance.terminal import clipped_line
@@ -199,7 +199,8 @@ class WitnessCheck:
     """The witness policy checked on the receipt of a verified file's logged claim:
     ``cosignatures`` found (policy order), on the checkpoint of ``tree_size`` entries that
     includes ``leaf_index``; ``error`` says why the policy is not met ("" when it is);
-    ``leaf_index`` is None when no logged claim matched (nothing to check)."""
+    ``leaf_index`` is None when no logged claim matched (nothing to check); ``also``: how
+    many claims listed as also signed had their receipts meet the policy too."""
 
     quorum: int
     witnesses: int
@@ -207,6 +208,7 @@ class WitnessCheck:
     leaf_index: int | None = None
     tree_size: int = 0
     error: str = ""
+    also: int = 0
 
     def text(self) -> str:
         """One line for people."""
@@ -217,10 +219,17 @@ class WitnessCheck:
         names = ", ".join(
             f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
         )
+        also = (
+            f"; so is the receipt of each of the {self.also} claims listed as also signed"
+            if self.also > 1
+            else "; so is the receipt of the claim listed as also signed"
+            if self.also
+            else ""
+        )
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"
             f" cosigned by {len(self.cosignatures)} of {self.witnesses} witnesses (quorum"
-            f" {self.quorum}): {names}"
+            f" {self.quorum}): {names}{also}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -248,16 +257,70 @@ def check_witnesses(
     vkey: str | None = None,
 ) -> WitnessCheck:
     """Check the witness ``policy`` (cosigner keys, ``quorum`` of them) on the receipt of
-    the claim ``report`` rests on: the sidecar's own receipt when it is for that claim and
-    already cosigned, else the receipt brought up to the server's newest cosigned
-    checkpoint (`cosigned_receipt`). A policy not met is a value (``error``); raises
-    SignatureError, ProofError or LogError when the server's answers do not verify with
-    the log key: ``vkey`` when pinned (`prov verify --log-key`), else the server's own."""
+    the claim ``report`` rests on, and on the receipt of each claim it lists as also
+    signed (``evidence.other_claims``, whatever the verdict; before h-witalso59 only the
+    cited claim's): the sidecar's own receipt when it is for that claim and already
+    cosigned, else the receipt brought up to the server's newest cosigned checkpoint
+    (`cosigned_receipt`). The returned check describes the cited claim's receipt. Every
+    receipt is first proven with the log key (`clients.cited.EvidenceChecker`): ``vkey``
+    when pinned (`prov verify --log-key`), else the server's own.
+
+    A policy not met is a value (``error``; for an "also" claim it names the claim:
+    device, sequence, leaf), as a receipt not yet cosigned (an honest claim logged since
+    the witnesses last cosigned) is one. Raises ServerEvidenceError (exit 3, naming the
+    server and which claim) when a receipt, the server's cosigned checkpoint or a proof
+    into it does not verify with the log key, or an "also" claim comes without a
+    receipt; SignatureError, ProofError or LogError when the sidecar's receipt does not.
+    """
+    from clients.cited import EvidenceChecker
+
     ev = logged_receipt(report, c.address, "--witness")
-    if ev is None or ev.receipt is None:
+    others = report.evidence.other_claims
+    if (ev is None or ev.receipt is None) and not others:
         return WitnessCheck(quorum, len(policy))
-    verifier = NoteVerifier.from_vkey(vkey if vkey is not None else c.log_key()[0])
-    receipt = ev.receipt
+    key = vkey if vkey is not None else c.log_key()[0]
+    EvidenceChecker(key, "--log-key" if vkey is not None else "--witness").check(report, c.address)
+    verifier = NoteVerifier.from_vkey(key)
+    main = WitnessCheck(quorum, len(policy))
+    if ev is not None and ev.receipt is not None:
+        leaf = ev.receipt.leaf_index
+        try:
+            signed, size = _policy_met(c, ev, ev.receipt, sidecar, policy, quorum, verifier)
+        except WitnessQuorumError as e:
+            return replace(main, leaf_index=leaf, error=str(e))
+        main = replace(main, cosignatures=tuple(signed), leaf_index=leaf, tree_size=size)
+    for other in others:
+        if other.receipt is None:  # refused by EvidenceChecker: an honest server logs them
+            continue
+        which = (
+            f"the receipt of another claim it lists as also signed (device"
+            f" {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence},"
+            f" leaf {other.receipt.leaf_index})"
+        )
+        try:
+            _policy_met(c, other, other.receipt, sidecar, policy, quorum, verifier)
+        except WitnessQuorumError as e:
+            return replace(main, cosignatures=(), tree_size=0, error=f"{which}: {e}")
+        except ServerEvidenceError as e:
+            raise ServerEvidenceError(f"{e} ({which})", public=f"{e.public} ({which})") from e
+    return replace(main, also=len(others))
+
+
+def _policy_met(
+    c: ProvenanceClient,
+    ev: ClaimEvidence,
+    receipt: Receipt,
+    sidecar: Sidecar | None,
+    policy: list[str],
+    quorum: int,
+    verifier: NoteVerifier,
+) -> tuple[list[Cosignature], int]:
+    """The cosignatures of ``policy`` (``quorum`` of them at least) on the checkpoint that
+    proves ``receipt``, the receipt of the claim of ``ev`` (proven with ``verifier``
+    already), and that checkpoint's tree size: the sidecar's own receipt when it is of
+    that claim and already cosigned, else ``receipt`` brought up to the server's newest
+    cosigned checkpoint (`cosigned_receipt`). Raises WitnessQuorumError when the policy is
+    not met, and what `cosigned_receipt` raises."""
     if (
         sidecar is not None
         and sidecar.receipt is not None
@@ -268,12 +331,7 @@ def check_witnesses(
         except WitnessQuorumError:
             pass
         else:
-            size = verify_receipt(sidecar.receipt, ev.signed_claim, verifier).size
-            return WitnessCheck(quorum, len(policy), tuple(signed), receipt.leaf_index, size)
-    try:
-        receipt = cosigned_receipt(c, receipt, ev.signed_claim, verifier)
-        signed = check_quorum(receipt.checkpoint, policy, quorum)
-    except WitnessQuorumError as e:
-        return WitnessCheck(quorum, len(policy), leaf_index=receipt.leaf_index, error=str(e))
-    size = open_checkpoint(receipt.checkpoint, verifier).size
-    return WitnessCheck(quorum, len(policy), tuple(signed), receipt.leaf_index, size)
+            return signed, verify_receipt(sidecar.receipt, ev.signed_claim, verifier).size
+    receipt = cosigned_receipt(c, receipt, ev.signed_claim, verifier)
+    signed = check_quorum(receipt.checkpoint, policy, quorum)
+    return signed, open_checkpoint(receipt.checkpoint, verifier).size

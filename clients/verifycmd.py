@@ -129,14 +129,16 @@ def verify(
     REVOKED_KEY) must verify with that key: a checkpoint it signed and an inclusion
     proof of the claim's leaf in that checkpoint's tree.
 
-    With --witness, the matched claim's receipt must be cosigned by the policy's quorum;
-    a receipt issued before its checkpoint was cosigned is first brought up to the
-    server's newest cosigned checkpoint (all proofs checked here).
+    With --witness, the matched claim's receipt, and that of each claim listed as also
+    signed, must be cosigned by the policy's quorum; a receipt issued before its
+    checkpoint was cosigned is first brought up to the server's newest cosigned
+    checkpoint (all proofs checked here).
 
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
     cosigned the receipt's checkpoint; 3 when the server's answer cites a claim of
-    other bytes, or its evidence does not verify with --log-key; 15 when FILE changed
+    other bytes, or its evidence does not verify with --log-key (or, with --witness,
+    with the log's key); 15 when FILE changed
     while it was being verified (verify it again); 1 when the file or server could not
     be checked; 2 usage errors.
     """
