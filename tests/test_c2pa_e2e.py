@@ -4,9 +4,11 @@ evidence, third-party and hostile files handled."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,8 +30,11 @@ from provenance.c2pa.authority import init_authority, issue_device_certificate, 
 from provenance.c2pa.container import MAX_BMFF_BOXES, bmff_box_count
 from provenance.c2pa.reader import C2paTrust, read_c2pa
 from provenance.c2pa.writer import DIGITAL_CAPTURE, embed_manifest
+from provenance.core.claims import HardBinding
 from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
+from provenance.core.video_binding import chunk_merkle_root, hash_chunked
+from provenance.wire import convert as wire
 from tests.conftest import FIXTURES, SAMPLES, Cli, ServerProc, start_server
 
 HOSTILE = [
@@ -431,6 +436,52 @@ def test_an_edited_c2pa_export_without_its_sidecar_names_the_damaged_chunk(
     rc, report = _verify(cli, video)  # the unedited export names nothing
     assert (rc, report["status"]) == (0, "SIGNED_ORIGINAL")
     assert report["evidence"]["damaged_ranges"] == []
+
+
+def test_an_embedded_claim_whose_signature_fails_names_no_damaged_range(
+    ca_server: ServerProc, cli: Cli, tmp_path: Path
+) -> None:
+    """Anyone can write a C2PA manifest. One embeds this device's claim altered to bind
+    64 KiB chunks, the listed hash of chunk 4 changed and the chunk root rebuilt to match,
+    the device's signature kept (it no longer verifies), in a file edited elsewhere:
+    TAMPERED (a bad signature under an enrolled key), but no byte range is named from a
+    chunk list the device never signed. Before: "bytes 279,046-344,581, 1,065,478-1,131,013
+    differ from the signed file (65,536-byte chunks)", the first range the forger's (the
+    offsets move by a few bytes with the manifest's size)."""
+    video = Path(
+        shutil.copy(FIXTURES / "phash" / "video" / "pattern-hd-no-bar.mp4", tmp_path / "v.mp4")
+    )
+    rc, _, err = cli("sign", str(video))
+    assert rc == 0, err
+    evidence = json.loads(Path(f"{video}.prov").read_bytes())
+    claim = wire.decode_claim(base64.b64decode(evidence["payload"]))
+    leaves = list(hash_chunked(video.read_bytes(), 64 * 1024).chunk_hashes)
+    leaves[4] = bytes(32)
+    binding = HardBinding(
+        claim.hard_binding.sha256, 64 * 1024, len(leaves), chunk_merkle_root(leaves)
+    )
+    forged = wire.encode_claim(replace(claim, hard_binding=binding))
+    evidence["payload"] = base64.b64encode(forged).decode()
+    evidence["chunkHashes"] = [base64.b64encode(h).decode() for h in leaves]
+    other = init_authority(tmp_path / "other-ca", now=datetime.now(UTC))
+    stranger = DeviceKey.generate()
+    chain = issue_device_certificate(
+        other, stranger.public_key, claim.device_id.hex(), now=datetime.now(UTC)
+    )
+    desk = tmp_path / "desk"
+    desk.mkdir()
+    planted = desk / "planted.mp4"
+    embed_manifest(video, planted, "video/mp4", stranger, chain, evidence, None)
+    data = bytearray(planted.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # edited too, so no logged claim holds these bytes
+    planted.write_bytes(bytes(data))
+
+    rc, report = _verify(cli, planted)
+    assert (rc, report["status"]) == (13, "TAMPERED")
+    assert report["evidence"]["claim_embedded"] is True
+    assert report["evidence"]["claim"]["signature_valid"] is False
+    assert report["evidence"]["damaged_ranges"] == [], report["reasons"]
+    assert not any("differ from the signed file" in r for r in report["reasons"])
 
 
 def _fragmented(path: Path, frames: int) -> None:

@@ -919,7 +919,10 @@ def _decide_with_sidecar(
     sig = signature_ok(sidecar, device)
     hash_match = facts.binds(claim.hard_binding.sha256)
     distance = best_pdq_distance(facts.soft_bindings, claim.soft_bindings)
-    damaged, damage_note = ((), None) if hash_match else _damage(facts, claim, expected_chunks)
+    # a chunk list is checked against the claim's chunk root: with no valid signature
+    # nothing vouches for that root, so the ranges would be the sidecar writer's to choose
+    use_chunks = sig and not hash_match
+    damaged, damage_note = _damage(facts, claim, expected_chunks) if use_chunks else ((), None)
     ev = Evidence(
         file=facts,
         claim=ClaimEvidence(
