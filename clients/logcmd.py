@@ -365,7 +365,7 @@ def audit(
                 f"the server {'presents' if log_key else 'now presents'} log key {server_vkey},"
                 f" not {trusted}, {vkey}: another log, or the log's key changed"
             )
-        note = c.checkpoint()
+        note = _server_checkpoint(c, server, state, saved)
         new_size = _note_size(note, "the server's checkpoint")
         old_size = 0
         proof: list[bytes] = []
@@ -427,6 +427,27 @@ def _claims_ok(claims: ClaimKeyAuditor) -> None:
         f"claims OK: {counted(claims.claims_checked, 'claim')} verify under keys the log"
         " enrolled for their devices"
     )
+
+
+def _server_checkpoint(
+    c: ProvenanceClient, server: str, state: Path, saved: AuditState | None
+) -> str:
+    """The server's newest checkpoint (``c``, at ``server``). Raises LogIntegrityError when
+    it says its log is empty (OUT_OF_RANGE) while the checkpoint saved in ``state`` holds
+    entries of the log with the same key: before, "error: the log is empty", exit 1, as
+    of a log that has logged nothing yet (still so without a saved checkpoint);
+    TransportError otherwise."""
+    try:
+        return c.checkpoint()
+    except TransportError as e:
+        if e.code != "OUT_OF_RANGE" or saved is None:
+            raise
+        old = _note_size(saved.checkpoint, f"the checkpoint saved in {state}")
+        raise LogIntegrityError(
+            f"the server at {server} says its log is empty ({e}), but the checkpoint saved"
+            f" in {state} is of {counted(old, 'entry', 'entries')}: its log was emptied or"
+            " rolled back, or another log now has its key"
+        ) from e
 
 
 def _note_size(note: str, what: str) -> int:
@@ -561,6 +582,32 @@ def _open_read_only(db: str) -> Store:
     return open_store(db, read_only=True)
 
 
+def _no_checkpoint(db: str, leaves: int, state: Path, saved: AuditState | None) -> LogError:
+    """What a database ``db`` holding ``leaves`` log entries and no signed checkpoint is:
+    an empty log (none, and no checkpoint saved in ``state``: the server signs its first
+    checkpoint with its first entry), a LogError, exit 1; else a LogIntegrityError, exit
+    3 (entries no checkpoint signs, or a log emptied since the saved checkpoint). Before,
+    an honest empty log was "LOG INTEGRITY FAILURE: the database ... has no signed
+    checkpoint" too."""
+    if leaves:
+        return LogIntegrityError(
+            f"the database {db} holds {counted(leaves, 'entry', 'entries')} and no signed"
+            " checkpoint"
+        )
+    if saved is not None:
+        old = _note_size(saved.checkpoint, f"the checkpoint saved in {state}")
+        return LogIntegrityError(
+            f"the database {db} holds no entry and no signed checkpoint, but the checkpoint"
+            f" saved in {state} is of {counted(old, 'entry', 'entries')}: its log was"
+            " emptied, or this is another log's database"
+        )
+    return LogError(
+        f"the log in {db} is empty: no entry logged yet, so no signed checkpoint (the"
+        " server signs the first when it logs its first entry); nothing to audit yet,"
+        " nothing was saved"
+    )
+
+
 def _audit_db(
     db: str, state: Path, saved: AuditState | None, log_key: str | None, full: bool
 ) -> None:
@@ -584,7 +631,7 @@ def _audit_db(
     try:
         latest = store.latest_checkpoint()
         if latest is None:
-            raise LogIntegrityError(f"the database {db} has no signed checkpoint")
+            raise _no_checkpoint(db, store.tree_size(), state, saved)
         row_size, note = latest
         # the note's size is the one signed; a row of another size is named by the tree check
         size = _note_size(note, f"the newest checkpoint in {db}")

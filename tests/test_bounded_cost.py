@@ -816,10 +816,13 @@ def test_lookup_reply_never_outgrows_the_message_limit(server: ServerProc) -> No
 
 
 @pytest.mark.slow
-def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) -> None:
+def test_get_entries_reply_never_outgrows_the_message_limit(
+    server: ServerProc, tmp_path: Path
+) -> None:
     """200 logged claims of 1,000 frames each (the most a claim carries; about 10 MB):
     GetEntries answers a page that fits one reply, and paging with `next` reaches every
-    entry."""
+    entry. `prov log audit`, which refuses a page whose `next` is not where it ends
+    (h-small59), reads on over those pages cut by size and passes."""
     with ProvenanceClient(server.address, ADMIN_TOKEN) as c:
         key = enroll_key(c)
         frames = tuple(
@@ -841,6 +844,17 @@ def test_get_entries_reply_never_outgrows_the_message_limit(server: ServerProc) 
             page, nxt = c.entries(nxt, 1000)
             got += page
     assert len(got) == 201 and sum(map(len, first)) < MAX_MESSAGE_BYTES
+    audit = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "log", "audit", "--server", server.address]
+        + ["--state", str(tmp_path / "audit.json")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "201 entries re-hashed" in audit.stdout, audit.stdout
 
 
 def test_second_serve_on_a_port_in_use_fails_clearly(tmp_path: Path, server: ServerProc) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,8 +29,9 @@ from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import Checkpoint
 from provenance.server.service import KEY_HISTORY_META
 from provenance.store import NewLeaf
+from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
-from tests.conftest import start_server
+from tests.conftest import relay, start_server
 from tests.inproc import T0, Device, InProc, make_claim, sign
 from tests.test_node_audit import _audit, _failed, _service, _sql
 
@@ -113,6 +115,21 @@ def test_a_claim_signed_by_a_key_never_enrolled_fails_the_audit(
     assert "the claim's device signature does not verify under any key" in text
 
 
+def _unenrolled_claim(db: Path, tmp_path: Path) -> tuple[int, DeviceKey, str]:
+    """Log on ``db`` an enrollment, then a claim of a device whose registry row was
+    written behind the log's back (no enrollment logged): (the claim's leaf index, the
+    device's key, the log's verifier key)."""
+    h = _service(db, tmp_path)
+    try:
+        h.enroll()
+        key = DeviceKey.generate()
+        h.service.store.enroll(None, Registered(key.key_id, key.public_key, T0), T0)
+        index = h.submit(Device(key).next_claim()).receipt.leaf_index
+        return index, key, h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+
+
 def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -120,15 +137,7 @@ def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
     server log the device's claims; the registry check reads only the devices the log
     names, so only the claim check sees it, online and with --db."""
     db = tmp_path / "prov.db"
-    h = _service(db, tmp_path)
-    try:
-        h.enroll()
-        key = DeviceKey.generate()
-        h.service.store.enroll(None, Registered(key.key_id, key.public_key, T0), T0)
-        index = h.submit(Device(key).next_claim()).receipt.leaf_index
-        vkey = h.service.signer.verifier_key()
-    finally:
-        h.service.close()
+    index, key, vkey = _unenrolled_claim(db, tmp_path)
     said = f"log entry {index}: the log's key history never enrolled device {key.key_id.hex()[:16]}"
     rc, text = _audit(str(db), vkey, tmp_path, capsys)
     _failed(rc, text)
@@ -145,6 +154,45 @@ def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
         assert said in text
     finally:
         server.stop()
+
+
+def test_a_second_read_other_than_the_first_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The claim check reads the claims left waiting for a key again (`finish`). A server
+    answering that second read with other entries (a real relay in front of the real
+    server: the enrollment's entry in place of the claim of a device the log never
+    enrolled) is refused, exit 3, nothing saved. Before (revsmall59), the second read was
+    taken as served, not checked against the entries re-hashed to the signed checkpoint
+    the first time: this audit passed, exit 0, "claims OK: 0 claims verify", where the
+    same audit of the real server fails (exit 3, the claim named)."""
+    db = tmp_path / "prov.db"
+    index, _, vkey = _unenrolled_claim(db, tmp_path)
+    first: list[bytes] = []
+
+    def answer(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        start = pb.GetEntriesRequest.FromString(request).start
+        page = pb.GetEntriesResponse.FromString(forward(request))
+        if start == 0:  # the audit's read
+            first[:] = page.entries
+        elif start == index:  # the claim check's second read: the enrollment again
+            page.entries[0] = first[0]
+        return bytes(page.SerializeToString())
+
+    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
+    state = tmp_path / "online.json"
+    try:
+        with relay(server.address, {"/provenance.v1.Log/GetEntries": answer}) as address:
+            args = ["log", "audit", "--state", str(state), "--server", address]
+            rc = prov_main([*args, "--log-key", vkey])
+    finally:
+        server.stop()
+    got = capsys.readouterr()
+    assert rc == 3 and "claims OK" not in got.out, (rc, got.out, got.err)
+    assert f"SERVER EVIDENCE REFUSED: log entry {index}, read again for the claim check," in (
+        got.err
+    ), got.err
+    assert not state.exists()
 
 
 def test_a_claim_logged_after_its_keys_revocation_fails_the_audit(
@@ -223,6 +271,16 @@ def test_an_honest_log_upgraded_to_key_history_passes(
     assert "claims OK: 7 claims verify under keys the log enrolled" in text, text
     rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
     assert rc == 0 and "claims OK" not in text, text
+    # online too: the claims before the backfill are read again from the server, and
+    # come back as the first read had them (revsmall59's check refuses no honest server)
+    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
+    try:
+        args = ["log", "audit", "--state", str(tmp_path / "online.json"), "--log-key", vkey]
+        rc = prov_main([*args, "--server", server.address])
+    finally:
+        server.stop()
+    text = "".join(capsys.readouterr())
+    assert rc == 0 and "claims OK: 7 claims verify under keys the log enrolled" in text, text
 
 
 def test_the_claim_check_keeps_its_memory_per_device() -> None:
@@ -237,6 +295,7 @@ def test_the_claim_check_keeps_its_memory_per_device() -> None:
         wire.encode_log_entry(dev.next_claim(), T0 + timedelta(seconds=i)) for i in range(50)
     ]
     for i, entry in enumerate(entries):
+        claims.read(i, entry)  # as `KeyHistoryReader` feeds it
         claims.claim(i, entry)
     assert claims._waiting == (0, 49) and claims.claims_checked == 0
     claims.finish(lambda first, end: entries[first:end])

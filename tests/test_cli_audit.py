@@ -13,7 +13,7 @@ from pathlib import Path
 
 from provenance.core import merkle
 from provenance.log.checkpoint import Checkpoint, generate_log_key
-from tests.conftest import Cli, ServerProc, sign_sample
+from tests.conftest import Cli, ServerProc, sign_sample, start_server
 
 
 def _audit(cli: Cli, *args: str) -> list[str]:
@@ -160,3 +160,41 @@ def test_a_saved_size_that_is_not_ascii_digits_is_one_error_line(
         # STATE '²' is not a decimal ...")
         assert err.startswith("error: audit state file is damaged: "), err
         assert err.count("\n") == 1, err
+
+
+def test_an_empty_log_is_said_to_be_empty_and_an_emptied_one_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A server that has logged nothing yet has signed no checkpoint (it signs the first
+    with its first entry): `prov log audit --db` of its database said "LOG INTEGRITY
+    FAILURE: the database ... has no signed checkpoint", exit 3, of that honest log. Now
+    it says the log is empty, nothing to audit yet, exit 1, as the online audit does (the
+    server's "the log is empty"). A log with no checkpoint where the saved one held
+    entries is refused, exit 3, its log emptied or replaced: with --db as before, and
+    online, where it was "error: the log is empty" (exit 1) as of a new log."""
+    rc, vkey, err = enrolled("log", "key")
+    assert rc == 0, err
+    saved = tmp_path / "saved.json"
+    _audit(enrolled, "--state", str(saved))  # the real log: its enrollment
+    key_file = tmp_path / "copy.logkey.pem"  # the same key, without its checkpoint's copy
+    key_file.write_bytes(Path(f"{server.db}.logkey.pem").read_bytes())
+    key_file.chmod(0o600)
+    empty = start_server(tmp_path / "empty.db", "--log-key", str(key_file))
+    try:
+        online = ("--server", empty.address)
+        fresh = tmp_path / "fresh.json"
+        rc, out, err = enrolled("log", "audit", "--state", str(fresh), *online)
+        assert rc == 1 and "the log is empty" in err, (rc, out, err)
+        rc, out, err = enrolled("log", "audit", "--state", str(saved), *online)
+        assert rc == 3 and "LOG INTEGRITY FAILURE: " in err, (rc, out, err)
+        assert f"the checkpoint saved in {saved} is of 1 entry" in err, err
+    finally:
+        empty.stop()
+    offline = ("--db", str(empty.db), "--log-key", vkey.strip())
+    rc, out, err = enrolled("log", "audit", "--state", str(fresh), *offline)
+    assert rc == 1, (rc, out, err)
+    assert "LOG INTEGRITY" not in err and f"the log in {empty.db} is empty" in err, err
+    assert not fresh.exists()
+    rc, out, err = enrolled("log", "audit", "--state", str(saved), *offline)
+    assert rc == 3 and "LOG INTEGRITY FAILURE: " in err, (rc, out, err)
+    assert f"the checkpoint saved in {saved} is of 1 entry" in err, err

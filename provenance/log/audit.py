@@ -283,6 +283,8 @@ class KeyHistoryReader:
         """Read leaf ``index`` whose leaf data ``entry`` the audit decoded already
         (``fields``: `wire.audited_entry`, or the ClaimError of data that is no log
         entry): only a key event is decoded further."""
+        if self.claims is not None:
+            self.claims.read(index, entry)
         if isinstance(fields, ClaimError):
             self._problem(index, fields)
         elif fields.key_event:
@@ -291,6 +293,8 @@ class KeyHistoryReader:
             self.claims.claim(index, entry)
 
     def _read(self, index: int, entry: bytes) -> None:
+        if self.claims is not None:
+            self.claims.read(index, entry)
         try:
             key_event = wire.is_key_event_entry(entry)
         except ProvenanceError as e:

@@ -18,16 +18,25 @@ The audit streams the entries once: a claim whose device has an enrollment befor
 judged there. One whose device has none yet (a backfilled log's claims before the
 backfill) waits: the span from the first to the last such claim is read again
 (`finish`), when every enrollment is known. Memory: the enrolled keys and the earliest
-live revocation of each device, and two leaf indexes.
+live revocation of each device, two leaf indexes and two hashes.
+
+The second read is checked against the first, whose entries the audit re-hashed to the
+signed checkpoint: a chain hash over every entry read (`read`) from the first waiting
+claim on, its value at the last, which the entries read again must reproduce (a log
+with no claim waiting hashes nothing more). Before (h-auditkeys59,
+found by revsmall59), it was taken as served: a server answering the second read with
+the enrollment's entry in place of a claim of a device the log never enrolled passed
+the audit (exit 0) that fails against the log itself (exit 3).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from provenance.core.claims import SignedClaim
-from provenance.core.errors import ClaimError, ProvenanceError
+from provenance.core.errors import ClaimError, ProvenanceError, ServerEvidenceError
 from provenance.core.keyhistory import KeyEventKind, LoggedKeyEvent
 from provenance.core.registry import check_claim_signature
 from provenance.wire import convert as wire
@@ -46,8 +55,9 @@ def _device(device: bytes) -> str:
 
 class ClaimKeyAuditor:
     """Holds every logged claim to the log's key history. Fed in log order from leaf 0:
-    `key_event` with each key event read (`KeyHistoryReader` does), `claim` with each
-    claim entry; then `finish` with a reader of the entries again. ``problems`` holds one
+    `read` with every entry, then `key_event` with each key event read
+    (`KeyHistoryReader` does), `claim` with each claim entry; then `finish` with a reader
+    of the entries again. ``problems`` holds one
     sentence per claim that fails (at most `MAX_PROBLEMS`, then ``more`` counts them);
     ``claims_checked`` counts the claims that pass."""
 
@@ -58,6 +68,15 @@ class ClaimKeyAuditor:
         self._keys: dict[bytes, list[Enrolled]] = {}
         self._revoked: dict[bytes, datetime] = {}  # the earliest live revocation seen so far
         self._waiting: tuple[int, int] | None = None  # [first, last] claim left to `finish`
+        self._chain = bytes(32)  # over every entry `read` from the first waiting claim on
+        self._at_last = bytes(32)  # the chain at the last waiting claim
+
+    def read(self, index: int, entry: bytes) -> None:
+        """Take entry ``index`` (leaf data) into the chain hash the second read is checked
+        against once a claim waits (`claim` starts it); every entry, in log order from
+        leaf 0, before `key_event` or `claim`."""
+        if self._waiting is not None:
+            self._chain = _chained(self._chain, entry)
 
     def _problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -92,8 +111,11 @@ class ClaimKeyAuditor:
             return
         before = [k for k in self._keys.get(device, ()) if k[1] < index]
         if not before:
+            if self._waiting is None:  # the chain starts here (`read` took it before)
+                self._chain = _chained(bytes(32), entry)
             first = index if self._waiting is None else self._waiting[0]
             self._waiting = (first, index)
+            self._at_last = self._chain
             return
         self._judge(index, signed, device, before)
 
@@ -117,12 +139,13 @@ class ClaimKeyAuditor:
         """Judge the claims left waiting for their key: ``reread(first, end)`` yields the
         entries of leaves [first, end) again. A claim verified only by a live enrollment
         logged after it is a problem (its key was not enrolled when it was logged); one
-        whose device the log never enrolled, too."""
+        whose device the log never enrolled, too. Raises ServerEvidenceError when the
+        entries read again are not those `read` the first time (`_reread`)."""
         if self._waiting is None:
             return
         first, last = self._waiting
         self._waiting = None
-        for index, entry in enumerate(reread(first, last + 1), first):
+        for index, entry in enumerate(self._reread(reread(first, last + 1), first, last), first):
             try:
                 if wire.is_key_event_entry(entry):
                     continue
@@ -146,6 +169,30 @@ class ClaimKeyAuditor:
                     f"log entry {index}: the claim of {_device(device)} was logged before"
                     f" its key's enrollment (log entry {keys[0][1]})"
                 )
+
+    def _reread(self, entries: Iterable[bytes], first: int, last: int) -> Iterator[bytes]:
+        """``entries`` (leaves ``first`` to ``last`` read again) as they come, checked
+        against the chain hash of the first read once they have all come. Raises
+        ServerEvidenceError then when they differ or are not all there: the judgments
+        made on them meanwhile are void (no claim may be judged on other bytes than those
+        re-hashed to the signed checkpoint)."""
+        chain, count = bytes(32), 0
+        for entry in entries:
+            chain, count = _chained(chain, entry), count + 1
+            yield entry
+        if count != last - first + 1 or chain != self._at_last:
+            span = f"entry {first}" if first == last else f"entries {first} to {last}"
+            raise ServerEvidenceError(
+                f"log {span}, read again for the claim check, came back other than re-hashed"
+                f" to the signed checkpoint the first time ({count} of {last - first + 1}"
+                " read): the second read served other entries than the first; nothing was"
+                " saved"
+            )
+
+
+def _chained(chain: bytes, entry: bytes) -> bytes:
+    """The chain hash after ``entry``: SHA-256 of ``chain`` and the entry's SHA-256."""
+    return hashlib.sha256(chain + hashlib.sha256(entry).digest()).digest()
 
 
 def _read_claim(entry: bytes) -> tuple[SignedClaim, bytes, datetime]:
