@@ -452,6 +452,10 @@ if __name__ == "__main__":  # python -m clients.cli: a late signal ends it as `p
     from clients.launch import run_to_the_end
 
     ends_with_the_command()
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
-        sys.exit(main())  # SIGINT ignored or handled by the caller: left as it is
-    sys.exit(run_to_the_end(main, signal.getsignal(signal.SIGTERM) is signal.SIG_DFL))
+    sys.exit(  # SIGINT ignored or handled by the caller: left as it is
+        run_to_the_end(
+            main,
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL,
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler,
+        )
+    )

@@ -30,7 +30,8 @@ traceback and a late SIGTERM killed it, -15). A process started with SIGTERM not
 that disposition.
 
 A process started with SIGINT ignored (a shell's background job) or with a handler of its
-own (a caller embedding the CLI) keeps it: nothing here changes it. Not covered: the
+own (a caller embedding the CLI) keeps it: nothing here changes it; a late SIGTERM still
+ends it with the command's own exit code (before 7 December: -15 there). Not covered: the
 interpreter's own start, before any of this code runs (``python -c pass`` takes 20-30 ms
 on a busy 2-core machine), where a SIGINT kills the process (exit status 130 in a shell,
 nothing printed) or interrupts Python's ``site`` import ("Fatal Python error"); and its
@@ -108,7 +109,8 @@ def main() -> int:
         from clients.interrupt import ends_with_the_command
 
         ends_with_the_command()
-        return run_as_is()
+        term_default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        return run_to_the_end(run_as_is, term_default, int_default=False)
     signal.signal(signal.SIGINT, _stop_at_once)
     term_default = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     if term_default:
@@ -131,11 +133,12 @@ def main() -> int:
     return run_to_the_end(handled_as_always, term_default)
 
 
-def run_to_the_end(run: Callable[[], int], term_default: bool) -> int:
+def run_to_the_end(run: Callable[[], int], term_default: bool, int_default: bool = True) -> int:
     """``run()`` (`clients.cli.main`), whose exit code it returns, in a process that ends
-    with it, SIGINT at Python's handler: a KeyboardInterrupt that escapes it (before or
-    after its own catch) is "interrupted", 130. Then, as the process ends, a SIGINT, and
-    a SIGTERM when ``term_default`` (SIGTERM was at its default when the process started),
+    with it: a KeyboardInterrupt that escapes it (before or after its own catch) is
+    "interrupted", 130. Then, as the process ends, a SIGINT when ``int_default`` (SIGINT
+    was at Python's handler when the process started, not ignored as in a shell's
+    background job), and a SIGTERM when ``term_default`` (SIGTERM was at its default),
     ends it at once with that code (the command's output flushed first), unless a signal
     stopped the command (`clients.interrupt.leaving_by_signal`: a second one ends it as
     during the stop). `main` and ``python -m clients.cli`` both end so."""
@@ -149,7 +152,8 @@ def run_to_the_end(run: Callable[[], int], term_default: bool) -> int:
     _flush_standard_streams()
     if leaving_by_signal():  # a second signal ends it as during the stop, 130 or 143
         return code
-    signal.signal(signal.SIGINT, _EndWith(code))
+    if int_default:
+        signal.signal(signal.SIGINT, _EndWith(code))
     if term_default:  # the command is done: SIGTERM ends it with its code, as SIGINT
         signal.signal(signal.SIGTERM, _EndWith(code))
     return code

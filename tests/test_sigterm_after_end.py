@@ -94,3 +94,23 @@ def test_a_late_signal_after_a_normal_end_keeps_the_commands_exit_code(
     assert proc.returncode == 2, err  # before, python -m: -15 for SIGTERM
     assert "does not exist" in err, err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
+@pytest.mark.parametrize("lead", [(), ("--launch",)], ids=["python-m", "console-script"])
+def test_a_late_sigterm_after_a_background_jobs_end_keeps_its_exit_code(
+    tmp_path: Path, lead: tuple[str, ...]
+) -> None:
+    """As above, started with SIGINT ignored, as a shell starts a background job: a
+    SIGTERM once the command returned ends the process with the command's exit code (2),
+    no word more; SIGINT stays ignored. Before, both entry points left SIGTERM at its
+    default action there: -15, though the command had finished."""
+    proc = cli_process(
+        [*lead, "verify", "missing.jpg"], tmp_path, ignore_sigint=True, module="tests.exit_held"
+    )
+    with owned(proc):
+        read_line(proc, "exiting")
+        proc.send_signal(signal.SIGINT)  # ignored: the teardown goes on holding
+        rc, _, err = stop_by(proc, signal.SIGTERM)
+    assert rc == 2, err  # before: -15
+    assert "does not exist" in err, err
+    assert "Traceback" not in err, err
