@@ -17,26 +17,32 @@ key was enrolled or revoked, so only its key counts.
 The audit streams the entries once: a claim whose device has an enrollment before it is
 judged there. One whose device has none yet (a backfilled log's claims before the
 backfill) waits: the span from the first to the last such claim is read again
-(`finish`), when every enrollment is known. Memory: the enrolled keys and the earliest
-live revocation of each device, and two leaf indexes.
+(`finish`), when every enrollment is known; the claims of that span are folded into a
+SHA-256 as they are first read, so a second reading that serves other entries (or
+none) is named, not judged as the log. Only a key whose SHA-256 is the device id counts
+for a device (the server derives the id so), so a device has one key however often the
+log enrolls it. Memory: each device's key, first enrollment and earliest live
+revocation, two leaf indexes and a hash state.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from provenance.core.claims import SignedClaim
 from provenance.core.errors import ClaimError, ProvenanceError
 from provenance.core.keyhistory import KeyEventKind, LoggedKeyEvent
+from provenance.core.keys import key_id
 from provenance.core.registry import check_claim_signature
 from provenance.wire import convert as wire
 
 #: Problems listed in full; more are counted.
 MAX_PROBLEMS = 20
 
-#: A key the log enrolled for a device: (raw public key, the enrollment's leaf index,
-#: whether it was backfilled).
+#: What the log enrolled for a device: (its raw public key, the leaf index of its first
+#: enrollment, whether any enrollment of it was backfilled).
 Enrolled = tuple[bytes, int, bool]
 
 
@@ -55,9 +61,14 @@ class ClaimKeyAuditor:
         self.problems: list[str] = []
         self.more = 0
         self.claims_checked = 0
-        self._keys: dict[bytes, list[Enrolled]] = {}
+        self._keys: dict[bytes, Enrolled] = {}
         self._revoked: dict[bytes, datetime] = {}  # the earliest live revocation seen so far
         self._waiting: tuple[int, int] | None = None  # [first, last] claim left to `finish`
+        # the claims read from the first waiting one on (`_fold`), and up to the last one
+        # waiting: (its digest, how many claims)
+        self._span: hashlib._Hash | None = None
+        self._count = 0
+        self._mark: tuple[bytes, int] = (b"", 0)
 
     def _problem(self, text: str) -> None:
         if len(self.problems) < MAX_PROBLEMS:
@@ -69,7 +80,18 @@ class ClaimKeyAuditor:
         """Take the key event of leaf ``le.index`` (its signature verified already)."""
         ev = le.event
         if ev.kind is KeyEventKind.ENROLLMENT:
-            self._keys.setdefault(ev.device_id, []).append((ev.public_key, le.index, ev.backfilled))
+            if key_id(ev.public_key) != ev.device_id:
+                self._problem(
+                    f"log entry {le.index} enrolls for {_device(ev.device_id)} a key whose"
+                    f" SHA-256 is {key_id(ev.public_key).hex()[:16]}..., not the device id"
+                    " (the server derives a device's id from its key): no claim counts on it"
+                )
+                return
+            had = self._keys.get(ev.device_id)
+            if had is None:
+                self._keys[ev.device_id] = (ev.public_key, le.index, ev.backfilled)
+            elif ev.backfilled and not had[2]:
+                self._keys[ev.device_id] = (had[0], had[1], True)
         elif not ev.backfilled:
             at = ev.effective_at
             self._revoked[ev.device_id] = min(at, self._revoked.get(ev.device_id, at))
@@ -83,6 +105,15 @@ class ClaimKeyAuditor:
         except ClaimError as e:
             self._problem(f"log entry {index} is no claim that decodes: {e}")
             return
+        keys = self._keys.get(device)
+        waits = keys is None or keys[1] > index
+        if waits and self._span is None:
+            self._span = hashlib.sha256()
+        if self._span is not None:
+            _fold(self._span, index, entry)
+            self._count += 1
+            if waits:
+                self._mark = (self._span.digest(), self._count)
         revoked = self._revoked.get(device)
         if revoked is not None and at >= revoked:
             self._problem(
@@ -90,28 +121,26 @@ class ClaimKeyAuditor:
                 " key's revocation, logged before it (the server refuses such a claim)"
             )
             return
-        before = [k for k in self._keys.get(device, ()) if k[1] < index]
-        if not before:
+        if waits:
             first = index if self._waiting is None else self._waiting[0]
             self._waiting = (first, index)
             return
-        self._judge(index, signed, device, before)
+        assert keys is not None
+        self._judge(index, signed, device, keys[0])
 
-    def _judge(self, index: int, signed: SignedClaim, device: bytes, keys: list[Enrolled]) -> None:
-        """Verify the claim of leaf ``index`` under ``keys``, its device's enrollments that
-        may cover it; a problem unless one verifies it."""
-        for public_key, _, _ in keys:
-            try:
-                check_claim_signature(signed, public_key)
-            except ProvenanceError:
-                continue
-            self.claims_checked += 1
+    def _judge(self, index: int, signed: SignedClaim, device: bytes, public_key: bytes) -> None:
+        """Verify the claim of leaf ``index`` under ``public_key``, the key the log
+        enrolled for its device; a problem unless it verifies."""
+        try:
+            check_claim_signature(signed, public_key)
+        except ProvenanceError:
+            self._problem(
+                f"log entry {index}: the claim's device signature does not verify under the"
+                f" key the log's key history enrolled for {_device(device)} (signed by a key"
+                " never enrolled: the server logged a claim it should have refused)"
+            )
             return
-        self._problem(
-            f"log entry {index}: the claim's device signature does not verify under any key"
-            f" the log's key history enrolled for {_device(device)} (signed by a key never"
-            " enrolled: the server logged a claim it should have refused)"
-        )
+        self.claims_checked += 1
 
     def finish(self, reread: Callable[[int, int], Iterable[bytes]]) -> None:
         """Judge the claims left waiting for their key: ``reread(first, end)`` yields the
@@ -122,6 +151,8 @@ class ClaimKeyAuditor:
             return
         first, last = self._waiting
         self._waiting = None
+        again = hashlib.sha256()
+        count = 0
         for index, entry in enumerate(reread(first, last + 1), first):
             try:
                 if wire.is_key_event_entry(entry):
@@ -129,23 +160,40 @@ class ClaimKeyAuditor:
                 signed, device, _ = _read_claim(entry)
             except ClaimError:
                 continue  # named on the first reading
-            keys = self._keys.get(device, [])
-            if any(k[1] < index for k in keys):
-                continue  # judged on the first reading
-            if not keys:
+            _fold(again, index, entry)
+            count += 1
+            keys = self._keys.get(device)
+            if keys is None:
                 self._problem(
                     f"log entry {index}: the log's key history never enrolled"
                     f" {_device(device)}, whose claim it holds"
                 )
-                continue
-            backfilled = [k for k in keys if k[2]]
-            if backfilled:
-                self._judge(index, signed, device, backfilled)
+            elif keys[1] < index:
+                continue  # judged on the first reading
+            elif keys[2]:
+                self._judge(index, signed, device, keys[0])
             else:
                 self._problem(
                     f"log entry {index}: the claim of {_device(device)} was logged before"
-                    f" its key's enrollment (log entry {keys[0][1]})"
+                    f" its key's enrollment (log entry {keys[1]})"
                 )
+        if (again.digest(), count) != self._mark:
+            self.problems.insert(
+                0,
+                f"log entries {first} to {last}, read a second time to check the claims"
+                f" there whose key was enrolled after them, are not the entries read the"
+                f" first time ({self._mark[1]} claims then, {count} now): those claims are"
+                " not checked; audit again, or audit another copy (--db, --tiles)",
+            )
+            if len(self.problems) > MAX_PROBLEMS:
+                self.problems.pop()
+                self.more += 1
+
+
+def _fold(h: hashlib._Hash, index: int, entry: bytes) -> None:
+    """Fold claim entry ``entry`` of leaf ``index`` into ``h`` (index and length first)."""
+    h.update(index.to_bytes(8, "big") + len(entry).to_bytes(4, "big"))
+    h.update(entry)
 
 
 def _read_claim(entry: bytes) -> tuple[SignedClaim, bytes, datetime]:
