@@ -661,13 +661,13 @@ def _audit_db(
     )
     if outdated:
         raise ConfigError(
-            f"key history and near-duplicate index: not checked: {outdated}; then audit"
-            " again for them"
+            f"key history, claims and near-duplicate index: not checked: {outdated}; then"
+            " audit again for them"
         )
     if index is None:
         out.print(
-            "key history and near-duplicate index: not checked (--incremental reads only the"
-            " new entries)"
+            "key history, claims and near-duplicate index: not checked (--incremental reads"
+            " only the new entries)"
         )
         return
     out.print(_key_history_ok(history))

@@ -249,6 +249,20 @@ def test_an_honest_log_upgraded_to_key_history_passes(
     assert "claims OK: 7 claims verify under keys the log enrolled" in text, text
     rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
     assert rc == 0 and "claims OK" not in text, text
+    # a reader is told the claims were not checked (before h-revaudit59 the line named
+    # only the key history and the near-duplicate index)
+    assert "key history, claims and near-duplicate index: not checked (--incremental" in text
+    # online: the claims before the backfill are read again through GetEntries pages
+    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
+    try:
+        state = tmp_path / "online.json"
+        args = ["log", "audit", "--state", str(state), "--server", server.address]
+        rc = prov_main([*args, "--log-key", vkey])
+        got = capsys.readouterr()
+        assert rc == 0, got.out + got.err
+        assert "claims OK: 7 claims verify under keys the log enrolled" in got.out, got.out
+    finally:
+        server.stop()
 
 
 def test_the_claim_check_keeps_its_memory_per_device() -> None:
