@@ -90,6 +90,22 @@ def _append_key_event(h: InProc, ev: KeyEvent, at: datetime) -> int:
     return start
 
 
+def _audit_online(
+    db: str, vkey: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """`prov log audit --server` (a full audit, state in tmp_path/online.json) of a real
+    `prov serve` on ``db`` with the log key tmp_path/log.key: (exit code, its text)."""
+    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
+    try:
+        state = tmp_path / "online.json"
+        args = ["log", "audit", "--state", str(state), "--server", server.address]
+        rc = prov_main([*args, "--log-key", vkey])
+        got = capsys.readouterr()
+        return rc, got.out + got.err
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
@@ -159,18 +175,10 @@ def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
     rc, text = _audit(str(db), vkey, tmp_path, capsys)
     _failed(rc, text)
     assert f"CLAIMS: {said}" in text, text
-    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
-    try:
-        state = tmp_path / "online.json"
-        args = ["log", "audit", "--state", str(state), "--server", server.address]
-        rc = prov_main([*args, "--log-key", vkey])
-        got = capsys.readouterr()
-        text = got.out + got.err
-        _failed(rc, text)
-        assert "CLAIMS: logged claims the log's key history does not cover" in text, text
-        assert said in text
-    finally:
-        server.stop()
+    rc, text = _audit_online(str(db), vkey, tmp_path, capsys)
+    _failed(rc, text)
+    assert "CLAIMS: logged claims the log's key history does not cover" in text, text
+    assert said in text
 
 
 def test_a_claim_logged_after_its_keys_revocation_fails_the_audit(
@@ -253,16 +261,9 @@ def test_an_honest_log_upgraded_to_key_history_passes(
     # only the key history and the near-duplicate index)
     assert "key history, claims and near-duplicate index: not checked (--incremental" in text
     # online: the claims before the backfill are read again through GetEntries pages
-    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
-    try:
-        state = tmp_path / "online.json"
-        args = ["log", "audit", "--state", str(state), "--server", server.address]
-        rc = prov_main([*args, "--log-key", vkey])
-        got = capsys.readouterr()
-        assert rc == 0, got.out + got.err
-        assert "claims OK: 7 claims verify under keys the log enrolled" in got.out, got.out
-    finally:
-        server.stop()
+    rc, text = _audit_online(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert "claims OK: 7 claims verify under keys the log enrolled" in text, text
 
 
 def test_the_claim_check_keeps_its_memory_per_device() -> None:
