@@ -423,10 +423,11 @@ def _claims_ok(claims: ClaimKeyAuditor) -> None:
             + "\n  ".join(claims.problems)
             + more
         )
-    out.print(
-        f"claims OK: {counted(claims.claims_checked, 'claim')} verify under keys the log"
-        " enrolled for their devices"
-    )
+    n = claims.claims_checked
+    if n == 1:
+        out.print("claims OK: 1 claim verifies under the key the log enrolled for its device")
+    else:
+        out.print(f"claims OK: {n} claims verify under keys the log enrolled for their devices")
 
 
 def _note_size(note: str, what: str) -> int:

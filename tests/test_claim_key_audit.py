@@ -145,7 +145,9 @@ def test_a_claim_signed_by_a_key_never_enrolled_fails_the_audit(
         dev = h.enroll()
         h.submit(dev.next_claim())
         rc, text = _audit(db, h.service.signer.verifier_key(), tmp_path, capsys)
-        assert rc == 0 and "claims OK: 1 claim verify under keys the log enrolled" in text, text
+        assert rc == 0 and "claims OK: 1 claim verifies under the key the log enrolled" in text, (
+            text
+        )
         dev.seq += 1
         claim = make_claim(dev.key, dev.seq, prev_claim_hash=dev.last)
         forged = replace(sign(DeviceKey.generate(), claim), key_id=dev.device_id)
