@@ -32,6 +32,7 @@ from provenance.core.keyhistory import (
     sign_key_event,
 )
 from provenance.core.keys import DeviceKey
+from provenance.core.timetext import utc_text
 from provenance.log.checkpoint import Checkpoint
 from provenance.log.claim_audit import ClaimKeyAuditor
 from provenance.server.service import KEY_HISTORY_META
@@ -196,7 +197,14 @@ def test_a_claim_logged_after_its_keys_revocation_fails_the_audit(
         return _append_raw(h, late, h.clock.advance(minutes=1), linked=True), dev.device_id
 
     text = _failing_claim(db, tmp_path, capsys, forge)
-    assert "was integrated after its key's revocation, logged before it" in text
+    # when, and which entry revoked it (before h-revaudit59: "was integrated after its
+    # key's revocation, logged before it", neither time nor entry)
+    said = (
+        f"was integrated at {utc_text(T0 + timedelta(minutes=2))}, when its key was revoked"
+        f" (from {utc_text(T0 + timedelta(minutes=1))}, log entry 2, logged before the"
+        " claim): the server should have refused it"
+    )
+    assert said in " ".join(text.split()), text
 
 
 def test_a_claim_logged_before_its_keys_live_enrollment_fails_the_audit(

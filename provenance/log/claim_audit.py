@@ -36,6 +36,7 @@ from provenance.core.errors import ClaimError, ProvenanceError
 from provenance.core.keyhistory import KeyEventKind, LoggedKeyEvent
 from provenance.core.keys import key_id
 from provenance.core.registry import check_claim_signature
+from provenance.core.timetext import utc_text
 from provenance.wire import convert as wire
 
 #: Problems listed in full; more are counted.
@@ -62,7 +63,8 @@ class ClaimKeyAuditor:
         self.more = 0
         self.claims_checked = 0
         self._keys: dict[bytes, Enrolled] = {}
-        self._revoked: dict[bytes, datetime] = {}  # the earliest live revocation seen so far
+        # the earliest live revocation seen so far: (its time, its leaf index)
+        self._revoked: dict[bytes, tuple[datetime, int]] = {}
         self._waiting: tuple[int, int] | None = None  # [first, last] claim left to `finish`
         # the claims read from the first waiting one on (`_fold`), and up to the last one
         # waiting: (its digest, how many claims)
@@ -94,7 +96,9 @@ class ClaimKeyAuditor:
                 self._keys[ev.device_id] = (had[0], had[1], True)
         elif not ev.backfilled:
             at = ev.effective_at
-            self._revoked[ev.device_id] = min(at, self._revoked.get(ev.device_id, at))
+            earlier = self._revoked.get(ev.device_id)
+            if earlier is None or at < earlier[0]:
+                self._revoked[ev.device_id] = (at, le.index)
 
     def claim(self, index: int, entry: bytes) -> None:
         """Judge the claim entry ``entry`` of leaf ``index``: its revocation now, its key
@@ -115,10 +119,12 @@ class ClaimKeyAuditor:
             if waits:
                 self._mark = (self._span.digest(), self._count)
         revoked = self._revoked.get(device)
-        if revoked is not None and at >= revoked:
+        if revoked is not None and at >= revoked[0]:
             self._problem(
-                f"log entry {index}: the claim of {_device(device)} was integrated after its"
-                " key's revocation, logged before it (the server refuses such a claim)"
+                f"log entry {index}: the claim of {_device(device)} was integrated at"
+                f" {utc_text(at)}, when its key was revoked (from {utc_text(revoked[0])},"
+                f" log entry {revoked[1]}, logged before the claim): the server should have"
+                " refused it"
             )
             return
         if waits:
