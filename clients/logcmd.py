@@ -423,10 +423,11 @@ def _claims_ok(claims: ClaimKeyAuditor) -> None:
             + "\n  ".join(claims.problems)
             + more
         )
-    out.print(
-        f"claims OK: {counted(claims.claims_checked, 'claim')} verify under keys the log"
-        " enrolled for their devices"
-    )
+    n = claims.claims_checked
+    if n == 1:
+        out.print("claims OK: 1 claim verifies under the key the log enrolled for its device")
+    else:
+        out.print(f"claims OK: {n} claims verify under keys the log enrolled for their devices")
 
 
 def _server_checkpoint(
@@ -708,13 +709,13 @@ def _audit_db(
     )
     if outdated:
         raise ConfigError(
-            f"key history and near-duplicate index: not checked: {outdated}; then audit"
-            " again for them"
+            f"key history, claims and near-duplicate index: not checked: {outdated}; then"
+            " audit again for them"
         )
     if index is None:
         out.print(
-            "key history and near-duplicate index: not checked (--incremental reads only the"
-            " new entries)"
+            "key history, claims and near-duplicate index: not checked (--incremental reads"
+            " only the new entries)"
         )
         return
     out.print(_key_history_ok(history))

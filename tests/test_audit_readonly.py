@@ -99,7 +99,7 @@ def test_auditing_an_old_schema_leaves_the_file_as_it_was(
     flat = " ".join(text.split())
     assert f"has schema version 1, older than this program's {SCHEMA_VERSION}" in flat
     assert "was opened read-only, so not migrated; `prov serve --db" in flat
-    assert "key history and near-duplicate index: not checked" in flat
+    assert "key history, claims and near-duplicate index: not checked" in flat
 
 
 def test_auditing_a_current_schema_writes_nothing(

@@ -25,10 +25,20 @@ from provenance.core import merkle
 from provenance.core.claims import Device as Registered
 from provenance.core.claims import SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import ServerEvidenceError
+from provenance.core.keyhistory import (
+    KeyEvent,
+    KeyEventKind,
+    KeySigner,
+    LoggedKeyEvent,
+    sign_key_event,
+)
 from provenance.core.keys import DeviceKey
+from provenance.core.timetext import utc_text
 from provenance.log.checkpoint import Checkpoint
+from provenance.log.claim_audit import ClaimKeyAuditor
 from provenance.server.service import KEY_HISTORY_META
-from provenance.store import NewLeaf
+from provenance.store import NewKeyLeaf, NewLeaf
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from tests.conftest import relay, start_server
@@ -64,6 +74,40 @@ def _append_raw(h: InProc, signed: SignedClaim, at: datetime, linked: bool) -> i
         txn.put_checkpoint(start + 1, note, at)
         txn.insert_leaves(start, [leaf])
     return start
+
+
+def _append_key_event(h: InProc, ev: KeyEvent, at: datetime) -> int:
+    """Append ``ev``, signed by the admin key, to the log of ``h`` as the writer appends
+    a key event (leaf row, key-event row, nodes, a checkpoint signed by the log's key),
+    without the registry's checks: a server with the admin key logging what it never
+    should. The service must be closed after. The leaf's index."""
+    w = h.service.writer
+    signed = sign_key_event(h.service._admin, wire.encode_key_event(ev))
+    entry = wire.encode_key_event_entry(signed, at)
+    with h.service.store.append() as txn:
+        start = txn.tree_size()
+        frontier = w._frontier(txn, start, txn.latest_checkpoint())
+        txn.put_nodes(frontier.append(merkle.leaf_hash(entry)))
+        note = w._signer.sign(Checkpoint(w._signer.name, start + 1, frontier.root(), at))
+        txn.put_checkpoint(start + 1, note, at)
+        txn.insert_key_events(start, [NewKeyLeaf(merkle.leaf_hash(entry), signed, ev, at, entry)])
+    return start
+
+
+def _audit_online(
+    db: str, vkey: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    """`prov log audit --server` (a full audit, state in tmp_path/online.json) of a real
+    `prov serve` on ``db`` with the log key tmp_path/log.key: (exit code, its text)."""
+    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
+    try:
+        state = tmp_path / "online.json"
+        args = ["log", "audit", "--state", str(state), "--server", server.address]
+        rc = prov_main([*args, "--log-key", vkey])
+        got = capsys.readouterr()
+        return rc, got.out + got.err
+    finally:
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -105,14 +149,16 @@ def test_a_claim_signed_by_a_key_never_enrolled_fails_the_audit(
         dev = h.enroll()
         h.submit(dev.next_claim())
         rc, text = _audit(db, h.service.signer.verifier_key(), tmp_path, capsys)
-        assert rc == 0 and "claims OK: 1 claim verify under keys the log enrolled" in text, text
+        assert rc == 0 and "claims OK: 1 claim verifies under the key the log enrolled" in text, (
+            text
+        )
         dev.seq += 1
         claim = make_claim(dev.key, dev.seq, prev_claim_hash=dev.last)
         forged = replace(sign(DeviceKey.generate(), claim), key_id=dev.device_id)
         return _append_raw(h, forged, h.clock.advance(minutes=1), linked=True), dev.device_id
 
     text = _failing_claim(db, tmp_path, capsys, forge)
-    assert "the claim's device signature does not verify under any key" in text
+    assert "the claim's device signature does not verify under the key the log" in text
 
 
 def _unenrolled_claim(db: Path, tmp_path: Path) -> tuple[int, DeviceKey, str]:
@@ -142,18 +188,10 @@ def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
     rc, text = _audit(str(db), vkey, tmp_path, capsys)
     _failed(rc, text)
     assert f"CLAIMS: {said}" in text, text
-    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
-    try:
-        state = tmp_path / "online.json"
-        args = ["log", "audit", "--state", str(state), "--server", server.address]
-        rc = prov_main([*args, "--log-key", vkey])
-        got = capsys.readouterr()
-        text = got.out + got.err
-        _failed(rc, text)
-        assert "CLAIMS: logged claims the log's key history does not cover" in text, text
-        assert said in text
-    finally:
-        server.stop()
+    rc, text = _audit_online(str(db), vkey, tmp_path, capsys)
+    _failed(rc, text)
+    assert "CLAIMS: logged claims the log's key history does not cover" in text, text
+    assert said in text
 
 
 def test_a_second_read_other_than_the_first_is_refused(
@@ -208,7 +246,14 @@ def test_a_claim_logged_after_its_keys_revocation_fails_the_audit(
         return _append_raw(h, late, h.clock.advance(minutes=1), linked=True), dev.device_id
 
     text = _failing_claim(db, tmp_path, capsys, forge)
-    assert "was integrated after its key's revocation, logged before it" in text
+    # when, and which entry revoked it (before h-revaudit59: "was integrated after its
+    # key's revocation, logged before it", neither time nor entry)
+    said = (
+        f"was integrated at {utc_text(T0 + timedelta(minutes=2))}, when its key was revoked"
+        f" (from {utc_text(T0 + timedelta(minutes=1))}, log entry 2, logged before the"
+        " claim): the server should have refused it"
+    )
+    assert said in " ".join(text.split()), text
 
 
 def test_a_claim_logged_before_its_keys_live_enrollment_fails_the_audit(
@@ -271,16 +316,13 @@ def test_an_honest_log_upgraded_to_key_history_passes(
     assert "claims OK: 7 claims verify under keys the log enrolled" in text, text
     rc, text = _audit(db, vkey, tmp_path, capsys, "--incremental")
     assert rc == 0 and "claims OK" not in text, text
-    # online too: the claims before the backfill are read again from the server, and
-    # come back as the first read had them (revsmall59's check refuses no honest server)
-    server = start_server(db, "--log-key", str(tmp_path / "log.key"))
-    try:
-        args = ["log", "audit", "--state", str(tmp_path / "online.json"), "--log-key", vkey]
-        rc = prov_main([*args, "--server", server.address])
-    finally:
-        server.stop()
-    text = "".join(capsys.readouterr())
-    assert rc == 0 and "claims OK: 7 claims verify under keys the log enrolled" in text, text
+    # a reader is told the claims were not checked (before h-revaudit59 the line named
+    # only the key history and the near-duplicate index)
+    assert "key history, claims and near-duplicate index: not checked (--incremental" in text
+    # online: the claims before the backfill are read again through GetEntries pages
+    rc, text = _audit_online(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert "claims OK: 7 claims verify under keys the log enrolled" in text, text
 
 
 def test_the_claim_check_keeps_its_memory_per_device() -> None:
@@ -304,3 +346,97 @@ def test_the_claim_check_keeps_its_memory_per_device() -> None:
         for i in range(20)
     ]
     assert claims.more == 30
+
+
+def test_a_second_enrollment_of_a_device_under_a_foreign_key_covers_none_of_its_claims(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device id is its key's SHA-256. A server holding the admin key logs a second
+    enrollment of an enrolled device under another key, then a claim of the device
+    signed by that key. The key history passes (its first enrollment counts and matches
+    the registry row); before (h-revaudit59) the claim check took any key enrolled for
+    the device, so the audit passed (exit 0, "claims OK: 2 claims")."""
+    db = str(tmp_path / "prov.db")
+    impostor = Device(DeviceKey.generate())
+    index = -1
+
+    def forge(h: InProc) -> tuple[int, bytes]:
+        nonlocal index
+        dev = h.enroll()
+        h.submit(dev.next_claim())
+        ev = KeyEvent(
+            KeyEventKind.ENROLLMENT,
+            dev.device_id,
+            h.clock.advance(minutes=1),
+            public_key=impostor.key.public_key,
+            authorised_by="token",
+        )
+        index = _append_key_event(h, ev, h.clock.now)
+        claim = make_claim(impostor.key, 2, device_id=dev.device_id)
+        forged = replace(sign(impostor.key, claim), key_id=dev.device_id)
+        return _append_raw(h, forged, h.clock.advance(minutes=1), linked=False), dev.device_id
+
+    text = _failing_claim(db, tmp_path, capsys, forge)
+    assert f"log entry {index} enrolls for device" in text, text
+    assert "not the device id" in text, text
+
+
+def _entries_of(dev: Device, n: int) -> list[bytes]:
+    return [wire.encode_log_entry(dev.next_claim(), T0 + timedelta(seconds=i)) for i in range(n)]
+
+
+def _served(entries: list[bytes]) -> Callable[[int, int], list[bytes]]:
+    """A second reading serving ``entries`` whatever span is asked."""
+    return lambda first, end: entries
+
+
+def test_a_second_reading_that_serves_other_entries_or_none_is_refused() -> None:
+    """The claims before their key's (backfilled) enrollment are judged on a second
+    reading of their span, which must reproduce the first. Before (h-revaudit59,
+    revsmall59) a server serving nothing the second time left them unchecked and the
+    audit said "claims OK" (no problem at all); one serving other claims of the device
+    had them judged in place of the logged ones. Now ServerEvidenceError (exit 3)."""
+    dev = Device(DeviceKey.generate())
+    entries = _entries_of(dev, 5)
+    enrolled = KeyEvent(
+        KeyEventKind.ENROLLMENT, dev.device_id, T0, public_key=dev.key.public_key, backfilled=True
+    )
+    signed = sign_key_event(
+        KeySigner(dev.key.public_key, dev.key.sign), wire.encode_key_event(enrolled)
+    )
+
+    def audited(reread: Callable[[int, int], list[bytes]]) -> ClaimKeyAuditor:
+        claims = ClaimKeyAuditor()
+        for i, entry in enumerate(entries):
+            claims.read(i, entry)
+            claims.claim(i, entry)
+        claims.read(5, b"the enrollment's entry")
+        claims.key_event(LoggedKeyEvent(5, T0, signed, enrolled))
+        claims.finish(reread)
+        return claims
+
+    honest = audited(lambda first, end: entries[first:end])
+    assert honest.problems == [] and honest.claims_checked == 5
+    for served in ([], entries[:2], [*entries[:4], entries[3]], _entries_of(dev, 5)):
+        with pytest.raises(ServerEvidenceError) as refused:
+            audited(_served(served))
+        assert str(refused.value).startswith(
+            "log entries 0 to 4, read again for the claim check, came back other than"
+        ), (served, refused.value)
+
+
+def test_many_enrollments_of_one_device_keep_one_key() -> None:
+    """A log enrolling one device many times (honest: two servers upgrading one database
+    together backfill it twice; hostile: a thousand times) leaves one key to try, not a
+    list each claim walks. Before (h-revaudit59) the auditor kept every enrollment."""
+    dev = Device(DeviceKey.generate())
+    claims = ClaimKeyAuditor()
+    ev = KeyEvent(KeyEventKind.ENROLLMENT, dev.device_id, T0, public_key=dev.key.public_key)
+    signed = sign_key_event(KeySigner(dev.key.public_key, dev.key.sign), wire.encode_key_event(ev))
+    for i in range(1000):
+        claims.key_event(LoggedKeyEvent(i, T0, signed, replace(ev, backfilled=i % 2 == 1)))
+    for i, entry in enumerate(_entries_of(dev, 3), 1000):
+        claims.claim(i, entry)
+    claims.finish(lambda first, end: [])
+    assert claims.problems == [] and claims.claims_checked == 3
+    assert claims._keys == {dev.device_id: (dev.key.public_key, 0, True)}

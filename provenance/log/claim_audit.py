@@ -17,8 +17,10 @@ key was enrolled or revoked, so only its key counts.
 The audit streams the entries once: a claim whose device has an enrollment before it is
 judged there. One whose device has none yet (a backfilled log's claims before the
 backfill) waits: the span from the first to the last such claim is read again
-(`finish`), when every enrollment is known. Memory: the enrolled keys and the earliest
-live revocation of each device, two leaf indexes and two hashes.
+(`finish`), when every enrollment is known. Only a key whose SHA-256 is the device id
+counts for a device (the server derives the id so), so a device has one key however
+often the log enrolls it. Memory: each device's key, first enrollment and earliest live
+revocation, two leaf indexes and two hashes.
 
 The second read is checked against the first, whose entries the audit re-hashed to the
 signed checkpoint: a chain hash over every entry read (`read`) from the first waiting
@@ -38,14 +40,16 @@ from datetime import datetime
 from provenance.core.claims import SignedClaim
 from provenance.core.errors import ClaimError, ProvenanceError, ServerEvidenceError
 from provenance.core.keyhistory import KeyEventKind, LoggedKeyEvent
+from provenance.core.keys import key_id
 from provenance.core.registry import check_claim_signature
+from provenance.core.timetext import utc_text
 from provenance.wire import convert as wire
 
 #: Problems listed in full; more are counted.
 MAX_PROBLEMS = 20
 
-#: A key the log enrolled for a device: (raw public key, the enrollment's leaf index,
-#: whether it was backfilled).
+#: What the log enrolled for a device: (its raw public key, the leaf index of its first
+#: enrollment, whether any enrollment of it was backfilled).
 Enrolled = tuple[bytes, int, bool]
 
 
@@ -65,8 +69,9 @@ class ClaimKeyAuditor:
         self.problems: list[str] = []
         self.more = 0
         self.claims_checked = 0
-        self._keys: dict[bytes, list[Enrolled]] = {}
-        self._revoked: dict[bytes, datetime] = {}  # the earliest live revocation seen so far
+        self._keys: dict[bytes, Enrolled] = {}
+        # the earliest live revocation seen so far: (its time, its leaf index)
+        self._revoked: dict[bytes, tuple[datetime, int]] = {}
         self._waiting: tuple[int, int] | None = None  # [first, last] claim left to `finish`
         self._chain = bytes(32)  # over every entry `read` from the first waiting claim on
         self._at_last = bytes(32)  # the chain at the last waiting claim
@@ -88,10 +93,23 @@ class ClaimKeyAuditor:
         """Take the key event of leaf ``le.index`` (its signature verified already)."""
         ev = le.event
         if ev.kind is KeyEventKind.ENROLLMENT:
-            self._keys.setdefault(ev.device_id, []).append((ev.public_key, le.index, ev.backfilled))
+            if key_id(ev.public_key) != ev.device_id:
+                self._problem(
+                    f"log entry {le.index} enrolls for {_device(ev.device_id)} a key whose"
+                    f" SHA-256 is {key_id(ev.public_key).hex()[:16]}..., not the device id"
+                    " (the server derives a device's id from its key): no claim counts on it"
+                )
+                return
+            had = self._keys.get(ev.device_id)
+            if had is None:
+                self._keys[ev.device_id] = (ev.public_key, le.index, ev.backfilled)
+            elif ev.backfilled and not had[2]:
+                self._keys[ev.device_id] = (had[0], had[1], True)
         elif not ev.backfilled:
             at = ev.effective_at
-            self._revoked[ev.device_id] = min(at, self._revoked.get(ev.device_id, at))
+            earlier = self._revoked.get(ev.device_id)
+            if earlier is None or at < earlier[0]:
+                self._revoked[ev.device_id] = (at, le.index)
 
     def claim(self, index: int, entry: bytes) -> None:
         """Judge the claim entry ``entry`` of leaf ``index``: its revocation now, its key
@@ -102,38 +120,40 @@ class ClaimKeyAuditor:
         except ClaimError as e:
             self._problem(f"log entry {index} is no claim that decodes: {e}")
             return
+        keys = self._keys.get(device)
+        waits = keys is None or keys[1] > index
         revoked = self._revoked.get(device)
-        if revoked is not None and at >= revoked:
+        if revoked is not None and at >= revoked[0]:
             self._problem(
-                f"log entry {index}: the claim of {_device(device)} was integrated after its"
-                " key's revocation, logged before it (the server refuses such a claim)"
+                f"log entry {index}: the claim of {_device(device)} was integrated at"
+                f" {utc_text(at)}, when its key was revoked (from {utc_text(revoked[0])},"
+                f" log entry {revoked[1]}, logged before the claim): the server should have"
+                " refused it"
             )
             return
-        before = [k for k in self._keys.get(device, ()) if k[1] < index]
-        if not before:
+        if waits:
             if self._waiting is None:  # the chain starts here (`read` took it before)
                 self._chain = _chained(bytes(32), entry)
             first = index if self._waiting is None else self._waiting[0]
             self._waiting = (first, index)
             self._at_last = self._chain
             return
-        self._judge(index, signed, device, before)
+        assert keys is not None
+        self._judge(index, signed, device, keys[0])
 
-    def _judge(self, index: int, signed: SignedClaim, device: bytes, keys: list[Enrolled]) -> None:
-        """Verify the claim of leaf ``index`` under ``keys``, its device's enrollments that
-        may cover it; a problem unless one verifies it."""
-        for public_key, _, _ in keys:
-            try:
-                check_claim_signature(signed, public_key)
-            except ProvenanceError:
-                continue
-            self.claims_checked += 1
+    def _judge(self, index: int, signed: SignedClaim, device: bytes, public_key: bytes) -> None:
+        """Verify the claim of leaf ``index`` under ``public_key``, the key the log
+        enrolled for its device; a problem unless it verifies."""
+        try:
+            check_claim_signature(signed, public_key)
+        except ProvenanceError:
+            self._problem(
+                f"log entry {index}: the claim's device signature does not verify under the"
+                f" key the log's key history enrolled for {_device(device)} (signed by a key"
+                " never enrolled: the server logged a claim it should have refused)"
+            )
             return
-        self._problem(
-            f"log entry {index}: the claim's device signature does not verify under any key"
-            f" the log's key history enrolled for {_device(device)} (signed by a key never"
-            " enrolled: the server logged a claim it should have refused)"
-        )
+        self.claims_checked += 1
 
     def finish(self, reread: Callable[[int, int], Iterable[bytes]]) -> None:
         """Judge the claims left waiting for their key: ``reread(first, end)`` yields the
@@ -152,22 +172,20 @@ class ClaimKeyAuditor:
                 signed, device, _ = _read_claim(entry)
             except ClaimError:
                 continue  # named on the first reading
-            keys = self._keys.get(device, [])
-            if any(k[1] < index for k in keys):
-                continue  # judged on the first reading
-            if not keys:
+            keys = self._keys.get(device)
+            if keys is None:
                 self._problem(
                     f"log entry {index}: the log's key history never enrolled"
                     f" {_device(device)}, whose claim it holds"
                 )
-                continue
-            backfilled = [k for k in keys if k[2]]
-            if backfilled:
-                self._judge(index, signed, device, backfilled)
+            elif keys[1] < index:
+                continue  # judged on the first reading
+            elif keys[2]:
+                self._judge(index, signed, device, keys[0])
             else:
                 self._problem(
                     f"log entry {index}: the claim of {_device(device)} was logged before"
-                    f" its key's enrollment (log entry {keys[0][1]})"
+                    f" its key's enrollment (log entry {keys[1]})"
                 )
 
     def _reread(self, entries: Iterable[bytes], first: int, last: int) -> Iterator[bytes]:
