@@ -667,6 +667,25 @@ class ProvenanceClient:
         return [bytes(e) for e in r.entries], r.next
 
 
+def page_gap(pos: int, held: int, nxt: int) -> str:
+    """What a GetEntries page of ``held`` (at least 1) entries from index ``pos`` whose
+    next page starts at index ``nxt``, not ``pos + held`` (the page's end), does: serves
+    entries again or skips them, as "sent a GetEntries page of entries 0 to 2 saying the
+    next page starts at 4: skipping entry 3" (`ProvenanceClient.entries` answers the
+    page as the server sent it; each reader that pages checks it: `prov log audit`, the
+    web explorer)."""
+    last = pos + held - 1
+    sent = f"sent a GetEntries page of {span(pos, last)} saying the next page starts at {nxt}"
+    if nxt <= last:
+        return f"{sent}: it would serve {span(nxt, last)} again (pages overlap)"
+    return f"{sent}: skipping {span(last + 1, nxt - 1)}"
+
+
+def span(first: int, last: int) -> str:
+    """The words for entries ``first`` to ``last``: "entry 2", "entries 0 to 2"."""
+    return f"entry {first}" if first == last else f"entries {first} to {last}"
+
+
 _UNREACHABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
 
 #: Seconds between two looks at an upload call `_AnswerWatch` watches.

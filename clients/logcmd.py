@@ -241,26 +241,18 @@ def _entries(c: ProvenanceClient, start: int, end: int, server: str) -> Iterator
 
 def _page_problem(pos: int, got: list[bytes], nxt: int) -> str:
     """What a GetEntries page of the entries ``got`` from index ``pos`` whose next page
-    starts at index ``nxt`` (not the page's end) does: serves entries again or skips them.
-    Before, a page whose ``next`` fell short was followed, the entries it served again
-    re-hashed as more of the log's, and the audit said "the log served more entries than
-    its checkpoint's N"; one past its end, "entries were deleted"."""
-    last = pos + len(got) - 1
-    held = f"a GetEntries page of {_span(pos, last)} saying the next page starts at {nxt}"
-    if nxt <= last:
-        did = f"it would serve {_span(nxt, last)} again (pages overlap)"
-    else:
-        did = f"skipping {_span(last + 1, nxt - 1)}"
+    starts at index ``nxt`` (not the page's end) does: serves entries again or skips them
+    (`clients.api.page_gap`). Before, a page whose ``next`` fell short was followed, the
+    entries it served again re-hashed as more of the log's, and the audit said "the log
+    served more entries than its checkpoint's N"; one past its end, "entries were
+    deleted"."""
+    from clients.api import page_gap  # gRPC loaded only where a command calls a server
+
     return (
-        f"sent {held}: {did}; its paging is broken or hostile, which says nothing of the"
-        " log: audit another copy (--tiles, --db) or ask the server's operator; nothing"
-        " was saved"
+        f"{page_gap(pos, len(got), nxt)}; its paging is broken or hostile, which says"
+        " nothing of the log: audit another copy (--tiles, --db) or ask the server's"
+        " operator; nothing was saved"
     )
-
-
-def _span(first: int, last: int) -> str:
-    """The words for entries ``first`` to ``last``: "entry 2", "entries 0 to 2"."""
-    return f"entry {first}" if first == last else f"entries {first} to {last}"
 
 
 @log_app.command("audit")

@@ -38,6 +38,7 @@ from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, HardBinding, SignedClaim
 from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, PAYLOAD_TYPE_ENROLL, sign_payload
 from provenance.core.keys import DeviceKey
+from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from provenance.wire.contract import RETRY_AFTER_KEY
 from tests.drain import Drained, drain, drain_stderr, drain_stdout, logged, next_line
@@ -993,6 +994,24 @@ def relay(
     "/provenance.v1.Captures/SubmitCapture") itself, and the uploads of ``uploads`` with
     their bytes."""
     yield from serving(_Relay(upstream, answers, uploads or {}))
+
+
+#: GetEntries' full name, for a relay answering it (`paged_entries`).
+GET_ENTRIES = "/provenance.v1.Log/GetEntries"
+
+
+def paged_entries(by: Callable[[int, int], tuple[int, int]]) -> RelayAnswer:
+    """A relay's GetEntries answer (`relay`, `GET_ENTRIES`): the real server's page of
+    ``n`` entries from ``start`` cut to its first ``keep`` with ``next`` set to ``nxt``,
+    where ``(keep, nxt) = by(start, n)``."""
+
+    def answer(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        page = pb.GetEntriesResponse.FromString(forward(request))
+        keep, page.next = by(page.start, len(page.entries))
+        del page.entries[keep:]
+        return bytes(page.SerializeToString())
+
+    return answer
 
 
 def serving(handler: Any) -> Iterator[str]:

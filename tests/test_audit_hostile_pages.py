@@ -10,27 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import Cli, RelayAnswer, ServerProc, relay, sign_sample
-
-ENTRIES = "/provenance.v1.Log/GetEntries"
-
-
-def _paged(by: Callable[[int, int], tuple[int, int]]) -> RelayAnswer:
-    """A GetEntries answer: the real server's page of ``n`` entries from ``start`` cut to
-    its first ``keep`` with ``next`` set to ``nxt``, where ``(keep, nxt) = by(start, n)``."""
-
-    def answer(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        page = pb.GetEntriesResponse.FromString(forward(request))
-        keep, page.next = by(page.start, len(page.entries))
-        del page.entries[keep:]
-        return bytes(page.SerializeToString())
-
-    return answer
+from tests.conftest import GET_ENTRIES, Cli, ServerProc, paged_entries, relay, sign_sample
 
 
 @pytest.mark.parametrize(
@@ -58,7 +41,7 @@ def test_pages_that_do_not_follow_on_are_refused_as_such(
     sign_sample(enrolled, tmp_path, "rocket.jpg")
     sign_sample(enrolled, tmp_path, "chelsea.png")  # with the enrollment, 3 entries
     state = tmp_path / "audit.json"
-    with relay(server.address, {ENTRIES: _paged(by)}) as address:
+    with relay(server.address, {GET_ENTRIES: paged_entries(by)}) as address:
         rc, out, err = enrolled("log", "audit", "--state", str(state), "--server", address)
     assert rc == 3, (rc, out, err)
     assert "\nSERVER EVIDENCE REFUSED: " in err, err

@@ -15,10 +15,15 @@ import threading
 import weakref
 from typing import Any
 
-from clients.api import ProvenanceClient, Query
+from clients.api import ProvenanceClient, Query, page_gap
 from clients.report import claim_to_json, device_to_json, report_to_json
 from provenance.core import merkle
-from provenance.core.errors import LogError, SignatureError, TransportError
+from provenance.core.errors import (
+    LogError,
+    ServerEvidenceError,
+    SignatureError,
+    TransportError,
+)
 from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.core.timetext import utc_iso
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
@@ -301,32 +306,61 @@ MAX_LISTING = 100
 
 
 def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[str, Any]]:
-    """Entries ``start`` .. ``start + count - 1`` (fewer at the end of the log; ``count``
-    capped at `MAX_LISTING`) in log order, each as ``{"index", "leaf_hash",
-    "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``."""
+    """Entries ``start`` .. ``start + count - 1`` (fewer only at the end of the log;
+    ``count`` capped at `MAX_LISTING`) in log order, each as ``{"index", "leaf_hash",
+    "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``, read a
+    GetEntries page at a time, each page from where the one before said the next starts
+    (the service cuts a page to fit its 8 MiB reply: 100 video claims logged before the
+    64 KiB entry bound, up to 213 KB each, come in three pages). Before, only the first
+    page was read, and a listing cut to its first 39 entries looked like the log's end,
+    while the explorer's link to older entries passed over the rest. Raises
+    ServerEvidenceError (502) when a page's ``next`` is not where the page ends
+    (`clients.api.page_gap`: the service's paging is broken or hostile), TransportError
+    from the service."""
     count = max(0, min(count, MAX_LISTING))
-    data, _ = client.entries(start, count) if count else ([], 0)
-    out = []
-    for index, entry in enumerate(data[:count], start):
-        signed, integrated_at = wire.decode_entry(entry)
-        row = {
-            "index": index,
-            "leaf_hash": merkle.leaf_hash(entry).hex(),
-            "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-        if isinstance(signed, SignedKeyEvent):
-            ev = key_event_to_json(signed)
-            row |= {
-                "device_id": ev["device_id"],
-                "media_type": f"key history: {ev['kind']}",
-                "captured_at": ev["effective_at"],
-                "sha256": None,
-            }
-        else:
-            claim = claim_to_json(wire.decode_claim(signed.claim_bytes))
-            row |= {k: claim[k] for k in ("device_id", "media_type", "captured_at", "sha256")}
-        out.append(row)
+    out: list[dict[str, Any]] = []
+    pos = start
+    while len(out) < count:
+        data, nxt = client.entries(pos, count - len(out))
+        if not data:  # the end of the log
+            break
+        if nxt != pos + len(data):
+            said = page_gap(pos, len(data), nxt)
+            raise ServerEvidenceError(
+                f"the service at {client.address} {said}; {PAGING_REFUSED}",
+                public=f"the service behind this page {said}; {PAGING_REFUSED}",
+            )
+        out += [_entry_row(i, e) for i, e in enumerate(data[: count - len(out)], pos)]
+        pos = nxt
     return out
+
+
+#: What a listing refused for its pages' ``next`` says after what the service did
+#: (`entries_view`), as `prov log audit` refuses such pages.
+PAGING_REFUSED = (
+    "its paging is broken or hostile, so no listing is shown from it; try again, or tell"
+    " this page's operator"
+)
+
+
+def _entry_row(index: int, entry: bytes) -> dict[str, Any]:
+    """A listing's row (`entries_view`) of the log entry ``entry`` at ``index``."""
+    signed, integrated_at = wire.decode_entry(entry)
+    row = {
+        "index": index,
+        "leaf_hash": merkle.leaf_hash(entry).hex(),
+        "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    if isinstance(signed, SignedKeyEvent):
+        ev = key_event_to_json(signed)
+        return row | {
+            "device_id": ev["device_id"],
+            "media_type": f"key history: {ev['kind']}",
+            "captured_at": ev["effective_at"],
+            "sha256": None,
+        }
+    claim = claim_to_json(wire.decode_claim(signed.claim_bytes))
+    return row | {k: claim[k] for k in ("device_id", "media_type", "captured_at", "sha256")}
 
 
 def key_event_to_json(signed: SignedKeyEvent) -> dict[str, Any]:

@@ -27,8 +27,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         502: (
             "the service's answer was refused (BAD_GATEWAY), as `prov verify` refuses it: its"
             " report is of other bytes, or cites a claim of other bytes, or (prov web"
-            " --log-key) its receipt does not verify with the pinned log key; the message"
-            " says which"
+            " --log-key) its receipt does not verify with the pinned log key, or a page of"
+            " the log it sent says its next page starts elsewhere than where it ends"
+            " (skipping or repeating entries); the message says which"
         ),
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"
@@ -204,9 +205,13 @@ def openapi_document() -> dict[str, Any]:
                         "limit", "entries in a page, from 1 to 100 (default 100)", False, "integer"
                     ),
                 ],
-                "{entries: [...]}",
+                "{entries: [...]} by sha256; {start, entries: [...]} for a page, `limit`"
+                " entries from `start` (fewer only at the end of the log: the page reads on"
+                " over the service's GetEntries pages, which it cuts to fit a reply), so the"
+                " next page starts at `start` plus the entries held",
                 400,
                 404,
+                502,
             ),
             "/api/v1/entries/{index}": _get(
                 "A log entry: claim, device, inclusion proof checked against the checkpoint",

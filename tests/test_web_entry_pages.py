@@ -1,0 +1,99 @@
+"""The web log listing (`GET /api/v1/entries?start=N&limit=M`, the explorer `/log`) over
+GetEntries pages the service cut short, as an honest `prov serve` cuts a page to its
+8 MiB reply (100 video claims logged before the 64 KiB entry bound, up to 213 KB each,
+come back as about 39): the listing reads on from each page's ``next`` and holds every
+entry asked for, fewer only at the log's end; a page whose ``next`` is not where it ends
+(a broken or hostile service) is refused, 502, as `prov log audit` refuses it. A real
+`prov serve` logging real claims of a real device, a real gRPC relay on a real port in
+front of it answering GetEntries from the real server's pages, a real `prov web`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import (
+    GET_ENTRIES,
+    Cli,
+    ServerProc,
+    paged_entries,
+    relay,
+    sign_sample,
+    start_web,
+)
+
+
+@contextmanager
+def _web_behind(
+    server: ServerProc, by: Callable[[int, int], tuple[int, int]]
+) -> Iterator[tuple[httpx.Client, str]]:
+    """An HTTP client of a real `prov web` whose service is a relay in front of
+    ``server`` answering GetEntries as `paged_entries` (``by``) says, and the relay's
+    HOST:PORT, while in the block."""
+    with relay(server.address, {GET_ENTRIES: paged_entries(by)}) as address:
+        web = start_web(address)
+        try:
+            with httpx.Client(base_url=web.address, timeout=120) as http:
+                yield http, address
+        finally:
+            web.stop()
+
+
+def _one_a_page(start: int, n: int) -> tuple[int, int]:
+    """An honest cut: one entry a page (fewer entries, ``next`` where they end)."""
+    return min(n, 1), start + min(n, 1)
+
+
+@pytest.fixture
+def three_entries(enrolled: Cli, server: ServerProc, tmp_path: Path) -> ServerProc:
+    """The server with the enrollment and two signed captures logged: entries 0 to 2."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+    return server
+
+
+def test_a_listing_reads_on_over_pages_the_service_cut(three_entries: ServerProc) -> None:
+    """(Before: `/api/v1/entries?limit=100` answered entry 0 alone, as if the log ended
+    there, and `/log`, the newest entries, showed #0 without #1 and #2 or a link to them.)"""
+    with _web_behind(three_entries, _one_a_page) as (http, _):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert sorted(body) == ["entries", "start"], body  # the fields as before
+        assert [e["index"] for e in body["entries"]] == [0, 1, 2], body
+        r = http.get("/api/v1/entries", params={"start": "1", "limit": "1"})
+        assert [e["index"] for e in r.json()["entries"]] == [1], r.text
+        page = http.get("/log")
+        assert page.status_code == 200, page.text
+        for i in range(3):
+            assert f'href="/log/entries/{i}"' in page.text, page.text
+
+
+@pytest.mark.parametrize(
+    ("by", "said"),
+    [
+        # the first page holds entry 0 and says the next starts at 2: entry 1 skipped
+        (lambda start, n: (1, 2) if start == 0 else (n, start + n), "skipping entry 1"),
+        # the next page starts where this one did: the same entry again, without end
+        (lambda start, n: (min(n, 1), start), "entry 0 again (pages overlap)"),
+    ],
+    ids=["skipping", "standing-still"],
+)
+def test_pages_that_do_not_follow_on_are_refused_502(
+    three_entries: ServerProc, by: Callable[[int, int], tuple[int, int]], said: str
+) -> None:
+    """(Before: 200, entry 0 alone, the rest of the log passed over unsaid.)"""
+    with _web_behind(three_entries, by) as (http, address):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert error["status"] == "BAD_GATEWAY", error
+        assert said in error["message"], error
+        assert "paging is broken or hostile" in error["message"], error
+        assert address not in error["message"], error  # the operator's, logged
+        page = http.get("/log")
+        assert page.status_code == 502 and said in page.text, page.text
