@@ -210,3 +210,51 @@ def test_honest_claims_of_two_devices_pass_the_witness_policy(
                 assert sorted([cited, *others]) == sorted([leaf_a, leaf_b]) or (
                     want == 10 and cited in (leaf_a, leaf_b) and not others
                 ), doc
+
+
+def test_more_also_signed_claims_than_an_honest_server_lists_are_refused(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A server listing more claims as also signed than an honest one does
+    (`MAX_OTHER_CLAIMS`; it says "and N more" of the rest in a note): each is a round of
+    calls under `--witness` (its cosigned checkpoint, an inclusion proof, a consistency
+    proof, each reply up to 8 MiB), so a hostile server listing thousands (its 8 MiB
+    VerifyFile reply holds some 20,000) held `prov verify` for that many rounds. Here 17
+    genuine, logged, cosigned claims of the same bytes: refused, exit 3, before any of
+    them is checked; with --log-key too. (revwit59: before, exit 0, "so is the receipt
+    of each of the 17 claims listed as also signed", after 17 rounds of calls.)"""
+    from provenance.core.verify import MAX_OTHER_CLAIMS
+    from provenance.wire.convert import receipt_to_pb, signed_to_pb
+    from provenance.wire.sidecar import decode_sidecar
+
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sidecars = []
+    for i in range(MAX_OTHER_CLAIMS + 1):  # as many claims again of the same bytes
+        (tmp_path / f"again{i}").mkdir()
+        again = Path(shutil.copy(photo, tmp_path / f"again{i}" / photo.name))
+        rc, _, err = enrolled("sign", str(again))
+        assert rc == 0, err
+        sidecars.append(decode_sidecar(again.with_name(again.name + ".prov").read_bytes()))
+    wait_cosigned(server.address, MAX_OTHER_CLAIMS + 3)
+    forged = _genuine_answer(server.address, photo)
+    assert len(forged.evidence.other_claims) == MAX_OTHER_CLAIMS, forged
+    listed = {bytes(o.signed_claim.claim) for o in forged.evidence.other_claims}
+    for s in sidecars:  # the claim the honest answer left to its note
+        if signed_to_pb(s.signed_claim).claim not in listed and s.receipt is not None:
+            extra = forged.evidence.other_claims.add()
+            extra.CopyFrom(forged.evidence.other_claims[0])
+            extra.signed_claim.CopyFrom(signed_to_pb(s.signed_claim))
+            extra.receipt.CopyFrom(receipt_to_pb(s.receipt))
+    assert len(forged.evidence.other_claims) == MAX_OTHER_CLAIMS + 1, forged
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    for address in _forger(server.address, forged.SerializeToString()):
+        for pinned in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(
+                capsys, str(photo), "--server", address, "--witness", witness[1], *pinned
+            )
+            assert rc == 3, (pinned, rc, out, err)
+            assert err.startswith("SERVER EVIDENCE REFUSED: ") and address in err, err
+            assert f"{MAX_OTHER_CLAIMS + 1} claims as also signed" in err, err
+            assert f"at most {MAX_OTHER_CLAIMS}" in err, err
+            assert "SIGNED_ORIGINAL" not in out, out
