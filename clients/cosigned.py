@@ -143,7 +143,10 @@ def cosigned_receipt(
         have = f"the newest covers {size} entries" if note else "there is none yet"
         raise WitnessQuorumError(
             f"no checkpoint cosigned by the server's quorum of {quorum} witnesses covers leaf"
-            f" {receipt.leaf_index} ({have}): {describe(statuses)}"
+            f" {receipt.leaf_index} ({have}; a leaf logged since the witnesses last cosigned"
+            " is covered once they cosign again, as the server asks them to after each"
+            " batch: try again once they cosign, or, if one below is unreachable or"
+            f" refusing, ask the log's operator): {describe(statuses)}"
         )
     if note == receipt.checkpoint:
         return receipt

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from clients.api import ProvenanceClient
+from clients.device import DeviceHome
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import SAMPLES, Cli, ServerProc, relay, sign_sample, wait_cosigned
 from tests.test_cited_binding import (  # noqa: F401
@@ -149,7 +150,8 @@ def test_an_also_signed_claim_no_cosigned_checkpoint_holds_fails_the_policy(
     lists as also signed (its genuine receipt logged after the witnesses last cosigned):
     the policy is not met, exit 14, the error naming that claim; not refused as the
     server's evidence (exit 3), as an honest server's witnesses may not have cosigned
-    yet. (h-witalso59: before, exit 0, "cosigned by 1 of 1 witnesses".)"""
+    yet: the message says to try again once they cosign. (h-witalso59: before, exit 0,
+    "cosigned by 1 of 1 witnesses"; revwit59: before, no advice.)"""
     photo, before = _two_claims(enrolled, tmp_path, server)
     genuine = _genuine_answer(server.address, photo)
     sequence = _sequence(genuine.evidence.other_claims[0])
@@ -159,6 +161,7 @@ def test_an_also_signed_claim_no_cosigned_checkpoint_holds_fails_the_policy(
         assert rc == 14, (rc, out, err)
         assert "witnesses: POLICY NOT MET (1 of 1): the receipt of another claim it lists" in err
         assert f"sequence {sequence}" in err and "no checkpoint cosigned" in err, err
+        assert "try again once they cosign" in err, err  # what to do (revwit59)
         rc, out, err = _verify(
             capsys, str(photo), "--server", address, "--witness", witness[1], "--json"
         )
@@ -258,3 +261,65 @@ def test_more_also_signed_claims_than_an_honest_server_lists_are_refused(
             assert f"{MAX_OTHER_CLAIMS + 1} claims as also signed" in err, err
             assert f"at most {MAX_OTHER_CLAIMS}" in err, err
             assert "SIGNED_ORIGINAL" not in out, out
+
+
+def test_honest_claims_through_two_servers_on_one_database_pass_the_policy(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Two `prov serve` over one PostgreSQL database, one witness (quorum 1), as behind a
+    load balancer (docs/deploy.md step 6). Device a signs a photo through server A; the
+    witnesses cosign; device b then signs the same bytes through server B; device a is
+    revoked. The receipts are of different ages (a's checkpoint older than the newest
+    cosigned one, b's from B's own batch), one claim is by a revoked device, and the
+    claims were logged through different servers: `prov verify --witness` through
+    either server, with and without --log-key, text and --json, passes for each copy
+    (each listing the other claim as also signed), and so after `prov receipt refresh`
+    of a's sidecar (its own receipt then already cosigned). No false refusal."""
+    from provenance.log.checkpoint import generate_log_key
+    from tests.conftest import PG_LOG_KEYS, device_env, start_server, witness_serve
+
+    log_vkey = generate_log_key(PG_LOG_KEYS[pg_url], "media-provenance.local/log").verifier_key()
+    (tmp_path / "w").mkdir()
+    with witness_serve(tmp_path / "w", log_vkey) as (url, wkey):
+        policy = ("--witness", f"{url}={wkey}", "--witness-quorum", "1")
+        a, b = start_server(pg_url, *policy), start_server(pg_url, *policy)
+        try:
+            cli = Cli(tmp_path / "cam-a", a.address, capsys)
+            device_env(monkeypatch, cli.home, a.address)
+            home_a = _device(cli, monkeypatch, tmp_path, "cam-a")
+            photo_a, leaf_a = _sign_copy(cli, monkeypatch, home_a, tmp_path / "a")
+            wait_cosigned(a.address, leaf_a + 1)
+            monkeypatch.setenv("PROV_SERVER", b.address)
+            home_b = _device(cli, monkeypatch, tmp_path, "cam-b")
+            photo_b, leaf_b = _sign_copy(cli, monkeypatch, home_b, tmp_path / "b")
+            rc, _, err = cli(
+                "admin", "revoke", DeviceHome(home_a).state().device_id, "--reason", "lost"
+            )
+            assert rc == 0, err
+            size = max(leaf_a, leaf_b) + 2  # the revocation is logged too
+            for s in (a, b):
+                wait_cosigned(s.address, size)
+            pinned_key = ("--log-key", log_vkey)
+            for refreshed in (False, True):
+                if refreshed:
+                    rc, out, err = cli(
+                        "receipt", "refresh", f"{photo_a}.prov", "--server", a.address
+                    )
+                    assert rc == 0, (out, err)
+                for s in (a, b):
+                    for photo in (photo_a, photo_b):
+                        for pinned in ((), pinned_key):
+                            args = ("verify", str(photo), "--no-detect", "--server", s.address)
+                            rc, out, err = cli(*args, "--witness", wkey, *pinned)
+                            assert rc == 0, (s.address, photo, pinned, rc, out, err)
+                            assert "cosigned by 1 of 1 witnesses" in out, out
+                            assert "so is the receipt of the claim listed as also signed" in out
+                            rc, out, err = cli(*args, "--json", "--witness", wkey, *pinned)
+                            doc = json.loads(out)
+                            assert rc == 0 and doc["witnesses"]["met"] is True, (rc, out, err)
+                            assert doc["evidence_checked"] == ("log-key" if pinned else "witness")
+                            cited, others = _leaves(doc)
+                            assert sorted([cited, *others]) == sorted([leaf_a, leaf_b]), doc
+        finally:
+            a.stop()
+            b.stop()
