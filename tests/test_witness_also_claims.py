@@ -323,3 +323,28 @@ def test_honest_claims_through_two_servers_on_one_database_pass_the_policy(
         finally:
             a.stop()
             b.stop()
+
+
+def test_the_cosigned_checkpoint_is_asked_for_once_however_many_claims(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """An honest answer citing one claim and listing another as also signed, both
+    receipts older than the newest cosigned checkpoint: `prov verify --witness` brings
+    both up to one cosigned checkpoint, asked for once (each ask a reply of up to 8 MiB
+    and a call of up to 30 s; all the receipts are held to the same checkpoint), and
+    passes. (revwit59: before, asked once per claim: 2.)"""
+    photo, _ = _two_claims(enrolled, tmp_path, server)
+    sign_sample(enrolled, tmp_path / "again", "grace_hopper.jpg")  # a newer checkpoint
+    wait_cosigned(server.address, 4)
+    asked: list[bool] = []
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        asked.append(pb.GetCheckpointRequest.FromString(request).cosigned)
+        return forward(request)
+
+    genuine = _genuine_answer(server.address, photo).SerializeToString()
+    with relay(server.address, {GET_CHECKPOINT: counted}, {VERIFY_FILE: genuine}) as address:
+        rc, out, err = _verify(capsys, str(photo), "--server", address, "--witness", witness[1])
+    assert rc == 0, (rc, out, err)
+    assert "so is the receipt of the claim listed as also signed" in out, out
+    assert asked.count(True) == 1, asked
