@@ -348,3 +348,33 @@ def test_the_cosigned_checkpoint_is_asked_for_once_however_many_claims(
     assert rc == 0, (rc, out, err)
     assert "so is the receipt of the claim listed as also signed" in out, out
     assert asked.count(True) == 1, asked
+
+
+def test_a_tampered_verdicts_receipt_is_proven_before_the_policy_is_shown_met(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A TAMPERED answer citing a logged claim whose receipt carries the server's newest
+    cosigned checkpoint and a changed inclusion proof: under `--witness` that receipt is
+    what the witnesses line vouches for ("leaf N is in a checkpoint ... cosigned by"),
+    so it is proven first and refused (exit 3), as for a SIGNED_ORIGINAL. (revwit59:
+    before, exit 13 with "cosigned by 1 of 1 witnesses" and --json's evidence_checked
+    "witness": the up-front proof skipped verdicts that vouch for nothing, and the
+    receipt carrying the cosigned checkpoint was taken as it was.)"""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    forged = _genuine_answer(server.address, photo)
+    with ProvenanceClient(server.address) as c:
+        note, _, _ = c.cosigned_checkpoint()
+    forged.status = pb.TAMPERED
+    receipt = forged.evidence.claim.receipt
+    receipt.checkpoint = note
+    receipt.inclusion_proof[0] = bytes(32)
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--json",)):
+            rc, out, err = _verify(
+                capsys, str(photo), "--server", address, "--witness", witness[1], *extra
+            )
+            assert rc == 3, (extra, rc, out, err)
+            assert err.startswith("SERVER EVIDENCE REFUSED: ") and address in err, err
+            assert "does not verify with the log key" in err, err
+            assert "cosigned by 1 of 1" not in out, out
