@@ -33,7 +33,7 @@ from provenance.core.errors import (
     SignatureError,
 )
 from provenance.core.files import file_identity, holds_sha256
-from provenance.core.verify import ClaimEvidence, VerificationReport
+from provenance.core.verify import MAX_OTHER_CLAIMS, ClaimEvidence, VerificationReport
 
 if TYPE_CHECKING:
     from provenance.log.checkpoint import Checkpoint
@@ -357,7 +357,19 @@ class EvidenceChecker:
         (before h-hostsrv58 they were shown unproven), and one listed without a receipt is
         refused (before revhost58 it was shown, "not in the log"). `prov verify --witness`
         runs it too, with the server's own key when none is pinned, before checking its
-        policy on the same receipts (`clients.cosigned.check_witnesses`)."""
+        policy on the same receipts (`clients.cosigned.check_witnesses`). An answer
+        listing more than `MAX_OTHER_CLAIMS` of them, as an honest server never does, is
+        refused before any is proven: under --witness each is a round of calls to the
+        server (before revwit59 a hostile server listing thousands held the client for
+        as many rounds)."""
+        listed = len(report.evidence.other_claims)
+        if listed > MAX_OTHER_CLAIMS:
+            said = (
+                f"answered {report.status} listing {listed:,} claims as also signed; an"
+                f" honest server lists at most {MAX_OTHER_CLAIMS} (and counts the rest in"
+                " a note): none was checked; the verdict is not shown"
+            )
+            raise _refusal(server, _says(said))
         which = "another claim it lists as also signed"
         for other in report.evidence.other_claims:
             if other.receipt is None:  # an honest server lists logged claims, with receipts

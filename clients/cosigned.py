@@ -116,11 +116,36 @@ def describe(statuses: list[WitnessStatus]) -> str:
     return said + (f"; and {more:,} more witnesses" if more > 0 else "")
 
 
+#: The server's newest cosigned checkpoint as `ProvenanceClient.cosigned_checkpoint`
+#: answers it: (note, "" when none yet; the server's quorum; each witness's status).
+Cosigned = tuple[str, int, list[WitnessStatus]]
+
+
+def newest_cosigned(c: ProvenanceClient) -> Cosigned:
+    """`ProvenanceClient.cosigned_checkpoint` of ``c``. Raises NoWitnessesError when the
+    server requests no cosignatures (has no witnesses), TransportError otherwise."""
+    try:
+        return c.cosigned_checkpoint()
+    except TransportError as e:
+        if e.code != "FAILED_PRECONDITION":
+            raise
+        raise NoWitnessesError(f"no witness cosignatures to check: {e}") from e
+
+
 def cosigned_receipt(
-    c: ProvenanceClient, receipt: Receipt, signed: SignedClaim, verifier: NoteVerifier
+    c: ProvenanceClient,
+    receipt: Receipt,
+    signed: SignedClaim,
+    verifier: NoteVerifier,
+    newest: Cosigned | None = None,
 ) -> Receipt:
     """``receipt`` (for ``signed``) proven against the newest checkpoint the server's
-    witness quorum cosigned; the receipt itself when its checkpoint is that one.
+    witness quorum cosigned; the receipt itself when its checkpoint is that one (its
+    inclusion proof then checked too: before revwit59 it was not, so a TAMPERED answer's
+    receipt, which `clients.cited.EvidenceChecker` does not prove, met the policy for
+    any proof).
+    ``newest``: that checkpoint as the server gave it already (`newest_cosigned`), so
+    that many receipts are held to one checkpoint, asked for once; None: asked here.
 
     Raises WitnessQuorumError when the server has no cosigned checkpoint covering the leaf
     (naming each witness and why: unreachable, or a refusal such as a fork), or
@@ -129,12 +154,7 @@ def cosigned_receipt(
     verify with the log key (before h-hostsrv58: exit 1, the bare reason, no server
     named); LogIntegrityError when the two checkpoints are not of one append-only log.
     """
-    try:
-        note, quorum, statuses = c.cosigned_checkpoint()
-    except TransportError as e:
-        if e.code != "FAILED_PRECONDITION":
-            raise
-        raise NoWitnessesError(f"no witness cosignatures to check: {e}") from e
+    note, quorum, statuses = newest if newest is not None else newest_cosigned(c)
     try:
         size = open_checkpoint(note, verifier).size if note else 0
     except (SignatureError, LogError) as e:
@@ -143,17 +163,23 @@ def cosigned_receipt(
         have = f"the newest covers {size} entries" if note else "there is none yet"
         raise WitnessQuorumError(
             f"no checkpoint cosigned by the server's quorum of {quorum} witnesses covers leaf"
-            f" {receipt.leaf_index} ({have}): {describe(statuses)}"
+            f" {receipt.leaf_index} ({have}; a leaf logged since the witnesses last cosigned"
+            " is covered once they cosign again, as the server asks them to after each"
+            " batch: try again once they cosign, or, if one below is unreachable or"
+            f" refusing, ask the log's operator): {describe(statuses)}"
         )
-    if note == receipt.checkpoint:
-        return receipt
-    _, _, proof, _ = c.inclusion_proof(size, leaf_index=receipt.leaf_index)
-    new = replace(receipt, checkpoint=note, inclusion_proof=tuple(proof))
+    if note == receipt.checkpoint:  # proven here too (revwit59: it was taken as it was)
+        new = receipt
+    else:
+        _, _, proof, _ = c.inclusion_proof(size, leaf_index=receipt.leaf_index)
+        new = replace(receipt, checkpoint=note, inclusion_proof=tuple(proof))
     try:
         verify_receipt(new, signed, verifier)
     except (SignatureError, LogError) as e:
         what = f"the inclusion proof of leaf {receipt.leaf_index} in its cosigned checkpoint"
         raise _refused(c.address, f"{what} of {size} entries", verifier, e) from e
+    if new is receipt:
+        return receipt
     old = open_checkpoint(receipt.checkpoint, verifier)
     if old.size == size:
         if old.root_hash != open_checkpoint(note, verifier).root_hash:
@@ -281,11 +307,12 @@ def check_witnesses(
     key = vkey if vkey is not None else c.log_key()[0]
     EvidenceChecker(key, "--log-key" if vkey is not None else "--witness").check(report, c.address)
     verifier = NoteVerifier.from_vkey(key)
+    newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once
     main = WitnessCheck(quorum, len(policy))
     if ev is not None and ev.receipt is not None:
         leaf = ev.receipt.leaf_index
         try:
-            signed, size = _policy_met(c, ev, ev.receipt, sidecar, policy, quorum, verifier)
+            signed, size = _policy_met(newest, ev, ev.receipt, sidecar, policy, quorum, verifier)
         except WitnessQuorumError as e:
             return replace(main, leaf_index=leaf, error=str(e))
         main = replace(main, cosignatures=tuple(signed), leaf_index=leaf, tree_size=size)
@@ -298,7 +325,7 @@ def check_witnesses(
             f" leaf {other.receipt.leaf_index})"
         )
         try:
-            _policy_met(c, other, other.receipt, sidecar, policy, quorum, verifier)
+            _policy_met(newest, other, other.receipt, sidecar, policy, quorum, verifier)
         except WitnessQuorumError as e:
             return replace(main, cosignatures=(), tree_size=0, error=f"{which}: {e}")
         except ServerEvidenceError as e:
@@ -306,8 +333,23 @@ def check_witnesses(
     return replace(main, also=len(others))
 
 
+class _Newest:
+    """The newest cosigned checkpoint of the server of ``c`` (`newest_cosigned`), asked
+    for on first use and then kept, for the receipts of one `check_witnesses`."""
+
+    def __init__(self, c: ProvenanceClient) -> None:
+        self.c = c
+        self._got: Cosigned | None = None
+
+    def get(self) -> Cosigned:
+        """The checkpoint, asked for the first time only; raises as `newest_cosigned`."""
+        if self._got is None:
+            self._got = newest_cosigned(self.c)
+        return self._got
+
+
 def _policy_met(
-    c: ProvenanceClient,
+    newest: _Newest,
     ev: ClaimEvidence,
     receipt: Receipt,
     sidecar: Sidecar | None,
@@ -319,8 +361,9 @@ def _policy_met(
     proves ``receipt``, the receipt of the claim of ``ev`` (proven with ``verifier``
     already), and that checkpoint's tree size: the sidecar's own receipt when it is of
     that claim and already cosigned, else ``receipt`` brought up to the server's newest
-    cosigned checkpoint (`cosigned_receipt`). Raises WitnessQuorumError when the policy is
-    not met, and what `cosigned_receipt` raises."""
+    cosigned checkpoint (`cosigned_receipt`), which ``newest`` holds for all the receipts
+    of one check. Raises WitnessQuorumError when the policy is not met, and what
+    `cosigned_receipt` raises."""
     if (
         sidecar is not None
         and sidecar.receipt is not None
@@ -332,6 +375,6 @@ def _policy_met(
             pass
         else:
             return signed, verify_receipt(sidecar.receipt, ev.signed_claim, verifier).size
-    receipt = cosigned_receipt(c, receipt, ev.signed_claim, verifier)
+    receipt = cosigned_receipt(newest.c, receipt, ev.signed_claim, verifier, newest.get())
     signed = check_quorum(receipt.checkpoint, policy, quorum)
     return signed, open_checkpoint(receipt.checkpoint, verifier).size

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from clients.api import ProvenanceClient
+from clients.device import DeviceHome
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import SAMPLES, Cli, ServerProc, relay, sign_sample, wait_cosigned
 from tests.test_cited_binding import (  # noqa: F401
@@ -149,7 +150,8 @@ def test_an_also_signed_claim_no_cosigned_checkpoint_holds_fails_the_policy(
     lists as also signed (its genuine receipt logged after the witnesses last cosigned):
     the policy is not met, exit 14, the error naming that claim; not refused as the
     server's evidence (exit 3), as an honest server's witnesses may not have cosigned
-    yet. (h-witalso59: before, exit 0, "cosigned by 1 of 1 witnesses".)"""
+    yet: the message says to try again once they cosign. (h-witalso59: before, exit 0,
+    "cosigned by 1 of 1 witnesses"; revwit59: before, no advice.)"""
     photo, before = _two_claims(enrolled, tmp_path, server)
     genuine = _genuine_answer(server.address, photo)
     sequence = _sequence(genuine.evidence.other_claims[0])
@@ -159,6 +161,7 @@ def test_an_also_signed_claim_no_cosigned_checkpoint_holds_fails_the_policy(
         assert rc == 14, (rc, out, err)
         assert "witnesses: POLICY NOT MET (1 of 1): the receipt of another claim it lists" in err
         assert f"sequence {sequence}" in err and "no checkpoint cosigned" in err, err
+        assert "try again once they cosign" in err, err  # what to do (revwit59)
         rc, out, err = _verify(
             capsys, str(photo), "--server", address, "--witness", witness[1], "--json"
         )
@@ -210,3 +213,168 @@ def test_honest_claims_of_two_devices_pass_the_witness_policy(
                 assert sorted([cited, *others]) == sorted([leaf_a, leaf_b]) or (
                     want == 10 and cited in (leaf_a, leaf_b) and not others
                 ), doc
+
+
+def test_more_also_signed_claims_than_an_honest_server_lists_are_refused(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A server listing more claims as also signed than an honest one does
+    (`MAX_OTHER_CLAIMS`; it says "and N more" of the rest in a note): each is a round of
+    calls under `--witness` (its cosigned checkpoint, an inclusion proof, a consistency
+    proof, each reply up to 8 MiB), so a hostile server listing thousands (its 8 MiB
+    VerifyFile reply holds some 20,000) held `prov verify` for that many rounds. Here 17
+    genuine, logged, cosigned claims of the same bytes: refused, exit 3, before any of
+    them is checked; with --log-key too. (revwit59: before, exit 0, "so is the receipt
+    of each of the 17 claims listed as also signed", after 17 rounds of calls.)"""
+    from provenance.core.verify import MAX_OTHER_CLAIMS
+    from provenance.wire.convert import receipt_to_pb, signed_to_pb
+    from provenance.wire.sidecar import decode_sidecar
+
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sidecars = []
+    for i in range(MAX_OTHER_CLAIMS + 1):  # as many claims again of the same bytes
+        (tmp_path / f"again{i}").mkdir()
+        again = Path(shutil.copy(photo, tmp_path / f"again{i}" / photo.name))
+        rc, _, err = enrolled("sign", str(again))
+        assert rc == 0, err
+        sidecars.append(decode_sidecar(again.with_name(again.name + ".prov").read_bytes()))
+    wait_cosigned(server.address, MAX_OTHER_CLAIMS + 3)
+    forged = _genuine_answer(server.address, photo)
+    assert len(forged.evidence.other_claims) == MAX_OTHER_CLAIMS, forged
+    listed = {bytes(o.signed_claim.claim) for o in forged.evidence.other_claims}
+    for s in sidecars:  # the claim the honest answer left to its note
+        if signed_to_pb(s.signed_claim).claim not in listed and s.receipt is not None:
+            extra = forged.evidence.other_claims.add()
+            extra.CopyFrom(forged.evidence.other_claims[0])
+            extra.signed_claim.CopyFrom(signed_to_pb(s.signed_claim))
+            extra.receipt.CopyFrom(receipt_to_pb(s.receipt))
+    assert len(forged.evidence.other_claims) == MAX_OTHER_CLAIMS + 1, forged
+    with ProvenanceClient(server.address) as c:
+        log_vkey = c.log_key()[0]
+    for address in _forger(server.address, forged.SerializeToString()):
+        for pinned in ((), ("--log-key", log_vkey)):
+            rc, out, err = _verify(
+                capsys, str(photo), "--server", address, "--witness", witness[1], *pinned
+            )
+            assert rc == 3, (pinned, rc, out, err)
+            assert err.startswith("SERVER EVIDENCE REFUSED: ") and address in err, err
+            assert f"{MAX_OTHER_CLAIMS + 1} claims as also signed" in err, err
+            assert f"at most {MAX_OTHER_CLAIMS}" in err, err
+            assert "SIGNED_ORIGINAL" not in out, out
+
+
+def test_honest_claims_through_two_servers_on_one_database_pass_the_policy(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Two `prov serve` over one PostgreSQL database, one witness (quorum 1), as behind a
+    load balancer (docs/deploy.md step 6). Device a signs a photo through server A; the
+    witnesses cosign; device b then signs the same bytes through server B; device a is
+    revoked. The receipts are of different ages (a's checkpoint older than the newest
+    cosigned one, b's from B's own batch), one claim is by a revoked device, and the
+    claims were logged through different servers: `prov verify --witness` through
+    either server, with and without --log-key, text and --json, passes for each copy
+    (each listing the other claim as also signed), and so after `prov receipt refresh`
+    of a's sidecar (its own receipt then already cosigned). No false refusal."""
+    from provenance.log.checkpoint import generate_log_key
+    from tests.conftest import PG_LOG_KEYS, device_env, start_server, witness_serve
+
+    log_vkey = generate_log_key(PG_LOG_KEYS[pg_url], "media-provenance.local/log").verifier_key()
+    (tmp_path / "w").mkdir()
+    with witness_serve(tmp_path / "w", log_vkey) as (url, wkey):
+        policy = ("--witness", f"{url}={wkey}", "--witness-quorum", "1")
+        a, b = start_server(pg_url, *policy), start_server(pg_url, *policy)
+        try:
+            cli = Cli(tmp_path / "cam-a", a.address, capsys)
+            device_env(monkeypatch, cli.home, a.address)
+            home_a = _device(cli, monkeypatch, tmp_path, "cam-a")
+            photo_a, leaf_a = _sign_copy(cli, monkeypatch, home_a, tmp_path / "a")
+            wait_cosigned(a.address, leaf_a + 1)
+            monkeypatch.setenv("PROV_SERVER", b.address)
+            home_b = _device(cli, monkeypatch, tmp_path, "cam-b")
+            photo_b, leaf_b = _sign_copy(cli, monkeypatch, home_b, tmp_path / "b")
+            rc, _, err = cli(
+                "admin", "revoke", DeviceHome(home_a).state().device_id, "--reason", "lost"
+            )
+            assert rc == 0, err
+            size = max(leaf_a, leaf_b) + 2  # the revocation is logged too
+            for s in (a, b):
+                wait_cosigned(s.address, size)
+            pinned_key = ("--log-key", log_vkey)
+            for refreshed in (False, True):
+                if refreshed:
+                    rc, out, err = cli(
+                        "receipt", "refresh", f"{photo_a}.prov", "--server", a.address
+                    )
+                    assert rc == 0, (out, err)
+                for s in (a, b):
+                    for photo in (photo_a, photo_b):
+                        for pinned in ((), pinned_key):
+                            args = ("verify", str(photo), "--no-detect", "--server", s.address)
+                            rc, out, err = cli(*args, "--witness", wkey, *pinned)
+                            assert rc == 0, (s.address, photo, pinned, rc, out, err)
+                            assert "cosigned by 1 of 1 witnesses" in out, out
+                            assert "so is the receipt of the claim listed as also signed" in out
+                            rc, out, err = cli(*args, "--json", "--witness", wkey, *pinned)
+                            doc = json.loads(out)
+                            assert rc == 0 and doc["witnesses"]["met"] is True, (rc, out, err)
+                            assert doc["evidence_checked"] == ("log-key" if pinned else "witness")
+                            cited, others = _leaves(doc)
+                            assert sorted([cited, *others]) == sorted([leaf_a, leaf_b]), doc
+        finally:
+            a.stop()
+            b.stop()
+
+
+def test_the_cosigned_checkpoint_is_asked_for_once_however_many_claims(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """An honest answer citing one claim and listing another as also signed, both
+    receipts older than the newest cosigned checkpoint: `prov verify --witness` brings
+    both up to one cosigned checkpoint, asked for once (each ask a reply of up to 8 MiB
+    and a call of up to 30 s; all the receipts are held to the same checkpoint), and
+    passes. (revwit59: before, asked once per claim: 2.)"""
+    photo, _ = _two_claims(enrolled, tmp_path, server)
+    sign_sample(enrolled, tmp_path / "again", "grace_hopper.jpg")  # a newer checkpoint
+    wait_cosigned(server.address, 4)
+    asked: list[bool] = []
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        asked.append(pb.GetCheckpointRequest.FromString(request).cosigned)
+        return forward(request)
+
+    genuine = _genuine_answer(server.address, photo).SerializeToString()
+    with relay(server.address, {GET_CHECKPOINT: counted}, {VERIFY_FILE: genuine}) as address:
+        rc, out, err = _verify(capsys, str(photo), "--server", address, "--witness", witness[1])
+    assert rc == 0, (rc, out, err)
+    assert "so is the receipt of the claim listed as also signed" in out, out
+    assert asked.count(True) == 1, asked
+
+
+def test_a_tampered_verdicts_receipt_is_proven_before_the_policy_is_shown_met(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A TAMPERED answer citing a logged claim whose receipt carries the server's newest
+    cosigned checkpoint and a changed inclusion proof: under `--witness` that receipt is
+    what the witnesses line vouches for ("leaf N is in a checkpoint ... cosigned by"),
+    so it is proven first and refused (exit 3), as for a SIGNED_ORIGINAL. (revwit59:
+    before, exit 13 with "cosigned by 1 of 1 witnesses" and --json's evidence_checked
+    "witness": the up-front proof skipped verdicts that vouch for nothing, and the
+    receipt carrying the cosigned checkpoint was taken as it was.)"""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    forged = _genuine_answer(server.address, photo)
+    with ProvenanceClient(server.address) as c:
+        note, _, _ = c.cosigned_checkpoint()
+    forged.status = pb.TAMPERED
+    receipt = forged.evidence.claim.receipt
+    receipt.checkpoint = note
+    receipt.inclusion_proof[0] = bytes(32)
+    for address in _forger(server.address, forged.SerializeToString()):
+        for extra in ((), ("--json",)):
+            rc, out, err = _verify(
+                capsys, str(photo), "--server", address, "--witness", witness[1], *extra
+            )
+            assert rc == 3, (extra, rc, out, err)
+            assert err.startswith("SERVER EVIDENCE REFUSED: ") and address in err, err
+            assert "does not verify with the log key" in err, err
+            assert "cosigned by 1 of 1" not in out, out
