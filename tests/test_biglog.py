@@ -14,7 +14,8 @@ import pytest
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
 from provenance.server.service import ProvenanceService, ServiceConfig
-from provenance.store.sqlite import SqliteStore
+from provenance.store import open_store
+from provenance.store.sql import SqlStore
 from tests.inproc import Clock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +27,13 @@ DEVICES = 5
 
 
 def test_a_big_bench_log_passes_the_full_audit_and_a_server_start(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    any_db: Path | str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    db, key = tmp_path / "log.db", tmp_path / "log.key"
+    """On SQLite (`cached_log`) and PostgreSQL (bench/bench_store.py --pg)."""
+    db, key = any_db, tmp_path / "log.key"
     signer = generate_log_key(key, ORIGIN)
-    store = SqliteStore(db)
+    store = open_store(db)
+    assert isinstance(store, SqlStore)  # SQLite or PostgreSQL: build_log writes SQL
     try:
         build_log(store, signer, LEAVES, batch=100, devices=DEVICES)
     finally:
