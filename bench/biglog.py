@@ -1,16 +1,22 @@
 """Big logs for the store benches, built directly in the store in large batches and cached.
 
-`cached_log(leaves)` returns a SQLite log of ``leaves`` realistic captures (an image claim
-with a PDQ hash, width/height, the device chain link and a 64-byte signature; 1,000
-devices; a signed checkpoint every ``PER_CHECKPOINT`` leaves, as group commit leaves
-them; a verified mark at the head) and its log key. The file is kept in
+`cached_log(leaves)` returns a SQLite log of ``leaves`` leaves as an honest server logs
+them, and its log key: first the token enrollments of 1,000 devices with real Ed25519
+keys (key-history entries signed by the log key, the admin key of a server started without
+``--admin-token``; registry rows and the ``key_events`` index as the writer leaves them),
+then realistic captures (an image claim with a PDQ hash, width/height, the device chain
+link, signed by its device's key: `prov log audit` verifies every one); a signed
+checkpoint every ``PER_CHECKPOINT`` leaves, as group commit leaves them; a verified mark
+at the head. The file is kept in
 ``out/biglog/`` (git-ignored) and reused while the schema and the recipe are unchanged.
 The rows go in with batched SQL and no journal, and the secondary indexes are built once
 at the end (sorted, from the schema's own definitions), then given room in their pages
 as SQLite migration 6 gives a log's (`INDEX_ROOM`): 10^6 leaves take a few minutes,
 10^7 about 12 minutes of CPU (41 minutes at ``nice -n 19`` on a loaded 2-core machine;
-8.75 GB). Signatures are random bytes (start-up and the store never check them; only
-SubmitCapture does). The server's start-up checks accept the result.
+8.75 GB), measured before the claims were signed. Signing adds one Ed25519 signature a
+claim (`envelope.sign_payload`, 22-25 us): 10^5 leaves took 4.9 s of CPU instead of 2.5,
+10^6 49.5 s (78 s wall at load average 3-4; docs/performance.md, 7 December). The
+server's start-up checks and a full `prov log audit --db` accept the result.
 
 `build_log(store, signer, leaves)` builds the same log in a SQLite or PostgreSQL store.
 """
@@ -30,10 +36,14 @@ from pathlib import Path
 from provenance.core import merkle
 from provenance.core.binding import PerceptualHash
 from provenance.core.claims import Claim, Device, HardBinding, SignedClaim
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.keyhistory import KeyEvent, KeyEventKind, KeySigner, sign_key_event
+from provenance.core.keys import DeviceKey
+from provenance.core.registry import check_claim_signature
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, load_log_signer
+from provenance.server.service import KEY_HISTORY_META
 from provenance.server.startup import MARK_KEY, sign_mark
-from provenance.store import to_us
+from provenance.store import NewKeyLeaf, to_us
 from provenance.store.sql import SqlStore
 from provenance.store.sqlite import INDEX_ROOM, SCHEMA_VERSION, SqliteStore
 from provenance.wire import convert as wire
@@ -45,8 +55,9 @@ ORIGIN = "bench.local/log"
 PER_CHECKPOINT = 64
 DEVICES = 1000
 #: Bump when the recipe changes, so cached files are rebuilt (3: a device's first claim
-#: is stored not chain-linked, as the writer stores it; `prov log audit --db` checks it).
-RECIPE = 3
+#: is stored not chain-linked, as the writer stores it; `prov log audit --db` checks it;
+#: 4: real device keys, their enrollments logged first, every claim signed).
+RECIPE = 4
 
 
 class _Template:
@@ -71,15 +82,13 @@ class _Template:
         }
         self.at["seq"] = cb.index(seq, self.at["dev"] + 32)
         entry = wire.encode_log_entry(SignedClaim(PAYLOAD_TYPE_CLAIM, cb, dev, sig * 2), now)
-        self.entry = entry
+        self.entry_bytes = entry
         self.claim_at = entry.index(cb)
         self.key_at = entry.index(dev, self.claim_at + len(cb))
         self.sig_at = entry.index(sig * 2)
 
-    def make(
-        self, dev: bytes, seq: int, sha: bytes, pdq: bytes, prev: bytes, sig: bytes
-    ) -> tuple[bytes, bytes]:
-        """(claim bytes, log entry bytes) of one capture."""
+    def make(self, dev: bytes, seq: int, sha: bytes, pdq: bytes, prev: bytes) -> bytes:
+        """The claim bytes of one capture."""
         c = bytearray(self.claim)
         at = self.at
         c[at["dev"] : at["dev"] + 32] = dev
@@ -89,40 +98,81 @@ class _Template:
         c[at["seq"] : at["seq"] + 3] = bytes(
             [0x80 | (seq & 0x7F), 0x80 | ((seq >> 7) & 0x7F), seq >> 14]
         )
-        e = bytearray(self.entry)
+        return bytes(c)
+
+    def entry(self, c: bytes, dev: bytes, sig: bytes) -> bytes:
+        """The log entry of the claim bytes ``c`` of device ``dev``, signed ``sig``."""
+        e = bytearray(self.entry_bytes)
         e[self.claim_at : self.claim_at + len(c)] = c
         e[self.key_at : self.key_at + 32] = dev
         e[self.sig_at : self.sig_at + 64] = sig
-        return bytes(c), bytes(e)
+        return bytes(e)
 
 
-def build_log(store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_000) -> None:
-    """Append ``leaves`` captures to the empty database ``store`` with batched SQL (the
-    rows the writer would write; see module docstring)."""
+def _enroll(
+    store: SqlStore, signer: LogSigner, keys: list[DeviceKey], now: datetime
+) -> tuple[list[tuple[int, bytes]], list[bytes]]:
+    """Enroll ``keys`` with one-time tokens as the writer does: a registry row each, and a
+    key-history leaf (leaves 0, 1, ...) signed by the admin key, which is the log key of a
+    server started without ``--admin-token``; the key history marked as kept from leaf 0.
+    (index, leaf hash) of each leaf, and each device id."""
+    admin = KeySigner(signer.public_key, signer.sign_message)
+    leaves, devs = [], []
+    for i, key in enumerate(keys):
+        tok = i.to_bytes(32, "big")
+        store.add_token(tok, "", now, now.replace(year=now.year + 1))
+        ev = KeyEvent(
+            KeyEventKind.ENROLLMENT, key.key_id, now, key.public_key, authorised_by="token"
+        )
+        signed = sign_key_event(admin, wire.encode_key_event(ev))
+        entry = wire.encode_key_event_entry(signed, now)
+        leaves.append(NewKeyLeaf(merkle.leaf_hash(entry), signed, ev, now, entry))
+        devs.append(store.enroll(tok, Device(key.key_id, key.public_key, now), now).device_id)
+    with store.append() as txn:
+        txn.insert_key_events(0, leaves)
+    store.set_meta(KEY_HISTORY_META, "0")
+    return [(i, lf.leaf_hash) for i, lf in enumerate(leaves)], devs
+
+
+def build_log(
+    store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_000, devices: int = DEVICES
+) -> None:
+    """Fill the empty database ``store`` with a log of ``leaves`` leaves by batched SQL (the
+    rows the writer would write; see module docstring): ``devices`` enrollments (fewer when
+    ``leaves`` is smaller), then claims signed by the enrolled keys."""
     rng = random.Random(leaves)
     now = datetime.now(UTC)
     now_us = to_us(now)
     store.set_meta("origin", signer.name)
     store.set_meta("log_verifier_key", signer.verifier_key())
-    devs = []
-    for i in range(DEVICES):
-        tok = i.to_bytes(32, "big")
-        store.add_token(tok, "", now, now.replace(year=now.year + 1))
-        devs.append(
-            store.enroll(tok, Device(rng.randbytes(32), rng.randbytes(32), now), now).device_id
-        )
+    keys = [DeviceKey.from_private_bytes(rng.randbytes(32)) for _ in range(min(devices, leaves))]
+    enrolled, devs = _enroll(store, signer, keys, now)
+    key_of = {k.key_id: k for k in keys}
     state = {d: (_Template.SEQ0 - 1, rng.randbytes(32)) for d in devs}
     tpl = _Template(now)
     frontier = merkle.CompactRange()
+    nodes: list[merkle.NewNode] = []
+    cps: list[tuple[int, str, int]] = []
+    for idx, lh in enrolled:
+        nodes += frontier.append(lh)
+        if (idx + 1) % PER_CHECKPOINT == 0 or idx + 1 == leaves:
+            size = idx + 1
+            note = signer.sign(Checkpoint(signer.name, size, frontier.root(), now))
+            cps.append((size, note, now_us))
+    with store.append() as txn:
+        txn.put_nodes(nodes)
+        txn.c.executemany("INSERT INTO checkpoints(size, note, created_at) VALUES (?,?,?)", cps)
     t0 = time.perf_counter()
     sha256 = hashlib.sha256
-    for start in range(0, leaves, batch):
+    first = len(enrolled)
+    for start in range(first, leaves, batch):
         rows, soft, nodes, cps = [], [], [], []
         for idx in range(start, min(leaves, start + batch)):
-            dev = devs[rng.randrange(DEVICES)]
+            dev = devs[rng.randrange(len(devs))]
             seq, prev = state[dev]
-            r = rng.randbytes(128)
-            cb, entry = tpl.make(dev, seq + 1, r[:32], r[32:64], prev, r[64:])
+            r = rng.randbytes(64)
+            cb = tpl.make(dev, seq + 1, r[:32], r[32:64], prev)
+            entry = tpl.entry(cb, dev, sign_payload(key_of[dev], PAYLOAD_TYPE_CLAIM, cb))
             ch = sha256(cb).digest()
             state[dev] = (seq + 1, ch)
             lh = sha256(b"\0" + entry).digest()
@@ -136,13 +186,14 @@ def build_log(store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_0
                 size = idx + 1
                 note = signer.sign(Checkpoint(signer.name, size, frontier.root(), now))
                 cps.append((size, note, now_us))
-        if start == 0:  # the template makes what the real encoder makes
+        if start == first:  # the template makes what the real encoder makes
             for row in rows[:3]:
                 signed, at = wire.decode_log_entry(row[-1])
                 claim = wire.decode_claim(signed.claim_bytes)
                 assert at == now and signed.claim_hash == row[2], "template broke"
                 assert (claim.device_id, claim.sequence) == (row[3], row[4])
                 assert claim.hard_binding.sha256 == row[5]
+                check_claim_signature(signed, key_of[claim.device_id].public_key)
         with store.append() as txn:
             c = txn.c
             c.executemany(
@@ -159,7 +210,7 @@ def build_log(store: SqlStore, signer: LogSigner, leaves: int, batch: int = 20_0
             c.executemany("INSERT INTO checkpoints(size, note, created_at) VALUES (?,?,?)", cps)
             c.executemany(
                 "UPDATE devices SET last_sequence=?, last_claim_hash=? WHERE device_id=?",
-                [(seq, ch, d) for d, (seq, ch) in state.items()],
+                [(seq, ch, d) for d, (seq, ch) in state.items() if seq >= _Template.SEQ0],
             )
         done = start + len(rows)
         rate = done / (time.perf_counter() - t0)
