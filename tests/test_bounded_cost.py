@@ -48,7 +48,7 @@ from provenance.server.limits import DeviceQuota, ServerLimits, UploadGate
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
-from provenance.wire.contract import MAX_MESSAGE_BYTES
+from provenance.wire.contract import MAX_CLAIM_CHUNK_HASHES, MAX_MESSAGE_BYTES
 from tests.conftest import (
     ADMIN_TOKEN,
     ROOT,
@@ -592,26 +592,29 @@ def test_upload_cut_as_its_stream_ends_is_still_cut() -> None:
 # ---------------------------------------------------------------- High 2
 
 
+def _one_byte_chunks(key: DeviceKey, size: int, sha256: bytes) -> Claim:
+    """A video claim of ``key``'s binding ``size`` bytes of SHA-256 ``sha256`` in 1-byte
+    chunks (a made-up chunk root)."""
+    return Claim(
+        device_id=key.key_id,
+        sequence=1,
+        captured_at=datetime.now(UTC),
+        media_type="video/mp4",
+        size_bytes=size,
+        hard_binding=HardBinding(
+            sha256=sha256, chunk_size=1, chunk_count=size, chunk_merkle_root=os.urandom(32)
+        ),
+        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
+        duration_seconds=1.0,
+    )
+
+
 def test_chunk_size_1_sidecar_upload_is_not_hashed_byte_by_byte(server: ServerProc) -> None:
     """A sidecar claim (unenrolled key) naming 1-byte chunks: the server does not hash the
     upload chunk by chunk; it says so in the report."""
     data = os.urandom(256 * 1024)
     key = DeviceKey.generate()
-    claim = Claim(
-        device_id=key.key_id,
-        sequence=1,
-        captured_at=datetime.now(UTC),
-        media_type="video/mp4",
-        size_bytes=len(data),
-        hard_binding=HardBinding(
-            sha256=hashlib.sha256(data).digest(),
-            chunk_size=1,
-            chunk_count=len(data),
-            chunk_merkle_root=os.urandom(32),
-        ),
-        soft_bindings=(PerceptualHash("pdq", bytes(32), 0),),
-        duration_seconds=1.0,
-    )
+    claim = _one_byte_chunks(key, len(data), hashlib.sha256(data).digest())
     assert isinstance(server.db, Path)  # conftest's server_db: a SQLite file
     path = server.db.with_name("clip.bin")
     path.write_bytes(data)
@@ -1136,3 +1139,53 @@ def test_an_upload_slot_cannot_be_held_by_reconnecting_before_the_idle_window(
         stop.set()
         for t in threads:
             t.join()
+
+
+def _peak_rss(pid: int) -> int:
+    """The peak resident set of process ``pid`` so far, in bytes (VmHWM in
+    /proc/PID/status: the kernel's high-water mark, so nothing is sampled)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM in /proc/{pid}/status")
+
+
+def test_tiny_chunks_past_what_a_claim_lists_cost_no_memory_at_min_chunk_0(
+    tmp_path: Path, srv_factory: list[ServerProc]
+) -> None:
+    """`prov serve --min-chunk-kb 0` takes a sidecar's chunk size of 1 byte, but a claim's
+    list holds at most MAX_CLAIM_CHUNK_HASHES hashes, so a 2 MiB file in 1-byte chunks
+    (2,097,152 of them) matches no list: its chunks are not hashed, whether the header
+    announces its size or not, and the report says why no damaged range was located.
+    Before: one hash kept per byte, the server's RSS grew by about 390 MiB for 2.2 MB
+    (7.4 s of CPU), so 45 GiB for a 256 MiB file."""
+    server = _start(srv_factory, tmp_path / "db.sqlite", "--min-chunk-kb", "0")
+    data = os.urandom(2 << 20)
+    key = DeviceKey.generate()
+    claim = _one_byte_chunks(key, len(data), hashlib.sha256(b"other bytes").digest())
+    sidecar = wire.signed_to_pb(sign_claim(key, claim))
+
+    def upload(announced: int) -> Iterator[pb.VerifyFileChunk]:
+        header = pb.VerifyFileHeader(
+            size_bytes=announced, sidecar=sidecar, chunk_hashes=[os.urandom(32)] * 8
+        )
+        yield pb.VerifyFileChunk(header=header)
+        step = 1 << 16  # the most hashed before the size passes the list's bound: 196,608
+        for i in range(0, len(data), step):
+            yield pb.VerifyFileChunk(data=data[i : i + step])
+
+    stub = _stub(server.address)
+    pid = server.proc.pid
+    base = psutil.Process(pid).memory_info().rss
+    # the header's size, or none (0: unknown)
+    replies = [stub.VerifyFile(upload(announced), timeout=300) for announced in (len(data), 0)]
+    grew = _peak_rss(pid) - base
+    assert grew < 64 << 20, f"the server's peak RSS grew by {grew >> 20} MiB"
+    for reply in replies:
+        said = [r for r in reply.reasons if "damaged byte ranges were not located" in r]
+        assert said == [
+            "damaged byte ranges were not located: the sidecar's claim cuts the file into"
+            f" 1-byte chunks, 2,097,152 of them, more than the {MAX_CLAIM_CHUNK_HASHES:,}"
+            " chunk hashes a claim's list can hold, so no list matches and they were not"
+            " hashed"
+        ], list(reply.reasons)

@@ -24,11 +24,13 @@ from provenance.core.hash_threads import BackgroundSha256, run_beside, start_bes
 from provenance.core.verify import FileFacts
 from provenance.core.video_binding import ChunkedHasher
 from provenance.media.inspect import InspectConfig, Upload, embedded_chunk_facts
+from provenance.server.pipeline import unlocated_note
 from provenance.server.rpc import ServerConfig, create_server
 from provenance.server.rpc_input import UPLOAD_METHODS, DataChunk, _upload_chunk
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
 from provenance.wire import convert as wire
+from provenance.wire.contract import MAX_CLAIM_CHUNK_HASHES
 from provenance.wire.convert import ts_to_pb
 from tests.conftest import ADMIN_TOKEN, SAMPLES
 from tests.inproc import InProc
@@ -284,6 +286,48 @@ def test_an_embedded_claims_chunks_are_hashed_only_at_a_chunk_size_the_server_ta
         small = InspectConfig(min_chunk_bytes=4096)  # a server run with --min-chunk-kb 4
         assert embedded_chunk_facts(upload, facts, 4096, small).chunk_hashes
         assert embedded_chunk_facts(upload, hashed, 4096, small) is hashed  # hashed already
+
+
+def test_no_more_chunks_are_hashed_than_a_claims_list_can_hold() -> None:
+    """At a server's ``--min-chunk-kb 0`` a claim may ask for 1-byte chunks; a file of more
+    chunks than a claim's list holds (MAX_CLAIM_CHUNK_HASHES) matches no list, so neither
+    an upload (its size announced or not) nor an embedded claim's hashing
+    (`embedded_chunk_facts`) hashes it chunk by chunk, and the note says why no damaged
+    range was located. Before: a hash kept per byte, 392 MiB for 2.2 MB."""
+    fits = MAX_CLAIM_CHUNK_HASHES
+    with Upload(64 << 20, expected_bytes=fits + 1) as announced:
+        announced.hash_chunks(1)
+        assert announced.chunk_size == 0  # refused before the first byte
+    with Upload(64 << 20, expected_bytes=fits) as exact:
+        exact.hash_chunks(1)
+        exact.write(os.urandom(fits))
+        assert len(exact.chunk_hashes) == fits  # as many as a list can hold: hashed
+    with Upload(64 << 20) as unknown:  # no size announced: dropped once the bytes pass it
+        unknown.hash_chunks(1)
+        unknown.write(os.urandom(fits))
+        assert unknown.chunk_size == 1
+        unknown.write(b"x")
+        assert (unknown.chunk_size, unknown.chunk_hashes) == (0, ())
+    data = (SAMPLES / "fabric_pattern.mp4").read_bytes()
+    assert len(data) > fits
+    with Upload(64 << 20) as upload:
+        upload.write(data)
+        facts = FileFacts(upload.sha256, upload.size, "video/mp4")
+        anything = InspectConfig(min_chunk_bytes=0)  # a server run with --min-chunk-kb 0
+        assert embedded_chunk_facts(upload, facts, 1, anything) is facts
+        least = -(-len(data) // fits)  # the smallest chunk size that fits: hashed
+        assert len(embedded_chunk_facts(upload, facts, least, anything).chunk_hashes) <= fits
+    whose = "the claim embedded in its Content Credentials"
+    assert unlocated_note(whose, 1, len(data), 0) == (
+        f"damaged byte ranges were not located: {whose} cuts the file into 1-byte chunks,"
+        f" {len(data):,} of them, more than the {fits:,} chunk hashes a claim's list can"
+        " hold, so no list matches and they were not hashed"
+    )
+    assert unlocated_note(whose, 1, fits, 0) is None
+    assert unlocated_note(whose, 4095, fits, 4096) == (
+        f"damaged byte ranges were not located: {whose} cuts the file into 4095-byte"
+        " chunks, under the server's minimum of 4096 bytes"
+    )
 
 
 def test_a_big_video_upload_being_hashed_stalls_no_other_call(

@@ -58,6 +58,7 @@ from provenance.media.video.decode import (
     sample_frames,
     video_turns,
 )
+from provenance.wire.contract import MAX_CLAIM_CHUNK_HASHES
 
 #: Uploads up to this size stay in memory, in bytes.
 INLINE_BYTES = 32 * 1024 * 1024
@@ -80,6 +81,14 @@ C2PA_TYPES = frozenset(
         "video/quicktime",
     }
 )
+
+
+def chunks_fit(size: int, chunk_size: int) -> bool:
+    """Whether a file of ``size`` bytes cut into ``chunk_size``-byte chunks (at least 1)
+    has at most `MAX_CLAIM_CHUNK_HASHES` chunks, ceil(size / chunk_size): the most a
+    claim's list can hold, so a file of more can match no list and its chunks are not
+    hashed (a claim asking for 1-byte chunks would cost a hash per byte)."""
+    return -(-size // max(1, chunk_size)) <= MAX_CLAIM_CHUNK_HASHES
 
 
 class Upload:
@@ -120,10 +129,14 @@ class Upload:
 
     def hash_chunks(self, chunk_size: int) -> None:
         """Also compute chunk leaf hashes of ``chunk_size`` bytes as the data streams in
-        (call before the first write; for a video whose claim names its chunk size).
-        Raises MediaError after a write."""
+        (call before the first write; for a video whose claim names its chunk size), while
+        the file's chunks fit a claim's list (`chunks_fit`: not at all when
+        ``expected_bytes`` does not, and none once the bytes written pass it, so
+        `chunk_hashes` is then empty). Raises MediaError after a write."""
         if self._size:
             raise MediaError("chunk hashing must be asked for before the upload's first byte")
+        if not chunks_fit(self.expected_bytes, chunk_size):
+            return
         self._leaves = ChunkLeaves(chunk_size)
         self._chunks = BackgroundFeed(self._leaves.update)
 
@@ -178,6 +191,8 @@ class Upload:
             data = bytes(data)  # the hashing thread reads it later: it must not change
         self._size += len(data)
         self._digest.update(data)
+        if self._chunks is not None and not chunks_fit(self._size, self.chunk_size):
+            self._chunks = self._leaves = None  # no list can match: what was fed is dropped
         if self._chunks is not None:
             self._chunks.update(data)
         if self._size > self.max_bytes:
@@ -390,13 +405,15 @@ def embedded_chunk_facts(
     sidecar's claim, so the damaged ranges are named the same way
     (`provenance.core.verify`). ``facts`` as it is when its chunks were hashed already,
     when ``chunk_size`` is outside ``cfg.min_chunk_bytes``..`MAX_VIDEO_CHUNK` (a tiny
-    chunk would cost a hash per few bytes), or when the upload is not a kept file of a
+    chunk would cost a hash per few bytes) or the file has more chunks than a claim's list
+    can hold (`chunks_fit`), or when the upload is not a kept file of a
     strippable type within ``cfg.limits.max_image_bytes`` (it is read whole, as for the
     content hash). Cost: two passes of chunk hashing over the file; callers ask only for
     a file its claim does not bind. Raises nothing."""
     if (
         facts.chunk_hashes
         or not max(1, cfg.min_chunk_bytes) <= chunk_size <= MAX_VIDEO_CHUNK
+        or not chunks_fit(upload.size, chunk_size)
         or facts.media_type not in STRIPPABLE_TYPES
         or upload.size > cfg.limits.max_image_bytes
         or not upload.kept

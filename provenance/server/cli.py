@@ -41,6 +41,7 @@ from provenance.core.errors import (
 from provenance.core.files import file_kind
 from provenance.core.keyhistory import check_admin_token
 from provenance.terminal import SafeConsole, shown_line
+from provenance.wire.contract import MAX_CLAIM_CHUNK_HASHES
 
 if TYPE_CHECKING:  # imported when used: torch and the web stack load only on demand
     from detector.secret import SharedMeta
@@ -414,7 +415,8 @@ def serve(
         typer.Option(
             help="Smallest upload message but the last, KiB; also the smallest chunk of a"
             " sidecar's or embedded claim's chunked binding the server hashes chunk by"
-            " chunk.",
+            " chunk (whatever this says, never a file of more chunks than a claim can"
+            f" list, {MAX_CLAIM_CHUNK_HASHES:,}).",
             min=0,
         ),
     ] = 64,

@@ -51,6 +51,7 @@ from provenance.media.inspect import (
     InspectConfig,
     Inspection,
     Upload,
+    chunks_fit,
     embedded_chunk_facts,
     inspect_upload,
     resample_dense,
@@ -59,7 +60,7 @@ from provenance.media.video.decode import DecodeClock, Redecode, sample_frames
 from provenance.server.limits import DETECTOR_TIMEOUT_S
 from provenance.server.service import ProvenanceService, SearchBudget
 from provenance.wire import convert as wire
-from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES
+from provenance.wire.contract import DENSE_PASS_NEEDS_BYTES, MAX_CLAIM_CHUNK_HASHES
 from provenance.wire.sidecar import Sidecar, embedded_sidecar
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,28 @@ def sidecar_chunk_size(sidecar: SignedClaim | None) -> int:
     else 0."""
     size = claimed_chunk_size(sidecar)
     return size if 0 < size <= MAX_VIDEO_CHUNK else 0
+
+
+def unlocated_note(whose: str, chunk_size: int, size: int, min_chunk_bytes: int) -> str | None:
+    """The note saying why a file's damaged byte ranges were not located when ``whose``
+    claim ("the sidecar's claim") cuts its ``size`` bytes into ``chunk_size``-byte chunks
+    that were not hashed: under ``min_chunk_bytes`` (`prov serve --min-chunk-kb`), or more
+    chunks than a claim's list can hold (`chunks_fit`, `MAX_CLAIM_CHUNK_HASHES`). None
+    for a chunk size of neither (0: no chunked binding)."""
+    if 0 < chunk_size < min_chunk_bytes:
+        why = f"under the server's minimum of {min_chunk_bytes} bytes"
+    elif 0 < chunk_size and not chunks_fit(size, chunk_size):
+        why = (
+            f"{-(-size // chunk_size):,} of them, more than the {MAX_CLAIM_CHUNK_HASHES:,}"
+            " chunk hashes a claim's list can hold, so no list matches and they were not"
+            " hashed"
+        )
+    else:
+        return None
+    return (
+        f"damaged byte ranges were not located: {whose} cuts the file into {chunk_size}-byte"
+        f" chunks, {why}"
+    )
 
 
 #: The reason added when the claim judged as a sidecar came embedded in the file.
@@ -235,7 +258,7 @@ class VerificationPipeline:
             sidecar, sidecar_receipt = embedded.signed_claim, embedded.receipt
             sidecar_public_key = embedded.public_key
             chunk_hashes = embedded.chunk_hashes  # the sidecar's list, as it was embedded
-            facts = self._embedded_chunks(upload, facts, embedded)
+            facts, unlocated = self._embedded_chunks(upload, facts, embedded)
         budget = None
         if search_s is not None:
             left = time_left() if time_left is not None else None
@@ -246,6 +269,8 @@ class VerificationPipeline:
         )
         if embedded is not None and report.evidence.sidecar_present:  # the claim was read
             report = replace(report, evidence=replace(report.evidence, claim_embedded=True))
+            if unlocated:
+                report = _note(report, unlocated)
             if any("sidecar" in r for r in report.reasons):  # they speak of it as a sidecar
                 report = _note(report, EMBEDDED_CLAIM_NOTE)
         if (
@@ -263,21 +288,26 @@ class VerificationPipeline:
             report = replace(report, detector=self.detect(found, upload, left))
         return report
 
-    def _embedded_chunks(self, upload: Upload, facts: FileFacts, embedded: Sidecar) -> FileFacts:
+    def _embedded_chunks(
+        self, upload: Upload, facts: FileFacts, embedded: Sidecar
+    ) -> tuple[FileFacts, str | None]:
         """``facts`` with the chunk hashes that name a video's damaged byte ranges against
         the chunk list of the claim embedded in its C2PA manifest (`embedded_chunk_facts`),
         when the claim lists them and does not bind these bytes: an intact export costs no
         extra hashing. ``facts`` as it is otherwise (a claim that does not decode is
-        reported by the verdict)."""
+        reported by the verdict). With it, the note saying why no range was located when
+        the claim's chunks are too small or too many to hash (`unlocated_note`), or None."""
         if not embedded.chunk_hashes:
-            return facts
+            return facts, None
         try:
             hb = wire.decode_offered_claim(embedded.signed_claim.claim_bytes).hard_binding
         except ProvenanceError:
-            return facts
+            return facts, None
         if facts.binds(hb.sha256):
-            return facts
-        return embedded_chunk_facts(upload, facts, hb.chunk_size, self.inspect)
+            return facts, None
+        whose = "the claim embedded in its Content Credentials"
+        note = unlocated_note(whose, hb.chunk_size, upload.size, self.inspect.min_chunk_bytes)
+        return embedded_chunk_facts(upload, facts, hb.chunk_size, self.inspect), note
 
     def verify_file(
         self,

@@ -92,6 +92,7 @@ from provenance.server.pipeline import (
     VerificationPipeline,
     claimed_chunk_size,
     sidecar_chunk_size,
+    unlocated_note,
 )
 from provenance.server.rpc_input import (
     MalformedRequestInterceptor,
@@ -1187,22 +1188,21 @@ class VerificationServicer(rpc.VerificationServicer):
                 self.c.limits.verify_search_s,
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
-                report = self._unhashed_chunks(report, sidecar)
+                report = self._unhashed_chunks(report, sidecar, upload.size)
         return report
 
     def _unhashed_chunks(
-        self, report: VerificationReport, sidecar: SignedClaim
+        self, report: VerificationReport, sidecar: SignedClaim, upload_size: int
     ) -> VerificationReport:
-        """``report`` with a note when the sidecar's chunk size was too small to hash."""
-        size = claimed_chunk_size(sidecar)
-        if not 0 < size < self.c.limits.min_chunk_bytes:
-            return report
-        note = (
-            f"damaged byte ranges were not located: the sidecar's claim cuts the file into"
-            f" {size}-byte chunks, under the server's minimum of"
-            f" {self.c.limits.min_chunk_bytes} bytes"
+        """``report`` with a note when the sidecar's chunks were too small or too many to
+        hash (`unlocated_note`)."""
+        note = unlocated_note(
+            "the sidecar's claim",
+            claimed_chunk_size(sidecar),
+            upload_size,
+            self.c.limits.min_chunk_bytes,
         )
-        return replace(report, reasons=(*report.reasons, note))
+        return report if note is None else replace(report, reasons=(*report.reasons, note))
 
     @_rpc
     async def DetectFile(

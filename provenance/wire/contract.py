@@ -6,10 +6,19 @@ from here, so a client never loads the server, the store or the service.
 
 from __future__ import annotations
 
+from provenance.core.merkle import HASH_SIZE
+
 #: Largest gRPC message either side accepts, in bytes. Uploads travel in 1 MiB chunks.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 #: Upload chunk size the clients use, in bytes.
 UPLOAD_CHUNK_BYTES = 1024 * 1024
+#: Most chunk hashes a claim's list can hold as it reaches the server: an upload header of
+#: at most MAX_MESSAGE_BYTES, each hash a 32-byte protobuf field of HASH_SIZE + 2 bytes
+#: (246,723; a sidecar file of `MAX_SIDECAR_BYTES`, or one embedded in a C2PA manifest,
+#: holds fewer, each hash 44 base64 characters). A file of more chunks than this matches
+#: no list, so the server hashes it chunk by chunk only within it: 1-byte chunks of
+#: 2.2 MB took 392 MiB before (`provenance.media.inspect.chunks_fit`).
+MAX_CLAIM_CHUNK_HASHES = MAX_MESSAGE_BYTES // (HASH_SIZE + 2)
 #: Start of the reason a Lookup (hashes only) gives for a video it could not search with
 #: the dense frame pass; a caller holding the file (the scanner) then sends it (VerifyFile).
 #: Most queries (files) in one Lookup call: the server's default `--max-lookup-queries`,
