@@ -1,7 +1,8 @@
-"""`prov verify --witness` (without --log-key) checks the witness policy on the receipt of
-every claim an answer lists as also signed (`evidence.other_claims`), not only on the
-cited claim's: a hostile server must not show an "also signed" co-signer whose receipt
-does not verify or that no checkpoint the witnesses cosigned holds. A real `prov serve`
+"""`prov verify --witness` (without --log-key) proves the receipt of every claim an answer
+lists as also signed (`evidence.other_claims`), not only the cited claim's: a hostile
+server must not show an "also signed" co-signer whose receipt does not verify (exit 3).
+The policy (exit 0 or 14) rests on the cited claim's receipt alone: an "also" claim the
+witnesses have not cosigned yet is shown so (latecosign59). A real `prov serve`
 whose log a real `prov witness serve` cosigns (quorum 1), real devices signing the same
 bytes, a real gRPC relay on a real port editing the server's genuine answers, the real
 CLI; and the honest flow through the same checks, which must pass."""
