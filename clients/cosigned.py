@@ -226,7 +226,14 @@ class WitnessCheck:
     ``cosignatures`` found (policy order), on the checkpoint of ``tree_size`` entries that
     includes ``leaf_index``; ``error`` says why the policy is not met ("" when it is);
     ``leaf_index`` is None when no logged claim matched (nothing to check); ``also``: how
-    many claims listed as also signed had their receipts meet the policy too."""
+    many claims listed as also signed had their receipts meet the policy too;
+    ``also_cosigned``: for each of them (``evidence.other_claims`` order), True when its
+    receipt met the policy, False when its genuine receipt is in no checkpoint the
+    policy's witnesses cosigned yet (logged since they last cosigned, or while one is
+    down), None when it has no receipt; ``pending``: those not yet cosigned, each named
+    (device, sequence, leaf). The policy (``error``) rests on the cited claim's receipt
+    alone (latecosign59: before, an "also" claim not yet cosigned failed it, so anyone
+    signing a copy of a cosigned photo while a witness was down made its check fail)."""
 
     quorum: int
     witnesses: int
@@ -235,6 +242,8 @@ class WitnessCheck:
     tree_size: int = 0
     error: str = ""
     also: int = 0
+    also_cosigned: tuple[bool | None, ...] = ()
+    pending: tuple[str, ...] = ()
 
     def text(self) -> str:
         """One line for people."""
@@ -246,16 +255,24 @@ class WitnessCheck:
             f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
         )
         also = (
-            f"; so is the receipt of each of the {self.also} claims listed as also signed"
+            f"; so is the receipt of {self.also} of the"
+            f" {self.also + len(self.pending)} claims listed as also signed"
+            if self.also and self.pending
+            else f"; so is the receipt of each of the {self.also} claims listed as also signed"
             if self.also > 1
             else "; so is the receipt of the claim listed as also signed"
             if self.also
             else ""
         )
+        later = "".join(
+            f"; the claim listed as also signed ({named}) is not yet cosigned by the"
+            " witnesses (logged since they last cosigned; verify again once they do)"
+            for named in self.pending
+        )
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"
             f" cosigned by {len(self.cosignatures)} of {self.witnesses} witnesses (quorum"
-            f" {self.quorum}): {names}{also}"
+            f" {self.quorum}): {names}{also}{later}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -291,9 +308,13 @@ def check_witnesses(
     receipt is first proven with the log key (`clients.cited.EvidenceChecker`): ``vkey``
     when pinned (`prov verify --log-key`), else the server's own.
 
-    A policy not met is a value (``error``; for an "also" claim it names the claim:
-    device, sequence, leaf), as a receipt not yet cosigned (an honest claim logged since
-    the witnesses last cosigned) is one. Raises ServerEvidenceError (exit 3, naming the
+    The policy (``error``) is decided by the cited claim's receipt alone: not met is a
+    value, as a receipt not yet cosigned (an honest claim logged since the witnesses last
+    cosigned) is one. An "also" claim whose proven receipt no cosigned checkpoint meeting
+    the policy holds yet is no failure (latecosign59: before, it failed the policy, exit
+    14, so anyone with an enrolled device signing a copy of a cosigned photo while a
+    witness was down made `prov verify --witness` of it fail): it is marked
+    (``also_cosigned`` False, named in ``pending``). Raises ServerEvidenceError (exit 3, naming the
     server and which claim) when a receipt, the server's cosigned checkpoint or a proof
     into it does not verify with the log key, or an "also" claim comes without a
     receipt; SignatureError, ProofError or LogError when the sidecar's receipt does not.
@@ -314,23 +335,32 @@ def check_witnesses(
         try:
             signed, size = _policy_met(newest, ev, ev.receipt, sidecar, policy, quorum, verifier)
         except WitnessQuorumError as e:
-            return replace(main, leaf_index=leaf, error=str(e))
-        main = replace(main, cosignatures=tuple(signed), leaf_index=leaf, tree_size=size)
+            main = replace(main, leaf_index=leaf, error=str(e))
+        else:
+            main = replace(main, cosignatures=tuple(signed), leaf_index=leaf, tree_size=size)
+    cosigned: list[bool | None] = []
+    pending: list[str] = []
     for other in others:
         if other.receipt is None:  # refused by EvidenceChecker: an honest server logs them
+            cosigned.append(None)
             continue
-        which = (
-            f"the receipt of another claim it lists as also signed (device"
-            f" {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence},"
-            f" leaf {other.receipt.leaf_index})"
+        named = (
+            f"device {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence},"
+            f" leaf {other.receipt.leaf_index}"
         )
+        which = f"the receipt of another claim it lists as also signed ({named})"
         try:
             _policy_met(newest, other, other.receipt, sidecar, policy, quorum, verifier)
-        except WitnessQuorumError as e:
-            return replace(main, cosignatures=(), tree_size=0, error=f"{which}: {e}")
+        except WitnessQuorumError:  # its receipt is genuine (proven above): not cosigned yet
+            cosigned.append(False)
+            pending.append(named)
         except ServerEvidenceError as e:
             raise ServerEvidenceError(f"{e} ({which})", public=f"{e.public} ({which})") from e
-    return replace(main, also=len(others))
+        else:
+            cosigned.append(True)
+    return replace(
+        main, also=cosigned.count(True), also_cosigned=tuple(cosigned), pending=tuple(pending)
+    )
 
 
 class _Newest:

@@ -129,10 +129,11 @@ def verify(
     REVOKED_KEY) must verify with that key: a checkpoint it signed and an inclusion
     proof of the claim's leaf in that checkpoint's tree.
 
-    With --witness, the matched claim's receipt, and that of each claim listed as also
-    signed, must be cosigned by the policy's quorum; a receipt issued before its
-    checkpoint was cosigned is first brought up to the server's newest cosigned
-    checkpoint (all proofs checked here).
+    With --witness, the matched claim's receipt must be cosigned by the policy's quorum;
+    a receipt issued before its checkpoint was cosigned is first brought up to the
+    server's newest cosigned checkpoint (all proofs checked here). The receipt of each
+    claim listed as also signed is proven too; one the witnesses have not cosigned yet is
+    shown so, and does not fail the policy.
 
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
@@ -191,6 +192,9 @@ def verify(
         doc["pixels_checked"] = pixels
         if cosigned is not None:
             doc["witnesses"] = cosigned.to_json()
+            flags = cosigned.also_cosigned  # each "also" claim: its receipt cosigned yet?
+            for i, entry in enumerate(doc["evidence"]["other_claims"]):
+                entry["witness_cosigned"] = flags[i] if i < len(flags) else None
         print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov
     else:
         here = _checked_line(report, vkey, checked, witnessed)
