@@ -130,3 +130,7 @@ def test_a_listing_is_answered_within_one_service_timeout(three_entries: ServerP
         assert f"did not answer within {_TIMEOUT_S:g} s" in error["message"], error
         assert address not in error["message"], error
         assert r.headers.get("retry-after"), r.headers
+        page = http.get("/log")  # its three newest entries, as slowly
+        assert page.status_code == 504, page.text
+        assert f"did not answer within {_TIMEOUT_S:g} s" in page.text, page.text
+        assert address not in page.text, page.text
