@@ -662,8 +662,14 @@ class ProvenanceClient:
         r = self._call(self._log.GetInclusionProof, req)
         return r.leaf_index, r.tree_size, [bytes(p) for p in r.proof], bytes(r.leaf_hash)
 
-    def entries(self, start: int, limit: int = 100) -> tuple[list[bytes], int]:
-        r = self._call(self._log.GetEntries, pb.GetEntriesRequest(start=start, limit=limit))
+    def entries(
+        self, start: int, limit: int = 100, timeout: float | None = None
+    ) -> tuple[list[bytes], int]:
+        """A GetEntries page: (up to ``limit`` entries' leaf data from index ``start``, the
+        index its next page starts at), as the server sent it; ``timeout``: the call's
+        deadline in seconds (None: the client's). Raises TransportError."""
+        req = pb.GetEntriesRequest(start=start, limit=limit)
+        r = self._call(self._log.GetEntries, req, timeout=timeout)
         return [bytes(e) for e in r.entries], r.next
 
 

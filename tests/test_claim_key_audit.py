@@ -194,6 +194,36 @@ def test_a_claim_of_a_device_the_log_never_enrolled_fails_online_and_with_db(
     assert said in text
 
 
+def test_claims_judged_inside_the_waiting_span_are_read_again_as_logged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The span read again runs from the first claim left waiting to the last, over the
+    claims judged on the first reading between them (an enrolled device's): the second
+    reading's chain hash must start at the first waiting claim and take those too, or
+    an honest server is refused. Each unenrolled claim is named once, online and with
+    --db, and nothing is said of the second read (revweb59: held)."""
+    db = tmp_path / "prov.db"
+    h = _service(db, tmp_path)
+    try:
+        known = h.enroll()
+        h.submit(known.next_claim())
+        key = DeviceKey.generate()
+        h.service.store.enroll(None, Registered(key.key_id, key.public_key, T0), T0)
+        unknown = Device(key)
+        logged = [h.submit(d.next_claim()).receipt.leaf_index for d in (unknown, known) * 2]
+        vkey = h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+    for rc, text in (
+        _audit(str(db), vkey, tmp_path, capsys),
+        _audit_online(str(db), vkey, tmp_path, capsys),
+    ):
+        _failed(rc, text)
+        assert "read again" not in text and text.count("never enrolled") == 2, text
+        for index in logged[::2]:
+            assert f"log entry {index}: the log's key history never enrolled" in text, text
+
+
 def test_a_second_read_other_than_the_first_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

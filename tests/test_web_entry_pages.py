@@ -9,9 +9,11 @@ front of it answering GetEntries from the real server's pages, a real `prov web`
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,13 +31,13 @@ from tests.conftest import (
 
 @contextmanager
 def _web_behind(
-    server: ServerProc, by: Callable[[int, int], tuple[int, int]]
+    server: ServerProc, by: Callable[[int, int], tuple[int, int]], *web_args: str
 ) -> Iterator[tuple[httpx.Client, str]]:
-    """An HTTP client of a real `prov web` whose service is a relay in front of
-    ``server`` answering GetEntries as `paged_entries` (``by``) says, and the relay's
-    HOST:PORT, while in the block."""
+    """An HTTP client of a real `prov web` (with ``web_args``) whose service is a relay
+    in front of ``server`` answering GetEntries as `paged_entries` (``by``) says, and the
+    relay's HOST:PORT, while in the block."""
     with relay(server.address, {GET_ENTRIES: paged_entries(by)}) as address:
-        web = start_web(address)
+        web = start_web(address, *web_args)
         try:
             with httpx.Client(base_url=web.address, timeout=120) as http:
                 yield http, address
@@ -97,3 +99,38 @@ def test_pages_that_do_not_follow_on_are_refused_502(
         assert address not in error["message"], error  # the operator's, logged
         page = http.get("/log")
         assert page.status_code == 502 and said in page.text, page.text
+
+
+#: `prov web --service-timeout` of `test_a_listing_is_answered_within_one_service_timeout`
+#: (seconds), and how long its relay holds each GetEntries page: each page well within
+#: it, the three pages of the log together past it.
+_TIMEOUT_S = 2.0
+_PAGE_S = 0.6 * _TIMEOUT_S
+
+
+def _slow_one_a_page(start: int, n: int) -> tuple[int, int]:
+    """`_one_a_page`, each page sent after `_PAGE_S` (a slow service, not a wait for
+    anything: the test needs only that the pages together take longer than the web's
+    service timeout, which the sleeps ensure however loaded the machine is)."""
+    time.sleep(_PAGE_S)
+    return _one_a_page(start, n)
+
+
+def test_a_listing_is_answered_within_one_service_timeout(three_entries: ServerProc) -> None:
+    """A service that sends one entry a page, each within --service-timeout, cannot hold
+    a listing (a web worker thread and the visitor) for a timeout a page: 100 pages of
+    20 s were 33 minutes (`entries_view`). (Before: 200, all three entries, after four
+    pages of 1.2 s, the last one empty, with a 2 s --service-timeout.)"""
+    args = ("--service-timeout", f"{_TIMEOUT_S:g}")
+    with _web_behind(three_entries, _slow_one_a_page, *args) as (http, address):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 504, r.text
+        error: dict[str, Any] = r.json()["error"]
+        assert error["status"] == "DEADLINE_EXCEEDED", error
+        assert f"did not answer within {_TIMEOUT_S:g} s" in error["message"], error
+        assert address not in error["message"], error
+        assert r.headers.get("retry-after"), r.headers
+        page = http.get("/log")  # its three newest entries, as slowly
+        assert page.status_code == 504, page.text
+        assert f"did not answer within {_TIMEOUT_S:g} s" in page.text, page.text
+        assert address not in page.text, page.text

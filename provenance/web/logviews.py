@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import threading
+import time
 import weakref
 from typing import Any
 
@@ -316,12 +317,24 @@ def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[
     while the explorer's link to older entries passed over the rest. Raises
     ServerEvidenceError (502) when a page's ``next`` is not where the page ends
     (`clients.api.page_gap`: the service's paging is broken or hostile), TransportError
-    from the service."""
+    from the service: DEADLINE_EXCEEDED (504) when its pages together take longer than
+    the client's timeout (``prov web --service-timeout``), each page's call given the
+    time left. Before, each page had the whole timeout: a service sending one entry a
+    page held a listing (a web worker thread) for 100 timeouts, 33 minutes of 20 s."""
     count = max(0, min(count, MAX_LISTING))
     out: list[dict[str, Any]] = []
     pos = start
+    deadline = time.monotonic() + client.timeout
     while len(out) < count:
-        data, nxt = client.entries(pos, count - len(out))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _listing_too_slow(client, start, count, len(out))
+        try:
+            data, nxt = client.entries(pos, count - len(out), timeout=left)
+        except TransportError as e:
+            if e.waited_s is None:
+                raise
+            raise _listing_too_slow(client, start, count, len(out)) from e
         if not data:  # the end of the log
             break
         if nxt != pos + len(data):
@@ -333,6 +346,21 @@ def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[
         out += [_entry_row(i, e) for i, e in enumerate(data[: count - len(out)], pos)]
         pos = nxt
     return out
+
+
+def _listing_too_slow(
+    client: ProvenanceClient, start: int, count: int, held: int
+) -> TransportError:
+    """The error of a listing (`entries_view`) of ``count`` entries from ``start`` whose
+    pages had brought ``held`` when the client's timeout ran out: DEADLINE_EXCEEDED, 504,
+    the visitor told the seconds waited, not the service's address."""
+    return TransportError(
+        f"the server at {client.address} had not sent the {count} entries from index"
+        f" {start} asked for within {client.timeout:g} s (--service-timeout) over its"
+        f" GetEntries pages: {held} came",
+        "DEADLINE_EXCEEDED",
+        waited_s=client.timeout,
+    )
 
 
 #: What a listing refused for its pages' ``next`` says after what the service did
