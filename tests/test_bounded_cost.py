@@ -611,7 +611,9 @@ def _one_byte_chunks(key: DeviceKey, size: int, sha256: bytes) -> Claim:
 
 def test_chunk_size_1_sidecar_upload_is_not_hashed_byte_by_byte(server: ServerProc) -> None:
     """A sidecar claim (unenrolled key) naming 1-byte chunks: the server does not hash the
-    upload chunk by chunk; it says so in the report."""
+    upload chunk by chunk; it says so in the report of a file the claim does not bind, and
+    not in that of the very bytes it binds (nothing there to locate; before, "damaged
+    byte ranges were not located" was said of an intact file too)."""
     data = os.urandom(256 * 1024)
     key = DeviceKey.generate()
     claim = _one_byte_chunks(key, len(data), hashlib.sha256(data).digest())
@@ -620,6 +622,12 @@ def test_chunk_size_1_sidecar_upload_is_not_hashed_byte_by_byte(server: ServerPr
     path.write_bytes(data)
     with ProvenanceClient(server.address) as c:
         report = c.verify_file(path, sign_claim(key, claim), chunk_hashes=[os.urandom(32)] * 8)
+        # the claim binds these very bytes: nothing is damaged, so no range was missed
+        assert report.evidence.hash_match, report
+        assert not any("damaged byte ranges" in r for r in report.reasons), report.reasons
+        path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))  # now one byte differs
+        report = c.verify_file(path, sign_claim(key, claim), chunk_hashes=[os.urandom(32)] * 8)
+    assert not report.evidence.hash_match, report
     assert any("under the server's minimum" in r for r in report.reasons), report.reasons
 
 

@@ -1195,7 +1195,9 @@ class VerificationServicer(rpc.VerificationServicer):
         self, report: VerificationReport, sidecar: SignedClaim, upload_size: int
     ) -> VerificationReport:
         """``report`` with a note when the sidecar's chunks were too small or too many to
-        hash (`unlocated_note`)."""
+        hash (`unlocated_note`), unless its claim binds the file (nothing to locate)."""
+        if report.evidence.hash_match:
+            return report
         note = unlocated_note(
             "the sidecar's claim",
             claimed_chunk_size(sidecar),
