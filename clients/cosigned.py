@@ -266,7 +266,8 @@ class WitnessCheck:
         )
         later = "".join(
             f"; the claim listed as also signed ({named}) is not yet cosigned by the"
-            " witnesses (logged since they last cosigned; verify again once they do)"
+            " witnesses: its receipt is proven with the log key only, the log's word until"
+            " they cosign it (logged since they last cosigned; verify again once they do)"
             for named in self.pending
         )
         return (

@@ -165,6 +165,7 @@ def test_an_also_signed_claim_no_cosigned_checkpoint_holds_is_shown_not_yet_cosi
         assert "cosigned by 1 of 1 witnesses" in out and "POLICY NOT MET" not in out + err
         assert f"sequence {sequence}" in out, out
         assert "is not yet cosigned by the witnesses" in out, out
+        assert "proven with the log key only, the log's word until they cosign" in out, out
         assert "so is the receipt" not in out, out
         rc, out, err = _verify(
             capsys, str(photo), "--server", address, "--witness", witness[1], "--json"
@@ -446,3 +447,63 @@ def test_a_stopped_witness_and_a_new_copy_do_not_fail_a_cosigned_photos_policy(
     finally:
         for w in ws:
             w.stop()
+
+
+#: (fault, the cited claim cosigned or pending) of the forged "also" receipt test.
+FORGED_ALSO = [
+    (fault, main)
+    for fault in ("wrong_proof", "other_leaf", "other_key")
+    for main in ("cosigned", "pending")
+]
+
+
+@pytest.mark.parametrize(("fault", "main"), FORGED_ALSO)
+def test_a_forged_also_receipt_is_refused_not_shown_not_yet_cosigned(
+    fault: str,
+    main: str,
+    witness: tuple[str, str],
+    enrolled: Cli,
+    server: ServerProc,
+    tmp_path: Path,
+    capsys: Any,
+) -> None:
+    """The relay's cosigned checkpoint holds the cited claim but not the one listed as
+    also signed (the case latecosign59 shows "not yet cosigned" and lets pass), or holds
+    neither (none cosigned yet: the cited claim's policy not met, exit 14 but for the
+    "also" claim); that claim's receipt forged: its inclusion proof changed, the receipt
+    of another leaf (the cited claim's), or its checkpoint signed by another key of the
+    same origin. Refused as the server's evidence (exit 3), never classed "not yet
+    cosigned", whether the cited claim's policy is met or not (revlate59: a guard; this
+    held at a3de95f8, as every "also" receipt is proven before the policy is looked at)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from provenance.log.checkpoint import LogSigner
+
+    photo, before = _two_claims(enrolled, tmp_path, server)
+    forged = _genuine_answer(server.address, photo)
+    also = forged.evidence.other_claims[0]
+    if fault == "wrong_proof":
+        also.receipt.inclusion_proof[0] = bytes(32)
+    elif fault == "other_leaf":
+        also.receipt.CopyFrom(forged.evidence.claim.receipt)
+    else:
+        body = also.receipt.checkpoint.split("\n\n", 1)[0] + "\n"
+        origin = body.split("\n", 1)[0]
+        also.receipt.checkpoint = LogSigner(Ed25519PrivateKey.generate(), origin).sign_text(body)
+    if main == "pending":  # no cosigned checkpoint yet: the cited claim's policy not met
+        old = pb.GetCheckpointResponse.FromString(before)
+        old.checkpoint = ""
+        before = bytes(old.SerializeToString())
+    answers = {GET_CHECKPOINT: _old_cosigned(before)}
+    with relay(server.address, answers, {VERIFY_FILE: forged.SerializeToString()}) as address:
+        for extra in ((), ("--json",)):
+            rc, out, err = _verify(
+                capsys, str(photo), "--server", address, "--witness", witness[1], *extra
+            )
+            assert rc == 3, (fault, main, extra, rc, out, err)
+            assert err.startswith("SERVER EVIDENCE REFUSED: "), err
+            assert "another claim it lists as also signed" in err, err
+            assert f"sequence {_sequence(also)}" in err, err
+            assert "not yet cosigned" not in out + err and "Traceback" not in err, (out, err)
+            shown = json.loads(out)["status"] if extra else out
+            assert not shown, out
