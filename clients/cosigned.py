@@ -246,35 +246,54 @@ class WitnessCheck:
     pending: tuple[str, ...] = ()
 
     def text(self) -> str:
-        """One line for people."""
-        if self.error:
-            return f"witnesses: POLICY NOT MET ({self.quorum} of {self.witnesses}): {self.error}"
-        if self.leaf_index is None:
-            return "witnesses: nothing to check (no logged claim matched the file)"
-        names = ", ".join(
-            f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
-        )
-        also = (
-            f"; so is the receipt of {self.also} of the"
-            f" {self.also + len(self.pending)} claims listed as also signed"
-            if self.also and self.pending
-            else f"; so is the receipt of each of the {self.also} claims listed as also signed"
-            if self.also > 1
-            else "; so is the receipt of the claim listed as also signed"
-            if self.also
-            else ""
-        )
+        """One line for people: the cited claim's receipt (the policy, met or not), then
+        what was checked of the claims listed as also signed: the receipts that met the
+        policy too, and each one not yet cosigned, named (pendingtext59: before, a POLICY
+        NOT MET line left them out, and a verdict citing no logged claim said "nothing to
+        check" though they were checked)."""
         later = "".join(
             f"; the claim listed as also signed ({named}) is not yet cosigned by the"
             " witnesses: its receipt is proven with the log key only, the log's word until"
             " they cosign it (logged since they last cosigned; verify again once they do)"
             for named in self.pending
         )
+        if self.error:
+            met = self._also_met("the receipt of", " meets the policy")
+            return (
+                f"witnesses: POLICY NOT MET ({self.quorum} of {self.witnesses}):"
+                f" {self.error}{met}{later}"
+            )
+        if self.leaf_index is None:
+            if not self.also_cosigned:
+                return "witnesses: nothing to check (no logged claim matched the file)"
+            met = self._also_met(
+                "the receipt of",
+                f" is in a checkpoint cosigned by the policy's quorum ({self.quorum} of"
+                f" {self.witnesses} witnesses)",
+            )
+            return f"witnesses: the verdict cites no logged claim{met}{later}"
+        names = ", ".join(
+            f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
+        )
+        also = self._also_met("so is the receipt of", "")
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"
             f" cosigned by {len(self.cosignatures)} of {self.witnesses} witnesses (quorum"
             f" {self.quorum}): {names}{also}{later}"
         )
+
+    def _also_met(self, lead: str, tail: str) -> str:
+        """The clause on the "also" claims whose receipts met the policy, as "; LEAD the
+        claim listed as also signed TAIL" (or "N of the M claims", "each of the N
+        claims"); "" when none did."""
+        if not self.also:
+            return ""
+        if self.pending:
+            listed = self.also + len(self.pending)
+            return f"; {lead} {self.also} of the {listed} claims listed as also signed{tail}"
+        if self.also > 1:
+            return f"; {lead} each of the {self.also} claims listed as also signed{tail}"
+        return f"; {lead} the claim listed as also signed{tail}"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able: quorum, policy size, leaf, tree size, who cosigned and when, error."""

@@ -19,6 +19,7 @@ code  status             meaning
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -252,7 +253,12 @@ def _signing_time_line(c: dict[str, Any]) -> str:
     return "; ".join([line, *st.get("problems", ())])
 
 
-def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> str:
+def report_to_text(
+    r: VerificationReport,
+    path: str,
+    checked_here: str = "",
+    also_cosigned: Sequence[bool | None] = (),
+) -> str:
     """A readable multi-line report: verdict, reasons, evidence, then the advisory block;
     one line per field, each with its newlines, tabs and other control characters written
     as escapes (`provenance.terminal.shown_line`), so that text which is not ours (the file
@@ -261,7 +267,11 @@ def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> 
     ``checked`` line after the ``log`` line: what the client itself checked of the
     receipt (`prov verify`: with --log-key, or that nothing was). A near copy's verdict
     checked by a client (`VerificationReport.pixels_checked`) gets a ``match`` line saying
-    whether its pixels were checked here (`clients.derived.match_line`)."""
+    whether its pixels were checked here (`clients.derived.match_line`). ``also_cosigned``
+    (`prov verify --witness`: `clients.cosigned.WitnessCheck.also_cosigned`, one per
+    "also" claim): an "also" line whose entry is False, its receipt not yet cosigned by
+    the witnesses, is followed by a ``cosigned`` line saying so (pendingtext59: before,
+    only the witnesses line at the end named it, by leaf)."""
     ev = r.evidence
     lines = [
         f"{path}",
@@ -307,7 +317,7 @@ def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> 
             lines.append(
                 f"  revoked    {utc_text(c.device.revoked_at)}: {c.device.revocation_reason}"
             )
-    for o in ev.other_claims:
+    for i, o in enumerate(ev.other_claims):
         revoked = (
             f", key revoked {utc_text(o.device.revoked_at)}: {o.device.revocation_reason}"
             if o.device is not None and o.device.revoked_at is not None
@@ -319,6 +329,11 @@ def report_to_text(r: VerificationReport, path: str, checked_here: str = "") -> 
             + (f" ({o.device.label})" if o.device and o.device.label else "")
             + f", capture #{o.claim.sequence}{revoked}"
         )
+        if i < len(also_cosigned) and also_cosigned[i] is False:
+            lines.append(
+                f"  cosigned   {leaf} (above): not yet cosigned by the witnesses; its receipt"
+                " is proven with the log key only"
+            )
     if ev.pdq_distance is not None:
         turned = (
             f", file {ev.pdq_transform.replace('_', ' ')} relative to the capture"

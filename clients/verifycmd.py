@@ -198,7 +198,9 @@ def verify(
         print(json.dumps(unicode_only(doc), indent=2))  # a reason may name FILE.prov
     else:
         here = _checked_line(report, vkey, checked, witnessed)
-        out.print(report_to_text(report, str(file), checked_here=here), highlight=False)
+        flags = cosigned.also_cosigned if cosigned is not None else ()
+        text = report_to_text(report, str(file), checked_here=here, also_cosigned=flags)
+        out.print(text, highlight=False)
         if cosigned is not None:
             (err if cosigned.error else out).print(cosigned.text(), highlight=False)
     if cosigned is not None and cosigned.error:

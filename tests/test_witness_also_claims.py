@@ -507,3 +507,95 @@ def test_a_forged_also_receipt_is_refused_not_shown_not_yet_cosigned(
             assert "not yet cosigned" not in out + err and "Traceback" not in err, (out, err)
             shown = json.loads(out)["status"] if extra else out
             assert not shown, out
+
+
+def _also_lines(out: str) -> list[str]:
+    """The report body's "also" lines and the "cosigned" lines that follow them."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("  also "))
+    return [line for line in lines[start:] if line.startswith(("  also ", "  cosigned "))]
+
+
+def test_a_pending_also_claim_is_marked_in_the_report_body_under_witness(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """The report body's "also leaf L: device ..." line of a claim no cosigned checkpoint
+    covers yet is followed by a line of its own saying so, under `--witness`: a reader
+    need not match leaves against the witnesses line at the end. One the witnesses
+    cosigned gets no such line, nor does any without `--witness`. `--json` is unchanged.
+    (pendingtext59: before, the "also" line carried no marker.)"""
+    photo, before = _two_claims(enrolled, tmp_path, server)
+    genuine = _genuine_answer(server.address, photo)
+    leaf = genuine.evidence.other_claims[0].receipt.leaf_index
+    answers = {GET_CHECKPOINT: _old_cosigned(before)}
+    with relay(server.address, answers, {VERIFY_FILE: genuine.SerializeToString()}) as address:
+        rc, out, err = _verify(capsys, str(photo), "--server", address, "--witness", witness[1])
+        assert rc == 0, (rc, out, err)
+        also = _also_lines(out)
+        assert also[0].startswith(f"  also       leaf {leaf}: device "), out
+        assert also[1] == (
+            f"  cosigned   leaf {leaf} (above): not yet cosigned by the witnesses; its"
+            " receipt is proven with the log key only"
+        ), out
+        rc, out, err = _verify(capsys, str(photo), "--server", address)
+        assert rc == 0 and "not yet cosigned" not in out, (rc, out, err)
+    rc, out, err = _verify(capsys, str(photo), "--server", server.address, "--witness", witness[1])
+    assert rc == 0, (rc, out, err)
+    assert len(_also_lines(out)) == 1 and "not yet cosigned" not in out, out
+
+
+def test_a_policy_not_met_names_the_pending_also_claims_too(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """No cosigned checkpoint yet (the witnesses have cosigned nothing the relay shows):
+    the cited claim's policy is not met (exit 14), and the POLICY NOT MET line names the
+    claim listed as also signed as not yet cosigned too, as the line of a met policy
+    does. (pendingtext59: before, the line named the cited claim's problem only.)"""
+    photo, before = _two_claims(enrolled, tmp_path, server)
+    genuine = _genuine_answer(server.address, photo)
+    sequence = _sequence(genuine.evidence.other_claims[0])
+    old = pb.GetCheckpointResponse.FromString(before)
+    old.checkpoint = ""
+    answers = {GET_CHECKPOINT: _old_cosigned(bytes(old.SerializeToString()))}
+    with relay(server.address, answers, {VERIFY_FILE: genuine.SerializeToString()}) as address:
+        rc, out, err = _verify(capsys, str(photo), "--server", address, "--witness", witness[1])
+    assert rc == 14, (rc, out, err)
+    assert "witnesses: POLICY NOT MET (1 of 1): " in err, err
+    named = f"the claim listed as also signed (device {_device_hex(genuine)}, sequence {sequence}"
+    assert named in err and "is not yet cosigned by the witnesses" in err, err
+
+
+def _device_hex(answer: pb.VerificationReport) -> str:
+    """The first 16 hex digits of the device of ``answer``'s first "also" claim."""
+    claim = pb.Claim.FromString(answer.evidence.other_claims[0].signed_claim.claim)
+    return bytes(claim.device_id).hex()[:16]
+
+
+def test_a_verdict_citing_no_claim_says_what_of_its_also_claims_was_checked(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """An UNSIGNED answer citing no claim but listing a genuine claim as also signed,
+    through a relay showing the newest cosigned checkpoint, then one from before that
+    claim was logged: its receipt is proven and held to the policy, so the witnesses line
+    says so (met, or not yet cosigned), not "nothing to check". (pendingtext59: before,
+    "witnesses: nothing to check (no logged claim matched the file)" though the "also"
+    receipt was checked.)"""
+    photo, before = _two_claims(enrolled, tmp_path, server)
+    forged = _genuine_answer(server.address, photo)
+    forged.status = pb.UNSIGNED
+    forged.evidence.ClearField("claim")
+    del forged.evidence.other_claims[1:]
+    sequence = _sequence(forged.evidence.other_claims[0])
+    for cosigned in (True, False):
+        answers = {} if cosigned else {GET_CHECKPOINT: _old_cosigned(before)}
+        uploads = {VERIFY_FILE: forged.SerializeToString()}
+        with relay(server.address, answers, uploads) as address:
+            rc, out, err = _verify(capsys, str(photo), "--server", address, "--witness", witness[1])
+        assert rc == 11, (cosigned, rc, out, err)
+        assert "nothing to check" not in out + err, out
+        assert "witnesses: the verdict cites no logged claim" in out, out
+        if cosigned:
+            assert "the receipt of the claim listed as also signed is in a checkpoint" in out
+            assert "not yet cosigned" not in out, out
+        else:
+            assert f"sequence {sequence}" in out and "is not yet cosigned by the witnesses" in out
