@@ -19,14 +19,13 @@ import numpy as np
 
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PDQ_MIN_QUALITY
 from provenance.core.errors import ClaimError, LogIntegrityError
+from provenance.core.problems import Problems
 from provenance.index import packs as index_packs
 from provenance.store import HashPack, SoftRow, Store
 from provenance.wire.convert import AuditedEntry
 
 #: Leaves whose soft-hash rows are read and compared at once.
 ROW_SPAN = 4096
-#: Problems listed in full; more are counted.
-MAX_PROBLEMS = 20
 #: No leaf index reaches this (SQLite and PostgreSQL integers are 64-bit).
 _END = 1 << 62
 
@@ -39,15 +38,14 @@ def _show(rows: list[SoftRow]) -> str:
     return ", ".join(f"{a} {h.hex()[:16]}... q{q} t{t:g}" for _, a, h, q, t in rows) or "no rows"
 
 
-class IndexAuditor:
+class IndexAuditor(Problems):
     """Compares a store's soft-hash rows and index packs with the logged entries fed to it
     in index order from leaf 0 (`feed`), then `finish`. ``problems`` holds one
     sentence per mismatch (at most MAX_PROBLEMS, then a count)."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self.problems: list[str] = []
-        self.more = 0
+        super().__init__()
         self.packs_checked = 0
         self.rows_checked = 0
         self._next = 0
@@ -57,12 +55,6 @@ class IndexAuditor:
         self._video = False
         self._packs = store.stored_packs(0)
         self._pack: HashPack | None = next(self._packs, None)
-
-    def _problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self.more += 1
 
     def feed(self, index: int, fields: AuditedEntry | ClaimError) -> None:
         """Take leaf ``index`` (the next one) as its entry reads (`wire.audited_entry`,
@@ -76,7 +68,7 @@ class IndexAuditor:
         rows = None if isinstance(fields, ClaimError) else fields.soft_rows
         if rows is None:
             error = fields if isinstance(fields, ClaimError) else fields.error
-            self._problem(
+            self._note(
                 f"log entry {index} is no log entry, so its soft-hash rows are unknown: {error}"
             )
             rows = []
@@ -112,7 +104,7 @@ class IndexAuditor:
             if w == h:
                 continue
             where = f"leaf {leaf}" if leaf < self._next else f"leaf {leaf} (past the log's end)"
-            self._problem(
+            self._note(
                 f"soft-hash rows of {where}: the database holds ({_show(h)}); the logged"
                 f" entry has ({_show(w)})"
             )
@@ -124,7 +116,7 @@ class IndexAuditor:
             p = self._pack
             self._pack = next(self._packs, None)
             if p.first != first or p.next != stop:
-                self._problem(
+                self._note(
                     f"index pack at leaf {p.first} covers leaves [{p.first}, {p.next}); the"
                     f" log's {self._next} leaves have a pack only for [{first}, {stop})"
                     if stop != _END
@@ -142,9 +134,9 @@ class IndexAuditor:
         words = np.frombuffer(b"".join(self._hashes), dtype=">u8").astype(np.uint64)
         words = words.reshape(-1, 4)
         if self._video and not p.video:  # True beyond its range is harmless (see write_packs)
-            self._problem(f"{where}: its video flag is off; its logged entries hold video frames")
+            self._note(f"{where}: its video flag is off; its logged entries hold video frames")
         if p.ids.shape != ids.shape or p.words.shape != words.shape:
-            self._problem(
+            self._note(
                 f"{where}: holds {len(p.ids)} leaf ids and {len(p.words)} hashes; the logged"
                 f" entries have {len(ids)} usable PDQ hashes"
             )
@@ -152,9 +144,9 @@ class IndexAuditor:
         bad = np.flatnonzero((p.ids != ids) | np.any(p.words != words, axis=1))
         for i in bad[:3]:
             got = p.words[i].astype(">u8").tobytes().hex()
-            self._problem(
+            self._note(
                 f"{where}, hash {i}: the pack holds leaf {int(p.ids[i])} hash {got[:16]}...;"
                 f" the log has leaf {int(ids[i])} hash {self._hashes[i].hex()[:16]}..."
             )
         if len(bad) > 3:
-            self._problem(f"{where}: {len(bad) - 3} more hashes differ")
+            self._note(f"{where}: {len(bad) - 3} more hashes differ")

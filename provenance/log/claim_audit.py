@@ -41,12 +41,10 @@ from provenance.core.claims import SignedClaim
 from provenance.core.errors import ClaimError, ProvenanceError, ServerEvidenceError
 from provenance.core.keyhistory import KeyEventKind, LoggedKeyEvent
 from provenance.core.keys import key_id
+from provenance.core.problems import Problems
 from provenance.core.registry import check_claim_signature
 from provenance.core.timetext import utc_text
 from provenance.wire import convert as wire
-
-#: Problems listed in full; more are counted.
-MAX_PROBLEMS = 20
 
 #: What the log enrolled for a device: (its raw public key, the leaf index of its first
 #: enrollment, whether any enrollment of it was backfilled).
@@ -57,7 +55,7 @@ def _device(device: bytes) -> str:
     return f"device {device.hex()[:16]}..."
 
 
-class ClaimKeyAuditor:
+class ClaimKeyAuditor(Problems):
     """Holds every logged claim to the log's key history. Fed in log order from leaf 0:
     `read` with every entry, then `key_event` with each key event read
     (`KeyHistoryReader` does), `claim` with each claim entry; then `finish` with a reader
@@ -66,8 +64,7 @@ class ClaimKeyAuditor:
     ``claims_checked`` counts the claims that pass."""
 
     def __init__(self) -> None:
-        self.problems: list[str] = []
-        self.more = 0
+        super().__init__()
         self.claims_checked = 0
         self._keys: dict[bytes, Enrolled] = {}
         # the earliest live revocation seen so far: (its time, its leaf index)
@@ -83,18 +80,12 @@ class ClaimKeyAuditor:
         if self._waiting is not None:
             self._chain = _chained(self._chain, entry)
 
-    def _problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self.more += 1
-
     def key_event(self, le: LoggedKeyEvent) -> None:
         """Take the key event of leaf ``le.index`` (its signature verified already)."""
         ev = le.event
         if ev.kind is KeyEventKind.ENROLLMENT:
             if key_id(ev.public_key) != ev.device_id:
-                self._problem(
+                self._note(
                     f"log entry {le.index} enrolls for {_device(ev.device_id)} a key whose"
                     f" SHA-256 is {key_id(ev.public_key).hex()[:16]}..., not the device id"
                     " (the server derives a device's id from its key): no claim counts on it"
@@ -118,13 +109,13 @@ class ClaimKeyAuditor:
         try:
             signed, device, at = _read_claim(entry)
         except ClaimError as e:
-            self._problem(f"log entry {index} is no claim that decodes: {e}")
+            self._note(f"log entry {index} is no claim that decodes: {e}")
             return
         keys = self._keys.get(device)
         waits = keys is None or keys[1] > index
         revoked = self._revoked.get(device)
         if revoked is not None and at >= revoked[0]:
-            self._problem(
+            self._note(
                 f"log entry {index}: the claim of {_device(device)} was integrated at"
                 f" {utc_text(at)}, when its key was revoked (from {utc_text(revoked[0])},"
                 f" log entry {revoked[1]}, logged before the claim): the server should have"
@@ -147,7 +138,7 @@ class ClaimKeyAuditor:
         try:
             check_claim_signature(signed, public_key)
         except ProvenanceError:
-            self._problem(
+            self._note(
                 f"log entry {index}: the claim's device signature does not verify under the"
                 f" key the log's key history enrolled for {_device(device)} (signed by a key"
                 " never enrolled: the server logged a claim it should have refused)"
@@ -174,7 +165,7 @@ class ClaimKeyAuditor:
                 continue  # named on the first reading
             keys = self._keys.get(device)
             if keys is None:
-                self._problem(
+                self._note(
                     f"log entry {index}: the log's key history never enrolled"
                     f" {_device(device)}, whose claim it holds"
                 )
@@ -183,7 +174,7 @@ class ClaimKeyAuditor:
             elif keys[2]:
                 self._judge(index, signed, device, keys[0])
             else:
-                self._problem(
+                self._note(
                     f"log entry {index}: the claim of {_device(device)} was logged before"
                     f" its key's enrollment (log entry {keys[1]})"
                 )

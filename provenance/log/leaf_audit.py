@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 
 from provenance.core.errors import ClaimError, LogIntegrityError
+from provenance.core.problems import Problems
 from provenance.store import IndexRow, LeafRecord
 from provenance.wire import convert as wire
 
 #: The columns of `IndexRow` after the leaf hash, in order, as `wire.log_entry_columns`
 #: gives them from the entry.
 COLUMNS = ("claim_hash", "device_id", "sequence", "file_sha256", "integrated_at")
-#: Problems listed in full; more are counted.
-MAX_PROBLEMS = 20
 _hash = operator.itemgetter(1)
 #: A device's chain state before its first claim (`provenance.core.claims.Device`).
 _ENROLLED = (0, b"")
@@ -145,7 +144,7 @@ def difference_line(index: int, column: str, held: object, said: object) -> str:
     )
 
 
-class LeafAuditor:
+class LeafAuditor(Problems):
     """Compares the columns of every leaf row fed to it (`tap`, in index order from
     ``start``) with its entry, and the stored leaf hashes with the re-hashed ones
     (`compare_leaf_hashes`). ``problems`` holds one sentence per mismatch (at most
@@ -157,8 +156,7 @@ class LeafAuditor:
     def __init__(
         self, start: int, find_claim: Callable[[bytes], LeafRecord | None] | None = None
     ) -> None:
-        self.problems: list[str] = []
-        self.more = 0
+        super().__init__()
         self.leaves_checked = 0
         self._next = start
         self._leaf_hashes: list[object] = []
@@ -175,10 +173,7 @@ class LeafAuditor:
 
     def _problem(self, index: int, text: str) -> None:
         self._bad.add(index)
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self.more += 1
+        self._note(text)
 
     def tap(
         self, rows: Iterable[IndexRow], stop: int
@@ -277,11 +272,7 @@ class LeafAuditor:
             w = next(wanted, None)
 
     def _key_problem(self, index: int, text: str) -> None:
-        line = f"the key_events row of log entry {index} {text}"
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(line)
-        else:
-            self.more += 1
+        self._note(f"the key_events row of log entry {index} {text}")
 
 
 def _event(device: object, kind: object) -> str:

@@ -25,14 +25,13 @@ from collections.abc import Iterator
 
 from provenance.core import merkle
 from provenance.core.errors import ProvenanceError
+from provenance.core.problems import MAX_PROBLEMS, Problems
 from provenance.log.checkpoint import MAX_NOTE_BYTES, NoteVerifier, open_checkpoint
 from provenance.log.leaf_audit import LeafAuditor
 from provenance.store import Store
 
 #: Leaves whose completed nodes are compared at once.
 CHUNK = 8192
-#: Problems listed in full; more are counted.
-MAX_PROBLEMS = 20
 _level = operator.itemgetter(0)
 _index_hash = operator.itemgetter(1, 2)
 
@@ -62,7 +61,7 @@ def _b64(value: bytes) -> str:
     return base64.b64encode(value).decode()
 
 
-class TreeAuditor:
+class TreeAuditor(Problems):
     """Compares a store's Merkle nodes and checkpoint rows with the tree re-hashed from
     leaf ``start`` on (`observe`, as the audit's `Observer`, then `finish`), trusting
     ``verifier`` (the log key); hands each chunk's re-hashed leaf hashes to ``leaves``,
@@ -81,8 +80,7 @@ class TreeAuditor:
         self.store = store
         self.leaves = leaves
         self.verifier = verifier
-        self.problems: list[str] = []
-        self.more = 0
+        super().__init__()
         self.nodes_checked = 0
         self.checkpoints_checked = 0
         self._done = start
@@ -93,12 +91,6 @@ class TreeAuditor:
             start if start == 0 else start + 1
         )
         self._row = next(self._rows, None)
-
-    def _problem(self, text: str) -> None:
-        if len(self.problems) < MAX_PROBLEMS:
-            self.problems.append(text)
-        else:
-            self.more += 1
 
     def observe(self, frontier: merkle.CompactRange, made: list[merkle.NewNode]) -> int:
         """`provenance.log.audit.Observer`: take the nodes ``made`` since the last call
@@ -134,7 +126,7 @@ class TreeAuditor:
             if isinstance(level, int) and isinstance(index, int) and 0 <= level < 63:
                 if index >= 0 and (index + 1) << level <= now:
                     continue  # appended since the audit's checkpoint
-            self._problem(
+            self._note(
                 f"Merkle node at level {level}, index {index} is not in the log's tree of"
                 f" {size} leaves (a row added behind the log's back)"
             )
@@ -186,12 +178,12 @@ class TreeAuditor:
         try:
             cp = open_checkpoint(note, self.verifier)
         except ProvenanceError as e:
-            self._problem(
+            self._note(
                 f"checkpoint row of size {size}: its note does not verify with the log key: {e}"
             )
             return
         if cp.size != size:
-            self._problem(
+            self._note(
                 f"checkpoint row of size {size} holds the signed checkpoint of size {cp.size}"
                 " (the row was moved, or its note replaced): receipts rebuilt from it would"
                 " carry a checkpoint of another size than the server took it for"
@@ -200,7 +192,7 @@ class TreeAuditor:
         if root is None:  # newer than the note audited (whose row has a larger size)
             return
         if cp.root_hash != root:
-            self._problem(
+            self._note(
                 f"FORK: the checkpoint of size {size} is signed over root {_b64(cp.root_hash)},"
                 f" but the log's first {size} entries hash to root {_b64(root)}"
             )
@@ -237,11 +229,11 @@ class TreeAuditor:
         first = want[0][0]
         for i, w in want:
             if i not in stored:
-                self._problem(
+                self._note(
                     f"{_node(level, i)} is missing from the database: the server cannot serve a proof through it"
                 )
             elif stored[i] != w:
-                self._problem(
+                self._note(
                     f"{_node(level, i)}: the database holds {_shown(stored[i])}; the"
                     f" logged entries hash to {w.hex()[:16]}...: a proof served through it"
                     " would not verify"
@@ -250,7 +242,7 @@ class TreeAuditor:
                 self.nodes_checked += 1
         for k, _ in have:
             if not (isinstance(k, int) and first <= k < first + len(want)):
-                self._problem(
+                self._note(
                     f"Merkle node at level {level}, index {k} is not in the log's tree (a row"
                     " added behind the log's back)"
                 )
