@@ -485,6 +485,7 @@ def cli_process(
     soft_open_files: int | None = None,
     env: Mapping[str, str] | None = None,
     module: str = "clients.cli",
+    site: Path | None = None,
 ) -> subprocess.Popen[str]:
     """`prov ARGS` in a child process (``python -m clients.cli``, this checkout first on
     its path, 400 columns so that no message wraps), stdout and stderr piped as text and
@@ -495,7 +496,9 @@ def cli_process(
     limit as it is (``sh -c 'ulimit -S -n N; exec ...'``); ``env``: variables set in its
     environment beside this process's (``PYTHONFAULTHANDLER=1``: a SIGABRT dumps every
     thread's stack to its stderr); ``module``: run in its place (``python -m MODULE
-    ARGS``; tests/sigint_held.py runs `prov` so).
+    ARGS``; tests/sigint_held.py runs `prov` so); ``site``: a folder put before this
+    checkout on its PYTHONPATH, whose ``sitecustomize.py`` runs as the child starts (as
+    `run_python`'s).
 
     Never `subprocess.Popen`'s ``preexec_fn`` in this test process: it makes Python
     fork() instead of vfork(), grpcio's fork handlers then restart gRPC's poller in the
@@ -515,10 +518,15 @@ def cli_process(
         stderr=subprocess.PIPE,
         text=True,
         cwd=cwd,
-        env={**os.environ, **(env or {}), "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
+        env={**os.environ, **(env or {}), "PYTHONPATH": _python_path(site), "COLUMNS": "400"},
         start_new_session=start_new_session,
     )
     return drain(proc)
+
+
+def _python_path(site: Path | None) -> str:
+    """The PYTHONPATH of a child: this checkout, after ``site`` where given."""
+    return os.pathsep.join([str(ROOT)] if site is None else [str(site), str(ROOT)])
 
 
 def run_python(
@@ -530,11 +538,10 @@ def run_python(
     of it without replacing any code of ours. Its stdout and stderr are captured as
     text; its exit status is not checked. Raises `subprocess.TimeoutExpired` (the child
     killed) past ``timeout`` seconds."""
-    path = [str(ROOT)] if site is None else [str(site), str(ROOT)]
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(path)},
+        env={**os.environ, "PYTHONPATH": _python_path(site)},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -87,11 +87,12 @@ def _gone_within(sid: int, seconds: float) -> list[str]:
 
 @contextmanager
 def _scan(
-    folder: Path, report: Path, ignore_sigint: bool = False
+    folder: Path, report: Path, ignore_sigint: bool = False, site: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[str], socket.socket]]:
     """`prov scan FOLDER --workers 2` against a server that accepts and never answers,
     in a session of its own (``ignore_sigint``: started with SIGINT ignored, as a shell
-    script's ``prov scan ... &`` is); yields the process and the silent listening socket."""
+    script's ``prov scan ... &`` is; ``site``: `cli_process`'s); yields the process and
+    the silent listening socket."""
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
@@ -102,6 +103,7 @@ def _scan(
             [*args, "--server", server],
             start_new_session=True,
             ignore_sigint=ignore_sigint,
+            site=site,
         )
         try:
             yield proc, silent
@@ -212,33 +214,23 @@ def test_ctrl_c_ends_the_scan_while_a_worker_is_stuck(tmp_path: Path) -> None:
             assert left == [], left
 
 
-def _sigint_held_off(pid: int) -> bool:
-    """Whether the main thread of ``pid`` ignores or blocks SIGINT now (/proc status:
-    SigIgn is the process's, SigBlk the main thread's). A scan that started with Python's
-    handler does either only while it spawns its fork server (and CPython's resource
-    tracker, spawned just before it)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    bit = 1 << (signal.SIGINT - 1)
-    return any(int(fields.get(key, "0").strip(), 16) & bit for key in ("SigIgn", "SigBlk"))
-
-
-def _stopped(pid: int) -> bool:
-    """Waits until ``pid`` is stopped (SIGSTOP taken: state T); False if it ended."""
-    while True:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        state = stat.rsplit(")", 1)[1].split()[0]
-        if state in ("T", "t"):
-            return True
-        if state in ("Z", "X"):
-            return False
-        time.sleep(0.001)
+#: Sends a Ctrl-C (SIGINT to the whole process group, as a terminal does) the first time
+#: the scan calls `multiprocessing.forkserver.ensure_running` while its main thread holds
+#: SIGINT off (blocked or ignored): in the spawn of the fork server; then spawns it, and
+#: leaves a file named ``sent`` beside itself.
+SITECUSTOMIZE_CTRL_C_IN_THE_SPAWN = """\
+import multiprocessing.forkserver, os, signal
+_spawn = multiprocessing.forkserver.ensure_running
+_sent = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sent")
+def _ctrl_c_then_spawn():
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    if (blocked or ignored) and not os.path.exists(_sent):
+        open(_sent, "w").close()
+        os.killpg(0, signal.SIGINT)
+    return _spawn()
+multiprocessing.forkserver.ensure_running = _ctrl_c_then_spawn
+"""
 
 
 def test_ctrl_c_while_the_scan_spawns_its_fork_server_stops_the_scan(tmp_path: Path) -> None:
@@ -248,38 +240,21 @@ def test_ctrl_c_while_the_scan_spawns_its_fork_server_stops_the_scan(tmp_path: P
     end against a real server (exit 0, seen 6 times in 6 tries sent at that moment, and
     once in 150 Ctrl-Cs sent at random moments: the 'hang' of a loop that waited less than
     the whole scan), and here, against a server that never answers, until its calls gave
-    up (exit 1, 'cannot reach the server', about 20 s later). The moment
-    is caught, not guessed: the scan is stopped (SIGSTOP) as soon as its main thread is
-    seen holding SIGINT off, the Ctrl-C sent only if it still is, then the scan let go
-    on."""
-    sent = False
-    for k in range(10):  # a try counts once the Ctrl-C went in the spawn
-        tried = tmp_path / str(k)
-        tried.mkdir()
-        with _scan(_photos(tried), tried / "scan.jsonl") as (proc, _silent):
-            while proc.poll() is None and not _sigint_held_off(proc.pid):
-                pass  # busy: the spawn takes a few milliseconds
-            if proc.poll() is not None:
-                continue  # ended: the helper reports how
-            os.kill(proc.pid, signal.SIGSTOP)
-            # a child (the resource tracker, spawned first) tells the spawn from numpy's
-            # import, where OpenBLAS blocks SIGINT in the main thread while it starts its
-            # threads: a Ctrl-C there is one during the imports, a bare "interrupted"
-            # (CI of 38e882d and 16e1149 sent it there)
-            if _stopped(proc.pid) and _sigint_held_off(proc.pid) and _children(proc.pid):
-                os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
-                sent = True
-            os.kill(proc.pid, signal.SIGCONT)
-            if not sent:
-                continue  # past the spawn already: try again
-            # before: exit 1 once the calls to the silent server gave up
-            _, err = finish(proc, timeout=60)
-            assert proc.returncode == 130, err
-            assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
-            assert "--resume continues the scan" in " ".join(err.split()), err
-            assert _gone_within(proc.pid, 20) == []
-            break
-    assert sent, "the Ctrl-C never came while the scan spawned its fork server"
+    up (exit 1, 'cannot reach the server', about 20 s later). The moment is made, not
+    caught: a ``sitecustomize`` wraps the spawn's call and sends the Ctrl-C as it starts,
+    SIGINT held off (until 7 December this test polled /proc for the few milliseconds of
+    the spawn and sent it then: CI of 88da43e missed them in 10 of 10 tries)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE_CTRL_C_IN_THE_SPAWN)
+    with _scan(_photos(tmp_path), tmp_path / "scan.jsonl", site=site) as (proc, _silent):
+        # before: exit 1 once the calls to the silent server gave up
+        _, err = finish(proc, timeout=90)
+        assert (site / "sent").exists(), "the scan never spawned its fork server"
+        assert proc.returncode == 130, err
+        assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+        assert "--resume continues the scan" in " ".join(err.split()), err
+        assert _gone_within(proc.pid, 20) == []
 
 
 def test_a_stopped_pool_has_no_thread_left_when_its_workers_have_ended() -> None:
