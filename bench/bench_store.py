@@ -14,7 +14,7 @@ on a cached SQLite log of N realistic captures (default 10^6, `bench/biglog.py`)
    until the index is warm, a lookup while warming and after. --big N adds an estimate
    at N entries (the pack load measured on synthetic packs of random hashes plus this
    run's O(log n) part); at 10^7 the real log is measured instead with --leaves 10000000
-   (`bench/biglog.py` builds it in about 40 minutes of one core).
+   (`bench/biglog.py` builds it once and caches it: its docstring gives the time).
 3. The start-up re-hash of the leaves after the verified mark (--rehash of them): the raw
    entry fields against the raw columns, against entries and claims decoded into
    dataclasses and datetimes (before).
