@@ -359,8 +359,11 @@ class _SecondSignal:
 
 class StopBetweenFiles:
     """Context manager deferring the first SIGINT to the next `check` (see the module
-    docstring). Off the main thread, where Python delivers no signals, it changes nothing
-    and `check` never raises. ``notice``: the line written to stderr on the first SIGINT."""
+    docstring). Off the main thread, where Python delivers no signals, and where SIGINT is
+    ignored (a shell script's background job, ``prov sign ... &``, which a Ctrl-C meant for
+    the foreground job must leave running: until h-bgserve60 it stopped after the file in
+    hand, exit 130), it changes nothing and `check` never raises. ``notice``: the line
+    written to stderr on the first SIGINT."""
 
     def __init__(self, notice: str) -> None:
         self._notice = notice.encode() + b"\n"
@@ -369,7 +372,10 @@ class StopBetweenFiles:
         self._installed = False
 
     def __enter__(self) -> StopBetweenFiles:
-        if threading.current_thread() is threading.main_thread():
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+        ):
             self._old = signal.signal(signal.SIGINT, self._on_sigint)
             self._installed = True
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import math
 import os
+import signal
 import stat
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -170,6 +171,20 @@ MAX_WAIT_S = 86400.0
 #: lock), so the main thread sleeps this long between looks. Defined here, which both
 #: import, so that `prov serve` does not load the web stack (uvicorn) to read it.
 SIGNAL_POLL_S = 0.1
+
+
+def stop_signals() -> tuple[signal.Signals, ...]:
+    """The signals a serving command (`prov serve`, and `prov web` and `prov witness
+    serve` through `provenance.web.serve.serve_until_signalled`) puts its handler on,
+    read when it does so (on the main thread, at the end of its start): SIGTERM, and
+    SIGINT unless this process has it ignored, as a shell starts a script's background
+    job (``prov serve ... &``), which a Ctrl-C at the terminal, sent to the whole
+    foreground group, must leave running. The start changes nothing of SIGINT there
+    (`clients.launch`), so this is SIGINT as the process started. Until h-bgserve60 the
+    handler replaced the ignored SIGINT, and such a Ctrl-C shut the server down."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return (signal.SIGTERM,)
+    return (signal.SIGTERM, signal.SIGINT)
 
 
 #: ``--header-seconds``, ``--connections-per-client``, ``--max-connections``: the

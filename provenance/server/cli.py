@@ -31,6 +31,7 @@ from provenance.cli.options import (
     in_existing_folder,
     metrics_started,
     nonempty_path,
+    stop_signals,
     trusted_proxies,
 )
 from provenance.cli.options import allowed_hosts as allowed_hosts_option
@@ -968,7 +969,7 @@ def serve(
         # collection too) stops the start, removing what it made (before, one there came
         # outside this clean-up: the new database and log key were left); one after
         # stops the started server (below)
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in stop_signals():  # SIGINT left ignored in a shell's background job
             signal.signal(sig, lambda signum, _frame: signals.append(signum))
     except BaseException:
         if web is not None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import uvicorn
 from starlette.types import ASGIApp
 
-from provenance.cli.options import SIGNAL_POLL_S
+from provenance.cli.options import SIGNAL_POLL_S, stop_signals
 from provenance.core.allowed_hosts import AllowedHosts, default_host_names
 from provenance.core.buckets import FewLines
 from provenance.core.errors import ConfigError
@@ -228,9 +228,11 @@ def run_web(
 def serve_until_signalled(
     server: uvicorn.Server, sock: socket.socket, what: str, ready: str | None = None
 ) -> None:
-    """Run ``server`` on the bound ``sock`` until SIGINT or SIGTERM, then stop it as
-    `prov serve` stops: print "shutting down", let the requests in flight finish (a
-    second signal cuts them short) and print "WHAT stopped"; the command then exits 0.
+    """Run ``server`` on the bound ``sock`` until SIGINT (unless the process has it
+    ignored, a shell's background job: `provenance.cli.options.stop_signals`) or SIGTERM,
+    then stop it as `prov serve` stops: print "shutting down", let the requests in flight
+    finish (a second signal cuts them short) and print "WHAT stopped"; the command then
+    exits 0.
     ``ready``, when given, is printed once the handlers are set (a signal after it stops
     cleanly). uvicorn run in the main thread re-raises the signal once it has shut down:
     SIGTERM (systemd's stop) then killed the process (exit 143, no message) and SIGINT
@@ -251,7 +253,8 @@ def serve_until_signalled(
             server.force_exit = True
         signals.append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # SIGINT left ignored in a shell's background job (`stop_signals`)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stop_signals()}
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=what)
     try:
         thread.start()
