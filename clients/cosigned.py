@@ -34,7 +34,7 @@ from provenance.core.errors import (
     WitnessQuorumError,
 )
 from provenance.core.verify import ClaimEvidence, VerificationReport
-from provenance.log.checkpoint import NoteVerifier, open_checkpoint
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
 from provenance.log.receipt import verify_receipt
 from provenance.terminal import clipped_line
 from provenance.wire.sidecar import Sidecar
@@ -152,14 +152,21 @@ def cosigned_receipt(
     NoWitnessesError when it requests no cosignatures (has no witnesses);
     ServerEvidenceError (exit 3) when its cosigned checkpoint or inclusion proof does not
     verify with the log key (before h-hostsrv58: exit 1, the bare reason, no server
-    named); LogIntegrityError when the two checkpoints are not of one append-only log.
+    named); LogIntegrityError (exit 3) when the two checkpoints are not of one append-only
+    log (`_one_log`), checked before a leaf is called not yet cosigned too (forkpend60:
+    before, a receipt of a log forked before the witnesses last cosigned was
+    WitnessQuorumError, "try again once they cosign", or an "also" claim "not yet
+    cosigned").
     """
     note, quorum, statuses = newest if newest is not None else newest_cosigned(c)
     try:
-        size = open_checkpoint(note, verifier).size if note else 0
+        cosigned = open_checkpoint(note, verifier) if note else None
     except (SignatureError, LogError) as e:
         raise _refused(c.address, "its newest cosigned checkpoint", verifier, e) from e
+    size = cosigned.size if cosigned is not None else 0
     if size <= receipt.leaf_index:
+        if cosigned is not None:  # forkpend60: a fork is not "not yet cosigned"
+            _one_log(c, open_checkpoint(receipt.checkpoint, verifier), cosigned)
         have = f"the newest covers {size} entries" if note else "there is none yet"
         raise WitnessQuorumError(
             f"no checkpoint cosigned by the server's quorum of {quorum} witnesses covers leaf"
@@ -178,17 +185,30 @@ def cosigned_receipt(
     except (SignatureError, LogError) as e:
         what = f"the inclusion proof of leaf {receipt.leaf_index} in its cosigned checkpoint"
         raise _refused(c.address, f"{what} of {size} entries", verifier, e) from e
-    if new is receipt:
-        return receipt
-    old = open_checkpoint(receipt.checkpoint, verifier)
-    if old.size == size:
-        if old.root_hash != open_checkpoint(note, verifier).root_hash:
+    if new is not receipt:
+        _one_log(c, open_checkpoint(receipt.checkpoint, verifier), open_checkpoint(note, verifier))
+    return new
+
+
+def _one_log(c: ProvenanceClient, old: Checkpoint, cosigned: Checkpoint) -> None:
+    """Prove the receipt's checkpoint ``old`` and the server's newest cosigned checkpoint
+    ``cosigned`` (both opened with the log key already) of one append-only log: equal
+    roots when of one size, else the consistency proof between them (RFC 9162 2.1.4.2)
+    that the server of ``c`` sends. Raises LogIntegrityError (exit 3) naming both sizes
+    and the server when they are not: a fork of the log, or a wrong proof;
+    TransportError when the server does not answer."""
+    said = (
+        f"the receipt's checkpoint ({old.size} entries) and the cosigned one"
+        f" ({cosigned.size}) are not proven of one append-only log"
+    )
+    if old.size == cosigned.size:
+        if old.root_hash != cosigned.root_hash:
             raise LogIntegrityError(
-                f"the log signed two different trees of size {size}: the receipt's and the"
-                " cosigned checkpoint (a fork)"
+                f"{said}: the log signed two different trees of size {old.size}, both sent"
+                f" by the server at {c.address} (a fork)"
             )
-        return new
-    first, second = sorted((old, open_checkpoint(note, verifier)), key=lambda cp: cp.size)
+        return
+    first, second = sorted((old, cosigned), key=lambda cp: cp.size)
     try:
         merkle.verify_consistency(
             first.size,
@@ -199,12 +219,10 @@ def cosigned_receipt(
         )
     except LogError as e:
         raise LogIntegrityError(
-            f"the receipt's checkpoint ({old.size} entries) and the cosigned one ({size})"
-            f" are not proven of one append-only log: the consistency proof the server at"
-            f" {c.address} sent does not verify ({e}): a fork of the log, or a wrong proof"
-            " (`prov log audit` of the log tells them apart)"
+            f"{said}: the consistency proof the server at {c.address} sent does not verify"
+            f" ({e}): a fork of the log, or a wrong proof (`prov log audit` of the log"
+            " tells them apart)"
         ) from e
-    return new
 
 
 def _refused(
@@ -337,7 +355,10 @@ def check_witnesses(
     (``also_cosigned`` False, named in ``pending``). Raises ServerEvidenceError (exit 3, naming the
     server and which claim) when a receipt, the server's cosigned checkpoint or a proof
     into it does not verify with the log key, or an "also" claim comes without a
-    receipt; SignatureError, ProofError or LogError when the sidecar's receipt does not.
+    receipt; LogIntegrityError (exit 3, naming an "also" claim) when a receipt's
+    checkpoint and the cosigned one are not of one append-only log (a fork: also for a
+    receipt not yet cosigned, forkpend60); SignatureError, ProofError or LogError when the
+    sidecar's receipt does not.
     """
     from clients.cited import EvidenceChecker
 
@@ -376,6 +397,8 @@ def check_witnesses(
             pending.append(named)
         except ServerEvidenceError as e:
             raise ServerEvidenceError(f"{e} ({which})", public=f"{e.public} ({which})") from e
+        except LogIntegrityError as e:  # not of one log with the cosigned checkpoint
+            raise LogIntegrityError(f"{e} ({which})") from e
         else:
             cosigned.append(True)
     return replace(
