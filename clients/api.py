@@ -673,15 +673,29 @@ class ProvenanceClient:
         return [bytes(e) for e in r.entries], r.next
 
 
-def page_gap(pos: int, held: int, nxt: int) -> str:
-    """What a GetEntries page of ``held`` (at least 1) entries from index ``pos`` whose
-    next page starts at index ``nxt``, not ``pos + held`` (the page's end), does: serves
-    entries again or skips them, as "sent a GetEntries page of entries 0 to 2 saying the
-    next page starts at 4: skipping entry 3" (`ProvenanceClient.entries` answers the
-    page as the server sent it; each reader that pages checks it: `prov log audit`, the
-    web explorer)."""
+def page_problem(pos: int, asked: int, held: int, nxt: int) -> str | None:
+    """What is wrong with a GetEntries page of ``held`` (at least 1) entries from index
+    ``pos``, asked for at most ``asked``, whose next page starts at index ``nxt``; None
+    when nothing is. More entries than asked for: "sent 4 entries where at most 3 were
+    asked for" (before, with ``next`` counting the entries asked for, "pages overlap",
+    though no page had come before; with it counting those sent, taken). Else a ``next``
+    that is not ``pos + held`` (the page's end) serves entries again or skips them, as
+    "sent pages of the log that do not follow on from each other: its page holding
+    entries 0 to 2 says the next starts at 4, not 3: skipping entry 3" (in a reader's
+    words: before, "sent a GetEntries page of ...", the RPC's name shown to a web
+    visitor). `ProvenanceClient.entries` answers the page as the server sent it; each
+    reader that pages checks it: `prov log audit`, the web explorer."""
+    if held > asked:
+        return (
+            f"sent {held} entries where at most {asked} {'was' if asked == 1 else 'were'} asked for"
+        )
     last = pos + held - 1
-    sent = f"sent a GetEntries page of {span(pos, last)} saying the next page starts at {nxt}"
+    if nxt == last + 1:
+        return None
+    sent = (
+        "sent pages of the log that do not follow on from each other: its page holding"
+        f" {span(pos, last)} says the next starts at {nxt}, not {last + 1}"
+    )
     if nxt <= last:
         return f"{sent}: it would serve {span(nxt, last)} again (pages overlap)"
     return f"{sent}: skipping {span(last + 1, nxt - 1)}"

@@ -221,37 +221,38 @@ def _entries(c: ProvenanceClient, start: int, end: int, server: str) -> Iterator
     """The leaf data of entries ``start`` to ``end`` - 1, read a GetEntries page at a time
     from the server at ``server`` (``c``), each page from where the one before said the
     next starts. Raises LogIntegrityError when the server finds its own store damaged
-    (DATA_LOSS), ServerEvidenceError (`_page_problem`) when a page's ``next`` is not where
-    the page ends, TransportError otherwise."""
+    (DATA_LOSS), ServerEvidenceError (`_page_refused`) when a page holds more entries than
+    asked for or its ``next`` is not where the page ends, TransportError otherwise. An
+    empty page ends the entries: the audit then says how many the checkpoint holds."""
+    from clients.api import page_problem  # gRPC loaded only where a command calls a server
+
     pos = start
     while pos < end:
+        asked = min(1000, end - pos)
         try:
-            got, nxt = c.entries(pos, min(1000, end - pos))
+            got, nxt = c.entries(pos, asked)
         except TransportError as e:
             if e.code == "DATA_LOSS":  # the server itself found its store damaged
                 raise LogIntegrityError(str(e)) from e
             raise
         if not got:
             return
-        if nxt != pos + len(got):
-            raise ServerEvidenceError(f"the server at {server} {_page_problem(pos, got, nxt)}")
-        yield from got[: end - pos]
+        if (problem := page_problem(pos, asked, len(got), nxt)) is not None:
+            raise ServerEvidenceError(f"the server at {server} {_page_refused(problem)}")
+        yield from got
         pos = nxt
 
 
-def _page_problem(pos: int, got: list[bytes], nxt: int) -> str:
-    """What a GetEntries page of the entries ``got`` from index ``pos`` whose next page
-    starts at index ``nxt`` (not the page's end) does: serves entries again or skips them
-    (`clients.api.page_gap`). Before, a page whose ``next`` fell short was followed, the
+def _page_refused(problem: str) -> str:
+    """The refusal of a GetEntries page after what the server did (``problem``,
+    `clients.api.page_problem`: more entries than asked for, or pages that serve entries
+    again or skip them). Before, a page whose ``next`` fell short was followed, the
     entries it served again re-hashed as more of the log's, and the audit said "the log
     served more entries than its checkpoint's N"; one past its end, "entries were
     deleted"."""
-    from clients.api import page_gap  # gRPC loaded only where a command calls a server
-
     return (
-        f"{page_gap(pos, len(got), nxt)}; its paging is broken or hostile, which says"
-        " nothing of the log: audit another copy (--tiles, --db) or ask the server's"
-        " operator; nothing was saved"
+        f"{problem}; its paging is broken or hostile, which says nothing of the log: audit"
+        " another copy (--tiles, --db) or ask the server's operator; nothing was saved"
     )
 
 

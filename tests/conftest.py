@@ -1021,6 +1021,23 @@ def paged_entries(by: Callable[[int, int], tuple[int, int]]) -> RelayAnswer:
     return answer
 
 
+def overfull_entries(next_after: bool) -> RelayAnswer:
+    """A relay's GetEntries answer (`relay`, `GET_ENTRIES`): the real server's page with
+    its last entry sent once more (one entry more than asked for when the page was full),
+    ``next`` after that extra entry with ``next_after``, else where the real page ended
+    (as a server that ignores the limit but counts ``next`` from it would)."""
+
+    def answer(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        page = pb.GetEntriesResponse.FromString(forward(request))
+        if page.entries:
+            page.entries.append(page.entries[-1])
+            if next_after:
+                page.next = page.start + len(page.entries)
+        return bytes(page.SerializeToString())
+
+    return answer
+
+
 def serving(handler: Any) -> Iterator[str]:
     """HOST:PORT of a gRPC server on loopback answering with ``handler`` (a generic
     handler with a ``channel`` to the real server, closed after) while in the block (a

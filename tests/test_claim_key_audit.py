@@ -161,6 +161,29 @@ def test_a_claim_signed_by_a_key_never_enrolled_fails_the_audit(
     assert "the claim's device signature does not verify under the key the log" in text
 
 
+def test_a_claim_whose_envelope_names_another_key_fails_the_audit(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A claim of an enrolled device, the next of its chain and signed by its key, whose
+    signature envelope's key id names another enrolled device: the server refuses it
+    ("the claim's device id differs from the signing key id"), and a verifier refuses
+    its evidence. (Before: the audit passed it, exit 0, its signature verifying under the
+    key of the claim's device id.)"""
+    other = b""
+
+    def forge(h: InProc) -> tuple[int, bytes]:
+        nonlocal other
+        dev, other = h.enroll(), h.enroll().device_id
+        h.submit(dev.next_claim())
+        claim = dev.next_claim()
+        forged = replace(claim, key_id=other)
+        return _append_raw(h, forged, h.clock.advance(minutes=1), linked=True), dev.device_id
+
+    text = " ".join(_failing_claim(db, tmp_path, capsys, forge).split())
+    said = f"its signature envelope names the key id {other.hex()[:16]}..., not its device's"
+    assert said in text, text
+
+
 def _unenrolled_claim(db: Path, tmp_path: Path) -> tuple[int, DeviceKey, str]:
     """Log on ``db`` an enrollment, then a claim of a device whose registry row was
     written behind the log's back (no enrollment logged): (the claim's leaf index, the

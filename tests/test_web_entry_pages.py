@@ -21,7 +21,9 @@ import pytest
 from tests.conftest import (
     GET_ENTRIES,
     Cli,
+    RelayAnswer,
     ServerProc,
+    overfull_entries,
     paged_entries,
     relay,
     sign_sample,
@@ -31,12 +33,12 @@ from tests.conftest import (
 
 @contextmanager
 def _web_behind(
-    server: ServerProc, by: Callable[[int, int], tuple[int, int]], *web_args: str
+    server: ServerProc, answer: RelayAnswer, *web_args: str
 ) -> Iterator[tuple[httpx.Client, str]]:
     """An HTTP client of a real `prov web` (with ``web_args``) whose service is a relay
-    in front of ``server`` answering GetEntries as `paged_entries` (``by``) says, and the
-    relay's HOST:PORT, while in the block."""
-    with relay(server.address, {GET_ENTRIES: paged_entries(by)}) as address:
+    in front of ``server`` answering GetEntries with ``answer`` (`paged_entries`,
+    `overfull_entries`), and the relay's HOST:PORT, while in the block."""
+    with relay(server.address, {GET_ENTRIES: answer}) as address:
         web = start_web(address, *web_args)
         try:
             with httpx.Client(base_url=web.address, timeout=120) as http:
@@ -61,7 +63,7 @@ def three_entries(enrolled: Cli, server: ServerProc, tmp_path: Path) -> ServerPr
 def test_a_listing_reads_on_over_pages_the_service_cut(three_entries: ServerProc) -> None:
     """(Before: `/api/v1/entries?limit=100` answered entry 0 alone, as if the log ended
     there, and `/log`, the newest entries, showed #0 without #1 and #2 or a link to them.)"""
-    with _web_behind(three_entries, _one_a_page) as (http, _):
+    with _web_behind(three_entries, paged_entries(_one_a_page)) as (http, _):
         r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
         assert r.status_code == 200, r.text
         body = r.json()
@@ -89,7 +91,7 @@ def test_pages_that_do_not_follow_on_are_refused_502(
     three_entries: ServerProc, by: Callable[[int, int], tuple[int, int]], said: str
 ) -> None:
     """(Before: 200, entry 0 alone, the rest of the log passed over unsaid.)"""
-    with _web_behind(three_entries, by) as (http, address):
+    with _web_behind(three_entries, paged_entries(by)) as (http, address):
         r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
         assert r.status_code == 502, r.text
         error = r.json()["error"]
@@ -97,8 +99,53 @@ def test_pages_that_do_not_follow_on_are_refused_502(
         assert said in error["message"], error
         assert "paging is broken or hostile" in error["message"], error
         assert address not in error["message"], error  # the operator's, logged
+        # in a reader's words, not the RPC's (before: "sent a GetEntries page of ...")
+        assert "GetEntries" not in error["message"], error
+        assert "pages of the log that do not follow on" in error["message"], error
         page = http.get("/log")
         assert page.status_code == 502 and said in page.text, page.text
+        assert "GetEntries" not in page.text, page.text
+
+
+def _ends_early(start: int, n: int) -> tuple[int, int]:
+    """Entry 0 alone, then empty pages from entry 1 on, as if the log ended there."""
+    return (min(n, 1), start + min(n, 1)) if start == 0 else (0, start)
+
+
+def test_a_page_ending_the_log_before_its_checkpoint_is_refused_502(
+    three_entries: ServerProc,
+) -> None:
+    """An empty page from an index the log's signed checkpoint holds is no end of the
+    log: the service lost entries or its paging is broken. (Before: 200, entry 0 alone,
+    from /api/v1/entries and /log, the listing silently cut.)"""
+    with _web_behind(three_entries, paged_entries(_ends_early)) as (http, address):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert error["status"] == "BAD_GATEWAY", error
+        said = "ended the log early: it sent no entries from index 1, though the log's signed"
+        assert said in error["message"] and "checkpoint holds 3" in error["message"], error
+        assert address not in error["message"] and "GetEntries" not in error["message"]
+        page = http.get("/log")
+        assert page.status_code == 502 and "ended the log early" in page.text, page.text
+        # at the checkpoint's size an empty page is the log's end
+        r = http.get("/api/v1/entries", params={"start": "3", "limit": "100"})
+        assert r.status_code == 200 and r.json() == {"start": 3, "entries": []}, r.text
+
+
+@pytest.mark.parametrize("next_after", [False, True], ids=["next-as-asked", "next-after"])
+def test_a_page_of_more_entries_than_asked_for_is_refused_502(
+    three_entries: ServerProc, next_after: bool
+) -> None:
+    """(Before: 502 "it would serve entry 1 again (pages overlap)" when the page's
+    ``next`` counted the entries asked for, though no page had come before it; 200 and
+    the first entry when ``next`` counted those sent.)"""
+    with _web_behind(three_entries, overfull_entries(next_after)) as (http, _):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "1"})
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert "sent 2 entries where at most 1 was asked for" in error["message"], error
+        assert "overlap" not in error["message"], error
 
 
 #: `prov web --service-timeout` of `test_a_listing_is_answered_within_one_service_timeout`
@@ -122,7 +169,7 @@ def test_a_listing_is_answered_within_one_service_timeout(three_entries: ServerP
     20 s were 33 minutes (`entries_view`). (Before: 200, all three entries, after four
     pages of 1.2 s, the last one empty, with a 2 s --service-timeout.)"""
     args = ("--service-timeout", f"{_TIMEOUT_S:g}")
-    with _web_behind(three_entries, _slow_one_a_page, *args) as (http, address):
+    with _web_behind(three_entries, paged_entries(_slow_one_a_page), *args) as (http, address):
         r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
         assert r.status_code == 504, r.text
         error: dict[str, Any] = r.json()["error"]

@@ -7,7 +7,9 @@ at the claim's integration time (`registry.check_not_revoked`). The log's key hi
 every device, so an auditor can hold each claim to it: `ClaimKeyAuditor` verifies every
 claim's signature, with the server's own check, under a key the log enrolled for the
 claim's device, wherever in the log that enrollment is (a log upgraded to key history
-holds its backfilled enrollments after the claims they cover). A live enrollment (one
+holds its backfilled enrollments after the claims they cover). The claim's signature
+envelope must name its device's key id (the server refuses one that names another key,
+and so does a verifier; before h-paging60 the audit passed it). A live enrollment (one
 not marked ``backfilled``, which the migration sets on every entry it writes, inside the
 signed event) must also come before the claims it covers, and no claim may follow a live
 revocation of its device in the log with an integration time at or after the revoked
@@ -111,6 +113,13 @@ class ClaimKeyAuditor(Problems):
         except ClaimError as e:
             self._note(f"log entry {index} is no claim that decodes: {e}")
             return
+        if signed.key_id != device:
+            self._note(
+                f"log entry {index}: the claim of {_device(device)}: its signature envelope"
+                f" names the key id {signed.key_id.hex()[:16]}..., not its device's: the"
+                " server should have refused it"
+            )
+            return
         keys = self._keys.get(device)
         waits = keys is None or keys[1] > index
         revoked = self._revoked.get(device)
@@ -162,6 +171,8 @@ class ClaimKeyAuditor(Problems):
                     continue
                 signed, device, _ = _read_claim(entry)
             except ClaimError:
+                continue  # named on the first reading
+            if signed.key_id != device:
                 continue  # named on the first reading
             keys = self._keys.get(device)
             if keys is None:

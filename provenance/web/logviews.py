@@ -16,7 +16,7 @@ import time
 import weakref
 from typing import Any
 
-from clients.api import ProvenanceClient, Query, page_gap
+from clients.api import ProvenanceClient, Query, page_problem
 from clients.report import claim_to_json, device_to_json, report_to_json
 from provenance.core import merkle
 from provenance.core.errors import (
@@ -306,7 +306,9 @@ def consistency_view(
 MAX_LISTING = 100
 
 
-def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[str, Any]]:
+def entries_view(
+    client: ProvenanceClient, start: int, count: int, size: int | None = None
+) -> list[dict[str, Any]]:
     """Entries ``start`` .. ``start + count - 1`` (fewer only at the end of the log;
     ``count`` capped at `MAX_LISTING`) in log order, each as ``{"index", "leaf_hash",
     "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``, read a
@@ -315,12 +317,20 @@ def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[
     64 KiB entry bound, up to 213 KB each, come in three pages). Before, only the first
     page was read, and a listing cut to its first 39 entries looked like the log's end,
     while the explorer's link to older entries passed over the rest. Raises
-    ServerEvidenceError (502) when a page's ``next`` is not where the page ends
-    (`clients.api.page_gap`: the service's paging is broken or hostile), TransportError
-    from the service: DEADLINE_EXCEEDED (504) when its pages together take longer than
-    the client's timeout (``prov web --service-timeout``), each page's call given the
-    time left. Before, each page had the whole timeout: a service sending one entry a
-    page held a listing (a web worker thread) for 100 timeouts, 33 minutes of 20 s."""
+    ServerEvidenceError (502) when a page holds more entries than asked for or its
+    ``next`` is not where the page ends (`clients.api.page_problem`: the service's
+    paging is broken or hostile), TransportError from the service: DEADLINE_EXCEEDED
+    (504) when its pages together take longer than the client's timeout (``prov web
+    --service-timeout``), each page's call given the time left. Before, each page had
+    the whole timeout: a service sending one entry a page held a listing (a web worker
+    thread) for 100 timeouts, 33 minutes of 20 s.
+
+    An empty page is the log's end only at or past its size: ``size`` (entries in a
+    signed checkpoint the caller read before the listing), else the newest signed
+    checkpoint's, read once an empty page comes (`_log_size`), that page then asked for
+    again (entries logged between the two calls come in it). An empty page before the
+    size is a ServerEvidenceError (502: the service lost entries or its paging is
+    broken); before, the listing ended there, silently cut."""
     count = max(0, min(count, MAX_LISTING))
     out: list[dict[str, Any]] = []
     pos = start
@@ -329,23 +339,54 @@ def entries_view(client: ProvenanceClient, start: int, count: int) -> list[dict[
         left = deadline - time.monotonic()
         if left <= 0:
             raise _listing_too_slow(client, start, count, len(out))
+        asked = count - len(out)
         try:
-            data, nxt = client.entries(pos, count - len(out), timeout=left)
+            data, nxt = client.entries(pos, asked, timeout=left)
         except TransportError as e:
             if e.waited_s is None:
                 raise
             raise _listing_too_slow(client, start, count, len(out)) from e
-        if not data:  # the end of the log
-            break
-        if nxt != pos + len(data):
-            said = page_gap(pos, len(data), nxt)
+        if not data:
+            if size is None:  # is this the log's end? ask its size, then the page again
+                size = _log_size(client)
+                if pos < size:
+                    continue
+            if pos < size:
+                raise _ended_early(client, pos, size)
+            break  # the end of the log
+        if (problem := page_problem(pos, asked, len(data), nxt)) is not None:
             raise ServerEvidenceError(
-                f"the service at {client.address} {said}; {PAGING_REFUSED}",
-                public=f"the service behind this page {said}; {PAGING_REFUSED}",
+                f"the service at {client.address} {problem}; {PAGING_REFUSED}",
+                public=f"the provenance service behind this page {problem}; {PAGING_REFUSED}",
             )
-        out += [_entry_row(i, e) for i, e in enumerate(data[: count - len(out)], pos)]
+        out += [_entry_row(i, e) for i, e in enumerate(data, pos)]
         pos = nxt
     return out
+
+
+def _log_size(client: ProvenanceClient) -> int:
+    """Entries in the newest signed checkpoint of the service's log (`latest_checkpoint`),
+    0 when it has none yet. Raises as `latest_checkpoint` does, but for an empty log."""
+    try:
+        return latest_checkpoint(client)[0].size
+    except WebError as e:
+        if e.code != "NOT_FOUND":
+            raise
+        return 0
+
+
+def _ended_early(client: ProvenanceClient, pos: int, size: int) -> ServerEvidenceError:
+    """The error of a listing (`entries_view`) the service answered with no entries from
+    index ``pos``, though the log's signed checkpoint holds ``size`` (more): 502."""
+    said = (
+        f"ended the log early: it sent no entries from index {pos}, though the log's signed"
+        f" checkpoint holds {size}; it has lost entries or its paging is broken, so no"
+        " listing is shown from it; try again, or tell this page's operator"
+    )
+    return ServerEvidenceError(
+        f"the service at {client.address} {said}",
+        public=f"the provenance service behind this page {said}",
+    )
 
 
 def _listing_too_slow(

@@ -29,7 +29,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             " report is of other bytes, or cites a claim of other bytes, or (prov web"
             " --log-key) its receipt does not verify with the pinned log key, or a page of"
             " the log it sent says its next page starts elsewhere than where it ends"
-            " (skipping or repeating entries); the message says which"
+            " (skipping or repeating entries), holds more entries than asked for, or is"
+            " empty before the size of the log's signed checkpoint; the message says which"
         ),
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"

@@ -138,7 +138,7 @@ async def explorer(request: Request) -> Response:
         )
     end = size if end is None else end
     start = max(0, end - PAGE)
-    page = await run_in_threadpool(logviews.entries_view, client, start, end - start)
+    page = await run_in_threadpool(logviews.entries_view, client, start, end - start, size)
     return render(
         request,
         "log.html",
