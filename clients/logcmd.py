@@ -48,7 +48,6 @@ from provenance.core.errors import (
     TransportError,
     WitnessQuorumError,
 )
-from provenance.core.keyhistory import KeyEventKind, registry_problems, replay
 from provenance.log.audit import (
     MAX_AUDIT_STATE_BYTES,
     AuditState,
@@ -391,16 +390,18 @@ def audit(
             )
             if claims is not None:  # the claims left waiting for a backfilled key
                 claims.finish(lambda first, end: _entries(c, first, end, server))
-        problems = _key_history_problems(history, _server_device(c)) if history else []
+        if history is not None:
+            history.compare_registry(_server_device(c))
     _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
     if history is None or claims is None:
         out.print("key history and claims: not checked (--incremental reads only the new entries)")
         return
-    if problems:
+    if history.problems:
+        more = f"\n  ... and {history.more} more" if history.more else ""
         raise LogIntegrityError(
             "KEY HISTORY: the registry differs from the enrollments and revocations in the"
-            " log:\n  " + "\n  ".join(problems)
+            " log:\n  " + "\n  ".join(history.problems) + more
         )
     out.print(_key_history_ok(history))
     _claims_ok(claims)
@@ -462,22 +463,9 @@ def _log_ok(saved: AuditState | None, old_size: int, size: int, checked: int) ->
 
 def _key_history_ok(history: KeyHistoryReader) -> str:
     """The line of a key history check that passed (online and with --db alike)."""
-    kinds = [le.event.kind for le in history.events]
-    enrolled = counted(kinds.count(KeyEventKind.ENROLLMENT), "enrollment")
-    revoked = counted(kinds.count(KeyEventKind.REVOCATION), "revocation")
+    enrolled = counted(history.enrollments, "enrollment")
+    revoked = counted(history.revocations, "revocation")
     return f"key history OK: {enrolled} and {revoked} in the log; the registry agrees"
-
-
-def _key_history_problems(
-    history: KeyHistoryReader, find_device: Callable[[bytes], Device | None]
-) -> list[str]:
-    """Replay the key history read from the log and compare each device's registry row
-    (as ``find_device`` reports it: the server, or the database) with it: an edited,
-    back-dated or deleted revocation or enrollment is one sentence each."""
-    problems = list(history.problems)
-    for device_id, logged in replay(history.events).items():
-        problems += registry_problems(logged, find_device(device_id))
-    return problems
 
 
 def _server_device(c: ProvenanceClient) -> Callable[[bytes], Device | None]:
@@ -663,16 +651,16 @@ def _audit_db(
             )
             tree.finish(cp.size, row_size)
             if not outdated:  # an older schema has no key_events table
-                logged = ((e.index, e.event.device_id, int(e.event.kind)) for e in history.events)
-                leaves.compare_key_events(logged, store.key_event_rows(start), cp.size)
+                rows = store.key_event_rows(start)
+                leaves.compare_key_events(history.logged_rows(), rows, cp.size)
             problems = [f"LEAF ROWS: {p}" for p in leaves.problems]
             problems += [f"STORED TREE: {p}" for p in tree.problems]
             if claims is not None:  # the claims left waiting for a backfilled key
                 claims.finish(lambda first, end: _stored_entries(store, first, end))
             if index is not None:
                 index.finish()
-                keys = _key_history_problems(history, store.find_device)
-                problems += [f"KEY HISTORY: {p}" for p in keys]
+                history.compare_registry(store.find_device)
+                problems += [f"KEY HISTORY: {p}" for p in history.problems]
                 problems += [f"NEAR-DUPLICATE INDEX: {p}" for p in index.problems]
             if claims is not None:
                 problems += [f"CLAIMS: {p}" for p in claims.problems]
@@ -681,7 +669,7 @@ def _audit_db(
     _atomic_write(state, new_state.to_json().encode())
     out.print(_log_ok(saved, old_size, cp.size, checked))
     if problems:
-        more = leaves.more + tree.more + (index.more if index else 0)
+        more = leaves.more + tree.more + (index.more + history.more if index else 0)
         more += claims.more if claims else 0
         raise LogIntegrityError(
             "the database differs from what the logged entries say (each leaf row's"

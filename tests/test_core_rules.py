@@ -63,9 +63,11 @@ from provenance.core.keyhistory import (
     KeySigner,
     LoggedKeyEvent,
     SignedKeyEvent,
+    replay,
     sign_key_event,
 )
 from provenance.core.keys import DeviceKey, verify_strict
+from provenance.core.problems import MAX_PROBLEMS
 from provenance.core.registry import (
     ENROLL_SKEW,
     TOKEN_BYTES,
@@ -900,7 +902,9 @@ def test_key_history_is_read_out_of_the_audited_entries() -> None:
     ]
     reader = KeyHistoryReader()
     assert list(reader.tap(entries, start=10)) == entries  # passed through unchanged
-    assert reader.events == [LoggedKeyEvent(11, NOW, signed, ev)]
+    assert list(reader.logged_rows()) == [(11, KEY.key_id, int(KeyEventKind.REVOCATION))]
+    assert reader.states == replay([LoggedKeyEvent(11, NOW, signed, ev)])
+    assert (reader.enrollments, reader.revocations) == (0, 1)
     assert len(reader.problems) == 2
     assert reader.problems[0].startswith("log entry 12 is not a valid claim or key event: ")
     assert re.match(
@@ -909,7 +913,37 @@ def test_key_history_is_read_out_of_the_audited_entries() -> None:
     )
     fresh = KeyHistoryReader()
     list(fresh.tap(entries[1:2]))
-    assert [e.index for e in fresh.events] == [0] and fresh.problems == []
+    assert [row[0] for row in fresh.logged_rows()] == [0] and fresh.problems == []
+
+
+def test_the_registry_compared_with_the_key_history_names_at_most_max_problems() -> None:
+    """Every device whose registry row is gone is one problem, after the entries that do
+    not decode; past `MAX_PROBLEMS` in all they are counted (h-keymem60: before, one
+    sentence kept per device, of 10^6 on a national deployment)."""
+    admin = KeySigner.of(DeviceKey.from_private_bytes(hashlib.sha256(b"admin").digest()))
+    entries = [b"\xff not protobuf"]
+    for i in range(MAX_PROBLEMS + 5):
+        key = DeviceKey.from_private_bytes(hashlib.sha256(b"device %d" % i).digest())
+        ev = KeyEvent(KeyEventKind.ENROLLMENT, key.key_id, NOW, public_key=key.public_key)
+        entries.append(
+            wire.encode_key_event_entry(sign_key_event(admin, wire.encode_key_event(ev)), NOW)
+        )
+    reader = KeyHistoryReader()
+    list(reader.tap(entries))
+    asked: list[bytes] = []
+
+    def no_row(device_id: bytes) -> Device | None:
+        asked.append(device_id)
+        return None
+
+    reader.compare_registry(no_row)
+    assert asked == [row[1] for row in reader.logged_rows()]  # in log order
+    assert reader.enrollments == MAX_PROBLEMS + 5 and len(reader.problems) == MAX_PROBLEMS
+    assert reader.problems[0].startswith("log entry 0 is not a valid claim or key event")
+    assert reader.problems[1].endswith(
+        "enrolled in log entry 1, but the registry row is gone (deleted behind the log's back)"
+    )
+    assert reader.more == 6
 
 
 def test_audit_state_file_is_indented_json() -> None:

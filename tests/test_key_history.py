@@ -22,9 +22,9 @@ from provenance.core.keyhistory import (
     KeyEvent,
     KeyEventKind,
     KeySigner,
+    SignedKeyEvent,
     admin_key,
     registry_problems,
-    replay,
     sign_key_event,
 )
 from provenance.core.keys import DeviceKey
@@ -42,6 +42,13 @@ from tests.inproc import T0, Clock, InProc
 def server_db(any_db: Path | str) -> Path | str:
     """The CLI test runs on SQLite and on PostgreSQL."""
     return any_db
+
+
+def _signed(entry: bytes) -> SignedKeyEvent:
+    """The signed key event of the log entry ``entry``."""
+    signed, _ = wire.decode_entry(entry)
+    assert isinstance(signed, SignedKeyEvent)
+    return signed
 
 
 def _history(service: ProvenanceService) -> KeyHistoryReader:
@@ -72,13 +79,15 @@ def test_enrollment_and_revocation_are_signed_entries_of_the_log(
             rig.submit(dev.next_claim())
         reader = _history(rig.service)
         assert reader.problems == []
-        kinds = [(le.index, le.event.kind) for le in reader.events]
+        kinds = [(index, kind) for index, _, kind in reader.logged_rows()]
         # enrollment, the claim, then the revocation: one log, in order
         assert kinds == [(0, KeyEventKind.ENROLLMENT), (2, KeyEventKind.REVOCATION)]
         assert first.receipt.leaf_index == 1
         admin = admin_key("an admin credential").public_key
-        assert {le.signed.signer_public_key for le in reader.events} == {admin}
-        state = replay(reader.events)[dev.device_id]
+        entries, _ = rig.service.entries(0, 3)
+        signers = {_signed(entries[i]).signer_public_key for i in (0, 2)}
+        assert signers == {admin}
+        state = reader.states[dev.device_id]
         assert (state.revoked_at, state.revocation_reason) == (since, "phone stolen")
         assert state.public_key == dev.key.public_key and state.enrolled_at == T0
         row = rig.service.get_device(dev.device_id)
@@ -107,8 +116,11 @@ def test_a_database_from_before_key_history_gets_its_history_logged(tmp_path: Pa
     service = ProvenanceService(cfg, clock)
     try:
         reader = _history(service)
-        assert len(reader.events) == 3 and all(le.event.backfilled for le in reader.events)
-        states = replay(reader.events)
+        entries, _ = service.entries(0, 3)
+        events = [wire.decode_key_event(_signed(entry).event_bytes) for entry in entries]
+        assert len(events) == 3 and all(ev.backfilled for ev in events)
+        assert reader.enrollments + reader.revocations == 3
+        states = reader.states
         for k in (key, gone):
             assert registry_problems(states[k.key_id], service.get_device(k.key_id)) == []
         assert states[gone.key_id].revocation_reason == "lost"
@@ -215,9 +227,10 @@ def test_enrollment_by_token_is_signed_by_the_admin_key(tmp_path: Path) -> None:
         signed, _ = wire.decode_entry(entry)
         reader = KeyHistoryReader()
         list(reader.tap([entry]))
-        [le] = reader.events
-        assert le.signed == signed and le.event.authorised_by == "token"
-        assert le.signed.signer_public_key == admin_key(ADMIN_TOKEN).public_key
+        assert [row[0] for row in reader.logged_rows()] == [0] and reader.problems == []
+        assert isinstance(signed, SignedKeyEvent)
+        assert wire.decode_key_event(signed.event_bytes).authorised_by == "token"
+        assert signed.signer_public_key == admin_key(ADMIN_TOKEN).public_key
         # a refused enrollment (spent token) logs nothing
         other = DeviceKey.generate()
         with pytest.raises(EnrollmentError, match="already used"):

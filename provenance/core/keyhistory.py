@@ -84,7 +84,7 @@ class LoggedKeyEvent:
     event: KeyEvent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyState:
     """What the logged history says of one device: its enrollment (None when only a
     revocation was logged, which the registry never produces) and the revocation in
@@ -179,32 +179,34 @@ def signer_id(signed: SignedKeyEvent) -> str:
 
 
 def replay(events: Iterable[LoggedKeyEvent]) -> dict[bytes, KeyState]:
-    """Fold logged key events, in log order, into each device's `KeyState`.
+    """Fold logged key events, in log order, into each device's `KeyState` (`fold`)."""
+    out: dict[bytes, KeyState] = {}
+    for le in events:
+        fold(out, le.index, le.event)
+    return out
+
+
+def fold(states: dict[bytes, KeyState], index: int, ev: KeyEvent) -> KeyState:
+    """Fold the key event ``ev`` of log leaf ``index`` into ``states`` (device id to
+    `KeyState`, the events of the leaves before it folded already, in log order) and
+    return its device's new state. An audit folds each event as it reads it, holding one
+    state per device, not every event (`provenance.log.audit.KeyHistoryReader`).
 
     The first enrollment of a device counts (the registry refuses a second); revocations
     merge as the registry merges them (`provenance.core.registry.merged_revocation`): the
     earliest time wins, with the reason given with it."""
-    out: dict[bytes, KeyState] = {}
-    for le in events:
-        ev = le.event
-        st = out.get(ev.device_id, KeyState(ev.device_id))
-        if ev.kind is KeyEventKind.ENROLLMENT:
-            if st.enrollment_index is None:
-                st = replace(
-                    st,
-                    public_key=ev.public_key,
-                    enrolled_at=ev.effective_at,
-                    enrollment_index=le.index,
-                )
-        elif st.revoked_at is None or ev.effective_at < st.revoked_at:
+    st = states.get(ev.device_id) or KeyState(ev.device_id)
+    if ev.kind is KeyEventKind.ENROLLMENT:
+        if st.enrollment_index is None:
             st = replace(
-                st,
-                revoked_at=ev.effective_at,
-                revocation_reason=ev.reason,
-                revocation_index=le.index,
+                st, public_key=ev.public_key, enrolled_at=ev.effective_at, enrollment_index=index
             )
-        out[ev.device_id] = st
-    return out
+    elif st.revoked_at is None or ev.effective_at < st.revoked_at:
+        st = replace(
+            st, revoked_at=ev.effective_at, revocation_reason=ev.reason, revocation_index=index
+        )
+    states[st.device_id] = st
+    return st
 
 
 def _at(when: datetime | None) -> str:
