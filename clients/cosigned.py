@@ -193,7 +193,9 @@ def cosigned_receipt(
 def _one_log(c: ProvenanceClient, old: Checkpoint, cosigned: Checkpoint) -> None:
     """Prove the receipt's checkpoint ``old`` and the server's newest cosigned checkpoint
     ``cosigned`` (both opened with the log key already) of one append-only log: equal
-    roots when of one size, else the consistency proof between them (RFC 9162 2.1.4.2)
+    roots when of one size, none when the smaller is of size 0 (the empty tree's root:
+    every tree extends it; revfork60: before, a proof from size 0 was asked for, which
+    the server refuses), else the consistency proof between them (RFC 9162 2.1.4.2)
     that the server of ``c`` sends. Raises LogIntegrityError (exit 3) naming both sizes
     and the server when they are not: a fork of the log, or a wrong proof;
     TransportError when the server does not answer."""
@@ -209,6 +211,14 @@ def _one_log(c: ProvenanceClient, old: Checkpoint, cosigned: Checkpoint) -> None
             )
         return
     first, second = sorted((old, cosigned), key=lambda cp: cp.size)
+    if first.size == 0:  # every tree extends the empty one: nothing to ask (revfork60)
+        if first.root_hash != merkle.EMPTY_ROOT:
+            raise LogIntegrityError(
+                f"{said}: the log signed a tree of size 0 whose root is not the empty tree's"
+                f" (SHA-256 of nothing), sent by the server at {c.address}: a tree that"
+                " cannot be"
+            )
+        return
     try:
         merkle.verify_consistency(
             first.size,
@@ -355,7 +365,8 @@ def check_witnesses(
     (``also_cosigned`` False, named in ``pending``). Raises ServerEvidenceError (exit 3, naming the
     server and which claim) when a receipt, the server's cosigned checkpoint or a proof
     into it does not verify with the log key, or an "also" claim comes without a
-    receipt; LogIntegrityError (exit 3, naming an "also" claim) when a receipt's
+    receipt; LogIntegrityError (exit 3, naming the claim, cited or "also": revfork60,
+    before the cited one was not named) when a receipt's
     checkpoint and the cosigned one are not of one append-only log (a fork: also for a
     receipt not yet cosigned, forkpend60); SignatureError, ProofError or LogError when the
     sidecar's receipt does not.
@@ -377,6 +388,11 @@ def check_witnesses(
             signed, size = _policy_met(newest, ev, ev.receipt, sidecar, policy, quorum, verifier)
         except WitnessQuorumError as e:
             main = replace(main, leaf_index=leaf, error=str(e))
+        except ServerEvidenceError:
+            raise
+        except LogIntegrityError as e:  # a fork: which receipt, as for an "also" claim
+            cites = f"the receipt of the claim it cites ({_named(ev, ev.receipt)})"
+            raise LogIntegrityError(f"{e} ({cites})") from e
         else:
             main = replace(main, cosignatures=tuple(signed), leaf_index=leaf, tree_size=size)
     cosigned: list[bool | None] = []
@@ -385,10 +401,7 @@ def check_witnesses(
         if other.receipt is None:  # refused by EvidenceChecker: an honest server logs them
             cosigned.append(None)
             continue
-        named = (
-            f"device {other.claim.device_id.hex()[:16]}, sequence {other.claim.sequence},"
-            f" leaf {other.receipt.leaf_index}"
-        )
+        named = _named(other, other.receipt)
         which = f"the receipt of another claim it lists as also signed ({named})"
         try:
             _policy_met(newest, other, other.receipt, sidecar, policy, quorum, verifier)
@@ -403,6 +416,15 @@ def check_witnesses(
             cosigned.append(True)
     return replace(
         main, also=cosigned.count(True), also_cosigned=tuple(cosigned), pending=tuple(pending)
+    )
+
+
+def _named(ev: ClaimEvidence, receipt: Receipt) -> str:
+    """The claim of ``ev`` and its ``receipt``'s leaf as messages name them: "device
+    HEX16, sequence N, leaf L" (as `clients.cited.EvidenceChecker` names a receipt)."""
+    return (
+        f"device {ev.claim.device_id.hex()[:16]}, sequence {ev.claim.sequence},"
+        f" leaf {receipt.leaf_index}"
     )
 
 

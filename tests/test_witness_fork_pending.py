@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from clients.api import ProvenanceClient
+from provenance.core import merkle
+from provenance.log.checkpoint import DEFAULT_ORIGIN, Checkpoint, LogSigner
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -49,7 +56,9 @@ def test_a_forked_logs_receipt_not_yet_cosigned_is_refused_as_a_fork(
     copy showing the original's cosigned checkpoint of 3 entries, `prov verify --witness`
     of B (its claim cited), of A (its second claim listed as also signed), text and
     --json, and `prov receipt refresh` of B's sidecar are refused as a log integrity
-    failure (exit 3) naming both sizes, the server and a fork. (forkpend60: before, B
+    failure (exit 3) naming both sizes, the server and a fork, and which receipt: the
+    cited claim's or the "also" claim's, --json's error too (revfork60: before, the
+    cited claim's was not named). (forkpend60: before, B
     exited 14, "try again once they cosign", A exited 0 with its second claim shown
     "not yet cosigned by the witnesses", and the refresh exited 14: no consistency proof
     was asked for from the cosigned checkpoint to the receipt's.)"""
@@ -86,9 +95,16 @@ def test_a_forked_logs_receipt_not_yet_cosigned_is_refused_as_a_fork(
                     assert rc == 3, (photo, extra, rc, out, err)
                     _a_fork(err, address, 3, size)
                     assert "not yet cosigned" not in out + err, (out, err)
-                    also = "another claim it lists as also signed (device" in " ".join(err.split())
+                    said = " ".join(err.split())
+                    also = "another claim it lists as also signed (device" in said
                     assert also == (photo == photo_a), err
+                    # which receipt: B's claim cited, the third of the device (revfork60)
+                    cites = "(the receipt of the claim it cites (device" in said
+                    assert cites == (photo == photo_b), err
+                    assert not cites or said.endswith("sequence 3, leaf 4))"), err
                     assert not (json.loads(out)["status"] if extra else out), out
+                    if extra:  # --json: the same words in its error, claim named
+                        assert json.loads(out)["error"] in said, (out, err)
         with relay(forked.address, shown) as address:
             rc, out, err = enrolled("receipt", "refresh", f"{photo_b}.prov", "--server", address)
         assert rc == 3, (rc, out, err)
@@ -96,6 +112,53 @@ def test_a_forked_logs_receipt_not_yet_cosigned_is_refused_as_a_fork(
     finally:
         forked.stop()
         honest.stop()
+
+
+@pytest.mark.parametrize("root", ["empty", "other"])
+def test_a_cosigned_checkpoint_of_size_0_is_extended_by_every_tree(
+    witness: tuple[str, str],
+    enrolled: Cli,
+    server: ServerProc,
+    tmp_path: Path,
+    capsys: Any,
+    root: str,
+) -> None:
+    """A "cosigned" checkpoint of size 0 the log key signed, shown by a relay: every tree
+    extends the empty one (RFC 9162 2.1.4.2), so nothing is asked of the server and the
+    receipt reads not yet cosigned, exit 14, `prov verify --witness` and `prov receipt
+    refresh` alike; one whose root is not the empty tree's is a tree that cannot be, a log
+    integrity failure (exit 3). (revfork60: before, forkpend60 asked the server for a
+    consistency proof from size 0, which it refuses: exit 1, "error: first_size must be at
+    least 1 ... [OUT_OF_RANGE]", of either root.)"""
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    _, vkey = witness
+    pem = (tmp_path / "prov.db.logkey.pem").read_bytes()
+    key = serialization.load_pem_private_key(pem, None)
+    assert isinstance(key, Ed25519PrivateKey)
+    empty = merkle.EMPTY_ROOT if root == "empty" else b"\1" * 32
+    now = datetime.now(UTC).replace(microsecond=0)
+    zero = LogSigner(key, DEFAULT_ORIGIN).sign(Checkpoint(DEFAULT_ORIGIN, 0, empty, now))
+    shown = {
+        GET_CHECKPOINT: _old_cosigned(
+            pb.GetCheckpointResponse(checkpoint=zero, quorum=1).SerializeToString()
+        )
+    }
+    answer = {VERIFY_FILE: _genuine_answer(server.address, photo).SerializeToString()}
+    with relay(server.address, shown, answer) as address:
+        verified = _verify(capsys, str(photo), "--server", address, "--witness", vkey)
+        refreshed = enrolled("receipt", "refresh", f"{photo}.prov", "--server", address)
+    for rc, out, err in (verified, refreshed):
+        said = " ".join(err.split())
+        assert "first_size" not in said and "Traceback" not in said, err
+        if root == "empty":
+            assert rc == 14, (rc, out, err)
+            assert "covers leaf 1 (the newest covers 0 entries;" in said, err
+        else:
+            assert rc == 3, (rc, out, err)
+            assert said.startswith("LOG INTEGRITY FAILURE: "), err
+            assert "a tree of size 0 whose root is not the empty tree's" in said, err
+            assert f"the server at {address}" in said, err
 
 
 def _a_fork(err: str, address: str, cosigned: int, receipt: int) -> None:
