@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from clients.api import ProvenanceClient, Query
 from clients.cited import check_cited
-from clients.derived import pixels_checked
+from clients.derived import check_soft_cited, lookup_hashes, pixels_checked
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import ProvenanceError, ServerEvidenceError
@@ -398,7 +398,11 @@ def check_lookup_cited(
     report describes the file whose SHA-256 the query sent and, when its verdict rests on
     a claim's hard binding, cites a claim binding that SHA-256 or the query's
     ``content_sha256`` (`clients.cited.check_cited`; a query by PDQ alone sent
-    `NO_SHA256`, which no claim binds). Comparisons only: no bytes here to hash. Raises
+    `NO_SHA256`, which no claim binds); and, when its verdict rests on a claim's soft
+    binding (DERIVED; REVOKED_KEY of a near match), cites a claim whose PDQ hashes match
+    the query's by the service's rule (`clients.derived.check_soft_cited`, the code `prov
+    scan` checks its own with: within `PDQ_MATCH_THRESHOLD` bits, a ``video/...`` query's
+    frames lined up in time). Comparisons only: no bytes here to hash. Raises
     ServerEvidenceError (502), its message after `REFUSED` naming the query, its
     ``public`` text without the service's address ``server``."""
     refs = [ref for ref, _ in found]
@@ -410,6 +414,8 @@ def check_lookup_cited(
     for i, (q, (_, report)) in enumerate(zip(queries, found, strict=True)):
         try:
             check_cited(report, q.sha256, None, server, q.content_sha256)
+            sent = lookup_hashes(q.media_type, q.soft_bindings, queried=True)
+            check_soft_cited(report, sent, server)  # a near copy's: the query's PDQ hashes
         except ServerEvidenceError as e:
             where = f"queries[{i}] (ref {quoted(q.ref)})"
             raise ServerEvidenceError(
@@ -419,7 +425,8 @@ def check_lookup_cited(
 
 def _lookup_answer(client: ProvenanceClient, data: bytes) -> JSONResponse:
     """Parse and check a lookup body, ask the service, check its answer
-    (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes) and render it
+    (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes, or a near
+    copy's a claim whose PDQ hashes do not match the query's) and render it
     (each step's cost grows with the batch; none of it belongs on the event loop)."""
     queries = lookup_queries(data)
     found = client.lookup(queries)
