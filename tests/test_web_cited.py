@@ -9,12 +9,13 @@ A real `prov serve`, a real hostile gRPC relay on a real port in front of it
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +31,14 @@ from provenance.log.checkpoint import generate_log_key
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_web
-from tests.test_cited_binding import _big_c2pa_png, _forger, _genuine_answer, server_answer
+from tests.conftest import relay as relay_server
+from tests.test_cited_binding import (
+    LOOKUP,
+    _big_c2pa_png,
+    _forger,
+    _genuine_answer,
+    server_answer,
+)
 from tests.test_derived_binding import _forged_for, _resized
 from tests.test_verify_log_key import _invented_claim
 from tests.test_web_browser import CHROMEDRIVER, CHROMIUM, SHOTS, _driver, _verify_here
@@ -459,3 +467,42 @@ def test_a_derived_lookup_answer_for_unrelated_hashes_is_refused(
         r = http.post("/api/v1/lookup", json={"queries": queries})
         assert r.status_code == 200, r.text
         assert [x["status"] for x in r.json()["results"]] == ["DERIVED", "DERIVED"], r.json()
+
+
+def test_a_binding_match_for_unrelated_hashes_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """``/matches/byBinding`` (the C2PA Soft Binding Resolution API) asks the service's
+    Lookup for one PDQ hash: a hostile relay answering the cat photo's hash with the genuine
+    DERIVED answer of a resized copy of the signed rocket photo is refused 502, GET and
+    POST, as ``POST /api/v1/lookup`` refuses it (lookupderived60: before, 200 with the
+    rocket's log index as a match); so is an answer of two results for the one hash
+    (before, a 500). The copy's own hash through the same relay still matches."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    copy = _resized(a, tmp_path / "rocket_small.jpg")
+    cat = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    genuine = server_answer(server.address, copy)
+    genuine.evidence.file_sha256 = bytes(32)  # what a query by PDQ alone sends
+    values = {
+        name: base64.b64encode(bytes.fromhex(_pdq_query(name, path)["pdq"][0]["hash"])).decode()
+        for name, path in (("cat", cat), ("copy", copy))
+    }
+    for relay in _forger(server.address, genuine.SerializeToString()):
+        with _web(relay) as http:
+            said = "the binding: the server answered DERIVED citing a claim"
+            binding = {"alg": "pdq", "value": values["cat"]}
+            _refused(http.get("/matches/byBinding", params=binding), said, relay)
+            _refused(http.post("/matches/byBinding", json=binding), said, relay)
+            r = http.get("/matches/byBinding", params={"alg": "pdq", "value": values["copy"]})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["matches"]) == 1, r.json()
+
+    def twice(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.LookupResponse.FromString(forward(request))
+        answer.results.append(answer.results[0])
+        return bytes(answer.SerializeToString())
+
+    with relay_server(server.address, {LOOKUP: twice}) as relay:
+        with _web(relay) as http:
+            r = http.get("/matches/byBinding", params={"alg": "pdq", "value": values["copy"]})
+            _refused(r, "answered 2 results for 1 queries", relay)

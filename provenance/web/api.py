@@ -390,8 +390,16 @@ def lookup_queries(data: bytes) -> list[Query]:
     return [lookup_query(q, i) for i, q in enumerate(queries)]
 
 
+def query_named(i: int, q: Query) -> str:
+    """How a lookup's 502 names its ``i``-th query ``q``: "queries[1] (ref 'b')"."""
+    return f"queries[{i}] (ref {quoted(q.ref)})"
+
+
 def check_lookup_cited(
-    queries: list[Query], found: list[tuple[str, VerificationReport]], server: str
+    queries: list[Query],
+    found: list[tuple[str, VerificationReport]],
+    server: str,
+    named: Callable[[int, Query], str] = query_named,
 ) -> None:
     """Check the service's Lookup answer ``found`` (ref, report) for ``queries`` as
     ``prov scan`` checks its own: one report per query, in order, under its ref, and each
@@ -403,8 +411,9 @@ def check_lookup_cited(
     the query's by the service's rule (`clients.derived.check_soft_cited`, the code `prov
     scan` checks its own with: within `PDQ_MATCH_THRESHOLD` bits, a ``video/...`` query's
     frames lined up in time). Comparisons only: no bytes here to hash. Raises
-    ServerEvidenceError (502), its message after `REFUSED` naming the query, its
-    ``public`` text without the service's address ``server``."""
+    ServerEvidenceError (502), its message after `REFUSED` naming the query as ``named``
+    names it (`query_named`), its ``public`` text without the service's address
+    ``server``."""
     refs = [ref for ref, _ in found]
     if refs != [q.ref for q in queries]:
         said = f"answered {len(found)} results for {len(queries)} queries, or not in their order"
@@ -417,7 +426,7 @@ def check_lookup_cited(
             sent = lookup_hashes(q.media_type, q.soft_bindings, queried=True)
             check_soft_cited(report, sent, server)  # a near copy's: the query's PDQ hashes
         except ServerEvidenceError as e:
-            where = f"queries[{i}] (ref {quoted(q.ref)})"
+            where = named(i, q)
             raise ServerEvidenceError(
                 f"{REFUSED}: {where}: {e}", public=f"{REFUSED}: {where}: {e.public}"
             ) from e
