@@ -86,12 +86,17 @@ class OwnHashes:
     turned: an image's 7 other dihedral hashes, or a video's 7 runs of its frames turned
     (`provenance.core.verify.video_runs`), both in `provenance.core.dihedral.TRANSFORMS`
     order after the identity (empty: not computed); dense: for a video, the frames of the
-    dense pass, made only when needed (None: none can be made, as for a Lookup)."""
+    dense pass, made only when needed (None: none can be made, as for a Lookup);
+    queried: the hashes are a Lookup query's as its sender gave them (`prov web`'s ``POST
+    /api/v1/lookup``), not computed here from a file: refusals name them "the query's PDQ
+    hashes", and a query of no video type is matched as an image, as the server matches
+    it (`provenance.core.verify._decide_near`)."""
 
     media_type: str
     plain: tuple[PerceptualHash, ...]
     turned: tuple[PerceptualHash, ...] = ()
     dense: Callable[[], Sequence[PerceptualHash]] | None = None
+    queried: bool = False
 
 
 def _who(report: VerificationReport, server: str | None) -> str:
@@ -121,6 +126,8 @@ def _image_mismatch(report: VerificationReport, own: OwnHashes, claim: Claim) ->
         return None
     said = report.evidence.pdq_distance
     server_said = f" (the server said {said})" if said is not None else ""
+    if own.queried:
+        return _query_mismatch(own, found, server_said)
     if found is None:
         return (
             "but this file's pixels and that claim's have no PDQ hashes of usable quality to"
@@ -131,6 +138,25 @@ def _image_mismatch(report: VerificationReport, own: OwnHashes, claim: Claim) ->
         f"but this file's pixels, hashed here, are {found[0]} bits (PDQ) from that claim's"
         " (the closest of their 8 rotations and mirror images), past the match threshold of"
         f" {PDQ_MATCH_THRESHOLD}{server_said}"
+    )
+
+
+def _query_mismatch(own: OwnHashes, found: tuple[int, str] | None, server_said: str) -> str:
+    """`_image_mismatch`'s reason for a Lookup query's own hashes (``own.queried``), whose
+    smallest distance to the claim's is ``found`` (None: no usable pair)."""
+    if not own.plain:
+        return (
+            f"but the query sent no PDQ hash, so no near copy's verdict can rest on it{server_said}"
+        )
+    if found is None:
+        return (
+            "but the query's PDQ hashes and that claim's have none of usable quality to"
+            f" compare{server_said}: no distance within the match threshold of"
+            f" {PDQ_MATCH_THRESHOLD} bits (PDQ) can be found"
+        )
+    return (
+        f"but the query's PDQ hashes are {found[0]} bits from that claim's (the closest"
+        f" pair), past the match threshold of {PDQ_MATCH_THRESHOLD}{server_said}"
     )
 
 
@@ -171,8 +197,9 @@ def _video_mismatch(own: OwnHashes, claim: Claim) -> str | None:
             f"none of its {m.query_frames} usable frames is within {PDQ_MATCH_THRESHOLD} bits"
             f" of any of the claim's {m.original_frames}"
         )
+    whose = "the query's PDQ hashes" if own.queried else "this file's sampled frames, hashed here,"
     return (
-        "but this file's sampled frames, hashed here, do not line up with that claim's:"
+        f"but {whose} do not line up with that claim's:"
         f" {lined}; the closest pair of frames is {near} apart"
     )
 
@@ -201,7 +228,9 @@ def check_soft_cited(report: VerificationReport, own: OwnHashes, server: str) ->
     within `PDQ_MATCH_THRESHOLD` bits through one of its 8 dihedral turns, a video's frames
     lined up in time. ``server``: HOST:PORT, for the message. A near verdict citing no
     claim, or a claim of more than `MAX_SOFT_BINDINGS` soft bindings (no log holds one),
-    or a file of no image or video type, is refused too."""
+    or a file of no image or video type, is refused too. A Lookup query's own hashes
+    (``own.queried``) are matched as the server matched them: a video query's as frames,
+    any other's as an image's, with only the turns the query sent."""
     if not rests_on_soft_binding(report):
         return
     cited = report.evidence.claim
@@ -210,7 +239,7 @@ def check_soft_cited(report: VerificationReport, own: OwnHashes, server: str) ->
     _too_many_frames(report, server)
     if own.media_type.startswith("video/"):
         why = _video_mismatch(own, cited.claim)
-    elif own.media_type.startswith("image/"):
+    elif own.media_type.startswith("image/") or own.queried:  # as the server matches a query
         why = _image_mismatch(report, own, cited.claim)
     else:
         why = "but this file is of no image or video format, so no copy of a capture"
@@ -223,11 +252,14 @@ def lookup_hashes(
     soft: Sequence[PerceptualHash],
     dihedral: bytes = b"",
     video_turned: bytes = b"",
+    queried: bool = False,
 ) -> OwnHashes:
     """`OwnHashes` from what a scan measured and sent in its Lookup (`clients.scan.hashing.
     Measured`): ``soft``; an image's ``dihedral``, its 8 PDQ hashes packed (its own first),
     of ``soft[0]``'s quality; a video's ``video_turned``, its frames' 7 turns packed turn
-    by turn, each of its frame's quality and time. No dense pass: a Lookup has none."""
+    by turn, each of its frame's quality and time. No dense pass: a Lookup has none.
+    ``queried``: the hashes are the query's sender's, not computed here (`OwnHashes`;
+    `prov web`'s ``POST /api/v1/lookup``)."""
     mt = media_type or ""
     if dihedral and soft:
         turned = _unpack(dihedral[PDQ_HASH_SIZE:], [soft[0]] * DIHEDRAL_TURNS)
@@ -235,7 +267,7 @@ def lookup_hashes(
         turned = _unpack(video_turned, list(soft) * DIHEDRAL_TURNS)
     else:
         turned = ()
-    return OwnHashes(mt, tuple(soft), turned)
+    return OwnHashes(mt, tuple(soft), turned, queried=queried)
 
 
 def _unpack(packed: bytes, like: Sequence[PerceptualHash]) -> tuple[PerceptualHash, ...]:

@@ -9,12 +9,13 @@ A real `prov serve`, a real hostile gRPC relay on a real port in front of it
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent import futures
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,8 +29,16 @@ from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from provenance.log.checkpoint import generate_log_key
 from provenance.v1 import provenance_pb2 as pb
+from provenance.wire import convert as wire
 from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_web
-from tests.test_cited_binding import _big_c2pa_png, _forger, _genuine_answer, server_answer
+from tests.conftest import relay as relay_server
+from tests.test_cited_binding import (
+    LOOKUP,
+    _big_c2pa_png,
+    _forger,
+    _genuine_answer,
+    server_answer,
+)
 from tests.test_derived_binding import _forged_for, _resized
 from tests.test_verify_log_key import _invented_claim
 from tests.test_web_browser import CHROMEDRIVER, CHROMIUM, SHOTS, _driver, _verify_here
@@ -394,3 +403,106 @@ def test_an_answer_before_the_whole_upload_is_refused(
     finally:
         relay_server.stop(None)
         handler.channel.close()
+
+
+def _pdq_query(ref: str, path: Path, sha256: bool = True) -> dict[str, Any]:
+    """A lookup query for ``path`` as an API client makes it: its SHA-256 (unless not
+    ``sha256``) and its own PDQ hash, computed with the service's code."""
+    from provenance.media.assets import AssetLimits, image_pdq
+
+    hashes, quality = image_pdq(path.read_bytes(), AssetLimits())
+    query: dict[str, Any] = {"ref": ref, "pdq": [{"hash": hashes[0].hex(), "quality": quality}]}
+    if sha256:
+        query["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return query
+
+
+@pytest.mark.parametrize("status", ["DERIVED", "REVOKED_KEY"])
+def test_a_derived_lookup_answer_for_unrelated_hashes_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, status: str
+) -> None:
+    """``POST /api/v1/lookup`` for the unrelated cat photo's SHA-256 and PDQ hash, answered
+    by a hostile relay with the genuine DERIVED answer of a resized copy of the signed
+    rocket photo (its file hash rewritten to the cat's, so only the soft binding can tell):
+    502 for the whole batch, naming the query and the distance of the query's PDQ hashes
+    from the cited claim's (lookupderived60: before, 200 with the forged verdict). The
+    honest answer for the copy's own hashes, through the same relay and from the real
+    service (by PDQ alone too), is still 200 DERIVED."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    copy = _resized(a, tmp_path / "rocket_small.jpg")
+    cat = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    genuine = server_answer(server.address, copy)
+    forged = _forged_for(genuine, cat, pb.Verdict.Value(status))
+    cited = wire.report_from_pb(genuine).evidence.claim
+    assert cited is not None, genuine
+    said = (
+        f"queries[1] (ref 'cat'): the server answered {status} citing a claim (device"
+        f" {cited.claim.device_id.hex()[:16]}, sequence {cited.claim.sequence}), but the"
+        " query's PDQ hashes are"
+    )
+    cat_query = _pdq_query("cat", cat)
+    for relay in _forger(server.address, forged):
+        with _web(relay) as http:
+            sha_only = {"ref": "none", "sha256": cat_query["sha256"]}
+            r = http.post("/api/v1/lookup", json={"queries": [sha_only, cat_query]})
+            # the first query sent no PDQ hash: no near copy's verdict can rest on it
+            _refused(r, "queries[0] (ref 'none')", relay, server.address)
+            _refused(r, "the query sent no PDQ hash", relay, server.address)
+            r = http.post("/api/v1/lookup", json={"queries": [cat_query, cat_query]})
+            _refused(r, "queries[0] (ref 'cat')", relay)
+            # the relay answers each query for the cat's bytes: the first, sent with the
+            # copy's PDQ hash, matches the claim cited; the second, with the cat's, does not
+            near = {**cat_query, "ref": "near", "pdq": _pdq_query("copy", copy)["pdq"]}
+            r = http.post("/api/v1/lookup", json={"queries": [near, cat_query]})
+            _refused(r, said, relay, server.address)
+            _refused(r, "past the match threshold of 31", relay, server.address)
+    honest = _forged_for(genuine, copy, pb.DERIVED)
+    for relay in _forger(server.address, honest):
+        with _web(relay) as http:
+            r = http.post("/api/v1/lookup", json={"queries": [_pdq_query("copy", copy)]})
+            assert r.status_code == 200, r.text
+            assert r.json()["results"][0]["status"] == "DERIVED", r.json()
+    with _web(server.address) as http:  # the real service's own answers
+        queries = [_pdq_query("copy", copy), _pdq_query("bare", copy, sha256=False)]
+        r = http.post("/api/v1/lookup", json={"queries": queries})
+        assert r.status_code == 200, r.text
+        assert [x["status"] for x in r.json()["results"]] == ["DERIVED", "DERIVED"], r.json()
+
+
+def test_a_binding_match_for_unrelated_hashes_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """``/matches/byBinding`` (the C2PA Soft Binding Resolution API) asks the service's
+    Lookup for one PDQ hash: a hostile relay answering the cat photo's hash with the genuine
+    DERIVED answer of a resized copy of the signed rocket photo is refused 502, GET and
+    POST, as ``POST /api/v1/lookup`` refuses it (lookupderived60: before, 200 with the
+    rocket's log index as a match); so is an answer of two results for the one hash
+    (before, a 500). The copy's own hash through the same relay still matches."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    copy = _resized(a, tmp_path / "rocket_small.jpg")
+    cat = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "cat.png"))
+    genuine = server_answer(server.address, copy)
+    genuine.evidence.file_sha256 = bytes(32)  # what a query by PDQ alone sends
+    values = {
+        name: base64.b64encode(bytes.fromhex(_pdq_query(name, path)["pdq"][0]["hash"])).decode()
+        for name, path in (("cat", cat), ("copy", copy))
+    }
+    for relay in _forger(server.address, genuine.SerializeToString()):
+        with _web(relay) as http:
+            said = "the binding: the server answered DERIVED citing a claim"
+            binding = {"alg": "pdq", "value": values["cat"]}
+            _refused(http.get("/matches/byBinding", params=binding), said, relay)
+            _refused(http.post("/matches/byBinding", json=binding), said, relay)
+            r = http.get("/matches/byBinding", params={"alg": "pdq", "value": values["copy"]})
+            assert r.status_code == 200, r.text
+            assert len(r.json()["matches"]) == 1, r.json()
+
+    def twice(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.LookupResponse.FromString(forward(request))
+        answer.results.append(answer.results[0])
+        return bytes(answer.SerializeToString())
+
+    with relay_server(server.address, {LOOKUP: twice}) as relay:
+        with _web(relay) as http:
+            r = http.get("/matches/byBinding", params={"alg": "pdq", "value": values["copy"]})
+            _refused(r, "answered 2 results for 1 queries", relay)

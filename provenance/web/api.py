@@ -22,7 +22,7 @@ from starlette.routing import Route
 
 from clients.api import ProvenanceClient, Query
 from clients.cited import check_cited
-from clients.derived import pixels_checked
+from clients.derived import check_soft_cited, lookup_hashes, pixels_checked
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
 from provenance.core.errors import ProvenanceError, ServerEvidenceError
@@ -390,17 +390,30 @@ def lookup_queries(data: bytes) -> list[Query]:
     return [lookup_query(q, i) for i, q in enumerate(queries)]
 
 
+def query_named(i: int, q: Query) -> str:
+    """How a lookup's 502 names its ``i``-th query ``q``: "queries[1] (ref 'b')"."""
+    return f"queries[{i}] (ref {quoted(q.ref)})"
+
+
 def check_lookup_cited(
-    queries: list[Query], found: list[tuple[str, VerificationReport]], server: str
+    queries: list[Query],
+    found: list[tuple[str, VerificationReport]],
+    server: str,
+    named: Callable[[int, Query], str] = query_named,
 ) -> None:
     """Check the service's Lookup answer ``found`` (ref, report) for ``queries`` as
     ``prov scan`` checks its own: one report per query, in order, under its ref, and each
     report describes the file whose SHA-256 the query sent and, when its verdict rests on
     a claim's hard binding, cites a claim binding that SHA-256 or the query's
     ``content_sha256`` (`clients.cited.check_cited`; a query by PDQ alone sent
-    `NO_SHA256`, which no claim binds). Comparisons only: no bytes here to hash. Raises
-    ServerEvidenceError (502), its message after `REFUSED` naming the query, its
-    ``public`` text without the service's address ``server``."""
+    `NO_SHA256`, which no claim binds); and, when its verdict rests on a claim's soft
+    binding (DERIVED; REVOKED_KEY of a near match), cites a claim whose PDQ hashes match
+    the query's by the service's rule (`clients.derived.check_soft_cited`, the code `prov
+    scan` checks its own with: within `PDQ_MATCH_THRESHOLD` bits, a ``video/...`` query's
+    frames lined up in time). Comparisons only: no bytes here to hash. Raises
+    ServerEvidenceError (502), its message after `REFUSED` naming the query as ``named``
+    names it (`query_named`), its ``public`` text without the service's address
+    ``server``."""
     refs = [ref for ref, _ in found]
     if refs != [q.ref for q in queries]:
         said = f"answered {len(found)} results for {len(queries)} queries, or not in their order"
@@ -410,8 +423,10 @@ def check_lookup_cited(
     for i, (q, (_, report)) in enumerate(zip(queries, found, strict=True)):
         try:
             check_cited(report, q.sha256, None, server, q.content_sha256)
+            sent = lookup_hashes(q.media_type, q.soft_bindings, queried=True)
+            check_soft_cited(report, sent, server)  # a near copy's: the query's PDQ hashes
         except ServerEvidenceError as e:
-            where = f"queries[{i}] (ref {quoted(q.ref)})"
+            where = named(i, q)
             raise ServerEvidenceError(
                 f"{REFUSED}: {where}: {e}", public=f"{REFUSED}: {where}: {e.public}"
             ) from e
@@ -419,7 +434,8 @@ def check_lookup_cited(
 
 def _lookup_answer(client: ProvenanceClient, data: bytes) -> JSONResponse:
     """Parse and check a lookup body, ask the service, check its answer
-    (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes) and render it
+    (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes, or a near
+    copy's a claim whose PDQ hashes do not match the query's) and render it
     (each step's cost grows with the batch; none of it belongs on the event loop)."""
     queries = lookup_queries(data)
     found = client.lookup(queries)

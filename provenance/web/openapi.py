@@ -26,7 +26,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         429: "too many uploads from this client; see Retry-After",
         502: (
             "the service's answer was refused (BAD_GATEWAY), as `prov verify` refuses it: its"
-            " report is of other bytes, or cites a claim of other bytes, or (prov web"
+            " report is of other bytes, or cites a claim of other bytes, or a near copy's"
+            " verdict cites a claim whose PDQ hashes do not match the file's (a lookup: the"
+            " query's), or (prov web"
             " --log-key) its receipt does not verify with the pinned log key, or a page of"
             " the log it sent says its next page starts elsewhere than where it ends"
             " (skipping or repeating entries), holds more entries than asked for, or is"

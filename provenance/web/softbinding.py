@@ -32,13 +32,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from clients.api import Query
+from clients.api import ProvenanceClient, Query
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.verify import VerificationReport
 from provenance.web import logviews
 from provenance.web.api import (
     NO_SHA256,
+    check_lookup_cited,
     client_address,
     flag,
     json_errors,
@@ -114,8 +115,20 @@ async def _by_hash(request: Request, alg: Any, value: Any, in_query: bool = Fals
     _alg(alg)
     limit = _max_results(request)
     query = Query("binding", NO_SHA256, (_binding(value, in_query),))
-    [(_, report)] = await json_work(request, state(request).client.lookup, [query])
+    report = await json_work(request, _looked_up, state(request).client, query)
     return JSONResponse(_matches(report, limit))
+
+
+def _looked_up(client: ProvenanceClient, query: Query) -> VerificationReport:
+    """The service's Lookup answer for one binding's ``query``, checked as ``POST
+    /api/v1/lookup`` checks its answers (`check_lookup_cited`: one result; a near copy's
+    verdict must cite a claim whose PDQ hashes match the binding's). Raises
+    ServerEvidenceError (502) naming "the binding" (before lookupderived60 nothing was
+    checked: a hostile service's DERIVED for an unrelated hash was a match, and two
+    results for the one binding a 500)."""
+    found = client.lookup([query])
+    check_lookup_cited([query], found, client.address, lambda i, q: "the binding")
+    return found[0][1]
 
 
 @json_errors
