@@ -9,6 +9,7 @@ front of it answering GetEntries from the real server's pages, a real `prov web`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,12 +34,16 @@ from tests.conftest import (
 
 @contextmanager
 def _web_behind(
-    server: ServerProc, answer: RelayAnswer, *web_args: str
+    server: ServerProc,
+    answer: RelayAnswer,
+    *web_args: str,
+    more: dict[str, RelayAnswer] | None = None,
 ) -> Iterator[tuple[httpx.Client, str]]:
     """An HTTP client of a real `prov web` (with ``web_args``) whose service is a relay
     in front of ``server`` answering GetEntries with ``answer`` (`paged_entries`,
-    `overfull_entries`), and the relay's HOST:PORT, while in the block."""
-    with relay(server.address, {GET_ENTRIES: answer}) as address:
+    `overfull_entries`) and the methods of ``more`` with theirs, and the relay's
+    HOST:PORT, while in the block."""
+    with relay(server.address, {GET_ENTRIES: answer, **(more or {})}) as address:
         web = start_web(address, *web_args)
         try:
             with httpx.Client(base_url=web.address, timeout=120) as http:
@@ -181,3 +186,51 @@ def test_a_listing_is_answered_within_one_service_timeout(three_entries: ServerP
         assert page.status_code == 504, page.text
         assert f"did not answer within {_TIMEOUT_S:g} s" in page.text, page.text
         assert address not in page.text, page.text
+
+
+#: Full names of the calls a listing makes to learn the log's size (`_log_size`).
+_SIZE_CALLS = ("/provenance.v1.Log/GetLogKey", "/provenance.v1.Log/GetCheckpoint")
+
+
+@pytest.mark.parametrize("stalled", _SIZE_CALLS, ids=["log-key", "checkpoint"])
+def test_the_size_read_after_an_empty_page_gets_the_time_left(
+    three_entries: ServerProc, stalled: str
+) -> None:
+    """A listing that comes to an empty page reads the log's signed size (`_log_size`):
+    that read gets what is left of the listing's one --service-timeout, not a whole one
+    more. The relay sends the empty page at the log's end after `_PAGE_S` (0.6 of the
+    timeout), then, once armed (after the web's start-up probe), stalls ``stalled``,
+    noting the deadline each such call came with. (Before: that call came with the whole
+    2 s, answered 504 after 3.2 s: a service stalling it held a listing for two
+    timeouts.)"""
+    armed, released = threading.Event(), threading.Event()
+    deadlines: list[float | None] = []
+
+    def slow_end(start: int, n: int) -> tuple[int, int]:
+        time.sleep(_PAGE_S)  # a slow service: only the time it takes is needed
+        return n, start + n
+
+    def stall(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not armed.is_set():
+            return forward(request)
+        deadlines.append(context.time_remaining())
+        released.wait(60)
+        return b""  # its caller gave up long since
+
+    args = ("--service-timeout", f"{_TIMEOUT_S:g}")
+    more: dict[str, RelayAnswer] = {stalled: stall}
+    try:
+        with _web_behind(three_entries, paged_entries(slow_end), *args, more=more) as (
+            http,
+            address,
+        ):
+            armed.set()
+            r = http.get("/api/v1/entries", params={"start": "3", "limit": "100"})
+            assert r.status_code == 504, r.text
+            error: dict[str, Any] = r.json()["error"]
+            assert f"did not answer within {_TIMEOUT_S:g} s" in error["message"], error
+            assert address not in error["message"], error
+    finally:
+        released.set()
+    # at most the timeout less the page's time (grpc rounds a deadline up to the ms)
+    assert deadlines and all(d is not None and d < _TIMEOUT_S / 2 for d in deadlines), deadlines

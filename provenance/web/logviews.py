@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, page_problem
@@ -96,30 +97,37 @@ _KEYS: weakref.WeakKeyDictionary[ProvenanceClient, tuple[str, str]] = weakref.We
 _KEYS_LOCK = threading.Lock()
 
 
-def log_key(client: ProvenanceClient, fresh: bool = False) -> tuple[str, str]:
+def log_key(
+    client: ProvenanceClient, fresh: bool = False, timeout: float | None = None
+) -> tuple[str, str]:
     """(note verifier key ``name+id+key``, origin) of the service's log, as it last said
-    (GetLogKey); asked again with ``fresh`` or when not yet asked. Raises
-    TransportError."""
+    (GetLogKey); asked again with ``fresh`` or when not yet asked, the call given
+    ``timeout`` seconds (None: the client's). Raises TransportError."""
     with _KEYS_LOCK:
         known = None if fresh else _KEYS.get(client)
     if known is not None:
         return known
-    key = client.log_key()
+    key = client.log_key(timeout=timeout)
     with _KEYS_LOCK:
         _KEYS[client] = key
     return key
 
 
-def latest_checkpoint(client: ProvenanceClient) -> tuple[Checkpoint, str, str]:
+def latest_checkpoint(
+    client: ProvenanceClient, timeout: float | None = None
+) -> tuple[Checkpoint, str, str]:
     """(checkpoint, signed note, verifier key): the newest checkpoint, its signature
     checked with the log key the service presents (`log_key`: the one it said before;
     when the note does not check with that, the service is asked again, since a
     restarted service may have another key, and the note checked with its answer).
-    Raises WebError NOT_FOUND for an empty log, SignatureError / LogError for a bad
-    note, TransportError."""
-    vkey, origin = log_key(client)
+    ``timeout``: seconds for its calls together, each given the time left (None: each
+    the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
+    ``timeout``). Raises WebError NOT_FOUND for an empty log, SignatureError / LogError
+    for a bad note, TransportError."""
+    left = _time_left(client, timeout)
+    vkey, origin = log_key(client, timeout=left())
     try:
-        note = client.checkpoint()
+        note = client.checkpoint(timeout=left())
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
@@ -127,11 +135,33 @@ def latest_checkpoint(client: ProvenanceClient) -> tuple[Checkpoint, str, str]:
     try:
         return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
     except (SignatureError, LogError):
-        now = log_key(client, fresh=True)
+        now = log_key(client, fresh=True, timeout=left())
         if now == (vkey, origin):
             raise
         vkey, origin = now
     return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
+
+
+def _time_left(client: ProvenanceClient, timeout: float | None) -> Callable[[], float | None]:
+    """A function giving, at each call, the seconds left of ``timeout`` from now (None:
+    no budget, each call the client's own timeout); once none are left it raises
+    TransportError DEADLINE_EXCEEDED, ``waited_s`` the ``timeout``, as a call past its
+    deadline does (a call given 0 would get the client's whole timeout)."""
+    if timeout is None:
+        return lambda: None
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        now = deadline - time.monotonic()
+        if now <= 0:
+            raise TransportError(
+                f"the server at {client.address} had not answered within {timeout:g} s",
+                "DEADLINE_EXCEEDED",
+                waited_s=timeout,
+            )
+        return now
+
+    return left
 
 
 def checkpoint_view(client: ProvenanceClient) -> dict[str, Any]:
@@ -327,10 +357,11 @@ def entries_view(
 
     An empty page is the log's end only at or past its size: ``size`` (entries in a
     signed checkpoint the caller read before the listing), else the newest signed
-    checkpoint's, read once an empty page comes (`_log_size`), that page then asked for
-    again (entries logged between the two calls come in it). An empty page before the
-    size is a ServerEvidenceError (502: the service lost entries or its paging is
-    broken); before, the listing ended there, silently cut."""
+    checkpoint's, read once an empty page comes (`_log_size`, within the time left of
+    the listing's timeout: before h-revpage60 its calls had a whole timeout more), that
+    page then asked for again (entries logged between the two calls come in it). An
+    empty page before the size is a ServerEvidenceError (502: the service lost entries
+    or its paging is broken); before, the listing ended there, silently cut."""
     count = max(0, min(count, MAX_LISTING))
     out: list[dict[str, Any]] = []
     pos = start
@@ -348,7 +379,12 @@ def entries_view(
             raise _listing_too_slow(client, start, count, len(out)) from e
         if not data:
             if size is None:  # is this the log's end? ask its size, then the page again
-                size = _log_size(client)
+                try:  # within the listing's timeout: before, a whole one more
+                    size = _log_size(client, deadline - time.monotonic())
+                except TransportError as e:
+                    if e.waited_s is None:
+                        raise
+                    raise _listing_too_slow(client, start, count, len(out)) from e
                 if pos < size:
                     continue
             if pos < size:
@@ -364,11 +400,12 @@ def entries_view(
     return out
 
 
-def _log_size(client: ProvenanceClient) -> int:
-    """Entries in the newest signed checkpoint of the service's log (`latest_checkpoint`),
-    0 when it has none yet. Raises as `latest_checkpoint` does, but for an empty log."""
+def _log_size(client: ProvenanceClient, timeout: float) -> int:
+    """Entries in the newest signed checkpoint of the service's log (`latest_checkpoint`,
+    its calls given ``timeout`` seconds together), 0 when it has none yet. Raises as
+    `latest_checkpoint` does, but for an empty log."""
     try:
-        return latest_checkpoint(client)[0].size
+        return latest_checkpoint(client, timeout)[0].size
     except WebError as e:
         if e.code != "NOT_FOUND":
             raise
