@@ -16,9 +16,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import (
     GET_ENTRIES,
     Cli,
@@ -234,3 +236,65 @@ def test_the_size_read_after_an_empty_page_gets_the_time_left(
         released.set()
     # at most the timeout less the page's time (grpc rounds a deadline up to the ms)
     assert deadlines and all(d is not None and d < _TIMEOUT_S / 2 for d in deadlines), deadlines
+
+
+#: GetCheckpoint's full name, for a relay answering it.
+_GET_CHECKPOINT = _SIZE_CALLS[1]
+
+
+def _said_empty(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+    """A relay's GetCheckpoint answer: "the log is empty", as an honest server answers
+    only while its log has no entry."""
+    context.abort(grpc.StatusCode.OUT_OF_RANGE, "the log is empty: no checkpoint yet")
+    raise AssertionError("abort returns only by raising")
+
+
+def test_a_service_saying_its_log_is_empty_after_sending_entries_is_refused_502(
+    three_entries: ServerProc,
+) -> None:
+    """A service that sent entry 0, then an empty page from entry 1, then says its log is
+    empty (no signed checkpoint needed) has not ended the log: an empty log has no entry
+    0. (Before: 200, entry 0 alone, the listing silently cut without even a checkpoint.)"""
+    more: dict[str, RelayAnswer] = {_GET_CHECKPOINT: _said_empty}
+    with _web_behind(three_entries, paged_entries(_ends_early), more=more) as (http, address):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert error["status"] == "BAD_GATEWAY", error
+        message = error["message"]
+        assert "ended the log early: it sent no entries from index 1" in message, error
+        assert "though it says the log is empty" in message and address not in message, error
+
+
+def _tampered(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+    """A relay's GetCheckpoint answer: the real server's signed checkpoint with its tree
+    size changed to 1, its signature left as it was."""
+    page = pb.GetCheckpointResponse.FromString(forward(request))
+    origin, _, rest = page.checkpoint.partition("\n")
+    page.checkpoint = origin + "\n1\n" + rest.partition("\n")[2]
+    return bytes(page.SerializeToString())
+
+
+def test_a_checkpoint_the_log_key_does_not_sign_is_refused_502(
+    three_entries: ServerProc,
+) -> None:
+    """A checkpoint whose size was changed after the log key signed it is the service's
+    evidence failing, a 502 saying so, wherever the page reads it: the listing's size
+    read after an empty page (its size not trusted), /api/v1/checkpoint, /log. (Before:
+    500 INTERNAL "note signature by media-provenance.local/log does not verify", as if
+    the page itself were broken.)"""
+    more: dict[str, RelayAnswer] = {_GET_CHECKPOINT: _tampered}
+    with _web_behind(three_entries, paged_entries(_ends_early), more=more) as (http, address):
+        for path, params in [
+            ("/api/v1/entries", {"start": "0", "limit": "100"}),
+            ("/api/v1/checkpoint", {}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 502, (path, r.text)
+            error = r.json()["error"]
+            assert error["status"] == "BAD_GATEWAY", error
+            said = "sent a checkpoint that does not verify with the log key it presents"
+            assert said in " ".join(error["message"].split()), error
+            assert address not in error["message"], error
+        page = http.get("/log")
+        assert page.status_code == 502 and "does not verify with the log key" in page.text
