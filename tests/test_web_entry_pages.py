@@ -298,3 +298,32 @@ def test_a_checkpoint_the_log_key_does_not_sign_is_refused_502(
             assert address not in error["message"], error
         page = http.get("/log")
         assert page.status_code == 502 and "does not verify with the log key" in page.text
+
+
+def test_a_checkpoint_behind_the_entries_sent_ends_the_listing_without_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """An honest log can answer the size read after the last page with a signed
+    checkpoint older than the entries it sent: with several servers over one PostgreSQL,
+    one whose database does not answer serves the checkpoint it holds (`StoreReads`)
+    while another served the newer entries. That ends the listing, all its entries
+    shown, no 502 (a guard, not failing first: it held before and after h-revpage60).
+    The relay answers GetCheckpoint with the log's genuine checkpoint of size 1, read
+    before the two captures were logged."""
+    channel = grpc.insecure_channel(server.address)
+    try:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_GET_CHECKPOINT)
+        older = bytes(call(pb.GetCheckpointRequest().SerializeToString(), timeout=60))
+    finally:
+        channel.close()
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+
+    def held(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        return older
+
+    more: dict[str, RelayAnswer] = {_GET_CHECKPOINT: held}
+    with _web_behind(server, paged_entries(_one_a_page), more=more) as (http, _):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 200, r.text
+        assert [e["index"] for e in r.json()["entries"]] == [0, 1, 2], r.text
