@@ -203,8 +203,8 @@ def test_the_size_read_after_an_empty_page_gets_the_time_left(
     more. The relay sends the empty page at the log's end after `_PAGE_S` (0.6 of the
     timeout), then, once armed (after the web's start-up probe), stalls ``stalled``,
     noting the deadline each such call came with. (Before: that call came with the whole
-    2 s, answered 504 after 3.2 s: a service stalling it held a listing for two
-    timeouts.)"""
+    2 s, 2.009 s noted, so a service stalling it held the listing for the page's time
+    and a whole timeout more.)"""
     armed, released = threading.Event(), threading.Event()
     deadlines: list[float | None] = []
 
