@@ -619,8 +619,12 @@ class ProvenanceClient:
 
     # ---------------------------------------------------------------- log
 
-    def checkpoint(self) -> str:
-        return str(self._call(self._log.GetCheckpoint, pb.GetCheckpointRequest()).checkpoint)
+    def checkpoint(self, timeout: float | None = None) -> str:
+        """The newest signed checkpoint (C2SP note text); ``timeout``: the call's deadline
+        in seconds (None: the client's). Raises TransportError (OUT_OF_RANGE: an empty
+        log)."""
+        req = pb.GetCheckpointRequest()
+        return str(self._call(self._log.GetCheckpoint, req, timeout=timeout).checkpoint)
 
     def cosigned_checkpoint(self) -> tuple[str, int, list[WitnessStatus]]:
         """(the newest checkpoint the server's witness quorum cosigned, "" when none yet;
@@ -630,10 +634,11 @@ class ProvenanceClient:
         statuses = [WitnessStatus(w.name, w.url, w.size, w.problem) for w in r.witnesses]
         return str(r.checkpoint), int(r.quorum), statuses
 
-    def log_key(self) -> tuple[str, str]:
-        """(verifier key, origin) of the log. Raises TransportError (INTERNAL) when the
-        server's answer is no verifier key (an empty answer: not a provenance server)."""
-        r = self._call(self._log.GetLogKey, pb.GetLogKeyRequest())
+    def log_key(self, timeout: float | None = None) -> tuple[str, str]:
+        """(verifier key, origin) of the log; ``timeout``: the call's deadline in seconds
+        (None: the client's). Raises TransportError (INTERNAL) when the server's answer
+        is no verifier key (an empty answer: not a provenance server)."""
+        r = self._call(self._log.GetLogKey, pb.GetLogKeyRequest(), timeout=timeout)
         try:
             NoteVerifier.from_vkey(r.verifier_key)
         except ProvenanceError as e:

@@ -9,15 +9,18 @@ front of it answering GetEntries from the real server's pages, a real `prov web`
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
+from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import (
     GET_ENTRIES,
     Cli,
@@ -33,12 +36,16 @@ from tests.conftest import (
 
 @contextmanager
 def _web_behind(
-    server: ServerProc, answer: RelayAnswer, *web_args: str
+    server: ServerProc,
+    answer: RelayAnswer,
+    *web_args: str,
+    more: dict[str, RelayAnswer] | None = None,
 ) -> Iterator[tuple[httpx.Client, str]]:
     """An HTTP client of a real `prov web` (with ``web_args``) whose service is a relay
     in front of ``server`` answering GetEntries with ``answer`` (`paged_entries`,
-    `overfull_entries`), and the relay's HOST:PORT, while in the block."""
-    with relay(server.address, {GET_ENTRIES: answer}) as address:
+    `overfull_entries`) and the methods of ``more`` with theirs, and the relay's
+    HOST:PORT, while in the block."""
+    with relay(server.address, {GET_ENTRIES: answer, **(more or {})}) as address:
         web = start_web(address, *web_args)
         try:
             with httpx.Client(base_url=web.address, timeout=120) as http:
@@ -181,3 +188,149 @@ def test_a_listing_is_answered_within_one_service_timeout(three_entries: ServerP
         assert page.status_code == 504, page.text
         assert f"did not answer within {_TIMEOUT_S:g} s" in page.text, page.text
         assert address not in page.text, page.text
+
+
+#: Full names of the calls a listing makes to learn the log's size (`_log_size`).
+_SIZE_CALLS = ("/provenance.v1.Log/GetLogKey", "/provenance.v1.Log/GetCheckpoint")
+
+#: `prov web --service-timeout` of `test_the_size_read_after_an_empty_page_gets_the_time_left`
+#: and how long its relay holds the empty page (seconds): 2.5 s left for the size read,
+#: room for a loaded machine to bring the page within the timeout.
+_SIZE_TIMEOUT_S, _SIZE_PAGE_S = 4.0, 1.5
+
+
+@pytest.mark.parametrize("stalled", _SIZE_CALLS, ids=["log-key", "checkpoint"])
+def test_the_size_read_after_an_empty_page_gets_the_time_left(
+    three_entries: ServerProc, stalled: str
+) -> None:
+    """A listing that comes to an empty page reads the log's signed size (`_log_size`):
+    that read gets what is left of the listing's one --service-timeout, not a whole one
+    more. The relay sends the empty page at the log's end after `_SIZE_PAGE_S` of the
+    `_SIZE_TIMEOUT_S`, then, once armed (after the web's start-up probe), stalls
+    ``stalled``, noting the deadline each such call came with. (Before, with a 2 s
+    timeout and the page held 1.2 s: that call came with the whole 2 s, 2.009 s noted,
+    so a service stalling it held the listing for the page's time and a whole timeout
+    more.)"""
+    armed, released = threading.Event(), threading.Event()
+    deadlines: list[float | None] = []
+
+    def slow_end(start: int, n: int) -> tuple[int, int]:
+        time.sleep(_SIZE_PAGE_S)  # a slow service: only the time it takes is needed
+        return n, start + n
+
+    def stall(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not armed.is_set():
+            return forward(request)
+        deadlines.append(context.time_remaining())
+        released.wait(60)
+        return b""  # its caller gave up long since
+
+    args = ("--service-timeout", f"{_SIZE_TIMEOUT_S:g}")
+    more: dict[str, RelayAnswer] = {stalled: stall}
+    try:
+        with _web_behind(three_entries, paged_entries(slow_end), *args, more=more) as (
+            http,
+            address,
+        ):
+            armed.set()
+            r = http.get("/api/v1/entries", params={"start": "3", "limit": "100"})
+            assert r.status_code == 504, r.text
+            error: dict[str, Any] = r.json()["error"]
+            assert f"did not answer within {_SIZE_TIMEOUT_S:g} s" in error["message"], error
+            assert address not in error["message"], error
+    finally:
+        released.set()
+    # at most the timeout less the page's time, 2.5 s (0.5 s more for gRPC's rounding)
+    most = _SIZE_TIMEOUT_S - _SIZE_PAGE_S + 0.5
+    assert deadlines and all(d is not None and d < most for d in deadlines), deadlines
+
+
+#: GetCheckpoint's full name, for a relay answering it.
+_GET_CHECKPOINT = _SIZE_CALLS[1]
+
+
+def _said_empty(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+    """A relay's GetCheckpoint answer: "the log is empty", as an honest server answers
+    only while its log has no entry."""
+    context.abort(grpc.StatusCode.OUT_OF_RANGE, "the log is empty: no checkpoint yet")
+    raise AssertionError("abort returns only by raising")
+
+
+def test_a_service_saying_its_log_is_empty_after_sending_entries_is_refused_502(
+    three_entries: ServerProc,
+) -> None:
+    """A service that sent entry 0, then an empty page from entry 1, then says its log is
+    empty (no signed checkpoint needed) has not ended the log: an empty log has no entry
+    0. (Before: 200, entry 0 alone, the listing silently cut without even a checkpoint.)"""
+    more: dict[str, RelayAnswer] = {_GET_CHECKPOINT: _said_empty}
+    with _web_behind(three_entries, paged_entries(_ends_early), more=more) as (http, address):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 502, r.text
+        error = r.json()["error"]
+        assert error["status"] == "BAD_GATEWAY", error
+        message = error["message"]
+        assert "ended the log early: it sent no entries from index 1" in message, error
+        assert "though it says the log is empty" in message and address not in message, error
+
+
+def _tampered(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+    """A relay's GetCheckpoint answer: the real server's signed checkpoint with its tree
+    size changed to 1, its signature left as it was."""
+    page = pb.GetCheckpointResponse.FromString(forward(request))
+    origin, _, rest = page.checkpoint.partition("\n")
+    page.checkpoint = origin + "\n1\n" + rest.partition("\n")[2]
+    return bytes(page.SerializeToString())
+
+
+def test_a_checkpoint_the_log_key_does_not_sign_is_refused_502(
+    three_entries: ServerProc,
+) -> None:
+    """A checkpoint whose size was changed after the log key signed it is the service's
+    evidence failing, a 502 saying so, wherever the page reads it: the listing's size
+    read after an empty page (its size not trusted), /api/v1/checkpoint, /log. (Before:
+    500 INTERNAL "note signature by media-provenance.local/log does not verify", as if
+    the page itself were broken.)"""
+    more: dict[str, RelayAnswer] = {_GET_CHECKPOINT: _tampered}
+    with _web_behind(three_entries, paged_entries(_ends_early), more=more) as (http, address):
+        for path, params in [
+            ("/api/v1/entries", {"start": "0", "limit": "100"}),
+            ("/api/v1/checkpoint", {}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 502, (path, r.text)
+            error = r.json()["error"]
+            assert error["status"] == "BAD_GATEWAY", error
+            said = "sent a checkpoint that does not verify with the log key it presents"
+            assert said in " ".join(error["message"].split()), error
+            assert address not in error["message"], error
+        page = http.get("/log")
+        assert page.status_code == 502 and "does not verify with the log key" in page.text
+
+
+def test_a_checkpoint_behind_the_entries_sent_ends_the_listing_without_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """An honest log can answer the size read after the last page with a signed
+    checkpoint older than the entries it sent: with several servers over one PostgreSQL,
+    one whose database does not answer serves the checkpoint it holds (`StoreReads`)
+    while another served the newer entries. That ends the listing, all its entries
+    shown, no 502 (a guard, not failing first: it held before and after h-revpage60).
+    The relay answers GetCheckpoint with the log's genuine checkpoint of size 1, read
+    before the two captures were logged."""
+    channel = grpc.insecure_channel(server.address)
+    try:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_GET_CHECKPOINT)
+        older = bytes(call(pb.GetCheckpointRequest().SerializeToString(), timeout=60))
+    finally:
+        channel.close()
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+
+    def held(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        return older
+
+    more: dict[str, RelayAnswer] = {_GET_CHECKPOINT: held}
+    with _web_behind(server, paged_entries(_one_a_page), more=more) as (http, _):
+        r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
+        assert r.status_code == 200, r.text
+        assert [e["index"] for e in r.json()["entries"]] == [0, 1, 2], r.text

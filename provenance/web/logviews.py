@@ -14,6 +14,7 @@ import re
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, page_problem
@@ -96,42 +97,92 @@ _KEYS: weakref.WeakKeyDictionary[ProvenanceClient, tuple[str, str]] = weakref.We
 _KEYS_LOCK = threading.Lock()
 
 
-def log_key(client: ProvenanceClient, fresh: bool = False) -> tuple[str, str]:
+def log_key(
+    client: ProvenanceClient, fresh: bool = False, timeout: float | None = None
+) -> tuple[str, str]:
     """(note verifier key ``name+id+key``, origin) of the service's log, as it last said
-    (GetLogKey); asked again with ``fresh`` or when not yet asked. Raises
-    TransportError."""
+    (GetLogKey); asked again with ``fresh`` or when not yet asked, the call given
+    ``timeout`` seconds (None: the client's). Raises TransportError."""
     with _KEYS_LOCK:
         known = None if fresh else _KEYS.get(client)
     if known is not None:
         return known
-    key = client.log_key()
+    key = client.log_key(timeout=timeout)
     with _KEYS_LOCK:
         _KEYS[client] = key
     return key
 
 
-def latest_checkpoint(client: ProvenanceClient) -> tuple[Checkpoint, str, str]:
+def latest_checkpoint(
+    client: ProvenanceClient, timeout: float | None = None
+) -> tuple[Checkpoint, str, str]:
     """(checkpoint, signed note, verifier key): the newest checkpoint, its signature
     checked with the log key the service presents (`log_key`: the one it said before;
     when the note does not check with that, the service is asked again, since a
     restarted service may have another key, and the note checked with its answer).
-    Raises WebError NOT_FOUND for an empty log, SignatureError / LogError for a bad
-    note, TransportError."""
-    vkey, origin = log_key(client)
+    ``timeout``: seconds for its calls together, each given the time left (None: each
+    the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
+    ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
+    for a note that does not verify with either key (`_unsigned_checkpoint`),
+    TransportError."""
+    left = _time_left(client, timeout)
+    vkey, origin = log_key(client, timeout=left())
     try:
-        note = client.checkpoint()
+        note = client.checkpoint(timeout=left())
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
         raise
     try:
         return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
-    except (SignatureError, LogError):
-        now = log_key(client, fresh=True)
-        if now == (vkey, origin):
-            raise
+    except (SignatureError, LogError) as e:
+        problem = e
+    now = log_key(client, fresh=True, timeout=left())
+    if now != (vkey, origin):
         vkey, origin = now
-    return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
+        try:
+            return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
+        except (SignatureError, LogError) as e:
+            problem = e
+    raise _unsigned_checkpoint(client, problem)
+
+
+def _unsigned_checkpoint(client: ProvenanceClient, problem: Exception) -> ServerEvidenceError:
+    """The error of a checkpoint the service sent that does not verify with the log key
+    it presents (`latest_checkpoint`; ``problem``: `open_checkpoint`'s error): 502, its
+    size and root not trusted. Before h-revpage60, 500 INTERNAL with the bare "note
+    signature by ... does not verify", as if the page itself were broken."""
+    said = (
+        f"sent a checkpoint that does not verify with the log key it presents ({problem});"
+        " nothing it says of the log's size or root is taken; try again, or tell this"
+        " page's operator"
+    )
+    return ServerEvidenceError(
+        f"the service at {client.address} {said}",
+        public=f"the provenance service behind this page {said}",
+    )
+
+
+def _time_left(client: ProvenanceClient, timeout: float | None) -> Callable[[], float | None]:
+    """A function giving, at each call, the seconds left of ``timeout`` from now (None:
+    no budget, each call the client's own timeout); once none are left it raises
+    TransportError DEADLINE_EXCEEDED, ``waited_s`` the ``timeout``, as a call past its
+    deadline does (a call given 0 would get the client's whole timeout)."""
+    if timeout is None:
+        return lambda: None
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        now = deadline - time.monotonic()
+        if now <= 0:
+            raise TransportError(
+                f"the server at {client.address} had not answered within {timeout:g} s",
+                "DEADLINE_EXCEEDED",
+                waited_s=timeout,
+            )
+        return now
+
+    return left
 
 
 def checkpoint_view(client: ProvenanceClient) -> dict[str, Any]:
@@ -327,10 +378,15 @@ def entries_view(
 
     An empty page is the log's end only at or past its size: ``size`` (entries in a
     signed checkpoint the caller read before the listing), else the newest signed
-    checkpoint's, read once an empty page comes (`_log_size`), that page then asked for
-    again (entries logged between the two calls come in it). An empty page before the
-    size is a ServerEvidenceError (502: the service lost entries or its paging is
-    broken); before, the listing ended there, silently cut."""
+    checkpoint's, read once an empty page comes (`_log_size`, within the time left of
+    the listing's timeout: before h-revpage60 its calls had a whole timeout more), that
+    page then asked for again (entries logged between the two calls come in it). An
+    empty page before the size is a ServerEvidenceError (502: the service lost entries
+    or its paging is broken); before, the listing ended there, silently cut. So is one
+    past index 0 of a log the service then says is empty (before h-revpage60, the end).
+    A checkpoint of a size short of the entries sent is taken as the end: with several
+    servers over one PostgreSQL, one whose database does not answer serves the older
+    checkpoint it holds (`StoreReads`), while another served the newer entries."""
     count = max(0, min(count, MAX_LISTING))
     out: list[dict[str, Any]] = []
     pos = start
@@ -348,7 +404,17 @@ def entries_view(
             raise _listing_too_slow(client, start, count, len(out)) from e
         if not data:
             if size is None:  # is this the log's end? ask its size, then the page again
-                size = _log_size(client)
+                try:  # within the listing's timeout: before, a whole one more
+                    known = _log_size(client, deadline - time.monotonic())
+                except TransportError as e:
+                    if e.waited_s is None:
+                        raise
+                    raise _listing_too_slow(client, start, count, len(out)) from e
+                if known is None:  # "the log is empty": its end only at index 0
+                    if pos > 0:
+                        raise _ended_early(client, pos, None)
+                    break
+                size = known
                 if pos < size:
                     continue
             if pos < size:
@@ -364,24 +430,33 @@ def entries_view(
     return out
 
 
-def _log_size(client: ProvenanceClient) -> int:
-    """Entries in the newest signed checkpoint of the service's log (`latest_checkpoint`),
-    0 when it has none yet. Raises as `latest_checkpoint` does, but for an empty log."""
+def _log_size(client: ProvenanceClient, timeout: float) -> int | None:
+    """Entries in the newest signed checkpoint of the service's log (`latest_checkpoint`,
+    its calls given ``timeout`` seconds together), None when it says it has none yet (an
+    empty log). Raises as `latest_checkpoint` does, but for an empty log."""
     try:
-        return latest_checkpoint(client)[0].size
+        return latest_checkpoint(client, timeout)[0].size
     except WebError as e:
         if e.code != "NOT_FOUND":
             raise
-        return 0
+        return None
 
 
-def _ended_early(client: ProvenanceClient, pos: int, size: int) -> ServerEvidenceError:
+def _ended_early(client: ProvenanceClient, pos: int, size: int | None) -> ServerEvidenceError:
     """The error of a listing (`entries_view`) the service answered with no entries from
-    index ``pos``, though the log's signed checkpoint holds ``size`` (more): 502."""
+    index ``pos``, though the log's signed checkpoint holds ``size`` (more), or, ``size``
+    None, though it then said its log is empty (and so has no index ``pos`` - 1, where
+    its entries would end: before h-revpage60 taken as the log's end, no signed
+    checkpoint needed to cut the listing): 502."""
+    though = (
+        "though it says the log is empty"
+        if size is None
+        else f"though the log's signed checkpoint holds {size}"
+    )
     said = (
-        f"ended the log early: it sent no entries from index {pos}, though the log's signed"
-        f" checkpoint holds {size}; it has lost entries or its paging is broken, so no"
-        " listing is shown from it; try again, or tell this page's operator"
+        f"ended the log early: it sent no entries from index {pos}, {though}; it has lost"
+        " entries or its paging is broken, so no listing is shown from it; try again, or"
+        " tell this page's operator"
     )
     return ServerEvidenceError(
         f"the service at {client.address} {said}",

@@ -32,7 +32,9 @@ def _errors(*codes: int) -> dict[str, Any]:
             " --log-key) its receipt does not verify with the pinned log key, or a page of"
             " the log it sent says its next page starts elsewhere than where it ends"
             " (skipping or repeating entries), holds more entries than asked for, or is"
-            " empty before the size of the log's signed checkpoint; the message says which"
+            " empty before the size of the log's signed checkpoint (or past index 0 of a"
+            " log it says is empty), or a checkpoint it sent does not verify with the log"
+            " key it presents; the message says which"
         ),
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"
