@@ -916,6 +916,35 @@ def test_key_history_is_read_out_of_the_audited_entries() -> None:
     assert [row[0] for row in fresh.logged_rows()] == [0] and fresh.problems == []
 
 
+def test_a_reader_told_to_keep_no_rows_keeps_nothing_an_event() -> None:
+    """The online audit never compares ``key_events`` rows (only --db has the table), so
+    its reader keeps no (leaf, device, kind) row an event: only the fold, the counts and
+    the problems. Asking it for rows is refused, not answered with an empty list (which
+    would read as "no key event logged"). Before (revkeymem60): no such reader; every
+    online audit kept 17 bytes an event it never read (18.1 bytes an event retained for
+    20,000 revocations of one device, tracemalloc; with ``rows=False`` 0.1)."""
+    admin = KeySigner.of(DeviceKey.from_private_bytes(hashlib.sha256(b"admin").digest()))
+    events = [
+        KeyEvent(KeyEventKind.ENROLLMENT, KEY.key_id, NOW, public_key=KEY.public_key),
+        KeyEvent(KeyEventKind.REVOCATION, KEY.key_id, NOW, reason="lost phone"),
+    ]
+    entries = [
+        wire.encode_key_event_entry(sign_key_event(admin, wire.encode_key_event(ev)), NOW)
+        for ev in events
+    ]
+    kept, lean = KeyHistoryReader(), KeyHistoryReader(rows=False)
+    for reader in (kept, lean):
+        assert list(reader.tap([b"\xff not protobuf", *entries])) == [
+            b"\xff not protobuf",
+            *entries,
+        ]
+    assert lean.states == kept.states and lean.problems == kept.problems
+    assert (lean.enrollments, lean.revocations) == (kept.enrollments, kept.revocations) == (1, 1)
+    assert [row[0] for row in kept.logged_rows()] == [1, 2]
+    with pytest.raises(ValueError, match="kept no rows"):
+        lean.logged_rows()
+
+
 def test_the_registry_compared_with_the_key_history_names_at_most_max_problems() -> None:
     """Every device whose registry row is gone is one problem, after the entries that do
     not decode; past `MAX_PROBLEMS` in all they are counted (h-keymem60: before, one

@@ -284,11 +284,14 @@ class KeyHistoryReader(Problems):
     order of each device's first event), to compare with the registry (`compare_registry`);
     ``enrollments`` and ``revocations``, counts; and `logged_rows`, each event's (leaf
     index, device id, kind) in compact arrays (about 17 bytes an event) for the
-    ``key_events`` rows' check. Before (h-keymem60), every event was kept, its signed
-    bytes and decoded fields: about 925 bytes an event, 1 GiB for 10^6 devices."""
+    ``key_events`` rows' check, unless ``rows`` is False (the online audit, which has no
+    such table to check: then nothing is kept an event). Before (h-keymem60), every event
+    was kept, its signed bytes and decoded fields: about 925 bytes an event, 1 GiB for
+    10^6 devices; before revkeymem60, the online audit kept the rows too, unread."""
 
-    def __init__(self, claims: ClaimKeyAuditor | None = None) -> None:
+    def __init__(self, claims: ClaimKeyAuditor | None = None, *, rows: bool = True) -> None:
         super().__init__()
+        self._rows = rows
         self.states: dict[bytes, KeyState] = {}
         self.enrollments = 0
         self.revocations = 0
@@ -344,9 +347,10 @@ class KeyHistoryReader(Problems):
             self.enrollments += 1
         else:
             self.revocations += 1
-        self._indices.append(index)
-        self._kinds.append(int(event.kind))
-        self._devices.append(state.device_id)
+        if self._rows:
+            self._indices.append(index)
+            self._kinds.append(int(event.kind))
+            self._devices.append(state.device_id)
         if self.claims is not None:
             self.claims.key_event(LoggedKeyEvent(index, integrated_at, got, event))
 
@@ -355,7 +359,10 @@ class KeyHistoryReader(Problems):
 
     def logged_rows(self) -> Iterator[tuple[int, bytes, int]]:
         """(leaf index, device id, kind as `KeyEventKind`'s number) of each key event read,
-        in leaf order: what the ``key_events`` rows should say."""
+        in leaf order: what the ``key_events`` rows should say. Raises ValueError when the
+        reader was made with ``rows=False``."""
+        if not self._rows:
+            raise ValueError("this key-history reader kept no rows (made with rows=False)")
         return zip(self._indices, self._devices, self._kinds, strict=True)
 
     def compare_registry(self, find_device: Callable[[bytes], Device | None]) -> None:
