@@ -945,12 +945,17 @@ def test_a_reader_told_to_keep_no_rows_keeps_nothing_an_event() -> None:
         lean.logged_rows()
 
 
-def test_the_registry_compared_with_the_key_history_names_at_most_max_problems() -> None:
+@pytest.mark.parametrize("unreadable", [1, MAX_PROBLEMS + 3])
+def test_the_registry_compared_with_the_key_history_names_at_most_max_problems(
+    unreadable: int,
+) -> None:
     """Every device whose registry row is gone is one problem, after the entries that do
-    not decode; past `MAX_PROBLEMS` in all they are counted (h-keymem60: before, one
-    sentence kept per device, of 10^6 on a national deployment)."""
+    not decode, each kind bounded apart: past `MAX_PROBLEMS` of a kind they are counted
+    (h-keymem60: before, one sentence kept per device, of 10^6 on a national deployment).
+    Unreadable entries leave room for the registry's sentences (before, 20 of them hid
+    every deleted revocation or enrollment behind the count)."""
     admin = KeySigner.of(DeviceKey.from_private_bytes(hashlib.sha256(b"admin").digest()))
-    entries = [b"\xff not protobuf"]
+    entries = [b"\xff not protobuf"] * unreadable
     for i in range(MAX_PROBLEMS + 5):
         key = DeviceKey.from_private_bytes(hashlib.sha256(b"device %d" % i).digest())
         ev = KeyEvent(KeyEventKind.ENROLLMENT, key.key_id, NOW, public_key=key.public_key)
@@ -967,12 +972,15 @@ def test_the_registry_compared_with_the_key_history_names_at_most_max_problems()
 
     reader.compare_registry(no_row)
     assert asked == [row[1] for row in reader.logged_rows()]  # in log order
-    assert reader.enrollments == MAX_PROBLEMS + 5 and len(reader.problems) == MAX_PROBLEMS
+    assert reader.enrollments == MAX_PROBLEMS + 5
+    listed = min(unreadable, MAX_PROBLEMS)
+    assert len(reader.problems) == listed + MAX_PROBLEMS
     assert reader.problems[0].startswith("log entry 0 is not a valid claim or key event")
-    assert reader.problems[1].endswith(
-        "enrolled in log entry 1, but the registry row is gone (deleted behind the log's back)"
+    assert reader.problems[listed].endswith(
+        f"enrolled in log entry {unreadable}, but the registry row is gone (deleted behind the"
+        " log's back)"
     )
-    assert reader.more == 6
+    assert reader.more == (unreadable - listed) + 5
 
 
 def test_audit_state_file_is_indented_json() -> None:

@@ -369,7 +369,13 @@ class KeyHistoryReader(Problems):
         """Compare each device's registry row (as ``find_device`` reports it: None when
         there is none) with the state its logged history gives: each difference (an
         edited, back-dated or deleted enrollment or revocation) noted as a problem
-        (`keyhistory.registry_problems`), after those of the entries read."""
+        (`keyhistory.registry_problems`), after those of the entries read, in a bound of
+        their own: up to `MAX_PROBLEMS` listed however many entries did not read (before,
+        20 unreadable entries left no room for a deleted revocation's sentence, only a
+        count), the rest counted in ``more``."""
+        registry = Problems()
         for device_id, state in self.states.items():
             for text in registry_problems(state, find_device(device_id)):
-                self._note(text)
+                registry._note(text)
+        self.problems += registry.problems
+        self.more += registry.more
