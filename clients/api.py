@@ -34,7 +34,7 @@ from provenance.core.errors import (
     TransportError,
 )
 from provenance.core.files import file_identity
-from provenance.core.ports import bare_host, port_number
+from provenance.core.ports import bare_host, blank_problem, port_number
 from provenance.core.verify import VerificationReport
 from provenance.log.checkpoint import NoteVerifier
 from provenance.v1 import provenance_pb2 as pb
@@ -68,7 +68,9 @@ SLOW_LINK_RATE = 100_000
 def check_address(address: str) -> str:
     """``address`` if it is HOST:PORT with a port in 1..65535 (ASCII digits, see
     `port_number`) and a host (an IPv6 one in brackets, see `bare_host`); raises
-    ConfigError."""
+    ConfigError; one holding a blank is said so (`blank_problem`)."""
+    if (blank := blank_problem(address)) is not None:
+        raise ConfigError(f"server address {blank}")
     host, sep, port = address.rpartition(":")
     number = port_number(port)
     if not sep or not bare_host(host) or number is None or not 0 < number < 65536:

@@ -297,6 +297,23 @@ NOT_HTTP2_HINT = (
 #: "got frame type 45" of an SSH banner, so that alone names no HTTP server).
 _HTTP1_PEER = "Trying to connect an http1.x server"
 _NOT_HTTP2 = "Failed parsing HTTP/2"
+#: What gRPC's message holds when the host name of --server did not resolve (its native
+#: resolver: "errors resolving HOST:PORT: ... Domain name not found"; c-ares: "DNS
+#: resolution failed for HOST:PORT").
+_NOT_RESOLVED = ("errors resolving ", "DNS resolution failed")
+
+
+def no_such_host_hint(address: str) -> str:
+    """Said instead of `UNREACHABLE_HINT` when the host of ``address`` (HOST:PORT) did not
+    resolve: starting a server would not help."""
+    host = address.rpartition(":")[0]
+    return (
+        f"hint: the host name {host} does not resolve (misspelt, or not known to this"
+        " machine's resolver): check it in --server or $PROV_SERVER, or give an IP"
+        " address, e.g. 127.0.0.1:50051"
+    )
+
+
 #: Said instead when the call found no answer in its time (DEADLINE_EXCEEDED): a server
 #: may be there, busy or waiting for its database (another process holding SQLite's
 #: write lock), so "no server answers there" would send its user to start a second one.
@@ -433,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
                 hint = NOT_GRPC_HINT
             elif _NOT_HTTP2 in str(e):
                 hint = NOT_HTTP2_HINT
+            elif any(said in str(e) for said in _NOT_RESOLVED):
+                at = str(e).removeprefix(f"{_cannot_reach()} at ")
+                hint = no_such_host_hint(at.partition(" (")[0])
             else:
                 hint = UNREACHABLE_HINT
             err.print(hint, highlight=False)

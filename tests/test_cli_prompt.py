@@ -116,6 +116,11 @@ def test_no_passphrase_is_asked_for_a_key_that_is_missing_or_would_be_refused(
     rc = prov_main(["device", "init", "--home", str(home)])
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 1 and "a device key already exists" in err and "--force" in err, err
+    # what --force does to the old key's claims, in the words of docs/device.md (before
+    # h-newuser60: "the old key's device identity is then lost", which read as if its
+    # signed captures were lost too)
+    assert "its claims stay signed and verifiable" in err, err
+    assert f"{home}/replaced/" in err and "identity is then lost" not in err, err
 
 
 def test_an_empty_passphrase_variable_is_named_without_a_terminal(

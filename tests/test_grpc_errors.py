@@ -95,7 +95,13 @@ def test_oversized_upload_refused(tmp_path: Path) -> None:
         with ProvenanceClient(srv.address) as c, pytest.raises(TransportError) as exc:
             c.verify_file(big)
         assert _code(exc) == "RESOURCE_EXHAUSTED"
-        assert "limit" in str(exc.value)
+        # in words a reader takes in, with the flag that moves it (h-newuser60; before:
+        # "file is 3221225472 bytes; the limit is 2147483648 bytes" for a 3 GiB file)
+        said = str(exc.value)
+        size = big.stat().st_size
+        assert f"file is {size:,} bytes" in said, said
+        assert "upload limit of 1,048,576 bytes (1 MiB" in said, said
+        assert "prov serve --max-upload-mb" in said, said
     finally:
         srv.stop()
 

@@ -720,3 +720,24 @@ def test_a_tar_of_many_tiny_members_does_not_keep_every_header(tmp_path: Path) -
     count, peak = _walk_peak(archive)
     assert count == n
     assert peak < 12 << 20, f"{peak:,} bytes to read {n:,} empty members"
+
+
+def test_zip_utf8_name_without_the_flag_is_read_as_utf8(tmp_path: Path) -> None:
+    """A zip entry name stored as UTF-8 bytes without the zip's UTF-8 flag (bit 11), as
+    Info-ZIP's `zip` writes on Linux, is read as UTF-8: before, Python's cp437 default
+    made `my cat é.png` the row `my cat ├⌐.png`. A name whose bytes are not UTF-8 keeps
+    the cp437 reading (an old DOS or Windows zip), and a flagged name stays as it was."""
+    archive = tmp_path / "desk.zip"
+    with zipfile.ZipFile(archive, "w") as z:  # zipfile flags a non-ASCII name: write X's
+        z.writestr("X" * len("my cat é.png".encode()), PNG)
+        z.writestr("Y" * 6, JPEG)
+        z.writestr("flagged ü.jpg", JPEG + b"\0")
+    data = archive.read_bytes()
+    data = data.replace(b"X" * len("my cat é.png".encode()), "my cat é.png".encode())
+    data = data.replace(b"Y" * 6, b"caf\x82.j")  # cp437 0x82 is é; not UTF-8
+    archive.write_bytes(data)
+    got = _by_ref(list(iter_items([str(archive)], ScanLimits())))
+    a = str(archive)
+    assert sorted(got) == sorted([f"{a}!my cat é.png", f"{a}!café.j", f"{a}!flagged ü.jpg"])
+    assert _data(got[f"{a}!my cat é.png"]) == PNG
+    assert _data(got[f"{a}!café.j"]) == JPEG

@@ -1389,3 +1389,35 @@ def test_serve_on_postgresql_without_a_log_key_is_a_usage_error(
     rc, err = _run(capsys, "serve", "--db", url, "--listen", "127.0.0.1:0")
     assert rc == 2, (rc, err)
     assert "--log-key" in err and "required with a PostgreSQL --db" in err, err
+
+
+def test_a_server_address_with_a_blank_is_a_usage_error(
+    photo: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A space, tab or newline in --server or $PROV_SERVER (pasted with the address) is a
+    usage error naming it. Before (h-newuser60): taken, then exit 1 "cannot reach the
+    server at  127.0.0.1:50051 (... Misformatted domain name)" and the hint "no server
+    answers there"."""
+    from clients.api import ProvenanceClient
+    from provenance.core.errors import ConfigError
+
+    for address in (" 127.0.0.1:50051", "127.0.0.1:50051\n", "127.0.0.1 :50051", "\t[::1]:1"):
+        rc, err = _run(capsys, "verify", str(photo), "--server", address, "--no-detect")
+        assert rc == 2 and "--server" in err and "a blank" in err, (address, err)
+        with pytest.raises(ConfigError, match="a blank"):
+            ProvenanceClient(address)
+    monkeypatch.setenv("PROV_SERVER", " 127.0.0.1:50051")
+    rc, err = _run(capsys, "log", "key")
+    assert rc == 2 and "$PROV_SERVER" in err and "a blank" in err, err
+
+
+def test_a_server_name_that_does_not_resolve_is_said_so(
+    photo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A --server host no resolver knows (.invalid never resolves, RFC 6761) is exit 1
+    with a hint about the name. Before (h-newuser60): the hint "no server answers there.
+    Start one with `prov serve --db FILE`", as for a closed port."""
+    rc, err = _run(capsys, "verify", str(photo), "--server", "nosuchhost.invalid:50051")
+    assert rc == 1 and "cannot reach the server" in err, err
+    assert "hint: the host name nosuchhost.invalid does not resolve" in err, err
+    assert "Start one with" not in err, err

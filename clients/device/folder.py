@@ -51,7 +51,10 @@ class DeviceFolder:
         if self.key_path.exists() and not force:
             raise ConfigError(
                 f"a device key already exists at {self.key_path}; use --force to replace it"
-                " (the old key's device identity is then lost)"
+                " with a new key (then enroll that one): the old key is gone and signs no"
+                " more; its claims stay signed and verifiable, and what it still had queued"
+                f" moves to {self.root}/replaced/OLD_DEVICE_ID/ (`prov device sync --home"
+                " FOLDER` submits it)"
             )
 
     def init(self, passphrase: bytes, force: bool = False) -> tuple[DeviceState, Path | None]:

@@ -545,14 +545,14 @@ class Walker:
                     raise _ArchiveStop(_too_many(lim.max_entries))
                 # the name as the zip holds it: zipfile's ``filename`` is cut at a NUL byte
                 # ("d/\0x.jpg" would be the folder "d/"), said in the row instead
-                name = info.orig_filename
+                name = zip_entry_name(info)
                 if name.endswith("/"):  # a folder
                     continue
                 eref = _entry_ref(ref, name, seen)
                 total += info.file_size
                 if total > lim.max_total_bytes:
                     raise _ArchiveStop(_declared_too_much(lim.max_total_bytes))
-                problem = _zip_entry_problem(info, lim) or overlaps.get(n)
+                problem = _zip_entry_problem(info, name, lim) or overlaps.get(n)
                 if problem is not None:
                     yield RefusedItem(eref, problem, info.file_size, outer)
                     continue
@@ -776,8 +776,26 @@ def _entry_ref(archive_ref: str, name: str, seen: dict[str, int]) -> str:
     return f"{archive_ref}!{named}"
 
 
-def _zip_entry_problem(info: zipfile.ZipInfo, lim: ScanLimits) -> str | None:
-    problem = entry_name_problem(info.orig_filename)
+def zip_entry_name(info: zipfile.ZipInfo) -> str:
+    """The name of a zip entry as its writer meant it, NUL bytes kept.
+
+    Python's `zipfile` reads a name without the UTF-8 flag (bit 11) as cp437, the zip
+    format's default; Info-ZIP's `zip` on Linux and other tools store UTF-8 names without
+    that flag, which cp437 turns into mojibake (``é`` as ``├⌐``). Such a name whose bytes
+    are valid UTF-8 is read as UTF-8 (as Info-ZIP's `unzip` and libarchive do); one that
+    is not (a DOS or Windows zip's cp437 name) keeps the cp437 reading.
+    """
+    name = info.orig_filename
+    if info.flag_bits & 0x800 or name.isascii():
+        return name
+    try:
+        return name.encode("cp437").decode("utf-8")
+    except UnicodeError:
+        return name
+
+
+def _zip_entry_problem(info: zipfile.ZipInfo, name: str, lim: ScanLimits) -> str | None:
+    problem = entry_name_problem(name)
     if problem is not None:
         return problem
     mode = info.external_attr >> 16

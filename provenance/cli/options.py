@@ -19,6 +19,7 @@ from provenance.core.files import file_kind
 from provenance.core.ports import (
     bare_host,
     bind_reason,
+    blank_problem,
     needs_brackets,
     parse_allowed_hosts,
     parse_trusted_proxy,
@@ -47,6 +48,8 @@ def server_address(value: str) -> str:
             " line; not the web page's http:// address)",
             param_hint="--server (or $PROV_SERVER)",
         )
+    if (blank := blank_problem(value)) is not None:
+        raise typer.BadParameter(blank, param_hint="--server (or $PROV_SERVER)")
     host, sep, port = value.rpartition(":")
     if sep and needs_brackets(host):
         raise typer.BadParameter(

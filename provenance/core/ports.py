@@ -30,6 +30,19 @@ def port_number(text: str) -> int | None:
     return int(text)
 
 
+def blank_problem(address: str) -> str | None:
+    """Why ``address`` (a server's HOST:PORT as a client was given it) is refused for a
+    blank in it, or None: a space, tab, newline or other whitespace, as a copied address
+    brings along, which gRPC sends to the resolver as part of the name ("Misformatted
+    domain name")."""
+    if not any(c.isspace() for c in address):
+        return None
+    return (
+        f"{address!r} holds a blank (a space, tab or newline, copied with the address?):"
+        " give HOST:PORT without it, e.g. 127.0.0.1:50051"
+    )
+
+
 def bare_host(host: str) -> str | None:
     """The HOST of HOST:PORT without the brackets of an IPv6 address ("[::1]" gives
     "::1"; "" stays ""), or None when it is malformed: a bracket other than around the

@@ -1058,7 +1058,9 @@ class VerificationServicer(rpc.VerificationServicer):
                 upload.hash_chunks(chunk)
         if header.size_bytes > upload.max_bytes:
             raise MediaTooLargeError(
-                f"file is {header.size_bytes} bytes; the limit is {upload.max_bytes} bytes"
+                f"file is {header.size_bytes:,} bytes, over this server's upload limit of"
+                f" {upload.max_bytes:,} bytes ({upload.max_bytes >> 20} MiB: its operator"
+                " sets it with `prov serve --max-upload-mb`)"
             )
         image: bool | None = None  # unknown until SNIFF_BYTES have arrived
         short: int | None = None  # size of the previous message when under the minimum
