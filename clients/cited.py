@@ -361,7 +361,9 @@ class EvidenceChecker:
         listing more than `MAX_OTHER_CLAIMS` of them, as an honest server never does, is
         refused before any is proven: under --witness each is a round of calls to the
         server (before revwit59 a hostile server listing thousands held the client for
-        as many rounds)."""
+        as many rounds). The cited claim's receipt is proven first (before 7 December the
+        "also" ones were, and a wrong pinned key was named on another claim than the one
+        the verdict rests on)."""
         listed = len(report.evidence.other_claims)
         if listed > MAX_OTHER_CLAIMS:
             said = (
@@ -370,6 +372,13 @@ class EvidenceChecker:
                 " a note): none was checked; the verdict is not shown"
             )
             raise _refusal(server, _says(said))
+        size = None  # the cited claim's first: with a wrong key, its receipt is the one named
+        if report.status in CITES_LOGGED_CLAIM:
+            cited = logged_receipt(report, server, self.pinned)
+            if cited is not None and cited.receipt is not None:
+                size = self._prove(
+                    cited, cited.receipt, report.status, server, "the claim it cites"
+                )
         which = "another claim it lists as also signed"
         for other in report.evidence.other_claims:
             if other.receipt is None:  # an honest server lists logged claims, with receipts
@@ -381,12 +390,7 @@ class EvidenceChecker:
                 )
                 raise _refusal(server, _says(said))
             self._prove(other, other.receipt, report.status, server, which)
-        if report.status not in CITES_LOGGED_CLAIM:
-            return None
-        cited = logged_receipt(report, server, self.pinned)
-        if cited is None or cited.receipt is None:
-            return None
-        return self._prove(cited, cited.receipt, report.status, server, "the claim it cites")
+        return size
 
     def _prove(
         self, cited: ClaimEvidence, receipt: Receipt, status: Verdict, server: str, which: str

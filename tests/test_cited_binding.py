@@ -305,6 +305,24 @@ def test_an_also_signed_claim_of_other_bytes_is_refused(
         assert "does not verify with the log key" in err and "also" not in out, (out, err)
 
 
+def test_a_wrong_pinned_log_key_is_named_on_the_claim_the_verdict_cites(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """A --log-key of another log fails every receipt; the refusal names the receipt of
+    the claim the verdict rests on, not one of the claims listed as also signed (a new
+    user's pass, 7 December: before, with a second claim of the same bytes logged, exit 3
+    naming "the receipt of another claim it lists as also signed")."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    _signed_again(enrolled, tmp_path, a)
+    other_log = tmp_path / "other"
+    other_log.mkdir()
+    wrong = generate_log_key(other_log / "key.pem", "media-provenance.local/log").verifier_key()
+    rc, out, err = _verify(capsys, str(a), "--server", server.address, "--log-key", wrong)
+    assert rc == 3, (rc, out, err)
+    assert "the receipt of the claim it cites" in err, err
+    assert "another claim it lists as also signed" not in err, err
+
+
 def _resized(photo: Path, folder: Path) -> Path:
     """A re-encoded half-size copy of ``photo`` in ``folder`` (a near copy: DERIVED)."""
     from PIL import Image
