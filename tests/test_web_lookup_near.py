@@ -22,7 +22,7 @@ from provenance.media.video.decode import sample_frames
 from provenance.media.video.transcode import transcode
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import Cli, ServerProc, relay, sign_sample
-from tests.test_cited_binding import LOOKUP
+from tests.test_cited_binding import LOOKUP, _forger, server_answer
 from tests.test_derived_binding import FAST, _resized, _unrelated_video
 from tests.test_web_cited import _web
 
@@ -186,7 +186,7 @@ def test_the_service_answer_for_other_hashes_is_refused(
         (_pdq(own[:1], 100), {"ref": "low", "pdq": _pdq(own[:1], 49)}),
     ]
     for softs, query in cases:
-        with _rewriting(server.address, softs) as relay, _web(relay) as http:
+        with _rewriting(server.address, softs) as address, _web(address) as http:
             r = http.post("/api/v1/lookup", json={"queries": [query]})
             _refused_502(r, f"(ref '{query['ref']}'): the server answered DERIVED citing a claim")
 
@@ -211,7 +211,7 @@ def test_a_video_answer_for_other_frames_or_another_kind_is_refused(
         (mixed, "image/jpeg", {"ref": "mixed", "pdq": mixed, "media_type": "video/mp4"}),
     ]
     for softs, kind, query in cases:
-        with _rewriting(server.address, softs, kind) as relay, _web(relay) as http:
+        with _rewriting(server.address, softs, kind) as address, _web(address) as http:
             r = http.post("/api/v1/lookup", json={"queries": [query]})
             _refused_502(r, f"(ref '{query['ref']}'): the server answered DERIVED citing a claim")
 
@@ -228,7 +228,7 @@ def test_a_binding_answer_for_another_hash_is_refused_and_documented(
     own, _ = _hashes(a)
     near = _flipped(own[0], 31)
     far = base64.b64encode(_flipped(own[0], 32)).decode()
-    with _rewriting(server.address, _pdq([near], 100)) as relay, _web(relay) as http:
+    with _rewriting(server.address, _pdq([near], 100)) as address, _web(address) as http:
         said = "the binding: the server answered DERIVED citing a claim"
         _refused_502(http.get("/matches/byBinding", params={"alg": "pdq", "value": far}), said)
         _refused_502(http.post("/matches/byBinding", json={"alg": "pdq", "value": far}), said)
@@ -238,3 +238,40 @@ def test_a_binding_answer_for_another_hash_is_refused_and_documented(
         doc = http.get("/openapi.json").json()["paths"]["/matches/byBinding"]
         for method in ("get", "post"):
             assert "502" in doc[method]["responses"], (method, doc[method]["responses"])
+
+
+def test_a_near_revoked_answer_flagged_exact_is_held_to_the_bytes(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """The genuine near REVOKED_KEY answer for a resized copy of a photo whose key was
+    revoked, relayed with ``hash_match`` set (as if it were of the exact bytes) for
+    another file's SHA-256 with the copy's PDQ hash, or for the copy's PDQ hash alone:
+    502, held to the bytes (the claim binds neither); as it came (a near match), for the
+    copy's hash: 200 REVOKED_KEY."""
+    a, device_id = sign_sample(enrolled, tmp_path, "grace_hopper.jpg")
+    small = _resized(a, tmp_path / "hopper_small.jpg")
+    rc, out, err = enrolled(
+        "admin", "revoke", device_id, "--reason", "R", "--since", "2026-01-01T00:00:00Z"
+    )
+    assert rc == 0, (out, err)
+    genuine = server_answer(server.address, small)
+    assert genuine.status == pb.REVOKED_KEY and not genuine.evidence.hash_match, genuine
+    sm, sq = _hashes(small)
+    other = hashlib.sha256(b"another file").digest()
+    for sent, query in (
+        (other, {"ref": "other", "sha256": other.hex(), "pdq": _pdq(sm[:1], sq)}),
+        (bytes(32), {"ref": "bare", "pdq": _pdq(sm[:1], sq)}),
+    ):
+        for exact in (True, False):
+            forged = pb.VerificationReport()
+            forged.CopyFrom(genuine)
+            forged.evidence.file_sha256 = sent
+            forged.evidence.hash_match = exact
+            for address in _forger(server.address, bytes(forged.SerializeToString())):
+                with _web(address) as http:
+                    r = http.post("/api/v1/lookup", json={"queries": [query]})
+                    if exact:
+                        _refused_502(r, "the server cited a claim of other bytes")
+                    else:
+                        assert r.status_code == 200, r.text
+                        assert r.json()["results"][0]["status"] == "REVOKED_KEY", r.text
