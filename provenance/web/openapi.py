@@ -28,7 +28,7 @@ def _errors(*codes: int) -> dict[str, Any]:
             "the service's answer was refused (BAD_GATEWAY), as `prov verify` refuses it: its"
             " report is of other bytes, or cites a claim of other bytes, or a near copy's"
             " verdict cites a claim whose PDQ hashes do not match the file's (a lookup: the"
-            " query's), or (prov web"
+            " query's; /matches/byBinding: the binding's), or (prov web"
             " --log-key) its receipt does not verify with the pinned log key, or a page of"
             " the log it sent says its next page starts elsewhere than where it ends"
             " (skipping or repeating entries), holds more entries than asked for, or is"
@@ -275,6 +275,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "matches",
                     400,
+                    502,
                 ),
                 "post": {
                     "summary": "C2PA soft binding resolution (JSON body {alg, value})",
@@ -282,7 +283,10 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {
                         "content": {"application/json": {"schema": {"type": "object"}}}
                     },
-                    "responses": {"200": _json(MATCHES, "matches"), **_errors(400, 415)},
+                    "responses": {
+                        "200": _json(MATCHES, "matches"),
+                        **_errors(400, 415, 502),
+                    },
                 },
             },
             "/matches/byContent": {
