@@ -13,13 +13,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import grpc
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from clients.api import ProvenanceClient
+from provenance.core import merkle
+from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import (
     GET_ENTRIES,
@@ -334,3 +339,69 @@ def test_a_checkpoint_behind_the_entries_sent_ends_the_listing_without_502(
         r = http.get("/api/v1/entries", params={"start": "0", "limit": "100"})
         assert r.status_code == 200, r.text
         assert [e["index"] for e in r.json()["entries"]] == [0, 1, 2], r.text
+
+
+def _own_key_log(server: ServerProc) -> tuple[str, dict[str, RelayAnswer]]:
+    """(the real log's key, a relay's answers): GetLogKey answered with a key of the
+    relay's own under the real log's origin, GetCheckpoint with a checkpoint it signs
+    with that key over the real log's first 2 of its 3 entries (the third hidden: a
+    rollback any client trusting the presented key takes)."""
+    with ProvenanceClient(server.address, timeout=60) as c:
+        real, origin = c.log_key()
+        data, _ = c.entries(0, 2)
+    tree = merkle.CompactRange()
+    for entry in data:
+        tree.append(merkle.leaf_hash(entry))
+    signer = LogSigner(Ed25519PrivateKey.generate(), origin)
+    now = datetime.now(UTC).replace(microsecond=0)
+    note = signer.sign(Checkpoint(origin, len(data), tree.root(), now))
+
+    def log_key(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.GetLogKeyResponse(verifier_key=signer.verifier_key(), origin=origin)
+        return bytes(answer.SerializeToString())
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        return bytes(pb.GetCheckpointResponse(checkpoint=note).SerializeToString())
+
+    return real, {_SIZE_CALLS[0]: log_key, _GET_CHECKPOINT: checkpoint}
+
+
+def test_with_a_pinned_log_key_the_log_pages_refuse_a_checkpoint_it_does_not_sign(
+    three_entries: ServerProc,
+) -> None:
+    """`prov web --log-key KEY`: the explorer and the log API check every checkpoint
+    they read with the pinned key, not the one the service presents; a service
+    presenting a key of its own and signing its own checkpoint with it is a 502 naming
+    the pinned key. (Before h-pinkey60: 200 with the relay's checkpoint of 2 entries and
+    its key, as if the pinned key were not there.) An honest service under the same pin:
+    200, the log's 3 entries under the pinned key."""
+    real, more = _own_key_log(three_entries)
+    said = f"does not verify with the log key pinned with --log-key ({real})"
+    with _web_behind(three_entries, paged_entries(_one_a_page), "--log-key", real, more=more) as (
+        http,
+        address,
+    ):
+        for path, params in [
+            ("/api/v1/checkpoint", {}),
+            ("/api/v1/entries/0", {}),
+            ("/api/v1/proofs/consistency", {"first": "1"}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 502, (path, r.text)
+            error = r.json()["error"]
+            assert error["status"] == "BAD_GATEWAY", error
+            assert said in " ".join(error["message"].split()), error
+            assert address not in error["message"], error
+        for path in ["/log", "/log/entries/0", "/log/consistency?first=1"]:
+            page = http.get(path)
+            assert page.status_code == 502, (path, page.text)
+            assert "pinned with --log-key" in page.text, page.text
+    honest = start_web(three_entries.address, "--log-key", real)
+    try:
+        with httpx.Client(base_url=honest.address, timeout=120) as http:
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code == 200, r.text
+            assert r.json()["log_key"] == real and r.json()["size"] == 3, r.text
+            assert http.get("/log").status_code == 200
+    finally:
+        honest.stop()

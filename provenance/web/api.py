@@ -459,7 +459,9 @@ async def lookup(request: Request) -> Response:
 @metered
 async def checkpoint(request: Request) -> Response:
     """``GET /api/v1/checkpoint``: the newest signed checkpoint and the log key."""
-    return JSONResponse(await run_in_threadpool(logviews.checkpoint_view, state(request).client))
+    web = state(request)
+    view = await run_in_threadpool(logviews.checkpoint_view, web.client, web.config.log_key)
+    return JSONResponse(view)
 
 
 @json_errors
@@ -468,7 +470,9 @@ async def checkpoint(request: Request) -> Response:
 async def entry(request: Request) -> Response:
     """``GET /api/v1/entries/{index}``: one log entry with its inclusion proof."""
     index = logviews.parse_index(request.path_params["index"])
-    return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
+    web = state(request)
+    view = await run_in_threadpool(logviews.entry_view, web.client, index, web.config.log_key)
+    return JSONResponse(view)
 
 
 @json_errors
@@ -479,7 +483,7 @@ async def entries(request: Request) -> Response:
     inclusion proofs; ``GET /api/v1/entries?start=N[&limit=M]``: a page of the log. Both
     at once is a 400: which was meant would be a guess."""
     q = request.query_params
-    client = state(request).client
+    client, pinned = state(request).client, state(request).config.log_key
     if "sha256" in q and ("start" in q or "limit" in q):
         raise WebError(
             "sha256 finds the entries of one file and start and limit page through the log:"
@@ -491,13 +495,13 @@ async def entries(request: Request) -> Response:
         limit = logviews.parse_index(
             q.get("limit", str(logviews.MAX_LISTING)), "limit", 1, logviews.MAX_LISTING
         )
-        page = await run_in_threadpool(logviews.entries_view, client, start, limit)
+        page = await run_in_threadpool(logviews.entries_view, client, start, limit, None, pinned)
         return JSONResponse({"start": start, "entries": page})
     sha = logviews.parse_hash(q["sha256"], "sha256")
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if not found:
         raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
-    views = [await run_in_threadpool(logviews.entry_view, client, i) for i in found]
+    views = [await run_in_threadpool(logviews.entry_view, client, i, pinned) for i in found]
     return JSONResponse({"entries": views})
 
 
@@ -545,8 +549,9 @@ async def consistency(request: Request) -> Response:
     # an empty first_root is refused, not taken as left out (the page's form, which sends
     # its empty fields, is `pages.consistency`)
     root = logviews.parse_hash(q["first_root"], "first_root") if "first_root" in q else None
+    web = state(request)
     view = await run_in_threadpool(
-        logviews.consistency_view, state(request).client, first, second, root
+        logviews.consistency_view, web.client, first, second, root, web.config.log_key
     )
     return JSONResponse(view)
 

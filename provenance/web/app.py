@@ -83,8 +83,11 @@ class WebConfig:
     `provenance.web.serve` adds the name it is bound to and the machine's name;
     ``log_key``: the log's verifier key NAME+ID+KEY pinned with ``prov web --log-key``
     (or ``PROV_LOG_KEY``): the receipt of the claim a verdict cites must verify with it
-    (`clients.cited.check_evidence`), else 502; None: the claim's binding alone is
-    checked here (`clients.cited.check_cited`);
+    (`clients.cited.check_evidence`), else 502, and every checkpoint the explorer and
+    the log API read is checked with it, not with the key the service presents
+    (`provenance.web.logviews.latest_checkpoint`), else 502; None: the claim's binding
+    alone is checked here (`clients.cited.check_cited`), the checkpoints with the key
+    the service presents;
     ``image_limits``: the limits a near copy's upload is decoded within for its check
     (`provenance.web.upload.UploadLimits.image`; None: the defaults); `prov serve --http`
     gives its service's, which a standalone `prov web` cannot know."""

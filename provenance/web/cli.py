@@ -120,7 +120,9 @@ def web(
             help="The log's verifier key (text or a file holding it; `prov log key` prints"
             " it), as `prov verify --log-key`: the receipt of the claim a verdict cites"
             " (signed checkpoint, inclusion proof) is checked with it here, and a verdict"
-            " whose evidence does not verify is answered 502, not shown.",
+            " whose evidence does not verify is answered 502, not shown; so is every"
+            " checkpoint the explorer and the log API read (502 when it does not verify"
+            " with this key, whatever key the service presents).",
             callback=verifier_key,
             show_default=False,
         ),

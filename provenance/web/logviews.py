@@ -114,19 +114,24 @@ def log_key(
 
 
 def latest_checkpoint(
-    client: ProvenanceClient, timeout: float | None = None
+    client: ProvenanceClient, timeout: float | None = None, pinned: str | None = None
 ) -> tuple[Checkpoint, str, str]:
     """(checkpoint, signed note, verifier key): the newest checkpoint, its signature
     checked with the log key the service presents (`log_key`: the one it said before;
     when the note does not check with that, the service is asked again, since a
-    restarted service may have another key, and the note checked with its answer).
+    restarted service may have another key, and the note checked with its answer), or,
+    with ``pinned`` (the verifier key NAME+ID+KEY pinned with ``prov web --log-key``),
+    with that key alone, its name the origin, as a receipt is checked with it
+    (`clients.cited.check_evidence`): the service is not asked for its key. Before
+    h-pinkey60 the presented key was used under a pin too, so a service presenting a
+    key of its own showed any checkpoint it signed with it.
     ``timeout``: seconds for its calls together, each given the time left (None: each
     the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
     ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
-    for a note that does not verify with either key (`_unsigned_checkpoint`),
-    TransportError."""
+    for a note that does not verify with either key, or with ``pinned``
+    (`_unsigned_checkpoint`), TransportError."""
     left = _time_left(client, timeout)
-    vkey, origin = log_key(client, timeout=left())
+    vkey, origin = (pinned, None) if pinned is not None else log_key(client, timeout=left())
     try:
         note = client.checkpoint(timeout=left())
     except TransportError as e:
@@ -137,23 +142,30 @@ def latest_checkpoint(
         return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
     except (SignatureError, LogError) as e:
         problem = e
-    now = log_key(client, fresh=True, timeout=left())
-    if now != (vkey, origin):
+    if pinned is None and (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
         vkey, origin = now
         try:
             return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
         except (SignatureError, LogError) as e:
             problem = e
-    raise _unsigned_checkpoint(client, problem)
+    raise _unsigned_checkpoint(client, problem, pinned)
 
 
-def _unsigned_checkpoint(client: ProvenanceClient, problem: Exception) -> ServerEvidenceError:
+def _unsigned_checkpoint(
+    client: ProvenanceClient, problem: Exception, pinned: str | None = None
+) -> ServerEvidenceError:
     """The error of a checkpoint the service sent that does not verify with the log key
-    it presents (`latest_checkpoint`; ``problem``: `open_checkpoint`'s error): 502, its
-    size and root not trusted. Before h-revpage60, 500 INTERNAL with the bare "note
-    signature by ... does not verify", as if the page itself were broken."""
+    it presents, or with ``pinned`` (`latest_checkpoint`; ``problem``:
+    `open_checkpoint`'s error): 502, its size and root not trusted, the pinned key
+    named. Before h-revpage60, 500 INTERNAL with the bare "note signature by ... does
+    not verify", as if the page itself were broken."""
+    key = (
+        "the log key it presents"
+        if pinned is None
+        else f"the log key pinned with --log-key ({pinned})"
+    )
     said = (
-        f"sent a checkpoint that does not verify with the log key it presents ({problem});"
+        f"sent a checkpoint that does not verify with {key} ({problem});"
         " nothing it says of the log's size or root is taken; try again, or tell this"
         " page's operator"
     )
@@ -185,11 +197,12 @@ def _time_left(client: ProvenanceClient, timeout: float | None) -> Callable[[], 
     return left
 
 
-def checkpoint_view(client: ProvenanceClient) -> dict[str, Any]:
+def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict[str, Any]:
     """``{"origin", "size", "root_hash", "time", "checkpoint", "log_key",
     "signature_verified"}``: the newest signed checkpoint (C2SP note text) and the key
-    that signed it (note verifier key ``name+id+key``)."""
-    cp, note, vkey = latest_checkpoint(client)
+    that signed it (note verifier key ``name+id+key``): ``pinned``, when given
+    (`latest_checkpoint`)."""
+    cp, note, vkey = latest_checkpoint(client, pinned=pinned)
     return {
         "origin": cp.origin,
         "size": cp.size,
@@ -201,12 +214,13 @@ def checkpoint_view(client: ProvenanceClient) -> dict[str, Any]:
     }
 
 
-def entry_view(client: ProvenanceClient, index: int) -> dict[str, Any]:
+def entry_view(client: ProvenanceClient, index: int, pinned: str | None = None) -> dict[str, Any]:
     """One log entry: its leaf hash, the server's integration time, the signed claim's
     fields and signature, the device's registry record (None when unknown) and an
-    inclusion proof into the newest checkpoint, checked here. Raises WebError
-    NOT_FOUND past the end of the log."""
-    cp, note, _ = latest_checkpoint(client)
+    inclusion proof into the newest checkpoint, checked here (with ``pinned``, the key
+    it must verify with: `latest_checkpoint`). Raises WebError NOT_FOUND past the end
+    of the log."""
+    cp, note, _ = latest_checkpoint(client, pinned=pinned)
     if index >= cp.size:
         raise WebError(
             f"no entry {index}: the log has {cp.size} entries (0 to {cp.size - 1})", "NOT_FOUND"
@@ -304,11 +318,16 @@ def inclusion_view(client: ProvenanceClient, index: int, tree_size: int) -> dict
 
 
 def consistency_view(
-    client: ProvenanceClient, first: int, second: int, first_root: bytes | None
+    client: ProvenanceClient,
+    first: int,
+    second: int,
+    first_root: bytes | None,
+    pinned: str | None = None,
 ) -> dict[str, Any]:
     """A consistency proof between tree sizes ``first`` and ``second`` (0: the newest).
     With ``first_root`` (the root the caller trusts for size ``first``) and ``second``
-    the newest size, the proof is checked against the signed checkpoint's root.
+    the newest size, the proof is checked against the signed checkpoint's root (with
+    ``pinned``, the key it must verify with: `latest_checkpoint`).
 
     Raises WebError (400) naming the parameter when no proof runs between the sizes:
     ``first`` 0 (every tree extends the empty one: RFC 9162 defines no proof from it),
@@ -319,7 +338,7 @@ def consistency_view(
             " one entry (every tree extends the empty one, so from size 0 there is nothing"
             " to prove)"
         )
-    cp, _, _ = latest_checkpoint(client)
+    cp, _, _ = latest_checkpoint(client, pinned=pinned)
     if second > cp.size:
         raise WebError(
             f"second ({second}) is past the log's size ({cp.size}): it holds no tree of"
@@ -358,7 +377,11 @@ MAX_LISTING = 100
 
 
 def entries_view(
-    client: ProvenanceClient, start: int, count: int, size: int | None = None
+    client: ProvenanceClient,
+    start: int,
+    count: int,
+    size: int | None = None,
+    pinned: str | None = None,
 ) -> list[dict[str, Any]]:
     """Entries ``start`` .. ``start + count - 1`` (fewer only at the end of the log;
     ``count`` capped at `MAX_LISTING`) in log order, each as ``{"index", "leaf_hash",
@@ -378,7 +401,8 @@ def entries_view(
 
     An empty page is the log's end only at or past its size: ``size`` (entries in a
     signed checkpoint the caller read before the listing), else the newest signed
-    checkpoint's, read once an empty page comes (`_log_size`, within the time left of
+    checkpoint's (with ``pinned``, the key it must verify with: `latest_checkpoint`),
+    read once an empty page comes (`_log_size`, within the time left of
     the listing's timeout: before h-revpage60 its calls had a whole timeout more), that
     page then asked for again (entries logged between the two calls come in it). An
     empty page before the size is a ServerEvidenceError (502: the service lost entries
@@ -405,7 +429,7 @@ def entries_view(
         if not data:
             if size is None:  # is this the log's end? ask its size, then the page again
                 try:  # within the listing's timeout: before, a whole one more
-                    known = _log_size(client, deadline - time.monotonic())
+                    known = _log_size(client, deadline - time.monotonic(), pinned)
                 except TransportError as e:
                     if e.waited_s is None:
                         raise
@@ -430,12 +454,13 @@ def entries_view(
     return out
 
 
-def _log_size(client: ProvenanceClient, timeout: float) -> int | None:
+def _log_size(client: ProvenanceClient, timeout: float, pinned: str | None) -> int | None:
     """Entries in the newest signed checkpoint of the service's log (`latest_checkpoint`,
-    its calls given ``timeout`` seconds together), None when it says it has none yet (an
-    empty log). Raises as `latest_checkpoint` does, but for an empty log."""
+    its calls given ``timeout`` seconds together, checked with ``pinned`` when given),
+    None when it says it has none yet (an empty log). Raises as `latest_checkpoint`
+    does, but for an empty log."""
     try:
-        return latest_checkpoint(client, timeout)[0].size
+        return latest_checkpoint(client, timeout, pinned)[0].size
     except WebError as e:
         if e.code != "NOT_FOUND":
             raise

@@ -34,7 +34,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             " (skipping or repeating entries), holds more entries than asked for, or is"
             " empty before the size of the log's signed checkpoint (or past index 0 of a"
             " log it says is empty), or a checkpoint it sent does not verify with the log"
-            " key it presents; the message says which"
+            " key it presents (prov web --log-key: with the pinned log key, whatever key it"
+            " presents); the message says which"
         ),
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"
@@ -198,7 +199,13 @@ def openapi_document() -> dict[str, Any]:
                 }
             },
             "/api/v1/checkpoint": _get(
-                "The latest signed checkpoint and the log key", [], "checkpoint", 400, 404, 503
+                "The latest signed checkpoint and the log key",
+                [],
+                "checkpoint",
+                400,
+                404,
+                502,
+                503,
             ),
             "/api/v1/entries": _get(
                 "The entries of a file by its SHA-256, or a page of the log from `start`"
@@ -224,6 +231,7 @@ def openapi_document() -> dict[str, Any]:
                 "the entry",
                 400,
                 404,
+                502,
             ),
             "/api/v1/proofs/inclusion": _get(
                 "An inclusion proof (RFC 9162 2.1.3)",
@@ -253,6 +261,7 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "the proof",
                 400,
+                502,
             ),
             "/api/v1/devices/{device_id}": _get(
                 "A device: key, label, enrolled, revoked (time and reason)",

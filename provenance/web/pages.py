@@ -119,12 +119,12 @@ async def verify(request: Request) -> Response:
 @metered
 async def explorer(request: Request) -> Response:
     """``GET /log``: the newest checkpoint, the log key and the newest entries."""
-    client = state(request).client
+    client, pinned = state(request).client, state(request).config.log_key
     before = request.query_params.get("before")
     # 400 before any call; an empty one too (no form sends it: before, taken as left out)
     end = logviews.parse_index(before, "before") if before is not None else None
     try:
-        cp = await run_in_threadpool(logviews.checkpoint_view, client)
+        cp = await run_in_threadpool(logviews.checkpoint_view, client, pinned)
     except WebError as e:
         if e.code != "NOT_FOUND":
             raise
@@ -138,7 +138,7 @@ async def explorer(request: Request) -> Response:
         )
     end = size if end is None else end
     start = max(0, end - PAGE)
-    page = await run_in_threadpool(logviews.entries_view, client, start, end - start, size)
+    page = await run_in_threadpool(logviews.entries_view, client, start, end - start, size, pinned)
     return render(
         request,
         "log.html",
@@ -156,7 +156,8 @@ async def explorer(request: Request) -> Response:
 async def entry(request: Request) -> Response:
     """``GET /log/entries/{index}``: one entry, its claim and inclusion proof."""
     index = logviews.parse_index(request.path_params["index"], "entry index")
-    view = await run_in_threadpool(logviews.entry_view, state(request).client, index)
+    web = state(request)
+    view = await run_in_threadpool(logviews.entry_view, web.client, index, web.config.log_key)
     return render(request, "entry.html", entry=view)
 
 
@@ -222,8 +223,9 @@ async def consistency(request: Request) -> Response:
     first = logviews.parse_index(q.get("first"), "the first tree size")
     second = logviews.parse_index(q.get("second", "") or "0", "the second tree size")
     root = logviews.parse_hash(q["first_root"], "the first root") if q.get("first_root") else None
+    web = state(request)
     view = await run_in_threadpool(
-        logviews.consistency_view, state(request).client, first, second, root
+        logviews.consistency_view, web.client, first, second, root, web.config.log_key
     )
     return render(request, "consistency.html", proof=view, first_root=q.get("first_root", ""))
 

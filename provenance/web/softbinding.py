@@ -184,7 +184,9 @@ async def manifest(request: Request) -> Response:
     boolean: another value is a 400 naming it (before, ``=banana`` was a 200)."""
     flag(request, "returnActiveManifest", False)
     index = logviews.parse_index(request.path_params["manifest_id"], "manifestId")
-    return JSONResponse(await run_in_threadpool(logviews.entry_view, state(request).client, index))
+    web = state(request)
+    view = await run_in_threadpool(logviews.entry_view, web.client, index, web.config.log_key)
+    return JSONResponse(view)
 
 
 @json_errors
