@@ -33,6 +33,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
 import typer
@@ -215,6 +216,30 @@ class LazyGroup(TaughtGroup):
                 ctx.fail(f"No such command {name!r}. Did you mean {names}?")
         return super().resolve_command(ctx, args)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        ctx.meta[_WORDS] = list(args)  # every word after `prov`, for `dash_file`
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: Any) -> Any:
+        """Click's, with a hint under "No such option: -d" when the word Click read as
+        that option names an existing file (``prov sign -dash.jpg``): how to give it as a
+        file. Raises UsageError (exit 2) then, else what Click raises."""
+        try:
+            return super().invoke(ctx)
+        except Exception as e:  # Click's NoSuchOption, which Typer keeps private (its own test)
+            if type(e).__name__ != "NoSuchOption":
+                raise
+            name = dash_file(str(getattr(e, "option_name", "")), ctx.meta.get(_WORDS, []))
+            if name is None:
+                raise
+            from provenance.cli.options import UsageError
+
+            said = e.format_message()  # type: ignore[attr-defined]
+            raise UsageError(
+                f"{said}\na file named {name}? put `--` before it or write ./{name}",
+                ctx=getattr(e, "ctx", None),
+            ) from None
+
     def format_help(self, ctx: Any, formatter: Any) -> None:
         ctx.meta[_LISTING] = True
         try:
@@ -225,6 +250,25 @@ class LazyGroup(TaughtGroup):
 
 #: `Context.meta` key: set while ``prov --help`` prints (`LazyGroup.format_help`).
 _LISTING = "clients.cli.listing"
+#: `Context.meta` key: the words given after ``prov`` (`LazyGroup.parse_args`).
+_WORDS = "clients.cli.words"
+
+
+def dash_file(option: str, words: list[str]) -> str | None:
+    """The word of ``words`` (the command line after ``prov``, up to a ``--``) that Click
+    read as the unknown ``option`` and that names an existing file or folder: "-dash.jpg"
+    for "-d" (a short option is one letter of a word), "--long.jpg" for itself; None
+    when no such word names one."""
+    for word in words:
+        if word == "--":
+            return None
+        if option.startswith("--"):
+            same = word == option or word.startswith(f"{option}=")
+        else:
+            same = word.startswith("-") and not word.startswith("--") and option[1:] in word[1:]
+        if same and Path(word).exists():
+            return word
+    return None
 
 
 app = typer.Typer(

@@ -15,7 +15,7 @@ from clients.api import ProvenanceClient, default_server
 from clients.files import open_regular
 from clients.options import ServerOpt, UsageError, files_not_folders
 from detector import cli as detector_cli
-from detector.bands import threshold_words, unscored_reason
+from detector.bands import score_words, threshold_words, unscored_reason
 from provenance.core.errors import ConfigError, ProvenanceError
 from provenance.media.image import sniff_media_type
 from provenance.terminal import SafeConsole, shown_line
@@ -104,8 +104,8 @@ def detect(
             out.print(f"{name}: not scored: {unscored_reason(r)}", highlight=False)
         else:
             out.print(
-                f"{name}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
-                f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']})",
+                f"{name}: {r['band']}, {score_words(r)}, model {r['model_id']}"
+                f" {r['model_version']}",
                 highlight=False,
             )
             out.print(f"  {threshold_words(r)}", highlight=False)

@@ -20,7 +20,12 @@ from clients.device_repair import (
     recovered_server,
     repair,
 )
-from clients.devicecommon import device_passphrase, device_server, print_sync_problems
+from clients.devicecommon import (
+    device_passphrase,
+    device_server,
+    naming_where_the_passphrase_came_from,
+    print_sync_problems,
+)
 from clients.files import read_bounded
 from clients.options import (
     DeviceServerOpt,
@@ -145,7 +150,8 @@ def device_enroll(
     passphrase = device_passphrase()
     # its state is read and written again: not while a `prov sign` numbers a claim
     with h.locked(), ProvenanceClient(server) as c:
-        state = h.enroll(c, token, passphrase, chain)
+        with naming_where_the_passphrase_came_from():
+            state = h.enroll(c, token, passphrase, chain)
     extra = f"; certificate saved in {h.cert_path}" if h.cert_path.exists() else ""
     out.print(f"device {state.device_id} enrolled with {server}{extra}")
 
@@ -289,7 +295,8 @@ def device_repair(
             )
         server, where = recovered
         server_from = f"what is left of {where}" if where == "the damaged file" else where
-    key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), device_passphrase())
+    with naming_where_the_passphrase_came_from():
+        key = DeviceKey.from_encrypted_pem(read_device_file(h.key_path), device_passphrase())
     with h.locked():
         try:
             done = repair(h, key, server, server_from, accept_log_sequence)

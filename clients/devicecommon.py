@@ -3,15 +3,23 @@ the server a device calls, and what a sync could not do, said on stderr."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.text import Text
 
 from clients.device import DeviceHome, SyncResult
-from provenance.cli.passphrase import read_passphrase
+from provenance.cli.passphrase import from_variable, read_passphrase
+from provenance.core.errors import WrongPassphraseError
 from provenance.terminal import SafeConsole
 
 # text that is not ours is never read as markup or emoji codes (`SafeConsole`)
 err = SafeConsole(stderr=True, soft_wrap=True)
+
+
+#: The environment variable holding the device key's passphrase (for scripts).
+PASSPHRASE_ENV = "PROV_PASSPHRASE"
 
 
 def device_passphrase(confirm: bool = False) -> bytes:
@@ -19,11 +27,28 @@ def device_passphrase(confirm: bool = False) -> bytes:
     (`provenance.cli.passphrase.read_passphrase`). Raises UsageError (exit 2) when neither is
     possible (no variable, no terminal)."""
     return read_passphrase(
-        env="PROV_PASSPHRASE",
+        env=PASSPHRASE_ENV,
         what="the device key",
         prompt="Device key passphrase",
         confirm=confirm,
     )
+
+
+@contextmanager
+def naming_where_the_passphrase_came_from() -> Iterator[None]:
+    """Around decrypting the device key with `device_passphrase`: a WrongPassphraseError
+    raised inside is raised again saying where the passphrase came from ($PROV_PASSPHRASE
+    or the prompt) and what to do; other errors pass unchanged."""
+    try:
+        yield
+    except WrongPassphraseError as e:
+        where = (
+            f"the passphrase came from ${PASSPHRASE_ENV}: set it to the device key's, or unset"
+            " it to be asked"
+            if from_variable(PASSPHRASE_ENV)
+            else "the passphrase was typed at the prompt: run again and type the device key's"
+        )
+        raise WrongPassphraseError(f"{e} ({where})") from e
 
 
 def print_sync_problems(h: DeviceHome, done: SyncResult, server: str, stops: bool = True) -> None:

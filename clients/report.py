@@ -24,7 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 from clients.derived import match_line
-from detector.bands import threshold_words, unscored_reason
+from detector.bands import score_words, threshold_words, unscored_reason
 from provenance.core.claims import Claim, Device, Verdict
 from provenance.core.timetext import utc_iso, utc_text
 from provenance.core.verify import ClaimEvidence, VerificationReport
@@ -357,8 +357,7 @@ def report_to_text(
         if d.get("available", True):
             frames = f" over {len(d['timeline'])} frames" if d.get("timeline") else ""
             lines.append(
-                f"  detector   {d['band']}: score {d['score']:.3f}"
-                f" (band {d['band_low']:.2f}-{d['band_high']:.2f}), model {d['model_id']}"
+                f"  detector   {d['band']}: {score_words(d)}, model {d['model_id']}"
                 f" {d['model_version']}, {len(d.get('crops', []))} crops{frames}"
             )
             lines.append(f"             {threshold_words(d)}")

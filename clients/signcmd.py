@@ -16,6 +16,7 @@ from clients.device import DeviceHome, SidecarExistsError, check_embeddable, def
 from clients.devicecommon import (
     device_passphrase,
     device_server,
+    naming_where_the_passphrase_came_from,
     not_enrolled_text,
     print_sync_problems,
 )
@@ -116,7 +117,8 @@ def sign(
     h = DeviceHome(home)
     h.require_key()  # before the prompt
     server = device_server(ctx, server, h)
-    key = h.load_key(device_passphrase())
+    with naming_where_the_passphrase_came_from():
+        key = h.load_key(device_passphrase())
     chain = h.certificate() if c2pa else b""
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary

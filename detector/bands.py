@@ -53,6 +53,17 @@ def threshold_words(block: Mapping[str, Any]) -> str:
     )
 
 
+def score_words(block: Mapping[str, Any]) -> str:
+    """A scored block's score and its range over other crop draws, as every reader prints
+    them: "score 0.298 (0.23-0.37 with other crops)". The range is ``band_low``-``band_high``
+    (a 95% interval, docs/detector.md "Exactly how it scores"), not the band label, so the
+    words do not call it a band."""
+    return (
+        f"score {block['score']:.3f}"
+        f" ({block['band_low']:.2f}-{block['band_high']:.2f} with other crops)"
+    )
+
+
 def unscored_reason(block: Mapping[str, Any]) -> str:
     """Why an unscored block (``available`` false) has no score, without a leading "not
     scored: " (the server's notes start so; the readers print their own prefix), e.g.

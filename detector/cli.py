@@ -31,7 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from detector.bands import threshold_words
+from detector.bands import score_words, threshold_words
 from detector.transforms import CONDITIONS
 from provenance.cli.options import UsageError
 from provenance.core.errors import ProvenanceError
@@ -358,9 +358,8 @@ def detect(
                 _err.print(f"{r['file']}: {r['error']}", style="red", highlight=False)
             else:
                 _out.print(
-                    f"{r['file']}: {r['band']} (score {r['score']:.3f}, band {r['band_low']:.2f}-"
-                    f"{r['band_high']:.2f}, {r['model_id']} {r['model_version']}, "
-                    f"{len(r['crops'])} crops)",
+                    f"{r['file']}: {r['band']}, {score_words(r)}, model {r['model_id']}"
+                    f" {r['model_version']}, {len(r['crops'])} crops",
                     highlight=False,
                 )
                 _out.print(f"  {threshold_words(r)}", highlight=False)

@@ -17,11 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from detector.bands import crop_tone, threshold_words
+from detector.bands import crop_tone, score_words, threshold_words
 from provenance.web.present import crop_marks
 from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, ServerProc, read_line, start_server
 
 CAT = SAMPLES / "chelsea.png"
+#: How every reader prints a score and its range over other crop draws (before: "score
+#: 0.298, band 0.23-0.37", where "band" read as the band label of the same line).
+SCORE_WORDS = r"score 0\.\d{3} \(0\.\d\d-[01]\.\d\d with other crops\)"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +69,8 @@ def test_local_detect_prints_the_thresholds(calibration: Any) -> None:
     args = ("detect", "--local", "--seed", "7", "--device", "cpu", str(CAT))
     rc, out, err = _prov(*args)
     assert rc == 0, err
-    assert re.search(r"chelsea\.png: \S.* \(score 0\.\d{3}, band ", out), out
+    line = rf"chelsea\.png: \S.*, {SCORE_WORDS}, model default \d+, \d+ crops\n"
+    assert re.search(line, out), out
     assert f"  {_words(calibration)}\n" in out
     rc, out, err = _prov(*args, "--json")
     assert rc == 0, err
@@ -91,12 +95,13 @@ def test_verify_and_detect_through_the_server(
     srv, _ = served
     rc, out, err = _prov("verify", str(CAT), server=srv.address)
     assert rc == 11, err  # unsigned
-    assert re.search(r"  detector   \S.*: score 0\.\d{3} ", out), out
+    assert re.search(rf"  detector   \S.*: {SCORE_WORDS}, model default \d+, ", out), out
     assert f"             {_words(calibration)}\n" in out
     rc, out, err = _prov("verify", str(CAT), "--json", server=srv.address)
     _thresholds_match(json.loads(out)["detector"], calibration)
     rc, out, err = _prov("detect", str(CAT), server=srv.address)
     assert rc == 0 and f"  {_words(calibration)}\n" in out, out + err
+    assert re.search(rf"chelsea\.png: \S.*, {SCORE_WORDS}, model default \d+\n", out), out
     assert out.rstrip().endswith("only `prov verify` checks signatures"), out  # under a score
     rc, out, err = _prov("detect", str(CAT), "--json", server=srv.address)
     (block,) = json.loads(out)["results"]
@@ -153,3 +158,10 @@ def test_blocks_without_thresholds_say_so_instead_of_guessing() -> None:
     assert marks is not None and [m.tone for m in marks.marks] == ["unknown"]
     new = {**old, "threshold_low": 0.3, "threshold_high": 0.99}
     assert [crop_tone(s, new) for s in (0.99, 0.98, 0.3, 0.29)] == ["high", "mid", "mid", "low"]
+
+
+def test_score_words_do_not_call_the_range_a_band() -> None:
+    """The range over crop draws is named for what it is: "band" is the label's word."""
+    block = {"score": 0.2984, "band_low": 0.231, "band_high": 0.374, "band": "uncertain"}
+    assert score_words(block) == "score 0.298 (0.23-0.37 with other crops)"
+    assert re.fullmatch(SCORE_WORDS, score_words(block))

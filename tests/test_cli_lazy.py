@@ -151,3 +151,37 @@ def test_a_mistyped_command_is_answered_with_the_nearest_names() -> None:
     )
     assert done.returncode == 2
     assert "No such command 'zzzz'." in done.stderr and "Did you mean" not in done.stderr
+
+
+def test_a_file_named_with_a_leading_dash_gets_a_hint(tmp_path: Path) -> None:
+    """``prov sign -dash.jpg`` (a file of that name in the folder) said only "No such
+    option: -d" (Click reads the name as the flags -d -a -s ...): it now asks whether a
+    file was meant and says how to name one, in a group's command too. A dash option that
+    names no file gets no hint."""
+    (tmp_path / "-dash.jpg").write_bytes(b"not a photo")
+    (tmp_path / "--long.jpg").write_bytes(b"not a photo")
+    for argv, name in (
+        (["sign", "-dash.jpg"], "-dash.jpg"),
+        (["verify", "--long.jpg"], "--long.jpg"),
+        (["device", "enroll", "--token", "T", "-dash.jpg"], "-dash.jpg"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "clients.cli", *argv],
+            capture_output=True,
+            text=True,
+            env={**_env(), "COLUMNS": "400"},
+            cwd=tmp_path,
+        )
+        said = " ".join(done.stderr.replace("│", " ").split())
+        assert done.returncode == 2, (argv, done.stderr)
+        assert "No such option" in said, (argv, said)
+        assert f"a file named {name}? put `--` before it or write ./{name}" in said, (argv, said)
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.cli", "sign", "-nofile.jpg"],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2 and "No such option: -n" in done.stderr, done.stderr
+    assert "a file named" not in done.stderr, done.stderr

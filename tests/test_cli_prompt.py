@@ -144,26 +144,60 @@ def test_an_empty_passphrase_variable_is_named_without_a_terminal(
     assert not (home / "device_key.pem").exists()
 
 
+#: Said of a device key that the passphrase does not decrypt.
+WRONG = "error: cannot decrypt the private key: the passphrase is wrong, or the key file is damaged"
+
+
 def test_a_wrong_passphrase_is_one_sentence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`prov sign` with the wrong PROV_PASSPHRASE: exit 1 and one line that says it once
-    (before: "cannot decrypt the private key (wrong passphrase or corrupt PEM): Incorrect
-    password, could not decrypt key"). Nothing is signed."""
+    """`prov sign` and `prov device enroll` with the wrong PROV_PASSPHRASE: exit 1 and one
+    line that says it once, and that the passphrase came from the variable (before: "...
+    the passphrase is wrong, or the key file is damaged", without a word on where it came
+    from; before that: "cannot decrypt the private key (wrong passphrase or corrupt PEM):
+    Incorrect password, could not decrypt key"). Nothing is signed."""
     home = tmp_path / "device"
     monkeypatch.setenv("PROV_PASSPHRASE", "the right one")
     assert prov_main(["device", "init", "--home", str(home)]) == 0
     photo = tmp_path / "rocket.jpg"
     photo.write_bytes((SAMPLES / "rocket.jpg").read_bytes())
     monkeypatch.setenv("PROV_PASSPHRASE", "a wrong one")
-    capsys.readouterr()
-    rc = prov_main(["sign", "--home", str(home), "--server", closed_port(), str(photo)])
-    err = capsys.readouterr().err
-    assert (rc, err) == (
-        1,
-        "error: cannot decrypt the private key: the passphrase is wrong, or the key file is"
-        " damaged\n",
-    ), err
+    where = ("--home", str(home), "--server", closed_port())
+    for args in (["sign", *where, str(photo)], ["device", "enroll", *where, "--token", "T"]):
+        capsys.readouterr()
+        rc = prov_main(args)
+        err = capsys.readouterr().err
+        assert (rc, err) == (
+            1,
+            f"{WRONG} (the passphrase came from $PROV_PASSPHRASE: set it to the device key's,"
+            " or unset it to be asked)\n",
+        ), (args, err)
+    assert not (tmp_path / "rocket.jpg.prov").exists()
+
+
+def test_a_wrong_passphrase_typed_at_the_prompt_says_so(tmp_path: Path) -> None:
+    """Typed at the prompt, the wrong passphrase's error says it was typed (before: the
+    same words as for one from $PROV_PASSPHRASE, which named neither)."""
+    home = tmp_path / "device"
+    env = {k: v for k, v in os.environ.items() if k not in ("PROV_PASSPHRASE", "PROV_HOME")}
+    env.update(COLUMNS="400", TERM="dumb", NO_COLOR="1")  # plain text, one line each
+    made = Terminal(["-m", "clients.cli", "device", "init", "--home", str(home)], env)
+    for _ in range(2):
+        made.expect(": ")
+        made.type("the right one")
+    rc, said = made.finish()
+    assert rc == 0, said
+    photo = tmp_path / "rocket.jpg"
+    photo.write_bytes((SAMPLES / "rocket.jpg").read_bytes())
+    argv = ["-m", "clients.cli", "sign", "--home", str(home), "--server", closed_port()]
+    term = Terminal([*argv, str(photo)], env)
+    term.expect("Device key passphrase: ")
+    term.type("a wrong one")
+    rc, said = term.finish()
+    assert rc == 1, said
+    assert f"{WRONG} (the passphrase was typed at the prompt: run again and type the device" in (
+        " ".join(said.split())
+    ), said
     assert not (tmp_path / "rocket.jpg.prov").exists()
 
 

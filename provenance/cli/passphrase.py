@@ -36,6 +36,12 @@ def empty_passphrase(what: str) -> str:
     return f"the passphrase cannot be empty: {what} is encrypted with it"
 
 
+def from_variable(env: str) -> bool:
+    """Whether `read_passphrase` without a file takes the passphrase from the environment
+    variable ``env`` (set and not empty) rather than from the prompt."""
+    return bool(os.environ.get(env))
+
+
 def read_passphrase(
     *,
     env: str,

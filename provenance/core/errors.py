@@ -46,6 +46,11 @@ class KeyMaterialError(ProvenanceError):
     """A key is malformed, weak (small order, non-canonical) or cannot be decrypted."""
 
 
+class WrongPassphraseError(KeyMaterialError):
+    """An encrypted key file that the passphrase given does not decrypt (a wrong
+    passphrase and a damaged file look the same)."""
+
+
 class SignatureError(ProvenanceError):
     """A signature does not verify, or a signed object is malformed."""
 

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from provenance.core.errors import KeyMaterialError, SignatureError
+from provenance.core.errors import KeyMaterialError, SignatureError, WrongPassphraseError
 from provenance.core.keyfile import check_kdf_cost, encrypt_pkcs8_pem, unsupported_encryption
 
 PUBLIC_KEY_SIZE = 32
@@ -223,7 +223,9 @@ class DeviceKey:
     def from_encrypted_pem(cls, pem: bytes, passphrase: bytes) -> DeviceKey:
         """Load a key written by `to_encrypted_pem`.
 
-        Raises KeyMaterialError if the passphrase is wrong or empty, the PEM is corrupt
+        Raises WrongPassphraseError (a KeyMaterialError) if the passphrase does not decrypt
+        it (wrong, or the file damaged), KeyMaterialError if the passphrase is empty, the
+        PEM is corrupt
         or not encrypted, the key is not an Ed25519 key, it is encrypted with an algorithm
         this program does not decrypt (`keyfile.unsupported_encryption` names it and those
         it does), or the file asks for more key derivation work than
@@ -245,10 +247,12 @@ class DeviceKey:
                 f"the private key uses an algorithm this program does not support ({e})"
             ) from e
         except ValueError as e:  # a wrong passphrase and a damaged file look the same
-            problem = unsupported_encryption(pem) or (
-                "the passphrase is wrong, or the key file is damaged"
-            )
-            raise KeyMaterialError(f"cannot decrypt the private key: {problem}") from e
+            if problem := unsupported_encryption(pem):
+                raise KeyMaterialError(f"cannot decrypt the private key: {problem}") from e
+            raise WrongPassphraseError(
+                "cannot decrypt the private key: the passphrase is wrong, or the key file is"
+                " damaged"
+            ) from e
         if not isinstance(private, Ed25519PrivateKey):
             raise KeyMaterialError(f"expected an Ed25519 private key, got {type(private).__name__}")
         return cls(private)
