@@ -53,6 +53,7 @@ from provenance.log.audit import (
     AuditState,
     KeyHistoryReader,
     audit_step,
+    enrolled_past,
 )
 from provenance.log.checkpoint import (
     DEFAULT_KEY_SUFFIX,
@@ -627,6 +628,7 @@ def _audit_db(
         # the claims against the key history: read from leaf 0, of a migrated schema
         claims = ClaimKeyAuditor() if index is not None else None
         history = KeyHistoryReader(claims)
+        unlogged = False  # the key history not logged yet: see `_key_history_unlogged`
         with transient_bar(err) as bar:
             task = bar.add_task("re-hashing entries", total=size - start)
 
@@ -660,7 +662,12 @@ def _audit_db(
                 claims.finish(lambda first, end: _stored_entries(store, first, end))
             if index is not None:
                 index.finish()
-                history.compare_registry(store.find_device)
+                unlogged = _key_history_unlogged(store)
+                history.compare_registry(
+                    store.find_device,
+                    () if unlogged else store.device_ids(),
+                    lambda d: enrolled_past(store.key_event_entries(d), d, cp.size),
+                )
                 problems += [f"KEY HISTORY: {p}" for p in history.problems]
                 problems += [f"NEAR-DUPLICATE INDEX: {p}" for p in index.problems]
             if claims is not None:
@@ -701,12 +708,28 @@ def _audit_db(
         )
         return
     out.print(_key_history_ok(history))
+    if unlogged:
+        out.print(
+            "registry rows of devices the log never enrolled: not looked for: the key"
+            " history of this database is not logged yet (the first `prov serve` on it"
+            " logs an enrollment of every row; then audit again)"
+        )
     if claims is not None:
         _claims_ok(claims)
     out.print(
         f"near-duplicate index OK: {index.rows_checked} soft-hash rows and"
         f" {index.packs_checked} index packs match the logged entries"
     )
+
+
+def _key_history_unlogged(store: Store) -> bool:
+    """Whether the key history of ``store`` is not logged yet: no server started on it
+    since it was migrated to key history (the first start logs an enrollment, marked
+    backfilled, for every registry row). Its rows then have no logged enrollment
+    honestly, and are not named. Raises StorageError."""
+    from provenance.server.service import KEY_HISTORY_META
+
+    return store.get_meta(KEY_HISTORY_META) is None
 
 
 def _stored_entries(store: Store, first: int, end: int) -> Iterator[bytes]:

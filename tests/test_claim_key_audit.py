@@ -34,11 +34,12 @@ from provenance.core.keyhistory import (
     sign_key_event,
 )
 from provenance.core.keys import DeviceKey
+from provenance.core.problems import MAX_PROBLEMS
 from provenance.core.timetext import utc_text
 from provenance.log.checkpoint import Checkpoint
 from provenance.log.claim_audit import ClaimKeyAuditor
 from provenance.server.service import KEY_HISTORY_META
-from provenance.store import NewKeyLeaf, NewLeaf
+from provenance.store import NewKeyLeaf, NewLeaf, to_us
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from tests.conftest import relay, start_server
@@ -493,3 +494,87 @@ def test_many_enrollments_of_one_device_keep_one_key() -> None:
     claims.finish(lambda first, end: [])
     assert claims.problems == [] and claims.claims_checked == 3
     assert claims._keys == {dev.device_id: (dev.key.public_key, 0, True)}
+
+
+def _unlogged_row(db: str, key: DeviceKey) -> None:
+    """Add a registry row for ``key`` straight into ``db``, behind the log's back: no
+    enrollment logged, yet the server accepts the device's claims."""
+    _sql(
+        db,
+        "INSERT INTO devices(device_id, public_key, enrolled_at) VALUES (?, ?, ?)",
+        key.key_id,
+        key.public_key,
+        to_us(T0),
+    )
+
+
+def test_a_registry_row_the_log_never_enrolled_fails_the_audit(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows added straight into the devices table, of devices the log never enrolled and
+    that logged no claim, are each named (in the registry problems' own bound; the
+    table read in pages, here of 4 rows); the honestly enrolled device is not. Before
+    (h-regextra60) the audit passed (exit 0): only the devices the log names were
+    looked up in the registry."""
+    h = _service(db, tmp_path)
+    try:
+        honest = h.enroll()
+        h.submit(honest.next_claim())
+        vkey = h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    assert rc == 0 and "key history OK: 1 enrollment and 0 revocations" in text, text
+    added = [DeviceKey.generate() for _ in range(MAX_PROBLEMS + 3)]
+    for key in added:
+        _unlogged_row(db, key)
+    monkeypatch.setattr("provenance.store.sql.PAGE", 4)
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    _failed(rc, text)
+    flat = " ".join(text.split())
+    named = [k for k in added if f"KEY HISTORY: device {k.key_id.hex()} is in" in flat]
+    assert len(named) == MAX_PROBLEMS, text
+    said = "is in the registry but the log holds no enrollment of it: added behind the log's back"
+    assert flat.count(said) == MAX_PROBLEMS and "... and 3 more mismatches" in flat, text
+    assert honest.device_id.hex() not in flat, text
+    # nothing else differs: the claim is its enrolled device's
+    assert "CLAIMS" not in text and "LEAF ROWS" not in text and "STORED TREE" not in text
+    # a database whose key history is not logged yet (migrated, no server started on
+    # it since) holds such rows honestly: they are not named, and the audit says so
+    _sql(db, "DELETE FROM meta WHERE key=?", KEY_HISTORY_META)
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert "registry rows of devices the log never enrolled: not looked for" in text, text
+
+
+def test_a_device_enrolled_after_the_audited_checkpoint_passes(
+    db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A live server enrolls a device after the checkpoint an audit read: its registry
+    row is there, its enrollment logged in the same transaction, but past the audited
+    tree. Written here as the writer writes an enrollment, with the checkpoint left out
+    (what the audit sees of one committed after it read its checkpoint): the audit
+    passes, naming no row."""
+    h = _service(db, tmp_path)
+    try:
+        h.submit(h.enroll().next_claim())
+        key = DeviceKey.generate()
+        at = h.clock.advance(minutes=1)
+        ev = KeyEvent(KeyEventKind.ENROLLMENT, key.key_id, at, public_key=key.public_key)
+        signed = sign_key_event(h.service._admin, wire.encode_key_event(ev))
+        entry = wire.encode_key_event_entry(signed, at)
+        w = h.service.writer
+        with h.service.store.append() as txn:
+            start = txn.tree_size()
+            frontier = w._frontier(txn, start, txn.latest_checkpoint())
+            txn.enroll(None, Registered(key.key_id, key.public_key, at), at, "")
+            txn.put_nodes(frontier.append(merkle.leaf_hash(entry)))
+            txn.insert_key_events(
+                start, [NewKeyLeaf(merkle.leaf_hash(entry), signed, ev, at, entry)]
+            )
+        vkey = h.service.signer.verifier_key()
+    finally:
+        h.service.close()
+    rc, text = _audit(db, vkey, tmp_path, capsys)
+    assert rc == 0, text
+    assert "log OK: has 2 entries" in text and "key history OK: 1 enrollment" in text, text

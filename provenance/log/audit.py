@@ -20,6 +20,7 @@ import json
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from provenance.core import merkle
 from provenance.core.claims import Device
@@ -31,6 +32,7 @@ from provenance.core.errors import (
     ServerEvidenceError,
 )
 from provenance.core.keyhistory import (
+    KeyEvent,
     KeyEventKind,
     KeyState,
     LoggedKeyEvent,
@@ -334,14 +336,13 @@ class KeyHistoryReader(Problems):
 
     def _read_event(self, index: int, entry: bytes) -> None:
         try:
-            got, integrated_at = wire.decode_entry(entry)
-            if not isinstance(got, SignedKeyEvent):
-                return
-            verify_key_event(got)
-            event = wire.decode_key_event(got.event_bytes)
+            read = _verified_event(entry)
         except ProvenanceError as e:
             self._problem(index, e)
             return
+        if read is None:
+            return
+        event, integrated_at, got = read
         state = fold(self.states, index, event)
         if event.kind is KeyEventKind.ENROLLMENT:
             self.enrollments += 1
@@ -365,17 +366,67 @@ class KeyHistoryReader(Problems):
             raise ValueError("this key-history reader kept no rows (made with rows=False)")
         return zip(self._indices, self._devices, self._kinds, strict=True)
 
-    def compare_registry(self, find_device: Callable[[bytes], Device | None]) -> None:
+    def compare_registry(
+        self,
+        find_device: Callable[[bytes], Device | None],
+        registry: Iterable[bytes] = (),
+        enrolled_later: Callable[[bytes], bool] | None = None,
+    ) -> None:
         """Compare each device's registry row (as ``find_device`` reports it: None when
         there is none) with the state its logged history gives: each difference (an
         edited, back-dated or deleted enrollment or revocation) noted as a problem
         (`keyhistory.registry_problems`), after those of the entries read, in a bound of
         their own: up to `MAX_PROBLEMS` listed however many entries did not read (before,
         20 unreadable entries left no room for a deleted revocation's sentence, only a
-        count), the rest counted in ``more``."""
-        registry = Problems()
+        count), the rest counted in ``more``.
+
+        ``registry``, the device id of every registry row (streamed: `Store.device_ids`),
+        names, in the same bound, each row of a device the log holds no enrollment of (a
+        row added behind the log's back, from which the server accepts claims), unless
+        ``enrolled_later(device id)`` says an enrollment of it is logged past the audited
+        checkpoint (a server enrolling while audited). Before (h-regextra60) only the
+        devices the log names were looked up, and such a row passed."""
+        found = Problems()
         for device_id, state in self.states.items():
             for text in registry_problems(state, find_device(device_id)):
-                registry._note(text)
-        self.problems += registry.problems
-        self.more += registry.more
+                found._note(text)
+        for device_id in registry:
+            if device_id in self.states or (enrolled_later and enrolled_later(device_id)):
+                continue
+            found._note(
+                f"device {device_id.hex()} is in the registry but the log holds no"
+                " enrollment of it: added behind the log's back"
+            )
+        self.problems += found.problems
+        self.more += found.more
+
+
+def enrolled_past(entries: Iterable[tuple[int, bytes]], device_id: bytes, size: int) -> bool:
+    """Whether ``entries`` ((leaf index, leaf data) of the key-history leaves a store
+    indexes for ``device_id``: `Store.key_event_entries`) hold, at an index of ``size``
+    or more (past the audited checkpoint of ``size`` leaves), a signed enrollment of
+    ``device_id`` whose signature verifies: a device a live server enrolled after the
+    checkpoint an audit read, whose registry row is written with that entry. An entry
+    that does not decode or verify counts as none (the next audit, which reads it, names
+    it)."""
+    for index, entry in entries:
+        if index < size:
+            continue
+        try:
+            read = _verified_event(entry)
+        except ProvenanceError:
+            continue
+        if read and read[0].kind is KeyEventKind.ENROLLMENT and read[0].device_id == device_id:
+            return True
+    return False
+
+
+def _verified_event(entry: bytes) -> tuple[KeyEvent, datetime, SignedKeyEvent] | None:
+    """The key event of the leaf data ``entry``, its integration time and its signed
+    form, the signature verified; None for an entry of a claim. Raises ProvenanceError
+    when it does not decode or verify."""
+    got, integrated_at = wire.decode_entry(entry)
+    if not isinstance(got, SignedKeyEvent):
+        return None
+    verify_key_event(got)
+    return wire.decode_key_event(got.event_bytes), integrated_at, got

@@ -306,6 +306,12 @@ class Store(Protocol):
         log order."""
         ...
 
+    def device_ids(self) -> Iterator[bytes]:
+        """The device id of every registry (``devices``) row, in id order, read in
+        pages: for `prov log audit --db` to name a row whose device the log never
+        enrolled. A row a server adds meanwhile may or may not be among them."""
+        ...
+
     def key_event_rows(self, start: int) -> Iterator[tuple[int, object, object]]:
         """(leaf index, device id, kind) of every ``key_events`` row from leaf ``start``
         on, in leaf order, read in pages: the values as the database holds them, for

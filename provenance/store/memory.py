@@ -322,6 +322,11 @@ class MemoryStore:
         with self._lock:
             return _revoke(self._state, device_id, effective_at, reason)
 
+    def device_ids(self) -> Iterator[bytes]:
+        with self._lock:
+            ids = sorted(self._state.devices)
+        yield from ids
+
     def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
         return [
             (i, self._state.leaves[i].entry)

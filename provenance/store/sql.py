@@ -666,6 +666,23 @@ class SqlStore(ABC):
         with self._errors(), self._write() as c:
             return revoke(c, device_id, effective_at, reason)
 
+    def device_ids(self) -> Iterator[bytes]:
+        """`Store.device_ids`: `PAGE` ids a statement, each page after the last id read
+        (a blob of SQLite's ordering; a row whose id a hand wrote as text or a number,
+        which no lookup by id finds, is not among them)."""
+        after = b""
+        while ids := self._device_id_page(after):
+            yield from ids
+            after = ids[-1]
+
+    def _device_id_page(self, after: bytes) -> list[bytes]:
+        with self._reading() as c:
+            rows = c.execute(
+                "SELECT device_id FROM devices WHERE device_id>? ORDER BY device_id LIMIT ?",
+                (after, PAGE),
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     @_reads_log
     def key_event_entries(self, device_id: bytes) -> list[tuple[int, bytes]]:
         with self._reading() as c:
