@@ -3,8 +3,9 @@ checkpoint they read with the pinned key. An honest service under a correct pin 
 answered as without one (200), whether the key is given as text, as a file or as
 $PROV_LOG_KEY, on an empty log too; a relay that presents the pinned key but signs its
 checkpoint with another, or adds a line under the pinned key's name to a note it made,
-is a 502. A real `prov serve`, real claims of a real device, a real gRPC relay, a real
-`prov web`."""
+is a 502. A lookup's verdict (`POST /api/v1/lookup`, `/matches/byBinding`) is held to
+the pinned key too (revpin60). A real `prov serve`, real claims of a real device, a real
+gRPC relay, a real `prov web`."""
 
 from __future__ import annotations
 
@@ -168,3 +169,56 @@ def test_a_relay_presenting_the_pinned_key_but_signing_with_another_is_502(
             r = http.get(path, params=params)
             assert r.status_code == 502, (path, r.text)
             assert "pinned with --log-key" in r.text, (path, r.text)
+
+
+def _lookup_body(path: Path) -> dict[str, Any]:
+    """A lookup of ``path`` by its SHA-256 and its PDQ hash, as an API client sends it,
+    and one of unrelated bytes (UNSIGNED, nothing to prove)."""
+    from provenance.media.assets import AssetLimits, image_pdq
+
+    hashes, quality = image_pdq(path.read_bytes(), AssetLimits())
+    return {
+        "queries": [
+            {
+                "ref": "rocket",
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "pdq": [{"hash": hashes[0].hex(), "quality": quality}],
+            },
+            {"ref": "unsigned", "sha256": "ab" * 32},
+        ]
+    }
+
+
+def test_a_lookup_verdict_is_checked_with_the_pinned_key(
+    three_entries: ServerProc, tmp_path: Path
+) -> None:
+    """`POST /api/v1/lookup` and `/matches/byBinding` under --log-key: the receipt of the
+    claim each verdict cites must verify with the pinned key, as an upload's must and as
+    `prov scan --log-key` checks its lookups (--log-key's help: "a verdict whose evidence
+    does not verify is answered 502"). Under another log's key: 502 naming it; under the
+    real one: 200, SIGNED_ORIGINAL and a match. (Before revpin60: 200 under another log's
+    key, the service's receipts relayed unchecked.)"""
+    from provenance.log.checkpoint import generate_log_key
+    from provenance.media.assets import AssetLimits, image_pdq
+
+    real, origin = _real_key(three_entries)
+    other = tmp_path / "other"
+    other.mkdir()
+    wrong = generate_log_key(other / "key.pem", origin).verifier_key()
+    body = _lookup_body(SAMPLES / "rocket.jpg")
+    hashes, _ = image_pdq((SAMPLES / "rocket.jpg").read_bytes(), AssetLimits())
+    binding = {"alg": "pdq", "value": base64.b64encode(hashes[0]).decode()}
+    with _web(three_entries.address, "--log-key", wrong) as http:
+        r = http.post("/api/v1/lookup", json=body)
+        assert r.status_code == 502, r.text
+        said = " ".join(r.json()["error"]["message"].split())
+        assert "queries[0]" in said and wrong.split("+")[1] in said, said
+        r = http.get("/matches/byBinding", params=binding)
+        assert r.status_code == 502, r.text
+    with _web(three_entries.address, "--log-key", real) as http:
+        r = http.post("/api/v1/lookup", json=body)
+        assert r.status_code == 200, r.text
+        got = [x["status"] for x in r.json()["results"]]
+        assert got == ["SIGNED_ORIGINAL", "UNSIGNED"], r.text
+        r = http.get("/matches/byBinding", params=binding)
+        assert r.status_code == 200 and r.json()["matches"], r.text
