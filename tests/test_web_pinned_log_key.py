@@ -222,3 +222,20 @@ def test_a_lookup_verdict_is_checked_with_the_pinned_key(
         assert got == ["SIGNED_ORIGINAL", "UNSIGNED"], r.text
         r = http.get("/matches/byBinding", params=binding)
         assert r.status_code == 200 and r.json()["matches"], r.text
+
+
+def test_the_openapi_document_lists_502_where_a_checkpoint_is_read() -> None:
+    """Each API route whose checkpoint a relay's own key makes a 502 (above) lists 502 in
+    the OpenAPI document. (Before revpin60, `/manifests/{manifestId}` listed 200, 400 and
+    404 alone.)"""
+    from provenance.web.openapi import openapi_document
+
+    paths = openapi_document()["paths"]
+    for path in [
+        "/api/v1/checkpoint",
+        "/api/v1/entries",
+        "/api/v1/entries/{index}",
+        "/api/v1/proofs/consistency",
+        "/manifests/{manifestId}",
+    ]:
+        assert "502" in paths[path]["get"]["responses"], (path, paths[path]["get"]["responses"])
