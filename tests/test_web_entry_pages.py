@@ -341,11 +341,10 @@ def test_a_checkpoint_behind_the_entries_sent_ends_the_listing_without_502(
         assert [e["index"] for e in r.json()["entries"]] == [0, 1, 2], r.text
 
 
-def _own_key_log(server: ServerProc) -> tuple[str, dict[str, RelayAnswer]]:
-    """(the real log's key, a relay's answers): GetLogKey answered with a key of the
-    relay's own under the real log's origin, GetCheckpoint with a checkpoint it signs
-    with that key over the real log's first 2 of its 3 entries (the third hidden: a
-    rollback any client trusting the presented key takes)."""
+def own_key_rollback(server: ServerProc) -> tuple[str, str, LogSigner, str]:
+    """(the real log's key, its origin, a key of a relay's own under that origin, a
+    checkpoint note it signs with that key over the real log's first 2 of its 3 entries:
+    the third hidden, a rollback any client trusting the presented key takes)."""
     with ProvenanceClient(server.address, timeout=60) as c:
         real, origin = c.log_key()
         data, _ = c.entries(0, 2)
@@ -354,7 +353,14 @@ def _own_key_log(server: ServerProc) -> tuple[str, dict[str, RelayAnswer]]:
         tree.append(merkle.leaf_hash(entry))
     signer = LogSigner(Ed25519PrivateKey.generate(), origin)
     now = datetime.now(UTC).replace(microsecond=0)
-    note = signer.sign(Checkpoint(origin, len(data), tree.root(), now))
+    return real, origin, signer, signer.sign(Checkpoint(origin, len(data), tree.root(), now))
+
+
+def _own_key_log(server: ServerProc) -> tuple[str, dict[str, RelayAnswer]]:
+    """(the real log's key, a relay's answers): GetLogKey answered with a key of the
+    relay's own under the real log's origin, GetCheckpoint with its rollback checkpoint
+    signed with that key (`own_key_rollback`)."""
+    real, origin, signer, note = own_key_rollback(server)
 
     def log_key(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
         answer = pb.GetLogKeyResponse(verifier_key=signer.verifier_key(), origin=origin)

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clients.api import ProvenanceClient, Query
-from clients.cited import check_cited
+from clients.cited import EvidenceChecker, check_cited
 from clients.derived import check_soft_cited, lookup_hashes, pixels_checked
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
@@ -400,6 +400,7 @@ def check_lookup_cited(
     found: list[tuple[str, VerificationReport]],
     server: str,
     named: Callable[[int, Query], str] = query_named,
+    pinned: str | None = None,
 ) -> None:
     """Check the service's Lookup answer ``found`` (ref, report) for ``queries`` as
     ``prov scan`` checks its own: one report per query, in order, under its ref, and each
@@ -410,21 +411,28 @@ def check_lookup_cited(
     binding (DERIVED; REVOKED_KEY of a near match), cites a claim whose PDQ hashes match
     the query's by the service's rule (`clients.derived.check_soft_cited`, the code `prov
     scan` checks its own with: within `PDQ_MATCH_THRESHOLD` bits, a ``video/...`` query's
-    frames lined up in time). Comparisons only: no bytes here to hash. Raises
-    ServerEvidenceError (502), its message after `REFUSED` naming the query as ``named``
-    names it (`query_named`), its ``public`` text without the service's address
-    ``server``."""
+    frames lined up in time). Comparisons only: no bytes here to hash. With ``pinned``
+    (the log key NAME+ID+KEY pinned with ``prov web --log-key``), the receipt of the
+    claim each verdict cites, and of each claim it lists as also signed, must verify
+    with that key too (`clients.cited.EvidenceChecker`, as ``prov scan --log-key``
+    checks its lookups: before revpin60 they were relayed unchecked, so under another
+    log's key a lookup was 200 while an upload was 502). Raises ServerEvidenceError
+    (502), its message after `REFUSED` naming the query as ``named`` names it
+    (`query_named`), its ``public`` text without the service's address ``server``."""
     refs = [ref for ref, _ in found]
     if refs != [q.ref for q in queries]:
         said = f"answered {len(found)} results for {len(queries)} queries, or not in their order"
         raise ServerEvidenceError(
             f"{REFUSED}: the server at {server} {said}", public=f"{REFUSED}: the server {said}"
         )
+    checker = EvidenceChecker(pinned) if pinned is not None else None
     for i, (q, (_, report)) in enumerate(zip(queries, found, strict=True)):
         try:
             check_cited(report, q.sha256, None, server, q.content_sha256)
             sent = lookup_hashes(q.media_type, q.soft_bindings, queried=True)
             check_soft_cited(report, sent, server)  # a near copy's: the query's PDQ hashes
+            if checker is not None:  # each checkpoint note's signature checked once
+                checker.check(report, server)
         except ServerEvidenceError as e:
             where = named(i, q)
             raise ServerEvidenceError(
@@ -432,14 +440,17 @@ def check_lookup_cited(
             ) from e
 
 
-def _lookup_answer(client: ProvenanceClient, data: bytes) -> JSONResponse:
+def _lookup_answer(
+    client: ProvenanceClient, data: bytes, pinned: str | None = None
+) -> JSONResponse:
     """Parse and check a lookup body, ask the service, check its answer
     (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes, or a near
-    copy's a claim whose PDQ hashes do not match the query's) and render it
+    copy's a claim whose PDQ hashes do not match the query's, or, with ``pinned``, a
+    receipt that does not verify with that key) and render it
     (each step's cost grows with the batch; none of it belongs on the event loop)."""
     queries = lookup_queries(data)
     found = client.lookup(queries)
-    check_lookup_cited(queries, found, client.address)
+    check_lookup_cited(queries, found, client.address, pinned=pinned)
     return JSONResponse({"results": [{"ref": ref, **report_to_json(r)} for ref, r in found]})
 
 
@@ -451,7 +462,8 @@ async def lookup(request: Request) -> Response:
     the answer's JSON run on a worker thread (before, a 4 MB body held the loop for
     about 0.2 s while other requests waited), at most `JSON_WORKERS` at once."""
     async with json_body(request) as data:
-        return await json_work(request, _lookup_answer, state(request).client, data)
+        web = state(request)
+        return await json_work(request, _lookup_answer, web.client, data, web.config.log_key)
 
 
 @json_errors

@@ -83,7 +83,8 @@ class WebConfig:
     `provenance.web.serve` adds the name it is bound to and the machine's name;
     ``log_key``: the log's verifier key NAME+ID+KEY pinned with ``prov web --log-key``
     (or ``PROV_LOG_KEY``): the receipt of the claim a verdict cites must verify with it
-    (`clients.cited.check_evidence`), else 502, and every checkpoint the explorer and
+    (`clients.cited.check_evidence`), else 502, as must each lookup verdict's
+    (`provenance.web.api.check_lookup_cited`), and every checkpoint the explorer and
     the log API read is checked with it, not with the key the service presents
     (`provenance.web.logviews.latest_checkpoint`), else 502; None: the claim's binding
     alone is checked here (`clients.cited.check_cited`), the checkpoints with the key

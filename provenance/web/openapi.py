@@ -331,6 +331,7 @@ def openapi_document() -> dict[str, Any]:
                 "the entry",
                 400,
                 404,
+                502,
             ),
             "/services/supportedAlgorithms": _get(
                 "Soft binding algorithms answered", [], "{watermarks, fingerprints}", 400

@@ -115,19 +115,23 @@ async def _by_hash(request: Request, alg: Any, value: Any, in_query: bool = Fals
     _alg(alg)
     limit = _max_results(request)
     query = Query("binding", NO_SHA256, (_binding(value, in_query),))
-    report = await json_work(request, _looked_up, state(request).client, query)
+    web = state(request)
+    report = await json_work(request, _looked_up, web.client, query, web.config.log_key)
     return JSONResponse(_matches(report, limit))
 
 
-def _looked_up(client: ProvenanceClient, query: Query) -> VerificationReport:
+def _looked_up(
+    client: ProvenanceClient, query: Query, pinned: str | None = None
+) -> VerificationReport:
     """The service's Lookup answer for one binding's ``query``, checked as ``POST
     /api/v1/lookup`` checks its answers (`check_lookup_cited`: one result; a near copy's
-    verdict must cite a claim whose PDQ hashes match the binding's). Raises
+    verdict must cite a claim whose PDQ hashes match the binding's; with ``pinned``, the
+    key pinned with ``prov web --log-key``, its receipt must verify with it). Raises
     ServerEvidenceError (502) naming "the binding" (before lookupderived60 nothing was
     checked: a hostile service's DERIVED for an unrelated hash was a match, and two
     results for the one binding a 500)."""
     found = client.lookup([query])
-    check_lookup_cited([query], found, client.address, lambda i, q: "the binding")
+    check_lookup_cited([query], found, client.address, lambda i, q: "the binding", pinned)
     return found[0][1]
 
 
