@@ -510,10 +510,14 @@ async def entries(request: Request) -> Response:
         page = await run_in_threadpool(logviews.entries_view, client, start, limit, None, pinned)
         return JSONResponse({"start": start, "entries": page})
     sha = logviews.parse_hash(q["sha256"], "sha256")
-    found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
+    # each entry found is read once, by entry_view, and checked there to be the claim found
+    found = await run_in_threadpool(logviews.find_by_sha256, client, sha, False)
     if not found:
         raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
-    views = [await run_in_threadpool(logviews.entry_view, client, i, pinned) for i in found]
+    views = [
+        await run_in_threadpool(logviews.entry_view, client, i, pinned, (sha, digest))
+        for i, digest in found
+    ]
     return JSONResponse({"entries": views})
 
 

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, page_problem
-from clients.report import claim_to_json, device_to_json, report_to_json
+from clients.report import claim_to_json, device_to_json
 from provenance.core import merkle
 from provenance.core.errors import (
+    ClaimError,
     LogError,
     ServerEvidenceError,
     SignatureError,
@@ -214,18 +215,27 @@ def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict
     }
 
 
-def entry_view(client: ProvenanceClient, index: int, pinned: str | None = None) -> dict[str, Any]:
+def entry_view(
+    client: ProvenanceClient,
+    index: int,
+    pinned: str | None = None,
+    found: tuple[bytes, bytes] | None = None,
+) -> dict[str, Any]:
     """One log entry: its leaf hash, the server's integration time, the signed claim's
     fields and signature, the device's registry record (None when unknown) and an
     inclusion proof into the newest checkpoint, checked here (with ``pinned``, the key
     it must verify with: `latest_checkpoint`). Raises WebError NOT_FOUND past the end
-    of the log."""
+    of the log. ``found``: (file SHA-256, claim SHA-256) when the entry is shown as the
+    one a search by file hash found (`find_by_sha256`): the entry read must be that
+    claim, binding that file, else ServerEvidenceError (502, `check_found_entry`)."""
     cp, note, _ = latest_checkpoint(client, pinned=pinned)
     if index >= cp.size:
         raise WebError(
             f"no entry {index}: the log has {cp.size} entries (0 to {cp.size - 1})", "NOT_FOUND"
         )
     entries, _ = client.entries(index, 1)
+    if found is not None:
+        check_found_entry(client, found[0], index, found[1], entries[0] if entries else None)
     if not entries:
         raise WebError(f"no entry {index} in the log", "NOT_FOUND")
     data = entries[0]
@@ -271,15 +281,92 @@ def entry_view(client: ProvenanceClient, index: int, pinned: str | None = None) 
     }
 
 
-def find_by_sha256(client: ProvenanceClient, sha256: bytes) -> list[int]:
-    """Log indexes of captures whose claim binds exactly these file bytes (SHA-256),
-    by the service's lookup; empty when none."""
-    [(_, report)] = client.lookup([Query("find", sha256)])
-    out = report_to_json(report)
-    claim = out["evidence"]["claim"]
-    if not out["evidence"]["hash_match"] or claim is None or "log" not in claim:
+def find_by_sha256(
+    client: ProvenanceClient, sha256: bytes, read_entry: bool = True
+) -> list[tuple[int, bytes]]:
+    """(log index, claim SHA-256) of each capture whose claim binds exactly these file
+    bytes (``sha256``, 32 bytes), by the service's lookup; empty when none.
+
+    The answer is checked as ``POST /api/v1/lookup`` checks one
+    (`provenance.web.api.check_lookup_cited`: a verdict resting on a claim's hard binding
+    cites a claim binding ``sha256``; a verdict an honest service gives a lookup); one
+    saying the bytes match (``hash_match``) must cite a claim binding ``sha256``; and the
+    entry at the cited claim's leaf index, read here from the log (GetEntries), must be
+    that claim (`check_found_entry`; with ``read_entry`` False it is not read here, the
+    caller reading it once and checking it so: `entry_view`'s ``found``, as the API does,
+    a GetEntries page being one of the log reads the service paces). Before findsha60 the answer was taken unchecked, so
+    a hostile service could send the search to any entry, shown as the capture of these
+    bytes. Raises ServerEvidenceError (502, `_search_refused`), TransportError."""
+    from provenance.web.api import check_lookup_cited  # api imports this module
+
+    queries = [Query("find", sha256)]
+    found = client.lookup(queries)
+    try:
+        check_lookup_cited(queries, found, client.address, lambda i, q: "its lookup")
+    except ServerEvidenceError as e:
+        raise _search_refused(client, sha256, str(e), e.public) from e
+    [(_, report)] = found
+    cited = report.evidence.claim
+    if not report.evidence.hash_match or cited is None or cited.receipt is None:
         return []
-    return [int(claim["log"]["leaf_index"])]
+    bound = cited.claim.hard_binding.sha256
+    if bound != sha256:
+        said = f"it said these bytes match a claim, but cited one binding SHA-256 {bound.hex()}"
+        raise _search_refused(client, sha256, said, said)
+    index, digest = cited.receipt.leaf_index, cited.signed_claim.claim_hash
+    if read_entry:
+        entries, _ = client.entries(index, 1)
+        check_found_entry(client, sha256, index, digest, entries[0] if entries else None)
+    return [(index, digest)]
+
+
+def check_found_entry(
+    client: ProvenanceClient, sha256: bytes, index: int, claim_hash: bytes, data: bytes | None
+) -> None:
+    """Raise ServerEvidenceError (502, `_search_refused`) unless ``data`` (the leaf data
+    the service sent as entry ``index``; None: it sent none) is the log entry of the
+    claim of SHA-256 ``claim_hash`` (32 bytes) that the search for the file SHA-256
+    ``sha256`` found (`find_by_sha256`), and that claim binds ``sha256``: the entry a
+    search shows is the claim its lookup cited, not another at that index."""
+    if data is None:
+        said = f"it cited the claim of log entry {index}, but sent no entry {index}"
+        raise _search_refused(client, sha256, said, said)
+    try:
+        signed, _ = wire.decode_entry(data)
+        claim = (
+            None if isinstance(signed, SignedKeyEvent) else wire.decode_claim(signed.claim_bytes)
+        )
+    except ClaimError as e:
+        said = f"it sent a log entry {index} that cannot be read ({e})"
+        raise _search_refused(client, sha256, said, said) from e
+    if isinstance(signed, SignedKeyEvent) or claim is None:
+        what = "a device key event"
+    elif signed.claim_hash != claim_hash or claim.hard_binding.sha256 != sha256:
+        what = (
+            f"another claim (device {claim.device_id.hex()[:16]}, sequence"
+            f" {claim.sequence}, binding SHA-256 {claim.hard_binding.sha256.hex()})"
+        )
+    else:
+        return
+    said = f"it cited the claim of log entry {index}, but sent as entry {index} {what}"
+    raise _search_refused(client, sha256, said, said)
+
+
+def _search_refused(
+    client: ProvenanceClient, sha256: bytes, said: str, public: str
+) -> ServerEvidenceError:
+    """The error of a search by file hash (`find_by_sha256`) whose answer was refused:
+    ``said`` (``public``: the same without the service's address) what was wrong; 502,
+    no entry shown."""
+    what = (
+        f"answered the search for the file SHA-256 {sha256.hex()} as an honest service never"
+        " does, so no entry is shown for it"
+    )
+    rest = "; try again, or tell this page's operator"
+    return ServerEvidenceError(
+        f"the service at {client.address} {what}: {said}{rest}",
+        public=f"the provenance service behind this page {what}: {public}{rest}",
+    )
 
 
 def device_view(

@@ -183,7 +183,7 @@ async def goto_entry(request: Request) -> Response:
     client = state(request).client
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if found:
-        return RedirectResponse(f"/log/entries/{found[0]}", 303)
+        return RedirectResponse(f"/log/entries/{found[0][0]}", 303)
     if await run_in_threadpool(logviews.device_view, client, sha, True) is not None:
         return RedirectResponse(f"/log/devices/{sha.hex()}", 303)
     raise WebError(
