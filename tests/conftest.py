@@ -391,9 +391,16 @@ def ca_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli) -> Iter
 @pytest.fixture
 def enrolled(cli: Cli) -> Cli:
     """A device initialised and enrolled with the running server."""
+    return enroll(cli)
+
+
+def enroll(cli: Cli, label: str = "test-camera") -> Cli:
+    """``cli``'s device initialised and enrolled, as ``label``, with its server (through
+    the environment `device_env` set): the ``enrolled`` fixture's steps, for a test's
+    second device. Returns ``cli``."""
     rc, _, err = cli("device", "init")
     assert rc == 0, err
-    rc, token, err = cli("admin", "enroll-token", "--label", "test-camera")
+    rc, token, err = cli("admin", "enroll-token", "--label", label)
     assert rc == 0, err
     rc, _, err = cli("device", "enroll", "--token", token.strip())
     assert rc == 0, err
