@@ -41,9 +41,8 @@ from provenance.core.keyhistory import KeyEvent, KeyEventKind, KeySigner, sign_k
 from provenance.core.keys import DeviceKey
 from provenance.core.registry import check_claim_signature
 from provenance.log.checkpoint import Checkpoint, LogSigner, generate_log_key, load_log_signer
-from provenance.server.service import KEY_HISTORY_META
 from provenance.server.startup import MARK_KEY, sign_mark
-from provenance.store import NewKeyLeaf, to_us
+from provenance.store import KEY_HISTORY_META, NewKeyLeaf, to_us
 from provenance.store.sql import SqlStore
 from provenance.store.sqlite import INDEX_ROOM, SCHEMA_VERSION, SqliteStore
 from provenance.wire import convert as wire

@@ -233,6 +233,57 @@ def check_cited(
         raise _other_bytes(report, server, cited, sent_sha256, content, also)
 
 
+def check_lookup_verdict(status: Verdict, cites: bool, others: int, server: str) -> None:
+    """Raise ServerEvidenceError unless a Lookup answer (a verdict from hashes alone, as
+    `prov scan` and `prov web`'s ``POST /api/v1/lookup`` ask it) is one an honest service
+    gives a lookup: ``status`` its verdict, ``cites`` whether it cites a claim
+    (``evidence.claim``), ``others`` how many claims it lists as also signed
+    (``evidence.other_claims``), ``server`` HOST:PORT for the message (its ``public``
+    text says "the server" alone). A lookup sends no bytes and no sidecar, so the service
+    decides it from the log's claims alone (`provenance.core.verify.decide` with exact and
+    near candidates only; `ProvenanceService.verify_many`), and:
+
+    * never answers TAMPERED: that verdict rests on a sidecar's or an embedded claim
+      (none comes with a lookup) or on a logged claim of the exact bytes that no longer
+      verifies, which `rank_exact` leaves out before any verdict is made;
+    * answers UNSIGNED citing no claim and listing none (`_unsigned`, and a cut search's
+      `_revoked_source`: evidence of the file alone);
+    * answers REVOKED_KEY citing the claim it rests on (of the exact bytes or a near
+      copy's).
+
+    So a relay answering a lookup TAMPERED or UNSIGNED beside some genuine claim, shown as
+    if it were this file's (before lookupcite60 `check_cited` checked only a verdict
+    resting on a claim's hard binding), is refused; the rest (the claim binds the query's
+    bytes, `check_cited`; a near copy's its PDQ hashes, `clients.derived.check_soft_cited`)
+    is checked there. Not for `prov verify`'s VerifyFile answers: with a sidecar, an
+    honest TAMPERED cites the sidecar's claim of other bytes."""
+    if status is Verdict.TAMPERED:
+        said = (
+            "answered TAMPERED to a lookup, which an honest service never does (a lookup"
+            " sends hashes alone, no sidecar or embedded claim for them to contradict); the"
+            " verdict is not shown"
+        )
+    elif status is Verdict.UNSIGNED and (cites or others):
+        what = (
+            "citing a claim"
+            if cites
+            else f"listing {others} claim{'s' * (others > 1)} as also signed"
+        )
+        said = (
+            f"answered UNSIGNED {what}, which an honest service's UNSIGNED answer to a lookup"
+            " never does (it cites none); the verdict is not shown"
+        )
+    elif status is Verdict.REVOKED_KEY and not cites:
+        said = (
+            "answered REVOKED_KEY citing no claim, which an honest service's answer to a"
+            " lookup never does (it cites the revoked key's claim it rests on); the verdict"
+            " is not shown"
+        )
+    else:
+        return
+    raise _refusal(server, _says(said))
+
+
 def _listed_once(report: VerificationReport, server: str) -> None:
     """Raise ServerEvidenceError when ``report`` lists one claim more than once, among its
     other claims or as its cited claim too: an honest server lists each claim of the

@@ -727,7 +727,7 @@ def _key_history_unlogged(store: Store) -> bool:
     since it was migrated to key history (the first start logs an enrollment, marked
     backfilled, for every registry row). Its rows then have no logged enrollment
     honestly, and are not named. Raises StorageError."""
-    from provenance.server.service import KEY_HISTORY_META
+    from provenance.store import KEY_HISTORY_META
 
     return store.get_meta(KEY_HISTORY_META) is None
 

@@ -38,8 +38,7 @@ from provenance.core.problems import MAX_PROBLEMS
 from provenance.core.timetext import utc_text
 from provenance.log.checkpoint import Checkpoint
 from provenance.log.claim_audit import ClaimKeyAuditor
-from provenance.server.service import KEY_HISTORY_META
-from provenance.store import NewKeyLeaf, NewLeaf, to_us
+from provenance.store import KEY_HISTORY_META, NewKeyLeaf, NewLeaf, to_us
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire import convert as wire
 from tests.conftest import relay, start_server

@@ -9,11 +9,20 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from clients.cli import main as prov_main
+from clients.device import DeviceHome
+from provenance.c2pa.authority import issue_device_certificate, load_authority
 from provenance.core import merkle
+from provenance.core.claims import Device
+from provenance.core.keys import DeviceKey
 from provenance.log.checkpoint import Checkpoint, generate_log_key
-from tests.conftest import Cli, ServerProc, sign_sample, start_server
+from provenance.store import open_store
+from tests.conftest import PASSPHRASE, Cli, ServerProc, sign_sample, start_server
 
 
 def _audit(cli: Cli, *args: str) -> list[str]:
@@ -198,3 +207,72 @@ def test_an_empty_log_is_said_to_be_empty_and_an_emptied_one_is_refused(
     rc, out, err = enrolled("log", "audit", "--state", str(saved), *offline)
     assert rc == 3 and "LOG INTEGRITY FAILURE: " in err, (rc, out, err)
     assert f"the checkpoint saved in {saved} is of 1 entry" in err, err
+
+
+def test_the_database_audit_passes_an_honest_registry_of_every_kind(
+    cli: Cli, ca_server: ServerProc, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry a real server filled every honest way: a token enrollment answered with
+    a certificate (``ca_server``), then that device revoked, then a new key made with
+    ``prov device init --force`` and enrolled (a new device id; the old row stays), and a
+    device enrolled with a certificate chain the authority issued (no token). The
+    full ``--db`` audit (h-regextra60: each registry row must have a logged enrollment)
+    names no row, while the server runs. Held already when written (revregextra60)."""
+    _, first = sign_sample(cli, tmp_path)
+    rc, _, err = cli("admin", "revoke", first, "--reason", "lost")
+    assert rc == 0, err
+    assert cli("device", "init", "--force")[0] == 0
+    rc, token, err = cli("admin", "enroll-token")
+    assert rc == 0, err
+    rc, out, err = cli("device", "enroll", "--token", token.strip())
+    assert rc == 0, out + err
+    _, second = sign_sample(cli, tmp_path, "grace_hopper.jpg")
+    assert second != first
+    home = DeviceHome(tmp_path / "certified")
+    state, _ = home.init(PASSPHRASE.encode())
+    authority = load_authority(tmp_path / "ca", b"the authority's passphrase")
+    public_key = bytes.fromhex(state.public_key)
+    chain = issue_device_certificate(authority, public_key, state.device_id, now=datetime.now(UTC))
+    (tmp_path / "chain.pem").write_bytes(chain)
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    args = ["--home", str(home.root), "--certificate", str(tmp_path / "chain.pem")]
+    rc, out, err = cli("device", "enroll", *args)
+    assert rc == 0 and f"device {state.device_id} enrolled" in out, out + err
+    rc, vkey, err = cli("log", "key")
+    assert rc == 0, err
+    offline = ("--db", str(ca_server.db), "--log-key", vkey.strip())
+    got = _audit(cli, "--state", str(tmp_path / "offline.json"), *offline)
+    said = "key history OK: 3 enrollments and 1 revocation in the log; the registry agrees"
+    assert said in got and not any("not looked for" in line for line in got), got
+
+
+def test_the_database_audit_passes_a_registry_upgraded_to_key_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database from before key history (registry rows, one revoked, and no log
+    entries), upgraded by a real ``prov serve`` starting on it (each row's enrollment and
+    revocation logged, marked backfilled): the full ``--db`` audit names no row as added
+    behind the log's back (h-regextra60), the server running or stopped. Held already
+    when written (revregextra60)."""
+    db = tmp_path / "old.db"
+    store = open_store(db)
+    now = datetime.now(UTC)
+    keys = [DeviceKey.generate() for _ in range(3)]
+    try:
+        for key in keys:
+            store.enroll(None, Device(key.key_id, key.public_key, now), now)
+        store.revoke(keys[0].key_id, now, "lost")
+    finally:
+        store.close()
+    signer = generate_log_key(tmp_path / "log.pem", "media-provenance.local/log")
+    server = start_server(db, "--log-key", str(tmp_path / "log.pem"))
+    args = ["log", "audit", "--db", str(db), "--log-key", signer.verifier_key()]
+    said = "key history OK: 3 enrollments and 1 revocation in the log; the registry agrees"
+    try:
+        for run in ("running", "stopped"):
+            rc = prov_main([*args, "--state", str(tmp_path / f"{run}.json")])
+            got = capsys.readouterr()
+            assert rc == 0 and said in got.out, got.out + got.err
+            server.stop()
+    finally:
+        server.stop()

@@ -25,8 +25,8 @@ from clients.derived import NOT_CHECKED_HERE
 from provenance.core.claims import MAX_SOFT_BINDINGS
 from provenance.media.video.transcode import transcode
 from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_web, write_video
-from tests.test_cited_binding import _forger, _scan_here, _verify, server_answer
+from tests.conftest import SAMPLES, Cli, ServerProc, relay, sign_sample, start_web, write_video
+from tests.test_cited_binding import LOOKUP, _forger, _scan_here, _verify, server_answer
 
 FAST = {"preset": "ultrafast"}
 
@@ -334,3 +334,73 @@ def test_a_derived_answer_for_an_image_past_a_structure_limit_is_refused_not_unc
         assert rc == 3, (rc, out, err)
         assert "SERVER EVIDENCE REFUSED:" in err and "cannot be hashed here" in err, err
         assert "decompresses to more than 1 MiB" in err and "higher ones" not in err, err
+
+
+def test_scan_refuses_a_lookup_answered_tampered_or_unsigned_citing_a_claim(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov scan`'s Lookup answered, by a relay holding the rocket photo's genuine claim,
+    TAMPERED for the cat photo, UNSIGNED citing that claim for the generated image, and
+    UNSIGNED listing it as also signed for the rocket's own bytes: none of which an honest
+    service answers a lookup (`clients.cited.check_lookup_verdict`). Each row has no
+    status, the refusal as its error, and the scan exits 3 (lookupcite60: before, rows
+    TAMPERED and UNSIGNED with the claim shown). An unsigned photo's honest answer, through
+    the same relay, is still an UNSIGNED row."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    genuine = server_answer(server.address, a)
+    assert genuine.status == pb.SIGNED_ORIGINAL and genuine.evidence.HasField("claim"), genuine
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cat = Path(shutil.copy(SAMPLES / "chelsea.png", folder / "cat.png"))
+    made = Path(shutil.copy(SAMPLES / "generated_controlnet.png", folder / "made.png"))
+    rocket = Path(shutil.copy(a, folder / "rocket_copy.jpg"))
+    rng = np.random.default_rng(60)
+    fresh = folder / "fresh.png"
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(fresh)
+
+    def forged(status: int, path: Path, also: bool = False) -> pb.VerificationReport:
+        f = pb.VerificationReport()
+        f.CopyFrom(genuine)
+        f.status = status  # type: ignore[assignment]
+        f.evidence.file_sha256 = hashlib.sha256(path.read_bytes()).digest()
+        if also:
+            f.evidence.other_claims.add().CopyFrom(genuine.evidence.claim)
+            f.evidence.ClearField("claim")
+        return f
+
+    by_sha = {
+        r.evidence.file_sha256: r
+        for r in (
+            forged(pb.TAMPERED, cat),
+            forged(pb.UNSIGNED, made),
+            forged(pb.UNSIGNED, rocket, also=True),
+        )
+    }
+
+    def lookup(request: bytes, context: Any, forward: Any) -> bytes:
+        asked = pb.LookupRequest.FromString(request)
+        answer = pb.LookupResponse.FromString(forward(request))
+        for q, result in zip(asked.queries, answer.results, strict=True):
+            if q.sha256 in by_sha:
+                result.report.CopyFrom(by_sha[q.sha256])
+        return bytes(answer.SerializeToString())
+
+    report = tmp_path / "scan.jsonl"
+    with relay(server.address, {LOOKUP: lookup}) as address:
+        rc, out, err = _scan_here(capsys, folder, report, address)
+    assert rc == 3, (rc, out, err)
+    assert "SERVER EVIDENCE REFUSED" in err and "Traceback" not in err, err
+    rows = {
+        Path(r["path"]).name: r
+        for r in (json.loads(line) for line in report.read_text().splitlines() if line.strip())
+        if r.get("path")
+    }
+    for name, words in (
+        ("cat.png", "answered TAMPERED to a lookup"),
+        ("made.png", "answered UNSIGNED citing a claim"),
+        ("rocket_copy.jpg", "answered UNSIGNED listing 1 claim as also signed"),
+    ):
+        row = rows[name]
+        assert row["status"] is None and row["evidence_checked"] == "refused", row
+        assert words in row["error"], row
+    assert rows["fresh.png"]["status"] == "UNSIGNED" and not rows["fresh.png"].get("error"), rows

@@ -30,9 +30,9 @@ from provenance.core.keyhistory import (
 from provenance.core.keys import DeviceKey
 from provenance.log.audit import KeyHistoryReader
 from provenance.log.tiledir import export_tiles
-from provenance.server.service import KEY_HISTORY_META, ProvenanceService, ServiceConfig
+from provenance.server.service import ProvenanceService, ServiceConfig
 from provenance.server.writer import KeyAppended, PendingClaim, PendingKeyEvent, _Item
-from provenance.store import open_store, to_us
+from provenance.store import KEY_HISTORY_META, open_store, to_us
 from provenance.wire import convert as wire
 from tests.conftest import ADMIN_TOKEN, SAMPLES, Cli, ServerProc, sign_sample
 from tests.inproc import T0, Clock, InProc

@@ -190,3 +190,15 @@ def test_the_opener_check_sees_an_open(tmp_path: Path) -> None:
         "os.open(...)",
         "p.read_bytes(...)",
     ]
+
+
+def test_the_database_audit_loads_nothing_of_the_server() -> None:
+    """`prov log audit --db` (clients/logcmd.py) reads the store, never the server package:
+    the meta key saying the key history is logged lives in provenance.store. Before
+    (revregextra60) it imported provenance.server.service (gRPC and all) for that name."""
+    wrong = [
+        f"clients/logcmd.py:{line} imports {mod}"
+        for line, mod in _imports(ROOT / "clients" / "logcmd.py")
+        if _layer(mod) == "server"
+    ]
+    assert not wrong, "\n".join(wrong)

@@ -275,3 +275,71 @@ def test_a_near_revoked_answer_flagged_exact_is_held_to_the_bytes(
                     else:
                         assert r.status_code == 200, r.text
                         assert r.json()["results"][0]["status"] == "REVOKED_KEY", r.text
+
+
+def _answering(server: str, forged: dict[str, bytes]) -> AbstractContextManager[str]:
+    """A relay in front of ``server`` that forwards each Lookup and puts, in place of the
+    service's answer for a query whose ref is a key of ``forged``, that report (bytes of
+    a VerificationReport); the other answers pass as they came."""
+
+    def lookup(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.LookupResponse.FromString(forward(request))
+        for result in answer.results:
+            if result.ref in forged:
+                result.report.CopyFrom(pb.VerificationReport.FromString(forged[result.ref]))
+        return bytes(answer.SerializeToString())
+
+    return relay(server, {LOOKUP: lookup})
+
+
+def test_a_lookup_answered_tampered_or_unsigned_citing_a_claim_is_refused(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """An honest service never answers a lookup (hashes alone: no bytes, no sidecar)
+    TAMPERED, nor UNSIGNED citing a claim or listing one as also signed, nor REVOKED_KEY
+    citing none (`clients.cited.check_lookup_verdict`). A relay answering so with the
+    signed photo's genuine claim, for another file's SHA-256 or the photo's own: 502
+    naming the query (lookupcite60: before, 200 with the verdict and the claim shown).
+    The real service's UNSIGNED and SIGNED_ORIGINAL answers through the same relay: 200."""
+    a, _ = sign_sample(enrolled, tmp_path, "grace_hopper.jpg")
+    genuine = server_answer(server.address, a)
+    assert genuine.status == pb.SIGNED_ORIGINAL and genuine.evidence.HasField("claim"), genuine
+    own = hashlib.sha256(a.read_bytes()).digest()
+    other = hashlib.sha256(b"another file").digest()
+
+    def forged(status: int, sent: bytes, cited: bool = True, also: bool = False) -> bytes:
+        f = pb.VerificationReport()
+        f.CopyFrom(genuine)
+        f.status = status  # type: ignore[assignment]
+        f.evidence.file_sha256 = sent
+        f.evidence.hash_match = status != pb.REVOKED_KEY
+        if also:
+            f.evidence.other_claims.add().CopyFrom(genuine.evidence.claim)
+        if not cited:
+            f.evidence.ClearField("claim")
+        return bytes(f.SerializeToString())
+
+    cases = {
+        "tampered": (forged(pb.TAMPERED, other), other, "answered TAMPERED to a lookup"),
+        "tampered-own": (forged(pb.TAMPERED, own), own, "answered TAMPERED to a lookup"),
+        "unsigned": (forged(pb.UNSIGNED, other), other, "answered UNSIGNED citing a claim"),
+        "unsigned-also": (
+            forged(pb.UNSIGNED, own, cited=False, also=True),
+            own,
+            "answered UNSIGNED listing 1 claim as also signed",
+        ),
+        "revoked": (
+            forged(pb.REVOKED_KEY, other, cited=False),
+            other,
+            "answered REVOKED_KEY citing no claim",
+        ),
+    }
+    with (
+        _answering(server.address, {ref: c[0] for ref, c in cases.items()}) as address,
+        _web(address) as http,
+    ):
+        for ref, (_, sent, words) in cases.items():
+            r = http.post("/api/v1/lookup", json={"queries": [{"ref": ref, "sha256": sent.hex()}]})
+            _refused_502(r, f"(ref '{ref}'): the server {words}")
+        honest = [{"ref": "plain", "sha256": other.hex()}, {"ref": "signed", "sha256": own.hex()}]
+        assert _statuses(http, honest) == ["UNSIGNED", "SIGNED_ORIGINAL"]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, is_unreachable
-from clients.cited import CITES_LOGGED_CLAIM, EvidenceChecker, check_cited
+from clients.cited import CITES_LOGGED_CLAIM, EvidenceChecker, check_cited, check_lookup_verdict
 from clients.derived import check_soft_cited, lookup_hashes, pixels_checked, rests_on_soft_binding
 from clients.files import read_bounded
 from clients.report import report_to_json
@@ -436,7 +436,9 @@ def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str)
     and `clients.derived.check_soft_cited` on a near copy's answer, with the hashes the
     scan computed and sent (nothing decoded again). Returns the row's ``pixels_checked``:
     True when a near copy's match was so checked on the file's own pixels, None for any
-    other verdict. Raises ServerEvidenceError."""
+    other verdict. And `clients.cited.check_lookup_verdict`, from three more field reads: the
+    verdict is one an honest service gives a lookup (never TAMPERED, an UNSIGNED citing and
+    listing no claim, a REVOKED_KEY citing one). Raises ServerEvidenceError."""
     e = answer.evidence
     signed = answer.status == pb.SIGNED_ORIGINAL or (
         answer.status == pb.REVOKED_KEY and e.hash_match
@@ -446,6 +448,9 @@ def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str)
     # claim of other bytes as also signed)
     if signed or e.other_claims or (e.file_sha256 and e.file_sha256 != m.sha256):
         check_cited(wire.report_from_pb(answer), m.sha256, None, server, m.content_sha256)
+    # a verdict an honest service gives a lookup (before lookupcite60 a TAMPERED or
+    # UNSIGNED row beside an unrelated genuine claim was shown)
+    check_lookup_verdict(_status(answer), e.HasField("claim"), len(e.other_claims), server)
     if answer.status == pb.DERIVED or (answer.status == pb.REVOKED_KEY and not e.hash_match):
         own = lookup_hashes(m.media_type, m.soft, m.dihedral, m.video_turned)
         near = wire.report_from_pb(answer)

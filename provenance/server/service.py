@@ -120,7 +120,7 @@ from provenance.server.writer import (
     PendingKeyEvent,
     check_entry_size,
 )
-from provenance.store import AppendTxn, LeafRecord, Store, open_store
+from provenance.store import KEY_HISTORY_META, AppendTxn, LeafRecord, Store, open_store
 from provenance.store.sql import PUBLIC_DAMAGED as DAMAGED
 from provenance.store.sqlite import SqliteStore
 from provenance.wire import convert as wire
@@ -131,9 +131,6 @@ from provenance.witness.client import DEFAULT_TIMEOUT_S, Cosigner, WitnessSpec
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
-#: The store's meta key saying the registry's history is in the log (its value: the
-#: tree size when it was first logged).
-KEY_HISTORY_META = "key_history_since"
 
 
 @functools.lru_cache(maxsize=4096)

@@ -460,6 +460,10 @@ def open_store(
 
 
 #: Prefix of the per-device quota counters in the meta table (minute, then device id).
+#: The store's meta key saying the registry's history is in the log (its value: the
+#: tree size when it was first logged): set by a server's first start on the database
+#: (`provenance.server.service`), read by `prov log audit --db`.
+KEY_HISTORY_META = "key_history_since"
 QUOTA_PREFIX = "quota/"
 
 

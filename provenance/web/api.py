@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from clients.api import ProvenanceClient, Query
-from clients.cited import EvidenceChecker, check_cited
+from clients.cited import EvidenceChecker, check_cited, check_lookup_verdict
 from clients.derived import check_soft_cited, lookup_hashes, pixels_checked
 from clients.report import report_to_json
 from provenance.core.binding import PDQ_ALGORITHM, PerceptualHash
@@ -411,7 +411,11 @@ def check_lookup_cited(
     binding (DERIVED; REVOKED_KEY of a near match), cites a claim whose PDQ hashes match
     the query's by the service's rule (`clients.derived.check_soft_cited`, the code `prov
     scan` checks its own with: within `PDQ_MATCH_THRESHOLD` bits, a ``video/...`` query's
-    frames lined up in time). Comparisons only: no bytes here to hash. With ``pinned``
+    frames lined up in time); and that each verdict is one an honest service gives a
+    lookup (`clients.cited.check_lookup_verdict`: never TAMPERED, an UNSIGNED citing and
+    listing no claim, a REVOKED_KEY citing one; before lookupcite60 a relay's TAMPERED or
+    UNSIGNED beside an unrelated genuine claim was shown). Comparisons only: no bytes here
+    to hash. With ``pinned``
     (the log key NAME+ID+KEY pinned with ``prov web --log-key``), the receipt of the
     claim each verdict cites, and of each claim it lists as also signed, must verify
     with that key too (`clients.cited.EvidenceChecker`, as ``prov scan --log-key``
@@ -429,6 +433,8 @@ def check_lookup_cited(
     for i, (q, (_, report)) in enumerate(zip(queries, found, strict=True)):
         try:
             check_cited(report, q.sha256, None, server, q.content_sha256)
+            ev = report.evidence  # a verdict an honest service gives a lookup
+            check_lookup_verdict(report.status, ev.claim is not None, len(ev.other_claims), server)
             sent = lookup_hashes(q.media_type, q.soft_bindings, queried=True)
             check_soft_cited(report, sent, server)  # a near copy's: the query's PDQ hashes
             if checker is not None:  # each checkpoint note's signature checked once
@@ -445,8 +451,9 @@ def _lookup_answer(
 ) -> JSONResponse:
     """Parse and check a lookup body, ask the service, check its answer
     (`check_lookup_cited`: 502 when a verdict cites a claim of other bytes, or a near
-    copy's a claim whose PDQ hashes do not match the query's, or, with ``pinned``, a
-    receipt that does not verify with that key) and render it
+    copy's a claim whose PDQ hashes do not match the query's, or a verdict is none an
+    honest service gives a lookup, or, with ``pinned``, a receipt that does not verify
+    with that key) and render it
     (each step's cost grows with the batch; none of it belongs on the event loop)."""
     queries = lookup_queries(data)
     found = client.lookup(queries)
