@@ -284,6 +284,15 @@ def check_lookup_verdict(status: Verdict, cites: bool, others: int, server: str)
     raise _refusal(server, _says(said))
 
 
+def receipt_named(ev: ClaimEvidence, receipt: Receipt) -> str:
+    """The claim of ``ev`` and its ``receipt``'s leaf as messages name them: "device
+    HEX16, sequence N, leaf L" (`EvidenceChecker`, `clients.cosigned.check_witnesses`)."""
+    return (
+        f"device {ev.claim.device_id.hex()[:16]}, sequence {ev.claim.sequence},"
+        f" leaf {receipt.leaf_index}"
+    )
+
+
 def _listed_once(report: VerificationReport, server: str) -> None:
     """Raise ServerEvidenceError when ``report`` lists one claim more than once, among its
     other claims or as its cited claim too: an honest server lists each claim of the
@@ -453,11 +462,7 @@ class EvidenceChecker:
         from provenance.log.receipt import prove_receipt
         from provenance.terminal import clipped_line
 
-        claim = cited.claim
-        where = (
-            f"the receipt of {which} (device {claim.device_id.hex()[:16]}, sequence"
-            f" {claim.sequence}, leaf {receipt.leaf_index})"
-        )
+        where = f"the receipt of {which} ({receipt_named(cited, receipt)})"
         note = receipt.checkpoint
         try:
             checkpoint = self._opened.get(note)

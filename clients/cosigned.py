@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.api import ProvenanceClient
-from clients.cited import logged_receipt
+from clients.cited import logged_receipt, receipt_named
 from clients.options import UsageError
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
@@ -164,7 +164,7 @@ def cosigned_receipt(
     except (SignatureError, LogError) as e:
         raise _refused(c.address, "its newest cosigned checkpoint", verifier, e) from e
     size = cosigned.size if cosigned is not None else 0
-    if size <= receipt.leaf_index:
+    if cosigned is None or size <= receipt.leaf_index:
         if cosigned is not None:  # forkpend60: a fork is not "not yet cosigned"
             _one_log(c, open_checkpoint(receipt.checkpoint, verifier), cosigned)
         have = f"the newest covers {size} entries" if note else "there is none yet"
@@ -186,7 +186,7 @@ def cosigned_receipt(
         what = f"the inclusion proof of leaf {receipt.leaf_index} in its cosigned checkpoint"
         raise _refused(c.address, f"{what} of {size} entries", verifier, e) from e
     if new is not receipt:
-        _one_log(c, open_checkpoint(receipt.checkpoint, verifier), open_checkpoint(note, verifier))
+        _one_log(c, open_checkpoint(receipt.checkpoint, verifier), cosigned)
     return new
 
 
@@ -391,7 +391,7 @@ def check_witnesses(
         except ServerEvidenceError:
             raise
         except LogIntegrityError as e:  # a fork: which receipt, as for an "also" claim
-            cites = f"the receipt of the claim it cites ({_named(ev, ev.receipt)})"
+            cites = f"the receipt of the claim it cites ({receipt_named(ev, ev.receipt)})"
             raise LogIntegrityError(f"{e} ({cites})") from e
         else:
             main = replace(main, cosignatures=tuple(signed), leaf_index=leaf, tree_size=size)
@@ -401,7 +401,7 @@ def check_witnesses(
         if other.receipt is None:  # refused by EvidenceChecker: an honest server logs them
             cosigned.append(None)
             continue
-        named = _named(other, other.receipt)
+        named = receipt_named(other, other.receipt)
         which = f"the receipt of another claim it lists as also signed ({named})"
         try:
             _policy_met(newest, other, other.receipt, sidecar, policy, quorum, verifier)
@@ -416,15 +416,6 @@ def check_witnesses(
             cosigned.append(True)
     return replace(
         main, also=cosigned.count(True), also_cosigned=tuple(cosigned), pending=tuple(pending)
-    )
-
-
-def _named(ev: ClaimEvidence, receipt: Receipt) -> str:
-    """The claim of ``ev`` and its ``receipt``'s leaf as messages name them: "device
-    HEX16, sequence N, leaf L" (as `clients.cited.EvidenceChecker` names a receipt)."""
-    return (
-        f"device {ev.claim.device_id.hex()[:16]}, sequence {ev.claim.sequence},"
-        f" leaf {receipt.leaf_index}"
     )
 
 
