@@ -651,10 +651,16 @@ class ProvenanceClient:
             ) from None
         return r.verifier_key, r.origin
 
-    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+    def consistency_proof(
+        self, first: int, second: int, timeout: float | None = None
+    ) -> list[bytes]:
+        """The service's RFC 9162 consistency proof (hashes of 32 bytes) from the tree of
+        ``first`` entries to that of ``second`` (0: the latest), unchecked; ``timeout``:
+        the call's deadline in seconds (None: the client's). Raises TransportError."""
         r = self._call(
             self._log.GetConsistencyProof,
             pb.GetConsistencyProofRequest(first_size=first, second_size=second),
+            timeout=timeout,
         )
         return [bytes(p) for p in r.proof]
 

@@ -518,7 +518,7 @@ async def entries(request: Request) -> Response:
         return JSONResponse({"start": start, "entries": page})
     sha = logviews.parse_hash(q["sha256"], "sha256")
     # each entry found is read once, by entry_view, and checked there to be the claim found
-    found = await run_in_threadpool(logviews.find_by_sha256, client, sha, False)
+    found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if not found:
         raise WebError(f"no logged capture has the file SHA-256 {sha.hex()}", "NOT_FOUND")
     views = [

@@ -30,6 +30,7 @@ from provenance.core.errors import (
 from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.core.timetext import utc_iso
 from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from provenance.web import logmonitor
 from provenance.web.errors import WebError, quoted
 from provenance.wire import convert as wire
 
@@ -126,30 +127,40 @@ def latest_checkpoint(
     (`clients.cited.check_evidence`): the service is not asked for its key. Before
     h-pinkey60 the presented key was used under a pin too, so a service presenting a
     key of its own showed any checkpoint it signed with it.
+    The checkpoint is then held to the newest one verified before under its key
+    (`provenance.web.logmonitor.hold`: this process a monitor of the log; before
+    h-webmono61 an older checkpoint the log signed, replayed, ended a listing early).
     ``timeout``: seconds for its calls together, each given the time left (None: each
     the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
     ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
     for a note that does not verify with either key, or with ``pinned``
-    (`_unsigned_checkpoint`), TransportError."""
+    (`_unsigned_checkpoint`), for one older than a checkpoint verified before, another
+    tree of its size, or a newer one not proven to extend it, or for an empty log after
+    a checkpoint of entries (`logmonitor`), TransportError."""
     left = _time_left(client, timeout)
     vkey, origin = (pinned, None) if pinned is not None else log_key(client, timeout=left())
     try:
         note = client.checkpoint(timeout=left())
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
+            logmonitor.hold_empty(client, vkey)
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
         raise
     try:
-        return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
+        cp = open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin)
     except (SignatureError, LogError) as e:
-        problem = e
-    if pinned is None and (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
-        vkey, origin = now
-        try:
-            return open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin), note, vkey
-        except (SignatureError, LogError) as e:
-            problem = e
-    raise _unsigned_checkpoint(client, problem, pinned)
+        cp, problem = None, e
+    if cp is None and pinned is None:
+        if (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
+            vkey, origin = now
+            try:
+                cp = open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin)
+            except (SignatureError, LogError) as e:
+                problem = e
+    if cp is None:
+        raise _unsigned_checkpoint(client, problem, pinned)
+    logmonitor.hold(client, vkey, cp, left)
+    return cp, note, vkey
 
 
 def _unsigned_checkpoint(
@@ -281,22 +292,21 @@ def entry_view(
     }
 
 
-def find_by_sha256(
-    client: ProvenanceClient, sha256: bytes, read_entry: bool = True
-) -> list[tuple[int, bytes]]:
+def find_by_sha256(client: ProvenanceClient, sha256: bytes) -> list[tuple[int, bytes]]:
     """(log index, claim SHA-256) of each capture whose claim binds exactly these file
     bytes (``sha256``, 32 bytes), by the service's lookup; empty when none.
 
     The answer is checked as ``POST /api/v1/lookup`` checks one
     (`provenance.web.api.check_lookup_cited`: a verdict resting on a claim's hard binding
     cites a claim binding ``sha256``; a verdict an honest service gives a lookup); one
-    saying the bytes match (``hash_match``) must cite a claim binding ``sha256``; and the
-    entry at the cited claim's leaf index, read here from the log (GetEntries), must be
-    that claim (`check_found_entry`; with ``read_entry`` False it is not read here, the
-    caller reading it once and checking it so: `entry_view`'s ``found``, as the API does,
-    a GetEntries page being one of the log reads the service paces). Before findsha60 the answer was taken unchecked, so
-    a hostile service could send the search to any entry, shown as the capture of these
-    bytes. Raises ServerEvidenceError (502, `_search_refused`), TransportError."""
+    saying the bytes match (``hash_match``) must cite a claim binding ``sha256``. The
+    entry at the cited claim's leaf index is not read here: the caller reads it once, as
+    it shows it, and checks that it is that claim (`entry_view`'s ``found``,
+    `check_found_entry`), as the API and the explorer's search page do (before
+    h-webmono61 the page read it here, then redirected to the entry's page, which read it
+    again unchecked). Before findsha60 the answer was taken unchecked, so a hostile
+    service could send the search to any entry, shown as the capture of these bytes.
+    Raises ServerEvidenceError (502, `_search_refused`), TransportError."""
     from provenance.web.api import check_lookup_cited  # api imports this module
 
     queries = [Query("find", sha256)]
@@ -313,11 +323,7 @@ def find_by_sha256(
     if bound != sha256:
         said = f"it said these bytes match a claim, but cited one binding SHA-256 {bound.hex()}"
         raise _search_refused(client, sha256, said, said)
-    index, digest = cited.receipt.leaf_index, cited.signed_claim.claim_hash
-    if read_entry:
-        entries, _ = client.entries(index, 1)
-        check_found_entry(client, sha256, index, digest, entries[0] if entries else None)
-    return [(index, digest)]
+    return [(cited.receipt.leaf_index, cited.signed_claim.claim_hash)]
 
 
 def check_found_entry(
@@ -497,7 +503,10 @@ def entries_view(
     past index 0 of a log the service then says is empty (before h-revpage60, the end).
     A checkpoint of a size short of the entries sent is taken as the end: with several
     servers over one PostgreSQL, one whose database does not answer serves the older
-    checkpoint it holds (`StoreReads`), while another served the newer entries."""
+    checkpoint it holds (`StoreReads`), while another served the newer entries; but one
+    older than a checkpoint this process verified before is a 502 (a rollback,
+    `latest_checkpoint`), so a service replaying an old checkpoint cannot cut a listing
+    short after the page saw more."""
     count = max(0, min(count, MAX_LISTING))
     out: list[dict[str, Any]] = []
     pos = start

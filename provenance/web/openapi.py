@@ -37,7 +37,10 @@ def _errors(*codes: int) -> dict[str, Any]:
             " empty before the size of the log's signed checkpoint (or past index 0 of a"
             " log it says is empty), or a checkpoint it sent does not verify with the log"
             " key it presents (prov web --log-key: with the pinned log key, whatever key it"
-            " presents); the message says which"
+            " presents), or its latest checkpoint is older than one this page verified"
+            " before (a rollback; or it says the log is empty after one), another tree of"
+            " the same size, or a newer one its consistency proof does not prove to extend"
+            " it (a fork); the message says which"
         ),
         503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"

@@ -167,8 +167,13 @@ async def entry(request: Request) -> Response:
 async def goto_entry(request: Request) -> Response:
     """The explorer's search form: an index, or a file's SHA-256. A person may type an
     index with leading zeros ("007"): the form sends them on to the one canonical URL.
-    A device id (64 hex digits too) that is no file's SHA-256 goes to its device page;
-    the start of one (pages show device ids shortened) is told how to find that page."""
+    A file's SHA-256 found is answered with its entry's page here (200), the entry read
+    once and checked to be the claim the lookup cited (`logviews.entry_view`'s
+    ``found``): before h-webmono61 the search checked it, then redirected to
+    ``/log/entries/N``, which read entry N again with no tie to the search (a service
+    could send another entry the second time). A device id (64 hex digits too) that is
+    no file's SHA-256 goes to its device page; the start of one (pages show device ids
+    shortened) is told how to find that page."""
     q = request.query_params.get("q", "").strip()
     if logviews.is_number(q):
         index = logviews.parse_index(q.lstrip("0") or "0", "an entry index")
@@ -180,10 +185,12 @@ async def goto_entry(request: Request) -> Response:
             " enter its whole 64-digit id in the Device form on /log"
         )
     sha = logviews.parse_hash(q, "a file's SHA-256 (or an entry index)")
-    client = state(request).client
+    client, pinned = state(request).client, state(request).config.log_key
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if found:
-        return RedirectResponse(f"/log/entries/{found[0][0]}", 303)
+        [(index, digest)] = found
+        view = await run_in_threadpool(logviews.entry_view, client, index, pinned, (sha, digest))
+        return render(request, "entry.html", entry=view, found_sha256=sha.hex())
     if await run_in_threadpool(logviews.device_view, client, sha, True) is not None:
         return RedirectResponse(f"/log/devices/{sha.hex()}", 303)
     raise WebError(

@@ -1,0 +1,188 @@
+"""The web process as a monitor of the log it shows (h-webmono61).
+
+The explorer and the log API take the log's end from the checkpoint the service presents
+as its latest (`provenance.web.logviews.latest_checkpoint`), checked with the log key. A
+hostile service, or a relay in front of it, can present an older checkpoint the log
+genuinely signed, to end a listing early or show an older log: its signature checks. So
+the web remembers, per log key (the note verifier key that signed it), the newest
+checkpoint it has verified, and holds each latest checkpoint it reads to it, as a log
+monitor does (RFC 9162 section 8.3): a smaller one is a rollback, one of the same size
+with another root a fork, and a larger one must be proven to extend the remembered one
+by the service's consistency proof (RFC 9162 2.1.4.2, `provenance.core.merkle`), asked
+once per new size (the memory then moves to it, under a lock, so requests at once ask
+one proof). Each failure is a ServerEvidenceError: 502, in a reader's words.
+
+Only reads of the latest checkpoint are held to the memory: a consistency proof between
+two sizes asked for, or an inclusion proof at a past size, is a legitimate read of an
+older tree, not an older state of the log.
+
+The memory lives in this process alone, per gRPC client (one per web app,
+`provenance.web.app.create_app`), and is not persisted: it starts empty and resets on
+restart, so the first checkpoint a web process reads is taken on its signature alone
+(trust on first use), as before. Without ``prov web --log-key``, the key is the one the
+service presents, so a service presenting a key of its own starts a memory of its own;
+pin the key to close that. At most `MAX_KEYS` keys are remembered per client, the least
+recently used forgotten first.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from clients.api import ProvenanceClient
+from provenance.core import merkle
+from provenance.core.errors import LogError, ServerEvidenceError, TransportError
+from provenance.log.checkpoint import Checkpoint
+
+#: Most log keys remembered per client: a service presenting a new key of its own again
+#: and again must not grow the memory without bound.
+MAX_KEYS = 64
+
+#: gRPC status codes of a consistency proof the service refuses to give (its answer, not
+#: a failure to reach it): the newer checkpoint is then not proven (502).
+_REFUSALS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
+
+
+@dataclass
+class _Held:
+    """The newest checkpoint verified under one log key: its ``size`` (None: none yet)
+    and ``root`` (32 bytes); ``lock`` held while one is compared with it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    size: int | None = None
+    root: bytes = b""
+
+
+_MEMORY: weakref.WeakKeyDictionary[ProvenanceClient, OrderedDict[str, _Held]] = (
+    weakref.WeakKeyDictionary()
+)
+_MEMORY_LOCK = threading.Lock()
+
+
+def _held(client: ProvenanceClient, vkey: str) -> _Held:
+    """The memory of ``client`` for the log key ``vkey``, made empty when there is none
+    (the least recently used key forgotten past `MAX_KEYS`)."""
+    with _MEMORY_LOCK:
+        keys = _MEMORY.setdefault(client, OrderedDict())
+        held = keys.get(vkey)
+        if held is None:
+            held = keys[vkey] = _Held()
+            while len(keys) > MAX_KEYS:
+                keys.popitem(last=False)
+        else:
+            keys.move_to_end(vkey)
+        return held
+
+
+def remembered(client: ProvenanceClient, vkey: str) -> int | None:
+    """The size of the newest checkpoint under ``vkey`` that ``client``'s web has
+    verified, None when it has verified none."""
+    with _MEMORY_LOCK:
+        held = _MEMORY.get(client, OrderedDict()).get(vkey)
+    return None if held is None else held.size
+
+
+def hold(
+    client: ProvenanceClient,
+    vkey: str,
+    cp: Checkpoint,
+    left: Callable[[], float | None],
+) -> None:
+    """Hold ``cp``, the latest checkpoint the service at ``client`` presented, its
+    signature already checked with ``vkey``, to the newest one verified before under
+    that key, and remember it when it holds (module docstring). ``left()``: the seconds
+    left for the wait for the memory and the consistency proof (None: the client's
+    timeout for each; past it, TransportError DEADLINE_EXCEEDED). Raises
+    ServerEvidenceError (502) for a smaller checkpoint (a rollback), another root at the
+    same size, or a larger one its consistency proof does not prove (refused, or not
+    verifying: a fork); TransportError when the service does not answer the proof."""
+    held = _held(client, vkey)
+    wait = left()
+    if not held.lock.acquire(timeout=client.timeout if wait is None else wait):
+        waited = client.timeout if wait is None else wait
+        raise TransportError(
+            f"the server at {client.address} had not answered within {waited:g} s (the"
+            " log's consistency proof another request asked for)",
+            "DEADLINE_EXCEEDED",
+            waited_s=waited,
+        )
+    try:
+        if held.size is not None:
+            _compare(client, held.size, held.root, cp, left)
+        held.size, held.root = cp.size, cp.root_hash
+    finally:
+        held.lock.release()
+
+
+def hold_empty(client: ProvenanceClient, vkey: str) -> None:
+    """Raise ServerEvidenceError (502, a rollback) when the service at ``client`` says
+    its log is empty though a checkpoint of entries under ``vkey`` was verified before."""
+    seen = remembered(client, vkey)
+    if seen:
+        raise _refused(
+            client,
+            f"showed an older state of the log than it showed before: it says the log is"
+            f" empty, after a signed checkpoint of {seen} entries that this page checked",
+        )
+
+
+def _compare(
+    client: ProvenanceClient,
+    size: int,
+    root: bytes,
+    cp: Checkpoint,
+    left: Callable[[], float | None],
+) -> None:
+    """Raise unless ``cp`` is the tree of ``size`` entries and root ``root`` remembered,
+    or proven by the service's consistency proof to extend it (`hold`)."""
+    if cp.size < size:
+        raise _refused(
+            client,
+            f"showed an older state of the log than it showed before: a signed checkpoint"
+            f" of {cp.size} entries, after one of {size} entries that this page checked (a"
+            " log only grows)",
+        )
+    if cp.size == size:
+        if cp.root_hash != root:
+            raise _refused(
+                client,
+                f"showed two different logs of {size} entries: a signed checkpoint whose"
+                f" root hash is {cp.root_hash.hex()}, after one whose root hash was"
+                f" {root.hex()} (a fork: the log was rewritten)",
+            )
+        return
+    if size == 0:  # every tree extends the empty one: nothing to prove
+        return
+    grew = f"showed a log of {cp.size} entries that it did not prove grows out of the {size}"
+    try:
+        proof = client.consistency_proof(size, cp.size, timeout=left())
+    except TransportError as e:
+        if e.code not in _REFUSALS:
+            raise
+        raise _refused(
+            client,
+            f"{grew} entries it showed before: it refused the consistency proof ({e})",
+            f"{grew} entries it showed before: it refused the consistency proof",
+        ) from e
+    try:
+        merkle.verify_consistency(size, cp.size, proof, root, cp.root_hash)
+    except LogError as e:
+        raise _refused(
+            client,
+            f"{grew} entries it showed before: its consistency proof does not verify ({e});"
+            " the log may have been rewritten (a fork)",
+        ) from e
+
+
+def _refused(client: ProvenanceClient, said: str, public: str | None = None) -> ServerEvidenceError:
+    """The 502 of a checkpoint the memory refused: ``said`` (``public``: the same
+    without the service's words, when they differ) what the service did."""
+    rest = "; nothing it says of the log is shown from it; try again, or tell this page's operator"
+    return ServerEvidenceError(
+        f"the service at {client.address} {said}{rest}",
+        public=f"the provenance service behind this page {public or said}{rest}",
+    )

@@ -1,0 +1,261 @@
+"""`prov web` as a monitor of the log it shows (h-webmono61): it remembers, per log key,
+the newest checkpoint it verified, and holds each latest checkpoint the service presents
+to it. A relay replaying an older checkpoint the log genuinely signed (to end a listing
+early, or show an older log), or saying the log is empty after entries, is a 502 naming
+both sizes; a checkpoint of a newer size that the service's consistency proof does not
+prove to extend the remembered one, or another root at the remembered size, is a 502
+(a fork); honest growth is 200, one consistency proof asked per new size. The
+explorer's search by file hash shows the entry it checked, read once (no redirect to an
+entry page reading it again). A real `prov serve` logging real claims of a real device,
+a real gRPC relay on a real port, a real `prov web`; no mocks."""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clients.api import ProvenanceClient
+from provenance.core import merkle
+from provenance.log.checkpoint import Checkpoint, LogSigner
+from provenance.v1 import provenance_pb2 as pb
+from tests.conftest import GET_ENTRIES, Cli, RelayAnswer, ServerProc, relay, sign_sample
+from tests.test_web_cited import _web
+
+_GET_LOG_KEY = "/provenance.v1.Log/GetLogKey"
+_GET_CHECKPOINT = "/provenance.v1.Log/GetCheckpoint"
+_GET_CONSISTENCY = "/provenance.v1.Log/GetConsistencyProof"
+
+#: What every refusal of an older checkpoint says, in a reader's words.
+_OLDER = (
+    "the provenance service behind this page showed an older state of the log than it showed before"
+)
+
+
+def _said(r: httpx.Response) -> str:
+    """The error an API answer or a page says, its blanks made single."""
+    if r.headers.get("content-type", "").startswith("application/json"):
+        return " ".join(r.json()["error"]["message"].split())
+    return " ".join(html.unescape(r.text).split())
+
+
+def _checkpoint_now(server: ServerProc) -> bytes:
+    """The real server's GetCheckpoint answer now (its genuinely signed checkpoint)."""
+    channel = grpc.insecure_channel(server.address)
+    try:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_GET_CHECKPOINT)
+        return bytes(call(pb.GetCheckpointRequest().SerializeToString(), timeout=60))
+    finally:
+        channel.close()
+
+
+@pytest.mark.parametrize("pin", [False, True], ids=["presented-key", "pinned-key"])
+def test_an_older_genuine_checkpoint_replayed_is_refused_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path, pin: bool
+) -> None:
+    """The relay first relays the log (3 entries) honestly, then replays the log's
+    genuine checkpoint of 2 entries, read before the last capture, with GetEntries cut
+    to match it, then says the log is empty. Before h-webmono61: 200, the listing cut to
+    entries 0 and 1 and /log showing a log of 2 entries, then an empty log; now each is
+    a 502 naming both sizes."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    older = _checkpoint_now(server)  # 2 entries: the enrollment and the rocket
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+    mode = {"now": "honest"}
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if mode["now"] == "empty":
+            context.abort(grpc.StatusCode.OUT_OF_RANGE, "the log is empty")
+        return older if mode["now"] == "older" else forward(request)
+
+    def entries(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        page = pb.GetEntriesResponse.FromString(forward(request))
+        if mode["now"] != "honest":  # the entries past the replayed checkpoint's 2 hidden
+            keep = max(0, min(len(page.entries), 2 - page.start))
+            del page.entries[keep:]
+            page.next = page.start + keep
+        return bytes(page.SerializeToString())
+
+    with ProvenanceClient(server.address, timeout=60) as c:
+        real, _ = c.log_key()
+    answers: dict[str, RelayAnswer] = {_GET_CHECKPOINT: checkpoint, GET_ENTRIES: entries}
+    pinned = ("--log-key", real) if pin else ()
+    with relay(server.address, answers) as address, _web(address, *pinned) as http:
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 200 and r.json()["size"] == 3, r.text
+        assert http.get("/log").status_code == 200
+        mode["now"] = "older"
+        for path, params in [
+            ("/api/v1/entries", {"start": "0", "limit": "100"}),
+            ("/log", {}),
+            ("/api/v1/checkpoint", {}),
+            ("/log/entries/1", {}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 502, (path, r.status_code, r.text[:200])
+            said = _said(r)
+            assert _OLDER in said and "checkpoint of 2 entries, after one of 3" in said, said
+            assert address not in said, said
+        mode["now"] = "empty"
+        for path in ["/log", "/api/v1/checkpoint"]:
+            r = http.get(path)
+            assert r.status_code == 502, (path, r.status_code, r.text[:200])
+            said = _said(r)
+            assert _OLDER in said and "empty, after a signed checkpoint of 3" in said, said
+        mode["now"] = "honest"
+        r = http.get("/api/v1/entries", params={"start": "0"})
+        assert r.status_code == 200 and len(r.json()["entries"]) == 3, r.text
+
+
+def _signed_over(signer: LogSigner, origin: str, leaves: list[bytes]) -> bytes:
+    """A GetCheckpoint answer: a checkpoint of the tree of ``leaves`` (leaf hashes),
+    signed by ``signer`` under ``origin``."""
+    tree = merkle.CompactRange()
+    for leaf in leaves:
+        tree.append(leaf)
+    now = datetime.now(UTC).replace(microsecond=0)
+    note = signer.sign(Checkpoint(origin, len(leaves), tree.root(), now))
+    return bytes(pb.GetCheckpointResponse(checkpoint=note).SerializeToString())
+
+
+def test_a_fork_at_a_newer_or_the_same_size_is_refused_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A relay presenting a log key of its own signs, first, the real tree of 3 entries
+    (200), then a tree of 4 whose first 3 leaves are not the real ones (a fork: the
+    service's consistency proof from 3 to 4, of the real log, does not verify against
+    it), then another tree of 3. Before h-webmono61 each was 200, the forked log shown."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+    with ProvenanceClient(server.address, timeout=60) as c:
+        _, origin = c.log_key()
+        data, _ = c.entries(0, 3)
+    real = [merkle.leaf_hash(e) for e in data]
+    fake = [hashlib.sha256(b"forged %d" % i).digest() for i in range(2)]
+    signer = LogSigner(Ed25519PrivateKey.generate(), origin)
+    notes = {
+        "honest": _signed_over(signer, origin, real),
+        "newer": _signed_over(signer, origin, [real[0], fake[0], real[2], fake[1]]),
+        "same": _signed_over(signer, origin, [real[0], real[1], fake[0]]),
+    }
+    mode = {"now": "honest"}
+
+    def log_key(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.GetLogKeyResponse(verifier_key=signer.verifier_key(), origin=origin)
+        return bytes(answer.SerializeToString())
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        return notes[mode["now"]]
+
+    answers: dict[str, RelayAnswer] = {_GET_LOG_KEY: log_key, _GET_CHECKPOINT: checkpoint}
+    with relay(server.address, answers) as address, _web(address) as http:
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 200 and r.json()["size"] == 3, r.text
+        sign_sample(enrolled, tmp_path, "grace_hopper.jpg")  # the real log has 4: a proof
+        mode["now"] = "newer"
+        for path in ["/api/v1/checkpoint", "/log", "/api/v1/entries?start=0"]:
+            r = http.get(path)
+            assert r.status_code == 502, (path, r.status_code, r.text[:200])
+            said = _said(r)
+            assert "showed a log of 4 entries that it did not prove grows out of the 3" in said
+            assert "consistency proof does not verify" in said and "a fork" in said, said
+        mode["now"] = "same"
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 502, r.text
+        said = _said(r)
+        assert "showed two different logs of 3 entries" in said and "a fork" in said, said
+
+
+def test_honest_growth_asks_one_consistency_proof_per_new_size(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """The log grows under the page: every read is 200, and the page asks the service
+    one consistency proof for each new size it sees (from the size before), however many
+    pages read it. A proof or inclusion at a past size asked for is no rollback: 200."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+    asked: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        req = pb.GetConsistencyProofRequest.FromString(request)
+        with lock:
+            asked.append((req.first_size, req.second_size))
+        return forward(request)
+
+    reads = [
+        "/api/v1/checkpoint",
+        "/log",
+        "/api/v1/entries?start=0",
+        "/log/entries/1",
+        "/api/v1/entries/0",
+        "/api/v1/checkpoint",
+    ]
+    with relay(server.address, {_GET_CONSISTENCY: counted}) as address, _web(address) as http:
+        for path in reads:
+            assert http.get(path).status_code == 200, path
+        assert asked == []
+        sign_sample(enrolled, tmp_path, "grace_hopper.jpg")
+        for path in reads:
+            assert http.get(path).status_code == 200, path
+        assert http.get("/api/v1/checkpoint").json()["size"] == 4
+        assert asked == [(3, 4)]
+        sign_sample(enrolled, tmp_path, "generated_controlnet.png")
+        for path in reads:
+            assert http.get(path).status_code == 200, path
+        assert asked == [(3, 4), (4, 5)]
+        for path, params in [
+            ("/log/consistency", {"first": "1", "second": "2"}),
+            ("/api/v1/proofs/consistency", {"first": "2", "second": "3"}),
+            ("/api/v1/proofs/inclusion", {"index": "0", "tree_size": "1"}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 200, (path, r.text)
+
+
+def test_the_search_by_file_hash_shows_the_entry_it_checked(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """`/log/find?q=SHA` of a logged capture answers that entry's page itself (200),
+    reading the entry once, checked to be the claim the lookup cited. The relay sends
+    the cited entry honestly the first time it is asked for, another capture's entry
+    after. Before h-webmono61 the search read and checked it, then redirected to
+    /log/entries/N, which read it again unchecked: 200 with the other capture's entry
+    shown as found."""
+    a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    b, _ = sign_sample(enrolled, tmp_path, "chelsea.png")
+    sha_a, sha_b = (hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b))
+    ia, ib = 1, 2
+    read: list[int] = []
+
+    def swapped(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        asked = pb.GetEntriesRequest.FromString(request)
+        if asked.start != ib:
+            return forward(request)
+        read.append(ib)
+        if len(read) == 1:
+            return forward(request)
+        other = pb.GetEntriesResponse.FromString(
+            forward(pb.GetEntriesRequest(start=ia, limit=1).SerializeToString())
+        )
+        page = pb.GetEntriesResponse(entries=other.entries[:1], start=ib, next=ib + 1)
+        return bytes(page.SerializeToString())
+
+    with relay(server.address, {GET_ENTRIES: swapped}) as address, _web(address) as http:
+        page = http.get("/log/find", params={"q": sha_b}, follow_redirects=True)
+        assert page.status_code == 200, page.text
+        shown = page.text.split('id="file-sha256">', 1)[1][:64]
+        assert shown == sha_b, (shown, sha_a, sha_b)
+        assert sha_a not in page.text, page.text
+        assert "Found by the search for the file SHA-256" in page.text, page.text
+        assert f"Log entry #{ib}" in page.text, page.text
+        assert read == [ib], read
