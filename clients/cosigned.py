@@ -9,7 +9,10 @@ witnesses' cosignature lines) and an inclusion proof to its tree, everything ver
 here with the log key, and the old and new checkpoints proven consistent
 (``prov receipt refresh`` writes the result into the sidecar; ``prov verify --witness``
 does the same for the receipt of the matched claim). `provenance.witness.check_quorum`
-then checks a k-of-n witness policy on it (c2sp.org/tlog-cosignature).
+then checks a k-of-n witness policy on it (c2sp.org/tlog-cosignature). With
+``--witness-url``, the witnesses are also asked themselves for the checkpoint they last
+cosigned (`witnessed_checkpoints`), and each receipt proven of one log with it
+(`check_witnessed`): a server cannot hide a fork behind an old cosigned checkpoint.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from provenance.core.errors import (
     ServerEvidenceError,
     SignatureError,
     TransportError,
+    WitnessError,
     WitnessQuorumError,
 )
 from provenance.core.verify import ClaimEvidence, VerificationReport
@@ -75,6 +79,18 @@ def policy_keys(values: list[str]) -> list[str]:
     except LogError as e:
         raise UsageError(f"--witness: {e}") from None
     return keys
+
+
+def needs_policy(witness_urls: list[str] | None, policy: list[str]) -> None:
+    """Raise UsageError (exit 2) when ``--witness-url`` is given without ``--witness``
+    (``policy`` empty): a witness's checkpoint is only taken with a cosignature by a key
+    the user names."""
+    if witness_urls and not policy:
+        raise UsageError(
+            "--witness-url needs --witness KEY: the checkpoint a witness serves is taken"
+            " only with a valid cosignature by a key --witness names (give the cosigner key"
+            " `prov witness serve` prints for that witness)"
+        )
 
 
 #: Characters of a witness's name, URL and problem that a message repeats from a
@@ -190,49 +206,138 @@ def cosigned_receipt(
     return new
 
 
-def _one_log(c: ProvenanceClient, old: Checkpoint, cosigned: Checkpoint) -> None:
+def _one_log(
+    c: ProvenanceClient, old: Checkpoint, cosigned: Checkpoint, witness_url: str = ""
+) -> None:
     """Prove the receipt's checkpoint ``old`` and the server's newest cosigned checkpoint
-    ``cosigned`` (both opened with the log key already) of one append-only log: equal
+    ``cosigned`` (both opened with the log key already) of one append-only log (or,
+    with ``witness_url``, the checkpoint the witness at that URL served as the one it
+    last cosigned, `witnessed_checkpoints`, named so in the messages): equal
     roots when of one size, none when the smaller is of size 0 (the empty tree's root:
     every tree extends it; revfork60: before, a proof from size 0 was asked for, which
     the server refuses), else the consistency proof between them (RFC 9162 2.1.4.2)
     that the server of ``c`` sends. Raises LogIntegrityError (exit 3) naming both sizes
-    and the server when they are not: a fork of the log, or a wrong proof;
+    and the server when they are not: a fork of the log, or a wrong proof (with
+    ``witness_url``, also when the server refuses the proof to the witness's larger tree
+    as past its log, OUT_OF_RANGE: its log is shorter than what the witness cosigned);
     TransportError when the server does not answer."""
+    other = f"the one the witness at {witness_url} cosigned" if witness_url else "the cosigned one"
     said = (
-        f"the receipt's checkpoint ({old.size} entries) and the cosigned one"
+        f"the receipt's checkpoint ({old.size} entries) and {other}"
         f" ({cosigned.size}) are not proven of one append-only log"
     )
     if old.size == cosigned.size:
         if old.root_hash != cosigned.root_hash:
+            both = (
+                f"one sent by the server at {c.address}, the other cosigned by the witness at"
+                f" {witness_url}"
+                if witness_url
+                else f"both sent by the server at {c.address}"
+            )
             raise LogIntegrityError(
-                f"{said}: the log signed two different trees of size {old.size}, both sent"
-                f" by the server at {c.address} (a fork)"
+                f"{said}: the log signed two different trees of size {old.size}, {both} (a fork)"
             )
         return
     first, second = sorted((old, cosigned), key=lambda cp: cp.size)
     if first.size == 0:  # every tree extends the empty one: nothing to ask (revfork60)
         if first.root_hash != merkle.EMPTY_ROOT:
+            sender = (
+                f"the witness at {witness_url}"
+                if witness_url and first is cosigned
+                else f"the server at {c.address}"
+            )
             raise LogIntegrityError(
                 f"{said}: the log signed a tree of size 0 whose root is not the empty tree's"
-                f" (SHA-256 of nothing), sent by the server at {c.address}: a tree that"
-                " cannot be"
+                f" (SHA-256 of nothing), sent by {sender}: a tree that cannot be"
             )
         return
     try:
-        merkle.verify_consistency(
-            first.size,
-            second.size,
-            c.consistency_proof(first.size, second.size),
-            first.root_hash,
-            second.root_hash,
-        )
+        proof = c.consistency_proof(first.size, second.size)
+    except TransportError as e:
+        if not (witness_url and second is cosigned and e.code == "OUT_OF_RANGE"):
+            raise
+        raise LogIntegrityError(  # the server's log is shorter than the witness's tree
+            f"{said}: the server at {c.address} cannot prove it ({e}): its log holds fewer"
+            f" entries than the witness cosigned: a fork of the log, or a rollback"
+        ) from e
+    try:
+        merkle.verify_consistency(first.size, second.size, proof, first.root_hash, second.root_hash)
     except LogError as e:
         raise LogIntegrityError(
             f"{said}: the consistency proof the server at {c.address} sent does not verify"
             f" ({e}): a fork of the log, or a wrong proof (`prov log audit` of the log"
             " tells them apart)"
         ) from e
+
+
+@dataclass(frozen=True)
+class WitnessView:
+    """What a witness asked directly (``--witness-url``) holds of the log: ``checkpoint``,
+    the newest it cosigned, as served at ``url`` (`witnessed_checkpoints`: the log's
+    signature and a policy witness's cosignature verified)."""
+
+    url: str
+    checkpoint: Checkpoint
+
+
+def witnessed_checkpoints(
+    urls: list[str], policy: list[str], verifier: NoteVerifier
+) -> list[WitnessView]:
+    """The checkpoint each witness at ``urls`` (`provenance.witness.client.parse_witness_url`
+    prefixes) last cosigned of the log of ``verifier`` (its key name the log's origin),
+    fetched from the witness itself (`fetch_cosigned_checkpoint`: bounded in time and
+    size), each verified with the log key and carrying a valid cosignature by one of
+    ``policy`` (cosigner keys). The witnesses are asked so that a server cannot hide a
+    fork behind an old cosigned checkpoint of its own choosing: `check_witnessed` proves a
+    receipt's checkpoint of one log with each. Raises WitnessQuorumError (exit 14, the
+    log cannot be checked against that witness: naming its URL and why) when one cannot
+    be reached, answers no checkpoint (404: it never cosigned one of this log), or serves
+    one that does not verify with the log key or carries no cosignature of ``policy``."""
+    from provenance.witness.client import fetch_cosigned_checkpoint
+
+    key = f"{verifier.name}+{verifier.key_id.hex()}"
+    views: list[WitnessView] = []
+    for url in urls:
+        try:
+            note = fetch_cosigned_checkpoint(url, verifier.name)
+        except WitnessError as e:
+            why = f"its checkpoint cannot be fetched: {e}"
+            raise WitnessQuorumError(_unconfirmed(url, why)) from e
+        try:
+            checkpoint = open_checkpoint(note, verifier)
+        except (SignatureError, LogError) as e:
+            why = f"the checkpoint it serves does not verify with the log key {key}: {e}"
+            raise WitnessQuorumError(_unconfirmed(url, why)) from e
+        try:
+            check_quorum(note, policy, 1)
+        except (WitnessQuorumError, LogError) as e:
+            why = (
+                "the checkpoint it serves carries no valid cosignature by a --witness key"
+                f" ({e}); give the URL of a witness whose key --witness names"
+            )
+            raise WitnessQuorumError(_unconfirmed(url, why)) from e
+        views.append(WitnessView(url, checkpoint))
+    return views
+
+
+def _unconfirmed(url: str, why: str) -> str:
+    """The message of a ``--witness-url`` that the log cannot be checked against."""
+    return (
+        f"--witness-url {url}: the log cannot be checked against this witness, so a fork"
+        f" cannot be ruled out: {why}"
+    )
+
+
+def check_witnessed(c: ProvenanceClient, checkpoint: Checkpoint, views: list[WitnessView]) -> None:
+    """Prove a receipt's ``checkpoint`` (opened with the log key) of one append-only log
+    with the checkpoint each witness of ``views`` cosigned (`witnessed_checkpoints`),
+    with the consistency proofs the server of ``c`` sends (`_one_log`). Raises
+    LogIntegrityError (exit 3) naming the witness's URL, both sizes and the server when
+    one is not: the log forked, and the receipt is of a branch the witness did not
+    cosign (or the server sent a wrong proof); TransportError when the server does not
+    answer."""
+    for view in views:
+        _one_log(c, checkpoint, view.checkpoint, view.url)
 
 
 def _refused(
@@ -346,6 +451,7 @@ def check_witnesses(
     policy: list[str],
     quorum: int,
     vkey: str | None = None,
+    witness_urls: list[str] | None = None,
 ) -> WitnessCheck:
     """Check the witness ``policy`` (cosigner keys, ``quorum`` of them) on the receipt of
     the claim ``report`` rests on, and on the receipt of each claim it lists as also
@@ -370,6 +476,15 @@ def check_witnesses(
     checkpoint and the cosigned one are not of one append-only log (a fork: also for a
     receipt not yet cosigned, forkpend60); SignatureError, ProofError or LogError when the
     sidecar's receipt does not.
+
+    ``witness_urls`` (``--witness-url``): witnesses asked directly for the checkpoint they
+    last cosigned (`witnessed_checkpoints`, once, before any receipt's policy is
+    checked), with which each receipt's own checkpoint must be proven of one log
+    (`check_witnessed`): LogIntegrityError (exit 3, naming the witness and the claim)
+    when one is not, also for a receipt not yet cosigned; WitnessQuorumError (exit 14)
+    raised when a witness's checkpoint cannot be fetched or checked. They decide no
+    quorum: the cosignatures counted are those on the checkpoint the server proves the
+    receipt in, as without them.
     """
     from clients.cited import EvidenceChecker
 
@@ -380,11 +495,13 @@ def check_witnesses(
     key = vkey if vkey is not None else c.log_key()[0]
     EvidenceChecker(key, "--log-key" if vkey is not None else "--witness").check(report, c.address)
     verifier = NoteVerifier.from_vkey(key)
+    views = witnessed_checkpoints(witness_urls or [], policy, verifier)
     newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once
     main = WitnessCheck(quorum, len(policy))
     if ev is not None and ev.receipt is not None:
         leaf = ev.receipt.leaf_index
         try:
+            check_witnessed(c, open_checkpoint(ev.receipt.checkpoint, verifier), views)
             signed, size = _policy_met(newest, ev, ev.receipt, sidecar, policy, quorum, verifier)
         except WitnessQuorumError as e:
             main = replace(main, leaf_index=leaf, error=str(e))
@@ -404,6 +521,7 @@ def check_witnesses(
         named = receipt_named(other, other.receipt)
         which = f"the receipt of another claim it lists as also signed ({named})"
         try:
+            check_witnessed(c, open_checkpoint(other.receipt.checkpoint, verifier), views)
             _policy_met(newest, other, other.receipt, sidecar, policy, quorum, verifier)
         except WitnessQuorumError:  # its receipt is genuine (proven above): not cosigned yet
             cosigned.append(False)

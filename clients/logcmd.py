@@ -23,6 +23,7 @@ from clients.options import (
     UsageError,
     WitnessOpt,
     WitnessQuorumOpt,
+    WitnessUrlOpt,
     existing,
     folder_to_fill,
     in_existing_folder,
@@ -1201,6 +1202,7 @@ def receipt_refresh(
     ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
+    witness_url: WitnessUrlOpt = None,
     home: HomeOpt = default_home(),
 ) -> None:
     """Bring the sidecar's receipt up to the server's newest witness-cosigned checkpoint:
@@ -1211,13 +1213,17 @@ def receipt_refresh(
     no cosigned checkpoint covers the receipt yet (each witness's status is printed:
     unreachable, or refused, as for a forked log) or the policy is not met, and when the
     server has no witnesses at all (said so: nothing is cosigned there; the sidecar is
-    left as it is, and its receipt still verifies with the log's key alone)."""
-    from clients.cosigned import policy_keys
+    left as it is, and its receipt still verifies with the log's key alone). With
+    --witness-url, the receipt's checkpoint must also be of one append-only log with the
+    checkpoint each witness named last cosigned, fetched from it: exit 3 when not (a
+    fork), 14 when one cannot be fetched or checked."""
+    from clients.cosigned import needs_policy, policy_keys
 
     witnesses = policy_keys(witness or [])
     quorum = witness_quorum_of(len(witnesses), witness_quorum)
+    needs_policy(witness_url, witnesses)
     with _device_lock(home):  # not between a `prov sign --force`'s read and write
-        _refresh(sidecar, server, log_key, witnesses, quorum, home)
+        _refresh(sidecar, server, log_key, witnesses, quorum, home, witness_url or [])
 
 
 def _read_key_text(value: str) -> str:
@@ -1251,15 +1257,23 @@ def _refresh(
     witnesses: list[str],
     quorum: int,
     home: Path,
+    witness_urls: list[str],
 ) -> None:
     """`receipt_refresh` of ``sidecar``: read it, fetch and check the newest cosigned
-    checkpoint's proof (each call within the client's deadline), rewrite it."""
+    checkpoint's proof (each call within the client's deadline), rewrite it; first, the
+    receipt's checkpoint proven of one log with each of ``witness_urls``' checkpoints
+    (`clients.cosigned.check_witnessed`)."""
     sc = _read_sidecar(sidecar)
     if sc.receipt is None:
         raise ConfigError(_no_receipt(sidecar, sc, home))
     check_sidecar_key(sc)
     from clients.api import ProvenanceClient
-    from clients.cosigned import cosigned_receipt, cosigner_names
+    from clients.cosigned import (
+        check_witnessed,
+        cosigned_receipt,
+        cosigner_names,
+        witnessed_checkpoints,
+    )
 
     with ProvenanceClient(server) as c:
         server_vkey, _ = c.log_key()
@@ -1276,6 +1290,8 @@ def _refresh(
             )
         verifier = NoteVerifier.from_vkey(vkey)
         verify_receipt(sc.receipt, sc.signed_claim, verifier)
+        views = witnessed_checkpoints(witness_urls, witnesses, verifier)
+        check_witnessed(c, open_checkpoint(sc.receipt.checkpoint, verifier), views)
         try:
             receipt = cosigned_receipt(c, sc.receipt, sc.signed_claim, verifier)
         except NoWitnessesError as e:

@@ -201,6 +201,36 @@ WitnessOpt = Annotated[
         callback=witness_keys,
     ),
 ]
+
+
+def witness_urls(values: list[str] | None) -> list[str] | None:
+    """``values`` as witness URL prefixes (`provenance.witness.client.parse_witness_url`:
+    http(s), printable ASCII, trailing slashes dropped); else a usage error (exit 2)
+    before any call. Typer callback of ``--witness-url``. Raises typer.BadParameter."""
+    from provenance.core.errors import ConfigError
+    from provenance.witness.client import parse_witness_url
+
+    try:
+        return [parse_witness_url(v) for v in values] if values else values
+    except ConfigError as e:
+        raise typer.BadParameter(str(e), param_hint="--witness-url") from None
+
+
+#: ``--witness-url URL``, repeatable: witnesses asked directly for the checkpoint they
+#: last cosigned, each proven of one log with the receipts checked (`clients.cosigned`).
+WitnessUrlOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness-url",
+        help="A witness's URL (http(s)://HOST:PORT, as `prov witness serve` prints it): the"
+        " checkpoint it last cosigned is fetched from it, must carry a --witness key's"
+        " cosignature, and must be of one append-only log with the receipt's checkpoint"
+        " (else exit 3, a fork; exit 14 when it cannot be fetched or checked); repeat for"
+        " each witness to ask. Needs --witness.",
+        metavar="URL",
+        callback=witness_urls,
+    ),
+]
 #: ``--witness-quorum K``: cosignatures required among ``--witness``.
 WitnessQuorumOpt = Annotated[
     int | None,

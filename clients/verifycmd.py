@@ -15,7 +15,7 @@ from typer.core import TyperCommand
 
 from clients.api import ProvenanceClient, default_server
 from clients.cited import check_evidence
-from clients.cosigned import WitnessCheck, check_witnesses, policy_keys
+from clients.cosigned import WitnessCheck, check_witnesses, needs_policy, policy_keys
 from clients.derived import pixels_checked
 from clients.device import sidecar_path
 from clients.files import read_bounded
@@ -24,6 +24,7 @@ from clients.options import (
     UsageError,
     WitnessOpt,
     WitnessQuorumOpt,
+    WitnessUrlOpt,
     existing,
     verifier_key,
     witness_quorum_of,
@@ -121,6 +122,7 @@ def verify(
     ] = None,
     witness: WitnessOpt = None,
     witness_quorum: WitnessQuorumOpt = None,
+    witness_url: WitnessUrlOpt = None,
 ) -> None:
     """Verify a file against the log and print the report.
 
@@ -135,11 +137,16 @@ def verify(
     claim listed as also signed is proven too; one the witnesses have not cosigned yet is
     shown so, and does not fail the policy.
 
+    With --witness-url, each witness named is also asked for the checkpoint it last
+    cosigned, and every receipt checked must be of one append-only log with it: the
+    server alone cannot then hide a fork behind an old cosigned checkpoint.
+
     Exit codes: 0 SIGNED_ORIGINAL, 10 DERIVED, 11 UNSIGNED, 12 REVOKED_KEY,
     13 TAMPERED; 14 when --witness is given and fewer than --witness-quorum of them
-    cosigned the receipt's checkpoint; 3 when the server's answer cites a claim of
-    other bytes, or its evidence does not verify with --log-key (or, with --witness,
-    with the log's key); 15 when FILE changed
+    cosigned the receipt's checkpoint, or a --witness-url's checkpoint cannot be fetched
+    or checked; 3 when the server's answer cites a claim of other bytes, or its evidence
+    does not verify with --log-key (or, with --witness, with the log's key), or a
+    receipt is not of one log with a --witness-url's checkpoint (a fork); 15 when FILE changed
     while it was being verified (verify it again); 1 when the file or server could not
     be checked; 2 usage errors.
     """
@@ -150,6 +157,7 @@ def verify(
         )
     policy = policy_keys(witness or [])
     quorum = witness_quorum_of(len(policy), witness_quorum)
+    needs_policy(witness_url, policy)
     found, unread = (None, None) if no_sidecar else _read_sidecar(file, sidecar)
     cosigned: WitnessCheck | None = None
     vkey = _read_key_text(log_key) if log_key is not None else None
@@ -169,7 +177,7 @@ def verify(
             if vkey is not None:
                 checked = check_evidence(report, vkey, server)
             if policy:
-                cosigned = check_witnesses(c, report, found, policy, quorum, vkey)
+                cosigned = check_witnesses(c, report, found, policy, quorum, vkey, witness_url)
     except ProvenanceError as e:
         if as_json:  # scripts always get a JSON object on stdout
             failed = {"status": None, **path_to_json(str(file)), "error": str(e)}

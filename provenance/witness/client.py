@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import hashlib
 import http.client
 import logging
 import ssl
@@ -174,18 +175,8 @@ def parse_witness_option(value: str) -> WitnessSpec:
     url, sep, key = value.partition("=")
     if not sep:
         raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
-    if len(url) > MAX_WITNESS_URL_CHARS:
-        raise ConfigError(
-            f"--witness {quoted(url)}: a URL of {len(url):,} characters, more than the"
-            f" {MAX_WITNESS_URL_CHARS:,} characters a witness URL may have"
-        )
-    if not (url.isascii() and url.isprintable() and " " not in url):
-        raise ConfigError(
-            f"--witness {quoted(url)}: a witness URL is printable ASCII without spaces (give"
-            " a host name that is not ASCII in its xn-- form, and %-encode the path)"
-        )
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    _check_url_text(url, "--witness")
+    if not _is_http_url(url):
         raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
     vkey = read_key_text(key)
     try:
@@ -193,6 +184,106 @@ def parse_witness_option(value: str) -> WitnessSpec:
     except LogError as e:
         raise ConfigError(f"--witness {url}: {e}") from e
     return WitnessSpec(url.rstrip("/"), vkey)
+
+
+def _check_url_text(url: str, option: str) -> None:
+    """Raise ConfigError (naming ``option``) when the witness URL ``url`` is longer than
+    `MAX_WITNESS_URL_CHARS` or not printable ASCII without spaces."""
+    if len(url) > MAX_WITNESS_URL_CHARS:
+        raise ConfigError(
+            f"{option} {quoted(url)}: a URL of {len(url):,} characters, more than the"
+            f" {MAX_WITNESS_URL_CHARS:,} characters a witness URL may have"
+        )
+    if not (url.isascii() and url.isprintable() and " " not in url):
+        raise ConfigError(
+            f"{option} {quoted(url)}: a witness URL is printable ASCII without spaces (give"
+            " a host name that is not ASCII in its xn-- form, and %-encode the path)"
+        )
+
+
+def _is_http_url(url: str) -> bool:
+    """Whether ``url`` is http(s) with a host name."""
+    parts = urlsplit(url)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def parse_witness_url(value: str) -> str:
+    """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
+    URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
+    without its trailing slashes. Raises ConfigError naming what is wrong."""
+    _check_url_text(value, "--witness-url")
+    if not _is_http_url(value):
+        raise ConfigError(
+            f"--witness-url {quoted(value)} is not a witness's http(s) URL (e.g."
+            " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
+        )
+    return value.rstrip("/")
+
+
+def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
+    """The newest checkpoint the witness at ``url`` (a `parse_witness_url` prefix) cosigned
+    of the log ``origin``, as it serves it: ``GET <url>/<origin hash>/checkpoint``, the
+    origin hash SHA-256 of ``origin`` in lowercase hex (c2sp.org/tlog-witness "Monitor
+    Retrieval Mechanism"); the note text, its signatures unchecked. One request, its whole
+    answer within ``timeout_s`` seconds and `MAX_ANSWER_BYTES` (headers and framing
+    included). Raises WitnessError saying why otherwise: unreachable, too slow, too large,
+    404 (it never cosigned a checkpoint of that log), another status (with the start of
+    its text)."""
+    path = f"{urlsplit(url).path}/{hashlib.sha256(origin.encode()).hexdigest()}/checkpoint"
+    with Cutoff(timeout_s) as cutoff:
+        try:
+            status, text = _get(url, path, cutoff, timeout_s)
+        except WitnessError:
+            if cutoff.expired.is_set():
+                raise WitnessError(f"no complete answer within {timeout_s:g} s") from None
+            raise
+    if cutoff.expired.is_set():  # cut mid-body: what was read is not the whole answer
+        raise WitnessError(f"no complete answer within {timeout_s:g} s")
+    said = clipped_line(text.strip(), SHOWN_ANSWER_CHARS)
+    if status == 404:
+        raise WitnessError(
+            f"it has cosigned no checkpoint of the log {origin!r} (HTTP 404: {said}); check"
+            " that the URL is a witness of this log's server"
+        )
+    if status != 200:
+        raise WitnessError(f"HTTP {status}: {said}")
+    return text
+
+
+def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, str]:
+    """GET ``path`` of the witness at ``url`` on a connection of its own (closed after),
+    its socket under ``cutoff``: (status, text). Raises WitnessError."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
+    where = f"{shown_host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(host, parts.port, timeout=timeout_s)
+    conn.response_class = metered_response(MAX_ANSWER_BYTES)
+    try:
+        try:
+            conn.connect()
+        except OSError as e:
+            if isinstance(e, ssl.SSLError):  # it answered: TLS failed
+                raise
+            why = e.strerror or str(e) or "the connection failed (check the URL)"
+            if isinstance(e, TimeoutError):
+                why = f"no answer within {timeout_s:g} s"
+            raise WitnessError(f"witness at {where} is not reachable: {why}") from e
+        if conn.sock is not None:
+            cutoff.watch(conn.sock)
+        conn.request("GET", path)
+        r = conn.getresponse()
+        data = r.read(MAX_ANSWER_BYTES + 1)
+    except OverBudget as e:
+        raise WitnessError(f"witness at {where}: {e}") from None
+    except (OSError, http.client.HTTPException) as e:
+        raise WitnessError(_exchange_failure(e, where, timeout_s)) from e
+    finally:
+        conn.close()
+    if len(data) > MAX_ANSWER_BYTES:
+        raise WitnessError(f"its answer is over {MAX_ANSWER_BYTES // 1024} KiB")
+    return r.status, data.decode("utf-8", "replace")
 
 
 @dataclass

@@ -1,0 +1,110 @@
+"""`prov verify --witness-url` and `prov receipt refresh --witness-url` of an honest log:
+the witness asked directly changes nothing (exit 0, or 14 while a receipt is not yet
+cosigned); a witness URL that cannot be reached, has cosigned nothing of the log, or
+serves a checkpoint no --witness key cosigned is "cannot confirm" (exit 14) naming the
+URL and why; --witness-url without --witness or not an http(s) URL is a usage error.
+Real `prov serve`, real `prov witness serve`, a real gRPC relay and the real CLI. The
+forked log's case is in tests/test_witness_fork_pending.py."""
+
+# ruff: noqa: F811
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from clients.api import ProvenanceClient
+from provenance.v1 import provenance_pb2 as pb
+from tests.conftest import (
+    SAMPLES,
+    Cli,
+    ServerProc,
+    closed_port,
+    relay,
+    sign_sample,
+    wait_cosigned,
+    witness_serve,
+)
+from tests.test_cited_binding import _genuine_answer, _verify, server, witness  # noqa: F401
+from tests.test_witness_also_claims import GET_CHECKPOINT, VERIFY_FILE, _old_cosigned
+
+
+def test_an_honest_logs_witness_url_changes_nothing(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """Photo A (leaf 1) and B (leaf 2) signed, the witness cosigned 3 entries: `prov
+    verify --witness` of each says the same, exit 0, with --witness-url of the witness;
+    behind a relay showing the cosigned checkpoint of 2 entries, B is not yet cosigned,
+    exit 14, with it or without; `prov receipt refresh` of A's sidecar (its receipt of 2
+    entries, proven consistent with the witness's 3) rewrites it, exit 0. (witurl61:
+    before, --witness-url was no option: exit 2.)"""
+    url, vkey = witness
+    photo_a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    with ProvenanceClient(server.address) as c:
+        before = c._log.GetCheckpoint(pb.GetCheckpointRequest(cosigned=True), timeout=60)
+    photo_b = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "chelsea.png"))
+    rc, _, err = enrolled("sign", str(photo_b))
+    assert rc == 0, err
+    wait_cosigned(server.address, 3)
+    for photo in (photo_a, photo_b):
+        args = (str(photo), "--server", server.address, "--witness", vkey)
+        plain = _verify(capsys, *args)
+        asked = _verify(capsys, *args, "--witness-url", url)
+        assert plain[0] == 0, plain
+        assert asked == plain, (asked, plain)
+    shown = {GET_CHECKPOINT: _old_cosigned(bytes(before.SerializeToString()))}
+    answer = {VERIFY_FILE: _genuine_answer(server.address, photo_b).SerializeToString()}
+    with relay(server.address, shown, answer) as address:
+        args = (str(photo_b), "--server", address, "--witness", vkey)
+        plain = _verify(capsys, *args)
+        asked = _verify(capsys, *args, "--witness-url", url, "--witness-url", url + "/")
+    assert plain[0] == 14, plain
+    assert "covers leaf 2 (the newest covers 2 entries;" in " ".join(plain[2].split()), plain
+    assert asked == plain, (asked, plain)
+    refresh = ("receipt", "refresh", f"{photo_a}.prov", "--witness", vkey)
+    rc, out, err = enrolled(*refresh, "--witness-url", url)
+    assert rc == 0, (out, err)
+    assert "now proven against checkpoint 3" in " ".join(out.split()), out
+
+
+def test_a_witness_url_that_cannot_be_checked_is_cannot_confirm(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """--witness-url of nothing listening, of a second witness of the log that has
+    cosigned nothing (404), and of the witness with only another witness's key as
+    --witness: `prov verify` and `prov receipt refresh` exit 14, naming the URL and why,
+    no traceback, the sidecar left as it was; --witness-url without --witness, or of
+    another scheme: exit 2."""
+    url, vkey = witness
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    sidecar = Path(f"{photo}.prov")
+    kept = sidecar.read_bytes()
+    nowhere = f"http://{closed_port()}"
+    (tmp_path / "w2").mkdir()
+    with ProvenanceClient(server.address) as c:
+        log_key = c.log_key()[0]
+    with witness_serve(tmp_path / "w2", log_key) as (url2, vkey2):
+        cases = [
+            (nowhere, vkey, "is not reachable"),
+            (url2, vkey, "it has cosigned no checkpoint of the log"),
+            (url, vkey2, "carries no valid cosignature by a --witness key"),
+        ]
+        for given, key, why in cases:
+            args = ("--witness", key, "--witness-url", given)
+            verified = _verify(capsys, str(photo), "--server", server.address, *args)
+            refreshed = enrolled("receipt", "refresh", str(sidecar), *args)
+            for rc, out, err in (verified, refreshed):
+                said = " ".join(err.split())
+                assert rc == 14, (given, rc, out, err)
+                assert f"--witness-url {given}: the log cannot be checked" in said, err
+                assert why in said, err
+                assert "Traceback" not in err, err
+            assert sidecar.read_bytes() == kept
+    for bad in (("--witness-url", url), ("--witness", vkey, "--witness-url", "ftp://x")):
+        rc, out, err = _verify(capsys, str(photo), "--server", server.address, *bad)
+        assert rc == 2, (bad, rc, out, err)
+        assert "--witness-url" in err, err
+        rc, out, err = enrolled("receipt", "refresh", str(sidecar), *bad)
+        assert rc == 2, (bad, rc, out, err)
