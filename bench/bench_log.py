@@ -26,11 +26,13 @@ from pathlib import Path
 from results import Ratio, write_results  # bench/results.py, next to this script
 
 from provenance.core import merkle
-from provenance.core.claims import Claim, Device, HardBinding, SignedClaim
-from provenance.core.envelope import PAYLOAD_TYPE_CLAIM
-from provenance.log.checkpoint import generate_log_key
-from provenance.server.writer import GroupCommitWriter, PendingClaim
-from provenance.store import Store
+from provenance.core.claims import Claim, HardBinding, SignedClaim
+from provenance.core.envelope import PAYLOAD_TYPE_CLAIM, sign_payload
+from provenance.core.keyhistory import KeyEvent, KeyEventKind, KeySigner, sign_key_event
+from provenance.core.keys import DeviceKey
+from provenance.log.checkpoint import LogSigner, generate_log_key
+from provenance.server.writer import GroupCommitWriter, PendingClaim, PendingKeyEvent
+from provenance.store import KEY_HISTORY_META, Store
 from provenance.store.sqlite import SqliteStore
 from provenance.wire import convert as wire
 
@@ -40,30 +42,49 @@ def _pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
+def _enroll(
+    store: Store, writer: GroupCommitWriter, signer: LogSigner, count: int, now: datetime
+) -> list[DeviceKey]:
+    """``count`` new device keys enrolled through ``writer`` (of ``store``) as the service
+    enrolls them (`ProvenanceService.enroll`): a one-time token each, a key-history entry signed by
+    the admin key (the log key of a server started without ``--admin-token``) committed
+    with its registry row; the key history marked as kept from the log's start."""
+    admin = KeySigner(signer.public_key, signer.sign_message)
+    store.setdefault_meta(KEY_HISTORY_META, str(store.tree_size()))
+    keys = [DeviceKey.generate() for _ in range(count)]
+    pending = []
+    for key in keys:
+        tok = os.urandom(32)
+        store.add_token(tok, "", now, now.replace(year=now.year + 1))
+        ev = KeyEvent(
+            KeyEventKind.ENROLLMENT, key.key_id, now, key.public_key, authorised_by="token"
+        )
+        pending.append(PendingKeyEvent(sign_key_event(admin, wire.encode_key_event(ev)), ev, tok))
+    writer.submit_key_events(pending)
+    return keys
+
+
 def writer_rate(
     stores: Sequence[Store], key: Path, submitters: int, total: int, max_batch: int = 512
 ) -> float:
     """Durable appends/s through one group-commit writer per store (several stores over
     one database act as several servers), submitter i feeding writer i % len(stores),
-    with at most ``max_batch`` claims per commit."""
-    store = stores[0]
+    with at most ``max_batch`` claims per commit. The devices are enrolled and their
+    claims signed before the clock starts: the database is a log an honest server
+    writes (a full `prov log audit --db` passes it)."""
     signer = generate_log_key(key, "bench.local/log")
     now = datetime.now(UTC)
-    devices = []
-    for i in range(submitters):
-        dev = os.urandom(32)
-        store.add_token(bytes([i]) * 32, "", now, now.replace(year=now.year + 1))
-        store.enroll(bytes([i]) * 32, Device(dev, os.urandom(32), now), now)
-        devices.append(dev)
     writers = [
         GroupCommitWriter(s, signer, lambda: datetime.now(UTC), lambda *a: None, max_batch)
         for s in stores
     ]
+    devices = _enroll(stores[0], writers[0], signer, submitters, now)
 
-    def pending(dev: bytes, seq: int) -> PendingClaim:
-        claim = Claim(dev, seq, now, "image/jpeg", 1, HardBinding(os.urandom(32)))
+    def pending(dev: DeviceKey, seq: int) -> PendingClaim:
+        claim = Claim(dev.key_id, seq, now, "image/jpeg", 1, HardBinding(os.urandom(32)))
         data = wire.encode_claim(claim)
-        return PendingClaim(SignedClaim(PAYLOAD_TYPE_CLAIM, data, dev, b"\x00" * 64), claim)
+        sig = sign_payload(dev, PAYLOAD_TYPE_CLAIM, data)
+        return PendingClaim(SignedClaim(PAYLOAD_TYPE_CLAIM, data, dev.key_id, sig), claim)
 
     per = total // submitters
     work_items = [[pending(d, s + 1) for s in range(per)] for d in devices]

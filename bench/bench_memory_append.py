@@ -5,7 +5,9 @@ ends cleanly. Each round appends --appends leaves one transaction each (the leaf
 Merkle node a level, a checkpoint: the group-commit writer's batch of one, a lone `prov
 sign`) to this tree's store, then the same leaves to the same state in a store whose
 transaction deep-copies the state (the copy before 5 December), alternately; medians of
---rounds rounds, in transactions/s.
+--rounds rounds, in transactions/s. The log is made up (random hashes, unsigned claims, a
+registry row no key-history entry enrolled: `prov log audit` would refuse it) and lives
+only in this process, never in a file: it measures the transaction's copy, not a log.
 
 Usage: python bench/bench_memory_append.py [--leaves 20000] [--appends 50] [--rounds 5]
 """

@@ -241,13 +241,17 @@ def check_lookup_verdict(status: Verdict, cites: bool, others: int, server: str)
     (``evidence.other_claims``), ``server`` HOST:PORT for the message (its ``public``
     text says "the server" alone). A lookup sends no bytes and no sidecar, so the service
     decides it from the log's claims alone (`provenance.core.verify.decide` with exact and
-    near candidates only; `ProvenanceService.verify_many`), and:
+    near candidates only; `ProvenanceService.verify_many`), and (what is checked here:
+    ``status`` against ``cites`` and ``others``, nothing else of the answer):
 
     * never answers TAMPERED: that verdict rests on a sidecar's or an embedded claim
       (none comes with a lookup) or on a logged claim of the exact bytes that no longer
       verifies, which `rank_exact` leaves out before any verdict is made;
-    * answers UNSIGNED citing no claim and listing none (`_unsigned`, and a cut search's
-      `_revoked_source`: evidence of the file alone);
+    * answers UNSIGNED citing no claim and listing none: the verifier makes a lookup's
+      UNSIGNED with the evidence of the file alone, both when nothing matched
+      (`provenance.core.verify._unsigned`) and when a search cut at its time budget
+      found only near copies that their key's revocation covers
+      (`provenance.core.verify._revoked_source` with ``cut``);
     * answers REVOKED_KEY citing the claim it rests on (of the exact bytes or a near
       copy's).
 

@@ -338,6 +338,48 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
         assert "starting" not in err and "cannot reach" not in err  # no bar, no call
 
 
+@pytest.mark.parametrize("resume", [(), ("--resume",)])
+@pytest.mark.parametrize("beside", ["out.csv", "out.html"])
+def test_a_new_scan_refuses_to_replace_a_file_no_scan_wrote(
+    photo: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    beside: str,
+    resume: tuple[str, ...],
+) -> None:
+    """A scan into out.jsonl writes out.csv and out.html when it completes, replacing
+    whatever was there: a spreadsheet or page of the user's named so is refused up front
+    (exit 2, naming it), with or without --resume, and left as it was. Before, the scan
+    ran (here: exit 1, the server unreachable) and a completed one replaced the file."""
+    theirs = tmp_path / beside
+    theirs.write_text("name,amount\nalice,3\n")
+    report = tmp_path / "out.jsonl"
+    args = ("scan", str(photo), "--report", str(report), *resume)
+    rc, err = _run(capsys, *args, "--server", closed_port(), "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"{theirs} exists and is not a report of prov scan" in err, err
+    assert "Move that file away, or name another --report" in err, err
+    assert theirs.read_text() == "name,amount\nalice,3\n"
+
+
+def test_a_new_scan_takes_over_an_earlier_scans_csv_and_html(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV and HTML an earlier scan left (its report removed, as the refusal of an
+    existing report says to do) are no usage error: the scan starts (here: exit 1, the
+    server unreachable)."""
+    from clients.scan import worker
+    from clients.scan.report import CSV_FIELDS, HTML_HEAD, SCAN_TITLE
+
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    report = tmp_path / "out.jsonl"
+    (tmp_path / "out.csv").write_text(",".join(CSV_FIELDS[:17]) + "\r\nx.jpg\r\n")
+    (tmp_path / "out.html").write_text(f"{HTML_HEAD}<title>{SCAN_TITLE}out.jsonl</title>")
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
 def test_a_scan_report_that_is_no_regular_file_is_a_usage_error(
     photo: Path, tmp_path: Path
 ) -> None:

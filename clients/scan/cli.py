@@ -25,7 +25,7 @@ from clients.options import (
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_note, summary_table, summary_title
-from clients.scan.report import EVIDENCE_REFUSED, csv_path, html_path, legend
+from clients.scan.report import EVIDENCE_REFUSED, csv_path, html_path, legend, written_by_scan
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError, TransportError
@@ -282,8 +282,10 @@ def _check_report(report: Path, resume: bool) -> None:
     """Usage errors (exit 2) of ``--report``, found before the scan starts: not a .jsonl
     name, a folder that does not exist or cannot be written, a folder given as the file,
     a FIFO, device or socket (a FIFO's open for appending waits for a reader: the scan
-    blocked for good), or an existing report without --resume (unless empty:
-    `holds_rows`). Raises typer.BadParameter."""
+    blocked for good), an existing report without --resume (unless empty:
+    `holds_rows`), or, for a new scan (the report holds no rows), an ``OUT.csv`` or
+    ``OUT.html`` beside it that no scan wrote (`written_by_scan`), which the scan would
+    replace when it completes. Raises typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
@@ -309,3 +311,13 @@ def _check_report(report: Path, resume: bool) -> None:
             f"{report} exists: add --resume to continue that scan, or remove it",
             param_hint="--report",
         )
+    if holds_rows(report):
+        return  # its OUT.csv and OUT.html are that scan's (--resume)
+    for out in (csv_path(report), html_path(report)):
+        if not written_by_scan(out):
+            raise typer.BadParameter(
+                f"{out} exists and is not a report of prov scan: a scan into {report}"
+                f" writes {out.name} when it completes, replacing it. Move that file away,"
+                " or name another --report",
+                param_hint="--report",
+            )

@@ -105,6 +105,37 @@ def html_path(report: Path) -> Path:
     return report.with_suffix(".html")
 
 
+#: How each HTML page of a scan begins (`render_html`), and the start of its title
+#: (`Report.finish`): `written_by_scan` knows an earlier scan's page by them.
+HTML_HEAD = "<!doctype html><html><head><meta charset='utf-8'>"
+SCAN_TITLE = "Scan report: "
+
+
+def written_by_scan(path: Path) -> bool:
+    """Whether ``path`` (a report's ``OUT.csv`` or ``OUT.html``, which a scan replaces when
+    it completes) holds nothing a scan would lose: absent, empty, or a file an earlier scan
+    wrote there, a CSV whose header is `CSV_FIELDS` (or its first columns, through
+    ``status``: older scans wrote fewer) or an HTML page beginning as `render_html`'s with
+    a `SCAN_TITLE`. False for any other file, a folder, a FIFO or a device (not opened).
+    Reads at most 4 KiB; a file that cannot be read is not a scan's."""
+    try:
+        if not path.exists():
+            return True
+        if not path.is_file():
+            return False
+        if path.stat().st_size == 0:
+            return True
+        with path.open("rb") as f:
+            head = f.read(4096).decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    if path.suffix == ".html":
+        return head.startswith(f"{HTML_HEAD}<title>{SCAN_TITLE}")
+    header = next(csv.reader(io.StringIO(head.partition("\n")[0].rstrip("\r"))), [])
+    least = CSV_FIELDS.index("status") + 1
+    return len(header) >= least and tuple(header) == CSV_FIELDS[: len(header)]
+
+
 def report_files(report: Path) -> tuple[Path, ...]:
     """Every file a scan into ``report`` writes: the JSON Lines report, the CSV (and the
     ``.part`` it is written to first) and the HTML page."""
@@ -356,7 +387,7 @@ class ReportWriter:
             if t := thumbnail(blob, max_pixels):
                 thumbs[ref] = t
             del blob  # before the next image is read
-        page = render_html(summary, thumbs, f"Scan report: {self.report.name}")
+        page = render_html(summary, thumbs, f"{SCAN_TITLE}{self.report.name}")
         with naming(html_path(self.report)):
             html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
         return summary
@@ -607,7 +638,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
     order = [v.value for v in Verdict] + [ERROR, EVIDENCE_REFUSED, EMPTY, SIDECAR]
     out = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
+        HTML_HEAD,
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>{summary.rows} files, {summary.bytes:,} bytes.</p>",

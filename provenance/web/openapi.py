@@ -23,7 +23,11 @@ def _errors(*codes: int) -> dict[str, Any]:
         408: "the upload stalled (nothing arrived for the idle timeout)",
         413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
         415: "the body was sent with a Content-Encoding (UNSUPPORTED_ENCODING): send it as is",
-        429: "too many uploads from this client; see Retry-After",
+        429: (
+            "this client is over one of its limits (RATE_LIMITED): uploads a minute (prov web"
+            " --uploads-per-minute) or at once, reads of the log and registry a minute"
+            " (--reads-per-minute), or JSON body bytes held at once; see Retry-After"
+        ),
         502: (
             "the service's answer was refused (BAD_GATEWAY), as `prov verify` refuses it: its"
             " report is of other bytes, or cites a claim of other bytes, or a near copy's"
@@ -42,11 +46,27 @@ def _errors(*codes: int) -> dict[str, Any]:
             " the same size, or a newer one its consistency proof does not prove to extend"
             " it (a fork); the message says which"
         ),
-        503: "the service is unreachable or busy (UNAVAILABLE); see Retry-After",
+        503: (
+            "the service is unreachable or busy (UNAVAILABLE), or (an upload) this page's"
+            " upload slots are all taken; see Retry-After"
+        ),
         504: "the service did not answer within prov web --service-timeout (DEADLINE_EXCEEDED);"
         " see Retry-After",
     }
-    return {str(c): _json(ERROR, text[c]) for c in codes}
+    return {str(c): _json(ERROR, text[c]) for c in sorted(set(codes))}
+
+
+#: What every route that calls the service may answer besides its own refusals: the
+#: service's evidence refused (502), the service unreachable or busy (503), no answer
+#: within ``--service-timeout`` (504); tests/test_openapi_statuses.py sends each route.
+SERVICE = (502, 503, 504)
+#: A metered read of the log or registry (`provenance.web.api.metered`, 429) that calls
+#: the service (503, 504); the routes whose checkpoint or entries are checked add 502.
+READ = (429, 503, 504)
+#: A route that reads a request body (`provenance.web.api.json_body`, an upload): a bad
+#: body, one that stalls (408), one over its size (413), one with a content coding
+#: (415), its client over its uploads or JSON bytes (429).
+BODY = (400, 408, 413, 415, 429)
 
 
 def _query(name: str, description: str, required: bool = False, kind: str = "string") -> Any:
@@ -186,7 +206,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, "content": MULTIPART},
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Report"}, "the report"),
-                        **_errors(400, 408, 413, 415, 429, 502, 503, 504),
+                        **_errors(*BODY, *SERVICE),
                     },
                 }
             },
@@ -199,7 +219,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json({"type": "object"}, "{results: [{ref, ...report}]}"),
-                        **_errors(400, 413, 415, 502, 503, 504),
+                        **_errors(*BODY, *SERVICE),
                     },
                 }
             },
@@ -209,8 +229,8 @@ def openapi_document() -> dict[str, Any]:
                 "checkpoint",
                 400,
                 404,
+                *READ,
                 502,
-                503,
             ),
             "/api/v1/entries": _get(
                 "The entries of a file by its SHA-256, or a page of the log from `start`"
@@ -228,6 +248,7 @@ def openapi_document() -> dict[str, Any]:
                 " next page starts at `start` plus the entries held",
                 400,
                 404,
+                *READ,
                 502,
             ),
             "/api/v1/entries/{index}": _get(
@@ -236,6 +257,7 @@ def openapi_document() -> dict[str, Any]:
                 "the entry",
                 400,
                 404,
+                *READ,
                 502,
             ),
             "/api/v1/proofs/inclusion": _get(
@@ -251,6 +273,7 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "the proof",
                 400,
+                *READ,
             ),
             "/api/v1/proofs/consistency": _get(
                 "A consistency proof (RFC 9162 2.1.4), checked when first_root is given",
@@ -266,6 +289,8 @@ def openapi_document() -> dict[str, Any]:
                 ],
                 "the proof",
                 400,
+                404,
+                *READ,
                 502,
             ),
             "/api/v1/devices/{device_id}": _get(
@@ -274,6 +299,7 @@ def openapi_document() -> dict[str, Any]:
                 "the device",
                 400,
                 404,
+                *READ,
             ),
             "/matches/byBinding": {
                 **_get(
@@ -289,7 +315,7 @@ def openapi_document() -> dict[str, Any]:
                     ],
                     "matches",
                     400,
-                    502,
+                    *SERVICE,
                 ),
                 "post": {
                     "summary": "C2PA soft binding resolution (JSON body {alg, value})",
@@ -299,7 +325,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(MATCHES, "matches"),
-                        **_errors(400, 415, 502),
+                        **_errors(*BODY, *SERVICE),
                     },
                 },
             },
@@ -317,7 +343,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(MATCHES, "matches"),
-                        **_errors(400, 408, 413, 415, 429, 502),
+                        **_errors(*BODY, *SERVICE),
                     },
                 }
             },
@@ -336,6 +362,7 @@ def openapi_document() -> dict[str, Any]:
                 "the entry",
                 400,
                 404,
+                *READ,
                 502,
             ),
             "/services/supportedAlgorithms": _get(
