@@ -339,7 +339,7 @@ def test_scan_checks_its_arguments_before_the_progress_bar(photo: Path, tmp_path
 
 
 @pytest.mark.parametrize("resume", [(), ("--resume",)])
-@pytest.mark.parametrize("beside", ["out.csv", "out.html"])
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
 def test_a_new_scan_refuses_to_replace_a_file_no_scan_wrote(
     photo: Path,
     tmp_path: Path,
@@ -350,7 +350,10 @@ def test_a_new_scan_refuses_to_replace_a_file_no_scan_wrote(
     """A scan into out.jsonl writes out.csv and out.html when it completes, replacing
     whatever was there: a spreadsheet or page of the user's named so is refused up front
     (exit 2, naming it), with or without --resume, and left as it was. Before, the scan
-    ran (here: exit 1, the server unreachable) and a completed one replaced the file."""
+    ran (here: exit 1, the server unreachable) and a completed one replaced the file.
+    The same for out.csv.part, which the scan truncates as it starts (its CSV goes there
+    first) and removes or renames: before, a user's out.csv.part (a browser's download of
+    an out.csv in progress is named so) was lost, with or without the check of the two."""
     theirs = tmp_path / beside
     theirs.write_text("name,amount\nalice,3\n")
     report = tmp_path / "out.jsonl"
@@ -366,7 +369,8 @@ def test_a_new_scan_takes_over_an_earlier_scans_csv_and_html(
     photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The CSV and HTML an earlier scan left (its report removed, as the refusal of an
-    existing report says to do) are no usage error: the scan starts (here: exit 1, the
+    existing report says to do), and the OUT.csv.part of a scan that was killed (its
+    header and a row cut short), are no usage error: the scan starts (here: exit 1, the
     server unreachable)."""
     from clients.scan import worker
     from clients.scan.report import CSV_FIELDS, HTML_HEAD, SCAN_TITLE
@@ -375,6 +379,7 @@ def test_a_new_scan_takes_over_an_earlier_scans_csv_and_html(
     report = tmp_path / "out.jsonl"
     (tmp_path / "out.csv").write_text(",".join(CSV_FIELDS[:17]) + "\r\nx.jpg\r\n")
     (tmp_path / "out.html").write_text(f"{HTML_HEAD}<title>{SCAN_TITLE}out.jsonl</title>")
+    (tmp_path / "out.csv.part").write_text(",".join(CSV_FIELDS) + "\r\nx.jpg,,med")
     args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
     rc, err = _run(capsys, *args, "--workers", "0")
     assert rc == 1 and "cannot reach the server" in err, err

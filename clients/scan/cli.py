@@ -25,7 +25,14 @@ from clients.options import (
 from clients.scan.engines import Engine, LocalEngine, RayEngine
 from clients.scan.pipeline import DEFAULT_BATCH, run_scan
 from clients.scan.progress import ScanProgress, summary_note, summary_table, summary_title
-from clients.scan.report import EVIDENCE_REFUSED, csv_path, html_path, legend, written_by_scan
+from clients.scan.report import (
+    EVIDENCE_REFUSED,
+    csv_path,
+    html_path,
+    legend,
+    report_files,
+    written_by_scan,
+)
 from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError, TransportError
@@ -285,7 +292,8 @@ def _check_report(report: Path, resume: bool) -> None:
     blocked for good), an existing report without --resume (unless empty:
     `holds_rows`), or, for a new scan (the report holds no rows), an ``OUT.csv`` or
     ``OUT.html`` beside it that no scan wrote (`written_by_scan`), which the scan would
-    replace when it completes. Raises typer.BadParameter."""
+    replace when it completes, or an ``OUT.csv.part`` (the CSV as the scan writes it,
+    truncated as it starts) that no scan wrote. Raises typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
@@ -313,11 +321,15 @@ def _check_report(report: Path, resume: bool) -> None:
         )
     if holds_rows(report):
         return  # its OUT.csv and OUT.html are that scan's (--resume)
-    for out in (csv_path(report), html_path(report)):
+    for out in report_files(report)[1:]:  # OUT.csv, OUT.csv.part, OUT.html
         if not written_by_scan(out):
+            when = (
+                f"writes its CSV to {out.name} as it runs"
+                if out.suffix == ".part"
+                else f"writes {out.name} when it completes"
+            )
             raise typer.BadParameter(
                 f"{out} exists and is not a report of prov scan: a scan into {report}"
-                f" writes {out.name} when it completes, replacing it. Move that file away,"
-                " or name another --report",
+                f" {when}, replacing it. Move that file away, or name another --report",
                 param_hint="--report",
             )

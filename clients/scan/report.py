@@ -113,8 +113,9 @@ SCAN_TITLE = "Scan report: "
 
 def written_by_scan(path: Path) -> bool:
     """Whether ``path`` (a report's ``OUT.csv`` or ``OUT.html``, which a scan replaces when
-    it completes) holds nothing a scan would lose: absent, empty, or a file an earlier scan
-    wrote there, a CSV whose header is `CSV_FIELDS` (or its first columns, through
+    it completes, or ``OUT.csv.part``, which it truncates as it starts) holds nothing a
+    scan would lose: absent, empty, or a file an earlier scan wrote there, a CSV (or the
+    ``.part`` a killed scan left) whose header is `CSV_FIELDS` (or its first columns, through
     ``status``: older scans wrote fewer) or an HTML page beginning as `render_html`'s with
     a `SCAN_TITLE`. False for any other file, a folder, a FIFO or a device (not opened).
     Reads at most 4 KiB; a file that cannot be read is not a scan's."""
