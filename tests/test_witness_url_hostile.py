@@ -5,12 +5,17 @@ key: each "cannot confirm", exit 14, naming the URL and why (a cut answer is not
 be "asked again later": one fetch, nothing asks again). A checkpoint the log's key signed
 and a --witness key cosigned but of another tree of the receipt's size, or of a size past
 the server's log: a fork, exit 3. The genuine checkpoint with extra lines (another key in
-the witness's name, a line of garbage name) and one of size 0 (the empty tree): exit 0.
-Real `prov serve`, real `prov witness serve`, a real TCP server for the hostile answers."""
+the witness's name, a cosignature by a witness of no --witness key) and one of size 0
+(the empty tree): exit 0. `prov receipt refresh` exits as `prov verify`, its sidecar
+untouched. A server's wrong or refused consistency proof to the witness's checkpoint:
+exit 3 (1 when it is unavailable), never 0. An honest log with two witness URLs, one
+behind the other: exit 0, the same --json. Real `prov serve`, real `prov witness serve`,
+a real gRPC relay, a real TCP server for the hostile answers."""
 
 # ruff: noqa: F811
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -237,3 +242,43 @@ def test_a_servers_bad_proof_to_the_witnesss_checkpoint_is_no_pass(
         if not (good and (code != 3 or f"the one the witness at {url} cosigned (3)" in said)):
             wrong.append((case, rc, out, err))
     assert not wrong, wrong
+
+
+def test_two_witnesses_one_behind_the_other_pass_an_honest_log(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
+) -> None:
+    """The witness's genuine checkpoint of 2 entries kept and served at a second URL (a
+    witness behind), the witness itself at 3: photo A (receipt of 2) and B (of 3) verify,
+    exit 0, with both URLs, in either order, and --json shows the same report as without
+    them (but the time it was made); a second URL that cannot be reached makes --json a JSON object with
+    ``"status": null`` and the error naming the URL, exit 14."""
+    url, vkey = witness
+    photo_a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    behind = fetch_cosigned_checkpoint(url, ORIGIN)
+    photo_b = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "chelsea.png"))
+    rc, _, err = enrolled("sign", str(photo_b))
+    assert rc == 0, err
+    wait_cosigned(server.address, 3)
+    with _hostile({"behind": _ok(behind), "gone": b""}) as base:
+        for photo in (photo_a, photo_b):
+            args = (str(photo), "--server", server.address, "--witness", vkey, "--json")
+            plain = _verify(capsys, *args)
+            assert plain[0] == 0, plain
+            for urls in ((url, f"{base}/behind"), (f"{base}/behind", url)):
+                asked = _verify(capsys, *args, *(a for u in urls for a in ("--witness-url", u)))
+                assert asked[0] == 0, asked
+                assert _report(asked[1]) == _report(plain[1]), (asked, plain)
+        gone = f"{base}/gone"
+        rc, out, err = _verify(capsys, *args, "--witness-url", url, "--witness-url", gone)
+    assert rc == 14, (rc, out, err)
+    doc = json.loads(out)
+    assert doc["status"] is None, doc
+    assert f"--witness-url {gone}: the log cannot be checked" in doc["error"], doc
+
+
+def _report(out: str) -> dict[str, Any]:
+    """`prov verify --json`'s object, its ``verified_at`` (the time of the run) left out."""
+    doc: dict[str, Any] = json.loads(out)
+    doc.pop("verified_at")
+    return doc
