@@ -215,10 +215,13 @@ def test_a_servers_bad_proof_to_the_witnesss_checkpoint_is_no_pass(
     """Photo A's receipt (2 entries), the witness at 3: a server (a relay in front of the
     real one) sending a wrong consistency proof from 2 to 3 (random hashes, none, one
     short hash, 100,000 hashes) or refusing it as past its log is a fork, exit 3, naming
-    the witness; one refusing it otherwise (unavailable) is exit 1: never a pass."""
+    the witness; one refusing it otherwise (unavailable) is exit 1: never a pass. The
+    other way, photo B's receipt (3) and the witness's checkpoint of 2 (kept, served at
+    another URL): a wrong proof from 2 to 3 is exit 3 too, a refusal exit 1."""
     url, vkey = witness
     photo_a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
     wait_cosigned(server.address, 2)
+    behind = fetch_cosigned_checkpoint(url, ORIGIN)
     photo_b = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "chelsea.png"))
     rc, _, err = enrolled("sign", str(photo_b))
     assert rc == 0, err
@@ -241,6 +244,17 @@ def test_a_servers_bad_proof_to_the_witnesss_checkpoint_is_no_pass(
         good = rc == code and words in said and "Traceback" not in err
         if not (good and (code != 3 or f"the one the witness at {url} cosigned (3)" in said)):
             wrong.append((case, rc, out, err))
+    upload = {VERIFY_FILE: _genuine_answer(server.address, photo_b).SerializeToString()}
+    with _hostile({"behind": _ok(behind)}) as base:
+        for case, answer, code, words in cases:
+            code, words = (1, "") if case == "out of range" else (code, words)
+            with relay(server.address, {CONSISTENCY: answer}, upload) as address:
+                args = ("--server", address, "--witness", vkey, "--witness-url", f"{base}/behind")
+                rc, out, err = _verify(capsys, str(photo_b), *args)
+            said = " ".join(err.split())
+            good = rc == code and words in said and "Traceback" not in err
+            if not (good and (code != 3 or f"witness at {base}/behind cosigned (2)" in said)):
+                wrong.append((f"{case}, witness behind", rc, out, err))
     assert not wrong, wrong
 
 
@@ -250,8 +264,8 @@ def test_two_witnesses_one_behind_the_other_pass_an_honest_log(
     """The witness's genuine checkpoint of 2 entries kept and served at a second URL (a
     witness behind), the witness itself at 3: photo A (receipt of 2) and B (of 3) verify,
     exit 0, with both URLs, in either order, and --json shows the same report as without
-    them (but the time it was made); a second URL that cannot be reached makes --json a JSON object with
-    ``"status": null`` and the error naming the URL, exit 14."""
+    them (but the time it was made); a second URL that cannot be reached makes --json a
+    JSON object with ``"status": null`` and the error naming the URL, exit 14."""
     url, vkey = witness
     photo_a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
     wait_cosigned(server.address, 2)
