@@ -182,6 +182,21 @@ def test_a_hostile_witness_url_is_cannot_confirm_or_a_fork(
     assert not wrong, wrong
 
 
+def _two_photos(
+    enrolled: Cli, server: ServerProc, url: str, folder: Path
+) -> tuple[Path, Path, str]:
+    """Photo A signed (its receipt of 2 entries), the checkpoint of 2 the witness at ``url``
+    then cosigned kept, photo B signed and cosigned (3): (A, B, that checkpoint)."""
+    photo_a, _ = sign_sample(enrolled, folder, "rocket.jpg")
+    wait_cosigned(server.address, 2)
+    behind = fetch_cosigned_checkpoint(url, ORIGIN)
+    photo_b = Path(shutil.copy(SAMPLES / "chelsea.png", folder / "chelsea.png"))
+    rc, _, err = enrolled("sign", str(photo_b))
+    assert rc == 0, err
+    wait_cosigned(server.address, 3)
+    return photo_a, photo_b, behind
+
+
 CONSISTENCY = "/provenance.v1.Log/GetConsistencyProof"
 
 
@@ -219,13 +234,7 @@ def test_a_servers_bad_proof_to_the_witnesss_checkpoint_is_no_pass(
     other way, photo B's receipt (3) and the witness's checkpoint of 2 (kept, served at
     another URL): a wrong proof from 2 to 3 is exit 3 too, a refusal exit 1."""
     url, vkey = witness
-    photo_a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
-    wait_cosigned(server.address, 2)
-    behind = fetch_cosigned_checkpoint(url, ORIGIN)
-    photo_b = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "chelsea.png"))
-    rc, _, err = enrolled("sign", str(photo_b))
-    assert rc == 0, err
-    wait_cosigned(server.address, 3)
+    photo_a, photo_b, behind = _two_photos(enrolled, server, url, tmp_path)
     upload = {VERIFY_FILE: _genuine_answer(server.address, photo_a).SerializeToString()}
     cases = [
         ("random", _proof([os.urandom(32), os.urandom(32)]), 3, "does not verify"),
@@ -267,13 +276,7 @@ def test_two_witnesses_one_behind_the_other_pass_an_honest_log(
     them (but the time it was made); a second URL that cannot be reached makes --json a
     JSON object with ``"status": null`` and the error naming the URL, exit 14."""
     url, vkey = witness
-    photo_a, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
-    wait_cosigned(server.address, 2)
-    behind = fetch_cosigned_checkpoint(url, ORIGIN)
-    photo_b = Path(shutil.copy(SAMPLES / "chelsea.png", tmp_path / "chelsea.png"))
-    rc, _, err = enrolled("sign", str(photo_b))
-    assert rc == 0, err
-    wait_cosigned(server.address, 3)
+    photo_a, photo_b, behind = _two_photos(enrolled, server, url, tmp_path)
     with _hostile({"behind": _ok(behind), "gone": b""}) as base:
         for photo in (photo_a, photo_b):
             args = (str(photo), "--server", server.address, "--witness", vkey, "--json")
