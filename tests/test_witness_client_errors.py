@@ -73,6 +73,24 @@ def _plain_http(conn: socket.socket) -> None:
     conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
+def _cut_short(conn: socket.socket) -> None:
+    """A 200 of fewer bytes than its Content-Length, then the connection closed (the
+    whole request read first, so that the close resets nothing)."""
+    got = b""
+    while b"\r\n\r\n" not in got or len(got.partition(b"\r\n\r\n")[2]) < _length(got):
+        more = conn.recv(65536)
+        if not more:
+            return
+        got += more
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\nwitness.test/w1 AAAA")
+
+
+def _length(request: bytes) -> int:
+    """The Content-Length of ``request`` (its head), 0 without one."""
+    found = re.search(rb"(?i)\r\ncontent-length: *(\d+)", request.partition(b"\r\n\r\n")[0])
+    return int(found.group(1)) if found else 0
+
+
 def _problem(tmp_path: Path, url: str) -> str:
     """The problem the cosigner reports for one witness at ``url`` once it has asked it
     to cosign a checkpoint."""
@@ -104,8 +122,11 @@ def _problem(tmp_path: Path, url: str) -> str:
         (_close_at_once, "http", "closed the connection without answering"),
         (_not_http, "http", "answered something that is not HTTP ('SSH-2.0-OpenSSH_9.6"),
         (_plain_http, "https", "the TLS handshake failed"),
+        # revwiturl61: before, http.client's read(n) took the bytes short of the
+        # Content-Length as the whole answer: "its answer is not a valid cosignature"
+        (_cut_short, "http", "ended its answer before its end; it is asked again later"),
     ],
-    ids=["closes", "not-http", "tls-to-plain-http"],
+    ids=["closes", "not-http", "tls-to-plain-http", "cut-short"],
 )
 def test_a_failed_exchange_is_said_in_words(
     tmp_path: Path, answer: Callable[[socket.socket], None], scheme: str, said: str

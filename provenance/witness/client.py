@@ -227,12 +227,14 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
     Retrieval Mechanism"); the note text, its signatures unchecked. One request, its whole
     answer within ``timeout_s`` seconds and `MAX_ANSWER_BYTES` (headers and framing
     included). Raises WitnessError saying why otherwise: unreachable, too slow, too large,
-    404 (it never cosigned a checkpoint of that log), another status (with the start of
-    its text)."""
+    cut short (the connection closed before its Content-Length or last chunk: revwiturl61,
+    before, bytes short of the Content-Length were taken as the whole answer), 404 (it
+    never cosigned a checkpoint of that log), a redirect (3xx: not followed), another
+    status (with the start of its text)."""
     path = f"{urlsplit(url).path}/{hashlib.sha256(origin.encode()).hexdigest()}/checkpoint"
     with Cutoff(timeout_s) as cutoff:
         try:
-            status, text = _get(url, path, cutoff, timeout_s)
+            status, text, location = _get(url, path, cutoff, timeout_s)
         except WitnessError:
             if cutoff.expired.is_set():
                 raise WitnessError(f"no complete answer within {timeout_s:g} s") from None
@@ -245,14 +247,20 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
             f"it has cosigned no checkpoint of the log {origin!r} (HTTP 404: {said}); check"
             " that the URL is a witness of this log's server"
         )
+    if 300 <= status < 400:  # http.client follows none: nor should a check of the witness
+        to = clipped_line(location, SHOWN_ANSWER_CHARS) or "nowhere named"
+        raise WitnessError(
+            f"HTTP {status}, a redirect (to {to}), not followed: give the witness's own URL"
+        )
     if status != 200:
         raise WitnessError(f"HTTP {status}: {said}")
     return text
 
 
-def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, str]:
+def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, str, str]:
     """GET ``path`` of the witness at ``url`` on a connection of its own (closed after),
-    its socket under ``cutoff``: (status, text). Raises WitnessError."""
+    its socket under ``cutoff``: (status, text, its Location header or ""). Raises
+    WitnessError."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
@@ -278,12 +286,15 @@ def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, st
     except OverBudget as e:
         raise WitnessError(f"witness at {where}: {e}") from None
     except (OSError, http.client.HTTPException) as e:
-        raise WitnessError(_exchange_failure(e, where, timeout_s)) from e
+        raise WitnessError(_exchange_failure(e, where, timeout_s, once=True)) from e
     finally:
         conn.close()
     if len(data) > MAX_ANSWER_BYTES:
         raise WitnessError(f"its answer is over {MAX_ANSWER_BYTES // 1024} KiB")
-    return r.status, data.decode("utf-8", "replace")
+    if r.length:  # fewer bytes than its Content-Length: http.client's read(n) says nothing
+        cut = http.client.IncompleteRead(data, r.length)
+        raise WitnessError(_exchange_failure(cut, where, timeout_s, once=True))
+    return r.status, data.decode("utf-8", "replace"), r.getheader("Location", "")
 
 
 @dataclass
@@ -662,6 +673,8 @@ class Cosigner:
                     peer.conn = None
                 if len(data) > MAX_ANSWER_BYTES:
                     raise WitnessError(f"its answer is over {MAX_ANSWER_BYTES // 1024} KiB")
+                if r.length:  # short of its Content-Length: http.client's read(n) is silent
+                    raise http.client.IncompleteRead(data, r.length)
                 return r.status, r.headers.get("Content-Type", ""), data.decode("utf-8", "replace")
             except OverBudget as e:
                 if peer.conn is not None:
@@ -684,9 +697,13 @@ class Cosigner:
         return "the connection failed and the system gave no reason (check the URL)"
 
 
-def _exchange_failure(e: OSError | http.client.HTTPException, where: str, timeout_s: float) -> str:
+def _exchange_failure(
+    e: OSError | http.client.HTTPException, where: str, timeout_s: float, *, once: bool = False
+) -> str:
     """What a failed exchange with the witness at ``where`` (HOST:PORT) says to a person:
-    what happened, and what to check."""
+    what happened, and what to check. ``once``: a one-off fetch (`fetch_cosigned_checkpoint`),
+    which nothing asks again (revwiturl61: before, an answer cut short said "it is asked
+    again later", true only of the `Cosigner`'s rounds)."""
     if isinstance(e, ssl.SSLCertVerificationError):
         return (
             f"witness at {where}: its TLS certificate is not trusted ({e.verify_message});"
@@ -712,6 +729,12 @@ def _exchange_failure(e: OSError | http.client.HTTPException, where: str, timeou
             " that the URL is a witness's"
         )
     if isinstance(e, http.client.IncompleteRead):
+        if once:
+            return (
+                f"witness at {where} ended its answer before its end (the connection closed"
+                " early); ask again, and check that a witness (`prov witness serve`) runs at"
+                " this URL"
+            )
         return f"witness at {where} ended its answer before its end; it is asked again later"
     if isinstance(e, http.client.HTTPException):
         return (
