@@ -218,8 +218,9 @@ def _one_log(
     the server refuses), else the consistency proof between them (RFC 9162 2.1.4.2)
     that the server of ``c`` sends. Raises LogIntegrityError (exit 3) naming both sizes
     and the server when they are not: a fork of the log, or a wrong proof (with
-    ``witness_url``, also when the server refuses the proof to the witness's larger tree
-    as past its log, OUT_OF_RANGE: its log is shorter than what the witness cosigned);
+    ``witness_url``, also when the server refuses the proof as past its log, OUT_OF_RANGE:
+    its log is shorter than the larger of the witness's tree and the receipt's, both
+    signed with its key);
     TransportError when the server does not answer."""
     other = f"the one the witness at {witness_url} cosigned" if witness_url else "the cosigned one"
     said = (
@@ -254,11 +255,19 @@ def _one_log(
     try:
         proof = c.consistency_proof(first.size, second.size)
     except TransportError as e:
-        if not (witness_url and second is cosigned and e.code == "OUT_OF_RANGE"):
+        if not (witness_url and e.code == "OUT_OF_RANGE"):
             raise
-        raise LogIntegrityError(  # the server's log is shorter than the witness's tree
+        # the larger tree is the witness's or the receipt's, each signed by the log's key:
+        # a log that cannot reach it was rolled back or forked (witurl2-61: before, a
+        # refusal of the receipt's larger tree was exit 1, "could not be checked")
+        larger = (
+            "the witness cosigned"
+            if second is cosigned
+            else f"the receipt's checkpoint it signed ({second.size})"
+        )
+        raise LogIntegrityError(
             f"{said}: the server at {c.address} cannot prove it ({e}): its log holds fewer"
-            f" entries than the witness cosigned: a fork of the log, or a rollback"
+            f" entries than {larger}: a fork of the log, or a rollback"
         ) from e
     try:
         merkle.verify_consistency(first.size, second.size, proof, first.root_hash, second.root_hash)
