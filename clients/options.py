@@ -205,7 +205,7 @@ WitnessOpt = Annotated[
 
 def witness_urls(values: list[str] | None) -> list[str] | None:
     """``values`` as witness URL prefixes (`provenance.witness.client.parse_witness_url`:
-    http(s), printable ASCII, trailing slashes dropped); else a usage error (exit 2)
+    http(s), printable ASCII, no query or fragment, trailing slashes dropped); else a usage error (exit 2)
     before any call. Typer callback of ``--witness-url``. Raises typer.BadParameter."""
     from provenance.core.errors import ConfigError
     from provenance.witness.client import parse_witness_url

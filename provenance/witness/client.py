@@ -210,12 +210,20 @@ def _is_http_url(url: str) -> bool:
 def parse_witness_url(value: str) -> str:
     """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
     URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
-    without its trailing slashes. Raises ConfigError naming what is wrong."""
+    without its trailing slashes. Raises ConfigError naming what is wrong, also for a
+    query or fragment (witurl2-61: before, silently dropped from the request): the
+    checkpoint is at ``<prefix>/<origin hash>/checkpoint`` (c2sp.org/tlog-witness)."""
     _check_url_text(value, "--witness-url")
     if not _is_http_url(value):
         raise ConfigError(
             f"--witness-url {quoted(value)} is not a witness's http(s) URL (e.g."
             " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
+        )
+    if "?" in value or "#" in value:  # printable ASCII: only a query or fragment has them
+        raise ConfigError(
+            f"--witness-url {quoted(value)}: a witness URL is a prefix that"
+            " /<origin hash>/checkpoint is added to (c2sp.org/tlog-witness), with no query"
+            " (?...) or fragment (#...): give it without them"
         )
     return value.rstrip("/")
 
