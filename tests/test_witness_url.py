@@ -16,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
+from clients.options import witness_urls
 from provenance.v1 import provenance_pb2 as pb
 from provenance.witness import cosigner_vkey
 from tests.conftest import (
@@ -132,3 +133,25 @@ def test_a_witness_url_with_a_query_or_fragment_is_a_usage_error(
         assert rc == 2, (given, rc, out, err)
         assert "no query (?...) or fragment (#...)" in said, err
         assert given in said, err
+
+
+def test_one_witness_url_given_twice_is_asked_once() -> None:
+    """--witness-url values naming one witness (a trailing slash, the scheme or host in
+    another case, the default port written out) are one URL, the first as given (less its
+    trailing slashes): the witness is asked once. (witurl2-61: before, ``URL`` and
+    ``URL/`` were both fetched.)"""
+    given = [
+        "http://127.0.0.1:8090/w",
+        "http://127.0.0.1:8090/w/",
+        "HTTP://127.0.0.1:8090/w",
+        "https://Witness.Example/",
+        "https://witness.example:443",
+        "http://witness.example",
+        "http://127.0.0.1:8090/W",
+    ]
+    assert witness_urls(given) == [
+        "http://127.0.0.1:8090/w",
+        "https://Witness.Example",
+        "http://witness.example",
+        "http://127.0.0.1:8090/W",
+    ]

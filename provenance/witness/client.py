@@ -228,6 +228,23 @@ def parse_witness_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def distinct_witness_urls(urls: list[str]) -> list[str]:
+    """``urls`` (`parse_witness_url` prefixes) less those naming a witness given before:
+    the scheme and host compared in any case, the default port (80, 443) written or not;
+    the path as it is (case-sensitive). Each kept as first given, in order."""
+    seen: set[tuple[str, str, int, str]] = set()
+    kept: list[str] = []
+    for url in urls:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, (parts.hostname or "").lower(), port, parts.path)
+        if key not in seen:
+            seen.add(key)
+            kept.append(url)
+    return kept
+
+
 def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
     """The newest checkpoint the witness at ``url`` (a `parse_witness_url` prefix) cosigned
     of the log ``origin``, as it serves it: ``GET <url>/<origin hash>/checkpoint``, the
