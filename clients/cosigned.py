@@ -490,8 +490,10 @@ def check_witnesses(
     last cosigned (`witnessed_checkpoints`, once, before any receipt's policy is
     checked), with which each receipt's own checkpoint must be proven of one log
     (`check_witnessed`): LogIntegrityError (exit 3, naming the witness and the claim)
-    when one is not, also for a receipt not yet cosigned; WitnessQuorumError (exit 14)
-    raised when a witness's checkpoint cannot be fetched or checked. They decide no
+    when one is not, also for a receipt not yet cosigned. A witness whose checkpoint
+    cannot be fetched or checked is the policy not met (``error`` naming its URL, the
+    "also" claims then unchecked; witurl2-61: before, WitnessQuorumError was raised, and
+    `prov verify --json` gave no report, only the error). They decide no
     quorum: the cosignatures counted are those on the checkpoint the server proves the
     receipt in, as without them.
     """
@@ -504,9 +506,13 @@ def check_witnesses(
     key = vkey if vkey is not None else c.log_key()[0]
     EvidenceChecker(key, "--log-key" if vkey is not None else "--witness").check(report, c.address)
     verifier = NoteVerifier.from_vkey(key)
-    views = witnessed_checkpoints(witness_urls or [], policy, verifier)
-    newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once
     main = WitnessCheck(quorum, len(policy))
+    try:
+        views = witnessed_checkpoints(witness_urls or [], policy, verifier)
+    except WitnessQuorumError as e:  # not met, as a policy is (witurl2-61: before, raised)
+        leaf = ev.receipt.leaf_index if ev is not None and ev.receipt is not None else None
+        return replace(main, leaf_index=leaf, error=str(e))
+    newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once
     if ev is not None and ev.receipt is not None:
         leaf = ev.receipt.leaf_index
         try:
