@@ -218,8 +218,9 @@ def _one_log(
     the server refuses), else the consistency proof between them (RFC 9162 2.1.4.2)
     that the server of ``c`` sends. Raises LogIntegrityError (exit 3) naming both sizes
     and the server when they are not: a fork of the log, or a wrong proof (with
-    ``witness_url``, also when the server refuses the proof to the witness's larger tree
-    as past its log, OUT_OF_RANGE: its log is shorter than what the witness cosigned);
+    ``witness_url``, also when the server refuses the proof as past its log, OUT_OF_RANGE:
+    its log is shorter than the larger of the witness's tree and the receipt's, both
+    signed with its key);
     TransportError when the server does not answer."""
     other = f"the one the witness at {witness_url} cosigned" if witness_url else "the cosigned one"
     said = (
@@ -254,11 +255,19 @@ def _one_log(
     try:
         proof = c.consistency_proof(first.size, second.size)
     except TransportError as e:
-        if not (witness_url and second is cosigned and e.code == "OUT_OF_RANGE"):
+        if not (witness_url and e.code == "OUT_OF_RANGE"):
             raise
-        raise LogIntegrityError(  # the server's log is shorter than the witness's tree
+        # the larger tree is the witness's or the receipt's, each signed by the log's key:
+        # a log that cannot reach it was rolled back or forked (witurl2-61: before, a
+        # refusal of the receipt's larger tree was exit 1, "could not be checked")
+        larger = (
+            "the witness cosigned"
+            if second is cosigned
+            else f"the receipt's checkpoint it signed ({second.size})"
+        )
+        raise LogIntegrityError(
             f"{said}: the server at {c.address} cannot prove it ({e}): its log holds fewer"
-            f" entries than the witness cosigned: a fork of the log, or a rollback"
+            f" entries than {larger}: a fork of the log, or a rollback"
         ) from e
     try:
         merkle.verify_consistency(first.size, second.size, proof, first.root_hash, second.root_hash)
@@ -481,8 +490,10 @@ def check_witnesses(
     last cosigned (`witnessed_checkpoints`, once, before any receipt's policy is
     checked), with which each receipt's own checkpoint must be proven of one log
     (`check_witnessed`): LogIntegrityError (exit 3, naming the witness and the claim)
-    when one is not, also for a receipt not yet cosigned; WitnessQuorumError (exit 14)
-    raised when a witness's checkpoint cannot be fetched or checked. They decide no
+    when one is not, also for a receipt not yet cosigned. A witness whose checkpoint
+    cannot be fetched or checked is the policy not met (``error`` naming its URL, the
+    "also" claims then unchecked; witurl2-61: before, WitnessQuorumError was raised, and
+    `prov verify --json` gave no report, only the error). They decide no
     quorum: the cosignatures counted are those on the checkpoint the server proves the
     receipt in, as without them.
     """
@@ -495,9 +506,13 @@ def check_witnesses(
     key = vkey if vkey is not None else c.log_key()[0]
     EvidenceChecker(key, "--log-key" if vkey is not None else "--witness").check(report, c.address)
     verifier = NoteVerifier.from_vkey(key)
-    views = witnessed_checkpoints(witness_urls or [], policy, verifier)
-    newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once
     main = WitnessCheck(quorum, len(policy))
+    try:
+        views = witnessed_checkpoints(witness_urls or [], policy, verifier)
+    except WitnessQuorumError as e:  # not met, as a policy is (witurl2-61: before, raised)
+        leaf = ev.receipt.leaf_index if ev is not None and ev.receipt is not None else None
+        return replace(main, leaf_index=leaf, error=str(e))
+    newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once
     if ev is not None and ev.receipt is not None:
         leaf = ev.receipt.leaf_index
         try:

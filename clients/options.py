@@ -205,13 +205,15 @@ WitnessOpt = Annotated[
 
 def witness_urls(values: list[str] | None) -> list[str] | None:
     """``values`` as witness URL prefixes (`provenance.witness.client.parse_witness_url`:
-    http(s), printable ASCII, trailing slashes dropped); else a usage error (exit 2)
-    before any call. Typer callback of ``--witness-url``. Raises typer.BadParameter."""
+    http(s), printable ASCII, no query or fragment, trailing slashes dropped), each
+    witness once (`distinct_witness_urls`: witurl2-61, before ``URL`` and ``URL/`` were
+    both asked); else a usage error (exit 2) before any call. Typer callback of
+    ``--witness-url``. Raises typer.BadParameter."""
     from provenance.core.errors import ConfigError
-    from provenance.witness.client import parse_witness_url
+    from provenance.witness.client import distinct_witness_urls, parse_witness_url
 
     try:
-        return [parse_witness_url(v) for v in values] if values else values
+        return distinct_witness_urls([parse_witness_url(v) for v in values]) if values else values
     except ConfigError as e:
         raise typer.BadParameter(str(e), param_hint="--witness-url") from None
 

@@ -13,8 +13,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from clients.api import ProvenanceClient
+from clients.options import witness_urls
 from provenance.v1 import provenance_pb2 as pb
+from provenance.witness import cosigner_vkey
 from tests.conftest import (
     SAMPLES,
     Cli,
@@ -108,3 +112,46 @@ def test_a_witness_url_that_cannot_be_checked_is_cannot_confirm(
         assert "--witness-url" in err, err
         rc, out, err = enrolled("receipt", "refresh", str(sidecar), *bad)
         assert rc == 2, (bad, rc, out, err)
+
+
+def test_a_witness_url_with_a_query_or_fragment_is_a_usage_error(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """--witness-url with a query (``?...``) or a fragment (``#...``), which the checkpoint
+    request (``URL/<origin hash>/checkpoint``, c2sp.org/tlog-witness) cannot carry: exit 2
+    before any call, naming the URL and saying to give it without them. (witurl2-61:
+    before, the query and fragment were silently dropped from the request.)"""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not looked at: the usage error comes first")
+    key = cosigner_vkey(
+        "witness.test/w1", Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    )
+    for given in ("http://127.0.0.1:8090/w?key=1", "http://127.0.0.1:8090/w#top", "http://h/?"):
+        args = (str(photo), "--server", closed_port(), "--witness", key)
+        rc, out, err = _verify(capsys, *args, "--witness-url", given)
+        said = " ".join(err.split())
+        assert rc == 2, (given, rc, out, err)
+        assert "no query (?...) or fragment (#...)" in said, err
+        assert given in said, err
+
+
+def test_one_witness_url_given_twice_is_asked_once() -> None:
+    """--witness-url values naming one witness (a trailing slash, the scheme or host in
+    another case, the default port written out) are one URL, the first as given (less its
+    trailing slashes): the witness is asked once. (witurl2-61: before, ``URL`` and
+    ``URL/`` were both fetched.)"""
+    given = [
+        "http://127.0.0.1:8090/w",
+        "http://127.0.0.1:8090/w/",
+        "HTTP://127.0.0.1:8090/w",
+        "https://Witness.Example/",
+        "https://witness.example:443",
+        "http://witness.example",
+        "http://127.0.0.1:8090/W",
+    ]
+    assert witness_urls(given) == [
+        "http://127.0.0.1:8090/w",
+        "https://Witness.Example",
+        "http://witness.example",
+        "http://127.0.0.1:8090/W",
+    ]

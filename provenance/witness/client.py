@@ -210,14 +210,39 @@ def _is_http_url(url: str) -> bool:
 def parse_witness_url(value: str) -> str:
     """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
     URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
-    without its trailing slashes. Raises ConfigError naming what is wrong."""
+    without its trailing slashes. Raises ConfigError naming what is wrong, also for a
+    query or fragment (witurl2-61: before, silently dropped from the request): the
+    checkpoint is at ``<prefix>/<origin hash>/checkpoint`` (c2sp.org/tlog-witness)."""
     _check_url_text(value, "--witness-url")
     if not _is_http_url(value):
         raise ConfigError(
             f"--witness-url {quoted(value)} is not a witness's http(s) URL (e.g."
             " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
         )
+    if "?" in value or "#" in value:  # printable ASCII: only a query or fragment has them
+        raise ConfigError(
+            f"--witness-url {quoted(value)}: a witness URL is a prefix that"
+            " /<origin hash>/checkpoint is added to (c2sp.org/tlog-witness), with no query"
+            " (?...) or fragment (#...): give it without them"
+        )
     return value.rstrip("/")
+
+
+def distinct_witness_urls(urls: list[str]) -> list[str]:
+    """``urls`` (`parse_witness_url` prefixes) less those naming a witness given before:
+    the scheme and host compared in any case, the default port (80, 443) written or not;
+    the path as it is (case-sensitive). Each kept as first given, in order."""
+    seen: set[tuple[str, str, int, str]] = set()
+    kept: list[str] = []
+    for url in urls:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or (443 if scheme == "https" else 80)
+        key = (scheme, (parts.hostname or "").lower(), port, parts.path)
+        if key not in seen:
+            seen.add(key)
+            kept.append(url)
+    return kept
 
 
 def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> str:
@@ -261,23 +286,9 @@ def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, st
     """GET ``path`` of the witness at ``url`` on a connection of its own (closed after),
     its socket under ``cutoff``: (status, text, its Location header or ""). Raises
     WitnessError."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
-    where = f"{shown_host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(host, parts.port, timeout=timeout_s)
-    conn.response_class = metered_response(MAX_ANSWER_BYTES)
+    conn, where = _connection(url, timeout_s), _where(url)
     try:
-        try:
-            conn.connect()
-        except OSError as e:
-            if isinstance(e, ssl.SSLError):  # it answered: TLS failed
-                raise
-            why = e.strerror or str(e) or "the connection failed (check the URL)"
-            if isinstance(e, TimeoutError):
-                why = f"no answer within {timeout_s:g} s"
-            raise WitnessError(f"witness at {where} is not reachable: {why}") from e
+        _connect(conn, where, timeout_s)
         if conn.sock is not None:
             cutoff.watch(conn.sock)
         conn.request("GET", path)
@@ -295,6 +306,44 @@ def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, st
         cut = http.client.IncompleteRead(data, r.length)
         raise WitnessError(_exchange_failure(cut, where, timeout_s, once=True))
     return r.status, data.decode("utf-8", "replace"), r.getheader("Location", "")
+
+
+def _where(url: str) -> str:
+    """``HOST:PORT`` of the witness at ``url`` as messages name it (an IPv6 address in
+    brackets, the scheme's default port written out)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
+    return f"{shown_host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _connection(url: str, timeout_s: float) -> http.client.HTTPConnection:
+    """A connection (not yet made: `_connect`) to the witness at ``url``, each socket read
+    and write under ``timeout_s`` seconds, its answer's headers, chunk framing and
+    trailers bounded with its body by `MAX_ANSWER_BYTES` (before, an endless trailer was
+    read, and dropped, for the whole timeout)."""
+    parts = urlsplit(url)
+    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    conn = cls(parts.hostname or "", parts.port, timeout=timeout_s)
+    conn.response_class = metered_response(MAX_ANSWER_BYTES)
+    return conn
+
+
+def _connect(conn: http.client.HTTPConnection, where: str, timeout_s: float) -> None:
+    """Connect ``conn`` (`_connection`) to the witness at ``where``. Raises WitnessError
+    saying plainly why it is not reachable (refused, no such host, no route, no answer
+    within ``timeout_s``), the connection closed; ssl.SSLError as it is (it answered: TLS
+    failed)."""
+    try:
+        conn.connect()
+    except OSError as e:
+        if isinstance(e, ssl.SSLError):
+            raise
+        conn.close()
+        why = e.strerror or str(e) or "the system gave no reason (check the URL)"
+        if isinstance(e, TimeoutError):
+            why = f"no answer within {timeout_s:g} s"
+        raise WitnessError(f"witness at {where} is not reachable: {why}") from e
 
 
 @dataclass
@@ -632,37 +681,18 @@ class Cosigner:
     def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str]:
         """One POST of ``body`` (see `_post`), each socket it uses under ``cutoff`` (the
         response may own the socket, not the connection)."""
-        parts = urlsplit(peer.spec.url)
-        host = parts.hostname or ""
-        shown_host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
-        where = f"{shown_host}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+        where = _where(peer.spec.url)
         retried = False
         while True:  # a kept-alive connection the witness closed: reconnect once
             if peer.conn is None:
-                cls = (
-                    http.client.HTTPSConnection
-                    if parts.scheme == "https"
-                    else http.client.HTTPConnection
-                )
-                peer.conn = cls(parts.hostname or "", parts.port, timeout=self._timeout_s)
-                # headers, chunk framing and trailers bounded with the answer: before, an
-                # endless trailer was read (and dropped) for the whole timeout each round
-                peer.conn.response_class = metered_response(MAX_ANSWER_BYTES)
+                peer.conn = _connection(peer.spec.url, self._timeout_s)
             try:
                 if peer.conn.sock is None:
-                    try:
-                        peer.conn.connect()
-                    except OSError as e:
-                        if isinstance(e, ssl.SSLError):  # it answered: TLS failed
-                            raise
-                        # refused, no such host, no route, no answer: say so plainly
-                        peer.conn.close()  # the next round connects again
-                        why = e.strerror or str(e) or self._no_reason(e)
-                        raise WitnessError(f"witness at {where} is not reachable: {why}") from e
+                    _connect(peer.conn, where, self._timeout_s)  # closed: the next round again
                 cutoff.watch(peer.conn.sock)
                 peer.conn.request(
                     "POST",
-                    parts.path + "/add-checkpoint",
+                    urlsplit(peer.spec.url).path + "/add-checkpoint",
                     body,
                     {"Content-Type": "text/plain; charset=utf-8"},
                 )
@@ -689,12 +719,6 @@ class Cosigner:
                 if retried or not stale:
                     raise WitnessError(_exchange_failure(e, where, self._timeout_s)) from e
                 retried = True
-
-    def _no_reason(self, e: OSError) -> str:
-        """Why a connection failed when the system said nothing (no text, no errno)."""
-        if isinstance(e, TimeoutError):
-            return f"no answer within {self._timeout_s:g} s"
-        return "the connection failed and the system gave no reason (check the URL)"
 
 
 def _exchange_failure(
