@@ -133,6 +133,10 @@ def test_a_witness_url_with_a_query_or_fragment_is_a_usage_error(
         assert rc == 2, (given, rc, out, err)
         assert "no query (?...) or fragment (#...)" in said, err
         assert given in said, err
+    given = "http://user:pw@127.0.0.1:8090/w"  # session 61: before, dropped silently
+    rc, out, err = _verify(capsys, *args, "--witness-url", given)
+    assert rc == 2, (rc, out, err)
+    assert "holds no user name or password" in " ".join(err.split()), err
 
 
 def test_one_witness_url_given_twice_is_asked_once() -> None:

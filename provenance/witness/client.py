@@ -178,6 +178,7 @@ def parse_witness_option(value: str) -> WitnessSpec:
     _check_url_text(url, "--witness")
     if not _is_http_url(url):
         raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
+    _check_plain_prefix(url, "--witness")
     vkey = read_key_text(key)
     try:
         parse_cosigner_vkey(vkey)
@@ -219,13 +220,27 @@ def parse_witness_url(value: str) -> str:
             f"--witness-url {quoted(value)} is not a witness's http(s) URL (e.g."
             " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
         )
-    if "?" in value or "#" in value:  # printable ASCII: only a query or fragment has them
+    _check_plain_prefix(value, "--witness-url")
+    return value.rstrip("/")
+
+
+def _check_plain_prefix(url: str, option: str) -> None:
+    """Raise ConfigError (naming ``option``) when the witness URL ``url`` has a query, a
+    fragment or a user name and password, which no request sends: the witness is asked at
+    ``<prefix>/add-checkpoint`` and ``<prefix>/<origin hash>/checkpoint``
+    (c2sp.org/tlog-witness). Before witurl2-61 (query, fragment) and session 61 (``prov
+    serve --witness``, user names) they were silently dropped."""
+    if "?" in url or "#" in url:  # printable ASCII: only a query or fragment has them
         raise ConfigError(
-            f"--witness-url {quoted(value)}: a witness URL is a prefix that"
+            f"{option} {quoted(url)}: a witness URL is a prefix that /add-checkpoint or"
             " /<origin hash>/checkpoint is added to (c2sp.org/tlog-witness), with no query"
             " (?...) or fragment (#...): give it without them"
         )
-    return value.rstrip("/")
+    if urlsplit(url).username is not None:
+        raise ConfigError(
+            f"{option} {quoted(url)}: a witness URL holds no user name or password"
+            " (USER:PASSWORD@HOST): no request would send them; give it without them"
+        )
 
 
 def distinct_witness_urls(urls: list[str]) -> list[str]:
