@@ -568,15 +568,19 @@ class ProvenanceService:
         """On the first start of a database that predates key history, log an enrollment
         (and a revocation, where the row has one) for every registry row, marked
         ``backfilled``: from then on the rows are checked against the log. A row edited
-        before the upgrade cannot be told from an honest one."""
+        before the upgrade cannot be told from an honest one. The writer logs no backfilled
+        event whose kind the log holds already for its device (`writer._logged_kinds`,
+        decided under the append lock): servers starting together on one shared database
+        each queue every event, and each event is logged once; a start stopped part way
+        is finished by the next. Before (h-backfill61) a device with any entry was left
+        out here, read outside the lock: two servers starting together both logged it,
+        and the later commit failed as a damaged database (exit 3)."""
         if self.store.get_meta(KEY_HISTORY_META) is not None:
             return
         with self.store.append() as txn:
             rows = txn.all_devices()
         pending: list[PendingKeyEvent] = []
         for d in rows:
-            if self.store.key_event_entries(d.device_id):
-                continue  # logged by another server starting at the same time
             enrolled = KeyEvent(
                 KeyEventKind.ENROLLMENT,
                 d.device_id,
@@ -605,8 +609,15 @@ class ProvenanceService:
         for p in pending:
             check_entry_size(wire.encode_key_event_entry(p.signed, at), p.event.device_id)
         if pending:
-            self.writer.submit_key_events(pending)
-            log.info("logged the key history of %d existing devices", len(rows))
+            done = self.writer.submit_key_events(pending)
+            logged = {p.event.device_id for p, r in zip(pending, done, strict=True) if r.receipt}
+            log.info("logged the key history of %d existing devices", len(logged))
+            if before := len({p.event.device_id for p in pending} - logged):
+                log.info(
+                    "the key history of %d more devices was logged already (by another"
+                    " server starting at the same time, or a start stopped part way)",
+                    before,
+                )
         self.store.setdefault_meta(KEY_HISTORY_META, str(self.store.tree_size()))
 
     def _start_cosigner(self) -> Cosigner | None:

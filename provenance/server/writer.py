@@ -117,7 +117,8 @@ class PendingKeyEvent:
     """A signed enrollment or revocation waiting for the log, with the registry change it
     makes in the same transaction: enroll (spending ``token_hash``; None when a
     certificate authorised it) with ``label`` and ``certificate_pem``, or revoke.
-    ``backfill``: the registry row exists already (an upgraded database); log only.
+    ``backfill``: the registry row exists already (an upgraded database); log only, and
+    nothing when the log holds an event of its kind for the device already (`_logged_kinds`).
     ``as_of_now``: a revocation asked for "now" (no time given; the event carries the
     server's time of the call): a revocation standing at the commit satisfies it, even
     one a concurrent call made a moment after this event's time."""
@@ -137,7 +138,8 @@ class KeyAppended:
     when nothing was logged: a revocation of a key whose logged revocation (or one
     earlier in the same batch) takes effect at or before the asked time changes nothing
     (the earliest time counts, DESIGN.md "Devices"), so no second entry is appended and
-    ``device`` is the key as it stands."""
+    ``device`` is the key as it stands; likewise a backfilled event whose kind the log
+    holds already for its device (``device``: the registry row)."""
 
     device: Device
     receipt: Receipt | None
@@ -172,6 +174,23 @@ class _Item:
     # later submissions of the same envelope that joined this one (`GroupCommitWriter._put`):
     # they get its outcome, as a replay
     joined: list[_Waiter] | None = None
+
+
+def _logged_kinds(txn: AppendTxn, batch: Sequence[_Item]) -> set[tuple[bytes, int]]:
+    """(device id, kind) of each key event the log holds already for a device that a
+    backfilled event of ``batch`` is of (one read; none without a backfill). A backfilled
+    event whose pair is among them logs nothing (`ProvenanceService._log_key_history`):
+    another server starting on the same database, or a start stopped part way, logged
+    it. Read inside the append transaction, under the log's append lock: before
+    (h-backfill61) only the service looked, before queueing, and of two servers starting
+    together the later commit broke the leaves' unique claim hash: that server exited 3,
+    "LOG INTEGRITY FAILURE: the log database is damaged"."""
+    devices = [
+        it.pending.event.device_id
+        for it in batch
+        if isinstance(it.pending, PendingKeyEvent) and it.pending.backfill
+    ]
+    return txn.key_event_kinds(devices) if devices else set()
 
 
 def _check_signatures(batch: Sequence[_Item]) -> None:
@@ -1097,6 +1116,7 @@ class GroupCommitWriter:
             # follow the batch's claims
             keyed: list[tuple[int, NewKeyLeaf, Device]] = []
             revoked_here: dict[bytes, datetime] = {}  # this batch's revocations
+            logged_kinds = _logged_kinds(txn, batch)
             for i, item in enumerate(batch):
                 if isinstance(item.pending, PendingKeyEvent):
                     entry = wire.encode_key_event_entry(item.pending.signed, now)
@@ -1118,6 +1138,9 @@ class GroupCommitWriter:
                         results[i] = e
                         continue
                     ev = item.pending.event
+                    if item.pending.backfill and (ev.device_id, int(ev.kind)) in logged_kinds:
+                        results[i] = KeyAppended(dev_row, None)
+                        continue
                     if ev.kind is KeyEventKind.REVOCATION:
                         revoked_here[ev.device_id] = min(
                             ev.effective_at, revoked_here.get(ev.device_id, ev.effective_at)

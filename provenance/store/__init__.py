@@ -183,6 +183,11 @@ class AppendTxn(Protocol):
         devices, in log order (one read; almost always none)."""
         ...
 
+    def key_event_kinds(self, device_ids: Sequence[bytes]) -> set[tuple[bytes, int]]:
+        """(device id, kind as `KeyEventKind`'s number) of each kind of key event logged
+        for any of these devices (one read): what a key-history backfill skips."""
+        ...
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         """Perfect-subtree hashes (level, index) in the order asked; LogError if missing."""
         ...

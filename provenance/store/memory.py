@@ -174,6 +174,10 @@ class _MemoryAppend:
             if dev in want and kind >= 2
         ]
 
+    def key_event_kinds(self, device_ids: Sequence[bytes]) -> set[tuple[bytes, int]]:
+        want = set(device_ids)
+        return {(dev, kind) for _, dev, kind in self.state.key_events if dev in want}
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return _nodes(self.state, keys)
 

@@ -379,6 +379,21 @@ class SqlAppend:
                 ) from e
         return sorted(out)
 
+    def key_event_kinds(self, device_ids: Sequence[bytes]) -> set[tuple[bytes, int]]:
+        out: set[tuple[bytes, int]] = set()
+        for part in _chunks(device_ids):
+            rows = self.c.execute(
+                f"SELECT DISTINCT device_id, kind FROM key_events WHERE device_id IN ({_marks(part)})",
+                part,
+            ).fetchall()
+            try:
+                out.update((bytes(d), int(k)) for d, k in rows)
+            except (TypeError, ValueError) as e:
+                raise LogIntegrityError(
+                    f"the log database is damaged: {e}", public=PUBLIC_DAMAGED
+                ) from e
+        return out
+
     def get_nodes(self, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         return get_nodes(self.c, keys)
 
