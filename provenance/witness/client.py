@@ -178,6 +178,7 @@ def parse_witness_option(value: str) -> WitnessSpec:
     _check_url_text(url, "--witness")
     if not _is_http_url(url):
         raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
+    _check_port(url, "--witness")
     vkey = read_key_text(key)
     try:
         parse_cosigner_vkey(vkey)
@@ -207,6 +208,22 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _check_port(url: str, option: str) -> None:
+    """Raise ConfigError (naming ``option``) when the http(s) URL ``url`` has a port that
+    is not a number from 1 to 65535 (h-newuser61: before, ``--witness-url
+    http://HOST:99999`` ended `prov verify` in a ValueError traceback, exit 1, and `prov
+    serve --witness` took it)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            f"{option} {quoted(url)}: its port is not a number from 1 to 65535 (e.g."
+            " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
+        )
+
+
 def parse_witness_url(value: str) -> str:
     """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
     URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
@@ -217,6 +234,7 @@ def parse_witness_url(value: str) -> str:
             f"--witness-url {quoted(value)} is not a witness's http(s) URL (e.g."
             " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
         )
+    _check_port(value, "--witness-url")
     return value.rstrip("/")
 
 
