@@ -68,6 +68,17 @@ def _not_http(conn: socket.socket) -> None:
     conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
 
 
+def _http2(conn: socket.socket) -> None:
+    conn.recv(65536)  # answered as a gRPC server (`prov serve --listen`) does: SETTINGS
+    conn.sendall(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64")
+    conn.shutdown(socket.SHUT_WR)  # then the rest of the request read: no reset
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass  # the client gone or slow: the frame was sent
+
+
 def _plain_http(conn: socket.socket) -> None:
     conn.recv(65536)  # a TLS hello read as a request: answered in plain HTTP
     conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
@@ -104,8 +115,9 @@ def _problem(tmp_path: Path, url: str) -> str:
         (_close_at_once, "http", "closed the connection without answering"),
         (_not_http, "http", "answered something that is not HTTP ('SSH-2.0-OpenSSH_9.6"),
         (_plain_http, "https", "the TLS handshake failed"),
+        (_http2, "http", "answered as an HTTP/2 server (gRPC: is it a `prov serve` address?)"),
     ],
-    ids=["closes", "not-http", "tls-to-plain-http"],
+    ids=["closes", "not-http", "tls-to-plain-http", "http2-grpc"],
 )
 def test_a_failed_exchange_is_said_in_words(
     tmp_path: Path, answer: Callable[[socket.socket], None], scheme: str, said: str

@@ -724,6 +724,14 @@ def _exchange_failure(e: OSError | http.client.HTTPException, where: str, timeou
             " witness (`prov witness serve`) runs at this URL"
         )
     if isinstance(e, http.client.BadStatusLine):
+        # an HTTP/2 server's first frame: SETTINGS (type 4) on stream 0, as gRPC sends
+        line = str(e.args[0]) if e.args else ""
+        if line[3:4] == "\x04" and line[5:9] == "\x00" * 4:
+            return (
+                f"witness at {where} answered as an HTTP/2 server (gRPC: is it a `prov"
+                " serve` address?), not as a witness; give the URL `prov witness serve`"
+                " prints, http://HOST:PORT"
+            )
         first = str(e).strip()[:60]  # its first line
         return (
             f"witness at {where} answered something that is not HTTP ({first!r}); check"
