@@ -11,6 +11,7 @@ sockets on loopback ports that misbehave as a wrong URL or a broken witness does
 from __future__ import annotations
 
 import http.client
+import http.server
 import re
 import socket
 import threading
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from provenance.core.errors import WitnessError
 from provenance.core.merkle import MemoryTree
 from provenance.log.checkpoint import Checkpoint, generate_log_key
 from provenance.witness import Witness
-from provenance.witness.client import Cosigner, WitnessSpec
+from provenance.witness.client import Cosigner, WitnessSpec, fetch_cosigned_checkpoint
 
 ORIGIN = "media-provenance.local/log"
 
@@ -216,3 +218,31 @@ def test_an_exchange_failing_without_a_reason_is_said_in_words(
         assert not problem.rstrip().endswith("failed:"), problem
         assert "no reason" in problem, problem
         assert not CLASS_NAME.search(problem), problem
+
+
+def test_a_web_pages_404_at_a_witness_url_is_said_to_be_no_witness() -> None:
+    """`prov verify --witness-url` of a web server's address (`prov web`'s, say) that
+    answers 404 with an HTML page: said to be no witness, not "it has cosigned no
+    checkpoint of the log (HTTP 404: <!doctype html>\\x0a<html ...)" (h-newuser61: before,
+    300 characters of the page were quoted as the witness's word)."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)  # the standard library's HTML error page
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(WitnessError) as caught:
+            fetch_cosigned_checkpoint(f"http://127.0.0.1:{server.server_address[1]}", ORIGIN)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    said = str(caught.value)
+    assert "with a web page (HTML), as no witness does" in said, said
+    assert "<" not in said and "cosigned no checkpoint" not in said, said

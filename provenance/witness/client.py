@@ -245,8 +245,8 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
     Retrieval Mechanism"); the note text, its signatures unchecked. One request, its whole
     answer within ``timeout_s`` seconds and `MAX_ANSWER_BYTES` (headers and framing
     included). Raises WitnessError saying why otherwise: unreachable, too slow, too large,
-    404 (it never cosigned a checkpoint of that log), another status (with the start of
-    its text)."""
+    404 (it never cosigned a checkpoint of that log; a 404 web page: no witness), another
+    status (with the start of its text)."""
     path = f"{urlsplit(url).path}/{hashlib.sha256(origin.encode()).hexdigest()}/checkpoint"
     with Cutoff(timeout_s) as cutoff:
         try:
@@ -258,6 +258,12 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
     if cutoff.expired.is_set():  # cut mid-body: what was read is not the whole answer
         raise WitnessError(f"no complete answer within {timeout_s:g} s")
     said = clipped_line(text.strip(), SHOWN_ANSWER_CHARS)
+    if status == 404 and text.lstrip()[:1] == "<":  # a witness's 404 is plain text
+        raise WitnessError(
+            "it answered HTTP 404 with a web page (HTML), as no witness does: check that"
+            " the URL is a witness's (the URL `prov witness serve` prints), not a web"
+            " page's such as `prov web`'s"
+        )
     if status == 404:
         raise WitnessError(
             f"it has cosigned no checkpoint of the log {origin!r} (HTTP 404: {said}); check"
