@@ -416,12 +416,12 @@ class WitnessCheck:
             return f"witnesses: the verdict cites no logged claim{met}{later}"
         names = ", ".join(
             f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
-        )
+        )  # "none" met with --witness-quorum 0 (h-newuser61: before, the line ended ": ")
         also = self._also_met("so is the receipt of", "")
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"
             f" cosigned by {len(self.cosignatures)} of {self.witnesses} witnesses (quorum"
-            f" {self.quorum}): {names}{also}{later}"
+            f" {self.quorum}): {names or 'none'}{also}{later}"
         )
 
     def _also_met(self, lead: str, tail: str) -> str:

@@ -55,6 +55,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "prov verify photo.jpg  # uses photo.jpg.prov if present",
         "prov verify photo.jpg --sidecar other.prov --json",
         "prov verify photo.jpg --witness w1.vkey --witness w2.vkey --witness-quorum 1",
+        "prov verify photo.jpg --witness w1.vkey --witness-url http://127.0.0.1:8090",
     ),
     "detect": (
         "prov detect image.png  # the server's model",
@@ -148,6 +149,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "receipt refresh": (
         "prov receipt refresh IMG_0001.jpg.prov",
         "prov receipt refresh IMG_0001.jpg.prov --witness w1.vkey --witness w2.vkey",
+        "prov receipt refresh a.jpg.prov --witness w1.vkey --witness-url http://w1:8090",
     ),
     "receipt export": (
         "prov receipt export IMG_0001.jpg.prov --format tlog-proof",

@@ -95,9 +95,11 @@ def serve(
     """Serve POST /add-checkpoint (c2sp.org/tlog-witness): verify the log's signature and
     a consistency proof from the last checkpoint cosigned, then answer an Ed25519
     cosignature/v1 line (c2sp.org/tlog-cosignature). Answers a stale old size with 409
-    Conflict and the witness's size, a forked checkpoint with 422. Prints the witness's verifier
-    key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`), then
-    "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
+    Conflict and the witness's size, a forked checkpoint with 422. Also serves GET
+    /<SHA-256 of the log's origin, hex>/checkpoint: the checkpoint it last cosigned for
+    that log, which `prov verify --witness-url` asks for. Prints the witness's verifier
+    key ("witness key NAME+ID+KEY": give it to `prov serve --witness URL=KEY`; also kept
+    in STATE/witness.vkey), then "witness on http://HOST:PORT". Stops on SIGINT/SIGTERM: requests in flight are
     answered, the state folder's lock released, "witness stopped" printed, exit 0."""
     from provenance.core.ports import parse_trusted_proxy
     from provenance.web.guard import HttpLimits

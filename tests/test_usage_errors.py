@@ -1468,3 +1468,33 @@ def test_a_server_name_that_does_not_resolve_is_said_so(
     assert rc == 1 and "cannot reach the server" in err, err
     assert "hint: the host name nosuchhost.invalid does not resolve" in err, err
     assert "Start one with" not in err, err
+
+
+def test_a_witness_url_whose_port_is_no_port_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov verify --witness-url`, `prov receipt refresh --witness-url` and `prov serve
+    --witness` with a URL whose port is past 65535, 0 or not a number exit 2 before any
+    call or file, naming the URL (h-newuser61: before, `prov verify --witness-url
+    http://127.0.0.1:99999` ended in a ValueError traceback, exit 1, and `prov serve
+    --witness` started with it)."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0 not much of a photo")
+    sidecar = tmp_path / "photo.jpg.prov"
+    db = tmp_path / "prov.db"
+    for url in ("http://127.0.0.1:99999", "http://127.0.0.1:0", "https://h.example:abc/w"):
+        said = f"'{url}': its port is not a number from 1 to 65535"
+        for args in (
+            ("verify", str(photo), "--witness", w, "--witness-url", url),
+            ("serve", "--db", str(db), "--listen", "127.0.0.1:0", "--witness", f"{url}={w}"),
+        ):
+            rc, err = _run(capsys, *args)
+            assert rc == 2 and said in err and "Traceback" not in err, (args, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
+    sidecar.write_text("{}")
+    rc, err = _run(
+        capsys, "receipt", "refresh", str(sidecar), "--witness", w, "--witness-url",
+        "http://127.0.0.1:99999",
+    )  # fmt: skip
+    assert rc == 2 and "port is not a number from 1 to 65535" in err, err

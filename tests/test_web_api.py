@@ -926,6 +926,26 @@ def test_the_search_box_points_a_device_id_at_its_device_page(
     assert http.get("/log/find", params={"q": "abcdef1"}).status_code == 400
 
 
+def test_the_search_box_says_what_it_takes_and_the_start_of_a_file_hash(
+    http: httpx.Client,
+) -> None:
+    """The explorer's search box takes an entry index or a file's SHA-256: text that is
+    neither is told both (before h-newuser61: "a file's SHA-256 (or an entry index) must
+    be 64 hex digits", as if an index were hex digits too); the start of a file's SHA-256,
+    as `prov verify` shows it ("sha256 6846e4e1271ab383..."), is told how to get the whole
+    one, not only taken for the start of a device id."""
+    r = http.get("/log/find", params={"q": "zzz"})
+    assert r.status_code == 400, r.text
+    assert "an entry index (a whole number" in r.text and "(64 hex digits)" in r.text, r.text
+    assert "or an entry index) must be" not in r.text, r.text
+    sha = http.get("/api/v1/entries/1").json()["claim"]["sha256"]
+    prefix = sha[:16] if not sha[:16].isdigit() else "ab" + sha[:14]
+    r = http.get("/log/find", params={"q": prefix})
+    assert r.status_code == 400, r.text
+    assert "prov verify" in r.text and "sha256sum FILE" in r.text, r.text
+    assert "device id" in r.text, r.text
+
+
 def test_device_pages_show_enrollment_then_revocation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -11,6 +11,7 @@ sockets on loopback ports that misbehave as a wrong URL or a broken witness does
 from __future__ import annotations
 
 import http.client
+import http.server
 import re
 import socket
 import threading
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from provenance.core.errors import WitnessError
 from provenance.core.merkle import MemoryTree
 from provenance.log.checkpoint import Checkpoint, generate_log_key
 from provenance.witness import Witness
-from provenance.witness.client import Cosigner, WitnessSpec
+from provenance.witness.client import Cosigner, WitnessSpec, fetch_cosigned_checkpoint
 
 ORIGIN = "media-provenance.local/log"
 
@@ -66,6 +68,17 @@ def _close_at_once(conn: socket.socket) -> None:
 def _not_http(conn: socket.socket) -> None:
     conn.recv(65536)
     conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+
+
+def _http2(conn: socket.socket) -> None:
+    conn.recv(65536)  # answered as a gRPC server (`prov serve --listen`) does: SETTINGS
+    conn.sendall(b"\x00\x00\x06\x04\x00\x00\x00\x00\x00\x00\x03\x00\x00\x00\x64")
+    conn.shutdown(socket.SHUT_WR)  # then the rest of the request read: no reset
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass  # the client gone or slow: the frame was sent
 
 
 def _plain_http(conn: socket.socket) -> None:
@@ -125,8 +138,9 @@ def _problem(tmp_path: Path, url: str) -> str:
         # revwiturl61: before, http.client's read(n) took the bytes short of the
         # Content-Length as the whole answer: "its answer is not a valid cosignature"
         (_cut_short, "http", "ended its answer before its end; it is asked again later"),
+        (_http2, "http", "answered as an HTTP/2 server (gRPC: is it a `prov serve` address?)"),
     ],
-    ids=["closes", "not-http", "tls-to-plain-http", "cut-short"],
+    ids=["closes", "not-http", "tls-to-plain-http", "cut-short", "http2-grpc"],
 )
 def test_a_failed_exchange_is_said_in_words(
     tmp_path: Path, answer: Callable[[socket.socket], None], scheme: str, said: str
@@ -225,3 +239,31 @@ def test_an_exchange_failing_without_a_reason_is_said_in_words(
         assert not problem.rstrip().endswith("failed:"), problem
         assert "no reason" in problem, problem
         assert not CLASS_NAME.search(problem), problem
+
+
+def test_a_web_pages_404_at_a_witness_url_is_said_to_be_no_witness() -> None:
+    """`prov verify --witness-url` of a web server's address (`prov web`'s, say) that
+    answers 404 with an HTML page: said to be no witness, not "it has cosigned no
+    checkpoint of the log (HTTP 404: <!doctype html>\\x0a<html ...)" (h-newuser61: before,
+    300 characters of the page were quoted as the witness's word)."""
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_error(404)  # the standard library's HTML error page
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(WitnessError) as caught:
+            fetch_cosigned_checkpoint(f"http://127.0.0.1:{server.server_address[1]}", ORIGIN)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    said = str(caught.value)
+    assert "with a web page (HTML), as no witness does" in said, said
+    assert "<" not in said and "cosigned no checkpoint" not in said, said

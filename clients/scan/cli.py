@@ -138,7 +138,8 @@ def scan(
     --resume, rows of an earlier run not checked with it, or with another key); 1 on an
     error, such as a server unreachable for more than a few seconds (rows so far are
     kept: run the same command with --resume). OUT.csv and OUT.html are written when a
-    run completes.
+    run completes; a new scan refuses (exit 2) an OUT.csv, OUT.csv.part or OUT.html
+    that no scan wrote, rather than replace it.
     Details: docs/scan.md.
     """
     if retry_errors and not resume:

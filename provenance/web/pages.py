@@ -173,7 +173,8 @@ async def goto_entry(request: Request) -> Response:
     ``/log/entries/N``, which read entry N again with no tie to the search (a service
     could send another entry the second time). A device id (64 hex digits too) that is
     no file's SHA-256 goes to its device page; the start of one (pages show device ids
-    shortened) is told how to find that page."""
+    shortened) is told how to find that page, and how to get a whole file SHA-256
+    (`prov verify` shows it shortened). Other text is told what the box takes."""
     q = request.query_params.get("q", "").strip()
     if logviews.is_number(q):
         index = logviews.parse_index(q.lstrip("0") or "0", "an entry index")
@@ -181,10 +182,18 @@ async def goto_entry(request: Request) -> Response:
     if SHORT_HEX.fullmatch(q):
         raise WebError(
             f"a file's SHA-256 must be 64 hex digits, got {len(q)}. If {q} is the start of"
-            " a device id (as pages show them, shortened), follow that device's link, or"
-            " enter its whole 64-digit id in the Device form on /log"
+            " a file's SHA-256 (as `prov verify` shows it, shortened), search for the whole"
+            " one (`sha256sum FILE`, or `prov verify FILE --json`'s sha256); if it is the"
+            " start of a device id (as pages show them, shortened), follow that device's"
+            " link, or enter its whole 64-digit id in the Device form on /log"
         )
-    sha = logviews.parse_hash(q, "a file's SHA-256 (or an entry index)")
+    if not SHA_HEX.fullmatch(q):
+        raise WebError(
+            "search for an entry index (a whole number, such as 12) or a file's SHA-256"
+            f" (64 hex digits); got {len(q)} character{'' if len(q) == 1 else 's'}:"
+            f" {quoted(q)}"
+        )
+    sha = bytes.fromhex(q)
     client, pinned = state(request).client, state(request).config.log_key
     found = await run_in_threadpool(logviews.find_by_sha256, client, sha)
     if found:
@@ -201,6 +210,7 @@ async def goto_entry(request: Request) -> Response:
 
 #: 8 to 63 hex digits: too short for a SHA-256, long enough to be a shortened device id.
 SHORT_HEX = re.compile(r"[0-9a-fA-F]{8,63}")
+SHA_HEX = re.compile(r"[0-9a-fA-F]{64}")
 
 
 @html_errors

@@ -179,6 +179,7 @@ def parse_witness_option(value: str) -> WitnessSpec:
     if not _is_http_url(url):
         raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
     _check_plain_prefix(url, "--witness")
+    _check_port(url, "--witness")
     vkey = read_key_text(key)
     try:
         parse_cosigner_vkey(vkey)
@@ -208,6 +209,22 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
+def _check_port(url: str, option: str) -> None:
+    """Raise ConfigError (naming ``option``) when the http(s) URL ``url`` has a port that
+    is not a number from 1 to 65535 (h-newuser61: before, ``--witness-url
+    http://HOST:99999`` ended `prov verify` in a ValueError traceback, exit 1, and `prov
+    serve --witness` took it)."""
+    try:
+        port = urlsplit(url).port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(
+            f"{option} {quoted(url)}: its port is not a number from 1 to 65535 (e.g."
+            " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
+        )
+
+
 def parse_witness_url(value: str) -> str:
     """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
     URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
@@ -221,6 +238,7 @@ def parse_witness_url(value: str) -> str:
             " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
         )
     _check_plain_prefix(value, "--witness-url")
+    _check_port(value, "--witness-url")
     return value.rstrip("/")
 
 
@@ -269,7 +287,8 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
     included). Raises WitnessError saying why otherwise: unreachable, too slow, too large,
     cut short (the connection closed before its Content-Length or last chunk: revwiturl61,
     before, bytes short of the Content-Length were taken as the whole answer), 404 (it
-    never cosigned a checkpoint of that log), a redirect (3xx: not followed), another
+    never cosigned a checkpoint of that log; a 404 web page: no witness), a redirect (3xx:
+    not followed), another
     status (with the start of its text)."""
     path = f"{urlsplit(url).path}/{hashlib.sha256(origin.encode()).hexdigest()}/checkpoint"
     with Cutoff(timeout_s) as cutoff:
@@ -282,6 +301,12 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
     if cutoff.expired.is_set():  # cut mid-body: what was read is not the whole answer
         raise WitnessError(f"no complete answer within {timeout_s:g} s")
     said = clipped_line(text.strip(), SHOWN_ANSWER_CHARS)
+    if status == 404 and text.lstrip()[:1] == "<":  # a witness's 404 is plain text
+        raise WitnessError(
+            "it answered HTTP 404 with a web page (HTML), as no witness does: check that"
+            " the URL is a witness's (the URL `prov witness serve` prints), not a web"
+            " page's such as `prov web`'s"
+        )
     if status == 404:
         raise WitnessError(
             f"it has cosigned no checkpoint of the log {origin!r} (HTTP 404: {said}); check"
@@ -762,6 +787,14 @@ def _exchange_failure(
             " witness (`prov witness serve`) runs at this URL"
         )
     if isinstance(e, http.client.BadStatusLine):
+        # an HTTP/2 server's first frame: SETTINGS (type 4) on stream 0, as gRPC sends
+        line = str(e.args[0]) if e.args else ""
+        if line[3:4] == "\x04" and line[5:9] == "\x00" * 4:
+            return (
+                f"witness at {where} answered as an HTTP/2 server (gRPC: is it a `prov"
+                " serve` address?), not as a witness; give the URL `prov witness serve`"
+                " prints, http://HOST:PORT"
+            )
         first = str(e).strip()[:60]  # its first line
         return (
             f"witness at {where} answered something that is not HTTP ({first!r}); check"
