@@ -129,7 +129,9 @@ def latest_checkpoint(
     key of its own showed any checkpoint it signed with it.
     The checkpoint is then held to the newest one verified before under its key
     (`provenance.web.logmonitor.hold`: this process a monitor of the log; before
-    h-webmono61 an older checkpoint the log signed, replayed, ended a listing early).
+    h-webmono61 an older checkpoint the log signed, replayed, ended a listing early),
+    the one known as the service was asked (`logmonitor.seen`): an answer overtaken by
+    a newer one another request read at once is no rollback (before h-revmono61, 502).
     ``timeout``: seconds for its calls together, each given the time left (None: each
     the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
     ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
@@ -139,11 +141,12 @@ def latest_checkpoint(
     a checkpoint of entries (`logmonitor`), TransportError."""
     left = _time_left(client, timeout)
     vkey, origin = (pinned, None) if pinned is not None else log_key(client, timeout=left())
+    before = logmonitor.seen(client, vkey)  # what the page knew as it asked
     try:
         note = client.checkpoint(timeout=left())
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
-            logmonitor.hold_empty(client, vkey)
+            logmonitor.hold_empty(client, before)
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
         raise
     try:
@@ -153,13 +156,14 @@ def latest_checkpoint(
     if cp is None and pinned is None:
         if (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
             vkey, origin = now
+            before = logmonitor.seen(client, vkey)
             try:
                 cp = open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin)
             except (SignatureError, LogError) as e:
                 problem = e
     if cp is None:
         raise _unsigned_checkpoint(client, problem, pinned)
-    logmonitor.hold(client, vkey, cp, left)
+    logmonitor.hold(client, vkey, cp, left, before)
     return cp, note, vkey
 
 
