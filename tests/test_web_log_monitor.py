@@ -36,6 +36,7 @@ from tests.conftest import (
     enroll,
     relay,
     sign_sample,
+    start_server,
 )
 from tests.test_web_cited import _web
 
@@ -418,3 +419,38 @@ def test_an_overtaken_answer_of_another_tree_is_a_fork_502(
         said = _said(r)
         assert "showed a log of 3 entries that it did not prove is part of the 4" in said, said
         assert "consistency proof does not verify" in said and "a fork" in said, said
+
+
+def test_a_new_empty_log_under_a_new_key_is_empty_not_a_rollback(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """`prov web` (no --log-key) in front of a `prov serve` whose log it read (2
+    entries), then of one started on a new database: a new log, its own key, empty yet.
+    The page follows the key the service presents (a checkpoint signed with a new one
+    asks for it again), so the new log's "empty" is 404 "the log is empty", not a
+    rollback of the old log's 2 entries. Before the fix, a 502 "it says the log is
+    empty, after a signed checkpoint of 2 entries", until the new log's first entry."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    fresh = start_server(tmp_path / "new.db")
+    channel = grpc.insecure_channel(fresh.address)
+    moved = {"now": False}
+
+    def to_fresh(name: str) -> RelayAnswer:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(name)
+
+        def answer(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+            return bytes(call(request, timeout=60)) if moved["now"] else forward(request)
+
+        return answer
+
+    answers = {name: to_fresh(name) for name in (_GET_LOG_KEY, _GET_CHECKPOINT)}
+    try:
+        with relay(server.address, answers) as address, _web(address) as http:
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code == 200 and r.json()["size"] == 2, r.text
+            moved["now"] = True
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code == 404 and "the log is empty" in _said(r), (r.status_code, r.text)
+    finally:
+        channel.close()
+        fresh.stop()

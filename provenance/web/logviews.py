@@ -131,7 +131,9 @@ def latest_checkpoint(
     (`provenance.web.logmonitor.hold`: this process a monitor of the log; before
     h-webmono61 an older checkpoint the log signed, replayed, ended a listing early),
     the one known as the service was asked (`logmonitor.seen`): an answer overtaken by
-    a newer one another request read at once is no rollback (before h-revmono61, 502).
+    a newer one another request read at once is no rollback (before h-revmono61, 502);
+    without ``pinned``, "the log is empty" after entries asks the key again, a new key
+    being a new log, empty (before h-revmono61, 502 until its first entry).
     ``timeout``: seconds for its calls together, each given the time left (None: each
     the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
     ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
@@ -146,6 +148,11 @@ def latest_checkpoint(
         note = client.checkpoint(timeout=left())
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
+            if pinned is None and before is not None and before[0]:
+                # the key asked again, as for a note it does not check: a service started
+                # on a new log (its own key) is empty, no rollback of the old one
+                if (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
+                    before = logmonitor.seen(client, now[0])
             logmonitor.hold_empty(client, before)
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
         raise
