@@ -454,3 +454,50 @@ def test_a_new_empty_log_under_a_new_key_is_empty_not_a_rollback(
     finally:
         channel.close()
         fresh.stop()
+
+
+#: `prov web --service-timeout` of `test_a_request_behind_a_stalled_proof_gets_one_timeout`.
+_STALL_TIMEOUT_S = 10.0
+
+
+def test_a_request_behind_a_stalled_proof_gets_one_timeout(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A service stalls the consistency proof of a new size: the request that asked it
+    holds the memory's lock for its timeout (504); a second request, come meanwhile,
+    waits for the lock, then asks the proof itself. The wait and its proof together get
+    one --service-timeout, so its proof comes with what is left (noted by the relay), or
+    is not asked when nothing is, not with a whole timeout more. Before the fix it came with the whole 10 s (a request held for
+    two timeouts behind a stalled proof, more with several)."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    stalled, released = threading.Event(), threading.Event()
+    deadlines: list[float | None] = []
+
+    def stall(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not stalled.is_set():
+            stalled.set()
+            released.wait(120)
+            return b""  # its caller gave up long since
+        deadlines.append(context.time_remaining())
+        return forward(request)
+
+    args = ("--service-timeout", f"{_STALL_TIMEOUT_S:g}")
+    answers: dict[str, RelayAnswer] = {_GET_CONSISTENCY: stall}
+    try:
+        with relay(server.address, answers) as address, _web(address, *args) as http:
+            assert http.get("/api/v1/checkpoint").json()["size"] == 2
+            sign_sample(enrolled, tmp_path, "chelsea.png")
+            first: list[httpx.Response] = []
+            holder = threading.Thread(target=lambda: first.append(http.get("/api/v1/checkpoint")))
+            holder.start()
+            assert stalled.wait(120)
+            # waits for the lock, then asks its own proof with what is left, if any (504)
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code in (200, 504), r.text
+            holder.join(180)
+            assert first and first[0].status_code == 504, first
+    finally:
+        released.set()
+    # what was left after the wait (the gap between the two requests' starts, or none:
+    # no proof asked), not a whole 10 s more
+    assert all(d is not None and d < _STALL_TIMEOUT_S / 2 for d in deadlines), deadlines

@@ -120,6 +120,7 @@ def hold(
     held = _held(client, vkey)
     wait = left()
     if not held.lock.acquire(timeout=client.timeout if wait is None else wait):
+        left()  # past the budget: its own DEADLINE_EXCEEDED, naming the whole of it
         waited = client.timeout if wait is None else wait
         raise TransportError(
             f"the server at {client.address} had not answered within {waited:g} s (the"

@@ -135,7 +135,8 @@ def latest_checkpoint(
     without ``pinned``, "the log is empty" after entries asks the key again, a new key
     being a new log, empty (before h-revmono61, 502 until its first entry).
     ``timeout``: seconds for its calls together, each given the time left (None: each
-    the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
+    the client's timeout, the wait for the memory's lock and its proof one together);
+    past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
     ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
     for a note that does not verify with either key, or with ``pinned``
     (`_unsigned_checkpoint`), for one older than a checkpoint verified before, another
@@ -170,7 +171,11 @@ def latest_checkpoint(
                 problem = e
     if cp is None:
         raise _unsigned_checkpoint(client, problem, pinned)
-    logmonitor.hold(client, vkey, cp, left, before)
+    # the wait for the memory and its proof together get one timeout when no budget is
+    # given (before h-revmono61 each a whole one: a request waiting behind a stalled
+    # proof, then asking its own, was held for two)
+    held = left if timeout is not None else _time_left(client, client.timeout)
+    logmonitor.hold(client, vkey, cp, held, before)
     return cp, note, vkey
 
 
