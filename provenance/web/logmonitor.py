@@ -50,14 +50,18 @@ MAX_KEYS = 64
 _REFUSALS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
 
 
+#: (tree size, root hash of 32 bytes) of a checkpoint verified (`seen`).
+Seen = tuple[int, bytes]
+
+
 @dataclass
 class _Held:
-    """The newest checkpoint verified under one log key: its ``size`` (None: none yet)
-    and ``root`` (32 bytes); ``lock`` held while one is compared with it."""
+    """The newest checkpoint verified under one log key (None: none yet), one tuple so
+    that `seen`, reading it without ``lock``, never reads one's size with another's
+    root; ``lock`` held while one is compared with it."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    size: int | None = None
-    root: bytes = b""
+    newest: Seen | None = None
 
 
 _MEMORY: weakref.WeakKeyDictionary[ProvenanceClient, OrderedDict[str, _Held]] = (
@@ -81,10 +85,6 @@ def _held(client: ProvenanceClient, vkey: str) -> _Held:
         return held
 
 
-#: (tree size, root hash of 32 bytes) of a checkpoint verified (`seen`).
-Seen = tuple[int, bytes]
-
-
 def seen(client: ProvenanceClient, vkey: str) -> Seen | None:
     """The newest checkpoint under ``vkey`` that ``client``'s web has verified, None when
     it has verified none. Taken just before the service is asked for its latest
@@ -93,7 +93,7 @@ def seen(client: ProvenanceClient, vkey: str) -> Seen | None:
     since, by a request at once, may have been read after it)."""
     with _MEMORY_LOCK:
         held = _MEMORY.get(client, OrderedDict()).get(vkey)
-    return None if held is None or held.size is None else (held.size, held.root)
+    return None if held is None else held.newest
 
 
 def hold(
@@ -129,12 +129,13 @@ def hold(
             waited_s=waited,
         )
     try:
-        if held.size is not None and cp.size < held.size:
-            _overtaken(client, before, (held.size, held.root), cp, left)
+        newest = held.newest
+        if newest is not None and cp.size < newest[0]:
+            _overtaken(client, before, newest, cp, left)
             return
-        if held.size is not None:
-            _compare(client, (held.size, held.root), cp, left)
-        held.size, held.root = cp.size, cp.root_hash
+        if newest is not None:
+            _compare(client, newest, cp, left)
+        held.newest = (cp.size, cp.root_hash)
     finally:
         held.lock.release()
 
