@@ -118,6 +118,22 @@ def hold(
     one remembered (refused, or not verifying: a fork); TransportError when the service
     does not answer the proof."""
     held = _held(client, vkey)
+    newest = held.newest
+    if newest is None or cp.size >= newest[0]:
+        newest = _move(client, held, cp, left)
+        if newest is None:
+            return
+    # older than the memory, which only grows and which this one does not move: proven
+    # without the lock, so requests overtaken at once do not queue behind each other
+    _overtaken(client, before, newest, cp, left)
+
+
+def _move(
+    client: ProvenanceClient, held: _Held, cp: Checkpoint, left: Callable[[], float | None]
+) -> Seen | None:
+    """Under ``held``'s lock (waited for within ``left()``), hold ``cp`` to the newest
+    checkpoint remembered and remember it (`_compare`), then None; or, when the memory
+    has moved past ``cp`` meanwhile, leave it and return the newest one (`hold`)."""
     wait = left()
     if not held.lock.acquire(timeout=client.timeout if wait is None else wait):
         left()  # past the budget: its own DEADLINE_EXCEEDED, naming the whole of it
@@ -131,11 +147,11 @@ def hold(
     try:
         newest = held.newest
         if newest is not None and cp.size < newest[0]:
-            _overtaken(client, before, newest, cp, left)
-            return
+            return newest
         if newest is not None:
             _compare(client, newest, cp, left)
         held.newest = (cp.size, cp.root_hash)
+        return None
     finally:
         held.lock.release()
 
