@@ -28,7 +28,16 @@ from clients.api import ProvenanceClient
 from provenance.core import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.v1 import provenance_pb2 as pb
-from tests.conftest import GET_ENTRIES, Cli, RelayAnswer, ServerProc, relay, sign_sample
+from tests.conftest import (
+    GET_ENTRIES,
+    Cli,
+    RelayAnswer,
+    ServerProc,
+    enroll,
+    relay,
+    sign_sample,
+    start_server,
+)
 from tests.test_web_cited import _web
 
 _GET_LOG_KEY = "/provenance.v1.Log/GetLogKey"
@@ -259,3 +268,236 @@ def test_the_search_by_file_hash_shows_the_entry_it_checked(
         assert "Found by the search for the file SHA-256" in page.text, page.text
         assert f"Log entry #{ib}" in page.text, page.text
         assert read == [ib], read
+
+
+class _HeldRead:
+    """A relay's GetCheckpoint answer (`relay`) that forwards every call at once but
+    the one after `arm`: that one waits for `go` before it forwards (the real answer
+    then, or the real refusal), then for `release` before it answers it: an honest
+    service's answer slowed on its way, overtaken by a later request's."""
+
+    def __init__(self, notes: Callable[[bytes], bytes] | None = None) -> None:
+        self.notes = notes or (lambda real: real)  # each answer sent, from the real one
+        self.armed = False
+        self.entered, self.go, self.read, self.release = (threading.Event() for _ in range(4))
+
+    def arm(self) -> None:
+        self.armed = True
+
+    def __call__(self, request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not self.armed:
+            return self.notes(forward(request))
+        self.armed = False
+        self.entered.set()
+        assert self.go.wait(120)
+        try:
+            return self.notes(forward(request))
+        finally:
+            self.read.set()
+            assert self.release.wait(120)
+
+    def race(
+        self,
+        http: httpx.Client,
+        before_read: Callable[[], object],
+        after_read: Callable[[], object],
+    ) -> tuple[httpx.Response, httpx.Response]:
+        """(slow, fast): ``GET /api/v1/checkpoint`` on a thread of its own, its call held
+        (`arm`) while ``before_read`` runs, then read, and held again while
+        ``after_read`` runs and a second ``GET /api/v1/checkpoint`` (fast) is answered;
+        then the slow one is answered."""
+        self.arm()
+        slow: list[httpx.Response] = []
+        thread = threading.Thread(target=lambda: slow.append(http.get("/api/v1/checkpoint")))
+        thread.start()
+        try:
+            assert self.entered.wait(120)
+            before_read()
+            self.go.set()
+            assert self.read.wait(120)
+            after_read()
+            fast = http.get("/api/v1/checkpoint")
+        finally:
+            self.go.set()
+            self.release.set()
+            thread.join(180)
+        return slow[0], fast
+
+
+def test_a_request_overtaken_by_a_newer_read_is_no_rollback(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """Two requests at once while the log grows: the first reads the honest service's
+    checkpoint of 3 entries, but its answer is slow on the way; the second, after one
+    more capture, reads 4 and the page moves its memory to 4 (a proof from 2). The first
+    answer then comes: an older checkpoint than the one remembered, but read while the
+    page had seen only 2, so it is no rollback; it is proven to be part of the log of 4
+    (one proof, 3 to 4): 200. Before the fix, a 502 "showed an older state of the log"
+    for an honest service."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")  # 2 entries: the enrollment, the rocket
+    held = _HeldRead()
+    asked: list[tuple[int, int]] = []
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        req = pb.GetConsistencyProofRequest.FromString(request)
+        asked.append((req.first_size, req.second_size))
+        return forward(request)
+
+    answers: dict[str, RelayAnswer] = {_GET_CHECKPOINT: held, _GET_CONSISTENCY: counted}
+    with relay(server.address, answers) as address, _web(address) as http:
+        assert http.get("/api/v1/checkpoint").json()["size"] == 2
+        r, fast = held.race(
+            http,
+            lambda: sign_sample(enrolled, tmp_path, "chelsea.png"),  # 3: the slow read
+            lambda: sign_sample(enrolled, tmp_path, "grace_hopper.jpg"),  # 4: the fast
+        )
+        assert fast.status_code == 200 and fast.json()["size"] == 4, fast.text
+        assert r.status_code == 200 and r.json()["size"] == 3, r.text
+        assert asked == [(2, 4), (3, 4)], asked
+        assert http.get("/api/v1/checkpoint").json()["size"] == 4
+
+
+def test_an_empty_log_read_overtaken_by_its_first_entry_is_no_rollback(
+    cli: Cli, server: ServerProc
+) -> None:
+    """A request reads the empty log (the service's honest OUT_OF_RANGE), its answer
+    slow on the way; meanwhile a device enrols (the log's first entry) and another
+    request reads the checkpoint of 1. The slow answer then comes: the log was empty
+    when that request read it, as the page knew no entries then: 404 "the log is empty",
+    not a rollback. Before the fix, a 502 "it says the log is empty, after a signed
+    checkpoint of 1 entries"."""
+    held = _HeldRead()
+    with relay(server.address, {_GET_CHECKPOINT: held}) as address, _web(address) as http:
+        r, fast = held.race(http, lambda: None, lambda: enroll(cli))
+        assert fast.status_code == 200 and fast.json()["size"] == 1, fast.text
+        assert r.status_code == 404 and "the log is empty" in _said(r), (r.status_code, r.text)
+
+
+def test_an_overtaken_answer_of_another_tree_is_a_fork_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """As in the test above, but the slow answer is a checkpoint of 3 entries whose last
+    leaf is not the log's (a relay presenting a key of its own signs the real tree, but
+    that one): older than the 4 remembered since, and not older than what the page knew
+    as it asked, yet the service's proof from 3 to 4 does not tie it to the log of 4:
+    502, a fork. Overtaken answers are proven, not taken on their word."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")  # 2 entries
+    with ProvenanceClient(server.address, timeout=60) as c:
+        _, origin = c.log_key()
+    signer = LogSigner(Ed25519PrivateKey.generate(), origin)
+    forged = {"now": False}
+
+    def resigned(real: bytes) -> bytes:
+        note = pb.GetCheckpointResponse.FromString(real).checkpoint
+        size = int(note.split("\n")[1])  # the note's second line: the tree size
+        with ProvenanceClient(server.address, timeout=60) as c:
+            leaves = [merkle.leaf_hash(e) for e in c.entries(0, size)[0]]
+        if forged["now"]:
+            leaves[-1] = hashlib.sha256(b"forged").digest()
+        return _signed_over(signer, origin, leaves)
+
+    def log_key(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.GetLogKeyResponse(verifier_key=signer.verifier_key(), origin=origin)
+        return bytes(answer.SerializeToString())
+
+    held = _HeldRead(resigned)
+    answers: dict[str, RelayAnswer] = {_GET_LOG_KEY: log_key, _GET_CHECKPOINT: held}
+    with relay(server.address, answers) as address, _web(address) as http:
+        assert http.get("/api/v1/checkpoint").json()["size"] == 2
+
+        def forge_3() -> None:
+            sign_sample(enrolled, tmp_path, "chelsea.png")
+            forged["now"] = True
+
+        def honest_4() -> None:
+            forged["now"] = False
+            sign_sample(enrolled, tmp_path, "grace_hopper.jpg")
+
+        r, fast = held.race(http, forge_3, honest_4)
+        assert fast.status_code == 200 and fast.json()["size"] == 4, fast.text
+        assert r.status_code == 502, (r.status_code, r.text)
+        said = _said(r)
+        assert "showed a log of 3 entries that it did not prove is part of the 4" in said, said
+        assert "consistency proof does not verify" in said and "a fork" in said, said
+
+
+def test_a_new_empty_log_under_a_new_key_is_empty_not_a_rollback(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """`prov web` (no --log-key) in front of a `prov serve` whose log it read (2
+    entries), then of one started on a new database: a new log, its own key, empty yet.
+    The page follows the key the service presents (a checkpoint signed with a new one
+    asks for it again), so the new log's "empty" is 404 "the log is empty", not a
+    rollback of the old log's 2 entries. Before the fix, a 502 "it says the log is
+    empty, after a signed checkpoint of 2 entries", until the new log's first entry."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    fresh = start_server(tmp_path / "new.db")
+    channel = grpc.insecure_channel(fresh.address)
+    moved = {"now": False}
+
+    def to_fresh(name: str) -> RelayAnswer:
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(name)
+
+        def answer(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+            return bytes(call(request, timeout=60)) if moved["now"] else forward(request)
+
+        return answer
+
+    answers = {name: to_fresh(name) for name in (_GET_LOG_KEY, _GET_CHECKPOINT)}
+    try:
+        with relay(server.address, answers) as address, _web(address) as http:
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code == 200 and r.json()["size"] == 2, r.text
+            moved["now"] = True
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code == 404 and "the log is empty" in _said(r), (r.status_code, r.text)
+    finally:
+        channel.close()
+        fresh.stop()
+
+
+#: `prov web --service-timeout` of `test_a_request_behind_a_stalled_proof_gets_one_timeout`.
+_STALL_TIMEOUT_S = 10.0
+
+
+def test_a_request_behind_a_stalled_proof_gets_one_timeout(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A service stalls the consistency proof of a new size: the request that asked it
+    holds the memory's lock for its timeout (504); a second request, come meanwhile,
+    waits for the lock, then asks the proof itself. The wait and its proof together get
+    one --service-timeout, so its proof comes with what is left (noted by the relay), or
+    is not asked when nothing is, not with a whole timeout more. Before the fix it came with the whole 10 s (a request held for
+    two timeouts behind a stalled proof, more with several)."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    stalled, released = threading.Event(), threading.Event()
+    deadlines: list[float | None] = []
+
+    def stall(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not stalled.is_set():
+            stalled.set()
+            released.wait(120)
+            return b""  # its caller gave up long since
+        deadlines.append(context.time_remaining())
+        return forward(request)
+
+    args = ("--service-timeout", f"{_STALL_TIMEOUT_S:g}")
+    answers: dict[str, RelayAnswer] = {_GET_CONSISTENCY: stall}
+    try:
+        with relay(server.address, answers) as address, _web(address, *args) as http:
+            assert http.get("/api/v1/checkpoint").json()["size"] == 2
+            sign_sample(enrolled, tmp_path, "chelsea.png")
+            first: list[httpx.Response] = []
+            holder = threading.Thread(target=lambda: first.append(http.get("/api/v1/checkpoint")))
+            holder.start()
+            assert stalled.wait(120)
+            # waits for the lock, then asks its own proof with what is left, if any (504)
+            r = http.get("/api/v1/checkpoint")
+            assert r.status_code in (200, 504), r.text
+            holder.join(180)
+            assert first and first[0].status_code == 504, first
+    finally:
+        released.set()
+    # what was left after the wait (the gap between the two requests' starts, or none:
+    # no proof asked), not a whole 10 s more
+    assert all(d is not None and d < _STALL_TIMEOUT_S / 2 for d in deadlines), deadlines

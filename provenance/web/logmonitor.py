@@ -10,7 +10,10 @@ monitor does (RFC 9162 section 8.3): a smaller one is a rollback, one of the sam
 with another root a fork, and a larger one must be proven to extend the remembered one
 by the service's consistency proof (RFC 9162 2.1.4.2, `provenance.core.merkle`), asked
 once per new size (the memory then moves to it, under a lock, so requests at once ask
-one proof). Each failure is a ServerEvidenceError: 502, in a reader's words.
+one proof). Each failure is a ServerEvidenceError: 502, in a reader's words. An answer
+is held to what the page knew when it asked (`seen`): one overtaken on its way by a newer
+one another request read at once is no rollback, but must be proven part of it (before
+h-revmono61, a 502 for an honest service whose log grew under requests at once).
 
 Only reads of the latest checkpoint are held to the memory: a consistency proof between
 two sizes asked for, or an inclusion proof at a past size, is a legitimate read of an
@@ -47,14 +50,18 @@ MAX_KEYS = 64
 _REFUSALS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
 
 
+#: (tree size, root hash of 32 bytes) of a checkpoint verified (`seen`).
+Seen = tuple[int, bytes]
+
+
 @dataclass
 class _Held:
-    """The newest checkpoint verified under one log key: its ``size`` (None: none yet)
-    and ``root`` (32 bytes); ``lock`` held while one is compared with it."""
+    """The newest checkpoint verified under one log key (None: none yet), one tuple so
+    that `seen`, reading it without ``lock``, never reads one's size with another's
+    root; ``lock`` held while one is compared with it."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    size: int | None = None
-    root: bytes = b""
+    newest: Seen | None = None
 
 
 _MEMORY: weakref.WeakKeyDictionary[ProvenanceClient, OrderedDict[str, _Held]] = (
@@ -78,12 +85,15 @@ def _held(client: ProvenanceClient, vkey: str) -> _Held:
         return held
 
 
-def remembered(client: ProvenanceClient, vkey: str) -> int | None:
-    """The size of the newest checkpoint under ``vkey`` that ``client``'s web has
-    verified, None when it has verified none."""
+def seen(client: ProvenanceClient, vkey: str) -> Seen | None:
+    """The newest checkpoint under ``vkey`` that ``client``'s web has verified, None when
+    it has verified none. Taken just before the service is asked for its latest
+    checkpoint, and given to `hold` or `hold_empty` with the answer: what the page knew
+    when it asked, which the answer must not be older than (a newer one remembered
+    since, by a request at once, may have been read after it)."""
     with _MEMORY_LOCK:
         held = _MEMORY.get(client, OrderedDict()).get(vkey)
-    return None if held is None else held.size
+    return None if held is None else held.newest
 
 
 def hold(
@@ -91,18 +101,42 @@ def hold(
     vkey: str,
     cp: Checkpoint,
     left: Callable[[], float | None],
+    before: Seen | None,
 ) -> None:
     """Hold ``cp``, the latest checkpoint the service at ``client`` presented, its
     signature already checked with ``vkey``, to the newest one verified before under
-    that key, and remember it when it holds (module docstring). ``left()``: the seconds
+    that key, and remember it when it holds (module docstring). ``before``: `seen` just
+    before the service was asked: a ``cp`` older than the one remembered now but not
+    than ``before`` was read while another request, at once, read a newer one (an
+    honest service's answer overtaken on its way): it is proven to be part of the one
+    remembered (the service's consistency proof; none when it is ``before``), and the
+    memory stays (before the fix, a 502 for an honest service). ``left()``: the seconds
     left for the wait for the memory and the consistency proof (None: the client's
     timeout for each; past it, TransportError DEADLINE_EXCEEDED). Raises
-    ServerEvidenceError (502) for a smaller checkpoint (a rollback), another root at the
-    same size, or a larger one its consistency proof does not prove (refused, or not
-    verifying: a fork); TransportError when the service does not answer the proof."""
+    ServerEvidenceError (502) for a checkpoint older than ``before`` (a rollback),
+    another root at the same size, or one the consistency proof does not tie to the
+    one remembered (refused, or not verifying: a fork); TransportError when the service
+    does not answer the proof."""
     held = _held(client, vkey)
+    newest = held.newest
+    if newest is None or cp.size >= newest[0]:
+        newest = _move(client, held, cp, left)
+        if newest is None:
+            return
+    # older than the memory, which only grows and which this one does not move: proven
+    # without the lock, so requests overtaken at once do not queue behind each other
+    _overtaken(client, before, newest, cp, left)
+
+
+def _move(
+    client: ProvenanceClient, held: _Held, cp: Checkpoint, left: Callable[[], float | None]
+) -> Seen | None:
+    """Under ``held``'s lock (waited for within ``left()``), hold ``cp`` to the newest
+    checkpoint remembered and remember it (`_compare`), then None; or, when the memory
+    has moved past ``cp`` meanwhile, leave it and return the newest one (`hold`)."""
     wait = left()
     if not held.lock.acquire(timeout=client.timeout if wait is None else wait):
+        left()  # past the budget: its own DEADLINE_EXCEEDED, naming the whole of it
         waited = client.timeout if wait is None else wait
         raise TransportError(
             f"the server at {client.address} had not answered within {waited:g} s (the"
@@ -111,41 +145,63 @@ def hold(
             waited_s=waited,
         )
     try:
-        if held.size is not None:
-            _compare(client, held.size, held.root, cp, left)
-        held.size, held.root = cp.size, cp.root_hash
+        newest = held.newest
+        if newest is not None and cp.size < newest[0]:
+            return newest
+        if newest is not None:
+            _compare(client, newest, cp, left)
+        held.newest = (cp.size, cp.root_hash)
+        return None
     finally:
         held.lock.release()
 
 
-def hold_empty(client: ProvenanceClient, vkey: str) -> None:
+def hold_empty(client: ProvenanceClient, before: Seen | None) -> None:
     """Raise ServerEvidenceError (502, a rollback) when the service at ``client`` says
-    its log is empty though a checkpoint of entries under ``vkey`` was verified before."""
-    seen = remembered(client, vkey)
-    if seen:
+    its log is empty though a checkpoint of entries was verified before it was asked
+    (``before``: `seen` then; one verified since, by a request at once, may have been
+    read after the log's first entry: before the fix, a 502 for an honest service)."""
+    if before is not None and before[0]:
         raise _refused(
             client,
             f"showed an older state of the log than it showed before: it says the log is"
-            f" empty, after a signed checkpoint of {seen} entries that this page checked",
+            f" empty, after a signed checkpoint of {before[0]} entries that this page checked",
         )
 
 
-def _compare(
+def _older(client: ProvenanceClient, size: int, cp: Checkpoint) -> ServerEvidenceError:
+    """The 502 of ``cp``, older than a checkpoint of ``size`` entries verified before."""
+    return _refused(
+        client,
+        f"showed an older state of the log than it showed before: a signed checkpoint"
+        f" of {cp.size} entries, after one of {size} entries that this page checked (a"
+        " log only grows)",
+    )
+
+
+def _overtaken(
     client: ProvenanceClient,
-    size: int,
-    root: bytes,
+    before: Seen | None,
+    newest: Seen,
     cp: Checkpoint,
     left: Callable[[], float | None],
 ) -> None:
-    """Raise unless ``cp`` is the tree of ``size`` entries and root ``root`` remembered,
-    or proven by the service's consistency proof to extend it (`hold`)."""
-    if cp.size < size:
-        raise _refused(
-            client,
-            f"showed an older state of the log than it showed before: a signed checkpoint"
-            f" of {cp.size} entries, after one of {size} entries that this page checked (a"
-            " log only grows)",
-        )
+    """Raise unless ``cp``, older than the ``newest`` remembered, is not older than
+    ``before`` (what the page knew when it asked) and is part of ``newest`` (`hold`)."""
+    if before is not None and cp.size < before[0]:
+        raise _older(client, before[0], cp)
+    if before == (cp.size, cp.root_hash) or cp.size == 0:
+        return  # ``before`` was proven part of ``newest``; the empty tree is of every one
+    did = f"showed a log of {cp.size} entries that it did not prove is part of the {newest[0]}"
+    _prove(client, (cp.size, cp.root_hash), newest, left, did)
+
+
+def _compare(
+    client: ProvenanceClient, held: Seen, cp: Checkpoint, left: Callable[[], float | None]
+) -> None:
+    """Raise unless ``cp``, not smaller than the ``held`` remembered, is that tree, or
+    is proven by the service's consistency proof to extend it (`hold`)."""
+    size, root = held
     if cp.size == size:
         if cp.root_hash != root:
             raise _refused(
@@ -157,23 +213,33 @@ def _compare(
         return
     if size == 0:  # every tree extends the empty one: nothing to prove
         return
-    grew = f"showed a log of {cp.size} entries that it did not prove grows out of the {size}"
+    did = f"showed a log of {cp.size} entries that it did not prove grows out of the {size}"
+    _prove(client, held, (cp.size, cp.root_hash), left, did)
+
+
+def _prove(
+    client: ProvenanceClient, old: Seen, new: Seen, left: Callable[[], float | None], did: str
+) -> None:
+    """Ask the service its consistency proof from the tree ``old`` to ``new`` (sizes
+    from 1, ``old`` the smaller) and check it; raise ServerEvidenceError (502) saying
+    ``did`` and why when it refuses or the proof does not verify, TransportError when
+    it does not answer."""
     try:
-        proof = client.consistency_proof(size, cp.size, timeout=left())
+        proof = client.consistency_proof(old[0], new[0], timeout=left())
     except TransportError as e:
         if e.code not in _REFUSALS:
             raise
         raise _refused(
             client,
-            f"{grew} entries it showed before: it refused the consistency proof ({e})",
-            f"{grew} entries it showed before: it refused the consistency proof",
+            f"{did} entries it showed before: it refused the consistency proof ({e})",
+            f"{did} entries it showed before: it refused the consistency proof",
         ) from e
     try:
-        merkle.verify_consistency(size, cp.size, proof, root, cp.root_hash)
+        merkle.verify_consistency(old[0], new[0], proof, old[1], new[1])
     except LogError as e:
         raise _refused(
             client,
-            f"{grew} entries it showed before: its consistency proof does not verify ({e});"
+            f"{did} entries it showed before: its consistency proof does not verify ({e});"
             " the log may have been rewritten (a fork)",
         ) from e
 

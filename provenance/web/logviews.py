@@ -129,9 +129,14 @@ def latest_checkpoint(
     key of its own showed any checkpoint it signed with it.
     The checkpoint is then held to the newest one verified before under its key
     (`provenance.web.logmonitor.hold`: this process a monitor of the log; before
-    h-webmono61 an older checkpoint the log signed, replayed, ended a listing early).
+    h-webmono61 an older checkpoint the log signed, replayed, ended a listing early),
+    the one known as the service was asked (`logmonitor.seen`): an answer overtaken by
+    a newer one another request read at once is no rollback (before h-revmono61, 502);
+    without ``pinned``, "the log is empty" after entries asks the key again, a new key
+    being a new log, empty (before h-revmono61, 502 until its first entry).
     ``timeout``: seconds for its calls together, each given the time left (None: each
-    the client's timeout); past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
+    the client's timeout, the wait for the memory's lock and its proof one together);
+    past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
     ``timeout``). Raises WebError NOT_FOUND for an empty log, ServerEvidenceError (502)
     for a note that does not verify with either key, or with ``pinned``
     (`_unsigned_checkpoint`), for one older than a checkpoint verified before, another
@@ -139,11 +144,17 @@ def latest_checkpoint(
     a checkpoint of entries (`logmonitor`), TransportError."""
     left = _time_left(client, timeout)
     vkey, origin = (pinned, None) if pinned is not None else log_key(client, timeout=left())
+    before = logmonitor.seen(client, vkey)  # what the page knew as it asked
     try:
         note = client.checkpoint(timeout=left())
     except TransportError as e:
         if e.code == "OUT_OF_RANGE":
-            logmonitor.hold_empty(client, vkey)
+            if pinned is None and before is not None and before[0]:
+                # the key asked again, as for a note it does not check: a service started
+                # on a new log (its own key) is empty, no rollback of the old one
+                if (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
+                    before = logmonitor.seen(client, now[0])
+            logmonitor.hold_empty(client, before)
             raise WebError("the log is empty: nothing has been logged yet", "NOT_FOUND") from e
         raise
     try:
@@ -153,13 +164,18 @@ def latest_checkpoint(
     if cp is None and pinned is None:
         if (now := log_key(client, fresh=True, timeout=left())) != (vkey, origin):
             vkey, origin = now
+            before = logmonitor.seen(client, vkey)
             try:
                 cp = open_checkpoint(note, NoteVerifier.from_vkey(vkey), origin=origin)
             except (SignatureError, LogError) as e:
                 problem = e
     if cp is None:
         raise _unsigned_checkpoint(client, problem, pinned)
-    logmonitor.hold(client, vkey, cp, left)
+    # the wait for the memory and its proof together get one timeout when no budget is
+    # given (before h-revmono61 each a whole one: a request waiting behind a stalled
+    # proof, then asking its own, was held for two)
+    held = left if timeout is not None else _time_left(client, client.timeout)
+    logmonitor.hold(client, vkey, cp, held, before)
     return cp, note, vkey
 
 
