@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 
 from clients.api import ProvenanceClient
-from provenance.log.checkpoint import generate_log_key
+from provenance.log.checkpoint import generate_log_key, load_log_signer
 from provenance.store import open_store
 from tests.conftest import PG_LOG_KEYS, ServerProc, start_server
 
@@ -53,6 +53,54 @@ def test_servers_starting_at_once_share_the_key_one_of_them_creates(pg_url: str)
             s.stop()
 
 
+def test_a_server_reading_the_origin_before_the_key_is_registered_starts(pg_url: str) -> None:
+    """A server that reads the new log's origin after the other server starting with it
+    registered it, but before that one registered the key (two commits), registers the
+    key too (the same: the first one's file), and both start. The test holds a row of the
+    key's name uncommitted: the first server waits there, its origin committed; the second
+    is started then, and waits there too; then the row is let go. Before, the second
+    exited 1, "log key ... is not the key this database was created with", every time;
+    unheld, about 1 start in 20 of two servers together on a loaded machine."""
+    key_file: Path = PG_LOG_KEYS[pg_url]
+    open_store(pg_url).close()  # the schema, made once
+    started: list[ServerProc] = []
+    failed: list[Exception] = []
+    first, second = (_starter(pg_url, started, failed) for _ in range(SERVERS))
+    try:
+        with psycopg.connect(pg_url) as hold:
+            hold.execute("INSERT INTO meta(key, value) VALUES ('log_verifier_key', 'held')")
+            first.start()
+            _wait_for_waiters(pg_url, None, 1, failed)
+            store = open_store(pg_url)
+            try:
+                assert store.get_meta("origin") is not None  # registered, its key not yet
+                assert store.get_meta("log_verifier_key") is None
+            finally:
+                store.close()
+            second.start()
+            _wait_for_waiters(pg_url, None, 2, failed)
+            hold.rollback()
+        first.join()
+        second.join()
+        assert not failed, failed
+        store = open_store(pg_url)
+        try:
+            registered, origin = store.get_meta("log_verifier_key"), store.get_meta("origin")
+        finally:
+            store.close()
+        assert origin is not None
+        assert registered == load_log_signer(key_file, origin).verifier_key()  # the file's
+        for s in started:  # and both serve it
+            with ProvenanceClient(s.address) as c:
+                assert c.log_key() == (registered, origin)
+    finally:
+        for t in (first, second):
+            if t.ident is not None:  # started
+                t.join()
+        for s in started:
+            s.stop()
+
+
 def _starter(url: str, started: list[ServerProc], failed: list[Exception]) -> threading.Thread:
     """A thread (not started) that starts a server on ``url`` and adds it to ``started``,
     or the error it exited with (its stderr) to ``failed``."""
@@ -66,17 +114,25 @@ def _starter(url: str, started: list[ServerProc], failed: list[Exception]) -> th
     return threading.Thread(target=start)
 
 
-def _wait_for_waiters(url: str, table: str, n: int) -> None:
-    """Wait until ``n`` sessions of the database wait for a lock on ``table``."""
-    deadline = time.monotonic() + 60
+def _wait_for_waiters(
+    url: str, table: str | None, n: int, failed: list[Exception] | None = None
+) -> None:
+    """Wait until ``n`` sessions of the database wait for a lock on ``table`` (None: for
+    another transaction, as a row it wrote and holds uncommitted); fail at once with
+    ``failed``'s errors when one comes (a server that exited instead)."""
+    deadline = time.monotonic() + 60  # a hang guard, not a timing
     with psycopg.connect(url, autocommit=True) as c:
         while True:
             row = c.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = %s::regclass",
-                (table,),
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE NOT l.granted AND a.datname = current_database() AND"
+                " (l.relation = %s::regclass OR %s::regclass IS NULL"
+                " AND l.locktype = 'transactionid')",
+                (table, table),
             ).fetchone()
             if row is not None and row[0] >= n:
                 return
+            assert not failed, failed
             assert time.monotonic() < deadline, f"no {n} sessions waited for {table}"
             time.sleep(0.05)
 

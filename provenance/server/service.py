@@ -541,11 +541,15 @@ class ProvenanceService:
                     self._made.append(key_file)
         signer = _load_log_key(key_file, origin)
         if stored_origin is None:
-            # servers starting together on a new shared database: the first key wins
+            # servers starting together on a new shared database: the first origin wins
             origin = self.store.setdefault_meta("origin", origin)
             signer = load_log_signer(key_file, origin)
-            self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
-        if self.store.get_meta("log_verifier_key") != signer.verifier_key():
+        # registered even where the origin was: a server starting beside this one on a
+        # new shared log registers the origin, then its key, in two commits (before, a
+        # start that read the origin between the two found no key and was refused as
+        # 'not the key'); and a start killed between them leaves the origin alone
+        registered = self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
+        if registered != signer.verifier_key():
             raise LogError(f"log key {key_file} is not the key this database was created with")
         return signer
 
