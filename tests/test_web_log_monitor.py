@@ -501,3 +501,42 @@ def test_a_request_behind_a_stalled_proof_gets_one_timeout(
     # what was left after the wait (the gap between the two requests' starts, or none:
     # no proof asked), not a whole 10 s more
     assert all(d is not None and d < _STALL_TIMEOUT_S / 2 for d in deadlines), deadlines
+
+
+def test_an_answer_over_the_receive_limit_is_the_services_fault_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A hostile service answers a consistency proof of 300,000 hashes (9.6 MB, over the
+    gRPC client's 8 MiB receive limit). Before h-webfix61 the page and the API answered
+    413 RESOURCE_EXHAUSTED ("Too large") saying "the server at 127.0.0.1:PORT answered
+    with a message of 9,600,... bytes": the visitor's fault, the service's internal
+    address shown. Now each is a 502 BAD_GATEWAY in a reader's words, no address; a
+    visitor's own upload over the page's limit stays 413."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+
+    def huge(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        req = pb.GetConsistencyProofRequest.FromString(request)
+        proof = [bytes(32)] * 300_000
+        answer = pb.GetConsistencyProofResponse(
+            first_size=req.first_size, second_size=req.second_size, proof=proof
+        )
+        return bytes(answer.SerializeToString())
+
+    with relay(server.address, {_GET_CONSISTENCY: huge}) as address, _web(address) as http:
+        for path, params in [
+            ("/api/v1/proofs/consistency", {"first": "1", "second": "2"}),
+            ("/log/consistency", {"first": "1", "second": "2"}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 502, (path, r.status_code, r.text[:300])
+            said = _said(r)
+            assert address not in said and "Too large" not in said, said
+            assert "did not answer as expected" in said, said
+        assert (
+            http.get("/api/v1/proofs/consistency", params={"first": "1", "second": "2"}).json()[
+                "error"
+            ]["status"]
+            == "BAD_GATEWAY"
+        )
+        r = http.post("/api/v1/lookup", content=b"{" + b" " * (4 * 1024 * 1024) + b"}")
+        assert r.status_code == 413, (r.status_code, r.text[:300])  # the visitor's own size

@@ -21,7 +21,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         ),
         404: "not found (NOT_FOUND)",
         408: "the upload stalled (nothing arrived for the idle timeout)",
-        413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
+        413: "this request is over a size or pixel limit (RESOURCE_EXHAUSTED)",
         415: "the body was sent with a Content-Encoding (UNSUPPORTED_ENCODING): send it as is",
         429: (
             "this client is over one of its limits (RATE_LIMITED): uploads a minute (prov web"
@@ -44,7 +44,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             " presents), or its latest checkpoint is older than one this page verified"
             " before (a rollback; or it says the log is empty after one), another tree of"
             " the same size, or a newer one its consistency proof does not prove to extend"
-            " it (a fork); the message says which"
+            " it (a fork); the message says which; or its answer was larger than the 8 MiB"
+            " a reply may hold"
         ),
         503: (
             "the service is unreachable or busy (UNAVAILABLE), or (an upload) this page's"
