@@ -108,6 +108,7 @@ def test_an_older_genuine_checkpoint_replayed_is_refused_502(
             ("/log", {}),
             ("/api/v1/checkpoint", {}),
             ("/log/entries/1", {}),
+            ("/api/v1/proofs/inclusion", {"index": "0"}),  # h-webfix61: before, 200
         ]:
             r = http.get(path, params=params)
             assert r.status_code == 502, (path, r.status_code, r.text[:200])
@@ -171,7 +172,12 @@ def test_a_fork_at_a_newer_or_the_same_size_is_refused_502(
         assert r.status_code == 200 and r.json()["size"] == 3, r.text
         sign_sample(enrolled, tmp_path, "grace_hopper.jpg")  # the real log has 4: a proof
         mode["now"] = "newer"
-        for path in ["/api/v1/checkpoint", "/log", "/api/v1/entries?start=0"]:
+        for path in [
+            "/api/v1/checkpoint",
+            "/log",
+            "/api/v1/entries?start=0",
+            "/api/v1/proofs/inclusion?index=0",  # h-webfix61: before, 200 in the forked log
+        ]:
             r = http.get(path)
             assert r.status_code == 502, (path, r.status_code, r.text[:200])
             said = _said(r)
@@ -207,6 +213,7 @@ def test_honest_growth_asks_one_consistency_proof_per_new_size(
         "/api/v1/entries?start=0",
         "/log/entries/1",
         "/api/v1/entries/0",
+        "/api/v1/proofs/inclusion?index=1",
         "/api/v1/checkpoint",
     ]
     with relay(server.address, {_GET_CONSISTENCY: counted}) as address, _web(address) as http:
@@ -218,6 +225,8 @@ def test_honest_growth_asks_one_consistency_proof_per_new_size(
             assert http.get(path).status_code == 200, path
         assert http.get("/api/v1/checkpoint").json()["size"] == 4
         assert asked == [(3, 4)]
+        proof = http.get("/api/v1/proofs/inclusion", params={"index": "1"}).json()
+        assert proof["tree_size"] == 4 and proof["verified"] is True, proof
         sign_sample(enrolled, tmp_path, "generated_controlnet.png")
         for path in reads:
             assert http.get(path).status_code == 200, path

@@ -414,16 +414,42 @@ def device_view(
     }
 
 
-def inclusion_view(client: ProvenanceClient, index: int, tree_size: int) -> dict[str, Any]:
-    """An inclusion proof of entry ``index`` in the tree of ``tree_size`` leaves (0: the
-    newest checkpoint's size)."""
-    idx, size, proof, leaf = client.inclusion_proof(tree_size, leaf_index=index)
-    return {
+def inclusion_view(
+    client: ProvenanceClient, index: int, tree_size: int, pinned: str | None = None
+) -> dict[str, Any]:
+    """An inclusion proof of entry ``index`` in the tree of ``tree_size`` leaves. 0: the
+    newest checkpoint's size, that checkpoint read, checked and held to the newest one
+    this page verified (`latest_checkpoint`, with ``pinned``: a rollback or fork is
+    ServerEvidenceError, 502; before h-webfix61 the service's own "latest" size was
+    taken unchecked), the proof asked at its size and checked against its root:
+    ``root_hash`` and ``verified`` (``problem`` when it does not verify), as an entry's
+    (`entry_view`); an explicit size has no root known here (``verified`` None).
+    Raises TransportError."""
+    cp = latest_checkpoint(client, pinned=pinned)[0] if tree_size == 0 else None
+    idx, size, proof, leaf = client.inclusion_proof(
+        tree_size or (cp.size if cp else 0), leaf_index=index
+    )
+    view: dict[str, Any] = {
         "leaf_index": idx,
         "tree_size": size,
         "leaf_hash": leaf.hex(),
         "proof": [p.hex() for p in proof],
+        "verified": None,
+        "problem": None,
     }
+    if cp is not None:
+        view["root_hash"] = cp.root_hash.hex()
+        try:
+            if (idx, size) != (index, cp.size):
+                raise LogError(
+                    f"the proof is of entry {idx} in a tree of {size} entries, not of entry"
+                    f" {index} in the checkpoint's {cp.size}"
+                )
+            merkle.verify_inclusion(idx, size, leaf, proof, cp.root_hash)
+            view["verified"] = True
+        except LogError as e:
+            view["verified"], view["problem"] = False, str(e)
+    return view
 
 
 def consistency_view(

@@ -267,7 +267,9 @@ def openapi_document() -> dict[str, Any]:
                     _query("index", "log index", True, "integer"),
                     _query(
                         "tree_size",
-                        "tree size, at least index+1 (left out: the latest)",
+                        "tree size, at least index+1 (left out: the latest signed checkpoint's,"
+                        " held to the newest this page verified, and the proof checked"
+                        " against its root: root_hash, verified)",
                         False,
                         "integer",
                     ),
