@@ -11,6 +11,7 @@ a real gRPC relay on a real port, a real `prov web`; no mocks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import threading
@@ -549,3 +550,41 @@ def test_an_answer_over_the_receive_limit_is_the_services_fault_502(
         )
         r = http.post("/api/v1/lookup", content=b"{" + b" " * (4 * 1024 * 1024) + b"}")
         assert r.status_code == 413, (r.status_code, r.text[:300])  # the visitor's own size
+
+
+def test_the_explorer_shows_the_cosigners_a_cosigned_checkpoint_names_unchecked(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """The relay answers GetCheckpoint(cosigned) with the log's real checkpoint of 2
+    entries and a witness's signature line appended (the page knows no witness key), and
+    the plain GetCheckpoint honestly. `/api/v1/checkpoint` says ``cosigned``: the note,
+    its size, the names as the note carries them under ``unverified_names`` (this page
+    has no witness keys); `/log` shows them marked not checked.
+    Before h-webfix61 neither said anything of cosignatures. A service with no witnesses
+    (the real one: FAILED_PRECONDITION) is ``cosigned`` null."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    real = _checkpoint_now(server)
+    note = pb.GetCheckpointResponse.FromString(real).checkpoint
+    witness_line = "— witness.test/w1 " + base64.b64encode(b"\x01\x02\x03\x04" + bytes(64)).decode()
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not pb.GetCheckpointRequest.FromString(request).cosigned:
+            return forward(request)
+        answer = pb.GetCheckpointResponse(checkpoint=note + witness_line + "\n", quorum=1)
+        return bytes(answer.SerializeToString())
+
+    with _web(server.address) as http:
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 200 and r.json()["cosigned"] is None, r.text
+    with relay(server.address, {_GET_CHECKPOINT: checkpoint}) as address, _web(address) as http:
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 200, r.text
+        view = r.json()
+        assert view["size"] == 3, view
+        cosigned = view["cosigned"]
+        assert cosigned["size"] == 2 and cosigned["checkpoint"].startswith(note), cosigned
+        assert cosigned["unverified_names"] == ["witness.test/w1"], cosigned
+        said = _said(http.get("/log"))
+        assert "Cosigned checkpoint" in said and "witness.test/w1" in said, said
+        assert "not checked" in said, said

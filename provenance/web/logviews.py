@@ -29,7 +29,7 @@ from provenance.core.errors import (
 )
 from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.core.timetext import utc_iso
-from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, split_note
 from provenance.web import logmonitor
 from provenance.web.errors import WebError, quoted
 from provenance.wire import convert as wire
@@ -227,9 +227,10 @@ def _time_left(client: ProvenanceClient, timeout: float | None) -> Callable[[], 
 
 def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict[str, Any]:
     """``{"origin", "size", "root_hash", "time", "checkpoint", "log_key",
-    "signature_verified"}``: the newest signed checkpoint (C2SP note text) and the key
-    that signed it (note verifier key ``name+id+key``): ``pinned``, when given
-    (`latest_checkpoint`)."""
+    "signature_verified", "cosigned"}``: the newest signed checkpoint (C2SP note text)
+    and the key that signed it (note verifier key ``name+id+key``): ``pinned``, when
+    given (`latest_checkpoint`); ``cosigned``: the newest checkpoint the service's
+    witnesses cosigned (`cosigned_view`)."""
     cp, note, vkey = latest_checkpoint(client, pinned=pinned)
     return {
         "origin": cp.origin,
@@ -239,6 +240,43 @@ def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict
         "checkpoint": note,
         "log_key": vkey,
         "signature_verified": True,
+        "cosigned": cosigned_view(client, vkey, cp.origin, pinned),
+    }
+
+
+def cosigned_view(
+    client: ProvenanceClient, vkey: str, origin: str, pinned: str | None = None
+) -> dict[str, Any] | None:
+    """The newest checkpoint the service's witness quorum cosigned (GetCheckpoint with
+    ``cosigned``, one call), as ``{"checkpoint", "size", "quorum", "unverified_names"}``;
+    None when the service requests no cosignatures (FAILED_PRECONDITION: no witnesses),
+    ``checkpoint`` and ``size`` None when none has cosigned yet. Its log signature is
+    checked with ``vkey`` (``origin`` its first line); the witnesses' are not: this page
+    has no witness keys (``prov web`` takes none), so ``unverified_names`` are the names
+    of the note's other signature lines as it carries them, in order, each once, not
+    checked. Its size is not proven consistent with the latest checkpoint (that would be
+    one more call a read). Raises ServerEvidenceError (502) for a note that does not
+    verify with ``vkey`` (`_unsigned_checkpoint`), TransportError."""
+    try:
+        note, quorum, _ = client.cosigned_checkpoint()
+    except TransportError as e:
+        if e.code == "FAILED_PRECONDITION":
+            return None
+        raise
+    if not note:
+        return {"checkpoint": None, "size": None, "quorum": quorum, "unverified_names": []}
+    verifier = NoteVerifier.from_vkey(vkey)
+    try:
+        cp = open_checkpoint(note, verifier, origin=origin)
+        lines = split_note(note)[1]
+    except (SignatureError, LogError) as e:
+        raise _unsigned_checkpoint(client, e, pinned) from e
+    names = [s.name for s in lines if (s.name, s.key_id) != (verifier.name, verifier.key_id)]
+    return {
+        "checkpoint": note,
+        "size": cp.size,
+        "quorum": quorum,
+        "unverified_names": list(dict.fromkeys(names)),
     }
 
 

@@ -227,7 +227,10 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/checkpoint": _get(
                 "The latest signed checkpoint and the log key",
                 [],
-                "checkpoint",
+                "checkpoint; `cosigned`: the newest checkpoint the service's witnesses"
+                " cosigned (null when it has no witnesses): its note, size and quorum, its"
+                " log signature checked, and `unverified_names`, the cosigners' key names"
+                " as the note carries them, not checked (this page has no witness keys)",
                 400,
                 404,
                 *READ,
