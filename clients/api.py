@@ -863,6 +863,7 @@ def _transport_error(
             f" bytes, more than the {MAX_MESSAGE_BYTES:,} a reply may hold: is it a"
             " provenance server?",
             code.name,
+            from_grpc=True,  # gRPC's limit, said in our words: the server's fault, not ours
         )
     if code == grpc.StatusCode.CANCELLED and SERVER_ERROR_KEY not in trailing:
         # not ours: grpc core dropped the call (past --max-pending-calls) or the server

@@ -11,6 +11,7 @@ a real gRPC relay on a real port, a real `prov web`; no mocks."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import threading
@@ -108,6 +109,7 @@ def test_an_older_genuine_checkpoint_replayed_is_refused_502(
             ("/log", {}),
             ("/api/v1/checkpoint", {}),
             ("/log/entries/1", {}),
+            ("/api/v1/proofs/inclusion", {"index": "0"}),  # h-webfix61: before, 200
         ]:
             r = http.get(path, params=params)
             assert r.status_code == 502, (path, r.status_code, r.text[:200])
@@ -171,7 +173,12 @@ def test_a_fork_at_a_newer_or_the_same_size_is_refused_502(
         assert r.status_code == 200 and r.json()["size"] == 3, r.text
         sign_sample(enrolled, tmp_path, "grace_hopper.jpg")  # the real log has 4: a proof
         mode["now"] = "newer"
-        for path in ["/api/v1/checkpoint", "/log", "/api/v1/entries?start=0"]:
+        for path in [
+            "/api/v1/checkpoint",
+            "/log",
+            "/api/v1/entries?start=0",
+            "/api/v1/proofs/inclusion?index=0",  # h-webfix61: before, 200 in the forked log
+        ]:
             r = http.get(path)
             assert r.status_code == 502, (path, r.status_code, r.text[:200])
             said = _said(r)
@@ -207,6 +214,7 @@ def test_honest_growth_asks_one_consistency_proof_per_new_size(
         "/api/v1/entries?start=0",
         "/log/entries/1",
         "/api/v1/entries/0",
+        "/api/v1/proofs/inclusion?index=1",
         "/api/v1/checkpoint",
     ]
     with relay(server.address, {_GET_CONSISTENCY: counted}) as address, _web(address) as http:
@@ -218,6 +226,8 @@ def test_honest_growth_asks_one_consistency_proof_per_new_size(
             assert http.get(path).status_code == 200, path
         assert http.get("/api/v1/checkpoint").json()["size"] == 4
         assert asked == [(3, 4)]
+        proof = http.get("/api/v1/proofs/inclusion", params={"index": "1"}).json()
+        assert proof["tree_size"] == 4 and proof["verified"] is True, proof
         sign_sample(enrolled, tmp_path, "generated_controlnet.png")
         for path in reads:
             assert http.get(path).status_code == 200, path
@@ -501,3 +511,80 @@ def test_a_request_behind_a_stalled_proof_gets_one_timeout(
     # what was left after the wait (the gap between the two requests' starts, or none:
     # no proof asked), not a whole 10 s more
     assert all(d is not None and d < _STALL_TIMEOUT_S / 2 for d in deadlines), deadlines
+
+
+def test_an_answer_over_the_receive_limit_is_the_services_fault_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A hostile service answers a consistency proof of 300,000 hashes (9.6 MB, over the
+    gRPC client's 8 MiB receive limit). Before h-webfix61 the page and the API answered
+    413 RESOURCE_EXHAUSTED ("Too large") saying "the server at 127.0.0.1:PORT answered
+    with a message of 9,600,... bytes": the visitor's fault, the service's internal
+    address shown. Now each is a 502 BAD_GATEWAY in a reader's words, no address; a
+    visitor's own upload over the page's limit stays 413."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+
+    def huge(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        req = pb.GetConsistencyProofRequest.FromString(request)
+        proof = [bytes(32)] * 300_000
+        answer = pb.GetConsistencyProofResponse(
+            first_size=req.first_size, second_size=req.second_size, proof=proof
+        )
+        return bytes(answer.SerializeToString())
+
+    with relay(server.address, {_GET_CONSISTENCY: huge}) as address, _web(address) as http:
+        for path, params in [
+            ("/api/v1/proofs/consistency", {"first": "1", "second": "2"}),
+            ("/log/consistency", {"first": "1", "second": "2"}),
+        ]:
+            r = http.get(path, params=params)
+            assert r.status_code == 502, (path, r.status_code, r.text[:300])
+            said = _said(r)
+            assert address not in said and "Too large" not in said, said
+            assert "did not answer as expected" in said, said
+        assert (
+            http.get("/api/v1/proofs/consistency", params={"first": "1", "second": "2"}).json()[
+                "error"
+            ]["status"]
+            == "BAD_GATEWAY"
+        )
+        r = http.post("/api/v1/lookup", content=b"{" + b" " * (4 * 1024 * 1024) + b"}")
+        assert r.status_code == 413, (r.status_code, r.text[:300])  # the visitor's own size
+
+
+def test_the_explorer_shows_the_cosigners_a_cosigned_checkpoint_names_unchecked(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """The relay answers GetCheckpoint(cosigned) with the log's real checkpoint of 2
+    entries and a witness's signature line appended (the page knows no witness key), and
+    the plain GetCheckpoint honestly. `/api/v1/checkpoint` says ``cosigned``: the note,
+    its size, the names as the note carries them under ``unverified_names`` (this page
+    has no witness keys); `/log` shows them marked not checked.
+    Before h-webfix61 neither said anything of cosignatures. A service with no witnesses
+    (the real one: FAILED_PRECONDITION) is ``cosigned`` null."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    real = _checkpoint_now(server)
+    note = pb.GetCheckpointResponse.FromString(real).checkpoint
+    witness_line = "— witness.test/w1 " + base64.b64encode(b"\x01\x02\x03\x04" + bytes(64)).decode()
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not pb.GetCheckpointRequest.FromString(request).cosigned:
+            return forward(request)
+        answer = pb.GetCheckpointResponse(checkpoint=note + witness_line + "\n", quorum=1)
+        return bytes(answer.SerializeToString())
+
+    with _web(server.address) as http:
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 200 and r.json()["cosigned"] is None, r.text
+    with relay(server.address, {_GET_CHECKPOINT: checkpoint}) as address, _web(address) as http:
+        r = http.get("/api/v1/checkpoint")
+        assert r.status_code == 200, r.text
+        view = r.json()
+        assert view["size"] == 3, view
+        cosigned = view["cosigned"]
+        assert cosigned["size"] == 2 and cosigned["checkpoint"].startswith(note), cosigned
+        assert cosigned["unverified_names"] == ["witness.test/w1"], cosigned
+        said = _said(http.get("/log"))
+        assert "Cosigned checkpoint" in said and "witness.test/w1" in said, said
+        assert "not checked" in said, said

@@ -533,7 +533,8 @@ async def entries(request: Request) -> Response:
 @metered
 async def inclusion(request: Request) -> Response:
     """``GET /api/v1/proofs/inclusion?index=N[&tree_size=M]``: M left out is the latest
-    tree size; an explicit M must be at least N+1 (a tree of size 0 holds no entry, so
+    tree size, its signed checkpoint held to the page's memory (`logviews.inclusion_view`:
+    a rollback or fork is a 502) and the proof checked against its root; an explicit M must be at least N+1 (a tree of size 0 holds no entry, so
     an explicit 0 is refused, not taken as the latest)."""
     q = request.query_params
     index = logviews.parse_index(q.get("index"), "index")
@@ -546,7 +547,10 @@ async def inclusion(request: Request) -> Response:
                 f" does not hold entry {index} (leave tree_size out for the latest)",
                 "INVALID_ARGUMENT",
             )
-    view = await run_in_threadpool(logviews.inclusion_view, state(request).client, index, size)
+    web = state(request)
+    view = await run_in_threadpool(
+        logviews.inclusion_view, web.client, index, size, web.config.log_key
+    )
     return JSONResponse(view)
 
 

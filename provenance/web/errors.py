@@ -5,7 +5,8 @@ The mapping mirrors the gRPC one (README, "Limits and errors") and Google's
 HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION and
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
 RESOURCE_EXHAUSTED -> 413 for a size, count or pixel limit and 503 when the service
-says it is busy (see `status_name`), a stalled upload -> 408, a body with a content coding (UNSUPPORTED_ENCODING) -> 415, rate limited -> 429,
+says it is busy (see `status_name`), 502 BAD_GATEWAY when it is gRPC's own (no sentence
+of the service's: an answer over the client's 8 MiB receive limit), a stalled upload -> 408, a body with a content coding (UNSUPPORTED_ENCODING) -> 415, rate limited -> 429,
 UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500; an answer
 of the service refused as its evidence does not hold (ServerEvidenceError:
 `clients.cited`) -> 502 BAD_GATEWAY.
@@ -70,6 +71,9 @@ class WebError(ProvenanceError):
 #: The service's RESOURCE_EXHAUSTED covers both "too large" and "busy, try again" (its
 #: `LimitError`); the gRPC status carries no detail telling them apart, so a message
 #: asking to retry marks a busy service (503 with Retry-After), anything else a size (413).
+#: One that gRPC raised itself (``from_grpc``: the service's answer was over the client's
+#: receive limit, or over the service's own send limit) is the service's fault: 502, said
+#: as `GRPC_FAILURE_TEXT`, the address and sizes kept for the operator's log.
 _RETRY_WORDS = re.compile(r"\b(try again|retry)\b", re.IGNORECASE)
 BUSY_RETRY_AFTER = 5
 
@@ -88,6 +92,8 @@ def quoted(text: str, most: int = SHOWN_PARAM) -> str:
 def status_name(error: ProvenanceError) -> str:
     """The gRPC-style status name of one of our errors."""
     if isinstance(error, TransportError) and error.code == "RESOURCE_EXHAUSTED":
+        if error.from_grpc:  # gRPC's limit, no sentence of the service's: an answer too large
+            return "BAD_GATEWAY"
         return "UNAVAILABLE" if _RETRY_WORDS.search(str(error)) else error.code
     if isinstance(error, WebError | TransportError):
         return error.code

@@ -29,7 +29,7 @@ from provenance.core.errors import (
 )
 from provenance.core.keyhistory import SignedKeyEvent, signer_id, verify_key_event
 from provenance.core.timetext import utc_iso
-from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint
+from provenance.log.checkpoint import Checkpoint, NoteVerifier, open_checkpoint, split_note
 from provenance.web import logmonitor
 from provenance.web.errors import WebError, quoted
 from provenance.wire import convert as wire
@@ -227,9 +227,10 @@ def _time_left(client: ProvenanceClient, timeout: float | None) -> Callable[[], 
 
 def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict[str, Any]:
     """``{"origin", "size", "root_hash", "time", "checkpoint", "log_key",
-    "signature_verified"}``: the newest signed checkpoint (C2SP note text) and the key
-    that signed it (note verifier key ``name+id+key``): ``pinned``, when given
-    (`latest_checkpoint`)."""
+    "signature_verified", "cosigned"}``: the newest signed checkpoint (C2SP note text)
+    and the key that signed it (note verifier key ``name+id+key``): ``pinned``, when
+    given (`latest_checkpoint`); ``cosigned``: the newest checkpoint the service's
+    witnesses cosigned (`cosigned_view`)."""
     cp, note, vkey = latest_checkpoint(client, pinned=pinned)
     return {
         "origin": cp.origin,
@@ -239,6 +240,43 @@ def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict
         "checkpoint": note,
         "log_key": vkey,
         "signature_verified": True,
+        "cosigned": cosigned_view(client, vkey, cp.origin, pinned),
+    }
+
+
+def cosigned_view(
+    client: ProvenanceClient, vkey: str, origin: str, pinned: str | None = None
+) -> dict[str, Any] | None:
+    """The newest checkpoint the service's witness quorum cosigned (GetCheckpoint with
+    ``cosigned``, one call), as ``{"checkpoint", "size", "quorum", "unverified_names"}``;
+    None when the service requests no cosignatures (FAILED_PRECONDITION: no witnesses),
+    ``checkpoint`` and ``size`` None when none has cosigned yet. Its log signature is
+    checked with ``vkey`` (``origin`` its first line); the witnesses' are not: this page
+    has no witness keys (``prov web`` takes none), so ``unverified_names`` are the names
+    of the note's other signature lines as it carries them, in order, each once, not
+    checked. Its size is not proven consistent with the latest checkpoint (that would be
+    one more call a read). Raises ServerEvidenceError (502) for a note that does not
+    verify with ``vkey`` (`_unsigned_checkpoint`), TransportError."""
+    try:
+        note, quorum, _ = client.cosigned_checkpoint()
+    except TransportError as e:
+        if e.code == "FAILED_PRECONDITION":
+            return None
+        raise
+    if not note:
+        return {"checkpoint": None, "size": None, "quorum": quorum, "unverified_names": []}
+    verifier = NoteVerifier.from_vkey(vkey)
+    try:
+        cp = open_checkpoint(note, verifier, origin=origin)
+        lines = split_note(note)[1]
+    except (SignatureError, LogError) as e:
+        raise _unsigned_checkpoint(client, e, pinned) from e
+    names = [s.name for s in lines if (s.name, s.key_id) != (verifier.name, verifier.key_id)]
+    return {
+        "checkpoint": note,
+        "size": cp.size,
+        "quorum": quorum,
+        "unverified_names": list(dict.fromkeys(names)),
     }
 
 
@@ -414,16 +452,42 @@ def device_view(
     }
 
 
-def inclusion_view(client: ProvenanceClient, index: int, tree_size: int) -> dict[str, Any]:
-    """An inclusion proof of entry ``index`` in the tree of ``tree_size`` leaves (0: the
-    newest checkpoint's size)."""
-    idx, size, proof, leaf = client.inclusion_proof(tree_size, leaf_index=index)
-    return {
+def inclusion_view(
+    client: ProvenanceClient, index: int, tree_size: int, pinned: str | None = None
+) -> dict[str, Any]:
+    """An inclusion proof of entry ``index`` in the tree of ``tree_size`` leaves. 0: the
+    newest checkpoint's size, that checkpoint read, checked and held to the newest one
+    this page verified (`latest_checkpoint`, with ``pinned``: a rollback or fork is
+    ServerEvidenceError, 502; before h-webfix61 the service's own "latest" size was
+    taken unchecked), the proof asked at its size and checked against its root:
+    ``root_hash`` and ``verified`` (``problem`` when it does not verify), as an entry's
+    (`entry_view`); an explicit size has no root known here (``verified`` None).
+    Raises TransportError."""
+    cp = latest_checkpoint(client, pinned=pinned)[0] if tree_size == 0 else None
+    idx, size, proof, leaf = client.inclusion_proof(
+        tree_size or (cp.size if cp else 0), leaf_index=index
+    )
+    view: dict[str, Any] = {
         "leaf_index": idx,
         "tree_size": size,
         "leaf_hash": leaf.hex(),
         "proof": [p.hex() for p in proof],
+        "verified": None,
+        "problem": None,
     }
+    if cp is not None:
+        view["root_hash"] = cp.root_hash.hex()
+        try:
+            if (idx, size) != (index, cp.size):
+                raise LogError(
+                    f"the proof is of entry {idx} in a tree of {size} entries, not of entry"
+                    f" {index} in the checkpoint's {cp.size}"
+                )
+            merkle.verify_inclusion(idx, size, leaf, proof, cp.root_hash)
+            view["verified"] = True
+        except LogError as e:
+            view["verified"], view["problem"] = False, str(e)
+    return view
 
 
 def consistency_view(

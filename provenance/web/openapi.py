@@ -21,7 +21,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         ),
         404: "not found (NOT_FOUND)",
         408: "the upload stalled (nothing arrived for the idle timeout)",
-        413: "over a size or pixel limit (RESOURCE_EXHAUSTED)",
+        413: "this request is over a size or pixel limit (RESOURCE_EXHAUSTED)",
         415: "the body was sent with a Content-Encoding (UNSUPPORTED_ENCODING): send it as is",
         429: (
             "this client is over one of its limits (RATE_LIMITED): uploads a minute (prov web"
@@ -44,7 +44,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             " presents), or its latest checkpoint is older than one this page verified"
             " before (a rollback; or it says the log is empty after one), another tree of"
             " the same size, or a newer one its consistency proof does not prove to extend"
-            " it (a fork); the message says which"
+            " it (a fork); the message says which; or its answer was larger than the 8 MiB"
+            " a reply may hold"
         ),
         503: (
             "the service is unreachable or busy (UNAVAILABLE), or (an upload) this page's"
@@ -226,7 +227,10 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/checkpoint": _get(
                 "The latest signed checkpoint and the log key",
                 [],
-                "checkpoint",
+                "checkpoint; `cosigned`: the newest checkpoint the service's witnesses"
+                " cosigned (null when it has no witnesses): its note, size and quorum, its"
+                " log signature checked, and `unverified_names`, the cosigners' key names"
+                " as the note carries them, not checked (this page has no witness keys)",
                 400,
                 404,
                 *READ,
@@ -266,7 +270,9 @@ def openapi_document() -> dict[str, Any]:
                     _query("index", "log index", True, "integer"),
                     _query(
                         "tree_size",
-                        "tree size, at least index+1 (left out: the latest)",
+                        "tree size, at least index+1 (left out: the latest signed checkpoint's,"
+                        " held to the newest this page verified, and the proof checked"
+                        " against its root: root_hash, verified)",
                         False,
                         "integer",
                     ),
