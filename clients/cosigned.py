@@ -54,8 +54,8 @@ from provenance.witness.client import names_a_file, read_key_text
 
 def policy_key(value: str) -> str:
     """A ``--witness`` value of ``prov verify``/``prov receipt verify``: the witness's
-    cosigner key ``NAME+ID+KEY`` (inline or a file), optionally as ``NAME=KEY`` (the name
-    must then be the key's). Raises LogError when the key is malformed or names another
+    cosigner key ``NAME+ID+KEY`` (inline or a file), optionally as ``NAME=NAME+ID+KEY``
+    (the name must then be the key's). Raises LogError when the key is malformed or names another
     witness. The name is the witness operator's: taken as c2sp.org/signed-note allows (a
     control or invisible character in it is shown escaped)."""
     head, sep, rest = value.partition("=")

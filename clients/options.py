@@ -160,9 +160,14 @@ def verifier_keys(values: list[str]) -> list[str]:
     return values
 
 
+#: A witness's cosigner key as `prov witness serve` prints it (its name, key id in hex,
+#: and base64 key: `provenance.witness.cosigner_vkey`), shown in ``--witness`` errors.
+WITNESS_KEY_EXAMPLE = "witness.example/w1+7e136b5c+BAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+
+
 def witness_keys(values: list[str] | None) -> list[str] | None:
     """``values`` if each is a witness's cosigner key as `clients.cosigned.policy_key`
-    reads it (NAME+ID+KEY or NAME=KEY, text or a file); else a usage error (exit 2)
+    reads it (NAME+ID+KEY or NAME=NAME+ID+KEY, text or a file); else a usage error (exit 2)
     before any call. Typer callback of ``--witness`` on the commands that check
     cosignatures. Raises typer.BadParameter."""
     from clients.cosigned import policy_key
@@ -181,8 +186,10 @@ def witness_keys(values: list[str] | None) -> list[str] | None:
             if file and not isinstance(e, ConfigError):
                 why = _unquoted(e, read_key_text(file))
             raise typer.BadParameter(
-                f"{_shown(value)!r}: {why}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
-                " prints in its 'witness key' line (inline, as NAME=KEY or in a file)",
+                f"{_shown(value)!r}: {why}; give the whole cosigner key NAME+ID+KEY that `prov"
+                " witness serve` prints in its 'witness key' line, inline or in a file (e.g."
+                f" {WITNESS_KEY_EXAMPLE}); as NAME=NAME+ID+KEY (or NAME=FILE) the name must be"
+                " the key's own",
                 param_hint="--witness",
             ) from None
     return values
@@ -194,9 +201,9 @@ WitnessOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--witness",
-        help="A witness's cosigner key NAME+ID+KEY (as `prov witness serve` prints it), or"
-        " NAME=KEY; text or a file; repeat for each witness of the policy (C2SP"
-        " tlog-cosignature).",
+        help="A witness's whole cosigner key NAME+ID+KEY, as `prov witness serve` prints it"
+        " (e.g. witness.example/w1+7e136b5c+BAAB...), inline or in a file; NAME=NAME+ID+KEY"
+        " is taken too; repeat for each witness of the policy (C2SP tlog-cosignature).",
         metavar="KEY",
         callback=witness_keys,
     ),

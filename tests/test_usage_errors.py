@@ -1498,3 +1498,24 @@ def test_a_witness_url_whose_port_is_no_port_is_a_usage_error(
         "http://127.0.0.1:99999",
     )  # fmt: skip
     assert rc == 2 and "port is not a number from 1 to 65535" in err, err
+
+
+def test_a_witness_given_a_bare_key_after_its_name_is_told_the_whole_key(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--witness NAME=KEY`` with KEY only the key's last part (the base64 after the
+    second ``+``): the usage error says KEY is the whole cosigner key NAME+ID+KEY, with an
+    example (before: "give the cosigner key NAME+ID+KEY ... (inline, as NAME=KEY or in a
+    file)", which read as if the bare key went after ``NAME=``)."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    bare = f"witness.example/w1={w.rsplit('+', 1)[1]}"
+    closed = closed_port()
+    for args in (
+        ("verify", str(photo), "--witness", bare, "--server", closed),
+        ("receipt", "refresh", str(side), "--witness", bare, "--server", closed),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and "as NAME=KEY" not in err, (args, err)
+        assert "NAME=NAME+ID+KEY" in err and "e.g. witness.example/w1+" in err, (args, err)
