@@ -416,7 +416,7 @@ class WitnessCheck:
             return f"witnesses: the verdict cites no logged claim{met}{later}"
         names = ", ".join(
             f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
-        )  # "none" met with --witness-quorum 0 (h-newuser61: before, the line ended ": ")
+        )  # never "none" once met: --witness-quorum 0 is a usage error (h-cliwords61)
         also = self._also_met("so is the receipt of", "")
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"

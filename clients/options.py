@@ -244,20 +244,36 @@ WitnessUrlOpt = Annotated[
 WitnessQuorumOpt = Annotated[
     int | None,
     typer.Option(
-        "--witness-quorum", help="Cosignatures required among --witness (default: all).", min=0
+        "--witness-quorum",
+        help="Cosignatures required among --witness: 1 to the number of --witness given"
+        " (default: all of them).",
     ),
 ]
 
 
 def witness_quorum_of(witnesses: int, quorum: int | None) -> int:
     """The cosignatures a policy of ``witnesses`` keys requires: ``quorum``, or all of them
-    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys.
+    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys,
+    or 0 or less: a quorum of 0 would require no cosignature, so ``--witness`` would
+    check none (and `prov serve --witness-quorum 0` means all: a user carrying that over
+    would get none).
     Above `MAX_PUBLISHED_LINES` (15), warns on stderr that no `prov serve` checkpoint can
     meet it (it carries at most 15 cosignatures; c2sp.org/signed-note verifiers need
     accept only 16 signatures): not an error, as another log's checkpoints may carry
     more."""
     from provenance.witness.client import MAX_PUBLISHED_LINES
 
+    if quorum is not None and quorum < 1:
+        give = (
+            f"give 1 to {witnesses} (the --witness given), or leave it out to require all"
+            " of them (what `prov serve --witness-quorum 0` means)"
+            if witnesses
+            else "it counts cosignatures among --witness keys, and none is given"
+        )
+        raise typer.BadParameter(
+            f"a quorum of {quorum} requires no cosignature, so --witness would check none; {give}",
+            param_hint="--witness-quorum",
+        )
     if quorum is not None and quorum > witnesses:
         raise typer.BadParameter(
             f"{quorum} is more than the {witnesses} --witness given",

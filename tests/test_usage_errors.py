@@ -1519,3 +1519,27 @@ def test_a_witness_given_a_bare_key_after_its_name_is_told_the_whole_key(
         rc, err = _run(capsys, *args)
         assert rc == 2 and "as NAME=KEY" not in err, (args, err)
         assert "NAME=NAME+ID+KEY" in err and "e.g. witness.example/w1+" in err, (args, err)
+
+
+def test_a_witness_quorum_of_0_or_less_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--witness-quorum 0`` (verify, receipt verify/refresh) would require no
+    cosignature, so --witness would check none: exit 2 before any call, saying to leave
+    it out for all (which is what `prov serve --witness-quorum 0` means). Before: taken,
+    and the verdict passed with "cosigned by 0 of 1 witnesses (quorum 0): none"; a
+    negative quorum was Typer's "not in the range x>=0"."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    sidecar = tmp_path / "rocket.jpg.prov"
+    sidecar.write_text("{}")
+    server = ("--server", closed_port())
+    for quorum in ("0", "-1"):
+        for args in (
+            ("verify", str(photo), "--witness", w, *server),
+            ("receipt", "verify", str(sidecar), "--log-key", log, "--witness", w),
+            ("receipt", "refresh", str(sidecar), "--witness", w, *server),
+        ):
+            rc, err = _run(capsys, *args, "--witness-quorum", quorum)
+            assert rc == 2 and "--witness-quorum" in err, (args, err)
+            assert "requires no cosignature" in err and "leave it out" in err, (args, err)
