@@ -385,6 +385,51 @@ def test_a_new_scan_takes_over_an_earlier_scans_csv_and_html(
     assert rc == 1 and "cannot reach the server" in err, err
 
 
+#: A row of a scan report (`prov scan --report`) for a file other than the one scanned.
+_EARLIER_ROW = '{"path": "a.jpg", "kind": "empty", "size": 0, "status": null, "error": null}\n'
+
+
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
+def test_a_resumed_scan_refuses_to_replace_a_file_no_scan_wrote(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], beside: str
+) -> None:
+    """`prov scan --resume` of a report that holds rows replaces out.csv and out.html when
+    it completes and truncates out.csv.part as it starts, as a new scan does: a file of
+    the user's named so is refused up front (exit 2, naming it) and left as it was. Before
+    (h-cliwords61), only a new scan was checked: the resumed one ran (here: exit 1, the
+    server unreachable), and one that completed replaced the file."""
+    theirs = tmp_path / beside
+    theirs.write_text("name,amount\nalice,3\n")
+    report = tmp_path / "out.jsonl"
+    report.write_text(_EARLIER_ROW)
+    args = ("scan", str(photo), "--report", str(report), "--resume")
+    rc, err = _run(capsys, *args, "--server", closed_port(), "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"{theirs} exists and is not a report of prov scan" in err, err
+    assert theirs.read_text() == "name,amount\nalice,3\n"
+    assert report.read_text() == _EARLIER_ROW
+
+
+def test_a_resumed_scan_takes_over_its_own_csv_html_and_part(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV and HTML of the run that wrote the report's rows, and the OUT.csv.part of a
+    run that was killed, pass the check of `prov scan --resume` (here: exit 1, the server
+    unreachable, so the scan started)."""
+    from clients.scan import worker
+    from clients.scan.report import CSV_FIELDS, HTML_HEAD, SCAN_TITLE
+
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    report = tmp_path / "out.jsonl"
+    report.write_text(_EARLIER_ROW)
+    (tmp_path / "out.csv").write_text(",".join(CSV_FIELDS) + "\r\na.jpg,empty\r\n")
+    (tmp_path / "out.html").write_text(f"{HTML_HEAD}<title>{SCAN_TITLE}out.jsonl</title>")
+    (tmp_path / "out.csv.part").write_text(",".join(CSV_FIELDS) + "\r\na.jpg,em")
+    args = ("scan", str(photo), "--report", str(report), "--resume", "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
 def test_a_scan_report_that_is_no_regular_file_is_a_usage_error(
     photo: Path, tmp_path: Path
 ) -> None:
