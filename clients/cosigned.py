@@ -54,8 +54,8 @@ from provenance.witness.client import names_a_file, read_key_text
 
 def policy_key(value: str) -> str:
     """A ``--witness`` value of ``prov verify``/``prov receipt verify``: the witness's
-    cosigner key ``NAME+ID+KEY`` (inline or a file), optionally as ``NAME=KEY`` (the name
-    must then be the key's). Raises LogError when the key is malformed or names another
+    cosigner key ``NAME+ID+KEY`` (inline or a file), optionally as ``NAME=NAME+ID+KEY``
+    (the name must then be the key's). Raises LogError when the key is malformed or names another
     witness. The name is the witness operator's: taken as c2sp.org/signed-note allows (a
     control or invisible character in it is shown escaped)."""
     head, sep, rest = value.partition("=")
@@ -416,7 +416,7 @@ class WitnessCheck:
             return f"witnesses: the verdict cites no logged claim{met}{later}"
         names = ", ".join(
             f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
-        )  # "none" met with --witness-quorum 0 (h-newuser61: before, the line ended ": ")
+        )  # never "none" once met: --witness-quorum 0 is a usage error (h-cliwords61)
         also = self._also_met("so is the receipt of", "")
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"

@@ -160,9 +160,14 @@ def verifier_keys(values: list[str]) -> list[str]:
     return values
 
 
+#: A witness's cosigner key as `prov witness serve` prints it (its name, key id in hex,
+#: and base64 key: `provenance.witness.cosigner_vkey`), shown in ``--witness`` errors.
+WITNESS_KEY_EXAMPLE = "witness.example/w1+7e136b5c+BAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+
+
 def witness_keys(values: list[str] | None) -> list[str] | None:
     """``values`` if each is a witness's cosigner key as `clients.cosigned.policy_key`
-    reads it (NAME+ID+KEY or NAME=KEY, text or a file); else a usage error (exit 2)
+    reads it (NAME+ID+KEY or NAME=NAME+ID+KEY, text or a file); else a usage error (exit 2)
     before any call. Typer callback of ``--witness`` on the commands that check
     cosignatures. Raises typer.BadParameter."""
     from clients.cosigned import policy_key
@@ -181,8 +186,10 @@ def witness_keys(values: list[str] | None) -> list[str] | None:
             if file and not isinstance(e, ConfigError):
                 why = _unquoted(e, read_key_text(file))
             raise typer.BadParameter(
-                f"{_shown(value)!r}: {why}; give the cosigner key NAME+ID+KEY that `prov witness serve`"
-                " prints in its 'witness key' line (inline, as NAME=KEY or in a file)",
+                f"{_shown(value)!r}: {why}; give the whole cosigner key NAME+ID+KEY that `prov"
+                " witness serve` prints in its 'witness key' line, inline or in a file (e.g."
+                f" {WITNESS_KEY_EXAMPLE}); as NAME=NAME+ID+KEY (or NAME=FILE) the name must be"
+                " the key's own",
                 param_hint="--witness",
             ) from None
     return values
@@ -194,9 +201,9 @@ WitnessOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--witness",
-        help="A witness's cosigner key NAME+ID+KEY (as `prov witness serve` prints it), or"
-        " NAME=KEY; text or a file; repeat for each witness of the policy (C2SP"
-        " tlog-cosignature).",
+        help="A witness's whole cosigner key NAME+ID+KEY, as `prov witness serve` prints it"
+        " (e.g. witness.example/w1+7e136b5c+BAAB...), inline or in a file; NAME=NAME+ID+KEY"
+        " is taken too; repeat for each witness of the policy (C2SP tlog-cosignature).",
         metavar="KEY",
         callback=witness_keys,
     ),
@@ -237,20 +244,36 @@ WitnessUrlOpt = Annotated[
 WitnessQuorumOpt = Annotated[
     int | None,
     typer.Option(
-        "--witness-quorum", help="Cosignatures required among --witness (default: all).", min=0
+        "--witness-quorum",
+        help="Cosignatures required among --witness: 1 to the number of --witness given"
+        " (default: all of them).",
     ),
 ]
 
 
 def witness_quorum_of(witnesses: int, quorum: int | None) -> int:
     """The cosignatures a policy of ``witnesses`` keys requires: ``quorum``, or all of them
-    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys.
+    when None. Raises typer.BadParameter (exit 2) when ``quorum`` is more than the keys,
+    or 0 or less: a quorum of 0 would require no cosignature, so ``--witness`` would
+    check none (and `prov serve --witness-quorum 0` means all: a user carrying that over
+    would get none).
     Above `MAX_PUBLISHED_LINES` (15), warns on stderr that no `prov serve` checkpoint can
     meet it (it carries at most 15 cosignatures; c2sp.org/signed-note verifiers need
     accept only 16 signatures): not an error, as another log's checkpoints may carry
     more."""
     from provenance.witness.client import MAX_PUBLISHED_LINES
 
+    if quorum is not None and quorum < 1:
+        give = (
+            f"give 1 to {witnesses} (the --witness given), or leave it out to require all"
+            " of them (what `prov serve --witness-quorum 0` means)"
+            if witnesses
+            else "it counts cosignatures among --witness keys, and none is given"
+        )
+        raise typer.BadParameter(
+            f"a quorum of {quorum} requires no cosignature, so --witness would check none; {give}",
+            param_hint="--witness-quorum",
+        )
     if quorum is not None and quorum > witnesses:
         raise typer.BadParameter(
             f"{quorum} is more than the {witnesses} --witness given",

@@ -86,27 +86,3 @@ def test_an_honest_c2pa_capture_passes_verify_and_scan_with_the_log_key(
     [row] = [r for r in rows if r.get("path", "").endswith("photo.jpg")]
     assert rc == 0, (out, err, row)
     assert (row["status"], row["evidence_checked"]) == ("SIGNED_ORIGINAL", "log-key"), row
-
-
-def test_a_quorum_of_0_met_by_no_cosignature_says_none(
-    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path, capsys: Any
-) -> None:
-    """`prov verify --witness KEY --witness-quorum 0` (the policy asks no cosignature) on
-    a receipt whose checkpoint no witness cosigned yet: the `witnesses` line says "none"
-    cosigned (h-newuser61: before, it ended "(quorum 0): ", naming nobody)."""
-    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
-    rc, out, err = _verify(
-        capsys,
-        str(photo),
-        "--server",
-        server.address,
-        "--witness",
-        witness[1],
-        "--witness-quorum",
-        "0",
-    )
-    assert rc == 0, (out, err)
-    [line] = [x for x in out.splitlines() if x.startswith("witnesses:")]
-    assert "(quorum 0): " in line and not line.endswith(": "), line
-    head, names = line.split("(quorum 0): ", 1)
-    assert ("cosigned by 0 of 1" in head) == names.startswith("none"), line

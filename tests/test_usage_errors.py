@@ -385,6 +385,51 @@ def test_a_new_scan_takes_over_an_earlier_scans_csv_and_html(
     assert rc == 1 and "cannot reach the server" in err, err
 
 
+#: A row of a scan report (`prov scan --report`) for a file other than the one scanned.
+_EARLIER_ROW = '{"path": "a.jpg", "kind": "empty", "size": 0, "status": null, "error": null}\n'
+
+
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
+def test_a_resumed_scan_refuses_to_replace_a_file_no_scan_wrote(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], beside: str
+) -> None:
+    """`prov scan --resume` of a report that holds rows replaces out.csv and out.html when
+    it completes and truncates out.csv.part as it starts, as a new scan does: a file of
+    the user's named so is refused up front (exit 2, naming it) and left as it was. Before
+    (h-cliwords61), only a new scan was checked: the resumed one ran (here: exit 1, the
+    server unreachable), and one that completed replaced the file."""
+    theirs = tmp_path / beside
+    theirs.write_text("name,amount\nalice,3\n")
+    report = tmp_path / "out.jsonl"
+    report.write_text(_EARLIER_ROW)
+    args = ("scan", str(photo), "--report", str(report), "--resume")
+    rc, err = _run(capsys, *args, "--server", closed_port(), "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"{theirs} exists and is not a report of prov scan" in err, err
+    assert theirs.read_text() == "name,amount\nalice,3\n"
+    assert report.read_text() == _EARLIER_ROW
+
+
+def test_a_resumed_scan_takes_over_its_own_csv_html_and_part(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV and HTML of the run that wrote the report's rows, and the OUT.csv.part of a
+    run that was killed, pass the check of `prov scan --resume` (here: exit 1, the server
+    unreachable, so the scan started)."""
+    from clients.scan import worker
+    from clients.scan.report import CSV_FIELDS, HTML_HEAD, SCAN_TITLE
+
+    monkeypatch.setattr(worker, "RETRY_DELAYS_S", (0.01,))
+    report = tmp_path / "out.jsonl"
+    report.write_text(_EARLIER_ROW)
+    (tmp_path / "out.csv").write_text(",".join(CSV_FIELDS) + "\r\na.jpg,empty\r\n")
+    (tmp_path / "out.html").write_text(f"{HTML_HEAD}<title>{SCAN_TITLE}out.jsonl</title>")
+    (tmp_path / "out.csv.part").write_text(",".join(CSV_FIELDS) + "\r\na.jpg,em")
+    args = ("scan", str(photo), "--report", str(report), "--resume", "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 1 and "cannot reach the server" in err, err
+
+
 def test_a_scan_report_that_is_no_regular_file_is_a_usage_error(
     photo: Path, tmp_path: Path
 ) -> None:
@@ -1498,3 +1543,48 @@ def test_a_witness_url_whose_port_is_no_port_is_a_usage_error(
         "http://127.0.0.1:99999",
     )  # fmt: skip
     assert rc == 2 and "port is not a number from 1 to 65535" in err, err
+
+
+def test_a_witness_given_a_bare_key_after_its_name_is_told_the_whole_key(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--witness NAME=KEY`` with KEY only the key's last part (the base64 after the
+    second ``+``): the usage error says KEY is the whole cosigner key NAME+ID+KEY, with an
+    example (before: "give the cosigner key NAME+ID+KEY ... (inline, as NAME=KEY or in a
+    file)", which read as if the bare key went after ``NAME=``)."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    side = tmp_path / "x.prov"
+    side.write_text("{}")
+    bare = f"witness.example/w1={w.rsplit('+', 1)[1]}"
+    closed = closed_port()
+    for args in (
+        ("verify", str(photo), "--witness", bare, "--server", closed),
+        ("receipt", "refresh", str(side), "--witness", bare, "--server", closed),
+    ):
+        rc, err = _run(capsys, *args)
+        assert rc == 2 and "as NAME=KEY" not in err, (args, err)
+        assert "NAME=NAME+ID+KEY" in err and "e.g. witness.example/w1+" in err, (args, err)
+
+
+def test_a_witness_quorum_of_0_or_less_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--witness-quorum 0`` (verify, receipt verify/refresh) would require no
+    cosignature, so --witness would check none: exit 2 before any call, saying to leave
+    it out for all (which is what `prov serve --witness-quorum 0` means). Before: taken,
+    and the verdict passed with "cosigned by 0 of 1 witnesses (quorum 0): none"; a
+    negative quorum was Typer's "not in the range x>=0"."""
+    w = cosigner_vkey("witness.example/w1", bytes(range(32)))
+    log = generate_log_key(tmp_path / "log.pem", "example.org/log").verifier_key()
+    sidecar = tmp_path / "rocket.jpg.prov"
+    sidecar.write_text("{}")
+    server = ("--server", closed_port())
+    for quorum in ("0", "-1"):
+        for args in (
+            ("verify", str(photo), "--witness", w, *server),
+            ("receipt", "verify", str(sidecar), "--log-key", log, "--witness", w),
+            ("receipt", "refresh", str(sidecar), "--witness", w, *server),
+        ):
+            rc, err = _run(capsys, *args, "--witness-quorum", quorum)
+            assert rc == 2 and "--witness-quorum" in err, (args, err)
+            assert "requires no cosignature" in err and "leave it out" in err, (args, err)

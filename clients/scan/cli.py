@@ -138,8 +138,8 @@ def scan(
     --resume, rows of an earlier run not checked with it, or with another key); 1 on an
     error, such as a server unreachable for more than a few seconds (rows so far are
     kept: run the same command with --resume). OUT.csv and OUT.html are written when a
-    run completes; a new scan refuses (exit 2) an OUT.csv, OUT.csv.part or OUT.html
-    that no scan wrote, rather than replace it.
+    run completes; a scan, new or resumed, refuses (exit 2) an OUT.csv, OUT.csv.part or
+    OUT.html that no scan wrote, rather than replace it.
     Details: docs/scan.md.
     """
     if retry_errors and not resume:
@@ -291,10 +291,12 @@ def _check_report(report: Path, resume: bool) -> None:
     name, a folder that does not exist or cannot be written, a folder given as the file,
     a FIFO, device or socket (a FIFO's open for appending waits for a reader: the scan
     blocked for good), an existing report without --resume (unless empty:
-    `holds_rows`), or, for a new scan (the report holds no rows), an ``OUT.csv`` or
-    ``OUT.html`` beside it that no scan wrote (`written_by_scan`), which the scan would
-    replace when it completes, or an ``OUT.csv.part`` (the CSV as the scan writes it,
-    truncated as it starts) that no scan wrote. Raises typer.BadParameter."""
+    `holds_rows`), or an ``OUT.csv`` or ``OUT.html`` beside it that no scan wrote
+    (`written_by_scan`), which the scan would replace when it completes, or an
+    ``OUT.csv.part`` (the CSV as the scan writes it, truncated as it starts) that no scan
+    wrote: for a new scan and for --resume alike (h-cliwords61: before, only a new scan,
+    so a resumed one replaced them; the earlier run's own pass the check). Raises
+    typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
@@ -320,9 +322,7 @@ def _check_report(report: Path, resume: bool) -> None:
             f"{report} exists: add --resume to continue that scan, or remove it",
             param_hint="--report",
         )
-    if holds_rows(report):
-        return  # its OUT.csv and OUT.html are that scan's (--resume)
-    for out in report_files(report)[1:]:  # OUT.csv, OUT.csv.part, OUT.html
+    for out in report_files(report)[1:]:  # OUT.csv, OUT.csv.part, OUT.html (also --resume)
         if not written_by_scan(out):
             when = (
                 f"writes its CSV to {out.name} as it runs"
