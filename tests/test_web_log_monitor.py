@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import shutil
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.v1 import provenance_pb2 as pb
 from tests.conftest import (
     GET_ENTRIES,
+    SAMPLES,
     Cli,
     RelayAnswer,
     ServerProc,
@@ -39,7 +41,7 @@ from tests.conftest import (
     sign_sample,
     start_server,
 )
-from tests.test_web_cited import _web
+from tests.test_web_cited import _upload, _web
 
 _GET_LOG_KEY = "/provenance.v1.Log/GetLogKey"
 _GET_CHECKPOINT = "/provenance.v1.Log/GetCheckpoint"
@@ -588,3 +590,47 @@ def test_the_explorer_shows_the_cosigners_a_cosigned_checkpoint_names_unchecked(
         said = _said(http.get("/log"))
         assert "Cosigned checkpoint" in said and "witness.test/w1" in said, said
         assert "not checked" in said, said
+
+
+def test_an_answer_that_is_no_reply_of_the_service_is_a_502_without_its_address(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A hostile (or wrong) service answers a consistency proof with bytes that do not
+    parse as the reply. Before h-revwebfix61 the page and the API answered 500 INTERNAL
+    saying "the server at 127.0.0.1:PORT answered with a message that is no reply of this
+    service": the service's internal address shown, and a 500 (this page's fault) for
+    what is the service's. Now each is a 502 BAD_GATEWAY in a reader's words, no address."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+
+    def garbage(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        return b"\xff\xff\xff\xff"  # a field of wire type 7: no protobuf message parses it
+
+    with relay(server.address, {_GET_CONSISTENCY: garbage}) as address, _web(address) as http:
+        for path in ("/api/v1/proofs/consistency", "/log/consistency"):
+            r = http.get(path, params={"first": "1", "second": "2"})
+            assert r.status_code == 502, (path, r.status_code, r.text[:300])
+            said = _said(r)
+            assert address not in said and "127.0.0.1" not in said, said
+            assert "did not answer as expected" in said, said
+        body = http.get("/api/v1/proofs/consistency", params={"first": "1", "second": "2"})
+        assert body.json()["error"]["status"] == "BAD_GATEWAY"
+
+
+def test_a_report_without_a_verdict_is_a_502_without_the_services_address(
+    server: ServerProc, tmp_path: Path
+) -> None:
+    """A service (a stranger's, or a proxy) answers VerifyFile with an empty report: no
+    verdict. Before h-revwebfix61 /api/v1/verify and /verify answered 500 INTERNAL "the
+    server at 127.0.0.1:PORT answered a report with no verdict": the internal address
+    shown. Now a 502 BAD_GATEWAY in a reader's words, the text kept for the log."""
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    empty = bytes(pb.VerificationReport().SerializeToString())
+    uploads = {"/provenance.v1.Verification/VerifyFile": empty}
+    with relay(server.address, {}, uploads=uploads) as address, _web(address) as http:
+        for page in (False, True):
+            r = _upload(http, photo, page)
+            assert r.status_code == 502, (page, r.status_code, r.text[:300])
+            said = _said(r)
+            assert address not in said and "127.0.0.1" not in said, said
+            assert "did not answer as expected" in said, said
+
