@@ -634,3 +634,42 @@ def test_a_report_without_a_verdict_is_a_502_without_the_services_address(
             assert address not in said and "127.0.0.1" not in said, said
             assert "did not answer as expected" in said, said
 
+
+def test_hostile_cosigner_names_are_shown_escaped_and_a_bad_cosigned_note_is_a_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A hostile service's cosigned note: the log's real checkpoint with signature lines
+    whose names are markup (valid key names: no blank, no '+'). `/log` shows them escaped,
+    nothing of them executable; a note of more signature lines than a note may hold, or
+    one without the log's signature, is a 502 without the service's address (h-revwebfix61
+    review of h-webfix61: each held before this test, which guards them)."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    note = pb.GetCheckpointResponse.FromString(_checkpoint_now(server)).checkpoint
+    sig = base64.b64encode(b"\x01\x02\x03\x04" + bytes(64)).decode()
+    hostile = ["<script>alert(1)</script>", '"><img/src=x/onerror=alert(1)>', "w" * 200]
+    answers = {
+        "markup": note + "".join(f"— {n} {sig}\n" for n in hostile),
+        "many": note + "".join(f"— w{i} {sig}\n" for i in range(2_000)),
+        "unsigned": note[: note.rfind("\n\n") + 2] + f"— witness.test/w1 {sig}\n",
+    }
+    said_now = ["markup"]
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not pb.GetCheckpointRequest.FromString(request).cosigned:
+            return forward(request)
+        cosigned = answers[said_now[0]]
+        return bytes(pb.GetCheckpointResponse(checkpoint=cosigned, quorum=1).SerializeToString())
+
+    with relay(server.address, {_GET_CHECKPOINT: checkpoint}) as address, _web(address) as http:
+        page = http.get("/log")
+        assert page.status_code == 200, page.text[:300]
+        assert "<script>alert" not in page.text and "<img/src" not in page.text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, page.text
+        names = http.get("/api/v1/checkpoint").json()["cosigned"]["unverified_names"]
+        assert names == hostile, names
+        for kind in ("many", "unsigned"):
+            said_now[0] = kind
+            for path in ("/log", "/api/v1/checkpoint"):
+                r = http.get(path)
+                assert r.status_code == 502, (kind, path, r.status_code, r.text[:300])
+                assert address not in _said(r) and "127.0.0.1" not in _said(r), _said(r)
