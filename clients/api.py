@@ -648,6 +648,7 @@ class ProvenanceClient:
                 f"{self._who} answered a log key that is no verifier key ({e}): is it a"
                 " provenance server?",
                 "INTERNAL",
+                from_grpc=True,  # the server's fault, its address the operator's
             ) from None
         return r.verifier_key, r.origin
 
@@ -851,6 +852,7 @@ def _transport_error(
             f"the server at {address} answered with a message that is no reply of this"
             " service: is it a provenance server?",
             code.name,
+            from_grpc=True,  # no sentence of the server's: its address is the operator's
         )
     oversized = _OVERSIZED_ANSWER.search(details or "")
     if (

@@ -6,7 +6,10 @@ HTTP-gRPC table (google/rpc/code.proto): INVALID_ARGUMENT, FAILED_PRECONDITION a
 OUT_OF_RANGE -> 400, UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403, NOT_FOUND -> 404,
 RESOURCE_EXHAUSTED -> 413 for a size, count or pixel limit and 503 when the service
 says it is busy (see `status_name`), 502 BAD_GATEWAY when it is gRPC's own (no sentence
-of the service's: an answer over the client's 8 MiB receive limit), a stalled upload -> 408, a body with a content coding (UNSUPPORTED_ENCODING) -> 415, rate limited -> 429,
+of the service's: an answer over the client's 8 MiB receive limit); INTERNAL that is not
+the service's own sentence (an answer that is no reply of this service, a report without
+a verdict, a log key that is no verifier key, gRPC's own INTERNAL) -> 502 BAD_GATEWAY,
+its text (naming the service's address) logged, never shown, a stalled upload -> 408, a body with a content coding (UNSUPPORTED_ENCODING) -> 415, rate limited -> 429,
 UNAVAILABLE -> 503, DEADLINE_EXCEEDED -> 504, DATA_LOSS and INTERNAL -> 500; an answer
 of the service refused as its evidence does not hold (ServerEvidenceError:
 `clients.cited`) -> 502 BAD_GATEWAY.
@@ -91,6 +94,8 @@ def quoted(text: str, most: int = SHOWN_PARAM) -> str:
 
 def status_name(error: ProvenanceError) -> str:
     """The gRPC-style status name of one of our errors."""
+    if isinstance(error, TransportError) and error.from_grpc and error.code == "INTERNAL":
+        return "BAD_GATEWAY"  # an answer that is no reply of this service: the service's fault
     if isinstance(error, TransportError) and error.code == "RESOURCE_EXHAUSTED":
         if error.from_grpc:  # gRPC's limit, no sentence of the service's: an answer too large
             return "BAD_GATEWAY"

@@ -45,7 +45,8 @@ def _errors(*codes: int) -> dict[str, Any]:
             " before (a rollback; or it says the log is empty after one), another tree of"
             " the same size, or a newer one its consistency proof does not prove to extend"
             " it (a fork); the message says which; or its answer was larger than the 8 MiB"
-            " a reply may hold"
+            " a reply may hold, or was no reply of this service (it did not parse, a report"
+            " had no verdict)"
         ),
         503: (
             "the service is unreachable or busy (UNAVAILABLE), or (an upload) this page's"

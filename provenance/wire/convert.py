@@ -827,7 +827,8 @@ def verdict_from_pb(status: int, server: str = "the server") -> Verdict:
             f"verdict {status}, which this client does not know: a newer server's verdict"
             " (update prov to read it), or no provenance server"
         )
-    raise TransportError(f"{server} answered a report with {said}", "INTERNAL")
+    # from_grpc: no sentence of the server's; ``server`` names its address, the operator's
+    raise TransportError(f"{server} answered a report with {said}", "INTERNAL", from_grpc=True)
 
 
 def report_from_pb(m: pb.VerificationReport, server: str = "the server") -> VerificationReport:
