@@ -16,6 +16,7 @@ import hashlib
 import html
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,7 @@ from clients.api import ProvenanceClient
 from provenance.core import merkle
 from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.v1 import provenance_pb2 as pb
+from provenance.web import logviews
 from tests.conftest import (
     GET_ENTRIES,
     SAMPLES,
@@ -284,7 +286,7 @@ def test_the_search_by_file_hash_shows_the_entry_it_checked(
 
 class _HeldRead:
     """A relay's GetCheckpoint answer (`relay`) that forwards every call at once but
-    the one after `arm`: that one waits for `go` before it forwards (the real answer
+    the plain one after `arm`: that one waits for `go` before it forwards (the real answer
     then, or the real refusal), then for `release` before it answers it: an honest
     service's answer slowed on its way, overtaken by a later request's."""
 
@@ -297,6 +299,8 @@ class _HeldRead:
         self.armed = True
 
     def __call__(self, request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if pb.GetCheckpointRequest.FromString(request).cosigned:
+            return forward(request)  # the latest is held, not the cosigned (read first)
         if not self.armed:
             return self.notes(forward(request))
         self.armed = False
@@ -660,16 +664,76 @@ def test_hostile_cosigner_names_are_shown_escaped_and_a_bad_cosigned_note_is_a_5
         cosigned = answers[said_now[0]]
         return bytes(pb.GetCheckpointResponse(checkpoint=cosigned, quorum=1).SerializeToString())
 
-    with relay(server.address, {_GET_CHECKPOINT: checkpoint}) as address, _web(address) as http:
-        page = http.get("/log")
-        assert page.status_code == 200, page.text[:300]
-        assert "<script>alert" not in page.text and "<img/src" not in page.text
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, page.text
-        names = http.get("/api/v1/checkpoint").json()["cosigned"]["unverified_names"]
-        assert names == hostile, names
+    with relay(server.address, {_GET_CHECKPOINT: checkpoint}) as address:
+        with _web(address) as http:
+            page = http.get("/log")
+            assert page.status_code == 200, page.text[:300]
+            assert "<script>alert" not in page.text and "<img/src" not in page.text
+            assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text, page.text
+            names = http.get("/api/v1/checkpoint").json()["cosigned"]["unverified_names"]
+            assert names == hostile, names
         for kind in ("many", "unsigned"):
             said_now[0] = kind
-            for path in ("/log", "/api/v1/checkpoint"):
-                r = http.get(path)
-                assert r.status_code == 502, (kind, path, r.status_code, r.text[:300])
-                assert address not in _said(r) and "127.0.0.1" not in _said(r), _said(r)
+            # a web of its own: one that showed the "markup" note keeps it a while
+            # (logviews.COSIGNED_KEEP_S, h-cosigcache61)
+            with _web(address) as http:
+                for path in ("/log", "/api/v1/checkpoint"):
+                    r = http.get(path)
+                    assert r.status_code == 502, (kind, path, r.status_code, r.text[:300])
+                    assert address not in _said(r) and "127.0.0.1" not in _said(r), _said(r)
+
+
+def test_views_of_the_checkpoint_ask_the_cosigned_one_once_a_while(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """Six views (`/api/v1/checkpoint`, `/log`, three each) through a relay counting the
+    service's GetCheckpoint calls: one plain read each (the latest), and the cosigned one
+    asked once per `logviews.COSIGNED_KEEP_S` seconds, at most 1 + the whole periods the
+    views took (each ask after the last one's period ended). Before h-cosigcache61 each
+    view asked it again: 6 cosigned reads, 2 service reads a checkpoint view."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    asked = {"plain": 0, "cosigned": 0}
+    lock = threading.Lock()
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        with lock:
+            asked[
+                "cosigned" if pb.GetCheckpointRequest.FromString(request).cosigned else "plain"
+            ] += 1
+        return forward(request)
+
+    with relay(server.address, {_GET_CHECKPOINT: counted}) as address, _web(address) as http:
+        began = time.monotonic()
+        for path in ["/api/v1/checkpoint", "/log"] * 3:
+            r = http.get(path)
+            assert r.status_code == 200, (path, r.text[:300])
+        took = time.monotonic() - began
+    most = 1 + int(took // logviews.COSIGNED_KEEP_S)
+    assert asked["plain"] == 6 and 1 <= asked["cosigned"] <= most, (asked, took)
+
+
+def test_a_latest_checkpoint_smaller_than_the_cosigned_one_is_a_rollback_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """The relay presents the log's genuine checkpoint of 2 entries as the latest and its
+    genuine checkpoint of 3 as the cosigned one (read first): the latest was held back.
+    Before h-cosigcache61: 200, a log of 2 entries shown beside a cosigned checkpoint of
+    3; now a 502 naming both sizes, in logmonitor's words, without the relay's address."""
+    sign_sample(enrolled, tmp_path, "rocket.jpg")
+    older = _checkpoint_now(server)  # 2 entries: the enrollment and the rocket
+    sign_sample(enrolled, tmp_path, "chelsea.png")
+    newer = pb.GetCheckpointResponse.FromString(_checkpoint_now(server)).checkpoint
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not pb.GetCheckpointRequest.FromString(request).cosigned:
+            return older
+        return bytes(pb.GetCheckpointResponse(checkpoint=newer, quorum=1).SerializeToString())
+
+    with relay(server.address, {_GET_CHECKPOINT: checkpoint}) as address, _web(address) as http:
+        for path in ["/api/v1/checkpoint", "/log"]:
+            r = http.get(path)
+            assert r.status_code == 502, (path, r.status_code, r.text[:300])
+            said = _said(r)
+            assert _OLDER in said and "checkpoint of 2 entries as its latest" in said, said
+            assert "after a cosigned one of 3 entries" in said, said
+            assert address not in said and "127.0.0.1" not in said, said

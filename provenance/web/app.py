@@ -40,12 +40,13 @@ PACKAGE = Path(__file__).resolve().parent
 #: web is one gRPC client of the service, whose budget per client is 6,000 log reads a
 #: minute (``prov serve --log-reads-per-minute``) and as many device look-ups; an entry
 #: page takes 3 log reads (checkpoint, entry, inclusion proof; the log key is kept) and
-#: a device look-up, so 2,000 such pages a minute in all. `/log` takes 3 (checkpoint,
-#: cosigned checkpoint, its page of entries) and `/api/v1/checkpoint` 2 (the cosigned
-#: one is paced as a log read too, asked even of a service without witnesses), each 1
-#: more when the log grew since the page's last checkpoint (its consistency proof):
-#: counted through a relay in front of a real `prov serve` (h-revwebfix61; the cosigned
-#: read, added by h-webfix61, is not cached). A visitor at this pace takes 360 of those
+#: a device look-up, so 2,000 such pages a minute in all. `/log` takes 2 (checkpoint,
+#: its page of entries) and `/api/v1/checkpoint` 1, each 1 more when the log grew since
+#: the page's last checkpoint (its consistency proof) and 1 more for the cosigned
+#: checkpoint (paced as a log read too, asked even of a service without witnesses) once
+#: per `logviews.COSIGNED_KEEP_S` (5 s): counted through a relay in front of a real
+#: `prov serve` (h-revwebfix61; before h-cosigcache61 the cosigned read, added by
+#: h-webfix61, was asked every view: 3 and 2). A visitor at this pace takes 360 of those
 #: reads, 6 % (480, 8 %, reading /log as the log grows), so it takes 16 (12) flooding at
 #: once to spend them; a person browsing opens a page every few seconds, and `make
 #: web`'s demo and the browser tests pass under it (bench/bench_web_reads.py measures a flood against it).

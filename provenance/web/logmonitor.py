@@ -179,6 +179,18 @@ def _older(client: ProvenanceClient, size: int, cp: Checkpoint) -> ServerEvidenc
     )
 
 
+def held_back(client: ProvenanceClient, latest: Checkpoint, cosigned: int) -> ServerEvidenceError:
+    """The 502 of ``latest``, the checkpoint the service at ``client`` presented as its
+    latest, smaller than the ``cosigned`` entries of the cosigned checkpoint it presented
+    just before (its log signature checked): the latest was held back (a rollback)."""
+    return _refused(
+        client,
+        f"showed an older state of the log than it showed before: a signed checkpoint"
+        f" of {latest.size} entries as its latest, after a cosigned one of {cosigned}"
+        " entries that this page checked (a log only grows)",
+    )
+
+
 def _overtaken(
     client: ProvenanceClient,
     before: Seen | None,

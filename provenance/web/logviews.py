@@ -230,8 +230,17 @@ def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict
     "signature_verified", "cosigned"}``: the newest signed checkpoint (C2SP note text)
     and the key that signed it (note verifier key ``name+id+key``): ``pinned``, when
     given (`latest_checkpoint`); ``cosigned``: the newest checkpoint the service's
-    witnesses cosigned (`cosigned_view`)."""
+    witnesses cosigned (`cosigned_view`), read before the latest (`cosigned_note`, kept
+    `COSIGNED_KEEP_S`), so that an honest service's is never the larger; an error of
+    that read is raised only after the latest's, which come first."""
+    try:
+        said: tuple[str, int] | None = cosigned_note(client)
+        failed: Exception | None = None
+    except (TransportError, ServerEvidenceError) as e:
+        said, failed = None, e
     cp, note, vkey = latest_checkpoint(client, pinned=pinned)
+    if failed is not None:
+        raise failed
     return {
         "origin": cp.origin,
         "size": cp.size,
@@ -240,37 +249,89 @@ def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict
         "checkpoint": note,
         "log_key": vkey,
         "signature_verified": True,
-        "cosigned": cosigned_view(client, vkey, cp.origin, pinned),
+        "cosigned": cosigned_view(client, said, vkey, cp, pinned),
     }
 
 
-def cosigned_view(
-    client: ProvenanceClient, vkey: str, origin: str, pinned: str | None = None
-) -> dict[str, Any] | None:
-    """The newest checkpoint the service's witness quorum cosigned (GetCheckpoint with
-    ``cosigned``, one call), as ``{"checkpoint", "size", "quorum", "unverified_names"}``;
-    None when the service requests no cosignatures (FAILED_PRECONDITION: no witnesses),
-    ``checkpoint`` and ``size`` None when none has cosigned yet. Its log signature is
-    checked with ``vkey`` (``origin`` its first line); the witnesses' are not: this page
-    has no witness keys (``prov web`` takes none), so ``unverified_names`` are the names
-    of the note's other signature lines as it carries them, in order, each once, not
-    checked. Its size is not proven consistent with the latest checkpoint (that would be
-    one more call a read). Raises ServerEvidenceError (502) for a note that does not
-    verify with ``vkey`` (`_unsigned_checkpoint`), TransportError."""
+#: Seconds a service's cosigned checkpoint is kept per gRPC client (`cosigned_note`): it
+#: changes when witnesses cosign a new checkpoint, seconds apart at most, and every view
+#: of the checkpoint asked it again before h-cosigcache61, one service log read of the
+#: two (`/api/v1/checkpoint`) or three (`/log`) a view took.
+COSIGNED_KEEP_S = 5.0
+
+#: (monotonic time it is kept until, `cosigned_note`'s answer) per gRPC client.
+_COSIGNED: weakref.WeakKeyDictionary[ProvenanceClient, tuple[float, tuple[str, int] | None]] = (
+    weakref.WeakKeyDictionary()
+)
+_COSIGNED_LOCK = threading.Lock()
+
+
+def cosigned_note(client: ProvenanceClient) -> tuple[str, int] | None:
+    """(the newest checkpoint the service's witness quorum cosigned, "" when none yet;
+    its quorum), as GetCheckpoint with ``cosigned`` answers it; None when the service
+    requests no cosignatures (FAILED_PRECONDITION: no witnesses). Asked once per
+    `COSIGNED_KEEP_S` seconds per client, the answer kept (not checked here: see
+    `cosigned_view`, which forgets one that fails, `forget_cosigned`). Raises
+    TransportError, ServerEvidenceError, neither kept."""
+    now = time.monotonic()
+    with _COSIGNED_LOCK:
+        kept = _COSIGNED.get(client)
+    if kept is not None and now < kept[0]:
+        return kept[1]
     try:
         note, quorum, _ = client.cosigned_checkpoint()
+        said: tuple[str, int] | None = (note, quorum)
     except TransportError as e:
-        if e.code == "FAILED_PRECONDITION":
-            return None
-        raise
+        if e.code != "FAILED_PRECONDITION":
+            raise
+        said = None
+    with _COSIGNED_LOCK:
+        _COSIGNED[client] = (now + COSIGNED_KEEP_S, said)
+    return said
+
+
+def forget_cosigned(client: ProvenanceClient) -> None:
+    """Forget the cosigned checkpoint kept for ``client`` (`cosigned_note`): the next
+    view asks the service again."""
+    with _COSIGNED_LOCK:
+        _COSIGNED.pop(client, None)
+
+
+def cosigned_view(
+    client: ProvenanceClient,
+    said: tuple[str, int] | None,
+    vkey: str,
+    latest: Checkpoint,
+    pinned: str | None = None,
+) -> dict[str, Any] | None:
+    """The newest checkpoint the service's witness quorum cosigned, ``said`` by
+    `cosigned_note` (note, quorum), as ``{"checkpoint", "size", "quorum",
+    "unverified_names"}``; None when the service requests no cosignatures (``said``
+    None), ``checkpoint`` and ``size`` None when none has cosigned yet. Its log signature
+    is checked with ``vkey`` (``latest``'s origin its first line); the witnesses' are
+    not: this page has no witness keys (``prov web`` takes none), so
+    ``unverified_names`` are the names of the note's other signature lines as it carries
+    them, in order, each once, not checked. Its size is not proven consistent with
+    ``latest`` (that would be one more call a read), but one larger than ``latest``'s,
+    read before it, means the latest was held back (`logmonitor.held_back`). Raises
+    ServerEvidenceError (502) for a note that does not verify with ``vkey``
+    (`_unsigned_checkpoint`) or is larger than ``latest``, the note then forgotten
+    (`forget_cosigned`: an error is not kept)."""
+    if said is None:
+        return None
+    note, quorum = said
     if not note:
         return {"checkpoint": None, "size": None, "quorum": quorum, "unverified_names": []}
     verifier = NoteVerifier.from_vkey(vkey)
     try:
-        cp = open_checkpoint(note, verifier, origin=origin)
+        cp = open_checkpoint(note, verifier, origin=latest.origin)
         lines = split_note(note)[1]
     except (SignatureError, LogError) as e:
+        forget_cosigned(client)
         raise _unsigned_checkpoint(client, e, pinned) from e
+    if cp.size > latest.size:
+        forget_cosigned(client)
+        raise logmonitor.held_back(client, latest, cp.size)
     names = [s.name for s in lines if (s.name, s.key_id) != (verifier.name, verifier.key_id)]
     return {
         "checkpoint": note,
