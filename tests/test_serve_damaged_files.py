@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from clients.api import ProvenanceClient
+from provenance.log.checkpoint import generate_log_key
 from tests.conftest import ADMIN_TOKEN, ROOT, enroll_key, signed_claim, start_server
 
 
@@ -208,3 +209,32 @@ def test_a_stale_wal_that_makes_the_file_malformed_is_refused_and_left_as_found(
     assert "prov.db-wal" in run.stderr and "move" in run.stderr, run.stderr
     assert "Traceback" not in run.stderr, run.stderr
     _recovers(db, stale, kept, newest)
+
+
+def test_a_log_with_entries_and_no_registered_key_registers_no_key_file(
+    tmp_path: Path,
+) -> None:
+    """A log with entries whose registered key is gone (a damaged meta table) started with
+    another key file is refused as not registered, and the database is left as found.
+    Before: the start registered that key (setdefault, for servers starting together on a
+    new log), then failed on the latest checkpoint (exit 3), and the database named the
+    wrong key for good: the log's own key was refused next as 'not the key this database
+    was created with'."""
+    db = tmp_path / "prov.db"
+    srv = start_server(db, "--fast-start")
+    with ProvenanceClient(srv.address, admin_token=ADMIN_TOKEN) as c:
+        c.submit(signed_claim(enroll_key(c), 1))
+    srv.stop()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM meta WHERE key = 'log_verifier_key'")
+    conn.close()
+    key = tmp_path / "prov.db.logkey.pem"
+    key.rename(tmp_path / "kept.pem")
+    generate_log_key(key, "media-provenance.local/log")
+    run = _serve(tmp_path, "--no-detector")
+    assert run.returncode == 1, run.stderr
+    assert "has entries but no registered log key" in run.stderr, run.stderr
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT value FROM meta WHERE key = 'log_verifier_key'").fetchall()
+    conn.close()
+    assert rows == []

@@ -547,8 +547,19 @@ class ProvenanceService:
         # registered even where the origin was: a server starting beside this one on a
         # new shared log registers the origin, then its key, in two commits (before, a
         # start that read the origin between the two found no key and was refused as
-        # 'not the key'); and a start killed between them leaves the origin alone
-        registered = self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
+        # 'not the key'); and a start killed between them leaves the origin alone. Never
+        # for a log with entries (its key was registered before its first entry): a key
+        # registered there would be whichever key file this start was given
+        if self.store.tree_size() > 0:
+            registered = self.store.get_meta("log_verifier_key")
+            if registered is None:
+                raise LogError(
+                    "this database's log has entries but no registered log key (its meta"
+                    f" table is damaged): refusing to register {key_file} for it; restore"
+                    " the database from a backup"
+                )
+        else:
+            registered = self.store.setdefault_meta("log_verifier_key", signer.verifier_key())
         if registered != signer.verifier_key():
             raise LogError(f"log key {key_file} is not the key this database was created with")
         return signer
