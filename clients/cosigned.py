@@ -344,9 +344,14 @@ def check_witnessed(c: ProvenanceClient, checkpoint: Checkpoint, views: list[Wit
     LogIntegrityError (exit 3) naming the witness's URL, both sizes and the server when
     one is not: the log forked, and the receipt is of a branch the witness did not
     cosign (or the server sent a wrong proof); TransportError when the server does not
-    answer."""
+    answer. Witnesses holding one checkpoint (the usual case: each cosigned the log's
+    newest) are proven with it once, the first naming it."""
+    proven: set[tuple[int, bytes]] = set()
     for view in views:
-        _one_log(c, checkpoint, view.checkpoint, view.url)
+        tree = (view.checkpoint.size, view.checkpoint.root_hash)
+        if tree not in proven:
+            _one_log(c, checkpoint, view.checkpoint, view.url)
+            proven.add(tree)
 
 
 def _refused(
