@@ -295,8 +295,8 @@ def witnessed_checkpoints(
     """The checkpoint each witness at ``urls`` (`provenance.witness.client.parse_witness_url`
     prefixes) last cosigned of the log of ``verifier`` (its key name the log's origin),
     fetched from the witness itself (`fetch_cosigned_checkpoints`: all at once, each
-    bounded in time and size; taken in the order of ``urls``), each verified with the log key and carrying a valid cosignature by one of
-    ``policy`` (cosigner keys). The witnesses are asked so that a server cannot hide a
+    bounded in time and size; taken in the order of ``urls``), each verified with the
+    log key and carrying a valid cosignature by one of ``policy`` (cosigner keys). The witnesses are asked so that a server cannot hide a
     fork behind an old cosigned checkpoint of its own choosing: `check_witnessed` proves a
     receipt's checkpoint of one log with each. Raises WitnessQuorumError (exit 14, the
     log cannot be checked against that witness: naming its URL and why) when one cannot
