@@ -294,24 +294,22 @@ def witnessed_checkpoints(
 ) -> list[WitnessView]:
     """The checkpoint each witness at ``urls`` (`provenance.witness.client.parse_witness_url`
     prefixes) last cosigned of the log of ``verifier`` (its key name the log's origin),
-    fetched from the witness itself (`fetch_cosigned_checkpoint`: bounded in time and
-    size), each verified with the log key and carrying a valid cosignature by one of
-    ``policy`` (cosigner keys). The witnesses are asked so that a server cannot hide a
+    fetched from the witness itself (`fetch_cosigned_checkpoints`: all at once, each
+    bounded in time and size; taken in the order of ``urls``), each verified with the
+    log key and carrying a valid cosignature by one of ``policy`` (cosigner keys). The witnesses are asked so that a server cannot hide a
     fork behind an old cosigned checkpoint of its own choosing: `check_witnessed` proves a
     receipt's checkpoint of one log with each. Raises WitnessQuorumError (exit 14, the
     log cannot be checked against that witness: naming its URL and why) when one cannot
     be reached, answers no checkpoint (404: it never cosigned one of this log), or serves
     one that does not verify with the log key or carries no cosignature of ``policy``."""
-    from provenance.witness.client import fetch_cosigned_checkpoint
+    from provenance.witness.client import fetch_cosigned_checkpoints
 
     key = f"{verifier.name}+{verifier.key_id.hex()}"
     views: list[WitnessView] = []
-    for url in urls:
-        try:
-            note = fetch_cosigned_checkpoint(url, verifier.name)
-        except WitnessError as e:
-            why = f"its checkpoint cannot be fetched: {e}"
-            raise WitnessQuorumError(_unconfirmed(url, why)) from e
+    for url, note in fetch_cosigned_checkpoints(urls, verifier.name):
+        if isinstance(note, WitnessError):
+            why = f"its checkpoint cannot be fetched: {note}"
+            raise WitnessQuorumError(_unconfirmed(url, why)) from note
         try:
             checkpoint = open_checkpoint(note, verifier)
         except (SignatureError, LogError) as e:

@@ -9,7 +9,13 @@ forked log's case is in tests/test_witness_fork_pending.py."""
 # ruff: noqa: F811
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +29,15 @@ from tests.conftest import (
     SAMPLES,
     Cli,
     ServerProc,
+    cli_process,
     closed_port,
     relay,
     sign_sample,
     wait_cosigned,
     witness_serve,
 )
+from tests.drain import finish
+from tests.stopping import owned
 from tests.test_cited_binding import _genuine_answer, _verify, server, witness  # noqa: F401
 from tests.test_witness_also_claims import GET_CHECKPOINT, VERIFY_FILE, _old_cosigned
 
@@ -159,3 +168,108 @@ def test_one_witness_url_given_twice_is_asked_once() -> None:
         "http://witness.example",
         "http://127.0.0.1:8090/W",
     ]
+
+
+#: Seconds a stalled witness holds its connection for the others to connect, at most.
+HOLD_S = 30.0
+
+
+@dataclass
+class _Stalled:
+    """Witnesses that answer no request until all of them hold one (`_stalled_witnesses`):
+    their URLs, in order; the indexes of those that took a connection (``arrived``), and
+    of those whose connection was still held when the last of them took one (``met``)."""
+
+    urls: list[str]
+    arrived: list[int] = field(default_factory=list)
+    met: list[int] = field(default_factory=list)
+
+
+@contextmanager
+def _stalled_witnesses(n: int) -> Iterator[_Stalled]:
+    """``n`` loopback HTTP servers, each taking one connection and reading its request,
+    then answering nothing until all ``n`` hold one (a `threading.Barrier`, `HOLD_S` at
+    most, broken on the way out of the block): only a client asking them all at once gets
+    answers. Then each answers ``HTTP 404`` with the text ``stalled witness I`` (I its
+    index), the last first (each waits for the one after it), so an answer that comes
+    first is not the first URL's. A client asking one after another holds the first
+    connection until its own timeout, the others never taken."""
+    barrier = threading.Barrier(n, timeout=HOLD_S)
+    answered = [threading.Event() for _ in range(n)]
+    listeners = [socket.create_server(("127.0.0.1", 0)) for _ in range(n)]
+    held = _Stalled([f"http://127.0.0.1:{s.getsockname()[1]}" for s in listeners])
+    lock = threading.Lock()
+
+    def hold(i: int, listener: socket.socket) -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:  # shut down on the way out: never asked
+            return
+        with conn:
+            with lock:
+                held.arrived.append(i)
+            conn.settimeout(HOLD_S)
+            request = b""
+            while b"\r\n\r\n" not in request:  # read whole: no reset of an unread one
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                request += chunk
+            try:
+                barrier.wait()
+            except threading.BrokenBarrierError:  # not all asked at once
+                return
+            with lock:
+                held.met.append(i)
+            if i + 1 < n:
+                answered[i + 1].wait(HOLD_S)
+            body = f"stalled witness {i}".encode()
+            head = f"HTTP/1.1 404 Not Found\r\nContent-Length: {len(body)}\r\n"
+            conn.sendall(f"{head}Connection: close\r\n\r\n".encode() + body)
+            answered[i].set()
+
+    threads = [
+        threading.Thread(target=hold, args=(i, s), daemon=True) for i, s in enumerate(listeners)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        yield held
+    finally:
+        barrier.abort()
+        for s in listeners:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+        for t in threads:
+            t.join(HOLD_S)
+
+
+def test_witness_urls_are_asked_at_once(
+    witness: tuple[str, str], enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """Three --witness-url witnesses that answer nothing until all three are asked:
+    `prov verify` and `prov receipt refresh` (the real CLI, a child process) hold a
+    connection to each at once, then exit 14 naming the first URL given and its answer,
+    though the third answered first. (witpar62: before, the witnesses were asked one
+    after another: the first held the command for its 5 s timeout, "no complete
+    answer within 5 s", the others never asked; N slow witnesses that answer cost the
+    sum of their times.)"""
+    vkey = witness[1]
+    photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
+    commands = [
+        ["verify", "--no-detect", str(photo), "--server", server.address],
+        ["receipt", "refresh", f"{photo}.prov"],
+    ]
+    for command in commands:
+        with _stalled_witnesses(3) as held:
+            asked = [a for url in held.urls for a in ("--witness-url", url)]
+            with owned(cli_process([*command, "--witness", vkey, *asked])) as proc:
+                out, err = finish(proc, timeout=120)
+        said = " ".join(err.split())
+        assert sorted(held.met) == [0, 1, 2], (command, held, out, err)
+        assert proc.returncode == 14, (command, proc.returncode, out, err)
+        first = f"--witness-url {held.urls[0]}: the log cannot be checked"
+        assert first in said and "(HTTP 404: stalled witness 0)" in said, (command, err)
+        assert "stalled witness 1" not in said and "stalled witness 2" not in said, err
+        assert "Traceback" not in err, err
