@@ -251,10 +251,9 @@ def test_witness_urls_are_asked_at_once(
     """Three --witness-url witnesses that answer nothing until all three are asked:
     `prov verify` and `prov receipt refresh` (the real CLI, a child process) hold a
     connection to each at once, then exit 14 naming the first URL given and its answer,
-    though the third answered first. (witpar62: before, the witnesses were asked one
-    after another: the first held the command for its 5 s timeout, "no complete
-    answer within 5 s", the others never asked; N slow witnesses that answer cost the
-    sum of their times.)"""
+    though the third answered first. (Asked one after another, the first held the
+    command for its 5 s timeout, "no complete answer within 5 s", and the others were
+    never asked.)"""
     vkey = witness[1]
     photo, _ = sign_sample(enrolled, tmp_path, "rocket.jpg")
     commands = [

@@ -331,8 +331,7 @@ def fetch_cosigned_checkpoints(
 ) -> Iterator[tuple[str, str | WitnessError]]:
     """`fetch_cosigned_checkpoint` of each of ``urls`` (`parse_witness_url` prefixes), up
     to `MAX_PARALLEL_FETCHES` at once, so N slow witnesses cost about the slowest one's
-    time (at most ``timeout_s`` seconds each), not the sum (witpar62: before, they were
-    asked one after another).
+    time (at most ``timeout_s`` seconds each), not the sum.
     Yields (URL, its note text or the WitnessError saying why not) in the order of
     ``urls``, each once its fetch and all before it ended: a caller stopping at the first
     failure stops where asking one after another would have, with the same message. Any
