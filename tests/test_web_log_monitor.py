@@ -142,13 +142,12 @@ def _signed_over(signer: LogSigner, origin: str, leaves: list[bytes]) -> bytes:
     return bytes(pb.GetCheckpointResponse(checkpoint=note).SerializeToString())
 
 
-def test_a_fork_at_a_newer_or_the_same_size_is_refused_502(
+def forger(
     enrolled: Cli, server: ServerProc, tmp_path: Path
-) -> None:
-    """A relay presenting a log key of its own signs, first, the real tree of 3 entries
-    (200), then a tree of 4 whose first 3 leaves are not the real ones (a fork: the
-    service's consistency proof from 3 to 4, of the real log, does not verify against
-    it), then another tree of 3. Before h-webmono61 each was 200, the forked log shown."""
+) -> tuple[list[bytes], list[bytes], LogSigner, str]:
+    """(the leaf hashes of the real log, made 3 entries by two captures; 2 forged leaf
+    hashes; a log signer of a key of its own under the log's origin; that origin), for
+    a relay presenting that key as the log's to sign trees the real log never had."""
     sign_sample(enrolled, tmp_path, "rocket.jpg")
     sign_sample(enrolled, tmp_path, "chelsea.png")
     with ProvenanceClient(server.address, timeout=60) as c:
@@ -156,7 +155,17 @@ def test_a_fork_at_a_newer_or_the_same_size_is_refused_502(
         data, _ = c.entries(0, 3)
     real = [merkle.leaf_hash(e) for e in data]
     fake = [hashlib.sha256(b"forged %d" % i).digest() for i in range(2)]
-    signer = LogSigner(Ed25519PrivateKey.generate(), origin)
+    return real, fake, LogSigner(Ed25519PrivateKey.generate(), origin), origin
+
+
+def test_a_fork_at_a_newer_or_the_same_size_is_refused_502(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """A relay presenting a log key of its own signs, first, the real tree of 3 entries
+    (200), then a tree of 4 whose first 3 leaves are not the real ones (a fork: the
+    service's consistency proof from 3 to 4, of the real log, does not verify against
+    it), then another tree of 3. Before h-webmono61 each was 200, the forked log shown."""
+    real, fake, signer, origin = forger(enrolled, server, tmp_path)
     notes = {
         "honest": _signed_over(signer, origin, real),
         "newer": _signed_over(signer, origin, [real[0], fake[0], real[2], fake[1]]),

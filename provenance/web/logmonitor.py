@@ -15,9 +15,15 @@ is held to what the page knew when it asked (`seen`): one overtaken on its way b
 one another request read at once is no rollback, but must be proven part of it (before
 h-revmono61, a 502 for an honest service whose log grew under requests at once).
 
-Only reads of the latest checkpoint are held to the memory: a consistency proof between
-two sizes asked for, or an inclusion proof at a past size, is a legitimate read of an
-older tree, not an older state of the log.
+The cosigned checkpoint the service presents (`provenance.web.logviews.cosigned_view`) is
+a checkpoint its log signed too, and is held to the memory as well (`hold_cosigned`):
+another root at the remembered size, or a smaller one not proven part of it, is a fork,
+proven once per cosigned checkpoint (before h-webcosig62 it was not held: a cosigned
+checkpoint forking the log was shown beside the latest).
+
+Only reads of the latest and the cosigned checkpoints are held to the memory: a
+consistency proof between two sizes asked for, or an inclusion proof at a past size, is
+a legitimate read of an older tree, not an older state of the log.
 
 The memory lives in this process alone, per gRPC client (one per web app,
 `provenance.web.app.create_app`), and is not persisted: it starts empty and resets on
@@ -58,10 +64,15 @@ Seen = tuple[int, bytes]
 class _Held:
     """The newest checkpoint verified under one log key (None: none yet), one tuple so
     that `seen`, reading it without ``lock``, never reads one's size with another's
-    root; ``lock`` held while one is compared with it."""
+    root; ``lock`` held while one is compared with it; ``cosigned``: the cosigned
+    checkpoint last held to it (`hold_cosigned`), ``cosigned_lock`` held meanwhile."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     newest: Seen | None = None
+    #: the newest cosigned checkpoint held to it (`hold_cosigned`), and the lock held
+    #: while one is: proven once, not once a view
+    cosigned_lock: threading.Lock = field(default_factory=threading.Lock)
+    cosigned: Seen | None = None
 
 
 _MEMORY: weakref.WeakKeyDictionary[ProvenanceClient, OrderedDict[str, _Held]] = (
@@ -129,13 +140,36 @@ def hold(
 
 
 def _move(
-    client: ProvenanceClient, held: _Held, cp: Checkpoint, left: Callable[[], float | None]
+    client: ProvenanceClient,
+    held: _Held,
+    cp: Checkpoint,
+    left: Callable[[], float | None],
+    what: str = "a signed checkpoint",
 ) -> Seen | None:
     """Under ``held``'s lock (waited for within ``left()``), hold ``cp`` to the newest
-    checkpoint remembered and remember it (`_compare`), then None; or, when the memory
-    has moved past ``cp`` meanwhile, leave it and return the newest one (`hold`)."""
+    checkpoint remembered and remember it (`_compare`, ``what`` it is), then None; or,
+    when the memory has moved past ``cp`` meanwhile, leave it and return the newest one
+    (`hold`)."""
+    _acquire(client, held.lock, left)
+    try:
+        newest = held.newest
+        if newest is not None and cp.size < newest[0]:
+            return newest
+        if newest is not None:
+            _compare(client, newest, cp, left, what)
+        held.newest = (cp.size, cp.root_hash)
+        return None
+    finally:
+        held.lock.release()
+
+
+def _acquire(
+    client: ProvenanceClient, lock: threading.Lock, left: Callable[[], float | None]
+) -> None:
+    """Take ``lock``, held by a request proving a checkpoint, waiting for it within
+    ``left()`` (None: the client's timeout); past it, TransportError DEADLINE_EXCEEDED."""
     wait = left()
-    if not held.lock.acquire(timeout=client.timeout if wait is None else wait):
+    if not lock.acquire(timeout=client.timeout if wait is None else wait):
         left()  # past the budget: its own DEADLINE_EXCEEDED, naming the whole of it
         waited = client.timeout if wait is None else wait
         raise TransportError(
@@ -144,16 +178,43 @@ def _move(
             "DEADLINE_EXCEEDED",
             waited_s=waited,
         )
+
+
+def hold_cosigned(
+    client: ProvenanceClient, vkey: str, cp: Checkpoint, left: Callable[[], float | None]
+) -> None:
+    """Hold ``cp``, the cosigned checkpoint the service at ``client`` presented (a
+    checkpoint of its log too: its log signature already checked with ``vkey``), to the
+    newest one verified under that key, as `hold` holds a latest one: one larger is
+    proven to extend it and remembered; one of its size must be that tree; one smaller
+    (an honest service's cosigned checkpoint lags its latest) must be proven part of it
+    by the service's consistency proof. Held once per cosigned checkpoint (the memory
+    only moves along consistency proofs, so one proven part of it stays part of every
+    later one), under a lock of its own waited for within ``left()``, so that views at
+    once ask one proof (before h-webcosig62 none: a cosigned checkpoint forking the log
+    was shown beside the latest). Raises ServerEvidenceError (502) for another tree at
+    the remembered size or one not proven consistent with it (a fork); TransportError
+    when the service does not answer the proof or ``left()`` runs out."""
+    held = _held(client, vkey)
+    seen_now = (cp.size, cp.root_hash)
+    if held.cosigned == seen_now:
+        return
+    _acquire(client, held.cosigned_lock, left)
     try:
+        if held.cosigned == seen_now:
+            return  # held by a view at once
         newest = held.newest
-        if newest is not None and cp.size < newest[0]:
-            return newest
-        if newest is not None:
-            _compare(client, newest, cp, left)
-        held.newest = (cp.size, cp.root_hash)
-        return None
+        if newest is None or cp.size >= newest[0]:
+            newest = _move(client, held, cp, left, "a cosigned checkpoint")
+        if newest is not None and cp.size and seen_now != newest:
+            did = (
+                f"showed a cosigned checkpoint of {cp.size} entries that it did not prove"
+                f" is part of the {newest[0]}"
+            )
+            _prove(client, seen_now, newest, left, did)
+        held.cosigned = seen_now
     finally:
-        held.lock.release()
+        held.cosigned_lock.release()
 
 
 def hold_empty(client: ProvenanceClient, before: Seen | None) -> None:
@@ -209,23 +270,29 @@ def _overtaken(
 
 
 def _compare(
-    client: ProvenanceClient, held: Seen, cp: Checkpoint, left: Callable[[], float | None]
+    client: ProvenanceClient,
+    held: Seen,
+    cp: Checkpoint,
+    left: Callable[[], float | None],
+    what: str = "a signed checkpoint",
 ) -> None:
-    """Raise unless ``cp``, not smaller than the ``held`` remembered, is that tree, or
-    is proven by the service's consistency proof to extend it (`hold`)."""
+    """Raise unless ``cp`` (``what`` it is, for the error), not smaller than the
+    ``held`` remembered, is that tree, or is proven by the service's consistency proof
+    to extend it (`hold`)."""
     size, root = held
     if cp.size == size:
         if cp.root_hash != root:
             raise _refused(
                 client,
-                f"showed two different logs of {size} entries: a signed checkpoint whose"
+                f"showed two different logs of {size} entries: {what} whose"
                 f" root hash is {cp.root_hash.hex()}, after one whose root hash was"
                 f" {root.hex()} (a fork: the log was rewritten)",
             )
         return
     if size == 0:  # every tree extends the empty one: nothing to prove
         return
-    did = f"showed a log of {cp.size} entries that it did not prove grows out of the {size}"
+    shown = "a log" if what == "a signed checkpoint" else what
+    did = f"showed {shown} of {cp.size} entries that it did not prove grows out of the {size}"
     _prove(client, held, (cp.size, cp.root_hash), left, did)
 
 

@@ -10,11 +10,13 @@ The API answers these dicts as JSON; the explorer pages render them.
 from __future__ import annotations
 
 import base64
+import copy
 import re
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from clients.api import ProvenanceClient, Query, page_problem
@@ -263,7 +265,20 @@ COSIGNED_KEEP_S = 5.0
 _COSIGNED: weakref.WeakKeyDictionary[ProvenanceClient, tuple[float, tuple[str, int] | None]] = (
     weakref.WeakKeyDictionary()
 )
+#: The service's cosigned checkpoint being asked now, per gRPC client (`cosigned_note`).
+_ASKING: weakref.WeakKeyDictionary[ProvenanceClient, _Asking] = weakref.WeakKeyDictionary()
 _COSIGNED_LOCK = threading.Lock()
+
+
+@dataclass
+class _Asking:
+    """One call asking a service its cosigned checkpoint, shared by the requests that
+    find none kept while it runs (`cosigned_note`): ``done`` set once it has ended, with
+    its answer (``said``) or its error (``error``)."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    said: tuple[str, int] | None = None
+    error: BaseException | None = None
 
 
 def cosigned_note(client: ProvenanceClient) -> tuple[str, int] | None:
@@ -271,23 +286,64 @@ def cosigned_note(client: ProvenanceClient) -> tuple[str, int] | None:
     its quorum), as GetCheckpoint with ``cosigned`` answers it; None when the service
     requests no cosignatures (FAILED_PRECONDITION: no witnesses). Asked once per
     `COSIGNED_KEEP_S` seconds per client, the answer kept (not checked here: see
-    `cosigned_view`, which forgets one that fails, `forget_cosigned`). Raises
-    TransportError, ServerEvidenceError, neither kept."""
+    `cosigned_view`, which forgets one that fails, `forget_cosigned`), and once at a
+    time: requests finding none kept while one call asks it wait for that call's answer
+    or error (single flight: before h-webcosig62 each asked it, 20 calls for 20
+    requests at once on a cold cache), within the client's timeout, as long as a call
+    of their own would take at most. Raises TransportError (DEADLINE_EXCEEDED, the
+    service not having answered the call waited for within it), ServerEvidenceError,
+    neither kept."""
     now = time.monotonic()
     with _COSIGNED_LOCK:
         kept = _COSIGNED.get(client)
-    if kept is not None and now < kept[0]:
-        return kept[1]
+        if kept is not None and now < kept[0]:
+            return kept[1]
+        asking = _ASKING.get(client)
+        if asking is None:
+            mine = _ASKING[client] = _Asking()
+    if asking is not None:
+        return _await_cosigned(client, asking)
+    try:
+        mine.said = _ask_cosigned(client)
+    except BaseException as e:
+        mine.error = e
+        raise
+    else:
+        with _COSIGNED_LOCK:
+            _COSIGNED[client] = (now + COSIGNED_KEEP_S, mine.said)
+        return mine.said
+    finally:
+        with _COSIGNED_LOCK:
+            if _ASKING.get(client) is mine:
+                del _ASKING[client]
+        mine.done.set()
+
+
+def _ask_cosigned(client: ProvenanceClient) -> tuple[str, int] | None:
+    """The service's answer for `cosigned_note`, one call."""
     try:
         note, quorum, _ = client.cosigned_checkpoint()
-        said: tuple[str, int] | None = (note, quorum)
     except TransportError as e:
         if e.code != "FAILED_PRECONDITION":
             raise
-        said = None
-    with _COSIGNED_LOCK:
-        _COSIGNED[client] = (now + COSIGNED_KEEP_S, said)
-    return said
+        return None
+    return note, quorum
+
+
+def _await_cosigned(client: ProvenanceClient, asking: _Asking) -> tuple[str, int] | None:
+    """The answer of ``asking``, another request's call for `cosigned_note`, waited for
+    within the client's timeout: its error raised again (a copy: each request's own),
+    TransportError DEADLINE_EXCEEDED when it has not ended by then."""
+    if not asking.done.wait(client.timeout):
+        raise TransportError(
+            f"the server at {client.address} had not answered within {client.timeout:g} s"
+            " (the cosigned checkpoint another request asked for)",
+            "DEADLINE_EXCEEDED",
+            waited_s=client.timeout,
+        )
+    if asking.error is not None:
+        raise copy.copy(asking.error)
+    return asking.said
 
 
 def forget_cosigned(client: ProvenanceClient) -> None:
@@ -311,12 +367,16 @@ def cosigned_view(
     is checked with ``vkey`` (``latest``'s origin its first line); the witnesses' are
     not: this page has no witness keys (``prov web`` takes none), so
     ``unverified_names`` are the names of the note's other signature lines as it carries
-    them, in order, each once, not checked. Its size is not proven consistent with
-    ``latest`` (that would be one more call a read), but one larger than ``latest``'s,
-    read before it, means the latest was held back (`logmonitor.held_back`). Raises
-    ServerEvidenceError (502) for a note that does not verify with ``vkey``
-    (`_unsigned_checkpoint`) or is larger than ``latest``, the note then forgotten
-    (`forget_cosigned`: an error is not kept)."""
+    them, in order, each once, not checked. One larger than ``latest``'s, read before
+    it, means the latest was held back (`logmonitor.held_back`); else it is held to the
+    checkpoint the page remembers (`logmonitor.hold_cosigned`: another tree of its size,
+    or one not proven part of it by the service's consistency proof, asked once per
+    cosigned checkpoint, is a fork; before h-webcosig62 not held, a cosigned checkpoint
+    forking the log shown), that proof and the wait for another view's of it given one
+    client timeout together. Raises ServerEvidenceError (502) for a note that does not
+    verify with ``vkey`` (`_unsigned_checkpoint`), is larger than ``latest`` or does not
+    hold (`logmonitor`), TransportError when the service does not answer the proof, the
+    note then forgotten (`forget_cosigned`: an error is not kept)."""
     if said is None:
         return None
     note, quorum = said
@@ -332,6 +392,11 @@ def cosigned_view(
     if cp.size > latest.size:
         forget_cosigned(client)
         raise logmonitor.held_back(client, latest, cp.size)
+    try:
+        logmonitor.hold_cosigned(client, vkey, cp, _time_left(client, client.timeout))
+    except (ServerEvidenceError, TransportError):
+        forget_cosigned(client)
+        raise
     names = [s.name for s in lines if (s.name, s.key_id) != (verifier.name, verifier.key_id)]
     return {
         "checkpoint": note,
