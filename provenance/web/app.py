@@ -46,7 +46,7 @@ PACKAGE = Path(__file__).resolve().parent
 #: checkpoint (paced as a log read too, asked even of a service without witnesses) once
 #: per `logviews.COSIGNED_KEEP_S` (5 s, one call for the requests at once that find it
 #: not kept; a new cosigned checkpoint smaller than the page's costs its consistency
-#: proof once, h-webcosig62): counted through a relay in front of a real
+#: proof once): counted through a relay in front of a real
 #: `prov serve` (h-revwebfix61; before h-cosigcache61 the cosigned read, added by
 #: h-webfix61, was asked every view: 3 and 2). A visitor reading /log at this pace takes
 #: about 252 of those reads a minute, 4 % (240 and 12 cosigned; 372, 6 %, as the log

@@ -18,8 +18,7 @@ h-revmono61, a 502 for an honest service whose log grew under requests at once).
 The cosigned checkpoint the service presents (`provenance.web.logviews.cosigned_view`) is
 a checkpoint its log signed too, and is held to the memory as well (`hold_cosigned`):
 another root at the remembered size, or a smaller one not proven part of it, is a fork,
-proven once per cosigned checkpoint (before h-webcosig62 it was not held: a cosigned
-checkpoint forking the log was shown beside the latest).
+proven once per cosigned checkpoint.
 
 Only reads of the latest and the cosigned checkpoints are held to the memory: a
 consistency proof between two sizes asked for, or an inclusion proof at a past size, is
@@ -191,8 +190,7 @@ def hold_cosigned(
     by the service's consistency proof. Held once per cosigned checkpoint (the memory
     only moves along consistency proofs, so one proven part of it stays part of every
     later one), under a lock of its own waited for within ``left()``, so that views at
-    once ask one proof (before h-webcosig62 none: a cosigned checkpoint forking the log
-    was shown beside the latest). Raises ServerEvidenceError (502) for another tree at
+    once ask one proof. Raises ServerEvidenceError (502) for another tree at
     the remembered size or one not proven consistent with it (a fork); TransportError
     when the service does not answer the proof or ``left()`` runs out."""
     held = _held(client, vkey)

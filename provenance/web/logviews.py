@@ -288,8 +288,7 @@ def cosigned_note(client: ProvenanceClient) -> tuple[str, int] | None:
     `COSIGNED_KEEP_S` seconds per client, the answer kept (not checked here: see
     `cosigned_view`, which forgets one that fails, `forget_cosigned`), and once at a
     time: requests finding none kept while one call asks it wait for that call's answer
-    or error (single flight: before h-webcosig62 each asked it, 20 calls for 20
-    requests at once on a cold cache), within the client's timeout, as long as a call
+    or error (single flight), within the client's timeout, as long as a call
     of their own would take at most. Raises TransportError (DEADLINE_EXCEEDED, the
     service not having answered the call waited for within it), ServerEvidenceError,
     neither kept."""
@@ -371,8 +370,7 @@ def cosigned_view(
     it, means the latest was held back (`logmonitor.held_back`); else it is held to the
     checkpoint the page remembers (`logmonitor.hold_cosigned`: another tree of its size,
     or one not proven part of it by the service's consistency proof, asked once per
-    cosigned checkpoint, is a fork; before h-webcosig62 not held, a cosigned checkpoint
-    forking the log shown), that proof and the wait for another view's of it given one
+    cosigned checkpoint, is a fork), that proof and the wait for another view's of it given one
     client timeout together. Raises ServerEvidenceError (502) for a note that does not
     verify with ``vkey`` (`_unsigned_checkpoint`), is larger than ``latest`` or does not
     hold (`logmonitor`), TransportError when the service does not answer the proof, the
