@@ -52,6 +52,21 @@ def test_sign_refuses_to_replace_a_logged_sidecar(enrolled: Cli, tmp_path: Path)
     assert backup.read_bytes() == logged and Path(f"{side}.bak2").exists()
 
 
+def test_sign_refusal_of_another_files_sidecar_does_not_only_blame_a_change(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    # A newsroom copies a signed photo's sidecar beside another photo: the refusal said
+    # only "(the file changed since)", which this file never did.
+    _, side, logged = _sign_logged(enrolled, tmp_path)
+    other = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "IMG_0007.jpg"))
+    shutil.copy(side, f"{other}.prov")
+    rc, out, err = enrolled("sign", str(other))
+    assert rc == 2, (out, err)
+    flat = " ".join(err.split())
+    assert "for other content (the file changed since, or the sidecar is another file's)" in flat
+    assert Path(f"{other}.prov").read_bytes() == logged  # untouched
+
+
 def test_sign_unchanged_file_again_signs_nothing(enrolled: Cli, tmp_path: Path) -> None:
     photo, side, logged = _sign_logged(enrolled, tmp_path)
     rc, out, err = enrolled("sign", str(photo))
