@@ -262,7 +262,10 @@ def audit(
     state: Annotated[
         Path,
         typer.Option(
-            help="File holding the last checkpoint this auditor accepted.", parser=nonempty_path
+            help="File holding the last checkpoint this auditor accepted (and the log key):"
+            " the first audit creates it; give the same file to every later audit, which"
+            " proves the log still extends that checkpoint.",
+            parser=nonempty_path,
         ),
     ],
     server: ServerOpt = default_server(),
