@@ -27,6 +27,7 @@ from clients.options import (
     existing,
     folder_to_fill,
     in_existing_folder,
+    nonempty_file_path,
     nonempty_path,
     nonempty_place,
     verifier_key,
@@ -265,7 +266,7 @@ def audit(
             help="File holding the last checkpoint this auditor accepted (and the log key):"
             " the first audit creates it; give the same file to every later audit, which"
             " proves the log still extends that checkpoint.",
-            parser=nonempty_path,
+            parser=nonempty_file_path,
         ),
     ],
     server: ServerOpt = default_server(),
