@@ -1289,9 +1289,7 @@ def _refresh(
                 f" {server_vkey})"
             )
         if vkey != server_vkey:
-            raise LogIntegrityError(
-                f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}"
-            )
+            raise LogIntegrityError(_another_log(server, server_vkey, vkey, sidecar))
         verifier = NoteVerifier.from_vkey(vkey)
         verify_receipt(sc.receipt, sc.signed_claim, verifier)
         views = witnessed_checkpoints(witness_urls, witnesses, verifier)
@@ -1314,6 +1312,22 @@ def _refresh(
         f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
         f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
+    )
+
+
+def _another_log(server: str, server_vkey: str, vkey: str, sidecar: Path) -> str:
+    """What `prov receipt refresh` of ``sidecar`` says when the server at ``server``
+    presents ``server_vkey``, not the receipt's log key ``vkey``: what is wrong, that the
+    sidecar is kept, how its receipt is still checked, and, for a log replaced on purpose
+    (each `make web` starts a new one), how its file gets a receipt of the new log."""
+    side = shown_line(str(sidecar))
+    return (
+        f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}:"
+        f" another log, or the log's key changed; {side} is unchanged. Its receipt is"
+        f" still checked offline with the key of the log that issued it: `prov receipt"
+        f" verify {side} --log-key {vkey}`. If that log was replaced on purpose (each"
+        " `make web` starts a new one), the file's signer can sign it again for the new"
+        " log (`prov sign --force FILE`, which keeps the old sidecar as FILE.prov.bak)"
     )
 
 
