@@ -359,9 +359,16 @@ def audit(
             err.print(f"first audit: trusting the server's log key {server_vkey}")
         if server_vkey != vkey:  # the trusted key named by where it came from
             trusted = "the --log-key given" if log_key else f"the key saved in {state}"
+            afresh = (
+                ""
+                if log_key
+                else f"; {state} is unchanged; if that log was replaced on purpose, audit the"
+                " new one with another --state file (its first audit trusts the key the"
+                " server presents)"
+            )
             raise LogIntegrityError(
                 f"the server {'presents' if log_key else 'now presents'} log key {server_vkey},"
-                f" not {trusted}, {vkey}: another log, or the log's key changed"
+                f" not {trusted}, {vkey}: another log, or the log's key changed{afresh}"
             )
         note = _server_checkpoint(c, server, state, saved)
         new_size = _note_size(note, "the server's checkpoint")
