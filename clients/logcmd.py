@@ -1227,7 +1227,10 @@ def receipt_refresh(
     left as it is, and its receipt still verifies with the log's key alone). With
     --witness-url, the receipt's checkpoint must also be of one append-only log with the
     checkpoint each witness named last cosigned, fetched from it: exit 3 when not (a
-    fork), 14 when one cannot be fetched or checked."""
+    fork), 14 when one cannot be fetched or checked. Exit 3 too (LOG INTEGRITY FAILURE,
+    the sidecar left as it is) when the server presents another log key than the
+    receipt's (another log: a `make web` run anew) or a checkpoint or proof that does
+    not verify with it; 1 when the server cannot be reached; 2 usage errors."""
     from clients.cosigned import needs_policy, policy_keys
 
     witnesses = policy_keys(witness or [])
