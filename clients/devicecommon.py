@@ -138,8 +138,9 @@ def device_server(ctx: typer.Context, server: str, h: DeviceHome) -> str:
             Text.assemble(
                 ("warning:", "yellow"),
                 f" this device enrolled with {enrolled}; {named[source]} names {server},"
-                " which is used. A server this device did not enroll with refuses its claims"
-                f" (they stay queued); leave out {named[source]} to call {enrolled}",
+                " and this command calls it. A server this device did not enroll with"
+                f" refuses its claims (they stay queued); leave out {named[source]} to call"
+                f" {enrolled}",
             )
         )
     return server

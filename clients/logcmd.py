@@ -27,6 +27,7 @@ from clients.options import (
     existing,
     folder_to_fill,
     in_existing_folder,
+    nonempty_file_path,
     nonempty_path,
     nonempty_place,
     verifier_key,
@@ -262,7 +263,10 @@ def audit(
     state: Annotated[
         Path,
         typer.Option(
-            help="File holding the last checkpoint this auditor accepted.", parser=nonempty_path
+            help="File holding the last checkpoint this auditor accepted (and the log key):"
+            " the first audit creates it; give the same file to every later audit, which"
+            " proves the log still extends that checkpoint.",
+            parser=nonempty_file_path,
         ),
     ],
     server: ServerOpt = default_server(),
@@ -355,9 +359,16 @@ def audit(
             err.print(f"first audit: trusting the server's log key {server_vkey}")
         if server_vkey != vkey:  # the trusted key named by where it came from
             trusted = "the --log-key given" if log_key else f"the key saved in {state}"
+            afresh = (
+                ""
+                if log_key
+                else f"; {state} is unchanged; if that log was replaced on purpose, audit the"
+                " new one with another --state file (its first audit trusts the key the"
+                " server presents)"
+            )
             raise LogIntegrityError(
                 f"the server {'presents' if log_key else 'now presents'} log key {server_vkey},"
-                f" not {trusted}, {vkey}: another log, or the log's key changed"
+                f" not {trusted}, {vkey}: another log, or the log's key changed{afresh}"
             )
         note = _server_checkpoint(c, server, state, saved)
         new_size = _note_size(note, "the server's checkpoint")
@@ -1216,7 +1227,10 @@ def receipt_refresh(
     left as it is, and its receipt still verifies with the log's key alone). With
     --witness-url, the receipt's checkpoint must also be of one append-only log with the
     checkpoint each witness named last cosigned, fetched from it: exit 3 when not (a
-    fork), 14 when one cannot be fetched or checked."""
+    fork), 14 when one cannot be fetched or checked. Exit 3 too (LOG INTEGRITY FAILURE,
+    the sidecar left as it is) when the server presents another log key than the
+    receipt's (another log: a `make web` run anew) or a checkpoint or proof that does
+    not verify with it; 1 when the server cannot be reached; 2 usage errors."""
     from clients.cosigned import needs_policy, policy_keys
 
     witnesses = policy_keys(witness or [])
@@ -1285,9 +1299,7 @@ def _refresh(
                 f" {server_vkey})"
             )
         if vkey != server_vkey:
-            raise LogIntegrityError(
-                f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}"
-            )
+            raise LogIntegrityError(_another_log(server, server_vkey, vkey, sidecar))
         verifier = NoteVerifier.from_vkey(vkey)
         verify_receipt(sc.receipt, sc.signed_claim, verifier)
         views = witnessed_checkpoints(witness_urls, witnesses, verifier)
@@ -1310,6 +1322,22 @@ def _refresh(
         f"{shown_line(str(sidecar))}: receipt of leaf {receipt.leaf_index} now proven against"
         f" checkpoint {size}, with cosignature lines by {names or 'no witness'} (check them with"
         " `prov receipt verify --witness KEY`)",
+    )
+
+
+def _another_log(server: str, server_vkey: str, vkey: str, sidecar: Path) -> str:
+    """What `prov receipt refresh` of ``sidecar`` says when the server at ``server``
+    presents ``server_vkey``, not the receipt's log key ``vkey``: what is wrong, that the
+    sidecar is kept, how its receipt is still checked, and, for a log replaced on purpose
+    (each `make web` starts a new one), how its file gets a receipt of the new log."""
+    side = shown_line(str(sidecar))
+    return (
+        f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}:"
+        f" another log, or the log's key changed; {side} is unchanged. Its receipt is"
+        f" still checked offline with the key of the log that issued it: `prov receipt"
+        f" verify {side} --log-key {vkey}`. If that log was replaced on purpose (each"
+        " `make web` starts a new one), the file's signer can sign it again for the new"
+        " log (`prov sign --force FILE`, which keeps the old sidecar as FILE.prov.bak)"
     )
 
 

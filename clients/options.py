@@ -31,6 +31,7 @@ from provenance.cli.options import folder_to_fill as folder_to_fill
 from provenance.cli.options import in_existing_folder as in_existing_folder
 from provenance.cli.options import listen_address as listen_address
 from provenance.cli.options import listens_clash as listens_clash
+from provenance.cli.options import nonempty_file_path as nonempty_file_path
 from provenance.cli.options import nonempty_path as nonempty_path
 from provenance.cli.options import nonempty_place as nonempty_place
 from provenance.cli.options import server_address as server_address

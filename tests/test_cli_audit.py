@@ -98,6 +98,12 @@ def test_an_audit_against_another_logs_key_names_where_that_key_came_from(
     rc, _, err = enrolled("log", "audit", "--state", str(state))
     text = " ".join(err.split())
     assert rc == 3 and f"now presents log key {vkey}, not the key saved in {state}" in text, text
+    # and what to do (seen failing first: the message ended at "the log's key changed"):
+    # a log replaced on purpose (each `make web` starts a new one) is audited afresh
+    assert (
+        f"{state} is unchanged; if that log was replaced on purpose, audit the new one"
+        " with another --state file"
+    ) in text, text
 
 
 def _prov(*args: str, tty: str) -> subprocess.CompletedProcess[str]:

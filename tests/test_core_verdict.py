@@ -742,6 +742,25 @@ def test_a_sidecar_of_another_picture_gives_way_to_a_logged_capture_of_these_pix
     assert r.status is Verdict.TAMPERED and _has(r.reasons, "4 bits", "a close copy with edits")
 
 
+def test_a_sidecar_of_the_same_pixels_does_not_call_the_copy_edited() -> None:
+    # A JPEG re-saved, its metadata edited or bytes appended keeps PDQ distance 0: the
+    # bytes differ, but "a close copy with edits" said pixels were edited. One bit off
+    # is a close copy with edits again.
+    differ = "the file's bytes differ from the bytes the signed sidecar claim covers (SHA-256)"
+    same = FileFacts(OTHER_SHA, 11, "image/jpeg", (_flip(PDQ, 0),))
+    assert _sidecar_case(same, device=_device())[0].reasons == (
+        differ,
+        "the pixels are 0 bits (PDQ) from the signed capture's: the same picture to PDQ,"
+        " its bytes changed (re-saved or re-encoded, metadata edited, data added, or an"
+        " edit too small for PDQ to see)",
+    )
+    one = FileFacts(OTHER_SHA, 11, "image/jpeg", (_flip(PDQ, 1),))
+    assert _sidecar_case(one, device=_device())[0].reasons == (
+        differ,
+        "the pixels are 1 bits (PDQ) from the signed capture's: a close copy with edits",
+    )
+
+
 def test_a_sidecar_at_exactly_the_threshold_is_an_edited_copy_not_another_picture() -> None:
     facts = FileFacts(OTHER_SHA, 9, "image/png", (_flip(PDQ, PDQ_MATCH_THRESHOLD),))
     near = _logged(_claim(soft=(_flip(PDQ, PDQ_MATCH_THRESHOLD - 2),)), index=15)

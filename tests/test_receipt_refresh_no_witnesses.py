@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import Cli, sign_sample
+from tests.conftest import Cli, sign_sample, start_server
 
 
 def test_refresh_against_a_server_without_witnesses_says_what_happened(
@@ -33,3 +33,29 @@ def test_refresh_against_a_server_without_witnesses_says_what_happened(
     assert rc == 0, err
     rc, out, err = enrolled("receipt", "verify", str(sidecar), "--log-key", key.strip())
     assert rc == 0, (out, err)
+
+
+def test_refresh_against_another_log_says_the_sidecar_is_kept_and_what_to_do(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A receipt refreshed at an address that now serves another log (each `make web`
+    starts a new one) is refused, exit 3 as a log integrity failure; seen failing first,
+    the message said only "the server at A presents log key X, not the receipt's Y",
+    neither that the sidecar is unchanged nor how its receipt is still checked."""
+    photo, _ = sign_sample(enrolled, tmp_path)
+    sidecar = photo.with_name(photo.name + ".prov")
+    before = sidecar.read_bytes()
+    rc, key, err = enrolled("log", "key", "--server", enrolled.server)
+    assert rc == 0, err
+    other = start_server(tmp_path / "other.db")
+    try:
+        rc, out, err = enrolled("receipt", "refresh", str(sidecar), "--server", other.address)
+    finally:
+        other.stop()
+    said = " ".join((out + err).split())
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in said, said
+    assert f"not the receipt's {key.strip()}: another log, or the log's key changed" in said
+    assert f"{sidecar} is unchanged" in said, said
+    assert f"prov receipt verify {sidecar} --log-key {key.strip()}" in said, said
+    assert "prov sign --force" in said, said
+    assert sidecar.read_bytes() == before

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clients.device import DeviceHome
-from tests.conftest import SAMPLES, Cli, ServerProc
+from tests.conftest import SAMPLES, Cli, ServerProc, sign_sample, start_server
 
 pytestmark = pytest.mark.slow  # each test starts a `prov serve` process
 
@@ -50,6 +50,53 @@ def test_sign_refuses_to_replace_a_logged_sidecar(enrolled: Cli, tmp_path: Path)
     rc, out, err = enrolled("sign", "--force", str(photo))
     assert rc == 0 and "signed (#3)" in out, err
     assert backup.read_bytes() == logged and Path(f"{side}.bak2").exists()
+
+
+def test_sign_refusal_of_another_files_sidecar_does_not_only_blame_a_change(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    # A newsroom copies a signed photo's sidecar beside another photo: the refusal said
+    # only "(the file changed since)", which this file never did.
+    _, side, logged = _sign_logged(enrolled, tmp_path)
+    other = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "IMG_0007.jpg"))
+    shutil.copy(side, f"{other}.prov")
+    rc, out, err = enrolled("sign", str(other))
+    assert rc == 2, (out, err)
+    flat = " ".join(err.split())
+    assert "for other content (the file changed since, or the sidecar is another file's)" in flat
+    assert Path(f"{other}.prov").read_bytes() == logged  # untouched
+
+
+def test_sign_of_a_file_signed_for_a_replaced_log_says_to_sign_it_again(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `make web` starts a new log. A file signed for the old one, signed again once
+    the device enrolled with the new one (and signed there), gets its old claim queued
+    again and refused for good (its sequence is behind the log's): exit 1, set aside.
+    Seen failing first: the refusal gave the server's words and the set-aside folder, no
+    word of what to do; the same command run again signs it anew (exit 0)."""
+    photo, side, _ = _sign_logged(enrolled, tmp_path)  # claim #1, logged by the old log
+    old_side = side.read_bytes()
+    other = start_server(tmp_path / "new-log.db")
+    try:
+        monkeypatch.setenv("PROV_SERVER", other.address)
+        rc, token, err = enrolled("admin", "enroll-token", "--label", "again")
+        assert rc == 0, err
+        rc, out, err = enrolled("device", "enroll", "--token", token.strip())
+        assert rc == 0, err
+        sign_sample(enrolled, tmp_path, "grace_hopper.jpg")  # claim #2, the new log's
+        side.write_bytes(old_side)
+        rc, out, err = enrolled("sign", str(photo))
+        flat = " ".join(err.split())
+        assert rc == 1 and "refused by the server" in flat, (out, err)
+        assert (
+            "the log holds later claims of this key (up to sequence 2), so this one can"
+            " never be logged; sign the file again for a new claim (`prov sign FILE`)"
+        ) in flat, flat
+        rc, out, err = enrolled("sign", str(photo))  # as it says
+        assert rc == 0 and "signed (#3) and logged" in out, (out, err)
+    finally:
+        other.stop()
 
 
 def test_sign_unchanged_file_again_signs_nothing(enrolled: Cli, tmp_path: Path) -> None:

@@ -1346,6 +1346,32 @@ def test_other_empty_paths_are_usage_errors_not_the_current_folder(
     assert list(work.iterdir()) == [], list(work.iterdir())
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("log", "audit", "--state", "", "--log-key", "{vkey}"),
+        ("serve", "--db", "{tmp}/p.db", "--log-key", "", "--listen", "127.0.0.1:0"),
+    ],
+    ids=["audit-state", "serve-log-key"],
+)
+def test_an_empty_file_path_is_not_told_to_be_the_current_folder(
+    args: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An option naming a file, given empty, asks for a file name (seen failing first:
+    "give a file or folder name, or . for the current folder", and `--log-key .` or
+    `--state .` is then refused as a folder)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    vkey = generate_log_key(tmp_path / "log.pem", "log.example/log").verifier_key()
+    args = tuple(a.replace("{tmp}", str(tmp_path)).replace("{vkey}", vkey) for a in args)
+    monkeypatch.setenv("PROV_SERVER", closed_port())
+    rc, out, err = ended(cli_process(args, cwd=work), timeout=30)
+    flat = _flat(err)
+    assert rc == 2, (rc, out, err)
+    assert "an empty path (an unset shell variable?); give a file name" in flat, flat
+    assert "current folder" not in flat, flat
+
+
 def test_a_log_key_that_is_a_folder_is_a_usage_error(tmp_path: Path) -> None:
     """`prov serve --log-key` naming a folder is a usage error naming it (seen failing
     first: `.` and `/` ended a new database's start in a traceback, "PosixPath('.') has

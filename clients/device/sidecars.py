@@ -55,7 +55,11 @@ def _read_old_sidecar(path: Path) -> Sidecar | None:
 def _refusal(side_path: Path, old: Sidecar, same_content: bool) -> str:
     """Why `sign_file` will not replace ``old`` at ``side_path``, and what --force does."""
     device = f"device {old.signed_claim.key_id.hex()[:16]}…"
-    content = "this content" if same_content else "other content (the file changed since)"
+    content = (
+        "this content"
+        if same_content
+        else "other content (the file changed since, or the sidecar is another file's)"
+    )
     if old.receipt is not None:
         what = (
             f"the log receipt (leaf {old.receipt.leaf_index}) of claim #{old.claim.sequence}"

@@ -268,8 +268,10 @@ class SyncingFolder(QueueFolder):
         log already holds this key's claims up to a sequence at or past the entry's and
         past this folder's last (a folder restored from a backup, or the key used by a
         copy of it elsewhere), number the next claim after the log's last, so one refusal
-        is all it costs (before, one per claim the folder was behind). Returns what to
-        add to the refusal's reason ("" when nothing changed, or the log cannot say). A
+        is all it costs (before, one per claim the folder was behind); when the folder is
+        not behind, the claim is older than the log's last of this key (a file's sidecar
+        from a log since replaced, its claim queued again): say to sign the file again.
+        Returns what to add to the refusal's reason ("" when the log cannot say). A
         log's number more than `SEQUENCE_MARGIN` past the state's is not adopted (said,
         with what to do: `prov device repair --accept-log-sequence`)."""
         assert entry.sidecar is not None
@@ -279,8 +281,14 @@ class SyncingFolder(QueueFolder):
             return ""
         state = self.state()
         last = device.last_sequence
-        if last < entry.sequence or last <= state.last_sequence:
+        if last < entry.sequence:
             return ""
+        if last <= state.last_sequence:  # an old claim (a sidecar of a log since replaced)
+            return (
+                f"; the log holds later claims of this key (up to sequence {last}), so this"
+                " one can never be logged; sign the file again for a new claim (`prov sign"
+                " FILE`)"
+            )
         if last > state.last_sequence + SEQUENCE_MARGIN:  # a wrong answer would end the key
             return (
                 f"; the log says it holds this key's claims up to sequence {last}, more than"

@@ -115,6 +115,16 @@ def nonempty_path(value: str) -> Path:
     return Path(value)
 
 
+def nonempty_file_path(value: str) -> Path:
+    """`nonempty_path` for an option that names a file (`prov serve --log-key`, `prov log
+    audit --state`): its usage error (exit 2) asks for a file name, not offering ``.``,
+    which such an option refuses as a folder. Typer ``parser``. Raises
+    typer.BadParameter."""
+    if value == "":
+        raise typer.BadParameter("an empty path (an unset shell variable?); give a file name")
+    return Path(value)
+
+
 def nonempty_place(value: str) -> str:
     """``value`` as given (a folder or an http(s):// URL, which `Path` would change:
     ``http://h`` to ``http:/h``), if it is not empty; else `nonempty_path`'s usage error

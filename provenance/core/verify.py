@@ -83,6 +83,14 @@ UNLOGGABLE_SIDECAR_PREFIX = (
     " the log, and the log refuses it ("
 )
 
+#: What a TAMPERED reason says of a file whose pixels are PDQ distance 0 from its sidecar's
+#: claim: its bytes changed, but PDQ sees no edit ("a close copy with edits" read as an
+#: edited picture to a newsroom that had only re-saved a JPEG).
+_SAME_PICTURE = (
+    "the same picture to PDQ, its bytes changed (re-saved or re-encoded, metadata edited,"
+    " data added, or an edit too small for PDQ to see)"
+)
+
 
 def is_unlogged_sidecar_reason(reason: str) -> bool:
     """Whether ``reason`` is one of the advice reasons of a valid sidecar claim missing from
@@ -955,7 +963,9 @@ def _decide_with_sidecar(
             reasons.append(
                 f"the pixels are {distance} bits (PDQ) from the signed capture's: "
                 + (
-                    "a close copy with edits"
+                    _SAME_PICTURE
+                    if distance == 0
+                    else "a close copy with edits"
                     if distance <= PDQ_MATCH_THRESHOLD
                     else "a different picture"
                 )

@@ -30,7 +30,7 @@ from provenance.cli.options import (
     finite,
     in_existing_folder,
     metrics_started,
-    nonempty_path,
+    nonempty_file_path,
     stop_signals,
     trusted_proxies,
 )
@@ -260,7 +260,7 @@ def serve(
         typer.Option(
             help="The log's Ed25519 private key (PEM, created on first start; every server of"
             " one log uses the same file). Default with a SQLite --db: DB.logkey.pem",
-            parser=nonempty_path,
+            parser=nonempty_file_path,
         ),
     ] = None,
     origin: Annotated[

@@ -30,7 +30,11 @@ from provenance.cli.atomicfile import write_atomically
 from provenance.core import merkle
 from provenance.core.claims import Receipt, SignedClaim
 from provenance.core.errors import ConfigError, LogIntegrityError, ProvenanceError
-from provenance.core.verify import VerificationReport, is_unlogged_sidecar_reason
+from provenance.core.verify import (
+    UNLOGGED_SIDECAR_REASON,
+    VerificationReport,
+    is_unlogged_sidecar_reason,
+)
 from provenance.log.checkpoint import MEMO_SUFFIX as MEMO_SUFFIX  # defined here before
 from provenance.log.checkpoint import NoteVerifier, open_checkpoint, remove_key_leftovers
 from provenance.log.checkpoint import memo_path as memo_path  # defined here before
@@ -189,7 +193,9 @@ def with_lost_receipt(
     acknowledged, and the first reason says so, in place of the advice to submit the
     claim again or to sign the file again (the status is kept: the log no longer
     vouches for the claim; the receipt still verifies offline). A receipt that does not
-    verify is noted and not used. Reports resting on a logged claim are returned as is.
+    verify is noted and not used; in place of the advice to submit the claim (`prov
+    device sync`, which has nothing queued for a claim another log holds), the reason
+    says so and how it is checked. Reports resting on a logged claim are returned as is.
     """
     c = report.evidence.claim
     if c is None or c.in_log or c.signed_claim != sidecar:
@@ -197,8 +203,23 @@ def with_lost_receipt(
     try:
         cp = verify_receipt(receipt, sidecar, verifier)
     except ProvenanceError as e:
-        note = f"note: the sidecar's receipt does not verify with this log's key ({e}); not used"
-        return replace(report, reasons=(*report.reasons, note))
+        if UNLOGGED_SIDECAR_REASON not in report.reasons:
+            note = (
+                f"note: the sidecar's receipt does not verify with this log's key ({e}); not used"
+            )
+            return replace(report, reasons=(*report.reasons, note))
+        # a claim logged by another log (this address's log replaced): `prov device sync`
+        # has nothing queued to submit, so its advice is replaced by what does check it
+        other = (
+            "the sidecar's signature is valid and matches the bytes, but the claim is not in"
+            f" this log, and the sidecar's receipt does not verify with this log's key ({e}):"
+            " another log's receipt (one this address served before), or a damaged one;"
+            " not used. `prov receipt verify FILE.prov --log-key KEY` checks it offline"
+            " with the key of the log that issued it; its signer can sign the file again"
+            " for this log"
+        )
+        reasons = tuple(other if r == UNLOGGED_SIDECAR_REASON else r for r in report.reasons)
+        return replace(report, reasons=reasons)
     where = (
         f"its leaf {receipt.leaf_index} is past the log's current size {tree_size}"
         if receipt.leaf_index >= tree_size
