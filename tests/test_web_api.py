@@ -567,6 +567,15 @@ def test_an_explicit_second_size_below_first_or_0_is_refused(http: httpx.Client)
     for first, second in ((1, 0), (0, 0), (3, 2)):
         r = http.get("/api/v1/proofs/consistency", params={"first": first, "second": second})
         _error(r, 400, rf"second must be at least {max(first, 1)}.*leave second out")
+    # so is the page's: /log/consistency?first=2&second=0 showed the proof from 2 to the
+    # latest (200, "2 → 4 entries"), a size nobody asked for; its form's empty second
+    # field is still the latest
+    for first in (1, 2):
+        page = http.get("/log/consistency", params={"first": first, "second": 0})
+        assert page.status_code == 400, (first, page.status_code)
+        shown = html.unescape(page.text)
+        assert re.search(rf"second tree size must be at least {first}.*leave it empty", shown)
+    assert http.get("/log/consistency", params={"first": 1, "second": ""}).status_code == 200
     latest = http.get("/api/v1/checkpoint").json()["size"]
     got = http.get("/api/v1/proofs/consistency", params={"first": 1})
     assert got.status_code == 200 and got.json()["second_size"] == latest, got.text
