@@ -225,6 +225,29 @@ def _framed_twice(scope: Any) -> bool:
     return b"transfer-encoding" in names and b"content-length" in names
 
 
+def origin_form(request: h11.Request) -> h11.Request:
+    """``request`` with an absolute-form target (``http://HOST:PORT/path?query``, scheme
+    http or https in any case) made origin-form (``/path?query``, ``/`` when the URL has
+    no path) and its Host header replaced by the URL's authority, as RFC 9112 section
+    3.2.2 has a server do (it must accept that form, and ignore the Host header sent
+    with it); any other request as it is. The authority is checked as any Host is
+    (`provenance.web.security.HostCheck`). Before, uvicorn took the whole URL for the
+    path: 404 "no such page: /http://..."."""
+    scheme, sep, rest = request.target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return request
+    ends = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    cut = min(ends, default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    others = [(name, value) for name, value in request.headers if name != b"host"]
+    return h11.Request(
+        method=request.method,
+        target=path if path.startswith(b"/") else b"/" + path,
+        headers=[(b"host", authority), *others],
+        http_version=request.http_version,
+    )
+
+
 class _ServerConnection(h11.Connection):
     """h11's server side, saying ``Connection: close`` on an answer begun before the
     request's body has all come: the server closes after such an answer
@@ -237,12 +260,14 @@ class _ServerConnection(h11.Connection):
     refused: str = ""
 
     def next_event(self) -> Any:
-        """h11's, keeping the text of a request it cannot read in ``refused``."""
+        """h11's, keeping the text of a request it cannot read in ``refused``; a request
+        in absolute-form is given in origin-form (`origin_form`)."""
         try:
-            return super().next_event()
+            event = super().next_event()
         except h11.RemoteProtocolError as e:
             self.refused = str(e)
             raise
+        return origin_form(event) if isinstance(event, h11.Request) else event
 
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
         """h11's (``send`` calls it), with the close option added to such an answer's
