@@ -69,6 +69,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from provenance.core.fair_share import client_key
 from provenance.core.ports import Network
+from provenance.web.security import NO_STORE, SECURITY_HEADERS
 
 #: How long a connection the server closes is kept half-closed at most, its input read
 #: and dropped, so that the client reads its answer rather than a reset (a "lingering
@@ -123,13 +124,21 @@ def _client(connection: object) -> str | None:
     return client_key(client[0]) if client else None
 
 
+#: The headers every answer the guard writes itself carries (`_response`,
+#: `_GuardedH11.send_400_response`), as the app's answers do
+#: (`provenance.web.security.SecurityHeaders`); before, none (no ``nosniff``, and a 414,
+#: cacheable by default, RFC 9110 section 15.1, without ``no-store``).
+GUARD_HEADERS: tuple[tuple[bytes, bytes], ...] = (*SECURITY_HEADERS, NO_STORE)
+
+
 def _response(status: int, reason: str, text: str, extra: str = "") -> bytes:
-    """A whole HTTP/1.1 answer that closes the connection; ``extra``: more header lines,
-    each ending in CRLF."""
+    """A whole HTTP/1.1 answer that closes the connection, with `GUARD_HEADERS`;
+    ``extra``: more header lines, each ending in CRLF."""
     body = text.encode()
+    guard = "".join(f"{name.decode()}: {value.decode()}\r\n" for name, value in GUARD_HEADERS)
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{guard}{extra}\r\n"
     )
     return head.encode() + body
 
@@ -407,6 +416,7 @@ class _GuardedH11(H11Protocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            *GUARD_HEADERS,
         ]
         response = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
         for event in (response, h11.Data(data=body), h11.EndOfMessage()):
