@@ -234,6 +234,24 @@ def _framed_twice(scope: Any) -> bool:
     return b"transfer-encoding" in names and b"content-length" in names
 
 
+#: A Python repr of bytes in h11's words: "illegal request line: bytearray(b'GET ...')".
+_BYTES_REPR = re.compile(r"""bytearray\(b(['"])(.*)\1\)""")
+
+
+def readable_refusal(text: str) -> str:
+    """h11's words ``text`` for a request it cannot read, with the bytes it quotes as a
+    Python repr (``bytearray(b'...')``) quoted as text instead, their escapes (``\\xd9``)
+    kept, and, for a request line, what one is. Before, the repr went to the client as
+    it was, in the 400's message (`_GuardedH11.send_400_response`)."""
+    text = _BYTES_REPR.sub(lambda m: f"'{m.group(2)}'", text)
+    if text.startswith("illegal request line"):
+        text += (
+            " (a request line is METHOD TARGET HTTP/1.1, the target in printable ASCII,"
+            " other bytes percent-encoded)"
+        )
+    return text
+
+
 def origin_form(request: h11.Request) -> h11.Request:
     """``request`` with an absolute-form target (``http://HOST:PORT/path?query``, scheme
     http or https in any case) made origin-form (``/path?query``, ``/`` when the URL has
@@ -274,7 +292,7 @@ class _ServerConnection(h11.Connection):
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as e:
-            self.refused = str(e)
+            self.refused = readable_refusal(str(e))
             raise
         return origin_form(event) if isinstance(event, h11.Request) else event
 
