@@ -7,6 +7,7 @@ web`, `prov witness serve` and `prov serve --http` on loopback ports, raw socket
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -114,3 +115,20 @@ def test_a_request_line_that_leaves_no_room_for_the_blank_line_gets_414(http_url
     assert _status(_exchange(http_url, _line(LIMIT) + headers)) == 414
     # a byte shorter, the line and a bare LF fit (HTTP/1.0 needs no header): 431
     assert _status(_exchange(http_url, _line(LIMIT - 1) + headers)) == 431
+
+
+def test_a_request_h11_cannot_read_is_told_so_without_python_reprs(http_url: str) -> None:
+    """The 400 for a request line or chunk header h11 cannot read quotes the bytes it
+    refused as text, escapes written ``\\xNN``, and says what a request line is; before,
+    h11's words as they are: "illegal request line: bytearray(b'GET /log/entries/\\xd9...')",
+    a Python repr, and nothing on what was wrong with it."""
+    answer = _exchange(url=http_url, data=b"GET /log/\xd9\xa1 HTTP/1.1\r\nhost: localhost\r\n\r\n")
+    assert _status(answer) == 400, answer
+    message = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"]
+    assert "bytearray" not in message, message
+    assert "illegal request line: 'GET /log/\\xd9\\xa1 HTTP/1.1'" in message, message
+    assert "percent-encoded" in message, message
+    chunked = b"POST /x HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
+    answer = _exchange(url=http_url, data=chunked)
+    message = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"]
+    assert message.endswith("illegal chunk header: 'zz\\r\\n'"), message

@@ -135,13 +135,13 @@ def test_a_malformed_allowed_hosts_is_a_usage_error(value: str, flag: str) -> No
         assert "punycode" in done.stderr, done.stderr
 
 
-def _raw(address: str, host: bytes) -> tuple[int, str]:
-    """GET /api/v1/checkpoint with the Host header's bytes ``host`` over a raw socket (an
-    HTTP client would refuse to send most of them); the status and the body."""
+def _raw(address: str, host: bytes, target: bytes = b"/api/v1/checkpoint") -> tuple[int, str]:
+    """GET ``target`` with the Host header's bytes ``host`` over a raw socket (an HTTP
+    client would refuse to send most of them); the status and the body."""
     hostname, port = address.removeprefix("http://").rsplit(":", 1)
     with socket.create_connection((hostname, int(port)), timeout=60) as s:
         s.sendall(
-            b"GET /api/v1/checkpoint HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
+            b"GET " + target + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n"
         )
         data = b""
         while chunk := s.recv(65536):
@@ -175,6 +175,29 @@ def test_a_host_that_is_no_name_is_a_bad_request(service: ServerProc) -> None:
         assert _raw(web.address, b"localhost:65535")[0] == 404  # the log is empty
         assert _raw(web.address, b"[::1]")[0] == 404
         assert _raw(web.address, b"evil.example:" + port)[0] == 421
+    finally:
+        web.stop()
+
+
+def test_an_absolute_form_target_is_answered_for_the_host_it_names(service: ServerProc) -> None:
+    """A request line naming its URL whole (``GET http://HOST:PORT/path``, RFC 9112
+    3.2.2's absolute-form, which a server must accept) is answered as its path, the
+    authority in it taken for the Host (the header ignored), so the Host rules apply to
+    the name it gives. Before: 404 "no such page: /http://127.0.0.1:PORT/openapi.json"."""
+    web = start_web(service.address)
+    try:
+        port = web.address.rsplit(":", 1)[1].encode()
+        here = b"127.0.0.1:" + port
+        status, body = _raw(web.address, here, b"http://" + here + b"/openapi.json")
+        assert status == 200 and json.loads(body)["openapi"], (status, body[:300])
+        status, body = _raw(web.address, here, b"HTTP://localhost:" + port + b"/openapi.json?x=1")
+        assert status == 400 and "unknown query parameter 'x'" in body, (status, body)
+        status, body = _raw(web.address, here, b"http://" + here)  # no path: /
+        assert status == 200 and "<html" in body, (status, body[:300])
+        status, body = _raw(web.address, here, b"http://evil.example:" + port + b"/openapi.json")
+        assert status == 421 and "'evil.example'" in body, (status, body)
+        status, body = _raw(web.address, here, b"http://a@" + here + b"/openapi.json")
+        assert status == 400 and "is not a host name" in body, (status, body)
     finally:
         web.stop()
 

@@ -567,6 +567,15 @@ def test_an_explicit_second_size_below_first_or_0_is_refused(http: httpx.Client)
     for first, second in ((1, 0), (0, 0), (3, 2)):
         r = http.get("/api/v1/proofs/consistency", params={"first": first, "second": second})
         _error(r, 400, rf"second must be at least {max(first, 1)}.*leave second out")
+    # so is the page's: /log/consistency?first=2&second=0 showed the proof from 2 to the
+    # latest (200, "2 → 4 entries"), a size nobody asked for; its form's empty second
+    # field is still the latest
+    for first in (1, 2):
+        page = http.get("/log/consistency", params={"first": first, "second": 0})
+        assert page.status_code == 400, (first, page.status_code)
+        shown = html.unescape(page.text)
+        assert re.search(rf"second tree size must be at least {first}.*leave it empty", shown)
+    assert http.get("/log/consistency", params={"first": 1, "second": ""}).status_code == 200
     latest = http.get("/api/v1/checkpoint").json()["size"]
     got = http.get("/api/v1/proofs/consistency", params={"first": 1})
     assert got.status_code == 200 and got.json()["second_size"] == latest, got.text
@@ -804,6 +813,31 @@ def test_every_response_carries_the_security_headers(site: DemoSite, http: httpx
     page = http.get("/").text
     assert "<script src=" in page and not re.search(r"<script(?![^>]*\bsrc=)", page)
     assert " style=" not in page
+
+
+def test_the_connection_guard_s_own_answers_carry_the_security_headers(site: DemoSite) -> None:
+    """The answers the HTTP guard writes itself, before the app sees a request (a 400 for
+    a request h11 cannot read, whose message holds bytes of the request; 414 and 431 for
+    a head too long), carry the headers every other answer does, and ``no-store``: before,
+    only Content-Type, so no ``nosniff`` and a 414 (cacheable by default, RFC 9110
+    15.1) open to a cache."""
+    host, port = urlsplit(site.web).hostname or "", urlsplit(site.web).port or 0
+    heads = {
+        400: b"POST /api/v1/lookup HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        414: b"GET /log?q=" + b"a" * 17000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        431: b"GET /log HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n",
+    }
+    for status, head in heads.items():
+        with socket.create_connection((host, port), timeout=60) as s:
+            s.sendall(head)
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        lines = data.partition(b"\r\n\r\n")[0].decode().lower().split("\r\n")
+        assert lines[0].startswith(f"http/1.1 {status} "), (status, lines)
+        assert "x-content-type-options: nosniff" in lines, (status, lines)
+        assert "cache-control: no-store" in lines, (status, lines)
+        assert any(h.startswith("content-security-policy: default-src 'none'") for h in lines)
 
 
 def test_file_names_are_escaped_in_the_report(site: DemoSite, http: httpx.Client) -> None:

@@ -69,6 +69,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from provenance.core.fair_share import client_key
 from provenance.core.ports import Network
+from provenance.web.security import NO_STORE, SECURITY_HEADERS
 
 #: How long a connection the server closes is kept half-closed at most, its input read
 #: and dropped, so that the client reads its answer rather than a reset (a "lingering
@@ -123,13 +124,21 @@ def _client(connection: object) -> str | None:
     return client_key(client[0]) if client else None
 
 
+#: The headers every answer the guard writes itself carries (`_response`,
+#: `_GuardedH11.send_400_response`), as the app's answers do
+#: (`provenance.web.security.SecurityHeaders`); before, none (no ``nosniff``, and a 414,
+#: cacheable by default, RFC 9110 section 15.1, without ``no-store``).
+GUARD_HEADERS: tuple[tuple[bytes, bytes], ...] = (*SECURITY_HEADERS, NO_STORE)
+
+
 def _response(status: int, reason: str, text: str, extra: str = "") -> bytes:
-    """A whole HTTP/1.1 answer that closes the connection; ``extra``: more header lines,
-    each ending in CRLF."""
+    """A whole HTTP/1.1 answer that closes the connection, with `GUARD_HEADERS`;
+    ``extra``: more header lines, each ending in CRLF."""
     body = text.encode()
+    guard = "".join(f"{name.decode()}: {value.decode()}\r\n" for name, value in GUARD_HEADERS)
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{guard}{extra}\r\n"
     )
     return head.encode() + body
 
@@ -225,6 +234,47 @@ def _framed_twice(scope: Any) -> bool:
     return b"transfer-encoding" in names and b"content-length" in names
 
 
+#: A Python repr of bytes in h11's words: "illegal request line: bytearray(b'GET ...')".
+_BYTES_REPR = re.compile(r"""bytearray\(b(['"])(.*)\1\)""")
+
+
+def readable_refusal(text: str) -> str:
+    """h11's words ``text`` for a request it cannot read, with the bytes it quotes as a
+    Python repr (``bytearray(b'...')``) quoted as text instead, their escapes (``\\xd9``)
+    kept, and, for a request line, what one is. Before, the repr went to the client as
+    it was, in the 400's message (`_GuardedH11.send_400_response`)."""
+    text = _BYTES_REPR.sub(lambda m: f"'{m.group(2)}'", text)
+    if text.startswith("illegal request line"):
+        text += (
+            " (a request line is METHOD TARGET HTTP/1.1, the target in printable ASCII,"
+            " other bytes percent-encoded)"
+        )
+    return text
+
+
+def origin_form(request: h11.Request) -> h11.Request:
+    """``request`` with an absolute-form target (``http://HOST:PORT/path?query``, scheme
+    http or https in any case) made origin-form (``/path?query``, ``/`` when the URL has
+    no path) and its Host header replaced by the URL's authority, as RFC 9112 section
+    3.2.2 has a server do (it must accept that form, and ignore the Host header sent
+    with it); any other request as it is. The authority is checked as any Host is
+    (`provenance.web.security.HostCheck`). Before, uvicorn took the whole URL for the
+    path: 404 "no such page: /http://..."."""
+    scheme, sep, rest = request.target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return request
+    ends = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    cut = min(ends, default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    others = [(name, value) for name, value in request.headers if name != b"host"]
+    return h11.Request(
+        method=request.method,
+        target=path if path.startswith(b"/") else b"/" + path,
+        headers=[(b"host", authority), *others],
+        http_version=request.http_version,
+    )
+
+
 class _ServerConnection(h11.Connection):
     """h11's server side, saying ``Connection: close`` on an answer begun before the
     request's body has all come: the server closes after such an answer
@@ -237,12 +287,14 @@ class _ServerConnection(h11.Connection):
     refused: str = ""
 
     def next_event(self) -> Any:
-        """h11's, keeping the text of a request it cannot read in ``refused``."""
+        """h11's, keeping the text of a request it cannot read in ``refused``; a request
+        in absolute-form is given in origin-form (`origin_form`)."""
         try:
-            return super().next_event()
+            event = super().next_event()
         except h11.RemoteProtocolError as e:
-            self.refused = str(e)
+            self.refused = readable_refusal(str(e))
             raise
+        return origin_form(event) if isinstance(event, h11.Request) else event
 
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
         """h11's (``send`` calls it), with the close option added to such an answer's
@@ -382,6 +434,7 @@ class _GuardedH11(H11Protocol):
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
+            *GUARD_HEADERS,
         ]
         response = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
         for event in (response, h11.Data(data=body), h11.EndOfMessage()):

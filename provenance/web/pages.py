@@ -235,10 +235,19 @@ async def goto_device(request: Request) -> Response:
 @reads("first", "second", "first_root")
 @metered
 async def consistency(request: Request) -> Response:
-    """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``."""
+    """``GET /log/consistency?first=A[&second=B][&first_root=HEX]``: B empty (as the
+    form sends it) or left out is the latest tree size; an explicit B of 0 is refused, as
+    the API refuses it (`api.consistency`), not taken as the latest: before, the page
+    showed the proof to the latest size under a URL that asked for 0."""
     q = request.query_params
     first = logviews.parse_index(q.get("first"), "the first tree size")
     second = logviews.parse_index(q.get("second", "") or "0", "the second tree size")
+    if q.get("second") and not second:
+        raise WebError(
+            f"the second tree size must be at least {max(first, 1)}: a proof runs from the"
+            f" tree of size first ({first}) to a larger one, not to 0 (leave it empty for"
+            " the latest)"
+        )
     root = logviews.parse_hash(q["first_root"], "the first root") if q.get("first_root") else None
     web = state(request)
     view = await run_in_threadpool(
