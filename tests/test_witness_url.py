@@ -19,12 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.api import ProvenanceClient
 from clients.options import witness_urls
+from provenance.core.errors import ConfigError
+from provenance.log.checkpoint import quoted
 from provenance.v1 import provenance_pb2 as pb
 from provenance.witness import cosigner_vkey
+from provenance.witness.client import parse_witness_option
 from tests.conftest import (
     SAMPLES,
     Cli,
@@ -272,3 +276,36 @@ def test_witness_urls_are_asked_at_once(
         assert first in said and "(HTTP 404: stalled witness 0)" in said, (command, err)
         assert "stalled witness 1" not in said and "stalled witness 2" not in said, err
         assert "Traceback" not in err, err
+
+
+def test_a_witness_url_host_no_resolver_can_be_asked_about_is_a_usage_error(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """--witness-url (and `prov serve --witness`) with a host Python cannot put to the
+    resolver (a part between dots empty or over 63 characters: IDNA refuses it), or that
+    `urllib.parse.urlsplit` refuses (an unclosed ``[``, brackets around no IPv6 address):
+    exit 2 before any call, naming the URL. (revwitpar62: before, the first two ended
+    `prov verify` in a UnicodeError traceback once the witness was asked, exit 1, the
+    others in a ValueError traceback while the option was read, exit 1; `prov serve`
+    took the first two and failed each round as "an internal error".)"""
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(b"not looked at: the usage error comes first")
+    key = cosigner_vkey(
+        "witness.test/w1", Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    )
+    not_a_host = "is not a host name: each part between dots must be 1 to 63"
+    bad = [
+        ("http://a..example:8090", not_a_host),
+        (f"http://{'a' * 64}.example", not_a_host),
+        ("http://[::1", "is not a witness's http(s) URL"),
+        ("http://[zz]:80", "is not a witness's http(s) URL"),
+    ]
+    for given, why in bad:
+        args = (str(photo), "--server", closed_port(), "--witness", key)
+        rc, out, err = _verify(capsys, *args, "--witness-url", given)
+        said = " ".join(err.split())
+        assert rc == 2, (given, rc, out, err)
+        assert f"--witness-url {quoted(given)}" in said and why in said, (given, err)
+        assert "Traceback" not in err, (given, err)
+        with pytest.raises(ConfigError, match="--witness"):
+            parse_witness_option(f"{given}={key}")
