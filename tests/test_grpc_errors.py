@@ -531,3 +531,37 @@ def test_chunk_hashes_without_a_sidecar_are_refused(
     assert got.value.code == "INVALID_ARGUMENT", got.value
     assert "chunk_hashes (2 hashes) but no sidecar" in str(got.value), got.value
     assert shared_client.verify_file(path).status is Verdict.UNSIGNED  # without: judged
+
+
+@pytest.mark.parametrize("method", ["VerifyFile", "DetectFile"])
+def test_an_upload_message_over_the_limit_once_decompressed_logs_no_traceback(
+    tmp_path: Path, method: str
+) -> None:
+    """A gzip-compressed data message that inflates past the 8 MiB message limit is
+    refused by grpc core (RESOURCE_EXHAUSTED) after the header was read: the handler sees
+    the stream end as if the client had sent it all, and the call may be over already.
+    It ends quietly, its slot given back, and the next upload is judged. Before
+    (h-grpcatk62), often (a race with grpc core; 12 calls here, so at least one lost
+    it): "ERROR ... unexpected error in VerifyFile" and three tracebacks in the log
+    (grpc's ExecuteBatchError sending the initial metadata, then
+    GRPC_CALL_ERROR_TOO_MANY_OPERATIONS aborting), one set per such call."""
+    srv = start_server(tmp_path / "prov.db")
+    try:
+        msgs = [
+            pb.VerifyFileChunk(header=pb.VerifyFileHeader(filename="bomb.jpg")),
+            pb.VerifyFileChunk(data=bytes(9 << 20)),  # about 9 KiB gzipped
+        ]
+        with grpc.insecure_channel(srv.address, compression=grpc.Compression.Gzip) as chan:
+            call = getattr(rpc.VerificationStub(chan), method)
+            for _ in range(12):
+                with pytest.raises(grpc.RpcError) as exc:
+                    call(iter(msgs), timeout=60)
+                assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.value
+        with ProvenanceClient(srv.address, timeout=60) as c:
+            report = c.verify_file(SAMPLES / "rocket.jpg")
+        assert report.status == Verdict.UNSIGNED
+    finally:
+        srv.stop()
+    log = srv.stderr()
+    assert "Traceback" not in log, log
+    assert "unexpected error" not in log, log

@@ -985,6 +985,21 @@ def _caught_up(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
+async def _say_received(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Send an upload's initial metadata (`RECEIVED_KEY`: its bytes are all in). Raises
+    asyncio.CancelledError, which grpc.aio logs at DEBUG only, when grpc core has ended
+    the call already: a message it refused (one that inflates past the message limit,
+    "Decompressed message larger than max", RESOURCE_EXHAUSTED to its client) ends the
+    request stream as if the client had sent it all, and the call has its status. Before
+    (h-grpcatk62), each such upload logged "unexpected error" and three tracebacks at
+    ERROR: grpc's ExecuteBatchError here, then again aborting with INTERNAL."""
+    try:
+        await context.send_initial_metadata(((RECEIVED_KEY, "1"),))
+    except Exception as e:  # grpc's ExecuteBatchError (private): no call left to answer
+        log.debug("upload's call ended by grpc before its answer: %s", e)
+        raise asyncio.CancelledError from e
+
+
 async def _hashed(upload: Upload) -> None:
     """Wait until ``upload``'s hashing threads have caught up to within a message or so
     (`Upload.when_hashed`), the event loop free meanwhile."""
@@ -1130,7 +1145,7 @@ class VerificationServicer(rpc.VerificationServicer):
             upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
             slot.received = lambda: upload.size
             header = await self._receive(requests, upload, slot)
-            await context.send_initial_metadata(((RECEIVED_KEY, "1"),))
+            await _say_received(context)
             owned = held.pop_all()
         call = CallStop.within(context.time_remaining())
 
