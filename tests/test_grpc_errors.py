@@ -565,3 +565,30 @@ def test_an_upload_message_over_the_limit_once_decompressed_logs_no_traceback(
     log = srv.stderr()
     assert "Traceback" not in log, log
     assert "unexpected error" not in log, log
+
+
+def test_a_revoked_key_enrolled_again_with_a_new_token_is_told_of_its_revocation(
+    client: ProvenanceClient,
+) -> None:
+    """A key enrolled, then revoked, offered again with a fresh token is refused
+    (PERMISSION_DENIED) naming its revocation and the way on, as a replay of its first
+    enrollment is. Before (h-grpcatk62): only "device ID is already enrolled", as if the
+    key still served."""
+    key = enroll_key(client)
+    client.revoke(key.key_id, "lost")
+    token, _ = client.create_enrollment_token()
+    with pytest.raises(TransportError) as exc:
+        client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    said = str(exc.value)
+    assert _code(exc) == "PERMISSION_DENIED", said
+    assert f"device {key.key_id.hex()} was enrolled at " in said, said
+    assert "its key revoked at " in said and "a revoked key cannot enroll again" in said, said
+    assert "enroll a new key" in said, said
+    # a key that still serves is told so as before
+    token, _ = client.create_enrollment_token()
+    other = enroll_key(client)
+    with pytest.raises(TransportError) as exc:
+        client.enroll(
+            token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode())
+        )
+    assert f"device {other.key_id.hex()} is already enrolled" in str(exc.value), exc.value

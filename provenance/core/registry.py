@@ -288,12 +288,30 @@ def answer_enrollment_again(
         raise enrolled
     device = enrolled.device
     if device.revoked_at is not None:
-        raise EnrollmentError(
-            f"device {device.device_id.hex()} was enrolled at {utc_text(device.enrolled_at)}"
-            f" and its key revoked at {utc_text(device.revoked_at)}: a revoked key cannot"
-            " enroll again; enroll a new key"
-        )
+        raise EnrollmentError(_revoked_enrolls_not(device, device.revoked_at))
     return device
+
+
+def _revoked_enrolls_not(device: Device, revoked_at: datetime) -> str:
+    return (
+        f"device {device.device_id.hex()} was enrolled at {utc_text(device.enrolled_at)}"
+        f" and its key revoked at {utc_text(revoked_at)}: a revoked key cannot enroll"
+        " again; enroll a new key"
+    )
+
+
+def enrolled_already(device: Device, certificate_pem: str) -> AlreadyEnrolledError:
+    """What a store raises enrolling a key its registry holds as ``device`` (with the
+    chain ``certificate_pem``, "" when none): "device ID is already enrolled", or, when
+    its key was revoked, the words `answer_enrollment_again` uses, naming the revocation
+    (before h-grpcatk62 a new token's enrollment of a revoked key was told only that it
+    "is already enrolled", as if the key still served)."""
+    said = (
+        f"device {device.device_id.hex()} is already enrolled"
+        if device.revoked_at is None
+        else _revoked_enrolls_not(device, device.revoked_at)
+    )
+    return AlreadyEnrolledError(said, device, certificate_pem)
 
 
 def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
