@@ -109,9 +109,10 @@ _TAG_SEQUENCE = re.compile(
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-#: The most characters of a Lookup query's ``media_type``: RFC 6838 section 4.2 names a
-#: type and a subtype of at most 127 characters each (`provenance.server.rpc_input.
-#: check_query_media_type`; the web API's OpenAPI document states it).
+#: The most characters of a claim's or a Lookup query's ``media_type``: RFC 6838 section
+#: 4.2 names a type and a subtype of at most 127 characters each (`check_claim_shape`,
+#: `provenance.server.rpc_input.check_query_media_type`; the web API's OpenAPI document
+#: states it).
 MAX_MEDIA_TYPE_CHARS = 255
 
 
@@ -319,7 +320,7 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
 
     The fields DESIGN.md's data model gives a shape: prev_claim_hash a 32-byte SHA-256
     (or empty), orientation an EXIF orientation (1..8, 0 for none), media_type an RFC 6838
-    type/subtype; and the fields it lists for the media type must be there: a size, an
+    type/subtype of at most `MAX_MEDIA_TYPE_CHARS` characters; and the fields it lists for the media type must be there: a size, an
     image's width, height and PDQ hash, a video's duration and frame hashes
     (`claim_bounds.check_required_fields`; before, an image/jpeg claim stating none of
     them was logged and verified SIGNED_ORIGINAL); an image's claim states none of a
@@ -356,6 +357,12 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         raise ClaimError(
             f"the claim's orientation is {claim.orientation}; an EXIF orientation is 1..8"
             " (0 when the image states none)"
+        )
+    if len(claim.media_type) > MAX_MEDIA_TYPE_CHARS:
+        raise ClaimError(
+            f"the claim's media type is {len(claim.media_type):,} characters; at most"
+            f" {MAX_MEDIA_TYPE_CHARS} (RFC 6838: a type and a subtype of at most 127 each,"
+            " such as image/jpeg)"
         )
     if not MEDIA_TYPE.fullmatch(claim.media_type):
         shown = ascii(claim.media_type[:80]) + ("..." if len(claim.media_type) > 80 else "")
