@@ -20,6 +20,7 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
 from tests.conftest import (
     ADMIN_TOKEN,
     SAMPLES,
@@ -592,3 +593,31 @@ def test_a_revoked_key_enrolled_again_with_a_new_token_is_told_of_its_revocation
             token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode())
         )
     assert f"device {other.key_id.hex()} is already enrolled" in str(exc.value), exc.value
+
+
+def test_a_sidecar_receipt_that_cannot_be_read_is_noted_not_fatal(
+    client: ProvenanceClient, server: ServerProc
+) -> None:
+    """A VerifyFile header whose sidecar receipt holds an integration time no timestamp
+    can hold (2^62 s) gets the file's verdict, with a note that the receipt was not
+    read, as a receipt that does not verify gets one (before h-grpcatk62 the whole call
+    was refused INVALID_ARGUMENT after the upload: "the receipt's integration time is
+    out of range ...", the verdict of a logged file lost over a damaged sidecar)."""
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    key = enroll_key(client)
+    sidecar = signed_claim(key, 1, sha=hashlib.sha256(data).digest())
+    receipt, _ = client.submit(sidecar)
+    bad = wire.receipt_to_pb(receipt)
+    bad.integrated_at.seconds = 1 << 62
+    header = pb.VerifyFileHeader(
+        filename="rocket.jpg", sidecar=wire.signed_to_pb(sidecar), sidecar_receipt=bad
+    )
+    with grpc.insecure_channel(server.address) as chan:
+        report = rpc.VerificationStub(chan).VerifyFile(
+            iter([pb.VerifyFileChunk(header=header), pb.VerifyFileChunk(data=data)]), timeout=60
+        )
+    assert report.status == pb.SIGNED_ORIGINAL, report
+    notes = [r for r in report.reasons if "the sidecar's receipt cannot be read" in r]
+    assert len(notes) == 1, report.reasons
+    assert "integration time is out of range (4611686018427387904 s" in notes[0], notes
+    assert notes[0].endswith("; not used"), notes
