@@ -621,3 +621,28 @@ def test_a_sidecar_receipt_that_cannot_be_read_is_noted_not_fatal(
     assert len(notes) == 1, report.reasons
     assert "integration time is out of range (4611686018427387904 s" in notes[0], notes
     assert notes[0].endswith("; not used"), notes
+
+
+def test_a_revocation_reason_with_control_or_format_characters_is_refused(
+    client: ProvenanceClient,
+) -> None:
+    """A revocation reason is logged for good and shown beside the device's verdicts: one
+    holding an escape sequence, a line feed or a bidirectional override is refused
+    (INVALID_ARGUMENT, naming the character and where), as a device's label is, and
+    nothing is revoked; accents and emoji are kept. Before (h-grpcatk62) all three were
+    logged as given."""
+    key = enroll_key(client)
+    for reason, said in (
+        ("lost\x1b[2J", "a control character (U+001B) at character 5"),
+        ("lost\nfound", "a control character (U+000A) at character 5"),
+        ("\u202elost", "a format character (U+202E) at character 1"),
+    ):
+        with pytest.raises(TransportError) as exc:
+            client.revoke(key.key_id, reason)
+        assert _code(exc) == "INVALID_ARGUMENT", exc.value
+        assert f"the revocation reason holds {said}: give a reason of printable" in str(
+            exc.value
+        ), exc.value
+    assert not client.get_device(key.key_id).revoked
+    device, _ = client.revoke(key.key_id, "perdu à la gare 🚉")
+    assert device.revoked and device.revocation_reason == "perdu à la gare 🚉"

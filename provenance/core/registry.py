@@ -151,16 +151,25 @@ def check_label(label: str) -> None:
             f" {MAX_LABEL_CHARS} are kept (a short name for the device, such as"
             " 'desk camera 3')"
         )
-    tags = {i for m in _TAG_SEQUENCE.finditer(label) for i in range(m.start(1), m.end(1))}
-    for i, ch in enumerate(label):
-        if i in tags or (ch in _JOINERS and 0 < i < len(label) - 1):
+    if (bad := unprintable(label)) is not None:
+        raise ClaimError(
+            f"the enrollment token's label holds {bad}: give a name of printable characters"
+        )
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of ``text`` that a label may not hold (`check_label`'s rule:
+    Unicode categories `_NOT_IN_LABELS`, joiners between two characters and emoji tag
+    sequences kept), in words: "a control character (U+001B) at character 3"; None
+    when there is none."""
+    tags = {i for m in _TAG_SEQUENCE.finditer(text) for i in range(m.start(1), m.end(1))}
+    for i, ch in enumerate(text):
+        if i in tags or (ch in _JOINERS and 0 < i < len(text) - 1):
             continue
         kind = _NOT_IN_LABELS.get(unicodedata.category(ch))
         if kind is not None:
-            raise ClaimError(
-                f"the enrollment token's label holds {kind} (U+{ord(ch):04X})"
-                f" at character {i + 1}: give a name of printable characters"
-            )
+            return f"{kind} (U+{ord(ch):04X}) at character {i + 1}"
+    return None
 
 
 def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) -> bytes:
