@@ -646,3 +646,34 @@ def test_a_revocation_reason_with_control_or_format_characters_is_refused(
     assert not client.get_device(key.key_id).revoked
     device, _ = client.revoke(key.key_id, "perdu à la gare 🚉")
     assert device.revoked and device.revocation_reason == "perdu à la gare 🚉"
+
+
+def test_a_malformed_message_to_the_reflection_stream_is_invalid_argument(
+    tmp_path: Path,
+) -> None:
+    """grpc's server reflection (a bidirectional stream, not ours) sent bytes that are no
+    ServerReflectionRequest is answered INVALID_ARGUMENT in the words every other method
+    gets, and the server logs no traceback. Before (h-grpcatk62): UNKNOWN "Unexpected
+    <class 'provenance.core.errors.ClaimError'>: ..." and a traceback per call."""
+    srv = start_server(tmp_path / "prov.db")
+    try:
+        path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        with grpc.insecure_channel(srv.address) as chan:
+            call = chan.stream_stream(
+                path, request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )
+            for messages in ([b"\xff\xff\xff"], [b"", b"\xff\xff"]):
+                with pytest.raises(grpc.RpcError) as exc:
+                    list(call(iter(messages), timeout=20))
+                assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value
+                assert str(exc.value.details()).startswith(
+                    f"malformed request to {path}: its bytes are not a valid"
+                    " ServerReflectionRequest message"
+                ), exc.value
+            # a well-formed request is still answered
+            listed = list(call(iter([b"\x3a\x00"]), timeout=20))  # list_services: ""
+            assert len(listed) == 1 and b"provenance.v1.Verification" in listed[0], listed
+    finally:
+        srv.stop()
+    log = srv.stderr()
+    assert "Traceback" not in log, log
