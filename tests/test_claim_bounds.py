@@ -103,6 +103,12 @@ def raw_soft(timestamp: float) -> Any:
 
 # (changes to the video claim, what the refusal must say)
 REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
+    # longer than RFC 6838's names allow (127 + "/" + 127), as a Lookup's is refused
+    # (before h-grpcatk62 a claim's was logged at any length, 10,006 characters tried)
+    (
+        {"media_type": "video/" + "x" * 250},
+        ("media type is 256 characters", "at most 255", "RFC 6838"),
+    ),
     (
         {"size_bytes": 0, "hard_binding": hb(chunk_count=0, chunk_merkle_root=ROOT)},
         ("size_bytes", "missing", "video/mp4"),
@@ -233,6 +239,7 @@ def test_claims_the_verifier_could_never_match_are_refused_on_the_wire(server: S
                 duration_seconds=0.0,
                 frame_sample_rate=0.0,
             ),
+            video_claim(key, 10, media_type="video/" + "x" * 249),  # 255 characters
         ]
         for claim in accepted:
             code, details = _submit(captures, sign(key, claim))

@@ -384,10 +384,10 @@ def test_a_well_formed_claim_passes_every_shape_rule() -> None:
             f"{MAX_CLAIM_SOFT_BINDINGS + 1} soft bindings; the limit is {MAX_CLAIM_SOFT_BINDINGS}",
         ),
         (
-            # within every count, but its log entry could not fit a tlog-tiles entry bundle
+            # once the padding of the largest entry (below); a media type is bounded now
             _claim(media_type="video/" + "x" * 65_535),
             PAYLOAD_TYPE_CLAIM,
-            "the log holds entries of at most 65,535",
+            "the claim's media type is 65,541 characters; at most 255 (RFC 6838",
         ),
         (_claim(duration_seconds=float("nan")), PAYLOAD_TYPE_CLAIM, "duration_seconds is nan"),
         (
@@ -431,22 +431,41 @@ def _fields_bytes(signed: SignedClaim) -> int:
     )
 
 
+def _unknown_field(size: int) -> bytes:
+    """Field 1000 of the claim, length-delimited, holding ``size`` zero bytes (protobuf's
+    encoding: a varint tag and a varint length)."""
+
+    def varint(n: int) -> bytes:
+        out = b""
+        while n > 0x7F:
+            out += bytes((0x80 | (n & 0x7F),))
+            n >>= 7
+        return out + bytes((n,))
+
+    return varint(1000 << 3 | 2) + varint(size) + bytes(size)
+
+
 def test_the_largest_claim_accepted_makes_a_log_entry_that_fits_a_tile_bundle() -> None:
     """The log entry's size bound is exact: fields plus framing of MAX_LOG_ENTRY_BYTES is
     accepted (and its real log entry fits), one byte more is refused."""
     room = MAX_LOG_ENTRY_BYTES - LOG_ENTRY_FRAMING_BYTES
 
     def padded(extra: int) -> tuple[SignedClaim, Claim]:
-        # grow the media type until the fields take `room + extra` bytes
-        pad = room - _fields_bytes(_sign(_claim()))
+        # grow a field this server does not know (protobuf keeps it in the signed bytes)
+        # until the fields take `room + extra` bytes: every known field is bounded below
+        # it (a media type over 255 characters is refused since h-grpcatk62; this grew one)
+        claim = _claim()
+        pad = room - _fields_bytes(_sign(claim))
         for _ in range(8):
-            claim = _claim(media_type="video/" + "x" * pad, duration_seconds=1.0)
-            signed = _sign(claim)
+            data = wire.encode_claim(claim) + _unknown_field(pad)
+            signed = SignedClaim(
+                PAYLOAD_TYPE_CLAIM, data, KEY.key_id, sign_payload(KEY, PAYLOAD_TYPE_CLAIM, data)
+            )
             missing = room + extra - _fields_bytes(signed)
             if missing == 0:
                 return signed, claim
             pad += missing
-        raise AssertionError(f"no media type makes the fields {room + extra} bytes")
+        raise AssertionError(f"no unknown field makes the fields {room + extra} bytes")
 
     signed, claim = padded(0)
     check_claim_shape(signed, claim)

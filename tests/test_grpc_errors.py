@@ -20,6 +20,7 @@ from provenance.core.errors import TransportError
 from provenance.core.keys import DeviceKey
 from provenance.v1 import provenance_pb2 as pb
 from provenance.v1 import provenance_pb2_grpc as rpc
+from provenance.wire import convert as wire
 from tests.conftest import (
     ADMIN_TOKEN,
     SAMPLES,
@@ -531,3 +532,148 @@ def test_chunk_hashes_without_a_sidecar_are_refused(
     assert got.value.code == "INVALID_ARGUMENT", got.value
     assert "chunk_hashes (2 hashes) but no sidecar" in str(got.value), got.value
     assert shared_client.verify_file(path).status is Verdict.UNSIGNED  # without: judged
+
+
+@pytest.mark.parametrize("method", ["VerifyFile", "DetectFile"])
+def test_an_upload_message_over_the_limit_once_decompressed_logs_no_traceback(
+    tmp_path: Path, method: str
+) -> None:
+    """A gzip-compressed data message that inflates past the 8 MiB message limit is
+    refused by grpc core (RESOURCE_EXHAUSTED) after the header was read: the handler sees
+    the stream end as if the client had sent it all, and the call may be over already.
+    It ends quietly, its slot given back, and the next upload is judged. Before
+    (h-grpcatk62), often (a race with grpc core; 12 calls here, so at least one lost
+    it): "ERROR ... unexpected error in VerifyFile" and three tracebacks in the log
+    (grpc's ExecuteBatchError sending the initial metadata, then
+    GRPC_CALL_ERROR_TOO_MANY_OPERATIONS aborting), one set per such call."""
+    srv = start_server(tmp_path / "prov.db")
+    try:
+        msgs = [
+            pb.VerifyFileChunk(header=pb.VerifyFileHeader(filename="bomb.jpg")),
+            pb.VerifyFileChunk(data=bytes(9 << 20)),  # about 9 KiB gzipped
+        ]
+        with grpc.insecure_channel(srv.address, compression=grpc.Compression.Gzip) as chan:
+            call = getattr(rpc.VerificationStub(chan), method)
+            for _ in range(12):
+                with pytest.raises(grpc.RpcError) as exc:
+                    call(iter(msgs), timeout=60)
+                assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.value
+        with ProvenanceClient(srv.address, timeout=60) as c:
+            report = c.verify_file(SAMPLES / "rocket.jpg")
+        assert report.status == Verdict.UNSIGNED
+    finally:
+        srv.stop()
+    log = srv.stderr()
+    assert "Traceback" not in log, log
+    assert "unexpected error" not in log, log
+
+
+def test_a_revoked_key_enrolled_again_with_a_new_token_is_told_of_its_revocation(
+    client: ProvenanceClient,
+) -> None:
+    """A key enrolled, then revoked, offered again with a fresh token is refused
+    (PERMISSION_DENIED) naming its revocation and the way on, as a replay of its first
+    enrollment is. Before (h-grpcatk62): only "device ID is already enrolled", as if the
+    key still served."""
+    key = enroll_key(client)
+    client.revoke(key.key_id, "lost")
+    token, _ = client.create_enrollment_token()
+    with pytest.raises(TransportError) as exc:
+        client.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+    said = str(exc.value)
+    assert _code(exc) == "PERMISSION_DENIED", said
+    assert f"device {key.key_id.hex()} was enrolled at " in said, said
+    assert "its key revoked at " in said and "a revoked key cannot enroll again" in said, said
+    assert "enroll a new key" in said, said
+    # a key that still serves is told so as before
+    token, _ = client.create_enrollment_token()
+    other = enroll_key(client)
+    with pytest.raises(TransportError) as exc:
+        client.enroll(
+            token, other.public_key, sign_payload(other, PAYLOAD_TYPE_ENROLL, token.encode())
+        )
+    assert f"device {other.key_id.hex()} is already enrolled" in str(exc.value), exc.value
+
+
+def test_a_sidecar_receipt_that_cannot_be_read_is_noted_not_fatal(
+    client: ProvenanceClient, server: ServerProc
+) -> None:
+    """A VerifyFile header whose sidecar receipt holds an integration time no timestamp
+    can hold (2^62 s) gets the file's verdict, with a note that the receipt was not
+    read, as a receipt that does not verify gets one (before h-grpcatk62 the whole call
+    was refused INVALID_ARGUMENT after the upload: "the receipt's integration time is
+    out of range ...", the verdict of a logged file lost over a damaged sidecar)."""
+    data = (SAMPLES / "rocket.jpg").read_bytes()
+    key = enroll_key(client)
+    sidecar = signed_claim(key, 1, sha=hashlib.sha256(data).digest())
+    receipt, _ = client.submit(sidecar)
+    bad = wire.receipt_to_pb(receipt)
+    bad.integrated_at.seconds = 1 << 62
+    header = pb.VerifyFileHeader(
+        filename="rocket.jpg", sidecar=wire.signed_to_pb(sidecar), sidecar_receipt=bad
+    )
+    with grpc.insecure_channel(server.address) as chan:
+        report = rpc.VerificationStub(chan).VerifyFile(
+            iter([pb.VerifyFileChunk(header=header), pb.VerifyFileChunk(data=data)]), timeout=60
+        )
+    assert report.status == pb.SIGNED_ORIGINAL, report
+    notes = [r for r in report.reasons if "the sidecar's receipt cannot be read" in r]
+    assert len(notes) == 1, report.reasons
+    assert "integration time is out of range (4611686018427387904 s" in notes[0], notes
+    assert notes[0].endswith("; not used"), notes
+
+
+def test_a_revocation_reason_with_control_or_format_characters_is_refused(
+    client: ProvenanceClient,
+) -> None:
+    """A revocation reason is logged for good and shown beside the device's verdicts: one
+    holding an escape sequence, a line feed or a bidirectional override is refused
+    (INVALID_ARGUMENT, naming the character and where), as a device's label is, and
+    nothing is revoked; accents and emoji are kept. Before (h-grpcatk62) all three were
+    logged as given."""
+    key = enroll_key(client)
+    for reason, said in (
+        ("lost\x1b[2J", "a control character (U+001B) at character 5"),
+        ("lost\nfound", "a control character (U+000A) at character 5"),
+        ("\u202elost", "a format character (U+202E) at character 1"),
+    ):
+        with pytest.raises(TransportError) as exc:
+            client.revoke(key.key_id, reason)
+        assert _code(exc) == "INVALID_ARGUMENT", exc.value
+        assert f"the revocation reason holds {said}: give a reason of printable" in str(
+            exc.value
+        ), exc.value
+    assert not client.get_device(key.key_id).revoked
+    device, _ = client.revoke(key.key_id, "perdu à la gare 🚉")
+    assert device.revoked and device.revocation_reason == "perdu à la gare 🚉"
+
+
+def test_a_malformed_message_to_the_reflection_stream_is_invalid_argument(
+    tmp_path: Path,
+) -> None:
+    """grpc's server reflection (a bidirectional stream, not ours) sent bytes that are no
+    ServerReflectionRequest is answered INVALID_ARGUMENT in the words every other method
+    gets, and the server logs no traceback. Before (h-grpcatk62): UNKNOWN "Unexpected
+    <class 'provenance.core.errors.ClaimError'>: ..." and a traceback per call."""
+    srv = start_server(tmp_path / "prov.db")
+    try:
+        path = "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
+        with grpc.insecure_channel(srv.address) as chan:
+            call = chan.stream_stream(
+                path, request_serializer=lambda b: b, response_deserializer=lambda b: b
+            )
+            for messages in ([b"\xff\xff\xff"], [b"", b"\xff\xff"]):
+                with pytest.raises(grpc.RpcError) as exc:
+                    list(call(iter(messages), timeout=20))
+                assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT, exc.value
+                assert str(exc.value.details()).startswith(
+                    f"malformed request to {path}: its bytes are not a valid"
+                    " ServerReflectionRequest message"
+                ), exc.value
+            # a well-formed request is still answered
+            listed = list(call(iter([b"\x3a\x00"]), timeout=20))  # list_services: ""
+            assert len(listed) == 1 and b"provenance.v1.Verification" in listed[0], listed
+    finally:
+        srv.stop()
+    log = srv.stderr()
+    assert "Traceback" not in log, log

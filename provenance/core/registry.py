@@ -109,9 +109,10 @@ _TAG_SEQUENCE = re.compile(
 #: A claim's media type: RFC 6838 section 4.2's type and subtype names, no parameters
 #: (what `prov sign` writes: image/jpeg, video/mp4, application/octet-stream).
 MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
-#: The most characters of a Lookup query's ``media_type``: RFC 6838 section 4.2 names a
-#: type and a subtype of at most 127 characters each (`provenance.server.rpc_input.
-#: check_query_media_type`; the web API's OpenAPI document states it).
+#: The most characters of a claim's or a Lookup query's ``media_type``: RFC 6838 section
+#: 4.2 names a type and a subtype of at most 127 characters each (`check_claim_shape`,
+#: `provenance.server.rpc_input.check_query_media_type`; the web API's OpenAPI document
+#: states it).
 MAX_MEDIA_TYPE_CHARS = 255
 
 
@@ -150,16 +151,25 @@ def check_label(label: str) -> None:
             f" {MAX_LABEL_CHARS} are kept (a short name for the device, such as"
             " 'desk camera 3')"
         )
-    tags = {i for m in _TAG_SEQUENCE.finditer(label) for i in range(m.start(1), m.end(1))}
-    for i, ch in enumerate(label):
-        if i in tags or (ch in _JOINERS and 0 < i < len(label) - 1):
+    if (bad := unprintable(label)) is not None:
+        raise ClaimError(
+            f"the enrollment token's label holds {bad}: give a name of printable characters"
+        )
+
+
+def unprintable(text: str) -> str | None:
+    """The first character of ``text`` that a label may not hold (`check_label`'s rule:
+    Unicode categories `_NOT_IN_LABELS`, joiners between two characters and emoji tag
+    sequences kept), in words: "a control character (U+001B) at character 3"; None
+    when there is none."""
+    tags = {i for m in _TAG_SEQUENCE.finditer(text) for i in range(m.start(1), m.end(1))}
+    for i, ch in enumerate(text):
+        if i in tags or (ch in _JOINERS and 0 < i < len(text) - 1):
             continue
         kind = _NOT_IN_LABELS.get(unicodedata.category(ch))
         if kind is not None:
-            raise ClaimError(
-                f"the enrollment token's label holds {kind} (U+{ord(ch):04X})"
-                f" at character {i + 1}: give a name of printable characters"
-            )
+            return f"{kind} (U+{ord(ch):04X}) at character {i + 1}"
+    return None
 
 
 def check_enrollment(public_key: bytes, token: str, proof_of_possession: bytes) -> bytes:
@@ -288,12 +298,30 @@ def answer_enrollment_again(
         raise enrolled
     device = enrolled.device
     if device.revoked_at is not None:
-        raise EnrollmentError(
-            f"device {device.device_id.hex()} was enrolled at {utc_text(device.enrolled_at)}"
-            f" and its key revoked at {utc_text(device.revoked_at)}: a revoked key cannot"
-            " enroll again; enroll a new key"
-        )
+        raise EnrollmentError(_revoked_enrolls_not(device, device.revoked_at))
     return device
+
+
+def _revoked_enrolls_not(device: Device, revoked_at: datetime) -> str:
+    return (
+        f"device {device.device_id.hex()} was enrolled at {utc_text(device.enrolled_at)}"
+        f" and its key revoked at {utc_text(revoked_at)}: a revoked key cannot enroll"
+        " again; enroll a new key"
+    )
+
+
+def enrolled_already(device: Device, certificate_pem: str) -> AlreadyEnrolledError:
+    """What a store raises enrolling a key its registry holds as ``device`` (with the
+    chain ``certificate_pem``, "" when none): "device ID is already enrolled", or, when
+    its key was revoked, the words `answer_enrollment_again` uses, naming the revocation
+    (before h-grpcatk62 a new token's enrollment of a revoked key was told only that it
+    "is already enrolled", as if the key still served)."""
+    said = (
+        f"device {device.device_id.hex()} is already enrolled"
+        if device.revoked_at is None
+        else _revoked_enrolls_not(device, device.revoked_at)
+    )
+    return AlreadyEnrolledError(said, device, certificate_pem)
 
 
 def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
@@ -301,7 +329,7 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
 
     The fields DESIGN.md's data model gives a shape: prev_claim_hash a 32-byte SHA-256
     (or empty), orientation an EXIF orientation (1..8, 0 for none), media_type an RFC 6838
-    type/subtype; and the fields it lists for the media type must be there: a size, an
+    type/subtype of at most `MAX_MEDIA_TYPE_CHARS` characters; and the fields it lists for the media type must be there: a size, an
     image's width, height and PDQ hash, a video's duration and frame hashes
     (`claim_bounds.check_required_fields`; before, an image/jpeg claim stating none of
     them was logged and verified SIGNED_ORIGINAL); an image's claim states none of a
@@ -338,6 +366,12 @@ def check_claim_shape(signed: SignedClaim, claim: Claim) -> None:
         raise ClaimError(
             f"the claim's orientation is {claim.orientation}; an EXIF orientation is 1..8"
             " (0 when the image states none)"
+        )
+    if len(claim.media_type) > MAX_MEDIA_TYPE_CHARS:
+        raise ClaimError(
+            f"the claim's media type is {len(claim.media_type):,} characters; at most"
+            f" {MAX_MEDIA_TYPE_CHARS} (RFC 6838: a type and a subtype of at most 127 each,"
+            " such as image/jpeg)"
         )
     if not MEDIA_TYPE.fullmatch(claim.media_type):
         shown = ascii(claim.media_type[:80]) + ("..." if len(claim.media_type) > 80 else "")

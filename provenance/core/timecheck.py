@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from provenance.core.claims import TimeFlag
 from provenance.core.errors import ClaimError
+from provenance.core.registry import unprintable
 from provenance.core.verify import VerificationReport
 
 #: A capture time more than this far ahead of the server's clock (or before the device's
@@ -105,9 +106,12 @@ MAX_REVOCATION_REASON_BYTES = 1024
 
 
 def check_revocation_reason(reason: str) -> None:
-    """Raises ClaimError when ``reason`` is longer than `MAX_REVOCATION_REASON_BYTES` or is
+    """Raises ClaimError when ``reason`` is longer than `MAX_REVOCATION_REASON_BYTES`, is
     not valid UTF-8 text (a lone surrogate: a byte a terminal's encoding could not
-    decode)."""
+    decode), or holds a character a device's label may not (`registry.unprintable`: a
+    control character such as ESC or a line feed, a bidirectional override; it is
+    logged for good and shown beside the device's verdicts: before h-grpcatk62 an
+    escape sequence was logged as given)."""
     try:
         size = len(reason.encode())
     except UnicodeEncodeError as e:
@@ -119,6 +123,10 @@ def check_revocation_reason(reason: str) -> None:
         raise ClaimError(
             f"the revocation reason is {size:,} bytes; at most {MAX_REVOCATION_REASON_BYTES:,}"
             " are logged (say more elsewhere and refer to it)"
+        )
+    if (bad := unprintable(reason)) is not None:
+        raise ClaimError(
+            f"the revocation reason holds {bad}: give a reason of printable characters, on one line"
         )
 
 

@@ -33,7 +33,7 @@ from provenance.core import merkle
 from provenance.core.binding import PDQ_ALGORITHM, PDQ_HASH_SIZE, PerceptualHash
 from provenance.core.buckets import Every
 from provenance.core.callstop import CallStop
-from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, MAX_SOFT_BINDINGS, SignedClaim
+from provenance.core.claims import MAX_CLAIM_SOFT_BINDINGS, MAX_SOFT_BINDINGS, Receipt, SignedClaim
 from provenance.core.dihedral import DIHEDRAL_HASHES, DIHEDRAL_TURNS
 from provenance.core.errors import (
     AuthError,
@@ -985,6 +985,34 @@ def _caught_up(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
+def _sidecar_receipt(m: Any) -> tuple[Receipt | None, str | None]:
+    """A VerifyFile header's ``sidecar_receipt`` (a Receipt message) read, and None; or,
+    when it cannot be read (an integration time out of Timestamp's range), None and the
+    note its report gets, as a receipt that does not verify gets one
+    (`rollback.with_lost_receipt`). Before h-grpcatk62 that refused the whole call
+    (INVALID_ARGUMENT) after its upload: a logged file got no verdict for a damaged
+    sidecar."""
+    try:
+        return wire.receipt_from_pb(m), None
+    except ClaimError as e:
+        return None, f"note: the sidecar's receipt cannot be read ({e}); not used"
+
+
+async def _say_received(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Send an upload's initial metadata (`RECEIVED_KEY`: its bytes are all in). Raises
+    asyncio.CancelledError, which grpc.aio logs at DEBUG only, when grpc core has ended
+    the call already: a message it refused (one that inflates past the message limit,
+    "Decompressed message larger than max", RESOURCE_EXHAUSTED to its client) ends the
+    request stream as if the client had sent it all, and the call has its status. Before
+    (h-grpcatk62), each such upload logged "unexpected error" and three tracebacks at
+    ERROR: grpc's ExecuteBatchError here, then again aborting with INTERNAL."""
+    try:
+        await context.send_initial_metadata(((RECEIVED_KEY, "1"),))
+    except Exception as e:  # grpc's ExecuteBatchError (private): no call left to answer
+        log.debug("upload's call ended by grpc before its answer: %s", e)
+        raise asyncio.CancelledError from e
+
+
 async def _hashed(upload: Upload) -> None:
     """Wait until ``upload``'s hashing threads have caught up to within a message or so
     (`Upload.when_hashed`), the event loop free meanwhile."""
@@ -1130,7 +1158,7 @@ class VerificationServicer(rpc.VerificationServicer):
             upload = held.enter_context(Upload(self.c.inspect.limits.max_bytes))
             slot.received = lambda: upload.size
             header = await self._receive(requests, upload, slot)
-            await context.send_initial_metadata(((RECEIVED_KEY, "1"),))
+            await _say_received(context)
             owned = held.pop_all()
         call = CallStop.within(context.time_remaining())
 
@@ -1172,10 +1200,10 @@ class VerificationServicer(rpc.VerificationServicer):
         with self.gate.decode(time_left(), call):
             sidecar = wire.signed_from_pb(header.sidecar) if header.HasField("sidecar") else None
             chunks = tuple(bytes(h) for h in header.chunk_hashes)
-            receipt = (
-                wire.receipt_from_pb(header.sidecar_receipt)
+            receipt, unread = (
+                _sidecar_receipt(header.sidecar_receipt)
                 if sidecar is not None and header.HasField("sidecar_receipt")
-                else None
+                else (None, None)
             )
             key = bytes(header.sidecar_public_key) if sidecar is not None else b""
             report = self.p.verify_upload(
@@ -1191,6 +1219,8 @@ class VerificationServicer(rpc.VerificationServicer):
             )
             if chunks and not upload.chunk_hashes and sidecar is not None:
                 report = self._unhashed_chunks(report, sidecar, upload.size)
+            if unread is not None:
+                report = replace(report, reasons=(*report.reasons, unread))
         return report
 
     def _unhashed_chunks(

@@ -222,11 +222,23 @@ async def _checked_async(requests: AsyncIterator[Any], method: str) -> AsyncIter
         yield r
 
 
+async def _aborting(requests: AsyncIterator[Any], method: str, context: Any) -> AsyncIterator[Any]:
+    """``requests`` for a handler not ours (grpc's reflection), which maps no ClaimError: a
+    malformed message aborts the call with INVALID_ARGUMENT (grpc's AbortError passes
+    through the handler quietly). Before h-grpcatk62 the ClaimError escaped it: the
+    client got UNKNOWN "Unexpected <class 'provenance.core.errors.ClaimError'>: ..." and
+    the server's log a traceback, for each such call."""
+    async for r in requests:
+        if isinstance(r, _Malformed):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, _message(method, r))
+        yield r
+
+
 def _streaming(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
     if inspect.isasyncgenfunction(behavior):  # an asyncio bidirectional handler (reflection)
 
         async def stream_async(requests: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-            async for reply in behavior(_checked_async(requests, method), context):
+            async for reply in behavior(_aborting(requests, method, context), context):
                 yield reply
 
         return stream_async

@@ -22,7 +22,7 @@ from provenance.core.errors import (
     LogError,
     UnknownDeviceError,
 )
-from provenance.core.registry import merged_revocation
+from provenance.core.registry import enrolled_already, merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
     HashPack,
@@ -115,11 +115,7 @@ def _enroll(
         label = token.label or label
     found = state.devices.get(device.device_id)
     if found is not None:
-        raise AlreadyEnrolledError(
-            f"device {device.device_id.hex()} is already enrolled",
-            found,
-            state.certificates.get(device.device_id, ""),
-        )
+        raise enrolled_already(found, state.certificates.get(device.device_id, ""))
     if token is not None and token_hash is not None:
         state.tokens[token_hash] = replace(token, used=True, device_id=device.device_id)
     stored = Device(device.device_id, device.public_key, now, label=label)

@@ -27,7 +27,7 @@ from provenance.core.errors import (
     ProvenanceError,
     UnknownDeviceError,
 )
-from provenance.core.registry import merged_revocation
+from provenance.core.registry import enrolled_already, merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
     HashPack,
@@ -237,11 +237,7 @@ def enroll(
         label = token_label or label
     found = find_device(c, device.device_id)
     if found is not None:
-        raise AlreadyEnrolledError(
-            f"device {device.device_id.hex()} is already enrolled",
-            found,
-            _device_chain(c, device.device_id),
-        )
+        raise enrolled_already(found, _device_chain(c, device.device_id))
     c.execute(
         f"INSERT INTO devices({_DEVICE_COLS}, certificate_pem)"
         " VALUES (?, ?, ?, ?, 0, ?, NULL, '', ?)",
