@@ -14,11 +14,14 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from clients.api import ProvenanceClient
+from provenance.log.checkpoint import Checkpoint, LogSigner
 from provenance.v1 import provenance_pb2 as pb
 from provenance.web import logviews
 from tests.conftest import Cli, RelayAnswer, ServerProc, relay, sign_sample
@@ -59,27 +62,14 @@ def test_a_cosigned_checkpoint_forking_the_log_is_refused_502(
     asked: list[tuple[int, int]] = []
     lock = threading.Lock()
 
-    def log_key(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        answer = pb.GetLogKeyResponse(verifier_key=signer.verifier_key(), origin=origin)
-        return bytes(answer.SerializeToString())
-
-    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        if not pb.GetCheckpointRequest.FromString(request).cosigned:
-            return latest
-        note = pb.GetCheckpointResponse.FromString(cosigned[mode["now"]]).checkpoint
-        return bytes(pb.GetCheckpointResponse(checkpoint=note, quorum=1).SerializeToString())
-
     def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
         req = pb.GetConsistencyProofRequest.FromString(request)
         with lock:
             asked.append((req.first_size, req.second_size))
         return forward(request)
 
-    answers: dict[str, RelayAnswer] = {
-        _GET_LOG_KEY: log_key,
-        _GET_CHECKPOINT: checkpoint,
-        _GET_CONSISTENCY: counted,
-    }
+    answers = _forged(signer, origin, latest, lambda: cosigned[mode["now"]])
+    answers[_GET_CONSISTENCY] = counted
     with relay(server.address, answers) as address:
         for now, words in [
             ("same", "showed two different logs of 3 entries: a cosigned checkpoint whose"),
@@ -185,3 +175,95 @@ def test_requests_waiting_for_a_stalled_cosigned_read_get_one_timeout(
             calls.released.set()  # before the relay stops: it waits for its calls
     assert all(r.status_code == 504 for r in answers), [r.text[:200] for r in answers]
     assert calls.calls == 1, (calls.calls, calls.most_in_flight)
+
+
+def _forged(
+    signer: LogSigner, origin: str, latest: bytes, cosigned: Callable[[], bytes]
+) -> dict[str, RelayAnswer]:
+    """A relay's answers presenting ``signer``'s key as the log's (GetLogKey), ``latest``
+    (a GetCheckpoint answer) as the latest checkpoint and the note of ``cosigned()``'s as
+    the cosigned one, quorum 1."""
+
+    def log_key(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        answer = pb.GetLogKeyResponse(verifier_key=signer.verifier_key(), origin=origin)
+        return bytes(answer.SerializeToString())
+
+    def checkpoint(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        if not pb.GetCheckpointRequest.FromString(request).cosigned:
+            return latest
+        note = pb.GetCheckpointResponse.FromString(cosigned()).checkpoint
+        return bytes(pb.GetCheckpointResponse(checkpoint=note, quorum=1).SerializeToString())
+
+    return {_GET_LOG_KEY: log_key, _GET_CHECKPOINT: checkpoint}
+
+
+def test_a_cosigned_checkpoint_seen_again_after_a_newer_one_is_not_proven_again(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """Views read the cosigned checkpoint as they start and hold it after reading the
+    latest: one that read the cosigned tree of 1 before the service's cosigned one became
+    the tree of 2 may hold it after a view that read 2 (2 then 1, then 2 again for later
+    views). Each is proven part of the log of 3 once (the tree of 3 itself, none): views
+    of the real `prov web` code on a real client, through a relay counting the
+    consistency proofs asked. Before,
+    the page remembered only the last cosigned checkpoint proven: 1, 2, 1, 2, 3, 1 asked
+    5 proofs, [(1, 3), (2, 3), (1, 3), (2, 3), (1, 3)]."""
+    real, _, signer, origin = forger(enrolled, server, tmp_path)
+    notes = [
+        pb.GetCheckpointResponse.FromString(_signed_over(signer, origin, real[:n])).checkpoint
+        for n in (1, 2, 3)
+    ]
+    asked: list[tuple[int, int]] = []
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        req = pb.GetConsistencyProofRequest.FromString(request)
+        asked.append((req.first_size, req.second_size))
+        return forward(request)
+
+    whole = _signed_over(signer, origin, real)
+    answers = _forged(signer, origin, whole, lambda: whole)  # the cosigned not asked
+    answers[_GET_CONSISTENCY] = counted
+    with relay(server.address, answers) as address, ProvenanceClient(address, timeout=60) as c:
+        latest, _, vkey = logviews.latest_checkpoint(c)
+        assert latest.size == 3
+        for size in (1, 2, 1, 2, 3, 1):
+            view = logviews.cosigned_view(c, (notes[size - 1], 1), vkey, latest)
+            assert view is not None and view["size"] == size, view
+    assert asked == [(1, 3), (2, 3)], asked
+
+
+def test_a_cosigned_checkpoint_of_0_entries_must_be_the_empty_tree(
+    enrolled: Cli, server: ServerProc, tmp_path: Path
+) -> None:
+    """The relay's log key signs a cosigned checkpoint of 0 entries: the empty tree's
+    root (SHA-256 of nothing) is 200, shown as of size 0; another root is no tree a log
+    of 0 entries has: a 502 in logmonitor's words, without the relay's address. Before,
+    200: a checkpoint of 0 entries is part of every log, so nothing was checked."""
+    real, _, signer, origin = forger(enrolled, server, tmp_path)
+    when = datetime.now(UTC).replace(microsecond=0)
+    empty = {
+        "honest": _signed_over(signer, origin, []),
+        "other": bytes(
+            pb.GetCheckpointResponse(
+                checkpoint=signer.sign(Checkpoint(origin, 0, b"\x07" * 32, when))
+            ).SerializeToString()
+        ),
+    }
+    mode = {"now": "other"}
+    latest = _signed_over(signer, origin, real)
+    answers = _forged(signer, origin, latest, lambda: empty[mode["now"]])
+    with relay(server.address, answers) as address:
+        with _web(address) as http:
+            for path in ("/api/v1/checkpoint", "/log"):
+                r = http.get(path)
+                assert r.status_code == 502, (path, r.status_code, r.text[:300])
+                said = _said(r)
+                assert "showed a cosigned checkpoint of 0 entries whose root hash is 0707" in said
+                assert "not the empty tree's" in said and "a fork" in said, said
+                assert address not in said and "127.0.0.1" not in said, said
+        mode["now"] = "honest"
+        with _web(address) as http:
+            for path in ("/api/v1/checkpoint", "/log"):
+                r = http.get(path)
+                assert r.status_code == 200, (path, r.status_code, r.text[:300])
+            assert http.get("/api/v1/checkpoint").json()["cosigned"]["size"] == 0

@@ -54,6 +54,13 @@ MAX_KEYS = 64
 #: a failure to reach it): the newer checkpoint is then not proven (502).
 _REFUSALS = ("INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION", "NOT_FOUND")
 
+#: Cosigned checkpoints remembered as held per log key (`hold_cosigned`): a view reads the
+#: cosigned checkpoint as it starts and holds it after the latest, so one that read it
+#: before the service's cosigned checkpoint changed may hold the older one after a view
+#: holding the newer; with only the last remembered, each such turn would ask both
+#: proofs again.
+COSIGNED_KEPT = 4
+
 
 #: (tree size, root hash of 32 bytes) of a checkpoint verified (`seen`).
 Seen = tuple[int, bytes]
@@ -64,14 +71,14 @@ class _Held:
     """The newest checkpoint verified under one log key (None: none yet), one tuple so
     that `seen`, reading it without ``lock``, never reads one's size with another's
     root; ``lock`` held while one is compared with it; ``cosigned``: the cosigned
-    checkpoint last held to it (`hold_cosigned`), ``cosigned_lock`` held meanwhile."""
+    checkpoints last held to it (`hold_cosigned`), ``cosigned_lock`` held meanwhile."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     newest: Seen | None = None
-    #: the newest cosigned checkpoint held to it (`hold_cosigned`), and the lock held
-    #: while one is: proven once, not once a view
+    #: the last `COSIGNED_KEPT` cosigned checkpoints held to it (`hold_cosigned`), the
+    #: newest last, and the lock held while one is: each proven once, not once a view
     cosigned_lock: threading.Lock = field(default_factory=threading.Lock)
-    cosigned: Seen | None = None
+    cosigned: tuple[Seen, ...] = ()
 
 
 _MEMORY: weakref.WeakKeyDictionary[ProvenanceClient, OrderedDict[str, _Held]] = (
@@ -187,19 +194,28 @@ def hold_cosigned(
     newest one verified under that key, as `hold` holds a latest one: one larger is
     proven to extend it and remembered; one of its size must be that tree; one smaller
     (an honest service's cosigned checkpoint lags its latest) must be proven part of it
-    by the service's consistency proof. Held once per cosigned checkpoint (the memory
-    only moves along consistency proofs, so one proven part of it stays part of every
-    later one), under a lock of its own waited for within ``left()``, so that views at
-    once ask one proof. Raises ServerEvidenceError (502) for another tree at
-    the remembered size or one not proven consistent with it (a fork); TransportError
-    when the service does not answer the proof or ``left()`` runs out."""
+    by the service's consistency proof; one of 0 entries must have the empty tree's
+    root. Held once per cosigned checkpoint (the memory only moves along consistency
+    proofs, so one proven part of it stays part of every later one; the last
+    `COSIGNED_KEPT` remembered), under a lock of its own waited for within ``left()``,
+    so that views at once ask one proof. Raises ServerEvidenceError (502) for another
+    tree at the remembered size, one not proven consistent with it, or one of 0 entries
+    with another root (a fork); TransportError when the service does not answer the
+    proof or ``left()`` runs out."""
+    if cp.size == 0 and cp.root_hash != merkle.EMPTY_ROOT:
+        raise _refused(
+            client,
+            f"showed a cosigned checkpoint of 0 entries whose root hash is"
+            f" {cp.root_hash.hex()}, not the empty tree's ({merkle.EMPTY_ROOT.hex()}): no"
+            " log of 0 entries has it (a fork: the log was rewritten)",
+        )
     held = _held(client, vkey)
     seen_now = (cp.size, cp.root_hash)
-    if held.cosigned == seen_now:
+    if seen_now in held.cosigned:
         return
     _acquire(client, held.cosigned_lock, left)
     try:
-        if held.cosigned == seen_now:
+        if seen_now in held.cosigned:
             return  # held by a view at once
         newest = held.newest
         if newest is None or cp.size >= newest[0]:
@@ -210,7 +226,7 @@ def hold_cosigned(
                 f" is part of the {newest[0]}"
             )
             _prove(client, seen_now, newest, left, did)
-        held.cosigned = seen_now
+        held.cosigned = (*held.cosigned, seen_now)[-COSIGNED_KEPT:]
     finally:
         held.cosigned_lock.release()
 
