@@ -1588,3 +1588,42 @@ def test_a_witness_quorum_of_0_or_less_is_a_usage_error(
             rc, err = _run(capsys, *args, "--witness-quorum", quorum)
             assert rc == 2 and "--witness-quorum" in err, (args, err)
             assert "requires no cosignature" in err and "leave it out" in err, (args, err)
+
+
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
+def test_an_unreadable_file_where_the_scan_writes_is_said_unreadable(
+    photo: Path, tmp_path: Path, beside: str
+) -> None:
+    """A file of mode 0000 where a scan into out.jsonl writes its CSV, its page or the
+    CSV's .part cannot be checked for a scan's: refused up front (exit 2, as the other
+    files no scan wrote), said to be unreadable and why (Permission denied), and left as
+    it was. Before (h-hostfiles62), it was said to be "not a report of prov scan", which
+    sent the user looking at a file that may well be one. Run without the capabilities
+    that let root read it (`WITHOUT_DAC_OVERRIDE`), through the real CLI."""
+    import subprocess
+    import sys
+
+    from tests.conftest import WITHOUT_DAC_OVERRIDE
+
+    theirs = tmp_path / beside
+    theirs.write_text("whatever\n")
+    theirs.chmod(0o000)
+    report = tmp_path / "out.jsonl"
+    try:
+        run = subprocess.run(
+            [*WITHOUT_DAC_OVERRIDE, sys.executable, "-m", "clients.cli", "scan", str(photo)]
+            + ["--report", str(report), "--server", closed_port(), "--workers", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "400"},
+        )
+    finally:
+        theirs.chmod(0o600)
+    err = _flat(run.stderr)
+    assert run.returncode == 2 and "--report" in err, (run.returncode, err)
+    assert f"{theirs} exists and cannot be read (Permission denied)" in err, err
+    assert "not a report of prov scan" not in err and "Traceback" not in err, err
+    assert "Move that file away, or name another --report" in err, err
+    assert theirs.read_text() == "whatever\n" and not report.exists()
