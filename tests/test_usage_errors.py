@@ -1627,3 +1627,30 @@ def test_an_unreadable_file_where_the_scan_writes_is_said_unreadable(
     assert "not a report of prov scan" not in err and "Traceback" not in err, err
     assert "Move that file away, or name another --report" in err, err
     assert theirs.read_text() == "whatever\n" and not report.exists()
+
+
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
+def test_a_symbolic_link_where_the_scan_writes_is_refused(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], beside: str
+) -> None:
+    """A symbolic link where a scan into out.jsonl writes its CSV, its page or the CSV's
+    .part, leading to a file elsewhere (empty here, which a scan takes over as holding
+    nothing), is refused up front (exit 2, naming the link and where it leads) and the file
+    it leads to is left as it was. Before (h-hostfiles62), the scan opened out.csv.part and
+    out.html through the link and wrote its CSV and its page into that other file (out of
+    the report's folder: another scan's report, or any empty file), and replaced an out.csv
+    link by its CSV."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "kept.txt"
+    target.write_bytes(b"")
+    (tmp_path / "reports").mkdir()
+    link = tmp_path / "reports" / beside
+    link.symlink_to(target)
+    report = tmp_path / "reports" / "out.jsonl"
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"{link} is a symbolic link (to {target})" in err, err
+    assert "Move that link away, or name another --report" in err, err
+    assert target.read_bytes() == b"" and link.is_symlink() and not report.exists()

@@ -37,7 +37,7 @@ from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError, TransportError
 from provenance.core.files import file_kind, os_failure
-from provenance.terminal import SafeConsole
+from provenance.terminal import SafeConsole, shown_line
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
 
@@ -294,7 +294,9 @@ def _check_report(report: Path, resume: bool) -> None:
     `holds_rows`), or an ``OUT.csv`` or ``OUT.html`` beside it that no scan wrote
     (`written_by_scan`), which the scan would replace when it completes, or an
     ``OUT.csv.part`` (the CSV as the scan writes it, truncated as it starts) that no scan
-    wrote (or that cannot be read: said so, with why): for a new scan and for --resume
+    wrote (or that cannot be read: said so, with why), or any of the three that is a
+    symbolic link (before h-hostfiles62 the scan wrote its CSV and page through one, into
+    the file it leads to, wherever that was): for a new scan and for --resume
     alike (h-cliwords61: before, only a new scan, so a resumed one replaced them; the
     earlier run's own pass the check). Raises typer.BadParameter."""
     if report.suffix != ".jsonl":
@@ -323,6 +325,17 @@ def _check_report(report: Path, resume: bool) -> None:
             param_hint="--report",
         )
     for out in report_files(report)[1:]:  # OUT.csv, OUT.csv.part, OUT.html (also --resume)
+        if out.is_symlink():  # written through (.part, .html) or replaced (.csv): refused
+            done = (
+                "would replace the link, not the file it leads to"
+                if out.suffix == ".csv"
+                else "would write through the link into the file it leads to"
+            )
+            raise typer.BadParameter(
+                f"{out} is a symbolic link (to {shown_line(os.readlink(out))}): a scan into {report}"
+                f" writes {out.name} and {done}. Move that link away, or name another --report",
+                param_hint="--report",
+            )
         try:
             ours = written_by_scan(out)
             what = "is not a report of prov scan"
