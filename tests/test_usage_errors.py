@@ -1654,3 +1654,20 @@ def test_a_symbolic_link_where_the_scan_writes_is_refused(
     assert f"{link} is a symbolic link (to {target})" in err, err
     assert "Move that link away, or name another --report" in err, err
     assert target.read_bytes() == b"" and link.is_symlink() and not report.exists()
+
+
+def test_a_report_linked_into_a_missing_folder_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--report` naming a symbolic link to a file in a folder that does not exist (the
+    report is created where the link leads) is a usage error (exit 2, naming the folder
+    and the link) found before the scan starts, as a report in a missing folder is.
+    Before (h-hostfiles62), the scan started and stopped with "cannot open the report
+    ...: No such file or directory", exit 1."""
+    report = tmp_path / "out.jsonl"
+    report.symlink_to(tmp_path / "gone" / "out.jsonl")
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"the folder {tmp_path / 'gone'} does not exist (create it first)" in err, err
+    assert f"{report} is a symbolic link to {tmp_path / 'gone' / 'out.jsonl'}" in err, err
