@@ -31,6 +31,7 @@ def detect(
         list[Path],
         typer.Argument(
             help="Images or videos to score.",
+            readable=False,  # each unreadable file is named with why, exit 1 (not 2)
             callback=files_not_folders(
                 "detect",
                 "scores files",

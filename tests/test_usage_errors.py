@@ -1671,3 +1671,45 @@ def test_a_report_linked_into_a_missing_folder_is_a_usage_error(
     assert rc == 2 and "--report" in err, (rc, err)
     assert f"the folder {tmp_path / 'gone'} does not exist (create it first)" in err, err
     assert f"{report} is a symbolic link to {tmp_path / 'gone' / 'out.jsonl'}" in err, err
+
+
+def test_an_unreadable_file_to_verify_or_detect_is_named_with_why_exit_1(
+    photo: Path, tmp_path: Path
+) -> None:
+    """A file of mode 0000 given to `prov verify` or `prov detect` could not be checked:
+    exit 1 with the reason ("Permission denied"), as README's exit-code table and `prov
+    detect --help` say, and `prov detect` still scores the other files it was given (here
+    --local: a server would need to be reached). Before (h-hostfiles62), Click's check
+    refused the whole command as a usage error, exit 2, "path '...' is not readable." with
+    no reason. Run without the capabilities that let root read it
+    (`WITHOUT_DAC_OVERRIDE`), through the real CLI."""
+    import subprocess
+    import sys
+
+    from tests.conftest import WITHOUT_DAC_OVERRIDE
+
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(photo.read_bytes())
+    secret.chmod(0o000)
+    local = ("detect", "--local", "--seed", "1", "--device", "cpu", str(secret), str(photo))
+    try:
+        runs = [
+            subprocess.run(
+                [*WITHOUT_DAC_OVERRIDE, sys.executable, "-m", "clients.cli", *args],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=ROOT,
+                env={**os.environ, "COLUMNS": "400"},
+            )
+            for args in (("verify", str(secret), "--server", closed_port()), local)
+        ]
+    finally:
+        secret.chmod(0o600)
+    verify, detect = runs
+    assert verify.returncode == 1, (verify.returncode, verify.stderr)
+    assert f"error: cannot read {secret}: Permission denied" in verify.stderr, verify.stderr
+    assert detect.returncode == 1, (detect.returncode, detect.stderr)
+    assert f"{secret}: cannot read: Permission denied" in detect.stderr, detect.stderr
+    assert f"{photo}: " in detect.stdout and "not every file was scored" in detect.stderr
+    assert "not readable" not in verify.stderr + detect.stderr
