@@ -31,6 +31,7 @@ def detect(
         list[Path],
         typer.Argument(
             help="Images or videos to score.",
+            readable=False,  # each unreadable file is named with why, exit 1 (not 2)
             callback=files_not_folders(
                 "detect",
                 "scores files",
@@ -73,8 +74,8 @@ def detect(
             try:
                 with open_regular(f) as fh:
                     kind = sniff_media_type(fh.read(64)) or ""
-            except OSError as e:
-                raise ConfigError(f"cannot read {f}: {e.strerror or e}") from e
+            except (OSError, ProvenanceError):  # named with why as it is scored (not read)
+                continue
             if kind.startswith("video/"):
                 raise ConfigError(
                     f"{f}: --local scores still images; send videos to the server (drop --local)"

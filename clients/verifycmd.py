@@ -93,7 +93,7 @@ def _one_media_file(file: Path) -> Path:
 def verify(
     file: Annotated[
         Path,
-        typer.Argument(help="The file to verify.", callback=_one_media_file),
+        typer.Argument(help="The file to verify.", callback=_one_media_file, readable=False),
     ],
     sidecar: Annotated[
         Path | None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -330,14 +331,14 @@ def detect(
     """
     from detector.infer import Detector
 
+    results: list[dict[str, Any]] = []
     secret = (
         hashlib.sha256(f"prov-detect-seed:{seed}".encode()).digest() if seed is not None else None
     )
-    results: list[dict[str, Any]] = []
     with _clean_errors(2), Detector.load(model, weights, device, secret) as det:
         for path in files:
             try:
-                data = path.read_bytes()
+                data = _read_image(path)
                 if not data:
                     results.append({"file": str(path), "error": EMPTY_FILE})
                     continue
@@ -367,6 +368,27 @@ def detect(
         if scored:  # the footer qualifies a score: none under errors alone
             _out.print(scored[0].get("advisory", ""), style="dim")
     exit_unless_all_scored(sum("error" in r for r in results), len(results))
+
+
+def _read_image(path: Path) -> bytes:
+    """The bytes of the image file ``path``, read as the server's upload limits read one:
+    opened only if it is a regular file (`provenance.cli.files.open_regular`: a FIFO, a
+    socket, a device or a link to one is never opened for reading, so neither blocks nor
+    reads without end) and refused from its size when over the image limit
+    (`provenance.media.assets.DEFAULT_MAX_IMAGE_BYTES`, 256 MiB), reading at most one
+    byte more than the limit whatever the size it claims. Before (h-hostfiles62) each
+    file was read whole (``Path.read_bytes``). Raises MediaError (not a regular file),
+    MediaTooLargeError (over the limit), OSError (cannot be read)."""
+    from provenance.cli.files import open_regular
+    from provenance.core.errors import MediaError
+    from provenance.media.assets import AssetLimits, check_image_size
+
+    limits = AssetLimits()
+    with open_regular(path, MediaError) as f:
+        check_image_size(os.fstat(f.fileno()).st_size, limits)
+        data = f.read(limits.max_image_bytes + 1)
+    check_image_size(len(data), limits)  # grew since its size was taken
+    return data
 
 
 def exit_unless_all_scored(unscored: int, total: int) -> None:

@@ -105,3 +105,53 @@ def test_local_detection_keeps_the_server_s_decode_budget(
     note = got["big.png"]["error"]
     assert "image is 6000x4500: decoding it needs about 411 MiB" in note, note
     assert "band" in got["rocket.jpg"], got
+
+
+def test_local_detection_reads_no_special_file_nor_an_oversized_one(tmp_path: Path) -> None:
+    """`prov detector detect` and `prov detect --local` read each file through
+    `provenance.cli.files.open_regular` and refuse an image over the image limit (256 MiB,
+    `prov serve --max-image-mb`'s default) from its size, unread: each such file is named
+    with why, the others are still scored, exit 1. Before (h-hostfiles62), both read each
+    file whole (``Path.read_bytes``): a FIFO held `prov detector detect` for good, a link to
+    /dev/zero read until memory ran out (MemoryError at 2.9 GB under a 4 GB ulimit), and a
+    2 GiB sparse image was read whole (2.4 GB peak RSS) and scored; `prov detect --local`
+    stopped the whole run at a FIFO, scoring nothing. Real files, a real FIFO, the real
+    `prov` in a child process."""
+    import os
+    import subprocess
+    import sys
+
+    from provenance.media.assets import DEFAULT_MAX_IMAGE_BYTES
+    from tests.conftest import ROOT
+
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    huge = tmp_path / "huge.jpg"  # a real JPEG, then a hole: sparse, no disk taken
+    huge.write_bytes(photo.read_bytes())
+    os.truncate(huge, DEFAULT_MAX_IMAGE_BYTES + 1)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero.jpg"
+    zero.symlink_to("/dev/zero")
+    local = ("--seed", "1", "--device", "cpu")
+    for command, files in (
+        (("detector", "detect"), (fifo, zero, huge, photo)),
+        (("detect", "--local"), (fifo, huge, photo)),
+    ):
+        run = subprocess.run(
+            [sys.executable, "-m", "clients.cli", *command, "--json", *local, *map(str, files)],
+            capture_output=True,
+            text=True,
+            timeout=600,  # a safety net: before, the FIFO held it for good
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "400"},
+        )
+        assert run.returncode == 1, (command, run.stdout, run.stderr)
+        got = {Path(r["file"]).name: r for r in json.loads(run.stdout)["results"]}
+        assert got[fifo.name]["error"] == f"{fifo} is a FIFO (named pipe), not a regular file"
+        if zero in files:
+            assert got[zero.name]["error"] == f"{zero} is a device, not a regular file", got
+        assert got[huge.name]["error"] == (
+            f"image is {DEFAULT_MAX_IMAGE_BYTES + 1} bytes;"
+            f" the limit for images is {DEFAULT_MAX_IMAGE_BYTES} bytes"
+        ), got
+        assert "band" in got[photo.name] and "Traceback" not in run.stderr, (got, run.stderr)

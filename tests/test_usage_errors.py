@@ -1614,3 +1614,128 @@ def test_a_witness_quorum_of_0_or_less_is_a_usage_error(
             rc, err = _run(capsys, *args, "--witness-quorum", quorum)
             assert rc == 2 and "--witness-quorum" in err, (args, err)
             assert "requires no cosignature" in err and "leave it out" in err, (args, err)
+
+
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
+def test_an_unreadable_file_where_the_scan_writes_is_said_unreadable(
+    photo: Path, tmp_path: Path, beside: str
+) -> None:
+    """A file of mode 0000 where a scan into out.jsonl writes its CSV, its page or the
+    CSV's .part cannot be checked for a scan's: refused up front (exit 2, as the other
+    files no scan wrote), said to be unreadable and why (Permission denied), and left as
+    it was. Before (h-hostfiles62), it was said to be "not a report of prov scan", which
+    sent the user looking at a file that may well be one. Run without the capabilities
+    that let root read it (`WITHOUT_DAC_OVERRIDE`), through the real CLI."""
+    import subprocess
+    import sys
+
+    from tests.conftest import WITHOUT_DAC_OVERRIDE
+
+    theirs = tmp_path / beside
+    theirs.write_text("whatever\n")
+    theirs.chmod(0o000)
+    report = tmp_path / "out.jsonl"
+    try:
+        run = subprocess.run(
+            [*WITHOUT_DAC_OVERRIDE, sys.executable, "-m", "clients.cli", "scan", str(photo)]
+            + ["--report", str(report), "--server", closed_port(), "--workers", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env={**os.environ, "COLUMNS": "400"},
+        )
+    finally:
+        theirs.chmod(0o600)
+    err = _flat(run.stderr)
+    assert run.returncode == 2 and "--report" in err, (run.returncode, err)
+    assert f"{theirs} exists and cannot be read (Permission denied)" in err, err
+    assert "not a report of prov scan" not in err and "Traceback" not in err, err
+    assert "Move that file away, or name another --report" in err, err
+    assert theirs.read_text() == "whatever\n" and not report.exists()
+
+
+@pytest.mark.parametrize("beside", ["out.csv", "out.html", "out.csv.part"])
+def test_a_symbolic_link_where_the_scan_writes_is_refused(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], beside: str
+) -> None:
+    """A symbolic link where a scan into out.jsonl writes its CSV, its page or the CSV's
+    .part, leading to a file elsewhere (empty here, which a scan takes over as holding
+    nothing), is refused up front (exit 2, naming the link and where it leads) and the file
+    it leads to is left as it was. Before (h-hostfiles62), the scan opened out.csv.part and
+    out.html through the link and wrote its CSV and its page into that other file (out of
+    the report's folder: another scan's report, or any empty file), and replaced an out.csv
+    link by its CSV."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = elsewhere / "kept.txt"
+    target.write_bytes(b"")
+    (tmp_path / "reports").mkdir()
+    link = tmp_path / "reports" / beside
+    link.symlink_to(target)
+    report = tmp_path / "reports" / "out.jsonl"
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"{link} is a symbolic link (to {target})" in err, err
+    assert "Move that link away, or name another --report" in err, err
+    assert target.read_bytes() == b"" and link.is_symlink() and not report.exists()
+
+
+def test_a_report_linked_into_a_missing_folder_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--report` naming a symbolic link to a file in a folder that does not exist (the
+    report is created where the link leads) is a usage error (exit 2, naming the folder
+    and the link) found before the scan starts, as a report in a missing folder is.
+    Before (h-hostfiles62), the scan started and stopped with "cannot open the report
+    ...: No such file or directory", exit 1."""
+    report = tmp_path / "out.jsonl"
+    report.symlink_to(tmp_path / "gone" / "out.jsonl")
+    args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+    rc, err = _run(capsys, *args, "--workers", "0")
+    assert rc == 2 and "--report" in err, (rc, err)
+    assert f"the folder {tmp_path / 'gone'} does not exist (create it first)" in err, err
+    assert f"{report} is a symbolic link to {tmp_path / 'gone' / 'out.jsonl'}" in err, err
+
+
+def test_an_unreadable_file_to_verify_or_detect_is_named_with_why_exit_1(
+    photo: Path, tmp_path: Path
+) -> None:
+    """A file of mode 0000 given to `prov verify` or `prov detect` could not be checked:
+    exit 1 with the reason ("Permission denied"), as README's exit-code table and `prov
+    detect --help` say, and `prov detect` still scores the other files it was given (here
+    --local: a server would need to be reached). Before (h-hostfiles62), Click's check
+    refused the whole command as a usage error, exit 2, "path '...' is not readable." with
+    no reason. Run without the capabilities that let root read it
+    (`WITHOUT_DAC_OVERRIDE`), through the real CLI."""
+    import subprocess
+    import sys
+
+    from tests.conftest import WITHOUT_DAC_OVERRIDE
+
+    secret = tmp_path / "secret.jpg"
+    secret.write_bytes(photo.read_bytes())
+    secret.chmod(0o000)
+    local = ("detect", "--local", "--seed", "1", "--device", "cpu", str(secret), str(photo))
+    try:
+        runs = [
+            subprocess.run(
+                [*WITHOUT_DAC_OVERRIDE, sys.executable, "-m", "clients.cli", *args],
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=ROOT,
+                env={**os.environ, "COLUMNS": "400"},
+            )
+            for args in (("verify", str(secret), "--server", closed_port()), local)
+        ]
+    finally:
+        secret.chmod(0o600)
+    verify, detect = runs
+    assert verify.returncode == 1, (verify.returncode, verify.stderr)
+    assert f"error: cannot read {secret}: Permission denied" in verify.stderr, verify.stderr
+    assert detect.returncode == 1, (detect.returncode, detect.stderr)
+    assert f"{secret}: cannot read: Permission denied" in detect.stderr, detect.stderr
+    assert f"{photo}: " in detect.stdout and "not every file was scored" in detect.stderr
+    assert "not readable" not in verify.stderr + detect.stderr

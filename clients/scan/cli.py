@@ -37,7 +37,7 @@ from clients.scan.resume import holds_rows
 from clients.scan.worker import ScanConfig
 from provenance.core.errors import DetectorError, TransportError
 from provenance.core.files import file_kind, os_failure
-from provenance.terminal import SafeConsole
+from provenance.terminal import SafeConsole, shown_line
 from provenance.wire.contract import MAX_LOOKUP_QUERIES
 
 
@@ -294,9 +294,11 @@ def _check_report(report: Path, resume: bool) -> None:
     `holds_rows`), or an ``OUT.csv`` or ``OUT.html`` beside it that no scan wrote
     (`written_by_scan`), which the scan would replace when it completes, or an
     ``OUT.csv.part`` (the CSV as the scan writes it, truncated as it starts) that no scan
-    wrote: for a new scan and for --resume alike (h-cliwords61: before, only a new scan,
-    so a resumed one replaced them; the earlier run's own pass the check). Raises
-    typer.BadParameter."""
+    wrote (or that cannot be read: said so, with why), or any of the three that is a
+    symbolic link (before h-hostfiles62 the scan wrote its CSV and page through one, into
+    the file it leads to, wherever that was): for a new scan and for --resume
+    alike (h-cliwords61: before, only a new scan, so a resumed one replaced them; the
+    earlier run's own pass the check). Raises typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"
@@ -323,14 +325,30 @@ def _check_report(report: Path, resume: bool) -> None:
             param_hint="--report",
         )
     for out in report_files(report)[1:]:  # OUT.csv, OUT.csv.part, OUT.html (also --resume)
-        if not written_by_scan(out):
+        if out.is_symlink():  # written through (.part, .html) or replaced (.csv): refused
+            done = (
+                "would replace the link, not the file it leads to"
+                if out.suffix == ".csv"
+                else "would write through the link into the file it leads to"
+            )
+            raise typer.BadParameter(
+                f"{out} is a symbolic link (to {shown_line(os.readlink(out))}): a scan into {report}"
+                f" writes {out.name} and {done}. Move that link away, or name another --report",
+                param_hint="--report",
+            )
+        try:
+            ours = written_by_scan(out)
+            what = "is not a report of prov scan"
+        except OSError as e:  # mode 0000, say: whose it is cannot be told
+            ours, what = False, f"cannot be read ({e.strerror or e})"
+        if not ours:
             when = (
                 f"writes its CSV to {out.name} as it runs"
                 if out.suffix == ".part"
                 else f"writes {out.name} when it completes"
             )
             raise typer.BadParameter(
-                f"{out} exists and is not a report of prov scan: a scan into {report}"
+                f"{out} exists and {what}: a scan into {report}"
                 f" {when}, replacing it. Move that file away, or name another --report",
                 param_hint="--report",
             )

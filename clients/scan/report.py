@@ -118,18 +118,18 @@ def written_by_scan(path: Path) -> bool:
     ``.part`` a killed scan left) whose header is `CSV_FIELDS` (or its first columns, through
     ``status``: older scans wrote fewer) or an HTML page beginning as `render_html`'s with
     a `SCAN_TITLE`. False for any other file, a folder, a FIFO or a device (not opened).
-    Reads at most 4 KiB; a file that cannot be read is not a scan's."""
+    Reads at most 4 KiB. Raises OSError (its ``strerror``: "Permission denied") for a
+    file that exists but cannot be read: whose it is cannot be told (before, it was said
+    to be no scan's)."""
     try:
-        if not path.exists():
-            return True
         if not path.is_file():
-            return False
+            return not path.exists()
         if path.stat().st_size == 0:
             return True
         with path.open("rb") as f:
             head = f.read(4096).decode("utf-8", errors="replace")
-    except OSError:
-        return False
+    except FileNotFoundError:  # removed meanwhile: nothing to lose
+        return True
     if path.suffix == ".html":
         return head.startswith(f"{HTML_HEAD}<title>{SCAN_TITLE}")
     header = next(csv.reader(io.StringIO(head.partition("\n")[0].rstrip("\r"))), [])

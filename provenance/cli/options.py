@@ -26,6 +26,7 @@ from provenance.core.ports import (
     port_number,
     scheme_problem,
 )
+from provenance.terminal import shown_line
 
 
 class UsageError(typer.BadParameter):
@@ -83,8 +84,14 @@ ServerOpt = Annotated[
 def in_existing_folder(path: Path, option: str) -> Path:
     """``path`` if the folder it would be created in exists; else a usage error (exit
     2, a clean message naming ``option``) instead of a traceback later, when the file is
-    first written. Raises typer.BadParameter."""
-    folder = path.parent
+    first written. A symbolic link leading nowhere yet is judged by the folder it leads
+    into, where the file would be created (before h-hostfiles62, by its own: a --report
+    linked into a missing folder failed once the scan had started). Raises
+    typer.BadParameter."""
+    folder, linked = path.parent, ""
+    if path.is_symlink() and not path.exists():
+        folder = Path(os.path.realpath(path)).parent
+        linked = f"; {path} is a symbolic link to {shown_line(os.readlink(path))}"
     if folder.is_dir():
         return path
     try:
@@ -94,7 +101,7 @@ def in_existing_folder(path: Path, option: str) -> Path:
     else:  # "does not exist (create it first)" of a FIFO or file there, before
         kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
         what = f"is {kind}, not a folder (name a file in a folder)"
-    raise typer.BadParameter(f"{path}: the folder {folder} {what}", param_hint=option)
+    raise typer.BadParameter(f"{path}: the folder {folder} {what}{linked}", param_hint=option)
 
 
 _Paths = TypeVar("_Paths", Path, Path | None, list[Path])
