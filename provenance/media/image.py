@@ -629,7 +629,7 @@ def _corrupt(media_type: str, e: Exception) -> MediaError:
     but a decoding limit, as `MAX_PNG_CHUNKS` is: StructureLimitError, its message naming
     the limit it passed, so `prov sign` refuses the file and the server refuses to judge
     it unlogged (RESOURCE_EXHAUSTED, as any image it cannot decode within its limits)
-    rather than answer UNSIGNED as for a damaged file (before 7 December, h-client58)."""
+    rather than answer UNSIGNED as for a damaged file."""
     kind = media_type.removeprefix("image/").upper()
     text = str(e)
     if media_type == "image/png" and isinstance(e, ValueError):
