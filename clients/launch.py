@@ -25,8 +25,8 @@ of it in place; every other command then gets SIGTERM's default action back. Aft
 command has returned, a SIGTERM during the teardown ends the process with the command's
 own exit code, as a Ctrl-C does (before 7 December: the default action, -15, for a scan
 whose report was complete). ``python -m clients.cli`` ends the same way
-(`run_to_the_end`; before h-small59 a late Ctrl-C there printed a KeyboardInterrupt
-traceback and a late SIGTERM killed it, -15). A process started with SIGTERM not at its default keeps
+(`run_to_the_end`: no KeyboardInterrupt traceback for a late Ctrl-C there, no -15 for
+a late SIGTERM). A process started with SIGTERM not at its default keeps
 that disposition.
 
 A process started with SIGINT ignored (a shell's background job) or with a handler of its

@@ -294,8 +294,8 @@ def _check_report(report: Path, resume: bool) -> None:
     `holds_rows`), or an ``OUT.csv`` or ``OUT.html`` beside it that no scan wrote
     (`written_by_scan`), which the scan would replace when it completes, or an
     ``OUT.csv.part`` (the CSV as the scan writes it, truncated as it starts) that no scan
-    wrote: for a new scan and for --resume alike (h-cliwords61: before, only a new scan,
-    so a resumed one replaced them; the earlier run's own pass the check). Raises
+    wrote: for a new scan and for --resume alike (so a resumed one does not replace them;
+    the earlier run's own pass the check). Raises
     typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
