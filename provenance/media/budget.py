@@ -11,10 +11,9 @@ The factors were measured on this project's decode path as peak RSS growth per p
 Pillow 13, pillow-heif 1.9 / libheif 1.23; table in docs/limits.md): 8-bit images of
 every format but WebP peak at 10.9-14.5 bytes a pixel, counted at 16
 (DEFAULT_BYTES_PER_PIXEL); 32-bit and floating-point grey at 21.0-21.5, counted at 30;
-WebP, whose decoder keeps its own RGBA buffer, at 21.8-22.9, counted at 30 (34 until 6
-December: a 4032x3024 phone photo saved as WebP was refused). Until 6 December every
-other format was counted at 30 (a PDQ hash that peaked at 24 bytes a pixel, since
-replaced), so a 24 MP phone photo as HEIC or PNG was looked up by SHA-256 only.
+WebP, whose decoder keeps its own RGBA buffer, at 21.8-22.9, counted at 30 (at 34, a
+4032x3024 phone photo saved as WebP would be refused). Every other format counted at 30
+would have a 24 MP phone photo as HEIC or PNG looked up by SHA-256 only.
 A JPEG's APPn and COM segments, which Pillow keeps a copy of, count on top
 (`jpeg_kept_bytes`), as do a progressive JPEG's coefficients at a reduced scale.
 """
@@ -39,8 +38,8 @@ WIDE_GREY_BYTES_PER_PIXEL = 30
 #: Peak bytes per pixel of decode + PDQ of any other image: 10.9-14.5 measured
 #: (bench/bench_decode_formats.py, 12 MP: PNG RGB, RGBA, palette, 16-bit RGB and grey,
 #: EXIF-turned; TIFF RGB, CMYK, 16-bit RGB; HEIC, HEIC grid of 512-pixel tiles, with alpha,
-#: 10-bit; GIF and APNG of 500 frames). It was 30 until 6 December, so a 24 MP phone photo
-#: as HEIC or PNG (5712x4284: 700 MiB by that count) was looked up by SHA-256 only.
+#: 10-bit; GIF and APNG of 500 frames). At 30, a 24 MP phone photo as HEIC or PNG
+#: (5712x4284: 700 MiB by that count) would be looked up by SHA-256 only.
 DEFAULT_BYTES_PER_PIXEL = 16
 #: Peak bytes per pixel of decode + PDQ of a HEIC of more than 8 bits a sample (libheif
 #: decodes it to 16-bit samples, then pillow-heif to 8): 15.3 measured on a 12 MP 10-bit
