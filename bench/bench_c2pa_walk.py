@@ -1,8 +1,8 @@
 """The walk that bounds what the C2PA reader is given (`read_c2pa`'s boxes, chunks and
 IFD entries check, `provenance.c2pa.container.reader_walk_problem`) over a file on disk:
-read by position as it walks (`provenance.core.files.FileView`, since walk54: a file
-cut short is an error) against the same walk over a mapping of the file (``mmap``, as
-`read_c2pa` made it before walk54: a file cut short killed the process with SIGBUS).
+read by position as it walks (`provenance.core.files.FileView`, as `read_c2pa` walks: a
+file cut short is an error) against the same walk over a mapping of the file (``mmap``: a
+file cut short kills the process with SIGBUS).
 Both open the file and take its size each time; the file is page-cached; the time is
 CPU time (the system's share included: the reads, the page faults).
 
@@ -59,7 +59,7 @@ def _png_128mib() -> bytes:
 
 
 def _mapped(path: Path, media_type: str) -> str | None:
-    """The walk as `read_c2pa` made it before walk54: over a mapping of the file."""
+    """The walk over a mapping of the file (``mmap``)."""
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         return reader_walk_problem(cast(bytes, m), media_type)  # a mapping reads as bytes
 

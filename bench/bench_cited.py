@@ -1,5 +1,5 @@
 """What `clients.cited.check_cited` adds to `prov verify` and `prov scan`: the check
-that the claim a verdict rests on binds the bytes sent (h-bind52).
+that the claim a verdict rests on binds the bytes sent.
 
 1. A 256 MiB file whose claim binds its plain SHA-256 (every file without Content
    Credentials): the check is a comparison of the hash the upload computed anyway;

@@ -1,6 +1,6 @@
 """What `clients.derived.check_derived` adds to `prov verify`: the client's own PDQ hashes
 of a file the server called a near copy (DERIVED, or a near REVOKED_KEY) of a signed
-capture, checked against the cited claim's soft binding (h-derived53).
+capture, checked against the cited claim's soft binding.
 
 1. A 12 MP JPEG (4000 x 3000, quality 90, the rocket sample upscaled, with
    grain: 2.7 MB): read, decoded for

@@ -1,6 +1,6 @@
 """What `prov scan --log-key` costs: each verdict citing a logged claim has its receipt
 checked here (checkpoint signature by the pinned key, inclusion proof), as `prov verify
---log-key` does for one file (cited53).
+--log-key` does for one file.
 
 A real `prov serve` (no detector) and an enrolled device; N images of the shared
 detector fixtures (the smallest, copied into one folder), the first half signed with

@@ -1,4 +1,4 @@
-"""What checking the service's answer adds to an upload through `prov web` (h-web53):
+"""What checking the service's answer adds to an upload through `prov web`:
 the SHA-256 of the bytes relayed, taken as they go up, and for a JPEG, PNG, MP4 or MOV
 their spool to an unlinked temporary file (for the stripped hash, read only when the
 claim cited does not bind the bytes as sent).

@@ -106,8 +106,8 @@ def _content_sha256(path: Path, identity: Identity | None = None) -> bytes:
     by position as it is walked (`provenance.core.files.FileView`: a 1 MiB buffer, never
     the file), its stripped bytes hashed as they come (`stored_content_sha256`), so a
     hostile answer about a 2 GB video costs a read of it, not 6 GB of copies; and a file
-    cut short meanwhile is an error, not the SIGBUS that killed `prov verify` when the
-    file was mapped (before cited53). ``identity``: the file's as it was sent (None: not
+    cut short meanwhile is an error, not the SIGBUS that would kill `prov verify` were the
+    file mapped. ``identity``: the file's as it was sent (None: not
     known); a file that is not that one before or after the read, or that cannot be
     opened, raises FileChangedError, as does one cut short while read."""
     from clients.files import open_regular
@@ -176,15 +176,15 @@ def check_cited(
     the message (its ``public`` text says "the server" alone). Costs a comparison when
     the claim binds the bytes as sent. Raises what ``content_sha256`` raises. Each of
     the report's other claims (``evidence.other_claims``, the "also" signed lines of
-    any verdict) must bind them too (before h-hostsrv58 they were shown unchecked),
+    any verdict) must bind them too (none is shown unchecked),
     and no claim may be listed twice (`_listed_once`).
 
     ``identity``: the file's (`provenance.core.files.file_identity`) when its bytes were
     sent. With it, a file that changed since (written to, cut, replaced, removed) raises
     FileChangedError instead, the server not blamed: seen by the second read's identity
     checks, and, before a claim is refused as of other bytes, by a whole re-read that
-    must give ``sent_sha256`` again (before cited53, "the server cited a claim of other
-    bytes", exit 3)."""
+    must give ``sent_sha256`` again (not "the server cited a claim of other bytes",
+    exit 3)."""
     said = report.evidence.file.sha256
     if said and said != sent_sha256:
         raise _refusal(
@@ -256,8 +256,8 @@ def check_lookup_verdict(status: Verdict, cites: bool, others: int, server: str)
       copy's).
 
     So a relay answering a lookup TAMPERED or UNSIGNED beside some genuine claim, shown as
-    if it were this file's (before lookupcite60 `check_cited` checked only a verdict
-    resting on a claim's hard binding), is refused; the rest (the claim binds the query's
+    if it were this file's (`check_cited` alone checks only a verdict resting on a
+    claim's hard binding), is refused; the rest (the claim binds the query's
     bytes, `check_cited`; a near copy's its PDQ hashes, `clients.derived.check_soft_cited`)
     is checked there. Not for `prov verify`'s VerifyFile answers: with a sidecar, an
     honest TAMPERED cites the sidecar's claim of other bytes."""
@@ -301,7 +301,7 @@ def _listed_once(report: VerificationReport, server: str) -> None:
     """Raise ServerEvidenceError when ``report`` lists one claim more than once, among its
     other claims or as its cited claim too: an honest server lists each claim of the
     bytes once (`provenance.core.verify.rank_exact`, one per claim hash), so a repeat
-    only makes one signer look like several (before revhost58 it was shown)."""
+    only makes one signer look like several."""
     ev = report.evidence
     seen: set[bytes] = set()
     for c in (*((ev.claim,) if ev.claim is not None else ()), *ev.other_claims):
@@ -350,8 +350,8 @@ def logged_receipt(report: VerificationReport, server: str, pinned: str) -> Clai
     against what the user pinned (``pinned``: "--log-key" or "--witness", for the
     message), else None: no claim, or one without a receipt (a sidecar's claim never
     logged). The receipt decides, not the server's ``in_log`` flag, which checks nothing
-    (before h-hostsrv58 a hostile server's ``in_log`` false skipped `prov verify
-    --witness`'s policy). Raises ServerEvidenceError (exit 3) for a SIGNED_ORIGINAL or
+    (a hostile server's ``in_log`` false would skip `prov verify --witness`'s
+    policy). Raises ServerEvidenceError (exit 3) for a SIGNED_ORIGINAL or
     DERIVED verdict citing no claim or a claim without a receipt: such a verdict rests
     on a logged claim, and there is nothing to check. ``server``: HOST:PORT."""
     cited = report.evidence.claim
@@ -393,7 +393,7 @@ class EvidenceChecker:
     cost an inclusion proof each, not an Ed25519 verification. A longer note is verified
     each time, never kept: a hostile server can pad the genuine checkpoint with signature
     lines of its own (they are passed over) up to its 8 MiB reply, a new note each time,
-    and 256 of them kept held gigabytes in each scan worker (before revcited53). Raises
+    and 256 of them kept would hold gigabytes in each scan worker. Raises
     LogError or KeyMaterialError for a malformed ``vkey``. ``pinned``: the option the
     key is checked for, as messages name it ("--log-key"; "--witness" when
     `clients.cosigned.check_witnesses` proves the receipts with the server's own key
@@ -418,16 +418,15 @@ class EvidenceChecker:
     def check(self, report: VerificationReport, server: str) -> int | None:
         """`check_evidence` of ``report`` with this key; returns and raises as it does.
         The receipt of each of its other claims (the "also" signed lines) is proven too
-        (before h-hostsrv58 they were shown unproven), and one listed without a receipt is
-        refused (before revhost58 it was shown, "not in the log"). `prov verify --witness`
+        (none is shown unproven), and one listed without a receipt is refused (not
+        shown, "not in the log"). `prov verify --witness`
         runs it too, with the server's own key when none is pinned, before checking its
         policy on the same receipts (`clients.cosigned.check_witnesses`). An answer
         listing more than `MAX_OTHER_CLAIMS` of them, as an honest server never does, is
         refused before any is proven: under --witness each is a round of calls to the
-        server (before revwit59 a hostile server listing thousands held the client for
-        as many rounds). The cited claim's receipt is proven first (before 7 December the
-        "also" ones were, and a wrong pinned key was named on another claim than the one
-        the verdict rests on)."""
+        server (a hostile server listing thousands would hold the client for as many
+        rounds). The cited claim's receipt is proven first, so that a wrong pinned key is
+        named on the claim the verdict rests on, not on an "also" one."""
         listed = len(report.evidence.other_claims)
         if listed > MAX_OTHER_CLAIMS:
             said = (

@@ -157,9 +157,9 @@ def cosigned_receipt(
 ) -> Receipt:
     """``receipt`` (for ``signed``) proven against the newest checkpoint the server's
     witness quorum cosigned; the receipt itself when its checkpoint is that one (its
-    inclusion proof then checked too: before revwit59 it was not, so a TAMPERED answer's
-    receipt, which `clients.cited.EvidenceChecker` does not prove, met the policy for
-    any proof).
+    inclusion proof then checked too: unchecked, a TAMPERED answer's receipt, which
+    `clients.cited.EvidenceChecker` does not prove, would meet the policy for any
+    proof).
     ``newest``: that checkpoint as the server gave it already (`newest_cosigned`), so
     that many receipts are held to one checkpoint, asked for once; None: asked here.
 
@@ -167,12 +167,11 @@ def cosigned_receipt(
     (naming each witness and why: unreachable, or a refusal such as a fork), or
     NoWitnessesError when it requests no cosignatures (has no witnesses);
     ServerEvidenceError (exit 3) when its cosigned checkpoint or inclusion proof does not
-    verify with the log key (before h-hostsrv58: exit 1, the bare reason, no server
-    named); LogIntegrityError (exit 3) when the two checkpoints are not of one append-only
-    log (`_one_log`), checked before a leaf is called not yet cosigned too (forkpend60:
-    before, a receipt of a log forked before the witnesses last cosigned was
-    WitnessQuorumError, "try again once they cosign", or an "also" claim "not yet
-    cosigned").
+    verify with the log key (the server named, not exit 1 with the bare reason);
+    LogIntegrityError (exit 3) when the two checkpoints are not of one append-only
+    log (`_one_log`), checked before a leaf is called not yet cosigned too (so a receipt
+    of a log forked before the witnesses last cosigned is no WitnessQuorumError, "try
+    again once they cosign", nor an "also" claim "not yet cosigned").
     """
     note, quorum, statuses = newest if newest is not None else newest_cosigned(c)
     try:
@@ -181,7 +180,7 @@ def cosigned_receipt(
         raise _refused(c.address, "its newest cosigned checkpoint", verifier, e) from e
     size = cosigned.size if cosigned is not None else 0
     if cosigned is None or size <= receipt.leaf_index:
-        if cosigned is not None:  # forkpend60: a fork is not "not yet cosigned"
+        if cosigned is not None:  # a fork is not "not yet cosigned"
             _one_log(c, open_checkpoint(receipt.checkpoint, verifier), cosigned)
         have = f"the newest covers {size} entries" if note else "there is none yet"
         raise WitnessQuorumError(
@@ -191,7 +190,7 @@ def cosigned_receipt(
             " batch: try again once they cosign, or, if one below is unreachable or"
             f" refusing, ask the log's operator): {describe(statuses)}"
         )
-    if note == receipt.checkpoint:  # proven here too (revwit59: it was taken as it was)
+    if note == receipt.checkpoint:  # proven here too, not taken as it is
         new = receipt
     else:
         _, _, proof, _ = c.inclusion_proof(size, leaf_index=receipt.leaf_index)
@@ -214,8 +213,8 @@ def _one_log(
     with ``witness_url``, the checkpoint the witness at that URL served as the one it
     last cosigned, `witnessed_checkpoints`, named so in the messages): equal
     roots when of one size, none when the smaller is of size 0 (the empty tree's root:
-    every tree extends it; revfork60: before, a proof from size 0 was asked for, which
-    the server refuses), else the consistency proof between them (RFC 9162 2.1.4.2)
+    every tree extends it; a proof from size 0 is not asked for, which the server
+    refuses), else the consistency proof between them (RFC 9162 2.1.4.2)
     that the server of ``c`` sends. Raises LogIntegrityError (exit 3) naming both sizes
     and the server when they are not: a fork of the log, or a wrong proof (with
     ``witness_url``, also when the server refuses the proof as past its log, OUT_OF_RANGE:
@@ -240,7 +239,7 @@ def _one_log(
             )
         return
     first, second = sorted((old, cosigned), key=lambda cp: cp.size)
-    if first.size == 0:  # every tree extends the empty one: nothing to ask (revfork60)
+    if first.size == 0:  # every tree extends the empty one: nothing to ask
         if first.root_hash != merkle.EMPTY_ROOT:
             sender = (
                 f"the witness at {witness_url}"
@@ -377,8 +376,8 @@ class WitnessCheck:
     policy's witnesses cosigned yet (logged since they last cosigned, or while one is
     down), None when it has no receipt; ``pending``: those not yet cosigned, each named
     (device, sequence, leaf). The policy (``error``) rests on the cited claim's receipt
-    alone (latecosign59: before, an "also" claim not yet cosigned failed it, so anyone
-    signing a copy of a cosigned photo while a witness was down made its check fail)."""
+    alone (were an "also" claim not yet cosigned to fail it, anyone signing a copy of a
+    cosigned photo while a witness was down would make its check fail)."""
 
     quorum: int
     witnesses: int
@@ -393,9 +392,9 @@ class WitnessCheck:
     def text(self) -> str:
         """One line for people: the cited claim's receipt (the policy, met or not), then
         what was checked of the claims listed as also signed: the receipts that met the
-        policy too, and each one not yet cosigned, named (pendingtext59: before, a POLICY
-        NOT MET line left them out, and a verdict citing no logged claim said "nothing to
-        check" though they were checked)."""
+        policy too, and each one not yet cosigned, named (also on a POLICY NOT MET line,
+        and a verdict citing no logged claim does not say "nothing to check" though they
+        were checked)."""
         later = "".join(
             f"; the claim listed as also signed ({named}) is not yet cosigned by the"
             " witnesses: its receipt is proven with the log key only, the log's word until"
@@ -419,7 +418,7 @@ class WitnessCheck:
             return f"witnesses: the verdict cites no logged claim{met}{later}"
         names = ", ".join(
             f"{c.name} at {c.timestamp:%Y-%m-%d %H:%M:%S} UTC" for c in self.cosignatures
-        )  # never "none" once met: --witness-quorum 0 is a usage error (h-cliwords61)
+        )  # never "none" once met: --witness-quorum 0 is a usage error
         also = self._also_met("so is the receipt of", "")
         return (
             f"witnesses: leaf {self.leaf_index} is in a checkpoint of {self.tree_size} entries"
@@ -467,9 +466,9 @@ def check_witnesses(
 ) -> WitnessCheck:
     """Check the witness ``policy`` (cosigner keys, ``quorum`` of them) on the receipt of
     the claim ``report`` rests on, and on the receipt of each claim it lists as also
-    signed (``evidence.other_claims``, whatever the verdict; before h-witalso59 only the
-    cited claim's): the sidecar's own receipt when it is for that claim and already
-    cosigned, else the receipt brought up to the server's newest cosigned checkpoint
+    signed (``evidence.other_claims``, whatever the verdict, not only the cited claim's): the
+    sidecar's own receipt when it is for that claim and already cosigned, else the receipt
+    brought up to the server's newest cosigned checkpoint
     (`cosigned_receipt`). The returned check describes the cited claim's receipt. Every
     receipt is first proven with the log key (`clients.cited.EvidenceChecker`): ``vkey``
     when pinned (`prov verify --log-key`), else the server's own.
@@ -477,16 +476,16 @@ def check_witnesses(
     The policy (``error``) is decided by the cited claim's receipt alone: not met is a
     value, as a receipt not yet cosigned (an honest claim logged since the witnesses last
     cosigned) is one. An "also" claim whose proven receipt no cosigned checkpoint meeting
-    the policy holds yet is no failure (latecosign59: before, it failed the policy, exit
-    14, so anyone with an enrolled device signing a copy of a cosigned photo while a
-    witness was down made `prov verify --witness` of it fail): it is marked
+    the policy holds yet is no failure (were it to fail the policy, exit 14, anyone
+    with an enrolled device signing a copy of a cosigned photo while a witness was down
+    would make `prov verify --witness` of it fail): it is marked
     (``also_cosigned`` False, named in ``pending``). Raises ServerEvidenceError (exit 3, naming the
     server and which claim) when a receipt, the server's cosigned checkpoint or a proof
     into it does not verify with the log key, or an "also" claim comes without a
-    receipt; LogIntegrityError (exit 3, naming the claim, cited or "also": revfork60,
-    before the cited one was not named) when a receipt's
+    receipt; LogIntegrityError (exit 3, naming the claim, cited or "also") when a
+    receipt's
     checkpoint and the cosigned one are not of one append-only log (a fork: also for a
-    receipt not yet cosigned, forkpend60); SignatureError, ProofError or LogError when the
+    receipt not yet cosigned); SignatureError, ProofError or LogError when the
     sidecar's receipt does not.
 
     ``witness_urls`` (``--witness-url``): witnesses asked directly for the checkpoint they

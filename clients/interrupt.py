@@ -168,11 +168,11 @@ def _leaving_by_signal(deadline: _Deadline) -> bool:
     block then leaves its handler, the note of what is kept (`ctrl_c_notes`) and the
     deadline in place, so that a second signal until the process ends, also one after the
     command said how it stopped, ends it at once with that signal's words and code
-    (`_second_signal`), and a teardown that hangs is ended by the deadline. Before
-    (until h-tiles58), the blocks gave Python's handling back on the way out: a late
-    Ctrl-C raised KeyboardInterrupt wherever the process stood (a traceback, or exit -2
-    out of ``python -m clients.cli``), a late SIGTERM ended it by its default action
-    (-15), not 130 and 143."""
+    (`_second_signal`), and a teardown that hangs is ended by the deadline. Were
+    Python's handling given back on the way out, a late Ctrl-C would raise
+    KeyboardInterrupt wherever the process stood (a traceback, or exit -2 out of
+    ``python -m clients.cli``), a late SIGTERM end it by its default action (-15), not
+    130 and 143."""
     return _process_ends and deadline.armed_at is not None
 
 
@@ -257,9 +257,9 @@ def hold_signal(signum: int) -> None:
     `terminate_as_interrupt` the deadline starts now, as that handler would start it, so
     a moment that never ends (a fork server that never answers) is ended as a hung
     clean-up is ("terminated (SIGTERM)", 143; "interrupted", 130), and a second signal
-    meanwhile ends the process at once (`INTERRUPTED_AGAIN`, `TERMINATED_AGAIN`). Before
-    (until h-revctrlc55), such a signal was held for good: no deadline, and every further
-    Ctrl-C or SIGTERM held the same way. Call `handing_over` before handing it over."""
+    meanwhile ends the process at once (`INTERRUPTED_AGAIN`, `TERMINATED_AGAIN`), not
+    held for good with no deadline, every further Ctrl-C or SIGTERM held the same way.
+    Call `handing_over` before handing it over."""
     deadline = _deadline
     if deadline is not None and deadline.blocks > 0:
         held = deadline.armed_at is None
@@ -346,8 +346,8 @@ class _SecondSignal:
     log audit`: no handler of SIGTERM of their own, its default action) left
     `ctrl_c_deadline` in a process that ends with it (`_leaving_by_signal`) until the
     process ends: a second signal, "terminated (SIGTERM) while stopping after Ctrl-C",
-    143 (`_second_signal`), as a late Ctrl-C there ends "interrupted again", 130. Before
-    (h-tiles58 and h-docs58 merged), the default action stayed: -15, no word."""
+    143 (`_second_signal`), as a late Ctrl-C there ends "interrupted again", 130, not
+    the default action: -15, no word."""
 
     def __init__(self, deadline: _Deadline) -> None:
         self.deadline = deadline
@@ -361,8 +361,8 @@ class StopBetweenFiles:
     """Context manager deferring the first SIGINT to the next `check` (see the module
     docstring). Off the main thread, where Python delivers no signals, and where SIGINT is
     ignored (a shell script's background job, ``prov sign ... &``, which a Ctrl-C meant for
-    the foreground job must leave running: until h-bgserve60 it stopped after the file in
-    hand, exit 130), it changes nothing and `check` never raises. ``notice``: the line
+    the foreground job must leave running, not stop after the file in hand, exit 130), it
+    changes nothing and `check` never raises. ``notice``: the line
     written to stderr on the first SIGINT."""
 
     def __init__(self, notice: str) -> None:
@@ -403,9 +403,9 @@ class StopBetweenFiles:
         `ctrl_c_deadline` the stop starts its deadline here, as Python's handling of a
         Ctrl-C does there, so a second Ctrl-C or SIGTERM from now on, also one after the
         command said how it stopped while the process ends, ends it at once with its words
-        and code (`_second_signal`). Until h-startclean58 it started none: the signals were
-        given back to Python on the way out (a late Ctrl-C a KeyboardInterrupt traceback
-        out of ``python -m clients.cli``, a late SIGTERM -15). Not at the first SIGINT:
+        and code (`_second_signal`), the signals not given back to Python on the way out (a
+        late Ctrl-C then a KeyboardInterrupt traceback out of ``python -m clients.cli``, a
+        late SIGTERM -15). Not at the first SIGINT:
         the file in hand may take longer than `CTRL_C_GRACE_S` (a timestamp authority's
         wait)."""
         if self.requested:
@@ -425,10 +425,10 @@ def terminate_as_interrupt(got: list[int]) -> Iterator[None]:
     (SIGTERM)", exit 143, and at once on a second SIGTERM (`TERMINATED_AGAIN`); under
     another SIGINT handler (`StopBetweenFiles`), this process raises SIGINT at itself.
     ``got`` then holds the signal, so that the command can say "terminated (SIGTERM)" and
-    exit `EXIT_TERMINATED`. Before, SIGTERM ended `prov scan` and `prov log export-tiles
-    --follow` where they stood, with no word of what was kept; and, until h-ctrlc55, a
-    scan whose clean-up hung after a SIGTERM ended "interrupted", exit 130 (the
-    deadline knew only Ctrl-C). Outside the main thread the block runs as is."""
+    exit `EXIT_TERMINATED`, so that SIGTERM does not end `prov scan` and `prov log
+    export-tiles --follow` where they stand, with no word of what was kept, and a scan
+    whose clean-up hangs after a SIGTERM does not end "interrupted", exit 130.
+    Outside the main thread the block runs as is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -23,15 +23,15 @@ SIGTERM while those modules load says "terminated (SIGTERM)" and exits 143 at on
 does one before `prov serve` or `prov scan` (`SIGTERM_AT_START`) has put its own handling
 of it in place; every other command then gets SIGTERM's default action back. After the
 command has returned, a SIGTERM during the teardown ends the process with the command's
-own exit code, as a Ctrl-C does (before 7 December: the default action, -15, for a scan
-whose report was complete). ``python -m clients.cli`` ends the same way
-(`run_to_the_end`; before h-small59 a late Ctrl-C there printed a KeyboardInterrupt
-traceback and a late SIGTERM killed it, -15). A process started with SIGTERM not at its default keeps
+own exit code, as a Ctrl-C does (not the default action, -15, for a scan whose report
+was complete). ``python -m clients.cli`` ends the same way
+(`run_to_the_end`: no KeyboardInterrupt traceback for a late Ctrl-C there, no -15 for
+a late SIGTERM). A process started with SIGTERM not at its default keeps
 that disposition.
 
 A process started with SIGINT ignored (a shell's background job) or with a handler of its
 own (a caller embedding the CLI) keeps it: nothing here changes it; a late SIGTERM still
-ends it with the command's own exit code (before 7 December: -15 there). Not covered: the
+ends it with the command's own exit code (not -15). Not covered: the
 interpreter's own start, before any of this code runs (``python -c pass`` takes 20-30 ms
 on a busy 2-core machine), where a SIGINT kills the process (exit status 130 in a shell,
 nothing printed) or interrupts Python's ``site`` import ("Fatal Python error"); and its

@@ -150,7 +150,7 @@ def log_key(
         name = origin if origin is not None else _log_origin(key_file, db)
         vkey = load_log_signer(key_file, name).verifier_key()
         # exact for a file or a pipe (`> log.vkey`, read by --log-key: a log named with an
-        # invisible character before keyname56 needs its very name); escaped on a
+        # invisible character needs its very name); escaped on a
         # terminal, where a bidirectional override would turn the line
         print(shown(vkey) if sys.stdout.isatty() else vkey)
         return

@@ -270,8 +270,8 @@ def report_to_text(
     whether its pixels were checked here (`clients.derived.match_line`). ``also_cosigned``
     (`prov verify --witness`: `clients.cosigned.WitnessCheck.also_cosigned`, one per
     "also" claim): an "also" line whose entry is False, its receipt not yet cosigned by
-    the witnesses, is followed by a ``cosigned`` line saying so (pendingtext59: before,
-    only the witnesses line at the end named it, by leaf)."""
+    the witnesses, is followed by a ``cosigned`` line saying so (not only the witnesses
+    line at the end naming it, by leaf)."""
     ev = r.evidence
     lines = [
         f"{path}",

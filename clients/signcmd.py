@@ -40,7 +40,7 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 #: `prov sign`'s exit code when every file was signed (or already was) but a claim is only
 #: queued on the device, not logged (the server unreachable, not enrolled there, answering
 #: another log key than the one pinned, deferring it): a script tells it from 0, logged.
-#: A failure (1) or a kept sidecar (2) comes first. Before 6 December: 0, as logged.
+#: A failure (1) or a kept sidecar (2) comes first.
 EXIT_QUEUED = 4
 
 #: Seconds `prov sign --tsa-url` waits for the timestamp authority unless --tsa-timeout.

@@ -190,7 +190,7 @@ def verify(
     if unread is not None:
         report = replace(report, reasons=(*report.reasons, unread))
     # proven in a checkpoint that met the policy: not when it was not met (exit 14), as the
-    # proof may not have been made (before h-hostsrv58 --json said "witness" then)
+    # proof may not have been made (--json does not say "witness" then)
     witnessed = cosigned is not None and cosigned.leaf_index is not None and not cosigned.error
     if as_json:
         doc = report_to_json(report, str(file))

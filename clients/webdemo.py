@@ -137,8 +137,8 @@ def _check_listen(
     must also read as gRPC reads it (``GRPC=0:50051`` is refused, exit 2). ``form_only``:
     only what needs neither the resolver nor the machine (`check_listen_form`), checked
     before the folder's running server (`_refuse_if_running`): a malformed address is a
-    usage error of this command line, said first (until h-tiles58, `make web WEB=foo`
-    beside a running one said only that it runs)."""
+    usage error of this command line, said first (`make web WEB=foo` beside a running
+    one says so, not only that it runs)."""
     check = check_listen_form if form_only else check_can_listen
     try:
         check(listen, option, grpc=option == "--grpc-listen")

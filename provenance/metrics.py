@@ -493,9 +493,9 @@ class _MetricsServer(ThreadingWSGIServer):
     slot is taken, a newcomer from a client holding at least two fewer than the client
     holding the most takes the slot of that client's newest connection still sending its
     request or waiting for it to read its answer (`share_victim`), which is shut down;
-    else it is closed at once. Before, four addresses with four idle connections each
-    (renewed every 10 s) kept every scrape closed on arrival, and so, until 6 December,
-    did connections that sent a whole request and read none of a large answer."""
+    else it is closed at once. Otherwise four addresses with four idle connections each
+    (renewed every 10 s) would keep every scrape closed on arrival, and so would
+    connections that send a whole request and read none of a large answer."""
 
     #: The Host names answered (`serve_metrics` sets them; others get 421).
     allowed = AllowedHosts()

@@ -52,7 +52,7 @@ _ALWAYS = (
     "\xad\u034f\u180e\u2028\u2029\ufff9-\ufffb\U000e0000-\U000e007f"
     # and (a review): HANGUL FILLER and HALFWIDTH HANGUL FILLER, which draw nothing
     "\u3164\uffa0"
-    # and (revkey56): the rest of Unicode's Default_Ignorable_Code_Point that no rule
+    # and: the rest of Unicode's Default_Ignorable_Code_Point that no rule
     # below keeps: the Khmer inherent vowels (Unicode: not to be used) and the code points
     # kept for future invisible characters (U+FFF0-U+FFF8, U+E0080-U+E0FFF but the
     # variation selectors), which draw nothing
@@ -70,7 +70,7 @@ _LONE_JOINER = (
     "|[\u200c\u200d](?!" + _JOINS + ")"  # nor after it
 )
 #: The variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF, and the Mongolian free
-#: variation selectors U+180B-U+180D and U+180F: revkey56) are kept after a character
+#: variation selectors U+180B-U+180D and U+180F) are kept after a character
 #: that is neither ASCII nor `_ALWAYS` nor a joiner or selector (an emoji's style, an
 #: ideograph's variant, a Mongolian letter's form), and in a keycap (a digit, # or *,
 #: then U+20E3); elsewhere they draw nothing and are escaped.

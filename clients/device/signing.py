@@ -114,7 +114,7 @@ class SigningFolder(QueueFolder):
                 )
         state = self._numbering(self.state(), key)
         seq = state.last_sequence + 1
-        if seq >= 2**64:  # a claim's sequence is a uint64: before, a traceback
+        if seq >= 2**64:  # a claim's sequence is a uint64: a traceback otherwise
             raise ConfigError(
                 f"this device has used its last sequence number ({state.last_sequence}):"
                 " make a new key (`prov device init --force`; this device's claims are kept)"

@@ -295,10 +295,10 @@ def _check_report(report: Path, resume: bool) -> None:
     (`written_by_scan`), which the scan would replace when it completes, or an
     ``OUT.csv.part`` (the CSV as the scan writes it, truncated as it starts) that no scan
     wrote (or that cannot be read: said so, with why), or any of the three that is a
-    symbolic link (before h-hostfiles62 the scan wrote its CSV and page through one, into
-    the file it leads to, wherever that was): for a new scan and for --resume
-    alike (h-cliwords61: before, only a new scan, so a resumed one replaced them; the
-    earlier run's own pass the check). Raises typer.BadParameter."""
+    symbolic link (the scan would write its CSV and page through one, into the file it
+    leads to, wherever that was): for a new scan and for --resume alike (so a resumed
+    one does not replace them; the earlier run's own pass the check). Raises
+    typer.BadParameter."""
     if report.suffix != ".jsonl":
         raise typer.BadParameter(
             f"the report is JSON Lines and must end in .jsonl (OUT.csv and OUT.html are"

@@ -153,10 +153,10 @@ def _start_fork_server() -> None:
     spawn is done (`_interrupt_after`), then raises it. CPython's resource tracker is
     started first: its own start unblocks SIGINT when it ends.
 
-    Before 6 December (h-scan52) this process ignored SIGINT for the spawn (so that the
-    fork server started ignoring it), and a Ctrl-C then was lost: the scan went on to its
-    end (6 of 6 Ctrl-Cs sent at that moment; 1 of 150 sent at random moments), which a
-    loop of interrupted scans that waited less than a whole scan would count as a hang. A
+    Were this process to ignore SIGINT for the spawn (so that the fork server started
+    ignoring it), a Ctrl-C then would be lost: the scan went on to its end
+    (measured: 6 of 6 Ctrl-Cs sent at that moment; 1 of 150 sent at random moments), which
+    a loop of interrupted scans that waited less than a whole scan would count as a hang. A
     blocked signal stays pending where an ignored one is dropped. Outside the main thread
     the spawn runs as is."""
     if threading.current_thread() is not threading.main_thread():
@@ -310,7 +310,7 @@ def _stop_workers(
     Returns once every worker started has ended, and then the pool's own threads (they end
     as soon as its workers have: the pool finds them gone). Before, the pool's shutdown waited
     for every running batch, and for ever for a worker blocked on the pool's task-queue
-    lock (one killed by the Ctrl-C while holding it); and, until 6 December (h-scan52), the
+    lock (one killed by the Ctrl-C while holding it); and the
     pool's manager thread could still be closing the pool as the scan process exited,
     when Python's exit hook wakes it through a pipe it was closing: 'Exception ignored ...
     OSError: [Errno 9] Bad file descriptor' under the 'interrupted' line."""
@@ -372,7 +372,7 @@ class LocalEngine:
         # not concurrent.futures.wait, which takes each pending future's lock in turn and,
         # interrupted by a Ctrl-C between two, left one held; the manager thread then
         # waited on it for ever to fail that batch, and `_stop_workers` for that thread
-        # (h-revscan52: a real SIGINT at that moment hung the scan)
+        # (a real SIGINT at that moment hung the scan)
         finished: queue.SimpleQueue[Future[Rows]] = queue.SimpleQueue()
         pending = 0  # batches handed to the pool and not yet taken from ``finished``
         completed = False
@@ -411,10 +411,9 @@ class RayEngine:
     def tail_parts(self) -> Callable[[], int]:
         """Twice the CPUs of the cluster the tasks run on (`Engine`), known once ``map``
         has joined it: a function that gives it then (0 before: not cut). The CPUs are
-        the cluster's own, ``workers`` only for a local node this engine starts. Before 6
-        December (h-scan52) the tail was cut for twice ``workers`` when given, whatever the
-        cluster of RAY_ADDRESS held (a scan of a 32-CPU cluster with --workers 2 cut its
-        last batches in 4), and not at all without it."""
+        the cluster's own, ``workers`` only for a local node this engine starts. Cut for twice
+        ``workers`` when given, whatever the cluster of RAY_ADDRESS held, a scan of a
+        32-CPU cluster with --workers 2 would cut its last batches in 4."""
         return lambda: 2 * self._cpus
 
     def map(self, batches: Iterable[list[Item]], config: ScanConfig) -> Iterator[Rows]:

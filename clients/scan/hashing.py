@@ -97,7 +97,7 @@ _UNRECOGNISED = "not a recognised image or video format: looked up by SHA-256 on
 #: What the note of an image over this scan's own limits (pixels, bytes, decode budget)
 #: adds after the limit: its pixels were not hashed, so a near copy of a signed capture
 #: was not searched for, which `prov verify` (the file uploaded, the service's limits
-#: perhaps higher) may find: it then reads DERIVED there, UNSIGNED here (revscanpix55).
+#: perhaps higher) may find: it then reads DERIVED there, UNSIGNED here.
 NO_NEAR_SEARCH = (
     "so no near copy of a signed capture was searched for; `prov verify` sends the file"
     " to the service, which may have been started with higher limits"

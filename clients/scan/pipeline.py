@@ -63,8 +63,8 @@ def unchecked_by_key(row: dict[str, Any], log_key: str) -> bool:
     DERIVED; REVOKED_KEY whose claim has a log receipt) whose evidence was not proven
     with the verifier key ``log_key`` (NAME+ID+KEY, as --log-key gives it, checked): its
     ``evidence_checked`` is not "log-key", or its ``log_key`` names another key. A row
-    without ``log_key`` (written before scankey54 recorded it) proven with "log-key"
-    counts as checked, as it did before."""
+    without ``log_key`` (written by a scan that did not record it) proven with
+    "log-key" counts as checked."""
     if row.get("error"):
         return False
     if row.get("evidence_checked") == "log-key":

@@ -88,11 +88,11 @@ CSV_FIELDS = (
     # server's evidence did not hold: see error), empty (not checked); added last
     "evidence_checked",
     # the --log-key (NAME+ID+KEY) that proved the row, or refused it; empty: none.
-    # Added after evidence_checked (scankey54), so the columns before stay where they were
+    # Added after evidence_checked, so the columns before stay where they were
     "log_key",
     # a near copy's (DERIVED, near REVOKED_KEY) match checked on its own pixels here:
     # "true", "false" (over this client's limits: the service's word), empty for other
-    # verdicts and older rows. Added last (scanpix55), the columns before where they were
+    # verdicts and older rows. Added last, the columns before where they were
     "pixels_checked",
 )
 
@@ -491,7 +491,7 @@ def row_reason(row: dict[str, Any]) -> str:
 
 
 #: The flagged table's "match checked" cell of a row's ``pixels_checked`` (the web page's
-#: words; None: another verdict, or a row of a scan before scanpix55).
+#: words; None: another verdict, or a row of a scan without the column).
 _PIXELS_HTML: dict[object, str] = {
     True: "<td>checked here too</td>",
     False: "<td class='unchecked'>not checked here</td>",

@@ -12,7 +12,7 @@ it: ``NAME+ID+KEY`` as `prov log key` prints it; else null), ``pixels_checked`` 
 copy's verdict, DERIVED or REVOKED_KEY of a near match: true when its match was checked
 on the file's own pixels here, false when the file is over this client's own limits so
 the match is the service's word, as in ``prov verify --json``; null for any other verdict
-and in rows written before scanpix55), ``detector`` (the advisory
+and in rows written without it), ``detector`` (the advisory
 block, or null), ``note`` (what limited the measurement), ``error`` (why an entry was
 refused or failed; then ``status`` is null) and ``verified_at``.
 """

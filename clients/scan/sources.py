@@ -199,9 +199,9 @@ def _prefixed_zip(f: IO[bytes], name: str) -> bool:
     """Whether the file ``f``, named ``name``, is a zip with bytes before it: named
     ``.zip`` and ending in a zip's end record (what `zipfile` finds, reading the last 64 KiB
     at most): a self-extracting archive (a program with a zip appended), which `unzip`,
-    7-Zip and `zipfile` all open. h-files51: before, such a ``photos.zip`` was one file,
-    "not a recognised image or video format", and the captures in it were never looked
-    at. A file named otherwise (``setup.exe``) is not opened."""
+    7-Zip and `zipfile` all open (not one file, "not a recognised image or video
+    format", the captures in it never looked at). A file named
+    otherwise (``setup.exe``) is not opened."""
     if not name.lower().endswith(".zip"):
         return False
     try:
@@ -466,7 +466,7 @@ class Walker:
                         ref = escape_name(path)  # also the rows' archive: valid UTF-8
                         # a prefixed zip's bytes before it are a file of their own (a
                         # JPEG with a zip appended is a photo): the whole file is one row
-                        # too, so renaming it .zip hides nothing (revfiles51)
+                        # too, so renaming it .zip hides nothing
                         if prefixed and not self.skip(ref):
                             yield FileItem(ref, path, size, sidecar)
                         yield from self._archive(kind, f, ref, ref, 1, apart=prefixed)

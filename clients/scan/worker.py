@@ -443,13 +443,13 @@ def _check_lookup_cited(answer: pb.VerificationReport, m: Measured, server: str)
     signed = answer.status == pb.SIGNED_ORIGINAL or (
         answer.status == pb.REVOKED_KEY and e.hash_match
     )
-    # the "also" claims of any verdict must bind the bytes too (before revhost58, only
-    # those of a verdict resting on a hard binding were checked: a DERIVED row listed a
-    # claim of other bytes as also signed)
+    # the "also" claims of any verdict must bind the bytes too (not only those of a
+    # verdict resting on a hard binding: a DERIVED row could list a claim of other bytes
+    # as also signed)
     if signed or e.other_claims or (e.file_sha256 and e.file_sha256 != m.sha256):
         check_cited(wire.report_from_pb(answer), m.sha256, None, server, m.content_sha256)
-    # a verdict an honest service gives a lookup (before lookupcite60 a TAMPERED or
-    # UNSIGNED row beside an unrelated genuine claim was shown)
+    # a verdict an honest service gives a lookup (no TAMPERED or UNSIGNED row beside an
+    # unrelated genuine claim)
     check_lookup_verdict(_status(answer), e.HasField("claim"), len(e.other_claims), server)
     if answer.status == pb.DERIVED or (answer.status == pb.REVOKED_KEY and not e.hash_match):
         own = lookup_hashes(m.media_type, m.soft, m.dihedral, m.video_turned)

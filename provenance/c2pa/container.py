@@ -53,7 +53,7 @@ _STORE_MARKS = {
 }
 
 #: What the walks here read: a file's bytes, or a `FileView` of it (read by position as
-#: walked, so a file cut short is an error, not the SIGBUS of a mapping: walk54).
+#: walked, so a file cut short is an error, not the SIGBUS of a mapping).
 Buffer = bytes | bytearray | FileView
 
 
@@ -364,7 +364,7 @@ def _jpeg_store(data: bytes, segments: list[tuple[int, int]], first: int, length
 #: Most chunks a PNG may hold up to IEND, for decoding (`provenance.media.image`) and for
 #: these walks. Pillow reads every chunk header in Python (before the picture, each IDAT,
 #: and after it), about 11 us a chunk: a PNG of a million empty ancillary chunks, 11 MiB,
-#: took 10.9 s to decode, and 2 million took about 2 s per walk here (review rev35), so
+#: took 10.9 s to decode, and 2 million took about 2 s per walk here, so
 #: 256 MiB of them would hold a decode slot for minutes. libpng writes IDAT chunks of
 #: 8 KiB, so a PNG within the decode budget (13 megapixels) holds a few thousand.
 MAX_PNG_CHUNKS = 100_000
@@ -441,7 +441,7 @@ def _strip_png(data: Buffer) -> _Layout:
 #: Most boxes one BMFF walk here lists, and most boxes a BMFF file (MP4, MOV, HEIC, AVIF)
 #: may hold, counted as `bmff_box_count` counts them, for the C2PA reader to be given it
 #: (`provenance.c2pa.reader.read_c2pa`). The reader (c2pa-rs, through c2pa-python) takes
-#: time quadratic or worse in the boxes of the containers it walks (review att36, one
+#: time quadratic or worse in the boxes of the containers it walks (measured with one
 #: reader on this 2-core machine at load average 8, a valid capture with empty ``free``
 #: boxes appended): 4,000 boxes 0.44 s, 10,000 2.0 s, 16,000 4.6 s, 50,000 (a 466 KB
 #: file) 26 s, 100,000 200 s. Two uploads of 50,000 outlived the server's 30 s reader
@@ -526,7 +526,7 @@ def bmff_box_problem(data: Buffer) -> str | None:
 
 
 #: Most chunks a WebP (RIFF) file may hold for the C2PA reader to be given it. The reader
-#: takes about 26 us a chunk (review att36, load average 8): 200,000 empty ``JUNK``
+#: takes about 26 us a chunk (measured at load average 8): 200,000 empty ``JUNK``
 #: chunks, 1.6 MB, 6.3 s; a million, 8 MB, 26 s, so a 10 MB file held a decode slot to
 #: the server's 30 s reader limit. An animated WebP holds one chunk per frame.
 MAX_WEBP_CHUNKS = 100_000

@@ -277,8 +277,8 @@ def _walk_problem(asset: bytes | FileView, media_type: str) -> str | None:
     `_opened`, read by position as it is walked: only its box, chunk or IFD headers are
     read). Raises MediaError if the file cannot be read, and FileChangedError if it got
     shorter while it was walked (its public text names no path: a server's upload file).
-    Before walk54 the file was mapped (``mmap``), and a file cut short meanwhile killed
-    the process with SIGBUS."""
+    The file is not mapped (``mmap``): a mapped file cut short meanwhile would kill the
+    process with SIGBUS."""
     if not isinstance(asset, FileView):
         return reader_walk_problem(asset, media_type)
     try:

@@ -200,8 +200,8 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     SIGINT unless this process has it ignored, as a shell starts a script's background
     job (``prov serve ... &``), which a Ctrl-C at the terminal, sent to the whole
     foreground group, must leave running. The start changes nothing of SIGINT there
-    (`clients.launch`), so this is SIGINT as the process started. Until h-bgserve60 the
-    handler replaced the ignored SIGINT, and such a Ctrl-C shut the server down."""
+    (`clients.launch`), so this is SIGINT as the process started. A handler replacing the
+    ignored SIGINT would let such a Ctrl-C shut the server down."""
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return (signal.SIGTERM,)
     return (signal.SIGTERM, signal.SIGINT)

@@ -196,7 +196,7 @@ def audit_step(
     ``consistency`` proof that does not verify is a FORK, unless the re-hash from the start
     (``from_start``) passes through the saved root at the saved size: then the proof is
     wrong, not the log, and ServerEvidenceError names ``proof_from`` (who sent it) instead
-    (before h-hostsrv58: FORK).
+    of a FORK.
     """
     verifier = NoteVerifier.from_vkey(verifier_key)
     new = open_trusted(new_note, verifier, "the newest")
@@ -287,9 +287,8 @@ class KeyHistoryReader(Problems):
     ``enrollments`` and ``revocations``, counts; and `logged_rows`, each event's (leaf
     index, device id, kind) in compact arrays (about 17 bytes an event) for the
     ``key_events`` rows' check, unless ``rows`` is False (the online audit, which has no
-    such table to check: then nothing is kept an event). Before (h-keymem60), every event
-    was kept, its signed bytes and decoded fields: about 925 bytes an event, 1 GiB for
-    10^6 devices; before revkeymem60, the online audit kept the rows too, unread."""
+    such table to check: then nothing is kept an event). Keeping every event, its signed bytes and
+    decoded fields, would take about 925 bytes an event, 1 GiB for 10^6 devices."""
 
     def __init__(self, claims: ClaimKeyAuditor | None = None, *, rows: bool = True) -> None:
         super().__init__()
@@ -384,8 +383,8 @@ class KeyHistoryReader(Problems):
         names, in the same bound, each row of a device the log holds no enrollment of (a
         row added behind the log's back, from which the server accepts claims), unless
         ``enrolled_later(device id)`` says an enrollment of it is logged past the audited
-        checkpoint (a server enrolling while audited). Before (h-regextra60) only the
-        devices the log names were looked up, and such a row passed."""
+        checkpoint (a server enrolling while audited). Looking up only the devices the log
+        names would let such a row pass."""
         found = Problems()
         for device_id, state in self.states.items():
             for text in registry_problems(state, find_device(device_id)):

@@ -9,7 +9,7 @@ claim's signature, with the server's own check, under a key the log enrolled for
 claim's device, wherever in the log that enrollment is (a log upgraded to key history
 holds its backfilled enrollments after the claims they cover). The claim's signature
 envelope must name its device's key id (the server refuses one that names another key,
-and so does a verifier; before h-paging60 the audit passed it). A live enrollment (one
+and so does a verifier, so the audit fails it too). A live enrollment (one
 not marked ``backfilled``, which the migration sets on every entry it writes, inside the
 signed event) must also come before the claims it covers, and no claim may follow a live
 revocation of its device in the log with an integration time at or after the revoked
@@ -27,10 +27,9 @@ revocation, two leaf indexes and two hashes.
 The second read is checked against the first, whose entries the audit re-hashed to the
 signed checkpoint: a chain hash over every entry read (`read`) from the first waiting
 claim on, its value at the last, which the entries read again must reproduce (a log
-with no claim waiting hashes nothing more). Before (h-auditkeys59,
-found by revsmall59), it was taken as served: a server answering the second read with
-the enrollment's entry in place of a claim of a device the log never enrolled passed
-the audit (exit 0) that fails against the log itself (exit 3).
+with no claim waiting hashes nothing more). Taken as served, a server answering the second read with
+the enrollment's entry in place of a claim of a device the log never enrolled would
+pass the audit (exit 0) that fails against the log itself (exit 3).
 """
 
 from __future__ import annotations

@@ -243,7 +243,7 @@ def entries_said(n: int, kind: str = "") -> str:
 
 def tile_said(tile: Tile, bundle: bool) -> str:
     """The file of ``tile`` (its entry bundle when ``bundle``) in words: "a tile of 256
-    hashes", "an entry bundle of 1 entry" (until h-tiles58, "a tile of 1 hashes")."""
+    hashes", "an entry bundle of 1 entry" (not "a tile of 1 hashes")."""
     if bundle:
         return f"an entry bundle of {entries_said(tile.width)}"
     return f"a tile of {_hashes(tile.width)}"

@@ -11,10 +11,9 @@ The factors were measured on this project's decode path as peak RSS growth per p
 Pillow 13, pillow-heif 1.9 / libheif 1.23; table in docs/limits.md): 8-bit images of
 every format but WebP peak at 10.9-14.5 bytes a pixel, counted at 16
 (DEFAULT_BYTES_PER_PIXEL); 32-bit and floating-point grey at 21.0-21.5, counted at 30;
-WebP, whose decoder keeps its own RGBA buffer, at 21.8-22.9, counted at 30 (34 until 6
-December: a 4032x3024 phone photo saved as WebP was refused). Until 6 December every
-other format was counted at 30 (a PDQ hash that peaked at 24 bytes a pixel, since
-replaced), so a 24 MP phone photo as HEIC or PNG was looked up by SHA-256 only (h-files51).
+WebP, whose decoder keeps its own RGBA buffer, at 21.8-22.9, counted at 30 (at 34, a
+4032x3024 phone photo saved as WebP would be refused). Every other format counted at 30
+would have a 24 MP phone photo as HEIC or PNG looked up by SHA-256 only.
 A JPEG's APPn and COM segments, which Pillow keeps a copy of, count on top
 (`jpeg_kept_bytes`), as do a progressive JPEG's coefficients at a reduced scale.
 """
@@ -34,18 +33,18 @@ from provenance.core.errors import DecodeBudgetError
 _BYTES_PER_PIXEL: dict[str, int] = {"image/webp": 30}
 #: Peak bytes per pixel of decode + PDQ of an image of Pillow mode "I" or "F" (32-bit and
 #: floating-point grey, made 8-bit in NumPy through float64, `provenance.media.image.
-#: _wide_grey8`): 21.0-21.5 measured on 12 MP float and 32-bit integer TIFFs (h-files51).
+#: _wide_grey8`): 21.0-21.5 measured on 12 MP float and 32-bit integer TIFFs.
 WIDE_GREY_BYTES_PER_PIXEL = 30
-#: Peak bytes per pixel of decode + PDQ of any other image: 10.9-14.5 measured (h-files51,
-#: bench/bench_decode_formats.py, 12 MP: PNG RGB, RGBA, palette, 16-bit RGB and grey,
+#: Peak bytes per pixel of decode + PDQ of any other image: 10.9-14.5 measured
+#: (bench/bench_decode_formats.py, 12 MP: PNG RGB, RGBA, palette, 16-bit RGB and grey,
 #: EXIF-turned; TIFF RGB, CMYK, 16-bit RGB; HEIC, HEIC grid of 512-pixel tiles, with alpha,
-#: 10-bit; GIF and APNG of 500 frames). It was 30 until 6 December, so a 24 MP phone photo
-#: as HEIC or PNG (5712x4284: 700 MiB by that count) was looked up by SHA-256 only.
+#: 10-bit; GIF and APNG of 500 frames). At 30, a 24 MP phone photo as HEIC or PNG
+#: (5712x4284: 700 MiB by that count) would be looked up by SHA-256 only.
 DEFAULT_BYTES_PER_PIXEL = 16
 #: Peak bytes per pixel of decode + PDQ of a HEIC of more than 8 bits a sample (libheif
 #: decodes it to 16-bit samples, then pillow-heif to 8): 15.3 measured on a 12 MP 10-bit
-#: one (h-files51); and of a HEIC with an alpha plane: 15.8 measured at 25 MP EXIF-turned,
-#: about 395 MiB a decode with two at once in `prov serve` (h-revfiles51).
+#: one; and of a HEIC with an alpha plane: 15.8 measured at 25 MP EXIF-turned,
+#: about 395 MiB a decode with two at once in `prov serve`.
 DEEP_HEIC_BYTES_PER_PIXEL = 18
 _ALPHA_MODES = ("RGBA", "LA")
 _WIDE_GREY_MODES = ("I", "F")
@@ -128,7 +127,7 @@ def progressive_coefficient_bytes(im: Image.Image) -> int:
     ``im`` whatever scale it decodes at: 0 for a baseline JPEG (decoded a row of blocks at
     a time); for a progressive one, 2 bytes for each of the 64 coefficients of every
     block of every component, whole MCUs (each component's sampling factors from the
-    frame header, Pillow's ``im.layer``), kept until its last scan (h-revmedia50: a 1.8
+    frame header, Pillow's ``im.layer``), kept until its last scan (measured: a 1.8
     MB progressive 4:4:4 JPEG of 10000x10000 decoded at 1/8 scale peaked at 578 MB)."""
     if not im.info.get("progressive"):
         return 0
@@ -145,7 +144,7 @@ def jpeg_kept_bytes(im: Image.Image) -> int:
     """Bytes the opened (header-only) JPEG ``im`` holds of its own metadata while open:
     Pillow keeps a copy of each APPn and COM segment before the first scan (``applist``)
     and joins the colour profile's APP2 segments once more (``info["icc_profile"]``).
-    h-files51: a 12 MP JPEG of 4,000 APP1 or APP4 segments (250 MiB) peaked 261 MiB
+    Measured: a 12 MP JPEG of 4,000 APP1 or APP4 segments (250 MiB) peaked 261 MiB
     over its start where the budget counted 21 MiB; one with 255 APP2 segments of colour
     profile (16 MiB) 32 MiB. 0 for an image that is not a JPEG."""
     applist = getattr(im, "applist", None) or []

@@ -33,7 +33,7 @@ from provenance.media.budget import fit_decode_budget, kept_segments_problem
 #: on Pillow here, at import (`PngImagePlugin.MAX_TEXT_CHUNK` and `MAX_TEXT_MEMORY`, its
 #: defaults in Pillow 13 too): `prov sign` refuses a PNG past them and the server will
 #: not judge one unlogged (`_corrupt`), so both must hold the same limits whatever
-#: Pillow release each side runs, and not Pillow's defaults (before 7 December).
+#: Pillow release each side runs, and not Pillow's defaults.
 PNG_MAX_TEXT_CHUNK = 1 << 20
 PNG_MAX_TEXT_MEMORY = 64 << 20
 PngImagePlugin.MAX_TEXT_CHUNK = PNG_MAX_TEXT_CHUNK
@@ -629,7 +629,7 @@ def _corrupt(media_type: str, e: Exception) -> MediaError:
     but a decoding limit, as `MAX_PNG_CHUNKS` is: StructureLimitError, its message naming
     the limit it passed, so `prov sign` refuses the file and the server refuses to judge
     it unlogged (RESOURCE_EXHAUSTED, as any image it cannot decode within its limits)
-    rather than answer UNSIGNED as for a damaged file (before 7 December, h-client58)."""
+    rather than answer UNSIGNED as for a damaged file."""
     kind = media_type.removeprefix("image/").upper()
     text = str(e)
     if media_type == "image/png" and isinstance(e, ValueError):

@@ -175,8 +175,8 @@ class Upload:
         thread, so ``wake`` must be quick and thread-safe and may be called twice (asyncio:
         `loop.call_soon_threadsafe` settling a future). No `write` until it was called.
         The hashing keeps the rest to do while the caller goes on receiving, and no
-        thread waits (a drain in a thread, as before 5 December: a hand-off more per
-        wait, and the hashing thread idle from the drain to the next write)."""
+        thread waits (a drain in a thread would cost a hand-off more per wait, and leave
+        the hashing thread idle from the drain to the next write)."""
         backlog = BACKLOG_BYTES // 4
         chunks = self._chunks
         if chunks is None:

@@ -183,12 +183,12 @@ def _sigterm_stops_start(run: Callable[P, None]) -> Callable[P, None]:
     are removed, as for any failed start), then "terminated (SIGTERM) while starting"
     and `EXIT_TERMINATED` (143). A second SIGTERM meanwhile is only noted, so that it
     cannot cut that clean-up short, and so is one while a Ctrl-C's KeyboardInterrupt is
-    being handled (the clean-up of a start that Ctrl-C stopped: until h-revtiles58 the
-    SIGTERM raised there, and the new database and log key were left behind under a
-    line saying they were removed). A Ctrl-C after that SIGTERM is only noted too (until
-    h-startclean58 its KeyboardInterrupt cut the clean-up short the same way); SIGINT's
-    handler is given back as the start ends. Before, the signal's default action ended the
-    process at once (-15), leaving a new database and log key half made. Off the main
+    being handled (the clean-up of a start that Ctrl-C stopped: a SIGTERM raised there would leave
+    the new database and log key behind under a line saying they were removed). A Ctrl-C
+    after that SIGTERM is only noted too (its KeyboardInterrupt would cut the clean-up
+    short the same way); SIGINT's handler is given back as the start ends. The signal's
+    default action would end the process at once (-15), leaving a new database and log
+    key half made. Off the main
     thread (where Python delivers no signals) it changes nothing."""
 
     @functools.wraps(run)

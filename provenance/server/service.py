@@ -587,9 +587,9 @@ class ProvenanceService:
         event whose kind the log holds already for its device (`writer._logged_kinds`,
         decided under the append lock): servers starting together on one shared database
         each queue every event, and each event is logged once; a start stopped part way
-        is finished by the next. Before (h-backfill61) a device with any entry was left
-        out here, read outside the lock: two servers starting together both logged it,
-        and the later commit failed as a damaged database (exit 3)."""
+        is finished by the next. Leaving out here a device with any entry, read outside
+        the lock, would let two servers starting together both log it, and the later
+        commit fail as a damaged database (exit 3)."""
         if self.store.get_meta(KEY_HISTORY_META) is not None:
             return
         with self.store.append() as txn:

@@ -181,9 +181,9 @@ def _logged_kinds(txn: AppendTxn, batch: Sequence[_Item]) -> set[tuple[bytes, in
     backfilled event of ``batch`` is of (one read; none without a backfill). A backfilled
     event whose pair is among them logs nothing (`ProvenanceService._log_key_history`):
     another server starting on the same database, or a start stopped part way, logged
-    it. Read inside the append transaction, under the log's append lock: before
-    (h-backfill61) only the service looked, before queueing, and of two servers starting
-    together the later commit broke the leaves' unique claim hash: that server exited 3,
+    it. Read inside the append transaction, under the log's append lock: were only
+    the service to look, before queueing, of two servers starting together the later
+    commit would break the leaves' unique claim hash: that server would exit 3,
     "LOG INTEGRITY FAILURE: the log database is damaged"."""
     devices = [
         it.pending.event.device_id

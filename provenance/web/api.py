@@ -413,14 +413,14 @@ def check_lookup_cited(
     scan` checks its own with: within `PDQ_MATCH_THRESHOLD` bits, a ``video/...`` query's
     frames lined up in time); and that each verdict is one an honest service gives a
     lookup (`clients.cited.check_lookup_verdict`: never TAMPERED, an UNSIGNED citing and
-    listing no claim, a REVOKED_KEY citing one; before lookupcite60 a relay's TAMPERED or
-    UNSIGNED beside an unrelated genuine claim was shown). Comparisons only: no bytes here
+    listing no claim, a REVOKED_KEY citing one; so a relay's TAMPERED or UNSIGNED beside an
+    unrelated genuine claim is not shown). Comparisons only: no bytes here
     to hash. With ``pinned``
     (the log key NAME+ID+KEY pinned with ``prov web --log-key``), the receipt of the
     claim each verdict cites, and of each claim it lists as also signed, must verify
     with that key too (`clients.cited.EvidenceChecker`, as ``prov scan --log-key``
-    checks its lookups: before revpin60 they were relayed unchecked, so under another
-    log's key a lookup was 200 while an upload was 502). Raises ServerEvidenceError
+    checks its lookups: relayed unchecked, under another log's key a lookup would be
+    200 while an upload was 502). Raises ServerEvidenceError
     (502), its message after `REFUSED` naming the query as ``named`` names it
     (`query_named`), its ``public`` text without the service's address ``server``."""
     refs = [ref for ref, _ in found]

@@ -47,8 +47,8 @@ PACKAGE = Path(__file__).resolve().parent
 #: per `logviews.COSIGNED_KEEP_S` (5 s, one call for the requests at once that find it
 #: not kept; a new cosigned checkpoint smaller than the page's costs its consistency
 #: proof once): counted through a relay in front of a real
-#: `prov serve` (h-revwebfix61; before h-cosigcache61 the cosigned read, added by
-#: h-webfix61, was asked every view: 3 and 2). A visitor reading /log at this pace takes
+#: `prov serve` (the cosigned read asked every view instead: 3 and 2). A visitor
+#: reading /log at this pace takes
 #: about 252 of those reads a minute, 4 % (240 and 12 cosigned; 372, 6 %, as the log
 #: grows), so it takes 23 (16) flooding at once to spend them; a person browsing opens a page every few seconds, and `make
 #: web`'s demo and the browser tests pass under it (bench/bench_web_reads.py measures a flood against it).

@@ -1,4 +1,4 @@
-"""The web process as a monitor of the log it shows (h-webmono61).
+"""The web process as a monitor of the log it shows.
 
 The explorer and the log API take the log's end from the checkpoint the service presents
 as its latest (`provenance.web.logviews.latest_checkpoint`), checked with the log key. A
@@ -12,8 +12,8 @@ by the service's consistency proof (RFC 9162 2.1.4.2, `provenance.core.merkle`),
 once per new size (the memory then moves to it, under a lock, so requests at once ask
 one proof). Each failure is a ServerEvidenceError: 502, in a reader's words. An answer
 is held to what the page knew when it asked (`seen`): one overtaken on its way by a newer
-one another request read at once is no rollback, but must be proven part of it (before
-h-revmono61, a 502 for an honest service whose log grew under requests at once).
+one another request read at once is no rollback, but must be proven part of it (not a 502
+for an honest service whose log grew under requests at once).
 
 The cosigned checkpoint the service presents (`provenance.web.logviews.cosigned_view`) is
 a checkpoint its log signed too, and is held to the memory as well (`hold_cosigned`):

@@ -126,16 +126,16 @@ def latest_checkpoint(
     restarted service may have another key, and the note checked with its answer), or,
     with ``pinned`` (the verifier key NAME+ID+KEY pinned with ``prov web --log-key``),
     with that key alone, its name the origin, as a receipt is checked with it
-    (`clients.cited.check_evidence`): the service is not asked for its key. Before
-    h-pinkey60 the presented key was used under a pin too, so a service presenting a
-    key of its own showed any checkpoint it signed with it.
+    (`clients.cited.check_evidence`): the service is not asked for its key (the
+    presented key used under a pin too, a service presenting a key of its own would
+    show any checkpoint it signed with it).
     The checkpoint is then held to the newest one verified before under its key
-    (`provenance.web.logmonitor.hold`: this process a monitor of the log; before
-    h-webmono61 an older checkpoint the log signed, replayed, ended a listing early),
+    (`provenance.web.logmonitor.hold`: this process a monitor of the log, so an
+    older checkpoint the log signed, replayed, cannot end a listing early),
     the one known as the service was asked (`logmonitor.seen`): an answer overtaken by
-    a newer one another request read at once is no rollback (before h-revmono61, 502);
+    a newer one another request read at once is no rollback (not a 502);
     without ``pinned``, "the log is empty" after entries asks the key again, a new key
-    being a new log, empty (before h-revmono61, 502 until its first entry).
+    being a new log, empty (not a 502 until its first entry).
     ``timeout``: seconds for its calls together, each given the time left (None: each
     the client's timeout, the wait for the memory's lock and its proof one together);
     past it, TransportError DEADLINE_EXCEEDED (``waited_s`` the
@@ -174,8 +174,8 @@ def latest_checkpoint(
     if cp is None:
         raise _unsigned_checkpoint(client, problem, pinned)
     # the wait for the memory and its proof together get one timeout when no budget is
-    # given (before h-revmono61 each a whole one: a request waiting behind a stalled
-    # proof, then asking its own, was held for two)
+    # given (with each a whole one, a request waiting behind a stalled proof, then
+    # asking its own, would be held for two)
     held = left if timeout is not None else _time_left(client, client.timeout)
     logmonitor.hold(client, vkey, cp, held, before)
     return cp, note, vkey
@@ -187,8 +187,8 @@ def _unsigned_checkpoint(
     """The error of a checkpoint the service sent that does not verify with the log key
     it presents, or with ``pinned`` (`latest_checkpoint`; ``problem``:
     `open_checkpoint`'s error): 502, its size and root not trusted, the pinned key
-    named. Before h-revpage60, 500 INTERNAL with the bare "note signature by ... does
-    not verify", as if the page itself were broken."""
+    named, not a 500 INTERNAL with the bare "note signature by ... does not verify",
+    as if the page itself were broken."""
     key = (
         "the log key it presents"
         if pinned is None
@@ -256,9 +256,9 @@ def checkpoint_view(client: ProvenanceClient, pinned: str | None = None) -> dict
 
 
 #: Seconds a service's cosigned checkpoint is kept per gRPC client (`cosigned_note`): it
-#: changes when witnesses cosign a new checkpoint, seconds apart at most, and every view
-#: of the checkpoint asked it again before h-cosigcache61, one service log read of the
-#: two (`/api/v1/checkpoint`) or three (`/log`) a view took.
+#: changes when witnesses cosign a new checkpoint, seconds apart at most, and asking it
+#: again every view of the checkpoint would be one service log read of the two
+#: (`/api/v1/checkpoint`) or three (`/log`) a view takes.
 COSIGNED_KEEP_S = 5.0
 
 #: (monotonic time it is kept until, `cosigned_note`'s answer) per gRPC client.
@@ -480,10 +480,10 @@ def find_by_sha256(client: ProvenanceClient, sha256: bytes) -> list[tuple[int, b
     saying the bytes match (``hash_match``) must cite a claim binding ``sha256``. The
     entry at the cited claim's leaf index is not read here: the caller reads it once, as
     it shows it, and checks that it is that claim (`entry_view`'s ``found``,
-    `check_found_entry`), as the API and the explorer's search page do (before
-    h-webmono61 the page read it here, then redirected to the entry's page, which read it
-    again unchecked). Before findsha60 the answer was taken unchecked, so a hostile
-    service could send the search to any entry, shown as the capture of these bytes.
+    `check_found_entry`), as the API and the explorer's search page do (not
+    read here, then read again unchecked by the entry's page it redirects to). Taken
+    unchecked, the answer would let a hostile service send the search to any entry,
+    shown as the capture of these bytes.
     Raises ServerEvidenceError (502, `_search_refused`), TransportError."""
     from provenance.web.api import check_lookup_cited  # api imports this module
 
@@ -582,8 +582,8 @@ def inclusion_view(
     """An inclusion proof of entry ``index`` in the tree of ``tree_size`` leaves. 0: the
     newest checkpoint's size, that checkpoint read, checked and held to the newest one
     this page verified (`latest_checkpoint`, with ``pinned``: a rollback or fork is
-    ServerEvidenceError, 502; before h-webfix61 the service's own "latest" size was
-    taken unchecked), the proof asked at its size and checked against its root:
+    ServerEvidenceError, 502; the service's own "latest" size is not taken
+    unchecked), the proof asked at its size and checked against its root:
     ``root_hash`` and ``verified`` (``problem`` when it does not verify), as an entry's
     (`entry_view`); an explicit size has no root known here (``verified`` None).
     Raises TransportError."""
@@ -700,11 +700,11 @@ def entries_view(
     signed checkpoint the caller read before the listing), else the newest signed
     checkpoint's (with ``pinned``, the key it must verify with: `latest_checkpoint`),
     read once an empty page comes (`_log_size`, within the time left of
-    the listing's timeout: before h-revpage60 its calls had a whole timeout more), that
+    the listing's timeout, not a whole timeout more), that
     page then asked for again (entries logged between the two calls come in it). An
     empty page before the size is a ServerEvidenceError (502: the service lost entries
-    or its paging is broken); before, the listing ended there, silently cut. So is one
-    past index 0 of a log the service then says is empty (before h-revpage60, the end).
+    or its paging is broken), not the listing's end, silently cut. So is one
+    past index 0 of a log the service then says is empty (not the end).
     A checkpoint of a size short of the entries sent is taken as the end: with several
     servers over one PostgreSQL, one whose database does not answer serves the older
     checkpoint it holds (`StoreReads`), while another served the newer entries; but one
@@ -771,8 +771,8 @@ def _ended_early(client: ProvenanceClient, pos: int, size: int | None) -> Server
     """The error of a listing (`entries_view`) the service answered with no entries from
     index ``pos``, though the log's signed checkpoint holds ``size`` (more), or, ``size``
     None, though it then said its log is empty (and so has no index ``pos`` - 1, where
-    its entries would end: before h-revpage60 taken as the log's end, no signed
-    checkpoint needed to cut the listing): 502."""
+    its entries would end: taken as the log's end, no signed checkpoint would be
+    needed to cut the listing): 502."""
     though = (
         "though it says the log is empty"
         if size is None

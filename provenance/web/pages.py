@@ -169,9 +169,9 @@ async def goto_entry(request: Request) -> Response:
     index with leading zeros ("007"): the form sends them on to the one canonical URL.
     A file's SHA-256 found is answered with its entry's page here (200), the entry read
     once and checked to be the claim the lookup cited (`logviews.entry_view`'s
-    ``found``): before h-webmono61 the search checked it, then redirected to
-    ``/log/entries/N``, which read entry N again with no tie to the search (a service
-    could send another entry the second time). A device id (64 hex digits too) that is
+    ``found``), not redirected to ``/log/entries/N``, which would read entry N again
+    with no tie to the search (a service could send another entry the second time).
+    A device id (64 hex digits too) that is
     no file's SHA-256 goes to its device page; the start of one (pages show device ids
     shortened) is told how to find that page, and how to get a whole file SHA-256
     (`prov verify` shows it shortened). Other text is told what the box takes."""

@@ -127,9 +127,8 @@ def _looked_up(
     /api/v1/lookup`` checks its answers (`check_lookup_cited`: one result; a near copy's
     verdict must cite a claim whose PDQ hashes match the binding's; with ``pinned``, the
     key pinned with ``prov web --log-key``, its receipt must verify with it). Raises
-    ServerEvidenceError (502) naming "the binding" (before lookupderived60 nothing was
-    checked: a hostile service's DERIVED for an unrelated hash was a match, and two
-    results for the one binding a 500)."""
+    ServerEvidenceError (502) naming "the binding" (unchecked, a hostile service's DERIVED for an
+    unrelated hash would be a match, and two results for the one binding a 500)."""
     found = client.lookup([query])
     check_lookup_cited([query], found, client.address, lambda i, q: "the binding", pinned)
     return found[0][1]

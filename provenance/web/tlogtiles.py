@@ -333,8 +333,8 @@ def _source(directory: Path, path: str, tile: tiles.Tile) -> tuple[Path, int]:
     Raises FileNotFoundError when there is none; DamagedTileError when the folder of
     partial tiles ``<N>.p`` is there but cannot be listed (its mode, no descriptor left)
     and no full tile ``<N>`` is there to cut from: the server's fault, not a tile the log
-    lacks (before, a 404, as if it held none; and from h-tiles58 until h-revtiles58 a 500
-    also beside a full tile, which holds the answer)."""
+    lacks (not a 404, as if it held none; and not a 500 beside a full tile, which holds
+    the answer)."""
     own = directory / path
     if not tile.partial or _there(own):
         return own, tile.width
@@ -537,7 +537,7 @@ def _checkpoint_body(file: Path, within: Path) -> bytes:
 def routes(directory: Path, shares: TileShares | None = None) -> list[Route]:
     """Routes serving the tiled log in ``directory`` read-only (see module docstring).
     Tiles and bundles are read and compressed on at most `FILE_WORKERS` worker threads,
-    the checkpoint read on as many more (until h-tiles58, on the event loop): nothing is
+    the checkpoint read on as many more: nothing is
     read on the event loop; each client within its share of ``shares`` (default: a new
     `TileShares` of `TILE_BYTES_PER_CLIENT`)."""
     file_workers = anyio.CapacityLimiter(FILE_WORKERS)

@@ -206,8 +206,8 @@ def _check_url_text(url: str, option: str) -> None:
 
 def _is_http_url(url: str) -> bool:
     """Whether ``url`` is http(s) with a host name; False too for one `urlsplit` refuses
-    (an unclosed ``[``, brackets around no IPv6 address: revwitpar62, before a ValueError
-    traceback, exit 1)."""
+    (an unclosed ``[``, brackets around no IPv6 address: a ValueError traceback, exit 1,
+    otherwise)."""
     try:
         parts = urlsplit(url)
     except ValueError:
@@ -219,8 +219,8 @@ def _check_host(url: str, option: str) -> None:
     """Raise ConfigError (naming ``option``) when the host of the http(s) URL ``url`` is
     no name the resolver can be asked about: a part between dots empty or over 63
     characters, which Python's IDNA encoding (as `socket.getaddrinfo` applies it) refuses
-    (revwitpar62: before, `prov verify --witness-url` ended in a UnicodeError traceback,
-    exit 1, once the witness was asked, and `prov serve --witness` failed every round)."""
+    (otherwise `prov verify --witness-url` would end in a UnicodeError traceback, exit
+    1, once the witness was asked, and `prov serve --witness` fail every round)."""
     host = urlsplit(url).hostname or ""
     try:
         host.encode("idna")
@@ -234,9 +234,9 @@ def _check_host(url: str, option: str) -> None:
 
 def _check_port(url: str, option: str) -> None:
     """Raise ConfigError (naming ``option``) when the http(s) URL ``url`` has a port that
-    is not a number from 1 to 65535 (h-newuser61: before, ``--witness-url
-    http://HOST:99999`` ended `prov verify` in a ValueError traceback, exit 1, and `prov
-    serve --witness` took it)."""
+    is not a number from 1 to 65535 (otherwise ``--witness-url http://HOST:99999``
+    would end `prov verify` in a ValueError traceback, exit 1, and `prov serve
+    --witness` would take it)."""
     try:
         port = urlsplit(url).port
     except ValueError:
@@ -309,8 +309,8 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
     Retrieval Mechanism"); the note text, its signatures unchecked. One request, its whole
     answer within ``timeout_s`` seconds and `MAX_ANSWER_BYTES` (headers and framing
     included). Raises WitnessError saying why otherwise: unreachable, too slow, too large,
-    cut short (the connection closed before its Content-Length or last chunk: revwiturl61,
-    before, bytes short of the Content-Length were taken as the whole answer), 404 (it
+    cut short (the connection closed before its Content-Length or last chunk: bytes short of the
+    Content-Length are not taken as the whole answer), 404 (it
     never cosigned a checkpoint of that log; a 404 web page: no witness), a redirect (3xx:
     not followed), another
     status (with the start of its text)."""
@@ -839,8 +839,8 @@ def _exchange_failure(
 ) -> str:
     """What a failed exchange with the witness at ``where`` (HOST:PORT) says to a person:
     what happened, and what to check. ``once``: a one-off fetch (`fetch_cosigned_checkpoint`),
-    which nothing asks again (revwiturl61: before, an answer cut short said "it is asked
-    again later", true only of the `Cosigner`'s rounds)."""
+    which nothing asks again (an answer cut short does not say "it is asked again
+    later", true only of the `Cosigner`'s rounds)."""
     if isinstance(e, ssl.SSLCertVerificationError):
         return (
             f"witness at {where}: its TLS certificate is not trusted ({e.verify_message});"
