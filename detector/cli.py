@@ -376,8 +376,7 @@ def _read_image(path: Path) -> bytes:
     socket, a device or a link to one is never opened for reading, so neither blocks nor
     reads without end) and refused from its size when over the image limit
     (`provenance.media.assets.DEFAULT_MAX_IMAGE_BYTES`, 256 MiB), reading at most one
-    byte more than the limit whatever the size it claims. Before (h-hostfiles62) each
-    file was read whole (``Path.read_bytes``). Raises MediaError (not a regular file),
+    byte more than the limit whatever the size it claims. Raises MediaError (not a regular file),
     MediaTooLargeError (over the limit), OSError (cannot be read)."""
     from provenance.cli.files import open_regular
     from provenance.core.errors import MediaError

@@ -85,8 +85,8 @@ def in_existing_folder(path: Path, option: str) -> Path:
     """``path`` if the folder it would be created in exists; else a usage error (exit
     2, a clean message naming ``option``) instead of a traceback later, when the file is
     first written. A symbolic link leading nowhere yet is judged by the folder it leads
-    into, where the file would be created (before h-hostfiles62, by its own: a --report
-    linked into a missing folder failed once the scan had started). Raises
+    into, where the file would be created (judged by its own, a --report linked into a
+    missing folder would fail once the scan had started). Raises
     typer.BadParameter."""
     folder, linked = path.parent, ""
     if path.is_symlink() and not path.exists():
