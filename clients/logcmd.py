@@ -1299,7 +1299,9 @@ def _refresh(
                 f" {server_vkey})"
             )
         if vkey != server_vkey:
-            raise LogIntegrityError(_another_log(server, server_vkey, vkey, sidecar))
+            raise LogIntegrityError(
+                _another_log(server, server_vkey, vkey, sidecar, sc.log_verifier_key, bool(log_key))
+            )
         verifier = NoteVerifier.from_vkey(vkey)
         verify_receipt(sc.receipt, sc.signed_claim, verifier)
         views = witnessed_checkpoints(witness_urls, witnesses, verifier)
@@ -1325,17 +1327,32 @@ def _refresh(
     )
 
 
-def _another_log(server: str, server_vkey: str, vkey: str, sidecar: Path) -> str:
+def _another_log(
+    server: str, server_vkey: str, vkey: str, sidecar: Path, named: str, given: bool
+) -> str:
     """What `prov receipt refresh` of ``sidecar`` says when the server at ``server``
-    presents ``server_vkey``, not the receipt's log key ``vkey``: what is wrong, that the
-    sidecar is kept, how its receipt is still checked, and, for a log replaced on purpose
-    (each `make web` starts a new one), how its file gets a receipt of the new log."""
+    presents ``server_vkey``, not ``vkey``, the log key trusted (``given``: the --log-key
+    given; else the receipt's, ``named``, the sidecar's logVerifierKey): what is wrong,
+    that the sidecar is kept, how its receipt is still checked (with ``named``, the key of
+    the log that issued it, when the sidecar names one), and, for a log replaced on
+    purpose (each `make web` starts a new one), how its file gets a receipt of the new
+    log. A --log-key that is not the key the sidecar names, which the server presents,
+    is said to be the likely fault."""
     side = shown_line(str(sidecar))
+    if given and named == server_vkey:  # the receipt's own log, asked with another key
+        return (
+            f"the server at {server} presents log key {server_vkey}, not the --log-key"
+            f" given, {vkey}; {side} is unchanged. The server's key is the one {side} names"
+            " (logVerifierKey), the key of the log that issued its receipt: is the"
+            " --log-key right?"
+        )
+    trusted = f"the --log-key given, {vkey}" if given else f"the receipt's {vkey}"
+    issuer = named if given and named else ("KEY" if given else vkey)
     return (
-        f"the server at {server} presents log key {server_vkey}, not the receipt's {vkey}:"
+        f"the server at {server} presents log key {server_vkey}, not {trusted}:"
         f" another log, or the log's key changed; {side} is unchanged. Its receipt is"
         f" still checked offline with the key of the log that issued it: `prov receipt"
-        f" verify {side} --log-key {vkey}`. If that log was replaced on purpose (each"
+        f" verify {side} --log-key {issuer}`. If that log was replaced on purpose (each"
         " `make web` starts a new one), the file's signer can sign it again for the new"
         " log (`prov sign --force FILE`, which keeps the old sidecar as FILE.prov.bak)"
     )

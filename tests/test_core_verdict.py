@@ -1137,3 +1137,21 @@ def test_the_reasons_on_an_unknown_key_s_sidecar_word_for_word() -> None:
         "the file carries Content Credentials (C2PA) that validate as Valid, signed by an"
         " unnamed signer: a separate line of evidence, not a record in this log"
     )
+
+
+def test_a_video_sidecar_with_one_frame_alike_is_not_called_the_same_picture() -> None:
+    # The distance is the closest pair of frames': a video whose other 11 frames show
+    # other pixels was told "the same picture to PDQ ... or an edit too small for PDQ to
+    # see", as if nothing seen had changed.
+    claim = _claim(soft=_frames(12), media_type="video/mp4")
+    facts = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12, changed=tuple(range(1, 12))))
+    reasons = _sidecar_case(facts, device=_device(), claim=claim)[0].reasons
+    assert not _has(reasons, "too small for PDQ to see"), reasons
+    assert reasons[1] == (
+        "the pixels are 0 bits (PDQ) from the signed capture's: at least one frame is the"
+        " same picture to PDQ as one of the signed capture's, its bytes changed; its other"
+        " frames may show other pixels (edited, cut or added)"
+    ), reasons
+    # every frame alike: still no word on the other frames for a video
+    alike = FileFacts(OTHER_SHA, 99, "video/mp4", _frames(12))
+    assert _sidecar_case(alike, device=_device(), claim=claim)[0].reasons[1] == reasons[1]

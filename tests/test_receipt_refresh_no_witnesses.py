@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from provenance.log.checkpoint import generate_log_key
 from tests.conftest import Cli, sign_sample, start_server
 
 
@@ -59,3 +60,36 @@ def test_refresh_against_another_log_says_the_sidecar_is_kept_and_what_to_do(
     assert f"prov receipt verify {sidecar} --log-key {key.strip()}" in said, said
     assert "prov sign --force" in said, said
     assert sidecar.read_bytes() == before
+
+
+def test_refresh_with_a_log_key_the_server_does_not_present_names_that_key_as_given(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """With --log-key naming a third log's key (not the receipt's), the refusal called
+    it "the receipt's", said to check the receipt offline with it (which fails), and,
+    asked of the receipt's own log, that the log was another or replaced (seen failing
+    first). It is named as the --log-key given; at the receipt's own log, the likely
+    fault is said; at another log, the offline check names the key the sidecar names."""
+    photo, _ = sign_sample(enrolled, tmp_path)
+    sidecar = photo.with_name(photo.name + ".prov")
+    rc, key, err = enrolled("log", "key", "--server", enrolled.server)
+    assert rc == 0, err
+    third = generate_log_key(tmp_path / "third.pem", "third.example/log").verifier_key()
+    rc, out, err = enrolled("receipt", "refresh", str(sidecar), "--log-key", third)
+    said = " ".join((out + err).split())
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in said, said
+    assert f"not the receipt's {third}" not in said and "another log" not in said, said
+    assert f"not the --log-key given, {third}" in said, said
+    assert "is the --log-key right?" in said, said
+    other = start_server(tmp_path / "other.db")
+    try:
+        rc, out, err = enrolled(
+            "receipt", "refresh", str(sidecar), "--server", other.address, "--log-key", third
+        )
+    finally:
+        other.stop()
+    said = " ".join((out + err).split())
+    assert rc == 3 and f"not the --log-key given, {third}: another log" in said, said
+    assert f"prov receipt verify {sidecar} --log-key {key.strip()}" in said, said
+    rc, out, err = enrolled("receipt", "verify", str(sidecar), "--log-key", key.strip())
+    assert rc == 0, (out, err)  # as it says

@@ -99,6 +99,34 @@ def test_sign_of_a_file_signed_for_a_replaced_log_says_to_sign_it_again(
         other.stop()
 
 
+def test_a_copy_of_the_folder_whose_number_the_log_took_is_told_so(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two copies of one device folder sign with the same numbers: one logs claim #1, the
+    other's own #1 (another photo) is refused for good, the log's last sequence equal to
+    the claim's, not past it. Seen failing first: the refusal said "the log holds later
+    claims of this key (up to sequence 1)", which it does not (it holds another claim
+    numbered 1), and did not name the copy signing elsewhere; signing again, as it says,
+    numbers the file #2, which the log takes."""
+    copy = tmp_path / "copy-home"
+    shutil.copytree(enrolled.home, copy)  # taken before either signs
+    _sign_logged(enrolled, tmp_path)  # claim #1 of this key, logged
+    monkeypatch.setenv("PROV_HOME", str(copy))
+    photo = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "IMG_0006.jpg"))
+    rc, out, err = enrolled("sign", str(photo))
+    flat = " ".join(err.split())
+    assert rc == 1 and "refused by the server" in flat, (out, err)
+    assert "later claims" not in flat, flat
+    assert (
+        "the log already holds another claim of this key numbered 1 (a copy of this device"
+        " folder signing too, or this folder restored from a backup?), so this one can never"
+        " be logged;"
+        " sign the file again for a new claim (`prov sign FILE`)"
+    ) in flat, flat
+    rc, out, err = enrolled("sign", str(photo))  # as it says
+    assert rc == 0 and "signed (#2) and logged" in out, (out, err)
+
+
 def test_sign_unchanged_file_again_signs_nothing(enrolled: Cli, tmp_path: Path) -> None:
     photo, side, logged = _sign_logged(enrolled, tmp_path)
     rc, out, err = enrolled("sign", str(photo))

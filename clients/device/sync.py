@@ -270,7 +270,11 @@ class SyncingFolder(QueueFolder):
         copy of it elsewhere), number the next claim after the log's last, so one refusal
         is all it costs (before, one per claim the folder was behind); when the folder is
         not behind, the claim is older than the log's last of this key (a file's sidecar
-        from a log since replaced, its claim queued again): say to sign the file again.
+        from a log since replaced, its claim queued again), or the log holds another claim
+        of its number (a copy of this folder signing with the same numbers, or this one
+        before it was restored from a backup; the log's claim is another, as the log answers
+        a claim it holds with its receipt): say which, and to sign the file again (numbered
+        past the log's last).
         Returns what to add to the refusal's reason ("" when the log cannot say). A
         log's number more than `SEQUENCE_MARGIN` past the state's is not adopted (said,
         with what to do: `prov device repair --accept-log-sequence`)."""
@@ -283,11 +287,17 @@ class SyncingFolder(QueueFolder):
         last = device.last_sequence
         if last < entry.sequence:
             return ""
-        if last <= state.last_sequence:  # an old claim (a sidecar of a log since replaced)
+        if last <= state.last_sequence:  # an old claim, or a number a copy used first
+            held = (
+                f"the log holds later claims of this key (up to sequence {last})"
+                if last > entry.sequence
+                else f"the log already holds another claim of this key numbered {last} (a"
+                " copy of this device folder signing too, or this folder restored from a"
+                " backup?)"
+            )
             return (
-                f"; the log holds later claims of this key (up to sequence {last}), so this"
-                " one can never be logged; sign the file again for a new claim (`prov sign"
-                " FILE`)"
+                f"; {held}, so this one can never be logged; sign the file again for a new"
+                " claim (`prov sign FILE`)"
             )
         if last > state.last_sequence + SEQUENCE_MARGIN:  # a wrong answer would end the key
             return (

@@ -91,6 +91,19 @@ _SAME_PICTURE = (
     " data added, or an edit too small for PDQ to see)"
 )
 
+#: `_SAME_PICTURE` for a video (more than one frame hashed on either side): its distance
+#: is the closest pair of frames', which says nothing of the others.
+_SAME_FRAME = (
+    "at least one frame is the same picture to PDQ as one of the signed capture's, its"
+    " bytes changed; its other frames may show other pixels (edited, cut or added)"
+)
+
+
+def _several_frames(facts: FileFacts, claim: Claim) -> bool:
+    """Whether ``facts`` or ``claim`` holds more than one PDQ hash (a video's frames; an
+    image has one), so that `best_pdq_distance` is the closest pair's alone."""
+    return max(len(facts.soft_bindings), len(claim.soft_bindings)) > 1
+
 
 def is_unlogged_sidecar_reason(reason: str) -> bool:
     """Whether ``reason`` is one of the advice reasons of a valid sidecar claim missing from
@@ -963,7 +976,7 @@ def _decide_with_sidecar(
             reasons.append(
                 f"the pixels are {distance} bits (PDQ) from the signed capture's: "
                 + (
-                    _SAME_PICTURE
+                    (_SAME_FRAME if _several_frames(facts, claim) else _SAME_PICTURE)
                     if distance == 0
                     else "a close copy with edits"
                     if distance <= PDQ_MATCH_THRESHOLD
