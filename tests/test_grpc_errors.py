@@ -568,6 +568,40 @@ def test_an_upload_message_over_the_limit_once_decompressed_logs_no_traceback(
     assert "unexpected error" not in log, log
 
 
+def test_an_upload_cut_short_by_a_message_over_the_limit_once_decompressed_logs_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """When grpc core refuses an upload's message that inflates past the 8 MiB message
+    limit (RESOURCE_EXHAUSTED to its client), the handler sees the request stream end
+    early: a header that announced the file's size then finds it truncated, and a header
+    message that was itself refused leaves no header. Either refusal goes to a call grpc
+    has ended already: it ends quietly, its slot given back, and the next upload is
+    judged. Before, each such call logged "Unexpected [ExecuteBatchError]" and two
+    tracebacks at ERROR (aborting with the refusal on the ended call)."""
+    srv = start_server(tmp_path / "prov.db")
+    try:
+        sized = pb.VerifyFileHeader(filename="bomb.jpg", size_bytes=9 << 20)
+        uploads = (
+            [pb.VerifyFileChunk(header=sized), pb.VerifyFileChunk(data=bytes(9 << 20))],
+            [pb.VerifyFileChunk(header=pb.VerifyFileHeader(filename="x" * (9 << 20)))],
+        )
+        with grpc.insecure_channel(srv.address, compression=grpc.Compression.Gzip) as chan:
+            stub = rpc.VerificationStub(chan)
+            for call in (stub.VerifyFile, stub.DetectFile):
+                for msgs in uploads:
+                    for _ in range(3):
+                        with pytest.raises(grpc.RpcError) as exc:
+                            call(iter(msgs), timeout=60)
+                        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.value
+        with ProvenanceClient(srv.address, timeout=60) as c:
+            assert c.verify_file(SAMPLES / "rocket.jpg").status == Verdict.UNSIGNED
+    finally:
+        srv.stop()
+    log = srv.stderr()
+    assert "Traceback" not in log, log
+    assert "Unexpected" not in log and "unexpected error" not in log, log
+
+
 def test_a_revoked_key_enrolled_again_with_a_new_token_is_told_of_its_revocation(
     client: ProvenanceClient,
 ) -> None:
