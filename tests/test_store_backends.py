@@ -158,7 +158,7 @@ def test_text_with_a_nul_is_refused_alike_on_every_backend(db: Path | str, tmp_p
             s.create_enrollment_token(label="night\x00shift")
         key = _enroll(s)
         s.submit(_claim(key, 1))
-        # refused for its control character before the store (h-grpcatk62: all of them)
+        # refused for its control character before the store (all of them)
         with pytest.raises(
             ClaimError, match=r"revocation reason holds a control character \(U\+0000\)"
         ):

@@ -314,7 +314,7 @@ def enrolled_already(device: Device, certificate_pem: str) -> AlreadyEnrolledErr
     """What a store raises enrolling a key its registry holds as ``device`` (with the
     chain ``certificate_pem``, "" when none): "device ID is already enrolled", or, when
     its key was revoked, the words `answer_enrollment_again` uses, naming the revocation
-    (before h-grpcatk62 a new token's enrollment of a revoked key was told only that it
+    (before, a new token's enrollment of a revoked key was told only that it
     "is already enrolled", as if the key still served)."""
     said = (
         f"device {device.device_id.hex()} is already enrolled"

@@ -110,7 +110,7 @@ def check_revocation_reason(reason: str) -> None:
     not valid UTF-8 text (a lone surrogate: a byte a terminal's encoding could not
     decode), or holds a character a device's label may not (`registry.unprintable`: a
     control character such as ESC or a line feed, a bidirectional override; it is
-    logged for good and shown beside the device's verdicts: before h-grpcatk62 an
+    logged for good and shown beside the device's verdicts: before, an
     escape sequence was logged as given)."""
     try:
         size = len(reason.encode())

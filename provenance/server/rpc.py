@@ -1011,7 +1011,7 @@ def _sidecar_receipt(m: Any) -> tuple[Receipt | None, str | None]:
     """A VerifyFile header's ``sidecar_receipt`` (a Receipt message) read, and None; or,
     when it cannot be read (an integration time out of Timestamp's range), None and the
     note its report gets, as a receipt that does not verify gets one
-    (`rollback.with_lost_receipt`). Before h-grpcatk62 that refused the whole call
+    (`rollback.with_lost_receipt`). Before, that refused the whole call
     (INVALID_ARGUMENT) after its upload: a logged file got no verdict for a damaged
     sidecar."""
     try:
@@ -1025,8 +1025,8 @@ async def _say_received(context: grpc.aio.ServicerContext[Any, Any]) -> None:
     asyncio.CancelledError, which grpc.aio logs at DEBUG only, when grpc core has ended
     the call already: a message it refused (one that inflates past the message limit,
     "Decompressed message larger than max", RESOURCE_EXHAUSTED to its client) ends the
-    request stream as if the client had sent it all, and the call has its status. Before
-    (h-grpcatk62), each such upload logged "unexpected error" and three tracebacks at
+    request stream as if the client had sent it all, and the call has its status. Before,
+    each such upload logged "unexpected error" and three tracebacks at
     ERROR: grpc's ExecuteBatchError here, then again aborting with INTERNAL."""
     try:
         await context.send_initial_metadata(((RECEIVED_KEY, "1"),))

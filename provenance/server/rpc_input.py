@@ -225,7 +225,7 @@ async def _checked_async(requests: AsyncIterator[Any], method: str) -> AsyncIter
 async def _aborting(requests: AsyncIterator[Any], method: str, context: Any) -> AsyncIterator[Any]:
     """``requests`` for a handler not ours (grpc's reflection), which maps no ClaimError: a
     malformed message aborts the call with INVALID_ARGUMENT (grpc's AbortError passes
-    through the handler quietly). Before h-grpcatk62 the ClaimError escaped it: the
+    through the handler quietly). Before, the ClaimError escaped it: the
     client got UNKNOWN "Unexpected <class 'provenance.core.errors.ClaimError'>: ..." and
     the server's log a traceback, for each such call."""
     async for r in requests:
