@@ -20,7 +20,7 @@ from provenance.core.keys import KEY_ID_BYTES
 from provenance.core.registry import MAX_TOKEN_TTL, check_label
 from provenance.core.timecheck import check_revocation_reason
 from provenance.core.timetext import utc_text
-from provenance.terminal import SafeConsole, shown
+from provenance.terminal import SafeConsole, shown, shown_line
 
 # text that is not ours is never read as markup or emoji codes (`SafeConsole`)
 out = SafeConsole(soft_wrap=True)
@@ -211,14 +211,15 @@ def revoke(
         d, unchanged = c.revoke(dev, reason, when)
     assert d.revoked_at is not None
     at = utc_text(d.revoked_at)
+    # on one line: a reason logged before line feeds were refused may hold one
+    why = shown_line(d.revocation_reason)
     if unchanged:  # the earlier revocation stands
         out.print(
-            f"{d.device_id.hex()} was already revoked at {at} (reason: {d.revocation_reason});"
-            " nothing changed",
+            f"{d.device_id.hex()} was already revoked at {at} (reason: {why}); nothing changed",
             highlight=False,
         )
         raise typer.Exit(EXIT_ALREADY_REVOKED)
-    out.print(f"revoked {d.device_id.hex()} at {at}: {d.revocation_reason}", highlight=False)
+    out.print(f"revoked {d.device_id.hex()} at {at}: {why}", highlight=False)
 
 
 def _revocation_time(since: str) -> datetime:

@@ -104,7 +104,7 @@ def raw_soft(timestamp: float) -> Any:
 # (changes to the video claim, what the refusal must say)
 REFUSED: list[tuple[dict[str, Any], tuple[str, ...]]] = [
     # longer than RFC 6838's names allow (127 + "/" + 127), as a Lookup's is refused
-    # (before h-grpcatk62 a claim's was logged at any length, 10,006 characters tried)
+    # (before, a claim's was logged at any length, 10,006 characters tried)
     (
         {"media_type": "video/" + "x" * 250},
         ("media type is 256 characters", "at most 255", "RFC 6838"),

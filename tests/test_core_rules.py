@@ -453,7 +453,7 @@ def test_the_largest_claim_accepted_makes_a_log_entry_that_fits_a_tile_bundle() 
     def padded(extra: int) -> tuple[SignedClaim, Claim]:
         # grow a field this server does not know (protobuf keeps it in the signed bytes)
         # until the fields take `room + extra` bytes: every known field is bounded below
-        # it (a media type over 255 characters is refused since h-grpcatk62; this grew one)
+        # it (a media type over 255 characters is refused now; this grew one)
         claim = _claim()
         pad = room - _fields_bytes(_sign(claim))
         for _ in range(8):

@@ -541,8 +541,8 @@ def test_an_upload_message_over_the_limit_once_decompressed_logs_no_traceback(
     """A gzip-compressed data message that inflates past the 8 MiB message limit is
     refused by grpc core (RESOURCE_EXHAUSTED) after the header was read: the handler sees
     the stream end as if the client had sent it all, and the call may be over already.
-    It ends quietly, its slot given back, and the next upload is judged. Before
-    (h-grpcatk62), often (a race with grpc core; 12 calls here, so at least one lost
+    It ends quietly, its slot given back, and the next upload is judged. Before,
+    often (a race with grpc core; 12 calls here, so at least one lost
     it): "ERROR ... unexpected error in VerifyFile" and three tracebacks in the log
     (grpc's ExecuteBatchError sending the initial metadata, then
     GRPC_CALL_ERROR_TOO_MANY_OPERATIONS aborting), one set per such call."""
@@ -568,12 +568,46 @@ def test_an_upload_message_over_the_limit_once_decompressed_logs_no_traceback(
     assert "unexpected error" not in log, log
 
 
+def test_an_upload_cut_short_by_a_message_over_the_limit_once_decompressed_logs_no_traceback(
+    tmp_path: Path,
+) -> None:
+    """When grpc core refuses an upload's message that inflates past the 8 MiB message
+    limit (RESOURCE_EXHAUSTED to its client), the handler sees the request stream end
+    early: a header that announced the file's size then finds it truncated, and a header
+    message that was itself refused leaves no header. Either refusal goes to a call grpc
+    has ended already: it ends quietly, its slot given back, and the next upload is
+    judged. Before, each such call logged "Unexpected [ExecuteBatchError]" and two
+    tracebacks at ERROR (aborting with the refusal on the ended call)."""
+    srv = start_server(tmp_path / "prov.db")
+    try:
+        sized = pb.VerifyFileHeader(filename="bomb.jpg", size_bytes=9 << 20)
+        uploads = (
+            [pb.VerifyFileChunk(header=sized), pb.VerifyFileChunk(data=bytes(9 << 20))],
+            [pb.VerifyFileChunk(header=pb.VerifyFileHeader(filename="x" * (9 << 20)))],
+        )
+        with grpc.insecure_channel(srv.address, compression=grpc.Compression.Gzip) as chan:
+            stub = rpc.VerificationStub(chan)
+            for call in (stub.VerifyFile, stub.DetectFile):
+                for msgs in uploads:
+                    for _ in range(3):
+                        with pytest.raises(grpc.RpcError) as exc:
+                            call(iter(msgs), timeout=60)
+                        assert exc.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.value
+        with ProvenanceClient(srv.address, timeout=60) as c:
+            assert c.verify_file(SAMPLES / "rocket.jpg").status == Verdict.UNSIGNED
+    finally:
+        srv.stop()
+    log = srv.stderr()
+    assert "Traceback" not in log, log
+    assert "Unexpected" not in log and "unexpected error" not in log, log
+
+
 def test_a_revoked_key_enrolled_again_with_a_new_token_is_told_of_its_revocation(
     client: ProvenanceClient,
 ) -> None:
     """A key enrolled, then revoked, offered again with a fresh token is refused
     (PERMISSION_DENIED) naming its revocation and the way on, as a replay of its first
-    enrollment is. Before (h-grpcatk62): only "device ID is already enrolled", as if the
+    enrollment is. Before: only "device ID is already enrolled", as if the
     key still served."""
     key = enroll_key(client)
     client.revoke(key.key_id, "lost")
@@ -600,7 +634,7 @@ def test_a_sidecar_receipt_that_cannot_be_read_is_noted_not_fatal(
 ) -> None:
     """A VerifyFile header whose sidecar receipt holds an integration time no timestamp
     can hold (2^62 s) gets the file's verdict, with a note that the receipt was not
-    read, as a receipt that does not verify gets one (before h-grpcatk62 the whole call
+    read, as a receipt that does not verify gets one (before, the whole call
     was refused INVALID_ARGUMENT after the upload: "the receipt's integration time is
     out of range ...", the verdict of a logged file lost over a damaged sidecar)."""
     data = (SAMPLES / "rocket.jpg").read_bytes()
@@ -629,7 +663,7 @@ def test_a_revocation_reason_with_control_or_format_characters_is_refused(
     """A revocation reason is logged for good and shown beside the device's verdicts: one
     holding an escape sequence, a line feed or a bidirectional override is refused
     (INVALID_ARGUMENT, naming the character and where), as a device's label is, and
-    nothing is revoked; accents and emoji are kept. Before (h-grpcatk62) all three were
+    nothing is revoked; accents and emoji are kept. Before, all three were
     logged as given."""
     key = enroll_key(client)
     for reason, said in (
@@ -653,7 +687,7 @@ def test_a_malformed_message_to_the_reflection_stream_is_invalid_argument(
 ) -> None:
     """grpc's server reflection (a bidirectional stream, not ours) sent bytes that are no
     ServerReflectionRequest is answered INVALID_ARGUMENT in the words every other method
-    gets, and the server logs no traceback. Before (h-grpcatk62): UNKNOWN "Unexpected
+    gets, and the server logs no traceback. Before: UNKNOWN "Unexpected
     <class 'provenance.core.errors.ClaimError'>: ..." and a traceback per call."""
     srv = start_server(tmp_path / "prov.db")
     try:

@@ -5,6 +5,7 @@ check; two services over one PostgreSQL database; database failures as StorageEr
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -157,7 +158,7 @@ def test_text_with_a_nul_is_refused_alike_on_every_backend(db: Path | str, tmp_p
             s.create_enrollment_token(label="night\x00shift")
         key = _enroll(s)
         s.submit(_claim(key, 1))
-        # refused for its control character before the store (h-grpcatk62: all of them)
+        # refused for its control character before the store (all of them)
         with pytest.raises(
             ClaimError, match=r"revocation reason holds a control character \(U\+0000\)"
         ):
@@ -253,6 +254,52 @@ def test_a_token_enrollment_retried_is_answered_once_on_every_backend(
         s.close()
 
 
+def _edit_row(db: Path | str, sql: str, *values: Any) -> None:
+    """Run ``sql`` (``?`` placeholders) on the database behind the service's back."""
+    if isinstance(db, Path):
+        with sqlite3.connect(db) as con:
+            con.execute(sql, values)
+        con.close()
+        return
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as pg:
+        pg.execute(sql.replace("?", "%s"), values)
+
+
+def test_a_revoked_key_enrolling_with_a_new_token_is_told_of_its_revocation(
+    any_db: Path | str, tmp_path: Path
+) -> None:
+    """A key enrolled, then revoked, offered with a fresh token is refused naming its
+    revocation (the store's AlreadyEnrolledError, `registry.enrolled_already`), on each
+    backend; also when the registry row's revocation was deleted behind the log's back,
+    the log's revocation counting as it does for a verdict. Nothing is logged."""
+    s = _service(any_db, tmp_path)
+    try:
+        key = _enroll(s)
+        s.revoke(key.key_id, "lost", None)
+        size = s.store.tree_size()
+
+        def fresh() -> None:
+            token, _ = s.create_enrollment_token()
+            s.enroll(token, key.public_key, sign_payload(key, PAYLOAD_TYPE_ENROLL, token.encode()))
+
+        told = "its key revoked at .*: a revoked key cannot enroll again; enroll a new key"
+        with pytest.raises(EnrollmentError, match=told):
+            fresh()
+        _edit_row(
+            any_db,
+            "UPDATE devices SET revoked_at=NULL, revocation_reason='' WHERE device_id=?",
+            key.key_id,
+        )
+        assert s.get_device(key.key_id).revoked_at is None  # the edit is in the table
+        with pytest.raises(EnrollmentError, match=told):
+            fresh()
+        assert s.store.tree_size() == size
+    finally:
+        s.close()
+
+
 def test_two_services_share_one_postgresql_log(pg_url: str, tmp_path: Path) -> None:
     a = _service(pg_url, tmp_path)
     b = _service(pg_url, tmp_path, follow_interval_s=0.05)
@@ -311,8 +358,6 @@ def test_unreachable_postgresql_is_a_storage_error() -> None:
 
 
 def test_a_log_cut_back_behind_the_verified_mark_is_refused(tmp_path: Path) -> None:
-    import sqlite3
-
     db = tmp_path / "prov.db"
     s = _service(db, tmp_path)
     key = _enroll(s)

@@ -227,6 +227,26 @@ def _details(e: ProvenanceError, call: str) -> str:
     return f"{head} ... ({cut} of {len(text)} characters left out) ... {tail}"
 
 
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str
+) -> None:
+    """``context.abort(code, details)``: raises grpc.aio.AbortError, or
+    asyncio.CancelledError (which grpc.aio logs at DEBUG only) when grpc core has ended
+    the call already, so that its status cannot be sent: an upload's message it refused
+    (one that inflates past the message limit, RESOURCE_EXHAUSTED to its client) ends
+    the request stream early, and the handler's refusal of what arrived ("truncated
+    upload", "the upload must start with a header message") has no call left to answer.
+    Before, each such refusal logged "ExecuteBatchError raised in core by servicer
+    method" and two tracebacks at ERROR."""
+    try:
+        await context.abort(code, details)
+    except (grpc.aio.AbortError, grpc.aio.UsageError):
+        raise
+    except Exception as e:  # grpc's ExecuteBatchError (private): no call left to answer
+        log.debug("call ended by grpc before its status (%s: %s): %s", code.name, details, e)
+        raise asyncio.CancelledError from e
+
+
 def _rpc(fn: F) -> F:
     """Turn our errors into status codes; never let an unexpected error take the server
     down. Wraps sync handlers (run in the RPC thread pool) and async ones (run on the
@@ -239,13 +259,15 @@ def _rpc(fn: F) -> F:
                 return await fn(self, request, context)
             except ProvenanceError as e:
                 context.set_trailing_metadata(_error_metadata(e))
-                await context.abort(status_for(e), _details(e, fn.__name__))
+                await _abort(context, status_for(e), _details(e, fn.__name__))
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception:
                 log.exception("unexpected error in %s", fn.__name__)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "internal error; the server logged the details"
+                await _abort(
+                    context,
+                    grpc.StatusCode.INTERNAL,
+                    "internal error; the server logged the details",
                 )
 
         return cast(F, wrapper_async)

@@ -66,6 +66,7 @@ from provenance.core.registry import (
     chain_link,
     check_claim_signature,
     check_not_revoked,
+    enrolled_already,
 )
 from provenance.core.timetext import utc_text
 from provenance.log.checkpoint import Checkpoint, LogSigner, split_note
@@ -949,8 +950,15 @@ class GroupCommitWriter:
             stands = self._in_force(txn, {row.device_id: row})[row.device_id]
             if isinstance(stands, Exception):
                 return stands
+            # told as the log stands: a revocation deleted from the row behind the log's
+            # back still counts, and is named (`registry.enrolled_already`)
+            said = (
+                str(enrolled)
+                if enrolled.token_spent_on_it or stands.revoked_at == row.revoked_at
+                else str(enrolled_already(stands, enrolled.certificate_pem))
+            )
             enrolled = AlreadyEnrolledError(
-                str(enrolled), stands, enrolled.certificate_pem, enrolled.token_spent_on_it
+                said, stands, enrolled.certificate_pem, enrolled.token_spent_on_it
             )
         try:
             device = answer_enrollment_again(
