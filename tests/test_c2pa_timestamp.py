@@ -18,15 +18,18 @@ import random
 import re
 import shutil
 import socket
+import struct
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import cbor2
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from rfc3161_client import HashAlgorithm, TimestampRequestBuilder, decode_timestamp_response
 
@@ -35,8 +38,10 @@ from provenance.c2pa.authority import Authority, issue_device_certificate
 from provenance.c2pa.reader import with_tsa_roots
 from provenance.c2pa.signing_time import SigningTimePolicy, TimeSource, assess_signing_time
 from provenance.c2pa.timestamp import (
+    MAX_SIGNATURE_BYTES,
     MAX_TOKEN_BYTES,
     MAX_TOKEN_CERTIFICATES,
+    X5CHAIN,
     ClaimSignature,
     TimestampAuthority,
     TsaTrust,
@@ -800,3 +805,67 @@ def test_tsa_reply_with_an_endless_trailer_is_read_no_further_than_its_bound() -
     budget = wire_budget(MAX_REPLY_BYTES)
     assert f"sent more than the {budget:,} bytes" in str(e.value), (str(e.value), sent[0])
     assert sent[0] < 4 * budget, sent[0]
+
+
+def _png_with_long_x5chain(data: bytes, certificates: int) -> bytes:
+    """The exported PNG ``data`` with its claim signature's protected x5chain repeated to
+    ``certificates`` certificates, every JUMBF box around it and its caBX chunk (length
+    and CRC) grown to fit: what anyone can write, for the signer is whoever made the file."""
+    sig = read_claim_signature(data, "image/png")
+    start, end = sig.start, sig.end
+    assert start is not None and end is not None
+    cose = cbor2.loads(data[start:end])
+    protected = cbor2.loads(cose.value[0])
+    chain = protected[X5CHAIN]
+    chain = chain if isinstance(chain, list) else [chain]
+    protected[X5CHAIN] = (chain * (certificates // len(chain) + 1))[:certificates]
+    new = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps(protected), *cose.value[1:]]))
+    grown = len(new) - (end - start)
+    out = bytearray(data[:start] + new + data[end:])
+
+    def grow(pos: int, stop: int) -> None:  # the boxes from pos to stop that hold the payload
+        while pos + 8 <= stop:
+            length, kind = struct.unpack_from(">I4s", data, pos)
+            assert length >= 8 and pos + length <= stop
+            if pos <= start < pos + length:
+                struct.pack_into(">I", out, pos, length + grown)
+                if kind == b"jumb":
+                    grow(pos + 8, pos + length)
+                return
+            pos += length
+
+    pos = 8
+    while True:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"caBX":
+            break
+        pos += 12 + length
+    grow(pos + 8, pos + 8 + length)
+    struct.pack_into(">I", out, pos, length + grown)
+    crc_at = pos + 8 + length + grown
+    struct.pack_into(">I", out, crc_at, zlib.crc32(out[pos + 4 : crc_at]))
+    return bytes(out)
+
+
+def test_a_claim_signature_over_its_bound_is_not_decoded_in_the_server(
+    tmp_path: Path, pool: ReaderPool, device: DeviceKey, chain: bytes
+) -> None:
+    """Attack: a claim signature whose x5chain repeats a certificate 400,000 times (a
+    181 MB PNG the C2PA reader reads as present) was decoded whole in the server's own
+    process to judge its signing time: every certificate parsed, the server's peak RSS
+    1,364 MiB against 754 MiB for a PNG of the same size. A signature box over
+    MAX_SIGNATURE_BYTES is refused before it is decoded, and the reader's verdict stands
+    with the reason."""
+    data = _export(tmp_path, device, chain, None, "png", "image/png").read_bytes()
+    der = x509.load_pem_x509_certificates(chain)[0].public_bytes(serialization.Encoding.DER)
+    hostile = tmp_path / "hostile.png"
+    hostile.write_bytes(_png_with_long_x5chain(data, 2 * MAX_SIGNATURE_BYTES // len(der)))
+    with pytest.raises(MediaError, match=f"over the {MAX_SIGNATURE_BYTES:,} bytes read"):
+        assess_signing_time(hostile.read_bytes(), "image/png", C2paResult(True), _ahead(None))
+    result = read_c2pa(hostile, "image/png", None, pool=pool, signing_time=_ahead(None))
+    assert result.present and result.signing_time is None
+    assert result.signing_time_error is not None
+    assert "the C2PA claim signature box is" in result.signing_time_error
+    # within the bound the same long chain is read as before
+    fits = _png_with_long_x5chain(data, 64)
+    assert len(read_claim_signature(fits, "image/png").chain) == 64

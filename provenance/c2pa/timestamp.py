@@ -68,6 +68,11 @@ MAX_TOKEN_BYTES = 64 << 10
 #: Most certificates a token may carry (real ones: the TSA's chain, 1-4). OpenSSL's
 #: chain building costs about N^2 over N certificates named alike (6,000: 10 s).
 MAX_TOKEN_CERTIFICATES = 16
+#: Largest claim signature box (COSE_Sign1, its x5chain and headers) decoded to judge a
+#: file's signing time, bytes. The fixtures' are 2.4-18 KB (an x5chain of 2-4
+#: certificates, the timestamp's pad); the box is the file writer's to fill, and decoding
+#: parses every certificate of its x5chain in the server's own process.
+MAX_SIGNATURE_BYTES = 1 << 20
 #: Largest bundle of trust anchors read (`TsaTrust`, `provenance.c2pa.reader.C2paTrust`):
 #: a PEM bundle of every public root is about 250 KB.
 MAX_ANCHORS_BYTES = 16 << 20
@@ -180,7 +185,8 @@ def read_claim_signature(data: bytes, media_type: str) -> ClaimSignature:
     Walks the JUMBF boxes (ISO/IEC 19566-5) of the manifest store: the active manifest
     is the store's last manifest box (C2PA 2.1, 11.1.4.2), its ``c2pa.signature`` box
     holds the COSE_Sign1_Tagged as CBOR. Raises MediaError when there is no store, the
-    boxes are malformed, or the signature is not a COSE_Sign1 with an x5chain.
+    boxes are malformed, the signature box is over MAX_SIGNATURE_BYTES (not decoded), or
+    the signature is not a COSE_Sign1 with an x5chain.
     """
     jumbf, offset = manifest_store(data, media_type)
     store = _box(jumbf, 0, len(jumbf))
@@ -194,6 +200,11 @@ def read_claim_signature(data: bytes, media_type: str) -> ClaimSignature:
         if kind == b"jumb" and _label(jumbf, inner, inner_end) == _SIGNATURE_LABEL:
             for ckind, payload, payload_end in _children(jumbf, inner, inner_end):
                 if ckind == b"cbor":
+                    if payload_end - payload > MAX_SIGNATURE_BYTES:
+                        raise MediaError(
+                            f"the C2PA claim signature box is {payload_end - payload:,} bytes,"
+                            f" over the {MAX_SIGNATURE_BYTES:,} bytes read here"
+                        )
                     sig = _decode_cose(jumbf[payload:payload_end])
                     if offset is None:
                         return sig
