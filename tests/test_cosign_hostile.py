@@ -352,3 +352,33 @@ def test_an_answer_over_64_kib_is_refused_and_the_next_round_reconnects_cleanly(
         assert seen <= {first, ""}, seen
     finally:
         cosigner.close()
+
+
+@pytest.mark.parametrize("hours", [1.0, 1e9 / 3.6], ids=["an hour", "1e12 s"])
+def test_a_long_round_interval_neither_delays_the_first_round_nor_a_stop(
+    setup: Setup, hours: float
+) -> None:
+    """``--witness-interval-ms`` of hours more than this machine has been up (or of more
+    years than a sleep can take): the first checkpoint is sent at once, and a server
+    stopping (`Cosigner.close`) does not wait for the next round. Before, the first
+    round waited until the interval after the machine's boot (``time.monotonic()``
+    counted from there), every later one slept its interval out uninterruptibly (so
+    `prov serve` took up to an interval to stop on SIGTERM), and an interval past what
+    ``time.sleep`` takes ended the thread in an OverflowError: nothing cosigned again."""
+    cosigner = Cosigner(
+        [s.spec for s in setup.served],
+        2,  # both cosigned it: the first round is over when the quorum is met
+        lambda old, new: merkle.consistency_proof(old, new, setup.tree.get_nodes),
+        lambda: (setup.tree.size, setup.notes[setup.tree.size]),
+        interval_s=time.monotonic() + hours * 3600,
+    )
+    closer = threading.Thread(target=cosigner.close, daemon=True)
+    try:
+        size, note = setup.grow()
+        cosigner.submit(size, note)
+        assert cosigner.wait_cosigned(size, 60), "the first checkpoint was not cosigned"
+        cosigner.submit(*setup.grow())  # its round waits out the interval
+    finally:
+        closer.start()
+        closer.join(60)  # a hang guard: the interval is far longer
+    assert not closer.is_alive(), "close() waited for the round interval"

@@ -66,6 +66,9 @@ DEFAULT_TIMEOUT_S = 5.0
 #: Longest wait before a failing witness is tried again, seconds.
 MAX_BACKOFF_S = 30.0
 _FIRST_BACKOFF_S = 0.5
+#: Longest single wait on a condition, seconds (`Cosigner._wait_until` waits in such
+#: steps): far below ``threading.TIMEOUT_MAX``, past which a wait raises OverflowError.
+_LONGEST_WAIT_S = 3600.0
 
 #: The most of a witness's answer read (bytes). A tlog-witness add-checkpoint answer is
 #: a few cosignature lines of ~100 bytes, a tree size, or a short error text; a longer
@@ -616,21 +619,36 @@ class Cosigner:
             return None
 
     def _run(self) -> None:
-        last = 0.0
+        last: float | None = None  # when the last round started; the first goes at once
         while True:
             got = self._next_round()
             if got is None:
                 return
             size, note, due = got
-            wait = last + self._interval_s - time.monotonic()
-            if wait > 0:  # coalesce: the newest checkpoint after the interval
-                time.sleep(wait)
+            if last is not None and time.monotonic() < last + self._interval_s:
+                # coalesce: the newest checkpoint after the interval
+                if not self._wait_until(last + self._interval_s):
+                    return
                 with self._lock:
                     if self._pending is not None and self._pending[0] > size:
                         size, note = self._pending
                         due = self._due(size, time.monotonic())
             last = time.monotonic()
             self._round(size, note, due)
+
+    def _wait_until(self, deadline: float) -> bool:
+        """Wait until ``time.monotonic()`` reaches ``deadline`` (the round interval's end);
+        False, at once, when the cosigner is stopping (`close`). Before, the interval was
+        slept out: a server stopping waited for it (an hour's for ``--witness-interval-ms
+        3600000``), and one past what ``time.sleep`` takes ended the rounds for good in an
+        OverflowError."""
+        with self._lock:
+            while not self._stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                self._lock.wait(min(left, _LONGEST_WAIT_S))
+            return False
 
     def _round(self, size: int, note: str, due: list[_Peer]) -> None:
         """Send ``note`` to the ``due`` witnesses at once; publish once the quorum signed
