@@ -543,6 +543,8 @@ class Cosigner:
         self._pending: tuple[int, str] | None = None  # newest checkpoint handed in
         self._cosigned: tuple[int, str] | None = None  # newest with the quorum
         self._stop = False
+        # the exchanges under way, each under its deadline: `close` ends them at once
+        self._exchanges: set[Cutoff] = set()
         self._pool = ThreadPoolExecutor(len(witnesses), thread_name_prefix="witness")
         self._thread = threading.Thread(target=self._run, name="cosigner", daemon=True)
         self._thread.start()
@@ -584,10 +586,15 @@ class Cosigner:
             return True
 
     def close(self) -> None:
-        """Stop the rounds (a request in flight ends within its timeout)."""
+        """Stop the rounds: the requests in flight are cut at once (before, each was
+        waited for, up to its timeout: a witness that never answers held a stop of `prov
+        serve` for all of ``--witness-timeout``); one still connecting ends within its
+        timeout."""
         with self._lock:
             self._stop = True
             self._lock.notify_all()
+            for cutoff in self._exchanges:
+                cutoff.cut()
         self._thread.join()
         self._pool.shutdown(wait=True)
         for p in self._peers:
@@ -796,18 +803,32 @@ class Cosigner:
         timeout alone bounds each read, and an answer dripped a byte at a time would hold
         the round for as long as the witness likes)."""
         with Cutoff(self._timeout_s) as cutoff:
+            with self._lock:
+                self._exchanges.add(cutoff)
+                if self._stop:  # stopping already: no exchange starts
+                    cutoff.cut()
             try:
                 answer = self._exchange(peer, body, cutoff)
             except WitnessError:
                 if cutoff.expired.is_set():
-                    raise WitnessError(f"no complete answer within {self._timeout_s:g} s") from None
+                    raise WitnessError(self._cut_short()) from None
                 raise
+            finally:
+                with self._lock:
+                    self._exchanges.discard(cutoff)
         if cutoff.expired.is_set():  # cut mid-body: what was read is not the whole answer
             if peer.conn is not None:
                 peer.conn.close()
                 peer.conn = None
-            raise WitnessError(f"no complete answer within {self._timeout_s:g} s")
+            raise WitnessError(self._cut_short())
         return answer
+
+    def _cut_short(self) -> str:
+        """Why an exchange whose `Cutoff` expired has no answer: this server stopping
+        (`close`), or the witness too slow."""
+        if self._stop:
+            return "no answer before this server stopped"
+        return f"no complete answer within {self._timeout_s:g} s"
 
     def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str]:
         """One POST of ``body`` (see `_post`), each socket it uses under ``cutoff`` (the
