@@ -340,10 +340,7 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
             " that the URL is a witness of this log's server"
         )
     if 300 <= status < 400:  # http.client follows none: nor should a check of the witness
-        to = clipped_line(location, SHOWN_ANSWER_CHARS) or "nowhere named"
-        raise WitnessError(
-            f"HTTP {status}, a redirect (to {to}), not followed: give the witness's own URL"
-        )
+        raise _not_followed(status, location)
     if status != 200:
         raise WitnessError(f"HTTP {status}: {said}")
     return text
@@ -422,6 +419,16 @@ def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, st
         cut = http.client.IncompleteRead(data, r.length)
         raise WitnessError(_exchange_failure(cut, where, timeout_s, once=True))
     return r.status, data.decode("utf-8", "replace"), r.getheader("Location", "")
+
+
+def _not_followed(status: int, location: str) -> WitnessError:
+    """The error for a witness's redirect (HTTP ``status`` 3xx to ``location``, its
+    Location header or ""), which no request follows: the policy and ``--witness-url``
+    name the witness's own URL."""
+    to = clipped_line(location, SHOWN_ANSWER_CHARS) or "nowhere named"
+    return WitnessError(
+        f"HTTP {status}, a redirect (to {to}), not followed: give the witness's own URL"
+    )
 
 
 def _where(url: str) -> str:
@@ -761,7 +768,7 @@ class Cosigner:
                     )
                 proof = self._consistency(old, size) if 0 < old < size else []
                 head = "".join(f"{line}\n" for line in (f"old {old}", *map(_b64, proof)))
-                status, ctype, text = self._post(peer, (head + "\n" + note).encode())
+                status, ctype, text, location = self._post(peer, (head + "\n" + note).encode())
                 if status == 200:
                     line = _own_line(note, text, peer.spec.vkey)
                     peer.known_size = size
@@ -789,6 +796,8 @@ class Cosigner:
                         " cosigned does not verify: this log is forked"
                     )
                 said = clipped_line(text.strip(), SHOWN_ANSWER_CHARS)  # escaped, cut
+                if 300 <= status < 400:  # before, only "HTTP 308:" and its empty body
+                    raise _not_followed(status, location)
                 if 400 <= status < 500:
                     raise _Refused(f"{status}: {said}")
                 raise WitnessError(f"HTTP {status}: {said}")
@@ -796,12 +805,12 @@ class Cosigner:
         finally:
             metrics.WITNESS_SECONDS.labels(peer.spec.name).observe(time.perf_counter() - t0)
 
-    def _post(self, peer: _Peer, body: bytes) -> tuple[int, str, str]:
+    def _post(self, peer: _Peer, body: bytes) -> tuple[int, str, str, str]:
         """POST ``body`` to the witness's add-checkpoint on a kept-alive connection;
-        (status, content type, text). Raises WitnessError when it cannot be reached or
-        has not answered in full within the timeout (a whole-answer deadline: the socket
-        timeout alone bounds each read, and an answer dripped a byte at a time would hold
-        the round for as long as the witness likes)."""
+        (status, content type, text, Location header or ""). Raises WitnessError when it
+        cannot be reached or has not answered in full within the timeout (a whole-answer
+        deadline: the socket timeout alone bounds each read, and an answer dripped a byte
+        at a time would hold the round for as long as the witness likes)."""
         with Cutoff(self._timeout_s) as cutoff:
             with self._lock:
                 self._exchanges.add(cutoff)
@@ -830,7 +839,7 @@ class Cosigner:
             return "no answer before this server stopped"
         return f"no complete answer within {self._timeout_s:g} s"
 
-    def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str]:
+    def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str, str]:
         """One POST of ``body`` (see `_post`), each socket it uses under ``cutoff`` (the
         response may own the socket, not the connection)."""
         where = _where(peer.spec.url)
@@ -857,7 +866,13 @@ class Cosigner:
                     raise WitnessError(f"its answer is over {MAX_ANSWER_BYTES // 1024} KiB")
                 if r.length:  # short of its Content-Length: http.client's read(n) is silent
                     raise http.client.IncompleteRead(data, r.length)
-                return r.status, r.headers.get("Content-Type", ""), data.decode("utf-8", "replace")
+                text = data.decode("utf-8", "replace")
+                return (
+                    r.status,
+                    r.headers.get("Content-Type", ""),
+                    text,
+                    r.getheader("Location", ""),
+                )
             except OverBudget as e:
                 if peer.conn is not None:
                     peer.conn.close()
