@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from provenance.witness import (
     Witness,
     check_quorum,
     cosignature_key_id,
+    cosigner_vkey,
     parse_cosigner_vkey,
 )
 from provenance.witness.client import Cosigner, WitnessSpec
@@ -352,3 +354,80 @@ def test_an_answer_over_64_kib_is_refused_and_the_next_round_reconnects_cleanly(
         assert seen <= {first, ""}, seen
     finally:
         cosigner.close()
+
+
+@pytest.mark.parametrize("hours", [1.0, 1e9 / 3.6], ids=["an hour", "1e12 s"])
+def test_a_long_round_interval_neither_delays_the_first_round_nor_a_stop(
+    setup: Setup, hours: float
+) -> None:
+    """``--witness-interval-ms`` of hours more than this machine has been up (or of more
+    years than a sleep can take): the first checkpoint is sent at once, and a server
+    stopping (`Cosigner.close`) does not wait for the next round. Before, the first
+    round waited until the interval after the machine's boot (``time.monotonic()``
+    counted from there), every later one slept its interval out uninterruptibly (so
+    `prov serve` took up to an interval to stop on SIGTERM), and an interval past what
+    ``time.sleep`` takes ended the thread in an OverflowError: nothing cosigned again."""
+    cosigner = Cosigner(
+        [s.spec for s in setup.served],
+        2,  # both cosigned it: the first round is over when the quorum is met
+        lambda old, new: merkle.consistency_proof(old, new, setup.tree.get_nodes),
+        lambda: (setup.tree.size, setup.notes[setup.tree.size]),
+        interval_s=time.monotonic() + hours * 3600,
+    )
+    closer = threading.Thread(target=cosigner.close, daemon=True)
+    try:
+        size, note = setup.grow()
+        cosigner.submit(size, note)
+        assert cosigner.wait_cosigned(size, 60), "the first checkpoint was not cosigned"
+        cosigner.submit(*setup.grow())  # its round waits out the interval
+    finally:
+        closer.start()
+        closer.join(60)  # a hang guard: the interval is far longer
+    assert not closer.is_alive(), "close() waited for the round interval"
+
+
+def test_a_witness_that_never_answers_does_not_hold_a_stop_for_its_timeout(
+    tmp_path: Path,
+) -> None:
+    """A witness that takes the request and never answers, under ``--witness-timeout``
+    of an hour: a server stopping (`Cosigner.close`) ends the exchange at once. Before,
+    close() waited for the request's timeout (a real `prov serve --witness-timeout 120`
+    still ran 60 s after SIGTERM), so a hostile witness made every stop of the log
+    server as slow as the longest timeout an operator allowed a slow witness."""
+    signer = generate_log_key(tmp_path / "log.pem", ORIGIN)
+    mute = generate_log_key(tmp_path / "mute.pem", "witness.test/mute")
+    listener = socket.create_server(("127.0.0.1", 0))
+    asked = threading.Event()
+    held: list[socket.socket] = []
+
+    def take() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                conn, _ = listener.accept()
+                held.append(conn)
+                conn.recv(65536)  # the request, never answered
+                asked.set()
+
+    threading.Thread(target=take, daemon=True).start()
+    tree = MemoryTree()
+    tree.append(b"leaf")
+    note = signer.sign(Checkpoint(ORIGIN, 1, tree.root(), None))
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    cosigner = Cosigner(
+        [WitnessSpec(url, cosigner_vkey(mute.name, mute.public_key))],
+        1,
+        lambda old, new: merkle.consistency_proof(old, new, tree.get_nodes),
+        lambda: (1, note),
+        timeout_s=3600,
+    )
+    closer = threading.Thread(target=cosigner.close, daemon=True)
+    try:
+        cosigner.submit(1, note)
+        assert asked.wait(60), "the cosigner never asked the witness"
+    finally:
+        closer.start()
+        closer.join(60)  # a hang guard: the timeout is far longer
+        listener.close()
+        for conn in held:
+            conn.close()
+    assert not closer.is_alive(), "close() waited for the witness's answer"

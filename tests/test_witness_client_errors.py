@@ -267,3 +267,24 @@ def test_a_web_pages_404_at_a_witness_url_is_said_to_be_no_witness() -> None:
     said = str(caught.value)
     assert "with a web page (HTML), as no witness does" in said, said
     assert "<" not in said and "cosigned no checkpoint" not in said, said
+
+
+def _redirect(conn: socket.socket) -> None:
+    conn.recv(65536)  # the request: sent elsewhere, as a web server moved to https does
+    conn.sendall(
+        b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://elsewhere.test/add-checkpoint"
+        b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+
+
+def test_a_witness_redirecting_the_request_is_said_to_redirect_not_followed(
+    tmp_path: Path,
+) -> None:
+    """A redirect is not followed (the policy names the witness's own URL), and the
+    problem says so, and where to: before, only ``HTTP 308:`` and the empty body, as
+    `prov verify --witness-url` already says it for the checkpoint it asks for."""
+    for port in _tcp_server(_redirect):
+        problem = _problem(tmp_path, f"http://127.0.0.1:{port}")
+    assert "HTTP 308, a redirect (to https://elsewhere.test/add-checkpoint), not followed" in (
+        problem
+    ), problem

@@ -42,6 +42,13 @@ class Cutoff:
             if self.expired.is_set():
                 self._shut(sock)
 
+    def cut(self) -> None:
+        """End the exchange now, as if the deadline had passed (`expired` set, every
+        watched socket shut down): for a caller stopping (`provenance.witness.client
+        .Cosigner.close`), which must not wait out the deadline."""
+        self._timer.cancel()
+        self._cut()
+
     def _cut(self) -> None:
         with self._lock:
             self.expired.set()

@@ -66,6 +66,9 @@ DEFAULT_TIMEOUT_S = 5.0
 #: Longest wait before a failing witness is tried again, seconds.
 MAX_BACKOFF_S = 30.0
 _FIRST_BACKOFF_S = 0.5
+#: Longest single wait on a condition, seconds (`Cosigner._wait_until` waits in such
+#: steps): far below ``threading.TIMEOUT_MAX``, past which a wait raises OverflowError.
+_LONGEST_WAIT_S = 3600.0
 
 #: The most of a witness's answer read (bytes). A tlog-witness add-checkpoint answer is
 #: a few cosignature lines of ~100 bytes, a tree size, or a short error text; a longer
@@ -337,10 +340,7 @@ def fetch_cosigned_checkpoint(url: str, origin: str, timeout_s: float = DEFAULT_
             " that the URL is a witness of this log's server"
         )
     if 300 <= status < 400:  # http.client follows none: nor should a check of the witness
-        to = clipped_line(location, SHOWN_ANSWER_CHARS) or "nowhere named"
-        raise WitnessError(
-            f"HTTP {status}, a redirect (to {to}), not followed: give the witness's own URL"
-        )
+        raise _not_followed(status, location)
     if status != 200:
         raise WitnessError(f"HTTP {status}: {said}")
     return text
@@ -419,6 +419,16 @@ def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, st
         cut = http.client.IncompleteRead(data, r.length)
         raise WitnessError(_exchange_failure(cut, where, timeout_s, once=True))
     return r.status, data.decode("utf-8", "replace"), r.getheader("Location", "")
+
+
+def _not_followed(status: int, location: str) -> WitnessError:
+    """The error for a witness's redirect (HTTP ``status`` 3xx to ``location``, its
+    Location header or ""), which no request follows: the policy and ``--witness-url``
+    name the witness's own URL."""
+    to = clipped_line(location, SHOWN_ANSWER_CHARS) or "nowhere named"
+    return WitnessError(
+        f"HTTP {status}, a redirect (to {to}), not followed: give the witness's own URL"
+    )
 
 
 def _where(url: str) -> str:
@@ -540,6 +550,8 @@ class Cosigner:
         self._pending: tuple[int, str] | None = None  # newest checkpoint handed in
         self._cosigned: tuple[int, str] | None = None  # newest with the quorum
         self._stop = False
+        # the exchanges under way, each under its deadline: `close` ends them at once
+        self._exchanges: set[Cutoff] = set()
         self._pool = ThreadPoolExecutor(len(witnesses), thread_name_prefix="witness")
         self._thread = threading.Thread(target=self._run, name="cosigner", daemon=True)
         self._thread.start()
@@ -581,10 +593,15 @@ class Cosigner:
             return True
 
     def close(self) -> None:
-        """Stop the rounds (a request in flight ends within its timeout)."""
+        """Stop the rounds: the requests in flight are cut at once (before, each was
+        waited for, up to its timeout: a witness that never answers held a stop of `prov
+        serve` for all of ``--witness-timeout``); one still connecting ends within its
+        timeout."""
         with self._lock:
             self._stop = True
             self._lock.notify_all()
+            for cutoff in self._exchanges:
+                cutoff.cut()
         self._thread.join()
         self._pool.shutdown(wait=True)
         for p in self._peers:
@@ -616,21 +633,36 @@ class Cosigner:
             return None
 
     def _run(self) -> None:
-        last = 0.0
+        last: float | None = None  # when the last round started; the first goes at once
         while True:
             got = self._next_round()
             if got is None:
                 return
             size, note, due = got
-            wait = last + self._interval_s - time.monotonic()
-            if wait > 0:  # coalesce: the newest checkpoint after the interval
-                time.sleep(wait)
+            if last is not None and time.monotonic() < last + self._interval_s:
+                # coalesce: the newest checkpoint after the interval
+                if not self._wait_until(last + self._interval_s):
+                    return
                 with self._lock:
                     if self._pending is not None and self._pending[0] > size:
                         size, note = self._pending
                         due = self._due(size, time.monotonic())
             last = time.monotonic()
             self._round(size, note, due)
+
+    def _wait_until(self, deadline: float) -> bool:
+        """Wait until ``time.monotonic()`` reaches ``deadline`` (the round interval's end);
+        False, at once, when the cosigner is stopping (`close`). Before, the interval was
+        slept out: a server stopping waited for it (an hour's for ``--witness-interval-ms
+        3600000``), and one past what ``time.sleep`` takes ended the rounds for good in an
+        OverflowError."""
+        with self._lock:
+            while not self._stop:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return True
+                self._lock.wait(min(left, _LONGEST_WAIT_S))
+            return False
 
     def _round(self, size: int, note: str, due: list[_Peer]) -> None:
         """Send ``note`` to the ``due`` witnesses at once; publish once the quorum signed
@@ -736,7 +768,7 @@ class Cosigner:
                     )
                 proof = self._consistency(old, size) if 0 < old < size else []
                 head = "".join(f"{line}\n" for line in (f"old {old}", *map(_b64, proof)))
-                status, ctype, text = self._post(peer, (head + "\n" + note).encode())
+                status, ctype, text, location = self._post(peer, (head + "\n" + note).encode())
                 if status == 200:
                     line = _own_line(note, text, peer.spec.vkey)
                     peer.known_size = size
@@ -764,6 +796,8 @@ class Cosigner:
                         " cosigned does not verify: this log is forked"
                     )
                 said = clipped_line(text.strip(), SHOWN_ANSWER_CHARS)  # escaped, cut
+                if 300 <= status < 400:  # before, only "HTTP 308:" and its empty body
+                    raise _not_followed(status, location)
                 if 400 <= status < 500:
                     raise _Refused(f"{status}: {said}")
                 raise WitnessError(f"HTTP {status}: {said}")
@@ -771,27 +805,41 @@ class Cosigner:
         finally:
             metrics.WITNESS_SECONDS.labels(peer.spec.name).observe(time.perf_counter() - t0)
 
-    def _post(self, peer: _Peer, body: bytes) -> tuple[int, str, str]:
+    def _post(self, peer: _Peer, body: bytes) -> tuple[int, str, str, str]:
         """POST ``body`` to the witness's add-checkpoint on a kept-alive connection;
-        (status, content type, text). Raises WitnessError when it cannot be reached or
-        has not answered in full within the timeout (a whole-answer deadline: the socket
-        timeout alone bounds each read, and an answer dripped a byte at a time would hold
-        the round for as long as the witness likes)."""
+        (status, content type, text, Location header or ""). Raises WitnessError when it
+        cannot be reached or has not answered in full within the timeout (a whole-answer
+        deadline: the socket timeout alone bounds each read, and an answer dripped a byte
+        at a time would hold the round for as long as the witness likes)."""
         with Cutoff(self._timeout_s) as cutoff:
+            with self._lock:
+                self._exchanges.add(cutoff)
+                if self._stop:  # stopping already: no exchange starts
+                    cutoff.cut()
             try:
                 answer = self._exchange(peer, body, cutoff)
             except WitnessError:
                 if cutoff.expired.is_set():
-                    raise WitnessError(f"no complete answer within {self._timeout_s:g} s") from None
+                    raise WitnessError(self._cut_short()) from None
                 raise
+            finally:
+                with self._lock:
+                    self._exchanges.discard(cutoff)
         if cutoff.expired.is_set():  # cut mid-body: what was read is not the whole answer
             if peer.conn is not None:
                 peer.conn.close()
                 peer.conn = None
-            raise WitnessError(f"no complete answer within {self._timeout_s:g} s")
+            raise WitnessError(self._cut_short())
         return answer
 
-    def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str]:
+    def _cut_short(self) -> str:
+        """Why an exchange whose `Cutoff` expired has no answer: this server stopping
+        (`close`), or the witness too slow."""
+        if self._stop:
+            return "no answer before this server stopped"
+        return f"no complete answer within {self._timeout_s:g} s"
+
+    def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str, str]:
         """One POST of ``body`` (see `_post`), each socket it uses under ``cutoff`` (the
         response may own the socket, not the connection)."""
         where = _where(peer.spec.url)
@@ -818,7 +866,13 @@ class Cosigner:
                     raise WitnessError(f"its answer is over {MAX_ANSWER_BYTES // 1024} KiB")
                 if r.length:  # short of its Content-Length: http.client's read(n) is silent
                     raise http.client.IncompleteRead(data, r.length)
-                return r.status, r.headers.get("Content-Type", ""), data.decode("utf-8", "replace")
+                text = data.decode("utf-8", "replace")
+                return (
+                    r.status,
+                    r.headers.get("Content-Type", ""),
+                    text,
+                    r.getheader("Location", ""),
+                )
             except OverBudget as e:
                 if peer.conn is not None:
                     peer.conn.close()
