@@ -1565,9 +1565,15 @@ def test_a_witness_url_whose_port_is_no_port_is_a_usage_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
     sidecar.write_text("{}")
     rc, err = _run(
-        capsys, "receipt", "refresh", str(sidecar), "--witness", w, "--witness-url",
+        capsys,
+        "receipt",
+        "refresh",
+        str(sidecar),
+        "--witness",
+        w,
+        "--witness-url",
         "http://127.0.0.1:99999",
-    )  # fmt: skip
+    )
     assert rc == 2 and "port is not a number from 1 to 65535" in err, err
 
 
@@ -1765,3 +1771,29 @@ def test_an_unreadable_file_to_verify_or_detect_is_named_with_why_exit_1(
         assert f"{secret}: cannot read: Permission denied" in detect.stderr, detect.stderr
         assert f"{photo}: " in detect.stdout and "not every file was scored" in detect.stderr
         assert "not readable" not in detect.stderr, detect.stderr
+
+
+def test_a_log_key_that_is_a_link_leading_nowhere_is_named_a_link(tmp_path: Path) -> None:
+    """`prov serve --log-key LINK`, a symbolic link to a key file not made yet: a new key is
+    made beside the name and hard-linked to it, never written through a link, so the
+    start stops (exit 1) saying the link leads nowhere and what to do, and makes no key.
+    Before, it said "log key file LINK already exists; not overwriting it" of a file that
+    did not exist."""
+    (tmp_path / "keys").mkdir()
+    link = tmp_path / "log.pem"
+    link.symlink_to(Path("keys") / "log.pem")
+    rc, out, err = _prov_in_2_gb(
+        "serve",
+        "--db",
+        str(tmp_path / "p.db"),
+        "--log-key",
+        str(link),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-detector",
+    )
+    assert rc == 1 and "listening on" not in out and "Traceback" not in err, (rc, err)
+    assert f"error: log key file {link} is a symbolic link (to keys/log.pem)" in err, err
+    assert "leads to no file" in err and "remove the link" in err, err
+    assert "already exists" not in err, err
+    assert list((tmp_path / "keys").iterdir()) == [] and link.is_symlink()
