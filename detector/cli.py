@@ -408,7 +408,13 @@ def exit_unless_all_scored(unscored: int, total: int) -> None:
 
 @app.command("detect")
 def detect_command(
-    files: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP, GIF, TIFF).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files (JPEG, PNG, WebP, GIF, TIFF).",
+            readable=False,  # each unreadable file is named with why, exit 1 (not 2)
+        ),
+    ],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
     model: Annotated[
         str, typer.Option(help="Registry model: default, cnndetection, npr.")

@@ -111,7 +111,7 @@ def test_local_detection_reads_no_special_file_nor_an_oversized_one(tmp_path: Pa
     """`prov detector detect` and `prov detect --local` read each file through
     `provenance.cli.files.open_regular` and refuse an image over the image limit (256 MiB,
     `prov serve --max-image-mb`'s default) from its size, unread: each such file is named
-    with why, the others are still scored, exit 1. Before (h-hostfiles62), both read each
+    with why, the others are still scored, exit 1. Before, both read each
     file whole (``Path.read_bytes``): a FIFO held `prov detector detect` for good, a link to
     /dev/zero read until memory ran out (MemoryError at 2.9 GB under a 4 GB ulimit), and a
     2 GiB sparse image was read whole (2.4 GB peak RSS) and scored; `prov detect --local`

@@ -334,3 +334,39 @@ def test_the_ranked_list_says_why_a_higher_score_can_be_in_a_lower_band(tmp_path
     writer.finish(lambda rows: (), 1000)
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html_path(report).read_text()))
     assert "clean, low-noise pictures: they need a higher score" in text, text
+
+
+def test_the_report_writer_writes_through_no_link_that_appeared_after_the_check(
+    tmp_path: Path,
+) -> None:
+    """`prov scan` refuses a symbolic link at OUT.csv.part or OUT.html before it starts
+    (`clients.scan.cli`), but one may be made there while it runs (a shared folder): the
+    writer never writes through it into the file it leads to. The .part is opened with
+    O_NOFOLLOW (refused, naming it, the file it leads to untouched); the page is written
+    beside it and renamed over its name, replacing a link there as the CSV replaces one
+    at OUT.csv. Before, the .part was opened and the page written through such a link:
+    the file it led to (another folder's) was truncated and then held the CSV or the
+    page. Real files and links."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    kept = elsewhere / "kept.txt"
+    kept.write_text("someone else's file\n")
+    report = tmp_path / "r.jsonl"
+    part = tmp_path / "r.csv.part"
+    part.symlink_to(kept)
+    with pytest.raises(OSError) as info:
+        ReportWriter(report)
+    assert info.value.filename == str(part), info.value
+    assert "symbolic link" in str(info.value) and "move it away" in str(info.value)
+    assert kept.read_text() == "someone else's file\n" and part.is_symlink()
+    part.unlink()
+    writer = ReportWriter(report)  # the check passed: nothing there
+    writer.add(_unsigned("a.jpg", None))
+    html_path(report).symlink_to(kept)  # made while the scan runs
+    writer.finish(lambda rows: (), 1000)
+    assert kept.read_text() == "someone else's file\n"
+    assert not html_path(report).is_symlink()
+    assert html_path(report).read_text().startswith("<!doctype html>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "r.csv", "r.html"], list(
+        tmp_path.iterdir()
+    )

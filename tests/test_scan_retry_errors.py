@@ -209,3 +209,34 @@ def test_retry_errors_keeps_the_error_row_of_an_archive_entry_gone_since(
     assert after[rocket].get("error") is None and after[rocket]["status"] == rows[rocket]["status"]
     # the CSV the scan writes beside it has the kept row too
     assert "chelsea.png" in report.with_suffix(".csv").read_text()
+
+
+def test_retry_errors_rewrites_a_linked_report_where_the_link_leads(tmp_path: Path) -> None:
+    """A report that is a symbolic link to a file in another folder (`--report` is
+    appended to through it): --retry-errors takes the error rows out of that file, the
+    copy made beside it and renamed over it, and the link stays. Before, the copy was
+    renamed over the link: the report became a new file beside the link, and the file it
+    had led to kept the error rows, no longer the report."""
+    from clients.scan.resume import Journal
+
+    elsewhere = tmp_path / "reports"
+    elsewhere.mkdir()
+    real = elsewhere / "night.jsonl"
+    photo = tmp_path / "photos" / "a.jpg"  # there: its error row is retried, not kept
+    photo.parent.mkdir()
+    photo.write_bytes(b"abc")
+    kept = {"path": str(tmp_path / "photos" / "b.jpg"), "status": "UNSIGNED", "size": 3}
+    row = {"path": str(photo), "status": None, "error": "cannot read: I/O error", "size": 3}
+    real.write_text(json.dumps(kept) + "\n" + json.dumps(row) + "\n")
+    link = tmp_path / "night.jsonl"
+    link.symlink_to(Path("reports") / "night.jsonl")
+    with Journal(link, resume=True, retry_errors=True) as journal:
+        assert journal.retried == 1 and str(photo) not in journal.done
+        journal.write([{**row, "error": None, "status": "UNSIGNED"}])
+    assert link.is_symlink() and link.readlink() == Path("reports") / "night.jsonl"
+    assert [json.loads(line)["path"] for line in real.read_text().splitlines()] == [
+        kept["path"],
+        str(photo),
+    ]
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["night.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["night.jsonl", "photos", "reports"]

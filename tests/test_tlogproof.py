@@ -103,6 +103,24 @@ def test_an_export_onto_a_folder_is_a_usage_error_naming_a_file(
     assert list(folder.iterdir()) == []
 
 
+def test_an_export_onto_a_link_leading_nowhere_is_written_at_the_link_s_name(
+    signed_two: list[Path], enrolled: Cli, tmp_path: Path
+) -> None:
+    """`--output` naming a symbolic link into a folder that does not exist: the proof is
+    written beside the link and renamed over its name (as every export is), so it is made
+    there, replacing the link, and the link's own folder is the one that must exist; exit
+    0. Judged by the folder it leads into, it was refused (exit 2, "the folder ... does
+    not exist (create it first)"), though creating that folder would not have put the
+    proof there."""
+    side = Path(f"{signed_two[1]}.prov")
+    link = tmp_path / "out.tlog-proof"
+    link.symlink_to(tmp_path / "gone" / "out.tlog-proof")
+    rc, _, err = enrolled("receipt", "export", str(side), "--output", str(link))
+    assert rc == 0, err
+    assert not link.is_symlink() and is_tlog_proof(link.read_bytes()), err
+    assert not (tmp_path / "gone").exists()
+
+
 def test_a_garbage_tlog_proof_file_is_named_a_tlog_proof_not_a_sidecar(
     enrolled: Cli, tmp_path: Path
 ) -> None:

@@ -1565,9 +1565,15 @@ def test_a_witness_url_whose_port_is_no_port_is_a_usage_error(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.jpg"]
     sidecar.write_text("{}")
     rc, err = _run(
-        capsys, "receipt", "refresh", str(sidecar), "--witness", w, "--witness-url",
+        capsys,
+        "receipt",
+        "refresh",
+        str(sidecar),
+        "--witness",
+        w,
+        "--witness-url",
         "http://127.0.0.1:99999",
-    )  # fmt: skip
+    )
     assert rc == 2 and "port is not a number from 1 to 65535" in err, err
 
 
@@ -1623,7 +1629,7 @@ def test_an_unreadable_file_where_the_scan_writes_is_said_unreadable(
     """A file of mode 0000 where a scan into out.jsonl writes its CSV, its page or the
     CSV's .part cannot be checked for a scan's: refused up front (exit 2, as the other
     files no scan wrote), said to be unreadable and why (Permission denied), and left as
-    it was. Before (h-hostfiles62), it was said to be "not a report of prov scan", which
+    it was. Before, it was said to be "not a report of prov scan", which
     sent the user looking at a file that may well be one. Run without the capabilities
     that let root read it (`WITHOUT_DAC_OVERRIDE`), through the real CLI."""
     import subprocess
@@ -1662,7 +1668,7 @@ def test_a_symbolic_link_where_the_scan_writes_is_refused(
     """A symbolic link where a scan into out.jsonl writes its CSV, its page or the CSV's
     .part, leading to a file elsewhere (empty here, which a scan takes over as holding
     nothing), is refused up front (exit 2, naming the link and where it leads) and the file
-    it leads to is left as it was. Before (h-hostfiles62), the scan opened out.csv.part and
+    it leads to is left as it was. Before, the scan opened out.csv.part and
     out.html through the link and wrote its CSV and its page into that other file (out of
     the report's folder: another scan's report, or any empty file), and replaced an out.csv
     link by its CSV."""
@@ -1688,7 +1694,7 @@ def test_a_report_linked_into_a_missing_folder_is_a_usage_error(
     """`--report` naming a symbolic link to a file in a folder that does not exist (the
     report is created where the link leads) is a usage error (exit 2, naming the folder
     and the link) found before the scan starts, as a report in a missing folder is.
-    Before (h-hostfiles62), the scan started and stopped with "cannot open the report
+    Before, the scan started and stopped with "cannot open the report
     ...: No such file or directory", exit 1."""
     report = tmp_path / "out.jsonl"
     report.symlink_to(tmp_path / "gone" / "out.jsonl")
@@ -1699,15 +1705,38 @@ def test_a_report_linked_into_a_missing_folder_is_a_usage_error(
     assert f"{report} is a symbolic link to {tmp_path / 'gone' / 'out.jsonl'}" in err, err
 
 
+def test_a_report_that_is_a_loop_of_links_is_a_usage_error(
+    photo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--report` naming a symbolic link that leads round in a loop (to itself, or through
+    another link back to it) is a usage error (exit 2, naming the link and what to do),
+    found before the scan starts. Before, the scan stopped with "error: Too many levels
+    of symbolic links: PATH", exit 1, saying nothing of a link."""
+    for report, other in (
+        (tmp_path / "self.jsonl", None),
+        (tmp_path / "one.jsonl", tmp_path / "two.jsonl"),
+    ):
+        if other is None:
+            report.symlink_to(report.name)
+        else:
+            report.symlink_to(other.name)
+            other.symlink_to(report.name)
+        args = ("scan", str(photo), "--report", str(report), "--server", closed_port())
+        rc, err = _run(capsys, *args, "--workers", "0")
+        assert rc == 2 and "--report" in err, (rc, err)
+        assert f"{report} is a symbolic link (to" in err, err
+        assert "a loop of symbolic links" in err and "fix the link" in err, err
+
+
 def test_an_unreadable_file_to_verify_or_detect_is_named_with_why_exit_1(
     photo: Path, tmp_path: Path
 ) -> None:
-    """A file of mode 0000 given to `prov verify` or `prov detect` could not be checked:
-    exit 1 with the reason ("Permission denied"), as README's exit-code table and `prov
-    detect --help` say, and `prov detect` still scores the other files it was given (here
-    --local: a server would need to be reached). Before (h-hostfiles62), Click's check
-    refused the whole command as a usage error, exit 2, "path '...' is not readable." with
-    no reason. Run without the capabilities that let root read it
+    """A file of mode 0000 given to `prov verify`, `prov detect` or `prov detector detect`
+    could not be checked: exit 1 with the reason ("Permission denied"), as README's
+    exit-code table and their --help say, and the detection commands still score the other
+    files they were given (`prov detect --local`: a server would need to be reached).
+    Before, Click's check refused the whole command as a usage error, exit 2, "path '...'
+    is not readable." with no reason. Run without the capabilities that let root read it
     (`WITHOUT_DAC_OVERRIDE`), through the real CLI."""
     import subprocess
     import sys
@@ -1718,6 +1747,7 @@ def test_an_unreadable_file_to_verify_or_detect_is_named_with_why_exit_1(
     secret.write_bytes(photo.read_bytes())
     secret.chmod(0o000)
     local = ("detect", "--local", "--seed", "1", "--device", "cpu", str(secret), str(photo))
+    alone = ("detector", "detect", *local[2:])  # `prov detector detect`: the same words
     try:
         runs = [
             subprocess.run(
@@ -1728,14 +1758,42 @@ def test_an_unreadable_file_to_verify_or_detect_is_named_with_why_exit_1(
                 cwd=ROOT,
                 env={**os.environ, "COLUMNS": "400"},
             )
-            for args in (("verify", str(secret), "--server", closed_port()), local)
+            for args in (("verify", str(secret), "--server", closed_port()), local, alone)
         ]
     finally:
         secret.chmod(0o600)
-    verify, detect = runs
+    verify, *detects = runs
     assert verify.returncode == 1, (verify.returncode, verify.stderr)
     assert f"error: cannot read {secret}: Permission denied" in verify.stderr, verify.stderr
-    assert detect.returncode == 1, (detect.returncode, detect.stderr)
-    assert f"{secret}: cannot read: Permission denied" in detect.stderr, detect.stderr
-    assert f"{photo}: " in detect.stdout and "not every file was scored" in detect.stderr
-    assert "not readable" not in verify.stderr + detect.stderr
+    assert "not readable" not in verify.stderr
+    for detect in detects:  # `prov detector detect` was exit 2, "... is not readable."
+        assert detect.returncode == 1, (detect.args, detect.returncode, detect.stderr)
+        assert f"{secret}: cannot read: Permission denied" in detect.stderr, detect.stderr
+        assert f"{photo}: " in detect.stdout and "not every file was scored" in detect.stderr
+        assert "not readable" not in detect.stderr, detect.stderr
+
+
+def test_a_log_key_that_is_a_link_leading_nowhere_is_named_a_link(tmp_path: Path) -> None:
+    """`prov serve --log-key LINK`, a symbolic link to a key file not made yet: a new key is
+    made beside the name and hard-linked to it, never written through a link, so the
+    start stops (exit 1) saying the link leads nowhere and what to do, and makes no key.
+    Before, it said "log key file LINK already exists; not overwriting it" of a file that
+    did not exist."""
+    (tmp_path / "keys").mkdir()
+    link = tmp_path / "log.pem"
+    link.symlink_to(Path("keys") / "log.pem")
+    rc, out, err = _prov_in_2_gb(
+        "serve",
+        "--db",
+        str(tmp_path / "p.db"),
+        "--log-key",
+        str(link),
+        "--listen",
+        "127.0.0.1:0",
+        "--no-detector",
+    )
+    assert rc == 1 and "listening on" not in out and "Traceback" not in err, (rc, err)
+    assert f"error: log key file {link} is a symbolic link (to keys/log.pem)" in err, err
+    assert "leads to no file" in err and "remove the link" in err, err
+    assert "already exists" not in err, err
+    assert list((tmp_path / "keys").iterdir()) == [] and link.is_symlink()

@@ -305,7 +305,7 @@ def _check_report(report: Path, resume: bool) -> None:
             f" written beside it), got {report}",
             param_hint="--report",
         )
-    folder = in_existing_folder(report, "--report").parent
+    folder = in_existing_folder(report, "--report", through_link=True).parent
     if report.is_dir():
         raise typer.BadParameter(f"{report} is a folder; name a file", param_hint="--report")
     if report.exists() and not report.is_file():

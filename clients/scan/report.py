@@ -20,22 +20,26 @@ from __future__ import annotations
 
 import base64
 import csv
+import errno
 import heapq
 import html
 import io
+import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from PIL import Image
 
 from clients.report import DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_MEANS_NOTHING
 from clients.scan.hashing import NO_NEAR_SEARCH
+from provenance.cli.atomicfile import write_atomically
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
-from provenance.core.files import naming
+from provenance.core.files import file_kind, naming
 from provenance.media.image import decode_image
 from provenance.terminal import shown, shown_line
 
@@ -287,9 +291,7 @@ class ReportWriter:
         self._detected = detect
         self._part = report_files(report)[2]
         with naming(self._part):
-            self._file = self._part.open(
-                "w", encoding="utf-8", errors="backslashreplace", newline=""
-            )
+            self._file = _open_part(self._part)
             self._csv = csv.writer(self._file)
             self._csv.writerow(CSV_FIELDS)
         self._counts: Counter[str] = Counter()
@@ -389,8 +391,14 @@ class ReportWriter:
                 thumbs[ref] = t
             del blob  # before the next image is read
         page = render_html(summary, thumbs, f"{SCAN_TITLE}{self.report.name}")
-        with naming(html_path(self.report)):
-            html_path(self.report).write_text(page, encoding="utf-8", errors="backslashreplace")
+        # beside it, then renamed over its name: never written through a link made there
+        # while the scan ran (refused before it started), as the CSV is not
+        write_atomically(
+            html_path(self.report),
+            page.encode("utf-8", errors="backslashreplace"),
+            mode=None,  # a page replaced keeps its permissions, a new one 0666 less the umask
+            sync_folder=False,  # the report's rows are durable; the page is drawn from them
+        )
         return summary
 
     def discard(self) -> None:
@@ -403,6 +411,35 @@ class ReportWriter:
                     self._file.close()
             finally:
                 self._part.unlink(missing_ok=True)
+
+
+def _open_part(part: Path) -> IO[str]:
+    """``part`` (a report's ``OUT.csv.part``) created or truncated for writing the CSV,
+    opened only as the regular file at that name: never through a symbolic link (made
+    there after `prov scan` checked the name: O_NOFOLLOW), nor a FIFO (O_NONBLOCK: no
+    wait for a reader) or device. Raises OSError, "a symbolic link there..." or "...
+    not a regular file" for those (its ``filename`` set by the caller's `naming`)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(part, flags, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise OSError(
+            e.errno, "a symbolic link there, not followed: move it away, and scan again"
+        ) from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(
+                errno.EINVAL, f"{file_kind(mode)} there, not written: move it away, and scan again"
+            )
+        os.ftruncate(fd, 0)
+        os.set_blocking(fd, True)
+        return open(fd, "w", encoding="utf-8", errors="backslashreplace", newline="")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def thumbnail(data: bytes, max_pixels: int) -> str | None:

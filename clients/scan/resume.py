@@ -232,14 +232,15 @@ def on_disk(row: dict[str, Any]) -> bool:
 
 class _Rewrite:
     """The report without its error rows (`Journal` with ``retry_errors``): the rows kept
-    are copied to a temporary file beside it, which `finish` fsyncs and renames over the
-    report (a crash leaves the report as it was, or without its error rows: their files
-    are scanned again either way). Raises OSError."""
+    are copied to a temporary file beside it (created exclusively, so never through a
+    link made there), which `finish` fsyncs and renames over the report (a
+    crash leaves the report as it was, or without its error rows: their files are
+    scanned again either way). Raises OSError."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.retry.tmp")
-        self._file: IO[bytes] = self.tmp.open("wb")
+        self._file: IO[bytes] = self.tmp.open("xb")
 
     def write(self, line: bytes) -> None:
         self._file.write(line)
@@ -304,9 +305,12 @@ class Journal:
         try:
             if exists:
                 _cut_partial_line(path)
-                for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.retry.tmp"):
+                # the file the report is: one linked from another folder is rewritten
+                # there, the link kept (renamed over the link, the copy would replace it)
+                real = Path(os.path.realpath(path))
+                for leftover in real.parent.glob(f".{glob.escape(real.name)}.*.retry.tmp"):
                     leftover.unlink(missing_ok=True)  # of a --retry-errors killed mid-copy
-                kept = _Rewrite(path) if retry_errors else None
+                kept = _Rewrite(real) if retry_errors else None
                 with path.open("rb") as f:
                     for n, line in enumerate(f, 1):
                         # a row of another shape (an edit, a damaged disk) is named by its

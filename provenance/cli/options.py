@@ -81,15 +81,30 @@ ServerOpt = Annotated[
 ]
 
 
-def in_existing_folder(path: Path, option: str) -> Path:
+def in_existing_folder(path: Path, option: str, *, through_link: bool = False) -> Path:
     """``path`` if the folder it would be created in exists; else a usage error (exit
     2, a clean message naming ``option``) instead of a traceback later, when the file is
-    first written. A symbolic link leading nowhere yet is judged by the folder it leads
-    into, where the file would be created (judged by its own, a --report linked into a
-    missing folder would fail once the scan had started). Raises
+    first written. ``through_link``: the command opens ``path`` itself, following a
+    symbolic link there (`prov scan --report`, appended to; `prov serve --db`, SQLite's
+    file), so a link leading nowhere yet is judged by the folder it leads into, where
+    the file would be created (judged by its own, a --report linked into a missing
+    folder failed once the scan had started), and a loop of links is a usage error too.
+    Without it (a file written beside its name and renamed over it: `prov log audit
+    --state`, `prov receipt export --output`) the file is made at ``path``, replacing a
+    link there, so its own folder is the one that must exist. Raises
     typer.BadParameter."""
     folder, linked = path.parent, ""
-    if path.is_symlink() and not path.exists():
+    if through_link and path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise typer.BadParameter(
+                    f"{path} is a symbolic link (to {shown_line(os.readlink(path))}) that"
+                    " cannot be followed: a loop of symbolic links, or a chain too long to"
+                    " follow; name another file, or fix the link",
+                    param_hint=option,
+                ) from None
         folder = Path(os.path.realpath(path)).parent
         linked = f"; {path} is a symbolic link to {shown_line(os.readlink(path))}"
     if folder.is_dir():

@@ -599,7 +599,8 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     reads a complete key (servers starting together on one new shared log: the first
     one's key wins, the others load it). On a file system without hard links (FAT, some
     network shares: link(2) refused with EPERM or ENOTSUP) the key is written in place,
-    still created exclusively. Raises ConfigError if it exists or cannot be written,
+    still created exclusively. Raises ConfigError if it exists (a symbolic link there
+    leading to no file included: said so) or cannot be written,
     LogError if ``origin`` is not a valid note key name of ours (`check_own_key_name`).
     """
     check_own_key_name(origin)
@@ -611,6 +612,12 @@ def generate_log_key(path: Path, origin: str) -> LogSigner:
     )
     if path.exists():
         raise ConfigError(f"log key file {path} already exists; not overwriting it")
+    if path.is_symlink():  # leading to no file: link(2) would fail as if one were there
+        raise ConfigError(
+            f"log key file {path} is a symbolic link (to {shown_line(os.readlink(path))})"
+            " that leads to no file: a new key is never written through a link; remove the"
+            " link, or name the key file itself"
+        )
     try:
         # the copy is locked (flock) until it is unlinked: `remove_key_leftovers` leaves it
         # alone; where link(2) is refused (FAT, some network shares) the key is written in

@@ -818,7 +818,7 @@ def serve(
     elif db == IN_MEMORY:
         target = db
     else:
-        target = in_existing_folder(Path(db), "--db")
+        target = in_existing_folder(Path(db), "--db", through_link=True)
         if target.is_dir():  # `--db .` raised a ValueError traceback; `--db DIR` SQLite's error
             raise typer.BadParameter(
                 f"{db} is a folder; name the SQLite database file (created if missing),"
