@@ -82,3 +82,29 @@ def test_signing_again_writes_the_logged_sidecar_kept_in_the_device_folder(
     side.unlink()  # with --force, the file is signed anew, as before
     rc, out, err = enrolled("sign", "--force", str(photo))
     assert rc == 0 and "signed (#2) and logged" in out, (out, err)
+
+
+def test_a_sidecar_put_back_without_its_receipt_is_queued_again_not_signed_anew(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """FILE.prov of this device's claim for these bytes, with no receipt, and its claim
+    neither queued nor set aside here: an older copy put back (the photos restored from a
+    backup made while the claim was queued), or its queue entry lost. Before, `prov sign`
+    refused it (exit 2, ``not queued here``) and `--force` signed and logged a second
+    claim for the same bytes. Now the claim is queued again from the sidecar and
+    submitted: the log answers its own receipt, one claim logged."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    side = photo.with_name(photo.name + ".prov")
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 4 and "queued" in out, (out, err)
+    backup = side.read_bytes()  # the photos' backup, made while the claim was queued
+    rc, out, err = enrolled("device", "sync")
+    assert rc == 0 and home.pending() == [], (out, err)
+    side.write_bytes(backup)  # put back: no receipt
+
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "already signed (#1) and logged at leaf" in out, (out, err)
+    assert "queued again" in err, err
+    assert home.state().last_sequence == 1 and home.pending() == []
+    assert decode_sidecar(side.read_bytes()).receipt is not None

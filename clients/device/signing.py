@@ -103,6 +103,8 @@ class SigningFolder(QueueFolder):
                 queued is not None or _entry_of(old, self.set_aside_dir) is not None
             )
             if not kept:  # the device keeps no copy of it: overwriting would lose it
+                if same and old.receipt is None and not force:
+                    return self._queue_own(key, old, side_path, same_content)
                 if not force:
                     raise SidecarExistsError(_refusal(side_path, old, same_content))
                 back_up = True
@@ -272,6 +274,28 @@ class SigningFolder(QueueFolder):
         else:
             print(f"{reason}; moved to {moved.parent} as it is", file=sys.stderr)
         return 0
+
+    def _queue_own(
+        self, key: DeviceKey, old: Sidecar, side_path: Path, same_content: bool
+    ) -> SignedFile:
+        """`sign_file` of a file whose sidecar ``old`` holds ``key``'s claim for these
+        bytes, with no receipt, neither queued nor set aside here (an older copy of the
+        sidecar put back, its queue entry lost): the claim is queued again from it and
+        submitted, and the log's answer decides (its own receipt when it holds the
+        claim; a refusal sets it aside, and the next `prov sign` signs the file anew).
+        Nothing new is signed. Before, it was refused, and `--force` signed a second
+        claim for the same bytes. Raises SidecarExistsError as before when the claim's
+        signature does not verify under ``key``, OSError."""
+        seq = old.claim.sequence
+        if signed_sequence(old, key) != seq:
+            raise SidecarExistsError(_refusal(side_path, old, same_content))
+        queue_file = self._enqueue(seq, old, side_path)
+        note = (
+            f"{side_path.name} holds claim #{seq} of this device for this content with no"
+            " receipt, neither queued nor set aside here (an older copy put back, or its"
+            " queue entry lost): it is queued again and submitted, the log's answer decides"
+        )
+        return SignedFile(old, side_path, queue_file, already=True, note=note)
 
     def _queue_again(
         self,
