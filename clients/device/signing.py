@@ -186,6 +186,7 @@ class SigningFolder(QueueFolder):
                 kept is not None
                 and kept.receipt is not None
                 and kept.signed_claim.key_id == key.key_id
+                and kept.claim.media_type == claim_fields["media_type"]  # before any read
                 and _binds(kept, path, claim_fields, limits)
                 and signed_sequence(kept, key) == kept.claim.sequence
                 and not receipt_problem(kept, pinned)
