@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -68,17 +69,54 @@ def take(handle: BinaryIO, path: Path) -> None:
             f"{holder} (up to {wait:g} s; {LOCK_WAIT_ENV} sets how long) ...",
             file=sys.stderr,
         )
-        deadline = time.monotonic() + wait
-        while not _try(handle):
-            if time.monotonic() >= deadline:
-                raise LockWaitError(
-                    f"gave up after {wait:g} s: another prov command still holds the device"
-                    f" folder's lock {path}{_holder(handle)}; run this command again"
-                    f" once that one is done (or stop it), or set {LOCK_WAIT_ENV} to wait"
-                    " longer (seconds)"
-                )
-            time.sleep(_POLL_S)
+        _wait_for(
+            lambda: _try(handle),
+            wait,
+            lambda: f"folder's lock {path}{_holder(handle)}",
+        )
     _record(path, handle, f"{os.getpid()}\n".encode())
+
+
+def take_folder(folder: int, path: Path) -> None:
+    """Take the lock of the device folder ``path`` itself (``folder``, its open
+    descriptor) exclusively, within `lock_wait_seconds`, after `take` took ``.lock``: a
+    ``.lock`` removed or replaced while a command held it (taken for a stale lock) let
+    the next command make a new one and run beside the first, both numbering their
+    claims from one last sequence. A file system that cannot lock a folder leaves the
+    ``.lock`` alone to do it, as before. Raises LockWaitError when the wait runs out."""
+    try:
+        if _try_fd(folder):
+            return
+    except OSError:  # no flock on a folder here (a network file system): .lock alone
+        return
+    print(
+        f"waiting for another prov command holding the device folder {path} (its lock file"
+        f" {path / '.lock'} was removed or replaced while that command ran) ...",
+        file=sys.stderr,
+    )
+    _wait_for(
+        lambda: _try_fd(folder),
+        lock_wait_seconds(),
+        lambda: (
+            f"folder {path} (its lock file {path / '.lock'} was removed or replaced while"
+            " that command ran, which does not stop it: never remove the lock file)"
+        ),
+    )
+
+
+def _wait_for(taken: Callable[[], bool], wait: float, held: Callable[[], str]) -> None:
+    """Try ``taken`` (a lock, without waiting) every `_POLL_S` until it answers True, for
+    ``wait`` seconds at most. Raises LockWaitError then, saying what another command
+    still holds: the device ``held()`` (``folder's lock PATH``, say)."""
+    deadline = time.monotonic() + wait
+    while not taken():
+        if time.monotonic() >= deadline:
+            raise LockWaitError(
+                f"gave up after {wait:g} s: another prov command still holds the device"
+                f" {held()}; run this command again once that one is done (or stop it), or"
+                f" set {LOCK_WAIT_ENV} to wait longer (seconds)"
+            )
+        time.sleep(_POLL_S)
 
 
 def release(handle: BinaryIO, path: Path) -> None:
@@ -89,8 +127,14 @@ def release(handle: BinaryIO, path: Path) -> None:
 
 def _try(handle: BinaryIO) -> bool:
     """Whether the lock was taken now, without waiting."""
+    return _try_fd(handle.fileno())
+
+
+def _try_fd(fd: int) -> bool:
+    """Whether the lock of the open file or folder ``fd`` was taken now, without
+    waiting. Raises OSError other than a lock held elsewhere."""
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         return False
     return True

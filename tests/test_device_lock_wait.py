@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from clients.device import DeviceHome
-from tests.conftest import PASSPHRASE, ROOT, cli_process
+from tests.conftest import PASSPHRASE, ROOT, cli_process, closed_port, device_env
 from tests.drain import drain, finish, next_line
+from tests.photos import noise_photo
+from tests.stopping import ended
 
 _HOLD = (
     "import sys\n"
@@ -114,3 +116,36 @@ def test_the_pid_is_never_written_into_a_file_the_lock_only_points_at(
         if lock.read_bytes() != before or notes.read_bytes() != b"my notes: keep them\n4242\n":
             emptied.append(kind)
     assert emptied == [], emptied
+
+
+def test_a_removed_lock_file_does_not_let_a_second_command_sign_beside_the_holder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``.lock`` removed while a command holds it (taken for a stale lock): before, the
+    next `prov sign` made a new ``.lock``, took it at once and signed beside the holder,
+    both numbering claims from one last sequence (exit 4 here, claim #2 queued while the
+    holder ran). Now the folder itself is locked too: it gives up, nothing signed."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    device_env(monkeypatch, home.root, closed_port())  # claims queue: no server answers
+    monkeypatch.setenv("PROV_LOCK_WAIT", "0")
+    first, second = (noise_photo(tmp_path, f"p{i}.png", i) for i in range(2))
+    rc, out, err = ended(cli_process(["sign", str(first)]), 120)
+    assert rc == 4 and [e.sequence for e in home.pending()] == [1], (out, err)
+    holder = _holder(home.root)
+    try:
+        (home.root / ".lock").unlink()
+        rc, out, err = ended(cli_process(["sign", str(second)]), 120)
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        finish(holder, timeout=60)
+    said = " ".join(err.split())
+    assert rc == 1, (out, err)
+    assert (
+        f"gave up after 0 s: another prov command still holds the device folder {home.root} (its lock file"
+        in said
+    ), err
+    assert "was removed or replaced" in said, err
+    assert not Path(f"{second}.prov").exists()
+    assert [e.sequence for e in home.pending()] == [1]

@@ -51,3 +51,60 @@ def test_a_queued_claim_for_another_path_is_not_reused(enrolled: Cli, tmp_path: 
     first.with_name("a.jpg.prov").unlink()
     rc, out, err = enrolled("sign", str(second))
     assert rc == 0 and "b.jpg: signed (#2)" in out, (out, err)
+
+
+def test_signing_again_writes_the_logged_sidecar_kept_in_the_device_folder(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """A sidecar that could not be written beside its file (a folder in its place here; a
+    full disk) is kept in PROV_HOME/sidecars/ with its receipt once logged. Signing the
+    unchanged file again, once FILE.prov can be written, signed and logged a second
+    claim for the same bytes (``signed (#2) and logged``), the first left in the device
+    folder. Now it writes the kept sidecar beside the file and signs nothing new."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    side = photo.with_name(photo.name + ".prov")
+    side.mkdir()  # FILE.prov cannot be written
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "signed (#1) and logged" in out, (out, err)
+    kept = home.sidecar_dir / "000000000001.prov"
+    assert decode_sidecar(kept.read_bytes()).receipt is not None, err
+    side.rmdir()
+
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "already signed (#1) and logged at leaf" in out, (out, err)
+    assert f"written from the sidecar kept at {kept}" in " ".join(err.split()), err
+    assert home.state().last_sequence == 1  # was 2: a second claim signed and logged
+    assert side.read_bytes() == kept.read_bytes()
+    rc, out, err = enrolled("verify", str(photo), "--no-detect")
+    assert rc == 0 and "SIGNED_ORIGINAL" in out, (out, err)
+
+    side.unlink()  # with --force, the file is signed anew, as before
+    rc, out, err = enrolled("sign", "--force", str(photo))
+    assert rc == 0 and "signed (#2) and logged" in out, (out, err)
+
+
+def test_a_sidecar_put_back_without_its_receipt_is_queued_again_not_signed_anew(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """FILE.prov of this device's claim for these bytes, with no receipt, and its claim
+    neither queued nor set aside here: an older copy put back (the photos restored from a
+    backup made while the claim was queued), or its queue entry lost. Before, `prov sign`
+    refused it (exit 2, ``not queued here``) and `--force` signed and logged a second
+    claim for the same bytes. Now the claim is queued again from the sidecar and
+    submitted: the log answers its own receipt, one claim logged."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    side = photo.with_name(photo.name + ".prov")
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 4 and "queued" in out, (out, err)
+    backup = side.read_bytes()  # the photos' backup, made while the claim was queued
+    rc, out, err = enrolled("device", "sync")
+    assert rc == 0 and home.pending() == [], (out, err)
+    side.write_bytes(backup)  # put back: no receipt
+
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "already signed (#1) and logged at leaf" in out, (out, err)
+    assert "queued again" in err, err
+    assert home.state().last_sequence == 1 and home.pending() == []
+    assert decode_sidecar(side.read_bytes()).receipt is not None

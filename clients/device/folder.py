@@ -289,16 +289,31 @@ class DeviceFolder:
         """Hold the device folder's lock: one command at a time signs or submits, so
         sequence numbers are never reused. Waits for another running command, for
         ``$PROV_LOCK_WAIT`` seconds at most (`clients.devicelock`: LockWaitError); then
-        finishes a `prov device init` killed midway (`finish_init`)."""
+        finishes a `prov device init` killed midway (`finish_init`). Both ``.lock`` and
+        the folder itself are locked (`devicelock.take_folder`), in that order: a
+        ``.lock`` removed while a command held it let the next command make a new one
+        and sign beside the first, with the same last sequence."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._open_lock() as handle:
-            devicelock.take(handle, self.root / ".lock")  # bounded: $PROV_LOCK_WAIT
-            since = time.time()  # the lock is ours from here: every earlier writer is done
-            self._holding = True
-            try:
-                self.finish_init()  # a `prov device init` killed midway, first
-                clean_leftovers(self, since)
-                yield
-            finally:
-                self._holding = False
-                devicelock.release(handle, self.root / ".lock")
+        try:
+            folder: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:  # a folder that cannot be opened for reading: .lock alone, as before
+            folder = None
+        try:
+            with self._open_lock() as handle:
+                devicelock.take(handle, self.root / ".lock")  # bounded: $PROV_LOCK_WAIT
+                self._holding = True
+                try:
+                    # and the folder itself: a .lock removed while another command held
+                    # it (taken for a stale one) let this one run beside that one
+                    if folder is not None:
+                        devicelock.take_folder(folder, self.root)
+                    since = time.time()  # the lock is ours from here: earlier writers are done
+                    self.finish_init()  # a `prov device init` killed midway, first
+                    clean_leftovers(self, since)
+                    yield
+                finally:
+                    self._holding = False
+                    devicelock.release(handle, self.root / ".lock")
+        finally:
+            if folder is not None:
+                os.close(folder)  # lets go of the folder's lock

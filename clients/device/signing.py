@@ -21,7 +21,7 @@ from clients.device.entries import (
     signed_sequence,
 )
 from clients.device.logkey import receipt_problem
-from clients.device.measuring import measure
+from clients.device.measuring import ClaimFields, measure
 from clients.device.queue import QueueFolder
 from clients.device.sidecars import (
     SidecarExistsError,
@@ -48,6 +48,11 @@ APP_VERSION = "prov-cli/0.1"
 
 class SigningFolder(QueueFolder):
     """A device folder that signs files into claims, queued and written as sidecars."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        #: sidecars/ file name -> its sidecar (None: unreadable), as `_kept_for` read it
+        self._kept: dict[str, Sidecar | None] = {}
 
     def sign_file(
         self,
@@ -98,6 +103,8 @@ class SigningFolder(QueueFolder):
                 queued is not None or _entry_of(old, self.set_aside_dir) is not None
             )
             if not kept:  # the device keeps no copy of it: overwriting would lose it
+                if same and old.receipt is None and not force:
+                    return self._queue_own(key, old, side_path, same_content)
                 if not force:
                     raise SidecarExistsError(_refusal(side_path, old, same_content))
                 back_up = True
@@ -112,6 +119,10 @@ class SigningFolder(QueueFolder):
                 return SignedFile(
                     entry.sidecar, written, entry.file, problem, already=True, backup=backup
                 )
+        if old is None and not force:  # a logged claim's sidecar kept in sidecars/
+            found = self._kept_for(key, path, claim_fields, limits)
+            if found is not None:
+                return self._write_kept(found, side_path)
         state = self._numbering(self.state(), key)
         seq = state.last_sequence + 1
         if seq >= 2**64:  # a claim's sequence is a uint64: a traceback otherwise
@@ -147,6 +158,54 @@ class SigningFolder(QueueFolder):
         queue_file = self._enqueue(seq, sidecar, side_path)
         written, problem = self._write_sidecar(seq, side_path, sidecar)
         return SignedFile(sidecar, written, queue_file, problem, backup=backup)
+
+    def _kept_for(
+        self, key: DeviceKey, path: Path, claim_fields: ClaimFields, limits: AssetLimits
+    ) -> tuple[Path, Sidecar] | None:
+        """The sidecar kept in ``sidecars/`` (its ``FILE.prov`` could not be written: a
+        full disk, a folder in its place) that holds a logged claim ``key`` signed for the
+        bytes of ``path``, and where it is; None when there is none. Only one whose claim's
+        signature verifies under ``key`` and whose receipt verifies (`receipt_problem`),
+        the newest first. Before, signing the unchanged file again once ``FILE.prov``
+        could be written signed and logged a second claim for the same bytes. Each kept
+        file is read once per `DeviceHome`: signing n files reads them once, not n
+        times."""
+        try:
+            names = sorted(
+                (n for n in os.listdir(self.sidecar_dir) if n.endswith(SIDECAR_SUFFIX)),
+                reverse=True,
+            )
+        except OSError:  # none kept
+            return None
+        pinned = self.state().log_key
+        for name in names:
+            if name not in self._kept:
+                self._kept[name] = _read_old_sidecar(self.sidecar_dir / name)
+            kept = self._kept[name]
+            if (
+                kept is not None
+                and kept.receipt is not None
+                and kept.signed_claim.key_id == key.key_id
+                and kept.claim.media_type == claim_fields["media_type"]  # before any read
+                and _binds(kept, path, claim_fields, limits)
+                and signed_sequence(kept, key) == kept.claim.sequence
+                and not receipt_problem(kept, pinned)
+            ):
+                return self.sidecar_dir / name, kept
+        return None
+
+    def _write_kept(self, found: tuple[Path, Sidecar], side_path: Path) -> SignedFile:
+        """`sign_file`'s answer for a file whose logged claim's sidecar was kept in
+        ``sidecars/`` (`_kept_for`): written beside it now (the kept copy stays), nothing
+        signed; where it could not be written, said in the note."""
+        kept_at, sidecar = found
+        written, problem = self._write_sidecar(sidecar.claim.sequence, side_path, sidecar)
+        note = (
+            f"{problem}; its sidecar stays at {written}"
+            if problem
+            else f"{side_path.name} written from the sidecar kept at {kept_at}"
+        )
+        return SignedFile(sidecar, written, None, problem, already=True, note=note)
 
     def _numbering(self, state: DeviceState, key: DeviceKey) -> DeviceState:
         """``state``, its last sequence moved up to the highest this folder holds a claim
@@ -216,6 +275,28 @@ class SigningFolder(QueueFolder):
         else:
             print(f"{reason}; moved to {moved.parent} as it is", file=sys.stderr)
         return 0
+
+    def _queue_own(
+        self, key: DeviceKey, old: Sidecar, side_path: Path, same_content: bool
+    ) -> SignedFile:
+        """`sign_file` of a file whose sidecar ``old`` holds ``key``'s claim for these
+        bytes, with no receipt, neither queued nor set aside here (an older copy of the
+        sidecar put back, its queue entry lost): the claim is queued again from it and
+        submitted, and the log's answer decides (its own receipt when it holds the
+        claim; a refusal sets it aside, and the next `prov sign` signs the file anew).
+        Nothing new is signed. Before, it was refused, and `--force` signed a second
+        claim for the same bytes. Raises SidecarExistsError as before when the claim's
+        signature does not verify under ``key``, OSError."""
+        seq = old.claim.sequence
+        if signed_sequence(old, key) != seq:
+            raise SidecarExistsError(_refusal(side_path, old, same_content))
+        queue_file = self._enqueue(seq, old, side_path)
+        note = (
+            f"{side_path.name} holds claim #{seq} of this device for this content with no"
+            " receipt, neither queued nor set aside here (an older copy put back, or its"
+            " queue entry lost): it is queued again and submitted, the log's answer decides"
+        )
+        return SignedFile(old, side_path, queue_file, already=True, note=note)
 
     def _queue_again(
         self,
