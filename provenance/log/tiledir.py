@@ -428,6 +428,22 @@ def _fetch_failure(e: BaseException, url: str) -> str:
     return f"cannot fetch {url}: {why}"
 
 
+def url_fault(url: str) -> str | None:
+    """Why the http(s) URL ``url`` names no place a file can be fetched from, in words (at
+    most about 100 characters of them): a bracketed host that is no IP address, a port
+    that is no number or past 65,535, no host; None when it names one. (Before, such a
+    URL, given as --tiles or a server's redirect target, raised ValueError from urllib's
+    parser, or OverflowError from getaddrinfo for a port past a C long: a traceback.)"""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (parsed here: ValueError for a port out of range)
+    except ValueError as e:  # urllib's words, which may quote a megabyte of host
+        return clipped_line(str(e), SHOWN_TARGET_CHARS // 2)
+    if not parts.hostname:
+        return "it names no host"
+    return None
+
+
 class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """urllib's redirect handler, but a redirect off http(s) (``ftp://``, ``file://``,
     ``data:``) is refused naming its target: urllib itself follows one to ``ftp://``;
@@ -447,8 +463,22 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
         """Follow the redirect as urllib does, if its target is an http(s) URL."""
         target = headers.get("location") or headers.get("uri")
         if target is not None:
-            newurl = urllib.parse.urljoin(req.full_url, target.strip())
-            if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            try:
+                newurl = urllib.parse.urljoin(req.full_url, target.strip())
+                scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+            except ValueError as e:  # a target urllib cannot join: "Invalid IPv6 URL"
+                newurl, scheme = target.strip(), "http"
+                fault: str | None = clipped_line(str(e), SHOWN_TARGET_CHARS // 2)
+            else:
+                fault = url_fault(newurl) if scheme in ("http", "https") else None
+            if fault is not None:
+                fp.close()
+                raise TransportError(
+                    f"cannot fetch {req.full_url}: it redirects to"
+                    f" {clipped_line(newurl, SHOWN_TARGET_CHARS)}, which is no valid URL"
+                    f" ({fault}); tell the server's operator"
+                )
+            if scheme not in ("http", "https"):
                 fp.close()
                 raise TransportError(  # its target cut: a server's line of up to 64 KiB
                     f"cannot fetch {req.full_url}: it redirects to"
@@ -715,9 +745,12 @@ def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     missing file, HTTP 404, or one over its bound, `most_bytes`: 1 MiB for the
     checkpoint, read no further), TransportError when the
     server cannot be reached, ConfigError when a local file cannot be read. Raises
-    ConfigError here when ``location`` is neither a URL nor an existing directory.
+    ConfigError here when ``location`` is neither a URL nor an existing directory, or
+    is an http(s) URL that names no place (`url_fault`).
     """
     if location.startswith(("http://", "https://")):
+        if (fault := url_fault(location)) is not None:
+            raise ConfigError(f"{location} is no valid URL: {fault}")
         return _url_fetcher(location, deadline_s)
     root = Path(location)
     if not root.is_dir():
