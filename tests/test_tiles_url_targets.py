@@ -5,6 +5,7 @@ traceback. Real HTTP servers on loopback ports, the CLI in this process."""
 
 from __future__ import annotations
 
+import socket
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -76,3 +77,24 @@ def test_a_tiles_url_that_is_no_valid_url_is_a_usage_error(
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err, err
     assert "--tiles" in err and "is no valid URL" in err, err
+
+
+def test_a_failure_at_a_redirects_target_names_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tiles server redirecting to another host that refuses the connection: the error
+    names where the redirect led, not only the URL asked (before: 'cannot fetch
+    http://127.0.0.1:PORT/checkpoint: connection refused', the server named up and
+    answering)."""
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    closed = socket.socket()  # bound, never listening: a target that refuses
+    closed.bind(("127.0.0.1", 0))
+    target = f"http://127.0.0.1:{closed.getsockname()[1]}/elsewhere/checkpoint"
+    try:
+        with _serving(_redirecting(target)) as url:
+            rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    finally:
+        closed.close()
+    err = capsys.readouterr().err
+    assert rc == 1 and "connection refused" in err, err
+    assert f"at {target}, where it was redirected to" in err, err

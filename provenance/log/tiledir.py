@@ -450,7 +450,12 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     and a redirect's own body is never read: urllib's handler read it whole
     (``fp.read()``) before following it, outside every bound here, so a server
     redirecting each file with a 12 MiB body had all of it read for each (an endless
-    one for the file's whole deadline)."""
+    one for the file's whole deadline). ``target``: the URL the last redirect followed
+    led to (None: none followed), which a failure there names (`_fetch_url`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target: str | None = None
 
     def http_error_302(
         self,
@@ -486,6 +491,7 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
                     " followed (a tiled log is fetched over only http:// and https://)"
                 )
         fp.close()  # unread: its connection is dropped (urllib keeps none alive)
+        self.target = newurl if target is not None else None
         followed: http.client.HTTPResponse | None = super().http_error_302(
             req, fp, code, msg, headers
         )
@@ -544,10 +550,12 @@ class _CutHandler(urllib.request.AbstractHTTPHandler):
     http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
 
 
-def _opener(cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> urllib.request.OpenerDirector:
+def _opener(
+    cutoff: Cutoff, most: int = MAX_FILE_BYTES, redirects: _WebOnlyRedirects | None = None
+) -> urllib.request.OpenerDirector:
     """urllib's opener for one file of a tiled log (of at most ``most`` bytes): http://
-    and https:// only (no ftp, file or data handlers), `_WebOnlyRedirects` in place of
-    its redirect handler, and each connection (redirects too) under ``cutoff``, each
+    and https:// only (no ftp, file or data handlers), ``redirects`` (a new
+    `_WebOnlyRedirects` by default) in place of its redirect handler, and each connection (redirects too) under ``cutoff``, each
     answer read no further than its `wire_budget`."""
     opener = urllib.request.OpenerDirector()
     for handler in (
@@ -555,7 +563,7 @@ def _opener(cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> urllib.request.Opener
         urllib.request.UnknownHandler(),
         _CutHandler(cutoff, most),
         urllib.request.HTTPDefaultErrorHandler(),
-        _WebOnlyRedirects(),
+        redirects or _WebOnlyRedirects(),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
@@ -698,8 +706,9 @@ def _fetch_url(
     LogIntegrityError (too large)."""
     request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
     sent_most = most if gzip_most is None else gzip_most
+    redirects = _WebOnlyRedirects()
     try:
-        with _opener(cutoff, max(most, sent_most)).open(
+        with _opener(cutoff, max(most, sent_most), redirects).open(
             request, timeout=FETCH_TIMEOUT_S
         ) as response:
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -734,7 +743,10 @@ def _fetch_url(
             raise TransportError(_server_failed(url, e.code, reason, _server_says(e))) from e
         raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
-        raise TransportError(_fetch_failure(e, url)) from e
+        failure = _fetch_failure(e, url)
+        if redirects.target is not None:  # where it failed: not the server asked, before
+            failure += f" (at {clipped_line(redirects.target, SHOWN_TARGET_CHARS)}, where it was redirected to)"
+        raise TransportError(failure) from e
 
 
 def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
