@@ -44,7 +44,7 @@ from provenance.core.errors import (
 from provenance.core.files import naming
 from provenance.core.networds import OverBudget, exchange_failure, metered_response
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
 from provenance.terminal import clipped_line
 
 if TYPE_CHECKING:  # the web reads tiles without the store layer (test_web_units)
@@ -139,6 +139,44 @@ def _exported_checkpoint(directory: Path) -> Checkpoint | None:
         raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
 
 
+def _check_published(store: Store, size: int, note: str) -> None:
+    """Raise LogIntegrityError unless ``note``, the store's newest checkpoint row of tree
+    size ``size``, is a signed note (its signature not checked: the log key is not at
+    hand) whose body is a checkpoint of ``size`` entries, at most the store's leaves, and
+    of the root of the store's tree at that size: the file `export_tiles` publishes as
+    the folder's `checkpoint`. Checked before any tile is listed or written (before, a
+    damaged row's note was published as it was, and a size column edited to 2^62 had a
+    tile listed for each 256 leaves of it first)."""
+    leaves = store.tree_size()
+    damaged = "its row was edited or damaged; not exporting (nothing was written)"
+    if size > leaves:
+        raise LogIntegrityError(
+            f"the database's newest checkpoint row is of {size:,} entries, but its log holds"
+            f" {leaves:,} leaves: {damaged}"
+        )
+    why, body = not_a_signed_note(note.encode()), None
+    if not why:
+        try:
+            body = Checkpoint.parse_body(note[: note.rfind("\n\n") + 1])
+        except LogError as e:
+            why = str(e)
+    if body is None:
+        raise LogIntegrityError(
+            f"the database's newest checkpoint row (of {size:,} entries) holds no signed note"
+            f" of a checkpoint ({why}): {damaged}"
+        )
+    if body.size != size:
+        raise LogIntegrityError(
+            f"the database's newest checkpoint row of {size:,} entries holds a note that is"
+            f" of {body.size:,} entries: {damaged}"
+        )
+    if body.root_hash != merkle.root(size, store.get_nodes):
+        raise LogIntegrityError(
+            f"the database's newest checkpoint (of {size:,} entries) has another root hash"
+            f" than its log's tree at that size: {damaged}"
+        )
+
+
 def export_tiles(
     store: Store, directory: Path, progress: Callable[[int, int], None] | None = None
 ) -> ExportResult:
@@ -154,12 +192,14 @@ def export_tiles(
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
     for an entry too large for a bundle (naming its index; no bundle holding it and no
     checkpoint are written), OSError when a file cannot be written, and the store's
-    errors.
+    errors. Raises LogIntegrityError, nothing written, when the store's newest
+    checkpoint row is damaged (`_check_published`).
     """
     latest = store.latest_checkpoint()
     if latest is None:
         return ExportResult(0, 0, 0, signed=False)
     size, note = latest
+    _check_published(store, size, note)
     held = _exported_checkpoint(directory)
     before = None if held is None else held.size
     if before is not None and before > size:
