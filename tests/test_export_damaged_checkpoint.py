@@ -53,3 +53,25 @@ def test_an_export_of_a_damaged_newest_checkpoint_row_is_refused_writing_nothing
     assert said in " ".join(err.split()), err
     assert not (out / "checkpoint").exists()
     assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+@pytest.mark.parametrize("value", ["x'00'", "x'" + "00" * 33 + "'", "'a text, not a hash'"])
+def test_an_export_over_a_damaged_merkle_node_row_says_the_database_is_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """A leaf's Merkle node row edited to a hash of 1 or 33 bytes, or to text: the export
+    stops, exit 3, naming the tile whose node rows are damaged and writing no checkpoint.
+    Before: 'error: the node reader answered wrongly for tile/0/000' (exit 1), or 'the log
+    database is damaged: string argument without an encoding'."""
+    db = tmp_path / "prov.db"
+    store = open_store(db)
+    _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 700, seed=1)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE nodes SET hash = {value} WHERE level = 0 AND idx = 5")
+    out = tmp_path / "tiles"
+    rc = prov_main(["log", "export-tiles", str(out), "--db", str(db)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
+    assert "Merkle node" in err and "tile/0/000" in err, err
+    assert not (out / "checkpoint").exists()
