@@ -72,7 +72,13 @@ from provenance.log.checkpoint import (
 )
 from provenance.log.claim_audit import ClaimKeyAuditor
 from provenance.log.receipt import verify_receipt
-from provenance.log.tiledir import ExportResult, export_tiles, exported_size, fetcher
+from provenance.log.tiledir import (
+    ExportResult,
+    export_tiles,
+    exported_size,
+    fetcher,
+    url_fault,
+)
 from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
 from provenance.log.tlogproof import (
     FILE_SUFFIX,
@@ -336,7 +342,9 @@ def audit(
             "give one of --tiles and --db: each audits its own copy of the log (without"
             " either, the server's)"
         )
-    if tiles is not None and not tiles.startswith(("http://", "https://")):
+    if tiles is not None and (fault := url_fault(tiles) if _is_url(tiles) else None):
+        raise typer.BadParameter(f"{tiles} is no valid URL: {fault}", param_hint="--tiles")
+    if tiles is not None and not _is_url(tiles):
         if not Path(tiles).is_dir():  # a typo, not a log that lost its files
             raise typer.BadParameter(
                 f"{tiles} is neither an http(s):// URL nor a folder", param_hint="--tiles"
@@ -783,6 +791,12 @@ def _audit_tiles(
         f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"
         " checked against the signed root"
     )
+
+
+def _is_url(location: str) -> bool:
+    """Whether a --tiles ``location`` is an http(s):// prefix (else a folder), as
+    `fetcher` tells them."""
+    return location.startswith(("http://", "https://"))
 
 
 def _no_tiled_log(location: str, why: str) -> LogError:

@@ -1624,7 +1624,10 @@ def test_a_tiles_server_redirecting_off_http_is_refused_naming_the_target() -> N
         assert fetcher(f"{url}/moved")("checkpoint") == body
         with pytest.raises(TransportError) as caught:  # followed to https: its port refuses
             fetcher(f"{url}/tls")("checkpoint")
-        assert str(caught.value).endswith("connection refused"), str(caught.value)
+        said = str(caught.value)  # the failure named where the redirect led
+        assert said.endswith(
+            f"connection refused (at {targets['/tls/checkpoint']}, where it was redirected to)"
+        ), said
         for mode in ("ftp", "file", "data"):
             with pytest.raises(TransportError) as caught:
                 fetcher(f"{url}/{mode}")("checkpoint")

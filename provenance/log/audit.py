@@ -137,15 +137,15 @@ def _saved_frontier(state: AuditState, saved: Checkpoint) -> merkle.CompactRange
     one that does not hash to the saved root (a changed or missing hash) is a damaged
     state file (LogError), never the log's fault. Before, the next audit extended it and
     read an honest log's entries as "edited behind the log's back" (exit 3)."""
+    full = "(a full audit, --full, re-hashes every entry and saves a new one)"
     try:
         frontier = merkle.CompactRange.from_hashes(saved.size, list(state.frontier))
-    except LogError as e:
-        raise LogError(f"audit state file is damaged: {e}") from e
+    except LogError as e:  # a hash missing or added: said with what to do too
+        raise LogError(f"audit state file is damaged: {e} {full}") from e
     if frontier.root() != saved.root_hash:
         raise LogError(
             f"audit state file is damaged: its frontier does not hash to the root of its"
-            f" checkpoint of size {saved.size} (a full audit, --full, re-hashes every entry"
-            " and saves a new one)"
+            f" checkpoint of size {saved.size} {full}"
         )
     return frontier
 

@@ -44,7 +44,7 @@ from provenance.core.errors import (
 from provenance.core.files import naming
 from provenance.core.networds import OverBudget, exchange_failure, metered_response
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
 from provenance.terminal import clipped_line
 
 if TYPE_CHECKING:  # the web reads tiles without the store layer (test_web_units)
@@ -139,6 +139,44 @@ def _exported_checkpoint(directory: Path) -> Checkpoint | None:
         raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
 
 
+def _check_published(store: Store, size: int, note: str) -> None:
+    """Raise LogIntegrityError unless ``note``, the store's newest checkpoint row of tree
+    size ``size``, is a signed note (its signature not checked: the log key is not at
+    hand) whose body is a checkpoint of ``size`` entries, at most the store's leaves, and
+    of the root of the store's tree at that size: the file `export_tiles` publishes as
+    the folder's `checkpoint`. Checked before any tile is listed or written (before, a
+    damaged row's note was published as it was, and a size column edited to 2^62 had a
+    tile listed for each 256 leaves of it first)."""
+    leaves = store.tree_size()
+    damaged = "its row was edited or damaged; not exporting (nothing was written)"
+    if size > leaves:
+        raise LogIntegrityError(
+            f"the database's newest checkpoint row is of {size:,} entries, but its log holds"
+            f" {leaves:,} leaves: {damaged}"
+        )
+    why, body = not_a_signed_note(note.encode()), None
+    if not why:
+        try:
+            body = Checkpoint.parse_body(note[: note.rfind("\n\n") + 1])
+        except LogError as e:
+            why = str(e)
+    if body is None:
+        raise LogIntegrityError(
+            f"the database's newest checkpoint row (of {size:,} entries) holds no signed note"
+            f" of a checkpoint ({why}): {damaged}"
+        )
+    if body.size != size:
+        raise LogIntegrityError(
+            f"the database's newest checkpoint row of {size:,} entries holds a note that is"
+            f" of {body.size:,} entries: {damaged}"
+        )
+    if body.root_hash != merkle.root(size, store.get_nodes):
+        raise LogIntegrityError(
+            f"the database's newest checkpoint (of {size:,} entries) has another root hash"
+            f" than its log's tree at that size: {damaged}"
+        )
+
+
 def export_tiles(
     store: Store, directory: Path, progress: Callable[[int, int], None] | None = None
 ) -> ExportResult:
@@ -154,12 +192,14 @@ def export_tiles(
     LogIntegrityError when the store's entries do not match its Merkle nodes, LogError
     for an entry too large for a bundle (naming its index; no bundle holding it and no
     checkpoint are written), OSError when a file cannot be written, and the store's
-    errors.
+    errors. Raises LogIntegrityError, nothing written, when the store's newest
+    checkpoint row is damaged (`_check_published`).
     """
     latest = store.latest_checkpoint()
     if latest is None:
         return ExportResult(0, 0, 0, signed=False)
     size, note = latest
+    _check_published(store, size, note)
     held = _exported_checkpoint(directory)
     before = None if held is None else held.size
     if before is not None and before > size:
@@ -428,13 +468,34 @@ def _fetch_failure(e: BaseException, url: str) -> str:
     return f"cannot fetch {url}: {why}"
 
 
+def url_fault(url: str) -> str | None:
+    """Why the http(s) URL ``url`` names no place a file can be fetched from, in words (at
+    most about 100 characters of them): a bracketed host that is no IP address, a port
+    that is no number or past 65,535, no host; None when it names one. (Before, such a
+    URL, given as --tiles or a server's redirect target, raised ValueError from urllib's
+    parser, or OverflowError from getaddrinfo for a port past a C long: a traceback.)"""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (parsed here: ValueError for a port out of range)
+    except ValueError as e:  # urllib's words, which may quote a megabyte of host
+        return clipped_line(str(e), SHOWN_TARGET_CHARS // 2)
+    if not parts.hostname:
+        return "it names no host"
+    return None
+
+
 class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """urllib's redirect handler, but a redirect off http(s) (``ftp://``, ``file://``,
     ``data:``) is refused naming its target: urllib itself follows one to ``ftp://``;
     and a redirect's own body is never read: urllib's handler read it whole
     (``fp.read()``) before following it, outside every bound here, so a server
     redirecting each file with a 12 MiB body had all of it read for each (an endless
-    one for the file's whole deadline)."""
+    one for the file's whole deadline). ``target``: the URL the last redirect followed
+    led to (None: none followed), which a failure there names (`_fetch_url`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.target: str | None = None
 
     def http_error_302(
         self,
@@ -447,8 +508,22 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
         """Follow the redirect as urllib does, if its target is an http(s) URL."""
         target = headers.get("location") or headers.get("uri")
         if target is not None:
-            newurl = urllib.parse.urljoin(req.full_url, target.strip())
-            if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            try:
+                newurl = urllib.parse.urljoin(req.full_url, target.strip())
+                scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+            except ValueError as e:  # a target urllib cannot join: "Invalid IPv6 URL"
+                newurl, scheme = target.strip(), "http"
+                fault: str | None = clipped_line(str(e), SHOWN_TARGET_CHARS // 2)
+            else:
+                fault = url_fault(newurl) if scheme in ("http", "https") else None
+            if fault is not None:
+                fp.close()
+                raise TransportError(
+                    f"cannot fetch {req.full_url}: it redirects to"
+                    f" {clipped_line(newurl, SHOWN_TARGET_CHARS)}, which is no valid URL"
+                    f" ({fault}); tell the server's operator"
+                )
+            if scheme not in ("http", "https"):
                 fp.close()
                 raise TransportError(  # its target cut: a server's line of up to 64 KiB
                     f"cannot fetch {req.full_url}: it redirects to"
@@ -456,6 +531,7 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
                     " followed (a tiled log is fetched over only http:// and https://)"
                 )
         fp.close()  # unread: its connection is dropped (urllib keeps none alive)
+        self.target = newurl if target is not None else None
         followed: http.client.HTTPResponse | None = super().http_error_302(
             req, fp, code, msg, headers
         )
@@ -514,10 +590,12 @@ class _CutHandler(urllib.request.AbstractHTTPHandler):
     http_request = https_request = urllib.request.AbstractHTTPHandler.do_request_
 
 
-def _opener(cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> urllib.request.OpenerDirector:
+def _opener(
+    cutoff: Cutoff, most: int = MAX_FILE_BYTES, redirects: _WebOnlyRedirects | None = None
+) -> urllib.request.OpenerDirector:
     """urllib's opener for one file of a tiled log (of at most ``most`` bytes): http://
-    and https:// only (no ftp, file or data handlers), `_WebOnlyRedirects` in place of
-    its redirect handler, and each connection (redirects too) under ``cutoff``, each
+    and https:// only (no ftp, file or data handlers), ``redirects`` (a new
+    `_WebOnlyRedirects` by default) in place of its redirect handler, and each connection (redirects too) under ``cutoff``, each
     answer read no further than its `wire_budget`."""
     opener = urllib.request.OpenerDirector()
     for handler in (
@@ -525,7 +603,7 @@ def _opener(cutoff: Cutoff, most: int = MAX_FILE_BYTES) -> urllib.request.Opener
         urllib.request.UnknownHandler(),
         _CutHandler(cutoff, most),
         urllib.request.HTTPDefaultErrorHandler(),
-        _WebOnlyRedirects(),
+        redirects or _WebOnlyRedirects(),
         urllib.request.HTTPErrorProcessor(),
     ):
         opener.add_handler(handler)
@@ -668,8 +746,9 @@ def _fetch_url(
     LogIntegrityError (too large)."""
     request = urllib.request.Request(url, headers={"Accept-Encoding": "gzip, identity"})
     sent_most = most if gzip_most is None else gzip_most
+    redirects = _WebOnlyRedirects()
     try:
-        with _opener(cutoff, max(most, sent_most)).open(
+        with _opener(cutoff, max(most, sent_most), redirects).open(
             request, timeout=FETCH_TIMEOUT_S
         ) as response:
             encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
@@ -704,7 +783,10 @@ def _fetch_url(
             raise TransportError(_server_failed(url, e.code, reason, _server_says(e))) from e
         raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
-        raise TransportError(_fetch_failure(e, url)) from e
+        failure = _fetch_failure(e, url)
+        if redirects.target is not None:  # where it failed: not the server asked, before
+            failure += f" (at {clipped_line(redirects.target, SHOWN_TARGET_CHARS)}, where it was redirected to)"
+        raise TransportError(failure) from e
 
 
 def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
@@ -715,9 +797,12 @@ def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     missing file, HTTP 404, or one over its bound, `most_bytes`: 1 MiB for the
     checkpoint, read no further), TransportError when the
     server cannot be reached, ConfigError when a local file cannot be read. Raises
-    ConfigError here when ``location`` is neither a URL nor an existing directory.
+    ConfigError here when ``location`` is neither a URL nor an existing directory, or
+    is an http(s) URL that names no place (`url_fault`).
     """
     if location.startswith(("http://", "https://")):
+        if (fault := url_fault(location)) is not None:
+            raise ConfigError(f"{location} is no valid URL: {fault}")
         return _url_fetcher(location, deadline_s)
     root = Path(location)
     if not root.is_dir():

@@ -202,10 +202,21 @@ def tiles_for_size(size: int) -> list[Tile]:
 
 
 def tile_hashes(tile: Tile, get_nodes: merkle.NodeReader) -> bytes:
-    """The tile's contents: its ``width`` 32-byte hashes concatenated, read in one batch."""
-    hashes = get_nodes(tile.node_keys)
-    if len(hashes) != tile.width or any(len(h) != merkle.HASH_SIZE for h in hashes):
-        raise LogError(f"the node reader answered wrongly for {tile.path}")
+    """The tile's contents: its ``width`` 32-byte hashes concatenated, read in one batch.
+    Raises LogIntegrityError when ``get_nodes`` gives another number of hashes, or one
+    not of 32 bytes (a damaged node row: before, "the node reader answered wrongly",
+    exit 1), or raises it for a node it cannot read, naming the tile."""
+    try:
+        hashes = get_nodes(tile.node_keys)
+    except LogIntegrityError as e:
+        raise LogIntegrityError(f"cannot read the log's Merkle nodes for {tile.path}: {e}") from e
+    wrong = [len(h) for h in hashes if len(h) != merkle.HASH_SIZE]
+    if len(hashes) != tile.width or wrong:
+        got = _hashes(len(hashes)) if len(hashes) != tile.width else f"a hash of {wrong[0]} B"
+        raise LogIntegrityError(
+            f"the log's Merkle nodes for {tile.path} are damaged: {got} where"
+            f" {_hashes(tile.width)} of 32 bytes belong (a node row was edited)"
+        )
     return b"".join(hashes)
 
 

@@ -498,8 +498,11 @@ class SqliteStore(SqlStore):
         if flags == "mode=ro" and self.path.is_file() and len(wal) < 2:
             try:
                 conn.execute("PRAGMA user_version").fetchone()  # the file's first read
-            except sqlite3.OperationalError as e:
-                if e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN:
+            except sqlite3.DatabaseError as e:  # "file is not a database" too (no subclass)
+                if (
+                    isinstance(e, sqlite3.OperationalError)
+                    and e.sqlite_errorcode & 0xFF == sqlite3.SQLITE_CANTOPEN
+                ):
                     conn.close()
                     if not wal:
                         return self._connect_read_only("mode=ro&immutable=1")
