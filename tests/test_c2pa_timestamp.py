@@ -819,7 +819,17 @@ def _png_with_long_x5chain(data: bytes, certificates: int) -> bytes:
     chain = protected[X5CHAIN]
     chain = chain if isinstance(chain, list) else [chain]
     protected[X5CHAIN] = (chain * (certificates // len(chain) + 1))[:certificates]
-    new = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps(protected), *cose.value[1:]]))
+    return _png_with_claim_signature(
+        data, cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps(protected), *cose.value[1:]]))
+    )
+
+
+def _png_with_claim_signature(data: bytes, new: bytes) -> bytes:
+    """The exported PNG ``data`` with its claim signature box's CBOR replaced by ``new``,
+    every JUMBF box around it and its caBX chunk (length and CRC) grown to fit."""
+    sig = read_claim_signature(data, "image/png")
+    start, end = sig.start, sig.end
+    assert start is not None and end is not None
     grown = len(new) - (end - start)
     out = bytearray(data[:start] + new + data[end:])
 
@@ -869,3 +879,29 @@ def test_a_claim_signature_over_its_bound_is_not_decoded_in_the_server(
     # within the bound the same long chain is read as before
     fits = _png_with_long_x5chain(data, 64)
     assert len(read_claim_signature(fits, "image/png").chain) == 64
+
+
+def test_a_claim_signature_header_of_cbor_arithmetic_tags_is_not_computed(
+    tmp_path: Path, device: DeviceKey, chain: bytes
+) -> None:
+    """Attack: CBOR's decimal fraction (tag 4), bigfloat (5) and rational (30) tags in the
+    claim signature's unprotected header were turned into numbers while the server decoded
+    the box for the signing time: a mantissa of 160 KB took 3.3 s of the server's CPU, one
+    filling the 1 MiB bound about 140 s (quadratic). No C2PA header holds them: every tag
+    but COSE_Sign1's is kept as it was written, computing nothing, and the signature still
+    reads (its x5chain, its header's other labels)."""
+    data = _export(tmp_path, device, chain, None, "png", "image/png").read_bytes()
+    sig = read_claim_signature(data, "image/png")
+    mantissa = 10**1000 + 7
+    tagged = {
+        "decimal": cbor2.CBORTag(4, [-2, mantissa]),
+        "bigfloat": cbor2.CBORTag(5, [3, mantissa]),
+        "rational": cbor2.CBORTag(30, [mantissa, 3]),
+    }
+    cose = cbor2.CBORTag(18, [sig.protected, {**sig.unprotected, **tagged}, None, sig.signature])
+    hostile = _png_with_claim_signature(data, cbor2.dumps(cose))
+    read = read_claim_signature(hostile, "image/png")
+    assert read.chain == sig.chain
+    for label, tag in tagged.items():
+        kept = read.unprotected[label]
+        assert isinstance(kept, cbor2.CBORTag) and kept.tag == tag.tag, (label, type(kept))

@@ -431,3 +431,37 @@ def test_a_witness_that_never_answers_does_not_hold_a_stop_for_its_timeout(
         for conn in held:
             conn.close()
     assert not closer.is_alive(), "close() waited for the witness's answer"
+
+
+def test_a_stop_cutting_a_healthy_witnesss_answer_is_no_problem_of_the_witness(
+    setup: Setup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server stopping (`Cosigner.close`) while a witness is still sending its answer
+    cuts the exchange: that is the stop's doing, not the witness's, so no problem is
+    recorded for it and no warning is logged (before: "did not cosign checkpoint 1: no
+    answer before this server stopped; retrying with backoff", at every stop that came
+    during a round)."""
+    slow = setup.served[0]
+    answering = threading.Event()
+
+    def mark(text: str, other: str) -> str:
+        answering.set()
+        return text
+
+    slow.mangle = mark
+    slow.drip_s = 3600.0  # a byte an hour: the answer is under way when the stop comes
+    cosigner = setup.cosigner(1, timeout_s=3600.0)
+    closer = threading.Thread(target=cosigner.close, daemon=True)
+    try:
+        size, note = setup.grow()
+        cosigner.submit(size, note)
+        assert cosigner.wait_cosigned(size, 60), "the other witness did not cosign"
+        assert answering.wait(60), "the slow witness never answered"
+    finally:
+        with caplog.at_level("WARNING", logger="provenance"):
+            closer.start()
+            closer.join(60)  # a hang guard: the answer takes hours
+    assert not closer.is_alive(), "close() waited for the witness's answer"
+    said = [r.getMessage() for r in caplog.records if r.levelname in {"WARNING", "ERROR"}]
+    assert not said, said
+    assert [s.problem for s in cosigner.statuses()] == ["", ""], cosigner.statuses()

@@ -1045,6 +1045,21 @@ def test_serve_witness_timeout_that_is_no_finite_time_is_a_usage_error(
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
+def test_serve_witness_interval_past_a_day_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`prov serve --witness-interval-ms` past a day (as --witness-timeout) exits 2
+    before any file is made, naming the option; a day itself is taken. Before, any whole
+    number was: one of over 308 digits ended the start in an OverflowError traceback
+    (exit 1) when it was turned into seconds."""
+    serve = ("serve", "--db", str(tmp_path / "prov.db"), "--listen", "127.0.0.1:0")
+    for value in ("1" + "0" * 400, "86400001"):
+        rc, err = _run(capsys, *serve, "--witness-interval-ms", value)
+        assert rc == 2 and "--witness-interval-ms" in err, (value[:20], err)
+        assert "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
+
+
 def test_serve_refuses_an_admin_token_that_can_be_guessed_offline(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -625,11 +625,30 @@ def _label(data: bytes, start: int, end: int) -> str | None:
     return data[at:stop].decode("utf-8", "replace") if stop >= 0 else None
 
 
+#: The CBOR tags cbor2 turns into Python values that a claim signature is decoded
+#: without: each is kept as the `cbor2.CBORTag` written. No C2PA header holds one, and
+#: some compute: a decimal fraction (4), bigfloat (5) or rational (30) of a long mantissa
+#: costs time quadratic in it (160 KB: 3.3 s; the 1 MiB the box may hold: about 140 s
+#: extrapolated), in the server's own process. Kept decoded: shared values and string references (25,
+#: 28, 29, 256: structure, nothing computed) and the self-described CBOR mark (55799).
+_UNDECODED_TAGS = (0, 1, 2, 3, 4, 5, 30, 35, 36, 37, 52, 54, 100, 258, 260, 261, 1004, 43000)
+
+
+def _kept(tag: int) -> Any:
+    return lambda value, immutable=False: cbor2.CBORTag(tag, value)
+
+
+_AS_WRITTEN = {tag: _kept(tag) for tag in _UNDECODED_TAGS}
+
+
 def _decode_cose(raw: bytes) -> ClaimSignature:
-    """Decode a COSE_Sign1_Tagged claim signature; its position is set by the caller."""
+    """Decode a COSE_Sign1_Tagged claim signature; its position is set by the caller.
+    Tags other than COSE's are kept as written (`_UNDECODED_TAGS`)."""
     try:
-        cose = cbor2.loads(raw)
-        protected_map = cbor2.loads(cose.value[0]) if cose.value[0] else {}
+        cose = cbor2.loads(raw, semantic_decoders=_AS_WRITTEN)
+        protected_map = (
+            cbor2.loads(cose.value[0], semantic_decoders=_AS_WRITTEN) if cose.value[0] else {}
+        )
     except (cbor2.CBORDecodeError, AttributeError, TypeError, IndexError, ValueError) as e:
         raise MediaError(f"the C2PA claim signature is not CBOR: {e}") from e
     value = cose.value if isinstance(cose, cbor2.CBORTag) and cose.tag == 18 else None

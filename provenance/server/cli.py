@@ -671,6 +671,7 @@ def serve(
         typer.Option(
             help="Least time between two cosigning rounds, ms (commits in between coalesce).",
             min=0,
+            max=int(MAX_WAIT_S * 1000),
         ),
     ] = 0,
 ) -> None:

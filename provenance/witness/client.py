@@ -487,6 +487,11 @@ class _Refused(WitnessError):
     """The witness answered, and refused the checkpoint (4xx)."""
 
 
+class _Stopped(WitnessError):
+    """The exchange was cut by this server stopping (`Cosigner.close`): not the
+    witness's failure, so no problem of it is recorded or logged."""
+
+
 class _Behind(WitnessError):
     """The witness holds a newer checkpoint of this log than the one sent (another server
     over the same database appended it): not a failure; the newer one is sent next."""
@@ -596,7 +601,7 @@ class Cosigner:
         """Stop the rounds: the requests in flight are cut at once (before, each was
         waited for, up to its timeout: a witness that never answers held a stop of `prov
         serve` for all of ``--witness-timeout``); one still connecting ends within its
-        timeout."""
+        timeout. A cut exchange records no problem of its witness (`_Stopped`)."""
         with self._lock:
             self._stop = True
             self._lock.notify_all()
@@ -674,6 +679,8 @@ class Cosigner:
                 line = fut.result()
             except _Behind:
                 continue  # the newer checkpoint is pending: the next round sends it
+            except _Stopped:
+                continue  # cut by this server stopping: not the witness's failure
             except Exception as e:  # a bug must not end the rounds: report it as a problem
                 self._failed(peer, size, e)
                 continue
@@ -820,7 +827,7 @@ class Cosigner:
                 answer = self._exchange(peer, body, cutoff)
             except WitnessError:
                 if cutoff.expired.is_set():
-                    raise WitnessError(self._cut_short()) from None
+                    raise self._cut_short() from None
                 raise
             finally:
                 with self._lock:
@@ -829,15 +836,15 @@ class Cosigner:
             if peer.conn is not None:
                 peer.conn.close()
                 peer.conn = None
-            raise WitnessError(self._cut_short())
+            raise self._cut_short()
         return answer
 
-    def _cut_short(self) -> str:
-        """Why an exchange whose `Cutoff` expired has no answer: this server stopping
-        (`close`), or the witness too slow."""
+    def _cut_short(self) -> WitnessError:
+        """The error of an exchange whose `Cutoff` expired: _Stopped when this server is
+        stopping (`close`), else the witness too slow."""
         if self._stop:
-            return "no answer before this server stopped"
-        return f"no complete answer within {self._timeout_s:g} s"
+            return _Stopped("no answer before this server stopped")
+        return WitnessError(f"no complete answer within {self._timeout_s:g} s")
 
     def _exchange(self, peer: _Peer, body: bytes, cutoff: Cutoff) -> tuple[int, str, str, str]:
         """One POST of ``body`` (see `_post`), each socket it uses under ``cutoff`` (the
