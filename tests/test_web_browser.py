@@ -351,7 +351,9 @@ def test_an_answer_that_is_no_report_is_shown(
 def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: DemoSite) -> None:
     """At 375 CSS px (a small phone) no page scrolls sideways: the log entry's signature
     line ("PAE(application/vnd.provenance.claim.v1+protobuf, claim)") and the API
-    page's table of endpoints ran past the right edge. Wide tables scroll in their box."""
+    page's table of endpoints ran past the right edge, and so did the error page of a
+    log search for a 64-hex-digit hash the log does not hold (the hash in its message
+    did not wrap: 672 px). Wide tables scroll in their box."""
     metrics = {"width": 375, "height": 800, "deviceScaleFactor": 1, "mobile": True}
     browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
     wide = {}
@@ -359,6 +361,7 @@ def test_no_page_is_wider_than_a_375_px_phone(browser: webdriver.Chrome, site: D
     try:
         _verify(browser, site, site.files.small_video, None)  # the longest report
         pages = ["/", "/log", "/api", "/log/entries/1", "/log/consistency?first=1", "/nowhere"]
+        pages.append("/log/find?q=" + "ab" * 32)  # not in the log: its error names the hash
         for path in ["(report)", *pages]:
             if path != "(report)":
                 browser.get(site.web + path)
