@@ -34,7 +34,9 @@ opened).
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import gzip
 import io
 import logging
 import lzma
@@ -242,6 +244,27 @@ class _CountingReader:
         data = self._raw.read(size)
         self.count += len(data)
         return data
+
+
+def _decompressed(f: IO[bytes], raw: _CountingReader) -> _Readable:
+    """The tar stream in ``f`` (seekable, at its start; read through ``raw``): ``raw``
+    itself, or, for a gzip, bzip2 or xz file (by its magic bytes), a reader that
+    decompresses it as asked, at most what each read asks for (`gzip.GzipFile`,
+    `bz2.BZ2File`, `lzma.LZMAFile`). `tarfile`'s own stream reader ("r|*") hands each 10
+    KiB of compressed bytes to the decompressor with no cap on what comes out: bzip2
+    turns 200 bytes into 128 MiB in that one call, before any limit is checked."""
+    here = f.tell()
+    magic = f.read(6)
+    f.seek(here)
+    # typeshed wants a full file object; the readers only ever call read
+    src = cast("IO[bytes]", raw)
+    if magic.startswith(b"\x1f\x8b"):
+        return gzip.GzipFile(fileobj=src, mode="rb")
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(src)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(src)
+    return raw
 
 
 def _declared_too_much(limit: int) -> str:
@@ -574,7 +597,13 @@ class Walker:
         raw = _CountingReader(f)
         try:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
-            tf = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
+            tf = tarfile.open(fileobj=_decompressed(f, raw), mode="r|", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
+        except EOFError as e:  # a compressed stream cut short before the first member
+            raise _ArchiveStop(
+                "not a readable tar archive: truncated or corrupt, its compressed stream"
+                f" ends early, after {raw.count:,} bytes; the rest of it was not scanned;"
+                " `tar -tvf` on the file shows where it breaks"
+            ) from e
         except _TAR_ERRORS as e:
             if str(e) == "empty file" and raw.count:  # tarfile's words for no tar data
                 raise _ArchiveStop(
