@@ -764,3 +764,45 @@ def test_a_tar_bz2_bomb_is_decompressed_a_block_at_a_time(tmp_path: Path) -> Non
     assert peak < 48 << 20, f"{peak:,} bytes traced to walk a {archive.stat().st_size}-byte bomb"
     (item,) = iter_items([str(archive)], ScanLimits())
     assert isinstance(item, RefusedItem) and "decompression ratio over 100:1" in item.error
+
+
+def _zip_of_one_entry(name: bytes, method: int, data: bytes, size: int, crc: int) -> bytes:
+    """A zip of one entry ``name`` whose compressed bytes are ``data`` (compression
+    ``method``), its headers declaring ``size`` uncompressed bytes and CRC-32 ``crc``."""
+    fields = (method, 0, 0, crc, len(data), size, len(name), 0)
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 46, 0, *fields) + name
+    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 46, 46, 0, *fields, 0, 0, 0, 0, 0)
+    central += name
+    end = struct.pack(
+        "<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0
+    )
+    return local + data + central + end
+
+
+def test_a_bzip2_zip_entry_that_lies_about_its_size_is_decompressed_a_block_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """A zip entry compressed with bzip2 (method 12) whose 200 bytes hold 128 MiB of
+    zeros, its headers declaring 100 bytes (so its declared ratio is no bomb's), is read
+    decompressing about a block at a time: Python's `zipfile` hands each read's
+    compressed bytes to a bzip2 or LZMA decompressor with no cap on what comes out (a
+    3 KB entry of 4 GiB: maxrss 4.2 GiB, 22 s). Entries of both methods that tell the
+    truth still read whole. Measured in a child process (`_walk_peak`)."""
+    c = bz2.BZ2Compressor(9)
+    block = bytes(16 << 20)
+    data = b"".join([*(c.compress(block) for _ in range(8)), c.flush()])
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(_zip_of_one_entry(b"x.bin", zipfile.ZIP_BZIP2, data, 100, 0))
+    count, peak = _walk_peak(bomb)
+    assert count == 1
+    assert peak < 48 << 20, f"{peak:,} bytes traced to walk a {len(data)}-byte entry"
+    (item,) = iter_items([str(bomb)], ScanLimits())
+    assert "Bad CRC-32" in _error(item), item
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as z:
+        z.writestr("a.png", PNG * 3, compress_type=zipfile.ZIP_BZIP2)
+        z.writestr("b.png", PNG * 3, compress_type=zipfile.ZIP_LZMA)
+        z.writestr("c.bin", os.urandom(3 << 20), compress_type=zipfile.ZIP_LZMA)
+    got = _by_ref(list(iter_items([str(good)], ScanLimits())))
+    assert _data(got[f"{good}!a.png"]) == PNG * 3 and _data(got[f"{good}!b.png"]) == PNG * 3
+    assert isinstance(got[f"{good}!c.bin"], HashedItem)
