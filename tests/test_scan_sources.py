@@ -806,3 +806,22 @@ def test_a_bzip2_zip_entry_that_lies_about_its_size_is_decompressed_a_block_at_a
     got = _by_ref(list(iter_items([str(good)], ScanLimits())))
     assert _data(got[f"{good}!a.png"]) == PNG * 3 and _data(got[f"{good}!b.png"]) == PNG * 3
     assert isinstance(got[f"{good}!c.bin"], HashedItem)
+
+
+def test_a_tar_gz_with_junk_after_its_gzip_stream_keeps_its_members(tmp_path: Path) -> None:
+    """Bytes after a .tar.gz's gzip stream that are no gzip member (gzip(1) and GNU tar
+    warn of them and go on) end the stream: the members before them are scanned, where a
+    tar with no padding to a 10 KiB record (Go's archive/tar writes none) read through
+    `gzip.GzipFile` lost them to one row "Not a gzipped file"."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("a.png")
+        info.size = len(PNG)
+        t.addfile(info, io.BytesIO(PNG))
+    tar = buf.getvalue()
+    unpadded = tar[: 512 + -(-len(PNG) // 512) * 512 + 1024]
+    path = tmp_path / "x.tar.gz"
+    path.write_bytes(gzip.compress(unpadded) + b"JUNK" * 100)
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{path}!a.png"], items
+    assert _data(items[0]) == PNG

@@ -260,12 +260,37 @@ def _decompressed(f: IO[bytes], raw: _CountingReader) -> _Readable:
     # typeshed wants a full file object; the readers only ever call read
     src = cast("IO[bytes]", raw)
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=src, mode="rb")
+        return _GzipStream(gzip.GzipFile(fileobj=src, mode="rb"))
     if magic.startswith(b"BZh"):
         return bz2.BZ2File(src)
     if magic.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(src)
     return raw
+
+
+class _GzipStream:
+    """A gzip file's decompressed bytes (`gzip.GzipFile`, a member's at a time): bytes
+    after a whole gzip member that begin no other member (trailing junk, which gzip(1)
+    and GNU tar warn of and ignore) end the stream, as `tarfile`'s own reader ignored
+    them, rather than stop the archive before its last members were read."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+        self._out = 0
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._ended:
+            return b""
+        try:
+            data = self._gz.read1(size)  # no bytes read are lost when the junk raises
+        except gzip.BadGzipFile as e:
+            if not self._out or not str(e).startswith("Not a gzipped file"):
+                raise
+            self._ended = True
+            return b""
+        self._out += len(data)
+        return data
 
 
 def _declared_too_much(limit: int) -> str:
