@@ -825,3 +825,16 @@ def test_a_tar_gz_with_junk_after_its_gzip_stream_keeps_its_members(tmp_path: Pa
     items = list(iter_items([str(path)], ScanLimits()))
     assert [i.ref for i in items] == [f"{path}!a.png"], items
     assert _data(items[0]) == PNG
+
+
+def test_an_lzma_zip_entry_of_no_bytes_is_an_empty_entry(tmp_path: Path) -> None:
+    """An LZMA entry (method 14) of no compressed bytes declaring 0 bytes is empty, as
+    `zipfile` reads it; declaring 5 (and the CRC-32 of 5 bytes), it is cut short."""
+    for size, crc in ((0, 0), (5, zlib.crc32(b"hello"))):
+        path = tmp_path / f"{size}.zip"
+        path.write_bytes(_zip_of_one_entry(b"x.bin", zipfile.ZIP_LZMA, b"", size, crc))
+        (item,) = iter_items([str(path)], ScanLimits())
+        if size:
+            assert "Bad CRC-32" in _error(item), item
+        else:
+            assert _data(item) == b"", item

@@ -1220,6 +1220,8 @@ def _open_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes] | _
             dec = cast("IO[bytes]", bz2.BZ2File(raw))
         else:  # APPNOTE 5.8.8: version (2 bytes), properties size (2), properties
             head = raw.read(4)
+            if not head:  # no compressed bytes: no bytes (its CRC-32 says if it is cut)
+                return _ZipEntryReader(io.BytesIO(), raw, info)
             if len(head) < 4:
                 raise EOFError("the LZMA entry ends in its header")
             props = raw.read(struct.unpack("<H", head[2:])[0])
