@@ -741,3 +741,100 @@ def test_zip_utf8_name_without_the_flag_is_read_as_utf8(tmp_path: Path) -> None:
     assert sorted(got) == sorted([f"{a}!my cat é.png", f"{a}!café.j", f"{a}!flagged ü.jpg"])
     assert _data(got[f"{a}!my cat é.png"]) == PNG
     assert _data(got[f"{a}!café.j"]) == JPEG
+
+
+def test_a_tar_bz2_bomb_is_decompressed_a_block_at_a_time(tmp_path: Path) -> None:
+    """A .tar.bz2 of a few hundred bytes that holds 128 MiB of zeros is stopped by the
+    ratio limit having decompressed about a block of it: `tarfile`'s stream reader hands
+    each 10 KiB of compressed bytes to the decompressor with no cap on what comes out,
+    and bzip2 turns 200 bytes into 128 MiB in that one call (a 3 KB file into 4 GiB:
+    maxrss 1.9 GiB and 34 s before its first member was read). Measured in a child
+    process (`_walk_peak`)."""
+    header = tarfile.TarInfo("zeros.bin")
+    header.size = 128 << 20
+    c = bz2.BZ2Compressor(9)
+    parts = [c.compress(header.tobuf(format=tarfile.USTAR_FORMAT))]
+    block = bytes(16 << 20)
+    parts += [c.compress(block) for _ in range(header.size // len(block))]
+    archive = tmp_path / "bomb.tar.bz2"
+    archive.write_bytes(b"".join([*parts, c.compress(bytes(1024)), c.flush()]))
+    assert archive.stat().st_size < 4096
+    count, peak = _walk_peak(archive)
+    assert count == 1  # the archive's own row: a compression bomb
+    assert peak < 48 << 20, f"{peak:,} bytes traced to walk a {archive.stat().st_size}-byte bomb"
+    (item,) = iter_items([str(archive)], ScanLimits())
+    assert isinstance(item, RefusedItem) and "decompression ratio over 100:1" in item.error
+
+
+def _zip_of_one_entry(name: bytes, method: int, data: bytes, size: int, crc: int) -> bytes:
+    """A zip of one entry ``name`` whose compressed bytes are ``data`` (compression
+    ``method``), its headers declaring ``size`` uncompressed bytes and CRC-32 ``crc``."""
+    fields = (method, 0, 0, crc, len(data), size, len(name), 0)
+    local = struct.pack("<4s5H3I2H", b"PK\x03\x04", 46, 0, *fields) + name
+    central = struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 46, 46, 0, *fields, 0, 0, 0, 0, 0)
+    central += name
+    end = struct.pack(
+        "<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(data), 0
+    )
+    return local + data + central + end
+
+
+def test_a_bzip2_zip_entry_that_lies_about_its_size_is_decompressed_a_block_at_a_time(
+    tmp_path: Path,
+) -> None:
+    """A zip entry compressed with bzip2 (method 12) whose 200 bytes hold 128 MiB of
+    zeros, its headers declaring 100 bytes (so its declared ratio is no bomb's), is read
+    decompressing about a block at a time: Python's `zipfile` hands each read's
+    compressed bytes to a bzip2 or LZMA decompressor with no cap on what comes out (a
+    3 KB entry of 4 GiB: maxrss 4.2 GiB, 22 s). Entries of both methods that tell the
+    truth still read whole. Measured in a child process (`_walk_peak`)."""
+    c = bz2.BZ2Compressor(9)
+    block = bytes(16 << 20)
+    data = b"".join([*(c.compress(block) for _ in range(8)), c.flush()])
+    bomb = tmp_path / "bomb.zip"
+    bomb.write_bytes(_zip_of_one_entry(b"x.bin", zipfile.ZIP_BZIP2, data, 100, 0))
+    count, peak = _walk_peak(bomb)
+    assert count == 1
+    assert peak < 48 << 20, f"{peak:,} bytes traced to walk a {len(data)}-byte entry"
+    (item,) = iter_items([str(bomb)], ScanLimits())
+    assert "Bad CRC-32" in _error(item), item
+    good = tmp_path / "good.zip"
+    with zipfile.ZipFile(good, "w") as z:
+        z.writestr("a.png", PNG * 3, compress_type=zipfile.ZIP_BZIP2)
+        z.writestr("b.png", PNG * 3, compress_type=zipfile.ZIP_LZMA)
+        z.writestr("c.bin", os.urandom(3 << 20), compress_type=zipfile.ZIP_LZMA)
+    got = _by_ref(list(iter_items([str(good)], ScanLimits())))
+    assert _data(got[f"{good}!a.png"]) == PNG * 3 and _data(got[f"{good}!b.png"]) == PNG * 3
+    assert isinstance(got[f"{good}!c.bin"], HashedItem)
+
+
+def test_a_tar_gz_with_junk_after_its_gzip_stream_keeps_its_members(tmp_path: Path) -> None:
+    """Bytes after a .tar.gz's gzip stream that are no gzip member (gzip(1) and GNU tar
+    warn of them and go on) end the stream: the members before them are scanned, where a
+    tar with no padding to a 10 KiB record (Go's archive/tar writes none) read through
+    `gzip.GzipFile` lost them to one row "Not a gzipped file"."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("a.png")
+        info.size = len(PNG)
+        t.addfile(info, io.BytesIO(PNG))
+    tar = buf.getvalue()
+    unpadded = tar[: 512 + -(-len(PNG) // 512) * 512 + 1024]
+    path = tmp_path / "x.tar.gz"
+    path.write_bytes(gzip.compress(unpadded) + b"JUNK" * 100)
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{path}!a.png"], items
+    assert _data(items[0]) == PNG
+
+
+def test_an_lzma_zip_entry_of_no_bytes_is_an_empty_entry(tmp_path: Path) -> None:
+    """An LZMA entry (method 14) of no compressed bytes declaring 0 bytes is empty, as
+    `zipfile` reads it; declaring 5 (and the CRC-32 of 5 bytes), it is cut short."""
+    for size, crc in ((0, 0), (5, zlib.crc32(b"hello"))):
+        path = tmp_path / f"{size}.zip"
+        path.write_bytes(_zip_of_one_entry(b"x.bin", zipfile.ZIP_LZMA, b"", size, crc))
+        (item,) = iter_items([str(path)], ScanLimits())
+        if size:
+            assert "Bad CRC-32" in _error(item), item
+        else:
+            assert _data(item) == b"", item

@@ -34,7 +34,10 @@ opened).
 
 from __future__ import annotations
 
+import bz2
 import codecs
+import copy
+import gzip
 import io
 import logging
 import lzma
@@ -241,6 +244,52 @@ class _CountingReader:
     def read(self, size: int = -1) -> bytes:
         data = self._raw.read(size)
         self.count += len(data)
+        return data
+
+
+def _decompressed(f: IO[bytes], raw: _CountingReader) -> _Readable:
+    """The tar stream in ``f`` (seekable, at its start; read through ``raw``): ``raw``
+    itself, or, for a gzip, bzip2 or xz file (by its magic bytes), a reader that
+    decompresses it as asked, at most what each read asks for (`gzip.GzipFile`,
+    `bz2.BZ2File`, `lzma.LZMAFile`). `tarfile`'s own stream reader ("r|*") hands each 10
+    KiB of compressed bytes to the decompressor with no cap on what comes out: bzip2
+    turns 200 bytes into 128 MiB in that one call, before any limit is checked."""
+    here = f.tell()
+    magic = f.read(6)
+    f.seek(here)
+    # typeshed wants a full file object; the readers only ever call read
+    src = cast("IO[bytes]", raw)
+    if magic.startswith(b"\x1f\x8b"):
+        return _GzipStream(gzip.GzipFile(fileobj=src, mode="rb"))
+    if magic.startswith(b"BZh"):
+        return bz2.BZ2File(src)
+    if magic.startswith(b"\xfd7zXZ\x00"):
+        return lzma.LZMAFile(src)
+    return raw
+
+
+class _GzipStream:
+    """A gzip file's decompressed bytes (`gzip.GzipFile`, a member's at a time): bytes
+    after a whole gzip member that begin no other member (trailing junk, which gzip(1)
+    and GNU tar warn of and ignore) end the stream, as `tarfile`'s own reader ignored
+    them, rather than stop the archive before its last members were read."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+        self._out = 0
+        self._ended = False
+
+    def read(self, size: int = -1) -> bytes:
+        if self._ended:
+            return b""
+        try:
+            data = self._gz.read1(size)  # no bytes read are lost when the junk raises
+        except gzip.BadGzipFile as e:
+            if not self._out or not str(e).startswith("Not a gzipped file"):
+                raise
+            self._ended = True
+            return b""
+        self._out += len(data)
         return data
 
 
@@ -557,7 +606,7 @@ class Walker:
                     yield RefusedItem(eref, problem, info.file_size, outer)
                     continue
                 try:
-                    with zf.open(info) as member:
+                    with _open_zip_entry(zf, info) as member:
                         yield from self._entry(
                             _Metered(member, meter), eref, outer, depth, info.file_size, _no_check
                         )
@@ -574,7 +623,13 @@ class Walker:
         raw = _CountingReader(f)
         try:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
-            tf = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
+            tf = tarfile.open(fileobj=_decompressed(f, raw), mode="r|", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
+        except EOFError as e:  # a compressed stream cut short before the first member
+            raise _ArchiveStop(
+                "not a readable tar archive: truncated or corrupt, its compressed stream"
+                f" ends early, after {raw.count:,} bytes; the rest of it was not scanned;"
+                " `tar -tvf` on the file shows where it breaks"
+            ) from e
         except _TAR_ERRORS as e:
             if str(e) == "empty file" and raw.count:  # tarfile's words for no tar data
                 raise _ArchiveStop(
@@ -1103,7 +1158,7 @@ class _Meter:
 class _Metered:
     """A member's reader that reports every byte it yields to a `_Meter`."""
 
-    def __init__(self, raw: IO[bytes], meter: _Meter) -> None:
+    def __init__(self, raw: _Readable, meter: _Meter) -> None:
         self._raw = raw
         self._meter = meter
 
@@ -1111,6 +1166,71 @@ class _Metered:
         data = self._raw.read(size)
         self._meter.add(len(data))
         return data
+
+
+class _ZipEntryReader:
+    """A bzip2 or LZMA zip entry's bytes, decompressed at most as far as each read asks
+    (`bz2.BZ2File`, `lzma.LZMAFile`) from its compressed bytes (``raw``), up to the
+    size its directory record declares; once that is read, or where the data ends first, its
+    CRC-32 is checked as `zipfile` checks it (`zipfile.BadZipFile` if it differs)."""
+
+    def __init__(self, dec: IO[bytes], raw: IO[bytes], info: zipfile.ZipInfo) -> None:
+        self._dec = dec
+        self._raw = raw
+        self._info = info
+        self._left = info.file_size
+        self._crc = 0
+        self._checked = False
+
+    def read(self, size: int = -1) -> bytes:
+        want = self._left if size < 0 else min(size, self._left)
+        data = self._dec.read(want) if want > 0 else b""
+        self._left -= len(data)
+        self._crc = zlib.crc32(data, self._crc)
+        if (not data or not self._left) and not self._checked:
+            self._checked = True
+            if self._crc != self._info.CRC:
+                raise zipfile.BadZipFile(f"Bad CRC-32 for file {self._info.filename!r}")
+        return data
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._raw.close()
+
+
+def _open_zip_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> IO[bytes] | _ZipEntryReader:
+    """A zip entry opened to read. `zipfile` itself hands each read's compressed bytes
+    of a bzip2 (method 12) or LZMA (method 14) entry to a decompressor with no cap on
+    what comes out (a 3 KB bzip2 entry of 4 GiB of zeros declaring 100 bytes: maxrss
+    4.2 GiB), so such an entry's compressed bytes are read as stored and decompressed
+    here as each read asks (`_ZipEntryReader`). Raises what `zipfile.ZipFile.open`
+    raises."""
+    if info.compress_type not in (zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA):
+        return zf.open(info)
+    stored = copy.copy(info)
+    stored.compress_type = zipfile.ZIP_STORED
+    stored.file_size = info.compress_size
+    stored.CRC = None  # type: ignore[assignment]  # zipfile then checks none: done here
+    raw = zf.open(stored)
+    try:
+        dec: IO[bytes]
+        if info.compress_type == zipfile.ZIP_BZIP2:
+            dec = cast("IO[bytes]", bz2.BZ2File(raw))
+        else:  # APPNOTE 5.8.8: version (2 bytes), properties size (2), properties
+            head = raw.read(4)
+            if not head:  # no compressed bytes: no bytes (its CRC-32 says if it is cut)
+                return _ZipEntryReader(io.BytesIO(), raw, info)
+            if len(head) < 4:
+                raise EOFError("the LZMA entry ends in its header")
+            props = raw.read(struct.unpack("<H", head[2:])[0])
+            lzma1 = lzma._decode_filter_properties(lzma.FILTER_LZMA1, props)  # type: ignore[attr-defined]  # zipfile reads it so
+            dec = cast("IO[bytes]", lzma.LZMAFile(raw, format=lzma.FORMAT_RAW, filters=[lzma1]))
+    except BaseException:
+        raw.close()
+        raise
+    return _ZipEntryReader(dec, raw, info)
 
 
 #: Bytes of a zip local file header before the name (APPNOTE.TXT 4.3.7).
