@@ -11,6 +11,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+import clients.device.sidecars
+import clients.files
 from clients.device import DeviceHome
 from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import SAMPLES, Cli, closed_port
@@ -108,3 +112,34 @@ def test_a_sidecar_put_back_without_its_receipt_is_queued_again_not_signed_anew(
     assert "queued again" in err, err
     assert home.state().last_sequence == 1 and home.pending() == []
     assert decode_sidecar(side.read_bytes()).receipt is not None
+
+
+def test_the_kept_sidecars_are_compared_with_one_read_of_the_image(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing an image looks for a logged claim of its bytes among the sidecars kept in
+    PROV_HOME/sidecars/; one of another image (an export with Content Credentials
+    could still bind it) read the whole image again for each kept sidecar: 10,000 kept
+    took `prov sign` from 0.27 s to 5.2 s a file. Now the image is read once for all."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    side = photo.with_name(photo.name + ".prov")
+    side.mkdir()  # FILE.prov cannot be written: the logged sidecar is kept
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "signed (#1) and logged" in out, (out, err)
+    kept = (home.sidecar_dir / "000000000001.prov").read_bytes()
+    for seq in range(2, 22):  # more kept sidecars, all of other bytes
+        (home.sidecar_dir / f"{seq:012d}.prov").write_bytes(kept)
+    other = tmp_path / "other.jpg"
+    other.write_bytes(photo.read_bytes() + b"other bytes")
+    reads: list[Path] = []
+    real = clients.files.read_bounded
+
+    def counted(path: Path, limit: int, what: str) -> bytes:
+        reads.append(Path(path))
+        return real(path, limit, what)
+
+    monkeypatch.setattr(clients.device.sidecars, "read_bounded", counted)
+    rc, out, err = enrolled("sign", str(other))
+    assert rc == 0 and "signed (#22) and logged" in out, (out, err)
+    assert reads.count(other) <= 1, reads.count(other)
