@@ -84,10 +84,7 @@ def take_folder(folder: int, path: Path) -> None:
     the next command make a new one and run beside the first, both numbering their
     claims from one last sequence. A file system that cannot lock a folder leaves the
     ``.lock`` alone to do it, as before. Raises LockWaitError when the wait runs out."""
-    try:
-        if _try_fd(folder):
-            return
-    except OSError:  # no flock on a folder here (a network file system): .lock alone
+    if try_folder(folder):
         return
     print(
         f"waiting for another prov command holding the device folder {path} (its lock file"
@@ -102,6 +99,16 @@ def take_folder(folder: int, path: Path) -> None:
             " that command ran, which does not stop it: never remove the lock file)"
         ),
     )
+
+
+def try_folder(folder: int) -> bool:
+    """Whether the lock of the device folder ``folder`` (its open descriptor) was taken
+    now, without waiting: False while another command holds it. True on a file system
+    that cannot lock a folder (a network file system): ``.lock`` alone guards it."""
+    try:
+        return _try_fd(folder)
+    except OSError:  # no flock on a folder here: .lock alone
+        return True
 
 
 def _wait_for(taken: Callable[[], bool], wait: float, held: Callable[[], str]) -> None:

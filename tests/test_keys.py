@@ -171,6 +171,30 @@ def test_an_older_key_file_is_rewritten_at_600000_iterations_when_opened(
     assert keyfile.weaker_than_written_here(b"")  # no encrypted PKCS#8 block at all
 
 
+def test_an_older_key_file_is_not_rewritten_while_a_command_holds_the_folder_itself(
+    tmp_path: Path,
+) -> None:
+    """A command holding the device folder (a `prov device init --force` writing a new
+    key) whose ``.lock`` was removed, taken for a stale one: opening an older key file
+    took the new ``.lock`` at once and rewrote the key file beside that command, which
+    could put the old key back over the new one. Now the folder's own lock is tried too,
+    and the key file is left as it is until no command holds the folder."""
+    home = DeviceHome(tmp_path / "dev")
+    state, _ = home.init(b"correct horse")
+    old = _old_format(home.key_path.read_bytes(), b"correct horse")
+    home.key_path.write_bytes(old)
+    folder = os.open(home.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # another command holds the folder
+        (home.root / ".lock").unlink(missing_ok=True)  # and its lock file was removed
+        assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+        assert home.key_path.read_bytes() == old
+    finally:
+        os.close(folder)
+    assert home.load_key(b"correct horse").key_id.hex() == state.device_id
+    assert pbkdf2_iterations(home.key_path.read_bytes()) == 600_000
+
+
 def test_an_older_key_file_behind_a_link_is_rewritten_where_it_points(tmp_path: Path) -> None:
     """A device_key.pem that is a symbolic link to the key kept elsewhere (another
     volume) was replaced by a regular file in the device folder: the 2,048-iteration copy

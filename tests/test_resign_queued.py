@@ -11,9 +11,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
+import clients.device.sidecars
+import clients.files
 from clients.device import DeviceHome
 from provenance.wire.sidecar import decode_sidecar
-from tests.conftest import SAMPLES, Cli, closed_port
+from tests.conftest import PASSPHRASE, SAMPLES, Cli, closed_port
 
 
 def test_signing_again_reuses_the_queued_claim_of_the_same_bytes(
@@ -108,3 +112,82 @@ def test_a_sidecar_put_back_without_its_receipt_is_queued_again_not_signed_anew(
     assert "queued again" in err, err
     assert home.state().last_sequence == 1 and home.pending() == []
     assert decode_sidecar(side.read_bytes()).receipt is not None
+
+
+def test_the_kept_sidecars_are_compared_with_one_read_of_the_image(
+    enrolled: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing an image looks for a logged claim of its bytes among the sidecars kept in
+    PROV_HOME/sidecars/; one of another image (an export with Content Credentials
+    could still bind it) read the whole image again for each kept sidecar: 10,000 kept
+    took `prov sign` from 0.27 s to 5.2 s a file. Now the image is read once for all."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    side = photo.with_name(photo.name + ".prov")
+    side.mkdir()  # FILE.prov cannot be written: the logged sidecar is kept
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 0 and "signed (#1) and logged" in out, (out, err)
+    kept = (home.sidecar_dir / "000000000001.prov").read_bytes()
+    for seq in range(2, 22):  # more kept sidecars, all of other bytes
+        (home.sidecar_dir / f"{seq:012d}.prov").write_bytes(kept)
+    other = tmp_path / "other.jpg"
+    other.write_bytes(photo.read_bytes() + b"other bytes")
+    reads: list[Path] = []
+    real = clients.files.read_bounded
+
+    def counted(path: Path, limit: int, what: str) -> bytes:
+        reads.append(Path(path))
+        return real(path, limit, what)
+
+    monkeypatch.setattr(clients.device.sidecars, "read_bounded", counted)
+    rc, out, err = enrolled("sign", str(other))
+    assert rc == 0 and "signed (#22) and logged" in out, (out, err)
+    assert reads.count(other) <= 1, reads.count(other)
+
+
+def test_a_put_back_sidecar_of_a_claim_never_logged_is_set_aside_then_signed_anew(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """FILE.prov of this device's claim #1, never logged, its queue entry lost, while
+    claim #2 was logged since: queued again from the sidecar, the log refuses it (below
+    the device's last sequence), it is set aside saying so, and the next `prov sign`
+    signs the file anew."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    rc, out, err = enrolled("sign", str(photo), "--server", closed_port())
+    assert rc == 4 and "queued" in out, (out, err)
+    for entry in home.pending():
+        entry.file.unlink()  # its queue entry lost
+    other = Path(shutil.copy(SAMPLES / "grace_hopper.jpg", tmp_path / "grace.jpg"))
+    rc, out, err = enrolled("sign", str(other))
+    assert rc == 0 and "signed (#2) and logged" in out, (out, err)
+
+    rc, out, err = enrolled("sign", str(photo))
+    said = " ".join(err.split())
+    assert rc == 1 and "already signed (#1) but refused by the server" in said, (out, err)
+    assert "can never be logged; sign the file again" in said, (out, err)
+    assert "queued again" in said and "set aside in" in said, (out, err)
+    assert home.pending() == [], (out, err)
+    assert home.state().last_sequence == 2
+    rc2, out2, err2 = enrolled("sign", str(photo))
+    assert rc2 == 0 and "signed (#3) and logged" in out2, (out2, err2)
+
+
+def test_another_devices_unlogged_sidecar_is_not_queued_under_this_device(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """FILE.prov of ANOTHER device's claim for these bytes, with no receipt, placed next
+    to the file: it is no claim of this device to queue again. `prov sign` refuses it as
+    before (exit 2), nothing queued or signed here."""
+    home = DeviceHome(enrolled.home)
+    photo = Path(shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg"))
+    other = DeviceHome(tmp_path / "other-device")
+    other.init(PASSPHRASE.encode())
+    other.sign_file(other.load_key(PASSPHRASE.encode()), photo)  # queued there, no receipt
+    side = photo.with_name(photo.name + ".prov")
+    placed = side.read_bytes()
+
+    rc, out, err = enrolled("sign", str(photo))
+    assert rc == 2 and "queued again" not in err, (out, err)
+    assert home.pending() == [] and home.state().last_sequence == 0
+    assert side.read_bytes() == placed

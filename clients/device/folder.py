@@ -198,31 +198,40 @@ class DeviceFolder:
     def _strengthen(self, key: DeviceKey, pem: bytes, passphrase: bytes) -> None:
         """Rewrite the key file ``pem`` (just read and decrypted) at today's work factor,
         atomically, mode 0600, and say so on stderr. Only when no other command holds the
-        folder's lock (a `prov device init --force` may be writing a new key) and the file
+        folder's lock, ``.lock`` nor the folder itself (a `prov device init --force` may be
+        writing a new key, its ``.lock`` removed) and the file
         is still ``pem``; a folder that cannot be written keeps the old file, with a line
         saying why. A key file that is a symbolic link (to a key kept on another volume)
         is rewritten where it points, the link kept: replacing the link left the weaker
         copy where the owner keeps the key, and a second copy in the device folder."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._open_lock() as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return  # another command holds the folder: a later one rewrites the key
-            try:
-                if read_device_file(self.key_path) != pem:
+        folder = self._open_folder()
+        try:
+            with self._open_lock() as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return  # another command holds the folder: a later one rewrites the key
+                try:
+                    # and the folder itself: a command whose .lock was removed holds it
+                    if folder is not None and not devicelock.try_folder(folder):
+                        return
+                    if read_device_file(self.key_path) != pem:
+                        return
+                    target = self.key_path.resolve()  # the file itself, through any link
+                    atomic_write(target, key.to_encrypted_pem(passphrase), mode=0o600)
+                except OSError as e:
+                    print(
+                        f"note: {self.key_path} is encrypted with a weaker key derivation"
+                        f" than this version writes, and could not be rewritten ({e.strerror})",
+                        file=sys.stderr,
+                    )
                     return
-                target = self.key_path.resolve()  # the file itself, through any link
-                atomic_write(target, key.to_encrypted_pem(passphrase), mode=0o600)
-            except OSError as e:
-                print(
-                    f"note: {self.key_path} is encrypted with a weaker key derivation than"
-                    f" this version writes, and could not be rewritten ({e.strerror})",
-                    file=sys.stderr,
-                )
-                return
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            if folder is not None:
+                os.close(folder)  # lets go of the folder's lock
         print(
             f"{self.key_path}: re-encrypted with PBKDF2 at {PBKDF2_ITERATIONS:,} iterations"
             " (it had a cheaper key derivation, written by an older version); same key and"
@@ -256,6 +265,15 @@ class DeviceFolder:
 
     def save_state(self, state: DeviceState) -> None:
         atomic_write(self.state_path, state_bytes(state))
+
+    def _open_folder(self) -> int | None:
+        """The device folder opened to be locked with ``flock`` (`devicelock.take_folder`,
+        `devicelock.try_folder`; closing it lets go); None when it cannot be opened for
+        reading (``.lock`` alone guards it then)."""
+        try:
+            return os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return None
 
     def _open_lock(self) -> BinaryIO:
         """The folder's lock file ``.lock`` (made if missing), opened to be locked with
@@ -294,10 +312,7 @@ class DeviceFolder:
         ``.lock`` removed while a command held it let the next command make a new one
         and sign beside the first, with the same last sequence."""
         self.root.mkdir(parents=True, exist_ok=True)
-        try:
-            folder: int | None = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:  # a folder that cannot be opened for reading: .lock alone, as before
-            folder = None
+        folder = self._open_folder()
         try:
             with self._open_lock() as handle:
                 devicelock.take(handle, self.root / ".lock")  # bounded: $PROV_LOCK_WAIT

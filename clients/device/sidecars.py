@@ -4,6 +4,7 @@ refused in words, or copied aside first; and what `DeviceHome.sign_file` did
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,27 +16,46 @@ from provenance.media.assets import AssetLimits
 from provenance.wire.sidecar import MAX_SIDECAR_BYTES, Sidecar, decode_sidecar
 
 
-def _binds(old: Sidecar, path: Path, fields: ClaimFields, limits: AssetLimits) -> bool:
+def _binds(
+    old: Sidecar,
+    path: Path,
+    fields: ClaimFields,
+    limits: AssetLimits,
+    stripped: Callable[[], bytes | None] | None = None,
+) -> bool:
     """Whether the claim of ``old`` binds the bytes of ``path`` as `prov verify` checks
     it: the same hard binding, or, for an image since exported with Content Credentials
     (`prov sign --c2pa` embeds a manifest store in place), the SHA-256 of its bytes with
-    the store removed (`provenance.c2pa.container.content_sha256`). Raises MediaError as
+    the store removed (`provenance.c2pa.container.content_sha256`). ``stripped`` gives
+    that SHA-256 (`_stripped_sha256` of ``path``, computed once by its caller when many
+    claims are compared with one file); read here when None. Raises MediaError as
     `read_bounded` does."""
     bound = old.claim.hard_binding
     if bound == fields["hard_binding"]:
         return True
-    media_type = fields["media_type"]
-    if bound.chunk_size or not media_type.startswith("image/"):
+    if bound.chunk_size or not fields["media_type"].startswith("image/"):
         return False
+    content = stripped() if stripped is not None else _stripped_sha256(path, fields, limits)
+    return content is not None and content == bound.sha256
+
+
+def _stripped_sha256(path: Path, fields: ClaimFields, limits: AssetLimits) -> bytes | None:
+    """The SHA-256 of the image ``path`` with its Content Credentials manifest store
+    removed (`provenance.c2pa.container.content_sha256`); None for a file that is no
+    image, holds no store, or one that cannot be removed. Reads the whole image (up to
+    ``limits.max_image_bytes``); raises MediaError as `read_bounded` does."""
+    media_type = fields["media_type"]
+    if not media_type.startswith("image/"):
+        return None
     from provenance.c2pa.container import content_sha256, may_hold_manifest_store
 
     data = read_bounded(path, limits.max_image_bytes, "image")
     if not may_hold_manifest_store(data, media_type):
-        return False
+        return None
     try:
-        return content_sha256(data, media_type) == bound.sha256
+        return content_sha256(data, media_type)
     except ProvenanceError:  # a store that cannot be removed: not what was signed
-        return False
+        return None
 
 
 class SidecarExistsError(ConfigError):
