@@ -1,4 +1,4 @@
-"""`prov web`'s log monitor and the cosigned checkpoint it shows (h-webcosig62).
+"""`prov web`'s log monitor and the cosigned checkpoint it shows.
 
 The cosigned checkpoint `/api/v1/checkpoint` and `/log` show is signed by the log key
 too: it is held to the checkpoint the page remembers (`provenance.web.logmonitor`), so
@@ -26,7 +26,7 @@ from provenance.v1 import provenance_pb2 as pb
 from provenance.web import logviews
 from tests.conftest import Cli, RelayAnswer, ServerProc, relay, sign_sample
 from tests.test_web_cited import _web
-from tests.test_web_log_monitor import _said, _signed_over, forger
+from tests.test_web_log_monitor import _said, _signed_over, counted_proofs, forger
 
 _GET_LOG_KEY = "/provenance.v1.Log/GetLogKey"
 _GET_CHECKPOINT = "/provenance.v1.Log/GetCheckpoint"
@@ -47,7 +47,7 @@ def test_a_cosigned_checkpoint_forking_the_log_is_refused_502(
     latest, and as the cosigned checkpoint, in turn: another tree of 3 (a fork at the
     size the page holds), a tree of 2 that is not the real log's first 2 (the service's
     consistency proof from 2 to 3 does not verify against it), then the real tree of 2.
-    Before h-webcosig62 the first two were 200, the forked cosigned checkpoint shown
+    Before 7 December the first two were 200, the forked cosigned checkpoint shown
     beside the latest (only one larger than the latest was refused); now each is a 502
     in logmonitor's words, without the relay's address. The honest one is 200, proven
     once (one consistency proof from 2 to 3) however many views show it."""
@@ -59,14 +59,7 @@ def test_a_cosigned_checkpoint_forking_the_log_is_refused_502(
         "honest": _signed_over(signer, origin, real[:2]),
     }
     mode = {"now": "same"}
-    asked: list[tuple[int, int]] = []
-    lock = threading.Lock()
-
-    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        req = pb.GetConsistencyProofRequest.FromString(request)
-        with lock:
-            asked.append((req.first_size, req.second_size))
-        return forward(request)
+    asked, counted = counted_proofs()
 
     answers = _forged(signer, origin, latest, lambda: cosigned[mode["now"]])
     answers[_GET_CONSISTENCY] = counted
@@ -86,8 +79,7 @@ def test_a_cosigned_checkpoint_forking_the_log_is_refused_502(
                     assert words in said and "a fork" in said, (now, said)
                     assert address not in said and "127.0.0.1" not in said, said
         mode["now"] = "honest"
-        with lock:
-            asked.clear()
+        asked.clear()  # no page is asking now: the first web has stopped
         with _web(address) as http:
             for path in ["/api/v1/checkpoint", "/log"] * 2:
                 r = http.get(path)
@@ -145,7 +137,7 @@ def test_requests_at_once_on_a_cold_cosigned_cache_ask_the_service_once(
     service's cosigned GetCheckpoint calls and holding each until another comes (or 3 s):
     all 200, one cosigned call in flight at a time, and as many calls in all as
     `test_views_of_the_checkpoint_ask_the_cosigned_one_once_a_while` allows (1 + the
-    whole `logviews.COSIGNED_KEEP_S` periods the burst took). Before h-webcosig62 each
+    whole `logviews.COSIGNED_KEEP_S` periods the burst took). Before 7 December each
     request on the cold cache asked it itself: 20 calls, several in flight at once."""
     sign_sample(enrolled, tmp_path, "rocket.jpg")
     calls = _CosignedCalls(hold=3.0)
@@ -165,7 +157,7 @@ def test_requests_waiting_for_a_stalled_cosigned_read_get_one_timeout(
     """The service never answers the cosigned checkpoint: 20 requests at once to a new
     web with --service-timeout 10 are each a 504 (the one that asked, its call's deadline;
     the others, waiting for its answer, theirs: one timeout, not one more of their own
-    after it), and the service was asked once. Before h-webcosig62: 20 calls."""
+    after it), and the service was asked once. Before 7 December: 20 calls."""
     sign_sample(enrolled, tmp_path, "rocket.jpg")
     calls = _CosignedCalls(hold=0.0, stall=True)
     with relay(server.address, {_GET_CHECKPOINT: calls}) as address:
@@ -213,12 +205,7 @@ def test_a_cosigned_checkpoint_seen_again_after_a_newer_one_is_not_proven_again(
         pb.GetCheckpointResponse.FromString(_signed_over(signer, origin, real[:n])).checkpoint
         for n in (1, 2, 3)
     ]
-    asked: list[tuple[int, int]] = []
-
-    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        req = pb.GetConsistencyProofRequest.FromString(request)
-        asked.append((req.first_size, req.second_size))
-        return forward(request)
+    asked, counted = counted_proofs()
 
     whole = _signed_over(signer, origin, real)
     answers = _forged(signer, origin, whole, lambda: whole)  # the cosigned not asked

@@ -212,14 +212,7 @@ def test_honest_growth_asks_one_consistency_proof_per_new_size(
     pages read it. A proof or inclusion at a past size asked for is no rollback: 200."""
     sign_sample(enrolled, tmp_path, "rocket.jpg")
     sign_sample(enrolled, tmp_path, "chelsea.png")
-    asked: list[tuple[int, int]] = []
-    lock = threading.Lock()
-
-    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        req = pb.GetConsistencyProofRequest.FromString(request)
-        with lock:
-            asked.append((req.first_size, req.second_size))
-        return forward(request)
+    asked, counted = counted_proofs()
 
     reads = [
         "/api/v1/checkpoint",
@@ -361,12 +354,7 @@ def test_a_request_overtaken_by_a_newer_read_is_no_rollback(
     for an honest service."""
     sign_sample(enrolled, tmp_path, "rocket.jpg")  # 2 entries: the enrollment, the rocket
     held = _HeldRead()
-    asked: list[tuple[int, int]] = []
-
-    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
-        req = pb.GetConsistencyProofRequest.FromString(request)
-        asked.append((req.first_size, req.second_size))
-        return forward(request)
+    asked, counted = counted_proofs()
 
     answers: dict[str, RelayAnswer] = {_GET_CHECKPOINT: held, _GET_CONSISTENCY: counted}
     with relay(server.address, answers) as address, _web(address) as http:
@@ -746,3 +734,19 @@ def test_a_latest_checkpoint_smaller_than_the_cosigned_one_is_a_rollback_502(
             assert _OLDER in said and "checkpoint of 2 entries as its latest" in said, said
             assert "after a cosigned one of 3 entries" in said, said
             assert address not in said and "127.0.0.1" not in said, said
+
+
+def counted_proofs() -> tuple[list[tuple[int, int]], RelayAnswer]:
+    """A relay answer for GetConsistencyProof that forwards each request and records its
+    (first size, second size), in order, in the list returned with it (under a lock:
+    the page's threads ask at once)."""
+    asked: list[tuple[int, int]] = []
+    lock = threading.Lock()
+
+    def counted(request: bytes, context: Any, forward: Callable[[bytes], bytes]) -> bytes:
+        req = pb.GetConsistencyProofRequest.FromString(request)
+        with lock:
+            asked.append((req.first_size, req.second_size))
+        return forward(request)
+
+    return asked, counted
