@@ -257,8 +257,8 @@ def _one_log(
         if not (witness_url and e.code == "OUT_OF_RANGE"):
             raise
         # the larger tree is the witness's or the receipt's, each signed by the log's key:
-        # a log that cannot reach it was rolled back or forked (witurl2-61: before, a
-        # refusal of the receipt's larger tree was exit 1, "could not be checked")
+        # a log that cannot reach it was rolled back or forked (not "could not be
+        # checked", exit 1)
         larger = (
             "the witness cosigned"
             if second is cosigned
@@ -494,8 +494,8 @@ def check_witnesses(
     (`check_witnessed`): LogIntegrityError (exit 3, naming the witness and the claim)
     when one is not, also for a receipt not yet cosigned. A witness whose checkpoint
     cannot be fetched or checked is the policy not met (``error`` naming its URL, the
-    "also" claims then unchecked; witurl2-61: before, WitnessQuorumError was raised, and
-    `prov verify --json` gave no report, only the error). They decide no
+    "also" claims then unchecked, so that `prov verify --json` still gives its report).
+    They decide no
     quorum: the cosignatures counted are those on the checkpoint the server proves the
     receipt in, as without them.
     """
@@ -511,7 +511,7 @@ def check_witnesses(
     main = WitnessCheck(quorum, len(policy))
     try:
         views = witnessed_checkpoints(witness_urls or [], policy, verifier)
-    except WitnessQuorumError as e:  # not met, as a policy is (witurl2-61: before, raised)
+    except WitnessQuorumError as e:  # not met, as a policy is, not raised
         leaf = ev.receipt.leaf_index if ev is not None and ev.receipt is not None else None
         return replace(main, leaf_index=leaf, error=str(e))
     newest = _Newest(c)  # every receipt held to one cosigned checkpoint, asked for once

@@ -214,8 +214,7 @@ WitnessOpt = Annotated[
 def witness_urls(values: list[str] | None) -> list[str] | None:
     """``values`` as witness URL prefixes (`provenance.witness.client.parse_witness_url`:
     http(s), printable ASCII, no query or fragment, trailing slashes dropped), each
-    witness once (`distinct_witness_urls`: witurl2-61, before ``URL`` and ``URL/`` were
-    both asked); else a usage error (exit 2) before any call. Typer callback of
+    witness once (`distinct_witness_urls`: ``URL`` and ``URL/`` asked once); else a usage error (exit 2) before any call. Typer callback of
     ``--witness-url``. Raises typer.BadParameter."""
     from provenance.core.errors import ConfigError
     from provenance.witness.client import distinct_witness_urls, parse_witness_url

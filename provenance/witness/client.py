@@ -255,7 +255,7 @@ def parse_witness_url(value: str) -> str:
     """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
     URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
     without its trailing slashes. Raises ConfigError naming what is wrong, also for a
-    query or fragment (witurl2-61: before, silently dropped from the request): the
+    query or fragment (which the request could not carry): the
     checkpoint is at ``<prefix>/<origin hash>/checkpoint`` (c2sp.org/tlog-witness)."""
     _check_url_text(value, "--witness-url")
     if not _is_http_url(value):
@@ -273,8 +273,8 @@ def _check_plain_prefix(url: str, option: str) -> None:
     """Raise ConfigError (naming ``option``) when the witness URL ``url`` has a query, a
     fragment or a user name and password, which no request sends: the witness is asked at
     ``<prefix>/add-checkpoint`` and ``<prefix>/<origin hash>/checkpoint``
-    (c2sp.org/tlog-witness). Before witurl2-61 (query, fragment) and session 61 (``prov
-    serve --witness``, user names) they were silently dropped."""
+    (c2sp.org/tlog-witness), which can carry neither a query, a fragment nor a user
+    name."""
     if "?" in url or "#" in url:  # printable ASCII: only a query or fragment has them
         raise ConfigError(
             f"{option} {quoted(url)}: a witness URL is a prefix that /add-checkpoint or"
