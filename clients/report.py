@@ -76,6 +76,15 @@ DERIVED_BASIS = (
 )
 
 
+#: UNSIGNED's basis: an absence, found by the same signatures, hashes and log lookups; it
+#: proves nothing about the file either way.
+UNSIGNED_BASIS = (
+    "cryptographic: no device signature and no logged capture match these bytes or these"
+    " pixels, so nothing is proven either way; the detector, if asked, is advisory and never"
+    " changes it"
+)
+
+
 #: What UNSIGNED does not mean, said where it is reported (the text report, the web page,
 #: the scan's HTML summary): most files are never signed, so it is no judgement of a file.
 UNSIGNED_MEANS_NOTHING = "that says nothing about whether it is real: most files are never signed"
@@ -83,8 +92,11 @@ UNSIGNED_MEANS_NOTHING = "that says nothing about whether it is real: most files
 
 def status_basis(status: Verdict) -> str:
     """What decides ``status``, in words: `DERIVED_BASIS` for DERIVED (proven for the
-    signed capture, not for the copy), `STATUS_BASIS` for the others."""
-    return DERIVED_BASIS if status is Verdict.DERIVED else STATUS_BASIS
+    signed capture, not for the copy), `UNSIGNED_BASIS` for UNSIGNED (nothing proven),
+    `STATUS_BASIS` for the others."""
+    if status is Verdict.DERIVED:
+        return DERIVED_BASIS
+    return UNSIGNED_BASIS if status is Verdict.UNSIGNED else STATUS_BASIS
 
 
 def iso_utc(dt: Any) -> str | None:

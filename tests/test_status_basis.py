@@ -55,6 +55,9 @@ def test_the_json_report_says_the_same() -> None:
     doc = report_to_json(_report(), "x.png")
     assert doc["status"] == "UNSIGNED" and doc["status_basis"].startswith("cryptographic:")
     assert "never changes it" in doc["status_basis"]
+    # an UNSIGNED file's status rests on what was not found, not on a signature
+    assert "nothing is proven either way" in doc["status_basis"]
+    assert "rests on device signatures" not in doc["status_basis"]
     assert "advisory" in doc["detector"]["advisory"]
 
 
@@ -65,7 +68,7 @@ def test_the_web_page_says_the_same() -> None:
         report=report_to_json(_report(), "x.png"), filename="x.png"
     )
     found = re.search(r'id="status-basis">([^<]*)<', page)
-    assert found is not None and found.group(1).startswith("Cryptographic: the status rests")
+    assert found is not None and found.group(1).startswith("Cryptographic: no device signature")
     assert 'class="badge">advisory<' in page
 
 

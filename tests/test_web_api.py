@@ -1286,6 +1286,21 @@ def test_a_derived_copy_is_not_called_cryptographically_proven(
     assert original["status_basis"].startswith("cryptographic: the status rests on"), original
 
 
+def test_an_unsigned_file_is_not_said_to_rest_on_signatures(
+    site: DemoSite, http: httpx.Client
+) -> None:
+    """An UNSIGNED file has no signature or logged capture behind it: its basis, in the
+    JSON and under the page's verdict, says nothing matched and nothing is proven, not
+    that the status rests on device signatures."""
+    report = _verify(http, site.files.unsigned).json()
+    assert report["status"] == "UNSIGNED", report
+    assert "nothing is proven either way" in report["status_basis"], report
+    assert "rests on device signatures" not in report["status_basis"], report
+    files = {"file": ("u.png", site.files.unsigned.read_bytes())}
+    shown = re.search(r'id="status-basis">([^<]*)<', http.post("/verify", files=files).text)
+    assert shown is not None and "nothing is proven either way" in shown.group(1)
+
+
 def test_an_upload_cut_mid_way_logs_no_error(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

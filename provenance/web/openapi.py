@@ -409,7 +409,8 @@ def openapi_document() -> dict[str, Any]:
                             "description": "what decides the status (cryptographic evidence:"
                             " signatures, hashes, the signed log; for DERIVED, only of the"
                             " signed capture, the copy's link to it being a perceptual"
-                            " match), never the detector",
+                            " match; for UNSIGNED, that nothing matched, so nothing is"
+                            " proven either way), never the detector",
                         },
                         "path": {"type": "string"},
                         "reasons": {"type": "array", "items": {"type": "string"}},
