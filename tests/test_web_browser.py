@@ -48,9 +48,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
         yield s
 
 
-def _driver(profile: Path, javascript: bool) -> webdriver.Chrome:
-    """Headless Chromium with a fresh profile; the driver path is given, so Selenium
-    Manager never downloads anything."""
+def _driver(profile: Path, javascript: bool, extra: tuple[str, ...] = ()) -> webdriver.Chrome:
+    """Headless Chromium with a fresh profile and the command-line flags ``extra``; the
+    driver path is given, so Selenium Manager never downloads anything."""
     os.environ["SE_OFFLINE"] = "true"
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)
@@ -65,6 +65,7 @@ def _driver(profile: Path, javascript: bool) -> webdriver.Chrome:
         "--no-first-run",
         "--window-size=1200,1600",
         f"--user-data-dir={profile}",
+        *extra,
     ):
         opts.add_argument(flag)
     if not javascript:

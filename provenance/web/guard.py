@@ -16,6 +16,9 @@ slots (``limit_concurrency``) and every other caller got 503 for as long as they
   closed. Before, h11's own bound (the same size, on the bytes of a head still
   incomplete) ended in uvicorn's bare 400 "Invalid HTTP request received.", and a longer
   head that arrived in one read was taken;
+- a version: a request line naming another HTTP version than 1.x (``HTTP/2.0`` sent in
+  plain text, ``HTTP/0.9``) is answered 505 HTTP Version Not Supported, saying which
+  versions this server speaks, then closed (`unsupported_version`);
 - a body deadline, as `provenance.web.upload.relay_body` applies to uploads (and as
   Apache's mod_reqtimeout ``body=...,MinRate=...``): a body must arrive within
   ``body_grace_seconds`` plus one second per ``body_min_rate`` bytes received, and
@@ -275,6 +278,22 @@ def origin_form(request: h11.Request) -> h11.Request:
     )
 
 
+def unsupported_version(request: h11.Request) -> str | None:
+    """Why the HTTP version in ``request``'s line is refused, as the message of a 505
+    HTTP Version Not Supported (RFC 9110 section 15.6.6: it says which versions are
+    spoken), or None for HTTP/1.0 and 1.1. h11 reads any ``HTTP/D.D``, and would have
+    ``HTTP/2.0``, ``HTTP/3.0`` or ``HTTP/0.9`` sent in plain text answered as HTTP/1.1
+    (or 1.0); a later minor version of 1 (``HTTP/1.2``) is answered as HTTP/1.1, as RFC
+    9110 section 2.5 has a server do."""
+    version = request.http_version
+    if version.startswith(b"1."):
+        return None
+    return (
+        f"HTTP/{version.decode('ascii')} is not supported: this server speaks HTTP/1.1"
+        " and HTTP/1.0, in plain text; send the request line as METHOD TARGET HTTP/1.1"
+    )
+
+
 class _ServerConnection(h11.Connection):
     """h11's server side, saying ``Connection: close`` on an answer begun before the
     request's body has all come: the server closes after such an answer
@@ -285,16 +304,26 @@ class _ServerConnection(h11.Connection):
 
     #: h11's words for the last request it could not read (`_GuardedH11.send_400_response`)
     refused: str = ""
+    #: the status that request is answered with: 400, or 505 for its HTTP version
+    refused_status: int = 400
 
     def next_event(self) -> Any:
         """h11's, keeping the text of a request it cannot read in ``refused``; a request
-        in absolute-form is given in origin-form (`origin_form`)."""
+        in absolute-form is given in origin-form (`origin_form`). A request line of
+        another HTTP version than 1.x (`unsupported_version`) is not handed on: raises
+        h11.RemoteProtocolError, its words in ``refused`` and 505 in ``refused_status``."""
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as e:
-            self.refused = readable_refusal(str(e))
+            self.refused, self.refused_status = readable_refusal(str(e)), 400
             raise
-        return origin_form(event) if isinstance(event, h11.Request) else event
+        if not isinstance(event, h11.Request):
+            return event
+        why = unsupported_version(event)
+        if why is not None:
+            self.refused, self.refused_status = why, 505
+            raise h11.RemoteProtocolError(why, error_status_hint=505)
+        return origin_form(event)
 
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
         """h11's (``send`` calls it), with the close option added to such an answer's
@@ -422,21 +451,22 @@ class _GuardedH11(H11Protocol):
         """Answer a request h11 cannot read (a bad or repeated Content-Length, a head
         that is not HTTP/1.1) in the JSON error shape of our APIs, saying what h11 found
         (`_ServerConnection.refused`); before, uvicorn's plain "Invalid HTTP request
-        received." (``msg``)."""
+        received." (``msg``). A request line of an HTTP version this server does not
+        speak is answered so too, with 505 HTTP_VERSION_NOT_SUPPORTED (`unsupported_version`)."""
         why = getattr(self.conn, "refused", "") or "it is not HTTP/1.1"
-        error = {
-            "code": 400,
-            "status": "INVALID_ARGUMENT",
-            "message": f"the request could not be read: {why}",
-        }
-        body = json.dumps({"error": error}).encode()
+        if getattr(self.conn, "refused_status", 400) == 505:
+            status, name, reason = 505, "HTTP_VERSION_NOT_SUPPORTED", b"HTTP Version Not Supported"
+        else:
+            status, name, reason = 400, "INVALID_ARGUMENT", b"Bad Request"
+            why = f"the request could not be read: {why}"
+        body = json.dumps({"error": {"code": status, "status": name, "message": why}}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
             (b"connection", b"close"),
             *GUARD_HEADERS,
         ]
-        response = h11.Response(status_code=400, headers=headers, reason=b"Bad Request")
+        response = h11.Response(status_code=status, headers=headers, reason=reason)
         for event in (response, h11.Data(data=body), h11.EndOfMessage()):
             self.transport.write(self.conn.send(event) or b"")
         self.transport.close()  # a lingering close (`connection_lost`)

@@ -455,7 +455,7 @@ def entry_view(
     return {
         "index": index,
         "leaf_hash": leaf.hex(),
-        "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "integrated_at": utc_iso(integrated_at),
         "claim": claim_view,
         "key_event": event,
         "device": device_view(client, device_id, missing_ok=True),
@@ -682,7 +682,9 @@ def entries_view(
 ) -> list[dict[str, Any]]:
     """Entries ``start`` .. ``start + count - 1`` (fewer only at the end of the log;
     ``count`` capped at `MAX_LISTING`) in log order, each as ``{"index", "leaf_hash",
-    "integrated_at", "device_id", "media_type", "captured_at", "sha256"}``, read a
+    "integrated_at", "device_id", "media_type", "captured_at", "sha256"}`` (times as
+    `provenance.core.timetext.utc_iso` writes them, as `entry_view` and
+    ``prov verify --json`` do), read a
     GetEntries page at a time, each page from where the one before said the next starts
     (the service cuts a page to fit its 8 MiB reply: 100 video claims logged before the
     64 KiB entry bound, up to 213 KB each, come in three pages). Before, only the first
@@ -818,7 +820,7 @@ def _entry_row(index: int, entry: bytes) -> dict[str, Any]:
     row = {
         "index": index,
         "leaf_hash": merkle.leaf_hash(entry).hex(),
-        "integrated_at": integrated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "integrated_at": utc_iso(integrated_at),
     }
     if isinstance(signed, SignedKeyEvent):
         ev = key_event_to_json(signed)

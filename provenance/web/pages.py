@@ -33,6 +33,7 @@ from provenance.web.errors import (
     http_status,
     quoted,
 )
+from provenance.web.security import is_api_path
 
 log = logging.getLogger(__name__)
 
@@ -281,9 +282,6 @@ async def api_help(request: Request) -> Response:
 #: Characters of a path a 404 or 405 names (a request line may hold 16 KiB of it).
 SHOWN_PATH = 200
 
-#: Paths answered in JSON (the API and the C2PA soft binding resolution endpoints).
-API_PREFIXES = ("/api/", "/matches/", "/manifests/", "/services/")
-
 
 def slash_redirect(request: Request) -> Response | None:
     """A 307 to the request's path without its trailing slashes (``/log/`` to ``/log``,
@@ -305,14 +303,15 @@ def slash_redirect(request: Request) -> Response | None:
 
 
 async def not_found(request: Request, exc: Exception) -> Response:
-    """Starlette's own 404/405 answers: JSON under the APIs, a page elsewhere; a 405
-    names the allowed methods in its Allow header. A path with a trailing slash that a
-    route answers without it is redirected there (`slash_redirect`)."""
+    """Starlette's own 404/405 answers: JSON on the API's paths (`is_api_path`), a page
+    elsewhere; a 405 names the allowed methods in its Allow header. A path with a
+    trailing slash that a route answers without it is redirected there
+    (`slash_redirect`)."""
     code = exc.status_code if isinstance(exc, HTTPException) else 500
     if code == 404 and (redirect := slash_redirect(request)) is not None:
         return redirect
     headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
-    api = request.url.path.startswith(API_PREFIXES)
+    api = is_api_path(request.url.path)
     # as every text from a client is shown: controls as escapes (a JSON message held
     # them as sent: U+202E, a terminal's ESC), and not the whole of a long path
     path = shown_line(request.url.path[:SHOWN_PATH]) + (

@@ -6,12 +6,16 @@ page was not told (``--allowed-hosts``): a DNS-rebinding page is same-origin to 
 browser, so only its Host tells it apart.
 
 Plain ASGI middlewares, so they also cover static files, streamed bodies and the
-error pages Starlette writes itself.
+error pages Starlette writes itself. Their refusals are the API's JSON error, or, to a
+request for a page (`is_api_path` false) whose ``Accept`` prefers HTML (`prefers_html`:
+a browser's navigation), a short HTML page saying the same (`send_error`).
 """
 
 from __future__ import annotations
 
+import html
 import json
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -137,19 +141,126 @@ def is_cross_site(method: str, headers: dict[str, str]) -> bool:
     return not any(_same_host(origin.strip(), host) for host in hosts)
 
 
+#: Paths answered in JSON whatever the client accepts: the API, the C2PA soft binding
+#: resolution endpoints (prefixes) and the API's OpenAPI description.
+API_PREFIXES = ("/api/", "/matches/", "/manifests/", "/services/")
+API_PATHS = frozenset({"/openapi.json"})
+
+
+def is_api_path(path: str) -> bool:
+    """Whether ``path`` (a request's path) is one of the API's, whose errors are always
+    JSON (`API_PREFIXES`, `API_PATHS`); any other is a page's (``/``, ``/log...``,
+    ``/api``, and a path no route answers), whose errors are pages to a browser."""
+    return path.startswith(API_PREFIXES) or path in API_PATHS
+
+
+def _media_ranges(accept: str) -> list[tuple[str, str, float]]:
+    """``(type, subtype, q)`` of each media range of an ``Accept`` header (RFC 9110
+    section 12.5.1), lower-cased; a range with a malformed type or ``q`` is left out."""
+    ranges = []
+    for item in accept.split(","):
+        media, *params = item.split(";")
+        kind, slash, sub = media.strip().lower().partition("/")
+        if not slash or not kind or not sub:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.strip().partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = -1.0
+        if 0.0 <= q <= 1.0:
+            ranges.append((kind, sub.strip(), q))
+    return ranges
+
+
+def _quality(ranges: list[tuple[str, str, float]], kind: str, sub: str) -> float:
+    """The ``q`` the most specific of ``ranges`` matching ``kind/sub`` gives it (``type/sub``
+    before ``type/*`` before ``*/*``; the highest of equals); 0 when none matches."""
+    best, q = -1, 0.0
+    for rkind, rsub, rq in ranges:
+        if (rkind, rsub) == (kind, sub):
+            rank = 2
+        elif rkind == kind and rsub == "*":
+            rank = 1
+        elif rkind == rsub == "*":
+            rank = 0
+        else:
+            continue
+        if rank > best or (rank == best and rq > q):
+            best, q = rank, rq
+    return q
+
+
+def prefers_html(accept: str | None) -> bool:
+    """Whether an ``Accept`` header ranks ``text/html`` above ``application/json``, as
+    a browser's navigation does (``text/html,...,*/*;q=0.8``). A tie (``*/*``, curl's
+    and most libraries'), no header, or a header naming JSON first is not."""
+    if not accept:
+        return False
+    ranges = _media_ranges(accept)
+    return _quality(ranges, "text", "html") > _quality(ranges, "application", "json")
+
+
+def error_html(code: int, status: str, message: str) -> bytes:
+    """A short HTML page saying an error: its status ``code`` and reason phrase, the
+    ``message`` (escaped as HTML text; it may quote what the client sent, such as its
+    Host) and the ``status`` name the JSON error carries. Self-contained: no style sheet
+    or script to fetch (a refused Host would be refused those too)."""
+    try:
+        phrase = HTTPStatus(code).phrase
+    except ValueError:
+        phrase = "Error"
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{code} {phrase} · Media Provenance</title>
+</head>
+<body>
+<main>
+<h1>{code} {phrase}</h1>
+<p>{html.escape(message)}</p>
+<p>HTTP {code} · {html.escape(status)}</p>
+</main>
+</body>
+</html>
+""".encode()
+
+
 async def send_error(
-    send: Send, code: int, status: str, message: str, *headers: tuple[bytes, bytes]
+    scope: Scope,
+    send: Send,
+    code: int,
+    status: str,
+    message: str,
+    vary: tuple[str, ...] = (),
 ) -> None:
-    """Answer with the API's JSON error (`provenance.web.errors.error_body`'s shape),
-    HTTP status ``code``, ``headers`` added, from an ASGI middleware."""
-    body = json.dumps({"error": {"code": code, "status": status, "message": message}}).encode()
-    start = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": code, "headers": [*start, *headers]})
+    """Answer the request of ``scope`` with HTTP status ``code`` from an ASGI middleware:
+    the API's JSON error (`provenance.web.errors.error_body`'s shape), or on a page's
+    path (`is_api_path` false) to an ``Accept`` that `prefers_html`, `error_html`'s page
+    saying the same. ``vary``: the request headers the answer depends on, as its
+    ``Vary`` (``Accept`` added on a page's path, where both forms are given)."""
+    accept = _headers(scope).get("accept")
+    page = not is_api_path(str(scope.get("path", "")))
+    if page and prefers_html(accept):
+        body, kind = error_html(code, status, message), b"text/html; charset=utf-8"
+    else:
+        error = {"code": code, "status": status, "message": message}
+        body, kind = json.dumps({"error": error}).encode(), b"application/json"
+    names = (*vary, "Accept") if page else vary
+    start = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    if names:
+        start.append((b"vary", ", ".join(names).encode()))
+    await send({"type": "http.response.start", "status": code, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
 
 class CrossSiteGuard:
-    """ASGI middleware answering 403 (the API's JSON error, PERMISSION_DENIED) to a
+    """ASGI middleware answering 403 (PERMISSION_DENIED, as `send_error` gives it) to a
     request `is_cross_site` calls so, before its body is read: a hostile page could
     otherwise make a visitor's browser POST uploads or lookups (a CORS "simple request",
     ``Content-Type: text/plain`` or a form) to a `prov web` on the visitor's network,
@@ -163,16 +274,15 @@ class CrossSiteGuard:
         if scope["type"] != "http" or not is_cross_site(scope["method"], _headers(scope)):
             await self.app(scope, receive, send)
             return
-        await send_error(
-            send, 403, "PERMISSION_DENIED", CROSS_SITE_MESSAGE, (b"vary", b"Origin, Sec-Fetch-Site")
-        )
+        vary = ("Origin", "Sec-Fetch-Site")
+        await send_error(scope, send, 403, "PERMISSION_DENIED", CROSS_SITE_MESSAGE, vary)
 
 
 # --- the Host allow-list: DNS rebinding (`provenance.core.allowed_hosts`) ---
 
 
 class HostCheck:
-    """ASGI middleware answering 421 Misdirected Request (the API's JSON error) to a
+    """ASGI middleware answering 421 Misdirected Request (as `send_error` gives it) to a
     request whose Host `AllowedHosts.allows` refuses, before anything else reads it (400
     INVALID_ARGUMENT when that Host is no `host_name` at all: no name to allow).
     Starlette's TrustedHostMiddleware answers a bare "Invalid host header" (400) and
@@ -197,6 +307,6 @@ class HostCheck:
         assert host is not None  # allows(None) is True
         if host_name(host) is None:
             # no name to allow: a malformed Host is the client's error (RFC 9112 3.2)
-            await send_error(send, 400, "INVALID_ARGUMENT", malformed_host_message(host))
+            await send_error(scope, send, 400, "INVALID_ARGUMENT", malformed_host_message(host))
             return
-        await send_error(send, 421, "MISDIRECTED_REQUEST", misdirected_message(host))
+        await send_error(scope, send, 421, "MISDIRECTED_REQUEST", misdirected_message(host))

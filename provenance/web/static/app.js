@@ -222,6 +222,9 @@
     var xhr = new XMLHttpRequest();
     pending = xhr;
     xhr.open("POST", form.getAttribute("action"));
+    // a refusal before the page's own code (a Host or cross-site check) then comes as a
+    // page, whose text the alert quotes, rather than as the API's JSON
+    xhr.setRequestHeader("Accept", "text/html");
     box.hidden = false;
     bar.value = 0;
     var hadFocus = document.activeElement === button;

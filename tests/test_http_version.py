@@ -1,0 +1,94 @@
+"""A request line naming an HTTP version other than 1.x (``HTTP/2.0`` sent in plain text,
+the HTTP/2 connection preface, ``HTTP/3.0``, ``HTTP/0.9``) is answered 505 HTTP Version
+Not Supported, saying which versions the server speaks, and closed; HTTP/1.0 and 1.1
+are answered, and a later minor version of 1 as HTTP/1.1 (RFC 9110 section 2.5). Real
+`prov web` and `prov witness serve` processes on loopback ports (both run the same
+guard, `provenance.web.guard`), raw sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import start_web
+from tests.test_http_slow_clients import _witness
+
+pytestmark = pytest.mark.slow
+
+
+#: What each server answers a GET of /static/app.css: the web's style sheet; the
+#: witness has none.
+STATUS = {"web": b"200", "witness": b"404"}
+
+
+@pytest.fixture(scope="module", params=list(STATUS))
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, tuple[str, int]]]:
+    """(kind, (host, port)) of a real `prov web` (its gRPC service never asked) or `prov
+    witness serve`."""
+    kind = str(request.param)
+    if kind == "web":
+        proc = start_web("127.0.0.1:1")
+    else:
+        proc = _witness(tmp_path_factory.mktemp("witness"))
+    host, port = proc.address.removeprefix("http://").rsplit(":", 1)
+    try:
+        yield kind, (host, int(port))
+    finally:
+        proc.stop()
+
+
+def _ask(address: tuple[str, int], line: str, rest: bytes = b"") -> tuple[bytes, bool]:
+    """Send ``line`` as a request line with a Host header (and ``rest`` after the head)
+    on a new connection: (the answer's bytes, whether the server closed the connection
+    within 10 s)."""
+    with socket.create_connection(address, timeout=10) as s:
+        s.sendall(f"{line}\r\nHost: {address[0]}:{address[1]}\r\n\r\n".encode() + rest)
+        got = b""
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except TimeoutError:
+            return got, False
+        except ConnectionResetError:
+            pass
+    return got, True
+
+
+@pytest.mark.parametrize("version", ["2.0", "3.0", "0.9", "2.1", "9.9"])
+def test_another_http_version_gets_505(server: tuple[str, tuple[str, int]], version: str) -> None:
+    answer, closed = _ask(server[1], f"GET /static/app.css HTTP/{version}")
+    assert closed, answer[:300]
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), answer[:300]
+    assert b"\r\nx-content-type-options: nosniff\r\n" in head.lower() + b"\r\n"
+    assert b"\r\ncache-control: no-store" in head.lower()
+    error = json.loads(body)["error"]
+    assert error == {
+        "code": 505,
+        "status": "HTTP_VERSION_NOT_SUPPORTED",
+        "message": f"HTTP/{version} is not supported: this server speaks HTTP/1.1 and"
+        " HTTP/1.0, in plain text; send the request line as METHOD TARGET HTTP/1.1",
+    }
+
+
+def test_the_http2_preface_in_plain_text_gets_505(server: tuple[str, tuple[str, int]]) -> None:
+    """An HTTP/2 client with prior knowledge (RFC 9113 section 3.3) sends this first."""
+    answer, closed = _ask(server[1], "PRI * HTTP/2.0", b"SM\r\n\r\n")
+    assert closed and answer.startswith(b"HTTP/1.1 505 "), answer[:300]
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0", "1.2"])
+def test_http_1_is_answered(server: tuple[str, tuple[str, int]], version: str) -> None:
+    """Two requests sent at once on one connection: HTTP/1.1, and 1.2 taken as 1.1, get
+    both answered (the connection kept); 1.0 the first, then the connection closes."""
+    kind, address = server
+    second = "GET /static/app.css HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    answer, closed = _ask(address, f"GET /static/app.css HTTP/{version}", second.encode())
+    assert closed and answer.startswith(b"HTTP/1.1 " + STATUS[kind] + b" "), answer[:300]
+    answers = answer.count(b"HTTP/1.1 " + STATUS[kind] + b" ")
+    assert answers == (1 if version == "1.0" else 2), (version, answer)
