@@ -771,8 +771,9 @@ def _fetch_url(
     except OverBudget as e:
         raise TransportError(f"cannot fetch {url}: {e}") from None
     except urllib.error.HTTPError as e:
+        at = _redirected_at(redirects)
         if e.code == 404:
-            raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
+            raise TileMissingError(f"the tiled log does not serve {url} (404){at}") from e
         if str(e.reason).startswith(_WebOnlyRedirects.inf_msg):  # urllib's, three lines
             raise TransportError(
                 f"cannot fetch {url}: it redirects in a loop, or more than"
@@ -780,13 +781,20 @@ def _fetch_url(
             ) from e
         reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
         if e.code >= 500:
-            raise TransportError(_server_failed(url, e.code, reason, _server_says(e))) from e
-        raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
+            failed = _server_failed(url, e.code, reason, _server_says(e))
+            raise TransportError(failed + at) from e
+        raise TransportError(f"{url}: HTTP {e.code} {reason}{at}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
-        failure = _fetch_failure(e, url)
-        if redirects.target is not None:  # where it failed: not the server asked, before
-            failure += f" (at {clipped_line(redirects.target, SHOWN_TARGET_CHARS)}, where it was redirected to)"
-        raise TransportError(failure) from e
+        raise TransportError(_fetch_failure(e, url) + _redirected_at(redirects)) from e
+
+
+def _redirected_at(redirects: _WebOnlyRedirects) -> str:
+    """Where a failure happened when a redirect was followed, in words to append to its
+    message (a 404 or 5xx there is the target's, not the server asked): "" when none
+    was followed."""
+    if redirects.target is None:
+        return ""
+    return f" (at {clipped_line(redirects.target, SHOWN_TARGET_CHARS)}, where it was redirected to)"
 
 
 def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
