@@ -75,3 +75,24 @@ def test_an_export_over_a_damaged_merkle_node_row_says_the_database_is_damaged(
     assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
     assert "Merkle node" in err and "tile/0/000" in err, err
     assert not (out / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("where", ["level = 0 AND idx = 5", "level = 8 AND idx = 1"])
+def test_an_export_over_a_deleted_merkle_node_row_says_the_database_is_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """A Merkle node row deleted (a leaf's, or a level-8 node a tile above holds): the
+    export stops, exit 3, as for an edited row and as `prov log audit --db` says, writing
+    no checkpoint. Before: 'error: log database is missing Merkle nodes [(0, 5)]', exit 1."""
+    db = tmp_path / "prov.db"
+    store = open_store(db)
+    _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 700, seed=1)
+    store.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"DELETE FROM nodes WHERE {where}")
+    out = tmp_path / "tiles"
+    rc = prov_main(["log", "export-tiles", str(out), "--db", str(db)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
+    assert "missing Merkle nodes" in err and "a node row was deleted or damaged" in err, err
+    assert not (out / "checkpoint").exists()

@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -139,6 +139,26 @@ def _exported_checkpoint(directory: Path) -> Checkpoint | None:
         raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
 
 
+def _node_rows(store: Store) -> merkle.NodeReader:
+    """The store's Merkle node reader for an export: a node row missing (the store's
+    LogError, "missing Merkle nodes") raises LogIntegrityError, as an edited one does:
+    the nodes of a checkpointed tree are written with its leaves, so one gone was
+    deleted behind the log's back (before, exit 1: "error: log database is missing
+    Merkle nodes [(0, 3)]", where `prov log audit --db` said LOG INTEGRITY FAILURE)."""
+
+    def read(keys: Sequence[merkle.NodeKey]) -> Sequence[bytes]:
+        try:
+            return store.get_nodes(keys)
+        except LogIntegrityError:
+            raise
+        except LogError as e:
+            raise LogIntegrityError(
+                f"{e}: a node row was deleted or damaged; the export stops, no checkpoint written"
+            ) from e
+
+    return read
+
+
 def _check_published(store: Store, size: int, note: str) -> None:
     """Raise LogIntegrityError unless ``note``, the store's newest checkpoint row of tree
     size ``size``, is a signed note (its signature not checked: the log key is not at
@@ -170,7 +190,7 @@ def _check_published(store: Store, size: int, note: str) -> None:
             f"the database's newest checkpoint row of {size:,} entries holds a note that is"
             f" of {body.size:,} entries: {damaged}"
         )
-    if body.root_hash != merkle.root(size, store.get_nodes):
+    if body.root_hash != merkle.root(size, _node_rows(store)):
         raise LogIntegrityError(
             f"the database's newest checkpoint (of {size:,} entries) has another root hash"
             f" than its log's tree at that size: {damaged}"
@@ -207,7 +227,7 @@ def export_tiles(
             f"{directory} already holds a checkpoint of {before} entries, more than the"
             f" store's {size}: it is another log's export, or this store was rolled back"
         )
-    if held is not None and held.root_hash != merkle.root(held.size, store.get_nodes):
+    if held is not None and held.root_hash != merkle.root(held.size, _node_rows(store)):
         # its tiles are another tree's: kept under its size, mixed with this log's past
         # it (its partial tiles dropped for this log's full ones), they failed the audit
         held_entries = f"{held.size:,} entr{'y' if held.size == 1 else 'ies'}"
@@ -229,7 +249,7 @@ def export_tiles(
         # again; those the checkpoint covers were flushed before it was written
         flushed = before is not None and _leaves_end(tile) <= before
         if not (flushed and path.exists()):
-            data = tiles.tile_hashes(tile, store.get_nodes)
+            data = tiles.tile_hashes(tile, _node_rows(store))
             _write(path, data)
             written += 1
             if not tile.partial:
