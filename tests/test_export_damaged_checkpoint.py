@@ -40,6 +40,17 @@ _NEWEST = "(SELECT MAX(size) FROM checkpoints)"
 def test_an_export_of_a_damaged_newest_checkpoint_row_is_refused_writing_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: str, said: str
 ) -> None:
+    rc, out = _export_edited(tmp_path, edit)
+    err = capsys.readouterr().err
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
+    assert said in " ".join(err.split()), err
+    assert not (out / "checkpoint").exists()
+    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+
+
+def _export_edited(tmp_path: Path, edit: str) -> tuple[int, Path]:
+    """A log of 700 entries edited by the SQL ``edit``, then exported: the exit code and
+    the folder."""
     db = tmp_path / "prov.db"
     store = open_store(db)
     _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 700, seed=1)
@@ -47,12 +58,7 @@ def test_an_export_of_a_damaged_newest_checkpoint_row_is_refused_writing_nothing
     with sqlite3.connect(db) as conn:
         conn.execute(edit)
     out = tmp_path / "tiles"
-    rc = prov_main(["log", "export-tiles", str(out), "--db", str(db)])
-    err = capsys.readouterr().err
-    assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
-    assert said in " ".join(err.split()), err
-    assert not (out / "checkpoint").exists()
-    assert not out.exists() or not any(out.rglob("*")), sorted(out.rglob("*"))
+    return prov_main(["log", "export-tiles", str(out), "--db", str(db)]), out
 
 
 @pytest.mark.parametrize("value", ["x'00'", "x'" + "00" * 33 + "'", "'a text, not a hash'"])
@@ -63,15 +69,23 @@ def test_an_export_over_a_damaged_merkle_node_row_says_the_database_is_damaged(
     stops, exit 3, naming the tile whose node rows are damaged and writing no checkpoint.
     Before: 'error: the node reader answered wrongly for tile/0/000' (exit 1), or 'the log
     database is damaged: string argument without an encoding'."""
-    db = tmp_path / "prov.db"
-    store = open_store(db)
-    _fill(store, LogSigner(Ed25519PrivateKey.generate(), ORIGIN), 700, seed=1)
-    store.close()
-    with sqlite3.connect(db) as conn:
-        conn.execute(f"UPDATE nodes SET hash = {value} WHERE level = 0 AND idx = 5")
-    out = tmp_path / "tiles"
-    rc = prov_main(["log", "export-tiles", str(out), "--db", str(db)])
+    edit = f"UPDATE nodes SET hash = {value} WHERE level = 0 AND idx = 5"
+    rc, out = _export_edited(tmp_path, edit)
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
     assert "Merkle node" in err and "tile/0/000" in err, err
+    assert not (out / "checkpoint").exists()
+
+
+@pytest.mark.parametrize("where", ["level = 0 AND idx = 5", "level = 8 AND idx = 1"])
+def test_an_export_over_a_deleted_merkle_node_row_says_the_database_is_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """A Merkle node row deleted (a leaf's, or a level-8 node a tile above holds): the
+    export stops, exit 3, as for an edited row and as `prov log audit --db` says, writing
+    no checkpoint. Before: 'error: log database is missing Merkle nodes [(0, 5)]', exit 1."""
+    rc, out = _export_edited(tmp_path, f"DELETE FROM nodes WHERE {where}")
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 3 and "LOG INTEGRITY FAILURE" in err, err
+    assert "missing Merkle nodes" in err and "a node row was deleted or damaged" in err, err
     assert not (out / "checkpoint").exists()

@@ -838,3 +838,108 @@ def test_an_lzma_zip_entry_of_no_bytes_is_an_empty_entry(tmp_path: Path) -> None
             assert "Bad CRC-32" in _error(item), item
         else:
             assert _data(item) == b"", item
+
+
+def _tar_bz2(path: Path, *parts: bytes) -> None:
+    """Write ``parts`` (tar bytes: headers, data) then the end-of-archive blocks to
+    ``path``, bzip2-compressed."""
+    c = bz2.BZ2Compressor(9)
+    path.write_bytes(
+        b"".join([*(c.compress(p) for p in parts), c.compress(bytes(1024)), c.flush()])
+    )
+
+
+def _header(name: str, kind: bytes, size: int) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = size
+    return info.tobuf(format=tarfile.GNU_FORMAT)
+
+
+def _member(name: str, data: bytes) -> bytes:
+    return _header(name, tarfile.REGTYPE, len(data)) + data + bytes(-len(data) % 512)
+
+
+@pytest.mark.parametrize(
+    "kind", [tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK]
+)
+def test_a_tar_header_over_a_mib_stops_the_archive_before_it_is_read(
+    tmp_path: Path, kind: bytes
+) -> None:
+    """A pax header or a GNU long name declaring more than 1 MiB (`MAX_TAR_HEADER_BYTES`,
+    Go's and libarchive's bound too) stops the archive before its bytes are read:
+    `tarfile` reads it whole in one read, so an 843-byte .tar.bz2 declaring a 1 GiB pax
+    header of zeros took 2.2 GiB of memory. The member before it is kept."""
+    path = tmp_path / "big-header.tar.bz2"
+    big = 4 << 20
+    _tar_bz2(path, _member("a.png", PNG), _header("h", kind, big), bytes(big), _member("b", b"x"))
+    count, peak = _walk_peak(path)
+    assert count == 2
+    assert peak < 3 << 20, f"{peak:,} bytes traced"
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert _data(items[0]) == PNG
+    error = _error(items[1])
+    assert "take more than 1,048,576 bytes" in error and "corrupt or hostile" in error, error
+
+
+def test_a_sparse_map_over_a_mib_stops_the_archive(tmp_path: Path) -> None:
+    """An old GNU sparse member whose extension blocks go on past 1 MiB (each 512-byte
+    block 21 map entries, each entry a tuple in `tarfile`'s list: an 11 KB .tar.bz2 of
+    256 MiB of them took 0.9 GiB) stops the archive once its headers pass 1 MiB; so does
+    a GNU sparse 1.0 map (in the member's data: a line a number) past 1 MiB."""
+    head = bytearray(_header("s", tarfile.GNUTYPE_SPARSE, 0))
+    head[482] = 1  # isextended
+    head[148:156] = b" " * 8
+    head[148:156] = b"%06o\0 " % sum(head)
+    block = (b"%011o\0" % 1) * 42 + bytes(504 - 21 * 24) + b"\x01" + bytes(7)
+    old = tmp_path / "old-sparse.tar.bz2"
+    _tar_bz2(old, bytes(head), block * 8192)  # 4 MiB of extension blocks
+    pax = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.realsize": "1"}
+    info = tarfile.TarInfo("s")
+    info.size = 4 << 20
+    info.pax_headers = pax
+    new = tmp_path / "sparse-1.0.tar.bz2"
+    _tar_bz2(new, info.tobuf(format=tarfile.PAX_FORMAT), b"9999999\n" + b"1\n" * (2 << 20))
+    for path in (old, new):
+        count, peak = _walk_peak(path)
+        assert count == 1
+        assert peak < 8 << 20, f"{path.name}: {peak:,} bytes traced"
+        (item,) = iter_items([str(path)], ScanLimits())
+        assert "take more than 1,048,576 bytes" in _error(item), item
+
+
+def test_global_pax_headers_over_a_mib_in_all_stop_the_archive(tmp_path: Path) -> None:
+    """Global pax headers add to one dict kept for the whole archive: past 1 MiB in all
+    they stop it, however small each is."""
+    path = tmp_path / "globals.tar.bz2"
+    parts = []
+    for i in range(5):
+        records = b"".join(b"%d k%d.%07d=\n" % (14 + len(str(i)), i, j) for j in range(20_000))
+        glob = tarfile.TarInfo("g")
+        glob.type = tarfile.XGLTYPE
+        glob.size = len(records)
+        parts += [glob.tobuf(format=tarfile.GNU_FORMAT), records + bytes(-len(records) % 512)]
+        parts.append(_member(f"m{i}", b"x"))
+    _tar_bz2(path, *parts)
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items[:-1]] == [f"{path}!m0", f"{path}!m1", f"{path}!m2"], items
+    assert "global pax headers take more than 1,048,576 bytes in all" in _error(items[-1])
+
+
+def test_a_tar_member_of_an_unknown_type_is_read_through_checking_the_ratio(
+    tmp_path: Path,
+) -> None:
+    """A member of a type tarfile does not know (``Z``) is data it skips by seeking, which
+    in a compressed stream decompresses it all, no limit checked: a 6 KB .tar.bz2 of one
+    such member of 8 GiB of zeros took 103 s. It is read through here, checked as it
+    goes: the ratio limit stops it."""
+    path = tmp_path / "unknown.tar.bz2"
+    c = bz2.BZ2Compressor(9)
+    size = 64 << 20
+    parts = [c.compress(_header("u", b"Z", size))]
+    parts += [c.compress(bytes(16 << 20)) for _ in range(size >> 24)]
+    path.write_bytes(b"".join([*parts, c.compress(bytes(1024)), c.flush()]))
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{path}!u", str(path)], items
+    assert _error(items[0]) == "a member of an unknown type ('Z'): not scanned"
+    assert "decompression ratio over 100:1" in _error(items[1])

@@ -98,3 +98,36 @@ def test_a_failure_at_a_redirects_target_names_the_target(
     err = capsys.readouterr().err
     assert rc == 1 and "connection refused" in err, err
     assert f"at {target}, where it was redirected to" in err, err
+
+
+def _moved(status: int) -> type[BaseHTTPRequestHandler]:
+    """A handler redirecting every path P to /moved/P, which answers ``status``."""
+
+    class Moved(_Quiet):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            moved = self.path.startswith("/moved/")
+            body = b"down for maintenance" if moved else b""
+            self.send_response(status if moved else 302)
+            if not moved:
+                self.send_header("Location", "/moved" + self.path)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Moved
+
+
+@pytest.mark.parametrize("status", [404, 403, 503])
+def test_an_http_error_at_a_redirects_target_names_the_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], status: int
+) -> None:
+    """A tiles server redirecting to a place that answers 404, 403 or 503: the error
+    names where the redirect led, as a failure to connect there does (before, only the
+    URL asked: 'the tiled log does not serve http://127.0.0.1:PORT/checkpoint (404)',
+    a URL that answers with a redirect)."""
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    with _serving(_moved(status)) as url:
+        rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    assert f"at {url}moved/checkpoint, where it was redirected to" in err, err

@@ -313,15 +313,64 @@ _DAMAGED_HEADER: tuple[type[Exception], ...] = (
 )
 
 
+#: Most bytes of headers read for one tar member: its own 512-byte header with the pax
+#: extended headers, GNU long names and sparse maps that come with it; and most bytes of
+#: global pax headers in one archive. `tarfile` reads a pax header or a long name whole,
+#: in one read of the size its header declares, and a sparse map (old GNU extension
+#: blocks, or the map of GNU sparse 1.0) into a list as long as the map, all before any
+#: limit here is checked: an 843-byte .tar.bz2 declaring a 1 GiB pax header took 2.2 GiB
+#: of memory, an 11 KB one of 256 MiB of sparse extension blocks 0.9 GiB. Go's
+#: archive/tar and libarchive refuse any one such header over 1 MiB.
+MAX_TAR_HEADER_BYTES = 1 << 20
+
+
+class _HeaderBudget:
+    """A tar stream as one member's header reading sees it: each read is refused
+    (`tarfile.ReadError`), before anything is read, once the member's headers would take
+    more than ``left`` bytes (`MAX_TAR_HEADER_BYTES`)."""
+
+    def __init__(self, stream: Any, left: int, at: int) -> None:
+        self.stream = stream
+        self._left = left
+        self._at = at
+
+    def read(self, size: int) -> bytes:
+        if size > self._left:
+            raise tarfile.ReadError(
+                f"the headers of the member at byte {self._at:,} (pax extended headers, GNU"
+                f" long names, a sparse map) take more than {MAX_TAR_HEADER_BYTES:,} bytes:"
+                " the archive is corrupt or hostile"
+            )
+        data: bytes = self.stream.read(size)
+        self._left -= len(data)
+        return data
+
+    def tell(self) -> int:
+        return int(self.stream.tell())
+
+
 class _HeaderChecked(tarfile.TarInfo):
     """A tar member's header, read as `tarfile` reads it, except that a header after the
     first that does not parse (a wrong checksum, garbage) or is cut short raises ReadError:
     `tarfile` takes either for the archive's end, so a tar damaged after its first member
     lost the members after the damage without a word. A header of zeros, or no bytes at
-    all, still ends the archive."""
+    all, still ends the archive. A member's headers are read through a `_HeaderBudget`,
+    and the archive's global pax headers are counted (``_global_bytes`` on the
+    `tarfile.TarFile`), both at most `MAX_TAR_HEADER_BYTES` (ReadError)."""
 
     @classmethod
     def fromtarfile(cls, tf: tarfile.TarFile) -> Self:
+        if isinstance(tf.fileobj, _HeaderBudget):  # the header after a pax or GNU header
+            return cls._checked(tf)
+        stream = tf.fileobj
+        tf.fileobj = _HeaderBudget(stream, MAX_TAR_HEADER_BYTES, tf.offset)  # type: ignore[assignment]  # read and tell are all a header's reading asks
+        try:
+            return cls._checked(tf)
+        finally:
+            tf.fileobj = stream
+
+    @classmethod
+    def _checked(cls, tf: tarfile.TarFile) -> Self:
         try:
             return super().fromtarfile(tf)
         except _DAMAGED_HEADER as e:
@@ -330,6 +379,18 @@ class _HeaderChecked(tarfile.TarInfo):
             raise tarfile.ReadError(
                 f"the member header at byte {tf.offset:,} is damaged ({e})"
             ) from e
+
+    def _proc_pax(self, tf: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type == tarfile.XGLTYPE:
+            used = getattr(tf, "_global_bytes", 0) + self.size
+            if used > MAX_TAR_HEADER_BYTES:
+                raise tarfile.ReadError(
+                    f"its global pax headers take more than {MAX_TAR_HEADER_BYTES:,} bytes"
+                    " in all: the archive is corrupt or hostile"
+                )
+            setattr(tf, "_global_bytes", used)  # noqa: B010 (no attribute of TarFile's)
+        proc: Callable[[tarfile.TarFile], tarfile.TarInfo] = super()._proc_pax  # type: ignore[misc]  # tarfile's own, not in its stubs
+        return proc(tf)
 
 
 _TAR_ERRORS = (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError)
@@ -646,12 +707,25 @@ class Walker:
                     f" {raw.count}): a compression bomb? the rest of the archive was not scanned"
                 )
 
+        def next_member() -> tarfile.TarInfo | None:
+            # the data tarfile would seek past unread (a member of an unknown type, which
+            # it reads as a file's data, a refused sparse member's, a member's padding)
+            # is read here, the ratio checked as it goes: tarfile's seek decompressed a
+            # 6 KB .tar.bz2's unknown member of 8 GiB whole, unchecked (103 s). The first
+            # member was read by tarfile.open, which keeps it for its first next().
+            while n and (left := tf.offset - tf.fileobj.tell()) > 0:
+                if not tf.fileobj.read(min(left, _READ_BYTES)):
+                    break  # cut short: tarfile's next() says so
+                check_ratio()
+            found: tarfile.TarInfo | None = tf.next()
+            return found
+
         total = 0
         n = 0
         meter = _Meter(lim, lambda: raw.count)
         with tf:
             try:
-                while (info := tf.next()) is not None:
+                while (info := next_member()) is not None:
                     # each header read is forgotten once handled: tarfile keeps them all
                     # (TarFile.members), up to max_entries (a million: maxrss 662 MiB, now 162)
                     tf.members.clear()
@@ -876,6 +950,8 @@ def _tar_member_problem(info: tarfile.TarInfo, lim: ScanLimits) -> str | None:
         return f"symbolic link to {info.linkname!r}: not followed"
     if info.islnk():
         return f"hard link to {info.linkname!r}: not followed"
+    if info.type not in tarfile.SUPPORTED_TYPES:  # tarfile reads its data as a file's
+        return f"a member of an unknown type ({info.type.decode('latin-1')!r}): not scanned"
     if not info.isreg():
         return "not a regular file (device, socket or FIFO)"
     if info.sparse is not None:

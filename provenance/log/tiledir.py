@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -139,6 +139,26 @@ def _exported_checkpoint(directory: Path) -> Checkpoint | None:
         raise ConfigError(f"{path} is not a checkpoint ({e}); is {directory} a tiled log?") from e
 
 
+def _node_rows(store: Store) -> merkle.NodeReader:
+    """The store's Merkle node reader for an export: a node row missing (the store's
+    LogError, "missing Merkle nodes") raises LogIntegrityError, as an edited one does:
+    the nodes of a checkpointed tree are written with its leaves, so one gone was
+    deleted behind the log's back (before, exit 1: "error: log database is missing
+    Merkle nodes [(0, 3)]", where `prov log audit --db` said LOG INTEGRITY FAILURE)."""
+
+    def read(keys: Sequence[merkle.NodeKey]) -> Sequence[bytes]:
+        try:
+            return store.get_nodes(keys)
+        except LogIntegrityError:
+            raise
+        except LogError as e:
+            raise LogIntegrityError(
+                f"{e}: a node row was deleted or damaged; the export stops, no checkpoint written"
+            ) from e
+
+    return read
+
+
 def _check_published(store: Store, size: int, note: str) -> None:
     """Raise LogIntegrityError unless ``note``, the store's newest checkpoint row of tree
     size ``size``, is a signed note (its signature not checked: the log key is not at
@@ -170,7 +190,7 @@ def _check_published(store: Store, size: int, note: str) -> None:
             f"the database's newest checkpoint row of {size:,} entries holds a note that is"
             f" of {body.size:,} entries: {damaged}"
         )
-    if body.root_hash != merkle.root(size, store.get_nodes):
+    if body.root_hash != merkle.root(size, _node_rows(store)):
         raise LogIntegrityError(
             f"the database's newest checkpoint (of {size:,} entries) has another root hash"
             f" than its log's tree at that size: {damaged}"
@@ -207,7 +227,7 @@ def export_tiles(
             f"{directory} already holds a checkpoint of {before} entries, more than the"
             f" store's {size}: it is another log's export, or this store was rolled back"
         )
-    if held is not None and held.root_hash != merkle.root(held.size, store.get_nodes):
+    if held is not None and held.root_hash != merkle.root(held.size, _node_rows(store)):
         # its tiles are another tree's: kept under its size, mixed with this log's past
         # it (its partial tiles dropped for this log's full ones), they failed the audit
         held_entries = f"{held.size:,} entr{'y' if held.size == 1 else 'ies'}"
@@ -229,7 +249,7 @@ def export_tiles(
         # again; those the checkpoint covers were flushed before it was written
         flushed = before is not None and _leaves_end(tile) <= before
         if not (flushed and path.exists()):
-            data = tiles.tile_hashes(tile, store.get_nodes)
+            data = tiles.tile_hashes(tile, _node_rows(store))
             _write(path, data)
             written += 1
             if not tile.partial:
@@ -771,8 +791,9 @@ def _fetch_url(
     except OverBudget as e:
         raise TransportError(f"cannot fetch {url}: {e}") from None
     except urllib.error.HTTPError as e:
+        at = _redirected_at(redirects)
         if e.code == 404:
-            raise TileMissingError(f"the tiled log does not serve {url} (404)") from e
+            raise TileMissingError(f"the tiled log does not serve {url} (404){at}") from e
         if str(e.reason).startswith(_WebOnlyRedirects.inf_msg):  # urllib's, three lines
             raise TransportError(
                 f"cannot fetch {url}: it redirects in a loop, or more than"
@@ -780,13 +801,20 @@ def _fetch_url(
             ) from e
         reason = clipped_line(str(e.reason), SHOWN_TARGET_CHARS)  # the server's words, cut
         if e.code >= 500:
-            raise TransportError(_server_failed(url, e.code, reason, _server_says(e))) from e
-        raise TransportError(f"{url}: HTTP {e.code} {reason}") from e
+            failed = _server_failed(url, e.code, reason, _server_says(e))
+            raise TransportError(failed + at) from e
+        raise TransportError(f"{url}: HTTP {e.code} {reason}{at}") from e
     except (urllib.error.URLError, OSError, http.client.HTTPException, zlib.error) as e:
-        failure = _fetch_failure(e, url)
-        if redirects.target is not None:  # where it failed: not the server asked, before
-            failure += f" (at {clipped_line(redirects.target, SHOWN_TARGET_CHARS)}, where it was redirected to)"
-        raise TransportError(failure) from e
+        raise TransportError(_fetch_failure(e, url) + _redirected_at(redirects)) from e
+
+
+def _redirected_at(redirects: _WebOnlyRedirects) -> str:
+    """Where a failure happened when a redirect was followed, in words to append to its
+    message (a 404 or 5xx there is the target's, not the server asked): "" when none
+    was followed."""
+    if redirects.target is None:
+        return ""
+    return f" (at {clipped_line(redirects.target, SHOWN_TARGET_CHARS)}, where it was redirected to)"
 
 
 def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
