@@ -50,11 +50,10 @@ SETTLED_NS = 3_000_000_000
 
 _HEADER = re.compile(rb"prov-kept-index 1 ([0-9a-f]{64})")
 
-#: [size, mtime_ns, ctime_ns, inode]: what shows that a file changed
+#: [size, mtime_ns, ctime_ns, inode]: what shows that a file changed. A record of the
+#: index is a `Stat` when the file was read, then the SHA-256 (hex) its claim's hard
+#: binding names ("": no readable sidecar).
 Stat = list[int]
-#: a kept sidecar as the index records it: its `Stat` when it was read, then the SHA-256
-#: (hex) its claim's hard binding names ("": no readable sidecar); a value of the file's
-#: JSON, checked where it is used
 
 
 class KeptIndex:
