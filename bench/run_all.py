@@ -83,6 +83,7 @@ NOT_PLANNED: dict[str, str] = {
     "bench_scale.py": BY_HAND,
     "bench_scan_log_key.py": BY_HAND,
     "bench_scan_video.py": BY_HAND,
+    "bench_sign_kept.py": BY_HAND,
     "bench_sign_video.py": BY_HAND,
     "bench_tiff_ifds.py": BY_HAND,
     "bench_video_budget.py": BY_HAND,

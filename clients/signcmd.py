@@ -117,9 +117,7 @@ def sign(
     h = DeviceHome(home)
     h.require_key()  # before the prompt
     server = device_server(ctx, server, h)
-    with naming_where_the_passphrase_came_from():
-        key = h.load_key(device_passphrase())
-    chain = h.certificate() if c2pa else b""
+    passphrase = device_passphrase()  # asked before the lock: no command waits on a prompt
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
     not_enrolled = False
@@ -127,8 +125,14 @@ def sign(
     stop = StopBetweenFiles("Ctrl-C: stopping after this file (Ctrl-C again to stop at once)")
     try:
         # the lock first: Ctrl-C while waiting for it stops at once, nothing signed
-        # (before: "stopping after this file", and the wait went on)
+        # (before: "stopping after this file", and the wait went on). The key is read
+        # under it: a `prov device init --force` that ran while this command waited
+        # replaced it, and the old key would sign claims numbered in the new device's
+        # state (a number the old key had already used)
         with h.locked(), stop, ProvenanceClient(server) as c:
+            with naming_where_the_passphrase_came_from():
+                key = h.load_key(passphrase)
+            chain = h.certificate() if c2pa else b""
             stopped = ""  # why claims stay queued (server unreachable, a transient refusal)
             for f in files:
                 name = shown_line(str(f))  # one line per file: a name's newline cannot forge one

@@ -1,8 +1,9 @@
 """Ctrl-C while `prov sign` waits for another command using the device folder stops it
 at once (exit 130), nothing signed. Before, the first Ctrl-C only printed "stopping after
 this file" and the command went on waiting for the lock, for good while the other
-command held it. The real CLI in a child process; the lock held here as a running
-`prov sign` holds it."""
+command held it. And the device key is read only once the lock is held. The real CLI
+in a child process; the lock held here as a running `prov sign` (or `prov device init
+--force`) holds it."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from pathlib import Path
 import pytest
 
 from clients.device import DeviceHome
+from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import PASSPHRASE, SAMPLES, cli_process, closed_port
 from tests.drain import logged
-from tests.stopping import owned, stop_by
+from tests.stopping import ended, owned, stop_by
 
 
 def test_ctrl_c_while_sign_waits_for_the_device_folder_stops_it(
@@ -43,3 +45,33 @@ def test_ctrl_c_while_sign_waits_for_the_device_folder_stops_it(
     assert rc == 130, err
     assert "interrupted after 0 of 1 files" in err, err
     assert not Path(f"{photo}.prov").exists() and home.pending() == []
+
+
+def test_a_key_replaced_while_sign_waits_for_the_folder_is_not_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`prov sign` reads the device key once it holds the device folder's lock. A `prov
+    sign` that read it first, then waited while `prov device init --force` replaced the
+    key, signed with the old key a claim numbered in the new device's state (#1, a
+    number the old key had already used) and queued it in the new device's queue. Two
+    real processes: the lock held here as `prov device init --force` holds it, the key
+    replaced under it, and `prov sign` in a child waiting for it."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    monkeypatch.setenv("PROV_HOME", str(home.root))
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE)
+    proc = cli_process(["sign", "--server", closed_port(), str(photo)])
+    with owned(proc):
+        with home.locked():
+            deadline = time.monotonic() + 90
+            while "waiting for another prov command" not in logged(proc):
+                assert proc.poll() is None and time.monotonic() < deadline, logged(proc)
+                time.sleep(0.1)
+            new, old_folder = home.init(PASSPHRASE.encode(), force=True)
+        rc, out, err = ended(proc, timeout=120)
+    assert rc == 4 and "signed (#1), queued" in out, (out, err)
+    claim = decode_sidecar(Path(f"{photo}.prov").read_bytes()).signed_claim
+    assert claim.key_id.hex() == new.device_id  # was the replaced key's
+    assert [e.sidecar.signed_claim for e in home.pending() if e.sidecar] == [claim]
+    assert old_folder is not None and DeviceHome(old_folder).pending() == []

@@ -16,6 +16,10 @@ Layout of the device home (``PROV_HOME``, default ``~/.prov``)::
                      --retry-set-aside`` queues them again)
     sidecars/        sidecars that could not be written beside their file (folder gone,
                      name too long, read-only), named by sequence
+    sidecars/index.json
+                     each kept sidecar's hard-binding SHA-256 and stat, so `prov sign`
+                     finds one for a file's bytes without reading them all
+                     (`keptindex.KeptIndex`; checked on each use, rebuilt when damaged)
     replaced/ID/     a device replaced by a new key (`prov device init --force`): all the
                      above but its key, a device folder of its own
     .init-new/       a replacement decided but not finished (`prov device init` killed
@@ -53,6 +57,7 @@ names `DeviceFolder` for its types alone):
     logkey       the log key a device trusts: receipts checked against the pinned key
     measuring    a file's claim fields (`measure`): hard and soft bindings, size, duration
     sidecars     the sidecar already beside a file, and what signing did (`SignedFile`)
+    keptindex    the index of the kept sidecars (`KeptIndex`)
     export       C2PA export of a logged capture (`C2paExport.embed_c2pa`)
     leftovers    what a command killed midway left, cleared under the lock
     folder       `DeviceFolder`: the folder's paths, key, state, replacement and lock

@@ -197,13 +197,30 @@ class DeviceFolder:
 
     def _strengthen(self, key: DeviceKey, pem: bytes, passphrase: bytes) -> None:
         """Rewrite the key file ``pem`` (just read and decrypted) at today's work factor,
-        atomically, mode 0600, and say so on stderr. Only when no other command holds the
-        folder's lock, ``.lock`` nor the folder itself (a `prov device init --force` may be
-        writing a new key, its ``.lock`` removed) and the file
+        atomically, mode 0600, and say so on stderr. Only when this object holds the
+        folder's lock (`locked`: `prov sign` reads the key under it), or no other command
+        holds it, ``.lock`` nor the folder itself (a `prov device init --force` may be
+        writing a new key, its ``.lock`` removed), and the file
         is still ``pem``; a folder that cannot be written keeps the old file, with a line
         saying why. A key file that is a symbolic link (to a key kept on another volume)
         is rewritten where it points, the link kept: replacing the link left the weaker
         copy where the owner keeps the key, and a second copy in the device folder."""
+        if self._holding:
+            written = self._rewrite_key(key, pem, passphrase)
+        else:
+            written = self._rewrite_key_unheld(key, pem, passphrase)
+        if written:
+            print(
+                f"{self.key_path}: re-encrypted with PBKDF2 at {PBKDF2_ITERATIONS:,} iterations"
+                " (it had a cheaper key derivation, written by an older version); same key and"
+                " passphrase",
+                file=sys.stderr,
+            )
+
+    def _rewrite_key_unheld(self, key: DeviceKey, pem: bytes, passphrase: bytes) -> bool:
+        """`_rewrite_key` while no other command holds the folder (``.lock`` and the folder
+        itself, both tried without waiting), which this object does not hold either;
+        whether the key file was rewritten."""
         self.root.mkdir(parents=True, exist_ok=True)
         folder = self._open_folder()
         try:
@@ -211,33 +228,35 @@ class DeviceFolder:
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except OSError:
-                    return  # another command holds the folder: a later one rewrites the key
+                    return False  # another command holds the folder: a later one rewrites it
                 try:
                     # and the folder itself: a command whose .lock was removed holds it
                     if folder is not None and not devicelock.try_folder(folder):
-                        return
-                    if read_device_file(self.key_path) != pem:
-                        return
-                    target = self.key_path.resolve()  # the file itself, through any link
-                    atomic_write(target, key.to_encrypted_pem(passphrase), mode=0o600)
-                except OSError as e:
-                    print(
-                        f"note: {self.key_path} is encrypted with a weaker key derivation"
-                        f" than this version writes, and could not be rewritten ({e.strerror})",
-                        file=sys.stderr,
-                    )
-                    return
+                        return False
+                    return self._rewrite_key(key, pem, passphrase)
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
         finally:
             if folder is not None:
                 os.close(folder)  # lets go of the folder's lock
-        print(
-            f"{self.key_path}: re-encrypted with PBKDF2 at {PBKDF2_ITERATIONS:,} iterations"
-            " (it had a cheaper key derivation, written by an older version); same key and"
-            " passphrase",
-            file=sys.stderr,
-        )
+
+    def _rewrite_key(self, key: DeviceKey, pem: bytes, passphrase: bytes) -> bool:
+        """Rewrite the key file, where it points, at today's work factor when it is still
+        ``pem``, with the folder's lock held; whether it was. A folder that cannot be
+        written keeps the old file, saying why on stderr."""
+        try:
+            if read_device_file(self.key_path) != pem:
+                return False
+            target = self.key_path.resolve()  # the file itself, through any link
+            atomic_write(target, key.to_encrypted_pem(passphrase), mode=0o600)
+        except OSError as e:
+            print(
+                f"note: {self.key_path} is encrypted with a weaker key derivation"
+                f" than this version writes, and could not be rewritten ({e.strerror})",
+                file=sys.stderr,
+            )
+            return False
+        return True
 
     def state(self) -> DeviceState:
         """The device's state (``device.json``), after finishing a `prov device init` that

@@ -21,6 +21,7 @@ from clients.device.entries import (
     name_sequence,
     signed_sequence,
 )
+from clients.device.keptindex import KeptIndex
 from clients.device.logkey import receipt_problem
 from clients.device.measuring import ClaimFields, measure
 from clients.device.queue import QueueFolder
@@ -53,8 +54,8 @@ class SigningFolder(QueueFolder):
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
-        #: sidecars/ file name -> its sidecar (None: unreadable), as `_kept_for` read it
-        self._kept: dict[str, Sidecar | None] = {}
+        #: the kept sidecars' bindings, for `_kept_for`
+        self._kept_index = KeptIndex(self.sidecar_dir)
 
     def sign_file(
         self,
@@ -169,29 +170,29 @@ class SigningFolder(QueueFolder):
         bytes of ``path``, and where it is; None when there is none. Only one whose claim's
         signature verifies under ``key`` and whose receipt verifies (`receipt_problem`),
         the newest first. Before, signing the unchanged file again once ``FILE.prov``
-        could be written signed and logged a second claim for the same bytes. Each kept
-        file is read once per `DeviceHome`: signing n files reads them once, not n
-        times."""
-        try:
-            names = sorted(
-                (n for n in os.listdir(self.sidecar_dir) if n.endswith(SIDECAR_SUFFIX)),
-                reverse=True,
-            )
-        except OSError:  # none kept
+        could be written signed and logged a second claim for the same bytes.
+
+        The kept sidecars whose claim may bind the file are found through the folder's
+        index (`KeptIndex`: each one's hard-binding SHA-256, checked against the folder's
+        listing on each use and written under the folder's lock), then each is read and
+        checked in full here: the index narrows the search, it never answers."""
+        bindings = self._kept_index.bindings(write=self._holding)
+        if not bindings:  # none kept
             return None
-        pinned = self.state().log_key
         # the file's bytes with a manifest store removed, read once for all kept claims
-        # (not once for each: 10,000 kept sidecars read the image 10,000 times)
         stripped = functools.cache(lambda: _stripped_sha256(path, claim_fields, limits))
+        digests = {claim_fields["hard_binding"].sha256.hex()}
+        if (content := stripped()) is not None:  # an image exported with C2PA since
+            digests.add(content.hex())
+        names = sorted((n for n, sha in bindings.items() if sha in digests), reverse=True)
+        pinned = self.state().log_key if names else ""
         for name in names:
-            if name not in self._kept:
-                self._kept[name] = _read_old_sidecar(self.sidecar_dir / name)
-            kept = self._kept[name]
+            kept = _read_old_sidecar(self.sidecar_dir / name)
             if (
                 kept is not None
                 and kept.receipt is not None
                 and kept.signed_claim.key_id == key.key_id
-                and kept.claim.media_type == claim_fields["media_type"]  # before any read
+                and kept.claim.media_type == claim_fields["media_type"]
                 and _binds(kept, path, claim_fields, limits, stripped)
                 and signed_sequence(kept, key) == kept.claim.sequence
                 and not receipt_problem(kept, pinned)
