@@ -77,7 +77,7 @@ from provenance.log.tiledir import (
     export_tiles,
     exported_size,
     fetcher,
-    url_fault,
+    location_problem,
 )
 from provenance.log.tiles import CHECKPOINT_PATH, audit_tiles
 from provenance.log.tlogproof import (
@@ -342,13 +342,8 @@ def audit(
             "give one of --tiles and --db: each audits its own copy of the log (without"
             " either, the server's)"
         )
-    if tiles is not None and (fault := url_fault(tiles) if _is_url(tiles) else None):
-        raise typer.BadParameter(f"{tiles} is no valid URL: {fault}", param_hint="--tiles")
-    if tiles is not None and not _is_url(tiles):
-        if not Path(tiles).is_dir():  # a typo, not a log that lost its files
-            raise typer.BadParameter(
-                f"{tiles} is neither an http(s):// URL nor a folder", param_hint="--tiles"
-            )
+    if tiles is not None and (problem := location_problem(tiles)) is not None:
+        raise typer.BadParameter(problem, param_hint="--tiles")  # a typo, not a lost log
     saved = _saved_state(state)
     if tiles is not None:
         _audit_tiles(tiles, state, saved, log_key, full)
@@ -791,12 +786,6 @@ def _audit_tiles(
         f" {counted(result.tiles_read, 'tile')} and {counted(result.entries_checked, 'entry', 'entries')}"
         " checked against the signed root"
     )
-
-
-def _is_url(location: str) -> bool:
-    """Whether a --tiles ``location`` is an http(s):// prefix (else a folder), as
-    `fetcher` tells them."""
-    return location.startswith(("http://", "https://"))
 
 
 def _no_tiled_log(location: str, why: str) -> LogError:

@@ -213,16 +213,18 @@ WitnessOpt = Annotated[
 
 def witness_urls(values: list[str] | None) -> list[str] | None:
     """``values`` as witness URL prefixes (`provenance.witness.client.parse_witness_url`:
-    http(s), printable ASCII, no query or fragment, trailing slashes dropped), each
-    witness once (`distinct_witness_urls`: ``URL`` and ``URL/`` asked once); else a usage error (exit 2) before any call. Typer callback of
-    ``--witness-url``. Raises typer.BadParameter."""
+    `provenance.cli.urls.url_problem`'s http(s) URLs with no query or fragment, trailing
+    slashes dropped), each witness once (`distinct_witness_urls`: ``URL`` and ``URL/``
+    asked once); else a usage error (exit 2) before any call, "'URL': WHY". Typer
+    callback of ``--witness-url``. Raises typer.BadParameter."""
     from provenance.core.errors import ConfigError
     from provenance.witness.client import distinct_witness_urls, parse_witness_url
 
     try:
         return distinct_witness_urls([parse_witness_url(v) for v in values]) if values else values
     except ConfigError as e:
-        raise typer.BadParameter(str(e), param_hint="--witness-url") from None
+        said = str(e).removeprefix("--witness-url ")  # the flag is named once, by Typer
+        raise typer.BadParameter(said, param_hint="--witness-url") from None
 
 
 #: ``--witness-url URL``, repeatable: witnesses asked directly for the checkpoint they

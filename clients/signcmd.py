@@ -22,6 +22,7 @@ from clients.devicecommon import (
 )
 from clients.interrupt import EXIT_INTERRUPTED, StopBetweenFiles
 from clients.options import DeviceServerOpt, HomeOpt, files_not_folders
+from provenance.cli.urls import ENDPOINT, url_problem, url_refusal
 from provenance.core.claims import Claim
 from provenance.core.errors import MediaTooLargeError, ProvenanceError, TimestampError
 from provenance.core.keys import DeviceKey
@@ -42,6 +43,17 @@ err = SafeConsole(stderr=True, soft_wrap=True)
 #: another log key than the one pinned, deferring it): a script tells it from 0, logged.
 #: A failure (1) or a kept sidecar (2) comes first.
 EXIT_QUEUED = 4
+
+
+def tsa_url(value: str | None) -> str | None:
+    """``value`` if it is a URL a timestamp authority can be asked at
+    (`provenance.cli.urls.url_problem` with `provenance.cli.urls.ENDPOINT`: http(s), a
+    query taken); else a usage error (exit 2) before any file is signed, "'URL': WHY".
+    Typer callback of ``--tsa-url``. Raises typer.BadParameter."""
+    if value is not None and (problem := url_problem(value, ENDPOINT)):
+        raise typer.BadParameter(url_refusal(value, problem), param_hint="--tsa-url")
+    return value
+
 
 #: Seconds `prov sign --tsa-url` waits for the timestamp authority unless --tsa-timeout.
 TSA_TIMEOUT_S = 10.0
@@ -69,6 +81,7 @@ def sign(
             " timestamp (sigTst2), so it stays valid after the device certificate expires."
             " If the TSA fails, the manifest is embedded without one, with a warning and"
             " exit 1.",
+            callback=tsa_url,
         ),
     ] = None,
     tsa_timeout: Annotated[

@@ -360,11 +360,11 @@ def test_witness_options_are_checked_with_clear_errors(tmp_path: Path) -> None:
     )
     for bad, why in [
         (vkey, "is not URL=KEY"),
-        (f"ftp://127.0.0.1:21={vkey}", "is not URL=KEY"),
+        (f"ftp://127.0.0.1:21={vkey}", "its scheme is ftp: and only http:// and https://"),
         ("http://127.0.0.1:8090=not-a-key", "--witness http://127.0.0.1:8090: witness key"),
         # session 61: before, the query, fragment and user name were silently dropped
-        (f"http://127.0.0.1:8090/w?x={vkey}", "no query"),
-        (f"http://127.0.0.1:8090/w#top={vkey}", "no query"),
+        (f"http://127.0.0.1:8090/w?x={vkey}", r"a query \(\?...\) cannot be given here"),
+        (f"http://127.0.0.1:8090/w#top={vkey}", r"a fragment \(#...\) is never sent"),
         (f"http://user:pw@127.0.0.1:8090/w={vkey}", "holds no user name or password"),
     ]:
         with pytest.raises(ConfigError, match=why):

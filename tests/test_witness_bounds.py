@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from clients.api import ProvenanceClient
 from clients.cli import main as prov_main
 from clients.cosigned import policy_key
+from provenance.cli.urls import MAX_URL_CHARS
 from provenance.core import merkle
 from provenance.core.errors import ConfigError, LogError
 from provenance.core.merkle import MemoryTree
@@ -30,12 +31,7 @@ from provenance.log.checkpoint import Checkpoint, generate_log_key
 from provenance.v1 import provenance_pb2 as pb
 from provenance.wire.sidecar import Sidecar, encode_sidecar
 from provenance.witness import cosigner_vkey
-from provenance.witness.client import (
-    MAX_WITNESS_URL_CHARS,
-    Cosigner,
-    WitnessSpec,
-    parse_witness_option,
-)
+from provenance.witness.client import Cosigner, WitnessSpec, parse_witness_option
 from tests.conftest import ADMIN_TOKEN, ROOT, ServerProc, enroll_key, relay, signed_claim
 from tests.test_tiles import _serving
 
@@ -57,7 +53,7 @@ def _vkey(name: str = "witness.test/w1") -> str:
 def test_a_witness_url_of_a_megabyte_is_refused_at_start_in_a_short_message() -> None:
     """`prov serve --witness URL=KEY` took a URL of any length (and any characters): it
     was then echoed whole in every status, log line and refusal about that witness. Now
-    one over `MAX_WITNESS_URL_CHARS`, or with a control character, a space or a
+    one over `MAX_URL_CHARS`, or with a control character, a space or a
     character that is not ASCII, is refused naming the bound, quoting only its start."""
     vkey = _vkey()
     long_url = "http://127.0.0.1:8090/" + "p" * MB
@@ -65,7 +61,7 @@ def test_a_witness_url_of_a_megabyte_is_refused_at_start_in_a_short_message() ->
         parse_witness_option(f"{long_url}={vkey}")
     said = str(caught.value)
     assert len(said) < 400, said[:400]
-    assert f"more than the {MAX_WITNESS_URL_CHARS:,} characters a witness URL may have" in said
+    assert f"longer than the {MAX_URL_CHARS:,} characters a URL may have here" in said
     assert f"({len(long_url):,} characters)" in said, said
     for bad in (
         "http://127.0.0.1:8090/a b",
@@ -76,7 +72,7 @@ def test_a_witness_url_of_a_megabyte_is_refused_at_start_in_a_short_message() ->
             parse_witness_option(f"{bad}={vkey}")
         said = str(caught.value)
         assert "printable ASCII" in said and not _RAW.search(said), said
-    fits = "http://127.0.0.1:8090/" + "p" * (MAX_WITNESS_URL_CHARS - 22)
+    fits = "http://127.0.0.1:8090/" + "p" * (MAX_URL_CHARS - 22)
     assert parse_witness_option(f"{fits}={vkey}").url == fits
 
 
@@ -113,7 +109,7 @@ def test_prov_serve_refuses_a_huge_witness_url_as_a_usage_error(tmp_path: Path) 
         cwd=ROOT,
     )
     assert done.returncode == 2, done.stderr[:1500]
-    assert "a witness URL may have" in done.stderr, done.stderr[:1500]
+    assert "characters a URL may have here" in done.stderr, done.stderr[:1500]
     assert len(done.stderr) < 2000 and "listening" not in done.stdout, done.stderr[:2000]
     assert not db.exists()
 

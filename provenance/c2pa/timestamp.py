@@ -51,6 +51,7 @@ from rfc3161_client import (
 from provenance.c2pa.container import PNG_TYPES, manifest_store
 from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import read_capped
+from provenance.cli.urls import ENDPOINT, url_problem, url_refusal
 from provenance.core.errors import ConfigError, MediaError, TimestampError
 from provenance.core.networds import OverBudget, exchange_failure, metered_response
 
@@ -92,14 +93,16 @@ class TimestampAuthority:
     """Where an exporter gets its timestamps: ``url`` of an RFC 3161 TSA (HTTP POST of
     ``application/timestamp-query``, RFC 3161 section 3.4) and ``timeout_s``, the
     wall-clock limit of one request in seconds (connect and reply). Raises ConfigError
-    on construction for a URL that is not http(s) or a timeout that is not positive."""
+    on construction for a URL `provenance.cli.urls.url_problem` refuses (with
+    `provenance.cli.urls.ENDPOINT`: a query is sent with the request) or a timeout that
+    is not positive."""
 
     url: str
     timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            raise ConfigError(f"the TSA URL must be http:// or https://, not {self.url!r}")
+        if problem := url_problem(self.url, ENDPOINT):
+            raise ConfigError(f"the TSA URL {url_refusal(self.url, problem)}")
         if not self.timeout_s > 0:
             raise ConfigError(f"the TSA timeout must be positive, not {self.timeout_s}")
 
@@ -262,10 +265,8 @@ def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
     TimestampError naming the TSA when it is unreachable, too slow or not HTTP 200."""
     parts = urllib.parse.urlsplit(tsa.url)
     kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    try:
-        conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
-    except (ValueError, http.client.HTTPException) as e:  # e.g. a port that is not a number
-        raise TimestampError(f"the timestamp authority URL {tsa.url} is not usable: {e}") from e
+    # its port a number, its host a name (`TimestampAuthority` checked the URL)
+    conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
     # headers, chunk framing and trailers bounded with the body: before, an endless
     # trailer was read (and dropped) for the whole timeout
     conn.response_class = metered_response(MAX_REPLY_BYTES)

@@ -33,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any
 from provenance.cli.atomicfile import write_atomically
 from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import open_regular
+from provenance.cli.urls import PREFIX, REDIRECT, url_problem, url_refusal, url_scheme
 from provenance.core import merkle
 from provenance.core.errors import (
     ConfigError,
@@ -488,19 +489,28 @@ def _fetch_failure(e: BaseException, url: str) -> str:
     return f"cannot fetch {url}: {why}"
 
 
-def url_fault(url: str) -> str | None:
-    """Why the http(s) URL ``url`` names no place a file can be fetched from, in words (at
-    most about 100 characters of them): a bracketed host that is no IP address, a port
-    that is no number or past 65,535, no host; None when it names one. (Before, such a
-    URL, given as --tiles or a server's redirect target, raised ValueError from urllib's
-    parser, or OverflowError from getaddrinfo for a port past a C long: a traceback.)"""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 (parsed here: ValueError for a port out of range)
-    except ValueError as e:  # urllib's words, which may quote a megabyte of host
-        return clipped_line(str(e), SHOWN_TARGET_CHARS // 2)
-    if not parts.hostname:
-        return "it names no host"
+def is_url_location(location: str) -> bool:
+    """Whether the tiled log's ``location`` (``--tiles``) is taken for a URL rather than a
+    folder: when it starts with a scheme and ``//`` (RFC 3986 section 3.1: letters,
+    digits, ``+ - .``, then ``://``), or starts with a scheme and ``:`` or holds ``://``
+    and no folder has that name (``http:host``, ``localhost:8080``, `` http://h/``: a
+    URL `provenance.cli.urls.url_problem` says what is wrong with)."""
+    scheme = url_scheme(location)
+    if scheme is not None and location[len(scheme) + 1 :].startswith("//"):
+        return True
+    return (scheme is not None or "://" in location) and not Path(location).is_dir()
+
+
+def location_problem(location: str) -> str | None:
+    """Why the tiled log's ``location`` (``--tiles``) names neither a URL prefix that can
+    be fetched (`is_url_location`; then `provenance.cli.urls.url_problem` with
+    `provenance.cli.urls.PREFIX`, quoted: "'URL': WHY") nor a folder; None when it names
+    one. Reads the file system (whether a folder is there); raises nothing."""
+    if is_url_location(location):
+        problem = url_problem(location, PREFIX)
+        return None if problem is None else url_refusal(location, problem)
+    if not Path(location).is_dir():
+        return f"{location} is neither an http(s):// URL nor a folder"
     return None
 
 
@@ -535,7 +545,7 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
                 newurl, scheme = target.strip(), "http"
                 fault: str | None = clipped_line(str(e), SHOWN_TARGET_CHARS // 2)
             else:
-                fault = url_fault(newurl) if scheme in ("http", "https") else None
+                fault = url_problem(newurl, REDIRECT) if scheme in ("http", "https") else None
             if fault is not None:
                 fp.close()
                 raise TransportError(
@@ -826,13 +836,10 @@ def fetcher(location: str, deadline_s: float = FILE_DEADLINE_S) -> tiles.Fetch:
     checkpoint, read no further), TransportError when the
     server cannot be reached, ConfigError when a local file cannot be read. Raises
     ConfigError here when ``location`` is neither a URL nor an existing directory, or
-    is an http(s) URL that names no place (`url_fault`).
+    names no place a tiled log can be read from (`location_problem`).
     """
-    if location.startswith(("http://", "https://")):
-        if (fault := url_fault(location)) is not None:
-            raise ConfigError(f"{location} is no valid URL: {fault}")
+    if (problem := location_problem(location)) is not None:
+        raise ConfigError(problem)
+    if is_url_location(location):
         return _url_fetcher(location, deadline_s)
-    root = Path(location)
-    if not root.is_dir():
-        raise ConfigError(f"{location} is neither an http(s):// URL nor a directory")
-    return _dir_fetcher(root)
+    return _dir_fetcher(Path(location))

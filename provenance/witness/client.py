@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 from provenance import metrics
 from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import open_regular
+from provenance.cli.urls import PREFIX, url_problem, url_refusal
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
 from provenance.core.files import file_kind
 from provenance.core.networds import OverBudget, metered_response
@@ -75,11 +76,6 @@ _LONGEST_WAIT_S = 3600.0
 #: one is refused, and its connection dropped so its unread rest is not read as the next
 #: answer (c2sp.org/tlog-witness).
 MAX_ANSWER_BYTES = 64 * 1024
-
-#: Longest witness URL prefix taken (characters of printable ASCII): ``https://`` and a
-#: host name of at most 253, a port and a path to spare. A longer one is refused when the
-#: server starts (it is repeated in every status, log line and refusal about the witness).
-MAX_WITNESS_URL_CHARS = 1024
 
 #: Characters of a witness's answer a status or log line repeats (escaped: `clipped_line`).
 SHOWN_ANSWER_CHARS = 300
@@ -167,125 +163,38 @@ _EXAMPLE = "e.g. http://127.0.0.1:8090=NAME+ID+KEY"
 def parse_witness_option(value: str) -> WitnessSpec:
     """Parse ``prov serve --witness URL=KEY``: KEY is the witness's cosigner verifier key
     as ``prov witness serve`` prints it (``witness key NAME+ID+KEY``), inline or in a file.
-    URL is at most `MAX_WITNESS_URL_CHARS` of printable ASCII without spaces (it is
-    repeated in every status and log line about the witness: before, one of any length
-    and with any characters was taken).
+    URL is a witness's URL prefix as `parse_witness_url` takes it (`provenance.cli.urls`:
+    http(s), at most 1,024 characters of printable ASCII, no query, fragment or user
+    name), without its trailing slashes.
 
-    Raises ConfigError naming what is wrong (no ``=``, not an http(s) URL, one too long
-    or of other characters, a bad key), quoting at most the start of what was given. The
-    witness's name is its operator's: taken as c2sp.org/signed-note allows (a name with a
-    control or invisible character is shown escaped, `provenance.terminal.shown_line`)."""
+    Raises ConfigError naming what is wrong (no ``=`` or no URL before it, a URL
+    `provenance.cli.urls.url_problem` refuses, a bad key), quoting at most the start of
+    what was given. The witness's name is its operator's: taken as c2sp.org/signed-note
+    allows (a name with a control or invisible character is shown escaped,
+    `provenance.terminal.shown_line`)."""
     url, sep, key = value.partition("=")
-    if not sep:
+    if not sep or not url:
         raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
-    _check_url_text(url, "--witness")
-    if not _is_http_url(url):
-        raise ConfigError(f"--witness {quoted(value)} is not URL=KEY ({_EXAMPLE})")
-    _check_plain_prefix(url, "--witness")
-    _check_port(url, "--witness")
-    _check_host(url, "--witness")
+    url = parse_witness_url(url, "--witness")
     vkey = read_key_text(key)
     try:
         parse_cosigner_vkey(vkey)
     except LogError as e:
         raise ConfigError(f"--witness {url}: {e}") from e
-    return WitnessSpec(url.rstrip("/"), vkey)
+    return WitnessSpec(url, vkey)
 
 
-def _check_url_text(url: str, option: str) -> None:
-    """Raise ConfigError (naming ``option``) when the witness URL ``url`` is longer than
-    `MAX_WITNESS_URL_CHARS` or not printable ASCII without spaces."""
-    if len(url) > MAX_WITNESS_URL_CHARS:
-        raise ConfigError(
-            f"{option} {quoted(url)}: a URL of {len(url):,} characters, more than the"
-            f" {MAX_WITNESS_URL_CHARS:,} characters a witness URL may have"
-        )
-    if not (url.isascii() and url.isprintable() and " " not in url):
-        raise ConfigError(
-            f"{option} {quoted(url)}: a witness URL is printable ASCII without spaces (give"
-            " a host name that is not ASCII in its xn-- form, and %-encode the path)"
-        )
-
-
-def _is_http_url(url: str) -> bool:
-    """Whether ``url`` is http(s) with a host name; False too for one `urlsplit` refuses
-    (an unclosed ``[``, brackets around no IPv6 address: a ValueError traceback, exit 1,
-    otherwise)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
-
-
-def _check_host(url: str, option: str) -> None:
-    """Raise ConfigError (naming ``option``) when the host of the http(s) URL ``url`` is
-    no name the resolver can be asked about: a part between dots empty or over 63
-    characters, which Python's IDNA encoding (as `socket.getaddrinfo` applies it) refuses
-    (otherwise `prov verify --witness-url` would end in a UnicodeError traceback, exit
-    1, once the witness was asked, and `prov serve --witness` fail every round)."""
-    host = urlsplit(url).hostname or ""
-    try:
-        host.encode("idna")
-    except UnicodeError as e:
-        raise ConfigError(
-            f"{option} {quoted(url)}: {host!r} is not a host name: each part between dots"
-            " must be 1 to 63 letters, digits or hyphens (e.g. http://127.0.0.1:8090, the"
-            " URL `prov witness serve` prints)"
-        ) from e
-
-
-def _check_port(url: str, option: str) -> None:
-    """Raise ConfigError (naming ``option``) when the http(s) URL ``url`` has a port that
-    is not a number from 1 to 65535 (otherwise ``--witness-url http://HOST:99999``
-    would end `prov verify` in a ValueError traceback, exit 1, and `prov serve
-    --witness` would take it)."""
-    try:
-        port = urlsplit(url).port
-    except ValueError:
-        port = 0
-    if port == 0:
-        raise ConfigError(
-            f"{option} {quoted(url)}: its port is not a number from 1 to 65535 (e.g."
-            " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
-        )
-
-
-def parse_witness_url(value: str) -> str:
-    """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh`: a witness's
-    URL prefix (``http(s)://HOST:PORT[/PATH]``, as `prov serve --witness` takes it),
-    without its trailing slashes. Raises ConfigError naming what is wrong, also for a
-    query or fragment (which the request could not carry): the
-    checkpoint is at ``<prefix>/<origin hash>/checkpoint`` (c2sp.org/tlog-witness)."""
-    _check_url_text(value, "--witness-url")
-    if not _is_http_url(value):
-        raise ConfigError(
-            f"--witness-url {quoted(value)} is not a witness's http(s) URL (e.g."
-            " http://127.0.0.1:8090, the URL `prov witness serve` prints)"
-        )
-    _check_plain_prefix(value, "--witness-url")
-    _check_port(value, "--witness-url")
-    _check_host(value, "--witness-url")
+def parse_witness_url(value: str, option: str = "--witness-url") -> str:
+    """Parse a ``--witness-url URL`` of `prov verify`/`prov receipt refresh` (and the URL
+    of `prov serve --witness URL=KEY`, ``option`` naming the flag): a witness's URL prefix
+    (``http(s)://HOST:PORT[/PATH]``), without its trailing slashes. The witness is asked
+    at ``<prefix>/add-checkpoint`` and ``<prefix>/<origin hash>/checkpoint``
+    (c2sp.org/tlog-witness), so the prefix holds no query or fragment
+    (`provenance.cli.urls.PREFIX`). Raises ConfigError "OPTION 'URL': WHY"
+    (`provenance.cli.urls.url_problem`)."""
+    if problem := url_problem(value, PREFIX):
+        raise ConfigError(f"{option} {url_refusal(value, problem)}")
     return value.rstrip("/")
-
-
-def _check_plain_prefix(url: str, option: str) -> None:
-    """Raise ConfigError (naming ``option``) when the witness URL ``url`` has a query, a
-    fragment or a user name and password, which no request sends: the witness is asked at
-    ``<prefix>/add-checkpoint`` and ``<prefix>/<origin hash>/checkpoint``
-    (c2sp.org/tlog-witness), which can carry neither a query, a fragment nor a user
-    name."""
-    if "?" in url or "#" in url:  # printable ASCII: only a query or fragment has them
-        raise ConfigError(
-            f"{option} {quoted(url)}: a witness URL is a prefix that /add-checkpoint or"
-            " /<origin hash>/checkpoint is added to (c2sp.org/tlog-witness), with no query"
-            " (?...) or fragment (#...): give it without them"
-        )
-    if urlsplit(url).username is not None:
-        raise ConfigError(
-            f"{option} {quoted(url)}: a witness URL holds no user name or password"
-            " (USER:PASSWORD@HOST): no request would send them; give it without them"
-        )
 
 
 def distinct_witness_urls(urls: list[str]) -> list[str]:
