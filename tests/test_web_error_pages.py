@@ -113,6 +113,17 @@ def test_a_host_not_allowed_gets_a_page_in_a_browser_and_json_elsewhere(
         assert "vary" not in r.headers, path
 
 
+def test_accept_sent_twice_is_read_as_one_list(web: ServerProc, http: httpx.Client) -> None:
+    """Two ``Accept`` lines are one list of both (RFC 9110 section 5.3): JSON and HTML at
+    the same q is a tie, so the JSON, whichever line comes last."""
+    evil = ("Host", f"evil.example:{_port(web)}")
+    for first, second in (("application/json", "text/html"), ("text/html", "application/json")):
+        headers = httpx.Headers([evil, ("Accept", first), ("Accept", second)])
+        _json(http.get("/log", headers=headers), 421, "MISDIRECTED_REQUEST")
+    headers = httpx.Headers([evil, ("Accept", "application/json;q=0.5"), ("Accept", "text/html")])
+    _page(http.get("/log", headers=headers), 421)
+
+
 def test_a_malformed_host_is_escaped_on_the_page(web: ServerProc, http: httpx.Client) -> None:
     host = "<script>alert(1)</script>"
     page = _page(http.get("/", headers={"Host": host, "Accept": BROWSER}), 400)

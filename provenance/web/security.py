@@ -244,7 +244,8 @@ async def send_error(
     path (`is_api_path` false) to an ``Accept`` that `prefers_html`, `error_html`'s page
     saying the same. ``vary``: the request headers the answer depends on, as its
     ``Vary`` (``Accept`` added on a page's path, where both forms are given)."""
-    accept = _headers(scope).get("accept")
+    # a header sent more than once is one list of its values (RFC 9110 section 5.3)
+    accept = ", ".join(v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"accept")
     page = not is_api_path(str(scope.get("path", "")))
     if page and prefers_html(accept):
         body, kind = error_html(code, status, message), b"text/html; charset=utf-8"
