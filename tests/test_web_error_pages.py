@@ -111,6 +111,10 @@ def test_a_host_not_allowed_gets_a_page_in_a_browser_and_json_elsewhere(
         r = http.get(path, headers={"Host": evil, "Accept": BROWSER})
         assert r.content == json_answer.content, path
         assert "vary" not in r.headers, path
+    # a refusal is never stored, on the static files' paths too (their answers may be)
+    for accept in (BROWSER, "*/*"):
+        r = http.get("/static/app.css", headers={"Host": evil, "Accept": accept})
+        assert r.status_code == 421 and r.headers["cache-control"] == "no-store", r.headers
 
 
 def test_accept_sent_twice_is_read_as_one_list(web: ServerProc, http: httpx.Client) -> None:
