@@ -92,3 +92,23 @@ def test_http_1_is_answered(server: tuple[str, tuple[str, int]], version: str) -
     assert closed and answer.startswith(b"HTTP/1.1 " + STATUS[kind] + b" "), answer[:300]
     answers = answer.count(b"HTTP/1.1 " + STATUS[kind] + b" ")
     assert answers == (1 if version == "1.0" else 2), (version, answer)
+
+
+def test_a_later_http_1_needs_a_host_as_1_1_does(server: tuple[str, tuple[str, int]]) -> None:
+    """HTTP/1.2 is read as HTTP/1.1, whose request must name its Host (RFC 9112 section
+    3.2): without one, 400 as for 1.1; HTTP/1.0 needs none."""
+    kind, address = server
+
+    def without_host(version: str) -> bytes:
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(f"GET /static/app.css HTTP/{version}\r\nConnection: close\r\n\r\n".encode())
+            return s.makefile("rb").read()
+
+    for version in ("1.1", "1.2", "1.9"):
+        head, _, body = without_host(version).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (version, head)
+        assert json.loads(body)["error"]["message"] == (
+            "the request could not be read: Missing mandatory Host: header"
+        ), version
+    answer = without_host("1.0")
+    assert answer.startswith(b"HTTP/1.1 " + STATUS[kind] + b" "), answer[:300]

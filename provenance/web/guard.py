@@ -311,7 +311,8 @@ class _ServerConnection(h11.Connection):
         """h11's, keeping the text of a request it cannot read in ``refused``; a request
         in absolute-form is given in origin-form (`origin_form`). A request line of
         another HTTP version than 1.x (`unsupported_version`) is not handed on: raises
-        h11.RemoteProtocolError, its words in ``refused`` and 505 in ``refused_status``."""
+        h11.RemoteProtocolError, its words in ``refused`` and 505 in ``refused_status``;
+        nor is one of HTTP/1.2 or later without a Host header (400, as h11 answers 1.1)."""
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as e:
@@ -323,6 +324,10 @@ class _ServerConnection(h11.Connection):
         if why is not None:
             self.refused, self.refused_status = why, 505
             raise h11.RemoteProtocolError(why, error_status_hint=505)
+        if event.http_version != b"1.0" and all(name != b"host" for name, _ in event.headers):
+            # h11 asks HTTP/1.1 alone for one; a later 1.x is read as 1.1 (RFC 9112 3.2)
+            self.refused, self.refused_status = "Missing mandatory Host: header", 400
+            raise h11.RemoteProtocolError(self.refused, error_status_hint=400)
         return origin_form(event)
 
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
