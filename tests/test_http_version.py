@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import start_web
+from tests.conftest import ServerProc, start_web
 from tests.test_http_slow_clients import _witness
 
 pytestmark = pytest.mark.slow
@@ -22,6 +22,10 @@ pytestmark = pytest.mark.slow
 #: What each server answers a GET of /static/app.css: the web's style sheet; the
 #: witness has none.
 STATUS = {"web": b"200", "witness": b"404"}
+
+
+#: The server of each kind the running test has (`server`), for its log.
+PROCS: dict[str, ServerProc] = {}
 
 
 @pytest.fixture(scope="module", params=list(STATUS))
@@ -36,6 +40,7 @@ def server(
     else:
         proc = _witness(tmp_path_factory.mktemp("witness"))
     host, port = proc.address.removeprefix("http://").rsplit(":", 1)
+    PROCS[kind] = proc
     try:
         yield kind, (host, int(port))
     finally:
@@ -112,3 +117,23 @@ def test_a_later_http_1_needs_a_host_as_1_1_does(server: tuple[str, tuple[str, i
         ), version
     answer = without_host("1.0")
     assert answer.startswith(b"HTTP/1.1 " + STATUS[kind] + b" "), answer[:300]
+
+
+def test_a_head_request_refused_after_its_line_gets_a_head_alone(
+    server: tuple[str, tuple[str, int]],
+) -> None:
+    """A HEAD whose version, or missing Host, is refused once h11 has read it whole: the
+    answer's head (its Content-Length that of the JSON a GET gets), no body, and no error
+    in the log (h11 refused to send the body to a HEAD: "Fatal error on transport")."""
+    kind, address = server
+    for line, status in (("HEAD /static/app.css HTTP/2.0", b"505"), ("HEAD / HTTP/1.2", b"400")):
+        with socket.create_connection(address, timeout=10) as s:
+            head = line + ("\r\n" if status == b"400" else f"\r\nHost: {address[0]}\r\n")
+            s.sendall(head.encode() + b"\r\n")
+            answer = s.makefile("rb").read()
+        head_bytes, sep, body = answer.partition(b"\r\n\r\n")
+        assert head_bytes.startswith(b"HTTP/1.1 " + status + b" ") and sep, answer[:300]
+        assert body == b"", (line, body[:300])
+        assert b"\r\ncontent-length: 0" not in head_bytes.lower(), head_bytes
+    log = PROCS[kind].stderr()
+    assert "Fatal error" not in log and "Traceback" not in log, log[-3000:]

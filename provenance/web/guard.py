@@ -306,20 +306,25 @@ class _ServerConnection(h11.Connection):
     refused: str = ""
     #: the status that request is answered with: 400, or 505 for its HTTP version
     refused_status: int = 400
+    #: whether that request, read whole by h11, is a HEAD: its answer has a head alone
+    refused_head: bool = False
 
     def next_event(self) -> Any:
         """h11's, keeping the text of a request it cannot read in ``refused``; a request
         in absolute-form is given in origin-form (`origin_form`). A request line of
         another HTTP version than 1.x (`unsupported_version`) is not handed on: raises
         h11.RemoteProtocolError, its words in ``refused`` and 505 in ``refused_status``;
-        nor is one of HTTP/1.2 or later without a Host header (400, as h11 answers 1.1)."""
+        nor is one of HTTP/1.2 or later without a Host header (400, as h11 answers 1.1).
+        Such a request's method is HEAD: ``refused_head``."""
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as e:
             self.refused, self.refused_status = readable_refusal(str(e)), 400
+            self.refused_head = False
             raise
         if not isinstance(event, h11.Request):
             return event
+        self.refused_head = event.method == b"HEAD"
         why = unsupported_version(event)
         if why is not None:
             self.refused, self.refused_status = why, 505
@@ -472,7 +477,9 @@ class _GuardedH11(H11Protocol):
             *GUARD_HEADERS,
         ]
         response = h11.Response(status_code=status, headers=headers, reason=reason)
-        for event in (response, h11.Data(data=body), h11.EndOfMessage()):
+        # h11 knows the method of a request it read whole, and raises on a body for a HEAD
+        data = h11.Data(data=b"" if getattr(self.conn, "refused_head", False) else body)
+        for event in (response, data, h11.EndOfMessage()):
             self.transport.write(self.conn.send(event) or b"")
         self.transport.close()  # a lingering close (`connection_lost`)
 
