@@ -9,6 +9,7 @@ requests needs it), and a real headless Chromium for the page it shows."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Iterator
@@ -141,6 +142,16 @@ def test_a_malformed_host_is_escaped_on_the_page(web: ServerProc, http: httpx.Cl
         400,
         "INVALID_ARGUMENT",
     )
+    # a UTF-8 name (not punycode) is quoted as sent, not as its bytes read as Latin-1;
+    # a bidirectional control as its escape
+    for sent, quoted in (
+        ("b\u00fccher.example", "'b\u00fccher.example'"),
+        ("\u202eevil", "'\\u202eevil'"),
+    ):
+        raw = {b"Host": sent.encode(), b"Accept": BROWSER.encode()}
+        assert f"{html.escape(quoted)} is not a host name" in _page(http.get("/", headers=raw), 400)
+        message = _json(http.get("/", headers={b"Host": sent.encode()}), 400, "INVALID_ARGUMENT")
+        assert message.startswith(f"the request's Host header {quoted} is not a host name")
 
 
 def test_a_cross_site_post_gets_a_page_in_a_browser_and_json_elsewhere(
