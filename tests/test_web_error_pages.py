@@ -282,3 +282,6 @@ def test_the_page_s_upload_refused_by_the_host_check_shows_the_refusal_s_words(
     assert "HTTP 421" in alert and "nothing was verified" in alert, shown
     assert "does not answer for the name 'news.example'" in alert, alert
     assert '{"error"' not in alert, alert
+    # the refusal's remedy, said last, is quoted too; asking again would not help
+    assert "start it with --allowed-hosts news.example" in alert, alert
+    assert "Try again" not in alert, alert
