@@ -64,9 +64,9 @@ def test_top_unsigned_by_score_then_report_order(tmp_path: Path) -> None:
 
 
 def test_the_html_summary_gives_each_status_counted_its_own_basis(tmp_path: Path) -> None:
-    """The summary said of every status counted that it "rests on device signatures":
-    of a folder of UNSIGNED files, none of which has one. Each basis is said of the
-    statuses it is of, in the words of their reports (`status_basis`)."""
+    """Each basis is said of the statuses it is of, in the words of their reports
+    (`status_basis`): "rests on device signatures" of SIGNED_ORIGINAL and TAMPERED, not
+    of UNSIGNED files, which have none."""
     report = tmp_path / "r.jsonl"
     writer = ReportWriter(report)
     for status in ("SIGNED_ORIGINAL", "UNSIGNED", "DERIVED", "TAMPERED", "UNSIGNED"):

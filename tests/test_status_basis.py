@@ -139,10 +139,9 @@ def test_an_unsigned_of_a_cut_search_is_not_headed_no_signed_capture_matches() -
 
 def test_an_unsigned_basis_holds_beside_the_signature_or_the_capture_it_found() -> None:
     """An UNSIGNED file may carry a valid device signature never logged (its sidecar), or
-    match, by a search cut short, a logged capture of a key revoked before it: the
-    basis said "no device signature and no logged capture match these bytes or these
-    pixels" right above a reason and a ``signature  valid`` line saying otherwise. It
-    says what every UNSIGNED shares: no capture signed by a key in good standing and
+    match, by a search cut short, a logged capture of a key revoked before it: its basis
+    denies neither (no "no device signature", no "match these bytes or these pixels"),
+    and says what every UNSIGNED shares: no capture signed by a key in good standing and
     recorded in the log was found."""
     unlogged, _, _ = _sidecar_case(FileFacts(SIDECAR_SHA, 11, "image/jpeg"), device=_device())
     revoked = _logged(DeviceKey.generate(), revoked_at=LOGGED_NOW - timedelta(days=3))
