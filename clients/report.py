@@ -77,11 +77,13 @@ DERIVED_BASIS = (
 
 
 #: UNSIGNED's basis: an absence, found by the same signatures, hashes and log lookups; it
-#: proves nothing about the file either way.
+#: proves nothing about the file either way. True of every UNSIGNED: one whose sidecar
+#: holds a valid signature never logged, or whose only near copies found (by a search cut
+#: short) were logged after their key's revocation, as of one nothing matched.
 UNSIGNED_BASIS = (
-    "cryptographic: no device signature and no logged capture match these bytes or these"
-    " pixels, so nothing is proven either way; the detector, if asked, is advisory and never"
-    " changes it"
+    "cryptographic: no capture signed by a registered device's key in good standing and"
+    " recorded in the signed log was found for this file, so nothing is proven either way;"
+    " the detector, if asked, is advisory and never changes it"
 )
 
 

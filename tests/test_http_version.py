@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import start_web
+from tests.conftest import ServerProc, start_web
 from tests.test_http_slow_clients import _witness
 
 pytestmark = pytest.mark.slow
@@ -22,6 +22,10 @@ pytestmark = pytest.mark.slow
 #: What each server answers a GET of /static/app.css: the web's style sheet; the
 #: witness has none.
 STATUS = {"web": b"200", "witness": b"404"}
+
+
+#: The server of each kind the running test has (`server`), for its log.
+PROCS: dict[str, ServerProc] = {}
 
 
 @pytest.fixture(scope="module", params=list(STATUS))
@@ -36,6 +40,7 @@ def server(
     else:
         proc = _witness(tmp_path_factory.mktemp("witness"))
     host, port = proc.address.removeprefix("http://").rsplit(":", 1)
+    PROCS[kind] = proc
     try:
         yield kind, (host, int(port))
     finally:
@@ -92,3 +97,43 @@ def test_http_1_is_answered(server: tuple[str, tuple[str, int]], version: str) -
     assert closed and answer.startswith(b"HTTP/1.1 " + STATUS[kind] + b" "), answer[:300]
     answers = answer.count(b"HTTP/1.1 " + STATUS[kind] + b" ")
     assert answers == (1 if version == "1.0" else 2), (version, answer)
+
+
+def test_a_later_http_1_needs_a_host_as_1_1_does(server: tuple[str, tuple[str, int]]) -> None:
+    """HTTP/1.2 is read as HTTP/1.1, whose request must name its Host (RFC 9112 section
+    3.2): without one, 400 as for 1.1; HTTP/1.0 needs none."""
+    kind, address = server
+
+    def without_host(version: str) -> bytes:
+        with socket.create_connection(address, timeout=10) as s:
+            s.sendall(f"GET /static/app.css HTTP/{version}\r\nConnection: close\r\n\r\n".encode())
+            return s.makefile("rb").read()
+
+    for version in ("1.1", "1.2", "1.9"):
+        head, _, body = without_host(version).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n"), (version, head)
+        assert json.loads(body)["error"]["message"] == (
+            "the request could not be read: Missing mandatory Host: header"
+        ), version
+    answer = without_host("1.0")
+    assert answer.startswith(b"HTTP/1.1 " + STATUS[kind] + b" "), answer[:300]
+
+
+def test_a_head_request_refused_after_its_line_gets_a_head_alone(
+    server: tuple[str, tuple[str, int]],
+) -> None:
+    """A HEAD whose version, or missing Host, is refused once h11 has read it whole: the
+    answer's head (its Content-Length that of the JSON a GET gets), no body, and no error
+    in the log (no "Fatal error on transport" of h11 raising on a body for a HEAD)."""
+    kind, address = server
+    for line, status in (("HEAD /static/app.css HTTP/2.0", b"505"), ("HEAD / HTTP/1.2", b"400")):
+        with socket.create_connection(address, timeout=10) as s:
+            head = line + ("\r\n" if status == b"400" else f"\r\nHost: {address[0]}\r\n")
+            s.sendall(head.encode() + b"\r\n")
+            answer = s.makefile("rb").read()
+        head_bytes, sep, body = answer.partition(b"\r\n\r\n")
+        assert head_bytes.startswith(b"HTTP/1.1 " + status + b" ") and sep, answer[:300]
+        assert body == b"", (line, body[:300])
+        assert b"\r\ncontent-length: 0" not in head_bytes.lower(), head_bytes
+    log = PROCS[kind].stderr()
+    assert "Fatal error" not in log and "Traceback" not in log, log[-3000:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import html
 import io
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clients.report import DETECTOR_ADVISORY
+from clients.report import DERIVED_BASIS, DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_BASIS
 from clients.scan.report import (
     CSV_FIELDS,
     ERROR,
@@ -58,7 +59,30 @@ def test_top_unsigned_by_score_then_report_order(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("*.part"))
     # which part is cryptographic, which advisory (README: every report says which is which)
     page = html_path(report).read_text()
-    assert "id='status-basis'>Statuses: cryptographic: the status rests on" in page
+    assert "id='status-basis'><li>UNSIGNED: cryptographic: no capture signed by" in page
+    assert "rests on device signatures" not in page  # none of its statuses does
+
+
+def test_the_html_summary_gives_each_status_counted_its_own_basis(tmp_path: Path) -> None:
+    """Each basis is said of the statuses it is of, in the words of their reports
+    (`status_basis`): "rests on device signatures" of SIGNED_ORIGINAL and TAMPERED, not
+    of UNSIGNED files, which have none."""
+    report = tmp_path / "r.jsonl"
+    writer = ReportWriter(report)
+    for status in ("SIGNED_ORIGINAL", "UNSIGNED", "DERIVED", "TAMPERED", "UNSIGNED"):
+        writer.add({**_unsigned("a.jpg", None), "status": status})
+    writer.finish(lambda rows: (), 1000)
+    page = html_path(report).read_text()
+    basis = re.search(r"id='status-basis'>(.*?)</ul>", page)
+    assert basis is not None, page
+    items = re.findall(r"<li>([^:]*): ", basis.group(1))
+    assert items == ["SIGNED_ORIGINAL, TAMPERED", "DERIVED", "UNSIGNED"], basis.group(1)
+    for names, words in (
+        ("SIGNED_ORIGINAL, TAMPERED", STATUS_BASIS),
+        ("DERIVED", DERIVED_BASIS),
+        ("UNSIGNED", UNSIGNED_BASIS),
+    ):
+        assert f"<li>{names}: {html.escape(words)}.</li>" in basis.group(1), names
 
 
 def test_the_html_summary_explains_its_rows_that_are_no_verdict(tmp_path: Path) -> None:

@@ -13,11 +13,13 @@ from datetime import UTC, datetime, timedelta
 
 import jinja2
 
-from clients.report import DERIVED_BASIS, report_to_json, report_to_text
+from clients.report import DERIVED_BASIS, UNSIGNED_BASIS, report_to_json, report_to_text
 from provenance.core.keys import DeviceKey
 from provenance.core.verify import FileFacts, VerificationReport, decide
 from provenance.web import present
 from provenance.web.app import PACKAGE
+from tests.test_core_verdict import SHA as SIDECAR_SHA
+from tests.test_core_verdict import _device, _sidecar_case
 from tests.test_verdict_branches import NOW as LOGGED_NOW
 from tests.test_verdict_branches import _facts, _logged
 
@@ -68,7 +70,7 @@ def test_the_web_page_says_the_same() -> None:
         report=report_to_json(_report(), "x.png"), filename="x.png"
     )
     found = re.search(r'id="status-basis">([^<]*)<', page)
-    assert found is not None and found.group(1).startswith("Cryptographic: no device signature")
+    assert found is not None and found.group(1).startswith("Cryptographic: no capture signed")
     assert 'class="badge">advisory<' in page
 
 
@@ -133,3 +135,22 @@ def test_an_unsigned_of_a_cut_search_is_not_headed_no_signed_capture_matches() -
         .splitlines()[1]
         .startswith("  status     UNSIGNED: no signed capture found for this file")
     )
+
+
+def test_an_unsigned_basis_holds_beside_the_signature_or_the_capture_it_found() -> None:
+    """An UNSIGNED file may carry a valid device signature never logged (its sidecar), or
+    match, by a search cut short, a logged capture of a key revoked before it: its basis
+    denies neither (no "no device signature", no "match these bytes or these pixels"),
+    and says what every UNSIGNED shares: no capture signed by a key in good standing and
+    recorded in the log was found."""
+    unlogged, _, _ = _sidecar_case(FileFacts(SIDECAR_SHA, 11, "image/jpeg"), device=_device())
+    revoked = _logged(DeviceKey.generate(), revoked_at=LOGGED_NOW - timedelta(days=3))
+    cut = decide(_facts(sha=b"\x0b" * 32), NOW, near=[revoked], near_cut_s=5.1)
+    for r, found in ((unlogged, "  signature  valid"), (cut, "of a signed capture at log index 7")):
+        assert r.status.value == "UNSIGNED", r.reasons
+        text = report_to_text(r, "x.jpg")
+        assert found in text, text
+        basis = report_to_json(r, "x.jpg")["status_basis"]
+        assert basis == UNSIGNED_BASIS and f"  basis      {basis}" in text
+        assert "no device signature" not in basis and "match these" not in basis
+        assert "recorded in the signed log was found for this file" in basis

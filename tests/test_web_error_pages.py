@@ -9,6 +9,7 @@ requests needs it), and a real headless Chromium for the page it shows."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 from collections.abc import Iterator
@@ -111,6 +112,21 @@ def test_a_host_not_allowed_gets_a_page_in_a_browser_and_json_elsewhere(
         r = http.get(path, headers={"Host": evil, "Accept": BROWSER})
         assert r.content == json_answer.content, path
         assert "vary" not in r.headers, path
+    # a refusal is never stored, on the static files' paths too (their answers may be)
+    for accept in (BROWSER, "*/*"):
+        r = http.get("/static/app.css", headers={"Host": evil, "Accept": accept})
+        assert r.status_code == 421 and r.headers["cache-control"] == "no-store", r.headers
+
+
+def test_accept_sent_twice_is_read_as_one_list(web: ServerProc, http: httpx.Client) -> None:
+    """Two ``Accept`` lines are one list of both (RFC 9110 section 5.3): JSON and HTML at
+    the same q is a tie, so the JSON, whichever line comes last."""
+    evil = ("Host", f"evil.example:{_port(web)}")
+    for first, second in (("application/json", "text/html"), ("text/html", "application/json")):
+        headers = httpx.Headers([evil, ("Accept", first), ("Accept", second)])
+        _json(http.get("/log", headers=headers), 421, "MISDIRECTED_REQUEST")
+    headers = httpx.Headers([evil, ("Accept", "application/json;q=0.5"), ("Accept", "text/html")])
+    _page(http.get("/log", headers=headers), 421)
 
 
 def test_a_malformed_host_is_escaped_on_the_page(web: ServerProc, http: httpx.Client) -> None:
@@ -126,6 +142,16 @@ def test_a_malformed_host_is_escaped_on_the_page(web: ServerProc, http: httpx.Cl
         400,
         "INVALID_ARGUMENT",
     )
+    # a UTF-8 name (not punycode) is quoted as sent, not as its bytes read as Latin-1;
+    # a bidirectional control as its escape
+    for sent, quoted in (
+        ("b\u00fccher.example", "'b\u00fccher.example'"),
+        ("\u202eevil", "'\\u202eevil'"),
+    ):
+        raw = {b"Host": sent.encode(), b"Accept": BROWSER.encode()}
+        assert f"{html.escape(quoted)} is not a host name" in _page(http.get("/", headers=raw), 400)
+        message = _json(http.get("/", headers={b"Host": sent.encode()}), 400, "INVALID_ARGUMENT")
+        assert message.startswith(f"the request's Host header {quoted} is not a host name")
 
 
 def test_a_cross_site_post_gets_a_page_in_a_browser_and_json_elsewhere(
@@ -256,3 +282,6 @@ def test_the_page_s_upload_refused_by_the_host_check_shows_the_refusal_s_words(
     assert "HTTP 421" in alert and "nothing was verified" in alert, shown
     assert "does not answer for the name 'news.example'" in alert, alert
     assert '{"error"' not in alert, alert
+    # the refusal's remedy, said last, is quoted too; asking again would not help
+    assert "start it with --allowed-hosts news.example" in alert, alert
+    assert "Try again" not in alert, alert

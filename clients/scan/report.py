@@ -34,7 +34,7 @@ from typing import IO, Any
 
 from PIL import Image
 
-from clients.report import DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_MEANS_NOTHING
+from clients.report import DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_MEANS_NOTHING, status_basis
 from clients.scan.hashing import NO_NEAR_SEARCH
 from provenance.cli.atomicfile import write_atomically
 from provenance.core.claims import Verdict
@@ -672,6 +672,21 @@ def _legend_html(summary: Summary) -> list[str]:
     return [f"<ul class='note' id='legend'>{items}</ul>"]
 
 
+def _basis_html(counts: Mapping[str, int]) -> str:
+    """What decides the statuses ``counts`` holds, as each report says it
+    (`clients.report.status_basis`): a line a basis, naming its statuses (UNSIGNED's is
+    no signature's; DERIVED's, the signed capture's alone); `STATUS_BASIS` when no
+    verdict is counted."""
+    bases: dict[str, list[str]] = {}
+    for verdict in Verdict:
+        if counts.get(verdict.value):
+            bases.setdefault(status_basis(verdict), []).append(verdict.value)
+    if not bases:
+        return f"<p class='note' id='status-basis'>Statuses: {_e(STATUS_BASIS)}.</p>"
+    items = "".join(f"<li>{_e(', '.join(v))}: {_e(basis)}.</li>" for basis, v in bases.items())
+    return f"<ul class='note' id='status-basis'>{items}</ul>"
+
+
 def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
     """The HTML page (see the module docstring); thumbs maps a path to a base64 JPEG."""
     order = [v.value for v in Verdict] + [ERROR, EVIDENCE_REFUSED, EMPTY, SIDECAR]
@@ -680,7 +695,7 @@ def render_html(summary: Summary, thumbs: dict[str, str], title: str) -> str:
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>",
         f"<p>{summary.rows} files, {summary.bytes:,} bytes.</p>",
-        f"<p class='note' id='status-basis'>Statuses: {_e(STATUS_BASIS)}.</p>",
+        _basis_html(summary.counts),
     ]
     if not summary.detected:
         out.append(f"<p class='note'>{NO_DETECTOR}</p>")

@@ -69,11 +69,23 @@ class AllowedHosts:
         return f"{what} answers Host: {names}; other names get 421 until added with {flag}"
 
 
+def _as_sent(value: str) -> str:
+    """A header's ``value`` as its client wrote it: the HTTP servers read a header's
+    bytes as Latin-1 (h11, http.server), so UTF-8 is read back as UTF-8
+    (``bücher.example``, not ``bÃ¼cher.example``); any other value as it is."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 def malformed_host_message(authority: str) -> str:
-    """The message of the 400 answer to a request whose Host ``authority`` is no
-    `host_name` (a space, userinfo, UTF-8 rather than punycode, a port past 65535)."""
+    """The message of the 400 answer to a request whose Host ``authority`` (as the
+    server read it: its bytes as Latin-1) is no `host_name` (a space, userinfo, UTF-8
+    rather than punycode, a port past 65535); UTF-8 is quoted as the client wrote it,
+    controls (U+202E included) as escapes (``repr``)."""
     return (
-        f"the request's Host header {authority[:SHOWN_NAME]!r} is not a host name: give a"
+        f"the request's Host header {_as_sent(authority)[:SHOWN_NAME]!r} is not a host name: give a"
         " name (punycode for an international one), an IP address ([v6] in brackets) or"
         " localhost, with an optional port up to 65535 (RFC 9110 section 7.2)"
     )

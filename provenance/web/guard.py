@@ -306,23 +306,33 @@ class _ServerConnection(h11.Connection):
     refused: str = ""
     #: the status that request is answered with: 400, or 505 for its HTTP version
     refused_status: int = 400
+    #: whether that request, read whole by h11, is a HEAD: its answer has a head alone
+    refused_head: bool = False
 
     def next_event(self) -> Any:
         """h11's, keeping the text of a request it cannot read in ``refused``; a request
         in absolute-form is given in origin-form (`origin_form`). A request line of
         another HTTP version than 1.x (`unsupported_version`) is not handed on: raises
-        h11.RemoteProtocolError, its words in ``refused`` and 505 in ``refused_status``."""
+        h11.RemoteProtocolError, its words in ``refused`` and 505 in ``refused_status``;
+        nor is one of HTTP/1.2 or later without a Host header (400, as h11 answers 1.1).
+        Such a request's method is HEAD: ``refused_head``."""
         try:
             event = super().next_event()
         except h11.RemoteProtocolError as e:
             self.refused, self.refused_status = readable_refusal(str(e)), 400
+            self.refused_head = False
             raise
         if not isinstance(event, h11.Request):
             return event
+        self.refused_head = event.method == b"HEAD"
         why = unsupported_version(event)
         if why is not None:
             self.refused, self.refused_status = why, 505
             raise h11.RemoteProtocolError(why, error_status_hint=505)
+        if event.http_version != b"1.0" and all(name != b"host" for name, _ in event.headers):
+            # h11 asks HTTP/1.1 alone for one; a later 1.x is read as 1.1 (RFC 9112 3.2)
+            self.refused, self.refused_status = "Missing mandatory Host: header", 400
+            raise h11.RemoteProtocolError(self.refused, error_status_hint=400)
         return origin_form(event)
 
     def send_with_data_passthrough(self, event: h11.Event) -> list[bytes] | None:
@@ -467,7 +477,9 @@ class _GuardedH11(H11Protocol):
             *GUARD_HEADERS,
         ]
         response = h11.Response(status_code=status, headers=headers, reason=reason)
-        for event in (response, h11.Data(data=body), h11.EndOfMessage()):
+        # h11 knows the method of a request it read whole, and raises on a body for a HEAD
+        data = h11.Data(data=b"" if getattr(self.conn, "refused_head", False) else body)
+        for event in (response, data, h11.EndOfMessage()):
             self.transport.write(self.conn.send(event) or b"")
         self.transport.close()  # a lingering close (`connection_lost`)
 

@@ -409,7 +409,8 @@ def openapi_document() -> dict[str, Any]:
                             "description": "what decides the status (cryptographic evidence:"
                             " signatures, hashes, the signed log; for DERIVED, only of the"
                             " signed capture, the copy's link to it being a perceptual"
-                            " match; for UNSIGNED, that nothing matched, so nothing is"
+                            " match; for UNSIGNED, that no capture signed by a key in good"
+                            " standing and logged was found, so nothing is"
                             " proven either way), never the detector",
                         },
                         "path": {"type": "string"},

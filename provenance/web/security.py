@@ -243,8 +243,10 @@ async def send_error(
     the API's JSON error (`provenance.web.errors.error_body`'s shape), or on a page's
     path (`is_api_path` false) to an ``Accept`` that `prefers_html`, `error_html`'s page
     saying the same. ``vary``: the request headers the answer depends on, as its
-    ``Vary`` (``Accept`` added on a page's path, where both forms are given)."""
-    accept = _headers(scope).get("accept")
+    ``Vary`` (``Accept`` added on a page's path, where both forms are given). Never
+    stored (`NO_STORE`), on `CACHEABLE_PREFIXES` too: a refusal is made for its request."""
+    # a header sent more than once is one list of its values (RFC 9110 section 5.3)
+    accept = ", ".join(v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"accept")
     page = not is_api_path(str(scope.get("path", "")))
     if page and prefers_html(accept):
         body, kind = error_html(code, status, message), b"text/html; charset=utf-8"
@@ -252,7 +254,7 @@ async def send_error(
         error = {"code": code, "status": status, "message": message}
         body, kind = json.dumps({"error": error}).encode(), b"application/json"
     names = (*vary, "Accept") if page else vary
-    start = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
+    start = [(b"content-type", kind), (b"content-length", str(len(body)).encode()), NO_STORE]
     if names:
         start.append((b"vary", ", ".join(names).encode()))
     await send({"type": "http.response.start", "status": code, "headers": start})

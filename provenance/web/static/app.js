@@ -155,14 +155,18 @@
     var title = document.createElement("h2");
     title.className = "alert-title";
     title.textContent = "No report came back";
+    // (600 characters: a refusal's page, 421 for a Host not allowed, says its remedy
+    // last, some 400 characters in)
     var said = ((doc.body && doc.body.textContent) || xhr.responseText || "")
-      .replace(/\s+/g, " ").trim().slice(0, 300);
+      .replace(/\s+/g, " ").trim().slice(0, 600);
+    // asking again helps a timeout, a rate limit or a server's error, not a refusal
+    var again = xhr.status === 408 || xhr.status === 429 || xhr.status >= 500;
     var message = document.createElement("p");
     message.className = "alert-message";
     message.textContent = "The server answered HTTP " + xhr.status +
       (xhr.statusText ? " " + xhr.statusText : "") + " instead of a report" +
       (said ? " (\u201c" + said + "\u201d)" : "") +
-      "; nothing was verified. Try again in a moment.";
+      "; nothing was verified." + (again ? " Try again in a moment." : "");
     alert.appendChild(title);
     alert.appendChild(message);
     result.appendChild(alert);
