@@ -5,11 +5,12 @@ and checks it (refusing a damaged one) before it imports torch. Stdlib only."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Protocol
 
-from provenance.cli.atomicfile import create_atomically
+from provenance.cli.atomicfile import create_atomically, remove_leftovers
 from provenance.core.errors import DetectorError
 
 #: Bytes of the server's crop secret.
@@ -26,8 +27,10 @@ def load_or_create_secret(path: Path) -> bytes:
     Raises DetectorError if the file cannot be created or read, is not a regular file (a
     folder, a FIFO: opened without waiting for a writer, never read), does not hold
     exactly 32 bytes, or can be read or written by group or others (a leaked secret lets
-    an attacker predict the crops).
+    an attacker predict the crops). Removes first the temporary copies a start killed
+    while creating it left (`_secret_leftovers`).
     """
+    remove_leftovers(path.parent, _secret_leftovers(path))
     if not os.path.lexists(path):
         _create_secret(path)
     try:
@@ -62,6 +65,13 @@ def load_or_create_secret(path: Path) -> bytes:
             "delete it to draw a new one (scores of earlier calls will then differ)"
         )
     return secret
+
+
+def _secret_leftovers(path: Path) -> re.Pattern[str]:
+    """The names of `_create_secret`'s temporary copies of ``path``,
+    ``.NAME.PID.<8 hex digits>.tmp`` (each a secret: mode 0600), for `remove_leftovers`
+    (only a regular file of this user, of a process no longer running, not locked)."""
+    return re.compile(rf"\.{re.escape(path.name)}\.(?P<pid>[0-9]+)\.[0-9a-f]{{8}}\.tmp")
 
 
 def _create_secret(path: Path) -> None:

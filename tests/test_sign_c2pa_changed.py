@@ -25,6 +25,7 @@ import pytest
 
 from clients.device import SIDECAR_SUFFIX, export
 from clients.files import open_regular
+from provenance.cli.atomicfile import temp_names_of
 from provenance.wire.sidecar import decode_sidecar
 from tests.conftest import FIXTURES, SAMPLES, Cli, ServerProc, hide_writes
 
@@ -138,7 +139,7 @@ def test_a_write_while_the_manifest_is_made_is_not_undone(
     changed: list[bytes] = []
 
     def open_after_a_change(file: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if Path(file).name.startswith(f".{name}.") and flags & os.O_CREAT and not changed:
+        if temp_names_of(path).fullmatch(Path(file).name) and flags & os.O_CREAT and not changed:
             _change(how.removesuffix(" unseen"), path, OTHERS[name])
             changed.append(path.read_bytes())
         return real_open(file, flags, *args, **kwargs)

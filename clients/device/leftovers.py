@@ -20,7 +20,7 @@ from clients.device.entries import (
     _read_entry,
     read_entries,
 )
-from provenance.cli.atomicfile import fsync_folder
+from provenance.cli.atomicfile import fsync_folder, process_gone
 from provenance.core.errors import ConfigError, KeyMaterialError
 
 if TYPE_CHECKING:
@@ -176,16 +176,5 @@ def _drop_duplicates(home: DeviceFolder) -> None:
 
 def _writer_gone(name: str) -> bool:
     """Whether the process that wrote the temporary file ``name`` (`_TEMP_NAME`: the pid
-    is its first number) is not running: no such process (or a number no process can
-    have). One that runs, or may (another user's: no permission to ask; pid 0), is not
-    gone."""
-    pid = int(name.split("-")[2])
-    if pid == 0:
-        return False  # `kill(0, 0)` asks about this process group, not a pid
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return True
-    except OSError:  # EPERM: another user's process
-        return False
-    return False
+    is its first number) is not running (`process_gone`)."""
+    return process_gone(int(name.split("-")[2]))

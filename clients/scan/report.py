@@ -36,7 +36,7 @@ from PIL import Image
 
 from clients.report import DETECTOR_ADVISORY, STATUS_BASIS, UNSIGNED_MEANS_NOTHING, status_basis
 from clients.scan.hashing import NO_NEAR_SEARCH
-from provenance.cli.atomicfile import write_atomically
+from provenance.cli.atomicfile import remove_leftovers, temp_names_of, write_atomically
 from provenance.core.claims import Verdict
 from provenance.core.errors import MediaError
 from provenance.core.files import file_kind, naming
@@ -371,7 +371,9 @@ class ReportWriter:
         fetch: Callable[[list[dict[str, Any]]], Iterable[tuple[str, bytes]]],
         max_pixels: int,
     ) -> Summary:
-        """Put the CSV in place and write the HTML page beside the report.
+        """Put the CSV in place and write the HTML page beside the report, first removing
+        the page's temporary files that a scan killed while writing it left
+        (`remove_leftovers`: of a process no longer running).
 
         fetch: (path, bytes) of the files of the given rows, one at a time (to draw
         thumbnails of the top unsigned images that have a detector score: without scores
@@ -391,10 +393,13 @@ class ReportWriter:
                 thumbs[ref] = t
             del blob  # before the next image is read
         page = render_html(summary, thumbs, f"{SCAN_TITLE}{self.report.name}")
+        html = html_path(self.report)
+        # what a scan killed while writing the page left beside it (of a process gone)
+        remove_leftovers(html.parent, temp_names_of(html))
         # beside it, then renamed over its name: never written through a link made there
         # while the scan ran (refused before it started), as the CSV is not
         write_atomically(
-            html_path(self.report),
+            html,
             page.encode("utf-8", errors="backslashreplace"),
             mode=None,  # a page replaced keeps its permissions, a new one 0666 less the umask
             sync_folder=False,  # the report's rows are durable; the page is drawn from them

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import secrets
 import stat
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -43,7 +42,7 @@ from provenance.c2pa.container import (
 from provenance.c2pa.reader import reader_settings
 from provenance.c2pa.result import PROVENANCE_ASSERTION_LABEL
 from provenance.c2pa.timestamp import TimestampAuthority, timestamp_file
-from provenance.cli.atomicfile import write_atomically
+from provenance.cli.atomicfile import remove_leftovers, temp_names_of, write_atomically
 from provenance.cli.files import open_regular
 from provenance.core.errors import (
     BindingError,
@@ -256,10 +255,11 @@ def check_leaf_key(cert_chain_pem: bytes, public_key: bytes) -> None:
 
 
 def _write_atomically(path: Path, data: bytes, check: Callable[[], None]) -> None:
-    """Replace ``path`` with ``data`` (`write_atomically`): a temporary file
-    ``.NAME.<8 hex digits>`` beside it, given the mode of the file it replaces (made
-    0600, then given that mode: a capture others could read must not become readable by
-    its owner alone), written and fsynced, ``check()`` called (what it raises is raised,
+    """Replace ``path`` with ``data`` (`write_atomically`): a temporary file beside it
+    (`temp_name_for`; those a signing killed mid-write left there, each a whole or
+    partial copy of the file, are removed first: `remove_leftovers`), given the mode of
+    the file it replaces (made 0600, then given that mode: a capture others could read
+    must not become readable by its owner alone), written and fsynced, ``check()`` called (what it raises is raised,
     the temporary file removed and ``path`` untouched), renamed over it, and the folder
     fsynced, so a crash leaves the old file or the new one whole, never a truncated
     capture. A new ``path`` gets 0666 less the umask. Raises MediaError, also when
@@ -269,14 +269,9 @@ def _write_atomically(path: Path, data: bytes, check: Callable[[], None]) -> Non
         check()
         refuse_links(path)  # made a link while the manifest was made
 
+    remove_leftovers(path.parent, temp_names_of(path))
     try:
-        write_atomically(
-            path,
-            data,
-            mode=None,
-            temp_name=lambda: f".{path.name}.{secrets.token_hex(4)}",
-            before_replace=before_replace,
-        )
+        write_atomically(path, data, mode=None, before_replace=before_replace)
     except OSError as e:
         raise MediaError(f"cannot write {str(path)!r}: {e.strerror or e}") from e
 

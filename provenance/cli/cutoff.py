@@ -42,6 +42,43 @@ class Cutoff:
             if self.expired.is_set():
                 self._shut(sock)
 
+    def create_connection(
+        self,
+        address: tuple[str, int],
+        timeout: float | None = None,
+        source_address: tuple[str, int] | None = None,
+    ) -> socket.socket:
+        """A TCP connection to ``address`` (host, port) as `socket.create_connection`
+        makes it (each address the name has, in turn, each connect under ``timeout``
+        seconds), each socket watched from before its connect, so that the deadline or
+        `cut` ends a connect still in progress at once (a peer that never completes the
+        handshake: a dropped SYN), not after ``timeout`` as a plain connect:
+        ``shutdown(2)`` of a socket still connecting aborts the connect (Linux). The
+        name lookup before (``getaddrinfo(3)``) is not cut. For
+        `http.client.HTTPConnection`'s ``_create_connection``
+        (`provenance.witness.client`). Raises OSError as `socket.create_connection`
+        does; ConnectionAbortedError when cut before any connect."""
+        host, port = address
+        error: OSError | None = None
+        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            if self.expired.is_set():
+                break
+            sock = socket.socket(family, kind, proto)
+            try:
+                self.watch(sock)
+                sock.settimeout(timeout)
+                if source_address is not None:
+                    sock.bind(source_address)
+                sock.connect(where)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            return sock
+        if self.expired.is_set():
+            raise ConnectionAbortedError(f"cut while connecting to {host}:{port}")
+        raise error or OSError(f"no address for {host}:{port}")
+
     def cut(self) -> None:
         """End the exchange now, as if the deadline had passed (`expired` set, every
         watched socket shut down): for a caller stopping (`provenance.witness.client

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import fcntl
 import hashlib
 import os
 import re
@@ -43,7 +42,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from provenance.cli.atomicfile import create_atomically
+from provenance.cli.atomicfile import create_atomically, remove_leftovers
 from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.core.keys import check_public_key
@@ -681,44 +680,13 @@ def remove_key_leftovers(
     the copy is gone); anything else is left as it is. A copy that cannot be removed is
     left too (the start goes on: the key itself is ``path``). ``names``: a regular
     expression the whole name must match instead (`rollback.CheckpointMemo`'s
-    temporary copies).
-    Source: flock(2), a lock released when its holder dies."""
+    temporary copies). The checks are `remove_leftovers`'s, its age test instead of a
+    process id. Source: flock(2), a lock released when its holder dies."""
     pattern = re.compile(names or rf"\.{re.escape(path.name)}\.[0-9a-f]{{16}}\.tmp")
     when = time.time() if now is None else now
-    removed: list[Path] = []
-    try:
-        entries = os.listdir(path.parent)
-    except OSError:
-        return removed
-    for name in entries:
-        if not pattern.fullmatch(name):
-            continue
-        leftover = path.parent / name
-        try:
-            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:  # gone meanwhile, a symbolic link, not ours to read
-            continue
-        try:
-            st = os.fstat(fd)
-            if (
-                not stat.S_ISREG(st.st_mode)
-                or st.st_uid != os.geteuid()
-                or when - st.st_mtime < KEY_LEFTOVER_AGE_S
-            ):
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # a live writer holds it
-                continue
-            if not os.path.samestat(st, os.lstat(leftover)):
-                continue  # replaced meanwhile: not the file checked
-            os.unlink(leftover)
-            removed.append(leftover)
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-    return removed
+    return remove_leftovers(
+        path.parent, pattern, lambda _, st: when - st.st_mtime >= KEY_LEFTOVER_AGE_S
+    )
 
 
 def load_log_signer(path: Path, origin: str, what: str = "log key") -> LogSigner:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from provenance.cli.atomicfile import write_atomically
+from provenance.cli.atomicfile import remove_leftovers, temp_names_of, write_atomically
 from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import open_regular
 from provenance.cli.urls import PREFIX, REDIRECT, url_problem, url_refusal, url_scheme
@@ -87,12 +87,19 @@ class ExportResult:
     signed: bool = True
 
 
-def _write(path: Path, data: bytes, sync: bool = False) -> None:
+def _write(path: Path, data: bytes, sync: bool = False, cleaned: set[Path] | None = None) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename
     (`write_atomically`; with ``sync``, the file is fsynced before the rename and the
-    folder after it), making its folder first. Raises OSError naming ``path``."""
+    folder after it), making its folder first. With ``cleaned`` (folders under tile/,
+    which only an export writes), a folder not in it is added to it, first removing the
+    temporary files of any name an export killed mid-write left there
+    (`remove_leftovers`: of a process no longer running). Raises OSError naming
+    ``path``."""
     with naming(path):
         path.parent.mkdir(parents=True, exist_ok=True)
+    if cleaned is not None and path.parent not in cleaned:
+        remove_leftovers(path.parent)
+        cleaned.add(path.parent)
     write_atomically(path, data, sync=sync)
 
 
@@ -214,7 +221,9 @@ def export_tiles(
     for an entry too large for a bundle (naming its index; no bundle holding it and no
     checkpoint are written), OSError when a file cannot be written, and the store's
     errors. Raises LogIntegrityError, nothing written, when the store's newest
-    checkpoint row is damaged (`_check_published`).
+    checkpoint row is damaged (`_check_published`). Removes the temporary files an
+    export killed mid-write left in the folders it writes (`_write`), and beside the
+    checkpoint those of the checkpoint.
     """
     latest = store.latest_checkpoint()
     if latest is None:
@@ -242,6 +251,10 @@ def export_tiles(
     all_tiles = tiles.tiles_for_size(size)
     level0 = sum(1 for t in all_tiles if t.level == 0)
     written = bundles = done = 0
+    # what an export killed mid-write left: in each folder under tile/ it writes, any
+    # temporary file; beside the checkpoint, the checkpoint's own
+    cleaned: set[Path] = set()
+    remove_leftovers(directory, temp_names_of(directory / tiles.CHECKPOINT_PATH))
     for tile in all_tiles:
         path = directory / tile.path
         data = b""
@@ -251,7 +264,7 @@ def export_tiles(
         flushed = before is not None and _leaves_end(tile) <= before
         if not (flushed and path.exists()):
             data = tiles.tile_hashes(tile, _node_rows(store))
-            _write(path, data)
+            _write(path, data, cleaned=cleaned)
             written += 1
             if not tile.partial:
                 _drop_partials(path)
@@ -270,7 +283,7 @@ def export_tiles(
                     f"the store's entries {first}..{first + tile.width - 1} do not hash to its"
                     " Merkle leaves: rows were edited behind the log's back; not exporting"
                 )
-            _write(bundle_path, tiles.encode_bundle(entries, first))
+            _write(bundle_path, tiles.encode_bundle(entries, first), cleaned=cleaned)
             bundles += 1
             if not tile.partial:
                 _drop_partials(bundle_path)

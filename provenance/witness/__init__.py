@@ -73,7 +73,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from provenance.cli.atomicfile import write_atomically
+from provenance.cli.atomicfile import remove_leftovers, write_atomically
 from provenance.cli.files import open_regular
 from provenance.core import merkle
 from provenance.core.buckets import Every
@@ -557,13 +557,18 @@ class Witness:
         one witness share a folder (one view); a witness of another key or name would take
         that witness's state for its own (answer 409 with sizes it never checked, cosign
         on from there). The file is written durably (`write_atomically`: the folder is
-        fsynced after the rename). Raises ConfigError naming the folder's witness then, or
+        fsynced after the rename). First, holding the folder's lock, removes the
+        temporary files of `write_atomically` (this file's and the state files') that a
+        witness killed mid-write left there (`remove_leftovers`: of a process no longer
+        running; each logged). Raises ConfigError naming the folder's witness then, or
         when the folder's lock stays held for ``lock_wait_s``, the file cannot be read or
         written, or it is empty or holds no verifier key (saying so, and what to do)."""
         owner = self.state_dir / OWNER_FILE
         mine = self.vkey()
         try:
             with _locked(self._lock, self._folder_lock, self.lock_wait_s):
+                for leftover in remove_leftovers(self.state_dir):
+                    log.warning("removed %s, a temporary file a killed witness left", leftover)
                 try:
                     raw = owner.read_bytes()
                 except FileNotFoundError:  # durably: the folder fsynced after the rename

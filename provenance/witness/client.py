@@ -310,7 +310,7 @@ def _get(url: str, path: str, cutoff: Cutoff, timeout_s: float) -> tuple[int, st
     WitnessError."""
     conn, where = _connection(url, timeout_s), _where(url)
     try:
-        _connect(conn, where, timeout_s)
+        _connect(conn, where, timeout_s, cutoff)
         if conn.sock is not None:
             cutoff.watch(conn.sock)
         conn.request("GET", path)
@@ -361,11 +361,17 @@ def _connection(url: str, timeout_s: float) -> http.client.HTTPConnection:
     return conn
 
 
-def _connect(conn: http.client.HTTPConnection, where: str, timeout_s: float) -> None:
-    """Connect ``conn`` (`_connection`) to the witness at ``where``. Raises WitnessError
+def _connect(
+    conn: http.client.HTTPConnection, where: str, timeout_s: float, cutoff: Cutoff
+) -> None:
+    """Connect ``conn`` (`_connection`) to the witness at ``where``, each socket watched
+    by ``cutoff`` from before its connect (`Cutoff.create_connection`): a stop
+    (`Cosigner.close`) ends a connect still in progress at once. Raises WitnessError
     saying plainly why it is not reachable (refused, no such host, no route, no answer
     within ``timeout_s``), the connection closed; ssl.SSLError as it is (it answered: TLS
     failed)."""
+    # http.client's hook for making the socket, which typeshed does not list
+    conn._create_connection = cutoff.create_connection  # type: ignore[attr-defined]
     try:
         conn.connect()
     except OSError as e:
@@ -509,8 +515,10 @@ class Cosigner:
     def close(self) -> None:
         """Stop the rounds: the requests in flight are cut at once (before, each was
         waited for, up to its timeout: a witness that never answers held a stop of `prov
-        serve` for all of ``--witness-timeout``); one still connecting ends within its
-        timeout. A cut exchange records no problem of its witness (`_Stopped`)."""
+        serve` for all of ``--witness-timeout``), those still connecting too (`_connect`:
+        a witness whose TCP handshake never completes holds no stop); only a name lookup
+        under way is waited for. A cut exchange records no problem of its witness
+        (`_Stopped`)."""
         with self._lock:
             self._stop = True
             self._lock.notify_all()
@@ -765,7 +773,7 @@ class Cosigner:
                 peer.conn = _connection(peer.spec.url, self._timeout_s)
             try:
                 if peer.conn.sock is None:
-                    _connect(peer.conn, where, self._timeout_s)  # closed: the next round again
+                    _connect(peer.conn, where, self._timeout_s, cutoff)  # closed: next round again
                 cutoff.watch(peer.conn.sock)
                 peer.conn.request(
                     "POST",
