@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import stat
 import struct
 import sys
@@ -943,3 +944,35 @@ def test_a_tar_member_of_an_unknown_type_is_read_through_checking_the_ratio(
     assert [i.ref for i in items] == [f"{path}!u", str(path)], items
     assert _error(items[0]) == "a member of an unknown type ('Z'): not scanned"
     assert "decompression ratio over 100:1" in _error(items[1])
+
+
+def _tar_of(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar (no compression) of regular files (name, data), written by `tarfile`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+_RATIO_STOP = re.compile(
+    r"decompression ratio over 100:1 \(\d{1,3}(,\d{3})* bytes out of \d{1,3}(,\d{3})*"
+    r" compressed\): a compression bomb\? the rest of the archive was not scanned"
+)
+
+
+def test_the_ratio_limit_is_worded_alike_for_a_tar_stream_and_a_zip(tmp_path: Path) -> None:
+    """A compressed tar stopped by its stream's ratio and a zip stopped by the bytes its
+    entries produced say so in the same words and number format, thousands separated."""
+    tar = tmp_path / "bomb.tar.gz"
+    tar.write_bytes(gzip.compress(_tar_of([("zeros.bin", bytes(4 << 20))])))
+    zipped = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        for k in range(4):
+            z.writestr(f"z{k}.bin", bytes(1 << 20))
+    lim = ScanLimits(ratio_min_bytes=1 << 20)
+    for path in (tar, zipped):
+        said = _error(list(iter_items([str(path)], lim))[-1])
+        assert _RATIO_STOP.fullmatch(said), said

@@ -700,12 +700,7 @@ class Walker:
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
         def check_ratio() -> None:
-            unpacked = tf.fileobj.tell()
-            if unpacked > lim.ratio_min_bytes and unpacked > lim.max_ratio * max(raw.count, 1):
-                raise _ArchiveStop(
-                    f"decompression ratio over {lim.max_ratio:g}:1 ({unpacked} bytes from"
-                    f" {raw.count}): a compression bomb? the rest of the archive was not scanned"
-                )
+            _check_ratio(lim, tf.fileobj.tell(), raw.count)
 
         def next_member() -> tarfile.TarInfo | None:
             # the data tarfile would seek past unread (a member of an unknown type, which
@@ -940,7 +935,8 @@ def _zip_entry_problem(info: zipfile.ZipInfo, name: str, lim: ScanLimits) -> str
         ratio = info.file_size / max(info.compress_size, 1)
         return (
             f"compression ratio {ratio:.0f}:1 is over the {lim.max_ratio:g}:1 limit"
-            f" ({info.file_size} bytes from {info.compress_size}): a compression bomb?"
+            f" ({info.file_size:,} bytes out of {info.compress_size:,} compressed): a"
+            " compression bomb?"
         )
     return None
 
@@ -958,7 +954,7 @@ def _tar_member_problem(info: tarfile.TarInfo, lim: ScanLimits) -> str | None:
         stored = sum(n for _, n in cast("list[tuple[int, int]]", info.sparse))
         if info.size > lim.ratio_min_bytes and info.size > lim.max_ratio * max(stored, 1):
             return (
-                f"sparse member of {info.size} bytes holding {stored} bytes of data: over the"
+                f"sparse member of {info.size:,} bytes holding {stored:,} bytes of data: over the"
                 f" {lim.max_ratio:g}:1 limit (a sparse-file bomb?)"
             )
     return entry_name_problem(info.name)
@@ -1223,12 +1219,20 @@ class _Meter:
                 f"more than {lim.max_total_bytes:,} bytes came out of decompressing it: the"
                 " rest of the archive was not scanned (a compression bomb?)"
             )
-        packed = max(self.compressed(), 1)
-        if self.produced > lim.ratio_min_bytes and self.produced > lim.max_ratio * packed:
-            raise _ArchiveStop(
-                f"decompression ratio over {lim.max_ratio:g}:1 ({self.produced:,} bytes out of"
-                f" {packed:,}): a compression bomb? the rest of the archive was not scanned"
-            )
+        _check_ratio(lim, self.produced, self.compressed())
+
+
+def _check_ratio(lim: ScanLimits, produced: int, compressed: int) -> None:
+    """Stops an archive (_ArchiveStop) once the bytes counted out of it (``produced``)
+    pass ``ratio_min_bytes`` and ``max_ratio`` times its ``compressed`` bytes; the one
+    wording of a decompression ratio over the limit, numbers with thousands separators."""
+    packed = max(compressed, 1)
+    if produced > lim.ratio_min_bytes and produced > lim.max_ratio * packed:
+        raise _ArchiveStop(
+            f"decompression ratio over {lim.max_ratio:g}:1 ({produced:,} bytes out of"
+            f" {packed:,} compressed): a compression bomb? the rest of the archive was not"
+            " scanned"
+        )
 
 
 class _Metered:
