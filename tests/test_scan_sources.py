@@ -6,6 +6,7 @@ import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import os
 import re
 import stat
@@ -15,7 +16,7 @@ import tarfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -955,6 +956,77 @@ def _tar_of(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT) -> 
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+_COMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    "gz": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+}
+
+
+@pytest.mark.parametrize("names", ["notes/n{k:05d}.txt", "notes/café/ñ{k:05d}.txt"])
+@pytest.mark.parametrize("compress", ["gz", "bz2", "xz"])
+def test_a_compressed_tar_of_many_tiny_files_is_no_bomb(
+    tmp_path: Path, compress: str, names: str
+) -> None:
+    """An honest archive of many small files, as Python's `tarfile` writes it: each
+    member is a 512-byte header and a few bytes padded to 512 (names that are not ASCII
+    add a pax header: 2 KiB a member), mostly zeros, so the stream decompresses to
+    130-530 times the file. Counted as data, those headers and padding would stop a
+    .tar.gz of 10^5 notes after 16,384 members as "a compression bomb?"; the ratio counts
+    members' data and, apart, headers past 4 KiB a member. 3,000 members here, the ratio
+    checked from 1 MiB (16 MiB by default)."""
+    n = 3_000
+    members = [(names.format(k=k), b"note %d\n" % k) for k in range(n)]
+    raw = _tar_of(members)
+    path = tmp_path / f"notes.tar.{compress}"
+    path.write_bytes(_COMPRESS[compress](raw))
+    assert len(raw) > 100 * path.stat().st_size  # what the limit looked at before
+    items = list(iter_items([str(path)], ScanLimits(ratio_min_bytes=1 << 20)))
+    assert [i.ref for i in items] == [f"{path}!{name}" for name, _ in members], items[-1]
+    assert [_data(i) for i in items] == [data for _, data in members]
+
+
+def test_tar_headers_past_their_allowance_count_toward_the_ratio(tmp_path: Path) -> None:
+    """Headers are free of the ratio up to 4 KiB a member, not beyond: folders whose pax
+    headers hold 12 KiB each (a comment record, compressing to nothing) are stopped by
+    the ratio though no member holds a byte of data; with the allowance raised past
+    them they are read to the end (no row: folders)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for k in range(400):
+            info = tarfile.TarInfo(f"d{k:04d}")
+            info.type = tarfile.DIRTYPE
+            info.pax_headers = {"comment": "x" * (12 << 10)}
+            t.addfile(info)
+    path = tmp_path / "headers.tar.gz"
+    path.write_bytes(gzip.compress(buf.getvalue()))
+    (item,) = iter_items([str(path)], ScanLimits(ratio_min_bytes=1 << 20))
+    assert item.ref == str(path)
+    assert "decompression ratio over 100:1" in _error(item)
+    lim = ScanLimits(ratio_min_bytes=1 << 20, tar_header_allowance=16 << 10)
+    assert list(iter_items([str(path)], lim)) == []
+
+
+def test_a_bomb_of_big_tar_headers_is_stopped_early_in_little_memory(tmp_path: Path) -> None:
+    """A .tar.bz2 of 47 KB whose 2,000 members each carry 960 KiB of pax headers (just
+    under `MAX_TAR_HEADER_BYTES`): 1.9 GB of headers, counted past the allowance, so the
+    ratio stops it once past 16 MiB, having read about 18 members. The file is 200 bzip2
+    streams of 10 members each, one after another (`bz2.BZ2File` reads them as one).
+    Measured in a child process (`_walk_peak`)."""
+    info = tarfile.TarInfo("h")
+    info.type = tarfile.DIRTYPE
+    info.pax_headers = {"comment": "x" * (960 << 10)}
+    ten = bz2.compress(info.tobuf(format=tarfile.PAX_FORMAT) * 10)
+    path = tmp_path / "headers.tar.bz2"
+    path.write_bytes(ten * 200 + bz2.compress(bytes(1024)))
+    assert path.stat().st_size < 64 << 10
+    count, peak = _walk_peak(path)
+    assert count == 1
+    assert peak < 8 << 20, f"{peak:,} bytes traced"
+    (item,) = iter_items([str(path)], ScanLimits())
+    assert "decompression ratio over 100:1" in _error(item), item
 
 
 _RATIO_STOP = re.compile(

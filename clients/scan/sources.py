@@ -8,14 +8,16 @@ symbolic and hard links, devices, encrypted zip entries. Compression bombs are b
 (the measures of CWE-409 and of the "zip bomb" literature, e.g. D. Fifield, "A better zip
 bomb", WOOT 2019): a per-archive cap on members and on uncompressed bytes, a cap on the
 ratio of uncompressed to compressed bytes (per zip entry from its directory record, over
-the whole stream for a compressed tar, checked while reading so a lying header does not
-help), and a cap on how deeply archives nest. Those caps count the bytes members actually
-produce, not the sizes their headers declare: a zip whose entries share or overlap their
-compressed data (Fifield's overlapping-file bomb) has the overlapping entries refused
-from the directory alone, and the bytes read out of one archive are bounded in total and
-in ratio to the archive's size, so neither overlaps nor a tar's sparse members (a 2 KB
-header describing a 20 GiB file of holes; refused by their real size against the data
-they hold) make the scanner read more than the limits allow.
+the whole stream for a compressed tar, its headers and padding past an allowance a
+member counted with its members' data (`_TarCount`), checked while reading so a lying
+header does not help), and a cap on how deeply archives nest. Those caps count the
+bytes members actually produce, not the sizes their headers declare: a zip whose entries
+share or overlap their compressed data (Fifield's overlapping-file bomb) has the
+overlapping entries refused from the directory alone, and the bytes read out of one
+archive are bounded in total and in ratio to the archive's size, so neither overlaps
+nor a tar's sparse members (a 2 KB header describing a 20 GiB file of holes; refused by
+their real size against the data they hold) make the scanner read more than the limits
+allow.
 
 Every item has a ``ref``: a folder file's path as given, an archive entry's archive ref
 and name joined by ``!`` (``photos.zip!day1/a.jpg``, ``outer.zip!inner.tar.gz!x.jpg``); a
@@ -90,7 +92,10 @@ class ScanLimits:
     by SHA-256 only instead of decoded whatever memory it takes); max_entries:
     members of one archive; max_total_bytes: uncompressed bytes of one archive;
     max_ratio: uncompressed / compressed bytes, checked once ratio_min_bytes were
-    decompressed (small archives of text compress well and are harmless); max_depth:
+    decompressed (small archives of text compress well and are harmless);
+    tar_header_allowance: bytes of a tar's headers and padding a member may take free of
+    the ratio, pooled over the archive's members (its 512-byte header, pax and GNU
+    extension headers, the zeros padding its data to 512 bytes: `_TarCount`); max_depth:
     archive levels opened (1: archives given or found in folders; 2: one archive inside
     those); max_nested_bytes: largest nested archive, held in memory to be opened.
     """
@@ -102,6 +107,7 @@ class ScanLimits:
     max_total_bytes: int = 1 << 40
     max_ratio: float = 100.0
     ratio_min_bytes: int = 16 << 20
+    tar_header_allowance: int = 4096
     max_depth: int = 2
     max_nested_bytes: int = 256 << 20
 
@@ -699,8 +705,10 @@ class Walker:
                 ) from e
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
+        count = _TarCount(lim.tar_header_allowance)
+
         def check_ratio() -> None:
-            _check_ratio(lim, tf.fileobj.tell(), raw.count)
+            _check_ratio(lim, count.counted(tf.fileobj.tell()), raw.count)
 
         def next_member() -> tarfile.TarInfo | None:
             # the data tarfile would seek past unread (a member of an unknown type, which
@@ -725,6 +733,7 @@ class Walker:
                     # (TarFile.members), up to max_entries (a million: maxrss 662 MiB, now 162)
                     tf.members.clear()
                     n += 1
+                    count.member(info, tf.offset)
                     if n > lim.max_entries:
                         raise _ArchiveStop(_too_many(lim.max_entries))
                     check_ratio()
@@ -1233,6 +1242,42 @@ def _check_ratio(lim: ScanLimits, produced: int, compressed: int) -> None:
             f" {packed:,} compressed): a compression bomb? the rest of the archive was not"
             " scanned"
         )
+
+
+class _TarCount:
+    """The bytes of a tar stream its ratio limit counts: members' data (read, skipped or
+    refused alike), and the stream's other bytes (each member's 512-byte header, the pax
+    and GNU extension headers and sparse maps before its data, the zeros padding its data
+    to 512 bytes) past ``allowance`` bytes a member, pooled over the members read so far.
+
+    A tar's headers are mostly zeros and compress well: 10^5 members of a few bytes each,
+    written by `tarfile` (1,017 bytes of header and padding a member), make a 0.9 MB
+    .tar.gz that decompresses to 144 times its size, a .tar.bz2 or .tar.xz to 400-500
+    times, nearly all of it headers and padding. Counted as data, they would stop such an
+    honest archive of small files as a bomb (after 16,384 members); counted apart, with
+    an allowance of 4 KiB a member (`ScanLimits.tar_header_allowance`), they do not,
+    while headers past that (a member whose pax headers run to 1 MiB,
+    `MAX_TAR_HEADER_BYTES`) count as data. Headers left uncounted are at most the
+    allowance times ``max_entries`` members (4 GiB)."""
+
+    def __init__(self, allowance: int) -> None:
+        self.allowance = allowance
+        self.members = 0
+        self.overhead = 0  # bytes of headers and padding so far
+        self._end = 0  # where the last member's data blocks end in the stream
+
+    def member(self, info: tarfile.TarInfo, next_header: int) -> None:
+        """Counts a member just read: ``info`` as `tarfile` gave it, ``next_header`` the
+        stream position of the header after it (``TarFile.offset``)."""
+        blocks = max(next_header - info.offset_data, 0)  # its data and padding
+        data = min(max(info.size, 0), blocks)
+        self.overhead += max(info.offset_data - self._end, 0) + blocks - data
+        self._end = next_header
+        self.members += 1
+
+    def counted(self, position: int) -> int:
+        """Bytes counted of the first ``position`` bytes of the stream."""
+        return position - min(self.overhead, self.allowance * self.members)
 
 
 class _Metered:
