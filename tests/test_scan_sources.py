@@ -240,9 +240,11 @@ def test_corrupt_archives_are_one_row_each(tmp_path: Path) -> None:
     fake.write_bytes(b"PK\x03\x04" + os.urandom(200))
     items = list(iter_items([str(cut), str(fake)], ScanLimits()))
     refused = [i for i in items if isinstance(i, RefusedItem)]
-    assert [i.ref for i in refused] == [str(cut), str(fake)]
-    assert "truncated or corrupt tar archive" in refused[0].error
-    assert "not a readable zip archive" in refused[1].error
+    # the member the cut falls in has a row of its own, before the archive's
+    assert [i.ref for i in refused] == [f"{cut}!p1.png", str(cut), str(fake)]
+    assert refused[0].error.startswith("truncated: the archive ends ")
+    assert "truncated or corrupt tar archive after 2 members" in refused[1].error
+    assert "not a readable zip archive" in refused[2].error
     assert all(isinstance(i, EntryItem) and i.data == PNG for i in items if i not in refused)
 
 
@@ -1048,3 +1050,45 @@ def test_the_ratio_limit_is_worded_alike_for_a_tar_stream_and_a_zip(tmp_path: Pa
     for path in (tar, zipped):
         said = _error(list(iter_items([str(path)], lim))[-1])
         assert _RATIO_STOP.fullmatch(said), said
+
+
+@pytest.mark.parametrize("compress", ["", "gz"])
+def test_a_tar_cut_inside_a_member_gives_that_member_a_row(tmp_path: Path, compress: str) -> None:
+    """A tar cut 3,000 bytes into its third member's data: the first two are scanned, the
+    third gets a row saying it was cut short, so each of the "3 members" the archive's
+    row counts has a row, and the archive's row says where reading stopped."""
+    raw = _tar_of([(f"p{k}.png", PNG) for k in range(3)], tarfile.USTAR_FORMAT)
+    third = 2 * (512 + -(-len(PNG) // 512) * 512) + 512  # the third member's data
+    path = tmp_path / ("cut.tar" + (f".{compress}" if compress else ""))
+    cut = raw[: third + 3000]
+    path.write_bytes(gzip.compress(cut) if compress else cut)
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [
+        f"{path}!p0.png",
+        f"{path}!p1.png",
+        f"{path}!p2.png",
+        str(path),
+    ]
+    assert _data(items[0]) == _data(items[1]) == PNG
+    assert _error(items[2]) == (
+        f"truncated: the archive ends 3,000 bytes into this member's {len(PNG):,} bytes;"
+        " not scanned"
+    )
+    assert items[2].size == len(PNG)
+    assert _error(items[3]).startswith("truncated or corrupt tar archive after 3 members:")
+
+
+def test_a_compressed_tar_cut_inside_a_large_member_gives_it_a_row(tmp_path: Path) -> None:
+    """A .tar.bz2 cut halfway, inside a 3 MiB member that is hashed as it streams: that
+    member's row says how far its data went before the compressed stream ended."""
+    big = os.urandom(3 << 20)
+    data = bz2.compress(_tar_of([("a.txt", b"a"), ("big.bin", big)]))
+    path = tmp_path / "cut.tar.bz2"
+    path.write_bytes(data[: len(data) // 2])
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{path}!a.txt", f"{path}!big.bin", str(path)]
+    said = _error(items[1])
+    assert said.startswith("truncated: the archive ends ") and said.endswith(
+        f" bytes into this member's {len(big):,} bytes; not scanned"
+    ), said
+    assert "after 2 members: Compressed file ended" in _error(items[2])

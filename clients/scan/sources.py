@@ -27,7 +27,8 @@ and each byte that is not UTF-8 are escaped (`escape_name`), so refs are unique:
 readable, too many members, too many bytes, truncated) is one item whose ref is the
 archive's own. Any other failure of a reader on hostile bytes (the standard library's
 zip, tar and gzip code raises many kinds) is the same: one row for the archive, never
-an aborted scan.
+an aborted scan. A tar member the archive ends or breaks in, inside its data, has an item
+of its own too (`_cut_member`), before the archive's.
 
 Sidecars beside folder files are taken only when they are regular files (a FIFO or a
 symbolic link to ``/dev/zero`` named ``x.jpg.prov`` is reported on its own row and never
@@ -726,6 +727,7 @@ class Walker:
         total = 0
         n = 0
         meter = _Meter(lim, lambda: raw.count)
+        reading: tuple[str, int, int] | None = None  # (ref, size, data start): no row yet
         with tf:
             try:
                 while (info := next_member()) is not None:
@@ -775,9 +777,16 @@ class Walker:
                         if member is not None and info.sparse is None:
                             _drain(member, check_ratio)  # holes are never expanded
                         continue
+                    reading = (eref, info.size, info.offset_data)
                     yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
+                    reading = None  # its row is given (or it was skipped)
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
             except _TAR_ERRORS as e:
+                if reading is not None:  # the member whose data the stream broke in
+                    eref, size, start = reading
+                    yield RefusedItem(
+                        eref, _cut_member(e, tf.fileobj.tell() - start, size), size, outer
+                    )
                 raise _ArchiveStop(
                     f"truncated or corrupt tar archive after {n} member{'' if n == 1 else 's'}: {e}"
                 ) from e
@@ -844,6 +853,18 @@ class Walker:
             sha.update(block)
             check()
         yield HashedItem(ref, sha.size, sha.digest(), media_type, outer)
+
+
+def _cut_member(e: Exception, got: int, size: int) -> str:
+    """Why a tar member whose data the archive ends (``e``: EOFError, or tarfile's
+    "unexpected end of data") or breaks in, after ``got`` of its ``size`` bytes, was not
+    scanned."""
+    cut = isinstance(e, EOFError) or str(e) == "unexpected end of data"
+    how = "ends" if cut else "is corrupt"
+    return (
+        f"{'truncated' if cut else 'corrupt'}: the archive {how} {got:,} bytes into this"
+        f" member's {size:,} bytes; not scanned"
+    )
 
 
 def _too_many(n: int) -> str:
