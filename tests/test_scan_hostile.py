@@ -328,7 +328,7 @@ def test_scan_sparse_tar_member_is_bounded(tmp_path: Path) -> None:
         assert t.getmembers()[0].size == 20 << 30
     items = list(iter_items([str(tar)], ScanLimits()))
     assert len(items) == 1 and isinstance(items[0], RefusedItem), items
-    assert "sparse member of 21474836480 bytes holding 512 bytes" in items[0].error
+    assert "sparse member of 21,474,836,480 bytes holding 512 bytes" in items[0].error
 
 
 def _overlapping_zip(path: Path, entries: int, kernel: bytes) -> None:

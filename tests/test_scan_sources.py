@@ -6,7 +6,9 @@ import bz2
 import gzip
 import hashlib
 import io
+import lzma
 import os
+import re
 import stat
 import struct
 import sys
@@ -14,7 +16,7 @@ import tarfile
 import uuid
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -238,9 +240,11 @@ def test_corrupt_archives_are_one_row_each(tmp_path: Path) -> None:
     fake.write_bytes(b"PK\x03\x04" + os.urandom(200))
     items = list(iter_items([str(cut), str(fake)], ScanLimits()))
     refused = [i for i in items if isinstance(i, RefusedItem)]
-    assert [i.ref for i in refused] == [str(cut), str(fake)]
-    assert "truncated or corrupt tar archive" in refused[0].error
-    assert "not a readable zip archive" in refused[1].error
+    # the member the cut falls in has a row of its own, before the archive's
+    assert [i.ref for i in refused] == [f"{cut}!p1.png", str(cut), str(fake)]
+    assert refused[0].error.startswith("truncated: the archive ends ")
+    assert "truncated or corrupt tar archive after 2 members" in refused[1].error
+    assert "not a readable zip archive" in refused[2].error
     assert all(isinstance(i, EntryItem) and i.data == PNG for i in items if i not in refused)
 
 
@@ -943,3 +947,148 @@ def test_a_tar_member_of_an_unknown_type_is_read_through_checking_the_ratio(
     assert [i.ref for i in items] == [f"{path}!u", str(path)], items
     assert _error(items[0]) == "a member of an unknown type ('Z'): not scanned"
     assert "decompression ratio over 100:1" in _error(items[1])
+
+
+def _tar_of(members: list[tuple[str, bytes]], fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """A tar (no compression) of regular files (name, data), written by `tarfile`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+_COMPRESS: dict[str, Callable[[bytes], bytes]] = {
+    "gz": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+}
+
+
+@pytest.mark.parametrize("names", ["notes/n{k:05d}.txt", "notes/café/ñ{k:05d}.txt"])
+@pytest.mark.parametrize("compress", ["gz", "bz2", "xz"])
+def test_a_compressed_tar_of_many_tiny_files_is_no_bomb(
+    tmp_path: Path, compress: str, names: str
+) -> None:
+    """An honest archive of many small files, as Python's `tarfile` writes it: each
+    member is a 512-byte header and a few bytes padded to 512 (names that are not ASCII
+    add a pax header: 2 KiB a member), mostly zeros, so the stream decompresses to
+    130-530 times the file. Counted as data, those headers and padding would stop a
+    .tar.gz of 10^5 notes after 16,384 members as "a compression bomb?"; the ratio counts
+    members' data and, apart, headers past 4 KiB a member. 3,000 members here, the ratio
+    checked from 1 MiB (16 MiB by default)."""
+    n = 3_000
+    members = [(names.format(k=k), b"note %d\n" % k) for k in range(n)]
+    raw = _tar_of(members)
+    path = tmp_path / f"notes.tar.{compress}"
+    path.write_bytes(_COMPRESS[compress](raw))
+    assert len(raw) > 100 * path.stat().st_size  # what the limit looked at before
+    items = list(iter_items([str(path)], ScanLimits(ratio_min_bytes=1 << 20)))
+    assert [i.ref for i in items] == [f"{path}!{name}" for name, _ in members], items[-1]
+    assert [_data(i) for i in items] == [data for _, data in members]
+
+
+def test_tar_headers_past_their_allowance_count_toward_the_ratio(tmp_path: Path) -> None:
+    """Headers are free of the ratio up to 4 KiB a member, not beyond: folders whose pax
+    headers hold 12 KiB each (a comment record, compressing to nothing) are stopped by
+    the ratio though no member holds a byte of data; with the allowance raised past
+    them they are read to the end (no row: folders)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for k in range(400):
+            info = tarfile.TarInfo(f"d{k:04d}")
+            info.type = tarfile.DIRTYPE
+            info.pax_headers = {"comment": "x" * (12 << 10)}
+            t.addfile(info)
+    path = tmp_path / "headers.tar.gz"
+    path.write_bytes(gzip.compress(buf.getvalue()))
+    (item,) = iter_items([str(path)], ScanLimits(ratio_min_bytes=1 << 20))
+    assert item.ref == str(path)
+    assert "decompression ratio over 100:1" in _error(item)
+    lim = ScanLimits(ratio_min_bytes=1 << 20, tar_header_allowance=16 << 10)
+    assert list(iter_items([str(path)], lim)) == []
+
+
+def test_a_bomb_of_big_tar_headers_is_stopped_early_in_little_memory(tmp_path: Path) -> None:
+    """A .tar.bz2 of 47 KB whose 2,000 members each carry 960 KiB of pax headers (just
+    under `MAX_TAR_HEADER_BYTES`): 1.9 GB of headers, counted past the allowance, so the
+    ratio stops it once past 16 MiB, having read about 18 members. The file is 200 bzip2
+    streams of 10 members each, one after another (`bz2.BZ2File` reads them as one).
+    Measured in a child process (`_walk_peak`)."""
+    info = tarfile.TarInfo("h")
+    info.type = tarfile.DIRTYPE
+    info.pax_headers = {"comment": "x" * (960 << 10)}
+    ten = bz2.compress(info.tobuf(format=tarfile.PAX_FORMAT) * 10)
+    path = tmp_path / "headers.tar.bz2"
+    path.write_bytes(ten * 200 + bz2.compress(bytes(1024)))
+    assert path.stat().st_size < 64 << 10
+    count, peak = _walk_peak(path)
+    assert count == 1
+    assert peak < 8 << 20, f"{peak:,} bytes traced"
+    (item,) = iter_items([str(path)], ScanLimits())
+    assert "decompression ratio over 100:1" in _error(item), item
+
+
+_RATIO_STOP = re.compile(
+    r"decompression ratio over 100:1 \(\d{1,3}(,\d{3})* bytes out of \d{1,3}(,\d{3})*"
+    r" compressed\): a compression bomb\? the rest of the archive was not scanned"
+)
+
+
+def test_the_ratio_limit_is_worded_alike_for_a_tar_stream_and_a_zip(tmp_path: Path) -> None:
+    """A compressed tar stopped by its stream's ratio and a zip stopped by the bytes its
+    entries produced say so in the same words and number format, thousands separated."""
+    tar = tmp_path / "bomb.tar.gz"
+    tar.write_bytes(gzip.compress(_tar_of([("zeros.bin", bytes(4 << 20))])))
+    zipped = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as z:
+        for k in range(4):
+            z.writestr(f"z{k}.bin", bytes(1 << 20))
+    lim = ScanLimits(ratio_min_bytes=1 << 20)
+    for path in (tar, zipped):
+        said = _error(list(iter_items([str(path)], lim))[-1])
+        assert _RATIO_STOP.fullmatch(said), said
+
+
+@pytest.mark.parametrize("compress", ["", "gz"])
+def test_a_tar_cut_inside_a_member_gives_that_member_a_row(tmp_path: Path, compress: str) -> None:
+    """A tar cut 3,000 bytes into its third member's data: the first two are scanned, the
+    third gets a row saying it was cut short, so each of the "3 members" the archive's
+    row counts has a row, and the archive's row says where reading stopped."""
+    raw = _tar_of([(f"p{k}.png", PNG) for k in range(3)], tarfile.USTAR_FORMAT)
+    third = 2 * (512 + -(-len(PNG) // 512) * 512) + 512  # the third member's data
+    path = tmp_path / ("cut.tar" + (f".{compress}" if compress else ""))
+    cut = raw[: third + 3000]
+    path.write_bytes(gzip.compress(cut) if compress else cut)
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [
+        f"{path}!p0.png",
+        f"{path}!p1.png",
+        f"{path}!p2.png",
+        str(path),
+    ]
+    assert _data(items[0]) == _data(items[1]) == PNG
+    assert _error(items[2]) == (
+        f"truncated: the archive ends 3,000 bytes into this member's {len(PNG):,} bytes;"
+        " not scanned"
+    )
+    assert items[2].size == len(PNG)
+    assert _error(items[3]).startswith("truncated or corrupt tar archive after 3 members:")
+
+
+def test_a_compressed_tar_cut_inside_a_large_member_gives_it_a_row(tmp_path: Path) -> None:
+    """A .tar.bz2 cut halfway, inside a 3 MiB member that is hashed as it streams: that
+    member's row says how far its data went before the compressed stream ended."""
+    big = os.urandom(3 << 20)
+    data = bz2.compress(_tar_of([("a.txt", b"a"), ("big.bin", big)]))
+    path = tmp_path / "cut.tar.bz2"
+    path.write_bytes(data[: len(data) // 2])
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{path}!a.txt", f"{path}!big.bin", str(path)]
+    said = _error(items[1])
+    assert said.startswith("truncated: the archive ends ") and said.endswith(
+        f" bytes into this member's {len(big):,} bytes; not scanned"
+    ), said
+    assert "after 2 members: Compressed file ended" in _error(items[2])

@@ -8,14 +8,16 @@ symbolic and hard links, devices, encrypted zip entries. Compression bombs are b
 (the measures of CWE-409 and of the "zip bomb" literature, e.g. D. Fifield, "A better zip
 bomb", WOOT 2019): a per-archive cap on members and on uncompressed bytes, a cap on the
 ratio of uncompressed to compressed bytes (per zip entry from its directory record, over
-the whole stream for a compressed tar, checked while reading so a lying header does not
-help), and a cap on how deeply archives nest. Those caps count the bytes members actually
-produce, not the sizes their headers declare: a zip whose entries share or overlap their
-compressed data (Fifield's overlapping-file bomb) has the overlapping entries refused
-from the directory alone, and the bytes read out of one archive are bounded in total and
-in ratio to the archive's size, so neither overlaps nor a tar's sparse members (a 2 KB
-header describing a 20 GiB file of holes; refused by their real size against the data
-they hold) make the scanner read more than the limits allow.
+the whole stream for a compressed tar, its headers and padding past an allowance a
+member counted with its members' data (`_TarCount`), checked while reading so a lying
+header does not help), and a cap on how deeply archives nest. Those caps count the
+bytes members actually produce, not the sizes their headers declare: a zip whose entries
+share or overlap their compressed data (Fifield's overlapping-file bomb) has the
+overlapping entries refused from the directory alone, and the bytes read out of one
+archive are bounded in total and in ratio to the archive's size, so neither overlaps
+nor a tar's sparse members (a 2 KB header describing a 20 GiB file of holes; refused by
+their real size against the data they hold) make the scanner read more than the limits
+allow.
 
 Every item has a ``ref``: a folder file's path as given, an archive entry's archive ref
 and name joined by ``!`` (``photos.zip!day1/a.jpg``, ``outer.zip!inner.tar.gz!x.jpg``); a
@@ -25,7 +27,8 @@ and each byte that is not UTF-8 are escaped (`escape_name`), so refs are unique:
 readable, too many members, too many bytes, truncated) is one item whose ref is the
 archive's own. Any other failure of a reader on hostile bytes (the standard library's
 zip, tar and gzip code raises many kinds) is the same: one row for the archive, never
-an aborted scan.
+an aborted scan. A tar member the archive ends or breaks in, inside its data, has an item
+of its own too (`_cut_member`), before the archive's.
 
 Sidecars beside folder files are taken only when they are regular files (a FIFO or a
 symbolic link to ``/dev/zero`` named ``x.jpg.prov`` is reported on its own row and never
@@ -90,7 +93,10 @@ class ScanLimits:
     by SHA-256 only instead of decoded whatever memory it takes); max_entries:
     members of one archive; max_total_bytes: uncompressed bytes of one archive;
     max_ratio: uncompressed / compressed bytes, checked once ratio_min_bytes were
-    decompressed (small archives of text compress well and are harmless); max_depth:
+    decompressed (small archives of text compress well and are harmless);
+    tar_header_allowance: bytes of a tar's headers and padding a member may take free of
+    the ratio, pooled over the archive's members (its 512-byte header, pax and GNU
+    extension headers, the zeros padding its data to 512 bytes: `_TarCount`); max_depth:
     archive levels opened (1: archives given or found in folders; 2: one archive inside
     those); max_nested_bytes: largest nested archive, held in memory to be opened.
     """
@@ -102,6 +108,7 @@ class ScanLimits:
     max_total_bytes: int = 1 << 40
     max_ratio: float = 100.0
     ratio_min_bytes: int = 16 << 20
+    tar_header_allowance: int = 4096
     max_depth: int = 2
     max_nested_bytes: int = 256 << 20
 
@@ -699,13 +706,10 @@ class Walker:
                 ) from e
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
+        count = _TarCount(lim.tar_header_allowance)
+
         def check_ratio() -> None:
-            unpacked = tf.fileobj.tell()
-            if unpacked > lim.ratio_min_bytes and unpacked > lim.max_ratio * max(raw.count, 1):
-                raise _ArchiveStop(
-                    f"decompression ratio over {lim.max_ratio:g}:1 ({unpacked} bytes from"
-                    f" {raw.count}): a compression bomb? the rest of the archive was not scanned"
-                )
+            _check_ratio(lim, count.counted(tf.fileobj.tell()), raw.count)
 
         def next_member() -> tarfile.TarInfo | None:
             # the data tarfile would seek past unread (a member of an unknown type, which
@@ -723,6 +727,7 @@ class Walker:
         total = 0
         n = 0
         meter = _Meter(lim, lambda: raw.count)
+        reading: tuple[str, int, int] | None = None  # (ref, size, data start): no row yet
         with tf:
             try:
                 while (info := next_member()) is not None:
@@ -730,6 +735,7 @@ class Walker:
                     # (TarFile.members), up to max_entries (a million: maxrss 662 MiB, now 162)
                     tf.members.clear()
                     n += 1
+                    count.member(info, tf.offset)
                     if n > lim.max_entries:
                         raise _ArchiveStop(_too_many(lim.max_entries))
                     check_ratio()
@@ -771,9 +777,16 @@ class Walker:
                         if member is not None and info.sparse is None:
                             _drain(member, check_ratio)  # holes are never expanded
                         continue
+                    reading = (eref, info.size, info.offset_data)
                     yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
+                    reading = None  # its row is given (or it was skipped)
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
             except _TAR_ERRORS as e:
+                if reading is not None:  # the member whose data the stream broke in
+                    eref, size, start = reading
+                    yield RefusedItem(
+                        eref, _cut_member(e, tf.fileobj.tell() - start, size), size, outer
+                    )
                 raise _ArchiveStop(
                     f"truncated or corrupt tar archive after {n} member{'' if n == 1 else 's'}: {e}"
                 ) from e
@@ -840,6 +853,18 @@ class Walker:
             sha.update(block)
             check()
         yield HashedItem(ref, sha.size, sha.digest(), media_type, outer)
+
+
+def _cut_member(e: Exception, got: int, size: int) -> str:
+    """Why a tar member whose data the archive ends (``e``: EOFError, or tarfile's
+    "unexpected end of data") or breaks in, after ``got`` of its ``size`` bytes, was not
+    scanned."""
+    cut = isinstance(e, EOFError) or str(e) == "unexpected end of data"
+    how = "ends" if cut else "is corrupt"
+    return (
+        f"{'truncated' if cut else 'corrupt'}: the archive {how} {got:,} bytes into this"
+        f" member's {size:,} bytes; not scanned"
+    )
 
 
 def _too_many(n: int) -> str:
@@ -940,7 +965,8 @@ def _zip_entry_problem(info: zipfile.ZipInfo, name: str, lim: ScanLimits) -> str
         ratio = info.file_size / max(info.compress_size, 1)
         return (
             f"compression ratio {ratio:.0f}:1 is over the {lim.max_ratio:g}:1 limit"
-            f" ({info.file_size} bytes from {info.compress_size}): a compression bomb?"
+            f" ({info.file_size:,} bytes out of {info.compress_size:,} compressed): a"
+            " compression bomb?"
         )
     return None
 
@@ -958,7 +984,7 @@ def _tar_member_problem(info: tarfile.TarInfo, lim: ScanLimits) -> str | None:
         stored = sum(n for _, n in cast("list[tuple[int, int]]", info.sparse))
         if info.size > lim.ratio_min_bytes and info.size > lim.max_ratio * max(stored, 1):
             return (
-                f"sparse member of {info.size} bytes holding {stored} bytes of data: over the"
+                f"sparse member of {info.size:,} bytes holding {stored:,} bytes of data: over the"
                 f" {lim.max_ratio:g}:1 limit (a sparse-file bomb?)"
             )
     return entry_name_problem(info.name)
@@ -1223,12 +1249,56 @@ class _Meter:
                 f"more than {lim.max_total_bytes:,} bytes came out of decompressing it: the"
                 " rest of the archive was not scanned (a compression bomb?)"
             )
-        packed = max(self.compressed(), 1)
-        if self.produced > lim.ratio_min_bytes and self.produced > lim.max_ratio * packed:
-            raise _ArchiveStop(
-                f"decompression ratio over {lim.max_ratio:g}:1 ({self.produced:,} bytes out of"
-                f" {packed:,}): a compression bomb? the rest of the archive was not scanned"
-            )
+        _check_ratio(lim, self.produced, self.compressed())
+
+
+def _check_ratio(lim: ScanLimits, produced: int, compressed: int) -> None:
+    """Stops an archive (_ArchiveStop) once the bytes counted out of it (``produced``)
+    pass ``ratio_min_bytes`` and ``max_ratio`` times its ``compressed`` bytes; the one
+    wording of a decompression ratio over the limit, numbers with thousands separators."""
+    packed = max(compressed, 1)
+    if produced > lim.ratio_min_bytes and produced > lim.max_ratio * packed:
+        raise _ArchiveStop(
+            f"decompression ratio over {lim.max_ratio:g}:1 ({produced:,} bytes out of"
+            f" {packed:,} compressed): a compression bomb? the rest of the archive was not"
+            " scanned"
+        )
+
+
+class _TarCount:
+    """The bytes of a tar stream its ratio limit counts: members' data (read, skipped or
+    refused alike), and the stream's other bytes (each member's 512-byte header, the pax
+    and GNU extension headers and sparse maps before its data, the zeros padding its data
+    to 512 bytes) past ``allowance`` bytes a member, pooled over the members read so far.
+
+    A tar's headers are mostly zeros and compress well: 10^5 members of a few bytes each,
+    written by `tarfile` (1,017 bytes of header and padding a member), make a 0.9 MB
+    .tar.gz that decompresses to 144 times its size, a .tar.bz2 or .tar.xz to 400-500
+    times, nearly all of it headers and padding. Counted as data, they would stop such an
+    honest archive of small files as a bomb (after 16,384 members); counted apart, with
+    an allowance of 4 KiB a member (`ScanLimits.tar_header_allowance`), they do not,
+    while headers past that (a member whose pax headers run to 1 MiB,
+    `MAX_TAR_HEADER_BYTES`) count as data. Headers left uncounted are at most the
+    allowance times ``max_entries`` members (4 GiB)."""
+
+    def __init__(self, allowance: int) -> None:
+        self.allowance = allowance
+        self.members = 0
+        self.overhead = 0  # bytes of headers and padding so far
+        self._end = 0  # where the last member's data blocks end in the stream
+
+    def member(self, info: tarfile.TarInfo, next_header: int) -> None:
+        """Counts a member just read: ``info`` as `tarfile` gave it, ``next_header`` the
+        stream position of the header after it (``TarFile.offset``)."""
+        blocks = max(next_header - info.offset_data, 0)  # its data and padding
+        data = min(max(info.size, 0), blocks)
+        self.overhead += max(info.offset_data - self._end, 0) + blocks - data
+        self._end = next_header
+        self.members += 1
+
+    def counted(self, position: int) -> int:
+        """Bytes counted of the first ``position`` bytes of the stream."""
+        return position - min(self.overhead, self.allowance * self.members)
 
 
 class _Metered:
