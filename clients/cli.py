@@ -527,9 +527,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # python -m clients.cli: a late signal ends it as `prov`'s
     from clients.interrupt import ends_with_the_command
-    from clients.launch import guard_the_teardown, run_to_the_end
+    from clients.launch import guard_the_teardown, quiet_grpc_core, run_to_the_end
 
     guard_the_teardown()
+    quiet_grpc_core()
     ends_with_the_command()
     sys.exit(  # SIGINT ignored or handled by the caller: left as it is
         run_to_the_end(

@@ -132,6 +132,17 @@ def guard_the_teardown() -> None:
         atexit.register(_ignore_late_signals)
 
 
+def quiet_grpc_core() -> None:
+    """Set GRPC_VERBOSITY to ERROR unless it is set (``GRPC_VERBOSITY=debug prov ...``
+    still traces), before gRPC is loaded: its C core otherwise writes INFO lines of its
+    own format to stderr, such as ``I1208 01:24:51.234647 3000 chttp2_transport.cc:1403]
+    ipv4:127.0.0.1:50051: Got goaway [2] ...`` into `prov serve --http`'s and `prov
+    web`'s log each time the service closed the page's idle connection. Its errors are
+    still written. Called by `main` and by ``python -m clients.cli``; the variable
+    reaches the processes they start."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def _flush_standard_streams() -> None:
     """Flush stdout and stderr, so that a later `os._exit` loses none of the command's
     output; a stream that cannot be flushed (a closed pipe) is left to Python's exit."""
@@ -147,6 +158,7 @@ def main() -> int:
     """Run ``prov`` with the command line of this process (see the module docstring);
     returns the exit code."""
     guard_the_teardown()
+    quiet_grpc_core()
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         from clients.cli import main as run_as_is
         from clients.interrupt import ends_with_the_command
