@@ -339,7 +339,7 @@ NOT_HTTP2_HINT = (
 #: Said instead when the peer took the connection and sent nothing back (gRPC's "timed
 #: out before receiving SETTINGS frame"): a `prov serve` stopped with Ctrl-Z or hung (its
 #: kernel still completes connections), or a service that waits for its client to speak
-#: first (TLS); "no server answers there. Start one" sent its user to start a second.
+#: first (TLS): "no server answers there. Start one" would send its user to start a second.
 SILENT_HINT = (
     "hint: something there took the connection but sent nothing back: a server stopped"
     " (Ctrl-Z) or hung, or a service that is not gRPC (one waiting for TLS, say). Check"

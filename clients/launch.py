@@ -122,8 +122,8 @@ def guard_the_teardown() -> None:
     modules load and register theirs, so that it runs after them (``atexit`` runs the
     last registered first). Once the exit handlers have run, Python puts back the default
     action of every signal it handles and then frees its modules; a late Ctrl-C or
-    SIGTERM there killed a command that had finished (-2, -15, nothing said) instead of
-    ending it with its own exit code. An ignored signal stays ignored through that
+    SIGTERM there would kill a command that has finished (-2, -15, nothing said) instead
+    of ending it with its own exit code. An ignored signal stays ignored through that
     teardown. Called by `main` and by ``python -m clients.cli``, first; a second call
     changes nothing (the handler registered first stays, and runs last)."""
     global _guarded

@@ -129,9 +129,9 @@ def test_receipt_export_never_replaces_what_is_not_a_regular_file(
 ) -> None:
     """`--output` naming a FIFO, a device, or a symbolic link to one (``--output
     /dev/stdout``: a link to /proc/self/fd/1) is a usage error (exit 2) naming it, left as
-    it is. The proof is written beside its name and renamed over it: that replaced the
-    FIFO, and the link itself with a regular file (as root, /dev/stdout of every process
-    of the machine), saying "wrote /dev/stdout"."""
+    it is. The proof is written beside its name and renamed over it: that would replace
+    the FIFO, and the link itself with a regular file (as root, /dev/stdout of every
+    process of the machine)."""
     photo, _ = sign_sample(enrolled, tmp_path)
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -149,7 +149,7 @@ def test_receipt_export_never_replaces_what_is_not_a_regular_file(
         assert f"Invalid value for --output: {target} is {kind}, not a regular file" in text, text
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert os.readlink(to_fifo) == str(fifo) and os.readlink(to_device) == "/dev/null"
-    # a link to a regular file is replaced by the proof, as before
+    # a link to a regular file is replaced by the proof
     kept = tmp_path / "kept.txt"
     kept.write_text("x")
     to_file = tmp_path / "to-file"

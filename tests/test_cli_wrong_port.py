@@ -147,8 +147,8 @@ def test_a_port_that_takes_the_connection_but_never_answers_is_not_no_server(
     silent_port: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """gRPC says "timed out before receiving SETTINGS frame" when the peer took the
-    connection and sent nothing back; the hint said "no server answers there. Start one
-    with `prov serve`", sending its user to start a second server beside a stopped one."""
+    connection and sent nothing back: "no server answers there. Start one with `prov
+    serve`" would send its user to start a second server beside a stopped one."""
     assert prov_main(["log", "key", "--server", f"127.0.0.1:{silent_port}"]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "before receiving SETTINGS frame" in err, err

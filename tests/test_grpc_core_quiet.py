@@ -1,6 +1,6 @@
-"""gRPC's C core writes to stderr only its errors unless GRPC_VERBOSITY says otherwise:
-`prov serve --http` (and `prov web`) wrote an INFO line of its own format into the
-server's log each time the service closed the page's idle connection
+"""gRPC's C core writes to stderr only its errors unless GRPC_VERBOSITY says otherwise;
+else `prov serve --http` (and `prov web`) writes an INFO line of its own format into
+the server's log each time the service closes the page's idle connection
 (``I1208 01:24:51.234647 3000 chttp2_transport.cc:1403] ipv4:127.0.0.1:18981: Got goaway
 [2] err=UNAVAILABLE:GOAWAY received; ...``), every --connection-idle-seconds. A real
 server on real ports, its page asked once over HTTP, its idle limit 2 s."""

@@ -125,12 +125,12 @@ def test_a_late_signal_while_python_frees_its_modules_keeps_the_commands_exit_co
     its modules (held open: tests/teardown_held.py; 0.1-0.45 s of every command on a busy
     2-core machine), ends the process with the command's own exit code (2: `prov verify`
     of a file that is not there), as one during the exit handlers does. Python has given up
-    its handlers there: the signal's default action killed the finished command (-2,
-    -15)."""
+    its handlers there: by the signal's default action the finished command would die
+    (-2, -15)."""
     proc = cli_process([*lead, "verify", "missing.jpg"], tmp_path, module="tests.teardown_held")
     with owned(proc):
         read_line(proc, "finalizing")
         rc, _, err = stop_by(proc, sig)
-    assert rc == 2, err  # before: -2 or -15
+    assert rc == 2, err  # not -2 or -15
     assert "does not exist" in err, err
     assert "Traceback" not in err, err
