@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import start_server
+from tests.conftest import read_line, start_server
 
 #: A line as gRPC's core (absl logging) writes one: level letter, date, time, thread, file.
 CORE_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+\.cc:\d+\]", re.MULTILINE)
@@ -24,12 +24,7 @@ def test_an_idle_page_connection_closed_by_the_service_logs_nothing(tmp_path: Pa
         tmp_path / "prov.db", "--http", "127.0.0.1:0", "--connection-idle-seconds", "2"
     )
     try:
-        assert srv.out is not None
-        web = ""
-        deadline = time.monotonic() + 60
-        while not web and (line := srv.out.next_line(deadline - time.monotonic())):
-            web = line.split()[-1] if line.startswith("web on ") else ""
-        assert web.startswith("http://"), "no 'web on' line"
+        web = read_line(srv.proc, "web on ")
         try:  # the page asks the service: its gRPC connection opens
             urllib.request.urlopen(f"{web}/api/v1/devices/{'ab' * 32}", timeout=30).close()
         except urllib.error.HTTPError as e:
