@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +16,7 @@ from clients.api import ProvenanceClient, default_server
 from clients.options import ServerOpt, UsageError, nonempty_path
 from provenance.cli.passphrase import CA_PASSPHRASE_ENV, read_passphrase
 from provenance.core.errors import ClaimError, ConfigError
+from provenance.core.files import file_kind
 from provenance.core.keyhistory import check_admin_token_text
 from provenance.core.keys import KEY_ID_BYTES
 from provenance.core.registry import MAX_TOKEN_TTL, check_label
@@ -132,6 +134,14 @@ def ca_init(
 
     if no_passphrase and passphrase_file is not None:
         raise UsageError("--no-passphrase and --passphrase-file contradict each other: give one")
+    if dir.exists() and not dir.is_dir():  # a file, a FIFO: not "an authority already exists"
+        mode = dir.stat().st_mode
+        kind = "a file" if stat.S_ISREG(mode) else file_kind(mode)
+        raise typer.BadParameter(
+            f"{dir} is {kind}, not a folder; name the folder to create the authority in"
+            " (created if missing)",
+            param_hint="--dir",
+        )
     if (dir / KEY_FILE).exists():  # before asking for a passphrase that would not be used
         raise ConfigError(f"an authority already exists in {dir}")
     passphrase = (

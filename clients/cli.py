@@ -336,11 +336,23 @@ NOT_HTTP2_HINT = (
     " address: `prov serve` prints it in its 'listening on HOST:PORT' line, `make web` in"
     " its 'gRPC: HOST:PORT'"
 )
+#: Said instead when the peer took the connection and sent nothing back (gRPC's "timed
+#: out before receiving SETTINGS frame"): a `prov serve` stopped with Ctrl-Z or hung (its
+#: kernel still completes connections), or a service that waits for its client to speak
+#: first (TLS): "no server answers there. Start one" would send its user to start a second.
+SILENT_HINT = (
+    "hint: something there took the connection but sent nothing back: a server stopped"
+    " (Ctrl-Z) or hung, or a service that is not gRPC (one waiting for TLS, say). Check"
+    " the process listening there; --server and $PROV_SERVER take the gRPC address that"
+    " `prov serve` prints in its 'listening on HOST:PORT' line"
+)
 #: What gRPC's message holds when the peer answered in HTTP/1 (grpc core's chttp2
 #: transport; it says "Failed parsing HTTP/2" of any first bytes that are no HTTP/2,
 #: "got frame type 45" of an SSH banner, so that alone names no HTTP server).
 _HTTP1_PEER = "Trying to connect an http1.x server"
 _NOT_HTTP2 = "Failed parsing HTTP/2"
+#: What gRPC's message holds when the peer took the connection and wrote nothing.
+_SILENT = "timed out before receiving SETTINGS frame"
 #: What gRPC's message holds when the host name of --server did not resolve (its native
 #: resolver: "errors resolving HOST:PORT: ... Domain name not found"; c-ares: "DNS
 #: resolution failed for HOST:PORT").
@@ -494,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                 hint = NOT_GRPC_HINT
             elif _NOT_HTTP2 in str(e):
                 hint = NOT_HTTP2_HINT
+            elif _SILENT in str(e):
+                hint = SILENT_HINT
             elif any(said in str(e) for said in _NOT_RESOLVED):
                 at = str(e).removeprefix(f"{_cannot_reach()} at ")
                 hint = no_such_host_hint(at.partition(" (")[0])
@@ -513,8 +527,10 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # python -m clients.cli: a late signal ends it as `prov`'s
     from clients.interrupt import ends_with_the_command
-    from clients.launch import run_to_the_end
+    from clients.launch import guard_the_teardown, quiet_grpc_core, run_to_the_end
 
+    guard_the_teardown()
+    quiet_grpc_core()
     ends_with_the_command()
     sys.exit(  # SIGINT ignored or handled by the caller: left as it is
         run_to_the_end(

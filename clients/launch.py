@@ -26,21 +26,26 @@ command has returned, a SIGTERM during the teardown ends the process with the co
 own exit code, as a Ctrl-C does (not the default action, -15, for a scan whose report
 was complete). ``python -m clients.cli`` ends the same way
 (`run_to_the_end`: no KeyboardInterrupt traceback for a late Ctrl-C there, no -15 for
-a late SIGTERM). A process started with SIGTERM not at its default keeps
-that disposition.
+a late SIGTERM). Once the exit handlers have run, Python gives up its own signal handlers
+while it frees its modules (0.1-0.45 s of every command, measured on a busy 2-core
+machine): there a late SIGINT or SIGTERM is ignored (`guard_the_teardown`), so the
+process still ends with the command's code. A process started with SIGTERM not at its
+default keeps that disposition.
 
 A process started with SIGINT ignored (a shell's background job) or with a handler of its
 own (a caller embedding the CLI) keeps it: nothing here changes it; a late SIGTERM still
 ends it with the command's own exit code (not -15). Not covered: the
 interpreter's own start, before any of this code runs (``python -c pass`` takes 20-30 ms
 on a busy 2-core machine), where a SIGINT kills the process (exit status 130 in a shell,
-nothing printed) or interrupts Python's ``site`` import ("Fatal Python error"); and its
-last moments, after Python has given up its handlers, where a SIGINT kills the finished
-process the same way.
+nothing printed) or interrupts Python's ``site`` import ("Fatal Python error"); and, after
+a signal stopped the command (`clients.interrupt.leaving_by_signal`), the teardown past
+the exit handlers, where a second signal ends the process by its default action (-2,
+-15) rather than with its words.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import sys
@@ -90,6 +95,54 @@ class _EndWith:
         os._exit(self.code)
 
 
+#: Longest time, in seconds, the interpreter's teardown may take once `guard_the_teardown`
+#: ignores SIGINT and SIGTERM: past it, SIGALRM's default action ends the process (exit
+#: status 142 in a shell), as SIGTERM no longer can there.
+TEARDOWN_WAIT_S = 30
+
+
+def _ignore_late_signals() -> None:
+    """`guard_the_teardown`'s exit handler: SIGINT and SIGTERM, where `run_to_the_end` has
+    them end the process with the command's exit code (`_EndWith`), ignored from here to
+    the process's end, and `TEARDOWN_WAIT_S` set on SIGALRM."""
+    ignored = False
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if isinstance(signal.getsignal(signum), _EndWith):
+            signal.signal(signum, signal.SIG_IGN)
+            ignored = True
+    if ignored:
+        signal.alarm(TEARDOWN_WAIT_S)
+
+
+_guarded = False
+
+
+def guard_the_teardown() -> None:
+    """Register `_ignore_late_signals` as an exit handler, once, before the command's
+    modules load and register theirs, so that it runs after them (``atexit`` runs the
+    last registered first). Once the exit handlers have run, Python puts back the default
+    action of every signal it handles and then frees its modules; a late Ctrl-C or
+    SIGTERM there would kill a command that has finished (-2, -15, nothing said) instead
+    of ending it with its own exit code. An ignored signal stays ignored through that
+    teardown. Called by `main` and by ``python -m clients.cli``, first; a second call
+    changes nothing (the handler registered first stays, and runs last)."""
+    global _guarded
+    if not _guarded:
+        _guarded = True
+        atexit.register(_ignore_late_signals)
+
+
+def quiet_grpc_core() -> None:
+    """Set GRPC_VERBOSITY to ERROR unless it is set (``GRPC_VERBOSITY=debug prov ...``
+    still traces), before gRPC is loaded: its C core otherwise writes INFO lines of its
+    own format to stderr, such as ``I1208 01:24:51.234647 3000 chttp2_transport.cc:1403]
+    ipv4:127.0.0.1:50051: Got goaway [2] ...`` into `prov serve --http`'s and `prov
+    web`'s log each time the service closed the page's idle connection. Its errors are
+    still written. Called by `main` and by ``python -m clients.cli``; the variable
+    reaches the processes they start."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
 def _flush_standard_streams() -> None:
     """Flush stdout and stderr, so that a later `os._exit` loses none of the command's
     output; a stream that cannot be flushed (a closed pipe) is left to Python's exit."""
@@ -104,6 +157,8 @@ def _flush_standard_streams() -> None:
 def main() -> int:
     """Run ``prov`` with the command line of this process (see the module docstring);
     returns the exit code."""
+    guard_the_teardown()
+    quiet_grpc_core()
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         from clients.cli import main as run_as_is
         from clients.interrupt import ends_with_the_command

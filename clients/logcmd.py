@@ -1020,7 +1020,9 @@ def receipt_export(
     ] = ReceiptFormat.TLOG_PROOF,
     output: Annotated[
         Path | None,
-        typer.Option(help="Where to write it. Default: FILE.tlog-proof beside the sidecar."),
+        typer.Option(
+            help="The file to write it to, replaced whole (a FIFO or device, /dev/stdout included, is refused). Default: FILE.tlog-proof beside the sidecar."
+        ),
     ] = None,
     home: HomeOpt = default_home(),
 ) -> None:
@@ -1036,6 +1038,19 @@ def receipt_export(
         raise typer.BadParameter(
             f"{target} is a folder; name the file to write, e.g. --output"
             f" {target / (sidecar.name.removesuffix('.prov') + FILE_SUFFIX)}",
+            param_hint="--output",
+        )
+    from provenance.core.files import file_kind
+
+    try:
+        mode: int | None = target.stat().st_mode  # through a link: what it leads to
+    except OSError:
+        mode = None  # nothing there yet, or a link leading nowhere: the proof is made there
+    if mode is not None and not stat.S_ISREG(mode):  # --output /dev/stdout, a FIFO
+        raise typer.BadParameter(
+            f"{target} is {file_kind(mode)}, not a regular file: the proof is written beside"
+            " it and renamed over it, which would replace it (a link, such as /dev/stdout,"
+            " with a file); name a file to write, e.g. --output proof.txt",
             param_hint="--output",
         )
     _atomic_write(target, encode_tlog_proof(sc.receipt).encode())

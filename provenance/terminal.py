@@ -26,6 +26,7 @@ styled label is given as `rich.text.Text` (``Text.assemble(("error:", "red"), ..
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -132,6 +133,20 @@ def shown_line(text: str) -> str:
     if text.isascii() and text.isprintable():  # most names: none of them (fast path)
         return text
     return UNSAFE_IN_LINE.sub(_escape, text)
+
+
+#: In ``repr`` of a text: a lone surrogate U+DC80-U+DCFF written ``\udcNN`` by ``repr``
+#: itself (an odd number of backslashes before it; ``\\udce9`` is a backslash of the text).
+_REPR_UNDECODED = re.compile(r"(?<!\\)((?:\\\\)*)\\udc([89a-f][0-9a-f])")
+
+
+def quoted_path(path: str | os.PathLike[str]) -> str:
+    """``path`` quoted as Python's ``repr`` writes a string (what a usage error quotes:
+    ``path 'x.jpg' does not exist``), with `shown_line`'s escapes of what ``repr`` keeps
+    that draws nothing, and each byte of a name that is not UTF-8 (a lone surrogate
+    U+DC80-U+DCFF, ``os.fsdecode``'s surrogateescape) written as that byte, ``\\xe9``,
+    as `shown` writes it everywhere else, not ``repr``'s ``\\udce9``."""
+    return _REPR_UNDECODED.sub(r"\1\\x\2", shown_line(repr(os.fspath(path))))
 
 
 def clipped_line(

@@ -6,8 +6,10 @@ stopped) lands there every time.
 
 An exit handler (`atexit`, run after ``sys.exit``, before the process ends) prints
 ``exiting`` on stdout, then waits in one-second sleeps (a signal's handler runs during
-one) until a handler raises or ends the process. Nothing else of the CLI or Python is
-changed."""
+one) until a handler raises or ends the process. It is registered after the CLI's own
+last exit handler (`clients.launch.guard_the_teardown`, which `prov` registers before
+anything else), as a command's exit handlers are, so it runs before that one. Nothing else
+of the CLI or Python is changed."""
 
 from __future__ import annotations
 
@@ -25,6 +27,9 @@ def _hold() -> None:
 
 
 if __name__ == "__main__":
+    from clients.launch import guard_the_teardown
+
+    guard_the_teardown()
     atexit.register(_hold)
     launch = sys.argv[1:2] == ["--launch"]
     sys.argv[: 2 if launch else 1] = ["prov"]

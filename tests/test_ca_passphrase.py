@@ -15,11 +15,13 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from clients.api import ProvenanceClient
 from provenance.c2pa.authority import CERT_FILE, KEY_FILE, init_authority, load_authority
 from provenance.core.envelope import PAYLOAD_TYPE_ENROLL, sign_payload
+from provenance.core.errors import ConfigError
 from provenance.core.keys import DeviceKey
 from tests.conftest import ADMIN_TOKEN, ROOT, pbkdf2_iterations, start_server
 from tests.test_cli_prompt import Terminal
@@ -212,3 +214,26 @@ def test_a_folder_without_a_usable_authority_is_named_with_what_to_do(tmp_path: 
             assert "needs no passphrase" not in said, (name, extra, said)
             if name in ("empty", "no-cert"):
                 assert "prov admin ca init --dir" in said, (name, said)
+
+
+def test_ca_init_into_a_file_or_fifo_says_so(tmp_path: Path) -> None:
+    """`prov admin ca init --dir X` where X is a file or a FIFO, not a folder, is a usage
+    error (exit 2) saying what X is, not "an authority already exists in X" (exit 1),
+    which would send its user looking for an authority that is not there. The library's
+    `init_authority` says the folder cannot be made, not that an authority exists."""
+    afile = tmp_path / "photo.jpg"
+    afile.write_bytes(b"not a folder")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path, kind in [(afile, "a file"), (fifo, "a FIFO (named pipe)")]:
+        rc, out, err = _run("admin", "ca", "init", "--dir", str(path), "--no-passphrase")
+        assert rc == 2 and "Traceback" not in err, err
+        assert f"Invalid value for --dir: {path} is {kind}, not a folder" in err, err
+        assert "already exists" not in err, err
+    assert afile.read_bytes() == b"not a folder"
+    now = datetime.now(UTC)
+    for path in (afile / "ca", afile):
+        with pytest.raises(ConfigError) as caught:
+            init_authority(path, now=now)
+        assert f"cannot create the folder {path} for the authority" in str(caught.value)
+        assert "already exists" not in str(caught.value)

@@ -6,7 +6,9 @@ server is a closed loopback port, so the signed claim stays queued."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,37 @@ def test_a_sidecars_hostile_log_key_is_not_echoed(enrolled: Cli, tmp_path: Path)
         assert rc == 1 and "Traceback" not in err, (args, err[:300])
         assert len(out + err) < 2000 and "kkkkkkkkkk" * 10 not in err, (args, err[:300])
         assert "\x1b" not in out + err and said in " ".join(err.split()), (args, err[:300])
+
+
+def test_receipt_export_never_replaces_what_is_not_a_regular_file(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """`--output` naming a FIFO, a device, or a symbolic link to one (``--output
+    /dev/stdout``: a link to /proc/self/fd/1) is a usage error (exit 2) naming it, left as
+    it is. The proof is written beside its name and renamed over it: that would replace
+    the FIFO, and the link itself with a regular file (as root, /dev/stdout of every
+    process of the machine)."""
+    photo, _ = sign_sample(enrolled, tmp_path)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    to_fifo, to_device = tmp_path / "to-pipe", tmp_path / "to-null"
+    to_fifo.symlink_to(fifo)
+    to_device.symlink_to("/dev/null")
+    for target, kind in [
+        (fifo, "a FIFO (named pipe)"),
+        (to_fifo, "a FIFO (named pipe)"),
+        (to_device, "a device"),
+    ]:
+        rc, out, err = enrolled("receipt", "export", f"{photo}.prov", "--output", str(target))
+        text = " ".join(err.replace("│", " ").split())
+        assert rc == 2 and "Traceback" not in err, (target, out, err)
+        assert f"Invalid value for --output: {target} is {kind}, not a regular file" in text, text
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert os.readlink(to_fifo) == str(fifo) and os.readlink(to_device) == "/dev/null"
+    # a link to a regular file is replaced by the proof
+    kept = tmp_path / "kept.txt"
+    kept.write_text("x")
+    to_file = tmp_path / "to-file"
+    to_file.symlink_to(kept)
+    rc, out, err = enrolled("receipt", "export", f"{photo}.prov", "--output", str(to_file))
+    assert rc == 0 and f"wrote {to_file}" in out, err

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from provenance.terminal import quoted_path
 from tests.conftest import ADMIN_TOKEN, ROOT, SAMPLES, Cli, ServerProc
 
 
@@ -71,3 +72,43 @@ def test_a_file_name_not_utf8_is_printed_escaped_to_a_strict_stdout(
         out, err = done.stdout.decode(), done.stderr.decode()  # strict: valid UTF-8
         assert done.returncode == exit_code and "Traceback" not in err, (args, out, err)
         assert says in out, (args, out, err)
+
+
+def test_a_missing_file_name_not_utf8_is_named_with_its_byte(tmp_path: Path) -> None:
+    """A usage error about a path that is not UTF-8 (a FILE that does not exist, or one
+    whose folder on the way is a file) names it with the byte that did not decode as
+    ``\\xe9``, as every other line of `prov` writes such a name, not with the lone
+    surrogate Python holds for it (``\\udce9``); exit 2, found before any call."""
+    photo = os.fsencode(tmp_path) + b"/caf\xe9.jpg"
+    shutil.copyfile(SAMPLES / "rocket.jpg", photo)
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict", "COLUMNS": "400"}
+    runs: list[tuple[list[str | bytes], bytes, str]] = [
+        (["verify"], os.fsencode(tmp_path) + b"/nop\xe9.jpg", "does not exist"),
+        (["sign"], os.fsencode(tmp_path) + b"/nop\xe9.jpg", "does not exist"),
+        (["verify"], photo + b"/x\xff.jpg", "cannot be followed: not a directory"),
+    ]
+    for command, path, says in runs:
+        done = subprocess.run(
+            [sys.executable, "-m", "clients.cli", *command, path, "--server", "127.0.0.1:1"],
+            capture_output=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
+        err = done.stderr.decode()  # strict: valid UTF-8
+        name = path.decode("ascii", "backslashreplace")  # b"\xe9" as the text \xe9
+        assert done.returncode == 2 and "Traceback" not in err, (command, err)
+        assert f"path '{name}' {says}" in err, (command, err)
+        assert "\\udc" not in err, (command, err)
+
+
+def test_quoted_path_writes_undecoded_bytes_as_python_writes_bytes() -> None:
+    """`quoted_path`: ``repr`` of the name, each lone surrogate of a byte that did not
+    decode written ``\\xNN``; a backslash in the name stays escaped (``\\\\udce9`` is the
+    name's own text, not a byte), and controls and bidirectional overrides are escaped."""
+    assert quoted_path("caf\udce9.jpg") == "'caf\\xe9.jpg'"
+    assert quoted_path("a\\udce9") == "'a\\\\udce9'"
+    assert quoted_path("a\\\udce9") == "'a\\\\\\xe9'"
+    assert quoted_path("x\u202egpj.exe") == "'x\\u202egpj.exe'"
+    assert quoted_path("it's\n") == '"it\'s\\n"'
+    assert quoted_path("\ud83d") == "'\\ud83d'"  # not a byte that did not decode

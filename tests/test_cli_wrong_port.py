@@ -116,3 +116,42 @@ def test_a_server_that_speaks_no_http_is_not_said_to_be_an_http_server(
     assert "an HTTP server answers there" not in err, err
     assert "no server answers there" not in err, err
     assert "answers there, but not in gRPC" in err, err
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose listener takes every connection and never writes a byte: what a
+    client meets at a `prov serve` stopped with Ctrl-Z (SIGSTOP) or hung, whose kernel
+    still completes the connections, or at a service waiting for its client to speak
+    first (TLS)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    taken: list[socket.socket] = []
+
+    def take() -> None:
+        try:
+            while True:
+                taken.append(listener.accept()[0])  # kept open, never written to
+        except OSError:  # the listener closed
+            pass
+
+    threading.Thread(target=take, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for conn in taken:
+            conn.close()
+
+
+def test_a_port_that_takes_the_connection_but_never_answers_is_not_no_server(
+    silent_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """gRPC says "timed out before receiving SETTINGS frame" when the peer took the
+    connection and sent nothing back: "no server answers there. Start one with `prov
+    serve`" would send its user to start a second server beside a stopped one."""
+    assert prov_main(["log", "key", "--server", f"127.0.0.1:{silent_port}"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "before receiving SETTINGS frame" in err, err
+    assert "no server answers there" not in err, err
+    assert "took the connection but sent nothing back" in err, err
+    assert "stopped (Ctrl-Z) or hung" in err, err

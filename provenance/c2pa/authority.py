@@ -85,7 +85,8 @@ def init_authority(
     now: timezone-aware UTC time; validity: lifetime of the root; passphrase: encrypts
     the key file when given (PKCS#8 PBES2: PBKDF2-HMAC-SHA256 at
     `keyfile.PBKDF2_ITERATIONS`, AES-256-CBC, as a device key). Raises ConfigError if
-    an authority already exists there or the files cannot be written.
+    the folder cannot be created (a file in its place or on the way), an authority
+    already exists there, or the files cannot be written.
     """
     key = Ed25519PrivateKey.generate()
     subject = x509.Name(
@@ -120,8 +121,13 @@ def init_authority(
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-    try:
+    try:  # a file or FIFO in its place, or on the way: FileExistsError, NotADirectoryError
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the folder {directory} for the authority: {e.strerror or e}"
+        ) from e
+    try:
         fd = os.open(directory / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(key_pem)

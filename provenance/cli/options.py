@@ -26,7 +26,7 @@ from provenance.core.ports import (
     port_number,
     scheme_problem,
 )
-from provenance.terminal import shown_line
+from provenance.terminal import quoted_path, shown_line
 
 
 class UsageError(typer.BadParameter):
@@ -169,13 +169,13 @@ def existing(value: _Paths) -> _Paths:
         try:
             os.stat(path)
         except FileNotFoundError:
-            raise typer.BadParameter(f"path {os.fspath(path)!r} does not exist") from None
+            raise typer.BadParameter(f"path {quoted_path(path)} does not exist") from None
         except OSError as e:
             why = (e.strerror or str(e)).lower()
             if e.errno == errno.ELOOP:
                 why += " (a loop of symbolic links, or a chain too long to follow)"
             raise typer.BadParameter(
-                f"path {os.fspath(path)!r} cannot be followed: {why}"
+                f"path {quoted_path(path)} cannot be followed: {why}"
             ) from None
     return value
 
