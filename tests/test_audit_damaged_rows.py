@@ -70,9 +70,11 @@ def _run(command: str, db: Path, vkey: str, capsys: pytest.CaptureFixture[str]) 
 
 
 def _start(db: Path) -> str:
-    """The LogIntegrityError's words that refuse a server's start on ``db``."""
+    """The LogIntegrityError's words that refuse a server's start on ``db`` (which had
+    no -wal or -shm beside it, and has none after)."""
     with pytest.raises(LogIntegrityError) as info:
         _service(db, db.parent).service.close()
+    assert _beside(db) == ["prov.db"]  # before: the empty -wal and -shm SQLite made
     return str(info.value)
 
 

@@ -357,8 +357,10 @@ class SqliteStore(SqlStore):
         self.location = str(self.path)
         self.read_only = read_only
         _check_companions(self.path)  # before SQLite opens them: a FIFO held its open
-        # whether the WAL's files were absent when a read-only store opened the file
-        self._no_wal = read_only and not self._wal_files()
+        # whether the WAL's files were absent when this store opened the file
+        self._wal_absent = not self._wal_files()
+        # whether they were, for a read-only store (`close` removes them again)
+        self._no_wal = read_only and self._wal_absent
         #: whether a -wal holding anything was beside the file before this store opened
         #: it (one a connection of this store made cannot be a stray one: `_malformed`)
         self._wal_found = _holds_bytes(Path(f"{self.path}-wal"))
@@ -415,8 +417,7 @@ class SqliteStore(SqlStore):
                 writer.close()
             if self._guard is not None:
                 self._guard.close()
-            if self._no_wal and self._wal_files():  # a refused audit leaves none either
-                self._remove_wal()
+            self._leave_wal_as_found()
             for p in self._made:  # a new database that failed to open: not left half made
                 p.unlink(missing_ok=True)
             if self._lock is not None:
@@ -799,6 +800,7 @@ class SqliteStore(SqlStore):
         The lock file itself stays: another server may have it open, and one that locked
         it after a removal would run beside a third that made a new one."""
         self._close_connections()
+        self._leave_wal_as_found()
         for path in self._made:
             path.unlink(missing_ok=True)
         if self._lock is not None:
@@ -839,6 +841,20 @@ class SqliteStore(SqlStore):
             log.debug("%s: no read-only connection to close last (%s)", self.path, e)
             return None
         return conn
+
+    def _leave_wal_as_found(self) -> None:
+        """After a refused open or start, its connections closed: remove the -wal and
+        -shm files SQLite made for them when there were none before and they hold
+        nothing of this store's (a read-only store writes nothing; a server's refused
+        start may have written a migration into its -wal, which then stays as the
+        refusal left it), by `_remove_wal` (SQLite's own locks keep them while another
+        process has them open). Before, a refused audit, export or start on a damaged
+        file left an empty -wal and a -shm beside it."""
+        wal = Path(f"{self.path}-wal")
+        if not self._wal_absent or self._made or not self._wal_files():
+            return
+        if self.read_only or not _holds_bytes(wal):
+            self._remove_wal()
 
     def _wal_files(self) -> list[Path]:
         """The WAL's -wal and -shm files that exist beside the database."""
