@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from provenance.core.errors import ClaimError, LogIntegrityError
 from provenance.core.problems import Problems
-from provenance.store import IndexRow, LeafRecord
+from provenance.store import IndexRow, LeafRecord, stored_as
 from provenance.wire import convert as wire
 
 #: The columns of `IndexRow` after the leaf hash, in order, as `wire.log_entry_columns`
@@ -193,8 +193,8 @@ class LeafAuditor(Problems):
                 return
             if not isinstance(entry, bytes):
                 raise LogIntegrityError(
-                    f"log entry {index} is not stored as bytes (the database holds"
-                    f" {type(entry).__name__}): the database was edited behind the log's back"
+                    f"log entry {index} is stored as {stored_as(entry)}, not bytes: the"
+                    " database was edited behind the log's back"
                 )
             if index != self._next:
                 raise LogIntegrityError(

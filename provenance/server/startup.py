@@ -25,7 +25,7 @@ from provenance.core import merkle
 from provenance.core.errors import LogError, LogIntegrityError, ProvenanceError
 from provenance.log.checkpoint import Checkpoint, LogSigner, NoteVerifier, open_checkpoint
 from provenance.log.leaf_audit import column_differences, difference_line
-from provenance.store import IndexRow, Store
+from provenance.store import IndexRow, Store, stored_as
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +109,8 @@ def check_log_at_start(
             )
         try:
             stored_root = merkle.root(size, txn.get_nodes)
+        except LogIntegrityError:  # a node row the store names
+            raise
         except LogError as e:
             raise LogIntegrityError(f"stored Merkle nodes are damaged: {e}") from e
     if stored_root != cp.root_hash:
@@ -170,6 +172,8 @@ def _rehash(
         try:
             keys = merkle.subtree_decomposition(0, mark_size)
             rng = merkle.CompactRange.from_hashes(mark_size, store.get_nodes(keys))
+        except LogIntegrityError:  # a node row the store names
+            raise
         except LogError as e:
             raise LogIntegrityError(f"stored Merkle nodes are damaged: {e}") from e
         if rng.root() != mark_root:
@@ -181,10 +185,12 @@ def _rehash(
         index, leaf_hash, entry = row[0], row[1], row[7]
         if index >= size:
             break
-        try:
-            lh = merkle.leaf_hash(entry)
-        except TypeError as e:
-            raise LogIntegrityError(f"the log database is damaged: {e}") from e
+        if not isinstance(entry, bytes):
+            raise LogIntegrityError(
+                f"log entry {index} is stored as {stored_as(entry)}, not bytes: the database"
+                " was edited behind the log's back"
+            )
+        lh = merkle.leaf_hash(entry)
         if lh != leaf_hash:
             raise LogIntegrityError(f"log entry {index} was modified (its leaf hash differs)")
         if index != rng.size:

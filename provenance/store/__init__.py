@@ -47,6 +47,7 @@ __all__ = [
     "is_postgres_url",
     "open_store",
     "storable_text",
+    "stored_as",
     "to_us",
 ]
 
@@ -63,6 +64,22 @@ def storable_text(value: str, what: str) -> str:
             " store: send it without one"
         )
     return value
+
+
+def stored_as(value: object) -> str:
+    """How a message names a value read from a log row that holds something no writer
+    stores there (a row edited behind the log's back; SQLite keeps whatever type an
+    edit writes): ``text``, ``the number 32``, ``NULL``, ``31 bytes``, else its type's
+    name. Never the value's text itself, which may be long or hold control characters."""
+    if isinstance(value, str):
+        return "text"
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool | int | float):
+        return f"the number {value!r}"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"{len(value)} bytes"
+    return type(value).__name__
 
 
 #: The Unix epoch, timezone-aware UTC.

@@ -27,6 +27,7 @@ from provenance.core.errors import (
     ProvenanceError,
     UnknownDeviceError,
 )
+from provenance.core.merkle import HASH_SIZE
 from provenance.core.registry import enrolled_already, merged_revocation
 from provenance.store import (
     QUOTA_PREFIX,
@@ -41,6 +42,7 @@ from provenance.store import (
     parse_usage,
     quota_key,
     storable_text,
+    stored_as,
     to_us,
 )
 
@@ -145,17 +147,75 @@ def _device(row: Sequence[Any]) -> Device:
         ) from e
 
 
+def _edited(what: str) -> LogIntegrityError:
+    """The error for a log row ``what`` names holding a value no writer stores there."""
+    return LogIntegrityError(
+        f"the log database is damaged: {what}: the row was edited behind the log's back",
+        public=PUBLIC_DAMAGED,
+    )
+
+
+def _blob(value: object, row: str, column: str) -> bytes:
+    """The bytes of a blob (bytea) column's ``value`` read from ``row``; raises
+    LogIntegrityError naming the row and column for anything else (before: text raised
+    Python's "string argument without an encoding", and a number N became N zero
+    bytes)."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray | memoryview):
+        return bytes(value)
+    raise _edited(f"the {column} column of {row} is stored as {stored_as(value)}, not bytes")
+
+
+def _integer(value: object, row: str, column: str) -> int:
+    """An integer column's ``value`` read from ``row``; raises LogIntegrityError naming
+    them for anything else (text, a fraction, NULL)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise _edited(f"the {column} column of {row} is stored as {stored_as(value)}, not an integer")
+
+
+def _node_hash(level: object, index: object, value: object) -> bytes:
+    """The hash a `nodes` row (``level``, ``index``) holds; raises LogIntegrityError
+    naming the node for anything but 32 bytes."""
+    if isinstance(value, bytes | bytearray | memoryview) and len(value) == HASH_SIZE:
+        return bytes(value)
+    raise _edited(
+        f"the Merkle node (level {level}, index {index}) is stored as {stored_as(value)},"
+        f" not {HASH_SIZE} bytes"
+    )
+
+
+def _entry(index: int, value: object) -> bytes:
+    """The entry a leaves row of log entry ``index`` holds; raises LogIntegrityError
+    naming it when it is not bytes."""
+    return _blob(value, f"log entry {index}", "entry")
+
+
+def _note(size: int, value: object) -> str:
+    """The signed note a checkpoints row of ``size`` holds: text (a blob decoded as
+    `_text` does, as `SqlStore.checkpoint_rows` reads it); raises LogIntegrityError
+    naming the row for a number or NULL."""
+    if isinstance(value, str | bytes | bytearray | memoryview):
+        return _text(value)
+    raise _edited(f"the checkpoint row of size {size} holds {stored_as(value)}, not a signed note")
+
+
 def _leaf(row: Sequence[Any]) -> LeafRecord:
+    """The leaf of a `leaves` row (`_LEAF_COLS`). Raises LogIntegrityError naming the
+    row and column of a value no writer stores there."""
+    index = _integer(row[0], "a leaves row", "idx")
+    name = f"log entry {index}"
     return LeafRecord(
-        index=int(row[0]),
-        leaf_hash=bytes(row[1]),
-        claim_hash=bytes(row[2]),
-        device_id=bytes(row[3]),
-        sequence=int(row[4]),
-        file_sha256=bytes(row[5]),
-        integrated_at=from_us(int(row[6])),
-        chain_linked=bool(row[7]),
-        entry=bytes(row[8]),
+        index=index,
+        leaf_hash=_blob(row[1], name, "leaf_hash"),
+        claim_hash=_blob(row[2], name, "claim_hash"),
+        device_id=_blob(row[3], name, "device_id"),
+        sequence=_integer(row[4], name, "sequence"),
+        file_sha256=_blob(row[5], name, "file_sha256"),
+        integrated_at=from_us(_integer(row[6], name, "integrated_at")),
+        chain_linked=bool(_integer(row[7], name, "chain_linked")),
+        entry=_entry(index, row[8]),
     )
 
 
@@ -282,7 +342,7 @@ def get_nodes(c: Conn, keys: Sequence[tuple[int, int]]) -> list[bytes]:
         for level, idx, h in c.execute(
             f"SELECT level, idx, hash FROM nodes WHERE {where}", args
         ).fetchall():
-            found[(int(level), int(idx))] = bytes(h)
+            found[(int(level), int(idx))] = _node_hash(level, idx, h)
     missing = [k for k in uniq if k not in found]
     if missing:
         raise LogError(f"log database is missing Merkle nodes {missing[:4]}")
@@ -297,14 +357,14 @@ def tree_size(c: Conn) -> int:
 
 def latest_checkpoint(c: Conn) -> tuple[int, str] | None:
     row = c.execute("SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
-    return None if row is None else (int(row[0]), str(row[1]))
+    return None if row is None else (int(row[0]), _note(int(row[0]), row[1]))
 
 
 def checkpoint_covering(c: Conn, index: int) -> tuple[int, str] | None:
     row = c.execute(
         "SELECT size, note FROM checkpoints WHERE size>? ORDER BY size LIMIT 1", (index,)
     ).fetchone()
-    return None if row is None else (int(row[0]), str(row[1]))
+    return None if row is None else (int(row[0]), _note(int(row[0]), row[1]))
 
 
 def leaf_by_claim_hash(c: Conn, claim_hash: bytes) -> LeafRecord | None:
@@ -838,7 +898,7 @@ class SqlStore(ABC):
             rows = c.execute(
                 "SELECT idx, entry FROM leaves WHERE idx>=? ORDER BY idx LIMIT ?", (start, limit)
             ).fetchall()
-        return [(int(r[0]), bytes(r[1])) for r in rows]
+        return [(int(i), _entry(int(i), e)) for i, e in rows]
 
     def key_event_rows(self, start: int) -> Iterator[tuple[int, object, object]]:
         return _paged(self._key_event_page, lambda r: r[0], start)

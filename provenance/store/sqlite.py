@@ -22,6 +22,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -219,6 +220,31 @@ def _lock_not_regular(path: Path, kind: str) -> ConfigError:
 #: The files SQLite keeps beside a database ``DB`` (``DB-wal``, ``DB-shm``, ``DB-journal``).
 _COMPANIONS = ("-wal", "-shm", "-journal")
 
+#: The first 16 bytes of every SQLite 3 database file (sqlite.org/fileformat2.html):
+#: a file that starts so and that SQLite cannot read is a damaged database, one that
+#: does not is no SQLite database at all.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+#: How Python's sqlite3 says a text value is not UTF-8 (it has no SQLite error code).
+_NOT_UTF8 = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+
+
+def _error_code(e: BaseException) -> int:
+    """SQLite's primary result code of ``e`` (SQLITE_CORRUPT, ...); 0 when it has none."""
+    return (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF
+
+
+def is_sqlite_file(path: Path) -> bool:
+    """Whether ``path`` is a regular file starting with `SQLITE_HEADER`; False when it
+    cannot be read (a FIFO or a device is not opened)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with open(path, "rb") as f:
+            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
 
 def _check_companions(db: Path) -> None:
     """Raise ConfigError when a file SQLite keeps beside the database ``db``
@@ -296,6 +322,14 @@ def held_by_a_server(db: Path) -> bool:
         return False
 
 
+def _holds_bytes(path: Path) -> bool:
+    """Whether ``path`` is a file holding at least one byte."""
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     """(st_dev, st_ino) of the file at ``path``; None when there is none."""
     try:
@@ -323,8 +357,13 @@ class SqliteStore(SqlStore):
         self.location = str(self.path)
         self.read_only = read_only
         _check_companions(self.path)  # before SQLite opens them: a FIFO held its open
-        # whether the WAL's files were absent when a read-only store opened the file
-        self._no_wal = read_only and not self._wal_files()
+        # whether the WAL's files were absent when this store opened the file
+        self._wal_absent = not self._wal_files()
+        # whether they were, for a read-only store (`close` removes them again)
+        self._no_wal = read_only and self._wal_absent
+        #: whether a -wal holding anything was beside the file before this store opened
+        #: it (one a connection of this store made cannot be a stray one: `_malformed`)
+        self._wal_found = _holds_bytes(Path(f"{self.path}-wal"))
         self._lock = _lock_file(self.path) if exclusive else None
         #: the files of a new database this exclusive store made, seen absent while it
         #: held the lock (so no other server can have made them): `discard` removes them
@@ -378,6 +417,7 @@ class SqliteStore(SqlStore):
                 writer.close()
             if self._guard is not None:
                 self._guard.close()
+            self._leave_wal_as_found()
             for p in self._made:  # a new database that failed to open: not left half made
                 p.unlink(missing_ok=True)
             if self._lock is not None:
@@ -416,8 +456,8 @@ class SqliteStore(SqlStore):
             # copying the -wal into the file as it closes (before: left to the garbage
             # collector, it closed last, and a stale -wal replaced the newer file's pages)
             conn.close()
-            malformed = None if reading else self._malformed(e)
-            raise (malformed or self._unopened(e, reading)) from e
+            unreadable = None if reading else self._unreadable(e)
+            raise (unreadable or self._unopened(e, reading)) from e
         return conn
 
     def _unopened(self, e: sqlite3.Error, reading: bool) -> LogError | StoreUnavailableError:
@@ -430,28 +470,51 @@ class SqliteStore(SqlStore):
         return LogError(why, public=PUBLIC_UNUSABLE)
 
     def _malformed(self, e: Exception) -> LogIntegrityError | None:
-        """The LogIntegrityError (exit 3 for `prov serve`) refusing a start on a file
-        SQLite calls malformed (SQLITE_CORRUPT: at the writer's open, or in the start-up
-        checks' reads), None for any other error. Most often a stray -wal beside it (an
-        earlier run's, restored with the folder), which SQLite reads as the file's own
-        whoever wrote it, so its older pages over the newer file's do not hold together.
-        The message names the file and the -wal and says what to do: until `started`,
-        nothing of the -wal is copied into the file (`_hold_file`)."""
-        if getattr(e, "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_CORRUPT:
+        """The LogIntegrityError (exit 3: `prov serve` refusing its start, `prov log
+        audit --db` and `prov log export-tiles`) for a file SQLite calls malformed
+        (SQLITE_CORRUPT: at the open, or in a read), or calls no database
+        (SQLITE_NOTADB) though it starts with `SQLITE_HEADER` (a file cut short, its
+        header's page size overwritten); None for any other error, a file of other
+        bytes included (`_unreadable`: no provenance database). Most often a stray -wal
+        beside it (an earlier run's, restored with the folder), which SQLite reads as
+        the file's own whoever wrote it, so its older pages over the newer file's do
+        not hold together: the message names the -wal when one holding anything was
+        there before this store opened the file (an empty one a connection of this
+        store made is nobody's stray), and says what to do. Until `started`, nothing
+        of the -wal is copied into the file (`_hold_file`)."""
+        code = _error_code(e)
+        if code != sqlite3.SQLITE_CORRUPT and not (
+            code == sqlite3.SQLITE_NOTADB and is_sqlite_file(self.path)
+        ):
             return None
         name = self.path.name
-        if Path(f"{self.path}-wal").exists():
+        if self._wal_found:
             return LogIntegrityError(
-                f"SQLite cannot read the database {self.path} with the {name}-wal beside it"
-                f" ({e}); both are left as found. If {name}-wal is a stray one (an earlier"
-                f" run's, copied back with a restored folder), move {name}-wal and"
-                f" {name}-shm away and start again; else restore the newest backup",
+                f"the database {self.path} is damaged, or the {name}-wal beside it is not"
+                f" its own: SQLite cannot read the two together ({e}); both are left as"
+                f" found. If {name}-wal is a stray one (an earlier run's, copied back with"
+                f" a restored folder), move {name}-wal and {name}-shm away and try again;"
+                " else restore the newest backup",
                 public=PUBLIC_DAMAGED,
             )
         return LogIntegrityError(
-            f"SQLite cannot read the database {self.path} ({e}); it is left as found:"
-            " restore the newest backup",
+            f"the database {self.path} is damaged: SQLite cannot read it ({e}); it is left"
+            " as found: restore the newest backup",
             public=PUBLIC_DAMAGED,
+        )
+
+    def _unreadable(self, e: Exception) -> ProvenanceError | None:
+        """The error for a file SQLite cannot read as a database at the open or the
+        schema check: a damaged database (`_malformed`, exit 3), or LogError (exit 1)
+        "not a provenance database" for a file that is no SQLite database at all
+        (SQLITE_NOTADB, no `SQLITE_HEADER`: random bytes, another program's file);
+        None for any other error."""
+        malformed = self._malformed(e)
+        if malformed is not None or _error_code(e) != sqlite3.SQLITE_NOTADB:
+            return malformed
+        return LogError(
+            f"{self.path} is not a provenance database: it is no SQLite database ({e})",
+            public=PUBLIC_UNUSABLE,
         )
 
     def _hold_file(self) -> sqlite3.Connection | None:
@@ -524,7 +587,8 @@ class SqliteStore(SqlStore):
         try:
             (version,) = self._writer.execute("PRAGMA user_version").fetchone()
         except sqlite3.DatabaseError as e:
-            raise LogError(f"{self.path} is not a provenance database: {e}") from e
+            unreadable = self._unreadable(e)
+            raise (unreadable or LogError(f"{self.path} is not a provenance database: {e}")) from e
         self.outdated = read_only_schema(
             SCHEMA_VERSION if TABLES_VERSION <= version <= SCHEMA_VERSION else version,
             SCHEMA_VERSION,
@@ -539,6 +603,14 @@ class SqliteStore(SqlStore):
         (`ProvenanceError`)."""
         if not isinstance(e, sqlite3.DatabaseError):
             return None
+        not_utf8 = _NOT_UTF8.match(str(e))
+        if not_utf8:  # SQLite keeps any bytes an edit casts to text; Python reads UTF-8
+            return LogIntegrityError(
+                f"the log database {self.path} is damaged: a row's {not_utf8[1]} column"
+                " holds text that is not UTF-8, which no writer stores: the row was edited"
+                " behind the log's back",
+                public=PUBLIC_DAMAGED,
+            )
         if getattr(e, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR):
             return StorageError(
                 f"the server's storage refused the write ({e}): the disk is full or failing;"
@@ -558,7 +630,7 @@ class SqliteStore(SqlStore):
             return StorageError(
                 f"the database {self.path} cannot be used now: {e}", public=PUBLIC_UNUSABLE
             )
-        malformed = self._malformed(e) if self._holding else None
+        malformed = self._malformed(e) if self._holding or self.read_only else None
         return malformed or LogIntegrityError(
             f"the log database is damaged: {e}", public=PUBLIC_DAMAGED
         )
@@ -625,7 +697,10 @@ class SqliteStore(SqlStore):
             try:
                 (version,) = self._writer.execute("PRAGMA user_version").fetchone()
             except sqlite3.DatabaseError as e:
-                raise LogError(f"{self.path} is not a provenance database: {e}") from e
+                why = self._unreadable(e) or LogError(
+                    f"{self.path} is not a provenance database: {e}"
+                )
+                raise why from e
             if version > SCHEMA_VERSION:
                 raise LogError(
                     f"{self.path} has schema version {version}; this program knows up to"
@@ -725,6 +800,7 @@ class SqliteStore(SqlStore):
         The lock file itself stays: another server may have it open, and one that locked
         it after a removal would run beside a third that made a new one."""
         self._close_connections()
+        self._leave_wal_as_found()
         for path in self._made:
             path.unlink(missing_ok=True)
         if self._lock is not None:
@@ -765,6 +841,20 @@ class SqliteStore(SqlStore):
             log.debug("%s: no read-only connection to close last (%s)", self.path, e)
             return None
         return conn
+
+    def _leave_wal_as_found(self) -> None:
+        """After a refused open or start, its connections closed: remove the -wal and
+        -shm files SQLite made for them when there were none before and they hold
+        nothing of this store's (a read-only store writes nothing; a server's refused
+        start may have written a migration into its -wal, which then stays as the
+        refusal left it), by `_remove_wal` (SQLite's own locks keep them while another
+        process has them open). Before, a refused audit, export or start on a damaged
+        file left an empty -wal and a -shm beside it."""
+        wal = Path(f"{self.path}-wal")
+        if not self._wal_absent or self._made or not self._wal_files():
+            return
+        if self.read_only or not _holds_bytes(wal):
+            self._remove_wal()
 
     def _wal_files(self) -> list[Path]:
         """The WAL's -wal and -shm files that exist beside the database."""
