@@ -75,3 +75,27 @@ def test_a_key_replaced_while_sign_waits_for_the_folder_is_not_used(
     assert claim.key_id.hex() == new.device_id  # was the replaced key's
     assert [e.sidecar.signed_claim for e in home.pending() if e.sidecar] == [claim]
     assert old_folder is not None and DeviceHome(old_folder).pending() == []
+
+
+def test_a_wrong_passphrase_is_said_before_waiting_for_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The passphrase is checked (the key file decrypted) before `prov sign` waits for
+    another command holding the device folder: a mistyped one is said at once, exit 1,
+    not once that command lets go (up to $PROV_LOCK_WAIT, 600 s, later). The real CLI in
+    a child process; the lock held here for the whole test."""
+    home = DeviceHome(tmp_path / "dev")
+    home.init(PASSPHRASE.encode())
+    photo = shutil.copy(SAMPLES / "rocket.jpg", tmp_path / "rocket.jpg")
+    monkeypatch.setenv("PROV_HOME", str(home.root))
+    monkeypatch.setenv("PROV_PASSPHRASE", PASSPHRASE + "x")
+    with (home.root / ".lock").open("ab") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # as a running `prov sign` holds it
+        with owned(cli_process(["sign", "--server", closed_port(), str(photo)])) as proc:
+            try:
+                rc, out, err = ended(proc, timeout=60)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"a wrong passphrase waited for the lock: {logged(proc)}")
+    assert rc == 1 and "the passphrase is wrong" in err, (out, err)
+    assert "waiting for another prov command" not in err, err
+    assert not Path(f"{photo}.prov").exists() and home.pending() == []
