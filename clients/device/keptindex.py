@@ -11,6 +11,8 @@ dropped. A sidecar added, removed, replaced or edited by hand is so seen at the 
 use. Only records of files last changed more than `SETTLED_NS` before the listing are
 kept in the file (a change within a file system's timestamp granularity of the record
 would not show in its ``stat``): a file changed since is read on each use until then.
+Within one `KeptIndex` (one command), the folder is listed again only once it
+changed, or while it or a file in it is not settled (`KeptIndex.bindings`).
 
 On disk, ``sidecars/index.json`` (`INDEX_NAME`): a first line ``prov-kept-index 1
 SHA256`` (`_HEADER`; the SHA-256 of the rest, in hex), then a JSON object mapping each
