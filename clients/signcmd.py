@@ -131,6 +131,8 @@ def sign(
     h.require_key()  # before the prompt
     server = device_server(ctx, server, h)
     passphrase = device_passphrase()  # asked before the lock: no command waits on a prompt
+    with naming_where_the_passphrase_came_from():
+        h.check_passphrase(passphrase)  # a wrong one said now, not after the wait
     failed = refused = 0
     tally: Counter[str] = Counter()  # each file's outcome, for the closing summary
     not_enrolled = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,100 @@ def test_the_index_is_written_only_under_the_folders_lock(tmp_path: Path) -> Non
     assert (folder / INDEX_NAME).read_bytes() == written
     assert KeptIndex(tmp_path / "none").bindings(write=True) == {}
     assert not (tmp_path / "none").exists()
+
+
+def _checksummed(body: bytes) -> bytes:
+    """``body`` after the first line `keptindex` writes, its checksum right."""
+    return b"prov-kept-index 1 " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"x.prov":[' + b"[]," * 100_000 + b"[]]}",  # at 64 MiB: 1.7 GiB to parse
+        b'{"x.prov":[' + b"{}," * 100_000 + b"{}]}",
+        b'{"x.prov":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"x.prov":[NaN,Infinity,-1e999,1.5,""]}',
+        b'{"x.prov":[true,false,null,1,""]}',
+        b'{"x.prov":[1,2,3,4,"",5]}',
+        b'{"x.prov":[1,2,3,123456789012345678901,""]}',
+        b'{"x.prov":[1,2,3,4,"not hex"]}',
+        b'[["x.prov",1,2,3,4,""]]',
+    ],
+    ids=["arrays", "objects", "deep", "nan", "true", "six", "21-digit", "not-hex", "array"],
+)
+def test_an_index_of_another_shape_is_never_parsed(tmp_path: Path, body: bytes) -> None:
+    """An index whose checksum is right but whose JSON is not records alone (a name, four
+    integers of at most 20 digits, a SHA-256 in hex or "") is ignored unparsed and
+    rebuilt from the sidecars: millions of ``[]`` in 64 MiB took 1.7 GiB to parse."""
+    folder = tmp_path / "sidecars"
+    folder.mkdir()
+    (folder / "x.prov").write_bytes(b"no sidecar")
+    (folder / INDEX_NAME).write_bytes(_checksummed(body))
+    assert keptindex._load(folder / INDEX_NAME) == {}
+    assert KeptIndex(folder).bindings(write=True) == {"x.prov": ""}
+    st = (folder / "x.prov").stat()
+    assert keptindex._load(folder / INDEX_NAME) == {
+        "x.prov": [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, ""]
+    }
+
+
+def test_any_file_name_is_kept_in_the_index(tmp_path: Path) -> None:
+    """Names JSON escapes (a quote, a backslash, a newline, non-ASCII, a byte that is
+    not UTF-8) are read back from the index as written."""
+    folder = tmp_path / "sidecars"
+    folder.mkdir()
+    names = ['a"b\\c\nd.prov', "é.prov", b"\xff.prov".decode("utf-8", "surrogateescape")]
+    for name in names:
+        (folder / name).write_bytes(b"no sidecar")
+    assert KeptIndex(folder).bindings(write=True) == dict.fromkeys(names, "")
+    assert sorted(keptindex._load(folder / INDEX_NAME)) == sorted(names)
+
+
+def test_one_command_lists_the_folder_again_only_once_it_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Signing many files in one command lists and ``stat``s the kept sidecars once
+    while their folder stays as it was (10,000 kept: about 0.2 s a file); a file added
+    or removed there changes the folder, and the next file's look lists it again."""
+    monkeypatch.setattr(keptindex, "SETTLED_NS", 1_000_000_000)
+    folder = tmp_path / "sidecars"
+    folder.mkdir()
+    for n in (1, 2):
+        (folder / f"00000000000{n}.prov").write_bytes(b"no sidecar")
+    time.sleep(1.1)
+    index = KeptIndex(folder)
+    want = {"000000000001.prov": "", "000000000002.prov": ""}
+    assert index.bindings(write=True) == want  # writes index.json: the folder changed
+    time.sleep(1.1)
+    listings: list[Path] = []
+    listing = keptindex._listing
+
+    def counted(f: Path) -> dict[str, list[int]] | None:
+        listings.append(f)
+        return listing(f)
+
+    monkeypatch.setattr(keptindex, "_listing", counted)
+    assert index.bindings(write=True) == want and len(listings) == 1
+    assert index.bindings(write=True) == want and len(listings) == 1  # not listed again
+    (folder / "000000000003.prov").write_bytes(b"no sidecar")
+    assert index.bindings(write=True) == {**want, "000000000003.prov": ""}
+    (folder / "000000000001.prov").unlink()
+    assert index.bindings(write=True) == {"000000000002.prov": "", "000000000003.prov": ""}
+    assert len(listings) == 3
+
+
+def test_a_sidecar_kept_by_the_same_command_is_found_for_the_next_file(
+    enrolled: Cli, tmp_path: Path
+) -> None:
+    """`prov sign A COPY_OF_A`, A.prov blocked: A's logged sidecar is kept in sidecars/
+    by this command, and its copy, signed next by the same command, gets it (no second
+    claim for the same bytes)."""
+    a = _copy("rocket.jpg", tmp_path, "a.jpg")
+    copy = _copy("rocket.jpg", tmp_path, "copy.jpg")
+    Path(f"{a}.prov").mkdir()
+    rc, out, err = enrolled("sign", str(a), str(copy))
+    out = " ".join(out.split())
+    assert rc == 0 and "signed (#1) and logged" in out, (out, err)
+    assert "copy.jpg: already signed (#1) and logged" in out, (out, err)
+    assert DeviceHome(enrolled.home).state().last_sequence == 1

@@ -44,6 +44,9 @@ class DeviceFolder:
         self.cert_path = self.root / "device_cert.pem"
         #: whether this object holds the folder's lock (`locked`)
         self._holding = False
+        #: the key file's bytes, the passphrase, and the key `check_passphrase` decrypted
+        #: from them: `load_key` takes it while the file holds the same bytes
+        self._decrypted: tuple[bytes, bytes, DeviceKey] | None = None
 
     def check_init(self, force: bool = False) -> None:
         """Raise ConfigError when `init` would refuse: a key exists and not ``force`` (asked
@@ -185,15 +188,33 @@ class DeviceFolder:
 
         A key file cheaper to guess than one written now (`keyfile.weaker_than_written_here`:
         an older `prov device init` wrote PBKDF2 at 2,048 iterations) is rewritten, same key
-        and passphrase, at `keyfile.PBKDF2_ITERATIONS` (`_strengthen`)."""
+        and passphrase, at `keyfile.PBKDF2_ITERATIONS` (`_strengthen`). A key file holding
+        the bytes `check_passphrase` decrypted with ``passphrase`` is not decrypted again."""
         self.require_key()
         pem = read_device_file(self.key_path)
-        key = DeviceKey.from_encrypted_pem(pem, passphrase)
+        if self._decrypted is not None and self._decrypted[:2] == (pem, passphrase):
+            key = self._decrypted[2]  # `check_passphrase` decrypted these very bytes
+        else:
+            key = DeviceKey.from_encrypted_pem(pem, passphrase)
         if key.key_id.hex() != self.state().device_id:
             raise ConfigError(f"{self.key_path} does not belong to the device in {self.state_path}")
         if weaker_than_written_here(pem):
             self._strengthen(key, pem, passphrase)
         return key
+
+    def check_passphrase(self, passphrase: bytes) -> None:
+        """Decrypt the key file with ``passphrase`` now, before waiting for the folder's
+        lock: a wrong passphrase is said at once, not once the command holding the folder
+        lets go of it (up to ``$PROV_LOCK_WAIT`` seconds later). The key is kept for
+        `load_key`, which, under the lock, takes it while the key file still holds the
+        bytes decrypted here, and decrypts anew a key file replaced meanwhile (`prov
+        device init --force`). Nothing is rewritten here (`load_key` re-encrypts an older
+        key file). Raises ConfigError when there is no key file (`require_key`) or it
+        cannot be read as one, KeyMaterialError for a wrong passphrase or a corrupt file,
+        OSError."""
+        self.require_key()
+        pem = read_device_file(self.key_path)
+        self._decrypted = (pem, passphrase, DeviceKey.from_encrypted_pem(pem, passphrase))
 
     def _strengthen(self, key: DeviceKey, pem: bytes, passphrase: bytes) -> None:
         """Rewrite the key file ``pem`` (just read and decrypted) at today's work factor,
