@@ -20,6 +20,7 @@ import functools
 import gzip
 import http.client
 import os
+import string
 import time
 import urllib.error
 import urllib.parse
@@ -514,6 +515,23 @@ def location_problem(location: str) -> str | None:
     return None
 
 
+def followed_url(url: str, target: str) -> str:
+    """The URL urllib's redirect handler (`urllib.request.HTTPRedirectHandler`) follows
+    from ``url`` when redirected to ``target`` (a Location header as http.client decodes
+    it, ISO-8859-1), computed by its steps: the target split and put together again (so
+    ``http:////HOST/x``, a path of ``//HOST/x``, becomes ``http://HOST/x``, an empty path
+    ``/``), bytes outside the ASCII punctuation %-encoded, then joined to ``url``. What a
+    redirect is checked as and named as is what is fetched. Raises ValueError where
+    urllib's parser does ("Invalid IPv6 URL")."""
+    parts = urllib.parse.urlparse(target)
+    if not parts.path and parts.netloc:
+        parts = parts._replace(path="/")
+    rebuilt = urllib.parse.quote(
+        urllib.parse.urlunparse(parts), encoding="iso-8859-1", safe=string.punctuation
+    )
+    return urllib.parse.urljoin(url, rebuilt)
+
+
 class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """urllib's redirect handler, but a redirect off http(s) (``ftp://``, ``file://``,
     ``data:``) is refused naming its target: urllib itself follows one to ``ftp://``;
@@ -536,10 +554,10 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
         headers: http.client.HTTPMessage,
     ) -> http.client.HTTPResponse | None:
         """Follow the redirect as urllib does, if its target is an http(s) URL."""
-        target = headers.get("location") or headers.get("uri")
+        target = headers["location"] if "location" in headers else headers["uri"]
         if target is not None:
             try:
-                newurl = urllib.parse.urljoin(req.full_url, target.strip())
+                newurl = followed_url(req.full_url, target)
                 scheme = urllib.parse.urlsplit(newurl).scheme.lower()
             except ValueError as e:  # a target urllib cannot join: "Invalid IPv6 URL"
                 newurl, scheme = target.strip(), "http"
