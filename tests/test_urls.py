@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import socket
+import threading
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.cli import main as prov_main
+from provenance.c2pa.timestamp import TimestampAuthority, request_token
 from provenance.cli.urls import ENDPOINT, MAX_URL_CHARS, PREFIX, REDIRECT, UrlRules, url_problem
-from provenance.core.errors import ConfigError
+from provenance.core.errors import ConfigError, TimestampError, WitnessError
 from provenance.log.checkpoint import LogSigner, quoted
 from provenance.log.tiledir import fetcher, location_problem
 from provenance.witness import cosigner_vkey
+from provenance.witness.client import fetch_cosigned_checkpoint
 from tests.conftest import SAMPLES, closed_port
 from tests.test_usage_errors import _flat
 
@@ -219,3 +226,55 @@ def test_the_tiles_fetcher_and_the_tiles_flag_say_the_same(tmp_path: Path) -> No
     assert "nor a folder" in (location_problem(str(tmp_path / "gone")) or "")
     assert "it names no scheme" in (location_problem("localhost:8080") or "")
     assert "it holds a space at character 1" in (location_problem(" http://h/") or "")
+
+
+class _NotHere(BaseHTTPRequestHandler):
+    """Answers every request 404 in plain text, the request line's path its words."""
+
+    def _answer(self) -> None:
+        body = f"no such thing: {self.path}".encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet."""
+
+
+@contextmanager
+def _ipv6_on_port_80() -> Iterator[None]:
+    """A real HTTP server at [::1]:80 answering 404 (skipped where the port is taken or
+    not this user's, or there is no IPv6 loopback)."""
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    try:
+        server = Server(("::1", 80), _NotHere)
+    except OSError as e:
+        pytest.skip(f"no server at [::1]:80 here: {e}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_ipv6_url_without_a_port_reaches_the_default_port() -> None:
+    """``http://[::1]/w`` is [::1] at port 80, for a witness and a timestamp authority
+    alike (http.client, given the host without brackets and no port, reads the last
+    group of the address as the port: "::1" as host ":" port 1, "Name or service not
+    known"; "2001:db8::abcd" raised InvalidURL "nonnumeric port: 'abcd'")."""
+    with _ipv6_on_port_80():
+        with pytest.raises(
+            WitnessError, match=r"cosigned no checkpoint .*HTTP 404: no such thing: /w/"
+        ):
+            fetch_cosigned_checkpoint("http://[::1]/w", "example.org/log", 5.0)
+        with pytest.raises(TimestampError, match=r"answered HTTP 404"):
+            request_token(b"to be signed", TimestampAuthority("HTTP://[::1]/tsa", timeout_s=5.0))

@@ -44,7 +44,7 @@ from provenance.cli.files import open_regular
 from provenance.cli.urls import PREFIX, url_problem, url_refusal
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
 from provenance.core.files import file_kind
-from provenance.core.networds import OverBudget, metered_response
+from provenance.core.networds import OverBudget, metered_connection
 from provenance.log.checkpoint import parse_tree_size, quoted
 from provenance.terminal import clipped_line, shown_line
 from provenance.witness import (
@@ -354,11 +354,7 @@ def _connection(url: str, timeout_s: float) -> http.client.HTTPConnection:
     and write under ``timeout_s`` seconds, its answer's headers, chunk framing and
     trailers bounded with its body by `MAX_ANSWER_BYTES` (before, an endless trailer was
     read, and dropped, for the whole timeout)."""
-    parts = urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname or "", parts.port, timeout=timeout_s)
-    conn.response_class = metered_response(MAX_ANSWER_BYTES)
-    return conn
+    return metered_connection(url, timeout_s, MAX_ANSWER_BYTES)
 
 
 def _connect(conn: http.client.HTTPConnection, where: str, timeout_s: float) -> None:
