@@ -44,7 +44,20 @@ TABLE: list[tuple[str, UrlRules, str | None]] = [
     ("http://[::1]:8090/", PREFIX, None),
     ("http://[::ffff:127.0.0.1]/", PREFIX, None),
     ("http://localhost./", PREFIX, None),  # an absolute name
-    ("http://127.1:8090/", PREFIX, None),  # inet_aton's 127.0.0.1
+    ("http://255.255.255.255/", PREFIX, None),
+    ("http://host.1a/", PREFIX, None),  # a name: its last part is no number
+    # a host ending in a number is an IPv4 address, written as four decimal numbers:
+    # inet_aton, which getaddrinfo applies, reads others otherwise, or not at all
+    ("http://127.1:8090/", PREFIX, "the resolver would read it as 127.0.0.1"),
+    ("http://010.1.1.1/", PREFIX, "no IPv4 address as written"),
+    ("http://010.1.1.1/", PREFIX, "read it as 8.1.1.1"),  # a leading 0: octal
+    ("http://0x7f.1/", ENDPOINT, "read it as 127.0.0.1"),
+    ("http://0/", PREFIX, "read it as 0.0.0.0"),
+    ("http://4294967295/", REDIRECT, "read it as 255.255.255.255"),
+    ("http://1.2.3.4.5/", PREFIX, "the resolver would look it up as a name"),
+    ("http://999.1.1.1/", PREFIX, "look it up as a name"),
+    ("http://host.0x/", PREFIX, "look it up as a name"),
+    ("http://127.0.0.1./", PREFIX, "the resolver would look it up as a name"),
     ("http://127.0.0.1:/", PREFIX, None),  # an empty port: the default
     ("http://127.0.0.1:08090/", PREFIX, None),
     ("http://my_service:8090/", PREFIX, None),  # a container's name
