@@ -241,6 +241,31 @@ def test_the_tiles_fetcher_and_the_tiles_flag_say_the_same(tmp_path: Path) -> No
     assert "it holds a space at character 1" in (location_problem(" http://h/") or "")
 
 
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("gone\n\x1b[2Jtiles", "'gone\\n\\x1b[2Jtiles' is neither an http(s):// URL nor a folder"),
+        ("t" * 5000, "(5,000 characters) is neither an http(s):// URL nor a folder that"),
+        ("t/" * 3000, "nor a folder that can be looked at (File name too long)"),
+    ],
+)
+def test_a_tiles_folder_that_is_not_there_is_a_usage_error_quoting_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    """``--tiles`` naming no folder: exit 2 before anything is read or written, the name
+    quoted as a URL is (escaped, cut to 60 characters) and its length said (before: the
+    name as given, a line break and escape sequence let through; one too long for the
+    file system was "error: File name too long: NAME", all of it, exit 1)."""
+    log_key = LogSigner(Ed25519PrivateKey.generate(), "log.example/log").verifier_key()
+    state = tmp_path / "audit.json"
+    rc = prov_main(["log", "audit", "--state", str(state), "--tiles", given, "--log-key", log_key])
+    err = _flat(capsys.readouterr().err)
+    assert rc == 2 and f"Invalid value for --tiles: {quoted(given)}" in err, err
+    assert said in err, err
+    assert len(err) < 800 and "\x1b" not in err.replace("\\x1b", ""), err
+    assert not state.exists()
+
+
 class _NotHere(BaseHTTPRequestHandler):
     """Answers every request 404 in plain text, the request line's path its words."""
 

@@ -46,7 +46,7 @@ from provenance.core.errors import (
 from provenance.core.files import naming
 from provenance.core.networds import OverBudget, exchange_failure, metered_response
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note, quoted
 from provenance.terminal import clipped_line
 
 if TYPE_CHECKING:  # the web reads tiles without the store layer (test_web_units)
@@ -499,7 +499,7 @@ def is_url_location(location: str) -> bool:
     scheme = url_scheme(location)
     if scheme is not None and location[len(scheme) + 1 :].startswith("//"):
         return True
-    return (scheme is not None or "://" in location) and not Path(location).is_dir()
+    return (scheme is not None or "://" in location) and _folder_problem(location) is not None
 
 
 def location_problem(location: str) -> str | None:
@@ -510,9 +510,22 @@ def location_problem(location: str) -> str | None:
     if is_url_location(location):
         problem = url_problem(location, PREFIX)
         return None if problem is None else url_refusal(location, problem)
-    if not Path(location).is_dir():
-        return f"{location} is neither an http(s):// URL nor a folder"
-    return None
+    return _folder_problem(location)
+
+
+def _folder_problem(location: str) -> str | None:
+    """Why ``location`` names no folder, quoted (`quoted`: escaped, cut to 60 characters,
+    its length then said), or None when it names one. A name the file system refuses
+    to look up (``File name too long``) is said so, not raised."""
+    try:
+        if Path(location).is_dir():
+            return None
+    except OSError as e:
+        return (
+            f"{quoted(location)} is neither an http(s):// URL nor a folder that can be"
+            f" looked at ({e.strerror})"
+        )
+    return f"{quoted(location)} is neither an http(s):// URL nor a folder"
 
 
 def followed_url(url: str, target: str) -> str:
