@@ -119,7 +119,10 @@ TABLE: list[tuple[str, UrlRules, str | None]] = [
     ("http://127.0.0.\t1:8090/", ENDPOINT, "it holds '\\t'"),
     ("http://127.0.0.1:8090\\@evil/", PREFIX, "it holds '\\\\'"),  # \ read as / by browsers
     ("http://h/<script>", REDIRECT, "it holds '<'"),
-    ("http://h\u00e9.example/", PREFIX, "it holds 'é' at character 9"),
+    ("http://h\u00e9.example/", PREFIX, "it holds 'é' (U+00E9) at character 9"),
+    # a character that draws nothing is named by its code point too
+    ("http://h/\u3164", PREFIX, "it holds '\\u3164' (U+3164) at character 10"),
+    ("http://h/\u2800", PREFIX, "it holds '\u2800' (U+2800)"),
     ("http://h/\u202e", PREFIX, "it holds '\\u202e'"),
     ("http://h/%zz", PREFIX, "a % not followed by two hex digits"),
     ("http://h/%2", ENDPOINT, "a % not followed by two hex digits"),

@@ -240,8 +240,13 @@ def _ipv4_problem(host: str) -> str | None:
 
 
 def _char(c: str) -> str:
-    """``c`` named for a message: "a space", else as Python writes it ('\\x1b', 'é')."""
-    return "a space" if c == " " else repr(c)
+    """``c`` named for a message: "a space"; else quoted as Python writes it ('\\x1b'),
+    what draws nothing escaped (`quoted`), and a character that is not ASCII with its
+    code point too ('é' (U+00E9), '\\u3164' (U+3164)), as one that draws nothing
+    (BRAILLE PATTERN BLANK) or joins the quote (a combining accent) cannot be seen."""
+    if c == " ":
+        return "a space"
+    return quoted(c) if c.isascii() else f"{quoted(c)} (U+{ord(c):04X})"
 
 
 def url_refusal(url: str, problem: str) -> str:
