@@ -21,6 +21,11 @@ _BAD_TARGETS = [
     "http://127.0.0.1:99999999999999999999/checkpoint",  # getaddrinfo's OverflowError
     "http://127.0.0.1:65536/checkpoint",  # a port past 65,535
     "http://127.0.0.1:abc/checkpoint",  # a port that is no number
+    # a scheme, then no authority and a path of //HOST: urllib rewrites it as
+    # http://HOST/... and follows that (checked as a path of the server asked, before)
+    "http:////[zz]/checkpoint",
+    "http:////127.0.0.1:99999999999999999999/checkpoint",
+    "http:////h:99999/checkpoint",
 ]
 
 
@@ -98,6 +103,26 @@ def test_a_failure_at_a_redirects_target_names_the_target(
     err = capsys.readouterr().err
     assert rc == 1 and "connection refused" in err, err
     assert f"at {target}, where it was redirected to" in err, err
+
+
+def test_a_redirect_is_checked_and_named_as_urllib_follows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``Location: http:////127.0.0.1:PORT/x`` is followed to http://127.0.0.1:PORT/x
+    (urllib rebuilds the target before joining it to the URL asked): the error names
+    that, not a path of the server asked (http://127.0.0.1:SERVER//127.0.0.1:PORT/x)."""
+    vkey = LogSigner(Ed25519PrivateKey.generate(), ORIGIN).verifier_key()
+    closed = socket.socket()  # bound, never listening: a target that refuses
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    try:
+        with _serving(_redirecting(f"http:////127.0.0.1:{port}/x")) as url:
+            rc = _audit("--state", str(tmp_path / "s.json"), "--tiles", url, "--log-key", vkey)
+    finally:
+        closed.close()
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1 and "connection refused" in err, err
+    assert f"(at http://127.0.0.1:{port}/x, where it was redirected to)" in err, err
 
 
 def _moved(status: int) -> type[BaseHTTPRequestHandler]:

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 import ipaddress
 import shutil
+import socket
+import threading
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clients.cli import main as prov_main
+from provenance.c2pa.timestamp import TimestampAuthority, request_token
 from provenance.cli.urls import ENDPOINT, MAX_URL_CHARS, PREFIX, REDIRECT, UrlRules, url_problem
-from provenance.core.errors import ConfigError
+from provenance.core.errors import ConfigError, TimestampError, WitnessError
 from provenance.log.checkpoint import LogSigner, quoted
 from provenance.log.tiledir import fetcher, location_problem
 from provenance.witness import cosigner_vkey
+from provenance.witness.client import fetch_cosigned_checkpoint
 from tests.conftest import SAMPLES, closed_port
 from tests.test_usage_errors import _flat
 
@@ -37,7 +44,20 @@ TABLE: list[tuple[str, UrlRules, str | None]] = [
     ("http://[::1]:8090/", PREFIX, None),
     ("http://[::ffff:127.0.0.1]/", PREFIX, None),
     ("http://localhost./", PREFIX, None),  # an absolute name
-    ("http://127.1:8090/", PREFIX, None),  # inet_aton's 127.0.0.1
+    ("http://255.255.255.255/", PREFIX, None),
+    ("http://host.1a/", PREFIX, None),  # a name: its last part is no number
+    # a host ending in a number is an IPv4 address, written as four decimal numbers:
+    # inet_aton, which getaddrinfo applies, reads others otherwise, or not at all
+    ("http://127.1:8090/", PREFIX, "the resolver would read it as 127.0.0.1"),
+    ("http://010.1.1.1/", PREFIX, "no IPv4 address as written"),
+    ("http://010.1.1.1/", PREFIX, "read it as 8.1.1.1"),  # a leading 0: octal
+    ("http://0x7f.1/", ENDPOINT, "read it as 127.0.0.1"),
+    ("http://0/", PREFIX, "read it as 0.0.0.0"),
+    ("http://4294967295/", REDIRECT, "read it as 255.255.255.255"),
+    ("http://1.2.3.4.5/", PREFIX, "the resolver would look it up as a name"),
+    ("http://999.1.1.1/", PREFIX, "look it up as a name"),
+    ("http://host.0x/", PREFIX, "look it up as a name"),
+    ("http://127.0.0.1./", PREFIX, "the resolver would look it up as a name"),
     ("http://127.0.0.1:/", PREFIX, None),  # an empty port: the default
     ("http://127.0.0.1:08090/", PREFIX, None),
     ("http://my_service:8090/", PREFIX, None),  # a container's name
@@ -99,7 +119,10 @@ TABLE: list[tuple[str, UrlRules, str | None]] = [
     ("http://127.0.0.\t1:8090/", ENDPOINT, "it holds '\\t'"),
     ("http://127.0.0.1:8090\\@evil/", PREFIX, "it holds '\\\\'"),  # \ read as / by browsers
     ("http://h/<script>", REDIRECT, "it holds '<'"),
-    ("http://h\u00e9.example/", PREFIX, "it holds 'é' at character 9"),
+    ("http://h\u00e9.example/", PREFIX, "it holds 'é' (U+00E9) at character 9"),
+    # a character that draws nothing is named by its code point too
+    ("http://h/\u3164", PREFIX, "it holds '\\u3164' (U+3164) at character 10"),
+    ("http://h/\u2800", PREFIX, "it holds '\u2800' (U+2800)"),
     ("http://h/\u202e", PREFIX, "it holds '\\u202e'"),
     ("http://h/%zz", PREFIX, "a % not followed by two hex digits"),
     ("http://h/%2", ENDPOINT, "a % not followed by two hex digits"),
@@ -219,3 +242,80 @@ def test_the_tiles_fetcher_and_the_tiles_flag_say_the_same(tmp_path: Path) -> No
     assert "nor a folder" in (location_problem(str(tmp_path / "gone")) or "")
     assert "it names no scheme" in (location_problem("localhost:8080") or "")
     assert "it holds a space at character 1" in (location_problem(" http://h/") or "")
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("gone\n\x1b[2Jtiles", "'gone\\n\\x1b[2Jtiles' is neither an http(s):// URL nor a folder"),
+        ("t" * 5000, "(5,000 characters) is neither an http(s):// URL nor a folder that"),
+        ("t/" * 3000, "nor a folder that can be looked at (File name too long)"),
+    ],
+)
+def test_a_tiles_folder_that_is_not_there_is_a_usage_error_quoting_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    """``--tiles`` naming no folder: exit 2 before anything is read or written, the name
+    quoted as a URL is (escaped, cut to 60 characters) and its length said (before: the
+    name as given, a line break and escape sequence let through; one too long for the
+    file system was "error: File name too long: NAME", all of it, exit 1)."""
+    log_key = LogSigner(Ed25519PrivateKey.generate(), "log.example/log").verifier_key()
+    state = tmp_path / "audit.json"
+    rc = prov_main(["log", "audit", "--state", str(state), "--tiles", given, "--log-key", log_key])
+    err = _flat(capsys.readouterr().err)
+    assert rc == 2 and f"Invalid value for --tiles: {quoted(given)}" in err, err
+    assert said in err, err
+    assert len(err) < 800 and "\x1b" not in err.replace("\\x1b", ""), err
+    assert not state.exists()
+
+
+class _NotHere(BaseHTTPRequestHandler):
+    """Answers every request 404 in plain text, the request line's path its words."""
+
+    def _answer(self) -> None:
+        body = f"no such thing: {self.path}".encode()
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Quiet."""
+
+
+@contextmanager
+def _ipv6_on_port_80() -> Iterator[None]:
+    """A real HTTP server at [::1]:80 answering 404 (skipped where the port is taken or
+    not this user's, or there is no IPv6 loopback)."""
+
+    class Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    try:
+        server = Server(("::1", 80), _NotHere)
+    except OSError as e:
+        pytest.skip(f"no server at [::1]:80 here: {e}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_ipv6_url_without_a_port_reaches_the_default_port() -> None:
+    """``http://[::1]/w`` is [::1] at port 80, for a witness and a timestamp authority
+    alike (http.client, given the host without brackets and no port, reads the last
+    group of the address as the port: "::1" as host ":" port 1, "Name or service not
+    known"; "2001:db8::abcd" raised InvalidURL "nonnumeric port: 'abcd'")."""
+    with _ipv6_on_port_80():
+        with pytest.raises(
+            WitnessError, match=r"cosigned no checkpoint .*HTTP 404: no such thing: /w/"
+        ):
+            fetch_cosigned_checkpoint("http://[::1]/w", "example.org/log", 5.0)
+        with pytest.raises(TimestampError, match=r"answered HTTP 404"):
+            request_token(b"to be signed", TimestampAuthority("HTTP://[::1]/tsa", timeout_s=5.0))

@@ -155,7 +155,8 @@ def test_a_witness_url_with_a_query_or_fragment_is_a_usage_error(
 
 def test_one_witness_url_given_twice_is_asked_once() -> None:
     """--witness-url values naming one witness (a trailing slash, the scheme or host in
-    another case, the default port written out) are one URL, the first as given (less its
+    another case, the default port written out, an IPv6 address in another of its
+    spellings) are one URL, the first as given (less its
     trailing slashes): the witness is asked once. (witurl2-61: before, ``URL`` and
     ``URL/`` were both fetched.)"""
     given = [
@@ -166,12 +167,18 @@ def test_one_witness_url_given_twice_is_asked_once() -> None:
         "https://witness.example:443",
         "http://witness.example",
         "http://127.0.0.1:8090/W",
+        "http://[::1]:8090/w",
+        "http://[0:0:0:0:0:0:0:1]:8090/w",  # one IPv6 address, written out
+        "http://[2001:DB8::A]/",
+        "http://[2001:db8:0::a]:80",
     ]
     assert witness_urls(given) == [
         "http://127.0.0.1:8090/w",
         "https://Witness.Example",
         "http://witness.example",
         "http://127.0.0.1:8090/W",
+        "http://[::1]:8090/w",
+        "http://[2001:DB8::A]",
     ]
 
 

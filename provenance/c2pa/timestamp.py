@@ -53,7 +53,7 @@ from provenance.cli.cutoff import Cutoff
 from provenance.cli.files import read_capped
 from provenance.cli.urls import ENDPOINT, url_problem, url_refusal
 from provenance.core.errors import ConfigError, MediaError, TimestampError
-from provenance.core.networds import OverBudget, exchange_failure, metered_response
+from provenance.core.networds import OverBudget, exchange_failure, metered_connection
 
 #: Unprotected-header label of a v2 timestamp (C2PA 2.1, 10.3.2.5.4).
 SIGTST2 = "sigTst2"
@@ -264,12 +264,10 @@ def _post(tsa: TimestampAuthority, query: bytes) -> bytes:
     is cut off (a per-read socket timeout alone would wait for each byte). Raises
     TimestampError naming the TSA when it is unreachable, too slow or not HTTP 200."""
     parts = urllib.parse.urlsplit(tsa.url)
-    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    # its port a number, its host a name (`TimestampAuthority` checked the URL)
-    conn = kind(parts.hostname or "", parts.port, timeout=tsa.timeout_s)
-    # headers, chunk framing and trailers bounded with the body: before, an endless
-    # trailer was read (and dropped) for the whole timeout
-    conn.response_class = metered_response(MAX_REPLY_BYTES)
+    # its port a number, its host a name (`TimestampAuthority` checked the URL); headers,
+    # chunk framing and trailers bounded with the body: before, an endless trailer was
+    # read (and dropped) for the whole timeout
+    conn = metered_connection(tsa.url, tsa.timeout_s, MAX_REPLY_BYTES)
     with Cutoff(tsa.timeout_s) as cutoff:
         try:
             conn.connect()

@@ -32,17 +32,24 @@ Refused, and why:
   names of containers), or over 253 characters (RFC 1035 section 2.3.4; Python's IDNA
   encoding, which `socket.getaddrinfo` applies, refuses the first with a UnicodeError);
   one trailing dot (an absolute name) is taken;
+- a host whose last part is a number (digits, or ``0x`` and hex digits: WHATWG URL's
+  "ends in a number") that is not an IPv4 address written as four decimal numbers from
+  0 to 255 without leading zeros, nor followed by a dot: ``inet_aton``, which
+  `socket.getaddrinfo` applies, reads ``010.1.1.1`` as 8.1.1.1 (a leading 0 is
+  octal), ``127.1`` as 127.0.0.1 and ``0`` as 0.0.0.0, and ``1.2.3.4.5``, ``999.1.1.1``
+  or ``127.0.0.1.`` as no address (the resolver then looks it up as a name, which a
+  search domain may answer): the address asked would not be the one a reader sees;
 - a port that is not a number from 1 to 65535 (section 3.2.3; an empty port, ``HOST:``,
   is the default port, and taken).
 
-Taken as they are, for the resolver to answer: IPv4 shorthand such as ``127.1`` (read as
-127.0.0.1 by ``inet_aton``, as by browsers), any path, %-encoded or not. Pure: no I/O.
+Taken as they are: any path, %-encoded or not. Pure: no I/O (``inet_aton`` parses).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass
 
 from provenance.core.ports import MAX_PORT, port_number
@@ -64,6 +71,9 @@ _URL_CHARS = frozenset(
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")
+#: A part of a host name that makes it an IPv4 address when last (WHATWG URL, "ends in
+#: a number"): decimal digits, or 0x and hex digits.
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")
 _NOT_HOST_NAME = (
     "is not a host name: each part between dots must be 1 to 63 letters, digits or hyphens"
 )
@@ -203,12 +213,40 @@ def _host_problem(host: str) -> str | None:
         )
     if not all(_LABEL.fullmatch(label) for label in name.split(".")):
         return f"{quoted(host)} {_NOT_HOST_NAME} (e.g. http://127.0.0.1:8090)"
+    if _NUMBER.fullmatch(name.rpartition(".")[2]):
+        return _ipv4_problem(host)
     return None
 
 
+def _ipv4_problem(host: str) -> str | None:
+    """Why ``host``, a host name whose last part is a number, is refused: unless it is an
+    IPv4 address in four decimal numbers, the address the resolver asks (``inet_aton``'s
+    reading, or a name looked up) is not the one written; None when it is one."""
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        pass
+    else:
+        return None
+    try:
+        read = f"read it as {socket.inet_ntoa(socket.inet_aton(host))}"
+    except OSError:
+        read = "look it up as a name"
+    return (
+        f"{quoted(host)} is no IPv4 address as written, and the resolver would {read}:"
+        " write an address as four numbers from 0 to 255 without leading zeros or a dot"
+        " after them, e.g. http://127.0.0.1:8090"
+    )
+
+
 def _char(c: str) -> str:
-    """``c`` named for a message: "a space", else as Python writes it ('\\x1b', 'é')."""
-    return "a space" if c == " " else repr(c)
+    """``c`` named for a message: "a space"; else quoted as Python writes it ('\\x1b'),
+    what draws nothing escaped (`quoted`), and a character that is not ASCII with its
+    code point too ('é' (U+00E9), '\\u3164' (U+3164)), as one that draws nothing
+    (BRAILLE PATTERN BLANK) or joins the quote (a combining accent) cannot be seen."""
+    if c == " ":
+        return "a space"
+    return quoted(c) if c.isascii() else f"{quoted(c)} (U+{ord(c):04X})"
 
 
 def url_refusal(url: str, problem: str) -> str:

@@ -5,7 +5,8 @@ servers this program calls: a tiled log's files (`provenance.log.tiledir`) and a
 timestamp authority (`provenance.c2pa.timestamp`). And `metered_response`: the answer
 class those clients and the witness client (`provenance.witness.client`) read through,
 so that the bytes around a bounded body (headers, chunk framing, trailers) are bounded
-with it (`wire_budget`).
+with it (`wire_budget`); `metered_connection`, a connection to a URL's host and port
+with that answer class.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import http.client
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 
 def exchange_failure(e: BaseException, timeout_s: float) -> str:
@@ -146,3 +148,19 @@ def metered_response(most: int) -> type[http.client.HTTPResponse]:
             self.fp = _MeteredFile(self.fp, budget, most)  # type: ignore[assignment]
 
     return Metered
+
+
+def metered_connection(url: str, timeout_s: float, most: int) -> http.client.HTTPConnection:
+    """A connection (not yet made) to the host and port of the http(s) ``url`` (one
+    `provenance.cli.urls.url_problem` takes), each socket read and write under
+    ``timeout_s`` seconds, its answer read through `metered_response` of ``most``. The
+    port is always given: http.client, given an IPv6 host (without its brackets, as
+    `urllib.parse.urlsplit` gives it) and no port, reads the address's last group as the
+    port (``::1`` as host ``:`` at port 1; ``2001:db8::abcd`` raised InvalidURL)."""
+    parts = urlsplit(url)
+    https = parts.scheme.lower() == "https"
+    kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+    port = parts.port or (443 if https else 80)
+    conn = kind(parts.hostname or "", port, timeout=timeout_s)
+    conn.response_class = metered_response(most)
+    return conn

@@ -20,6 +20,7 @@ import functools
 import gzip
 import http.client
 import os
+import string
 import time
 import urllib.error
 import urllib.parse
@@ -45,7 +46,7 @@ from provenance.core.errors import (
 from provenance.core.files import naming
 from provenance.core.networds import OverBudget, exchange_failure, metered_response
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note, quoted
 from provenance.terminal import clipped_line
 
 if TYPE_CHECKING:  # the web reads tiles without the store layer (test_web_units)
@@ -511,7 +512,7 @@ def is_url_location(location: str) -> bool:
     scheme = url_scheme(location)
     if scheme is not None and location[len(scheme) + 1 :].startswith("//"):
         return True
-    return (scheme is not None or "://" in location) and not Path(location).is_dir()
+    return (scheme is not None or "://" in location) and _folder_problem(location) is not None
 
 
 def location_problem(location: str) -> str | None:
@@ -522,9 +523,39 @@ def location_problem(location: str) -> str | None:
     if is_url_location(location):
         problem = url_problem(location, PREFIX)
         return None if problem is None else url_refusal(location, problem)
-    if not Path(location).is_dir():
-        return f"{location} is neither an http(s):// URL nor a folder"
-    return None
+    return _folder_problem(location)
+
+
+def _folder_problem(location: str) -> str | None:
+    """Why ``location`` names no folder, quoted (`quoted`: escaped, cut to 60 characters,
+    its length then said), or None when it names one. A name the file system refuses
+    to look up (``File name too long``) is said so, not raised."""
+    try:
+        if Path(location).is_dir():
+            return None
+    except OSError as e:
+        return (
+            f"{quoted(location)} is neither an http(s):// URL nor a folder that can be"
+            f" looked at ({e.strerror})"
+        )
+    return f"{quoted(location)} is neither an http(s):// URL nor a folder"
+
+
+def followed_url(url: str, target: str) -> str:
+    """The URL urllib's redirect handler (`urllib.request.HTTPRedirectHandler`) follows
+    from ``url`` when redirected to ``target`` (a Location header as http.client decodes
+    it, ISO-8859-1), computed by its steps: the target split and put together again (so
+    ``http:////HOST/x``, a path of ``//HOST/x``, becomes ``http://HOST/x``, an empty path
+    ``/``), bytes outside the ASCII punctuation %-encoded, then joined to ``url``. What a
+    redirect is checked as and named as is what is fetched. Raises ValueError where
+    urllib's parser does ("Invalid IPv6 URL")."""
+    parts = urllib.parse.urlparse(target)
+    if not parts.path and parts.netloc:
+        parts = parts._replace(path="/")
+    rebuilt = urllib.parse.quote(
+        urllib.parse.urlunparse(parts), encoding="iso-8859-1", safe=string.punctuation
+    )
+    return urllib.parse.urljoin(url, rebuilt)
 
 
 class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
@@ -549,10 +580,10 @@ class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
         headers: http.client.HTTPMessage,
     ) -> http.client.HTTPResponse | None:
         """Follow the redirect as urllib does, if its target is an http(s) URL."""
-        target = headers.get("location") or headers.get("uri")
+        target = headers["location"] if "location" in headers else headers["uri"]
         if target is not None:
             try:
-                newurl = urllib.parse.urljoin(req.full_url, target.strip())
+                newurl = followed_url(req.full_url, target)
                 scheme = urllib.parse.urlsplit(newurl).scheme.lower()
             except ValueError as e:  # a target urllib cannot join: "Invalid IPv6 URL"
                 newurl, scheme = target.strip(), "http"

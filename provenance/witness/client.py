@@ -27,6 +27,7 @@ import base64
 import errno
 import hashlib
 import http.client
+import ipaddress
 import logging
 import ssl
 import stat
@@ -44,7 +45,7 @@ from provenance.cli.files import open_regular
 from provenance.cli.urls import PREFIX, url_problem, url_refusal
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
 from provenance.core.files import file_kind
-from provenance.core.networds import OverBudget, metered_response
+from provenance.core.networds import OverBudget, metered_connection
 from provenance.log.checkpoint import parse_tree_size, quoted
 from provenance.terminal import clipped_line, shown_line
 from provenance.witness import (
@@ -199,15 +200,19 @@ def parse_witness_url(value: str, option: str = "--witness-url") -> str:
 
 def distinct_witness_urls(urls: list[str]) -> list[str]:
     """``urls`` (`parse_witness_url` prefixes) less those naming a witness given before:
-    the scheme and host compared in any case, the default port (80, 443) written or not;
-    the path as it is (case-sensitive). Each kept as first given, in order."""
+    the scheme and host compared in any case, an IPv6 address in any of its spellings
+    (``[::1]``, ``[0:0:0:0:0:0:0:1]``), the default port (80, 443) written or not; the
+    path as it is (case-sensitive). Each kept as first given, in order."""
     seen: set[tuple[str, str, int, str]] = set()
     kept: list[str] = []
     for url in urls:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         port = parts.port or (443 if scheme == "https" else 80)
-        key = (scheme, (parts.hostname or "").lower(), port, parts.path)
+        host = (parts.hostname or "").lower()
+        if ":" in host:  # `parse_witness_url` took it: an IPv6 address
+            host = str(ipaddress.IPv6Address(host))
+        key = (scheme, host, port, parts.path)
         if key not in seen:
             seen.add(key)
             kept.append(url)
@@ -354,11 +359,7 @@ def _connection(url: str, timeout_s: float) -> http.client.HTTPConnection:
     and write under ``timeout_s`` seconds, its answer's headers, chunk framing and
     trailers bounded with its body by `MAX_ANSWER_BYTES` (before, an endless trailer was
     read, and dropped, for the whole timeout)."""
-    parts = urlsplit(url)
-    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-    conn = cls(parts.hostname or "", parts.port, timeout=timeout_s)
-    conn.response_class = metered_response(MAX_ANSWER_BYTES)
-    return conn
+    return metered_connection(url, timeout_s, MAX_ANSWER_BYTES)
 
 
 def _connect(
