@@ -275,6 +275,13 @@ def _decompressed(f: IO[bytes], raw: _CountingReader) -> _Readable:
     return raw
 
 
+def _tester(stream: _Readable) -> str:
+    """The command that tests the compressed file `_decompressed` gave ``stream`` for."""
+    if isinstance(stream, bz2.BZ2File):
+        return "bzip2 -t"
+    return "xz -t" if isinstance(stream, lzma.LZMAFile) else "gzip -t"
+
+
 class _GzipStream:
     """A gzip file's decompressed bytes (`gzip.GzipFile`, a member's at a time): bytes
     after a whole gzip member that begin no other member (trailing junk, which gzip(1)
@@ -689,9 +696,10 @@ class Walker:
     ) -> Iterator[Item]:
         lim = self.limits
         raw = _CountingReader(f)
+        stream = _decompressed(f, raw)
         try:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
-            tf = tarfile.open(fileobj=_decompressed(f, raw), mode="r|", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
+            tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
         except EOFError as e:  # a compressed stream cut short before the first member
             raise _ArchiveStop(
                 "not a readable tar archive: truncated or corrupt, its compressed stream"
@@ -781,6 +789,8 @@ class Walker:
                     yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
                     reading = None  # its row is given (or it was skipped)
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
+                if stream is not raw:
+                    self._stream_end(tf, count, check_ratio, _tester(stream), n)
             except _TAR_ERRORS as e:
                 if reading is not None:  # the member whose data the stream broke in
                     eref, size, start = reading
@@ -790,6 +800,35 @@ class Walker:
                 raise _ArchiveStop(
                     f"truncated or corrupt tar archive after {n} member{'' if n == 1 else 's'}: {e}"
                 ) from e
+
+    @staticmethod
+    def _stream_end(
+        tf: tarfile.TarFile, count: _TarCount, check: Callable[[], None], tester: str, n: int
+    ) -> None:
+        """Reads the compressed stream of the tar ``tf`` on from the tar's end-of-archive
+        blocks to its own end, where its checksum is (gzip's CRC-32; bzip2's and xz's are
+        checked as they go too): a stream that fails it, is corrupt or ends early stops the
+        archive (_ArchiveStop), saying its ``n`` members' rows may be of damaged bytes.
+        The bytes read count as headers toward the ratio limit (``count``, ``check``);
+        ``tester``: the command that tests such a file."""
+        members = f"{n:,} member{'' if n == 1 else 's'}"
+        try:
+            while tf.fileobj.read(_READ_BYTES):
+                count.ended(tf.fileobj.tell())
+                check()
+        except _ArchiveStop as e:
+            raise _ArchiveStop(f"past the tar's end, {e}; its checksum was not checked") from e
+        except EOFError as e:
+            raise _ArchiveStop(
+                f"its compressed stream ends early, after the tar's end ({e}): its checksum"
+                f" could not be checked, so the rows of its {members} may be of damaged"
+                f" bytes; `{tester}` on the file says more"
+            ) from e
+        except _TAR_ERRORS as e:
+            raise _ArchiveStop(
+                f"its compressed stream fails its checksum or is corrupt ({e}): the rows of"
+                f" its {members} may be of damaged bytes; `{tester}` on the file says more"
+            ) from e
 
     def _entry(
         self,
@@ -1295,6 +1334,12 @@ class _TarCount:
         self.overhead += max(info.offset_data - self._end, 0) + blocks - data
         self._end = next_header
         self.members += 1
+
+    def ended(self, position: int) -> None:
+        """Counts the stream's bytes after its last member, up to ``position``, as headers
+        (the end-of-archive blocks, and what follows them in a compressed stream)."""
+        self.overhead += max(position - self._end, 0)
+        self._end = max(position, self._end)
 
     def counted(self, position: int) -> int:
         """Bytes counted of the first ``position`` bytes of the stream."""
