@@ -869,6 +869,24 @@ def test_a_compressed_tar_whose_checksum_fails_has_a_row_that_says_so(tmp_path: 
     assert _data(items[0]) == data
 
 
+def test_a_tar_bz2_of_identical_4_kib_headers_is_stopped_as_a_bomb(tmp_path: Path) -> None:
+    """Headers within the allowance a member are free of the ratio only up to
+    `ScanLimits.tar_header_ratio` times the compressed bytes: 20,000 members each of
+    4 KiB of identical pax headers (80 MiB) bzip2-compress to about 1 KB, so are stopped
+    as a bomb, where an honest archive's headers compress a few hundred to one."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("a.png")
+        info.pax_headers = {"comment": "a" * 3058}
+        t.addfile(info, io.BytesIO(b""))
+    one = buf.getvalue()[:4096]
+    path = tmp_path / "bomb.tar.bz2"
+    path.write_bytes(bz2.compress(one * 20_000 + bytes(1024)))
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert "decompression ratio over 100:1" in _error(items[-1]), items[-1]
+    assert len(items) < 10_000, len(items)
+
+
 def test_an_lzma_zip_entry_of_no_bytes_is_an_empty_entry(tmp_path: Path) -> None:
     """An LZMA entry (method 14) of no compressed bytes declaring 0 bytes is empty, as
     `zipfile` reads it; declaring 5 (and the CRC-32 of 5 bytes), it is cut short."""
