@@ -831,6 +831,62 @@ def test_a_tar_gz_with_junk_after_its_gzip_stream_keeps_its_members(tmp_path: Pa
     assert _data(items[0]) == PNG
 
 
+def _one_member_tar(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as t:
+        info = tarfile.TarInfo("photo.jpg")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_a_compressed_tar_whose_checksum_fails_has_a_row_that_says_so(tmp_path: Path) -> None:
+    """A .tar.gz, .tar.bz2 or .tar.xz whose compressed stream, read on past the tar's end,
+    fails its checksum or is cut short has a row of the archive's own saying its
+    members' hashes may be of damaged bytes (`gzip -t` fails on it too); 64 bytes zeroed
+    in a stored gzip block decode with no error, and only the trailing CRC-32 finds
+    them."""
+    data = os.urandom(200_000)
+    tar = _one_member_tar(data)
+    gz = bytearray(gzip.compress(tar, compresslevel=0, mtime=0))
+    at = gz.index(data[100_000:100_032])
+    gz[at : at + 64] = bytes(64)
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(gz)
+    items = list(iter_items([str(bad)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{bad}!photo.jpg", str(bad)], items
+    why = _error(items[1])
+    assert "checksum" in why and "may be of damaged bytes" in why and "gzip -t" in why, why
+    cut = tmp_path / "cut.tar.xz"  # its end (xz's index and stream footer) missing
+    cut.write_bytes(lzma.compress(tar)[:-8])
+    items = list(iter_items([str(cut)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{cut}!photo.jpg", str(cut)], items
+    assert "ends early" in _error(items[1]) and "xz -t" in _error(items[1]), items
+    good = tmp_path / "good.tar.bz2"
+    good.write_bytes(bz2.compress(tar) + b"JUNK" * 10)  # bzip2(1) ignores trailing junk too
+    items = list(iter_items([str(good)], ScanLimits()))
+    assert [i.ref for i in items] == [f"{good}!photo.jpg"], items
+    assert _data(items[0]) == data
+
+
+def test_a_tar_bz2_of_identical_4_kib_headers_is_stopped_as_a_bomb(tmp_path: Path) -> None:
+    """Headers within the allowance a member are free of the ratio only up to
+    `ScanLimits.tar_header_ratio` times the compressed bytes: 20,000 members each of
+    4 KiB of identical pax headers (80 MiB) bzip2-compress to about 1 KB, so are stopped
+    as a bomb, where an honest archive's headers compress a few hundred to one."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("a.png")
+        info.pax_headers = {"comment": "a" * 3058}
+        t.addfile(info, io.BytesIO(b""))
+    one = buf.getvalue()[:4096]
+    path = tmp_path / "bomb.tar.bz2"
+    path.write_bytes(bz2.compress(one * 20_000 + bytes(1024)))
+    items = list(iter_items([str(path)], ScanLimits()))
+    assert "decompression ratio over 100:1" in _error(items[-1]), items[-1]
+    assert len(items) < 10_000, len(items)
+
+
 def test_an_lzma_zip_entry_of_no_bytes_is_an_empty_entry(tmp_path: Path) -> None:
     """An LZMA entry (method 14) of no compressed bytes declaring 0 bytes is empty, as
     `zipfile` reads it; declaring 5 (and the CRC-32 of 5 bytes), it is cut short."""

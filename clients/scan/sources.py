@@ -96,7 +96,9 @@ class ScanLimits:
     decompressed (small archives of text compress well and are harmless);
     tar_header_allowance: bytes of a tar's headers and padding a member may take free of
     the ratio, pooled over the archive's members (its 512-byte header, pax and GNU
-    extension headers, the zeros padding its data to 512 bytes: `_TarCount`); max_depth:
+    extension headers, the zeros padding its data to 512 bytes: `_TarCount`), and at most
+    tar_header_ratio times the compressed bytes read (an honest tar's headers compress a
+    few hundred to one; 10^6 identical 4 KiB headers bzip2 to 41 KB); max_depth:
     archive levels opened (1: archives given or found in folders; 2: one archive inside
     those); max_nested_bytes: largest nested archive, held in memory to be opened.
     """
@@ -109,6 +111,7 @@ class ScanLimits:
     max_ratio: float = 100.0
     ratio_min_bytes: int = 16 << 20
     tar_header_allowance: int = 4096
+    tar_header_ratio: float = 2000.0
     max_depth: int = 2
     max_nested_bytes: int = 256 << 20
 
@@ -273,6 +276,13 @@ def _decompressed(f: IO[bytes], raw: _CountingReader) -> _Readable:
     if magic.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(src)
     return raw
+
+
+def _tester(stream: _Readable) -> str:
+    """The command that tests the compressed file `_decompressed` gave ``stream`` for."""
+    if isinstance(stream, bz2.BZ2File):
+        return "bzip2 -t"
+    return "xz -t" if isinstance(stream, lzma.LZMAFile) else "gzip -t"
 
 
 class _GzipStream:
@@ -689,9 +699,10 @@ class Walker:
     ) -> Iterator[Item]:
         lim = self.limits
         raw = _CountingReader(f)
+        stream = _decompressed(f, raw)
         try:
             # a stream ("r|") only reads; typeshed asks every fileobj for write/seek/tell/close too
-            tf = tarfile.open(fileobj=_decompressed(f, raw), mode="r|", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
+            tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=_HeaderChecked)  # type: ignore[call-overload]  # see above
         except EOFError as e:  # a compressed stream cut short before the first member
             raise _ArchiveStop(
                 "not a readable tar archive: truncated or corrupt, its compressed stream"
@@ -706,10 +717,10 @@ class Walker:
                 ) from e
             raise _ArchiveStop(f"not a readable tar archive: {e}") from e
 
-        count = _TarCount(lim.tar_header_allowance)
+        count = _TarCount(lim.tar_header_allowance, lim.tar_header_ratio)
 
         def check_ratio() -> None:
-            _check_ratio(lim, count.counted(tf.fileobj.tell()), raw.count)
+            _check_ratio(lim, count.counted(tf.fileobj.tell(), raw.count), raw.count)
 
         def next_member() -> tarfile.TarInfo | None:
             # the data tarfile would seek past unread (a member of an unknown type, which
@@ -781,6 +792,8 @@ class Walker:
                     yield from self._entry(member, eref, outer, depth, info.size, check_ratio)
                     reading = None  # its row is given (or it was skipped)
                     _drain(member, check_ratio)  # a skipped entry is read through, checked
+                if stream is not raw:
+                    self._stream_end(tf, count, check_ratio, _tester(stream), n)
             except _TAR_ERRORS as e:
                 if reading is not None:  # the member whose data the stream broke in
                     eref, size, start = reading
@@ -790,6 +803,35 @@ class Walker:
                 raise _ArchiveStop(
                     f"truncated or corrupt tar archive after {n} member{'' if n == 1 else 's'}: {e}"
                 ) from e
+
+    @staticmethod
+    def _stream_end(
+        tf: tarfile.TarFile, count: _TarCount, check: Callable[[], None], tester: str, n: int
+    ) -> None:
+        """Reads the compressed stream of the tar ``tf`` on from the tar's end-of-archive
+        blocks to its own end, where its checksum is (gzip's CRC-32; bzip2's and xz's are
+        checked as they go too): a stream that fails it, is corrupt or ends early stops the
+        archive (_ArchiveStop), saying its ``n`` members' rows may be of damaged bytes.
+        The bytes read count as headers toward the ratio limit (``count``, ``check``);
+        ``tester``: the command that tests such a file."""
+        members = f"{n:,} member{'' if n == 1 else 's'}"
+        try:
+            while tf.fileobj.read(_READ_BYTES):
+                count.ended(tf.fileobj.tell())
+                check()
+        except _ArchiveStop as e:
+            raise _ArchiveStop(f"past the tar's end, {e}; its checksum was not checked") from e
+        except EOFError as e:
+            raise _ArchiveStop(
+                f"its compressed stream ends early, after the tar's end ({e}): its checksum"
+                f" could not be checked, so the rows of its {members} may be of damaged"
+                f" bytes; `{tester}` on the file says more"
+            ) from e
+        except _TAR_ERRORS as e:
+            raise _ArchiveStop(
+                f"its compressed stream fails its checksum or is corrupt ({e}): the rows of"
+                f" its {members} may be of damaged bytes; `{tester}` on the file says more"
+            ) from e
 
     def _entry(
         self,
@@ -1279,10 +1321,16 @@ class _TarCount:
     an allowance of 4 KiB a member (`ScanLimits.tar_header_allowance`), they do not,
     while headers past that (a member whose pax headers run to 1 MiB,
     `MAX_TAR_HEADER_BYTES`) count as data. Headers left uncounted are at most the
-    allowance times ``max_entries`` members (4 GiB)."""
+    allowance times ``max_entries`` members (4 GiB), and at most ``ratio``
+    (`ScanLimits.tar_header_ratio`, 2,000) times the compressed bytes read: 10^6 members
+    of 4 KiB of identical pax headers make a 41 KB .tar.bz2 (a 480 KB .tar.xz), whose
+    4 GiB took 5 minutes to walk, stopped now after 80 MB (a .tar.gz can do no better
+    than about 1,000:1; the headers of honest tars of 20,000 small files compress 73-362
+    to one)."""
 
-    def __init__(self, allowance: int) -> None:
+    def __init__(self, allowance: int, ratio: float) -> None:
         self.allowance = allowance
+        self.ratio = ratio
         self.members = 0
         self.overhead = 0  # bytes of headers and padding so far
         self._end = 0  # where the last member's data blocks end in the stream
@@ -1296,9 +1344,17 @@ class _TarCount:
         self._end = next_header
         self.members += 1
 
-    def counted(self, position: int) -> int:
-        """Bytes counted of the first ``position`` bytes of the stream."""
-        return position - min(self.overhead, self.allowance * self.members)
+    def ended(self, position: int) -> None:
+        """Counts the stream's bytes after its last member, up to ``position``, as headers
+        (the end-of-archive blocks, and what follows them in a compressed stream)."""
+        self.overhead += max(position - self._end, 0)
+        self._end = max(position, self._end)
+
+    def counted(self, position: int, compressed: int) -> int:
+        """Bytes counted of the first ``position`` bytes of the stream, ``compressed``
+        bytes of the file read for them: headers past ``ratio`` times those count too."""
+        free = min(self.overhead, self.allowance * self.members, int(self.ratio * compressed))
+        return position - free
 
 
 class _Metered:
