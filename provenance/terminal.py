@@ -159,7 +159,7 @@ def clipped_line(
     """``text`` from a peer or a configuration as a message or log line repeats it: its
     first ``most`` characters as ``show`` writes them (`shown_line`: controls,
     bidirectional marks, tab and newline escaped; ``repr`` for a quoted field,
-    `provenance.log.checkpoint.quoted`), then ``... (N characters)`` when it is longer,
+    `quoted`), then ``... (N characters)`` when it is longer,
     so a field a hostile peer made a megabyte long costs a line of at most about
     ``10 * most`` characters (an escape is at most 10), in time of order ``most``.
     ``length``: N when ``text`` is the start of a longer field (its whole length),
@@ -168,6 +168,20 @@ def clipped_line(
     if size <= most:
         return show(text)
     return f"{show(text[:most])}... ({size:,} characters)"
+
+
+def quoted(text: str, most: int = 60, length: int | None = None) -> str:
+    """``text`` as Python writes a string, cut to its first ``most`` characters (its
+    length then said: ``length`` when ``text`` is the start of a longer field): what a
+    message quotes of a field a hostile peer may make huge (`clipped_line`, writing the
+    characters kept with ``repr``, then what ``repr`` leaves that draws nothing, such as
+    HANGUL FILLER, as `shown_line` does)."""
+    return clipped_line(text, most, show=_repr_line, length=length)
+
+
+def _repr_line(text: str) -> str:
+    """``repr(text)`` with `shown_line`'s escapes of what it keeps."""
+    return shown_line(repr(text))
 
 
 def js_class(pattern: re.Pattern[str]) -> str:

@@ -57,7 +57,7 @@ def _writer(target: Path) -> tuple[subprocess.Popen[str], str]:
     """A `_WRITER` of ``target`` stopped before its rename, and its temporary file's name."""
     proc = subprocess.Popen(
         [sys.executable, "-c", _WRITER, str(target)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,  # pipes: one line, read here
     )  # fmt: skip
     assert proc.stdout is not None
     return proc, proc.stdout.readline().strip()
@@ -124,7 +124,7 @@ def test_a_locked_file_of_a_dead_looking_process_id_is_left(tmp_path: Path) -> N
         [sys.executable, "-c", "import fcntl, sys; f = open(sys.argv[1]);"
          " fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); sys.stdin.read()",
          str(leftover)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,  # pipes: one line, read here
     )  # fmt: skip
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from provenance.log.checkpoint import LogSigner, quoted
+from provenance.log.checkpoint import LogSigner
+from provenance.terminal import quoted
 from tests.test_tiles import ORIGIN, _audit, _Quiet, _serving
 
 _BAD_TARGETS = [

@@ -23,8 +23,9 @@ from clients.cli import main as prov_main
 from provenance.c2pa.timestamp import TimestampAuthority, request_token
 from provenance.cli.urls import ENDPOINT, MAX_URL_CHARS, PREFIX, REDIRECT, UrlRules, url_problem
 from provenance.core.errors import ConfigError, TimestampError, WitnessError
-from provenance.log.checkpoint import LogSigner, quoted
+from provenance.log.checkpoint import LogSigner
 from provenance.log.tiledir import fetcher, location_problem
+from provenance.terminal import quoted
 from provenance.witness import cosigner_vkey
 from provenance.witness.client import fetch_cosigned_checkpoint
 from tests.conftest import SAMPLES, closed_port

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from clients.api import ProvenanceClient
 from clients.options import witness_urls
 from provenance.core.errors import ConfigError
-from provenance.log.checkpoint import quoted
+from provenance.terminal import quoted
 from provenance.v1 import provenance_pb2 as pb
 from provenance.witness import cosigner_vkey
 from provenance.witness.client import parse_witness_option

@@ -124,8 +124,9 @@ def remove_leftovers(
                 continue  # a live writer holds it
             except OSError:  # a file system without flock: the process id alone tells
                 pass
-            if not os.path.samestat(st, os.fstat(fd)):
-                continue  # replaced meanwhile: not the file examined
+            opened = os.fstat(fd)
+            if not (os.path.samestat(st, opened) and os.path.samestat(opened, os.lstat(leftover))):
+                continue  # replaced meanwhile: not the file examined, or not the one there now
             os.unlink(leftover)
             removed.append(leftover)
         except OSError:

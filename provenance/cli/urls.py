@@ -53,7 +53,7 @@ import socket
 from dataclasses import dataclass
 
 from provenance.core.ports import MAX_PORT, port_number
-from provenance.log.checkpoint import quoted
+from provenance.terminal import quoted
 
 #: Most characters of a URL given on the command line (`UrlRules.max_chars`).
 MAX_URL_CHARS = 1024

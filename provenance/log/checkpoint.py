@@ -46,7 +46,7 @@ from provenance.cli.atomicfile import create_atomically, remove_leftovers
 from provenance.cli.files import open_regular_fd
 from provenance.core.errors import ConfigError, KeyMaterialError, LogError, SignatureError
 from provenance.core.keys import check_public_key
-from provenance.terminal import UNSAFE_IN_LINE, clipped_line, shown_line
+from provenance.terminal import UNSAFE_IN_LINE, clipped_line, quoted, shown_line
 
 ROOT_HASH_SIZE = 32
 """Bytes in a root hash (SHA-256)."""
@@ -91,20 +91,6 @@ _CONTROL_RE = re.compile(r"[\x00-\x09\x0b-\x1f]")
 
 def _has_control(text: str) -> bool:
     return _CONTROL_RE.search(text) is not None
-
-
-def quoted(text: str, most: int = 60, length: int | None = None) -> str:
-    """``text`` as Python writes a string, cut to its first ``most`` characters (its
-    length then said: ``length`` when ``text`` is the start of a longer field): what a
-    message quotes of a field a hostile peer may make huge (`provenance.terminal.
-    clipped_line`, writing the characters kept with ``repr``, then what ``repr`` leaves
-    that draws nothing, such as HANGUL FILLER, as `provenance.terminal.shown_line` does)."""
-    return clipped_line(text, most, show=_repr_line, length=length)
-
-
-def _repr_line(text: str) -> str:
-    """``repr(text)`` with `provenance.terminal.shown_line`'s escapes of what it keeps."""
-    return shown_line(repr(text))
 
 
 def _utf8_size(text: str, most: int) -> tuple[int, bool]:

@@ -46,8 +46,8 @@ from provenance.core.errors import (
 from provenance.core.files import naming
 from provenance.core.networds import OverBudget, exchange_failure, metered_response
 from provenance.log import tiles
-from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note, quoted
-from provenance.terminal import clipped_line
+from provenance.log.checkpoint import MAX_NOTE_BYTES, Checkpoint, not_a_signed_note
+from provenance.terminal import clipped_line, quoted
 
 if TYPE_CHECKING:  # the web reads tiles without the store layer (test_web_units)
     from provenance.store import Store

@@ -96,7 +96,6 @@ from provenance.log.checkpoint import (
     generate_log_key,
     load_log_signer,
     memo_path,
-    quoted,
     remove_key_leftovers,
 )
 from provenance.log.receipt import build_receipt, verify_receipt
@@ -123,6 +122,7 @@ from provenance.server.writer import (
 from provenance.store import KEY_HISTORY_META, AppendTxn, LeafRecord, Store, open_store
 from provenance.store.sql import PUBLIC_DAMAGED as DAMAGED
 from provenance.store.sqlite import SqliteStore
+from provenance.terminal import quoted
 from provenance.wire import convert as wire
 from provenance.wire.contract import DEFAULT_ENTRIES_PAGE, MAX_ENTRIES_PAGE
 from provenance.witness import WitnessStatus

@@ -92,11 +92,11 @@ from provenance.log.checkpoint import (
     check_key_name,
     open_checkpoint,
     parse_tree_size,
-    quoted,
     refuse_pem,
     split_note,
     split_vkey,
 )
+from provenance.terminal import quoted
 from provenance.wire.jsontext import loads_text
 
 COSIGNATURE_TYPE_ED25519 = 0x04

@@ -46,8 +46,8 @@ from provenance.cli.urls import PREFIX, url_problem, url_refusal
 from provenance.core.errors import ConfigError, LogError, ProvenanceError, WitnessError
 from provenance.core.files import file_kind
 from provenance.core.networds import OverBudget, metered_connection
-from provenance.log.checkpoint import parse_tree_size, quoted
-from provenance.terminal import clipped_line, shown_line
+from provenance.log.checkpoint import parse_tree_size
+from provenance.terminal import clipped_line, quoted, shown_line
 from provenance.witness import (
     SIZE_CONTENT_TYPE,
     WitnessStatus,
